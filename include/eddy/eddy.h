@@ -1,0 +1,409 @@
+/*
+ * eddy: a runtime for event-driven agents over keyed event streams.
+ *
+ * This is the only public header. What is not declared here is not API.
+ *
+ * Threads
+ * -------
+ * A runtime and everything it owns (its plan, contexts, memory handles, events
+ * handed to it) belong to its mailbox thread: the thread that calls
+ * eddy_runtime_run(). Every eddy_ctx_*, eddy_memory_* and eddy_event_* call on
+ * an object owned by a runtime checks the calling thread and fails with
+ * EDDY_EWRONGTHREAD from any other thread, without touching state.
+ *
+ * The functions given to eddy_ctx_execute_async() and friends (eddy_call_fn)
+ * run on a worker thread. They may use their arguments and build their result,
+ * nothing else of the runtime.
+ *
+ * Thread-safe: eddy_strerror(), eddy_error_*() on an error object that the
+ * calling thread owns, eddy_version(), eddy_runtime_stop().
+ *
+ * Ownership words used below
+ * --------------------------
+ * borrowed: the callee neither keeps nor frees it; valid as documented.
+ * stolen:   the callee takes the reference, on success and on failure alike.
+ * taken:    the callee takes it on success only; on failure the caller still owns it.
+ * new:      the caller receives a reference it must release.
+ */
+#ifndef EDDY_EDDY_H
+#define EDDY_EDDY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "eddy/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define EDDY_API __attribute__((visibility("default")))
+#else
+#define EDDY_API
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+/*
+ * All error codes. EDDY_OK is 0; every error is negative so that functions
+ * that return a count can share the convention.
+ */
+#define EDDY_ERRNO_MAP(X)                                                                    \
+    X(OK, 0, "success")                                                                      \
+    X(ENOMEM, -1, "out of memory")                                                           \
+    X(EINVAL, -2, "invalid argument")                                                        \
+    X(EWRONGTHREAD, -3, "called from a thread that does not own the runtime")                \
+    X(ENOTFOUND, -4, "not found")                                                            \
+    X(EPATH, -5,                                                                             \
+      "memory path conflict (a value stands where an object is needed, or the reverse)")     \
+    X(ECALL, -6, "the call failed (see its error object)")                                   \
+    X(EACTION, -7, "an action failed")                                                       \
+    X(EIO, -8, "input/output error")                                                         \
+    X(EPLAN, -9, "invalid agent plan")                                                       \
+    X(ECONFIG, -10, "invalid configuration")                                                 \
+    X(ESTATE, -11, "wrong state for this call")                                              \
+    X(ECANCELED, -12, "canceled: the runtime is stopping")                                   \
+    X(ENOTSUP, -13, "not supported")                                                         \
+    X(ESTORE, -14, "state store failure")                                                    \
+    X(ENONDET, -15, "non-deterministic durable call")                                        \
+    X(EBUSY, -16, "resource busy (for example a state directory locked by another process)") \
+    X(ESTOPPED, -17, "the runtime was stopped before the input was finished")
+
+typedef enum eddy_errno {
+#define EDDY__ERRNO_ENUM(name, val, text) EDDY_##name = (val),
+    EDDY_ERRNO_MAP(EDDY__ERRNO_ENUM)
+#undef EDDY__ERRNO_ENUM
+} eddy_errno;
+
+/* A static, human-readable description of an error code. Never NULL. Thread-safe. */
+EDDY_API const char *eddy_strerror(int code);
+/* The symbolic name of an error code ("EDDY_EPATH"). Never NULL. Thread-safe. */
+EDDY_API const char *eddy_err_name(int code);
+
+/*
+ * An error object: a type (for example "ValueError", "timeout", "io") and a
+ * message. Failures that carry text come back as one of these.
+ */
+typedef struct eddy_error eddy_error;
+
+/* New error; copies both strings. type NULL means "error". Returns NULL on ENOMEM. */
+EDDY_API eddy_error *eddy_error_new(const char *type, const char *message);
+/* printf-style message. Returns NULL on ENOMEM. */
+EDDY_API eddy_error *eddy_error_newf(const char *type, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Borrowed strings, valid until eddy_error_free(). Never NULL for a non-NULL e. */
+EDDY_API const char *eddy_error_type(const eddy_error *e);
+EDDY_API const char *eddy_error_message(const eddy_error *e);
+/* Free; NULL is a no-op. */
+EDDY_API void eddy_error_free(eddy_error *e);
+
+/* ---------------------------------------------------------------- version */
+
+/* "MAJOR.MINOR.PATCH". Thread-safe. */
+EDDY_API const char *eddy_version(void);
+
+/* ---------------------------------------------------------------- types */
+
+typedef struct eddy_plan eddy_plan;
+typedef struct eddy_event eddy_event;
+typedef struct eddy_ctx eddy_ctx;
+typedef struct eddy_memory eddy_memory;
+typedef struct eddy_config eddy_config;
+typedef struct eddy_runtime eddy_runtime;
+
+/* Built-in event types. */
+#define EDDY_INPUT_EVENT  "InputEvent"
+#define EDDY_OUTPUT_EVENT "OutputEvent"
+
+/* ---------------------------------------------------------------- events */
+
+/*
+ * New event of the given type with the given attributes (a JSON object; NULL
+ * means an empty object). attrs is stolen, also on failure. Returns NULL on
+ * ENOMEM, or when type is empty or attrs is not an object.
+ * An OutputEvent carries what goes to the sink in attribute "output".
+ */
+EDDY_API eddy_event *eddy_event_new(const char *type, json_t *attrs);
+/* Free an event that was not handed to the runtime. NULL is a no-op. */
+EDDY_API void eddy_event_free(eddy_event *ev);
+/* Borrowed; valid while the event lives. */
+EDDY_API const char *eddy_event_type(const eddy_event *ev);
+/* Borrowed attributes object. Actions must not modify the attributes of the
+ * event that triggered them. */
+EDDY_API json_t *eddy_event_attrs(const eddy_event *ev);
+/* The event's id: 16 hex digits, derived deterministically from the key, the
+ * run and the event's place in the run (so a re-run after a crash reproduces
+ * it). An event not yet sent has id "0000000000000000". Borrowed. */
+EDDY_API const char *eddy_event_id(const eddy_event *ev);
+
+/* ---------------------------------------------------------------- plans */
+
+/*
+ * An action: called once per triggering event, on the mailbox thread, on its
+ * own coroutine stack. Return EDDY_OK when done, or an error code; to give
+ * the error a text, call eddy_ctx_fail() before returning.
+ * ev is borrowed for the duration of the action execution.
+ */
+typedef int (*eddy_action_fn)(eddy_ctx *ctx, const eddy_event *ev, void *arg);
+
+/* What a C agent shared object exports. Registers its actions; returns EDDY_OK
+ * or an error code. */
+typedef int (*eddy_agent_init_fn)(eddy_plan *plan);
+#define EDDY_AGENT_INIT_SYMBOL "eddy_agent_init"
+
+/* New empty plan. NULL on ENOMEM. */
+EDDY_API eddy_plan *eddy_plan_new(void);
+/* Free; NULL is a no-op. A plan given to eddy_runtime_new() belongs to it. */
+EDDY_API void eddy_plan_free(eddy_plan *plan);
+
+/*
+ * Add an action named name (unique in the plan) triggered by each of the
+ * NULL-terminated event_types (at least one). arg is passed to fn.
+ * Errors: EDDY_EINVAL (empty or duplicate name, no event types, NULL fn;
+ * triggering on OutputEvent, which never triggers actions), EDDY_ENOMEM.
+ */
+EDDY_API int eddy_plan_add_action(eddy_plan *plan, const char *name, const char *const *event_types,
+                                  eddy_action_fn fn, void *arg);
+/* Number of actions. */
+EDDY_API size_t eddy_plan_action_count(const eddy_plan *plan);
+/* Name of action i (registration order), borrowed; NULL when out of range. */
+EDDY_API const char *eddy_plan_action_name(const eddy_plan *plan, size_t i);
+
+/*
+ * Load a C agent: dlopen(path) and call its eddy_agent_init(plan).
+ * On failure returns an error code and, when err is not NULL, sets *err to a
+ * new error naming the file and the cause (for the caller to free).
+ */
+EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err);
+
+/*
+ * Load a Python agent from a .py file: import it, find the one Agent subclass
+ * (or the one named agent_class when not NULL) and add its actions.
+ * Errors as eddy_plan_load_shared(); EDDY_ENOTSUP when eddy was built without
+ * Python.
+ */
+EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
+                                   eddy_error **err);
+
+/* ---------------------------------------------------------------- contexts */
+
+/* The key of the running action execution, as JSON text ("\"u1\"", "42").
+ * Borrowed, valid during the action execution. NULL from a wrong thread. */
+EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
+
+/*
+ * Send an event. It is buffered and released when this action execution
+ * finishes: an OutputEvent goes to the sink, any other event triggers the
+ * actions of this run that listen to its type. ev is taken on success.
+ * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, or an event already sent),
+ * EDDY_ENOMEM.
+ */
+EDDY_API int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev);
+
+/* The key's short-term memory (kept across runs) and sensory memory (cleared
+ * when the run ends). Borrowed handles valid during the action execution;
+ * NULL from a wrong thread. */
+EDDY_API eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx);
+EDDY_API eddy_memory *eddy_ctx_sensory_memory(eddy_ctx *ctx);
+
+/*
+ * Give the action's failure a type and message (copied). The action then
+ * returns an error code. Returns EDDY_OK or EDDY_EWRONGTHREAD/EDDY_ENOMEM.
+ * err is stolen when not NULL (eddy_ctx_fail_error).
+ */
+EDDY_API int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message);
+EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
+
+/* ---------------------------------------------------------------- memory */
+
+/*
+ * Memory is a tree of JSON objects addressed by dotted paths ("a.b.c").
+ * An action execution reads the key's committed memory plus its own writes;
+ * its writes apply to the key when it finishes.
+ *
+ * eddy_memory_get: a new reference to a copy of the value at path (objects
+ * come back as JSON objects), or NULL when absent, on a wrong thread or ENOMEM.
+ */
+EDDY_API json_t *eddy_memory_get(eddy_memory *m, const char *path);
+/*
+ * Set path to value (stolen, also on failure), creating missing parent
+ * objects. Errors: EDDY_EINVAL (bad path, NULL value), EDDY_EPATH (a value
+ * stands where a parent object is needed, or an object stands at path),
+ * EDDY_EWRONGTHREAD, EDDY_ENOMEM.
+ */
+EDDY_API int eddy_memory_set(eddy_memory *m, const char *path, json_t *value);
+/* Make an empty object at path (parents created). An object already there is
+ * kept as it is. Errors as eddy_memory_set(). */
+EDDY_API int eddy_memory_new_object(eddy_memory *m, const char *path);
+/* 1 when path exists, 0 when not, or a negative error code. */
+EDDY_API int eddy_memory_exists(eddy_memory *m, const char *path);
+/* New JSON array of the field names of the object at path ("" is the root),
+ * or NULL when path is absent or not an object, on a wrong thread or ENOMEM. */
+EDDY_API json_t *eddy_memory_field_names(eddy_memory *m, const char *path);
+
+/* ---------------------------------------------------------------- async calls */
+
+/*
+ * A slow call: runs on a worker thread. args is borrowed (read only). On
+ * success set *result to a new reference (NULL means JSON null) and return
+ * EDDY_OK; on failure set *err (eddy_error_new) and return an error code.
+ */
+typedef int (*eddy_call_fn)(const json_t *args, void *arg, json_t **result, eddy_error **err);
+
+/*
+ * Run fn(args, arg) on the worker pool and suspend the action until it
+ * completes; other keys and other actions run meanwhile. Nothing polls: the
+ * worker signals the completion.
+ * On success returns EDDY_OK and *result (new reference, may be NULL for JSON
+ * null). When fn fails returns its code and *err (new; caller frees) when err
+ * is not NULL. EDDY_ECANCELED when the runtime stops meanwhile;
+ * EDDY_EWRONGTHREAD; EDDY_ESTATE outside an action's coroutine.
+ * args must stay unmodified until the call returns.
+ */
+EDDY_API int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t *args, void *arg,
+                                    json_t **result, eddy_error **err);
+
+/*
+ * Several calls in flight at once from one action. Fill fn, args and arg of
+ * each; eddy_ctx_execute_async_all() starts them all, suspends until every one
+ * has completed and fills rc, result (new) and err (new) of each.
+ * Returns EDDY_OK when every call succeeded, EDDY_ECALL when at least one
+ * failed (see each rc), or EDDY_ECANCELED/EDDY_EWRONGTHREAD/EDDY_ESTATE/
+ * EDDY_EINVAL before anything started.
+ */
+typedef struct eddy_async_call {
+    eddy_call_fn fn;
+    const json_t *args;
+    void *arg;
+    int rc;
+    json_t *result;
+    eddy_error *err;
+} eddy_async_call;
+
+EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n);
+
+/* ---------------------------------------------------------------- durable calls */
+
+/*
+ * Run fn once and journal its result (or error, type and message kept). When
+ * the action execution re-runs after a crash, a journaled call returns its
+ * result or error from the journal without calling fn. A call is identified by
+ * its position in the action execution, fn_id (a stable name of the function)
+ * and a digest of the canonical JSON of args.
+ * eddy_ctx_durable_execute runs fn on the mailbox thread;
+ * eddy_ctx_durable_execute_async on the worker pool (suspending the action).
+ * Returns as eddy_ctx_execute_async(); EDDY_ENONDET when the journal holds a
+ * different call at this position and strict determinism is on.
+ * Without a state directory the journal lives in memory.
+ */
+EDDY_API int eddy_ctx_durable_execute(eddy_ctx *ctx, const char *fn_id, const json_t *args,
+                                      eddy_call_fn fn, void *arg, json_t **result,
+                                      eddy_error **err);
+EDDY_API int eddy_ctx_durable_execute_async(eddy_ctx *ctx, const char *fn_id, const json_t *args,
+                                            eddy_call_fn fn, void *arg, json_t **result,
+                                            eddy_error **err);
+/*
+ * As eddy_ctx_durable_execute_async(), with a reconciler: the call is journaled
+ * PENDING (and committed) before fn runs. If recovery finds it PENDING (the
+ * process died while fn ran), reconcile(args, arg, ...) runs on the worker pool
+ * instead of fn and its outcome is journaled as the call's.
+ */
+EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id,
+                                                 const json_t *args, eddy_call_fn fn,
+                                                 eddy_call_fn reconcile, void *arg, json_t **result,
+                                                 eddy_error **err);
+
+/* ---------------------------------------------------------------- configuration */
+
+/*
+ * Runtime configuration: string names and values, as on the command line
+ * (without the leading "--"):
+ *   input            path of the JSONL input, "-" for stdin (default "-")
+ *   output           path of the JSONL output, "-" for stdout (default "-")
+ *   dead-letter      path of the dead-letter JSONL file (default "<output>.dead.jsonl",
+ *                    or "-" meaning stderr when output is stdout)
+ *   key              top-level field of each input record holding its key (default "key")
+ *   async-threads    worker threads (default 2 x online cores)
+ *   max-in-flight    inputs admitted and not yet finished, at most (default 10000)
+ *   on-error         "stop" (default) or "skip"
+ *   max-line-bytes   longest accepted input line (default 16777216)
+ *   state            state directory; empty means in-memory (default "")
+ *   commit-interval-ms  longest wait before a group commit (default 2)
+ *   strict-determinism  "true" or "false" (default "false")
+ *   stack-size       coroutine stack size in bytes (default 262144)
+ */
+EDDY_API eddy_config *eddy_config_new(void);
+EDDY_API void eddy_config_free(eddy_config *conf);
+/* Set name to value (copied). EDDY_ECONFIG with a message in *err (new, when
+ * err is not NULL) for an unknown name or a bad value. */
+EDDY_API int eddy_config_set(eddy_config *conf, const char *name, const char *value,
+                             eddy_error **err);
+/* Current value, borrowed; NULL for an unknown name. */
+EDDY_API const char *eddy_config_get(const eddy_config *conf, const char *name);
+
+/* ---------------------------------------------------------------- runtime */
+
+/*
+ * New runtime for plan with conf. plan is taken on success; conf is borrowed
+ * (copied). Opens the input, output and dead-letter files and the state store.
+ * On failure returns NULL and sets *err (new) when err is not NULL.
+ * The calling thread becomes the runtime's mailbox thread.
+ */
+EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_error **err);
+
+/*
+ * Run until the input is exhausted and every run has finished, or until an
+ * action fails under on-error=stop, or eddy_runtime_stop() is called.
+ * Returns EDDY_OK, EDDY_EACTION (see eddy_runtime_error()), EDDY_EIO,
+ * EDDY_ESTORE, EDDY_ESTOPPED, or EDDY_EWRONGTHREAD.
+ */
+EDDY_API int eddy_runtime_run(eddy_runtime *rt);
+
+/* Ask a running runtime to stop soon (thread-safe and async-signal-safe once
+ * the runtime runs). In-flight work is committed or left to re-run. */
+EDDY_API void eddy_runtime_stop(eddy_runtime *rt);
+
+/* The error that ended the last eddy_runtime_run(), borrowed (NULL if none). */
+EDDY_API const eddy_error *eddy_runtime_error(const eddy_runtime *rt);
+
+/* Counters, readable from the mailbox thread at any time (from the progress
+ * callback, for instance). */
+typedef struct eddy_stats {
+    uint64_t inputs;           /* input lines accepted */
+    uint64_t dead_lettered;    /* lines and runs written to the dead-letter file */
+    uint64_t outputs;          /* OutputEvents written to the sink */
+    uint64_t runs_finished;    /* runs finished (including skipped failures) */
+    uint64_t runs_in_flight;   /* inputs admitted and not finished */
+    uint64_t actions_executed; /* action executions finished */
+    uint64_t events;           /* events released (all types) */
+    uint64_t unhandled_events; /* non-output events that triggered no action */
+    uint64_t async_calls;      /* calls run on the worker pool */
+    uint64_t durable_calls;    /* durable calls made (run or replayed) */
+    uint64_t durable_replayed; /* durable calls answered from the journal */
+    uint64_t actions_replayed; /* finished action executions re-applied from the journal */
+    uint64_t commits;          /* store transactions committed */
+    double elapsed_s;          /* wall time in eddy_runtime_run() */
+    int durable;               /* 1 with a state directory, 0 in memory */
+} eddy_stats;
+
+EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);
+
+/* Called on the mailbox thread about every interval_ms while running. */
+typedef void (*eddy_progress_fn)(const eddy_stats *stats, void *arg);
+EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
+                                       unsigned interval_ms);
+
+/* Free; NULL is a no-op. Must not be called while eddy_runtime_run() runs. */
+EDDY_API void eddy_runtime_free(eddy_runtime *rt);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDDY_EDDY_H */

@@ -1,0 +1,55 @@
+/*
+ * Stackful coroutines for C action executions.
+ *
+ * Design notes
+ * ------------
+ * Every coroutine runs on its own mmap'd stack with a PROT_NONE guard page
+ * below it, so an overflow faults instead of corrupting a neighbour. Stacks
+ * are pooled: a finished coroutine's stack goes back to its pool's free list
+ * and is reused by the next eddy__coro_new(), so starting an action execution
+ * does not map memory in the steady state.
+ *
+ * The switch is Boost.Context's fcontext (jump_fcontext/make_fcontext, which
+ * libboost_context exports as C symbols): a few nanoseconds, no system call.
+ * Switches carry the sanitizers' fiber annotations (ASan
+ * __sanitizer_start/finish_switch_fiber, TSan __tsan_switch_to_fiber) so that
+ * sanitizer builds understand the stack changes.
+ *
+ * A pool and its coroutines belong to one thread (the mailbox thread). A
+ * coroutine is resumed only by that thread and yields back to the point that
+ * resumed it. Coroutines do not nest: resume is never called from inside a
+ * coroutine.
+ */
+#ifndef EDDY_EXEC_CORO_H
+#define EDDY_EXEC_CORO_H
+
+#include <stddef.h>
+
+typedef struct eddy__coro eddy__coro;
+typedef struct eddy__coro_pool eddy__coro_pool;
+typedef void (*eddy__coro_fn)(void *arg);
+
+/* New pool whose stacks have stack_size usable bytes (rounded up to pages),
+ * keeping at most max_cached free stacks. NULL on ENOMEM. */
+eddy__coro_pool *eddy__coro_pool_new(size_t stack_size, size_t max_cached);
+/* Unmap every cached stack. Every coroutine must have been freed. NULL is a no-op. */
+void eddy__coro_pool_free(eddy__coro_pool *pool);
+
+/* New coroutine that will run fn(arg) when first resumed. NULL on ENOMEM. */
+eddy__coro *eddy__coro_new(eddy__coro_pool *pool, eddy__coro_fn fn, void *arg);
+
+/* Run c until it yields or fn returns. Returns 1 when fn has returned (the
+ * coroutine is finished), 0 when it yielded. Must not be called on a finished
+ * coroutine, or from inside a coroutine. */
+int eddy__coro_resume(eddy__coro *c);
+
+/* From inside a coroutine: switch back to the thread that resumed it. */
+void eddy__coro_yield(void);
+
+/* The coroutine running on this thread, or NULL outside of any. */
+eddy__coro *eddy__coro_current(void);
+
+/* Return c's stack to its pool. c must be finished or never resumed. NULL is a no-op. */
+void eddy__coro_free(eddy__coro *c);
+
+#endif /* EDDY_EXEC_CORO_H */

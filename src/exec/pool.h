@@ -1,0 +1,67 @@
+/*
+ * Worker pool for the bodies of async calls, with completions signalled back
+ * to the loop.
+ *
+ * Design notes
+ * ------------
+ * Who runs where: eddy__pool_submit() and eddy__pool_flush() run on the loop
+ * (mailbox) thread; job->work runs on a worker; job->done runs on the loop
+ * thread, in a loop turn after the work finished.
+ *
+ * Submission is batched: submit appends to a loop-local list without locking;
+ * flush (called once per loop turn by the operator, and by submit itself when
+ * the list grows long) moves the list to the shared queue under one lock and
+ * wakes only as many idle workers as there are new jobs.
+ *
+ * Completion: a worker appends the finished job to the completion list under
+ * the completion lock, and calls uv_async_send() only when the list was empty
+ * (libuv coalesces wake-ups anyway; this saves the write). The loop's async
+ * callback takes the whole list at once and calls done for each job in the
+ * order they completed. Nothing polls.
+ *
+ * Lock order: the queue lock and the completion lock are never held together.
+ *
+ * Shutdown: eddy__pool_close() lets queued jobs run, joins the workers,
+ * delivers the remaining completions (done callbacks run inside close), and
+ * closes the async handle; the loop must then run once more for the handle
+ * close callback before the loop closes (uv_run(loop, UV_RUN_NOWAIT) or
+ * UV_RUN_DEFAULT once nothing else is active).
+ */
+#ifndef EDDY_EXEC_POOL_H
+#define EDDY_EXEC_POOL_H
+
+#include <uv.h>
+
+#include "util/queue.h"
+
+typedef struct eddy__pool eddy__pool;
+
+typedef struct eddy__job {
+    eddy__queue node;                    /* owned by the pool while submitted */
+    void (*work)(struct eddy__job *job); /* runs on a worker thread */
+    void (*done)(struct eddy__job *job); /* runs on the loop thread */
+} eddy__job;
+
+/* New pool with nthreads workers (>= 1) attached to loop. NULL on failure
+ * (ENOMEM or thread creation). */
+eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads);
+
+/* Queue job (loop thread only). job->work and job->done must be set. The job
+ * memory must stay valid until done has been called. */
+void eddy__pool_submit(eddy__pool *pool, eddy__job *job);
+
+/* Hand the jobs submitted since the last flush to the workers (loop thread). */
+void eddy__pool_flush(eddy__pool *pool);
+
+/* Jobs submitted whose done callback has not run yet. */
+size_t eddy__pool_pending(const eddy__pool *pool);
+
+/* Number of worker threads. */
+unsigned eddy__pool_threads(const eddy__pool *pool);
+
+/* Flush, finish every job, deliver their completions, join the workers,
+ * close the async handle and free the pool (its memory is released by the
+ * handle's close callback). NULL is a no-op. */
+void eddy__pool_close(eddy__pool *pool);
+
+#endif /* EDDY_EXEC_POOL_H */
