@@ -1,0 +1,139 @@
+/*
+ * State store: the durable state of one operator (or, later, of one partition).
+ *
+ * Design notes
+ * ------------
+ * The store is an interface so that a distributed deployment can keep state
+ * per partition and move it with the partition; nothing here assumes that one
+ * process owns every key. This file declares the interface and the embedded
+ * SQLite implementation (src/store/sqlite_store.c).
+ *
+ * Everything runs on the mailbox thread. Writes go into one open transaction
+ * (begun implicitly by the first write); eddy__store_commit() commits it with
+ * one fsync (WAL, synchronous=FULL). The operator commits once per loop turn
+ * (group commit): never one fsync per record.
+ *
+ * What is stored (all JSON as compact text):
+ *   meta     format version, plan fingerprint, source position (byte offset and
+ *            line number of the next unread line), sink position (committed
+ *            length of the output file), the outbox's next id
+ *   keys     per key: the next run sequence number and the committed short-term
+ *            memory as of the end of its last finished run
+ *   pending  per key FIFO of admitted inputs (the head is the run in flight),
+ *            in arrival order across keys (rowid)
+ *   journal  per action execution: durable call records, and when it finished,
+ *            its completion record (released events, memory writes, completion
+ *            ordinal); keyed (key, run seq, triggering event id, action, index)
+ *   outbox   outputs committed but not yet covered by the sink position
+ *
+ * Errors: every function returns EDDY_OK or an error code; store failures are
+ * EDDY_ESTORE with text in the store's last error (eddy__store_error()).
+ */
+#ifndef EDDY_STORE_STORE_H
+#define EDDY_STORE_STORE_H
+
+#include <stdint.h>
+
+#include "eddy/eddy.h"
+
+#define EDDY_STORE_FORMAT_VERSION 1
+
+/* Journal record kinds and call status. */
+enum {
+    EDDY_JREC_CALL = 1, /* a durable call at position idx (0, 1, ...) */
+    EDDY_JREC_DONE = 2  /* the action execution finished; idx is -1 */
+};
+enum {
+    EDDY_JCALL_OK = 1,     /* payload: the result as JSON text ("null" allowed) */
+    EDDY_JCALL_ERROR = 2,  /* err_type and err_msg set; payload may carry extra data */
+    EDDY_JCALL_PENDING = 3 /* journaled before a reconciled call ran */
+};
+
+typedef struct eddy__jrec {
+    const char *key;      /* key JSON text */
+    uint64_t seq;         /* run sequence number of the key */
+    const char *event_id; /* id of the triggering event (16 hex digits) */
+    const char *action;   /* action name */
+    int64_t idx;          /* call index, or -1 for the completion record */
+    int kind;             /* EDDY_JREC_* */
+    int status;           /* EDDY_JCALL_* for calls; 0 for DONE */
+    const char *fn_id;    /* calls: function id */
+    const char *digest;   /* calls: digest of the canonical args (hex) */
+    const char *payload;  /* calls: result JSON; DONE: completion JSON */
+    const char *err_type; /* calls with status ERROR */
+    const char *err_msg;
+} eddy__jrec;
+
+typedef struct eddy__store eddy__store;
+
+/*
+ * Open (creating when absent) the store in directory dir (created with mode
+ * 0700). Takes an exclusive lock (a lock file in dir, flock): a second process
+ * gets EDDY_EBUSY. A store with another format version or another plan
+ * fingerprint is refused with EDDY_ESTATE; a file that is not a valid database
+ * gives EDDY_ESTORE. *err (new) names the directory or file and the cause.
+ */
+int eddy__store_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
+                     eddy_error **err);
+/* Roll back any open transaction, close and unlock. NULL is a no-op. */
+void eddy__store_close(eddy__store *s);
+/* Text of the last store failure (borrowed, "" when none). */
+const char *eddy__store_error(const eddy__store *s);
+
+/* 1 when writes are waiting to be committed. */
+int eddy__store_dirty(const eddy__store *s);
+/* Commit the open transaction (no-op when none). */
+int eddy__store_commit(eddy__store *s);
+
+/* meta */
+int eddy__store_get_source_pos(eddy__store *s, uint64_t *offset, uint64_t *line);
+int eddy__store_set_source_pos(eddy__store *s, uint64_t offset, uint64_t line);
+int eddy__store_get_sink_pos(eddy__store *s, uint64_t *offset);
+int eddy__store_set_sink_pos(eddy__store *s, uint64_t offset);
+
+/* keys: callback returns EDDY_OK to go on, anything else stops and is returned */
+typedef int (*eddy__store_key_fn)(void *arg, const char *key, uint64_t next_seq,
+                                  const char *stm_json);
+int eddy__store_keys_load(eddy__store *s, eddy__store_key_fn fn, void *arg);
+int eddy__store_key_put(eddy__store *s, const char *key, uint64_t next_seq, const char *stm_json);
+/* One key (for inspect); EDDY_ENOTFOUND when absent. *stm_json is new (free()). */
+int eddy__store_key_get(eddy__store *s, const char *key, uint64_t *next_seq, char **stm_json);
+
+/* pending inputs, loaded in arrival order */
+typedef int (*eddy__store_pending_fn)(void *arg, const char *key, uint64_t seq, uint64_t line_no,
+                                      const char *record_json);
+int eddy__store_pending_add(eddy__store *s, const char *key, uint64_t seq, uint64_t line_no,
+                            const char *record_json);
+int eddy__store_pending_remove(eddy__store *s, const char *key, uint64_t seq);
+int eddy__store_pending_load(eddy__store *s, eddy__store_pending_fn fn, void *arg);
+
+/* journal */
+typedef int (*eddy__store_jrec_fn)(void *arg, const eddy__jrec *rec);
+/* Insert or replace the record at (key, seq, event_id, action, idx). */
+int eddy__store_journal_put(eddy__store *s, const eddy__jrec *rec);
+/* Delete the call records of one action execution with idx >= from_idx. */
+int eddy__store_journal_cut(eddy__store *s, const char *key, uint64_t seq, const char *event_id,
+                            const char *action, int64_t from_idx);
+/* Every record of one run, ordered by (event_id, action, idx). */
+int eddy__store_journal_load_run(eddy__store *s, const char *key, uint64_t seq,
+                                 eddy__store_jrec_fn fn, void *arg);
+/* Every record of every run (for inspect), ordered by key, seq, event_id, action, idx. */
+int eddy__store_journal_load_all(eddy__store *s, eddy__store_jrec_fn fn, void *arg);
+/* Delete every record of one run. */
+int eddy__store_journal_prune_run(eddy__store *s, const char *key, uint64_t seq);
+
+/* outbox: outputs committed and not yet acknowledged by the sink position */
+typedef int (*eddy__store_outbox_fn)(void *arg, uint64_t id, const char *line, size_t len);
+/* Append a line (without newline); *id receives its id (increasing). */
+int eddy__store_outbox_add(eddy__store *s, const char *line, size_t len, uint64_t *id);
+int eddy__store_outbox_load(eddy__store *s, eddy__store_outbox_fn fn, void *arg);
+/* Delete every line with id <= up_to. */
+int eddy__store_outbox_ack(eddy__store *s, uint64_t up_to);
+
+/* Counts for inspect and tests. */
+typedef struct eddy__store_counts {
+    uint64_t keys, pending, journal, outbox;
+} eddy__store_counts;
+int eddy__store_counts_get(eddy__store *s, eddy__store_counts *out);
+
+#endif /* EDDY_STORE_STORE_H */
