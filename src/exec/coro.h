@@ -49,7 +49,14 @@ void eddy__coro_yield(void);
 /* The coroutine running on this thread, or NULL outside of any. */
 eddy__coro *eddy__coro_current(void);
 
-/* Return c's stack to its pool. c must be finished or never resumed. NULL is a no-op. */
+/* Return c's stack to its pool. c must be finished or never resumed. NULL is a no-op.
+ * Freeing a suspended coroutine is a bug (an assertion in debug builds): its
+ * frames are dropped without unwinding, so whatever they own leaks. */
 void eddy__coro_free(eddy__coro *c);
+
+/* Stacks pool has mapped now (live coroutines plus cached free stacks), and
+ * how many of those are cached. For tests and statistics. */
+size_t eddy__coro_pool_mapped(const eddy__coro_pool *pool);
+size_t eddy__coro_pool_cached(const eddy__coro_pool *pool);
 
 #endif /* EDDY_EXEC_CORO_H */

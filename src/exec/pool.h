@@ -17,15 +17,18 @@
  * the completion lock, and calls uv_async_send() only when the list was empty
  * (libuv coalesces wake-ups anyway; this saves the write). The loop's async
  * callback takes the whole list at once and calls done for each job in the
- * order they completed. Nothing polls.
+ * order they completed, then flushes the jobs those done callbacks submitted.
+ * Nothing polls. The async handle holds a reference on the loop only while
+ * jobs are pending, so an idle pool does not keep uv_run(UV_RUN_DEFAULT) alive.
  *
  * Lock order: the queue lock and the completion lock are never held together.
  *
- * Shutdown: eddy__pool_close() lets queued jobs run, joins the workers,
- * delivers the remaining completions (done callbacks run inside close), and
- * closes the async handle; the loop must then run once more for the handle
- * close callback before the loop closes (uv_run(loop, UV_RUN_NOWAIT) or
- * UV_RUN_DEFAULT once nothing else is active).
+ * Shutdown: eddy__pool_close() lets queued jobs run and delivers their
+ * completions (done callbacks run inside close, and may still submit jobs:
+ * close waits for those too; the loop thread blocks on a condition variable
+ * meanwhile), then joins the workers and closes the async handle; the loop must then run once more
+ * for the handle close callback before the loop closes (uv_run(loop, UV_RUN_NOWAIT) or
+ * UV_RUN_DEFAULT once nothing else is active). Close may be called from a done callback.
  */
 #ifndef EDDY_EXEC_POOL_H
 #define EDDY_EXEC_POOL_H
@@ -42,18 +45,21 @@ typedef struct eddy__job {
     void (*done)(struct eddy__job *job); /* runs on the loop thread */
 } eddy__job;
 
-/* New pool with nthreads workers (>= 1) attached to loop. NULL on failure
- * (ENOMEM or thread creation). */
+/* New pool with nthreads workers (>= 1) attached to loop. Call it on the loop
+ * thread: the other loop-thread calls assert that they run on the thread that
+ * created the pool. NULL on failure (nthreads 0, ENOMEM or thread creation). */
 eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads);
 
 /* Queue job (loop thread only). job->work and job->done must be set. The job
- * memory must stay valid until done has been called. */
+ * memory must stay valid until done has been called. Submit flushes by itself
+ * when 64 jobs wait unflushed. May be called from a done callback. */
 void eddy__pool_submit(eddy__pool *pool, eddy__job *job);
 
 /* Hand the jobs submitted since the last flush to the workers (loop thread). */
 void eddy__pool_flush(eddy__pool *pool);
 
-/* Jobs submitted whose done callback has not run yet. */
+/* Jobs submitted whose done callback has not run yet (loop thread). A job no
+ * longer counts once its done callback has been entered. */
 size_t eddy__pool_pending(const eddy__pool *pool);
 
 /* Number of worker threads. */

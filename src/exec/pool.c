@@ -1,0 +1,252 @@
+/*
+ * Worker pool (see pool.h for who runs where, lock order and shutdown).
+ *
+ * The async handle is referenced on the loop only while jobs are pending, in
+ * the manner of libuv's own threadpool, so an idle pool does not keep
+ * uv_run(UV_RUN_DEFAULT) from returning.
+ */
+#include "exec/pool.h"
+
+#include <assert.h>
+#include <stdlib.h>
+
+/* Submit flushes by itself once this many jobs wait in the local list. */
+#define POOL_AUTOFLUSH 64
+
+struct eddy__pool {
+    /* Loop thread only. */
+    uv_loop_t *loop;
+    uv_thread_t owner;
+    uv_async_t async;
+    eddy__queue local; /* submitted, not flushed yet */
+    size_t nlocal;
+    size_t pending;         /* submitted, done not called yet */
+    eddy__queue delivering; /* completions taken from the workers, done not called yet */
+    int closing;            /* also read by workers, under clock */
+
+    /* Queue lock: the shared job queue and the workers' sleep. */
+    uv_mutex_t qlock;
+    uv_cond_t qcond;
+    eddy__queue queue;
+    unsigned idle; /* workers waiting on qcond */
+    int stop;
+
+    /* Completion lock: finished jobs waiting for the loop. */
+    uv_mutex_t clock;
+    uv_cond_t ccond; /* signalled per completion while close waits */
+    eddy__queue completed;
+
+    unsigned nthreads;
+    uv_thread_t threads[];
+};
+
+static void worker(void *arg)
+{
+    eddy__pool *pool = arg;
+    uv_mutex_lock(&pool->qlock);
+    for (;;) {
+        while (eddy__queue_empty(&pool->queue) && !pool->stop) {
+            pool->idle++;
+            uv_cond_wait(&pool->qcond, &pool->qlock);
+            pool->idle--;
+        }
+        if (eddy__queue_empty(&pool->queue))
+            break; /* stop, and nothing left to run */
+        eddy__queue *q = eddy__queue_head(&pool->queue);
+        eddy__queue_remove(q);
+        uv_mutex_unlock(&pool->qlock);
+
+        eddy__job *job = eddy__queue_data(q, eddy__job, node);
+        job->work(job);
+
+        uv_mutex_lock(&pool->clock);
+        int was_empty = eddy__queue_empty(&pool->completed);
+        eddy__queue_insert_tail(&pool->completed, &job->node);
+        if (pool->closing)
+            uv_cond_signal(&pool->ccond);
+        uv_mutex_unlock(&pool->clock);
+        if (was_empty)
+            uv_async_send(&pool->async);
+
+        uv_mutex_lock(&pool->qlock);
+    }
+    uv_mutex_unlock(&pool->qlock);
+}
+
+/* Stop the workers once the queue is empty, and wait for them. */
+static void stop_workers(eddy__pool *pool, unsigned n)
+{
+    uv_mutex_lock(&pool->qlock);
+    pool->stop = 1;
+    uv_cond_broadcast(&pool->qcond);
+    uv_mutex_unlock(&pool->qlock);
+    for (unsigned i = 0; i < n; i++)
+        uv_thread_join(&pool->threads[i]);
+}
+
+static void destroy_locks(eddy__pool *pool)
+{
+    uv_cond_destroy(&pool->ccond);
+    uv_mutex_destroy(&pool->clock);
+    uv_cond_destroy(&pool->qcond);
+    uv_mutex_destroy(&pool->qlock);
+}
+
+/* Take the finished jobs and call done for each, in completion order. The
+ * list being delivered lives in the pool so that a done callback may call
+ * eddy__pool_close(), which then delivers the rest of it. */
+static void deliver(eddy__pool *pool)
+{
+    uv_mutex_lock(&pool->clock);
+    eddy__queue_move(&pool->completed, &pool->delivering);
+    uv_mutex_unlock(&pool->clock);
+    while (!eddy__queue_empty(&pool->delivering)) {
+        eddy__queue *q = eddy__queue_head(&pool->delivering);
+        eddy__queue_remove(q);
+        eddy__job *job = eddy__queue_data(q, eddy__job, node);
+        assert(pool->pending > 0);
+        if (--pool->pending == 0)
+            uv_unref((uv_handle_t *)&pool->async);
+        job->done(job);
+    }
+}
+
+static void on_async(uv_async_t *handle)
+{
+    eddy__pool *pool = handle->data;
+    deliver(pool);
+    /* Jobs that done callbacks submitted start now rather than a turn later.
+     * (When a done callback closed the pool, nlocal is 0 here.) */
+    if (pool->nlocal > 0)
+        eddy__pool_flush(pool);
+}
+
+static void on_close(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
+{
+    if (nthreads == 0)
+        return NULL;
+    eddy__pool *pool = calloc(1, sizeof(*pool) + nthreads * sizeof(uv_thread_t));
+    if (pool == NULL)
+        return NULL;
+    pool->loop = loop;
+    pool->owner = uv_thread_self();
+    pool->nthreads = nthreads;
+    eddy__queue_init(&pool->local);
+    eddy__queue_init(&pool->queue);
+    eddy__queue_init(&pool->completed);
+    eddy__queue_init(&pool->delivering);
+
+    unsigned started = 0;
+    if (uv_mutex_init(&pool->qlock) != 0)
+        goto fail_qlock;
+    if (uv_cond_init(&pool->qcond) != 0)
+        goto fail_qcond;
+    if (uv_mutex_init(&pool->clock) != 0)
+        goto fail_clock;
+    if (uv_cond_init(&pool->ccond) != 0)
+        goto fail_ccond;
+    /* Workers touch the async handle only after a job was submitted, so they
+     * may start before it exists; this keeps the unwinding free of uv_close. */
+    for (; started < nthreads; started++)
+        if (uv_thread_create(&pool->threads[started], worker, pool) != 0)
+            goto fail;
+    if (uv_async_init(loop, &pool->async, on_async) != 0)
+        goto fail;
+    pool->async.data = pool;
+    uv_unref((uv_handle_t *)&pool->async);
+    return pool;
+
+fail:
+    stop_workers(pool, started);
+    uv_cond_destroy(&pool->ccond);
+fail_ccond:
+    uv_mutex_destroy(&pool->clock);
+fail_clock:
+    uv_cond_destroy(&pool->qcond);
+fail_qcond:
+    uv_mutex_destroy(&pool->qlock);
+fail_qlock:
+    free(pool);
+    return NULL;
+}
+
+void eddy__pool_submit(eddy__pool *pool, eddy__job *job)
+{
+    uv_thread_t self = uv_thread_self();
+    assert(uv_thread_equal(&self, &pool->owner) && "eddy__pool_submit off the loop thread");
+    (void)self;
+    assert(job->work != NULL && job->done != NULL);
+    if (pool->pending++ == 0)
+        uv_ref((uv_handle_t *)&pool->async);
+    eddy__queue_insert_tail(&pool->local, &job->node);
+    if (++pool->nlocal >= POOL_AUTOFLUSH)
+        eddy__pool_flush(pool);
+}
+
+void eddy__pool_flush(eddy__pool *pool)
+{
+    uv_thread_t self = uv_thread_self();
+    assert(uv_thread_equal(&self, &pool->owner) && "eddy__pool_flush off the loop thread");
+    (void)self;
+    size_t n = pool->nlocal;
+    if (n == 0)
+        return;
+    pool->nlocal = 0;
+    uv_mutex_lock(&pool->qlock);
+    eddy__queue_move(&pool->local, &pool->queue);
+    /* A worker that is busy now looks at the queue again before it sleeps, so
+     * waking one idle worker per new job is enough. */
+    size_t wake = n < pool->idle ? n : pool->idle;
+    for (size_t i = 0; i < wake; i++)
+        uv_cond_signal(&pool->qcond);
+    uv_mutex_unlock(&pool->qlock);
+}
+
+size_t eddy__pool_pending(const eddy__pool *pool)
+{
+    return pool->pending;
+}
+
+unsigned eddy__pool_threads(const eddy__pool *pool)
+{
+    return pool->nthreads;
+}
+
+void eddy__pool_close(eddy__pool *pool)
+{
+    if (pool == NULL)
+        return;
+    uv_thread_t self = uv_thread_self();
+    assert(uv_thread_equal(&self, &pool->owner) && "eddy__pool_close off the loop thread");
+    (void)self;
+
+    /* Deliver completions until nothing is pending, waiting on ccond between
+     * batches. Done callbacks may submit more jobs; they are flushed and
+     * waited for too. The workers are still running here. */
+    uv_mutex_lock(&pool->clock);
+    pool->closing = 1;
+    uv_mutex_unlock(&pool->clock);
+    for (;;) {
+        eddy__pool_flush(pool);
+        if (pool->pending == 0)
+            break;
+        if (eddy__queue_empty(&pool->delivering)) {
+            uv_mutex_lock(&pool->clock);
+            while (eddy__queue_empty(&pool->completed))
+                uv_cond_wait(&pool->ccond, &pool->clock);
+            uv_mutex_unlock(&pool->clock);
+        }
+        deliver(pool);
+    }
+
+    stop_workers(pool, pool->nthreads);
+    destroy_locks(pool);
+    /* pending is 0, so the handle is unreferenced; closing it still needs one
+     * more loop turn, which frees the pool. */
+    uv_close((uv_handle_t *)&pool->async, on_close);
+}

@@ -1,0 +1,287 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "exec/coro.h"
+
+#define STACK (128 * 1024)
+
+/* Interleaving: each coroutine appends (id, step) to a shared trace and yields. */
+#define NCORO 64
+#define NSTEP 10
+
+typedef struct {
+    int id;
+    int *trace;
+    int *len;
+    eddy__coro *self;
+} stepper;
+
+static void step_fn(void *arg)
+{
+    stepper *s = arg;
+    for (int i = 0; i < NSTEP; i++) {
+        assert_ptr_equal(eddy__coro_current(), s->self);
+        s->trace[(*s->len)++] = s->id * 1000 + i;
+        eddy__coro_yield();
+    }
+}
+
+static void test_interleaved(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(STACK, 8);
+    assert_non_null(pool);
+    static int trace[NCORO * NSTEP];
+    int len = 0;
+    stepper st[NCORO];
+    eddy__coro *c[NCORO];
+    for (int i = 0; i < NCORO; i++) {
+        st[i] = (stepper){i, trace, &len, NULL};
+        c[i] = eddy__coro_new(pool, step_fn, &st[i]);
+        assert_non_null(c[i]);
+        st[i].self = c[i];
+    }
+    assert_int_equal(eddy__coro_pool_mapped(pool), NCORO);
+    /* Round robin: NSTEP yields each, then one more resume to finish. */
+    for (int round = 0; round <= NSTEP; round++)
+        for (int i = 0; i < NCORO; i++)
+            assert_int_equal(eddy__coro_resume(c[i]), round == NSTEP);
+    assert_int_equal(len, NCORO * NSTEP);
+    for (int round = 0; round < NSTEP; round++)
+        for (int i = 0; i < NCORO; i++)
+            assert_int_equal(trace[round * NCORO + i], i * 1000 + round);
+    for (int i = 0; i < NCORO; i++)
+        eddy__coro_free(c[i]);
+    assert_int_equal(eddy__coro_pool_cached(pool), 8);
+    assert_int_equal(eddy__coro_pool_mapped(pool), 8);
+    eddy__coro_pool_free(pool);
+}
+
+/* Values passed back and forth across yields, in order. */
+typedef struct {
+    int in;
+    int out;
+} channel;
+
+static void echo_fn(void *arg)
+{
+    channel *ch = arg;
+    for (;;) {
+        if (ch->in < 0)
+            return;
+        ch->out = ch->in * 2;
+        eddy__coro_yield();
+    }
+}
+
+static void test_yield_resume_order(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(STACK, 1);
+    channel ch = {0, -1};
+    eddy__coro *c = eddy__coro_new(pool, echo_fn, &ch);
+    assert_non_null(c);
+    assert_int_equal(ch.out, -1); /* not started by new */
+    for (int i = 1; i <= 100; i++) {
+        ch.in = i;
+        assert_int_equal(eddy__coro_resume(c), 0);
+        assert_int_equal(ch.out, 2 * i);
+    }
+    ch.in = -1;
+    assert_int_equal(eddy__coro_resume(c), 1);
+    eddy__coro_free(c);
+    eddy__coro_pool_free(pool);
+}
+
+static void note_current(void *arg)
+{
+    *(eddy__coro **)arg = eddy__coro_current();
+}
+
+static void test_current(void **state)
+{
+    (void)state;
+    assert_null(eddy__coro_current());
+    eddy__coro_pool *pool = eddy__coro_pool_new(STACK, 1);
+    eddy__coro *seen = NULL;
+    eddy__coro *c = eddy__coro_new(pool, note_current, &seen);
+    assert_null(eddy__coro_current());
+    assert_int_equal(eddy__coro_resume(c), 1);
+    assert_ptr_equal(seen, c);
+    assert_null(eddy__coro_current());
+    eddy__coro_free(c);
+    eddy__coro_pool_free(pool);
+}
+
+static void never_run(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void test_free_unstarted(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(STACK, 0);
+    int ran = 0;
+    eddy__coro *c = eddy__coro_new(pool, never_run, &ran);
+    assert_non_null(c);
+    assert_int_equal(eddy__coro_pool_mapped(pool), 1);
+    eddy__coro_free(c);
+    eddy__coro_free(NULL);
+    assert_int_equal(ran, 0);
+    /* max_cached 0: the stack was unmapped at once. */
+    assert_int_equal(eddy__coro_pool_mapped(pool), 0);
+    eddy__coro_pool_free(pool);
+    eddy__coro_pool_free(NULL);
+}
+
+static void yield_twice(void *arg)
+{
+    (*(int *)arg)++;
+    eddy__coro_yield();
+    (*(int *)arg)++;
+}
+
+static void test_stack_reuse(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(STACK, 4);
+    int n = 0;
+    eddy__coro *first = eddy__coro_new(pool, yield_twice, &n);
+    assert_int_equal(eddy__coro_resume(first), 0);
+    assert_int_equal(eddy__coro_resume(first), 1);
+    eddy__coro_free(first);
+    assert_int_equal(eddy__coro_pool_cached(pool), 1);
+    for (int i = 0; i < 1000; i++) {
+        eddy__coro *c = eddy__coro_new(pool, yield_twice, &n);
+        /* The object lives in its stack mapping: the same stack comes back. */
+        assert_ptr_equal(c, first);
+        assert_int_equal(eddy__coro_pool_mapped(pool), 1);
+        assert_int_equal(eddy__coro_pool_cached(pool), 0);
+        assert_int_equal(eddy__coro_resume(c), 0);
+        assert_int_equal(eddy__coro_resume(c), 1);
+        eddy__coro_free(c);
+    }
+    assert_int_equal(n, 2002);
+
+    /* Beyond max_cached, freed stacks are unmapped. */
+    eddy__coro *c[6];
+    for (int i = 0; i < 6; i++)
+        c[i] = eddy__coro_new(pool, yield_twice, &n);
+    assert_int_equal(eddy__coro_pool_mapped(pool), 6);
+    for (int i = 0; i < 6; i++)
+        eddy__coro_free(c[i]);
+    assert_int_equal(eddy__coro_pool_mapped(pool), 4);
+    assert_int_equal(eddy__coro_pool_cached(pool), 4);
+    eddy__coro_pool_free(pool);
+}
+
+/* Deep recursion: about 100 KiB of frames in a 128 KiB stack, yielding at
+ * the bottom so the frames must survive a round trip through the resumer. */
+static int deep(int n)
+{
+    volatile char buf[1000];
+    memset((char *)buf, n & 0xff, sizeof(buf));
+    if (n == 0) {
+        eddy__coro_yield();
+        return buf[7];
+    }
+    int r = deep(n - 1);
+    return r + buf[n % sizeof(buf)] - (n & 0xff) + 1;
+}
+
+static void deep_fn(void *arg)
+{
+    *(int *)arg = deep(100);
+}
+
+static void test_deep_recursion(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(STACK, 1);
+    int r = -1;
+    eddy__coro *c = eddy__coro_new(pool, deep_fn, &r);
+    assert_int_equal(eddy__coro_resume(c), 0);
+    assert_int_equal(r, -1);
+    assert_int_equal(eddy__coro_resume(c), 1);
+    assert_int_equal(r, 100);
+    eddy__coro_free(c);
+    eddy__coro_pool_free(pool);
+}
+
+/* Overflow: in a child, recurse without end on a small stack; the fault must
+ * land in the guard page just below the deepest frame. The handler runs on an
+ * alternate stack and reports through the exit status. */
+static volatile uintptr_t lowest_frame;
+static volatile int keep_going = 1; /* keeps the compiler from proving the recursion endless */
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    uintptr_t addr = (uintptr_t)si->si_addr;
+    if (addr < lowest_frame && lowest_frame - addr < 2 * 4096 + 2048)
+        _exit(42);
+    _exit(43);
+}
+
+static int endless(int n)
+{
+    volatile char buf[256];
+    if (!keep_going)
+        return 0;
+    buf[0] = (char)n;
+    lowest_frame = (uintptr_t)__builtin_frame_address(0);
+    return endless(n + 1) + buf[0];
+}
+
+static void endless_fn(void *arg)
+{
+    *(int *)arg = endless(0);
+}
+
+static void test_guard_page(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static char altstack[64 * 1024];
+        stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack), .ss_flags = 0};
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        if (sigaltstack(&ss, NULL) != 0 || sigaction(SIGSEGV, &sa, NULL) != 0)
+            _exit(44);
+        eddy__coro_pool *pool = eddy__coro_pool_new(16 * 1024, 0);
+        int r = 0;
+        eddy__coro *c = eddy__coro_new(pool, endless_fn, &r);
+        eddy__coro_resume(c);
+        _exit(45); /* not reached */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 42);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_interleaved), cmocka_unit_test(test_yield_resume_order),
+        cmocka_unit_test(test_current),     cmocka_unit_test(test_free_unstarted),
+        cmocka_unit_test(test_stack_reuse), cmocka_unit_test(test_deep_recursion),
+        cmocka_unit_test(test_guard_page),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
