@@ -1,0 +1,63 @@
+/*
+ * Runtime configuration (public API in eddy.h); typed access for the runtime.
+ *
+ * A config keeps, for every option, the canonical text that eddy_config_get()
+ * returns ("007" is stored as "7", "yes" as "true") and the typed value that
+ * the runtime reads through eddy__config_values_get(). Both are updated
+ * together by eddy_config_set(), which validates the whole value before it
+ * changes anything: a failed set leaves the config as it was.
+ *
+ * A config is a plain value with no thread of its own; the runtime copies it
+ * (eddy__config_dup) so that the caller may free or change its own afterwards.
+ */
+#ifndef EDDY_CORE_CONFIG_H
+#define EDDY_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eddy/eddy.h"
+
+/* Limits enforced by eddy_config_set(). */
+#define EDDY__CONFIG_ASYNC_THREADS_MAX      1024u
+#define EDDY__CONFIG_MAX_LINE_BYTES_MIN     1024u
+#define EDDY__CONFIG_STACK_SIZE_MIN         16384u
+#define EDDY__CONFIG_STACK_SIZE_MAX         67108864u
+#define EDDY__CONFIG_COMMIT_INTERVAL_MS_MAX 10000u
+
+/*
+ * Typed values. The strings are borrowed from the config and stay valid until
+ * the option is set again or the config is freed.
+ */
+typedef struct eddy__config_values {
+    const char *input;  /* never empty; "-" is stdin */
+    const char *output; /* never empty; "-" is stdout */
+    /* NULL: derived, see eddy__config_dead_letter(). "-" is stderr. Setting
+     * dead-letter to "" goes back to the derived path. */
+    const char *dead_letter;
+    const char *key;   /* never empty */
+    const char *state; /* "" means no state directory (in-memory state) */
+    unsigned async_threads;
+    uint64_t max_in_flight;
+    int on_error_skip; /* 0 stop, 1 skip */
+    uint64_t max_line_bytes;
+    unsigned commit_interval_ms;
+    int strict_determinism; /* 0 or 1 */
+    /* Requested size; the runtime rounds it up to whole pages. */
+    size_t stack_size;
+} eddy__config_values;
+
+/* Borrowed view of conf's typed values; valid while conf lives. */
+const eddy__config_values *eddy__config_values_get(const eddy_config *conf);
+
+/*
+ * The dead-letter path to open: the one set, or else "<output>.dead.jsonl",
+ * or "-" (stderr) when output is stdout. Borrowed, like the values. This is
+ * also what eddy_config_get(conf, "dead-letter") returns.
+ */
+const char *eddy__config_dead_letter(const eddy_config *conf);
+
+/* A deep copy of conf, or NULL on ENOMEM (or when conf is NULL). */
+eddy_config *eddy__config_dup(const eddy_config *conf);
+
+#endif /* EDDY_CORE_CONFIG_H */
