@@ -5,8 +5,10 @@
  * ------------
  * The store is an interface so that a distributed deployment can keep state
  * per partition and move it with the partition; nothing here assumes that one
- * process owns every key. This file declares the interface and the embedded
- * SQLite implementation (src/store/sqlite_store.c).
+ * process owns every key. This file declares the interface; store.c dispatches
+ * through a table of operations (store_impl.h, for implementations). The one
+ * implementation so far is the embedded SQLite store (sqlite_store.c), which
+ * eddy__store_open() opens.
  *
  * Everything runs on the mailbox thread. Writes go into one open transaction
  * (begun implicitly by the first write); eddy__store_commit() commits it with
@@ -27,7 +29,21 @@
  *   outbox   outputs committed but not yet covered by the sink position
  *
  * Errors: every function returns EDDY_OK or an error code; store failures are
- * EDDY_ESTORE with text in the store's last error (eddy__store_error()).
+ * EDDY_ESTORE with text in the store's last error (eddy__store_error()), which
+ * names the database file, the operation and the cause ("disk full",
+ * "read-only", "I/O error", ...). NULL where a pointer is required gives
+ * EDDY_EINVAL and changes nothing.
+ *
+ * A store failure while a transaction is open (a write, the commit, or a read
+ * inside it) rolls the whole transaction back: its earlier writes are lost
+ * too, so a group is committed entirely or not at all. From then on the store
+ * is failed: every write and commit returns EDDY_ESTORE (the error text keeps
+ * the first cause) until it is closed and reopened; reads still work. The
+ * caller is expected to stop cleanly and reopen (or restart).
+ *
+ * Callbacks of the load functions get borrowed strings (and journal records)
+ * valid only during the callback. A callback may write to the store; calling
+ * the same load again from its own callback fails with EDDY_ESTATE.
  */
 #ifndef EDDY_STORE_STORE_H
 #define EDDY_STORE_STORE_H
@@ -68,10 +84,15 @@ typedef struct eddy__store eddy__store;
 
 /*
  * Open (creating when absent) the store in directory dir (created with mode
- * 0700). Takes an exclusive lock (a lock file in dir, flock): a second process
+ * 0700; its parent must exist). Takes an exclusive lock (flock on dir/LOCK,
+ * held until close): a second opener, in another process or in this one,
  * gets EDDY_EBUSY. A store with another format version or another plan
- * fingerprint is refused with EDDY_ESTATE; a file that is not a valid database
- * gives EDDY_ESTORE. *err (new) names the directory or file and the cause.
+ * fingerprint is refused with EDDY_ESTATE, without being changed; a file that
+ * is not a database, is corrupted or holds something else gives EDDY_ESTORE,
+ * as do a directory that cannot be created and SQLite failures.
+ * EDDY_EINVAL when dir is NULL or empty or plan_fingerprint NULL.
+ * On failure *out is NULL and *err (new, when err is not NULL) names the
+ * directory or file and the cause.
  */
 int eddy__store_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
                      eddy_error **err);
@@ -82,7 +103,8 @@ const char *eddy__store_error(const eddy__store *s);
 
 /* 1 when writes are waiting to be committed. */
 int eddy__store_dirty(const eddy__store *s);
-/* Commit the open transaction (no-op when none). */
+/* Commit the open transaction (no-op when none). EDDY_ESTORE when the commit
+ * fails (the transaction is rolled back) or the store has failed. */
 int eddy__store_commit(eddy__store *s);
 
 /* meta */
@@ -91,7 +113,8 @@ int eddy__store_set_source_pos(eddy__store *s, uint64_t offset, uint64_t line);
 int eddy__store_get_sink_pos(eddy__store *s, uint64_t *offset);
 int eddy__store_set_sink_pos(eddy__store *s, uint64_t offset);
 
-/* keys: callback returns EDDY_OK to go on, anything else stops and is returned */
+/* keys: callback returns EDDY_OK to go on, anything else stops and is returned.
+ * keys_load goes in key order (bytewise). */
 typedef int (*eddy__store_key_fn)(void *arg, const char *key, uint64_t next_seq,
                                   const char *stm_json);
 int eddy__store_keys_load(eddy__store *s, eddy__store_key_fn fn, void *arg);
@@ -104,14 +127,19 @@ typedef int (*eddy__store_pending_fn)(void *arg, const char *key, uint64_t seq, 
                                       const char *record_json);
 int eddy__store_pending_add(eddy__store *s, const char *key, uint64_t seq, uint64_t line_no,
                             const char *record_json);
+/* Removing an entry that is not there is not an error. */
 int eddy__store_pending_remove(eddy__store *s, const char *key, uint64_t seq);
 int eddy__store_pending_load(eddy__store *s, eddy__store_pending_fn fn, void *arg);
 
 /* journal */
 typedef int (*eddy__store_jrec_fn)(void *arg, const eddy__jrec *rec);
-/* Insert or replace the record at (key, seq, event_id, action, idx). */
+/* Insert or replace the record at (key, seq, event_id, action, idx).
+ * EDDY_EINVAL unless key, event_id and action are set and either kind is
+ * CALL with idx >= 0 and a valid status, or kind is DONE with idx -1.
+ * The other strings may be NULL (stored as NULL, loaded as NULL). */
 int eddy__store_journal_put(eddy__store *s, const eddy__jrec *rec);
-/* Delete the call records of one action execution with idx >= from_idx. */
+/* Delete the call records of one action execution with idx >= from_idx.
+ * The completion record (idx -1) is not a call record and stays. */
 int eddy__store_journal_cut(eddy__store *s, const char *key, uint64_t seq, const char *event_id,
                             const char *action, int64_t from_idx);
 /* Every record of one run, ordered by (event_id, action, idx). */
@@ -124,7 +152,10 @@ int eddy__store_journal_prune_run(eddy__store *s, const char *key, uint64_t seq)
 
 /* outbox: outputs committed and not yet acknowledged by the sink position */
 typedef int (*eddy__store_outbox_fn)(void *arg, uint64_t id, const char *line, size_t len);
-/* Append a line (without newline); *id receives its id (increasing). */
+/* Append a line (without newline; may hold NUL bytes; NULL allowed when len
+ * is 0); *id receives its id: 1, 2, ..., increasing for the store's life even
+ * after every line was acknowledged. Ids of a rolled-back transaction may be
+ * handed out again. The callback's line is not NUL-terminated. */
 int eddy__store_outbox_add(eddy__store *s, const char *line, size_t len, uint64_t *id);
 int eddy__store_outbox_load(eddy__store *s, eddy__store_outbox_fn fn, void *arg);
 /* Delete every line with id <= up_to. */

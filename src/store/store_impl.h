@@ -1,0 +1,72 @@
+/*
+ * For implementations of the state store interface (store.h) only; the users
+ * of a store include store.h alone.
+ *
+ * An implementation allocates its own object whose first member is a
+ * struct eddy__store with ops pointing at its (static, constant) operation
+ * table, and casts back in its operations. The dispatching functions in
+ * store.c check the arguments that every implementation would check (NULL
+ * pointers, a journal record's required fields), so that the operations can
+ * assume them; everything else (error text, transactions) is the
+ * implementation's.
+ */
+#ifndef EDDY_STORE_STORE_IMPL_H
+#define EDDY_STORE_STORE_IMPL_H
+
+#include "store/store.h"
+
+/* One function per eddy__store_* operation, same meaning and arguments. */
+struct eddy__store_ops {
+    const char *name; /* "sqlite": for messages and inspect */
+    void (*close)(eddy__store *s);
+    const char *(*error)(const eddy__store *s);
+    int (*dirty)(const eddy__store *s);
+    int (*commit)(eddy__store *s);
+
+    int (*get_source_pos)(eddy__store *s, uint64_t *offset, uint64_t *line);
+    int (*set_source_pos)(eddy__store *s, uint64_t offset, uint64_t line);
+    int (*get_sink_pos)(eddy__store *s, uint64_t *offset);
+    int (*set_sink_pos)(eddy__store *s, uint64_t offset);
+
+    int (*keys_load)(eddy__store *s, eddy__store_key_fn fn, void *arg);
+    int (*key_put)(eddy__store *s, const char *key, uint64_t next_seq, const char *stm_json);
+    int (*key_get)(eddy__store *s, const char *key, uint64_t *next_seq, char **stm_json);
+
+    int (*pending_add)(eddy__store *s, const char *key, uint64_t seq, uint64_t line_no,
+                       const char *record_json);
+    int (*pending_remove)(eddy__store *s, const char *key, uint64_t seq);
+    int (*pending_load)(eddy__store *s, eddy__store_pending_fn fn, void *arg);
+
+    int (*journal_put)(eddy__store *s, const eddy__jrec *rec);
+    int (*journal_cut)(eddy__store *s, const char *key, uint64_t seq, const char *event_id,
+                       const char *action, int64_t from_idx);
+    int (*journal_load_run)(eddy__store *s, const char *key, uint64_t seq, eddy__store_jrec_fn fn,
+                            void *arg);
+    int (*journal_load_all)(eddy__store *s, eddy__store_jrec_fn fn, void *arg);
+    int (*journal_prune_run)(eddy__store *s, const char *key, uint64_t seq);
+
+    int (*outbox_add)(eddy__store *s, const char *line, size_t len, uint64_t *id);
+    int (*outbox_load)(eddy__store *s, eddy__store_outbox_fn fn, void *arg);
+    int (*outbox_ack)(eddy__store *s, uint64_t up_to);
+
+    int (*counts_get)(eddy__store *s, eddy__store_counts *out);
+};
+
+/* The head of every store object. */
+struct eddy__store {
+    const struct eddy__store_ops *ops;
+};
+
+/* The embedded SQLite store (sqlite_store.c); arguments and errors as
+ * eddy__store_open(), which calls it with checked arguments. */
+int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
+                            eddy_error **err);
+
+#ifdef EDDY_TEST_HOOKS
+/* Tests only: run sql on the SQLite store's connection (for example
+ * "PRAGMA query_only=1" or "PRAGMA max_page_count=N" to provoke write
+ * failures). EDDY_OK or EDDY_ESTORE with the store's error set. */
+int eddy__store_sqlite_test_exec(eddy__store *s, const char *sql);
+#endif
+
+#endif /* EDDY_STORE_STORE_IMPL_H */

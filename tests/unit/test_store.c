@@ -1,0 +1,722 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <sqlite3.h>
+
+#include "store/store.h"
+#include "store/store_impl.h"
+
+#define FP  "plan-fingerprint-1"
+#define FP2 "plan-fingerprint-2"
+
+/* ---------------------------------------------------------------- helpers */
+
+typedef struct test_dir {
+    char root[64];  /* mkdtemp directory, removed at the end */
+    char state[96]; /* root/state: not created yet */
+} test_dir;
+
+static int setup_dir(void **state)
+{
+    test_dir *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return -1;
+    strcpy(d->root, "/tmp/eddy-test-store-XXXXXX");
+    if (mkdtemp(d->root) == NULL) {
+        free(d);
+        return -1;
+    }
+    snprintf(d->state, sizeof(d->state), "%s/state", d->root);
+    *state = d;
+    return 0;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown_dir(void **state)
+{
+    test_dir *d = *state;
+    chmod(d->state, 0700);
+    int rc = nftw(d->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(d);
+    return rc;
+}
+
+/* A growing text buffer the load callbacks print into. */
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+static void buf_printf(buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    assert_true(n >= 0);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+static const char *buf_str(buf *b)
+{
+    if (b->p == NULL)
+        buf_printf(b, "%s", "");
+    return b->p;
+}
+
+static void buf_reset(buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+#define N(x) ((x) != NULL ? (x) : "~")
+
+static int print_key(void *arg, const char *key, uint64_t next_seq, const char *stm)
+{
+    buf_printf(arg, "%s %llu %s\n", key, (unsigned long long)next_seq, stm);
+    return EDDY_OK;
+}
+
+static int print_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
+                         const char *record)
+{
+    buf_printf(arg, "%s %llu %llu %s\n", key, (unsigned long long)seq, (unsigned long long)line_no,
+               record);
+    return EDDY_OK;
+}
+
+static int print_jrec(void *arg, const eddy__jrec *r)
+{
+    buf_printf(arg, "%s %llu %s %s %lld %d %d %s %s %s %s %s\n", r->key, (unsigned long long)r->seq,
+               r->event_id, r->action, (long long)r->idx, r->kind, r->status, N(r->fn_id),
+               N(r->digest), N(r->payload), N(r->err_type), N(r->err_msg));
+    return EDDY_OK;
+}
+
+static int print_outbox(void *arg, uint64_t id, const char *line, size_t len)
+{
+    buf_printf(arg, "%llu:", (unsigned long long)id);
+    for (size_t i = 0; i < len; i++)
+        buf_printf(arg, line[i] != '\0' ? "%c" : "\\0", line[i]);
+    buf_printf(arg, "\n");
+    return EDDY_OK;
+}
+
+static eddy__store *open_ok(const char *dir, const char *fp)
+{
+    eddy__store *s = NULL;
+    eddy_error *err = NULL;
+    int rc = eddy__store_open(&s, dir, fp, &err);
+    if (rc != EDDY_OK)
+        fail_msg("open %s: %s: %s", dir, eddy_err_name(rc), eddy_error_message(err));
+    assert_null(err);
+    assert_non_null(s);
+    return s;
+}
+
+/* Open expected to fail with code; returns the message (new). */
+static char *open_fails(const char *dir, const char *fp, int code)
+{
+    eddy__store *s = (eddy__store *)&s; /* must come back NULL */
+    eddy_error *err = NULL;
+    int rc = eddy__store_open(&s, dir, fp, &err);
+    assert_null(s);
+    if (rc != code)
+        fail_msg("open %s: expected %s, got %s: %s", dir, eddy_err_name(code), eddy_err_name(rc),
+                 eddy_error_message(err));
+    assert_non_null(err);
+    char *msg = strdup(eddy_error_message(err));
+    eddy_error_free(err);
+    return msg;
+}
+
+static void counts_are(eddy__store *s, uint64_t keys, uint64_t pending, uint64_t journal,
+                       uint64_t outbox)
+{
+    eddy__store_counts c;
+    assert_int_equal(eddy__store_counts_get(s, &c), EDDY_OK);
+    assert_int_equal(c.keys, keys);
+    assert_int_equal(c.pending, pending);
+    assert_int_equal(c.journal, journal);
+    assert_int_equal(c.outbox, outbox);
+}
+
+static eddy__jrec call_rec(const char *key, uint64_t seq, const char *ev, const char *action,
+                           int64_t idx)
+{
+    eddy__jrec r = {.key = key,
+                    .seq = seq,
+                    .event_id = ev,
+                    .action = action,
+                    .idx = idx,
+                    .kind = EDDY_JREC_CALL,
+                    .status = EDDY_JCALL_OK,
+                    .fn_id = "fn",
+                    .digest = "d0",
+                    .payload = "1"};
+    return r;
+}
+
+/* Run a SQL statement on a closed store's database file directly. */
+static void poke_db(const char *dir, const char *sql)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/eddy.db", dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_create_reopen(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    struct stat sb;
+    assert_int_equal(stat(d->state, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    assert_string_equal(eddy__store_error(s), "");
+    assert_int_equal(eddy__store_dirty(s), 0);
+    counts_are(s, 0, 0, 0, 0);
+    uint64_t off = 99, line = 99, sink = 99;
+    assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+    assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
+    assert_int_equal(off + line + sink, 0);
+
+    assert_int_equal(eddy__store_set_source_pos(s, 1234, 17), EDDY_OK);
+    assert_int_equal(eddy__store_dirty(s), 1);
+    assert_int_equal(eddy__store_set_sink_pos(s, 777), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "\"u2\"", 3, "{\"n\":2}"), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "\"u1\"", 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "\"u1\"", 2, "{\"n\":1}"), EDDY_OK); /* replaces */
+
+    /* Arrival order across keys, not key order. */
+    assert_int_equal(eddy__store_pending_add(s, "\"u2\"", 3, 10, "{\"a\":1}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"u1\"", 2, 11, "{\"a\":2}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"u2\"", 4, 12, "{\"a\":3}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"u1\"", 3, 13, "{\"a\":4}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "\"u2\"", 3), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"u2\"", 5, 14, "{\"a\":5}"), EDDY_OK);
+
+    /* Every field, with NULLs where a kind leaves them out. */
+    eddy__jrec ok = {.key = "\"u1\"",
+                     .seq = 2,
+                     .event_id = "00000000000000a1",
+                     .action = "act",
+                     .idx = 0,
+                     .kind = EDDY_JREC_CALL,
+                     .status = EDDY_JCALL_OK,
+                     .fn_id = "mod.fn",
+                     .digest = "abcd",
+                     .payload = "{\"r\":[1,2]}"};
+    eddy__jrec er = {.key = "\"u1\"",
+                     .seq = 2,
+                     .event_id = "00000000000000a1",
+                     .action = "act",
+                     .idx = 1,
+                     .kind = EDDY_JREC_CALL,
+                     .status = EDDY_JCALL_ERROR,
+                     .fn_id = "mod.g",
+                     .digest = "ef01",
+                     .err_type = "ValueError",
+                     .err_msg = "bad value"};
+    eddy__jrec pend = {.key = "\"u1\"",
+                       .seq = 2,
+                       .event_id = "00000000000000a1",
+                       .action = "act",
+                       .idx = 2,
+                       .kind = EDDY_JREC_CALL,
+                       .status = EDDY_JCALL_PENDING,
+                       .fn_id = "mod.h",
+                       .digest = "0000"};
+    eddy__jrec done = {.key = "\"u1\"",
+                       .seq = 2,
+                       .event_id = "00000000000000a1",
+                       .action = "act",
+                       .idx = -1,
+                       .kind = EDDY_JREC_DONE,
+                       .payload = "{\"events\":[]}"};
+    assert_int_equal(eddy__store_journal_put(s, &pend), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &er), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &ok), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &done), EDDY_OK);
+
+    uint64_t id1 = 0, id2 = 0, id3 = 0;
+    assert_int_equal(eddy__store_outbox_add(s, "{\"o\":1}", 7, &id1), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "", 0, &id2), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "a\0b", 3, &id3), EDDY_OK);
+    assert_int_equal(id1, 1);
+    assert_int_equal(id2, 2);
+    assert_int_equal(id3, 3);
+    assert_int_equal(eddy__store_outbox_ack(s, 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_dirty(s), 0);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK); /* nothing open: no-op */
+    counts_are(s, 2, 4, 4, 2);
+    eddy__store_close(s);
+
+    s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_dirty(s), 0);
+    counts_are(s, 2, 4, 4, 2);
+    assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+    assert_int_equal(off, 1234);
+    assert_int_equal(line, 17);
+    assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
+    assert_int_equal(sink, 777);
+
+    buf b = {0};
+    assert_int_equal(eddy__store_keys_load(s, print_key, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "\"u1\" 2 {\"n\":1}\n\"u2\" 3 {\"n\":2}\n");
+    buf_reset(&b);
+    uint64_t next_seq = 0;
+    char *stm = NULL;
+    assert_int_equal(eddy__store_key_get(s, "\"u2\"", &next_seq, &stm), EDDY_OK);
+    assert_int_equal(next_seq, 3);
+    assert_string_equal(stm, "{\"n\":2}");
+    free(stm);
+    stm = (char *)"x";
+    assert_int_equal(eddy__store_key_get(s, "\"nobody\"", &next_seq, &stm), EDDY_ENOTFOUND);
+    assert_null(stm);
+
+    assert_int_equal(eddy__store_pending_load(s, print_pending, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "\"u1\" 2 11 {\"a\":2}\n"
+                                     "\"u2\" 4 12 {\"a\":3}\n"
+                                     "\"u1\" 3 13 {\"a\":4}\n"
+                                     "\"u2\" 5 14 {\"a\":5}\n");
+    buf_reset(&b);
+
+    const char *journal = "\"u1\" 2 00000000000000a1 act -1 2 0 ~ ~ {\"events\":[]} ~ ~\n"
+                          "\"u1\" 2 00000000000000a1 act 0 1 1 mod.fn abcd {\"r\":[1,2]} ~ ~\n"
+                          "\"u1\" 2 00000000000000a1 act 1 1 2 mod.g ef01 ~ ValueError bad value\n"
+                          "\"u1\" 2 00000000000000a1 act 2 1 3 mod.h 0000 ~ ~ ~\n";
+    assert_int_equal(eddy__store_journal_load_run(s, "\"u1\"", 2, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), journal);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_journal_load_all(s, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), journal);
+    buf_reset(&b);
+
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "2:\n3:a\\0b\n");
+    buf_reset(&b);
+
+    /* Ids keep increasing after every line was acknowledged, across reopen. */
+    assert_int_equal(eddy__store_outbox_ack(s, 3), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    counts_are(s, 2, 4, 4, 0);
+    eddy__store_close(s);
+    s = open_ok(d->state, FP);
+    uint64_t id4 = 0;
+    assert_int_equal(eddy__store_outbox_add(s, "x", 1, &id4), EDDY_OK);
+    assert_int_equal(id4, 4);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "4:x\n");
+    buf_reset(&b);
+    eddy__store_close(s);
+}
+
+static void test_uncommitted_lost(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    uint64_t id = 0;
+    assert_int_equal(eddy__store_set_source_pos(s, 10, 1), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "k", 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "a", 1, &id), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+
+    assert_int_equal(eddy__store_set_source_pos(s, 20, 2), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "k", 2, "{\"x\":1}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "k", 2, 2, "{}"), EDDY_OK);
+    eddy__jrec r = call_rec("k", 1, "e", "a", 0);
+    assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "b", 1, &id), EDDY_OK);
+    assert_int_equal(id, 2);
+    assert_int_equal(eddy__store_set_sink_pos(s, 5), EDDY_OK);
+    /* Reads inside the transaction see its writes. */
+    counts_are(s, 1, 1, 1, 2);
+    assert_int_equal(eddy__store_dirty(s), 1);
+    eddy__store_close(s); /* rolls back */
+
+    s = open_ok(d->state, FP);
+    counts_are(s, 1, 0, 0, 1);
+    uint64_t off, line, sink, seq;
+    char *stm = NULL;
+    assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+    assert_int_equal(off, 10);
+    assert_int_equal(line, 1);
+    assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
+    assert_int_equal(sink, 0);
+    assert_int_equal(eddy__store_key_get(s, "k", &seq, &stm), EDDY_OK);
+    assert_int_equal(seq, 1);
+    assert_string_equal(stm, "{}");
+    free(stm);
+    /* The rolled-back id is handed out again: it was never committed. */
+    assert_int_equal(eddy__store_outbox_add(s, "c", 1, &id), EDDY_OK);
+    assert_int_equal(id, 2);
+    eddy__store_close(s);
+}
+
+static void test_busy(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    /* flock locks belong to the open file description, so a second open in
+     * the same process conflicts just like another process would. */
+    char *msg = open_fails(d->state, FP, EDDY_EBUSY);
+    assert_non_null(strstr(msg, "another eddy process"));
+    assert_non_null(strstr(msg, d->state));
+    free(msg);
+    eddy__store_close(s);
+    s = open_ok(d->state, FP);
+    eddy__store_close(s);
+}
+
+static void test_other_plan(void **state)
+{
+    test_dir *d = *state;
+    eddy__store_close(open_ok(d->state, FP));
+    char *msg = open_fails(d->state, FP2, EDDY_ESTATE);
+    assert_non_null(strstr(msg, d->state));
+    assert_non_null(strstr(msg, "another agent plan"));
+    assert_non_null(strstr(msg, FP));
+    assert_non_null(strstr(msg, FP2));
+    assert_non_null(strstr(msg, "remove"));
+    free(msg);
+    eddy__store_close(open_ok(d->state, FP)); /* the refusal changed nothing */
+}
+
+static void test_format_version(void **state)
+{
+    test_dir *d = *state;
+    eddy__store_close(open_ok(d->state, FP));
+    poke_db(d->state, "UPDATE meta SET v = 2 WHERE k = 'format_version'");
+    char *msg = open_fails(d->state, FP, EDDY_ESTATE);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "state directory %s was written by a newer eddy (format 2, this eddy reads format 1)",
+             d->state);
+    assert_string_equal(msg, want);
+    free(msg);
+
+    poke_db(d->state, "UPDATE meta SET v = 0 WHERE k = 'format_version'");
+    msg = open_fails(d->state, FP, EDDY_ESTATE);
+    assert_non_null(strstr(msg, "format 0"));
+    free(msg);
+
+    poke_db(d->state, "DELETE FROM meta WHERE k = 'format_version'");
+    msg = open_fails(d->state, FP, EDDY_ESTORE);
+    assert_non_null(strstr(msg, "not an eddy state database"));
+    free(msg);
+}
+
+static void test_not_a_database(void **state)
+{
+    test_dir *d = *state;
+    char path[128], want[256];
+    assert_int_equal(mkdir(d->state, 0700), 0);
+    snprintf(path, sizeof(path), "%s/eddy.db", d->state);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 200; i++)
+        fputs("this is not a database, just some text\n", f);
+    fclose(f);
+    char *msg = open_fails(d->state, FP, EDDY_ESTORE);
+    snprintf(want, sizeof(want), "%s is not an eddy state database or is corrupted: ", path);
+    assert_memory_equal(msg, want, strlen(want));
+    free(msg);
+
+    /* A SQLite database of something else. */
+    assert_int_equal(unlink(path), 0);
+    poke_db(d->state, "CREATE TABLE t(x)");
+    msg = open_fails(d->state, FP, EDDY_ESTORE);
+    assert_non_null(strstr(msg, "not an eddy state database"));
+    assert_non_null(strstr(msg, path));
+    free(msg);
+}
+
+static void test_bad_directory(void **state)
+{
+    test_dir *d = *state;
+    char dir[160], parent[128];
+    snprintf(parent, sizeof(parent), "%s/missing", d->root);
+    snprintf(dir, sizeof(dir), "%s/state", parent);
+    char *msg = open_fails(dir, FP, EDDY_ESTORE);
+    assert_non_null(strstr(msg, parent));
+    assert_non_null(strstr(msg, "does not exist"));
+    free(msg);
+
+    /* A file where the directory should be. */
+    FILE *f = fopen(d->state, "w");
+    assert_non_null(f);
+    fclose(f);
+    msg = open_fails(d->state, FP, EDDY_ESTORE);
+    assert_non_null(strstr(msg, "not a directory"));
+    free(msg);
+    assert_int_equal(unlink(d->state), 0);
+
+    eddy__store *s = (eddy__store *)&s;
+    assert_int_equal(eddy__store_open(&s, "", FP, NULL), EDDY_EINVAL);
+    assert_null(s);
+    assert_int_equal(eddy__store_open(&s, d->state, NULL, NULL), EDDY_EINVAL);
+}
+
+static void test_readonly_dir(void **state)
+{
+    test_dir *d = *state;
+    if (geteuid() == 0)
+        skip(); /* root ignores permissions; test_write_failures covers read-only writes */
+    /* A new, read-only directory: no lock file can be created. */
+    assert_int_equal(mkdir(d->state, 0500), 0);
+    char *msg = open_fails(d->state, FP, EDDY_ESTORE);
+    assert_non_null(strstr(msg, d->state));
+    free(msg);
+    /* An existing state in a directory made read-only afterwards. */
+    assert_int_equal(chmod(d->state, 0700), 0);
+    eddy__store_close(open_ok(d->state, FP));
+    assert_int_equal(chmod(d->state, 0500), 0);
+    msg = open_fails(d->state, FP, EDDY_ESTORE);
+    assert_non_null(strstr(msg, d->state));
+    free(msg);
+}
+
+#ifdef EDDY_TEST_HOOKS
+/* Write failures through SQLite itself: a read-only connection and a full
+ * database. The open transaction is rolled back as a whole and the store
+ * refuses further writes; what was committed before stays. */
+static void test_write_failures(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_key_put(s, "k", 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+
+    assert_int_equal(eddy__store_set_sink_pos(s, 9), EDDY_OK);
+    assert_int_equal(eddy__store_sqlite_test_exec(s, "PRAGMA query_only=1"), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "k", 2, "{}"), EDDY_ESTORE);
+    assert_non_null(strstr(eddy__store_error(s), "read-only"));
+    assert_non_null(strstr(eddy__store_error(s), "eddy.db"));
+    assert_int_equal(eddy__store_dirty(s), 0);
+    assert_int_equal(eddy__store_sqlite_test_exec(s, "PRAGMA query_only=0"), EDDY_OK);
+    /* Failed: no later write or commit goes through, reads still do. */
+    assert_int_equal(eddy__store_key_put(s, "k", 3, "{}"), EDDY_ESTORE);
+    assert_int_equal(eddy__store_commit(s), EDDY_ESTORE);
+    assert_non_null(strstr(eddy__store_error(s), "read-only"));
+    counts_are(s, 1, 0, 0, 0);
+    eddy__store_close(s);
+
+    s = open_ok(d->state, FP);
+    uint64_t sink = 1;
+    assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
+    assert_int_equal(sink, 0);
+    assert_string_equal(eddy__store_error(s), "");
+
+    /* Disk full: cap the database at its current size. */
+    assert_int_equal(eddy__store_sqlite_test_exec(s, "PRAGMA max_page_count=1"), EDDY_OK);
+    char big[8192];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    int rc = EDDY_OK;
+    for (uint64_t i = 0; i < 100 && rc == EDDY_OK; i++)
+        rc = eddy__store_pending_add(s, "k", i, i, big);
+    assert_int_equal(rc, EDDY_ESTORE);
+    assert_non_null(strstr(eddy__store_error(s), "disk full"));
+    assert_int_equal(eddy__store_dirty(s), 0);
+    assert_int_equal(eddy__store_commit(s), EDDY_ESTORE);
+    eddy__store_close(s);
+
+    s = open_ok(d->state, FP);
+    counts_are(s, 1, 0, 0, 0);
+    /* A constraint violation is a failure like any other. */
+    assert_int_equal(eddy__store_pending_add(s, "k", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "k", 1, 2, "{}"), EDDY_ESTORE);
+    assert_non_null(strstr(eddy__store_error(s), "constraint"));
+    eddy__store_close(s);
+}
+#endif
+
+static void test_journal_cut_prune(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    /* Inserted out of order; loads come back ordered. */
+    const struct {
+        const char *key;
+        uint64_t seq;
+        const char *ev, *action;
+        int64_t n;
+    } execs[] = {
+        {"k", 1, "00000000000000e2", "a", 3}, {"k", 1, "00000000000000e1", "b", 3},
+        {"k", 1, "00000000000000e1", "a", 5}, {"k", 2, "00000000000000e1", "a", 3},
+        {"j", 1, "00000000000000e1", "a", 2},
+    };
+    for (size_t i = 0; i < sizeof(execs) / sizeof(execs[0]); i++)
+        for (int64_t x = execs[i].n - 1; x >= 0; x--) {
+            eddy__jrec r = call_rec(execs[i].key, execs[i].seq, execs[i].ev, execs[i].action, x);
+            assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        }
+    eddy__jrec done = {.key = "k",
+                       .seq = 1,
+                       .event_id = "00000000000000e1",
+                       .action = "a",
+                       .idx = -1,
+                       .kind = EDDY_JREC_DONE,
+                       .payload = "{}"};
+    assert_int_equal(eddy__store_journal_put(s, &done), EDDY_OK);
+    counts_are(s, 0, 0, 17, 0);
+
+    /* Replace at the same position. */
+    eddy__jrec p = call_rec("k", 1, "00000000000000e1", "b", 2);
+    p.status = EDDY_JCALL_PENDING;
+    p.payload = NULL;
+    assert_int_equal(eddy__store_journal_put(s, &p), EDDY_OK);
+    counts_are(s, 0, 0, 17, 0);
+
+    assert_int_equal(eddy__store_journal_cut(s, "k", 1, "00000000000000e1", "a", 2), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    counts_are(s, 0, 0, 14, 0);
+
+    buf b = {0};
+    assert_int_equal(eddy__store_journal_load_run(s, "k", 1, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "k 1 00000000000000e1 a -1 2 0 ~ ~ {} ~ ~\n"
+                                     "k 1 00000000000000e1 a 0 1 1 fn d0 1 ~ ~\n"
+                                     "k 1 00000000000000e1 a 1 1 1 fn d0 1 ~ ~\n"
+                                     "k 1 00000000000000e1 b 0 1 1 fn d0 1 ~ ~\n"
+                                     "k 1 00000000000000e1 b 1 1 1 fn d0 1 ~ ~\n"
+                                     "k 1 00000000000000e1 b 2 1 3 fn d0 ~ ~ ~\n"
+                                     "k 1 00000000000000e2 a 0 1 1 fn d0 1 ~ ~\n"
+                                     "k 1 00000000000000e2 a 1 1 1 fn d0 1 ~ ~\n"
+                                     "k 1 00000000000000e2 a 2 1 1 fn d0 1 ~ ~\n");
+    buf_reset(&b);
+    /* Cutting from -1 still keeps the completion record: only calls go. */
+    assert_int_equal(eddy__store_journal_cut(s, "k", 1, "00000000000000e1", "a", -1), EDDY_OK);
+    counts_are(s, 0, 0, 12, 0);
+
+    assert_int_equal(eddy__store_journal_prune_run(s, "k", 1), EDDY_OK);
+    counts_are(s, 0, 0, 5, 0);
+    assert_int_equal(eddy__store_journal_load_all(s, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "j 1 00000000000000e1 a 0 1 1 fn d0 1 ~ ~\n"
+                                     "j 1 00000000000000e1 a 1 1 1 fn d0 1 ~ ~\n"
+                                     "k 2 00000000000000e1 a 0 1 1 fn d0 1 ~ ~\n"
+                                     "k 2 00000000000000e1 a 1 1 1 fn d0 1 ~ ~\n"
+                                     "k 2 00000000000000e1 a 2 1 1 fn d0 1 ~ ~\n");
+    buf_reset(&b);
+    assert_int_equal(eddy__store_journal_load_run(s, "k", 1, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "");
+    buf_reset(&b);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+}
+
+static int stop_at_second(void *arg, const eddy__jrec *r)
+{
+    int *n = arg;
+    (void)r;
+    return ++*n == 2 ? EDDY_ECANCELED : EDDY_OK;
+}
+
+static int reenter(void *arg, const char *key, uint64_t next_seq, const char *stm)
+{
+    buf b = {0};
+    int rc = eddy__store_keys_load(arg, print_key, &b);
+    buf_reset(&b);
+    return rc;
+}
+
+static void test_callbacks_and_args(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    for (int64_t i = 0; i < 3; i++) {
+        eddy__jrec r = call_rec("k", 1, "e", "a", i);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    }
+    /* A callback's code stops the walk and comes back; the next walk starts over. */
+    int n = 0;
+    assert_int_equal(eddy__store_journal_load_run(s, "k", 1, stop_at_second, &n), EDDY_ECANCELED);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(eddy__store_journal_load_all(s, stop_at_second, &n), EDDY_ECANCELED);
+    assert_int_equal(n, 2);
+    buf b = {0};
+    assert_int_equal(eddy__store_journal_load_run(s, "k", 1, print_jrec, &b), EDDY_OK);
+    assert_int_equal(strlen(buf_str(&b)) > 0, 1);
+    buf_reset(&b);
+
+    assert_int_equal(eddy__store_key_put(s, "k", 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_keys_load(s, reenter, s), EDDY_ESTATE);
+    assert_int_equal(eddy__store_keys_load(s, print_key, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "k 1 {}\n");
+    buf_reset(&b);
+
+    eddy__jrec bad = call_rec("k", 1, "e", "a", -1);
+    assert_int_equal(eddy__store_journal_put(s, &bad), EDDY_EINVAL);
+    bad = call_rec("k", 1, "e", "a", 0);
+    bad.kind = EDDY_JREC_DONE;
+    assert_int_equal(eddy__store_journal_put(s, &bad), EDDY_EINVAL);
+    bad = call_rec("k", 1, "e", "a", 0);
+    bad.status = 0;
+    assert_int_equal(eddy__store_journal_put(s, &bad), EDDY_EINVAL);
+    bad = call_rec("k", 1, NULL, "a", 0);
+    assert_int_equal(eddy__store_journal_put(s, &bad), EDDY_EINVAL);
+    uint64_t id;
+    assert_int_equal(eddy__store_outbox_add(s, NULL, 1, &id), EDDY_EINVAL);
+    assert_int_equal(eddy__store_key_put(s, NULL, 1, "{}"), EDDY_EINVAL);
+    assert_int_equal(eddy__store_commit(NULL), EDDY_EINVAL);
+    assert_string_equal(eddy__store_error(NULL), "");
+    eddy__store_close(NULL);
+    /* Argument errors do not fail the store. */
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    counts_are(s, 1, 0, 3, 0);
+    eddy__store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_reopen, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_uncommitted_lost, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_bad_directory, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_readonly_dir, setup_dir, teardown_dir),
+#ifdef EDDY_TEST_HOOKS
+        cmocka_unit_test_setup_teardown(test_write_failures, setup_dir, teardown_dir),
+#endif
+        cmocka_unit_test_setup_teardown(test_journal_cut_prune, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_callbacks_and_args, setup_dir, teardown_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
