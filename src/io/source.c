@@ -1,0 +1,766 @@
+/* JSONL source: see source.h for the design notes and the contract. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "io/source.h"
+
+/* Size of one read(); the buffer grows beyond it only for lines longer than
+ * about a chunk. */
+#define CHUNK (256u << 10)
+/* Lines parsed before the reader takes the queue lock. */
+#define BATCH_MAX 64
+
+/* State only the reader thread touches. */
+typedef struct reader {
+    char *buf;
+    size_t cap;
+    size_t start;        /* first byte of the current (unfinished) line */
+    size_t end;          /* end of the data read so far */
+    uint64_t base;       /* input offset of buf[0] */
+    uint64_t line_no;    /* lines consumed so far */
+    uint64_t skip_input; /* bytes still to drop (resume on a pipe) */
+    eddy__queue batch;   /* parsed inputs not yet pushed */
+    size_t batch_n;
+    /* A line over max_line_bytes that did not fit in the buffer: skipped up to
+     * its newline, keeping a prefix for raw. */
+    int skipping;
+    uint64_t skip_len; /* bytes of the long line so far */
+    char last;         /* its last byte so far (to discount a trailing '\r') */
+    char prefix[EDDY__SOURCE_RAW_MAX];
+    size_t prefix_len;
+} reader;
+
+struct eddy__source {
+    uv_async_t async; /* first, so the close callback can free from the handle */
+    eddy__source_ready_fn ready;
+    void *arg;
+
+    /* Fixed at open. */
+    int fd;
+    int own_fd;
+    int wake[2]; /* self-pipe: close() writes, the reader polls */
+    char *name;  /* the path, or "<stdin>", for messages */
+    char *key_field;
+    size_t max_line;
+    unsigned max_depth;
+    size_t capacity;
+    size_t batch_cap;
+    uv_thread_t thread;
+    reader rd;
+
+    /* Guarded by mu. */
+    uv_mutex_t mu;
+    uv_cond_t room;
+    eddy__queue queue;
+    size_t count;
+    size_t high_water;
+    uint64_t lines;
+    int reader_waiting;
+    int eof;  /* the reader is finished (end of input or error) */
+    int stop; /* close() asked the reader to stop */
+    eddy_error *err;
+};
+
+/* The reader stops: close() was called. */
+#define STOPPED 1
+
+void eddy__input_free(eddy__input *in)
+{
+    if (in == NULL)
+        return;
+    json_decref(in->record);
+    free(in->key);
+    free(in->detail);
+    free(in->raw);
+    free(in);
+}
+
+/* ------------------------------------------------------------------ decoding */
+
+static int is_blank(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return 0;
+    return 1;
+}
+
+/* 1 when the line nests arrays/objects deeper than max_depth, counting only
+ * brackets outside strings. Unbalanced brackets are left to the parser. */
+static int too_deep(const char *p, size_t len, unsigned max_depth)
+{
+    if (len <= max_depth)
+        return 0;
+    size_t depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return 1;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+/* Compact JSON text of a scalar key, byte for byte what
+ * json_dumps(key, JSON_ENCODE_ANY | JSON_COMPACT) gives (the fuzz target checks
+ * it), without json_dumps's intermediate buffer for the common cases. */
+static char *key_text(const json_t *key)
+{
+    if (json_is_string(key)) {
+        const char *v = json_string_value(key);
+        size_t n = json_string_length(key);
+        size_t i = 0;
+        while (i < n && v[i] != '"' && v[i] != '\\' && (unsigned char)v[i] >= 0x20)
+            i++;
+        if (i == n) {
+            char *t = malloc(n + 3);
+            if (t == NULL)
+                return NULL;
+            t[0] = '"';
+            memcpy(t + 1, v, n);
+            t[n + 1] = '"';
+            t[n + 2] = '\0';
+            return t;
+        }
+    } else if (json_is_integer(key)) {
+        char tmp[32];
+        int n = snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(key));
+        char *t = malloc((size_t)n + 1);
+        if (t != NULL)
+            memcpy(t, tmp, (size_t)n + 1);
+        return t;
+    }
+    return json_dumps(key, JSON_ENCODE_ANY | JSON_COMPACT);
+}
+
+/* Fill a bad line. detail is taken (may be NULL); the raw copy is truncated to
+ * EDDY__SOURCE_RAW_MAX bytes, which detail then mentions. */
+static int set_bad(eddy__input *out, const char *reason, char *detail, const char *line, size_t len,
+                   uint64_t full_len)
+{
+    size_t raw_len = len < EDDY__SOURCE_RAW_MAX ? len : EDDY__SOURCE_RAW_MAX;
+    if (full_len > raw_len) {
+        const char *d = detail != NULL ? detail : reason;
+        size_t need = strlen(d) + 96;
+        char *t = malloc(need);
+        if (t == NULL)
+            goto nomem;
+        snprintf(t, need, "%s; raw keeps the first %zu of %" PRIu64 " bytes", d, raw_len, full_len);
+        free(detail);
+        detail = t;
+    }
+    char *raw = malloc(raw_len + 1);
+    if (raw == NULL)
+        goto nomem;
+    memcpy(raw, line, raw_len);
+    raw[raw_len] = '\0';
+    out->record = NULL;
+    out->key = NULL;
+    out->reason = reason;
+    out->detail = detail;
+    out->raw = raw;
+    out->raw_len = raw_len;
+    return EDDY__LINE_BAD;
+nomem:
+    free(detail);
+    return EDDY_ENOMEM;
+}
+
+static char *format(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+static char *format(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *t = malloc((size_t)n + 1);
+    if (t == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(t, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return t;
+}
+
+int eddy__source_decode_line(const char *line, size_t len, const char *key_field,
+                             unsigned max_depth, eddy__input *out)
+{
+    if (max_depth == 0)
+        max_depth = EDDY__SOURCE_DEFAULT_MAX_DEPTH;
+    if (is_blank(line, len))
+        return EDDY__LINE_BLANK;
+    if (too_deep(line, len, max_depth)) {
+        char *d = format("nesting deeper than %u", max_depth);
+        if (d == NULL)
+            return EDDY_ENOMEM;
+        return set_bad(out, "nesting too deep", d, line, len, len);
+    }
+
+    json_error_t jerr;
+    json_t *rec = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+    if (rec == NULL) {
+        /* jansson reports allocation failure as a parse error too; it is not
+         * told apart here (the detail then says "out of memory"). */
+        char *d = format("%s (column %d)", jerr.text, jerr.column);
+        if (d == NULL)
+            return EDDY_ENOMEM;
+        return set_bad(out, "not JSON", d, line, len, len);
+    }
+    const char *reason = NULL;
+    char *detail = NULL;
+    json_t *key = NULL;
+    if (!json_is_object(rec)) {
+        reason = "not a JSON object";
+    } else if ((key = json_object_get(rec, key_field)) == NULL) {
+        reason = "no key field";
+        detail = format("no field \"%s\"", key_field);
+        if (detail == NULL)
+            goto nomem;
+    } else if (json_is_null(key)) {
+        reason = "key is null";
+    } else if (json_is_object(key) || json_is_array(key)) {
+        reason = "key is not a scalar";
+        detail =
+            format("field \"%s\" is an %s", key_field, json_is_object(key) ? "object" : "array");
+        if (detail == NULL)
+            goto nomem;
+    }
+    if (reason != NULL) {
+        json_decref(rec);
+        return set_bad(out, reason, detail, line, len, len);
+    }
+    char *k = key_text(key);
+    if (k == NULL)
+        goto nomem;
+    out->record = rec;
+    out->key = k;
+    out->reason = NULL;
+    out->detail = NULL;
+    out->raw = NULL;
+    out->raw_len = 0;
+    return EDDY__LINE_OK;
+nomem:
+    json_decref(rec);
+    return EDDY_ENOMEM;
+}
+
+/* ------------------------------------------------------------------ the queue */
+
+/* Split the first n nodes (n >= 1, at most all) off h onto the tail of out,
+ * walking only those n. */
+static void queue_splice_n(eddy__queue *h, eddy__queue *out, size_t n)
+{
+    eddy__queue *first = h->next, *last = first;
+    for (size_t i = 1; i < n; i++)
+        last = last->next;
+    h->next = last->next;
+    last->next->prev = h;
+    first->prev = out->prev;
+    out->prev->next = first;
+    last->next = out;
+    out->prev = last;
+}
+
+static void free_inputs(eddy__queue *h)
+{
+    while (!eddy__queue_empty(h)) {
+        eddy__queue *q = eddy__queue_head(h);
+        eddy__queue_remove(q);
+        eddy__input_free(eddy__queue_data(q, eddy__input, node));
+    }
+}
+
+/* Move the reader's batch to the shared queue, waiting for room as needed.
+ * Returns 0 or STOPPED. */
+static int push_batch(eddy__source *s)
+{
+    reader *r = &s->rd;
+    while (r->batch_n > 0) {
+        uv_mutex_lock(&s->mu);
+        s->lines = r->line_no;
+        while (s->count >= s->capacity && !s->stop) {
+            s->reader_waiting = 1;
+            uv_cond_wait(&s->room, &s->mu);
+        }
+        s->reader_waiting = 0;
+        if (s->stop) {
+            uv_mutex_unlock(&s->mu);
+            return STOPPED;
+        }
+        int was_empty = s->count == 0;
+        size_t n = s->capacity - s->count;
+        if (n >= r->batch_n) {
+            n = r->batch_n;
+            eddy__queue_move(&r->batch, &s->queue);
+        } else {
+            queue_splice_n(&r->batch, &s->queue, n);
+        }
+        r->batch_n -= n;
+        s->count += n;
+        if (s->count > s->high_water)
+            s->high_water = s->count;
+        uv_mutex_unlock(&s->mu);
+        if (was_empty)
+            uv_async_send(&s->async);
+    }
+    return 0;
+}
+
+static int add_input(eddy__source *s, eddy__input *in)
+{
+    reader *r = &s->rd;
+    eddy__queue_insert_tail(&r->batch, &in->node);
+    if (++r->batch_n >= s->batch_cap)
+        return push_batch(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the reader */
+
+static void reader_fail(eddy__source *s, int code, const char *fmt, const char *what)
+{
+    uv_mutex_lock(&s->mu);
+    eddy__error_set(&s->err, code, code == EDDY_ENOMEM ? "nomem" : "io", fmt, s->name, what);
+    uv_mutex_unlock(&s->mu);
+}
+
+/* Emit one complete line [p, p + len) (without '\n') ending at end_offset.
+ * Returns 0, STOPPED or EDDY_ENOMEM. */
+static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_offset)
+{
+    reader *r = &s->rd;
+    r->line_no++;
+    if (len > 0 && p[len - 1] == '\r')
+        len--;
+    eddy__input *in = malloc(sizeof(*in));
+    if (in == NULL)
+        return EDDY_ENOMEM;
+    int rc;
+    if (len > s->max_line) {
+        char *d = format("line of %zu bytes, over max_line_bytes %zu", len, s->max_line);
+        rc = d == NULL ? EDDY_ENOMEM : set_bad(in, "line too long", d, p, len, len);
+    } else {
+        rc = eddy__source_decode_line(p, len, s->key_field, s->max_depth, in);
+    }
+    if (rc < 0 || rc == EDDY__LINE_BLANK) {
+        free(in);
+        return rc < 0 ? rc : 0;
+    }
+    in->line_no = r->line_no;
+    in->end_offset = end_offset;
+    return add_input(s, in);
+}
+
+/* The end of a line that was too long to buffer. */
+static int finish_skipped(eddy__source *s, uint64_t end_offset)
+{
+    reader *r = &s->rd;
+    r->skipping = 0;
+    r->line_no++;
+    uint64_t len = r->skip_len;
+    if (len > 0 && r->last == '\r')
+        len--;
+    size_t keep = r->prefix_len < len ? r->prefix_len : (size_t)len;
+    eddy__input *in = malloc(sizeof(*in));
+    char *d = format("line of %" PRIu64 " bytes, over max_line_bytes %zu", len, s->max_line);
+    if (in == NULL || d == NULL) {
+        free(in);
+        free(d);
+        return EDDY_ENOMEM;
+    }
+    if (set_bad(in, "line too long", d, r->prefix, keep, len) < 0) {
+        free(in);
+        return EDDY_ENOMEM;
+    }
+    in->line_no = r->line_no;
+    in->end_offset = end_offset;
+    return add_input(s, in);
+}
+
+/* Account bytes [p, p + n) of a line being skipped. */
+static void skip_bytes(reader *r, const char *p, size_t n)
+{
+    if (n == 0)
+        return;
+    if (r->prefix_len < sizeof(r->prefix)) {
+        size_t k = sizeof(r->prefix) - r->prefix_len;
+        if (k > n)
+            k = n;
+        memcpy(r->prefix + r->prefix_len, p, k);
+        r->prefix_len += k;
+    }
+    r->skip_len += n;
+    r->last = p[n - 1];
+}
+
+/* Split and emit the complete lines in the buffer, then move the unfinished
+ * line to the front (the only copy of line bytes, for a line spanning two
+ * reads) and make room for the next read. Returns 0, STOPPED or EDDY_ENOMEM. */
+static int process(eddy__source *s)
+{
+    reader *r = &s->rd;
+    int rc;
+    if (r->skipping) {
+        char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
+        if (nl == NULL) {
+            skip_bytes(r, r->buf + r->start, r->end - r->start);
+            r->start = r->end;
+        } else {
+            skip_bytes(r, r->buf + r->start, (size_t)(nl - (r->buf + r->start)));
+            r->start = (size_t)(nl - r->buf) + 1;
+            if ((rc = finish_skipped(s, r->base + r->start)) != 0)
+                return rc;
+        }
+    }
+    if (!r->skipping) {
+        for (;;) {
+            char *p = r->buf + r->start;
+            char *nl = memchr(p, '\n', r->end - r->start);
+            if (nl == NULL)
+                break;
+            r->start = (size_t)(nl - r->buf) + 1;
+            if ((rc = emit_line(s, p, (size_t)(nl - p), r->base + r->start)) != 0)
+                return rc;
+        }
+        /* An unfinished line longer than the limit (plus room for a '\r') can
+         * no longer become valid: stop buffering it. */
+        size_t left = r->end - r->start;
+        if (left > s->max_line + 1) {
+            r->skipping = 1;
+            r->skip_len = 0;
+            r->prefix_len = 0;
+            skip_bytes(r, r->buf + r->start, left);
+            r->start = r->end;
+        }
+    }
+    size_t left = r->end - r->start;
+    if (r->start > 0) {
+        memmove(r->buf, r->buf + r->start, left);
+        r->base += r->start;
+        r->start = 0;
+        r->end = left;
+    }
+    if (r->cap - r->end < CHUNK / 4) {
+        size_t ncap = r->cap * 2;
+        if (ncap < r->end + CHUNK)
+            ncap = r->end + CHUNK;
+        char *nb = realloc(r->buf, ncap);
+        if (nb == NULL)
+            return EDDY_ENOMEM;
+        r->buf = nb;
+        r->cap = ncap;
+    }
+    /* Whatever was parsed goes out before the next read, which may block. */
+    return push_batch(s);
+}
+
+/* Read into [p, p + n): > 0 bytes read, 0 at end of input, -1 on a read error
+ * (errno set), -2 when close() asked to stop. */
+static ssize_t read_some(eddy__source *s, char *p, size_t n)
+{
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = s->fd, .events = POLLIN},
+                                {.fd = s->wake[0], .events = POLLIN}};
+        int k = poll(fds, 2, -1);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (fds[1].revents != 0)
+            return -2;
+        if (fds[0].revents & POLLNVAL) {
+            errno = EBADF;
+            return -1;
+        }
+        if (fds[0].revents == 0)
+            continue;
+        ssize_t got = read(s->fd, p, n);
+        if (got >= 0)
+            return got;
+        if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+    }
+}
+
+static void reader_main(void *arg)
+{
+    eddy__source *s = arg;
+    reader *r = &s->rd;
+    int rc = 0;
+    for (;;) {
+        ssize_t got = read_some(s, r->buf + r->end, r->cap - r->end);
+        if (got == -2)
+            return; /* close() frees what is left */
+        if (got < 0) {
+            int e = errno;
+            rc = push_batch(s);
+            if (rc != STOPPED)
+                reader_fail(s, EDDY_EIO, "cannot read %s: %s",
+                            uv_strerror(uv_translate_sys_error(e)));
+            break;
+        }
+        if (got == 0) {
+            /* The last line may have no newline. */
+            if (r->skipping)
+                rc = finish_skipped(s, r->base + r->end);
+            else if (r->end > r->start)
+                rc = emit_line(s, r->buf + r->start, r->end - r->start, r->base + r->end);
+            if (rc == 0)
+                rc = push_batch(s);
+            if (rc == EDDY_ENOMEM)
+                reader_fail(s, EDDY_ENOMEM, "out of memory reading %s%s", "");
+            break;
+        }
+        size_t n = (size_t)got;
+        if (r->skip_input > 0) {
+            /* Resume on a pipe or terminal: drop the bytes before start_offset. */
+            size_t drop = r->skip_input < n ? (size_t)r->skip_input : n;
+            memmove(r->buf + r->end, r->buf + r->end + drop, n - drop);
+            n -= drop;
+            r->skip_input -= drop;
+        }
+        r->end += n;
+        rc = process(s);
+        if (rc == STOPPED)
+            break;
+        if (rc == EDDY_ENOMEM) {
+            push_batch(s);
+            reader_fail(s, EDDY_ENOMEM, "out of memory reading %s%s", "");
+            break;
+        }
+    }
+    if (rc == STOPPED)
+        return;
+    uv_mutex_lock(&s->mu);
+    s->eof = 1;
+    uv_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+}
+
+/* ------------------------------------------------------------------ loop side */
+
+static void on_async(uv_async_t *h)
+{
+    eddy__source *s = h->data;
+    s->ready(s->arg);
+}
+
+/* Free everything but the async handle and the struct itself. */
+static void release(eddy__source *s)
+{
+    free_inputs(&s->queue);
+    free_inputs(&s->rd.batch);
+    if (s->own_fd && s->fd >= 0)
+        close(s->fd);
+    if (s->wake[0] >= 0)
+        close(s->wake[0]);
+    if (s->wake[1] >= 0)
+        close(s->wake[1]);
+    free(s->rd.buf);
+    free(s->name);
+    free(s->key_field);
+    eddy_error_free(s->err);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    free(h); /* the async handle is the first member */
+}
+
+static int set_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFD);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+}
+
+int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_opts *opts,
+                      eddy__source_ready_fn ready, void *arg, eddy_error **err)
+{
+    int rc;
+    *out = NULL;
+    if (opts == NULL || opts->key_field == NULL || ready == NULL)
+        return eddy__error_set(err, EDDY_EINVAL, "io", "source: missing key field or callback");
+    eddy__source *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return eddy__error_set(err, EDDY_ENOMEM, "nomem", "out of memory");
+    s->fd = s->wake[0] = s->wake[1] = -1;
+    eddy__queue_init(&s->queue);
+    eddy__queue_init(&s->rd.batch);
+    s->ready = ready;
+    s->arg = arg;
+    s->max_line = opts->max_line_bytes ? opts->max_line_bytes : EDDY__SOURCE_DEFAULT_MAX_LINE;
+    s->max_depth = opts->max_depth ? opts->max_depth : EDDY__SOURCE_DEFAULT_MAX_DEPTH;
+    s->capacity = opts->capacity ? opts->capacity : EDDY__SOURCE_DEFAULT_CAPACITY;
+    s->batch_cap = s->capacity < BATCH_MAX ? s->capacity : BATCH_MAX;
+    s->rd.line_no = opts->start_line;
+    s->rd.base = opts->start_offset;
+    s->rd.cap = CHUNK;
+    int is_stdin = opts->path == NULL || strcmp(opts->path, "-") == 0;
+    s->name = strdup(is_stdin ? "<stdin>" : opts->path);
+    s->key_field = strdup(opts->key_field);
+    s->rd.buf = malloc(s->rd.cap);
+    if (s->name == NULL || s->key_field == NULL || s->rd.buf == NULL) {
+        rc = eddy__error_set(err, EDDY_ENOMEM, "nomem", "out of memory");
+        goto fail;
+    }
+
+    if (is_stdin) {
+        s->fd = STDIN_FILENO;
+    } else {
+        s->fd = open(opts->path, O_RDONLY | O_CLOEXEC);
+        if (s->fd < 0) {
+            rc = eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", s->name,
+                                 uv_strerror(uv_translate_sys_error(errno)));
+            goto fail;
+        }
+        s->own_fd = 1;
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        rc = eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", s->name,
+                             uv_strerror(uv_translate_sys_error(errno)));
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: is a directory", s->name);
+        goto fail;
+    }
+    if (opts->start_offset > 0) {
+        if (lseek(s->fd, (off_t)opts->start_offset, SEEK_SET) < 0) {
+            if (errno != ESPIPE) {
+                rc = eddy__error_set(err, EDDY_EIO, "io", "cannot seek %s to %" PRIu64 ": %s",
+                                     s->name, opts->start_offset,
+                                     uv_strerror(uv_translate_sys_error(errno)));
+                goto fail;
+            }
+            s->rd.skip_input = opts->start_offset;
+        }
+    }
+    if (pipe(s->wake) != 0 || set_cloexec(s->wake[0]) != 0 || set_cloexec(s->wake[1]) != 0) {
+        rc = eddy__error_set(err, EDDY_EIO, "io", "source: cannot create a pipe: %s",
+                             uv_strerror(uv_translate_sys_error(errno)));
+        goto fail;
+    }
+    if (uv_mutex_init(&s->mu) != 0) {
+        rc = eddy__error_set(err, EDDY_ENOMEM, "nomem", "source: cannot create a mutex");
+        goto fail;
+    }
+    if (uv_cond_init(&s->room) != 0) {
+        uv_mutex_destroy(&s->mu);
+        rc = eddy__error_set(err, EDDY_ENOMEM, "nomem", "source: cannot create a condition");
+        goto fail;
+    }
+    if (uv_async_init(loop, &s->async, on_async) != 0) {
+        rc = eddy__error_set(err, EDDY_EIO, "io", "source: cannot create an async handle");
+        goto fail_sync;
+    }
+    s->async.data = s;
+    if (uv_thread_create(&s->thread, reader_main, s) != 0) {
+        rc = eddy__error_set(err, EDDY_ENOMEM, "nomem", "source: cannot start the reader thread");
+        uv_cond_destroy(&s->room);
+        uv_mutex_destroy(&s->mu);
+        release(s);
+        uv_close((uv_handle_t *)&s->async, on_close);
+        return rc;
+    }
+    *out = s;
+    return EDDY_OK;
+
+fail_sync:
+    uv_cond_destroy(&s->room);
+    uv_mutex_destroy(&s->mu);
+fail:
+    release(s);
+    free(s);
+    return rc;
+}
+
+size_t eddy__source_take(eddy__source *s, eddy__queue *out, size_t max)
+{
+    uv_mutex_lock(&s->mu);
+    size_t n = s->count < max ? s->count : max;
+    if (n == s->count)
+        eddy__queue_move(&s->queue, out);
+    else if (n > 0)
+        queue_splice_n(&s->queue, out, n);
+    s->count -= n;
+    if (s->reader_waiting && s->count <= s->capacity / 2)
+        uv_cond_signal(&s->room);
+    uv_mutex_unlock(&s->mu);
+    return n;
+}
+
+int eddy__source_done(eddy__source *s)
+{
+    uv_mutex_lock(&s->mu);
+    int done = s->eof && s->count == 0;
+    uv_mutex_unlock(&s->mu);
+    return done;
+}
+
+const eddy_error *eddy__source_error(const eddy__source *s)
+{
+    /* The mutex is the only thing written through the cast. */
+    uv_mutex_t *mu = (uv_mutex_t *)&s->mu;
+    uv_mutex_lock(mu);
+    const eddy_error *e = s->err;
+    uv_mutex_unlock(mu);
+    return e;
+}
+
+void eddy__source_get_stats(eddy__source *s, eddy__source_stats *out)
+{
+    uv_mutex_lock(&s->mu);
+    out->queued = s->count;
+    out->high_water = s->high_water;
+    out->lines = s->lines;
+    uv_mutex_unlock(&s->mu);
+}
+
+void eddy__source_close(eddy__source *s)
+{
+    if (s == NULL)
+        return;
+    uv_mutex_lock(&s->mu);
+    s->stop = 1;
+    uv_cond_signal(&s->room);
+    uv_mutex_unlock(&s->mu);
+    char b = 1;
+    ssize_t w;
+    do
+        w = write(s->wake[1], &b, 1);
+    while (w < 0 && errno == EINTR);
+    uv_thread_join(&s->thread);
+    uv_cond_destroy(&s->room);
+    uv_mutex_destroy(&s->mu);
+    release(s);
+    uv_close((uv_handle_t *)&s->async, on_close);
+}
