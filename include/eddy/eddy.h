@@ -156,6 +156,9 @@ typedef int (*eddy_action_fn)(eddy_ctx *ctx, const eddy_event *ev, void *arg);
  * or an error code. */
 typedef int (*eddy_agent_init_fn)(eddy_plan *plan);
 #define EDDY_AGENT_INIT_SYMBOL "eddy_agent_init"
+/* Declared here so that an agent's definition is checked and exported; the
+ * agent defines it, libeddy does not. */
+EDDY_API int eddy_agent_init(eddy_plan *plan);
 
 /* New empty plan. NULL on ENOMEM. */
 EDDY_API eddy_plan *eddy_plan_new(void);
@@ -298,8 +301,13 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * and a digest of the canonical JSON of args.
  * eddy_ctx_durable_execute runs fn on the mailbox thread;
  * eddy_ctx_durable_execute_async on the worker pool (suspending the action).
- * Returns as eddy_ctx_execute_async(); EDDY_ENONDET when the journal holds a
- * different call at this position and strict determinism is on.
+ * Returns EDDY_OK with *result (new), or EDDY_ECALL with *err (new) when fn
+ * failed (a code without an error object becomes an error whose type is the
+ * code's name), now or in the journaled run; EDDY_ENONDET when the journal
+ * holds a different call at this position and strict determinism is on (the
+ * action's failure names both calls); EDDY_ECANCELED, EDDY_EWRONGTHREAD;
+ * EDDY_ESTATE outside an action's coroutine (durable_execute may run outside
+ * one only without a state directory).
  * Without a state directory the journal lives in memory.
  */
 EDDY_API int eddy_ctx_durable_execute(eddy_ctx *ctx, const char *fn_id, const json_t *args,

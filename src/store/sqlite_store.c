@@ -339,6 +339,28 @@ static int sq_set_sink_pos(eddy__store *base, uint64_t offset)
     return rc != EDDY_OK ? rc : meta_set_u64(s, "sink_offset", offset);
 }
 
+static int sq_get_meta_u64(eddy__store *base, const char *name, uint64_t *value)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st = s->st[ST_META_GET];
+    int rc = bind_text(st, 1, name);
+    if (rc != SQLITE_OK)
+        return fail(s, st, rc, "reading meta");
+    int r = read_step(s, st, "reading meta");
+    if (r < 0)
+        return r;
+    *value = r == 0 ? 0 : col_u64(st, 0);
+    finish(st);
+    return EDDY_OK;
+}
+
+static int sq_set_meta_u64(eddy__store *base, const char *name, uint64_t value)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = write_begin(s);
+    return rc != EDDY_OK ? rc : meta_set_u64(s, name, value);
+}
+
 /* ---------------------------------------------------------------- transactions */
 
 static const char *sq_error(const eddy__store *base)
@@ -1013,6 +1035,8 @@ static const struct eddy__store_ops sqlite_ops = {
     .set_source_pos = sq_set_source_pos,
     .get_sink_pos = sq_get_sink_pos,
     .set_sink_pos = sq_set_sink_pos,
+    .get_meta_u64 = sq_get_meta_u64,
+    .set_meta_u64 = sq_set_meta_u64,
     .keys_load = sq_keys_load,
     .key_put = sq_key_put,
     .key_get = sq_key_get,

@@ -73,6 +73,20 @@ int eddy__store_set_sink_pos(eddy__store *s, uint64_t offset)
     return s->ops->set_sink_pos(s, offset);
 }
 
+int eddy__store_get_meta_u64(eddy__store *s, const char *name, uint64_t *value)
+{
+    if (s == NULL || name == NULL || value == NULL)
+        return EDDY_EINVAL;
+    return s->ops->get_meta_u64(s, name, value);
+}
+
+int eddy__store_set_meta_u64(eddy__store *s, const char *name, uint64_t value)
+{
+    if (s == NULL || name == NULL)
+        return EDDY_EINVAL;
+    return s->ops->set_meta_u64(s, name, value);
+}
+
 int eddy__store_keys_load(eddy__store *s, eddy__store_key_fn fn, void *arg)
 {
     if (s == NULL || fn == NULL)

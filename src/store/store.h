@@ -113,6 +113,11 @@ int eddy__store_set_source_pos(eddy__store *s, uint64_t offset, uint64_t line);
 int eddy__store_get_sink_pos(eddy__store *s, uint64_t *offset);
 int eddy__store_set_sink_pos(eddy__store *s, uint64_t offset);
 
+/* Other positions kept in meta under a name (for example "dead_offset");
+ * an absent name reads as 0. */
+int eddy__store_get_meta_u64(eddy__store *s, const char *name, uint64_t *value);
+int eddy__store_set_meta_u64(eddy__store *s, const char *name, uint64_t value);
+
 /* keys: callback returns EDDY_OK to go on, anything else stops and is returned.
  * keys_load goes in key order (bytewise). */
 typedef int (*eddy__store_key_fn)(void *arg, const char *key, uint64_t next_seq,

@@ -1,0 +1,67 @@
+/* Agent plans: actions and the event types that trigger them. */
+#ifndef EDDY_CORE_PLAN_H
+#define EDDY_CORE_PLAN_H
+
+#include <stddef.h>
+
+#include "eddy/eddy.h"
+#include "util/map.h"
+
+typedef struct eddy__action eddy__action;
+
+/*
+ * How an action executes. C actions (ops NULL) run fn on a coroutine; other
+ * languages provide ops. step() runs the action execution until it suspends
+ * or finishes: returns 1 when finished (the task's rc is set), 0 when
+ * suspended on something that will make the task ready again.
+ */
+typedef struct eddy__action_ops {
+    int (*step)(eddy_ctx *task);
+    /* Drop what the language keeps for an unfinished task (a coroutine
+     * object), when the runtime discards it. May be NULL. */
+    void (*discard)(eddy_ctx *task);
+    /* Free impl. May be NULL. */
+    void (*free_impl)(void *impl);
+} eddy__action_ops;
+
+struct eddy__action {
+    char *name;
+    size_t index; /* registration order */
+    eddy_action_fn fn;
+    void *arg;
+    const eddy__action_ops *ops; /* NULL for C actions */
+    void *impl;                  /* language-specific callable */
+    char **types;
+    size_t ntypes;
+};
+
+typedef struct eddy__route {
+    char *type;
+    size_t n;
+    eddy__action **actions; /* in registration order */
+} eddy__route;
+
+struct eddy_plan {
+    eddy__action **actions;
+    size_t n, cap;
+    eddy__map routes; /* event type -> eddy__route */
+    void *dl;         /* dlopen handle of a C agent */
+    /* Language runtime that owns impls (the embedded interpreter). */
+    void *lang;
+    void (*lang_free)(void *lang);
+};
+
+/* Add an action with language ops (impl taken on success). */
+int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, eddy_action_fn fn,
+                   void *arg, const eddy__action_ops *ops, void *impl);
+
+/* The actions triggered by type, or NULL. */
+const eddy__route *eddy__plan_route(const eddy_plan *plan, const char *type);
+
+/* 16 hex digits identifying the action names and triggers (order-sensitive). */
+void eddy__plan_fingerprint(const eddy_plan *plan, char out[17]);
+
+/* The action named name, or NULL. */
+eddy__action *eddy__plan_find(const eddy_plan *plan, const char *name);
+
+#endif /* EDDY_CORE_PLAN_H */

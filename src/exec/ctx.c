@@ -1,0 +1,230 @@
+/*
+ * The context API that actions call: events, memory, async and durable calls.
+ * Every entry point checks that it runs on the runtime's mailbox thread, and
+ * fails with EDDY_EWRONGTHREAD without touching state when it does not.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "exec/runtime.h"
+
+#define ON_THREAD(t) ((t) != NULL && eddy__runtime_on_thread((t)->rt))
+
+const char *eddy_ctx_key(eddy_ctx *ctx)
+{
+    return ON_THREAD(ctx) ? ctx->key->text : NULL;
+}
+
+int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
+{
+    if (ctx == NULL)
+        return EDDY_EINVAL;
+    if (!ON_THREAD(ctx))
+        return EDDY_EWRONGTHREAD;
+    if (ev == NULL || ev->sent)
+        return EDDY_EINVAL;
+    ev->sent = 1;
+    eddy__event_set_id(
+        ev, eddy__event_child_id(ctx->event->id, (uint32_t)ctx->action->index, ctx->nsent++));
+    eddy__queue_insert_tail(&ctx->sent, &ev->node);
+    return EDDY_OK;
+}
+
+eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx)
+{
+    return ON_THREAD(ctx) ? &ctx->stm : NULL;
+}
+
+eddy_memory *eddy_ctx_sensory_memory(eddy_ctx *ctx)
+{
+    return ON_THREAD(ctx) ? &ctx->sensory : NULL;
+}
+
+int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err)
+{
+    if (ctx == NULL) {
+        eddy_error_free(err);
+        return EDDY_EINVAL;
+    }
+    if (!ON_THREAD(ctx)) {
+        eddy_error_free(err);
+        return EDDY_EWRONGTHREAD;
+    }
+    if (err == NULL)
+        return EDDY_ENOMEM;
+    eddy_error_free(ctx->err);
+    ctx->err = err;
+    return EDDY_OK;
+}
+
+int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message)
+{
+    if (ctx != NULL && !ON_THREAD(ctx))
+        return EDDY_EWRONGTHREAD;
+    return eddy_ctx_fail_error(ctx, eddy_error_new(type, message));
+}
+
+/* ---------------------------------------------------------------- memory */
+
+#define MEM_ON_THREAD(m) ((m) != NULL && ON_THREAD((m)->task))
+
+json_t *eddy_memory_get(eddy_memory *m, const char *path)
+{
+    if (!MEM_ON_THREAD(m) || path == NULL)
+        return NULL;
+    return eddy__memview_get(&m->view, path);
+}
+
+int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
+{
+    if (m == NULL || path == NULL) {
+        json_decref(value);
+        return EDDY_EINVAL;
+    }
+    if (!MEM_ON_THREAD(m)) {
+        /* value is stolen, but from a wrong thread even its refcount is not
+         * ours to touch safely; jansson's counts are atomic, so this is. */
+        json_decref(value);
+        return EDDY_EWRONGTHREAD;
+    }
+    return eddy__memview_set(&m->view, path, value);
+}
+
+int eddy_memory_new_object(eddy_memory *m, const char *path)
+{
+    if (m == NULL || path == NULL)
+        return EDDY_EINVAL;
+    if (!MEM_ON_THREAD(m))
+        return EDDY_EWRONGTHREAD;
+    return eddy__memview_new_object(&m->view, path);
+}
+
+int eddy_memory_exists(eddy_memory *m, const char *path)
+{
+    if (m == NULL || path == NULL)
+        return EDDY_EINVAL;
+    if (!MEM_ON_THREAD(m))
+        return EDDY_EWRONGTHREAD;
+    return eddy__memview_exists(&m->view, path);
+}
+
+json_t *eddy_memory_field_names(eddy_memory *m, const char *path)
+{
+    if (!MEM_ON_THREAD(m) || path == NULL)
+        return NULL;
+    return eddy__memview_field_names(&m->view, path);
+}
+
+/* ---------------------------------------------------------------- async calls */
+
+typedef struct call_job {
+    eddy__job job;
+    eddy_ctx *task;
+    eddy_async_call *call;
+} call_job;
+
+static void call_work(eddy__job *job)
+{
+    call_job *cj = (call_job *)job;
+    eddy_async_call *c = cj->call;
+    c->result = NULL;
+    c->err = NULL;
+    c->rc = c->fn(c->args, c->arg, &c->result, &c->err);
+    if (c->rc == EDDY_OK) {
+        eddy_error_free(c->err);
+        c->err = NULL;
+    }
+}
+
+static void call_done(eddy__job *job)
+{
+    call_job *cj = (call_job *)job;
+    eddy_ctx *t = cj->task;
+    if (--t->waiting == 0)
+        eddy__task_ready(t);
+}
+
+/* Checks shared by every suspending call. */
+static int can_suspend(eddy_ctx *ctx)
+{
+    if (ctx == NULL)
+        return EDDY_EINVAL;
+    if (!ON_THREAD(ctx))
+        return EDDY_EWRONGTHREAD;
+    if (ctx->coro == NULL || eddy__coro_current() != ctx->coro)
+        return EDDY_ESTATE;
+    if (ctx->rt->stopping)
+        return EDDY_ECANCELED;
+    return EDDY_OK;
+}
+
+/* Submit n calls and suspend until every one has completed. The jobs live on
+ * the suspended coroutine's stack (or in one allocation for many calls). */
+static int run_calls(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
+{
+    call_job local[8];
+    call_job *jobs = n <= 8 ? local : malloc(n * sizeof(*jobs));
+    if (jobs == NULL)
+        return EDDY_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        jobs[i].job.work = call_work;
+        jobs[i].job.done = call_done;
+        jobs[i].task = ctx;
+        jobs[i].call = &calls[i];
+        eddy__pool_submit(ctx->rt->pool, &jobs[i].job);
+    }
+    ctx->waiting += n;
+    ctx->rt->stats.async_calls += n;
+    while (ctx->waiting > 0) {
+        ctx->state = EDDY_TASK_SUSPENDED;
+        eddy__coro_yield();
+    }
+    if (jobs != local)
+        free(jobs);
+    return EDDY_OK;
+}
+
+int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
+{
+    int rc = can_suspend(ctx);
+    if (rc != EDDY_OK)
+        return rc;
+    if (n == 0)
+        return EDDY_OK;
+    if (calls == NULL)
+        return EDDY_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (calls[i].fn == NULL)
+            return EDDY_EINVAL;
+    }
+    if ((rc = run_calls(ctx, calls, n)) != EDDY_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (calls[i].rc != EDDY_OK)
+            return EDDY_ECALL;
+    }
+    return EDDY_OK;
+}
+
+int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t *args, void *arg,
+                           json_t **result, eddy_error **err)
+{
+    if (fn == NULL)
+        return EDDY_EINVAL;
+    eddy_async_call c = {.fn = fn, .args = args, .arg = arg};
+    int rc = can_suspend(ctx);
+    if (rc != EDDY_OK)
+        return rc;
+    if ((rc = run_calls(ctx, &c, 1)) != EDDY_OK)
+        return rc;
+    if (result != NULL)
+        *result = c.result;
+    else
+        json_decref(c.result);
+    if (err != NULL)
+        *err = c.err;
+    else
+        eddy_error_free(c.err);
+    return c.rc;
+}

@@ -1,0 +1,815 @@
+/* Durable execution; see the design notes in durable.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "exec/durable.h"
+#include "store/store.h"
+#include "util/hash.h"
+
+/* ---------------------------------------------------------------- journal */
+
+typedef struct jent {
+    char *event_id, *action;
+    int64_t idx;
+    int kind, status;
+    char *fn_id, *digest, *payload, *err_type, *err_msg;
+} jent;
+
+struct eddy__journal {
+    jent *v;
+    size_t n, cap;
+};
+
+static char *dupz(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static void jent_clear(jent *e)
+{
+    free(e->event_id);
+    free(e->action);
+    free(e->fn_id);
+    free(e->digest);
+    free(e->payload);
+    free(e->err_type);
+    free(e->err_msg);
+}
+
+void eddy__journal_free(eddy__journal *j)
+{
+    if (j == NULL)
+        return;
+    for (size_t i = 0; i < j->n; i++)
+        jent_clear(&j->v[i]);
+    free(j->v);
+    free(j);
+}
+
+static int journal_add(void *arg, const eddy__jrec *r)
+{
+    eddy__journal *j = arg;
+    if (j->n == j->cap) {
+        size_t ncap = j->cap != 0 ? j->cap * 2 : 8;
+        jent *nv = realloc(j->v, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        j->v = nv;
+        j->cap = ncap;
+    }
+    jent *e = &j->v[j->n];
+    memset(e, 0, sizeof(*e));
+    e->event_id = dupz(r->event_id);
+    e->action = dupz(r->action);
+    e->idx = r->idx;
+    e->kind = r->kind;
+    e->status = r->status;
+    e->fn_id = dupz(r->fn_id);
+    e->digest = dupz(r->digest);
+    e->payload = dupz(r->payload);
+    e->err_type = dupz(r->err_type);
+    e->err_msg = dupz(r->err_msg);
+    if (e->event_id == NULL || e->action == NULL) {
+        jent_clear(e);
+        return EDDY_ENOMEM;
+    }
+    j->n++;
+    return EDDY_OK;
+}
+
+static jent *journal_find(eddy__journal *j, const char *event_id, const char *action, int64_t idx)
+{
+    if (j == NULL)
+        return NULL;
+    for (size_t i = 0; i < j->n; i++) {
+        jent *e = &j->v[i];
+        if (e->idx == idx && strcmp(e->event_id, event_id) == 0 && strcmp(e->action, action) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void journal_cut(eddy__journal *j, const char *event_id, const char *action, int64_t from)
+{
+    if (j == NULL)
+        return;
+    size_t w = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        jent *e = &j->v[i];
+        if (e->kind == EDDY_JREC_CALL && e->idx >= from && strcmp(e->event_id, event_id) == 0 &&
+            strcmp(e->action, action) == 0) {
+            jent_clear(e);
+            continue;
+        }
+        j->v[w++] = *e;
+    }
+    j->n = w;
+}
+
+/* ---------------------------------------------------------------- store errors */
+
+static void store_failed(eddy_runtime *rt, const char *what)
+{
+    eddy__runtime_fail(rt, EDDY_ESTORE,
+                       eddy_error_newf("store", "state store failure while %s: %s", what,
+                                       eddy__store_error(rt->store)));
+}
+
+#define STORE_DO(rt, call, what)                        \
+    do {                                                \
+        if (!(rt)->store_failed && (call) != EDDY_OK) { \
+            (rt)->store_failed = 1;                     \
+            store_failed((rt), (what));                 \
+        }                                               \
+    } while (0)
+
+/* ---------------------------------------------------------------- outbox */
+
+typedef struct outline {
+    eddy__queue node;
+    uint64_t id;
+    char channel;
+    size_t len;
+    char text[];
+} outline;
+
+static int write_line(eddy_runtime *rt, char channel, const char *text, size_t len)
+{
+    eddy__sink *s = channel == 'd' ? rt->dead : rt->sink;
+    int rc = eddy__sink_write(s, text, len);
+    if (rc != EDDY_OK)
+        eddy__runtime_fail(rt, EDDY_EIO,
+                           eddy_error_newf("io", "%s",
+                                           eddy__sink_error(s)[0] != '\0' ? eddy__sink_error(s)
+                                                                          : "cannot write output"));
+    return rc;
+}
+
+int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
+{
+    if (rt->store == NULL) {
+        eddy__sink *s = channel == 'd' ? rt->dead : rt->sink;
+        int rc = eddy__sink_write_json(s, line);
+        if (rc != EDDY_OK)
+            eddy__runtime_fail(rt, EDDY_EIO,
+                               eddy_error_newf("io", "%s",
+                                               eddy__sink_error(s)[0] != '\0'
+                                                   ? eddy__sink_error(s)
+                                                   : "cannot write output"));
+        return rc;
+    }
+    char *text = json_dumps(line, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return EDDY_ENOMEM;
+    }
+    size_t len = strlen(text);
+    outline *o = malloc(sizeof(*o) + len + 2);
+    if (o == NULL) {
+        free(text);
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return EDDY_ENOMEM;
+    }
+    /* The stored line starts with its channel byte. */
+    o->channel = channel;
+    o->text[0] = channel;
+    memcpy(o->text + 1, text, len + 1);
+    o->len = len;
+    free(text);
+    STORE_DO(rt, eddy__store_outbox_add(rt->store, o->text, len + 1, &o->id), "journaling output");
+    eddy__queue_insert_tail(&rt->outbox_uncommitted, &o->node);
+    return EDDY_OK;
+}
+
+/* Write committed outbox lines to their files, then record the files' new
+ * committed lengths together with the removal of those lines. */
+static void deliver(eddy_runtime *rt)
+{
+    if (eddy__queue_empty(&rt->outbox_committed))
+        return;
+    uint64_t last = 0;
+    while (!eddy__queue_empty(&rt->outbox_committed)) {
+        eddy__queue *q = eddy__queue_head(&rt->outbox_committed);
+        eddy__queue_remove(q);
+        outline *o = eddy__queue_data(q, outline, node);
+        if (!rt->stopping || rt->rc != EDDY_EIO)
+            write_line(rt, o->channel, o->text + 1, o->len);
+        last = o->id;
+        free(o);
+    }
+    /* The files' bytes must be on disk before a commit claims them. */
+    if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK) {
+        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->sink)));
+        return;
+    }
+    STORE_DO(rt, eddy__store_outbox_ack(rt->store, last), "acknowledging output");
+    STORE_DO(rt, eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink)),
+             "recording the output position");
+    STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "dead_offset", eddy__sink_offset(rt->dead)),
+             "recording the dead-letter position");
+}
+
+static void free_lines(eddy__queue *h)
+{
+    while (!eddy__queue_empty(h)) {
+        eddy__queue *q = eddy__queue_head(h);
+        eddy__queue_remove(q);
+        free(eddy__queue_data(q, outline, node));
+    }
+}
+
+static void release_commit_waiters(eddy_runtime *rt)
+{
+    while (!eddy__queue_empty(&rt->commit_wait)) {
+        eddy__queue *q = eddy__queue_head(&rt->commit_wait);
+        eddy__queue_remove(q);
+        eddy__task_ready(eddy__queue_data(q, eddy_ctx, node));
+    }
+}
+
+void eddy__durable_turn(eddy_runtime *rt, int final)
+{
+    if (rt->store == NULL)
+        return;
+    if (rt->store_failed) {
+        release_commit_waiters(rt); /* they see the stop and unwind */
+        return;
+    }
+    if (!eddy__store_dirty(rt->store))
+        return;
+    if (!final && eddy__queue_empty(&rt->commit_wait) && !eddy__queue_empty(&rt->ready) &&
+        (uv_hrtime() - rt->txn_start) / 1000000 < rt->cv->commit_interval_ms)
+        return; /* more work is ready: let the transaction grow */
+    if (eddy__store_commit(rt->store) != EDDY_OK) {
+        rt->store_failed = 1;
+        store_failed(rt, "committing");
+        return;
+    }
+    rt->stats.commits++;
+    rt->txn_start = uv_hrtime();
+    release_commit_waiters(rt);
+    eddy__queue_move(&rt->outbox_uncommitted, &rt->outbox_committed);
+    deliver(rt);
+    if (final && eddy__store_dirty(rt->store)) {
+        if (eddy__store_commit(rt->store) != EDDY_OK) {
+            rt->store_failed = 1;
+            store_failed(rt, "committing");
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- admission and runs */
+
+void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in)
+{
+    (void)k;
+    if (rt->store == NULL)
+        return;
+    char *rec = json_dumps(in->record, JSON_COMPACT);
+    if (rec == NULL) {
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return;
+    }
+    STORE_DO(rt, eddy__store_pending_add(rt->store, in->key, in->seq, in->line_no, rec),
+             "appending an input");
+    free(rec);
+}
+
+void eddy__durable_source_pos(eddy_runtime *rt, uint64_t offset, uint64_t line)
+{
+    if (rt->store == NULL)
+        return;
+    STORE_DO(rt, eddy__store_set_source_pos(rt->store, offset, line),
+             "recording the source position");
+}
+
+void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
+{
+    eddy__journal_free(k->journal);
+    k->journal = NULL;
+    if (rt->store == NULL)
+        return;
+    char *stm = json_dumps(k->stm, JSON_COMPACT);
+    if (stm == NULL) {
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return;
+    }
+    STORE_DO(rt, eddy__store_journal_prune_run(rt->store, k->text, k->seq), "pruning the journal");
+    STORE_DO(rt, eddy__store_pending_remove(rt->store, k->text, k->seq), "ending a run");
+    STORE_DO(rt, eddy__store_key_put(rt->store, k->text, k->next_seq, stm), "saving memory");
+    free(stm);
+}
+
+/* ---------------------------------------------------------------- finished actions */
+
+void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
+{
+    if (rt->store == NULL || t->replayed)
+        return;
+    eddy__key *k = t->key;
+    json_t *events = json_array();
+    json_t *rec = json_object();
+    if (events == NULL || rec == NULL)
+        goto nomem;
+    eddy__queue *q;
+    eddy__queue_foreach(q, &t->sent)
+    {
+        eddy_event *ev = eddy__queue_data(q, eddy_event, node);
+        if (json_array_append_new(events, json_pack("{s:s, s:s, s:O}", "type", ev->type, "id",
+                                                    ev->id_text, "attrs", ev->attrs)) != 0)
+            goto nomem;
+    }
+    const json_t *stm = eddy__memview_updates(&t->stm.view);
+    const json_t *sen = eddy__memview_updates(&t->sensory.view);
+    if (json_object_set_new(rec, "order", json_integer(k->completions)) != 0 ||
+        json_object_set_new(rec, "events", events) != 0 ||
+        (stm != NULL && json_object_set(rec, "stm", (json_t *)stm) != 0) ||
+        (sen != NULL && json_object_set(rec, "sensory", (json_t *)sen) != 0)) {
+        events = NULL;
+        goto nomem;
+    }
+    events = NULL;
+    char *payload = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
+    if (payload == NULL)
+        goto nomem;
+    eddy__jrec r = {.key = k->text,
+                    .seq = k->seq,
+                    .event_id = t->event->id_text,
+                    .action = t->action->name,
+                    .idx = -1,
+                    .kind = EDDY_JREC_DONE,
+                    .payload = payload};
+    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a finished action");
+    free(payload);
+    return;
+nomem:
+    json_decref(events);
+    json_decref(rec);
+    eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+}
+
+int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
+{
+    eddy__key *k = t->key;
+    jent *e = journal_find(k->journal, t->event->id_text, t->action->name, -1);
+    if (e == NULL || e->kind != EDDY_JREC_DONE)
+        return 0;
+    json_t *rec = json_loads(e->payload, 0, NULL);
+    json_t *events = json_object_get(rec, "events");
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *id = json_string_value(json_object_get(ev, "id"));
+        json_t *attrs = json_object_get(ev, "attrs");
+        if (type == NULL || id == NULL || !json_is_object(attrs)) {
+            json_decref(rec);
+            eddy__runtime_fail(rt, EDDY_ESTATE,
+                               eddy_error_newf("state",
+                                               "the journal record of action '%s' for key %s "
+                                               "does not decode",
+                                               t->action->name, k->text));
+            return 1;
+        }
+        /* Outputs were put in the outbox when the action first finished. */
+        if (strcmp(type, EDDY_OUTPUT_EVENT) == 0)
+            continue;
+        eddy_event *nev = eddy_event_new(type, json_incref(attrs));
+        if (nev == NULL)
+            break;
+        eddy__event_set_id(nev, strtoull(id, NULL, 16));
+        nev->sent = 1;
+        eddy__queue_insert_tail(&t->sent, &nev->node);
+    }
+    json_decref(rec);
+    t->replayed = 1;
+    rt->stats.actions_replayed++;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- durable calls */
+
+static void digest_of(const json_t *args, char out[17])
+{
+    char *text =
+        args != NULL ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+    const char *s = text != NULL ? text : "null";
+    uint64_t h = eddy__hash_bytes(s, strlen(s));
+    free(text);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex[h & 15];
+        h >>= 4;
+    }
+    out[16] = '\0';
+}
+
+/* Suspend the task until the open transaction commits. */
+static void wait_commit(eddy_ctx *t)
+{
+    eddy__queue_insert_tail(&t->rt->commit_wait, &t->node);
+    t->state = EDDY_TASK_SUSPENDED;
+    eddy__coro_yield();
+}
+
+static int journal_call(eddy_ctx *t, int64_t idx, const char *fn_id, const char *digest, int status,
+                        const json_t *result, const eddy_error *err)
+{
+    eddy_runtime *rt = t->rt;
+    char *payload = NULL;
+    if (status == EDDY_JCALL_OK) {
+        payload = json_dumps(result != NULL ? result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+        if (payload == NULL)
+            return EDDY_ENOMEM;
+    }
+    eddy__jrec r = {.key = t->key->text,
+                    .seq = t->key->seq,
+                    .event_id = t->event->id_text,
+                    .action = t->action->name,
+                    .idx = idx,
+                    .kind = EDDY_JREC_CALL,
+                    .status = status,
+                    .fn_id = fn_id,
+                    .digest = digest,
+                    .payload = payload,
+                    .err_type = err != NULL ? eddy_error_type(err) : NULL,
+                    .err_msg = err != NULL ? eddy_error_message(err) : NULL};
+    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a durable call");
+    free(payload);
+    return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
+}
+
+/* Run fn (inline or on the pool), normalising its failure to EDDY_ECALL with
+ * an error object. */
+static int run_fn(eddy_ctx *t, int async, eddy_call_fn fn, const json_t *args, void *arg,
+                  json_t **result, eddy_error **err)
+{
+    int rc;
+    *result = NULL;
+    *err = NULL;
+    if (async) {
+        eddy_async_call c = {.fn = fn, .args = args, .arg = arg};
+        rc = eddy_ctx_execute_async_all(t, &c, 1);
+        if (rc != EDDY_OK && rc != EDDY_ECALL)
+            return rc;
+        rc = c.rc;
+        *result = c.result;
+        *err = c.err;
+    } else {
+        rc = fn(args, arg, result, err);
+    }
+    if (rc != EDDY_OK) {
+        json_decref(*result);
+        *result = NULL;
+        if (*err == NULL)
+            *err = eddy_error_new(eddy_err_name(rc), eddy_strerror(rc));
+        return EDDY_ECALL;
+    }
+    eddy_error_free(*err);
+    *err = NULL;
+    return EDDY_OK;
+}
+
+static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t *args,
+                        eddy_call_fn fn, eddy_call_fn reconcile, void *arg, json_t **result,
+                        eddy_error **err)
+{
+    if (t == NULL || fn_id == NULL || *fn_id == '\0' || fn == NULL)
+        return EDDY_EINVAL;
+    if (!eddy__runtime_on_thread(t->rt))
+        return EDDY_EWRONGTHREAD;
+    eddy_runtime *rt = t->rt;
+    int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
+    if ((async || rt->store != NULL) && !in_coro)
+        return EDDY_ESTATE;
+    if (rt->stopping)
+        return EDDY_ECANCELED;
+    rt->stats.durable_calls++;
+    json_t *res = NULL;
+    eddy_error *e = NULL;
+    int rc;
+    if (rt->store == NULL) {
+        t->call_index++;
+        rc = run_fn(t, async, fn, args, arg, &res, &e);
+        goto out;
+    }
+
+    char digest[17];
+    digest_of(args, digest);
+    int64_t idx = t->call_index++;
+    eddy__key *k = t->key;
+    jent *j = journal_find(k->journal, t->event->id_text, t->action->name, idx);
+    int pending = 0;
+    if (j != NULL && j->kind == EDDY_JREC_CALL) {
+        if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
+            if (j->status == EDDY_JCALL_OK) {
+                rt->stats.durable_replayed++;
+                res = json_loads(j->payload, JSON_DECODE_ANY, NULL);
+                if (res == NULL && strcmp(j->payload, "null") != 0) {
+                    eddy__runtime_fail(
+                        rt, EDDY_ESTATE,
+                        eddy_error_newf("state",
+                                        "the journaled result of call %lld (%s) of action '%s' "
+                                        "for key %s does not decode",
+                                        (long long)idx, fn_id, t->action->name, k->text));
+                    rc = EDDY_ESTATE;
+                    goto out;
+                }
+                rc = EDDY_OK;
+                goto out;
+            }
+            if (j->status == EDDY_JCALL_ERROR) {
+                rt->stats.durable_replayed++;
+                e = eddy_error_new(j->err_type, j->err_msg);
+                rc = EDDY_ECALL;
+                goto out;
+            }
+            /* PENDING: the process died while the call ran. */
+            pending = reconcile != NULL;
+        } else {
+            if (rt->cv->strict_determinism) {
+                eddy_ctx_fail_error(
+                    t, eddy_error_newf("NonDeterminism",
+                                       "durable call %lld of action '%s' for key %s was %s(args "
+                                       "%s) in the journal but is now %s(args %s)",
+                                       (long long)idx, t->action->name, k->text, j->fn_id,
+                                       j->digest, fn_id, digest));
+                rc = EDDY_ENONDET;
+                goto out;
+            }
+            fprintf(stderr,
+                    "eddy: warning: non-deterministic durable call %lld of action '%s' for key "
+                    "%s: the journal has %s(args %s), the action now calls %s(args %s); "
+                    "re-executing from there\n",
+                    (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
+            journal_cut(k->journal, t->event->id_text, t->action->name, idx);
+            STORE_DO(rt,
+                     eddy__store_journal_cut(rt->store, k->text, k->seq, t->event->id_text,
+                                             t->action->name, idx),
+                     "cutting the journal");
+        }
+    }
+    if (reconcile != NULL && !pending) {
+        if ((rc = journal_call(t, idx, fn_id, digest, EDDY_JCALL_PENDING, NULL, NULL)) != EDDY_OK)
+            goto out;
+        wait_commit(t);
+        if (rt->stopping) {
+            rc = EDDY_ECANCELED;
+            goto out;
+        }
+    }
+    rc = run_fn(t, async || pending, pending ? reconcile : fn, args, arg, &res, &e);
+    if (rc != EDDY_OK && rc != EDDY_ECALL)
+        goto out; /* canceled: nothing to journal */
+    int jrc = journal_call(t, idx, fn_id, digest, rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR,
+                           res, e);
+    if (jrc != EDDY_OK) {
+        rc = jrc;
+        goto out;
+    }
+    wait_commit(t);
+out:
+    if (result != NULL)
+        *result = res;
+    else
+        json_decref(res);
+    if (err != NULL)
+        *err = e;
+    else
+        eddy_error_free(e);
+    return rc;
+}
+
+int eddy_ctx_durable_execute(eddy_ctx *ctx, const char *fn_id, const json_t *args, eddy_call_fn fn,
+                             void *arg, json_t **result, eddy_error **err)
+{
+    return durable_call(ctx, 0, fn_id, args, fn, NULL, arg, result, err);
+}
+
+int eddy_ctx_durable_execute_async(eddy_ctx *ctx, const char *fn_id, const json_t *args,
+                                   eddy_call_fn fn, void *arg, json_t **result, eddy_error **err)
+{
+    return durable_call(ctx, 1, fn_id, args, fn, NULL, arg, result, err);
+}
+
+int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const json_t *args,
+                                        eddy_call_fn fn, eddy_call_fn reconcile, void *arg,
+                                        json_t **result, eddy_error **err)
+{
+    if (reconcile == NULL)
+        return EDDY_EINVAL;
+    return durable_call(ctx, 1, fn_id, args, fn, reconcile, arg, result, err);
+}
+
+/* ---------------------------------------------------------------- open and recovery */
+
+static int load_key(void *arg, const char *key, uint64_t next_seq, const char *stm_json)
+{
+    eddy_runtime *rt = arg;
+    eddy__key *k = eddy__runtime_key(rt, key);
+    if (k == NULL)
+        return EDDY_ENOMEM;
+    json_t *stm = json_loads(stm_json, 0, NULL);
+    if (!json_is_object(stm)) {
+        json_decref(stm);
+        return EDDY_ESTATE;
+    }
+    json_decref(k->stm);
+    k->stm = stm;
+    k->next_seq = next_seq;
+    return EDDY_OK;
+}
+
+static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
+                        const char *record_json)
+{
+    eddy_runtime *rt = arg;
+    eddy__key *k = eddy__runtime_key(rt, key);
+    if (k == NULL)
+        return EDDY_ENOMEM;
+    eddy__input *in = calloc(1, sizeof(*in));
+    if (in == NULL)
+        return EDDY_ENOMEM;
+    in->record = json_loads(record_json, 0, NULL);
+    in->key = strdup(key);
+    if (!json_is_object(in->record) || in->key == NULL) {
+        eddy__input_free(in);
+        return EDDY_ESTATE;
+    }
+    in->seq = seq;
+    in->line_no = line_no;
+    if (seq >= k->next_seq)
+        k->next_seq = seq + 1;
+    if (eddy__queue_empty(&k->pending))
+        eddy__queue_insert_tail(&rt->recovered, &k->recover_node);
+    eddy__queue_insert_tail(&k->pending, &in->node);
+    rt->in_flight++;
+    return EDDY_OK;
+}
+
+static int load_outbox(void *arg, uint64_t id, const char *line, size_t len)
+{
+    eddy_runtime *rt = arg;
+    if (len < 1 || (line[0] != 'o' && line[0] != 'd'))
+        return EDDY_ESTATE;
+    if (write_line(rt, line[0], line + 1, len - 1) != EDDY_OK)
+        return EDDY_EIO;
+    rt->outbox_last = id;
+    return EDDY_OK;
+}
+
+typedef struct done_ref {
+    long long order;
+    json_t *rec;
+} done_ref;
+
+static int cmp_done(const void *a, const void *b)
+{
+    const done_ref *x = a, *y = b;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+/* Load the journal of k's run in flight and apply the memory writes of its
+ * finished action executions in the order they finished. */
+static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
+{
+    eddy__journal *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return EDDY_ENOMEM;
+    int rc = eddy__store_journal_load_run(rt->store, k->text, seq, journal_add, j);
+    if (rc != EDDY_OK || j->n == 0) {
+        eddy__journal_free(j);
+        return rc;
+    }
+    k->journal = j;
+    size_t nd = 0;
+    for (size_t i = 0; i < j->n; i++)
+        nd += j->v[i].kind == EDDY_JREC_DONE;
+    done_ref *d = calloc(nd + 1, sizeof(*d));
+    if (d == NULL)
+        return EDDY_ENOMEM;
+    nd = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        if (j->v[i].kind != EDDY_JREC_DONE)
+            continue;
+        json_t *rec = json_loads(j->v[i].payload != NULL ? j->v[i].payload : "", 0, NULL);
+        if (!json_is_object(rec)) {
+            json_decref(rec);
+            rc = EDDY_ESTATE;
+            break;
+        }
+        d[nd].rec = rec;
+        d[nd].order = (long long)json_integer_value(json_object_get(rec, "order"));
+        nd++;
+    }
+    qsort(d, nd, sizeof(*d), cmp_done);
+    for (size_t i = 0; i < nd; i++) {
+        const json_t *stm = json_object_get(d[i].rec, "stm");
+        const json_t *sen = json_object_get(d[i].rec, "sensory");
+        if (rc == EDDY_OK && ((stm != NULL && eddy__mem_tree_apply(k->stm, stm, 1) != EDDY_OK) ||
+                              (sen != NULL && eddy__mem_tree_apply(k->sensory, sen, 1) != EDDY_OK)))
+            rc = EDDY_ESTATE;
+        json_decref(d[i].rec);
+    }
+    k->completions = (uint32_t)nd;
+    free(d);
+    return rc;
+}
+
+int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err)
+{
+    const eddy__config_values *cv = rt->cv;
+    const char *dead = eddy__config_dead_letter(rt->conf);
+    if (cv->state == NULL || cv->state[0] == '\0') {
+        if (eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, -1, err) != EDDY_OK ||
+            eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR, -1, err) != EDDY_OK)
+            return EDDY_EIO;
+        return EDDY_OK;
+    }
+    int rc = eddy__store_open(&rt->store, cv->state, fingerprint, err);
+    if (rc != EDDY_OK)
+        return rc;
+    uint64_t sink_pos = 0, dead_pos = 0;
+    if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK)
+        goto store_err;
+    if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT,
+                              strcmp(cv->output, "-") == 0 ? -2 : (int64_t)sink_pos, err)) !=
+            EDDY_OK ||
+        (rc = eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR,
+                              strcmp(dead, "-") == 0 ? -2 : (int64_t)dead_pos, err)) != EDDY_OK)
+        return rc;
+
+    /* Lines committed to the outbox but maybe not written: write them again. */
+    rt->outbox_last = 0;
+    if ((rc = eddy__store_outbox_load(rt->store, load_outbox, rt)) != EDDY_OK)
+        goto load_err;
+    if (rt->outbox_last != 0) {
+        if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK)
+            return eddy__error_set(err, EDDY_EIO, "io", "%s", eddy__sink_error(rt->sink));
+        if ((rc = eddy__store_outbox_ack(rt->store, rt->outbox_last)) != EDDY_OK ||
+            (rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
+            (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",
+                                           eddy__sink_offset(rt->dead))) != EDDY_OK ||
+            (rc = eddy__store_commit(rt->store)) != EDDY_OK)
+            goto store_err;
+    }
+    if ((rc = eddy__store_keys_load(rt->store, load_key, rt)) != EDDY_OK ||
+        (rc = eddy__store_pending_load(rt->store, load_pending, rt)) != EDDY_OK)
+        goto load_err;
+    if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
+        EDDY_OK)
+        goto store_err;
+    return EDDY_OK;
+
+load_err:
+    if (rc == EDDY_ESTATE)
+        return eddy__error_set(err, EDDY_ESTATE, "state",
+                               "%s/eddy.db holds a record that does not decode; the state is "
+                               "damaged",
+                               cv->state);
+    if (rc != EDDY_ESTORE)
+        return eddy__error_set(err, rc, "state", "recovering from %s: %s", cv->state,
+                               eddy_strerror(rc));
+store_err:
+    return eddy__error_set(err, EDDY_ESTORE, "store", "%s: %s", cv->state,
+                           eddy__store_error(rt->store));
+}
+
+void eddy__durable_resume(eddy_runtime *rt)
+{
+    /* Keys were queued in the order of their first pending input. */
+    while (!eddy__queue_empty(&rt->recovered)) {
+        eddy__queue *q = eddy__queue_head(&rt->recovered);
+        eddy__queue_remove(q);
+        eddy__key *k = eddy__queue_data(q, eddy__key, recover_node);
+        if (k->running || eddy__queue_empty(&k->pending))
+            continue;
+        eddy__input *in = eddy__queue_data(eddy__queue_head(&k->pending), eddy__input, node);
+        int rc = recover_run(rt, k, in->seq);
+        if (rc != EDDY_OK) {
+            eddy__runtime_fail(rt, rc == EDDY_ESTORE ? EDDY_ESTORE : EDDY_ESTATE,
+                               eddy_error_newf(rc == EDDY_ESTORE ? "store" : "state",
+                                               "recovering the run of key %s from %s: %s", k->text,
+                                               rt->cv->state,
+                                               rc == EDDY_ESTORE ? eddy__store_error(rt->store)
+                                                                 : "a journal record does not "
+                                                                   "decode"));
+            return;
+        }
+        eddy__queue_remove(&in->node);
+        eddy__runtime_run_start(rt, k, in);
+    }
+}
+
+void eddy__durable_close(eddy_runtime *rt)
+{
+    free_lines(&rt->outbox_uncommitted);
+    free_lines(&rt->outbox_committed);
+    eddy__store_close(rt->store);
+    rt->store = NULL;
+}

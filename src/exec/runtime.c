@@ -1,0 +1,742 @@
+/* The operator's lifecycle and scheduling; see the design notes in runtime.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "exec/durable.h"
+#include "exec/runtime.h"
+#include "util/hash.h"
+
+/* Idle keys (no run, no pending input, empty short-term memory) kept for
+ * reuse before the oldest are freed: bounds memory on streams with many
+ * distinct keys while sparing the allocations of a key that comes back. */
+#define IDLE_KEYS_MAX 65536
+/* Tasks kept on the free list. */
+#define FREE_TASKS_MAX 4096
+/* Steps run per idle callback before the loop gets a turn for I/O. */
+#define STEP_BUDGET 4096
+/* Inputs taken from the source at once. */
+#define ADMIT_BATCH 256
+
+static void task_step(eddy_runtime *rt, eddy_ctx *t);
+static void run_end(eddy_runtime *rt, eddy__key *k);
+static void check_done(eddy_runtime *rt);
+
+int eddy__runtime_on_thread(const eddy_runtime *rt)
+{
+    uv_thread_t self = uv_thread_self();
+    return uv_thread_equal(&rt->owner, &self);
+}
+
+/* ---------------------------------------------------------------- keys */
+
+static void key_free(eddy__key *k)
+{
+    while (!eddy__queue_empty(&k->pending)) {
+        eddy__queue *q = eddy__queue_head(&k->pending);
+        eddy__queue_remove(q);
+        eddy__input_free(eddy__queue_data(q, eddy__input, node));
+    }
+    eddy__event_unref(k->input);
+    eddy__journal_free(k->journal);
+    json_decref(k->stm);
+    json_decref(k->sensory);
+    free(k->text);
+    free(k);
+}
+
+eddy__key *eddy__runtime_key(eddy_runtime *rt, const char *text)
+{
+    size_t len = strlen(text);
+    eddy__key *k = eddy__map_get(&rt->keys, text, len);
+    if (k != NULL) {
+        if (!eddy__queue_empty(&k->idle_node)) {
+            eddy__queue_remove(&k->idle_node);
+            rt->nidle_keys--;
+        }
+        return k;
+    }
+    k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return NULL;
+    k->text = malloc(len + 1);
+    k->stm = json_object();
+    k->sensory = json_object();
+    eddy__queue_init(&k->pending);
+    eddy__queue_init(&k->idle_node);
+    eddy__queue_init(&k->recover_node);
+    if (k->text == NULL || k->stm == NULL || k->sensory == NULL)
+        goto fail;
+    memcpy(k->text, text, len + 1);
+    k->len = len;
+    k->hash = eddy__hash_bytes(text, len);
+    if (eddy__map_put(&rt->keys, k->text, len, k) != EDDY_OK)
+        goto fail;
+    return k;
+fail:
+    key_free(k);
+    return NULL;
+}
+
+/* A key with nothing in flight: park it, and free the oldest parked keys when
+ * there are too many. Keys that hold memory stay (their memory is state). */
+static void key_park(eddy_runtime *rt, eddy__key *k)
+{
+    if (k->running || !eddy__queue_empty(&k->pending) || json_object_size(k->stm) != 0 ||
+        rt->store != NULL)
+        return;
+    eddy__queue_insert_tail(&rt->idle_keys, &k->idle_node);
+    rt->nidle_keys++;
+    while (rt->nidle_keys > IDLE_KEYS_MAX) {
+        eddy__queue *q = eddy__queue_head(&rt->idle_keys);
+        eddy__key *old = eddy__queue_data(q, eddy__key, idle_node);
+        eddy__queue_remove(q);
+        rt->nidle_keys--;
+        eddy__map_remove(&rt->keys, old->text, old->len);
+        key_free(old);
+    }
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+static void on_idle(uv_idle_t *h);
+
+void eddy__task_ready(eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    t->state = EDDY_TASK_READY;
+    eddy__queue_insert_tail(&rt->ready, &t->node);
+    if (!uv_is_active((uv_handle_t *)&rt->idle))
+        uv_idle_start(&rt->idle, on_idle);
+}
+
+static eddy_ctx *task_new(eddy_runtime *rt, eddy__key *k, const eddy__action *a, eddy_event *ev)
+{
+    eddy_ctx *t;
+    if (!eddy__queue_empty(&rt->free_tasks)) {
+        eddy__queue *q = eddy__queue_head(&rt->free_tasks);
+        eddy__queue_remove(q);
+        rt->nfree_tasks--;
+        t = eddy__queue_data(q, eddy_ctx, node);
+    } else if ((t = malloc(sizeof(*t))) == NULL) {
+        return NULL;
+    }
+    memset(t, 0, sizeof(*t));
+    eddy__queue_init(&t->node);
+    eddy__queue_init(&t->sent);
+    t->rt = rt;
+    t->key = k;
+    t->action = a;
+    t->event = ev;
+    eddy__event_ref(ev);
+    t->stm.task = t;
+    t->sensory.task = t;
+    eddy__memview_init(&t->stm.view, k->stm);
+    eddy__memview_init(&t->sensory.view, k->sensory);
+    k->live++;
+    rt->live_tasks++;
+    eddy__task_ready(t);
+    return t;
+}
+
+static void task_free(eddy_runtime *rt, eddy_ctx *t)
+{
+    if (t->coro != NULL)
+        eddy__coro_free(t->coro);
+    if (t->lang != NULL && t->action->ops != NULL && t->action->ops->discard != NULL)
+        t->action->ops->discard(t);
+    while (!eddy__queue_empty(&t->sent)) {
+        eddy__queue *q = eddy__queue_head(&t->sent);
+        eddy__queue_remove(q);
+        eddy__event_unref(eddy__queue_data(q, eddy_event, node));
+    }
+    eddy__memview_reset(&t->stm.view);
+    eddy__memview_reset(&t->sensory.view);
+    eddy__event_unref(t->event);
+    eddy_error_free(t->err);
+    if (rt->nfree_tasks < FREE_TASKS_MAX) {
+        eddy__queue_insert_head(&rt->free_tasks, &t->node);
+        rt->nfree_tasks++;
+    } else {
+        free(t);
+    }
+}
+
+/* Fan an event out to the actions it triggers, as new tasks of k's run. */
+static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
+{
+    const eddy__route *r = eddy__plan_route(rt->plan, ev->type);
+    if (r == NULL) {
+        rt->stats.unhandled_events++;
+        return EDDY_OK;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        if (task_new(rt, k, r->actions[i], ev) == NULL)
+            return EDDY_ENOMEM;
+    }
+    return EDDY_OK;
+}
+
+static int emit_output(eddy_runtime *rt, eddy_event *ev)
+{
+    json_t *out = json_object_get(ev->attrs, "output");
+    json_t *null = NULL;
+    if (out == NULL)
+        out = null = json_null();
+    int rc = eddy__durable_emit(rt, 'o', out);
+    json_decref(null);
+    if (rc == EDDY_OK)
+        rt->stats.outputs++;
+    return rc;
+}
+
+static void dead_letter_write(eddy_runtime *rt, json_t *obj)
+{
+    if (obj == NULL)
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+    else if (eddy__durable_emit(rt, 'd', obj) == EDDY_OK)
+        rt->stats.dead_lettered++;
+    json_decref(obj);
+}
+
+static void action_failed(eddy_runtime *rt, eddy_ctx *t)
+{
+    eddy__key *k = t->key;
+    const char *etype = t->err != NULL ? eddy_error_type(t->err) : eddy_err_name(t->rc);
+    const char *emsg = t->err != NULL ? eddy_error_message(t->err) : eddy_strerror(t->rc);
+    if (rt->cv->on_error_skip) {
+        if (!k->failed) {
+            k->failed = 1;
+            json_t *input = json_object_get(k->input->attrs, "input");
+            dead_letter_write(rt,
+                              json_pack("{s:I, s:s, s:o, s:s, s:s, s:{s:s, s:s}, s:O*}", "line",
+                                        (json_int_t)k->line_no, "reason", "action failed", "key",
+                                        json_loadb(k->text, k->len, JSON_DECODE_ANY, NULL),
+                                        "action", t->action->name, "event_type", t->event->type,
+                                        "error", "type", etype, "message", emsg, "input", input));
+        }
+        return;
+    }
+    eddy__runtime_fail(rt, EDDY_EACTION,
+                       eddy_error_newf(etype,
+                                       "action '%s' failed for key %s on %s (input line %llu): "
+                                       "%s: %s",
+                                       t->action->name, k->text, t->event->type,
+                                       (unsigned long long)k->line_no, etype, emsg));
+}
+
+/* The task's action execution has finished (or is discarded while stopping):
+ * release its events and memory writes, then let the run go on. */
+static void task_finish(eddy_runtime *rt, eddy_ctx *t)
+{
+    eddy__key *k = t->key;
+    if (t->started && !rt->stopping && !k->failed) {
+        if (t->rc != EDDY_OK) {
+            action_failed(rt, t);
+        } else {
+            if (!t->replayed)
+                rt->stats.actions_executed++;
+            eddy__durable_task_done(rt, t);
+            k->completions++;
+            if (eddy__memview_commit(&t->stm.view) != EDDY_OK ||
+                eddy__memview_commit(&t->sensory.view) != EDDY_OK)
+                eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+            while (!eddy__queue_empty(&t->sent) && !rt->stopping) {
+                eddy__queue *q = eddy__queue_head(&t->sent);
+                eddy__queue_remove(q);
+                eddy_event *ev = eddy__queue_data(q, eddy_event, node);
+                rt->stats.events++;
+                if (ev->is_output)
+                    emit_output(rt, ev);
+                else if (route_event(rt, k, ev) != EDDY_OK)
+                    eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+                eddy__event_unref(ev);
+            }
+        }
+    }
+    task_free(rt, t);
+    k->live--;
+    rt->live_tasks--;
+    if (k->live == 0 && k->running)
+        run_end(rt, k);
+    check_done(rt);
+}
+
+static void task_entry(void *arg)
+{
+    eddy_ctx *t = arg;
+    t->rc = t->action->fn(t, t->event, t->action->arg);
+}
+
+static void task_step(eddy_runtime *rt, eddy_ctx *t)
+{
+    if (!t->started && (rt->stopping || t->key->failed)) {
+        task_finish(rt, t); /* never started: dropped */
+        return;
+    }
+    int first = !t->started;
+    t->started = 1;
+    t->state = EDDY_TASK_RUNNING;
+    int finished;
+    if (first && t->key->journal != NULL && eddy__durable_replay_finished(rt, t)) {
+        finished = 1;
+    } else if (t->action->ops == NULL) {
+        if (t->coro == NULL && (t->coro = eddy__coro_new(rt->coros, task_entry, t)) == NULL) {
+            t->rc = EDDY_ENOMEM;
+            finished = 1;
+        } else {
+            finished = eddy__coro_resume(t->coro);
+        }
+    } else {
+        finished = t->action->ops->step(t);
+    }
+    if (finished)
+        task_finish(rt, t);
+    else if (t->state == EDDY_TASK_RUNNING)
+        t->state = EDDY_TASK_SUSPENDED;
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    eddy_runtime *rt = h->data;
+    for (int budget = STEP_BUDGET; budget > 0 && !eddy__queue_empty(&rt->ready); budget--) {
+        eddy__queue *q = eddy__queue_head(&rt->ready);
+        eddy__queue_remove(q);
+        task_step(rt, eddy__queue_data(q, eddy_ctx, node));
+    }
+    if (eddy__queue_empty(&rt->ready))
+        uv_idle_stop(&rt->idle);
+}
+
+/* ---------------------------------------------------------------- runs */
+
+void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
+{
+    json_t *attrs = json_object();
+    if (attrs == NULL || json_object_set_new(attrs, "input", in->record) != 0) {
+        json_decref(attrs);
+        eddy__input_free(in);
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return;
+    }
+    in->record = NULL;
+    eddy_event *ev = eddy_event_new(EDDY_INPUT_EVENT, attrs);
+    if (ev == NULL) {
+        eddy__input_free(in);
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return;
+    }
+    k->running = 1;
+    k->failed = 0;
+    k->seq = in->seq;
+    k->line_no = in->line_no;
+    k->input = ev;
+    eddy__event_set_id(ev, eddy__event_input_id(k->hash, k->seq));
+    ev->sent = 1;
+    eddy__input_free(in);
+    rt->stats.events++;
+    if (route_event(rt, k, ev) != EDDY_OK)
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+    if (k->live == 0)
+        run_end(rt, k); /* nothing listens to InputEvent */
+}
+
+static void run_end(eddy_runtime *rt, eddy__key *k)
+{
+    if (!rt->stopping)
+        eddy__durable_run_end(rt, k);
+    k->completions = 0;
+    json_object_clear(k->sensory);
+    eddy__event_unref(k->input);
+    k->input = NULL;
+    k->running = 0;
+    k->failed = 0;
+    rt->in_flight--;
+    rt->stats.runs_finished++;
+    if (rt->stopping)
+        return;
+    if (!eddy__queue_empty(&k->pending)) {
+        eddy__queue *q = eddy__queue_head(&k->pending);
+        eddy__queue_remove(q);
+        eddy__runtime_run_start(rt, k, eddy__queue_data(q, eddy__input, node));
+    } else {
+        key_park(rt, k);
+    }
+}
+
+static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
+{
+    json_t *o = json_pack("{s:I, s:s}", "line", (json_int_t)in->line_no, "reason", in->reason);
+    if (o != NULL && in->detail != NULL)
+        json_object_set_new(o, "detail", json_string(in->detail));
+    if (o != NULL && in->raw != NULL) {
+        json_t *raw = json_stringn(in->raw, in->raw_len);
+        if (raw != NULL) {
+            json_object_set_new(o, "raw", raw);
+        } else {
+            /* Not valid UTF-8 (or holds NUL): keep the bytes, escaped. */
+            size_t n = in->raw_len;
+            char *hex = malloc(n * 2 + 1);
+            if (hex != NULL) {
+                for (size_t i = 0; i < n; i++)
+                    sprintf(hex + i * 2, "%02x", (unsigned char)in->raw[i]);
+                json_object_set_new(o, "raw_hex", json_string(hex));
+                free(hex);
+            }
+        }
+    }
+    dead_letter_write(rt, o);
+}
+
+/* Admit inputs while fewer than max-in-flight are unfinished. */
+static void admit(eddy_runtime *rt)
+{
+    if (rt->source == NULL)
+        return;
+    while (!rt->stopping && rt->in_flight < rt->cv->max_in_flight) {
+        uint64_t room = rt->cv->max_in_flight - rt->in_flight;
+        eddy__queue batch;
+        eddy__queue_init(&batch);
+        size_t n = eddy__source_take(rt->source, &batch, room < ADMIT_BATCH ? room : ADMIT_BATCH);
+        if (n == 0)
+            break;
+        /* One source position per batch: it commits with the batch's inputs. */
+        eddy__input *last = eddy__queue_data(batch.prev, eddy__input, node);
+        eddy__durable_source_pos(rt, last->end_offset, last->line_no);
+        while (!eddy__queue_empty(&batch)) {
+            eddy__queue *q = eddy__queue_head(&batch);
+            eddy__queue_remove(q);
+            eddy__input *in = eddy__queue_data(q, eddy__input, node);
+            if (rt->stopping) {
+                eddy__input_free(in);
+                continue;
+            }
+            if (in->record == NULL) {
+                dead_letter_line(rt, in);
+                eddy__input_free(in);
+                continue;
+            }
+            rt->stats.inputs++;
+            eddy__key *k = eddy__runtime_key(rt, in->key);
+            if (k == NULL) {
+                eddy__input_free(in);
+                eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+                continue;
+            }
+            rt->in_flight++;
+            in->seq = k->next_seq++;
+            eddy__durable_admit(rt, k, in);
+            if (k->running)
+                eddy__queue_insert_tail(&k->pending, &in->node);
+            else
+                eddy__runtime_run_start(rt, k, in);
+        }
+    }
+    rt->stats.runs_in_flight = rt->in_flight;
+}
+
+/* ---------------------------------------------------------------- loop */
+
+static void check_done(eddy_runtime *rt)
+{
+    if (rt->done)
+        return;
+    if (rt->stopping) {
+        if (rt->live_tasks == 0) {
+            rt->done = 1;
+            uv_stop(&rt->loop);
+        }
+        return;
+    }
+    if (rt->in_flight == 0 && rt->live_tasks == 0 &&
+        (rt->source == NULL || eddy__source_done(rt->source))) {
+        rt->done = 1;
+        uv_stop(&rt->loop);
+    }
+}
+
+static void flush_sinks(eddy_runtime *rt)
+{
+    if (rt->sink != NULL && eddy__sink_flush(rt->sink) != EDDY_OK)
+        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->sink)));
+    if (rt->dead != NULL && eddy__sink_flush(rt->dead) != EDDY_OK)
+        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->dead)));
+}
+
+/* Before the loop blocks: admit, hand calls to the workers, flush. */
+static void on_prepare(uv_prepare_t *h)
+{
+    eddy_runtime *rt = h->data;
+    admit(rt);
+    eddy__pool_flush(rt->pool);
+    eddy__durable_turn(rt, 0);
+    flush_sinks(rt);
+    check_done(rt);
+}
+
+static void on_source_ready(void *arg)
+{
+    eddy_runtime *rt = arg;
+    const eddy_error *e = eddy__source_error(rt->source);
+    if (e != NULL && !rt->stopping)
+        eddy__runtime_fail(rt, EDDY_EIO, eddy__error_dup(e));
+    admit(rt);
+    check_done(rt);
+}
+
+static void begin_stop(eddy_runtime *rt)
+{
+    if (rt->stopping)
+        return;
+    rt->stopping = 1;
+    /* Inputs waiting behind a run are dropped; with a state directory they
+     * stay in the store and resume on restart. */
+    for (size_t i = 0; i < rt->keys.cap; i++) {
+        eddy__key *k = rt->keys.slots[i].value;
+        if (rt->keys.slots[i].key == NULL)
+            continue;
+        while (!eddy__queue_empty(&k->pending)) {
+            eddy__queue *q = eddy__queue_head(&k->pending);
+            eddy__queue_remove(q);
+            eddy__input_free(eddy__queue_data(q, eddy__input, node));
+            rt->in_flight--;
+        }
+    }
+    check_done(rt);
+}
+
+void eddy__runtime_fail(eddy_runtime *rt, int rc, eddy_error *err)
+{
+    if (rt->rc == EDDY_OK) {
+        rt->rc = rc;
+        rt->error = err;
+    } else {
+        eddy_error_free(err);
+    }
+    begin_stop(rt);
+}
+
+static void on_stop_async(uv_async_t *h)
+{
+    eddy_runtime *rt = h->data;
+    if (!rt->stopping)
+        eddy__runtime_fail(rt, EDDY_ESTOPPED,
+                           eddy_error_new("stopped", "stopped before the input was finished"));
+}
+
+static void fill_stats(const eddy_runtime *rt, eddy_stats *out)
+{
+    *out = rt->stats;
+    out->runs_in_flight = rt->in_flight;
+    out->durable = rt->store != NULL;
+    if (rt->t_start != 0 && !rt->done)
+        out->elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;
+}
+
+static void on_progress(uv_timer_t *h)
+{
+    eddy_runtime *rt = h->data;
+    if (rt->progress_fn != NULL) {
+        eddy_stats st;
+        fill_stats(rt, &st);
+        rt->progress_fn(&st, rt->progress_arg);
+    }
+}
+
+/* ---------------------------------------------------------------- public */
+
+static unsigned source_capacity(const eddy__config_values *cv)
+{
+    uint64_t c = cv->max_in_flight;
+    if (c < 64)
+        c = 64;
+    return c > 8192 ? 8192 : (unsigned)c;
+}
+
+eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_error **err)
+{
+    if (plan == NULL || conf == NULL) {
+        eddy__error_set(err, EDDY_EINVAL, "config", "no plan or no configuration");
+        return NULL;
+    }
+    if (plan->n == 0) {
+        eddy__error_set(err, EDDY_EPLAN, "plan", "the agent plan has no action");
+        return NULL;
+    }
+    eddy_runtime *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return NULL;
+    if (uv_loop_init(&rt->loop) != 0) {
+        free(rt);
+        eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot create the event loop");
+        return NULL;
+    }
+    rt->owner = uv_thread_self();
+    eddy__queue_init(&rt->ready);
+    eddy__queue_init(&rt->commit_wait);
+    eddy__queue_init(&rt->free_tasks);
+    eddy__queue_init(&rt->idle_keys);
+    eddy__queue_init(&rt->outbox_uncommitted);
+    eddy__queue_init(&rt->outbox_committed);
+    eddy__queue_init(&rt->recovered);
+    eddy__map_init(&rt->keys);
+    uv_idle_init(&rt->loop, &rt->idle);
+    rt->idle.data = rt;
+    uv_prepare_init(&rt->loop, &rt->prepare);
+    rt->prepare.data = rt;
+    uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
+    rt->stop_async.data = rt;
+    uv_timer_init(&rt->loop, &rt->progress_timer);
+    rt->progress_timer.data = rt;
+
+    rt->conf = eddy__config_dup(conf);
+    if (rt->conf == NULL)
+        goto fail_nomem;
+    rt->cv = eddy__config_values_get(rt->conf);
+    const eddy__config_values *cv = rt->cv;
+
+    char fingerprint[17];
+    eddy__plan_fingerprint(plan, fingerprint);
+    if (eddy__durable_open(rt, fingerprint, err) != EDDY_OK)
+        goto fail;
+
+    eddy__source_opts so = {
+        .path = cv->input,
+        .key_field = cv->key,
+        .max_line_bytes = cv->max_line_bytes,
+        .max_depth = 512,
+        .start_offset = rt->source_offset,
+        .start_line = rt->source_line,
+        .capacity = source_capacity(cv),
+    };
+    if (eddy__source_open(&rt->source, &rt->loop, &so, on_source_ready, rt, err) != EDDY_OK)
+        goto fail;
+    rt->pool = eddy__pool_new(&rt->loop, cv->async_threads);
+    rt->coros = eddy__coro_pool_new(cv->stack_size, 1024);
+    if (rt->pool == NULL || rt->coros == NULL)
+        goto fail_nomem;
+    rt->plan = plan;
+    return rt;
+
+fail_nomem:
+    eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
+fail:
+    eddy_runtime_free(rt);
+    return NULL;
+}
+
+int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
+                              unsigned interval_ms)
+{
+    if (rt == NULL || !eddy__runtime_on_thread(rt))
+        return rt == NULL ? EDDY_EINVAL : EDDY_EWRONGTHREAD;
+    rt->progress_fn = fn;
+    rt->progress_arg = arg;
+    rt->progress_ms = interval_ms != 0 ? interval_ms : 500;
+    return EDDY_OK;
+}
+
+int eddy_runtime_run(eddy_runtime *rt)
+{
+    if (rt == NULL)
+        return EDDY_EINVAL;
+    if (!eddy__runtime_on_thread(rt))
+        return EDDY_EWRONGTHREAD;
+    if (rt->ran)
+        return EDDY_ESTATE;
+    rt->ran = 1;
+    rt->t_start = uv_hrtime();
+    uv_prepare_start(&rt->prepare, on_prepare);
+    if (rt->progress_fn != NULL) {
+        uv_timer_start(&rt->progress_timer, on_progress, rt->progress_ms, rt->progress_ms);
+        uv_unref((uv_handle_t *)&rt->progress_timer);
+    }
+    eddy__durable_resume(rt);
+    admit(rt);
+    check_done(rt);
+    if (!rt->done)
+        uv_run(&rt->loop, UV_RUN_DEFAULT);
+    uv_timer_stop(&rt->progress_timer);
+    uv_prepare_stop(&rt->prepare);
+    uv_idle_stop(&rt->idle);
+    eddy__durable_turn(rt, 1);
+    flush_sinks(rt);
+    rt->stats.elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;
+    return rt->rc;
+}
+
+void eddy_runtime_stop(eddy_runtime *rt)
+{
+    if (rt != NULL)
+        uv_async_send(&rt->stop_async);
+}
+
+const eddy_error *eddy_runtime_error(const eddy_runtime *rt)
+{
+    return rt != NULL ? rt->error : NULL;
+}
+
+void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out)
+{
+    if (rt == NULL || out == NULL)
+        return;
+    fill_stats(rt, out);
+}
+
+static void on_close_noop(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void eddy_runtime_free(eddy_runtime *rt)
+{
+    if (rt == NULL)
+        return;
+    /* Tasks still queued never ran or are being discarded: drop them. A task
+     * suspended on a call is only reachable from that call; pool_close
+     * delivers every completion, and a delivered completion makes it ready. */
+    if (rt->source != NULL)
+        eddy__source_close(rt->source);
+    rt->source = NULL;
+    rt->stopping = 1;
+    if (rt->pool != NULL)
+        eddy__pool_close(rt->pool);
+    rt->pool = NULL;
+    while (!eddy__queue_empty(&rt->ready) || !eddy__queue_empty(&rt->commit_wait)) {
+        eddy__queue_move(&rt->commit_wait, &rt->ready);
+        eddy__queue *q = eddy__queue_head(&rt->ready);
+        eddy__queue_remove(q);
+        eddy_ctx *t = eddy__queue_data(q, eddy_ctx, node);
+        if (t->started)
+            task_step(rt, t); /* resumes to unwind; calls now fail at once */
+        else
+            task_finish(rt, t);
+    }
+    uv_close((uv_handle_t *)&rt->idle, on_close_noop);
+    uv_close((uv_handle_t *)&rt->prepare, on_close_noop);
+    uv_close((uv_handle_t *)&rt->stop_async, on_close_noop);
+    uv_close((uv_handle_t *)&rt->progress_timer, on_close_noop);
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&rt->loop);
+
+    for (size_t i = 0; i < rt->keys.cap; i++) {
+        if (rt->keys.slots[i].key != NULL)
+            key_free(rt->keys.slots[i].value);
+    }
+    eddy__map_free(&rt->keys);
+    while (!eddy__queue_empty(&rt->free_tasks)) {
+        eddy__queue *q = eddy__queue_head(&rt->free_tasks);
+        eddy__queue_remove(q);
+        free(eddy__queue_data(q, eddy_ctx, node));
+    }
+    eddy__coro_pool_free(rt->coros);
+    eddy__durable_close(rt);
+    eddy__sink_close(rt->sink);
+    eddy__sink_close(rt->dead);
+    eddy_plan_free(rt->plan);
+    eddy_config_free(rt->conf);
+    eddy_error_free(rt->error);
+    free(rt);
+}

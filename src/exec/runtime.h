@@ -1,0 +1,171 @@
+/*
+ * The operator: keyed action execution on one mailbox thread.
+ *
+ * Design notes
+ * ------------
+ * Who runs where: everything in this file runs on the mailbox thread (the
+ * thread that called eddy_runtime_new and eddy_runtime_run), driven by a libuv
+ * loop. Only the bodies of async calls run elsewhere (src/exec/pool.c), and
+ * the source's reader thread parses input lines (src/io/source.c).
+ *
+ * Queues:
+ *   source queue   parsed inputs, filled by the reader; admitted while fewer
+ *                  than max-in-flight inputs are admitted and unfinished
+ *   key->pending   admitted inputs of a key waiting for its run to end (FIFO)
+ *   rt->ready      tasks (action executions) ready to make progress, FIFO
+ *                  across keys: that is the fairness rule
+ *   rt->commit_wait tasks whose durable write waits for the group commit
+ *
+ * One loop turn: completions and new inputs arrive (async handles) and make
+ * tasks ready; the idle handle, active only while rt->ready is not empty, runs
+ * ready tasks (each a step of an action execution until it finishes or
+ * suspends); the prepare handle, just before the loop would block, admits new
+ * inputs, hands submitted calls to the workers in one batch, commits the
+ * store's transaction and flushes the sinks. A suspended task is referenced
+ * only by the calls it waits for: nothing polls it.
+ *
+ * Stopping (action failure under on-error=stop, eddy_runtime_stop, I/O or
+ * store failure): admission stops, tasks that never started are dropped, and
+ * suspended tasks are resumed as their calls complete so that their C stacks
+ * unwind (further async calls return EDDY_ECANCELED at once); their effects
+ * are discarded. The loop ends when no task is left.
+ */
+#ifndef EDDY_EXEC_RUNTIME_H
+#define EDDY_EXEC_RUNTIME_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "eddy/eddy.h"
+#include "core/config.h"
+#include "core/event.h"
+#include "core/memory.h"
+#include "core/plan.h"
+#include "exec/coro.h"
+#include "exec/pool.h"
+#include "io/sink.h"
+#include "io/source.h"
+#include "util/map.h"
+#include "util/queue.h"
+
+typedef struct eddy__key eddy__key;
+typedef struct eddy__journal eddy__journal;
+
+/* Per key: its FIFO of inputs, its run in flight, its memory. */
+struct eddy__key {
+    char *text; /* the key as JSON text; the map's key */
+    size_t len;
+    uint64_t hash;
+    json_t *stm;              /* committed short-term memory */
+    json_t *sensory;          /* committed sensory memory of the run in flight */
+    eddy__queue pending;      /* eddy__input waiting for the run to end */
+    eddy__queue idle_node;    /* in rt->idle_keys while it has no run and no memory */
+    eddy__queue recover_node; /* in rt->recovered while its run waits to resume */
+    uint64_t next_seq;        /* sequence number of the key's next run */
+    /* The run in flight (running != 0): */
+    int running;
+    int failed;             /* an action failed under on-error=skip */
+    uint64_t seq;           /* its sequence number */
+    uint64_t line_no;       /* its input line */
+    eddy_event *input;      /* its InputEvent (one reference) */
+    size_t live;            /* its unfinished tasks */
+    uint32_t completions;   /* action executions finished in this run */
+    eddy__journal *journal; /* recovered journal of this run, or NULL */
+};
+
+enum { EDDY_TASK_READY = 1, EDDY_TASK_RUNNING, EDDY_TASK_SUSPENDED };
+
+/* An action execution. eddy_ctx is this struct: the context handed to the
+ * action is the task itself. */
+struct eddy_memory {
+    struct eddy_ctx *task;
+    eddy__memview view;
+};
+
+struct eddy_ctx {
+    eddy__queue node; /* rt->ready, rt->commit_wait or the free list */
+    struct eddy_runtime *rt;
+    eddy__key *key;
+    const eddy__action *action;
+    eddy_event *event; /* the triggering event (one reference) */
+    eddy__coro *coro;  /* C actions */
+    void *lang;        /* language state (a Python coroutine) */
+    struct eddy_memory stm, sensory;
+    eddy__queue sent; /* events sent, released at finish */
+    uint32_t nsent;
+    uint32_t call_index; /* position of the next durable call */
+    size_t waiting;      /* calls in flight */
+    int state;
+    int started;
+    int replayed;    /* finished before a crash: its recorded events were re-released */
+    int rc;          /* the action's return code */
+    eddy_error *err; /* its failure text */
+};
+
+typedef struct eddy__task eddy__task;
+
+struct eddy_runtime {
+    uv_loop_t loop;
+    uv_thread_t owner;
+    eddy_plan *plan;
+    eddy_config *conf;
+    const eddy__config_values *cv;
+    eddy__pool *pool;
+    eddy__coro_pool *coros;
+    eddy__source *source;
+    eddy__sink *sink;
+    eddy__sink *dead;
+    struct eddy__store *store;
+
+    uv_idle_t idle;
+    uv_prepare_t prepare;
+    uv_async_t stop_async;
+    uv_timer_t progress_timer;
+    eddy_progress_fn progress_fn;
+    void *progress_arg;
+    unsigned progress_ms;
+
+    eddy__queue ready;
+    eddy__queue commit_wait;
+    eddy__queue free_tasks;
+    size_t nfree_tasks;
+    eddy__map keys;
+    eddy__queue idle_keys;
+    size_t nidle_keys;
+
+    /* Durable execution (src/exec/durable.c). */
+    int store_failed;
+    uint64_t txn_start;             /* when the open transaction began (uv_hrtime) */
+    eddy__queue outbox_uncommitted; /* output lines in the open transaction */
+    eddy__queue outbox_committed;   /* output lines committed, to write to the files */
+    uint64_t outbox_last;
+    uint64_t source_offset, source_line; /* where the source resumes */
+    eddy__queue recovered;               /* keys with runs to resume, in arrival order */
+
+    uint64_t in_flight; /* inputs admitted and not finished */
+    size_t live_tasks;
+    int ran;
+    int stopping;
+    int done;
+    int rc;
+    eddy_error *error;
+    eddy_stats stats;
+    uint64_t t_start;
+};
+
+/* Make a suspended task ready (mailbox thread). */
+void eddy__task_ready(eddy_ctx *t);
+
+/* 1 when called on rt's mailbox thread. */
+int eddy__runtime_on_thread(const struct eddy_runtime *rt);
+
+/* The key named text (JSON text), created when absent; NULL on ENOMEM. */
+eddy__key *eddy__runtime_key(struct eddy_runtime *rt, const char *text);
+
+/* Start the run of input in (taken) for key k, which has no run in flight. */
+void eddy__runtime_run_start(struct eddy_runtime *rt, eddy__key *k, eddy__input *in);
+
+/* Record a fatal error (first one wins) and begin stopping. */
+void eddy__runtime_fail(struct eddy_runtime *rt, int rc, eddy_error *err);
+
+#endif /* EDDY_EXEC_RUNTIME_H */

@@ -1,0 +1,204 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "io/sink.h"
+
+#define SINK_BUF (256 * 1024)
+
+struct eddy__sink {
+    int fd;
+    int owns_fd;
+    int is_file;
+    uint64_t offset;
+    char *buf;
+    size_t len, cap;
+    char *path;
+    char errtext[256];
+};
+
+int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t truncate_to,
+                    eddy_error **err)
+{
+    *out = NULL;
+    eddy__sink *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return EDDY_ENOMEM;
+    s->cap = SINK_BUF;
+    s->buf = malloc(s->cap);
+    s->path = strdup(path);
+    if (s->buf == NULL || s->path == NULL) {
+        eddy__sink_close(s);
+        return EDDY_ENOMEM;
+    }
+    if (strcmp(path, "-") == 0) {
+        s->fd = std_fd == EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO;
+    } else {
+        int flags = O_WRONLY | O_CREAT | O_CLOEXEC;
+        if (truncate_to == -1)
+            flags |= O_TRUNC;
+        s->fd = open(path, flags, 0644);
+        if (s->fd < 0) {
+            int e = errno;
+            eddy__sink_close(s);
+            return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s for writing: %s", path,
+                                   strerror(e));
+        }
+        s->owns_fd = 1;
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        s->is_file = 1;
+        if (truncate_to >= 0) {
+            if ((uint64_t)st.st_size < (uint64_t)truncate_to) {
+                eddy__sink_close(s);
+                return eddy__error_set(
+                    err, EDDY_ESTATE, "state",
+                    "%s holds %lld bytes but the state says %lld were committed to it: the file "
+                    "was changed outside eddy; restore it or start with a new --state directory",
+                    path, (long long)st.st_size, (long long)truncate_to);
+            }
+            if (ftruncate(s->fd, truncate_to) != 0) {
+                int e = errno;
+                eddy__sink_close(s);
+                return eddy__error_set(err, EDDY_EIO, "io", "cannot truncate %s: %s", path,
+                                       strerror(e));
+            }
+            s->offset = (uint64_t)truncate_to;
+        } else if (truncate_to == -2) {
+            s->offset = (uint64_t)st.st_size;
+        }
+        if (lseek(s->fd, (off_t)s->offset, SEEK_SET) < 0) {
+            int e = errno;
+            eddy__sink_close(s);
+            return eddy__error_set(err, EDDY_EIO, "io", "cannot seek in %s: %s", path, strerror(e));
+        }
+    }
+    *out = s;
+    return EDDY_OK;
+}
+
+int eddy__sink_flush(eddy__sink *s)
+{
+    size_t done = 0;
+    while (done < s->len) {
+        ssize_t n = write(s->fd, s->buf + done, s->len - done);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(s->errtext, sizeof(s->errtext), "cannot write to %s: %s",
+                     strcmp(s->path, "-") == 0 ? "standard output" : s->path, strerror(errno));
+            /* Keep what was not written, so nothing is silently dropped. */
+            memmove(s->buf, s->buf + done, s->len - done);
+            s->len -= done;
+            return EDDY_EIO;
+        }
+        done += (size_t)n;
+    }
+    s->len = 0;
+    return EDDY_OK;
+}
+
+int eddy__sink_write(eddy__sink *s, const char *line, size_t len)
+{
+    if (s->len + len + 1 > s->cap) {
+        if (s->len > 0 && eddy__sink_flush(s) != EDDY_OK)
+            return EDDY_EIO;
+        if (len + 1 > s->cap) {
+            size_t ncap = len + 1;
+            char *nb = realloc(s->buf, ncap);
+            if (nb == NULL)
+                return EDDY_ENOMEM;
+            s->buf = nb;
+            s->cap = ncap;
+        }
+    }
+    memcpy(s->buf + s->len, line, len);
+    s->buf[s->len + len] = '\n';
+    s->len += len + 1;
+    s->offset += len + 1;
+    return EDDY_OK;
+}
+
+static int dump_cb(const char *buffer, size_t size, void *data)
+{
+    eddy__sink *s = data;
+    if (s->len + size + 1 > s->cap) {
+        size_t ncap = s->cap * 2 > s->len + size + 1 ? s->cap * 2 : s->len + size + 1;
+        char *nb = realloc(s->buf, ncap);
+        if (nb == NULL)
+            return -1;
+        s->buf = nb;
+        s->cap = ncap;
+    }
+    memcpy(s->buf + s->len, buffer, size);
+    s->len += size;
+    s->offset += size;
+    return 0;
+}
+
+int eddy__sink_write_json(eddy__sink *s, const json_t *v)
+{
+    if (s->len >= s->cap / 2 && eddy__sink_flush(s) != EDDY_OK)
+        return EDDY_EIO;
+    size_t start = s->len;
+    uint64_t start_off = s->offset;
+    if (json_dump_callback(v, dump_cb, s, JSON_COMPACT | JSON_ENCODE_ANY) != 0) {
+        s->len = start;
+        s->offset = start_off;
+        return EDDY_ENOMEM;
+    }
+    return eddy__sink_write(s, "", 0);
+}
+
+int eddy__sink_sync(eddy__sink *s)
+{
+    int rc = eddy__sink_flush(s);
+    if (rc != EDDY_OK)
+        return rc;
+    if (s->is_file && fdatasync(s->fd) != 0) {
+        snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->path, strerror(errno));
+        return EDDY_EIO;
+    }
+    return EDDY_OK;
+}
+
+uint64_t eddy__sink_offset(const eddy__sink *s)
+{
+    return s->offset;
+}
+
+int eddy__sink_is_file(const eddy__sink *s)
+{
+    return s->is_file;
+}
+
+const char *eddy__sink_error(const eddy__sink *s)
+{
+    return s->errtext;
+}
+
+const char *eddy__sink_path(const eddy__sink *s)
+{
+    return s->path;
+}
+
+int eddy__sink_close(eddy__sink *s)
+{
+    if (s == NULL)
+        return EDDY_OK;
+    int rc = EDDY_OK;
+    if (s->buf != NULL && s->len > 0)
+        rc = eddy__sink_flush(s);
+    if (s->owns_fd && close(s->fd) != 0 && rc == EDDY_OK)
+        rc = EDDY_EIO;
+    free(s->buf);
+    free(s->path);
+    free(s);
+    return rc;
+}

@@ -1,0 +1,51 @@
+/*
+ * JSONL sink: a buffered line writer for the output and the dead-letter file.
+ * Runs on the mailbox thread. Lines are buffered and written with write(2)
+ * when the buffer fills and at the end of each loop turn (eddy__sink_flush),
+ * so one turn's outputs cost one system call.
+ */
+#ifndef EDDY_IO_SINK_H
+#define EDDY_IO_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eddy/eddy.h"
+
+typedef struct eddy__sink eddy__sink;
+
+enum {
+    EDDY_SINK_STDOUT = 1, /* path "-" means standard output */
+    EDDY_SINK_STDERR = 2  /* path "-" means standard error */
+};
+
+/*
+ * Open path for appending lines (created with mode 0644). "-" means the
+ * standard stream given by std_fd (EDDY_SINK_STDOUT or EDDY_SINK_STDERR).
+ * With truncate_to >= 0 the file is cut back to that length first (resume);
+ * a file shorter than that is an error (EDDY_ESTATE): it was changed behind
+ * eddy's back. With truncate_to == -1 an existing file is truncated to empty.
+ * With truncate_to == -2 the file is appended to as it is.
+ */
+int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t truncate_to,
+                    eddy_error **err);
+/* Append a line (a newline is added). Buffered. EDDY_OK or EDDY_EIO/EDDY_ENOMEM. */
+int eddy__sink_write(eddy__sink *s, const char *line, size_t len);
+/* Append the compact JSON encoding of v as a line. */
+int eddy__sink_write_json(eddy__sink *s, const json_t *v);
+/* Write buffered lines out. EDDY_OK or EDDY_EIO (details in eddy__sink_error). */
+int eddy__sink_flush(eddy__sink *s);
+/* Flush and fdatasync (a no-op for a terminal or pipe). */
+int eddy__sink_sync(eddy__sink *s);
+/* Bytes written so far, including buffered ones (the file's length once flushed). */
+uint64_t eddy__sink_offset(const eddy__sink *s);
+/* 1 when the sink is a regular file (its position is meaningful). */
+int eddy__sink_is_file(const eddy__sink *s);
+/* Text of the last write error, borrowed ("" when none). */
+const char *eddy__sink_error(const eddy__sink *s);
+/* The path as given ("-" for a standard stream). */
+const char *eddy__sink_path(const eddy__sink *s);
+/* Flush and close (a standard stream stays open). NULL is a no-op. */
+int eddy__sink_close(eddy__sink *s);
+
+#endif /* EDDY_IO_SINK_H */

@@ -1,0 +1,252 @@
+/*
+ * The agent the end-to-end tests drive. Each input record names an "op"; the
+ * "dispatch" action does what the op says, so one shared object covers the
+ * scheduling, memory, async and error scenarios.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <eddy/eddy.h>
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static json_int_t iget(const json_t *o, const char *k, json_int_t dflt)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+/* A slow call: sleeps args.ms milliseconds, returns args.x + 1. */
+static int sleep_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    json_int_t ms = iget(args, "ms", 0);
+    if (ms < 0) {
+        *err = eddy_error_new("ValueError", "negative sleep");
+        return EDDY_ECALL;
+    }
+    int64_t t0 = now_us();
+    if (ms > 0)
+        usleep((useconds_t)ms * 1000);
+    *result = json_pack("{s:I, s:I, s:I}", "x", iget(args, "x", 0) + 1, "start", (json_int_t)t0,
+                        "end", (json_int_t)now_us());
+    return EDDY_OK;
+}
+
+/* Tries the mailbox-only calls from a worker thread and reports their codes. */
+static int wrongthread_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)err;
+    eddy_ctx *ctx = arg;
+    eddy_event *ev = eddy_event_new("Nobody", NULL);
+    int send_rc = eddy_ctx_send_event(ctx, ev);
+    if (send_rc != EDDY_OK)
+        eddy_event_free(ev);
+    eddy_memory *m = eddy_ctx_short_term_memory(ctx);
+    *result =
+        json_pack("{s:i, s:b, s:b, s:i}", "send", send_rc, "key_null", eddy_ctx_key(ctx) == NULL,
+                  "stm_null", m == NULL, "fail", eddy_ctx_fail(ctx, "x", "y"));
+    return EDDY_OK;
+}
+
+static int output(eddy_ctx *ctx, json_t *out)
+{
+    json_object_set_new(out, "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY, NULL));
+    eddy_event *ev = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
+    if (ev == NULL)
+        return EDDY_ENOMEM;
+    return eddy_ctx_send_event(ctx, ev);
+}
+
+static int send_typed(eddy_ctx *ctx, const char *type, json_t *attrs)
+{
+    eddy_event *ev = eddy_event_new(type, attrs);
+    return ev != NULL ? eddy_ctx_send_event(ctx, ev) : EDDY_ENOMEM;
+}
+
+static int op_sleep(eddy_ctx *ctx, const json_t *in, json_int_t seq)
+{
+    json_t *args = json_pack("{s:I}", "ms", iget(in, "ms", 0));
+    json_t *res = NULL;
+    eddy_error *err = NULL;
+    int rc = eddy_ctx_execute_async(ctx, sleep_call, args, NULL, &res, &err);
+    json_decref(args);
+    if (rc != EDDY_OK) {
+        if (err != NULL)
+            eddy_ctx_fail_error(ctx, err);
+        return rc;
+    }
+    json_object_set_new(res, "seq", json_integer(seq));
+    return output(ctx, res);
+}
+
+static int op_count(eddy_ctx *ctx, json_int_t seq)
+{
+    eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+    eddy_memory *sen = eddy_ctx_sensory_memory(ctx);
+    int seen_before = eddy_memory_exists(sen, "seen");
+    json_t *c = eddy_memory_get(stm, "stats.count");
+    json_int_t count = json_is_integer(c) ? json_integer_value(c) : 0;
+    json_decref(c);
+    int rc = eddy_memory_set(stm, "stats.count", json_integer(count + 1));
+    if (rc == EDDY_OK)
+        rc = eddy_memory_set(sen, "seen", json_true());
+    if (rc != EDDY_OK)
+        return rc;
+    /* Our own write is visible to us before the action finishes. */
+    json_t *again = eddy_memory_get(stm, "stats.count");
+    json_int_t mine = json_integer_value(again);
+    json_decref(again);
+    return output(ctx, json_pack("{s:I, s:I, s:b, s:I}", "seq", seq, "count", count + 1,
+                                 "sensory_seen_before", seen_before == 1, "own_write", mine));
+}
+
+static int op_memory(eddy_ctx *ctx, json_int_t seq)
+{
+    eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+    json_t *r = json_object();
+    json_object_set_new(r, "seq", json_integer(seq));
+    json_object_set_new(r, "set_nested",
+                        json_integer(eddy_memory_set(stm, "a.b.c", json_integer(1))));
+    json_object_set_new(r, "set_under_value",
+                        json_integer(eddy_memory_set(stm, "a.b.c.d", json_integer(2))));
+    json_object_set_new(r, "set_over_object",
+                        json_integer(eddy_memory_set(stm, "a.b", json_integer(3))));
+    json_object_set_new(r, "new_object", json_integer(eddy_memory_new_object(stm, "a.n")));
+    json_object_set_new(r, "bad_path", json_integer(eddy_memory_set(stm, "a..b", json_integer(1))));
+    json_object_set_new(r, "exists_abc", json_integer(eddy_memory_exists(stm, "a.b.c")));
+    json_object_set_new(r, "exists_missing", json_integer(eddy_memory_exists(stm, "a.zz")));
+    json_object_set_new(r, "fields_a", eddy_memory_field_names(stm, "a"));
+    json_object_set_new(r, "get_a", eddy_memory_get(stm, "a"));
+    return output(ctx, r);
+}
+
+static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    const char *op = json_string_value(json_object_get(in, "op"));
+    json_int_t seq = iget(in, "seq", 0);
+    if (op == NULL || strcmp(op, "echo") == 0)
+        return output(ctx, json_pack("{s:I}", "seq", seq));
+    if (strcmp(op, "chain") == 0)
+        return send_typed(ctx, "Step",
+                          json_pack("{s:I, s:I}", "x", iget(in, "x", 0) + 1, "seq", seq));
+    if (strcmp(op, "sleep") == 0)
+        return op_sleep(ctx, in, seq);
+    if (strcmp(op, "chain_async") == 0) {
+        json_int_t x = iget(in, "x", 0);
+        for (int i = 0; i < 3; i++) {
+            json_t *args = json_pack("{s:I, s:I}", "x", x, "ms", iget(in, "ms", 0));
+            json_t *res = NULL;
+            int rc = eddy_ctx_execute_async(ctx, sleep_call, args, NULL, &res, NULL);
+            json_decref(args);
+            if (rc != EDDY_OK)
+                return rc;
+            x = iget(res, "x", 0);
+            json_decref(res);
+        }
+        return output(ctx, json_pack("{s:I, s:I}", "seq", seq, "x", x));
+    }
+    if (strcmp(op, "many") == 0) {
+        json_int_t n = iget(in, "n", 4);
+        if (n > 64)
+            n = 64;
+        eddy_async_call calls[64];
+        json_t *args = json_pack("{s:I}", "ms", iget(in, "ms", 0));
+        for (json_int_t i = 0; i < n; i++)
+            calls[i] = (eddy_async_call){.fn = sleep_call, .args = args};
+        int64_t t0 = now_us();
+        int rc = eddy_ctx_execute_async_all(ctx, calls, (size_t)n);
+        int64_t t1 = now_us();
+        json_decref(args);
+        for (json_int_t i = 0; i < n; i++) {
+            json_decref(calls[i].result);
+            eddy_error_free(calls[i].err);
+        }
+        if (rc != EDDY_OK)
+            return rc;
+        return output(ctx, json_pack("{s:I, s:I, s:I}", "seq", seq, "n", n, "elapsed_us",
+                                     (json_int_t)(t1 - t0)));
+    }
+    if (strcmp(op, "fanout") == 0)
+        return send_typed(ctx, "Fan", json_pack("{s:I, s:I}", "ms", iget(in, "ms", 0), "seq", seq));
+    if (strcmp(op, "count") == 0)
+        return op_count(ctx, seq);
+    if (strcmp(op, "memory") == 0)
+        return op_memory(ctx, seq);
+    if (strcmp(op, "fail") == 0) {
+        eddy_ctx_fail(ctx, "ValueError", "the input asked to fail");
+        return EDDY_EACTION;
+    }
+    if (strcmp(op, "fail_async") == 0) {
+        json_t *args = json_pack("{s:i}", "ms", -1);
+        eddy_error *err = NULL;
+        int rc = eddy_ctx_execute_async(ctx, sleep_call, args, NULL, NULL, &err);
+        json_decref(args);
+        eddy_ctx_fail_error(ctx, err);
+        return rc;
+    }
+    if (strcmp(op, "wrongthread") == 0) {
+        json_t *res = NULL;
+        int rc = eddy_ctx_execute_async(ctx, wrongthread_call, NULL, ctx, &res, NULL);
+        if (rc != EDDY_OK)
+            return rc;
+        json_object_set_new(res, "seq", json_integer(seq));
+        return output(ctx, res);
+    }
+    if (strcmp(op, "unhandled") == 0) {
+        int rc = send_typed(ctx, "Nobody", NULL);
+        return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));
+    }
+    eddy_ctx_fail(ctx, "ValueError", "unknown op");
+    return EDDY_EINVAL;
+}
+
+static int double_step(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *a = eddy_event_attrs(ev);
+    return output(ctx, json_pack("{s:I, s:I, s:s}", "seq", iget(a, "seq", 0), "x",
+                                 2 * iget(a, "x", 0), "event_id", eddy_event_id(ev)));
+}
+
+/* Three actions triggered by one Fan event; each makes a slow call. */
+static int fan(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    const json_t *a = eddy_event_attrs(ev);
+    json_t *args = json_pack("{s:I}", "ms", iget(a, "ms", 0));
+    json_t *res = NULL;
+    int rc = eddy_ctx_execute_async(ctx, sleep_call, args, NULL, &res, NULL);
+    json_decref(args);
+    if (rc != EDDY_OK)
+        return rc;
+    json_object_set_new(res, "seq", json_integer(iget(a, "seq", 0)));
+    json_object_set_new(res, "which", json_string((const char *)arg));
+    return output(ctx, res);
+}
+
+int eddy_agent_init(eddy_plan *plan)
+{
+    static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
+    static const char *const step[] = {"Step", NULL};
+    static const char *const fanev[] = {"Fan", NULL};
+    int rc = eddy_plan_add_action(plan, "dispatch", input, dispatch, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "double", step, double_step, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "fan_a", fanev, fan, "a");
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "fan_b", fanev, fan, "b");
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "fan_c", fanev, fan, "c");
+    return rc;
+}

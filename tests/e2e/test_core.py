@@ -1,0 +1,264 @@
+"""End-to-end tests of the core runtime: scheduling, memory, async calls,
+errors and bad input, through the eddy binary and the test agent."""
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eddytest import EDDY, SANITIZED, TEST_AGENT, EddyTest  # noqa: E402
+
+
+def by_key(outputs):
+    keys = {}
+    for o in outputs:
+        keys.setdefault(o["key"], []).append(o)
+    return keys
+
+
+class CoreTest(EddyTest):
+    def test_chain_gives_x_plus_one_times_two(self):
+        recs = [{"key": "k%d" % (i % 5), "op": "chain", "x": i, "seq": i} for i in range(100)]
+        res = self.run_eddy(recs)
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(len(outs), 100)
+        self.assertEqual(sorted((o["seq"], o["x"]) for o in outs),
+                         [(i, (i + 1) * 2) for i in range(100)])
+        # Event ids are 16 hex digits and distinct.
+        ids = {o["event_id"] for o in outs}
+        self.assertEqual(len(ids), 100)
+        self.assertTrue(all(len(i) == 16 for i in ids))
+        self.assertIn(b"100 inputs", res.stderr)
+
+    def test_event_ids_are_deterministic(self):
+        recs = [{"key": "k%d" % (i % 3), "op": "chain", "x": i, "seq": i} for i in range(30)]
+        a = self.run_eddy(recs)
+        self.assertOk(a)
+        first = sorted((o["seq"], o["event_id"]) for o in a.outputs())
+        b = self.run_eddy(recs, "--async-threads", "1")
+        self.assertOk(b)
+        self.assertEqual(first, sorted((o["seq"], o["event_id"]) for o in b.outputs()))
+
+    def test_same_key_in_order_one_at_a_time(self):
+        # Each run sleeps; runs of one key must not overlap and keep input order.
+        recs = [{"key": "same", "op": "sleep", "ms": 5, "seq": i} for i in range(20)]
+        res = self.run_eddy(recs, "--async-threads", "8")
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual([o["seq"] for o in outs], list(range(20)))
+        for a, b in zip(outs, outs[1:]):
+            self.assertLessEqual(a["end"], b["start"], "runs of one key overlapped")
+
+    def test_different_keys_overlap(self):
+        n = 16
+        recs = [{"key": "k%d" % i, "op": "sleep", "ms": 100, "seq": i} for i in range(n)]
+        t0 = time.monotonic()
+        res = self.run_eddy(recs, "--async-threads", str(n))
+        elapsed = time.monotonic() - t0
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(len(outs), n)
+        # Overlap is checked on the calls' own clocks, not on wall time.
+        latest_start = max(o["start"] for o in outs)
+        earliest_end = min(o["end"] for o in outs)
+        self.assertLess(latest_start, earliest_end, "calls of different keys did not overlap")
+        self.assertLess(elapsed, n * 0.1)
+
+    def test_chained_async_calls(self):
+        recs = [{"key": "k%d" % (i % 4), "op": "chain_async", "x": i, "seq": i, "ms": 1}
+                for i in range(40)]
+        res = self.run_eddy(recs)
+        self.assertOk(res)
+        self.assertEqual(sorted((o["seq"], o["x"]) for o in res.outputs()),
+                         [(i, i + 3) for i in range(40)])
+        self.assertIn(b"120 async calls", res.stderr)
+
+    def test_async_across_many_keys(self):
+        recs = [{"key": i, "op": "sleep", "ms": 0, "seq": i} for i in range(5000)]
+        res = self.run_eddy(recs)
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(sorted(o["seq"] for o in outs), list(range(5000)))
+        self.assertEqual(sorted(o["key"] for o in outs), list(range(5000)))
+
+    def test_several_calls_in_flight_from_one_action(self):
+        recs = [{"key": "k", "op": "many", "n": 8, "ms": 100, "seq": 0}]
+        res = self.run_eddy(recs, "--async-threads", "8")
+        self.assertOk(res)
+        (out,) = res.outputs()
+        self.assertEqual(out["n"], 8)
+        # Eight 100 ms calls in flight at once take far less than 800 ms.
+        self.assertLess(out["elapsed_us"], 500000)
+
+    def test_fan_out_to_several_actions_overlaps(self):
+        recs = [{"key": "k", "op": "fanout", "ms": 100, "seq": 0}]
+        res = self.run_eddy(recs, "--async-threads", "4")
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(sorted(o["which"] for o in outs), ["a", "b", "c"])
+        self.assertLess(max(o["start"] for o in outs), min(o["end"] for o in outs))
+
+    def test_memory_short_term_kept_sensory_cleared(self):
+        recs = [{"key": "a" if i % 2 else "b", "op": "count", "seq": i} for i in range(10)]
+        res = self.run_eddy(recs)
+        self.assertOk(res)
+        keys = by_key(res.outputs())
+        self.assertEqual([o["count"] for o in keys["a"]], [1, 2, 3, 4, 5])
+        self.assertEqual([o["count"] for o in keys["b"]], [1, 2, 3, 4, 5])
+        self.assertTrue(all(not o["sensory_seen_before"] for o in res.outputs()))
+        self.assertTrue(all(o["own_write"] == o["count"] for o in res.outputs()))
+
+    def test_memory_paths(self):
+        res = self.run_eddy([{"key": "m", "op": "memory", "seq": 0}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(o["set_nested"], 0)
+        self.assertEqual(o["set_under_value"], -5)  # EDDY_EPATH
+        self.assertEqual(o["set_over_object"], -5)
+        self.assertEqual(o["new_object"], 0)
+        self.assertEqual(o["bad_path"], -2)  # EDDY_EINVAL
+        self.assertEqual(o["exists_abc"], 1)
+        self.assertEqual(o["exists_missing"], 0)
+        self.assertEqual(o["fields_a"], ["b", "n"])
+        self.assertEqual(o["get_a"], {"b": {"c": 1}, "n": {}})
+
+    def test_thread_confinement(self):
+        res = self.run_eddy([{"key": "t", "op": "wrongthread", "seq": 0}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(o["send"], -3)  # EDDY_EWRONGTHREAD
+        self.assertEqual(o["fail"], -3)
+        self.assertTrue(o["key_null"])
+        self.assertTrue(o["stm_null"])
+
+    def test_unhandled_events_counted(self):
+        res = self.run_eddy([{"key": "u", "op": "unhandled", "seq": i} for i in range(3)])
+        self.assertOk(res)
+        self.assertEqual(len(res.outputs()), 3)
+        self.assertIn(b"3 unhandled events", res.stderr)
+
+    def test_action_error_stops_by_default(self):
+        recs = [{"key": "a", "op": "echo", "seq": 0}, {"key": "b", "op": "fail", "seq": 1},
+                {"key": "c", "op": "echo", "seq": 2}]
+        res = self.run_eddy(recs)
+        self.assertEqual(res.rc, 1)
+        err = res.stderr.decode()
+        self.assertIn("dispatch", err)
+        self.assertIn('"b"', err)
+        self.assertIn("InputEvent", err)
+        self.assertIn("the input asked to fail", err)
+        self.assertIn("ValueError", err)
+
+    def test_action_error_from_async_call(self):
+        res = self.run_eddy([{"key": "a", "op": "fail_async", "seq": 0}])
+        self.assertEqual(res.rc, 1)
+        self.assertIn("negative sleep", res.stderr.decode())
+
+    def test_action_error_skip(self):
+        recs = [{"key": "a", "op": "echo", "seq": 0}, {"key": "b", "op": "fail", "seq": 1},
+                {"key": "b", "op": "echo", "seq": 2}, {"key": "c", "op": "echo", "seq": 3}]
+        res = self.run_eddy(recs, "--on-error", "skip")
+        self.assertOk(res)
+        self.assertEqual(sorted(o["seq"] for o in res.outputs()), [0, 2, 3])
+        (d,) = res.dead()
+        self.assertEqual(d["reason"], "action failed")
+        self.assertEqual(d["line"], 2)
+        self.assertEqual(d["key"], "b")
+        self.assertEqual(d["action"], "dispatch")
+        self.assertEqual(d["error"]["type"], "ValueError")
+        self.assertEqual(d["input"]["seq"], 1)
+
+    def test_bad_lines_go_to_dead_letter(self):
+        text = (b'{"key": "a", "op": "echo", "seq": 0}\n'
+                b'not json at all\n'
+                b'[1, 2]\n'
+                b'{"nokey": 1}\n'
+                b'\n'
+                b'{"key": null}\n'
+                b'{"key": {"x": 1}}\n'
+                b'{"key": "b", "op": "echo", "seq": 7}\n')
+        res = self.run_eddy(None, input_text=text)
+        self.assertOk(res)
+        self.assertEqual(sorted(o["seq"] for o in res.outputs()), [0, 7])
+        dead = res.dead()
+        self.assertEqual([d["line"] for d in dead], [2, 3, 4, 6, 7])
+        self.assertEqual(dead[0]["raw"], "not json at all")
+        self.assertEqual(dead[0]["reason"], "not JSON")
+        self.assertEqual(dead[2]["reason"], "no key field")
+        self.assertIn(b"5 dead-lettered", res.stderr)
+
+    def test_key_option_and_integer_keys(self):
+        recs = [{"user_id": i % 3, "op": "count", "seq": i} for i in range(9)]
+        res = self.run_eddy(recs, "--key", "user_id")
+        self.assertOk(res)
+        keys = by_key(res.outputs())
+        self.assertEqual(sorted(keys), [0, 1, 2])
+        self.assertEqual([o["count"] for o in keys[1]], [1, 2, 3])
+
+    def test_stdin_to_stdout(self):
+        data = b"".join(b'{"key": "k%d", "op": "echo", "seq": %d}\n' % (i % 2, i)
+                        for i in range(10))
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--quiet"], input=data,
+                              capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        import json
+        outs = [json.loads(l) for l in proc.stdout.splitlines()]
+        self.assertEqual(sorted(o["seq"] for o in outs), list(range(10)))
+
+    def test_usage_errors(self):
+        proc = subprocess.run([EDDY, "run"], capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--max-in-flight", "zero"],
+                              capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn(b"max-in-flight", proc.stderr)
+        proc = subprocess.run([EDDY, "run", self.path("missing.so")], capture_output=True,
+                              timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn(b"missing.so", proc.stderr)
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", self.path("nope.jsonl")],
+                              capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn(b"nope.jsonl", proc.stderr)
+        proc = subprocess.run([EDDY, "--version"], capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 0)
+        self.assertTrue(proc.stdout.startswith(b"eddy "))
+        proc = subprocess.run([EDDY, "run", "--help"], capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 0)
+        for opt in (b"--input", b"--output", b"--key", b"--async-threads", b"--max-in-flight",
+                    b"--on-error", b"--dead-letter", b"--state"):
+            self.assertIn(opt, proc.stdout)
+
+    @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
+    def test_back_pressure_bounds_memory(self):
+        # 1,000,000 lines through --max-in-flight 100: resident memory stays far
+        # below what holding the input would take.
+        n = 1000000
+        inp = self.path("big.jsonl")
+        with open(inp, "w") as f:
+            for i in range(n):
+                f.write('{"key":"k%d","op":"echo","seq":%d,"pad":"%s"}\n' % (i % 1000, i, "x" * 100))
+        out = self.path("big.out.jsonl")
+        size = os.path.getsize(inp)
+        # Run it from a fresh interpreter so that RUSAGE_CHILDREN sees only it.
+        probe = ("import resource, subprocess, sys\n"
+                 "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
+                 "sys.stderr.buffer.write(p.stderr)\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+                 "sys.exit(p.returncode)\n")
+        proc = subprocess.run([sys.executable, "-c", probe, EDDY, "run", TEST_AGENT, "--input",
+                               inp, "--output", out, "--max-in-flight", "100", "--no-progress"],
+                              capture_output=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        max_rss_kb = int(proc.stdout.decode().strip())
+        with open(out, "rb") as f:
+            lines = sum(1 for _ in f)
+        self.assertEqual(lines, n)
+        # The input is ~150 MB; bounded admission keeps the process small.
+        self.assertLess(max_rss_kb * 1024, size / 2, "resident memory grew with the input")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
