@@ -536,7 +536,7 @@ static void reader_main(void *arg)
             if (rc == 0)
                 rc = push_batch(s);
             if (rc == EDDY_ENOMEM)
-                reader_fail(s, EDDY_ENOMEM, "out of memory reading %s%s", "");
+                reader_fail(s, EDDY_ENOMEM, "cannot read %s: %s", "out of memory");
             break;
         }
         size_t n = (size_t)got;
@@ -553,7 +553,7 @@ static void reader_main(void *arg)
             break;
         if (rc == EDDY_ENOMEM) {
             push_batch(s);
-            reader_fail(s, EDDY_ENOMEM, "out of memory reading %s%s", "");
+            reader_fail(s, EDDY_ENOMEM, "cannot read %s: %s", "out of memory");
             break;
         }
     }
