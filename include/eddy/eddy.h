@@ -410,6 +410,25 @@ EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, vo
 /* Free; NULL is a no-op. Must not be called while eddy_runtime_run() runs. */
 EDDY_API void eddy_runtime_free(eddy_runtime *rt);
 
+/* ---------------------------------------------------------------- inspection */
+
+/*
+ * A read-only report of the state directory dir, as a new JSON object:
+ *   state, source {offset, line} (where reading resumes), output_offset and
+ *   dead_letter_offset (committed file lengths), counts {keys, pending,
+ *   journal, outbox}, in_flight [{key, seq, line, pending}] (keys with runs in
+ *   flight, in arrival order; pending counts the run's input too), journal
+ *   [{key, seq, event_id, action, idx, status, fn_id, digest, result | record,
+ *   error}] (journal entries of the runs in flight; pruned when a run ends).
+ * With key (the key as JSON text, "\"u1\"" or "42"), also "key": {key,
+ * next_seq, short_term_memory, pending [{seq, line, record}], journal}.
+ * Safe while an eddy process works on dir (it reads a committed snapshot and
+ * takes no lock). Returns NULL and sets *err (new): EDDY_ENOTFOUND when dir
+ * holds no state or the key is unknown, EDDY_ESTATE/EDDY_ESTORE otherwise.
+ * Any thread.
+ */
+EDDY_API json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -103,7 +103,7 @@ static void print_usage(FILE *out)
           "commands:\n"
           "  run AGENT [options]    run an agent (a C .so or a Python .py file) over an input\n"
           "  inspect --state DIR [--key K] [--json]\n"
-          "                         show what a state directory holds (not in this build yet)\n"
+          "                         show what a state directory holds\n"
           "  --version              print the version\n"
           "  --help, -h             show this help\n"
           "\n"
@@ -603,19 +603,171 @@ done:
 
 /* ---------------------------------------------------------------- eddy inspect */
 
-/*
- * TODO(durable execution): `eddy inspect --state DIR [--key K] [--json]`
- * prints what a state directory holds (source position, pending inputs,
- * memory and journal per key) through eddy_inspect(), which the "durable
- * execution" issue adds to eddy.h. Until then the command is known, so that
- * scripts and --help already name it, and fails as a usage error.
- */
+static void print_inspect_help(FILE *out)
+{
+    fputs("usage: eddy inspect --state DIR [--key K] [--json]\n"
+          "\n"
+          "Shows what a state directory holds, without changing it (safe while an eddy\n"
+          "process works on it): where reading resumes, the keys with runs in flight and\n"
+          "their pending inputs, and the journal of those runs. With --key, also that\n"
+          "key's short-term memory, pending inputs and journal.\n"
+          "\n"
+          "options:\n"
+          "  --state DIR    the state directory (required)\n"
+          "  --key K        one key, as JSON text: '\"u1\"' for a string, 42 for a number\n"
+          "                 (a bare word that is not JSON is taken as a string)\n"
+          "  --json         print the report as one JSON object\n"
+          "\n"
+          "exit codes: 0 ok, 2 usage error or unknown key, 3 the state cannot be read\n",
+          out);
+}
+
+/* A bare word is taken as a string key, so --key u1 works as --key '"u1"'. */
+static char *key_arg(const char *k)
+{
+    json_t *v = json_loads(k, JSON_DECODE_ANY, NULL);
+    if (v == NULL)
+        v = json_string(k);
+    char *text = v != NULL ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    return text;
+}
+
+static void print_json_field(const char *label, json_t *v)
+{
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    printf("%s%s\n", label, t != NULL ? t : "?");
+    free(t);
+}
+
+static void print_report(json_t *r)
+{
+    json_t *src = json_object_get(r, "source"), *counts = json_object_get(r, "counts");
+    printf("state %s\n", json_string_value(json_object_get(r, "state")));
+    printf("source: resumes at line %lld (byte %lld)\n",
+           (long long)json_integer_value(json_object_get(src, "line")) + 1,
+           (long long)json_integer_value(json_object_get(src, "offset")));
+    printf("output: %lld bytes committed; dead letters: %lld bytes\n",
+           (long long)json_integer_value(json_object_get(r, "output_offset")),
+           (long long)json_integer_value(json_object_get(r, "dead_letter_offset")));
+    printf("keys: %lld, pending inputs: %lld, journal entries: %lld, unwritten outputs: %lld\n",
+           (long long)json_integer_value(json_object_get(counts, "keys")),
+           (long long)json_integer_value(json_object_get(counts, "pending")),
+           (long long)json_integer_value(json_object_get(counts, "journal")),
+           (long long)json_integer_value(json_object_get(counts, "outbox")));
+    json_t *inflight = json_object_get(r, "in_flight");
+    printf("runs in flight: %zu\n", json_array_size(inflight));
+    size_t i;
+    json_t *e;
+    json_array_foreach(inflight, i, e)
+    {
+        char *k = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
+        printf("  key %s: run %lld (input line %lld), %lld input(s) pending\n", k != NULL ? k : "?",
+               (long long)json_integer_value(json_object_get(e, "seq")),
+               (long long)json_integer_value(json_object_get(e, "line")),
+               (long long)json_integer_value(json_object_get(e, "pending")));
+        free(k);
+    }
+    json_t *key = json_object_get(r, "key");
+    json_t *journal = key != NULL ? json_object_get(key, "journal") : json_object_get(r, "journal");
+    if (key != NULL) {
+        print_json_field("key ", json_object_get(key, "key"));
+        if (json_object_get(key, "next_seq") != NULL)
+            printf("  next run: %lld\n",
+                   (long long)json_integer_value(json_object_get(key, "next_seq")));
+        print_json_field("  short-term memory: ", json_object_get(key, "short_term_memory"));
+        json_array_foreach(json_object_get(key, "pending"), i, e)
+        {
+            printf("  pending run %lld (line %lld): ",
+                   (long long)json_integer_value(json_object_get(e, "seq")),
+                   (long long)json_integer_value(json_object_get(e, "line")));
+            print_json_field("", json_object_get(e, "record"));
+        }
+    }
+    printf("journal: %zu entr%s\n", json_array_size(journal),
+           json_array_size(journal) == 1 ? "y" : "ies");
+    json_array_foreach(journal, i, e)
+    {
+        char *k = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
+        const char *st = json_string_value(json_object_get(e, "status"));
+        printf("  %s run %lld event %s action %s ", k != NULL ? k : "?",
+               (long long)json_integer_value(json_object_get(e, "seq")),
+               json_string_value(json_object_get(e, "event_id")),
+               json_string_value(json_object_get(e, "action")));
+        free(k);
+        if (strcmp(st, "finished") == 0) {
+            printf("finished\n");
+            continue;
+        }
+        printf("call %lld %s: %s", (long long)json_integer_value(json_object_get(e, "idx")),
+               json_string_value(json_object_get(e, "fn_id")), st);
+        json_t *er = json_object_get(e, "error");
+        if (er != NULL)
+            printf(" (%s: %s)", json_string_value(json_object_get(er, "type")),
+                   json_string_value(json_object_get(er, "message")));
+        printf("\n");
+    }
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "eddy: inspect is not available in this build\n");
-    return EXIT_USAGE;
+    const char *state = NULL, *key = NULL;
+    int as_json = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - a) : strlen(a);
+        const char **dst = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_inspect_help(stdout);
+            return EXIT_OK;
+        } else if (strcmp(a, "--json") == 0) {
+            as_json = 1;
+            continue;
+        } else if (nlen == 7 && strncmp(a, "--state", 7) == 0) {
+            dst = &state;
+        } else if (nlen == 5 && strncmp(a, "--key", 5) == 0) {
+            dst = &key;
+        } else {
+            fprintf(stderr, "eddy: unknown inspect option '%s'\ntry 'eddy inspect --help'\n", a);
+            return EXIT_USAGE;
+        }
+        if (eq != NULL) {
+            *dst = eq + 1;
+        } else if (i + 1 < argc) {
+            *dst = argv[++i];
+        } else {
+            fprintf(stderr, "eddy: option '%s' needs a value\ntry 'eddy inspect --help'\n", a);
+            return EXIT_USAGE;
+        }
+    }
+    if (state == NULL) {
+        fprintf(stderr, "eddy: inspect needs --state DIR\ntry 'eddy inspect --help'\n");
+        return EXIT_USAGE;
+    }
+    char *k = key != NULL ? key_arg(key) : NULL;
+    eddy_error *err = NULL;
+    json_t *r = eddy_state_inspect(state, k, &err);
+    free(k);
+    if (r == NULL) {
+        fprintf(stderr, "eddy: %s\n", err != NULL ? eddy_error_message(err) : "out of memory");
+        int code = err != NULL && strcmp(eddy_error_type(err), "state") == 0 &&
+                           strstr(eddy_error_message(err), "is not in") != NULL
+                       ? EXIT_USAGE
+                       : EXIT_STATE;
+        eddy_error_free(err);
+        return code;
+    }
+    if (as_json) {
+        char *t = json_dumps(r, JSON_INDENT(2) | JSON_ENCODE_ANY);
+        if (t != NULL)
+            puts(t);
+        free(t);
+    } else {
+        print_report(r);
+    }
+    json_decref(r);
+    return EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- main */

@@ -6,6 +6,9 @@
 #include "core/error.h"
 #include "exec/durable.h"
 #include "store/store.h"
+#ifdef EDDY_TEST_HOOKS
+#include "store/store_impl.h"
+#endif
 #include "util/hash.h"
 
 /* ---------------------------------------------------------------- journal */
@@ -733,6 +736,13 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     int rc = eddy__store_open(&rt->store, cv->state, fingerprint, err);
     if (rc != EDDY_OK)
         return rc;
+#ifdef EDDY_TEST_HOOKS
+    /* Tests provoke store failures (a full disk, a read-only database) with
+     * SQLite limits set right after open. */
+    const char *test_sql = getenv("EDDY_TEST_STORE_SQL");
+    if (test_sql != NULL && eddy__store_sqlite_test_exec(rt->store, test_sql) != EDDY_OK)
+        goto store_err;
+#endif
     uint64_t sink_pos = 0, dead_pos = 0;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK)

@@ -975,6 +975,37 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
     return EDDY_OK;
 }
 
+/* Inspection: no lock, no writes, any plan. WAL lets it read a consistent
+ * snapshot while an eddy process works on the directory. */
+static int open_readonly(sqlite_store *s, eddy_error **err)
+{
+    struct stat sb;
+    if (stat(s->db_path, &sb) != 0)
+        return eddy__error_set(err, EDDY_ENOTFOUND, "store", "%s: no eddy state here (%s)", s->dir,
+                               strerror(errno));
+    int rc = sqlite3_open_v2(s->db_path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "opening", err);
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 1000);
+    char *text = NULL;
+    sqlite3_int64 version = 0;
+    rc = query_one(s, "SELECT v FROM meta WHERE k = 'format_version'", &text, &version);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the format version", err);
+    if (text == NULL)
+        return eddy__error_set(err, EDDY_ESTORE, "store",
+                               "%s is not an eddy state database: it has no format version",
+                               s->db_path);
+    free(text);
+    if (version != EDDY_STORE_FORMAT_VERSION)
+        return eddy__error_set(err, EDDY_ESTATE, "store",
+                               "state directory %s has format %lld, this eddy reads format %d",
+                               s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
+    int r = prepare_all(s, err);
+    return r != EDDY_OK ? r : load_outbox_next(s, err);
+}
+
 int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
                             eddy_error **err)
 {
@@ -990,6 +1021,13 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     if (s->dir == NULL || s->db_path == NULL) {
         eddy__error_set(err, r, "store", "out of memory");
         goto fail;
+    }
+    if (plan_fingerprint == NULL) {
+        r = open_readonly(s, err);
+        if (r != EDDY_OK)
+            goto fail;
+        *out = &s->base;
+        return EDDY_OK;
     }
     if ((r = make_dir(dir, err)) != EDDY_OK || (r = take_lock(s, err)) != EDDY_OK)
         goto fail;

@@ -17,8 +17,6 @@ int eddy__store_open(eddy__store **out, const char *dir, const char *plan_finger
     *out = NULL;
     if (dir == NULL || *dir == '\0')
         return eddy__error_set(err, EDDY_EINVAL, "store", "no state directory given");
-    if (plan_fingerprint == NULL)
-        return eddy__error_set(err, EDDY_EINVAL, "store", "no plan fingerprint given");
     return eddy__store_sqlite_open(out, dir, plan_fingerprint, err);
 }
 

@@ -96,6 +96,9 @@ typedef struct eddy__store eddy__store;
  */
 int eddy__store_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
                      eddy_error **err);
+/* plan_fingerprint NULL opens an existing store read-only for inspection: no
+ * lock (it may run beside the eddy process that owns dir), any plan;
+ * EDDY_ENOTFOUND when dir holds no state. Writes then fail. */
 /* Roll back any open transaction, close and unlock. NULL is a no-op. */
 void eddy__store_close(eddy__store *s);
 /* Text of the last store failure (borrowed, "" when none). */

@@ -1,0 +1,161 @@
+/* eddy_state_inspect(): a read-only report of a state directory. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "store/store.h"
+
+typedef struct inspect_ctx {
+    json_t *in_flight; /* array, arrival order */
+    json_t *by_key;    /* key text -> entry in in_flight */
+    const char *key;   /* detail this key, or NULL */
+    json_t *detail_pending;
+    json_t *journal;
+} inspect_ctx;
+
+static json_t *key_value(const char *text)
+{
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    return v != NULL ? v : json_string(text);
+}
+
+static int on_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
+                      const char *record_json)
+{
+    inspect_ctx *c = arg;
+    json_t *e = json_object_get(c->by_key, key);
+    if (e == NULL) {
+        e = json_pack("{s:o, s:I, s:I, s:i}", "key", key_value(key), "seq", (json_int_t)seq, "line",
+                      (json_int_t)line_no, "pending", 0);
+        if (e == NULL || json_array_append_new(c->in_flight, e) != 0 ||
+            json_object_set(c->by_key, key, e) != 0)
+            return EDDY_ENOMEM;
+    }
+    json_object_set_new(e, "pending",
+                        json_integer(json_integer_value(json_object_get(e, "pending")) + 1));
+    if (c->key != NULL && strcmp(c->key, key) == 0) {
+        json_t *rec = json_loads(record_json, 0, NULL);
+        if (json_array_append_new(c->detail_pending,
+                                  json_pack("{s:I, s:I, s:o}", "seq", (json_int_t)seq, "line",
+                                            (json_int_t)line_no, "record",
+                                            rec != NULL ? rec : json_string(record_json))) != 0)
+            return EDDY_ENOMEM;
+    }
+    return EDDY_OK;
+}
+
+static const char *status_name(int kind, int status)
+{
+    if (kind == EDDY_JREC_DONE)
+        return "finished";
+    switch (status) {
+    case EDDY_JCALL_OK:
+        return "ok";
+    case EDDY_JCALL_ERROR:
+        return "error";
+    case EDDY_JCALL_PENDING:
+        return "pending";
+    }
+    return "unknown";
+}
+
+static int on_jrec(void *arg, const eddy__jrec *r)
+{
+    inspect_ctx *c = arg;
+    if (c->key != NULL && strcmp(c->key, r->key) != 0)
+        return EDDY_OK;
+    json_t *e = json_pack("{s:o, s:I, s:s, s:s, s:I, s:s}", "key", key_value(r->key), "seq",
+                          (json_int_t)r->seq, "event_id", r->event_id, "action", r->action, "idx",
+                          (json_int_t)r->idx, "status", status_name(r->kind, r->status));
+    if (e == NULL)
+        return EDDY_ENOMEM;
+    if (r->kind == EDDY_JREC_CALL) {
+        json_object_set_new(e, "fn_id", json_string(r->fn_id != NULL ? r->fn_id : ""));
+        json_object_set_new(e, "digest", json_string(r->digest != NULL ? r->digest : ""));
+    }
+    if (r->payload != NULL) {
+        json_t *p = json_loads(r->payload, JSON_DECODE_ANY, NULL);
+        json_object_set_new(e, r->kind == EDDY_JREC_DONE ? "record" : "result",
+                            p != NULL ? p : json_string(r->payload));
+    }
+    if (r->err_type != NULL)
+        json_object_set_new(e, "error",
+                            json_pack("{s:s, s:s}", "type", r->err_type, "message",
+                                      r->err_msg != NULL ? r->err_msg : ""));
+    return json_array_append_new(c->journal, e) == 0 ? EDDY_OK : EDDY_ENOMEM;
+}
+
+json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
+{
+    eddy__store *s = NULL;
+    if (dir == NULL)
+        return eddy__error_set(err, EDDY_EINVAL, "state", "no state directory given"), NULL;
+    if (eddy__store_open(&s, dir, NULL, err) != EDDY_OK)
+        return NULL;
+    inspect_ctx c = {.in_flight = json_array(),
+                     .by_key = json_object(),
+                     .key = key,
+                     .detail_pending = json_array(),
+                     .journal = json_array()};
+    json_t *out = NULL;
+    uint64_t off = 0, line = 0, sink = 0, dead = 0;
+    eddy__store_counts n;
+    int rc = EDDY_ENOMEM;
+    if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL)
+        goto done;
+    if ((rc = eddy__store_get_source_pos(s, &off, &line)) != EDDY_OK ||
+        (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(s, "dead_offset", &dead)) != EDDY_OK ||
+        (rc = eddy__store_counts_get(s, &n)) != EDDY_OK ||
+        (rc = eddy__store_pending_load(s, on_pending, &c)) != EDDY_OK ||
+        (rc = eddy__store_journal_load_all(s, on_jrec, &c)) != EDDY_OK)
+        goto done;
+    out = json_pack("{s:s, s:{s:I, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:O, s:O}", "state", dir,
+                    "source", "offset", (json_int_t)off, "line", (json_int_t)line, "output_offset",
+                    (json_int_t)sink, "dead_letter_offset", (json_int_t)dead, "counts", "keys",
+                    (json_int_t)n.keys, "pending", (json_int_t)n.pending, "journal",
+                    (json_int_t)n.journal, "outbox", (json_int_t)n.outbox, "in_flight", c.in_flight,
+                    "journal", c.journal);
+    if (out == NULL) {
+        rc = EDDY_ENOMEM;
+        goto done;
+    }
+    if (key != NULL) {
+        uint64_t next_seq = 0;
+        char *stm = NULL;
+        rc = eddy__store_key_get(s, key, &next_seq, &stm);
+        json_t *k = json_pack("{s:o, s:O}", "key", key_value(key), "pending", c.detail_pending);
+        if (k == NULL || json_object_set_new(out, "key", k) != 0) {
+            free(stm);
+            rc = EDDY_ENOMEM;
+            goto done;
+        }
+        json_object_set(k, "journal", c.journal);
+        if (rc == EDDY_OK) {
+            json_t *m = json_loads(stm, 0, NULL);
+            json_object_set_new(k, "next_seq", json_integer((json_int_t)next_seq));
+            json_object_set_new(k, "short_term_memory", m != NULL ? m : json_string(stm));
+        } else if (rc == EDDY_ENOTFOUND && json_array_size(c.detail_pending) != 0) {
+            json_object_set_new(k, "short_term_memory", json_object()); /* first run in flight */
+            rc = EDDY_OK;
+        } else if (rc == EDDY_ENOTFOUND) {
+            eddy__error_set(err, EDDY_ENOTFOUND, "state",
+                            "key %s is not in %s (give the key as JSON: '\"u1\"' or 42)", key, dir);
+        }
+        free(stm);
+    }
+done:
+    if (rc != EDDY_OK) {
+        if (rc != EDDY_ENOTFOUND)
+            eddy__error_set(err, rc, "store", "%s: %s", dir,
+                            rc == EDDY_ENOMEM ? "out of memory" : eddy__store_error(s));
+        json_decref(out);
+        out = NULL;
+    }
+    json_decref(c.in_flight);
+    json_decref(c.by_key);
+    json_decref(c.detail_pending);
+    json_decref(c.journal);
+    eddy__store_close(s);
+    return out;
+}

@@ -1,0 +1,278 @@
+/*
+ * The agent of the durability tests. Every durable call appends one line to
+ * the side-effect file named by EDDY_TEST_EFFECTS, so that a test can count
+ * how often each call really ran across crashes. Crashes are provoked either
+ * by SIGKILL from the test, or by the agent itself (_exit) when a flag file
+ * named by the input exists; the agent removes the flag first, so the next
+ * run goes on.
+ *
+ * Actions:
+ *   step1   (InputEvent)  durable async call "effect" (sleeps input.ms), then
+ *                         short-term memory count += 1, sum += input.v, and a
+ *                         new object "last" in memory; sends Mid
+ *   step2   (Mid)         durable sync call "local", then the output
+ *   probe   (InputEvent with op set) the special scenarios below, by op
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <eddy/eddy.h>
+
+static json_int_t iget(const json_t *o, const char *k, json_int_t dflt)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+static void record_effect(const char *what, const json_t *args)
+{
+    const char *path = getenv("EDDY_TEST_EFFECTS");
+    if (path == NULL)
+        return;
+    char *a = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "%s %s\n", what, a != NULL ? a : "?");
+    free(a);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        if (write(fd, line, (size_t)n) < 0)
+            perror("effects");
+        close(fd);
+    }
+}
+
+/* Remove the flag file and return 1 when it existed. */
+static int take_flag(const json_t *in)
+{
+    const char *flag = json_string_value(json_object_get(in, "crash_flag"));
+    return flag != NULL && unlink(flag) == 0;
+}
+
+static int effect(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    record_effect("effect", args);
+    json_int_t ms = iget(args, "ms", 0);
+    if (ms > 0)
+        usleep((useconds_t)ms * 1000);
+    if (json_is_true(json_object_get(args, "fail"))) {
+        *err = eddy_error_new("QuotaExceeded", "the quota of the effect service is used up");
+        return EDDY_ECALL;
+    }
+    *result = json_pack("{s:I}", "v", iget(args, "v", 0) * 10);
+    return EDDY_OK;
+}
+
+/* Dies in the middle of the call, after its side effect, when flagged. */
+static int effect_dying(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    (void)err;
+    record_effect("dying", args);
+    const char *flag = json_string_value(json_object_get(args, "crash_flag"));
+    if (flag != NULL && unlink(flag) == 0)
+        _exit(137);
+    *result = json_string("ran");
+    return EDDY_OK;
+}
+
+static int reconcile(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    record_effect("reconcile", args);
+    if (json_is_true(json_object_get(args, "reconcile_fails"))) {
+        *err = eddy_error_new("Unknown", "cannot tell whether the call happened");
+        return EDDY_ECALL;
+    }
+    *result = json_string("reconciled");
+    return EDDY_OK;
+}
+
+static int output(eddy_ctx *ctx, json_t *out)
+{
+    json_object_set_new(out, "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY, NULL));
+    eddy_event *ev = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
+    return ev != NULL ? eddy_ctx_send_event(ctx, ev) : EDDY_ENOMEM;
+}
+
+static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    if (json_object_get(in, "op") != NULL)
+        return EDDY_OK; /* probe handles it */
+    json_int_t seq = iget(in, "seq", 0), v = iget(in, "v", 0);
+    json_t *args = json_pack("{s:O, s:I, s:I, s:I}", "key", json_object_get(in, "key"), "seq",
+                             seq, "v", v, "ms", iget(in, "ms", 0));
+    json_t *res = NULL;
+    eddy_error *err = NULL;
+    int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, &err);
+    json_decref(args);
+    if (rc != EDDY_OK) {
+        eddy_ctx_fail_error(ctx, err);
+        return rc;
+    }
+    eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+    json_t *c = eddy_memory_get(stm, "count"), *s = eddy_memory_get(stm, "sum");
+    json_int_t count = iget(NULL, "", 0) + (json_is_integer(c) ? json_integer_value(c) : 0) + 1;
+    json_int_t sum = (json_is_integer(s) ? json_integer_value(s) : 0) + v;
+    json_decref(c);
+    json_decref(s);
+    eddy_memory_set(stm, "count", json_integer(count));
+    eddy_memory_set(stm, "sum", json_integer(sum));
+    eddy_memory_new_object(stm, "last");
+    eddy_memory_set(stm, "last.seq", json_integer(seq));
+    eddy_event *mid = eddy_event_new("Mid", json_pack("{s:I, s:I, s:I, s:O}", "seq", seq, "count",
+                                                      count, "sum", sum, "r",
+                                                      json_object_get(res, "v")));
+    json_decref(res);
+    return eddy_ctx_send_event(ctx, mid);
+}
+
+static int local_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    (void)err;
+    record_effect("local", args);
+    *result = json_integer(iget(args, "seq", 0) + 1);
+    return EDDY_OK;
+}
+
+static int step2(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *a = eddy_event_attrs(ev);
+    json_t *args = json_pack("{s:O, s:I}", "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY,
+                                                              NULL),
+                             "seq", iget(a, "seq", 0));
+    json_decref(json_object_get(args, "key")); /* the pack took its own reference */
+    json_t *res = NULL;
+    int rc = eddy_ctx_durable_execute(ctx, "local", args, local_call, NULL, &res, NULL);
+    json_decref(args);
+    if (rc != EDDY_OK)
+        return rc;
+    rc = output(ctx, json_pack("{s:I, s:I, s:I, s:O, s:o}", "seq", iget(a, "seq", 0), "count",
+                               iget(a, "count", 0), "sum", iget(a, "sum", 0), "r",
+                               json_object_get(a, "r"), "local", res));
+    return rc;
+}
+
+/* The special scenarios. */
+static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    const char *op = json_string_value(json_object_get(in, "op"));
+    if (op == NULL)
+        return EDDY_OK;
+    json_int_t seq = iget(in, "seq", 0);
+    const char *variant = getenv("EDDY_TEST_VARIANT");
+    if (strcmp(op, "finished_then_crash") == 0) {
+        /* Sends Later (handled by "later"), which crashes after its own durable call. */
+        eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+        json_t *args = json_pack("{s:s, s:I}", "op", op, "seq", seq);
+        json_t *res = NULL;
+        int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+        json_decref(args);
+        json_decref(res);
+        if (rc != EDDY_OK)
+            return rc;
+        eddy_memory_new_object(stm, "obj");
+        eddy_memory_set(stm, "n", json_integer(seq));
+        return eddy_ctx_send_event(
+            ctx, eddy_event_new("Later", json_pack("{s:I, s:O}", "seq", seq, "crash_flag",
+                                                   json_object_get(in, "crash_flag"))));
+    }
+    if (strcmp(op, "durable_error") == 0) {
+        json_t *args = json_pack("{s:s, s:I, s:b}", "op", op, "seq", seq, "fail", 1);
+        eddy_error *err = NULL;
+        int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, NULL, &err);
+        json_decref(args);
+        json_t *out = json_pack("{s:I, s:i, s:s, s:s}", "seq", seq, "rc", rc, "type",
+                                eddy_error_type(err), "message", eddy_error_message(err));
+        eddy_error_free(err);
+        /* The call's outcome is committed before the action goes on. */
+        if (take_flag(in))
+            _exit(137);
+        return output(ctx, out);
+    }
+    if (strcmp(op, "variant") == 0) {
+        json_t *args = json_pack("{s:s, s:I, s:s}", "op", op, "seq", seq, "variant",
+                                 variant != NULL ? variant : "a");
+        json_t *res = NULL;
+        eddy_error *err = NULL;
+        int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, &err);
+        json_decref(args);
+        json_decref(res);
+        if (rc != EDDY_OK) {
+            if (err != NULL)
+                eddy_ctx_fail_error(ctx, err);
+            return rc;
+        }
+        if (take_flag(in))
+            _exit(137);
+        return output(ctx, json_pack("{s:I, s:s}", "seq", seq, "variant",
+                                     variant != NULL ? variant : "a"));
+    }
+    if (strcmp(op, "reconciled") == 0) {
+        json_t *args = json_pack("{s:s, s:I, s:O?, s:O?}", "op", op, "seq", seq, "crash_flag",
+                                 json_object_get(in, "crash_flag"), "reconcile_fails",
+                                 json_object_get(in, "reconcile_fails"));
+        json_t *res = NULL;
+        eddy_error *err = NULL;
+        int rc = eddy_ctx_durable_execute_reconciled(ctx, "dying", args, effect_dying, reconcile,
+                                                     NULL, &res, &err);
+        json_decref(args);
+        json_t *out = json_pack("{s:I, s:i, s:o, s:s}", "seq", seq, "rc", rc, "result",
+                                res != NULL ? res : json_null(), "error",
+                                err != NULL ? eddy_error_type(err) : "");
+        eddy_error_free(err);
+        const char *flag2 = json_string_value(json_object_get(in, "crash_flag2"));
+        if (flag2 != NULL && unlink(flag2) == 0)
+            _exit(137);
+        return output(ctx, out);
+    }
+    eddy_ctx_fail(ctx, "ValueError", "unknown op");
+    return EDDY_EINVAL;
+}
+
+static int later(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *a = eddy_event_attrs(ev);
+    json_t *args = json_pack("{s:s, s:I}", "op", "later", "seq", iget(a, "seq", 0));
+    json_t *res = NULL;
+    int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+    json_decref(args);
+    json_decref(res);
+    if (rc != EDDY_OK)
+        return rc;
+    if (take_flag(a))
+        _exit(137);
+    eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+    json_t *obj = eddy_memory_get(stm, "obj");
+    int is_object = json_is_object(obj);
+    json_decref(obj);
+    /* A child below the object made by the finished action must work. */
+    rc = eddy_memory_set(stm, "obj.child", json_integer(1));
+    return output(ctx, json_pack("{s:I, s:b, s:i}", "seq", iget(a, "seq", 0), "obj_is_object",
+                                 is_object, "set_child", rc));
+}
+
+int eddy_agent_init(eddy_plan *plan)
+{
+    static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
+    static const char *const mid[] = {"Mid", NULL};
+    static const char *const lat[] = {"Later", NULL};
+    int rc = eddy_plan_add_action(plan, "step1", input, step1, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "step2", mid, step2, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "probe", input, probe, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "later", lat, later, NULL);
+    return rc;
+}

@@ -1,0 +1,366 @@
+"""End-to-end tests of durable execution and crash recovery with --state."""
+import collections
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eddytest import AGENTS, EDDY, SANITIZED, TEST_AGENT, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+
+DURABLE = os.path.join(AGENTS, "durable_agent.so")
+
+
+class DurableTest(EddyTest):
+    def setUp(self):
+        super().setUp()
+        self.effects = self.path("effects.txt")
+        self.state = self.path("state")
+        self.inp = self.path("in.jsonl")
+        self.out = self.path("out.jsonl")
+
+    def cmd(self, *extra, agent=DURABLE, state=None):
+        return [EDDY, "run", agent, "--input", self.inp, "--output", self.out, "--state",
+                state or self.state, "--no-progress"] + list(extra)
+
+    def run_cmd(self, *extra, env=None, **kw):
+        e = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+        if env:
+            e.update(env)
+        return subprocess.run(self.cmd(*extra, **kw), capture_output=True, timeout=300, env=e)
+
+    def effect_lines(self):
+        if not os.path.exists(self.effects):
+            return []
+        with open(self.effects) as f:
+            return [line.rstrip("\n") for line in f]
+
+    def count_effects(self, what, **match):
+        n = 0
+        for line in self.effect_lines():
+            kind, _, args = line.partition(" ")
+            if kind != what:
+                continue
+            a = json.loads(args)
+            if all(a.get(k) == v for k, v in match.items()):
+                n += 1
+        return n
+
+    def flag(self, name):
+        p = self.path(name)
+        open(p, "w").close()
+        return p
+
+    # ------------------------------------------------------------ recovery
+
+    def test_finished_action_is_replayed_not_rerun(self):
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "finished_then_crash", "seq": 1,
+                                "crash_flag": flag}])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        (out,) = read_jsonl(self.out)
+        # The finished action ran once; its memory write (a new object) came
+        # back as an object, so a child can be set below it.
+        self.assertEqual(self.count_effects("effect", op="finished_then_crash"), 1)
+        self.assertTrue(out["obj_is_object"])
+        self.assertEqual(out["set_child"], 0)
+        self.assertIn(b"actions replayed", second.stderr)
+        # The unfinished one re-ran, replaying its journaled call.
+        self.assertEqual(self.count_effects("effect", op="later"), 1)
+
+    def test_durable_error_replayed_with_its_type(self):
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "durable_error", "seq": 1, "crash_flag": flag}])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual(out["rc"], -6)  # EDDY_ECALL
+        self.assertEqual(out["type"], "QuotaExceeded")
+        self.assertIn("quota", out["message"])
+        self.assertEqual(self.count_effects("effect", op="durable_error"), 1)
+
+    def test_nondeterminism_cuts_and_reexecutes_by_default(self):
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "variant", "seq": 1, "crash_flag": flag}])
+        first = self.run_cmd(env={"EDDY_TEST_VARIANT": "a"})
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd(env={"EDDY_TEST_VARIANT": "b"})
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn(b"non-deterministic", second.stderr)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual(out["variant"], "b")
+        self.assertEqual(self.count_effects("effect", op="variant", variant="a"), 1)
+        self.assertEqual(self.count_effects("effect", op="variant", variant="b"), 1)
+
+    def test_nondeterminism_strict_fails_naming_both_calls(self):
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "variant", "seq": 1, "crash_flag": flag}])
+        first = self.run_cmd(env={"EDDY_TEST_VARIANT": "a"})
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd("--strict-determinism", env={"EDDY_TEST_VARIANT": "b"})
+        self.assertEqual(second.returncode, 1)
+        err = second.stderr.decode()
+        self.assertIn("NonDeterminism", err)
+        self.assertIn("effect(args", err)
+        self.assertEqual(self.count_effects("effect", op="variant", variant="b"), 0)
+
+    def test_reconciler_on_pending(self):
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "reconciled", "seq": 1, "crash_flag": flag}])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 137, first.stderr)
+        self.assertEqual(self.count_effects("dying"), 1)
+        second = self.run_cmd()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual(out["result"], "reconciled")
+        self.assertEqual(self.count_effects("dying"), 1)  # not run again
+        self.assertEqual(self.count_effects("reconcile"), 1)
+
+    def test_reconciler_error_is_persisted(self):
+        flag = self.flag("crash")
+        flag2 = self.flag("crash2")
+        write_jsonl(self.inp, [{"key": "k", "op": "reconciled", "seq": 1, "crash_flag": flag,
+                                "crash_flag2": flag2, "reconcile_fails": True}])
+        self.assertEqual(self.run_cmd().returncode, 137)  # dies inside the call
+        second = self.run_cmd()  # reconciler fails, journaled; dies after
+        self.assertEqual(second.returncode, 137, second.stderr)
+        third = self.run_cmd()
+        self.assertEqual(third.returncode, 0, third.stderr)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual(out["error"], "Unknown")
+        self.assertEqual(out["rc"], -6)
+        self.assertEqual(self.count_effects("reconcile"), 1)
+        self.assertEqual(self.count_effects("dying"), 1)
+
+    def test_rerun_of_finished_state_does_nothing(self):
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(30)])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        outs = read_jsonl(self.out)
+        self.assertEqual(len(outs), 30)
+        again = self.run_cmd()
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(read_jsonl(self.out), outs)
+        self.assertEqual(len(self.effect_lines()), 60)
+        # Appending input resumes from the committed source position.
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k0", "seq": 30, "v": 30}) + "\n")
+        third = self.run_cmd()
+        self.assertEqual(third.returncode, 0, third.stderr)
+        outs3 = read_jsonl(self.out)
+        self.assertEqual(len(outs3), 31)
+        self.assertEqual(outs3[-1]["count"], 11)
+        self.assertEqual(outs3[-1]["sum"], sum(range(0, 31, 3)))
+
+    def test_journal_is_pruned(self):
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        info = json.loads(insp.stdout)
+        self.assertEqual(info["counts"]["journal"], 0)
+        self.assertEqual(info["counts"]["pending"], 0)
+        self.assertEqual(info["counts"]["outbox"], 0)
+        self.assertEqual(info["counts"]["keys"], 50)
+        self.assertLess(os.path.getsize(os.path.join(self.state, "eddy.db")), 1 << 20)
+
+    # ------------------------------------------------------------ store errors
+
+    def test_other_plan_is_refused(self):
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
+        self.assertEqual(self.run_cmd().returncode, 0)
+        other = self.run_cmd(agent=TEST_AGENT)
+        self.assertEqual(other.returncode, 3)
+        self.assertIn(b"another agent plan", other.stderr)
+
+    def test_second_process_is_refused(self):
+        fifo = self.path("fifo")
+        os.mkfifo(fifo)
+        holder = subprocess.Popen([EDDY, "run", DURABLE, "--input", fifo, "--output", self.out,
+                                   "--state", self.state, "--no-progress"],
+                                  stderr=subprocess.PIPE)
+        try:
+            w = os.open(fifo, os.O_WRONLY)  # lets the holder's open return
+            deadline = time.time() + 30
+            while not os.path.exists(os.path.join(self.state, "eddy.db")):
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.02)
+            write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
+            second = self.run_cmd()
+            self.assertEqual(second.returncode, 3)
+            self.assertIn(b"another eddy process", second.stderr)
+            os.close(w)
+            holder.wait(timeout=60)
+            self.assertEqual(holder.returncode, 0)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
+
+    def test_state_path_not_a_directory(self):
+        bad = self.path("afile")
+        open(bad, "w").close()
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
+        res = self.run_cmd(state=bad)
+        self.assertEqual(res.returncode, 3)
+        self.assertIn(b"afile", res.stderr)
+
+    def test_store_write_failure_stops_cleanly_and_resumes(self):
+        for sql, word in (("PRAGMA max_page_count=%d", b"full"),
+                          ("PRAGMA query_only=1", b"read")):
+            shutil.rmtree(self.state, ignore_errors=True)
+            for f in (self.out, self.effects):
+                if os.path.exists(f):
+                    os.remove(f)
+            write_jsonl(self.inp, [{"key": "k%d" % (i % 20), "seq": i, "v": i, "pad": "x" * 400}
+                                   for i in range(400)])
+            ok = self.run_cmd()  # creates the state with a few pages
+            self.assertEqual(ok.returncode, 0, ok.stderr)
+            pages = os.path.getsize(os.path.join(self.state, "eddy.db")) // 4096
+            with open(self.inp, "a") as f:
+                for i in range(400, 2400):
+                    f.write(json.dumps({"key": "n%d" % i, "seq": i, "v": i, "pad": "y" * 400}))
+                    f.write("\n")
+            stmt = sql % (pages + 2) if "%d" in sql else sql
+            bad = self.run_cmd(env={"EDDY_TEST_STORE_SQL": stmt})
+            self.assertEqual(bad.returncode, 3, bad.stderr)
+            self.assertIn(word, bad.stderr.lower())
+            good = self.run_cmd()
+            self.assertEqual(good.returncode, 0, good.stderr)
+            outs = read_jsonl(self.out)
+            self.assertEqual(sorted(o["seq"] for o in outs), list(range(2400)))
+
+    # ------------------------------------------------------------ inspect
+
+    def test_inspect_shows_in_flight_work(self):
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k1", "seq": 0, "v": 5},
+                               {"key": "k2", "op": "durable_error", "seq": 1, "crash_flag": flag},
+                               {"key": "k2", "seq": 2, "v": 7}])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 137)
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        info = json.loads(insp.stdout)
+        self.assertEqual(info["source"]["line"], 3)
+        inflight = {k["key"]: k for k in info["in_flight"]}
+        self.assertIn("k2", inflight)
+        self.assertEqual(inflight["k2"]["pending"], 2)
+        one = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", '"k2"', "--json"],
+                             capture_output=True, timeout=60)
+        self.assertEqual(one.returncode, 0, one.stderr)
+        k2 = json.loads(one.stdout)["key"]
+        self.assertTrue(any(j["fn_id"] == "effect" and j["status"] == "error"
+                            for j in k2["journal"]))
+        text = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                              timeout=60)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn(b"k2", text.stdout)
+
+
+class CrashHarness(EddyTest):
+    """Kill eddy with SIGKILL at random moments, restart it each time, and
+    check that the outcome is exactly that of a run without crashes."""
+
+    def test_random_kills(self):
+        rnd = random.Random(int(os.environ.get("EDDY_CRASH_SEED", "7")))
+        chunk, n_keys, kills = (1500, 300, 20) if not SANITIZED else (800, 150, 20)
+        recs = []
+
+        def add_chunk():
+            base = len(recs)
+            more = [{"key": "k%03d" % rnd.randrange(n_keys), "seq": base + i,
+                     "v": rnd.randrange(1000), "ms": 2} for i in range(chunk)]
+            recs.extend(more)
+            with open(inp, "a") as f:
+                for r in more:
+                    f.write(json.dumps(r) + "\n")
+
+        inp = self.path("in.jsonl")
+        add_chunk()
+        out = self.path("out.jsonl")
+        state = self.path("state")
+        effects = self.path("effects.txt")
+        env = dict(os.environ, EDDY_TEST_EFFECTS=effects)
+        cmd = [EDDY, "run", DURABLE, "--input", inp, "--output", out, "--state", state,
+               "--no-progress", "--async-threads", "4", "--max-in-flight", "32"]
+        done_kills = 0
+        while done_kills < kills:
+            p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+            time.sleep(rnd.uniform(0.02, 0.2))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+                done_kills += 1
+            else:
+                self.assertEqual(p.wait(), 0)
+                # Finished before enough kills: the input grows, and the next
+                # run resumes from the committed source position.
+                add_chunk()
+        last = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+        self.assertEqual(last.returncode, 0, last.stderr)
+        n_inputs = len(recs)
+
+        # Reference: the same input without crashes, in memory.
+        ref_out = self.path("ref.jsonl")
+        ref = subprocess.run([EDDY, "run", DURABLE, "--input", inp, "--output", ref_out,
+                              "--no-progress", "--async-threads", "8"], capture_output=True,
+                             timeout=300)
+        self.assertEqual(ref.returncode, 0, ref.stderr)
+
+        ref_outs = read_jsonl(ref_out)
+        outs = read_jsonl(out)
+        # (a) every output exactly once, per-key order kept, same content.
+        self.assertEqual(len(outs), n_inputs)
+        self.assertEqual(sorted(json.dumps(o, sort_keys=True) for o in outs),
+                         sorted(json.dumps(o, sort_keys=True) for o in ref_outs))
+        per_key = collections.defaultdict(list)
+        for o in outs:
+            per_key[o["key"]].append(o["seq"])
+        for k, seqs in per_key.items():
+            self.assertEqual(seqs, sorted(seqs), "order of key %s broken" % k)
+        # (c) short-term memory as if no crash happened: the count and sum each
+        # output reports follow from all earlier inputs of its key.
+        expect = collections.defaultdict(lambda: [0, 0])
+        for r in recs:
+            e = expect[r["key"]]
+            e[0] += 1
+            e[1] += r["v"]
+            r["_count"], r["_sum"] = e[0], e[1]
+        by_seq = {o["seq"]: o for o in outs}
+        for r in recs:
+            o = by_seq[r["seq"]]
+            self.assertEqual((o["count"], o["sum"]), (r["_count"], r["_sum"]))
+        insp = subprocess.run([EDDY, "inspect", "--state", state, "--json", "--key",
+                               recs[0]["key"]], capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        mem = json.loads(insp.stdout)["key"]["short_term_memory"]
+        self.assertEqual((mem["count"], mem["sum"]), tuple(expect[recs[0]["key"]]))
+        # (b) a call whose result was committed never runs again: only calls in
+        # flight at a kill (at most max-in-flight per kill) can repeat.
+        with open(effects) as f:
+            counts = collections.Counter(line.rstrip("\n") for line in f)
+        self.assertEqual(len(counts), 2 * n_inputs)
+        extra = sum(c - 1 for c in counts.values())
+        self.assertTrue(all(c <= 1 + done_kills for c in counts.values()))
+        self.assertLessEqual(extra, 32 * done_kills)
+        print("crash harness: %d kills, %d inputs, %d repeated calls of %d"
+              % (done_kills, n_inputs, extra, 2 * n_inputs))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
