@@ -105,8 +105,8 @@ static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     if (json_object_get(in, "op") != NULL)
         return EDDY_OK; /* probe handles it */
     json_int_t seq = iget(in, "seq", 0), v = iget(in, "v", 0);
-    json_t *args = json_pack("{s:O, s:I, s:I, s:I}", "key", json_object_get(in, "key"), "seq",
-                             seq, "v", v, "ms", iget(in, "ms", 0));
+    json_t *args = json_pack("{s:O, s:I, s:I, s:I}", "key", json_object_get(in, "key"), "seq", seq,
+                             "v", v, "ms", iget(in, "ms", 0));
     json_t *res = NULL;
     eddy_error *err = NULL;
     int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, &err);
@@ -125,9 +125,9 @@ static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     eddy_memory_set(stm, "sum", json_integer(sum));
     eddy_memory_new_object(stm, "last");
     eddy_memory_set(stm, "last.seq", json_integer(seq));
-    eddy_event *mid = eddy_event_new("Mid", json_pack("{s:I, s:I, s:I, s:O}", "seq", seq, "count",
-                                                      count, "sum", sum, "r",
-                                                      json_object_get(res, "v")));
+    eddy_event *mid =
+        eddy_event_new("Mid", json_pack("{s:I, s:I, s:I, s:O}", "seq", seq, "count", count, "sum",
+                                        sum, "r", json_object_get(res, "v")));
     json_decref(res);
     return eddy_ctx_send_event(ctx, mid);
 }
@@ -145,9 +145,9 @@ static int step2(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
     (void)arg;
     const json_t *a = eddy_event_attrs(ev);
-    json_t *args = json_pack("{s:O, s:I}", "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY,
-                                                              NULL),
-                             "seq", iget(a, "seq", 0));
+    json_t *args =
+        json_pack("{s:O, s:I}", "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY, NULL), "seq",
+                  iget(a, "seq", 0));
     json_decref(json_object_get(args, "key")); /* the pack took its own reference */
     json_t *res = NULL;
     int rc = eddy_ctx_durable_execute(ctx, "local", args, local_call, NULL, &res, NULL);
@@ -214,8 +214,8 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         }
         if (take_flag(in))
             _exit(137);
-        return output(ctx, json_pack("{s:I, s:s}", "seq", seq, "variant",
-                                     variant != NULL ? variant : "a"));
+        return output(
+            ctx, json_pack("{s:I, s:s}", "seq", seq, "variant", variant != NULL ? variant : "a"));
     }
     if (strcmp(op, "reconciled") == 0) {
         json_t *args = json_pack("{s:s, s:I, s:O?, s:O?}", "op", op, "seq", seq, "crash_flag",
