@@ -1,4 +1,5 @@
 /* The operator's lifecycle and scheduling; see the design notes in runtime.h. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,17 +444,14 @@ static void check_done(eddy_runtime *rt)
 {
     if (rt->done)
         return;
-    if (rt->stopping) {
-        if (rt->live_tasks == 0) {
-            rt->done = 1;
-            uv_stop(&rt->loop);
-        }
-        return;
-    }
-    if (rt->in_flight == 0 && rt->live_tasks == 0 &&
-        (rt->source == NULL || eddy__source_done(rt->source))) {
+    if (rt->stopping ? rt->live_tasks == 0
+                     : rt->in_flight == 0 && rt->live_tasks == 0 &&
+                           (rt->source == NULL || eddy__source_done(rt->source))) {
         rt->done = 1;
-        uv_stop(&rt->loop);
+        /* uv_stop() outside uv_run() would stay pending and make the next
+         * uv_run() (the one that closes the handles) return at once. */
+        if (rt->in_loop)
+            uv_stop(&rt->loop);
     }
 }
 
@@ -656,8 +654,11 @@ int eddy_runtime_run(eddy_runtime *rt)
     eddy__durable_resume(rt);
     admit(rt);
     check_done(rt);
-    if (!rt->done)
+    if (!rt->done) {
+        rt->in_loop = 1;
         uv_run(&rt->loop, UV_RUN_DEFAULT);
+        rt->in_loop = 0;
+    }
     uv_timer_stop(&rt->progress_timer);
     uv_prepare_stop(&rt->prepare);
     uv_idle_stop(&rt->idle);
@@ -719,7 +720,10 @@ void eddy_runtime_free(eddy_runtime *rt)
     uv_close((uv_handle_t *)&rt->stop_async, on_close_noop);
     uv_close((uv_handle_t *)&rt->progress_timer, on_close_noop);
     uv_run(&rt->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&rt->loop);
+    int lrc = uv_loop_close(&rt->loop);
+    /* Every handle is closed by now; a busy loop means one was forgotten. */
+    assert(lrc == 0);
+    (void)lrc;
 
     for (size_t i = 0; i < rt->keys.cap; i++) {
         if (rt->keys.slots[i].key != NULL)

@@ -145,6 +145,7 @@ struct eddy_runtime {
     uint64_t in_flight; /* inputs admitted and not finished */
     size_t live_tasks;
     int ran;
+    int in_loop; /* inside uv_run() */
     int stopping;
     int done;
     int rc;

@@ -300,14 +300,19 @@ class CrashHarness(EddyTest):
                "--no-progress", "--async-threads", "4", "--max-in-flight", "32"]
         done_kills = 0
         while done_kills < kills:
-            p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(0.02, 0.2))
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait()
+            errpath = self.path("stderr.txt")
+            with open(errpath, "wb") as errf:
+                p = subprocess.Popen(cmd, env=env, stderr=errf)
+                time.sleep(rnd.uniform(0.02, 0.2))
+                killed = p.poll() is None
+                if killed:
+                    p.send_signal(signal.SIGKILL)
+                rc = p.wait()
+            if killed and rc == -signal.SIGKILL:
                 done_kills += 1
             else:
-                self.assertEqual(p.wait(), 0)
+                with open(errpath, "rb") as errf:
+                    self.assertEqual(rc, 0, errf.read().decode(errors="replace"))
                 # Finished before enough kills: the input grows, and the next
                 # run resumes from the committed source position.
                 add_chunk()

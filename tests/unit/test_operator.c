@@ -1,0 +1,391 @@
+/*
+ * The operator through the public API, in process: scheduling order, thread
+ * confinement, stopping with suspended actions, and error codes. Each test
+ * frees its runtime; the sanitizer builds check that nothing leaked.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "eddy/eddy.h"
+
+typedef struct fixture {
+    char dir[64];
+    char in[96];
+    char out[96];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/eddy-op-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->in, sizeof(f->in), "%s/in.jsonl", f->dir);
+    snprintf(f->out, sizeof(f->out), "%s/out.jsonl", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static void write_input(fixture *f, const char *text)
+{
+    FILE *fp = fopen(f->in, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static eddy_runtime *make_runtime(fixture *f, eddy_plan *plan, const char *threads)
+{
+    eddy_config *c = eddy_config_new();
+    assert_int_equal(eddy_config_set(c, "input", f->in, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "output", f->out, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "async-threads", threads, NULL), EDDY_OK);
+    eddy_error *err = NULL;
+    eddy_runtime *rt = eddy_runtime_new(plan, c, &err);
+    if (rt == NULL)
+        fail_msg("eddy_runtime_new: %s", eddy_error_message(err));
+    eddy_config_free(c);
+    return rt;
+}
+
+/* ------------------------------------------------------------ scheduling order */
+
+/* The order in which action steps ran, as "key:step" entries. */
+static char trace[8192];
+
+static void note(eddy_ctx *ctx, const char *what)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s:%s ", eddy_ctx_key(ctx), what);
+    strncat(trace, buf, sizeof(trace) - strlen(trace) - 1);
+}
+
+static int noop_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    *result = NULL;
+    return EDDY_OK;
+}
+
+static int two_steps(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    note(ctx, "a");
+    int rc = eddy_ctx_execute_async(ctx, noop_call, NULL, NULL, NULL, NULL);
+    note(ctx, "b");
+    return rc;
+}
+
+static void test_fifo_across_keys_and_order_within_key(void **state)
+{
+    fixture *f = *state;
+    /* Three keys; key 1 has two inputs. Before any call completes, every
+     * key's first step runs in input order; key 1's second input waits for
+     * its first run to end. */
+    write_input(f, "{\"key\":1}\n{\"key\":2}\n{\"key\":1}\n{\"key\":3}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "two", types, two_steps, NULL), EDDY_OK);
+    trace[0] = '\0';
+    eddy_runtime *rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.inputs, 4);
+    assert_int_equal(st.actions_executed, 4);
+    assert_int_equal(st.async_calls, 4);
+    assert_int_equal(st.runs_in_flight, 0);
+    eddy_runtime_free(rt);
+    /* The first steps of 1, 2, 3 come first, in that order. */
+    assert_memory_equal(trace, "1:a 2:a 3:a ", strlen("1:a 2:a 3:a "));
+    /* Key 1's second run starts only after its first finished. */
+    const char *first_b = strstr(trace, "1:b");
+    const char *second_a = strstr(first_b, "1:a");
+    assert_non_null(first_b);
+    assert_non_null(second_a);
+}
+
+/* ------------------------------------------------------------ confinement */
+
+typedef struct confine {
+    eddy_ctx *ctx;
+    int send_rc, fail_rc, async_rc;
+    int key_null, stm_null;
+} confine;
+
+static void *from_other_thread(void *arg)
+{
+    confine *c = arg;
+    eddy_event *ev = eddy_event_new("X", NULL);
+    c->send_rc = eddy_ctx_send_event(c->ctx, ev);
+    eddy_event_free(ev);
+    eddy_memory *m = eddy_ctx_sensory_memory(c->ctx);
+    c->stm_null = m == NULL;
+    c->key_null = eddy_ctx_key(c->ctx) == NULL;
+    c->fail_rc = eddy_ctx_fail(c->ctx, "x", "y");
+    c->async_rc = eddy_ctx_execute_async(c->ctx, noop_call, NULL, NULL, NULL, NULL);
+    return NULL;
+}
+
+static confine seen;
+
+static int confine_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    seen.ctx = ctx;
+    pthread_t th;
+    pthread_create(&th, NULL, from_other_thread, &seen);
+    pthread_join(th, NULL);
+    return EDDY_OK;
+}
+
+typedef struct memcheck {
+    eddy_memory *m;
+    int set_rc, exists_rc, get_null, names_null, newobj_rc;
+} memcheck;
+
+static void *memory_from_other_thread(void *arg)
+{
+    memcheck *c = arg;
+    c->set_rc = eddy_memory_set(c->m, "a", json_integer(1));
+    c->exists_rc = eddy_memory_exists(c->m, "a");
+    c->get_null = eddy_memory_get(c->m, "a") == NULL;
+    c->names_null = eddy_memory_field_names(c->m, "") == NULL;
+    c->newobj_rc = eddy_memory_new_object(c->m, "o");
+    return NULL;
+}
+
+static memcheck mseen;
+
+static int memory_confine_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    mseen.m = eddy_ctx_short_term_memory(ctx);
+    assert_int_equal(eddy_memory_set(mseen.m, "a", json_integer(7)), EDDY_OK);
+    pthread_t th;
+    pthread_create(&th, NULL, memory_from_other_thread, &mseen);
+    pthread_join(th, NULL);
+    /* Nothing changed: the value set on the right thread is still there. */
+    json_t *v = eddy_memory_get(mseen.m, "a");
+    assert_int_equal(json_integer_value(v), 7);
+    json_decref(v);
+    assert_int_equal(eddy_memory_exists(mseen.m, "o"), 0);
+    return EDDY_OK;
+}
+
+static void test_thread_confinement(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":\"k\"}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "confine", types, confine_action, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, "mem", types, memory_confine_action, NULL), EDDY_OK);
+    eddy_runtime *rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_runtime_free(rt);
+    assert_int_equal(seen.send_rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(seen.fail_rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(seen.async_rc, EDDY_EWRONGTHREAD);
+    assert_true(seen.key_null);
+    assert_true(seen.stm_null);
+    assert_int_equal(mseen.set_rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(mseen.exists_rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(mseen.newobj_rc, EDDY_EWRONGTHREAD);
+    assert_true(mseen.get_null);
+    assert_true(mseen.names_null);
+}
+
+typedef struct runner {
+    eddy_runtime *rt;
+    int rc;
+} runner;
+
+static void *run_elsewhere(void *arg)
+{
+    runner *r = arg;
+    r->rc = eddy_runtime_run(r->rt);
+    return NULL;
+}
+
+static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    return eddy_ctx_send_event(ctx,
+                               eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:O}", "output", in)));
+}
+
+static void test_runtime_calls_and_codes(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":\"k\"}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    const char *const none[] = {NULL};
+    const char *const output[] = {EDDY_OUTPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "echo", types, echo, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, "echo", types, echo, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy_plan_add_action(p, "", types, echo, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy_plan_add_action(p, "x", none, echo, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy_plan_add_action(p, "x", output, echo, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy_plan_add_action(p, "x", types, NULL, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy_plan_action_count(p), 1);
+    assert_string_equal(eddy_plan_action_name(p, 0), "echo");
+    assert_null(eddy_plan_action_name(p, 1));
+
+    eddy_runtime *rt = make_runtime(f, p, "2");
+    /* Another thread may not run it. */
+    runner r = {.rt = rt};
+    pthread_t th;
+    pthread_create(&th, NULL, run_elsewhere, &r);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_ESTATE); /* once only */
+    assert_null(eddy_runtime_error(rt));
+    eddy_runtime_free(rt);
+    eddy_runtime_free(NULL);
+
+    /* An empty plan is refused and stays the caller's. */
+    eddy_plan *empty = eddy_plan_new();
+    eddy_config *c = eddy_config_new();
+    eddy_error *err = NULL;
+    assert_null(eddy_runtime_new(empty, c, &err));
+    assert_non_null(strstr(eddy_error_message(err), "no action"));
+    eddy_error_free(err);
+    eddy_plan_free(empty);
+    eddy_config_free(c);
+}
+
+/* ------------------------------------------------------------ stopping */
+
+static int slow_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    usleep(20000);
+    *result = json_true();
+    return EDDY_OK;
+}
+
+static int canceled_seen;
+
+/* Holds heap memory across its suspension: a stop must let it unwind. */
+static int slow_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    char *held = malloc(100);
+    json_t *res = NULL;
+    int rc = EDDY_OK;
+    for (int i = 0; i < 1000 && rc == EDDY_OK; i++) {
+        rc = eddy_ctx_execute_async(ctx, slow_call, NULL, NULL, &res, NULL);
+        json_decref(res);
+        res = NULL;
+    }
+    if (rc == EDDY_ECANCELED)
+        canceled_seen++;
+    free(held);
+    return rc;
+}
+
+typedef struct stopper {
+    eddy_runtime *rt;
+} stopper;
+
+static void *stop_soon(void *arg)
+{
+    stopper *s = arg;
+    usleep(100000);
+    eddy_runtime_stop(s->rt);
+    return NULL;
+}
+
+static void test_stop_unwinds_suspended_actions(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":1}\n{\"key\":2}\n{\"key\":3}\n{\"key\":1}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "slow", types, slow_action, NULL), EDDY_OK);
+    eddy_runtime *rt = make_runtime(f, p, "2");
+    stopper s = {.rt = rt};
+    pthread_t th;
+    canceled_seen = 0;
+    pthread_create(&th, NULL, stop_soon, &s);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_ESTOPPED);
+    pthread_join(th, NULL);
+    assert_int_equal(canceled_seen, 3); /* every suspended action unwound */
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.outputs, 0);
+    eddy_runtime_free(rt);
+}
+
+static int failing(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    if (json_is_true(json_object_get(in, "fail"))) {
+        eddy_ctx_fail(ctx, "Boom", "it failed");
+        return EDDY_EACTION;
+    }
+    return slow_action(ctx, ev, arg);
+}
+
+static void test_failure_stops_with_message_and_unwinds(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":1}\n{\"key\":2}\n{\"key\":3,\"fail\":true}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "failing", types, failing, NULL), EDDY_OK);
+    eddy_runtime *rt = make_runtime(f, p, "2");
+    canceled_seen = 0;
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    const eddy_error *e = eddy_runtime_error(rt);
+    assert_non_null(e);
+    assert_string_equal(eddy_error_type(e), "Boom");
+    assert_non_null(strstr(eddy_error_message(e), "action 'failing'"));
+    assert_non_null(strstr(eddy_error_message(e), "key 3"));
+    assert_non_null(strstr(eddy_error_message(e), "it failed"));
+    assert_int_equal(canceled_seen, 2);
+    eddy_runtime_free(rt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fifo_across_keys_and_order_within_key, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_stops_with_message_and_unwinds, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
