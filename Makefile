@@ -3,6 +3,7 @@
 
 BUILD   ?= build
 JOBS    ?= $(shell nproc)
+MAKEFLAGS += --no-print-directory
 CMAKE   ?= cmake
 PREFIX  ?= /usr/local
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)

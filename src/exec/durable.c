@@ -163,7 +163,7 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
                                                    : "cannot write output"));
         return rc;
     }
-    char *text = json_dumps(line, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = json_dumps(line, EDDY__SINK_JSON_FLAGS);
     if (text == NULL) {
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return EDDY_ENOMEM;

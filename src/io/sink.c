@@ -148,7 +148,7 @@ int eddy__sink_write_json(eddy__sink *s, const json_t *v)
         return EDDY_EIO;
     size_t start = s->len;
     uint64_t start_off = s->offset;
-    if (json_dump_callback(v, dump_cb, s, JSON_COMPACT | JSON_ENCODE_ANY) != 0) {
+    if (json_dump_callback(v, dump_cb, s, EDDY__SINK_JSON_FLAGS) != 0) {
         s->len = start;
         s->offset = start_off;
         return EDDY_ENOMEM;
