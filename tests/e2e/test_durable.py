@@ -218,6 +218,29 @@ class DurableTest(EddyTest):
         self.assertEqual(res.returncode, 3)
         self.assertIn(b"afile", res.stderr)
 
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
+                         "needs root to run eddy as another user")
+    def test_read_only_state_directory(self):
+        # Root ignores permissions, so eddy runs as nobody on a state directory
+        # that root made and nobody may only read.
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
+        self.assertEqual(self.run_cmd().returncode, 0)
+        os.chmod(self.dir, 0o755)
+        os.chmod(self.state, 0o755)
+        os.chmod(self.inp, 0o644)
+        os.chmod(self.out, 0o666)
+        os.chmod(os.path.join(self.state, "eddy.db"), 0o644)
+        for parent in (os.path.dirname(self.dir),):
+            if not os.stat(parent).st_mode & 0o001:
+                self.skipTest("nobody cannot reach the test directory")
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + self.cmd()
+        res = subprocess.run(cmd, capture_output=True, timeout=60)
+        if b"Permission denied" in res.stderr and b"eddy" not in res.stderr:
+            self.skipTest("nobody cannot run the build's binary here")
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(self.state.encode(), res.stderr)
+        self.assertIn(b"ermission denied", res.stderr)
+
     def test_store_write_failure_stops_cleanly_and_resumes(self):
         for sql, word in (("PRAGMA max_page_count=%d", b"full"),
                           ("PRAGMA query_only=1", b"read")):
