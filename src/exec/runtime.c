@@ -316,13 +316,16 @@ static void on_idle(uv_idle_t *h)
 void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
 {
     json_t *attrs = json_object();
-    if (attrs == NULL || json_object_set_new(attrs, "input", in->record) != 0) {
+    json_t *record = in->record;
+    in->record = NULL; /* set_new below takes it, also when it fails */
+    if (attrs == NULL || json_object_set_new(attrs, "input", record) != 0) {
+        if (attrs == NULL)
+            json_decref(record);
         json_decref(attrs);
         eddy__input_free(in);
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return;
     }
-    in->record = NULL;
     eddy_event *ev = eddy_event_new(EDDY_INPUT_EVENT, attrs);
     if (ev == NULL) {
         eddy__input_free(in);
