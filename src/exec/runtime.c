@@ -285,7 +285,14 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
         finished = 1;
     } else if (t->action->ops == NULL) {
         if (t->coro == NULL && (t->coro = eddy__coro_new(rt->coros, task_entry, t)) == NULL) {
+            /* Usually not the heap: each live coroutine is two kernel mappings
+             * (stack and guard page), and vm.max_map_count caps them. */
             t->rc = EDDY_ENOMEM;
+            t->err = eddy_error_newf("memory",
+                                     "cannot map a coroutine stack with %zu action executions "
+                                     "live (each takes two of the kernel's vm.max_map_count "
+                                     "mappings; lower --max-in-flight or raise the sysctl)",
+                                     rt->live_tasks);
             finished = 1;
         } else {
             finished = eddy__coro_resume(t->coro);
