@@ -19,8 +19,11 @@
 #include "exec/coro.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -82,6 +85,7 @@ struct eddy__coro {
     char *map;             /* the mapping; map + page is the stack's low end */
     size_t map_size;
     int state;
+    int guarded; /* 0: the page below the stack holds canaries instead of PROT_NONE */
 #ifdef CORO_ASAN
     void *fake_stack;          /* ASan fake stack of the coroutine while it is suspended */
     const void *caller_bottom; /* the resumer's stack, for the switch back */
@@ -101,9 +105,43 @@ struct eddy__coro_pool {
     size_t map_size;   /* guard page + stack + coroutine object, page multiple */
     size_t max_cached; /* bound on nfree */
     size_t nfree;
-    size_t mapped; /* stacks mapped now: live coroutines + cached ones */
+    size_t mapped;      /* stacks mapped now: live coroutines + cached ones */
+    size_t guarded;     /* stacks mapped with a guard page */
+    size_t guard_limit; /* at most this many: half the kernel's cap, less a margin */
+    int unguarded;      /* the kernel refused a guard page: map without them */
+    int warned;
     eddy__coro *free;
 };
+
+/*
+ * Guard pages cost one extra kernel mapping per stack, and the kernel caps the
+ * mappings of a process (vm.max_map_count, 65530 by default): about 32,700
+ * guarded stacks, and the process needs mappings for everything else too.
+ * Past half the cap (less a margin), or when the kernel refuses a guard page,
+ * the pool says so once and maps stacks without guard pages: adjacent
+ * anonymous mappings merge into one, so they do not count against the cap. The page below such a
+ * stack is filled with canaries instead, checked whenever the coroutine switches back, so that an
+ * overflow is still caught (after the fact, not at the faulting write).
+ */
+#define CANARY       0x65646479deadbeefULL
+#define CANARY_WORDS 8
+
+static void canary_set(char *lo)
+{
+    uint64_t *w = (uint64_t *)lo - CANARY_WORDS;
+    for (int i = 0; i < CANARY_WORDS; i++)
+        w[i] = CANARY;
+}
+
+static int canary_ok(const char *lo)
+{
+    const uint64_t *w = (const uint64_t *)lo - CANARY_WORDS;
+    for (int i = 0; i < CANARY_WORDS; i++) {
+        if (w[i] != CANARY)
+            return 0;
+    }
+    return 1;
+}
 
 static _Thread_local eddy__coro *current;
 
@@ -133,23 +171,55 @@ eddy__coro_pool *eddy__coro_pool_new(size_t stack_size, size_t max_cached)
     }
     pool->map_size = pool->page + (need + pool->page - 1) / pool->page * pool->page;
     pool->max_cached = max_cached;
+    long cap = 65530;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &cap) != 1 || cap < 0)
+            cap = 65530;
+        fclose(f);
+    }
+    pool->guard_limit = cap / 2 > 8192 ? (size_t)(cap / 2 - 4096) : (size_t)cap / 4;
     return pool;
+}
+
+static void warn_unguarded(eddy__coro_pool *pool)
+{
+    if (pool->warned)
+        return;
+    pool->warned = 1;
+    fprintf(stderr,
+            "eddy: warning: %zu coroutine stacks have guard pages, as many as the kernel's "
+            "mapping cap allows (raise vm.max_map_count for more); further stacks have "
+            "overflow canaries instead\n",
+            pool->guarded);
 }
 
 static eddy__coro *stack_map(eddy__coro_pool *pool)
 {
+    int guarded = !pool->unguarded && pool->guarded < pool->guard_limit;
     char *map = mmap(NULL, pool->map_size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (map == MAP_FAILED)
         return NULL;
-    if (mprotect(map, pool->page, PROT_NONE) != 0) {
-        munmap(map, pool->map_size);
-        return NULL;
+    if (guarded && mprotect(map, pool->page, PROT_NONE) != 0) {
+        if (errno != ENOMEM) {
+            munmap(map, pool->map_size);
+            return NULL;
+        }
+        pool->unguarded = 1; /* the mapping stays, without its guard */
+        guarded = 0;
     }
+    if (!guarded)
+        warn_unguarded(pool);
     uintptr_t top = (uintptr_t)map + pool->map_size - sizeof(eddy__coro);
     eddy__coro *c = (eddy__coro *)(top & ~(uintptr_t)63);
     c->map = map;
     c->map_size = pool->map_size;
+    c->guarded = guarded;
+    if (guarded)
+        pool->guarded++;
+    else
+        canary_set(stack_lo(c, pool));
 #ifdef CORO_VALGRIND
     c->vg_stack_id = VALGRIND_STACK_REGISTER(stack_lo(c, pool), (char *)c);
 #endif
@@ -163,6 +233,8 @@ static void stack_unmap(eddy__coro_pool *pool, eddy__coro *c)
     VALGRIND_STACK_DEREGISTER(c->vg_stack_id);
 #endif
     pool->mapped--;
+    if (c->guarded)
+        pool->guarded--;
     munmap(c->map, c->map_size);
 }
 
@@ -299,6 +371,13 @@ int eddy__coro_resume(eddy__coro *c)
     back_from_coro(fake_stack);
     c->ctx = t.fctx;
     current = NULL;
+    if (!c->guarded && !canary_ok(stack_lo(c, c->pool))) {
+        fprintf(stderr,
+                "eddy: a coroutine overflowed its stack of %zu bytes (an action needs more: "
+                "raise --stack-size)\n",
+                usable_size(c, c->pool));
+        abort();
+    }
     return c->state == CORO_DONE;
 }
 
