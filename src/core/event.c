@@ -53,20 +53,28 @@ json_t *eddy_event_attrs(const eddy_event *ev)
     return ev != NULL ? ev->attrs : NULL;
 }
 
+/* The text form is made on first use: most events never need it. */
 const char *eddy_event_id(const eddy_event *ev)
 {
-    return ev != NULL ? ev->id_text : NULL;
+    if (ev == NULL)
+        return NULL;
+    eddy_event *e = (eddy_event *)ev; /* id_text is a cache */
+    if (e->id_text[0] == '\0') {
+        static const char hex[] = "0123456789abcdef";
+        uint64_t id = e->id;
+        for (int i = 15; i >= 0; i--) {
+            e->id_text[i] = hex[id & 15];
+            id >>= 4;
+        }
+        e->id_text[16] = '\0';
+    }
+    return e->id_text;
 }
 
 void eddy__event_set_id(eddy_event *ev, uint64_t id)
 {
-    static const char hex[] = "0123456789abcdef";
     ev->id = id;
-    for (int i = 15; i >= 0; i--) {
-        ev->id_text[i] = hex[id & 15];
-        id >>= 4;
-    }
-    ev->id_text[16] = '\0';
+    ev->id_text[0] = '\0';
 }
 
 /*

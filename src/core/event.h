@@ -14,8 +14,8 @@ struct eddy_event {
     unsigned refs;     /* tasks holding it as their trigger, plus the sender */
     uint8_t sent;      /* handed to eddy_ctx_send_event() */
     uint8_t is_output; /* type is OutputEvent */
-    char id_text[17];
-    char type[]; /* NUL-terminated, inline */
+    char id_text[17];  /* text of id, made on demand; "" until then */
+    char type[];       /* NUL-terminated, inline */
 };
 
 /* Set the event's id (and its text form). */

@@ -10,6 +10,7 @@
 #include "store/store_impl.h"
 #endif
 #include "util/hash.h"
+#include "util/jsonw.h"
 
 /* ---------------------------------------------------------------- journal */
 
@@ -163,24 +164,20 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
                                                    : "cannot write output"));
         return rc;
     }
-    char *text = json_dumps(line, EDDY__SINK_JSON_FLAGS);
-    if (text == NULL) {
+    rt->scratch.len = 0;
+    outline *o = NULL;
+    if (eddy__json_write(&rt->scratch, line) != EDDY_OK ||
+        (o = malloc(sizeof(*o) + rt->scratch.len + 2)) == NULL) {
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return EDDY_ENOMEM;
     }
-    size_t len = strlen(text);
-    outline *o = malloc(sizeof(*o) + len + 2);
-    if (o == NULL) {
-        free(text);
-        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-        return EDDY_ENOMEM;
-    }
+    size_t len = rt->scratch.len;
     /* The stored line starts with its channel byte. */
     o->channel = channel;
     o->text[0] = channel;
-    memcpy(o->text + 1, text, len + 1);
+    memcpy(o->text + 1, rt->scratch.p, len);
+    o->text[len + 1] = '\0';
     o->len = len;
-    free(text);
     STORE_DO(rt, eddy__store_outbox_add(rt->store, o->text, len + 1, &o->id), "journaling output");
     eddy__queue_insert_tail(&rt->outbox_uncommitted, &o->node);
     return EDDY_OK;
@@ -321,7 +318,7 @@ void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
     {
         eddy_event *ev = eddy__queue_data(q, eddy_event, node);
         if (json_array_append_new(events, json_pack("{s:s, s:s, s:O}", "type", ev->type, "id",
-                                                    ev->id_text, "attrs", ev->attrs)) != 0)
+                                                    eddy_event_id(ev), "attrs", ev->attrs)) != 0)
             goto nomem;
     }
     const json_t *stm = eddy__memview_updates(&t->stm.view);
@@ -340,7 +337,7 @@ void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
         goto nomem;
     eddy__jrec r = {.key = k->text,
                     .seq = k->seq,
-                    .event_id = t->event->id_text,
+                    .event_id = eddy_event_id(t->event),
                     .action = t->action->name,
                     .idx = -1,
                     .kind = EDDY_JREC_DONE,
@@ -357,7 +354,7 @@ nomem:
 int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
 {
     eddy__key *k = t->key;
-    jent *e = journal_find(k->journal, t->event->id_text, t->action->name, -1);
+    jent *e = journal_find(k->journal, eddy_event_id(t->event), t->action->name, -1);
     if (e == NULL || e->kind != EDDY_JREC_DONE)
         return 0;
     json_t *rec = json_loads(e->payload, 0, NULL);
@@ -431,7 +428,7 @@ static int journal_call(eddy_ctx *t, int64_t idx, const char *fn_id, const char 
     }
     eddy__jrec r = {.key = t->key->text,
                     .seq = t->key->seq,
-                    .event_id = t->event->id_text,
+                    .event_id = eddy_event_id(t->event),
                     .action = t->action->name,
                     .idx = idx,
                     .kind = EDDY_JREC_CALL,
@@ -505,7 +502,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     digest_of(args, digest);
     int64_t idx = t->call_index++;
     eddy__key *k = t->key;
-    jent *j = journal_find(k->journal, t->event->id_text, t->action->name, idx);
+    jent *j = journal_find(k->journal, eddy_event_id(t->event), t->action->name, idx);
     int pending = 0;
     if (j != NULL && j->kind == EDDY_JREC_CALL) {
         if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
@@ -549,9 +546,9 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
                     "%s: the journal has %s(args %s), the action now calls %s(args %s); "
                     "re-executing from there\n",
                     (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
-            journal_cut(k->journal, t->event->id_text, t->action->name, idx);
+            journal_cut(k->journal, eddy_event_id(t->event), t->action->name, idx);
             STORE_DO(rt,
-                     eddy__store_journal_cut(rt->store, k->text, k->seq, t->event->id_text,
+                     eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event),
                                              t->action->name, idx),
                      "cutting the journal");
         }
@@ -818,6 +815,8 @@ void eddy__durable_resume(eddy_runtime *rt)
 
 void eddy__durable_close(eddy_runtime *rt)
 {
+    free(rt->scratch.p);
+    rt->scratch.p = NULL;
     free_lines(&rt->outbox_uncommitted);
     free_lines(&rt->outbox_committed);
     eddy__store_close(rt->store);

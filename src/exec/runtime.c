@@ -41,6 +41,7 @@ static void key_free(eddy__key *k)
         eddy__input_free(eddy__queue_data(q, eddy__input, node));
     }
     eddy__event_unref(k->input);
+    eddy__input_free(k->input_rec);
     eddy__journal_free(k->journal);
     json_decref(k->stm);
     json_decref(k->sensory);
@@ -320,22 +321,29 @@ static void on_idle(uv_idle_t *h)
 
 /* ---------------------------------------------------------------- runs */
 
+/* Free an input, on the reader thread when it is still reading (see
+ * eddy__source_recycle). */
+static void input_done(eddy_runtime *rt, eddy__input *in)
+{
+    if (rt->source != NULL)
+        eddy__source_recycle(rt->source, in);
+    else
+        eddy__input_free(in);
+}
+
 void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
 {
+    /* The InputEvent's attributes share the record; the input keeps its own
+     * reference until the run ends, so that the reader frees the record. */
     json_t *attrs = json_object();
-    json_t *record = in->record;
-    in->record = NULL; /* set_new below takes it, also when it fails */
-    if (attrs == NULL || json_object_set_new(attrs, "input", record) != 0) {
-        if (attrs == NULL)
-            json_decref(record);
+    eddy_event *ev = NULL;
+    if (attrs != NULL && json_object_set(attrs, "input", in->record) != 0) {
         json_decref(attrs);
-        eddy__input_free(in);
-        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-        return;
+        attrs = NULL;
     }
-    eddy_event *ev = eddy_event_new(EDDY_INPUT_EVENT, attrs);
-    if (ev == NULL) {
-        eddy__input_free(in);
+    /* eddy_event_new takes attrs, also when it fails. */
+    if (attrs == NULL || (ev = eddy_event_new(EDDY_INPUT_EVENT, attrs)) == NULL) {
+        input_done(rt, in);
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return;
     }
@@ -344,9 +352,9 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
     k->seq = in->seq;
     k->line_no = in->line_no;
     k->input = ev;
+    k->input_rec = in;
     eddy__event_set_id(ev, eddy__event_input_id(k->hash, k->seq));
     ev->sent = 1;
-    eddy__input_free(in);
     rt->stats.events++;
     if (route_event(rt, k, ev) != EDDY_OK)
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
@@ -362,6 +370,8 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
     json_object_clear(k->sensory);
     eddy__event_unref(k->input);
     k->input = NULL;
+    input_done(rt, k->input_rec);
+    k->input_rec = NULL;
     k->running = 0;
     k->failed = 0;
     rt->in_flight--;
@@ -421,12 +431,12 @@ static void admit(eddy_runtime *rt)
             eddy__queue_remove(q);
             eddy__input *in = eddy__queue_data(q, eddy__input, node);
             if (rt->stopping) {
-                eddy__input_free(in);
+                input_done(rt, in);
                 continue;
             }
             if (in->record == NULL) {
                 dead_letter_line(rt, in);
-                eddy__input_free(in);
+                input_done(rt, in);
                 continue;
             }
             rt->stats.inputs++;

@@ -45,6 +45,7 @@
 #include "exec/pool.h"
 #include "io/sink.h"
 #include "io/source.h"
+#include "util/jsonw.h"
 #include "util/map.h"
 #include "util/queue.h"
 
@@ -68,6 +69,7 @@ struct eddy__key {
     uint64_t seq;           /* its sequence number */
     uint64_t line_no;       /* its input line */
     eddy_event *input;      /* its InputEvent (one reference) */
+    eddy__input *input_rec; /* its input, holding a reference to the record */
     size_t live;            /* its unfinished tasks */
     uint32_t completions;   /* action executions finished in this run */
     eddy__journal *journal; /* recovered journal of this run, or NULL */
@@ -141,6 +143,7 @@ struct eddy_runtime {
     uint64_t outbox_last;
     uint64_t source_offset, source_line; /* where the source resumes */
     eddy__queue recovered;               /* keys with runs to resume, in arrival order */
+    eddy__buf scratch;                   /* encoding buffer for outbox lines */
 
     uint64_t in_flight; /* inputs admitted and not finished */
     size_t live_tasks;

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/sink.h"
+#include "util/jsonw.h"
 
 #define SINK_BUF (256 * 1024)
 
@@ -125,35 +126,22 @@ int eddy__sink_write(eddy__sink *s, const char *line, size_t len)
     return EDDY_OK;
 }
 
-static int dump_cb(const char *buffer, size_t size, void *data)
-{
-    eddy__sink *s = data;
-    if (s->len + size + 1 > s->cap) {
-        size_t ncap = s->cap * 2 > s->len + size + 1 ? s->cap * 2 : s->len + size + 1;
-        char *nb = realloc(s->buf, ncap);
-        if (nb == NULL)
-            return -1;
-        s->buf = nb;
-        s->cap = ncap;
-    }
-    memcpy(s->buf + s->len, buffer, size);
-    s->len += size;
-    s->offset += size;
-    return 0;
-}
-
 int eddy__sink_write_json(eddy__sink *s, const json_t *v)
 {
     if (s->len >= s->cap / 2 && eddy__sink_flush(s) != EDDY_OK)
         return EDDY_EIO;
-    size_t start = s->len;
-    uint64_t start_off = s->offset;
-    if (json_dump_callback(v, dump_cb, s, EDDY__SINK_JSON_FLAGS) != 0) {
-        s->len = start;
-        s->offset = start_off;
-        return EDDY_ENOMEM;
-    }
-    return eddy__sink_write(s, "", 0);
+    eddy__buf b = {.p = s->buf, .len = s->len, .cap = s->cap};
+    int rc = eddy__json_write(&b, v);
+    if (rc == EDDY_OK)
+        rc = eddy__buf_reserve(&b, 1);
+    s->buf = b.p; /* the buffer may have grown even on failure */
+    s->cap = b.cap;
+    if (rc != EDDY_OK)
+        return rc;
+    b.p[b.len++] = '\n';
+    s->offset += b.len - s->len;
+    s->len = b.len;
+    return EDDY_OK;
 }
 
 int eddy__sink_sync(eddy__sink *s)

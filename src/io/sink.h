@@ -14,10 +14,10 @@
 
 typedef struct eddy__sink eddy__sink;
 
-/* How lines are encoded: compact, and reals with 15 significant digits, so
- * that 0.1 + 0.2 reads 0.3 rather than 0.30000000000000004 (journaled values
- * keep all 17 digits; only what a person reads is rounded). */
-#define EDDY__SINK_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+/* Lines are encoded by eddy__json_write (util/jsonw.h): compact, reals with
+ * 15 significant digits, so that 0.1 + 0.2 reads 0.3 rather than
+ * 0.30000000000000004 (journaled values keep all 17 digits; only what a
+ * person reads is rounded). */
 
 enum {
     EDDY_SINK_STDOUT = 1, /* path "-" means standard output */

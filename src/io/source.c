@@ -68,6 +68,11 @@ struct eddy__source {
     int eof;  /* the reader is finished (end of input or error) */
     int stop; /* close() asked the reader to stop */
     eddy_error *err;
+    eddy__queue recycle; /* inputs handed back by the loop, for the reader to free */
+
+    /* Loop thread only. */
+    eddy__queue recycle_local; /* handed back since the last take */
+    int reader_gone;           /* take() saw the reader finish: free here */
 };
 
 /* The reader stops: close() was called. */
@@ -326,9 +331,13 @@ static int push_batch(eddy__source *s)
         s->count += n;
         if (s->count > s->high_water)
             s->high_water = s->count;
+        eddy__queue garbage;
+        eddy__queue_init(&garbage);
+        eddy__queue_move(&s->recycle, &garbage);
         uv_mutex_unlock(&s->mu);
         if (was_empty)
             uv_async_send(&s->async);
+        free_inputs(&garbage);
     }
     return 0;
 }
@@ -577,6 +586,8 @@ static void on_async(uv_async_t *h)
 static void release(eddy__source *s)
 {
     free_inputs(&s->queue);
+    free_inputs(&s->recycle);
+    free_inputs(&s->recycle_local);
     free_inputs(&s->rd.batch);
     if (s->own_fd && s->fd >= 0)
         close(s->fd);
@@ -613,6 +624,8 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
         return eddy__error_set(err, EDDY_ENOMEM, "nomem", "out of memory");
     s->fd = s->wake[0] = s->wake[1] = -1;
     eddy__queue_init(&s->queue);
+    eddy__queue_init(&s->recycle);
+    eddy__queue_init(&s->recycle_local);
     eddy__queue_init(&s->rd.batch);
     s->ready = ready;
     s->arg = arg;
@@ -703,9 +716,20 @@ fail:
     return rc;
 }
 
+void eddy__source_recycle(eddy__source *s, eddy__input *in)
+{
+    if (s->reader_gone)
+        eddy__input_free(in);
+    else
+        eddy__queue_insert_tail(&s->recycle_local, &in->node);
+}
+
 size_t eddy__source_take(eddy__source *s, eddy__queue *out, size_t max)
 {
     uv_mutex_lock(&s->mu);
+    if (!s->eof)
+        eddy__queue_move(&s->recycle_local, &s->recycle);
+    s->reader_gone = s->eof;
     size_t n = s->count < max ? s->count : max;
     if (n == s->count)
         eddy__queue_move(&s->queue, out);

@@ -168,6 +168,16 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
  * queue is down to half its capacity. */
 size_t eddy__source_take(eddy__source *s, eddy__queue *out, size_t max);
 
+/*
+ * Hand an input back for the reader thread to free (loop thread). The reader
+ * allocated it and its record; glibc's free() of another thread's memory
+ * takes that thread's arena lock, which the reader holds while it parses, so
+ * freeing on the reader side avoids the contention. The input may still hold
+ * its record; the reader drops that reference. After the reader finished,
+ * the input is freed at once.
+ */
+void eddy__source_recycle(eddy__source *s, eddy__input *in);
+
 /* 1 when the reader reached the end of input (or failed) and the queue is
  * empty (loop thread). */
 int eddy__source_done(eddy__source *s);

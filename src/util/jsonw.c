@@ -1,0 +1,170 @@
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eddy/eddy.h"
+#include "util/jsonw.h"
+
+int eddy__buf_reserve(eddy__buf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return EDDY_OK;
+    size_t ncap = b->cap != 0 ? b->cap : 256;
+    while (ncap - b->len < n) {
+        if (ncap > SIZE_MAX / 2)
+            return EDDY_ENOMEM;
+        ncap *= 2;
+    }
+    char *np = realloc(b->p, ncap);
+    if (np == NULL)
+        return EDDY_ENOMEM;
+    b->p = np;
+    b->cap = ncap;
+    return EDDY_OK;
+}
+
+static int put(eddy__buf *b, const char *s, size_t n)
+{
+    if (eddy__buf_reserve(b, n) != EDDY_OK)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static int put_string(eddy__buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    /* Worst case: every byte becomes \u00XX. */
+    if (eddy__buf_reserve(b, n * 6 + 2) != EDDY_OK)
+        return -1;
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+static int put_integer(eddy__buf *b, json_int_t v)
+{
+    char tmp[24];
+    char *e = tmp + sizeof(tmp), *p = e;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    return put(b, p, (size_t)(e - p));
+}
+
+static int put_real(eddy__buf *b, double d)
+{
+    char tmp[40];
+    int n = snprintf(tmp, sizeof(tmp), "%.15g", d);
+    if (n < 0 || (size_t)n >= sizeof(tmp) - 2)
+        return -1;
+    /* Keep it a real when read back, as jansson does. */
+    if (strpbrk(tmp, ".eE") == NULL) {
+        tmp[n++] = '.';
+        tmp[n++] = '0';
+    }
+    return put(b, tmp, (size_t)n);
+}
+
+static int write_value(eddy__buf *b, const json_t *v, int depth)
+{
+    if (depth > 2048)
+        return -1; /* jansson refuses such values too; never recurse unbounded */
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        if (put(b, "{", 1) != 0)
+            return -1;
+        const char *k;
+        size_t klen;
+        json_t *m;
+        int first = 1;
+        json_object_keylen_foreach((json_t *)v, k, klen, m)
+        {
+            if ((!first && put(b, ",", 1) != 0) || put_string(b, k, klen) != 0 ||
+                put(b, ":", 1) != 0 || write_value(b, m, depth + 1) != 0)
+                return -1;
+            first = 0;
+        }
+        return put(b, "}", 1);
+    }
+    case JSON_ARRAY: {
+        if (put(b, "[", 1) != 0)
+            return -1;
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n; i++) {
+            if ((i != 0 && put(b, ",", 1) != 0) ||
+                write_value(b, json_array_get(v, i), depth + 1) != 0)
+                return -1;
+        }
+        return put(b, "]", 1);
+    }
+    case JSON_STRING:
+        return put_string(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return put_integer(b, json_integer_value(v));
+    case JSON_REAL:
+        return put_real(b, json_real_value(v));
+    case JSON_TRUE:
+        return put(b, "true", 4);
+    case JSON_FALSE:
+        return put(b, "false", 5);
+    case JSON_NULL:
+        return put(b, "null", 4);
+    }
+    return -1;
+}
+
+int eddy__json_write(eddy__buf *b, const json_t *v)
+{
+    size_t start = b->len;
+    if (v == NULL || write_value(b, v, 0) != 0) {
+        b->len = start;
+        return EDDY_ENOMEM;
+    }
+    return EDDY_OK;
+}

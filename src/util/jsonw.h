@@ -1,0 +1,28 @@
+/*
+ * A compact JSON writer for the hot output path. jansson's json_dump_*
+ * formats every integer through snprintf and hands the text out token by
+ * token; writing straight into a growable buffer costs a fraction of that.
+ * The text is what json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
+ * JSON_REAL_PRECISION(15)) gives: fields in insertion order, UTF-8 kept as
+ * is, control characters escaped.
+ */
+#ifndef EDDY_UTIL_JSONW_H
+#define EDDY_UTIL_JSONW_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+typedef struct eddy__buf {
+    char *p;
+    size_t len, cap;
+} eddy__buf;
+
+/* Make room for n more bytes. EDDY_OK or EDDY_ENOMEM. */
+int eddy__buf_reserve(eddy__buf *b, size_t n);
+
+/* Append the compact JSON text of v (any JSON value). EDDY_OK or
+ * EDDY_ENOMEM; on failure the buffer's length is as before. */
+int eddy__json_write(eddy__buf *b, const json_t *v);
+
+#endif /* EDDY_UTIL_JSONW_H */
