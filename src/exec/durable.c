@@ -183,28 +183,40 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
     return EDDY_OK;
 }
 
-/* Write committed outbox lines to their files, then record the files' new
- * committed lengths together with the removal of those lines. */
-static void deliver(eddy_runtime *rt)
+/*
+ * Write committed outbox lines to their files at once (readers see them after
+ * one commit), but sync the files and record their new committed lengths, in
+ * the next transaction together with the removal of those lines, only every
+ * SINK_SYNC_MS: that fdatasync is off the path of every run. Until then the
+ * lines stay in the outbox; after a crash the files are cut back to their
+ * committed lengths and the outbox is written again, so each line still lands
+ * exactly once.
+ */
+#define SINK_SYNC_MS 50
+
+static void deliver(eddy_runtime *rt, int final)
 {
-    if (eddy__queue_empty(&rt->outbox_committed))
-        return;
-    uint64_t last = 0;
     while (!eddy__queue_empty(&rt->outbox_committed)) {
         eddy__queue *q = eddy__queue_head(&rt->outbox_committed);
         eddy__queue_remove(q);
         outline *o = eddy__queue_data(q, outline, node);
         if (!rt->stopping || rt->rc != EDDY_EIO)
             write_line(rt, o->channel, o->text + 1, o->len);
-        last = o->id;
+        rt->outbox_written = o->id;
         free(o);
     }
+    uint64_t now = uv_hrtime();
+    if (rt->outbox_written <= rt->outbox_acked ||
+        (!final && (now - rt->sink_synced) / 1000000 < SINK_SYNC_MS))
+        return;
     /* The files' bytes must be on disk before a commit claims them. */
     if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK) {
         eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->sink)));
         return;
     }
-    STORE_DO(rt, eddy__store_outbox_ack(rt->store, last), "acknowledging output");
+    rt->sink_synced = now;
+    rt->outbox_acked = rt->outbox_written;
+    STORE_DO(rt, eddy__store_outbox_ack(rt->store, rt->outbox_written), "acknowledging output");
     STORE_DO(rt, eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink)),
              "recording the output position");
     STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "dead_offset", eddy__sink_offset(rt->dead)),
@@ -237,22 +249,22 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         release_commit_waiters(rt); /* they see the stop and unwind */
         return;
     }
-    if (!eddy__store_dirty(rt->store))
-        return;
-    if (!final && eddy__queue_empty(&rt->commit_wait) && !eddy__queue_empty(&rt->ready) &&
-        (uv_hrtime() - rt->txn_start) / 1000000 < rt->cv->commit_interval_ms)
-        return; /* more work is ready: let the transaction grow */
-    if (eddy__store_commit(rt->store) != EDDY_OK) {
-        rt->store_failed = 1;
-        store_failed(rt, "committing");
-        return;
+    int due = final || !eddy__queue_empty(&rt->commit_wait) || eddy__queue_empty(&rt->ready) ||
+              (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
+    /* Otherwise more work is ready: let the transaction grow. */
+    if (eddy__store_dirty(rt->store) && due) {
+        if (eddy__store_commit(rt->store) != EDDY_OK) {
+            rt->store_failed = 1;
+            store_failed(rt, "committing");
+            return;
+        }
+        rt->stats.commits++;
+        rt->txn_start = uv_hrtime();
+        release_commit_waiters(rt);
+        eddy__queue_move(&rt->outbox_uncommitted, &rt->outbox_committed);
     }
-    rt->stats.commits++;
-    rt->txn_start = uv_hrtime();
-    release_commit_waiters(rt);
-    eddy__queue_move(&rt->outbox_uncommitted, &rt->outbox_committed);
-    deliver(rt);
-    if (final && eddy__store_dirty(rt->store)) {
+    deliver(rt, final);
+    if (final && eddy__store_dirty(rt->store) && !rt->store_failed) {
         if (eddy__store_commit(rt->store) != EDDY_OK) {
             rt->store_failed = 1;
             store_failed(rt, "committing");

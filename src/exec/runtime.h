@@ -141,6 +141,9 @@ struct eddy_runtime {
     eddy__queue outbox_uncommitted; /* output lines in the open transaction */
     eddy__queue outbox_committed;   /* output lines committed, to write to the files */
     uint64_t outbox_last;
+    uint64_t outbox_written;             /* id of the last outbox line written to its file */
+    uint64_t outbox_acked;               /* id of the last line whose file position is recorded */
+    uint64_t sink_synced;                /* when the files were last synced (uv_hrtime) */
     uint64_t source_offset, source_line; /* where the source resumes */
     eddy__queue recovered;               /* keys with runs to resume, in arrival order */
     eddy__buf scratch;                   /* encoding buffer for outbox lines */
