@@ -97,10 +97,10 @@ static int put_integer(eddy__buf *b, json_int_t v)
     return put(b, p, (size_t)(e - p));
 }
 
-static int put_real(eddy__buf *b, double d)
+static int put_real(eddy__buf *b, double d, int exact)
 {
     char tmp[40];
-    int n = snprintf(tmp, sizeof(tmp), "%.15g", d);
+    int n = snprintf(tmp, sizeof(tmp), exact ? "%.17g" : "%.15g", d);
     if (n < 0 || (size_t)n >= sizeof(tmp) - 2)
         return -1;
     /* Keep it a real when read back, as jansson does. */
@@ -111,12 +111,56 @@ static int put_real(eddy__buf *b, double d)
     return put(b, tmp, (size_t)n);
 }
 
-static int write_value(eddy__buf *b, const json_t *v, int depth)
+typedef struct field {
+    const char *k;
+    size_t len;
+    json_t *v;
+} field;
+
+static int cmp_field(const void *a, const void *b)
+{
+    const field *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->k, y->k, n);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static int write_value(eddy__buf *b, const json_t *v, int depth, int flags);
+
+static int write_sorted(eddy__buf *b, const json_t *v, int depth, int flags)
+{
+    size_t n = json_object_size(v), i = 0;
+    field local[16];
+    field *f = n <= 16 ? local : malloc(n * sizeof(*f));
+    if (f == NULL)
+        return -1;
+    const char *k;
+    size_t klen;
+    json_t *m;
+    json_object_keylen_foreach((json_t *)v, k, klen, m)
+    {
+        f[i++] = (field){k, klen, m};
+    }
+    qsort(f, n, sizeof(*f), cmp_field);
+    int rc = put(b, "{", 1);
+    for (i = 0; i < n && rc == 0; i++) {
+        if ((i != 0 && put(b, ",", 1) != 0) || put_string(b, f[i].k, f[i].len) != 0 ||
+            put(b, ":", 1) != 0 || write_value(b, f[i].v, depth + 1, flags) != 0)
+            rc = -1;
+    }
+    if (f != local)
+        free(f);
+    return rc == 0 ? put(b, "}", 1) : -1;
+}
+
+static int write_value(eddy__buf *b, const json_t *v, int depth, int flags)
 {
     if (depth > 2048)
         return -1; /* jansson refuses such values too; never recurse unbounded */
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
+        if (flags & EDDY__JSONW_SORT_KEYS)
+            return write_sorted(b, v, depth, flags);
         if (put(b, "{", 1) != 0)
             return -1;
         const char *k;
@@ -126,7 +170,7 @@ static int write_value(eddy__buf *b, const json_t *v, int depth)
         json_object_keylen_foreach((json_t *)v, k, klen, m)
         {
             if ((!first && put(b, ",", 1) != 0) || put_string(b, k, klen) != 0 ||
-                put(b, ":", 1) != 0 || write_value(b, m, depth + 1) != 0)
+                put(b, ":", 1) != 0 || write_value(b, m, depth + 1, flags) != 0)
                 return -1;
             first = 0;
         }
@@ -138,7 +182,7 @@ static int write_value(eddy__buf *b, const json_t *v, int depth)
         size_t n = json_array_size(v);
         for (size_t i = 0; i < n; i++) {
             if ((i != 0 && put(b, ",", 1) != 0) ||
-                write_value(b, json_array_get(v, i), depth + 1) != 0)
+                write_value(b, json_array_get(v, i), depth + 1, flags) != 0)
                 return -1;
         }
         return put(b, "]", 1);
@@ -148,7 +192,7 @@ static int write_value(eddy__buf *b, const json_t *v, int depth)
     case JSON_INTEGER:
         return put_integer(b, json_integer_value(v));
     case JSON_REAL:
-        return put_real(b, json_real_value(v));
+        return put_real(b, json_real_value(v), flags & EDDY__JSONW_EXACT);
     case JSON_TRUE:
         return put(b, "true", 4);
     case JSON_FALSE:
@@ -162,9 +206,20 @@ static int write_value(eddy__buf *b, const json_t *v, int depth)
 int eddy__json_write(eddy__buf *b, const json_t *v)
 {
     size_t start = b->len;
-    if (v == NULL || write_value(b, v, 0) != 0) {
+    if (v == NULL || write_value(b, v, 0, 0) != 0) {
         b->len = start;
         return EDDY_ENOMEM;
     }
+    return EDDY_OK;
+}
+
+int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags)
+{
+    size_t start = b->len;
+    if (v == NULL || write_value(b, v, 0, flags) != 0 || eddy__buf_reserve(b, 1) != EDDY_OK) {
+        b->len = start;
+        return EDDY_ENOMEM;
+    }
+    b->p[b->len] = '\0';
     return EDDY_OK;
 }

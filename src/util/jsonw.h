@@ -25,4 +25,12 @@ int eddy__buf_reserve(eddy__buf *b, size_t n);
  * EDDY_ENOMEM; on failure the buffer's length is as before. */
 int eddy__json_write(eddy__buf *b, const json_t *v);
 
+/* Flags of eddy__json_write_ex. */
+#define EDDY__JSONW_SORT_KEYS 1 /* object fields by key (bytewise): a canonical text */
+#define EDDY__JSONW_EXACT     2 /* reals with 17 digits: they read back to the same double */
+
+/* As eddy__json_write, with flags; the text is NUL-terminated (the NUL is not
+ * counted in b->len). */
+int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags);
+
 #endif /* EDDY_UTIL_JSONW_H */
