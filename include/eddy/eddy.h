@@ -360,7 +360,10 @@ EDDY_API const char *eddy_config_get(const eddy_config *conf, const char *name);
 /*
  * New runtime for plan with conf. plan is taken on success; conf is borrowed
  * (copied). Opens the input, output and dead-letter files and the state store.
- * On failure returns NULL and sets *err (new) when err is not NULL.
+ * On failure returns NULL and sets *err (new) when err is not NULL; its type
+ * says what failed: "store" or "state" (the state directory cannot be used:
+ * locked by another process, made by another plan or a newer eddy, damaged,
+ * not writable), "io" (a file cannot be opened), "config", "plan", "memory".
  * The calling thread becomes the runtime's mailbox thread.
  */
 EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_error **err);

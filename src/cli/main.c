@@ -316,20 +316,9 @@ static int load_agent(eddy_plan *plan, const struct run_args *a)
     if (has_suffix(a->agent_path, ".py")) {
         rc = eddy_plan_load_python(plan, a->agent_path, a->agent_class, &err);
     } else {
-        /* dlopen() looks a name without a slash up in the library path, not in
-         * the current directory; "agent.so" on the command line means the file. */
-        const char *path = a->agent_path;
-        char *local = NULL;
-        if (strchr(path, '/') == NULL) {
-            local = malloc(strlen(path) + 3);
-            if (local == NULL)
-                return out_of_memory();
-            strcpy(local, "./");
-            strcat(local, path);
-            path = local;
-        }
-        rc = eddy_plan_load_shared(plan, path, &err);
-        free(local);
+        /* A bare "agent.so" means the file here, not a library-path lookup:
+         * eddy_plan_load_shared() sees to that. */
+        rc = eddy_plan_load_shared(plan, a->agent_path, &err);
     }
     if (rc == EDDY_OK)
         return CONTINUE;
@@ -345,9 +334,8 @@ static int load_agent(eddy_plan *plan, const struct run_args *a)
  * state directory in use by another process, or state that cannot be used is
  * exit 3; anything else (a bad option, an input file that does not exist) is
  * the command's fault, exit 2. The type is matched both as the code's symbolic
- * name ("EDDY_ESTORE") and as the short word ("store").
- * TODO: the runtime must set one of these types; if the API grows a way to get
- * the code from eddy_runtime_new(), use it here instead.
+ * name ("EDDY_ESTORE") and as the short word ("store"), as eddy.h documents
+ * for eddy_runtime_new().
  */
 static int runtime_new_exit_code(const eddy_error *err)
 {
