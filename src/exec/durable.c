@@ -237,8 +237,12 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         release_commit_waiters(rt); /* they see the stop and unwind */
         return;
     }
-    if (!eddy__store_dirty(rt->store))
+    if (!eddy__store_dirty(rt->store)) {
+        /* Their writes went out with an earlier commit (a Python task waits
+         * for calls that completed on both sides of a commit). */
+        release_commit_waiters(rt);
         return;
+    }
     if (!final && eddy__queue_empty(&rt->commit_wait) && !eddy__queue_empty(&rt->ready) &&
         (uv_hrtime() - rt->txn_start) / 1000000 < rt->cv->commit_interval_ms)
         return; /* more work is ready: let the transaction grow */
