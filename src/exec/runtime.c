@@ -718,6 +718,10 @@ void eddy_runtime_free(eddy_runtime *rt)
     uv_close((uv_handle_t *)&rt->prepare, on_close_noop);
     uv_close((uv_handle_t *)&rt->stop_async, on_close_noop);
     uv_close((uv_handle_t *)&rt->progress_timer, on_close_noop);
+    /* A uv_stop() from check_done() that no uv_run() consumed yet (the run
+     * was done before the loop ever ran) would make the next uv_run() return
+     * at once, leaving the close callbacks unrun: consume it first. */
+    uv_run(&rt->loop, UV_RUN_NOWAIT);
     uv_run(&rt->loop, UV_RUN_DEFAULT);
     uv_loop_close(&rt->loop);
 
