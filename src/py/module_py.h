@@ -1,5 +1,7 @@
 /* The Python half of the eddy module, exec'd into it after the C types are
- * added (generated from readable Python; keep it in sync by hand). */
+ * added (src/py/module.c). It is plain Python kept as a C string: edit it
+ * here, one quoted line per source line. */
+/* clang-format off */
 static const char eddy_module_py[] =
     "import base64 as _base64\n"
     "import builtins as _builtins\n"
@@ -281,3 +283,4 @@ static const char eddy_module_py[] =
     "def _is_awaitable(obj):\n"
     "    return _inspect.iscoroutine(obj)\n"
     "\n";
+/* clang-format on */
