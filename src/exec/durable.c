@@ -251,8 +251,11 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
     }
     int due = final || !eddy__queue_empty(&rt->commit_wait) || eddy__queue_empty(&rt->ready) ||
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
-    /* Otherwise more work is ready: let the transaction grow. */
-    if (eddy__store_dirty(rt->store) && due) {
+    if (!eddy__store_dirty(rt->store)) {
+        /* Their writes went out with an earlier commit (a Python task waits
+         * for calls that completed on both sides of a commit). */
+        release_commit_waiters(rt);
+    } else if (due) { /* otherwise more work is ready: let the transaction grow */
         if (eddy__store_commit(rt->store) != EDDY_OK) {
             rt->store_failed = 1;
             store_failed(rt, "committing");
@@ -405,13 +408,8 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
 
 /* ---------------------------------------------------------------- durable calls */
 
-static void digest_of(const json_t *args, char out[17])
+static void hex16(uint64_t h, char out[17])
 {
-    char *text =
-        args != NULL ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
-    const char *s = text != NULL ? text : "null";
-    uint64_t h = eddy__hash_bytes(s, strlen(s));
-    free(text);
     static const char hex[] = "0123456789abcdef";
     for (int i = 15; i >= 0; i--) {
         out[i] = hex[h & 15];
@@ -420,39 +418,132 @@ static void digest_of(const json_t *args, char out[17])
     out[16] = '\0';
 }
 
-/* Suspend the task until the open transaction commits. */
-static void wait_commit(eddy_ctx *t)
+void eddy__durable_digest(const void *bytes, size_t len, char out[17])
+{
+    hex16(eddy__hash_bytes(bytes, len), out);
+}
+
+void eddy__durable_digest_json(const json_t *args, char out[17])
+{
+    char *text =
+        args != NULL ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+    const char *s = text != NULL ? text : "null";
+    eddy__durable_digest(s, strlen(s), out);
+    free(text);
+}
+
+void eddy__durable_wait_commit(eddy_ctx *t)
 {
     eddy__queue_insert_tail(&t->rt->commit_wait, &t->node);
     t->state = EDDY_TASK_SUSPENDED;
+}
+
+int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
+                       eddy__dcall *c)
+{
+    eddy_runtime *rt = t->rt;
+    memset(c, 0, sizeof(*c));
+    c->what = EDDY_DCALL_RUN;
+    snprintf(c->digest, sizeof(c->digest), "%s", digest != NULL ? digest : "");
+    if (rt->stopping)
+        return EDDY_ECANCELED;
+    rt->stats.durable_calls++;
+    c->idx = t->call_index++;
+    if (rt->store == NULL)
+        return EDDY_OK;
+    int64_t idx = c->idx;
+    eddy__key *k = t->key;
+    jent *j = journal_find(k->journal, eddy_event_id(t->event), t->action->name, idx);
+    if (j == NULL || j->kind != EDDY_JREC_CALL) {
+        c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
+        return EDDY_OK;
+    }
+    if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
+        switch (j->status) {
+        case EDDY_JCALL_OK:
+            rt->stats.durable_replayed++;
+            c->what = EDDY_DCALL_REPLAY_OK;
+            c->payload = j->payload != NULL ? j->payload : "null";
+            return EDDY_OK;
+        case EDDY_JCALL_ERROR:
+            rt->stats.durable_replayed++;
+            c->what = EDDY_DCALL_REPLAY_ERROR;
+            c->payload = j->payload;
+            c->err_type = j->err_type;
+            c->err_msg = j->err_msg;
+            return EDDY_OK;
+        default:
+            /* PENDING: the process died while the call ran. Without a
+             * reconciler the call simply runs again. */
+            c->what = reconcilable ? EDDY_DCALL_RECONCILE : EDDY_DCALL_RUN;
+            return EDDY_OK;
+        }
+    }
+    if (rt->cv->strict_determinism) {
+        eddy_ctx_fail_error(t, eddy_error_newf("NonDeterminism",
+                                               "durable call %lld of action '%s' for key %s was "
+                                               "%s(args %s) in the journal but is now %s(args %s)",
+                                               (long long)idx, t->action->name, k->text, j->fn_id,
+                                               j->digest, fn_id, digest));
+        return EDDY_ENONDET;
+    }
+    fprintf(stderr,
+            "eddy: warning: non-deterministic durable call %lld of action '%s' for key "
+            "%s: the journal has %s(args %s), the action now calls %s(args %s); "
+            "re-executing from there\n",
+            (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
+    journal_cut(k->journal, eddy_event_id(t->event), t->action->name, idx);
+    STORE_DO(rt,
+             eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event), t->action->name,
+                                     idx),
+             "cutting the journal");
+    c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
+    return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
+}
+
+int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, int status,
+                         const char *payload, const char *err_type, const char *err_msg)
+{
+    eddy_runtime *rt = t->rt;
+    if (rt->store == NULL)
+        return EDDY_OK;
+    eddy__jrec r = {.key = t->key->text,
+                    .seq = t->key->seq,
+                    .event_id = eddy_event_id(t->event),
+                    .action = t->action->name,
+                    .idx = c->idx,
+                    .kind = EDDY_JREC_CALL,
+                    .status = status,
+                    .fn_id = fn_id,
+                    .digest = c->digest,
+                    .payload = payload,
+                    .err_type = err_type,
+                    .err_msg = err_msg};
+    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a durable call");
+    return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
+}
+
+/* Suspend the C task until the open transaction commits. */
+static void wait_commit(eddy_ctx *t)
+{
+    eddy__durable_wait_commit(t);
     eddy__coro_yield();
 }
 
-static int journal_call(eddy_ctx *t, int64_t idx, const char *fn_id, const char *digest, int status,
+static int journal_call(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, int status,
                         const json_t *result, const eddy_error *err)
 {
-    eddy_runtime *rt = t->rt;
     char *payload = NULL;
     if (status == EDDY_JCALL_OK) {
         payload = json_dumps(result != NULL ? result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
         if (payload == NULL)
             return EDDY_ENOMEM;
     }
-    eddy__jrec r = {.key = t->key->text,
-                    .seq = t->key->seq,
-                    .event_id = eddy_event_id(t->event),
-                    .action = t->action->name,
-                    .idx = idx,
-                    .kind = EDDY_JREC_CALL,
-                    .status = status,
-                    .fn_id = fn_id,
-                    .digest = digest,
-                    .payload = payload,
-                    .err_type = err != NULL ? eddy_error_type(err) : NULL,
-                    .err_msg = err != NULL ? eddy_error_message(err) : NULL};
-    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a durable call");
+    int rc = eddy__durable_record(t, fn_id, c, status, payload,
+                                  err != NULL ? eddy_error_type(err) : NULL,
+                                  err != NULL ? eddy_error_message(err) : NULL);
     free(payload);
-    return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
+    return rc;
 }
 
 /* Run fn (inline or on the pool), normalising its failure to EDDY_ECALL with
@@ -498,87 +589,51 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
     if ((async || rt->store != NULL) && !in_coro)
         return EDDY_ESTATE;
-    if (rt->stopping)
-        return EDDY_ECANCELED;
-    rt->stats.durable_calls++;
     json_t *res = NULL;
     eddy_error *e = NULL;
-    int rc;
-    if (rt->store == NULL) {
-        t->call_index++;
-        rc = run_fn(t, async, fn, args, arg, &res, &e);
+    eddy__dcall c;
+    char digest[17] = "";
+    if (rt->store != NULL)
+        eddy__durable_digest_json(args, digest);
+    int rc = eddy__durable_plan(t, fn_id, digest, reconcile != NULL, &c);
+    if (rc != EDDY_OK)
         goto out;
-    }
-
-    char digest[17];
-    digest_of(args, digest);
-    int64_t idx = t->call_index++;
-    eddy__key *k = t->key;
-    jent *j = journal_find(k->journal, eddy_event_id(t->event), t->action->name, idx);
-    int pending = 0;
-    if (j != NULL && j->kind == EDDY_JREC_CALL) {
-        if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
-            if (j->status == EDDY_JCALL_OK) {
-                rt->stats.durable_replayed++;
-                res = json_loads(j->payload, JSON_DECODE_ANY, NULL);
-                if (res == NULL && strcmp(j->payload, "null") != 0) {
-                    eddy__runtime_fail(
-                        rt, EDDY_ESTATE,
-                        eddy_error_newf("state",
-                                        "the journaled result of call %lld (%s) of action '%s' "
-                                        "for key %s does not decode",
-                                        (long long)idx, fn_id, t->action->name, k->text));
-                    rc = EDDY_ESTATE;
-                    goto out;
-                }
-                rc = EDDY_OK;
-                goto out;
-            }
-            if (j->status == EDDY_JCALL_ERROR) {
-                rt->stats.durable_replayed++;
-                e = eddy_error_new(j->err_type, j->err_msg);
-                rc = EDDY_ECALL;
-                goto out;
-            }
-            /* PENDING: the process died while the call ran. */
-            pending = reconcile != NULL;
-        } else {
-            if (rt->cv->strict_determinism) {
-                eddy_ctx_fail_error(
-                    t, eddy_error_newf("NonDeterminism",
-                                       "durable call %lld of action '%s' for key %s was %s(args "
-                                       "%s) in the journal but is now %s(args %s)",
-                                       (long long)idx, t->action->name, k->text, j->fn_id,
-                                       j->digest, fn_id, digest));
-                rc = EDDY_ENONDET;
-                goto out;
-            }
-            fprintf(stderr,
-                    "eddy: warning: non-deterministic durable call %lld of action '%s' for key "
-                    "%s: the journal has %s(args %s), the action now calls %s(args %s); "
-                    "re-executing from there\n",
-                    (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
-            journal_cut(k->journal, eddy_event_id(t->event), t->action->name, idx);
-            STORE_DO(rt,
-                     eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event),
-                                             t->action->name, idx),
-                     "cutting the journal");
+    switch (c.what) {
+    case EDDY_DCALL_REPLAY_OK:
+        res = json_loads(c.payload, JSON_DECODE_ANY, NULL);
+        if (res == NULL && strcmp(c.payload, "null") != 0) {
+            eddy__runtime_fail(rt, EDDY_ESTATE,
+                               eddy_error_newf("state",
+                                               "the journaled result of call %lld (%s) of action "
+                                               "'%s' for key %s does not decode",
+                                               (long long)c.idx, fn_id, t->action->name,
+                                               t->key->text));
+            rc = EDDY_ESTATE;
         }
-    }
-    if (reconcile != NULL && !pending) {
-        if ((rc = journal_call(t, idx, fn_id, digest, EDDY_JCALL_PENDING, NULL, NULL)) != EDDY_OK)
+        goto out;
+    case EDDY_DCALL_REPLAY_ERROR:
+        e = eddy_error_new(c.err_type, c.err_msg);
+        rc = EDDY_ECALL;
+        goto out;
+    case EDDY_DCALL_RUN_PENDING:
+        if ((rc = journal_call(t, fn_id, &c, EDDY_JCALL_PENDING, NULL, NULL)) != EDDY_OK)
             goto out;
         wait_commit(t);
         if (rt->stopping) {
             rc = EDDY_ECANCELED;
             goto out;
         }
+        break;
+    default:
+        break;
     }
-    rc = run_fn(t, async || pending, pending ? reconcile : fn, args, arg, &res, &e);
+    int reconciling = c.what == EDDY_DCALL_RECONCILE;
+    rc = run_fn(t, async || reconciling, reconciling ? reconcile : fn, args, arg, &res, &e);
     if (rc != EDDY_OK && rc != EDDY_ECALL)
         goto out; /* canceled: nothing to journal */
-    int jrc = journal_call(t, idx, fn_id, digest, rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR,
-                           res, e);
+    if (rt->store == NULL)
+        goto out;
+    int jrc = journal_call(t, fn_id, &c, rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR, res, e);
     if (jrc != EDDY_OK) {
         rc = jrc;
         goto out;

@@ -35,6 +35,7 @@
 #define EDDY_EXEC_DURABLE_H
 
 #include "exec/runtime.h"
+#include "store/store.h"
 
 /* Open the state store, recover and open the sinks. Without a state directory
  * only opens the sinks. */
@@ -65,6 +66,58 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line);
  * tasks that waited on the commit and deliver committed outbox lines.
  * final: commit regardless (at the end of the run). */
 void eddy__durable_turn(eddy_runtime *rt, int final);
+
+/*
+ * Durable calls, shared by the C API (eddy_ctx_durable_execute*) and other
+ * languages. A front-end computes the call's function id and args digest,
+ * then:
+ *   1. eddy__durable_plan(): takes the call's position and decides from the
+ *      journal whether the call replays (result or error), runs, runs after a
+ *      PENDING record (reconcilable calls), or runs its reconciler;
+ *   2. runs the call when it must, and records the outcome with
+ *      eddy__durable_record();
+ *   3. lets the task resume only after the record committed: the task goes on
+ *      rt->commit_wait (eddy__durable_wait_commit) and the prepare phase makes
+ *      it ready after the commit. Without a state directory there is nothing
+ *      to record or wait for.
+ */
+enum {
+    EDDY_DCALL_RUN = 1,      /* run the call, then record its outcome */
+    EDDY_DCALL_RUN_PENDING,  /* record PENDING and wait for the commit, then run */
+    EDDY_DCALL_RECONCILE,    /* PENDING found: run the reconciler instead */
+    EDDY_DCALL_REPLAY_OK,    /* journaled result in payload (JSON text) */
+    EDDY_DCALL_REPLAY_ERROR, /* journaled error: err_type, err_msg, payload (may be NULL) */
+};
+
+typedef struct eddy__dcall {
+    int64_t idx; /* position in the action execution */
+    char digest[17];
+    int what; /* EDDY_DCALL_* */
+    /* Replays: borrowed from the run's journal; use them before the task yields. */
+    const char *payload, *err_type, *err_msg;
+} eddy__dcall;
+
+/* 16 hex digits of a digest of bytes / of the canonical JSON of args (sorted
+ * keys, compact; NULL is JSON null). */
+void eddy__durable_digest(const void *bytes, size_t len, char out[17]);
+void eddy__durable_digest_json(const json_t *args, char out[17]);
+
+/* Plan the task's next durable call (mailbox thread). Returns EDDY_OK with *c
+ * filled; EDDY_ENONDET when the journal holds another call at this position
+ * and strict determinism is on (the task's error then names both calls);
+ * EDDY_ECANCELED when the runtime stops; EDDY_ESTORE. */
+int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
+                       eddy__dcall *c);
+
+/* Journal the outcome of the call planned as c (status EDDY_JCALL_*; payload
+ * is JSON text, for errors extra data or NULL). No-op without a store.
+ * EDDY_OK or EDDY_ESTORE. */
+int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, int status,
+                         const char *payload, const char *err_type, const char *err_msg);
+
+/* Queue t (not running, not queued) to be made ready once the open
+ * transaction has committed. The caller then suspends. */
+void eddy__durable_wait_commit(eddy_ctx *t);
 
 /* Free a recovered journal. */
 void eddy__journal_free(eddy__journal *j);

@@ -739,6 +739,9 @@ void eddy_runtime_free(eddy_runtime *rt)
     uv_close((uv_handle_t *)&rt->prepare, on_close_noop);
     uv_close((uv_handle_t *)&rt->stop_async, on_close_noop);
     uv_close((uv_handle_t *)&rt->progress_timer, on_close_noop);
+    /* check_done() stops the loop only from inside uv_run(), so no stop is
+     * pending here that would make this uv_run() return before the close
+     * callbacks ran. */
     uv_run(&rt->loop, UV_RUN_DEFAULT);
     int lrc = uv_loop_close(&rt->loop);
     /* Every handle is closed by now; a busy loop means one was forgotten. */

@@ -1,0 +1,459 @@
+/*
+ * Python agents: the interpreter's lifetime, loading an agent file into a
+ * plan, and the driver that steps Python action executions. See the design
+ * notes in py.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/event.h"
+#include "py/py.h"
+
+/* ---------------------------------------------------------------- interpreter */
+
+static int py_users; /* plans (and tests) holding the interpreter */
+static int py_owned; /* eddy initialised it (and finalises it) */
+
+static PyObject *init_module(void)
+{
+    return eddy__py_module_init();
+}
+
+int eddy__py_acquire(eddy_error **err)
+{
+    if (py_users++ > 0)
+        return EDDY_OK;
+    if (Py_IsInitialized()) {
+        /* Embedded in a process that runs Python already: use it as it is. */
+        py_owned = 0;
+        PyGILState_STATE g = PyGILState_Ensure();
+        PyObject *m = PyImport_ImportModule("eddy");
+        Py_XDECREF(m);
+        if (m == NULL) {
+            PyErr_Clear();
+            PyGILState_Release(g);
+            py_users--;
+            return eddy__error_set(err, EDDY_ENOTSUP, "plan",
+                                   "Python is already running in this process without the "
+                                   "eddy module");
+        }
+        PyGILState_Release(g);
+        return EDDY_OK;
+    }
+    /* The inittab is reset by every finalisation: register each time. */
+    if (PyImport_AppendInittab("eddy", init_module) != 0) {
+        py_users--;
+        return eddy__error_set(err, EDDY_ENOMEM, "plan", "cannot register the eddy module");
+    }
+    Py_InitializeEx(0); /* no signal handlers: the program installs its own */
+    py_owned = 1;
+    PyObject *m = PyImport_ImportModule("eddy");
+    if (m == NULL) {
+        PyErr_Print();
+        Py_FinalizeEx();
+        py_users--;
+        return eddy__error_set(err, EDDY_EPLAN, "plan", "cannot initialise the eddy module");
+    }
+    Py_DECREF(m);
+    /* From here on the GIL is taken only to run Python. */
+    PyEval_SaveThread();
+    return EDDY_OK;
+}
+
+void eddy__py_release(void)
+{
+    if (py_users <= 0 || --py_users > 0)
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_CLEAR(eddy__py.module);
+    Py_CLEAR(eddy__py.ctx_type);
+    Py_CLEAR(eddy__py.mem_type);
+    Py_CLEAR(eddy__py.call_type);
+    Py_CLEAR(eddy__py.gather_type);
+    eddy__py.helpers = NULL;
+    if (!py_owned) {
+        PyGILState_Release(g);
+        return;
+    }
+    /* Finalise on the thread that holds the GIL; the thread state goes too. */
+    Py_FinalizeEx();
+    (void)g;
+}
+
+static void lang_free(void *lang)
+{
+    (void)lang;
+    eddy__py_release();
+}
+
+/* ---------------------------------------------------------------- failures */
+
+/* The Python exception being raised (cleared), as an eddy error: type is the
+ * exception's qualified class name, message str(exc) and the traceback. */
+static eddy_error *error_from_exception(void)
+{
+    PyObject *type, *val, *tb;
+    PyErr_Fetch(&type, &val, &tb);
+    PyErr_NormalizeException(&type, &val, &tb);
+    if (val == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        return eddy_error_new("SystemError", "an exception without a value");
+    }
+    if (tb != NULL)
+        PyException_SetTraceback(val, tb);
+    PyObject *cls = (PyObject *)Py_TYPE(val);
+    PyObject *qname =
+        PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_qualified"), &cls, 1, NULL);
+    PyObject *msg = qname != NULL ? PyObject_Str(val) : NULL;
+    PyObject *trace =
+        msg != NULL
+            ? PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_format_exception"), &val,
+                                  1, NULL)
+            : NULL;
+    eddy_error *e;
+    if (trace == NULL) {
+        PyErr_Clear();
+        e = eddy_error_new(Py_TYPE(val)->tp_name, "(the exception cannot be formatted)");
+    } else {
+        const char *m = PyUnicode_AsUTF8(msg);
+        const char *hint = "";
+        if (PyErr_GivenExceptionMatches(val, PyExc_RuntimeError) && m != NULL &&
+            (strstr(m, "no running event loop") != NULL ||
+             strstr(m, "await wasn't used with future") != NULL))
+            hint = " (eddy runs actions without an asyncio event loop: await only "
+                   "ctx.execute_async(), ctx.durable_execute_async() or ctx.gather())";
+        const char *tr = PyUnicode_AsUTF8(trace);
+        e = eddy_error_newf(PyUnicode_AsUTF8(qname), "%s%s\n%s", m != NULL ? m : "?", hint,
+                            tr != NULL ? tr : "");
+        PyErr_Clear();
+    }
+    Py_XDECREF(trace);
+    Py_XDECREF(msg);
+    Py_XDECREF(qname);
+    Py_XDECREF(type);
+    Py_XDECREF(val);
+    Py_XDECREF(tb);
+    return e;
+}
+
+void eddy__py_fail_task(eddy_ctx *t)
+{
+    eddy_error *e = error_from_exception();
+    eddy_error_free(t->err);
+    t->err = e != NULL ? e : eddy_error_new("memory", "out of memory");
+    t->rc = EDDY_EACTION;
+}
+
+/* ---------------------------------------------------------------- the driver */
+
+/* The exception being raised, normalised (cleared). */
+static PyObject *take_exception(void)
+{
+    PyObject *type, *val, *tb;
+    PyErr_Fetch(&type, &val, &tb);
+    PyErr_NormalizeException(&type, &val, &tb);
+    if (val != NULL && tb != NULL)
+        PyException_SetTraceback(val, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return val;
+}
+
+static void task_state_free(eddy_ctx *t)
+{
+    eddy__py_task *pt = t->lang;
+    if (pt == NULL)
+        return;
+    if (pt->coro != NULL) {
+        /* An unfinished coroutine is closed: its finally blocks run (and find
+         * the context still usable until the end of close()). */
+        PyObject *r = PyObject_CallMethod(pt->coro, "close", NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+    }
+    eddy__py_ctx_invalidate(pt->ctxobj);
+    Py_CLEAR(pt->coro);
+    Py_CLEAR(pt->ctxobj);
+    Py_CLEAR(pt->waiting);
+    free(pt);
+    t->lang = NULL;
+}
+
+/* The coroutine yielded y: submit the calls it waits for and return 1, or
+ * return 0 with *throw set to the exception to throw into the coroutine. */
+static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
+{
+    PyObject *calls[1];
+    PyObject *const *v = calls;
+    Py_ssize_t n = 0;
+    if (Py_IS_TYPE(y, eddy__py.call_type)) {
+        calls[0] = y;
+        n = 1;
+    } else if (Py_IS_TYPE(y, eddy__py.gather_type)) {
+        PyObject *tuple = ((eddy__py_gather *)y)->calls;
+        v = &PyTuple_GET_ITEM(tuple, 0);
+        n = PyTuple_GET_SIZE(tuple);
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "eddy actions can await only ctx.execute_async(), "
+                     "ctx.durable_execute_async() and ctx.gather(); the action awaited something "
+                     "that yielded %R (asyncio and other event loops are not supported)",
+                     y);
+        *throw = take_exception();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        eddy__py_call *c = (eddy__py_call *)v[i];
+        if (eddy__py_ctx_task(c->ctxobj) != t) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "an awaitable of another action execution was awaited");
+            *throw = take_exception();
+            return 0;
+        }
+    }
+    size_t submitted = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        eddy__py_call *c = (eddy__py_call *)v[i];
+        if (c->state != EDDY_PY_CALL_NEW)
+            continue;
+        c->state = EDDY_PY_CALL_RUNNING;
+        c->job.work = eddy__py_call_work;
+        c->job.done = eddy__py_call_done;
+        eddy__pool_submit(t->rt->pool, &c->job);
+        submitted++;
+    }
+    if (submitted == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "an eddy call was awaited while already running");
+        *throw = take_exception();
+        return 0;
+    }
+    t->waiting += submitted;
+    t->rt->stats.async_calls += submitted;
+    Py_XSETREF(pt->waiting, Py_NewRef(y));
+    return 1;
+}
+
+/* coro.throw(exc): like PyIter_Send. */
+static PySendResult throw_into(PyObject *coro, PyObject *exc, PyObject **res)
+{
+    *res = PyObject_CallMethod(coro, "throw", "O", exc);
+    if (*res != NULL)
+        return PYGEN_NEXT;
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb);
+        PyErr_NormalizeException(&type, &val, &tb);
+        *res = val != NULL ? PyObject_GetAttrString(val, "value") : Py_NewRef(Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(val);
+        Py_XDECREF(tb);
+        return *res != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+    }
+    return PYGEN_ERROR;
+}
+
+/* Run the coroutine until it finishes (1) or waits for calls (0). */
+static int drive(eddy_ctx *t, eddy__py_task *pt)
+{
+    PyObject *exc = NULL;
+    for (;;) {
+        PyObject *res = NULL;
+        PySendResult r;
+        if (exc != NULL) {
+            r = throw_into(pt->coro, exc, &res);
+            Py_CLEAR(exc);
+        } else {
+            r = PyIter_Send(pt->coro, Py_None, &res);
+        }
+        if (r == PYGEN_RETURN) {
+            Py_XDECREF(res);
+            Py_CLEAR(pt->coro);
+            t->rc = EDDY_OK;
+            return 1;
+        }
+        if (r == PYGEN_ERROR) {
+            Py_CLEAR(pt->coro); /* finished by its exception */
+            eddy__py_fail_task(t);
+            return 1;
+        }
+        int suspended = submit(t, pt, res, &exc);
+        Py_DECREF(res);
+        if (suspended)
+            return 0;
+    }
+}
+
+static int first_step(eddy_ctx *t, PyObject *fn)
+{
+    eddy__py_task *pt = calloc(1, sizeof(*pt));
+    if (pt == NULL) {
+        t->rc = EDDY_ENOMEM;
+        return 1;
+    }
+    t->lang = pt;
+    if ((pt->ctxobj = eddy__py_ctx_new(t)) == NULL) {
+        eddy__py_fail_task(t);
+        return 1;
+    }
+    PyObject *attrs = eddy__py_from_json(eddy_event_attrs(t->event));
+    PyObject *type = attrs != NULL ? PyUnicode_FromString(eddy_event_type(t->event)) : NULL;
+    PyObject *args[2] = {type, attrs};
+    PyObject *ev = type != NULL
+                       ? PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_make_event"),
+                                             args, 2, NULL)
+                       : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(attrs);
+    if (ev == NULL) {
+        eddy__py_fail_task(t);
+        return 1;
+    }
+    PyObject *cargs[2] = {ev, pt->ctxobj};
+    PyObject *r = PyObject_Vectorcall(fn, cargs, 2, NULL);
+    Py_DECREF(ev);
+    if (r == NULL) {
+        eddy__py_fail_task(t);
+        return 1;
+    }
+    if (PyCoro_CheckExact(r) || PyGen_Check(r)) {
+        pt->coro = r;
+        return drive(t, pt);
+    }
+    Py_DECREF(r); /* a def action's return value is ignored */
+    t->rc = EDDY_OK;
+    return 1;
+}
+
+static int py_step(eddy_ctx *t)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    eddy__py_task *pt = t->lang;
+    int finished;
+    if (pt == NULL) {
+        finished = first_step(t, t->action->impl);
+    } else if (t->rt->stopping) {
+        t->rc = EDDY_ECANCELED; /* its effects are discarded anyway */
+        finished = 1;
+    } else {
+        Py_CLEAR(pt->waiting);
+        finished = drive(t, pt);
+    }
+    if (finished)
+        task_state_free(t);
+    PyGILState_Release(g);
+    return finished;
+}
+
+static void py_discard(eddy_ctx *t)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    task_state_free(t);
+    PyGILState_Release(g);
+}
+
+static void py_free_impl(void *impl)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_DECREF((PyObject *)impl);
+    PyGILState_Release(g);
+}
+
+static const eddy__action_ops py_ops = {
+    .step = py_step,
+    .discard = py_discard,
+    .free_impl = py_free_impl,
+};
+
+/* ---------------------------------------------------------------- loading */
+
+static int load_error(eddy_error **err, const char *path)
+{
+    if (PyErr_ExceptionMatches(PyExc_LookupError)) {
+        /* Our own finding: its message names the file. */
+        PyObject *exc = take_exception();
+        PyObject *msg = exc != NULL ? PyObject_Str(exc) : NULL;
+        const char *m = msg != NULL ? PyUnicode_AsUTF8(msg) : NULL;
+        int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s", m != NULL ? m : path);
+        PyErr_Clear();
+        Py_XDECREF(msg);
+        Py_XDECREF(exc);
+        return rc;
+    }
+    eddy_error *e = error_from_exception();
+    int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "cannot load Python agent %s: %s: %s", path,
+                             e != NULL ? eddy_error_type(e) : "error",
+                             e != NULL ? eddy_error_message(e) : "out of memory");
+    eddy_error_free(e);
+    return rc;
+}
+
+static int add_actions(eddy_plan *plan, const char *path, PyObject *list, eddy_error **err)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *a = PyList_GET_ITEM(list, i);
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(a, 0));
+        PyObject *fn = PyTuple_GET_ITEM(a, 1);
+        PyObject *types = PyTuple_GET_ITEM(a, 2);
+        Py_ssize_t nt = PyTuple_GET_SIZE(types);
+        const char **tv = calloc((size_t)nt + 1, sizeof(*tv));
+        if (tv == NULL || name == NULL) {
+            free(tv);
+            PyErr_Clear();
+            return eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
+        }
+        for (Py_ssize_t k = 0; k < nt; k++)
+            tv[k] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(types, k));
+        int rc = eddy__plan_add(plan, name, tv, NULL, NULL, &py_ops, fn);
+        free(tv);
+        if (rc == EDDY_OK) {
+            Py_INCREF(fn); /* the plan's reference */
+            continue;
+        }
+        if (rc == EDDY_EINVAL)
+            return eddy__error_set(err, EDDY_EPLAN, "plan",
+                                   "%s: cannot add action '%s' (is the name used by another "
+                                   "action already?)",
+                                   path, name);
+        return eddy__error_set(err, rc, "plan", "%s: cannot add action '%s': %s", path, name,
+                               eddy_strerror(rc));
+    }
+    return EDDY_OK;
+}
+
+int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
+                          eddy_error **err)
+{
+    if (plan == NULL || path == NULL)
+        return EDDY_EINVAL;
+    if (plan->lang != NULL && plan->lang_free != lang_free)
+        return eddy__error_set(err, EDDY_EINVAL, "plan",
+                               "%s: the plan already holds another language runtime", path);
+    int rc = eddy__py_acquire(err);
+    if (rc != EDDY_OK)
+        return rc;
+    if (plan->lang == NULL) {
+        plan->lang = &py_users;
+        plan->lang_free = lang_free;
+    } else {
+        eddy__py_release(); /* the plan holds the interpreter already */
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *args[2] = {PyUnicode_DecodeFSDefault(path), agent_class != NULL
+                                                              ? PyUnicode_FromString(agent_class)
+                                                              : Py_NewRef(Py_None)};
+    PyObject *list = NULL;
+    if (args[0] != NULL && args[1] != NULL)
+        list = PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_load"), args, 2, NULL);
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[1]);
+    if (list == NULL)
+        rc = load_error(err, path);
+    else
+        rc = add_actions(plan, path, list, err);
+    Py_XDECREF(list);
+    PyGILState_Release(g);
+    return rc;
+}

@@ -1,0 +1,1069 @@
+/*
+ * The `eddy` module: RunnerContext, MemoryObject and the call awaitables in
+ * C; Event, Agent, action and the journal codecs in Python (module_py.h),
+ * exec'd into the module after the C types. See the design notes in py.h.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/event.h"
+#include "core/memory.h"
+#include "py/py.h"
+
+#include "py/module_py.h"
+
+eddy__py_mod eddy__py;
+
+/* Borrowed Python-level helper of the module. */
+static PyObject *helper(const char *name)
+{
+    PyObject *h = PyDict_GetItemString(eddy__py.helpers, name);
+    if (h == NULL)
+        PyErr_Format(PyExc_SystemError, "eddy module helper %s is missing", name);
+    return h;
+}
+
+static PyObject *call_helper(const char *name, PyObject *const *args, size_t n)
+{
+    PyObject *h = helper(name);
+    return h != NULL ? PyObject_Vectorcall(h, args, n, NULL) : NULL;
+}
+
+/* A malloc'd copy of a str (NULL for None), or NULL with an exception. */
+static int str_dup(PyObject *s, char **out)
+{
+    *out = NULL;
+    if (s == Py_None)
+        return 0;
+    const char *u = PyUnicode_AsUTF8(s);
+    if (u == NULL)
+        return -1;
+    if ((*out = strdup(u)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* The exception being raised, normalised, with its traceback; cleared. */
+static PyObject *fetch_exception(void)
+{
+    PyObject *type, *val, *tb;
+    PyErr_Fetch(&type, &val, &tb);
+    PyErr_NormalizeException(&type, &val, &tb);
+    if (val != NULL && tb != NULL)
+        PyException_SetTraceback(val, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return val;
+}
+
+static void raise_exception(PyObject *exc)
+{
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+}
+
+/* ---------------------------------------------------------------- RunnerContext */
+
+typedef struct ctx_obj {
+    PyObject ob_base;
+    eddy_ctx *task; /* NULL once the action execution ended */
+} ctx_obj;
+
+PyObject *eddy__py_ctx_new(eddy_ctx *t)
+{
+    ctx_obj *c = PyObject_New(ctx_obj, eddy__py.ctx_type);
+    if (c != NULL)
+        c->task = t;
+    return (PyObject *)c;
+}
+
+eddy_ctx *eddy__py_ctx_task(PyObject *ctxobj)
+{
+    return ((ctx_obj *)ctxobj)->task;
+}
+
+void eddy__py_ctx_invalidate(PyObject *ctxobj)
+{
+    if (ctxobj != NULL)
+        ((ctx_obj *)ctxobj)->task = NULL;
+}
+
+static void ctx_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* The live task of a context, on its mailbox thread; else NULL with an error. */
+static eddy_ctx *ctx_task(PyObject *self, const char *what)
+{
+    eddy_ctx *t = ((ctx_obj *)self)->task;
+    if (t == NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this RunnerContext belongs to an action execution that has ended", what);
+        return NULL;
+    }
+    if (!eddy__runtime_on_thread(t->rt)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s can only be used by the action itself, on eddy's mailbox thread; not "
+                     "from a function run by execute_async/durable_execute_async or from "
+                     "another thread",
+                     what);
+        return NULL;
+    }
+    return t;
+}
+
+static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
+{
+    eddy_ctx *t = ctx_task(self, "RunnerContext.send_event");
+    if (t == NULL)
+        return NULL;
+    PyObject *event_cls = helper("Event");
+    if (event_cls == NULL)
+        return NULL;
+    int is = PyObject_IsInstance(ev, event_cls);
+    if (is <= 0) {
+        if (is == 0)
+            PyErr_Format(PyExc_TypeError,
+                         "send_event takes an eddy.Event (or a subclass), not '%s'",
+                         Py_TYPE(ev)->tp_name);
+        return NULL;
+    }
+    PyObject *tname = call_helper("_type_name_of", &ev, 1);
+    PyObject *attrs = tname != NULL ? call_helper("_attributes", &ev, 1) : NULL;
+    const char *type = tname != NULL ? PyUnicode_AsUTF8(tname) : NULL;
+    json_t *jattrs = type != NULL && attrs != NULL ? json_object() : NULL;
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    int ok = jattrs != NULL;
+    while (ok && PyDict_Next(attrs, &pos, &k, &v)) {
+        const char *ks = PyUnicode_AsUTF8(k);
+        if (ks == NULL) {
+            ok = 0;
+            break;
+        }
+        PyObject *what = PyUnicode_FromFormat("%s attribute '%s'", type, ks);
+        json_t *jv = what != NULL ? eddy__py_to_json(v, PyUnicode_AsUTF8(what)) : NULL;
+        Py_XDECREF(what);
+        if (jv == NULL || json_object_set_new(jattrs, ks, jv) != 0) {
+            ok = 0;
+            break;
+        }
+    }
+    if (jattrs == NULL && type != NULL && attrs != NULL)
+        PyErr_NoMemory();
+    eddy_event *cev = NULL;
+    if (ok) {
+        cev = eddy_event_new(type, jattrs);
+        jattrs = NULL;
+        if (cev == NULL)
+            PyErr_NoMemory();
+    }
+    json_decref(jattrs);
+    Py_XDECREF(tname);
+    Py_XDECREF(attrs);
+    if (cev == NULL)
+        return NULL;
+    int rc = eddy_ctx_send_event(t, cev);
+    if (rc != EDDY_OK) {
+        eddy_event_free(cev);
+        PyErr_Format(PyExc_RuntimeError, "send_event: %s", eddy_strerror(rc));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *ctx_key(PyObject *self, void *closure)
+{
+    (void)closure;
+    eddy_ctx *t = ctx_task(self, "RunnerContext.key");
+    if (t == NULL)
+        return NULL;
+    json_t *j = json_loads(eddy_ctx_key(t), JSON_DECODE_ANY, NULL);
+    if (j == NULL)
+        return PyErr_NoMemory();
+    PyObject *r = eddy__py_from_json(j);
+    json_decref(j);
+    return r;
+}
+
+static PyObject *mem_new(PyObject *ctxobj, int sensory, const char *prefix);
+
+static PyObject *ctx_stm(PyObject *self, void *closure)
+{
+    (void)closure;
+    return ctx_task(self, "RunnerContext.short_term_memory") != NULL ? mem_new(self, 0, "") : NULL;
+}
+
+static PyObject *ctx_sensory(PyObject *self, void *closure)
+{
+    (void)closure;
+    return ctx_task(self, "RunnerContext.sensory_memory") != NULL ? mem_new(self, 1, "") : NULL;
+}
+
+/* ---------------------------------------------------------------- journal codecs */
+
+/* Encode a call's outcome for the journal. An unencodable result turns into a
+ * TypeError outcome (journaled as such, so that a replay agrees). */
+static void encode_outcome(eddy__py_call *c)
+{
+    if (c->exc == NULL) {
+        PyObject *r = c->result != NULL ? c->result : Py_None;
+        PyObject *text = call_helper("_encode_value", &r, 1);
+        if (text != NULL && str_dup(text, &c->payload) == 0) {
+            Py_DECREF(text);
+            return;
+        }
+        Py_XDECREF(text);
+        PyObject *why = fetch_exception();
+        PyObject *s = why != NULL ? PyObject_Str(why) : NULL;
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "the result of durable call %s (a '%s') can be journaled neither as JSON "
+                     "nor with pickle: %S",
+                     c->fn_id, Py_TYPE(r)->tp_name, s != NULL ? s : Py_None);
+        Py_XDECREF(s);
+        Py_XDECREF(why);
+        Py_CLEAR(c->result);
+        c->exc = fetch_exception();
+    }
+    PyObject *t = call_helper("_encode_error", &c->exc, 1);
+    if (t == NULL || !PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3 ||
+        str_dup(PyTuple_GET_ITEM(t, 0), &c->err_type) != 0 ||
+        str_dup(PyTuple_GET_ITEM(t, 1), &c->err_msg) != 0 ||
+        str_dup(PyTuple_GET_ITEM(t, 2), &c->payload) != 0) {
+        PyErr_Clear();
+        if (c->err_type == NULL)
+            c->err_type = strdup(Py_TYPE(c->exc)->tp_name);
+        if (c->err_msg == NULL)
+            c->err_msg = strdup("");
+    }
+    Py_XDECREF(t);
+}
+
+/* Decode a journaled outcome into *result or *exc (one of them set). */
+static void decode_replay(const eddy__dcall *dc, PyObject **result, PyObject **exc)
+{
+    if (dc->what == EDDY_DCALL_REPLAY_OK) {
+        PyObject *text = PyUnicode_FromString(dc->payload);
+        *result = text != NULL ? call_helper("_decode_value", &text, 1) : NULL;
+        Py_XDECREF(text);
+    } else {
+        PyObject *args[3] = {PyUnicode_FromString(dc->err_type != NULL ? dc->err_type : "error"),
+                             PyUnicode_FromString(dc->err_msg != NULL ? dc->err_msg : ""),
+                             dc->payload != NULL ? PyUnicode_FromString(dc->payload)
+                                                 : Py_NewRef(Py_None)};
+        if (args[0] != NULL && args[1] != NULL && args[2] != NULL)
+            *exc = call_helper("_decode_error", args, 3);
+        for (int i = 0; i < 3; i++)
+            Py_XDECREF(args[i]);
+        if (*exc != NULL)
+            return;
+    }
+    if (*result == NULL)
+        *exc = fetch_exception();
+}
+
+/*
+ * Plan a durable call of fn(*args, **kwargs) for task t: fills *fn_id
+ * (malloc'd) and *dc; for a replay, fills *result or *exc. Returns 0, or -1
+ * with an exception set.
+ */
+static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *kwargs,
+                           char **fn_id, eddy__dcall *dc, PyObject **result, PyObject **exc)
+{
+    *fn_id = NULL;
+    *result = *exc = NULL;
+    PyObject *id = call_helper("_function_id", &fn, 1);
+    int rc = id != NULL ? str_dup(id, fn_id) : -1;
+    Py_XDECREF(id);
+    if (rc != 0)
+        return -1;
+    char digest[17] = "";
+    if (t->rt->store != NULL) {
+        PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+        PyObject *pair = kw != NULL ? PyTuple_Pack(2, args, kw) : NULL;
+        Py_XDECREF(kw);
+        if (pair == NULL)
+            goto fail;
+        json_t *j = eddy__py_to_json(pair, "args");
+        if (j != NULL) {
+            eddy__durable_digest_json(j, digest);
+            json_decref(j);
+        } else {
+            PyErr_Clear(); /* not JSON: digest the pickle (or repr) */
+            PyObject *hargs[2] = {args, kwargs != NULL ? kwargs : PyTuple_GET_ITEM(pair, 1)};
+            PyObject *b = call_helper("_args_bytes", hargs, 2);
+            if (b == NULL || !PyBytes_Check(b)) {
+                Py_XDECREF(b);
+                Py_DECREF(pair);
+                goto fail;
+            }
+            eddy__durable_digest(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), digest);
+            Py_DECREF(b);
+        }
+        Py_DECREF(pair);
+    }
+    rc = eddy__durable_plan(t, *fn_id, digest, 0, dc);
+    switch (rc) {
+    case EDDY_OK:
+        break;
+    case EDDY_ENONDET: {
+        PyObject *cls = helper("NonDeterminismError");
+        if (cls != NULL)
+            PyErr_SetString(cls, t->err != NULL ? eddy_error_message(t->err)
+                                                : "non-deterministic durable call");
+        eddy_error_free(t->err);
+        t->err = NULL;
+        goto fail;
+    }
+    case EDDY_ECANCELED:
+        PyErr_SetString(PyExc_RuntimeError, "eddy is stopping: durable call canceled");
+        goto fail;
+    default:
+        PyErr_Format(PyExc_RuntimeError, "durable call %s: %s", *fn_id, eddy_strerror(rc));
+        goto fail;
+    }
+    if (dc->what == EDDY_DCALL_REPLAY_OK || dc->what == EDDY_DCALL_REPLAY_ERROR)
+        decode_replay(dc, result, exc);
+    return 0;
+fail:
+    free(*fn_id);
+    *fn_id = NULL;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- call awaitables */
+
+static eddy__py_call *call_new(PyObject *ctxobj, PyObject *fn, PyObject *args, PyObject *kwargs)
+{
+    eddy__py_call *c = PyObject_GC_New(eddy__py_call, eddy__py.call_type);
+    if (c == NULL)
+        return NULL;
+    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+    c->ctxobj = Py_NewRef(ctxobj);
+    c->fn = Py_NewRef(fn);
+    c->args = Py_NewRef(args);
+    c->kwargs = Py_XNewRef(kwargs);
+    PyObject_GC_Track(c);
+    return c;
+}
+
+static int call_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    eddy__py_call *c = (eddy__py_call *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(c->ctxobj);
+    Py_VISIT(c->fn);
+    Py_VISIT(c->args);
+    Py_VISIT(c->kwargs);
+    Py_VISIT(c->result);
+    Py_VISIT(c->exc);
+    return 0;
+}
+
+static int call_clear(PyObject *self)
+{
+    eddy__py_call *c = (eddy__py_call *)self;
+    /* A running call is referenced by its task: never garbage. */
+    Py_CLEAR(c->ctxobj);
+    Py_CLEAR(c->fn);
+    Py_CLEAR(c->args);
+    Py_CLEAR(c->kwargs);
+    Py_CLEAR(c->result);
+    Py_CLEAR(c->exc);
+    return 0;
+}
+
+static void call_dealloc(PyObject *self)
+{
+    eddy__py_call *c = (eddy__py_call *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    call_clear(self);
+    free(c->fn_id);
+    free(c->payload);
+    free(c->err_type);
+    free(c->err_msg);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PySendResult call_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    (void)arg;
+    eddy__py_call *c = (eddy__py_call *)self;
+    if (c->state != EDDY_PY_CALL_DONE) {
+        *result = Py_NewRef(self); /* to the driver, which submits it */
+        return PYGEN_NEXT;
+    }
+    if (c->exc != NULL) {
+        raise_exception(c->exc);
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    *result = Py_NewRef(c->result != NULL ? c->result : Py_None);
+    return PYGEN_RETURN;
+}
+
+/* Iterator protocol, for `yield from` and plain next(). */
+static PyObject *iternext_of(PyObject *self,
+                             PySendResult (*send)(PyObject *, PyObject *, PyObject **))
+{
+    PyObject *r = NULL;
+    PySendResult s = send(self, Py_None, &r);
+    if (s == PYGEN_NEXT)
+        return r;
+    if (s == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, r);
+        Py_DECREF(r);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *call_iternext(PyObject *self)
+{
+    return iternext_of(self, call_send);
+}
+
+static PyObject *self_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *call_repr(PyObject *self)
+{
+    eddy__py_call *c = (eddy__py_call *)self;
+    static const char *const states[] = {"not started", "running", "done"};
+    return PyUnicode_FromFormat("<eddy %scall of %R, %s>", c->durable ? "durable " : "", c->fn,
+                                states[c->state]);
+}
+
+void eddy__py_call_work(eddy__job *job)
+{
+    eddy__py_call *c = (eddy__py_call *)((char *)job - offsetof(eddy__py_call, job));
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_Call(c->fn, c->args, c->kwargs);
+    if (r != NULL)
+        c->result = r;
+    else
+        c->exc = fetch_exception();
+    if (c->durable)
+        encode_outcome(c);
+    PyGILState_Release(g);
+}
+
+void eddy__py_call_done(eddy__job *job)
+{
+    /* Loop thread, without the GIL: only C fields are touched. */
+    eddy__py_call *c = (eddy__py_call *)((char *)job - offsetof(eddy__py_call, job));
+    eddy_ctx *t = ((ctx_obj *)c->ctxobj)->task;
+    eddy__py_task *pt = t->lang;
+    c->state = EDDY_PY_CALL_DONE;
+    if (c->durable && t->rt->store != NULL && !t->rt->stopping) {
+        int status = c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK;
+        if (eddy__durable_record(t, c->fn_id, &c->dc, status, c->payload, c->err_type,
+                                 c->err_msg) == EDDY_OK)
+            pt->commit_wait = 1;
+    }
+    if (--t->waiting > 0)
+        return;
+    if (pt->commit_wait) {
+        pt->commit_wait = 0;
+        eddy__durable_wait_commit(t);
+    } else {
+        eddy__task_ready(t);
+    }
+}
+
+/* Split (fn, *args) of a METH_VARARGS call. */
+static int split_fn(PyObject *args, const char *what, PyObject **fn, PyObject **rest)
+{
+    if (PyTuple_GET_SIZE(args) < 1 || !PyCallable_Check(PyTuple_GET_ITEM(args, 0))) {
+        PyErr_Format(PyExc_TypeError, "%s(fn, *args, **kwargs) needs a callable fn", what);
+        return -1;
+    }
+    *fn = PyTuple_GET_ITEM(args, 0);
+    *rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
+    return *rest != NULL ? 0 : -1;
+}
+
+static PyObject *ctx_execute_async(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fn, *rest;
+    if (ctx_task(self, "RunnerContext.execute_async") == NULL ||
+        split_fn(args, "execute_async", &fn, &rest) != 0)
+        return NULL;
+    eddy__py_call *c = call_new(self, fn, rest, kwargs);
+    Py_DECREF(rest);
+    return (PyObject *)c;
+}
+
+static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fn, *rest;
+    eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute_async");
+    if (t == NULL || split_fn(args, "durable_execute_async", &fn, &rest) != 0)
+        return NULL;
+    eddy__py_call *c = call_new(self, fn, rest, kwargs);
+    if (c == NULL ||
+        durable_prepare(t, fn, rest, kwargs, &c->fn_id, &c->dc, &c->result, &c->exc) != 0) {
+        Py_DECREF(rest);
+        Py_XDECREF(c);
+        return NULL;
+    }
+    Py_DECREF(rest);
+    if (c->result != NULL || c->exc != NULL)
+        c->state = EDDY_PY_CALL_DONE; /* replayed from the journal */
+    else
+        c->durable = 1;
+    return (PyObject *)c;
+}
+
+/* durable_execute: runs fn here, on the mailbox thread, and journals the
+ * outcome without waiting for the commit (see docs/python.md). */
+static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fn, *rest;
+    eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute");
+    if (t == NULL || split_fn(args, "durable_execute", &fn, &rest) != 0)
+        return NULL;
+    eddy__py_call *c = call_new(self, fn, rest, kwargs);
+    Py_DECREF(rest);
+    if (c == NULL ||
+        durable_prepare(t, fn, c->args, kwargs, &c->fn_id, &c->dc, &c->result, &c->exc) != 0) {
+        Py_XDECREF(c);
+        return NULL;
+    }
+    if (c->result == NULL && c->exc == NULL) {
+        PyObject *r = PyObject_Call(fn, c->args, kwargs);
+        if (r != NULL)
+            c->result = r;
+        else
+            c->exc = fetch_exception();
+        if (t->rt->store != NULL) {
+            encode_outcome(c);
+            eddy__durable_record(t, c->fn_id, &c->dc,
+                                 c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK, c->payload,
+                                 c->err_type, c->err_msg);
+        }
+    }
+    PyObject *r = NULL;
+    if (c->exc != NULL)
+        raise_exception(c->exc);
+    else
+        r = Py_NewRef(c->result != NULL ? c->result : Py_None);
+    Py_DECREF(c);
+    return r;
+}
+
+/* ---------------------------------------------------------------- gather */
+
+static int gather_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    eddy__py_gather *g = (eddy__py_gather *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(g->ctxobj);
+    Py_VISIT(g->calls);
+    return 0;
+}
+
+static int gather_clear(PyObject *self)
+{
+    eddy__py_gather *g = (eddy__py_gather *)self;
+    Py_CLEAR(g->ctxobj);
+    Py_CLEAR(g->calls);
+    return 0;
+}
+
+static void gather_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    gather_clear(self);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PySendResult gather_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    (void)arg;
+    eddy__py_gather *g = (eddy__py_gather *)self;
+    Py_ssize_t n = PyTuple_GET_SIZE(g->calls);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (((eddy__py_call *)PyTuple_GET_ITEM(g->calls, i))->state != EDDY_PY_CALL_DONE) {
+            *result = Py_NewRef(self);
+            return PYGEN_NEXT;
+        }
+    }
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return PYGEN_ERROR;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        eddy__py_call *c = (eddy__py_call *)PyTuple_GET_ITEM(g->calls, i);
+        if (c->exc != NULL && !g->return_exceptions) {
+            Py_DECREF(list);
+            raise_exception(c->exc);
+            *result = NULL;
+            return PYGEN_ERROR;
+        }
+        PyObject *v = c->exc != NULL ? c->exc : c->result != NULL ? c->result : Py_None;
+        PyList_SET_ITEM(list, i, Py_NewRef(v));
+    }
+    *result = list;
+    return PYGEN_RETURN;
+}
+
+static PyObject *gather_iternext(PyObject *self)
+{
+    return iternext_of(self, gather_send);
+}
+
+static PyObject *gather_repr(PyObject *self)
+{
+    return PyUnicode_FromFormat("<eddy gather of %zd calls>",
+                                PyTuple_GET_SIZE(((eddy__py_gather *)self)->calls));
+}
+
+static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    if (ctx_task(self, "RunnerContext.gather") == NULL)
+        return NULL;
+    int return_exceptions = 0;
+    if (kwargs != NULL) {
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kwargs, &pos, &k, &v)) {
+            if (PyUnicode_Check(k) &&
+                PyUnicode_CompareWithASCIIString(k, "return_exceptions") == 0) {
+                if ((return_exceptions = PyObject_IsTrue(v)) < 0)
+                    return NULL;
+            } else {
+                PyErr_Format(PyExc_TypeError, "gather() got an unexpected keyword argument %R", k);
+                return NULL;
+            }
+        }
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        if (!Py_IS_TYPE(a, eddy__py.call_type)) {
+            PyErr_Format(PyExc_TypeError,
+                         "gather() takes awaitables from ctx.execute_async() or "
+                         "ctx.durable_execute_async(), not %R",
+                         a);
+            return NULL;
+        }
+        eddy__py_call *c = (eddy__py_call *)a;
+        if (c->ctxobj != self) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "gather(): an awaitable belongs to another action execution");
+            return NULL;
+        }
+        if (c->state == EDDY_PY_CALL_RUNNING) {
+            PyErr_SetString(PyExc_RuntimeError, "gather(): a call is already being awaited");
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (PyTuple_GET_ITEM(args, j) == a) {
+                PyErr_SetString(PyExc_RuntimeError, "gather(): the same call is given twice");
+                return NULL;
+            }
+        }
+    }
+    eddy__py_gather *g = PyObject_GC_New(eddy__py_gather, eddy__py.gather_type);
+    if (g == NULL)
+        return NULL;
+    g->ctxobj = Py_NewRef(self);
+    g->calls = Py_NewRef(args);
+    g->return_exceptions = return_exceptions;
+    PyObject_GC_Track(g);
+    return (PyObject *)g;
+}
+
+/* ---------------------------------------------------------------- MemoryObject */
+
+typedef struct mem_obj {
+    PyObject ob_base;
+    PyObject *ctxobj;
+    int sensory;
+    char *prefix; /* "" for the root */
+} mem_obj;
+
+static PyObject *mem_new(PyObject *ctxobj, int sensory, const char *prefix)
+{
+    mem_obj *m = PyObject_New(mem_obj, eddy__py.mem_type);
+    if (m == NULL)
+        return NULL;
+    m->ctxobj = Py_NewRef(ctxobj);
+    m->sensory = sensory;
+    if ((m->prefix = strdup(prefix)) == NULL) {
+        Py_DECREF(m);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)m;
+}
+
+static void mem_dealloc(PyObject *self)
+{
+    mem_obj *m = (mem_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(m->ctxobj);
+    free(m->prefix);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* The memory handle and the full path of path (a str, or NULL for the
+ * object itself); the path is PyMem-allocated. NULL with an exception. */
+static eddy_memory *mem_at(PyObject *self, PyObject *path, const char *what, char **full)
+{
+    mem_obj *m = (mem_obj *)self;
+    *full = NULL;
+    eddy_ctx *t = ctx_task(m->ctxobj, what);
+    if (t == NULL)
+        return NULL;
+    const char *p = "";
+    Py_ssize_t plen = 0;
+    if (path != NULL) {
+        if (!PyUnicode_Check(path)) {
+            PyErr_Format(PyExc_TypeError, "%s: a memory path is a str, not '%s'", what,
+                         Py_TYPE(path)->tp_name);
+            return NULL;
+        }
+        if ((p = PyUnicode_AsUTF8AndSize(path, &plen)) == NULL)
+            return NULL;
+    }
+    size_t n = strlen(m->prefix);
+    char *f = PyMem_Malloc(n + (size_t)plen + 2);
+    if (f == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(f, m->prefix, n);
+    if (n > 0 && plen > 0)
+        f[n++] = '.';
+    memcpy(f + n, p, (size_t)plen + 1);
+    if (!eddy__mem_path_valid(f, path == NULL)) {
+        PyErr_Format(PyExc_ValueError, "%s: bad memory path '%s' (dotted names, no empty segment)",
+                     what, f);
+        PyMem_Free(f);
+        return NULL;
+    }
+    *full = f;
+    return m->sensory ? eddy_ctx_sensory_memory(t) : eddy_ctx_short_term_memory(t);
+}
+
+static PyObject *mem_value(PyObject *self, json_t *v, const char *full)
+{
+    if (v == NULL)
+        Py_RETURN_NONE;
+    PyObject *r = json_is_object(v)
+                      ? mem_new(((mem_obj *)self)->ctxobj, ((mem_obj *)self)->sensory, full)
+                      : eddy__py_from_json(v);
+    json_decref(v);
+    return r;
+}
+
+static PyObject *mem_get(PyObject *self, PyObject *path)
+{
+    char *full;
+    eddy_memory *mem = mem_at(self, path, "MemoryObject.get", &full);
+    if (mem == NULL)
+        return NULL;
+    PyObject *r = mem_value(self, eddy_memory_get(mem, full), full);
+    PyMem_Free(full);
+    return r;
+}
+
+static PyObject *mem_set(PyObject *self, PyObject *args)
+{
+    PyObject *path, *value;
+    if (!PyArg_ParseTuple(args, "OO:set", &path, &value))
+        return NULL;
+    char *full;
+    eddy_memory *mem = mem_at(self, path, "MemoryObject.set", &full);
+    if (mem == NULL)
+        return NULL;
+    PyObject *what = PyUnicode_FromFormat("memory path '%s'", full);
+    json_t *j = what != NULL ? eddy__py_to_json(value, PyUnicode_AsUTF8(what)) : NULL;
+    Py_XDECREF(what);
+    int rc = j != NULL ? eddy_memory_set(mem, full, j) : EDDY_OK;
+    if (rc == EDDY_EPATH)
+        PyErr_Format(PyExc_ValueError,
+                     "cannot set memory path '%s': a value stands where an object is needed, "
+                     "or an object stands at the path",
+                     full);
+    else if (rc != EDDY_OK)
+        PyErr_Format(PyExc_RuntimeError, "cannot set memory path '%s': %s", full,
+                     eddy_strerror(rc));
+    PyMem_Free(full);
+    if (j == NULL || rc != EDDY_OK)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *mem_new_object(PyObject *self, PyObject *path)
+{
+    char *full;
+    eddy_memory *mem = mem_at(self, path, "MemoryObject.new_object", &full);
+    if (mem == NULL)
+        return NULL;
+    int rc = eddy_memory_new_object(mem, full);
+    PyObject *r = NULL;
+    if (rc == EDDY_OK)
+        r = mem_new(((mem_obj *)self)->ctxobj, ((mem_obj *)self)->sensory, full);
+    else if (rc == EDDY_EPATH)
+        PyErr_Format(PyExc_ValueError,
+                     "cannot make an object at memory path '%s': a value stands there or on a "
+                     "parent",
+                     full);
+    else
+        PyErr_Format(PyExc_RuntimeError, "new_object('%s'): %s", full, eddy_strerror(rc));
+    PyMem_Free(full);
+    return r;
+}
+
+static PyObject *mem_is_exist(PyObject *self, PyObject *path)
+{
+    char *full;
+    eddy_memory *mem = mem_at(self, path, "MemoryObject.is_exist", &full);
+    if (mem == NULL)
+        return NULL;
+    int rc = eddy_memory_exists(mem, full);
+    PyMem_Free(full);
+    if (rc < 0) {
+        PyErr_SetString(PyExc_RuntimeError, eddy_strerror(rc));
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *mem_get_field_names(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    char *full;
+    eddy_memory *mem = mem_at(self, NULL, "MemoryObject.get_field_names", &full);
+    if (mem == NULL)
+        return NULL;
+    json_t *names = eddy_memory_field_names(mem, full);
+    PyMem_Free(full);
+    if (names == NULL)
+        return PyList_New(0); /* the object is gone (or was never made) */
+    PyObject *r = eddy__py_from_json(names);
+    json_decref(names);
+    return r;
+}
+
+static PyObject *mem_get_fields(PyObject *self, PyObject *unused)
+{
+    PyObject *names = mem_get_field_names(self, unused);
+    PyObject *d = names != NULL ? PyDict_New() : NULL;
+    for (Py_ssize_t i = 0; d != NULL && i < PyList_GET_SIZE(names); i++) {
+        PyObject *k = PyList_GET_ITEM(names, i);
+        PyObject *v = mem_get(self, k);
+        if (v == NULL || PyDict_SetItem(d, k, v) != 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    Py_XDECREF(names);
+    return d;
+}
+
+static PyObject *mem_repr(PyObject *self)
+{
+    mem_obj *m = (mem_obj *)self;
+    return PyUnicode_FromFormat("<eddy MemoryObject %s%s%s>", m->sensory ? "sensory" : "short-term",
+                                m->prefix[0] ? " at " : "", m->prefix);
+}
+
+/* ---------------------------------------------------------------- module functions */
+
+static PyObject *mod_to_json_text(PyObject *mod, PyObject *v)
+{
+    (void)mod;
+    json_t *j = eddy__py_to_json(v, "value");
+    if (j == NULL)
+        return NULL;
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(j);
+    if (s == NULL)
+        return PyErr_NoMemory();
+    PyObject *r = PyUnicode_FromString(s);
+    free(s);
+    return r;
+}
+
+static PyObject *mod_from_json_text(PyObject *mod, PyObject *v)
+{
+    (void)mod;
+    const char *s = PyUnicode_AsUTF8(v);
+    if (s == NULL)
+        return NULL;
+    json_error_t e;
+    json_t *j = json_loads(s, JSON_DECODE_ANY, &e);
+    if (j == NULL) {
+        PyErr_Format(PyExc_ValueError, "not JSON: %s", e.text);
+        return NULL;
+    }
+    PyObject *r = eddy__py_from_json(j);
+    json_decref(j);
+    return r;
+}
+
+/* ---------------------------------------------------------------- types and module */
+
+static PyMethodDef ctx_methods[] = {
+    {"send_event", ctx_send_event, METH_O,
+     "send_event(event): send an event; released when the action finishes."},
+    {"execute_async", (PyCFunction)(void (*)(void))ctx_execute_async, METH_VARARGS | METH_KEYWORDS,
+     "await execute_async(fn, *args, **kwargs): run fn on the worker pool (not journaled)."},
+    {"durable_execute_async", (PyCFunction)(void (*)(void))ctx_durable_execute_async,
+     METH_VARARGS | METH_KEYWORDS,
+     "await durable_execute_async(fn, *args, **kwargs): run fn on the worker pool once; "
+     "journal its result or exception."},
+    {"durable_execute", (PyCFunction)(void (*)(void))ctx_durable_execute,
+     METH_VARARGS | METH_KEYWORDS,
+     "durable_execute(fn, *args, **kwargs): run fn here once; journal its result or "
+     "exception."},
+    {"gather", (PyCFunction)(void (*)(void))ctx_gather, METH_VARARGS | METH_KEYWORDS,
+     "await gather(aw1, aw2, ..., return_exceptions=False): run calls at once; results in "
+     "order."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef ctx_getset[] = {
+    {"key", ctx_key, NULL, "the key of the running action execution", NULL},
+    {"short_term_memory", ctx_stm, NULL, "the key's short-term memory (kept across runs)", NULL},
+    {"sensory_memory", ctx_sensory, NULL, "the key's sensory memory (cleared when the run ends)",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot ctx_slots[] = {
+    {Py_tp_dealloc, ctx_dealloc},
+    {Py_tp_methods, ctx_methods},
+    {Py_tp_getset, ctx_getset},
+    {Py_tp_doc, "The context of an action execution (handed to the action)."},
+    {0, NULL},
+};
+
+static PyType_Spec ctx_spec = {"eddy.RunnerContext", sizeof(ctx_obj), 0,
+                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, ctx_slots};
+
+static PyMethodDef mem_methods[] = {
+    {"get", mem_get, METH_O, "get(path): the value at path (objects as MemoryObject), or None."},
+    {"set", mem_set, METH_VARARGS, "set(path, value): set a JSON value; parents are created."},
+    {"new_object", mem_new_object, METH_O, "new_object(path): an object at path."},
+    {"is_exist", mem_is_exist, METH_O, "is_exist(path): whether path exists."},
+    {"get_field_names", mem_get_field_names, METH_NOARGS, "the field names of this object."},
+    {"get_fields", mem_get_fields, METH_NOARGS, "the fields of this object, as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot mem_slots[] = {
+    {Py_tp_dealloc, mem_dealloc},
+    {Py_tp_methods, mem_methods},
+    {Py_tp_repr, mem_repr},
+    {Py_tp_doc, "An object in a key's memory, addressed by dotted paths."},
+    {0, NULL},
+};
+
+static PyType_Spec mem_spec = {"eddy.MemoryObject", sizeof(mem_obj), 0,
+                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, mem_slots};
+
+static PyType_Slot call_slots[] = {
+    {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
+    {Py_tp_repr, call_repr},       {Py_tp_iter, PyObject_SelfIter}, {Py_tp_iternext, call_iternext},
+    {Py_am_await, self_await},     {Py_am_send, call_send},         {0, NULL},
+};
+
+static PyType_Spec call_spec = {
+    "eddy.Call", sizeof(eddy__py_call), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, call_slots};
+
+static PyType_Slot gather_slots[] = {
+    {Py_tp_dealloc, gather_dealloc},
+    {Py_tp_traverse, gather_traverse},
+    {Py_tp_clear, gather_clear},
+    {Py_tp_repr, gather_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, gather_iternext},
+    {Py_am_await, self_await},
+    {Py_am_send, gather_send},
+    {0, NULL},
+};
+
+static PyType_Spec gather_spec = {
+    "eddy.Gather", sizeof(eddy__py_gather), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, gather_slots};
+
+static PyMethodDef mod_methods[] = {
+    {"_to_json_text", mod_to_json_text, METH_O, NULL},
+    {"_from_json_text", mod_from_json_text, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef mod_def = {
+    PyModuleDef_HEAD_INIT,
+    "eddy",
+    "eddy: event-driven agents over keyed streams (built into the eddy runtime).",
+    -1,
+    mod_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL};
+
+static int add_type(PyObject *m, PyType_Spec *spec, PyTypeObject **out)
+{
+    PyObject *t = PyType_FromSpec(spec);
+    if (t == NULL)
+        return -1;
+    const char *dot = strrchr(spec->name, '.');
+    if (PyModule_AddObjectRef(m, dot + 1, t) != 0) {
+        Py_DECREF(t);
+        return -1;
+    }
+    *out = (PyTypeObject *)t; /* the reference is released at finalisation */
+    return 0;
+}
+
+PyObject *eddy__py_module_init(void)
+{
+    PyObject *m = PyModule_Create(&mod_def);
+    if (m == NULL)
+        return NULL;
+    memset(&eddy__py, 0, sizeof(eddy__py));
+    if (add_type(m, &ctx_spec, &eddy__py.ctx_type) != 0 ||
+        add_type(m, &mem_spec, &eddy__py.mem_type) != 0 ||
+        add_type(m, &call_spec, &eddy__py.call_type) != 0 ||
+        add_type(m, &gather_spec, &eddy__py.gather_type) != 0)
+        goto fail;
+    PyObject *d = PyModule_GetDict(m);
+    if (PyDict_SetItemString(d, "__builtins__", PyEval_GetBuiltins()) != 0)
+        goto fail;
+    PyObject *r = PyRun_String(eddy_module_py, Py_file_input, d, d);
+    if (r == NULL)
+        goto fail;
+    Py_DECREF(r);
+    eddy__py.module = Py_NewRef(m); /* released at finalisation */
+    eddy__py.helpers = d;
+    return m;
+fail:
+    Py_XDECREF(eddy__py.ctx_type);
+    Py_XDECREF(eddy__py.mem_type);
+    Py_XDECREF(eddy__py.call_type);
+    Py_XDECREF(eddy__py.gather_type);
+    memset(&eddy__py, 0, sizeof(eddy__py));
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,130 @@
+/*
+ * Python agents: the embedded interpreter, the `eddy` module and the driver
+ * of Python action executions.
+ *
+ * Design notes
+ * ------------
+ * One interpreter per process, initialised by the first
+ * eddy_plan_load_python() (Py_InitializeEx(0): no signal handlers) and
+ * finalised when the last plan that uses it is freed.
+ *
+ * The GIL: the loading thread (the future mailbox thread) releases the GIL as
+ * soon as the interpreter is up. From then on every entry into Python takes
+ * it (PyGILState_Ensure) and gives it back when it returns: the mailbox
+ * holds it only while it steps Python code, never while the loop waits;
+ * workers take it to run the functions handed to ctx.execute_async() and
+ * friends.
+ *
+ * A Python action execution keeps its state in task->lang (a py_task): the
+ * RunnerContext handed to the action and, for an `async def` action, its
+ * coroutine. Coroutines are stepped with PyIter_Send() on the mailbox
+ * thread's own stack, never on a C coroutine stack (task->coro stays NULL).
+ * The awaitables that ctx.execute_async(), ctx.durable_execute_async() and
+ * ctx.gather() return yield themselves to the driver the first time they are
+ * awaited; the driver submits their pool jobs and suspends the task. The
+ * jobs' done callbacks (loop thread, no GIL) journal durable outcomes and
+ * make the task ready (or queue it for the group commit) when the last one
+ * completed; the next step sends None and the awaitable returns its result
+ * or raises. Anything else yielded is refused with a TypeError thrown into
+ * the coroutine.
+ *
+ * Durable calls follow the C rules (src/exec/durable.h): the journal
+ * position is taken when ctx.durable_execute_async() is called, the outcome
+ * is encoded on the worker (JSON, or pickle in a JSON wrapper) and journaled
+ * by the done callback, and the task resumes after the commit.
+ */
+#ifndef EDDY_PY_PY_H
+#define EDDY_PY_PY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "exec/durable.h"
+#include "exec/runtime.h"
+
+/* ---------------------------------------------------------------- conversion (GIL held) */
+
+/* New Python value for j (NULL is None); NULL with an exception set. */
+PyObject *eddy__py_from_json(const json_t *j);
+
+/*
+ * New JSON value for o: dict (str keys), list, tuple, str, int (64-bit),
+ * float (finite), bool, None. On failure returns NULL with a TypeError (or
+ * ValueError, OverflowError) whose message starts with what and names the
+ * place inside o ("attribute 'x' at ['a'][2]: ...").
+ */
+json_t *eddy__py_to_json(PyObject *o, const char *what);
+
+/* ---------------------------------------------------------------- interpreter */
+
+/* Initialise the interpreter (first call) and take a reference on it. The
+ * GIL is not held on return. */
+int eddy__py_acquire(eddy_error **err);
+/* Drop a reference; the last one finalises the interpreter. */
+void eddy__py_release(void);
+
+/* ---------------------------------------------------------------- the eddy module */
+
+/* Types and helpers of the module, valid while the interpreter lives. */
+typedef struct eddy__py_mod {
+    PyObject *module;
+    PyTypeObject *ctx_type;
+    PyTypeObject *mem_type;
+    PyTypeObject *call_type;
+    PyTypeObject *gather_type;
+    PyObject *helpers; /* the module's dict: the Python-level helpers */
+} eddy__py_mod;
+
+extern eddy__py_mod eddy__py;
+
+/* The module's init function (for PyImport_AppendInittab). */
+PyObject *eddy__py_module_init(void);
+
+/* A call awaitable (ctx.execute_async, ctx.durable_execute_async). */
+enum { EDDY_PY_CALL_NEW = 0, EDDY_PY_CALL_RUNNING, EDDY_PY_CALL_DONE };
+
+typedef struct eddy__py_call {
+    PyObject ob_base;
+    eddy__job job;
+    PyObject *ctxobj; /* the owner RunnerContext */
+    PyObject *fn, *args, *kwargs;
+    int state;
+    int durable;
+    char *fn_id;    /* durable: module + qualified name */
+    eddy__dcall dc; /* durable: the call's planned position */
+    PyObject *result, *exc;
+    /* Durable: the outcome encoded by the worker for the journal. */
+    char *payload, *err_type, *err_msg;
+} eddy__py_call;
+
+typedef struct eddy__py_gather {
+    PyObject ob_base;
+    PyObject *ctxobj;
+    PyObject *calls; /* tuple of eddy__py_call */
+    int return_exceptions;
+} eddy__py_gather;
+
+/* What a Python action execution keeps in task->lang. */
+typedef struct eddy__py_task {
+    PyObject *ctxobj;  /* the RunnerContext handed to the action */
+    PyObject *coro;    /* an async action's coroutine while unfinished */
+    PyObject *waiting; /* the call or gather it waits for */
+    int commit_wait;   /* a durable outcome was journaled: resume after the commit */
+} eddy__py_task;
+
+/* A new RunnerContext for task t. */
+PyObject *eddy__py_ctx_new(eddy_ctx *t);
+/* The task of a RunnerContext, NULL once invalidated. */
+eddy_ctx *eddy__py_ctx_task(PyObject *ctxobj);
+/* The action execution ended: the context (and its memory objects) refuse
+ * further use. */
+void eddy__py_ctx_invalidate(PyObject *ctxobj);
+
+/* The job callbacks of a call (agent.c). */
+void eddy__py_call_work(eddy__job *job);
+void eddy__py_call_done(eddy__job *job);
+
+/* Set the task's failure from the Python exception being raised (cleared). */
+void eddy__py_fail_task(eddy_ctx *t);
+
+#endif /* EDDY_PY_PY_H */

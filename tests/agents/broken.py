@@ -1,0 +1,4 @@
+"""Does not import: raises while loading."""
+from eddy import Agent
+
+raise ImportError("this agent is broken on purpose")

@@ -1,0 +1,248 @@
+"""The Python agent the end-to-end tests drive. Each input record names an
+"op"; the "dispatch" action does what the op says."""
+import asyncio
+import os
+import threading
+import time
+
+from eddy import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
+
+
+class Step(Event):
+    pass
+
+
+class Fanned(Event):
+    pass
+
+
+class CustomError(Exception):
+    def __init__(self, message, code=0):
+        super().__init__(message, code)
+        self.code = code
+
+
+class Unpicklable(Exception):
+    """Pickles, but cannot be re-created from its args."""
+
+    def __init__(self, a, b):
+        super().__init__("%s/%s" % (a, b))
+
+
+def now_us():
+    return int(time.monotonic() * 1e6)
+
+
+def sleep_call(x, ms):
+    t0 = now_us()
+    if ms:
+        time.sleep(ms / 1000)
+    return {"x": x + 1, "start": t0, "end": now_us()}
+
+
+def spin(seconds):
+    """Pure Python work: needs the GIL throughout."""
+    t0 = now_us()
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return {"start": t0, "end": now_us(), "n": n}
+
+
+def count(path, value):
+    """A side effect that the tests count: one line per real call."""
+    with open(path, "a") as f:
+        f.write("called\n")
+    return value
+
+
+def count_and_raise(path, kind):
+    with open(path, "a") as f:
+        f.write("called\n")
+    if kind == "custom":
+        raise CustomError("custom failure", code=7)
+    if kind == "unpicklable":
+        raise Unpicklable("a", "b")
+    raise ValueError("value failure")
+
+
+def crash_if(flag):
+    if flag and os.path.exists(flag):
+        os._exit(3)
+
+
+def out(ctx, rec, **fields):
+    o = {"key": rec["key"], "seq": rec.get("seq")}
+    o.update(fields)
+    ctx.send_event(OutputEvent(output=o))
+
+
+class TestAgent(Agent):
+    @action(InputEvent)
+    @staticmethod
+    async def dispatch(event: InputEvent, ctx: RunnerContext):
+        rec = event.input
+        op = rec["op"]
+        if op == "chain":
+            ctx.short_term_memory.set("chain.x", rec["x"] + 1)
+            ctx.send_event(Step(rec=rec))
+        elif op == "sleep":
+            r = await ctx.execute_async(sleep_call, rec.get("x", 0), rec["ms"])
+            out(ctx, rec, start=r["start"], end=r["end"])
+        elif op == "chain_async":
+            x = rec["x"]
+            for _ in range(3):
+                x = (await ctx.execute_async(sleep_call, x, rec.get("ms", 0)))["x"]
+            out(ctx, rec, x=x)
+        elif op == "gather":
+            n, ms = rec["n"], rec["ms"]
+            t0 = time.monotonic()
+            rs = await ctx.gather(*[ctx.execute_async(sleep_call, i, ms) for i in range(n)])
+            out(ctx, rec, xs=[r["x"] for r in rs], elapsed=time.monotonic() - t0)
+        elif op == "gather_durable":
+            rs = await ctx.gather(ctx.durable_execute_async(count, rec["counter"], 1),
+                                  ctx.execute_async(sleep_call, 1, 1),
+                                  ctx.durable_execute_async(count, rec["counter"], 3))
+            crash_if(rec.get("crash"))
+            out(ctx, rec, rs=[rs[0], rs[1]["x"], rs[2]])
+        elif op == "durable":
+            v = await ctx.durable_execute_async(count, rec["counter"], {"v": rec["x"]})
+            crash_if(rec.get("crash"))
+            out(ctx, rec, v=v)
+        elif op == "durable_object":
+            # A result that is not JSON goes through pickle.
+            v = await ctx.durable_execute_async(count, rec["counter"], {1, 2, 3})
+            crash_if(rec.get("crash"))
+            out(ctx, rec, v=sorted(v), t=type(v).__name__)
+        elif op == "durable_sync":
+            v = ctx.durable_execute(count, rec["counter"], rec["x"] * 10)
+            await ctx.execute_async(sleep_call, 0, 0)  # lets the journal commit
+            crash_if(rec.get("crash"))
+            out(ctx, rec, v=v)
+        elif op == "durable_error":
+            try:
+                await ctx.durable_execute_async(count_and_raise, rec["counter"], rec["kind"])
+                out(ctx, rec, error=None)
+            except Exception as e:  # noqa: BLE001
+                crash_if(rec.get("crash"))
+                out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
+                    message=str(e), code=getattr(e, "code", None),
+                    type_name=getattr(e, "type_name", None))
+        elif op == "raise":
+            raise ValueError("bad input %s" % rec.get("seq"))
+        elif op == "raise_async":
+            await ctx.durable_execute_async(count_and_raise, rec["counter"], "value")
+        elif op == "memory":
+            memory_ops(ctx, rec)
+        elif op == "sensory":
+            sm = ctx.sensory_memory
+            stm = ctx.short_term_memory
+            out(ctx, rec, sensory_before=sm.get("seen"), stm_before=stm.get("seen"))
+            sm.set("seen", rec["seq"])
+            stm.set("seen", rec["seq"])
+            ctx.send_event(Step(rec=rec))
+        elif op == "bad_attr":
+            ctx.send_event(Step(rec=rec, bad={"inner": [1, {2, 3}]}))
+        elif op == "bad_attr_caught":
+            try:
+                ctx.send_event(Step(rec=rec, when=time))
+            except TypeError as e:
+                out(ctx, rec, error=str(e))
+        elif op == "asyncio_sleep0":
+            await asyncio.sleep(0)
+        elif op == "asyncio_sleep":
+            await asyncio.sleep(0.01)
+        elif op == "wrong_thread":
+            r = await ctx.execute_async(use_ctx, ctx)
+            out(ctx, rec, errors=r)
+        elif op == "spin":
+            r = await ctx.execute_async(spin, rec["seconds"])
+            out(ctx, rec, start=r["start"], end=r["end"], n=r["n"])
+        elif op == "quick":
+            r = await ctx.execute_async(sleep_call, 0, 0)
+            out(ctx, rec, start=r["start"], end=r["end"], stepped=now_us())
+        elif op == "fan":
+            ctx.send_event(Fanned(rec=rec))
+        elif op == "key":
+            out(ctx, rec, ctx_key=ctx.key, thread=threading.current_thread().name)
+        elif op == "finished_ctx":
+            TestAgent.saved = ctx
+        elif op == "use_saved":
+            try:
+                TestAgent.saved.short_term_memory
+                out(ctx, rec, error=None)
+            except RuntimeError as e:
+                out(ctx, rec, error=str(e))
+        else:
+            raise KeyError("unknown op %r" % op)
+
+    @action(Step)
+    @staticmethod
+    def after_step(event: Step, ctx: RunnerContext):
+        rec = event.rec
+        if rec["op"] == "chain":
+            out(ctx, rec, x=ctx.short_term_memory.get("chain.x") * 2)
+        elif rec["op"] == "sensory":
+            out(ctx, rec, sensory_same_run=ctx.sensory_memory.get("seen"))
+
+
+@action(Fanned)
+def fanned_module_level(event, ctx):
+    rec = event.rec
+    out(ctx, rec, by="module-level action", type=type(event).__name__)
+
+
+def use_ctx(ctx):
+    errors = []
+    for f in (lambda: ctx.send_event(Step(rec={})), lambda: ctx.short_term_memory,
+              lambda: ctx.key):
+        try:
+            f()
+            errors.append(None)
+        except RuntimeError as e:
+            errors.append(str(e))
+    return errors
+
+
+def memory_ops(ctx, rec):
+    stm = ctx.short_term_memory
+    r = {}
+    stm.set("a.b.c", 1)
+    stm.set("a.b.d", [1, "two", None, True, 2.5])
+    r["get_c"] = stm.get("a.b.c")
+    r["get_d"] = stm.get("a.b.d")
+    nested = stm.get("a.b")
+    r["nested_type"] = type(nested).__name__
+    r["nested_c"] = nested.get("c")
+    if not nested.is_exist("e"):
+        nested.set("e", {"f": "g"})  # a second set would find an object there
+    r["via_root"] = stm.get("a.b.e.f")
+    obj = stm.new_object("o.p")
+    obj.set("q", 5)
+    r["new_object"] = stm.get("o.p.q")
+    r["is_exist"] = [stm.is_exist("a.b.c"), stm.is_exist("a.x"), stm.is_exist("o.p")]
+    r["field_names"] = stm.get("a.b").get_field_names()
+    fields = stm.get("a.b").get_fields()
+    r["fields"] = {k: (type(v).__name__ if not isinstance(v, (int, list)) else v)
+                   for k, v in fields.items()}
+    r["root_names"] = stm.get_field_names()
+    r["absent"] = stm.get("nothing.here")
+    try:
+        stm.set("bad", {"k": {1, 2}})
+        r["set_bad"] = None
+    except TypeError as e:
+        r["set_bad"] = str(e)
+    try:
+        stm.set("a.b.c.d", 1)
+        r["set_below_value"] = None
+    except ValueError as e:
+        r["set_below_value"] = str(e)
+    try:
+        stm.get("a..b")
+        r["bad_path"] = None
+    except ValueError as e:
+        r["bad_path"] = str(e)
+    r["runs"] = (stm.get("runs") or 0) + 1
+    stm.set("runs", r["runs"])
+    out(ctx, rec, **r)

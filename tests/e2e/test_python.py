@@ -1,0 +1,346 @@
+"""End-to-end tests of Python agents: the Flink Agents operator scenarios,
+memory, durable calls across a crash, errors and the GIL, through the eddy
+binary and tests/agents/pyagent.py."""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eddytest import SANITIZED, SOURCE, EddyTest, read_jsonl  # noqa: E402
+
+PY_AGENTS = os.path.join(SOURCE, "tests", "agents")
+AGENT = os.path.join(PY_AGENTS, "pyagent.py")
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+class PythonTest(EddyTest):
+    def run_py(self, records, *args, agent=AGENT, **kw):
+        return self.run_eddy(records, *args, agent=agent, **kw)
+
+    # ------------------------------------------------------------ operator scenarios
+
+    def test_chain_two_actions_with_short_term_memory(self):
+        recs = [{"key": "k%d" % (i % 5), "op": "chain", "x": i, "seq": i} for i in range(50)]
+        res = self.run_py(recs)
+        self.assertOk(res)
+        self.assertEqual(sorted((o["seq"], o["x"]) for o in res.outputs()),
+                         [(i, (i + 1) * 2) for i in range(50)])
+        self.assertIn(b"100 actions", res.stderr)
+
+    def test_same_key_in_order_one_at_a_time(self):
+        recs = [{"key": "same", "op": "sleep", "ms": 5, "seq": i} for i in range(15)]
+        res = self.run_py(recs, "--async-threads", "8")
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual([o["seq"] for o in outs], list(range(15)))
+        for a, b in zip(outs, outs[1:]):
+            self.assertLessEqual(a["end"], b["start"], "runs of one key overlapped")
+
+    def test_different_keys_overlap(self):
+        n = 12
+        recs = [{"key": "k%d" % i, "op": "sleep", "ms": 150, "seq": i} for i in range(n)]
+        res = self.run_py(recs, "--async-threads", str(n))
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(len(outs), n)
+        self.assertLess(max(o["start"] for o in outs), min(o["end"] for o in outs),
+                        "calls of different keys did not overlap")
+
+    def test_chained_async_calls(self):
+        recs = [{"key": "k%d" % (i % 4), "op": "chain_async", "x": i, "seq": i, "ms": 1}
+                for i in range(40)]
+        res = self.run_py(recs)
+        self.assertOk(res)
+        self.assertEqual(sorted((o["seq"], o["x"]) for o in res.outputs()),
+                         [(i, i + 3) for i in range(40)])
+        self.assertIn(b"120 async calls", res.stderr)
+
+    def test_async_across_many_keys(self):
+        n = 300 if SANITIZED else 2000
+        recs = [{"key": i, "op": "sleep", "ms": 0, "seq": i} for i in range(n)]
+        res = self.run_py(recs)
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(sorted(o["seq"] for o in outs), list(range(n)))
+        self.assertEqual({o["key"] for o in outs}, set(range(n)))
+
+    def test_gather_overlaps_calls(self):
+        n, ms = 8, 200
+        res = self.run_py([{"key": "g", "op": "gather", "n": n, "ms": ms, "seq": 0}],
+                          "--async-threads", str(n))
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(o["xs"], list(range(1, n + 1)))  # results in order
+        self.assertLess(o["elapsed"], n * ms / 1000 / 2,
+                        "gather did not overlap its calls: %.3f s" % o["elapsed"])
+        self.assertGreaterEqual(o["elapsed"], ms / 1000 * 0.9)
+
+    def test_fan_out_and_module_level_action(self):
+        res = self.run_py([{"key": "f", "op": "fan", "seq": 1}])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"key": "f", "seq": 1, "by": "module-level action",
+                                          "type": "Fanned"}])
+
+    def test_key_and_mailbox_thread(self):
+        res = self.run_py([{"key": 42, "op": "key", "seq": 1},
+                           {"key": "s", "op": "key", "seq": 2}])
+        self.assertOk(res)
+        outs = sorted(res.outputs(), key=lambda o: o["seq"])
+        self.assertEqual([o["ctx_key"] for o in outs], [42, "s"])
+        self.assertEqual({o["thread"] for o in outs}, {"MainThread"})
+
+    # ------------------------------------------------------------ durable calls
+
+    def crash_and_resume(self, rec, expect_calls=1):
+        counter = self.path("counter")
+        crash = self.path("crash.flag")
+        state = self.path("state")
+        rec = dict(rec, counter=counter, crash=crash)
+        open(crash, "w").close()
+        first = self.run_py([rec], "--state", state)
+        self.assertEqual(first.rc, 3, "the agent should have crashed: %s" % first.stderr)
+        self.assertEqual(lines(counter), expect_calls)
+        self.assertEqual(first.outputs() if os.path.exists(first.out_path) else [], [])
+        os.unlink(crash)
+        second = self.run_py([rec], "--state", state)
+        self.assertOk(second)
+        self.assertEqual(lines(counter), expect_calls, "a journaled call ran again")
+        self.assertIn(b"durable calls replayed", second.stderr)
+        return second.outputs()
+
+    def test_durable_call_replayed_after_restart(self):
+        outs = self.crash_and_resume({"key": "d", "op": "durable", "x": 5, "seq": 1})
+        self.assertEqual(outs, [{"key": "d", "seq": 1, "v": {"v": 5}}])
+
+    def test_durable_pickled_result_replayed(self):
+        outs = self.crash_and_resume({"key": "d", "op": "durable_object", "seq": 1})
+        self.assertEqual(outs, [{"key": "d", "seq": 1, "v": [1, 2, 3], "t": "set"}])
+
+    def test_durable_sync_call_replayed(self):
+        outs = self.crash_and_resume({"key": "d", "op": "durable_sync", "x": 4, "seq": 1})
+        self.assertEqual(outs, [{"key": "d", "seq": 1, "v": 40}])
+
+    def test_durable_calls_in_gather_replayed(self):
+        outs = self.crash_and_resume({"key": "d", "op": "gather_durable", "seq": 1},
+                                     expect_calls=2)
+        self.assertEqual(outs, [{"key": "d", "seq": 1, "rs": [1, 2, 3]}])
+
+    def test_durable_exception_replayed_with_its_type(self):
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "custom",
+                                      "seq": 1})
+        self.assertEqual(outs, [{"key": "e", "seq": 1, "error": "pyagent.CustomError",
+                                 "message": "('custom failure', 7)", "code": 7,
+                                 "type_name": None}])
+
+    def test_durable_builtin_exception_replayed(self):
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "value",
+                                      "seq": 1})
+        self.assertEqual(outs[0]["error"], "builtins.ValueError")
+        self.assertEqual(outs[0]["message"], "value failure")
+
+    def test_durable_exception_fallback_type(self):
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "unpicklable",
+                                      "seq": 1})
+        self.assertEqual(outs[0]["error"], "eddy.DurableCallError")
+        self.assertEqual(outs[0]["type_name"], "pyagent.Unpicklable")
+        self.assertEqual(outs[0]["message"], "pyagent.Unpicklable: a/b")
+
+    def test_durable_without_state_runs_each_time(self):
+        counter = self.path("counter")
+        recs = [{"key": "d", "op": "durable", "x": i, "seq": i, "counter": counter}
+                for i in range(3)]
+        res = self.run_py(recs)
+        self.assertOk(res)
+        self.assertEqual(lines(counter), 3)
+        self.assertEqual([o["v"] for o in res.outputs()], [{"v": 0}, {"v": 1}, {"v": 2}])
+
+    def test_state_resume_finishes_other_keys(self):
+        counter = self.path("counter")
+        state = self.path("state")
+        recs = [{"key": "k%d" % i, "op": "durable", "x": i, "seq": i, "counter": counter}
+                for i in range(20)]
+        res = self.run_py(recs, "--state", state)
+        self.assertOk(res)
+        again = self.run_py(recs, "--state", state)
+        self.assertOk(again)
+        self.assertEqual(sorted(o["seq"] for o in again.outputs()), list(range(20)))
+        self.assertEqual(lines(counter), 20)
+
+    # ------------------------------------------------------------ errors
+
+    def test_uncaught_exception_stops_by_default(self):
+        recs = [{"key": "ok", "op": "chain", "x": 1, "seq": 0},
+                {"key": "bad", "op": "raise", "seq": 1}]
+        res = self.run_py(recs)
+        self.assertEqual(res.rc, 1)
+        err = res.stderr.decode()
+        self.assertIn("action 'dispatch' failed for key \"bad\"", err)
+        self.assertIn("ValueError: bad input 1", err)
+        self.assertIn("Traceback (most recent call last)", err)
+        self.assertIn("pyagent.py", err)
+
+    def test_uncaught_exception_skip(self):
+        counter = self.path("counter")
+        recs = [{"key": "bad", "op": "raise", "seq": 0},
+                {"key": "bad2", "op": "raise_async", "seq": 1, "counter": counter},
+                {"key": "ok", "op": "chain", "x": 1, "seq": 2},
+                {"key": "bad", "op": "chain", "x": 2, "seq": 3}]
+        res = self.run_py(recs, "--on-error", "skip")
+        self.assertOk(res)
+        self.assertEqual(sorted((o["seq"], o["x"]) for o in res.outputs()), [(2, 4), (3, 6)])
+        dead = sorted(res.dead(), key=lambda d: d["line"])
+        self.assertEqual(len(dead), 2)
+        self.assertEqual([d["error"]["type"] for d in dead], ["ValueError", "ValueError"])
+        self.assertIn("bad input 0", dead[0]["error"]["message"])
+        self.assertIn("value failure", dead[1]["error"]["message"])
+        self.assertEqual(dead[0]["action"], "dispatch")
+
+    def test_bad_attribute_value_refused(self):
+        res = self.run_py([{"key": "b", "op": "bad_attr", "seq": 0}])
+        self.assertEqual(res.rc, 1)
+        err = res.stderr.decode()
+        self.assertIn("TypeError", err)
+        self.assertIn("Step attribute 'bad' at ['inner'][1]", err)
+        self.assertIn("'set' is not JSON", err)
+
+    def test_bad_attribute_value_catchable(self):
+        res = self.run_py([{"key": "b", "op": "bad_attr_caught", "seq": 0}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertIn("Step attribute 'when'", o["error"])
+        self.assertIn("'module' is not JSON", o["error"])
+
+    def test_asyncio_refused_clearly(self):
+        for op, words in (("asyncio_sleep0", "can await only ctx.execute_async()"),
+                          ("asyncio_sleep", "without an asyncio event loop")):
+            res = self.run_py([{"key": "a", "op": op, "seq": 0}])
+            self.assertEqual(res.rc, 1, op)
+            self.assertIn(words, res.stderr.decode(), op)
+
+    def test_context_refused_on_worker_thread(self):
+        res = self.run_py([{"key": "w", "op": "wrong_thread", "seq": 0}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(len(o["errors"]), 3)
+        for e in o["errors"]:
+            self.assertIn("mailbox thread", e)
+
+    def test_context_refused_after_action_ended(self):
+        res = self.run_py([{"key": "s", "op": "finished_ctx", "seq": 0},
+                           {"key": "s", "op": "use_saved", "seq": 1}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertIn("has ended", o["error"])
+
+    # ------------------------------------------------------------ memory
+
+    def test_memory_api(self):
+        res = self.run_py([{"key": "m", "op": "memory", "seq": 0},
+                           {"key": "m", "op": "memory", "seq": 1}])
+        self.assertOk(res)
+        a, b = res.outputs()
+        self.assertEqual(a["get_c"], 1)
+        self.assertEqual(a["get_d"], [1, "two", None, True, 2.5])
+        self.assertEqual(a["nested_type"], "MemoryObject")
+        self.assertEqual(a["nested_c"], 1)
+        self.assertEqual(a["via_root"], "g")
+        self.assertEqual(a["new_object"], 5)
+        self.assertEqual(a["is_exist"], [True, False, True])
+        self.assertEqual(a["field_names"], ["c", "d", "e"])
+        self.assertEqual(a["fields"], {"c": 1, "d": [1, "two", None, True, 2.5],
+                                       "e": "MemoryObject"})
+        self.assertEqual(a["root_names"], ["a", "o"])
+        self.assertIsNone(a["absent"])
+        self.assertIn("memory path 'bad' at ['k']", a["set_bad"])
+        self.assertIn("'set' is not JSON", a["set_bad"])
+        self.assertIn("a.b.c.d", a["set_below_value"])
+        self.assertIn("bad memory path 'a..b'", a["bad_path"])
+        self.assertEqual((a["runs"], b["runs"]), (1, 2))  # short-term memory persists
+        self.assertIn("runs", b["root_names"])
+
+    def test_sensory_memory_cleared_between_runs(self):
+        res = self.run_py([{"key": "s", "op": "sensory", "seq": 0},
+                           {"key": "s", "op": "sensory", "seq": 1}])
+        self.assertOk(res)
+        outs = res.outputs()
+        firsts = [o for o in outs if "sensory_before" in o]
+        sames = [o for o in outs if "sensory_same_run" in o]
+        self.assertEqual([o["sensory_before"] for o in firsts], [None, None])
+        self.assertEqual([o["stm_before"] for o in firsts], [None, 0])
+        self.assertEqual([o["sensory_same_run"] for o in sames], [0, 1])
+
+    # ------------------------------------------------------------ the GIL
+
+    def test_workers_run_python_while_mailbox_steps_other_keys(self):
+        # One worker spins in pure Python (it needs the GIL all along) while
+        # the mailbox steps quick actions of other keys: both must progress.
+        recs = [{"key": "spin", "op": "spin", "seconds": 0.6, "seq": 0}]
+        recs += [{"key": "q%d" % i, "op": "quick", "seq": i + 1} for i in range(200)]
+        t0 = time.monotonic()
+        res = self.run_py(recs, "--async-threads", "4", "--max-in-flight", "4")
+        elapsed = time.monotonic() - t0
+        self.assertOk(res)
+        outs = res.outputs()
+        spin = [o for o in outs if o["key"] == "spin"][0]
+        quick = [o for o in outs if o["key"] != "spin"]
+        self.assertEqual(len(quick), 200)
+        during = [o for o in quick if spin["start"] < o["stepped"] < spin["end"]]
+        self.assertGreater(len(during), 20, "the mailbox did not step other keys while a "
+                           "worker ran Python")
+        self.assertGreater(spin["n"], 1000)
+        self.assertLess(elapsed, 30)
+
+    # ------------------------------------------------------------ loading
+
+    def test_load_errors_name_the_file(self):
+        cases = [("noagent.py", (), "no actions"),
+                 ("several.py", (), "several Agent subclasses (First, Second)"),
+                 ("several.py", ("--agent", "Third"), "no Agent subclass named 'Third'"),
+                 ("broken.py", (), "this agent is broken on purpose")]
+        for name, args, words in cases:
+            path = os.path.join(PY_AGENTS, name)
+            res = self.run_py([{"key": "k"}], *args, agent=path)
+            self.assertEqual(res.rc, 2, name)
+            err = res.stderr.decode()
+            self.assertIn(name, err)
+            self.assertIn(words, err)
+
+    def test_agent_option_chooses_the_class(self):
+        path = os.path.join(PY_AGENTS, "several.py")
+        res = self.run_py([{"key": "k"}], "--agent", "Second", agent=path)
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"agent": "Second", "key": "k"}])
+
+    # ------------------------------------------------------------ the example
+
+    def test_review_example(self):
+        example = os.path.join(SOURCE, "examples", "review_agent.py")
+        data = os.path.join(SOURCE, "examples", "data", "reviews.jsonl")
+        with open(data, "rb") as f:
+            text = f.read()
+        n = sum(1 for line in text.splitlines() if line.strip())
+        state = self.path("state")
+        res = self.run_eddy(None, "--state", state, agent=example,
+                            input_text=text)
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual(len(outs), n)
+        for o in outs:
+            self.assertIn(o["score"], range(1, 6))
+            self.assertIn("product_id", o)
+        # The last output of each product carries the running summary.
+        last = {}
+        for o in outs:
+            last[o["product_id"]] = o
+        self.assertEqual(sum(o["reviews_seen"] for o in last.values()), n)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,295 @@
+/*
+ * Unit tests of the Python layer: JSON <-> Python conversion, loading errors,
+ * the interpreter's finalisation and re-initialisation, and a small runtime
+ * run of a Python agent whose worker calls and mailbox steps both run Python
+ * (this test is in the ThreadSanitizer list).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "py/py.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static int setup_py(void **state)
+{
+    (void)state;
+    return eddy__py_acquire(NULL) == EDDY_OK ? 0 : -1;
+}
+
+static int teardown_py(void **state)
+{
+    (void)state;
+    eddy__py_release();
+    return 0;
+}
+
+/* Evaluate a Python expression (GIL held). */
+static PyObject *eval(const char *expr)
+{
+    PyObject *main = PyImport_AddModule("__main__");
+    PyObject *g = PyModule_GetDict(main);
+    PyObject *r = PyRun_String(expr, Py_eval_input, g, g);
+    if (r == NULL)
+        PyErr_Print();
+    assert_non_null(r);
+    return r;
+}
+
+/* The message of the failed conversion of expr, or NULL when it converts. */
+static char *conversion_error(const char *expr, PyObject *want_type)
+{
+    PyObject *v = eval(expr);
+    json_t *j = eddy__py_to_json(v, "attribute 'x'");
+    Py_DECREF(v);
+    if (j != NULL) {
+        json_decref(j);
+        return NULL;
+    }
+    assert_true(PyErr_ExceptionMatches(want_type));
+    PyObject *type, *val, *tb;
+    PyErr_Fetch(&type, &val, &tb);
+    PyObject *s = PyObject_Str(val);
+    char *msg = strdup(PyUnicode_AsUTF8(s));
+    Py_XDECREF(s);
+    Py_XDECREF(type);
+    Py_XDECREF(val);
+    Py_XDECREF(tb);
+    return msg;
+}
+
+static char *write_temp(const char *suffix, const char *text)
+{
+    char *path = malloc(64);
+    snprintf(path, 64, "/tmp/eddy-test-py-XXXXXX%s", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+/* ---------------------------------------------------------------- conversion */
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    PyGILState_STATE g = PyGILState_Ensure();
+    const char *text = "{\"a\": [1, -2, 2.5, \"s\\u00e9\", true, false, null, {}], "
+                       "\"b\": {\"c\": {\"d\": []}}, \"big\": 9007199254740993, \"\": \"\"}";
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    PyObject *p = eddy__py_from_json(j);
+    assert_non_null(p);
+    PyObject *want = eval("{'a': [1, -2, 2.5, 's\\u00e9', True, False, None, {}], "
+                          "'b': {'c': {'d': []}}, 'big': 9007199254740993, '': ''}");
+    assert_int_equal(PyObject_RichCompareBool(p, want, Py_EQ), 1);
+    json_t *back = eddy__py_to_json(p, "value");
+    assert_non_null(back);
+    assert_true(json_equal(j, back));
+    /* Types survive: True stays a bool, 1 an int, 2.5 a float. */
+    json_t *a = json_object_get(back, "a");
+    assert_true(json_is_integer(json_array_get(a, 0)));
+    assert_true(json_is_real(json_array_get(a, 2)));
+    assert_true(json_is_true(json_array_get(a, 4)));
+    Py_DECREF(p);
+    Py_DECREF(want);
+    json_decref(j);
+    json_decref(back);
+    /* Tuples become arrays; None alone is null. */
+    PyObject *t = eval("(1, (2, 3))");
+    json_t *jt = eddy__py_to_json(t, "value");
+    char *s = json_dumps(jt, JSON_COMPACT);
+    assert_string_equal(s, "[1,[2,3]]");
+    free(s);
+    json_decref(jt);
+    Py_DECREF(t);
+    PyObject *none = eddy__py_from_json(NULL);
+    assert_ptr_equal(none, Py_None);
+    Py_DECREF(none);
+    PyGILState_Release(g);
+}
+
+static void test_errors_name_the_place(void **state)
+{
+    (void)state;
+    PyGILState_STATE g = PyGILState_Ensure();
+    char *m = conversion_error("{'a': [1, {2, 3}]}", PyExc_TypeError);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "attribute 'x' at ['a'][1]: a value of type 'set' is not JSON"));
+    free(m);
+    m = conversion_error("{1: 'one'}", PyExc_TypeError);
+    assert_non_null(strstr(m, "dict keys must be str for JSON, not 'int'"));
+    free(m);
+    m = conversion_error("[2 ** 64]", PyExc_OverflowError);
+    assert_non_null(strstr(m, "at [0]: integer ('int') does not fit in 64 bits"));
+    free(m);
+    m = conversion_error("{'f': float('nan')}", PyExc_ValueError);
+    assert_non_null(strstr(m, "NaN and infinity"));
+    free(m);
+    m = conversion_error("object()", PyExc_TypeError);
+    assert_string_equal(m, "attribute 'x': a value of type 'object' is not JSON (use dict with "
+                           "str keys, list, tuple, str, int, float, bool or None)");
+    free(m);
+    /* A cycle is refused, not followed forever. */
+    PyObject *main = PyModule_GetDict(PyImport_AddModule("__main__"));
+    PyObject *r = PyRun_String("cyc = []\ncyc.append(cyc)\n", Py_file_input, main, main);
+    assert_non_null(r);
+    Py_DECREF(r);
+    m = conversion_error("cyc", PyExc_ValueError);
+    assert_non_null(strstr(m, "nested too deeply"));
+    free(m);
+    /* Values at the limits convert. */
+    assert_null(conversion_error("[-2 ** 63, 2 ** 63 - 1, 1e308, '']", PyExc_TypeError));
+    PyGILState_Release(g);
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    char *none = write_temp(".py", "from eddy import Agent\nx = 1\n");
+    char *bad = write_temp(".py", "def broken(:\n");
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    assert_int_equal(eddy_plan_load_python(plan, none, NULL, &err), EDDY_EPLAN);
+    assert_non_null(strstr(eddy_error_message(err), none));
+    assert_non_null(strstr(eddy_error_message(err), "no actions"));
+    eddy_error_free(err);
+    err = NULL;
+    assert_int_equal(eddy_plan_load_python(plan, bad, NULL, &err), EDDY_EPLAN);
+    assert_non_null(strstr(eddy_error_message(err), bad));
+    assert_non_null(strstr(eddy_error_message(err), "SyntaxError"));
+    eddy_error_free(err);
+    err = NULL;
+    assert_int_equal(eddy_plan_load_python(plan, "/nonexistent/agent.py", NULL, &err), EDDY_EPLAN);
+    assert_non_null(strstr(eddy_error_message(err), "/nonexistent/agent.py"));
+    eddy_error_free(err);
+    eddy_plan_free(plan);
+    unlink(none);
+    unlink(bad);
+    free(none);
+    free(bad);
+}
+
+/* ---------------------------------------------------------------- a run */
+
+static const char *agent_py =
+    "import time\n"
+    "from eddy import Agent, Event, InputEvent, OutputEvent, action\n"
+    "class Doubled(Event):\n"
+    "    pass\n"
+    "def work(x):\n"
+    "    end = time.monotonic() + 0.002\n"
+    "    n = 0\n"
+    "    while time.monotonic() < end:\n"
+    "        n += 1\n"
+    "    return x * 2\n"
+    "class A(Agent):\n"
+    "    @action(InputEvent)\n"
+    "    @staticmethod\n"
+    "    async def first(event, ctx):\n"
+    "        x = event.input['x']\n"
+    "        a, b = await ctx.gather(ctx.execute_async(work, x), ctx.execute_async(work, 1))\n"
+    "        c = await ctx.durable_execute_async(work, a)\n"
+    "        ctx.short_term_memory.set('n', (ctx.short_term_memory.get('n') or 0) + 1)\n"
+    "        ctx.send_event(Doubled(x=c + b))\n"
+    "    @action(Doubled)\n"
+    "    @staticmethod\n"
+    "    def second(event, ctx):\n"
+    "        ctx.send_event(OutputEvent(output={'x': event.x, 'key': ctx.key,\n"
+    "                                           'n': ctx.short_term_memory.get('n')}))\n";
+
+static void run_agent(const char *agent, const char *in, const char *out, const char *state_dir)
+{
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    int rc = eddy_plan_load_python(plan, agent, NULL, &err);
+    if (rc != EDDY_OK)
+        fail_msg("load: %s", eddy_error_message(err));
+    eddy_config *conf = eddy_config_new();
+    assert_int_equal(eddy_config_set(conf, "input", in, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(conf, "output", out, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(conf, "async-threads", "4", NULL), EDDY_OK);
+    if (state_dir != NULL)
+        assert_int_equal(eddy_config_set(conf, "state", state_dir, NULL), EDDY_OK);
+    eddy_runtime *rt = eddy_runtime_new(plan, conf, &err);
+    if (rt == NULL)
+        fail_msg("runtime: %s", eddy_error_message(err));
+    rc = eddy_runtime_run(rt);
+    if (rc != EDDY_OK)
+        fail_msg("run: %s", eddy_error_message(eddy_runtime_error(rt)));
+    eddy_runtime_free(rt);
+    eddy_config_free(conf);
+}
+
+static void test_run_python_agent(void **state)
+{
+    (void)state;
+    char in_text[4096] = "";
+    for (int i = 0; i < 40; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "{\"key\": \"k%d\", \"x\": %d}\n", i % 7, i);
+        strcat(in_text, line);
+    }
+    char *agent = write_temp(".py", agent_py);
+    char *in = write_temp(".jsonl", in_text);
+    char out[] = "/tmp/eddy-test-py-out-XXXXXX";
+    int fd = mkstemp(out);
+    close(fd);
+    char state_dir[] = "/tmp/eddy-test-py-state-XXXXXX";
+    assert_non_null(mkdtemp(state_dir));
+    /* Twice: the interpreter is finalised after the first run's plan is
+     * freed and initialised again for the second (with a state directory). */
+    for (int round = 0; round < 2; round++) {
+        run_agent(agent, in, out, round == 0 ? NULL : state_dir);
+        FILE *f = fopen(out, "r");
+        assert_non_null(f);
+        char line[256];
+        long sum = 0;
+        int n = 0;
+        while (fgets(line, sizeof(line), f) != NULL) {
+            json_t *o = json_loads(line, 0, NULL);
+            assert_non_null(o);
+            sum += (long)json_integer_value(json_object_get(o, "x"));
+            n++;
+            json_decref(o);
+        }
+        fclose(f);
+        assert_int_equal(n, 40);
+        assert_int_equal(sum, 40 * 2 + 4 * (39 * 40 / 2)); /* each x -> 4x + 2 */
+        assert_false(Py_IsInitialized());
+    }
+    unlink(agent);
+    unlink(in);
+    unlink(out);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", state_dir);
+    assert_int_equal(system(cmd), 0);
+    free(agent);
+    free(in);
+}
+
+int main(void)
+{
+    const struct CMUnitTest conversion[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_errors_name_the_place),
+    };
+    const struct CMUnitTest runs[] = {
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_run_python_agent),
+    };
+    int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
+    failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);
+    return failed;
+}
