@@ -494,8 +494,8 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
     journal_cut(k->journal, eddy_event_id(t->event), t->action->name, idx);
     STORE_DO(rt,
-             eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event), t->action->name,
-                                     idx),
+             eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event),
+                                     t->action->name, idx),
              "cutting the journal");
     c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
     return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
