@@ -24,11 +24,11 @@ echo "-- what the state holds for customer c007:"
 
 if "$EDDY" run --help | grep -q "Python file" && [ -f examples/review_agent.py ] &&
     "$EDDY" run examples/review_agent.py --input examples/data/reviews.jsonl \
-        --output "$OUT/reviews.jsonl" --key product_id --quiet 2>/dev/null; then
+        --output "$OUT/reviews.jsonl" --quiet 2>/dev/null; then
     echo
     echo "== review_agent (Python): examples/review_agent.py over examples/data/reviews.jsonl"
     "$EDDY" run examples/review_agent.py --input examples/data/reviews.jsonl \
-        --output "$OUT/reviews.jsonl" --key product_id
+        --output "$OUT/reviews.jsonl"
     head -n 5 "$OUT/reviews.jsonl"
 fi
 echo

@@ -623,7 +623,7 @@ static char *key_arg(const char *k)
 
 static void print_json_field(const char *label, json_t *v)
 {
-    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     printf("%s%s\n", label, t != NULL ? t : "?");
     free(t);
 }
