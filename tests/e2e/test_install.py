@@ -49,5 +49,20 @@ class InstallTest(EddyTest):
                           '{"name":"grace","length":5,"visits":2}'])
 
 
+    def test_readme_python_agent(self):
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            code = re.findall(r"```python\n(.*?)```", f.read(), re.S)[0]
+        agent = self.path("readme_agent.py")
+        with open(agent, "w") as f:
+            f.write(code)
+        run = subprocess.run([EDDY, "run", agent, "--quiet"],
+                             input=b'{"key":"p1","id":"r1","review":"good"}\n'
+                                   b'{"key":"p1","id":"r2","review":"bad stuff"}\n',
+                             capture_output=True, timeout=60)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.decode().splitlines(),
+                         ['{"id":"r1","score":5}', '{"id":"r2","score":5}'])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
