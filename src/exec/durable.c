@@ -275,6 +275,18 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
     }
 }
 
+/* v as exact compact JSON text in the runtime's scratch buffer (valid until
+ * the next use of it), or NULL after failing the runtime on ENOMEM. */
+static const char *scratch_json(eddy_runtime *rt, const json_t *v)
+{
+    rt->scratch.len = 0;
+    if (eddy__json_write_ex(&rt->scratch, v, EDDY__JSONW_EXACT) != EDDY_OK) {
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return NULL;
+    }
+    return rt->scratch.p;
+}
+
 /* ---------------------------------------------------------------- admission and runs */
 
 void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in)
@@ -282,14 +294,11 @@ void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in)
     (void)k;
     if (rt->store == NULL)
         return;
-    char *rec = json_dumps(in->record, JSON_COMPACT);
-    if (rec == NULL) {
-        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+    const char *rec = scratch_json(rt, in->record);
+    if (rec == NULL)
         return;
-    }
     STORE_DO(rt, eddy__store_pending_add(rt->store, in->key, in->seq, in->line_no, rec),
              "appending an input");
-    free(rec);
 }
 
 void eddy__durable_source_pos(eddy_runtime *rt, uint64_t offset, uint64_t line)
@@ -306,15 +315,11 @@ void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
     k->journal = NULL;
     if (rt->store == NULL)
         return;
-    char *stm = json_dumps(k->stm, JSON_COMPACT);
-    if (stm == NULL) {
-        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-        return;
-    }
     STORE_DO(rt, eddy__store_journal_prune_run(rt->store, k->text, k->seq), "pruning the journal");
     STORE_DO(rt, eddy__store_pending_remove(rt->store, k->text, k->seq), "ending a run");
-    STORE_DO(rt, eddy__store_key_put(rt->store, k->text, k->next_seq, stm), "saving memory");
-    free(stm);
+    const char *stm = scratch_json(rt, k->stm);
+    if (stm != NULL)
+        STORE_DO(rt, eddy__store_key_put(rt->store, k->text, k->next_seq, stm), "saving memory");
 }
 
 /* ---------------------------------------------------------------- finished actions */
@@ -346,10 +351,10 @@ void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
         goto nomem;
     }
     events = NULL;
-    char *payload = json_dumps(rec, JSON_COMPACT);
+    const char *payload = scratch_json(rt, rec);
     json_decref(rec);
     if (payload == NULL)
-        goto nomem;
+        return;
     eddy__jrec r = {.key = k->text,
                     .seq = k->seq,
                     .event_id = eddy_event_id(t->event),
@@ -358,7 +363,6 @@ void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
                     .kind = EDDY_JREC_DONE,
                     .payload = payload};
     STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a finished action");
-    free(payload);
     return;
 nomem:
     json_decref(events);
@@ -425,11 +429,14 @@ void eddy__durable_digest(const void *bytes, size_t len, char out[17])
 
 void eddy__durable_digest_json(const json_t *args, char out[17])
 {
-    char *text =
-        args != NULL ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
-    const char *s = text != NULL ? text : "null";
-    eddy__durable_digest(s, strlen(s), out);
-    free(text);
+    /* The canonical text: compact, keys sorted, reals exact. */
+    eddy__buf b = {0};
+    if (args != NULL &&
+        eddy__json_write_ex(&b, args, EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT) == EDDY_OK)
+        eddy__durable_digest(b.p, b.len, out);
+    else
+        eddy__durable_digest("null", 4, out);
+    free(b.p);
 }
 
 void eddy__durable_wait_commit(eddy_ctx *t)
@@ -533,17 +540,17 @@ static void wait_commit(eddy_ctx *t)
 static int journal_call(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, int status,
                         const json_t *result, const eddy_error *err)
 {
-    char *payload = NULL;
+    const char *payload = NULL;
     if (status == EDDY_JCALL_OK) {
-        payload = json_dumps(result != NULL ? result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+        json_t *null = result == NULL ? json_null() : NULL;
+        payload = scratch_json(t->rt, result != NULL ? result : null);
+        json_decref(null);
         if (payload == NULL)
             return EDDY_ENOMEM;
     }
-    int rc = eddy__durable_record(t, fn_id, c, status, payload,
-                                  err != NULL ? eddy_error_type(err) : NULL,
-                                  err != NULL ? eddy_error_message(err) : NULL);
-    free(payload);
-    return rc;
+    return eddy__durable_record(t, fn_id, c, status, payload,
+                                err != NULL ? eddy_error_type(err) : NULL,
+                                err != NULL ? eddy_error_message(err) : NULL);
 }
 
 /* Run fn (inline or on the pool), normalising its failure to EDDY_ECALL with
@@ -640,6 +647,15 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     }
     wait_commit(t);
 out:
+    /* A result only with EDDY_OK, an error object only with EDDY_ECALL. */
+    if (rc != EDDY_OK) {
+        json_decref(res);
+        res = NULL;
+    }
+    if (rc != EDDY_ECALL) {
+        eddy_error_free(e);
+        e = NULL;
+    }
     if (result != NULL)
         *result = res;
     else

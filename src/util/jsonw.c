@@ -35,7 +35,7 @@ static int put(eddy__buf *b, const char *s, size_t n)
 
 static int put_string(eddy__buf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
+    static const char hex[] = "0123456789ABCDEF";
     /* Worst case: every byte becomes \u00XX. */
     if (eddy__buf_reserve(b, n * 6 + 2) != EDDY_OK)
         return -1;
