@@ -604,7 +604,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         .path = cv->input,
         .key_field = cv->key,
         .max_line_bytes = cv->max_line_bytes,
-        .max_depth = 512,
+        .max_depth = cv->max_depth,
         .start_offset = rt->source_offset,
         .start_line = rt->source_line,
         .capacity = source_capacity(cv),
