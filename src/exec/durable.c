@@ -186,6 +186,16 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
     return EDDY_OK;
 }
 
+/* Flush and sync both files; NULL, or the text of the failure. */
+static const char *sync_sinks(eddy_runtime *rt)
+{
+    if (eddy__sink_sync(rt->sink) != EDDY_OK)
+        return eddy__sink_error(rt->sink);
+    if (eddy__sink_sync(rt->dead) != EDDY_OK)
+        return eddy__sink_error(rt->dead);
+    return NULL;
+}
+
 /* Write committed outbox lines to their files, then record the files' new
  * committed lengths together with the removal of those lines. */
 static void deliver(eddy_runtime *rt)
@@ -193,18 +203,25 @@ static void deliver(eddy_runtime *rt)
     if (eddy__queue_empty(&rt->outbox_committed))
         return;
     uint64_t last = 0;
+    /* Once an output failed, nothing more is written or acknowledged: the
+     * lines stay in the outbox and a restart writes them again from the
+     * committed file length (acknowledging them here would lose them). */
+    int ok = !rt->stopping || rt->rc != EDDY_EIO;
     while (!eddy__queue_empty(&rt->outbox_committed)) {
         eddy__queue *q = eddy__queue_head(&rt->outbox_committed);
         eddy__queue_remove(q);
         outline *o = eddy__queue_data(q, outline, node);
-        if (!rt->stopping || rt->rc != EDDY_EIO)
-            write_line(rt, o->channel, o->text + 1, o->len);
+        if (ok && write_line(rt, o->channel, o->text + 1, o->len) != EDDY_OK)
+            ok = 0;
         last = o->id;
         free(o);
     }
+    if (!ok)
+        return;
     /* The files' bytes must be on disk before a commit claims them. */
-    if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK) {
-        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->sink)));
+    const char *why = sync_sinks(rt);
+    if (why != NULL) {
+        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", why));
         return;
     }
     STORE_DO(rt, eddy__store_outbox_ack(rt->store, last), "acknowledging output");
@@ -248,6 +265,7 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
     if (eddy__store_commit(rt->store) != EDDY_OK) {
         rt->store_failed = 1;
         store_failed(rt, "committing");
+        release_commit_waiters(rt); /* now: nothing else may wake the loop */
         return;
     }
     rt->stats.commits++;
@@ -759,8 +777,9 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     if ((rc = eddy__store_outbox_load(rt->store, load_outbox, rt)) != EDDY_OK)
         goto load_err;
     if (rt->outbox_last != 0) {
-        if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK)
-            return eddy__error_set(err, EDDY_EIO, "io", "%s", eddy__sink_error(rt->sink));
+        const char *why = sync_sinks(rt);
+        if (why != NULL)
+            return eddy__error_set(err, EDDY_EIO, "io", "%s", why);
         if ((rc = eddy__store_outbox_ack(rt->store, rt->outbox_last)) != EDDY_OK ||
             (rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
             (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",

@@ -140,7 +140,8 @@ struct eddy_runtime {
     eddy__queue outbox_committed;   /* output lines committed, to write to the files */
     uint64_t outbox_last;
     uint64_t source_offset, source_line; /* where the source resumes */
-    eddy__queue recovered;               /* keys with runs to resume, in arrival order */
+    int admit_cut;         /* a stop dropped inputs of an admitted batch (admit_cut()) */
+    eddy__queue recovered; /* keys with runs to resume, in arrival order */
 
     uint64_t in_flight; /* inputs admitted and not finished */
     size_t live_tasks;
