@@ -378,7 +378,15 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
     jent *e = journal_find(k->journal, t->event->id_text, t->action->name, -1);
     if (e == NULL || e->kind != EDDY_JREC_DONE)
         return 0;
-    json_t *rec = json_loads(e->payload, 0, NULL);
+    json_t *rec = NULL;
+    if (eddy__durable_decode_done(e->payload, &rec) != EDDY_OK) {
+        eddy__runtime_fail(rt, EDDY_ESTATE,
+                           eddy_error_newf("state",
+                                           "the journal record of action '%s' for key %s "
+                                           "does not decode",
+                                           t->action->name, k->text));
+        return 1;
+    }
     json_t *events = json_object_get(rec, "events");
     size_t i;
     json_t *ev;
@@ -387,15 +395,6 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *id = json_string_value(json_object_get(ev, "id"));
         json_t *attrs = json_object_get(ev, "attrs");
-        if (type == NULL || id == NULL || !json_is_object(attrs)) {
-            json_decref(rec);
-            eddy__runtime_fail(rt, EDDY_ESTATE,
-                               eddy_error_newf("state",
-                                               "the journal record of action '%s' for key %s "
-                                               "does not decode",
-                                               t->action->name, k->text));
-            return 1;
-        }
         /* Outputs were put in the outbox when the action first finished. */
         if (strcmp(type, EDDY_OUTPUT_EVENT) == 0)
             continue;
@@ -529,8 +528,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
             if (j->status == EDDY_JCALL_OK) {
                 rt->stats.durable_replayed++;
-                res = json_loads(j->payload, JSON_DECODE_ANY, NULL);
-                if (res == NULL && strcmp(j->payload, "null") != 0) {
+                if (eddy__durable_decode_result(j->payload, &res) != EDDY_OK) {
                     eddy__runtime_fail(
                         rt, EDDY_ESTATE,
                         eddy_error_newf("state",
@@ -626,6 +624,86 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
     return durable_call(ctx, 1, fn_id, args, fn, reconcile, arg, result, err);
 }
 
+/* ---------------------------------------------------------------- decoding stored records */
+
+/* 1 when s is exactly 16 lowercase hex digits (an event id). */
+static int is_event_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return 0;
+    return n == 16;
+}
+
+static int decode_object(const char *text, json_t **out)
+{
+    *out = NULL;
+    json_t *v = text != NULL ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return EDDY_ESTATE;
+    }
+    *out = v;
+    return EDDY_OK;
+}
+
+int eddy__durable_decode_done(const char *payload, json_t **rec)
+{
+    json_t *r;
+    if (decode_object(payload, &r) != EDDY_OK)
+        return EDDY_ESTATE;
+    const json_t *order = json_object_get(r, "order");
+    const json_t *events = json_object_get(r, "events");
+    const json_t *stm = json_object_get(r, "stm");
+    const json_t *sen = json_object_get(r, "sensory");
+    int ok = json_is_integer(order) && json_integer_value(order) >= 0 && json_is_array(events) &&
+             (stm == NULL || json_is_array(stm)) && (sen == NULL || json_is_array(sen));
+    size_t i;
+    const json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *id = json_string_value(json_object_get(ev, "id"));
+        if (type == NULL || *type == '\0' || id == NULL || !is_event_id(id) ||
+            !json_is_object(json_object_get(ev, "attrs")))
+            ok = 0;
+    }
+    if (!ok) {
+        json_decref(r);
+        return EDDY_ESTATE;
+    }
+    *rec = r;
+    return EDDY_OK;
+}
+
+int eddy__durable_apply_done(const json_t *rec, json_t *stm, json_t *sensory)
+{
+    const json_t *s = json_object_get(rec, "stm");
+    const json_t *x = json_object_get(rec, "sensory");
+    int rc = s != NULL ? eddy__mem_tree_apply(stm, s, 1) : EDDY_OK;
+    if (rc == EDDY_OK && x != NULL)
+        rc = eddy__mem_tree_apply(sensory, x, 1);
+    return rc == EDDY_OK || rc == EDDY_ENOMEM ? rc : EDDY_ESTATE;
+}
+
+int eddy__durable_decode_result(const char *payload, json_t **result)
+{
+    /* "null" decodes to json_null(), never to NULL. */
+    *result = payload != NULL ? json_loads(payload, JSON_DECODE_ANY, NULL) : NULL;
+    return *result != NULL ? EDDY_OK : EDDY_ESTATE;
+}
+
+int eddy__durable_decode_pending(const char *record_json, json_t **record)
+{
+    return decode_object(record_json, record);
+}
+
+int eddy__durable_decode_memory(const char *stm_json, json_t **stm)
+{
+    return decode_object(stm_json, stm);
+}
+
 /* ---------------------------------------------------------------- open and recovery */
 
 static int load_key(void *arg, const char *key, uint64_t next_seq, const char *stm_json)
@@ -634,11 +712,9 @@ static int load_key(void *arg, const char *key, uint64_t next_seq, const char *s
     eddy__key *k = eddy__runtime_key(rt, key);
     if (k == NULL)
         return EDDY_ENOMEM;
-    json_t *stm = json_loads(stm_json, 0, NULL);
-    if (!json_is_object(stm)) {
-        json_decref(stm);
+    json_t *stm = NULL;
+    if (eddy__durable_decode_memory(stm_json, &stm) != EDDY_OK)
         return EDDY_ESTATE;
-    }
     json_decref(k->stm);
     k->stm = stm;
     k->next_seq = next_seq;
@@ -655,9 +731,8 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
     eddy__input *in = calloc(1, sizeof(*in));
     if (in == NULL)
         return EDDY_ENOMEM;
-    in->record = json_loads(record_json, 0, NULL);
     in->key = strdup(key);
-    if (!json_is_object(in->record) || in->key == NULL) {
+    if (eddy__durable_decode_pending(record_json, &in->record) != EDDY_OK || in->key == NULL) {
         eddy__input_free(in);
         return EDDY_ESTATE;
     }
@@ -717,9 +792,8 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     for (size_t i = 0; i < j->n; i++) {
         if (j->v[i].kind != EDDY_JREC_DONE)
             continue;
-        json_t *rec = json_loads(j->v[i].payload != NULL ? j->v[i].payload : "", 0, NULL);
-        if (!json_is_object(rec)) {
-            json_decref(rec);
+        json_t *rec = NULL;
+        if (eddy__durable_decode_done(j->v[i].payload, &rec) != EDDY_OK) {
             rc = EDDY_ESTATE;
             break;
         }
@@ -729,11 +803,8 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     }
     qsort(d, nd, sizeof(*d), cmp_done);
     for (size_t i = 0; i < nd; i++) {
-        const json_t *stm = json_object_get(d[i].rec, "stm");
-        const json_t *sen = json_object_get(d[i].rec, "sensory");
-        if (rc == EDDY_OK && ((stm != NULL && eddy__mem_tree_apply(k->stm, stm, 1) != EDDY_OK) ||
-                              (sen != NULL && eddy__mem_tree_apply(k->sensory, sen, 1) != EDDY_OK)))
-            rc = EDDY_ESTATE;
+        if (rc == EDDY_OK)
+            rc = eddy__durable_apply_done(d[i].rec, k->stm, k->sensory);
         json_decref(d[i].rec);
     }
     k->completions = (uint32_t)nd;
