@@ -382,9 +382,9 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
     if (eddy__durable_decode_done(e->payload, &rec) != EDDY_OK) {
         eddy__runtime_fail(rt, EDDY_ESTATE,
                            eddy_error_newf("state",
-                                           "the journal record of action '%s' for key %s "
-                                           "does not decode",
-                                           t->action->name, k->text));
+                                           "%s/eddy.db: the journal record of action '%s' for "
+                                           "key %s does not decode; the state is damaged",
+                                           rt->cv->state, t->action->name, k->text));
         return 1;
     }
     json_t *events = json_object_get(rec, "events");
@@ -532,9 +532,11 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
                     eddy__runtime_fail(
                         rt, EDDY_ESTATE,
                         eddy_error_newf("state",
-                                        "the journaled result of call %lld (%s) of action '%s' "
-                                        "for key %s does not decode",
-                                        (long long)idx, fn_id, t->action->name, k->text));
+                                        "%s/eddy.db: the journaled result of call %lld (%s) of "
+                                        "action '%s' for key %s does not decode; the state is "
+                                        "damaged",
+                                        rt->cv->state, (long long)idx, fn_id, t->action->name,
+                                        k->text));
                     rc = EDDY_ESTATE;
                     goto out;
                 }
@@ -706,15 +708,23 @@ int eddy__durable_decode_memory(const char *stm_json, json_t **stm)
 
 /* ---------------------------------------------------------------- open and recovery */
 
+/* What the load callbacks share: the runtime, and which record did not decode. */
+typedef struct loader {
+    eddy_runtime *rt;
+    char bad[192];
+} loader;
+
 static int load_key(void *arg, const char *key, uint64_t next_seq, const char *stm_json)
 {
-    eddy_runtime *rt = arg;
-    eddy__key *k = eddy__runtime_key(rt, key);
+    loader *l = arg;
+    eddy__key *k = eddy__runtime_key(l->rt, key);
     if (k == NULL)
         return EDDY_ENOMEM;
     json_t *stm = NULL;
-    if (eddy__durable_decode_memory(stm_json, &stm) != EDDY_OK)
+    if (eddy__durable_decode_memory(stm_json, &stm) != EDDY_OK) {
+        snprintf(l->bad, sizeof(l->bad), "the short-term memory of key %.100s", key);
         return EDDY_ESTATE;
+    }
     json_decref(k->stm);
     k->stm = stm;
     k->next_seq = next_seq;
@@ -724,7 +734,8 @@ static int load_key(void *arg, const char *key, uint64_t next_seq, const char *s
 static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
                         const char *record_json)
 {
-    eddy_runtime *rt = arg;
+    loader *l = arg;
+    eddy_runtime *rt = l->rt;
     eddy__key *k = eddy__runtime_key(rt, key);
     if (k == NULL)
         return EDDY_ENOMEM;
@@ -733,7 +744,12 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
         return EDDY_ENOMEM;
     in->key = strdup(key);
     if (eddy__durable_decode_pending(record_json, &in->record) != EDDY_OK || in->key == NULL) {
+        int nomem = in->key == NULL;
         eddy__input_free(in);
+        if (nomem)
+            return EDDY_ENOMEM;
+        snprintf(l->bad, sizeof(l->bad), "the pending input %llu of key %.100s",
+                 (unsigned long long)seq, key);
         return EDDY_ESTATE;
     }
     in->seq = seq;
@@ -843,6 +859,7 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
                               strcmp(dead, "-") == 0 ? -2 : (int64_t)dead_pos, err)) != EDDY_OK)
         return rc;
 
+    loader ld = {.rt = rt, .bad = ""};
     /* Lines committed to the outbox but maybe not written: write them again. */
     rt->outbox_last = 0;
     if ((rc = eddy__store_outbox_load(rt->store, load_outbox, rt)) != EDDY_OK)
@@ -858,8 +875,8 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
             (rc = eddy__store_commit(rt->store)) != EDDY_OK)
             goto store_err;
     }
-    if ((rc = eddy__store_keys_load(rt->store, load_key, rt)) != EDDY_OK ||
-        (rc = eddy__store_pending_load(rt->store, load_pending, rt)) != EDDY_OK)
+    if ((rc = eddy__store_keys_load(rt->store, load_key, &ld)) != EDDY_OK ||
+        (rc = eddy__store_pending_load(rt->store, load_pending, &ld)) != EDDY_OK)
         goto load_err;
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
         EDDY_OK)
@@ -869,9 +886,8 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
 load_err:
     if (rc == EDDY_ESTATE)
         return eddy__error_set(err, EDDY_ESTATE, "state",
-                               "%s/eddy.db holds a record that does not decode; the state is "
-                               "damaged",
-                               cv->state);
+                               "%s/eddy.db: %s does not decode; the state is damaged", cv->state,
+                               ld.bad[0] != '\0' ? ld.bad : "a record");
     if (rc != EDDY_ESTORE)
         return eddy__error_set(err, rc, "state", "recovering from %s: %s", cv->state,
                                eddy_strerror(rc));
@@ -893,12 +909,13 @@ void eddy__durable_resume(eddy_runtime *rt)
         int rc = recover_run(rt, k, in->seq);
         if (rc != EDDY_OK) {
             eddy__runtime_fail(rt, rc == EDDY_ESTORE ? EDDY_ESTORE : EDDY_ESTATE,
-                               eddy_error_newf(rc == EDDY_ESTORE ? "store" : "state",
-                                               "recovering the run of key %s from %s: %s", k->text,
-                                               rt->cv->state,
-                                               rc == EDDY_ESTORE ? eddy__store_error(rt->store)
-                                                                 : "a journal record does not "
-                                                                   "decode"));
+                               rc == EDDY_ESTORE
+                                   ? eddy_error_newf("store", "recovering the run of key %s: %s",
+                                                     k->text, eddy__store_error(rt->store))
+                                   : eddy_error_newf("state",
+                                                     "%s/eddy.db: a journal record of the run of "
+                                                     "key %s does not decode; the state is damaged",
+                                                     rt->cv->state, k->text));
             return;
         }
         eddy__queue_remove(&in->node);

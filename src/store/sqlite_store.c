@@ -827,8 +827,21 @@ static int configure(sqlite_store *s, eddy_error **err)
     sqlite3_busy_timeout(s->db, 0); /* the flock keeps other eddy processes out */
 
     /* The first statement reads the file header: a file that is not a
-     * database fails here. */
-    int rc = query_one(s, "PRAGMA journal_mode=WAL", &mode, NULL);
+     * database fails here. A database of something else is refused before
+     * switching it to WAL, which would rewrite its header. */
+    sqlite3_int64 n_meta = 0, n_all = 0;
+    int rc =
+        query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                  NULL, &n_meta);
+    if (rc == SQLITE_OK)
+        rc = query_one(s, "SELECT count(*) FROM sqlite_master", NULL, &n_all);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the schema", err);
+    if (n_meta == 0 && n_all > 0)
+        return eddy__error_set(err, EDDY_ESTORE, "store",
+                               "%s is not an eddy state database: it holds other tables",
+                               s->db_path);
+    rc = query_one(s, "PRAGMA journal_mode=WAL", &mode, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "setting WAL mode", err);
     int wal = mode != NULL && strcmp(mode, "wal") == 0;
