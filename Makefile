@@ -63,6 +63,16 @@ fuzz: deps
 	    -artifact_prefix=build-fuzz/artifacts/$$t- tests/fuzz/corpus/$$t || exit 1; \
 	done
 
+# Soak: 5,000,000 inputs over 50,000 keys with async and durable calls and
+# --state; resident memory and open descriptors must stop growing after
+# warm-up (second half within 10% of the first). A short one runs in check.
+SOAK_INPUTS ?= 5000000
+SOAK_KEYS   ?= 50000
+
+soak: build
+	EDDY_BIN=$(BUILD)/eddy EDDY_TEST_AGENTS=$(BUILD)/tests/agents \
+	  python3 tests/soak/soak.py --inputs $(SOAK_INPUTS) --keys $(SOAK_KEYS) --tolerance 0.10
+
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
 check-format: deps
