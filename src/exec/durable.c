@@ -589,6 +589,8 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     int jrc = journal_call(t, idx, fn_id, digest, rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR,
                            res, e);
     if (jrc != EDDY_OK) {
+        json_decref(res); /* a failed call hands out no result */
+        res = NULL;
         rc = jrc;
         goto out;
     }

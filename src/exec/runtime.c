@@ -468,7 +468,8 @@ static void check_done(eddy_runtime *rt)
                            (rt->source == NULL || eddy__source_done(rt->source))) {
         /* Input that ended on a read error is a failure, even when the error
          * is seen here first rather than in on_source_ready(). */
-        const eddy_error *e = rt->stopping ? NULL : eddy__source_error(rt->source);
+        const eddy_error *e =
+            rt->stopping || rt->source == NULL ? NULL : eddy__source_error(rt->source);
         if (e != NULL) {
             eddy__runtime_fail(rt, EDDY_EIO, eddy__error_dup(e)); /* calls us again */
             return;
