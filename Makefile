@@ -8,7 +8,7 @@ CMAKE   ?= cmake
 PREFIX  ?= /usr/local
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 
-.PHONY: all deps build demo check test check-format format asan tsan install bench clean
+.PHONY: all deps build demo check test check-format format asan tsan fuzz soak install bench clean
 
 all: build
 
@@ -44,6 +44,35 @@ tsan: deps
 	@$(CMAKE) --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest $(CTEST_FLAGS) -L tsan
 
+# libFuzzer: build the fuzz targets with clang in build-fuzz and run each for
+# SECONDS seconds on its corpus in tests/fuzz/corpus/TARGET. New inputs are
+# added to the corpus (commit the good ones); a crash, leak or failed check
+# stops with the input saved under build-fuzz/artifacts/ and fails.
+SECONDS ?= 60
+FUZZ_TARGETS = jsonl memory store config
+
+fuzz: deps
+	@CC=clang $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDDY_WERROR=ON \
+	  -DEDDY_FUZZ=ON >/dev/null
+	@$(CMAKE) --build build-fuzz -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	@mkdir -p build-fuzz/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz_$$t: $(SECONDS) s on tests/fuzz/corpus/$$t"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    build-fuzz/tests/fuzz_$$t -max_total_time=$(SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/artifacts/$$t- tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+# Soak: 5,000,000 inputs over 50,000 keys with async and durable calls and
+# --state; resident memory and open descriptors must stop growing after
+# warm-up (second half within 10% of the first). A short one runs in check.
+SOAK_INPUTS ?= 5000000
+SOAK_KEYS   ?= 50000
+
+soak: build
+	EDDY_BIN=$(BUILD)/eddy EDDY_TEST_AGENTS=$(BUILD)/tests/agents \
+	  python3 tests/soak/soak.py --inputs $(SOAK_INPUTS) --keys $(SOAK_KEYS) --tolerance 0.10
+
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
 check-format: deps
@@ -59,4 +88,4 @@ bench: build
 	@sh scripts/bench.sh $(BUILD) $(if $(QUICK),quick,full)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

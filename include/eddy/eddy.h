@@ -341,6 +341,9 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *   max-in-flight    inputs admitted and not yet finished, at most (default 10000)
  *   on-error         "stop" (default) or "skip"
  *   max-line-bytes   longest accepted input line (default 16777216)
+ *   max-depth        deepest nesting of arrays and objects in an input line, the
+ *                    record itself counting as 1, 1..2048 (default 64); a deeper
+ *                    line goes to the dead-letter file ("nesting too deep")
  *   state            state directory; empty means in-memory (default "")
  *   commit-interval-ms  longest wait before a group commit (default 2)
  *   strict-determinism  "true" or "false" (default "false")

@@ -17,6 +17,7 @@ enum config_id {
     OPT_MAX_IN_FLIGHT,
     OPT_ON_ERROR,
     OPT_MAX_LINE_BYTES,
+    OPT_MAX_DEPTH,
     OPT_STATE,
     OPT_COMMIT_INTERVAL_MS,
     OPT_STRICT_DETERMINISM,
@@ -47,6 +48,7 @@ static const struct config_def {
     [OPT_ON_ERROR] = {"on-error", KIND_ON_ERROR, 0, 0, NULL},
     [OPT_MAX_LINE_BYTES] = {"max-line-bytes", KIND_NUMBER, EDDY__CONFIG_MAX_LINE_BYTES_MIN,
                             UINT64_MAX, NULL},
+    [OPT_MAX_DEPTH] = {"max-depth", KIND_NUMBER, 1, EDDY__CONFIG_MAX_DEPTH_MAX, NULL},
     [OPT_STATE] = {"state", KIND_TEXT_OPT, 0, 0, NULL},
     [OPT_COMMIT_INTERVAL_MS] = {"commit-interval-ms", KIND_NUMBER, 0,
                                 EDDY__CONFIG_COMMIT_INTERVAL_MS_MAX, NULL},
@@ -224,6 +226,9 @@ static int set_option(eddy_config *conf, int id, const char *value, eddy_error *
     case OPT_MAX_LINE_BYTES:
         v->max_line_bytes = n;
         break;
+    case OPT_MAX_DEPTH:
+        v->max_depth = (unsigned)n;
+        break;
     case OPT_COMMIT_INTERVAL_MS:
         v->commit_interval_ms = (unsigned)n;
         break;
@@ -271,6 +276,7 @@ eddy_config *eddy_config_new(void)
         [OPT_MAX_IN_FLIGHT] = "10000",
         [OPT_ON_ERROR] = "stop",
         [OPT_MAX_LINE_BYTES] = "16777216",
+        [OPT_MAX_DEPTH] = "64",
         [OPT_STATE] = "",
         [OPT_COMMIT_INTERVAL_MS] = "2",
         [OPT_STRICT_DETERMINISM] = "false",

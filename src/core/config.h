@@ -21,6 +21,7 @@
 /* Limits enforced by eddy_config_set(). */
 #define EDDY__CONFIG_ASYNC_THREADS_MAX      1024u
 #define EDDY__CONFIG_MAX_LINE_BYTES_MIN     1024u
+#define EDDY__CONFIG_MAX_DEPTH_MAX          2048u /* jansson's own limit */
 #define EDDY__CONFIG_STACK_SIZE_MIN         16384u
 #define EDDY__CONFIG_STACK_SIZE_MAX         67108864u
 #define EDDY__CONFIG_COMMIT_INTERVAL_MS_MAX 10000u
@@ -41,6 +42,7 @@ typedef struct eddy__config_values {
     uint64_t max_in_flight;
     int on_error_skip; /* 0 stop, 1 skip */
     uint64_t max_line_bytes;
+    unsigned max_depth; /* deepest JSON nesting of an input line (the record is depth 1) */
     unsigned commit_interval_ms;
     int strict_determinism; /* 0 or 1 */
     /* Requested size; the runtime rounds it up to whole pages. */

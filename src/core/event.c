@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "core/event.h"
+#include "util/fault.h"
 #include "util/hash.h"
 
 eddy_event *eddy_event_new(const char *type, json_t *attrs)
@@ -11,7 +12,7 @@ eddy_event *eddy_event_new(const char *type, json_t *attrs)
         return NULL;
     }
     size_t tlen = strlen(type);
-    eddy_event *ev = malloc(sizeof(*ev) + tlen + 1);
+    eddy_event *ev = eddy__fault("alloc.event") ? NULL : malloc(sizeof(*ev) + tlen + 1);
     if (ev == NULL) {
         json_decref(attrs);
         return NULL;

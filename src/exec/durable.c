@@ -183,6 +183,16 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
     return EDDY_OK;
 }
 
+/* Flush and sync both files; NULL, or the text of the failure. */
+static const char *sync_sinks(eddy_runtime *rt)
+{
+    if (eddy__sink_sync(rt->sink) != EDDY_OK)
+        return eddy__sink_error(rt->sink);
+    if (eddy__sink_sync(rt->dead) != EDDY_OK)
+        return eddy__sink_error(rt->dead);
+    return NULL;
+}
+
 /*
  * Write committed outbox lines to their files at once (readers see them after
  * one commit), but sync the files and record their new committed lengths, in
@@ -196,22 +206,28 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
 
 static void deliver(eddy_runtime *rt, int final)
 {
+    /* Once an output failed, nothing more is written or acknowledged: the
+     * lines stay in the outbox and a restart writes them again from the
+     * committed file length (acknowledging them here would lose them). */
+    int ok = !rt->stopping || rt->rc != EDDY_EIO;
     while (!eddy__queue_empty(&rt->outbox_committed)) {
         eddy__queue *q = eddy__queue_head(&rt->outbox_committed);
         eddy__queue_remove(q);
         outline *o = eddy__queue_data(q, outline, node);
-        if (!rt->stopping || rt->rc != EDDY_EIO)
-            write_line(rt, o->channel, o->text + 1, o->len);
-        rt->outbox_written = o->id;
+        if (ok && write_line(rt, o->channel, o->text + 1, o->len) != EDDY_OK)
+            ok = 0;
+        if (ok)
+            rt->outbox_written = o->id;
         free(o);
     }
     uint64_t now = uv_hrtime();
-    if (rt->outbox_written <= rt->outbox_acked ||
+    if (!ok || rt->outbox_written <= rt->outbox_acked ||
         (!final && (now - rt->sink_synced) / 1000000 < SINK_SYNC_MS))
         return;
     /* The files' bytes must be on disk before a commit claims them. */
-    if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK) {
-        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->sink)));
+    const char *why = sync_sinks(rt);
+    if (why != NULL) {
+        eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", why));
         return;
     }
     rt->sink_synced = now;
@@ -259,6 +275,7 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         if (eddy__store_commit(rt->store) != EDDY_OK) {
             rt->store_failed = 1;
             store_failed(rt, "committing");
+            release_commit_waiters(rt); /* now: nothing else may wake the loop */
             return;
         }
         rt->stats.commits++;
@@ -376,7 +393,15 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
     jent *e = journal_find(k->journal, eddy_event_id(t->event), t->action->name, -1);
     if (e == NULL || e->kind != EDDY_JREC_DONE)
         return 0;
-    json_t *rec = json_loads(e->payload, 0, NULL);
+    json_t *rec = NULL;
+    if (eddy__durable_decode_done(e->payload, &rec) != EDDY_OK) {
+        eddy__runtime_fail(rt, EDDY_ESTATE,
+                           eddy_error_newf("state",
+                                           "%s/eddy.db: the journal record of action '%s' for "
+                                           "key %s does not decode; the state is damaged",
+                                           rt->cv->state, t->action->name, k->text));
+        return 1;
+    }
     json_t *events = json_object_get(rec, "events");
     size_t i;
     json_t *ev;
@@ -385,15 +410,6 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *id = json_string_value(json_object_get(ev, "id"));
         json_t *attrs = json_object_get(ev, "attrs");
-        if (type == NULL || id == NULL || !json_is_object(attrs)) {
-            json_decref(rec);
-            eddy__runtime_fail(rt, EDDY_ESTATE,
-                               eddy_error_newf("state",
-                                               "the journal record of action '%s' for key %s "
-                                               "does not decode",
-                                               t->action->name, k->text));
-            return 1;
-        }
         /* Outputs were put in the outbox when the action first finished. */
         if (strcmp(type, EDDY_OUTPUT_EVENT) == 0)
             continue;
@@ -607,14 +623,14 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         goto out;
     switch (c.what) {
     case EDDY_DCALL_REPLAY_OK:
-        res = json_loads(c.payload, JSON_DECODE_ANY, NULL);
-        if (res == NULL && strcmp(c.payload, "null") != 0) {
+        if (eddy__durable_decode_result(c.payload, &res) != EDDY_OK) {
             eddy__runtime_fail(rt, EDDY_ESTATE,
                                eddy_error_newf("state",
-                                               "the journaled result of call %lld (%s) of action "
-                                               "'%s' for key %s does not decode",
-                                               (long long)c.idx, fn_id, t->action->name,
-                                               t->key->text));
+                                               "%s/eddy.db: the journaled result of call %lld (%s) "
+                                               "of action '%s' for key %s does not decode; the "
+                                               "state is damaged",
+                                               rt->cv->state, (long long)c.idx, fn_id,
+                                               t->action->name, t->key->text));
             rc = EDDY_ESTATE;
         }
         goto out;
@@ -642,6 +658,8 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         goto out;
     int jrc = journal_call(t, fn_id, &c, rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR, res, e);
     if (jrc != EDDY_OK) {
+        json_decref(res); /* a failed call hands out no result */
+        res = NULL;
         rc = jrc;
         goto out;
     }
@@ -688,17 +706,103 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
     return durable_call(ctx, 1, fn_id, args, fn, reconcile, arg, result, err);
 }
 
+/* ---------------------------------------------------------------- decoding stored records */
+
+/* 1 when s is exactly 16 lowercase hex digits (an event id). */
+static int is_event_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return 0;
+    return n == 16;
+}
+
+static int decode_object(const char *text, json_t **out)
+{
+    *out = NULL;
+    json_t *v = text != NULL ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return EDDY_ESTATE;
+    }
+    *out = v;
+    return EDDY_OK;
+}
+
+int eddy__durable_decode_done(const char *payload, json_t **rec)
+{
+    json_t *r;
+    if (decode_object(payload, &r) != EDDY_OK)
+        return EDDY_ESTATE;
+    const json_t *order = json_object_get(r, "order");
+    const json_t *events = json_object_get(r, "events");
+    const json_t *stm = json_object_get(r, "stm");
+    const json_t *sen = json_object_get(r, "sensory");
+    int ok = json_is_integer(order) && json_integer_value(order) >= 0 && json_is_array(events) &&
+             (stm == NULL || json_is_array(stm)) && (sen == NULL || json_is_array(sen));
+    size_t i;
+    const json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *id = json_string_value(json_object_get(ev, "id"));
+        if (type == NULL || *type == '\0' || id == NULL || !is_event_id(id) ||
+            !json_is_object(json_object_get(ev, "attrs")))
+            ok = 0;
+    }
+    if (!ok) {
+        json_decref(r);
+        return EDDY_ESTATE;
+    }
+    *rec = r;
+    return EDDY_OK;
+}
+
+int eddy__durable_apply_done(const json_t *rec, json_t *stm, json_t *sensory)
+{
+    const json_t *s = json_object_get(rec, "stm");
+    const json_t *x = json_object_get(rec, "sensory");
+    int rc = s != NULL ? eddy__mem_tree_apply(stm, s, 1) : EDDY_OK;
+    if (rc == EDDY_OK && x != NULL)
+        rc = eddy__mem_tree_apply(sensory, x, 1);
+    return rc == EDDY_OK || rc == EDDY_ENOMEM ? rc : EDDY_ESTATE;
+}
+
+int eddy__durable_decode_result(const char *payload, json_t **result)
+{
+    /* "null" decodes to json_null(), never to NULL. */
+    *result = payload != NULL ? json_loads(payload, JSON_DECODE_ANY, NULL) : NULL;
+    return *result != NULL ? EDDY_OK : EDDY_ESTATE;
+}
+
+int eddy__durable_decode_pending(const char *record_json, json_t **record)
+{
+    return decode_object(record_json, record);
+}
+
+int eddy__durable_decode_memory(const char *stm_json, json_t **stm)
+{
+    return decode_object(stm_json, stm);
+}
+
 /* ---------------------------------------------------------------- open and recovery */
+
+/* What the load callbacks share: the runtime, and which record did not decode. */
+typedef struct loader {
+    eddy_runtime *rt;
+    char bad[192];
+} loader;
 
 static int load_key(void *arg, const char *key, uint64_t next_seq, const char *stm_json)
 {
-    eddy_runtime *rt = arg;
-    eddy__key *k = eddy__runtime_key(rt, key);
+    loader *l = arg;
+    eddy__key *k = eddy__runtime_key(l->rt, key);
     if (k == NULL)
         return EDDY_ENOMEM;
-    json_t *stm = json_loads(stm_json, 0, NULL);
-    if (!json_is_object(stm)) {
-        json_decref(stm);
+    json_t *stm = NULL;
+    if (eddy__durable_decode_memory(stm_json, &stm) != EDDY_OK) {
+        snprintf(l->bad, sizeof(l->bad), "the short-term memory of key %.100s", key);
         return EDDY_ESTATE;
     }
     json_decref(k->stm);
@@ -710,17 +814,22 @@ static int load_key(void *arg, const char *key, uint64_t next_seq, const char *s
 static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
                         const char *record_json)
 {
-    eddy_runtime *rt = arg;
+    loader *l = arg;
+    eddy_runtime *rt = l->rt;
     eddy__key *k = eddy__runtime_key(rt, key);
     if (k == NULL)
         return EDDY_ENOMEM;
     eddy__input *in = calloc(1, sizeof(*in));
     if (in == NULL)
         return EDDY_ENOMEM;
-    in->record = json_loads(record_json, 0, NULL);
     in->key = strdup(key);
-    if (!json_is_object(in->record) || in->key == NULL) {
+    if (eddy__durable_decode_pending(record_json, &in->record) != EDDY_OK || in->key == NULL) {
+        int nomem = in->key == NULL;
         eddy__input_free(in);
+        if (nomem)
+            return EDDY_ENOMEM;
+        snprintf(l->bad, sizeof(l->bad), "the pending input %llu of key %.100s",
+                 (unsigned long long)seq, key);
         return EDDY_ESTATE;
     }
     in->seq = seq;
@@ -779,9 +888,8 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     for (size_t i = 0; i < j->n; i++) {
         if (j->v[i].kind != EDDY_JREC_DONE)
             continue;
-        json_t *rec = json_loads(j->v[i].payload != NULL ? j->v[i].payload : "", 0, NULL);
-        if (!json_is_object(rec)) {
-            json_decref(rec);
+        json_t *rec = NULL;
+        if (eddy__durable_decode_done(j->v[i].payload, &rec) != EDDY_OK) {
             rc = EDDY_ESTATE;
             break;
         }
@@ -791,11 +899,8 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     }
     qsort(d, nd, sizeof(*d), cmp_done);
     for (size_t i = 0; i < nd; i++) {
-        const json_t *stm = json_object_get(d[i].rec, "stm");
-        const json_t *sen = json_object_get(d[i].rec, "sensory");
-        if (rc == EDDY_OK && ((stm != NULL && eddy__mem_tree_apply(k->stm, stm, 1) != EDDY_OK) ||
-                              (sen != NULL && eddy__mem_tree_apply(k->sensory, sen, 1) != EDDY_OK)))
-            rc = EDDY_ESTATE;
+        if (rc == EDDY_OK)
+            rc = eddy__durable_apply_done(d[i].rec, k->stm, k->sensory);
         json_decref(d[i].rec);
     }
     k->completions = (uint32_t)nd;
@@ -834,13 +939,15 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
                               strcmp(dead, "-") == 0 ? -2 : (int64_t)dead_pos, err)) != EDDY_OK)
         return rc;
 
+    loader ld = {.rt = rt, .bad = ""};
     /* Lines committed to the outbox but maybe not written: write them again. */
     rt->outbox_last = 0;
     if ((rc = eddy__store_outbox_load(rt->store, load_outbox, rt)) != EDDY_OK)
         goto load_err;
     if (rt->outbox_last != 0) {
-        if (eddy__sink_sync(rt->sink) != EDDY_OK || eddy__sink_sync(rt->dead) != EDDY_OK)
-            return eddy__error_set(err, EDDY_EIO, "io", "%s", eddy__sink_error(rt->sink));
+        const char *why = sync_sinks(rt);
+        if (why != NULL)
+            return eddy__error_set(err, EDDY_EIO, "io", "%s", why);
         if ((rc = eddy__store_outbox_ack(rt->store, rt->outbox_last)) != EDDY_OK ||
             (rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
             (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",
@@ -848,8 +955,8 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
             (rc = eddy__store_commit(rt->store)) != EDDY_OK)
             goto store_err;
     }
-    if ((rc = eddy__store_keys_load(rt->store, load_key, rt)) != EDDY_OK ||
-        (rc = eddy__store_pending_load(rt->store, load_pending, rt)) != EDDY_OK)
+    if ((rc = eddy__store_keys_load(rt->store, load_key, &ld)) != EDDY_OK ||
+        (rc = eddy__store_pending_load(rt->store, load_pending, &ld)) != EDDY_OK)
         goto load_err;
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
         EDDY_OK)
@@ -859,9 +966,8 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
 load_err:
     if (rc == EDDY_ESTATE)
         return eddy__error_set(err, EDDY_ESTATE, "state",
-                               "%s/eddy.db holds a record that does not decode; the state is "
-                               "damaged",
-                               cv->state);
+                               "%s/eddy.db: %s does not decode; the state is damaged", cv->state,
+                               ld.bad[0] != '\0' ? ld.bad : "a record");
     if (rc != EDDY_ESTORE)
         return eddy__error_set(err, rc, "state", "recovering from %s: %s", cv->state,
                                eddy_strerror(rc));
@@ -883,12 +989,13 @@ void eddy__durable_resume(eddy_runtime *rt)
         int rc = recover_run(rt, k, in->seq);
         if (rc != EDDY_OK) {
             eddy__runtime_fail(rt, rc == EDDY_ESTORE ? EDDY_ESTORE : EDDY_ESTATE,
-                               eddy_error_newf(rc == EDDY_ESTORE ? "store" : "state",
-                                               "recovering the run of key %s from %s: %s", k->text,
-                                               rt->cv->state,
-                                               rc == EDDY_ESTORE ? eddy__store_error(rt->store)
-                                                                 : "a journal record does not "
-                                                                   "decode"));
+                               rc == EDDY_ESTORE
+                                   ? eddy_error_newf("store", "recovering the run of key %s: %s",
+                                                     k->text, eddy__store_error(rt->store))
+                                   : eddy_error_newf("state",
+                                                     "%s/eddy.db: a journal record of the run of "
+                                                     "key %s does not decode; the state is damaged",
+                                                     rt->cv->state, k->text));
             return;
         }
         eddy__queue_remove(&in->node);

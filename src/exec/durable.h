@@ -119,6 +119,27 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
  * transaction has committed. The caller then suspends. */
 void eddy__durable_wait_commit(eddy_ctx *t);
 
+/*
+ * Decoding of what the store hands back (untrusted: the file may be damaged).
+ * Each returns EDDY_OK with *out new, or EDDY_ESTATE (nothing to free) when
+ * the text does not decode as that kind of record. Pure; the fuzz target
+ * tests/fuzz/fuzz_store.c calls them directly.
+ *   done     a completion record: {"order": int >= 0, "events": [{"type":
+ *            non-empty string, "id": 16 hex digits, "attrs": object}...],
+ *            "stm": update log?, "sensory": update log?}
+ *   result   a durable call's journaled result: any JSON value ("null" too)
+ *   pending  a pending input: a JSON object
+ *   memory   a key's short-term memory: a JSON object
+ */
+int eddy__durable_decode_done(const char *payload, json_t **rec);
+int eddy__durable_decode_result(const char *payload, json_t **result);
+int eddy__durable_decode_pending(const char *record_json, json_t **record);
+int eddy__durable_decode_memory(const char *stm_json, json_t **stm);
+/* Apply the memory writes of a decoded completion record to the trees (in
+ * force mode, as recovery does): EDDY_OK, EDDY_ENOMEM, or EDDY_ESTATE when
+ * the logs are not update logs. */
+int eddy__durable_apply_done(const json_t *rec, json_t *stm, json_t *sensory);
+
 /* Free a recovered journal. */
 void eddy__journal_free(eddy__journal *j);
 

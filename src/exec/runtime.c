@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "exec/durable.h"
 #include "exec/runtime.h"
+#include "util/fault.h"
 #include "util/hash.h"
 
 /* Idle keys (no run, no pending input, empty short-term memory) kept for
@@ -60,7 +61,7 @@ eddy__key *eddy__runtime_key(eddy_runtime *rt, const char *text)
         }
         return k;
     }
-    k = calloc(1, sizeof(*k));
+    k = eddy__fault("alloc.key") ? NULL : calloc(1, sizeof(*k));
     if (k == NULL)
         return NULL;
     k->text = malloc(len + 1);
@@ -117,6 +118,8 @@ void eddy__task_ready(eddy_ctx *t)
 static eddy_ctx *task_new(eddy_runtime *rt, eddy__key *k, const eddy__action *a, eddy_event *ev)
 {
     eddy_ctx *t;
+    if (eddy__fault("alloc.task"))
+        return NULL; /* test hook */
     if (!eddy__queue_empty(&rt->free_tasks)) {
         eddy__queue *q = eddy__queue_head(&rt->free_tasks);
         eddy__queue_remove(q);
@@ -411,6 +414,18 @@ static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
     dead_letter_write(rt, o);
 }
 
+/* The runtime stopped in the middle of an admitted batch (an allocation or
+ * store failure): in is dropped, so the source position written for the
+ * batch must go back to just after the last input really admitted. */
+static void admit_cut(eddy_runtime *rt, eddy__input *in)
+{
+    if (!rt->admit_cut) {
+        rt->admit_cut = 1;
+        eddy__durable_source_pos(rt, rt->source_offset, rt->source_line);
+    }
+    input_done(rt, in);
+}
+
 /* Admit inputs while fewer than max-in-flight are unfinished. */
 static void admit(eddy_runtime *rt)
 {
@@ -431,24 +446,28 @@ static void admit(eddy_runtime *rt)
             eddy__queue_remove(q);
             eddy__input *in = eddy__queue_data(q, eddy__input, node);
             if (rt->stopping) {
-                input_done(rt, in);
+                admit_cut(rt, in);
                 continue;
             }
+            uint64_t end_offset = in->end_offset, line_no = in->line_no;
             if (in->record == NULL) {
                 dead_letter_line(rt, in);
                 input_done(rt, in);
+                if (!rt->stopping)
+                    rt->source_offset = end_offset, rt->source_line = line_no;
                 continue;
             }
             rt->stats.inputs++;
             eddy__key *k = eddy__runtime_key(rt, in->key);
             if (k == NULL) {
-                eddy__input_free(in);
                 eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+                admit_cut(rt, in);
                 continue;
             }
             rt->in_flight++;
             in->seq = k->next_seq++;
             eddy__durable_admit(rt, k, in);
+            rt->source_offset = end_offset, rt->source_line = line_no;
             if (k->running)
                 eddy__queue_insert_tail(&k->pending, &in->node);
             else
@@ -467,6 +486,14 @@ static void check_done(eddy_runtime *rt)
     if (rt->stopping ? rt->live_tasks == 0
                      : rt->in_flight == 0 && rt->live_tasks == 0 &&
                            (rt->source == NULL || eddy__source_done(rt->source))) {
+        /* Input that ended on a read error is a failure, even when the error
+         * is seen here first rather than in on_source_ready(). */
+        const eddy_error *e =
+            rt->stopping || rt->source == NULL ? NULL : eddy__source_error(rt->source);
+        if (e != NULL) {
+            eddy__runtime_fail(rt, EDDY_EIO, eddy__error_dup(e)); /* calls us again */
+            return;
+        }
         rt->done = 1;
         /* uv_stop() outside uv_run() would stay pending and make the next
          * uv_run() (the one that closes the handles) return at once. */
@@ -624,7 +651,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         .path = cv->input,
         .key_field = cv->key,
         .max_line_bytes = cv->max_line_bytes,
-        .max_depth = 512,
+        .max_depth = cv->max_depth,
         .start_offset = rt->source_offset,
         .start_line = rt->source_line,
         .capacity = source_capacity(cv),

@@ -145,8 +145,9 @@ struct eddy_runtime {
     uint64_t outbox_acked;               /* id of the last line whose file position is recorded */
     uint64_t sink_synced;                /* when the files were last synced (uv_hrtime) */
     uint64_t source_offset, source_line; /* where the source resumes */
-    eddy__queue recovered;               /* keys with runs to resume, in arrival order */
-    eddy__buf scratch;                   /* encoding buffer for outbox lines */
+    int admit_cut;         /* a stop dropped inputs of an admitted batch (admit_cut()) */
+    eddy__queue recovered; /* keys with runs to resume, in arrival order */
+    eddy__buf scratch;     /* encoding buffer for outbox lines */
 
     uint64_t in_flight; /* inputs admitted and not finished */
     size_t live_tasks;

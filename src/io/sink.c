@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/sink.h"
 #include "util/jsonw.h"
+#include "util/fault.h"
 
 #define SINK_BUF (256 * 1024)
 
@@ -88,7 +89,8 @@ int eddy__sink_flush(eddy__sink *s)
 {
     size_t done = 0;
     while (done < s->len) {
-        ssize_t n = write(s->fd, s->buf + done, s->len - done);
+        int fault = eddy__fault("sink_write.write"); /* test hook: errno to simulate */
+        ssize_t n = fault ? (errno = fault, -1) : write(s->fd, s->buf + done, s->len - done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -149,7 +151,8 @@ int eddy__sink_sync(eddy__sink *s)
     int rc = eddy__sink_flush(s);
     if (rc != EDDY_OK)
         return rc;
-    if (s->is_file && fdatasync(s->fd) != 0) {
+    int fault = eddy__fault("sink_write.sync"); /* test hook: errno to simulate */
+    if (s->is_file && (fault ? (errno = fault, -1) : fdatasync(s->fd)) != 0) {
         snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->path, strerror(errno));
         return EDDY_EIO;
     }

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/source.h"
+#include "util/fault.h"
 
 /* Size of one read(); the buffer grows beyond it only for lines longer than
  * about a chunk. */
@@ -368,7 +369,7 @@ static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_of
     r->line_no++;
     if (len > 0 && p[len - 1] == '\r')
         len--;
-    eddy__input *in = malloc(sizeof(*in));
+    eddy__input *in = eddy__fault("alloc.input") ? NULL : malloc(sizeof(*in));
     if (in == NULL)
         return EDDY_ENOMEM;
     int rc;

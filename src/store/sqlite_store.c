@@ -44,6 +44,7 @@
 
 #include "core/error.h"
 #include "store/store_impl.h"
+#include "util/fault.h"
 
 enum {
     ST_BEGIN,
@@ -188,8 +189,12 @@ static void abort_tx(sqlite_store *s)
  * NULL), abort an open transaction. Returns EDDY_ESTORE. */
 static int fail(sqlite_store *s, sqlite3_stmt *st, int rc, const char *what)
 {
+    /* SQLite's message belongs to its last error, which may be another one
+     * (a simulated one in tests): then its generic text for rc. */
+    const char *msg =
+        sqlite3_extended_errcode(s->db) == rc ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
     snprintf(s->errmsg, sizeof(s->errmsg), "%s failed on %s: %s (%s)", what, s->db_path,
-             rc_words(rc), sqlite3_errmsg(s->db));
+             rc_words(rc), msg);
     if (st != NULL) {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -251,6 +256,8 @@ static int write_begin(sqlite_store *s)
 /* Step a bound write statement (rc: the binding result) to completion. */
 static int write_step(sqlite_store *s, sqlite3_stmt *st, int rc, const char *what)
 {
+    if (rc == SQLITE_OK && eddy__fault("store_write"))
+        rc = SQLITE_IOERR_WRITE; /* test hook */
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
@@ -381,7 +388,7 @@ static int sq_commit(eddy__store *base)
     if (!s->in_tx)
         return EDDY_OK;
     sqlite3_stmt *st = s->st[ST_COMMIT];
-    int rc = sqlite3_step(st);
+    int rc = eddy__fault("store_commit") ? SQLITE_IOERR_FSYNC : sqlite3_step(st);
     if (rc != SQLITE_DONE)
         return fail(s, st, rc, "commit");
     sqlite3_reset(st);
@@ -820,8 +827,21 @@ static int configure(sqlite_store *s, eddy_error **err)
     sqlite3_busy_timeout(s->db, 0); /* the flock keeps other eddy processes out */
 
     /* The first statement reads the file header: a file that is not a
-     * database fails here. */
-    int rc = query_one(s, "PRAGMA journal_mode=WAL", &mode, NULL);
+     * database fails here. A database of something else is refused before
+     * switching it to WAL, which would rewrite its header. */
+    sqlite3_int64 n_meta = 0, n_all = 0;
+    int rc =
+        query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                  NULL, &n_meta);
+    if (rc == SQLITE_OK)
+        rc = query_one(s, "SELECT count(*) FROM sqlite_master", NULL, &n_all);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the schema", err);
+    if (n_meta == 0 && n_all > 0)
+        return eddy__error_set(err, EDDY_ESTORE, "store",
+                               "%s is not an eddy state database: it holds other tables",
+                               s->db_path);
+    rc = query_one(s, "PRAGMA journal_mode=WAL", &mode, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "setting WAL mode", err);
     int wal = mode != NULL && strcmp(mode, "wal") == 0;

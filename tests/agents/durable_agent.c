@@ -129,7 +129,7 @@ static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         eddy_event_new("Mid", json_pack("{s:I, s:I, s:I, s:O}", "seq", seq, "count", count, "sum",
                                         sum, "r", json_object_get(res, "v")));
     json_decref(res);
-    return eddy_ctx_send_event(ctx, mid);
+    return mid != NULL ? eddy_ctx_send_event(ctx, mid) : EDDY_ENOMEM;
 }
 
 static int local_call(const json_t *args, void *arg, json_t **result, eddy_error **err)

@@ -2,13 +2,10 @@
  * libFuzzer target for the JSONL line decoder (eddy__source_decode_line):
  * JSON parsing, the nesting pre-scan, key extraction and the key's JSON text.
  *
- *   clang -g -fsanitize=fuzzer,address -Iinclude -Ibuild/include -Isrc \
- *       tests/fuzz/fuzz_jsonl.c src/io/source.c src/core/error.c \
- *       $(pkg-config --cflags --libs jansson libuv) -o /tmp/fuzz_jsonl
- *   /tmp/fuzz_jsonl tests/fuzz/corpus/jsonl
- *
- * Built with -DEDDY_FUZZ_REPLAY (no -fsanitize=fuzzer) it is a plain program
- * that runs the target once per file named on the command line.
+ * Built by CMake (tests/CMakeLists.txt): with -DEDDY_FUZZ=ON and clang as
+ * the libFuzzer program fuzz_jsonl (`make fuzz`), and always as the replay
+ * program fuzz_jsonl_replay (tests/fuzz/replay.c) that ctest runs on the
+ * corpus in tests/fuzz/corpus/jsonl.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -66,34 +63,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     return 0;
 }
-
-#ifdef EDDY_FUZZ_REPLAY
-int main(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (f == NULL) {
-            perror(argv[i]);
-            return 1;
-        }
-        char *buf = NULL;
-        size_t len = 0, cap = 0, n;
-        char chunk[65536];
-        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-            if (len + n > cap) {
-                cap = (len + n) * 2;
-                char *nb = realloc(buf, cap);
-                if (nb == NULL)
-                    return 1;
-                buf = nb;
-            }
-            memcpy(buf + len, chunk, n);
-            len += n;
-        }
-        fclose(f);
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-        free(buf);
-    }
-    return 0;
-}
-#endif

@@ -11,8 +11,8 @@
  * without conflict on an empty tree, and that re-applying a log over a
  * partial application of it converges.
  *
- * Build with -fsanitize=fuzzer; with -DEDDY_FUZZ_REPLAY it is a plain program
- * that runs the files named on its command line (the saved corpus).
+ * Built as fuzz_memory (libFuzzer, `make fuzz`) and fuzz_memory_replay (the
+ * saved corpus as a ctest test); see tests/fuzz/replay.c.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -223,21 +223,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_decref(committed);
     return 0;
 }
-
-#ifdef EDDY_FUZZ_REPLAY
-int main(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (f == NULL) {
-            perror(argv[i]);
-            return 1;
-        }
-        static uint8_t buf[1 << 20];
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        LLVMFuzzerTestOneInput(buf, n);
-    }
-    return 0;
-}
-#endif

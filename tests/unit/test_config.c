@@ -69,6 +69,7 @@ static void test_defaults(void **state)
     assert_string_equal(eddy_config_get(conf, "max-in-flight"), "10000");
     assert_string_equal(eddy_config_get(conf, "on-error"), "stop");
     assert_string_equal(eddy_config_get(conf, "max-line-bytes"), "16777216");
+    assert_string_equal(eddy_config_get(conf, "max-depth"), "64");
     assert_string_equal(eddy_config_get(conf, "state"), "");
     assert_string_equal(eddy_config_get(conf, "commit-interval-ms"), "2");
     assert_string_equal(eddy_config_get(conf, "strict-determinism"), "false");
@@ -93,6 +94,7 @@ static void test_defaults(void **state)
     assert_int_equal(v->max_in_flight, 10000);
     assert_int_equal(v->on_error_skip, 0);
     assert_int_equal(v->max_line_bytes, 16777216);
+    assert_int_equal(v->max_depth, 64);
     assert_int_equal(v->commit_interval_ms, 2);
     assert_int_equal(v->strict_determinism, 0);
     assert_int_equal(v->stack_size, 262144);
@@ -163,6 +165,11 @@ static void test_numbers(void **state)
     assert_string_equal(set_ok(conf, "max-line-bytes", "1024"), "1024");
     assert_int_equal(v->max_line_bytes, 1024);
 
+    assert_string_equal(set_ok(conf, "max-depth", "1"), "1");
+    assert_int_equal(v->max_depth, 1);
+    assert_string_equal(set_ok(conf, "max-depth", "2048"), "2048");
+    assert_int_equal(v->max_depth, 2048);
+
     assert_string_equal(set_ok(conf, "commit-interval-ms", "0"), "0");
     assert_int_equal(v->commit_interval_ms, 0);
     assert_string_equal(set_ok(conf, "commit-interval-ms", "10000"), "10000");
@@ -205,8 +212,8 @@ static void test_invalid(void **state)
 
     static const char *const not_numbers[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.5", "1e3", "99999999999999999999"};
-    static const char *const numeric[] = {"async-threads", "max-in-flight", "max-line-bytes",
-                                          "commit-interval-ms", "stack-size"};
+    static const char *const numeric[] = {"async-threads",      "max-in-flight", "max-line-bytes",
+                                          "commit-interval-ms", "stack-size",    "max-depth"};
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         for (size_t j = 0; j < sizeof(not_numbers) / sizeof(not_numbers[0]); j++)
             set_bad(conf, numeric[i], not_numbers[j], EDDY_ECONFIG);
@@ -217,6 +224,8 @@ static void test_invalid(void **state)
     set_bad(conf, "max-in-flight", "0", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "1023", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "0", EDDY_ECONFIG);
+    set_bad(conf, "max-depth", "0", EDDY_ECONFIG);
+    set_bad(conf, "max-depth", "2049", EDDY_ECONFIG);
     set_bad(conf, "stack-size", "16383", EDDY_ECONFIG);
     set_bad(conf, "stack-size", "67108865", EDDY_ECONFIG);
     set_bad(conf, "commit-interval-ms", "10001", EDDY_ECONFIG);
@@ -284,6 +293,7 @@ static void test_dup(void **state)
     set_ok(conf, "max-in-flight", "5");
     set_ok(conf, "on-error", "skip");
     set_ok(conf, "max-line-bytes", "2048");
+    set_ok(conf, "max-depth", "9");
     set_ok(conf, "state", "st");
     set_ok(conf, "commit-interval-ms", "0");
     set_ok(conf, "strict-determinism", "yes");
@@ -291,18 +301,11 @@ static void test_dup(void **state)
 
     eddy_config *copy = eddy__config_dup(conf);
     assert_non_null(copy);
-    static const char *const names[] = {"input",
-                                        "output",
-                                        "dead-letter",
-                                        "key",
-                                        "async-threads",
-                                        "max-in-flight",
-                                        "on-error",
-                                        "max-line-bytes",
-                                        "state",
-                                        "commit-interval-ms",
-                                        "strict-determinism",
-                                        "stack-size"};
+    static const char *const names[] = {
+        "input",         "output",        "dead-letter",        "key",
+        "async-threads", "max-in-flight", "on-error",           "max-line-bytes",
+        "max-depth",     "state",         "commit-interval-ms", "strict-determinism",
+        "stack-size"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         assert_string_equal(eddy_config_get(copy, names[i]), eddy_config_get(conf, names[i]));
 
@@ -314,6 +317,7 @@ static void test_dup(void **state)
     assert_int_equal(b->max_in_flight, 5);
     assert_int_equal(b->on_error_skip, 1);
     assert_int_equal(b->max_line_bytes, 2048);
+    assert_int_equal(b->max_depth, 9);
     assert_int_equal(b->commit_interval_ms, 0);
     assert_int_equal(b->strict_determinism, 1);
     assert_int_equal(b->stack_size, 65536);

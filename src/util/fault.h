@@ -1,0 +1,41 @@
+/*
+ * Fault injection for tests: make the n-th store write, store commit (the
+ * fsync), sink write or allocation fail, to check that eddy stops with a
+ * clear error and resumes correctly.
+ *
+ * Compiled only with EDDY_TEST_HOOKS (CMake option, on in test builds); in a
+ * build without it eddy__fault() is the constant 0 and the hooks vanish.
+ *
+ * Configuration: the environment variable EDDY_FAULT, read once, holds
+ * comma-separated rules NAME:N[:ERRNO]. A rule fires on the N-th call (1-based)
+ * of eddy__fault() whose site is NAME or whose class (the site up to its first
+ * '.') is NAME, and only on that call. ERRNO is one of EIO (the default),
+ * ENOSPC, ENOMEM or EPIPE; it is what eddy__fault() returns, for the hooks
+ * that simulate a system call. Examples: EDDY_FAULT=store_commit:3,
+ * EDDY_FAULT=sink_write:2:ENOSPC, EDDY_FAULT=alloc.key:5.
+ *
+ * Sites (class.detail; grep for eddy__fault to find them):
+ *   store_write         sqlite_store.c, each write statement (SQLITE_IOERR_WRITE)
+ *   store_commit        sqlite_store.c, each COMMIT (SQLITE_IOERR_FSYNC)
+ *   sink_write.write    sink.c, each write(2) of buffered lines (errno)
+ *   sink_write.sync     sink.c, each fdatasync(2) of a file sink (errno)
+ *   alloc.input         source.c, one parsed input line (ENOMEM on the reader)
+ *   alloc.key           runtime.c, a new key
+ *   alloc.task          runtime.c, a new task (action execution)
+ *   alloc.event         event.c, every event (input events and those agents send)
+ * Not every malloc has a hook: these are the allocations whose failure
+ * paths differ (reader thread, admission, fan-out, agent code).
+ *
+ * Thread-safe: the counters are atomic (alloc.input runs on the reader).
+ */
+#ifndef EDDY_UTIL_FAULT_H
+#define EDDY_UTIL_FAULT_H
+
+#ifdef EDDY_TEST_HOOKS
+/* 0, or the errno value to simulate when this call at site must fail. */
+int eddy__fault(const char *site);
+#else
+#define eddy__fault(site) ((void)(site), 0)
+#endif
+
+#endif /* EDDY_UTIL_FAULT_H */

@@ -1,0 +1,132 @@
+"""Fault injection sweep: fail the n-th store write, store commit, sink write
+or allocation of a short durable run (EDDY_FAULT, compiled with
+EDDY_TEST_HOOKS), check that eddy either completes correctly or stops with a
+clear error, then rerun without the fault and check that the output is exactly
+the expected one: every output exactly once, memory right."""
+import collections
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eddytest import AGENTS, EDDY, SANITIZED, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+
+DURABLE = os.path.join(AGENTS, "durable_agent.so")
+HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
+
+# What a clear error names, per class of fault.
+WORDS = {
+    "store_write": [b"state store failure", b"I/O error"],
+    "store_commit": [b"state store failure while committing", b"I/O error"],
+    "sink_write": [b"cannot"],
+    "alloc": [b"out of memory"],
+}
+# Which calls to fail: every one of the first few, then spread out to the
+# end of the run (a number past the last call means no fault: a clean run).
+NTH = list(range(1, 11)) + [13, 17, 25, 40, 60, 90, 140, 220, 350, 600]
+
+
+@unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
+class FaultSweep(EddyTest):
+    def setUp(self):
+        super().setUp()
+        self.inp = self.path("in.jsonl")
+        self.out = self.path("out.jsonl")
+        self.state = self.path("state")
+        n, keys = (120, 12) if not SANITIZED else (60, 6)
+        self.recs = [{"key": "k%d" % (i % keys), "seq": i, "v": i * 7 % 13, "ms": i % 2}
+                     for i in range(n)]
+        # A bad line in the middle, so that dead letters are written too.
+        lines = [json.dumps(r) for r in self.recs]
+        lines.insert(n // 2, '{"no key": 1}')
+        with open(self.inp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        # Expected memory after each input: count and sum of its key so far.
+        acc = collections.defaultdict(lambda: [0, 0])
+        self.expect = {}
+        for r in self.recs:
+            a = acc[r["key"]]
+            a[0] += 1
+            a[1] += r["v"]
+            self.expect[r["seq"]] = (a[0], a[1])
+
+    def run_eddy_fault(self, fault):
+        env = dict(os.environ)
+        env.pop("EDDY_FAULT", None)
+        if fault:
+            env["EDDY_FAULT"] = fault
+        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet", "--max-in-flight", "8",
+               "--async-threads", "2", "--commit-interval-ms", "0"]
+        return subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+
+    def check_output(self, what):
+        outs = read_jsonl(self.out)
+        seqs = sorted(o["seq"] for o in outs)
+        self.assertEqual(seqs, [r["seq"] for r in self.recs], what)
+        for o in outs:
+            self.assertEqual((o["count"], o["sum"]), self.expect[o["seq"]], what)
+        dead = read_jsonl(self.out + ".dead.jsonl")
+        self.assertEqual([d["reason"] for d in dead], ["no key field"], what)
+
+    def sweep(self, cls, sites=None):
+        stopped = 0
+        for site in sites or [cls]:
+            for n in NTH:
+                for p in (self.out, self.out + ".dead.jsonl"):
+                    if os.path.exists(p):
+                        os.remove(p)
+                subprocess.run(["rm", "-rf", self.state], check=True)
+                what = "EDDY_FAULT=%s:%d" % (site, n)
+                first = self.run_eddy_fault("%s:%d" % (site, n))
+                err = first.stderr
+                if first.returncode == 0:
+                    self.check_output(what + " (no stop)")
+                    continue
+                stopped += 1
+                self.assertIn(first.returncode, (1, 3), what + ": " + err.decode(errors="replace"))
+                self.assertTrue(err.startswith(b"eddy: "), what + ": " + err.decode())
+                self.assertTrue(any(w in err for w in WORDS[cls]),
+                                what + ": unclear message: " + err.decode(errors="replace"))
+                again = self.run_eddy_fault(None)
+                self.assertEqual(again.returncode, 0, what + ": rerun: " + again.stderr.decode())
+                self.check_output(what + " then rerun")
+        self.assertGreater(stopped, 0, "no fault of class %s ever fired" % cls)
+        return stopped
+
+    def test_store_write(self):
+        self.sweep("store_write")
+
+    def test_store_commit(self):
+        self.sweep("store_commit")
+
+    def test_sink_write(self):
+        self.sweep("sink_write")
+
+    def test_alloc(self):
+        self.sweep("alloc", ["alloc.input", "alloc.key", "alloc.task", "alloc.event"])
+
+    def test_disk_full_on_output_is_an_error(self):
+        """ENOSPC while writing the output: exit 1 naming the file and the
+        cause, never a silently short file; the rerun completes it."""
+        first = self.run_eddy_fault("sink_write.write:1:ENOSPC")
+        self.assertEqual(first.returncode, 1, first.stderr)
+        self.assertIn(b"eddy: cannot write to " + self.out.encode(), first.stderr)
+        self.assertIn(b"No space left on device", first.stderr)
+        again = self.run_eddy_fault(None)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.check_output("after ENOSPC")
+
+    def test_disk_full_without_state(self):
+        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--no-progress",
+               "--quiet"]
+        res = subprocess.run(cmd, capture_output=True, timeout=120,
+                             env=dict(os.environ, EDDY_FAULT="sink_write.write:1:ENOSPC"))
+        self.assertEqual(res.returncode, 1, res.stderr)
+        self.assertIn(b"No space left on device", res.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

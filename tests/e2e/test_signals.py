@@ -1,0 +1,105 @@
+"""Hostile environment: SIGTERM and SIGINT mid-run stop cleanly (exit 143 and
+130, a line saying how to resume, the rerun completes exactly); a reader of
+stdout that goes away (SIGPIPE/EPIPE) is an I/O error (exit 1) and leaves the
+state consistent."""
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eddytest import AGENTS, EDDY, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+
+DURABLE = os.path.join(AGENTS, "durable_agent.so")
+
+
+class Signals(EddyTest):
+    def setUp(self):
+        super().setUp()
+        self.inp = self.path("in.jsonl")
+        self.out = self.path("out.jsonl")
+        self.state = self.path("state")
+        self.recs = [{"key": "k%d" % (i % 40), "seq": i, "v": i % 17, "ms": 10}
+                     for i in range(600)]
+        write_jsonl(self.inp, self.recs)
+
+    def cmd(self, output=None):
+        return [EDDY, "run", DURABLE, "--input", self.inp, "--output", output or self.out,
+                "--state", self.state, "--no-progress", "--async-threads", "4",
+                "--max-in-flight", "16"]
+
+    def check_exact(self, outs):
+        acc = collections.defaultdict(lambda: [0, 0])
+        expect = {}
+        for r in self.recs:
+            a = acc[r["key"]]
+            a[0] += 1
+            a[1] += r["v"]
+            expect[r["seq"]] = (a[0], a[1])
+        self.assertEqual(sorted(o["seq"] for o in outs), sorted(expect))
+        for o in outs:
+            self.assertEqual((o["count"], o["sum"]), expect[o["seq"]])
+
+    def interrupt(self, signo, code):
+        p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.6)
+        self.assertIsNone(p.poll(), "finished before the signal: make the run longer")
+        p.send_signal(signo)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, code, err)
+        self.assertIn(b"eddy: interrupted; run the same command again to resume\n", err)
+        partial = read_jsonl(self.out)
+        self.assertLess(len(partial), len(self.recs))
+        again = subprocess.run(self.cmd(), capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.check_exact(read_jsonl(self.out))
+
+    def test_sigterm_stops_cleanly_and_resumes(self):
+        self.interrupt(signal.SIGTERM, 143)
+
+    def test_sigint_stops_cleanly_and_resumes(self):
+        self.interrupt(signal.SIGINT, 130)
+
+    def test_sigpipe_on_stdout(self):
+        """eddy ... --output - | head -1: eddy stops with EPIPE (exit 1), the
+        state stays consistent: the rerun produces exactly the outputs that
+        were not yet delivered, each once, with the right memory."""
+        for r in self.recs:
+            r["ms"] = 0
+        write_jsonl(self.inp, self.recs)
+        sh = "%s | head -1" % " ".join("'%s'" % a for a in self.cmd("-"))
+        p = subprocess.run(["bash", "-c", sh + "; exit ${PIPESTATUS[0]}"], capture_output=True,
+                           timeout=120)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"eddy: cannot write to standard output: Broken pipe\n", p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), 1)
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        info = json.loads(insp.stdout)
+        counts, unread = info["counts"], len(self.recs) - info["source"]["line"]
+        # The rest, to stdout again (the output destination stays the same
+        # across restarts: its committed position is kept in the state).
+        rest = self.path("rest.jsonl")
+        with open(rest, "wb") as f:
+            again = subprocess.run(self.cmd("-"), stdout=f, stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        outs = read_jsonl(rest)
+        # Inputs in flight, outputs committed but not written, inputs not read.
+        self.assertEqual(len(outs), counts["pending"] + counts["outbox"] + unread)
+        self.assertEqual(len({o["seq"] for o in outs}), len(outs))
+        # Whatever was delivered before plus the rest is every input, once.
+        delivered = [r for r in self.recs if r["seq"] not in {o["seq"] for o in outs}]
+        self.assertEqual(len(delivered) + len(outs), len(self.recs))
+        for o in outs:
+            key_recs = [r for r in self.recs if r["key"] == o["key"] and r["seq"] <= o["seq"]]
+            self.assertEqual((o["count"], o["sum"]),
+                             (len(key_recs), sum(r["v"] for r in key_recs)))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,160 @@
+"""Damaged state files: a corrupted or truncated database, journal, pending
+and memory records that do not decode, a state directory from a newer eddy.
+Each gives a clear error naming the file and what is wrong, exit code 3, and
+leaves the state file exactly as it was (checksums before and after)."""
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from eddytest import AGENTS, EDDY, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+
+DURABLE = os.path.join(AGENTS, "durable_agent.so")
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class StateFiles(EddyTest):
+    def setUp(self):
+        super().setUp()
+        self.inp = self.path("in.jsonl")
+        self.out = self.path("out.jsonl")
+        self.state = self.path("state")
+        self.db = os.path.join(self.state, "eddy.db")
+        self.effects = self.path("effects.txt")
+
+    def run_cmd(self):
+        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet"]
+        return subprocess.run(cmd, capture_output=True, timeout=120,
+                              env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+
+    def finished_state(self, n=400):
+        """A real state made by a real run that completed (keys with memory)."""
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 20), "seq": i, "v": i, "pad": "p" * 200}
+                               for i in range(n)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+
+    def crashed_state(self):
+        """A real state with runs in flight: journal records (a finished
+        action and a durable call) and pending inputs, left by a crash."""
+        flag = self.path("crash")
+        open(flag, "w").close()
+        write_jsonl(self.inp, [{"key": "k", "op": "finished_then_crash", "seq": 1,
+                                "crash_flag": flag}, {"key": "k", "seq": 2, "v": 3}])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 137, res.stderr)
+
+    def assert_refused(self, *words):
+        before = digest(self.db)
+        res = self.run_cmd()
+        err = res.stderr.decode(errors="replace")
+        self.assertEqual(res.returncode, 3, err)
+        self.assertTrue(err.startswith("eddy: "), err)
+        self.assertEqual(err.count("\n"), 1, "one line: " + err)
+        for w in words:
+            self.assertIn(w, err)
+        self.assertEqual(digest(self.db), before, "the failed start changed " + self.db)
+        return err
+
+    def sql(self, stmt, *args):
+        c = sqlite3.connect(self.db)
+        c.execute(stmt, args)
+        c.commit()
+        c.close()
+
+    # ------------------------------------------------------------ the file
+
+    def test_truncated_database(self):
+        self.finished_state()
+        with open(self.db, "r+b") as f:
+            f.truncate(os.path.getsize(self.db) // 3)
+        self.assert_refused(self.db, "is not an eddy state database or is corrupted",
+                            "malformed")
+
+    def test_overwritten_middle(self):
+        """Garbage over the cells of a page in use (the keys table's). Bytes
+        in free pages or free space are harmless and go unnoticed: eddy does
+        not run PRAGMA quick_check, but reads every live record at start."""
+        self.finished_state()
+        c = sqlite3.connect(self.db)
+        (root,) = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'keys'").fetchone()
+        (page,) = c.execute("PRAGMA page_size").fetchone()
+        c.close()
+        with open(self.db, "r+b") as f:
+            f.seek(root * page - 600)  # the cells sit at the end of the page
+            f.write(b"\xde\xad\xbe\xef" * 64)
+        err = self.assert_refused(self.db)
+        self.assertTrue("corrupted" in err or "the state is damaged" in err, err)
+
+    def test_not_a_database(self):
+        self.finished_state()
+        with open(self.db, "r+b") as f:
+            f.write(b"this is not sqlite" * 8)
+        self.assert_refused(self.db, "file is not a database")
+
+    def test_newer_format(self):
+        self.finished_state()
+        self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
+        self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
+                            "format 1)")
+
+    def test_not_an_eddy_database(self):
+        os.makedirs(self.state)
+        c = sqlite3.connect(self.db)
+        c.execute("CREATE TABLE t(x)")
+        c.commit()
+        c.close()
+        write_jsonl(self.inp, [{"key": "k", "seq": 1}])
+        self.assert_refused(self.db, "is not an eddy state database: it holds other tables")
+
+    # ------------------------------------------------------------ records
+
+    def test_journal_done_record_garbage(self):
+        self.crashed_state()
+        self.sql("UPDATE journal SET payload = 'garbage{' WHERE kind = 2")
+        self.assert_refused(self.db + ": a journal record of the run of key \"k\" does not "
+                            "decode; the state is damaged")
+
+    def test_journal_done_record_wrong_shape(self):
+        self.crashed_state()
+        self.sql("UPDATE journal SET payload = '{\"order\":0,\"events\":{}}' WHERE kind = 2")
+        self.assert_refused(self.db, "journal record", "does not decode; the state is damaged")
+
+    def test_journal_call_result_garbage(self):
+        self.crashed_state()
+        self.sql("UPDATE journal SET payload = '{\"v\":' WHERE kind = 1")
+        self.assert_refused(self.db + ": the journaled result of call 0 (effect) of action "
+                            "'later' for key \"k\" does not decode; the state is damaged")
+
+    def test_pending_record_garbage(self):
+        self.crashed_state()
+        self.sql("UPDATE pending SET record = '[1,2' WHERE seq = 1")
+        self.assert_refused(self.db + ": the pending input 1 of key \"k\" does not decode; "
+                            "the state is damaged")
+
+    def test_memory_record_garbage(self):
+        self.finished_state(40)
+        self.sql("UPDATE keys SET stm = 'not json' WHERE key = '\"k3\"'")
+        self.assert_refused(self.db + ": the short-term memory of key \"k3\" does not decode; "
+                            "the state is damaged")
+
+    def test_intact_state_still_resumes(self):
+        """The control: the same crashed state, untouched, resumes."""
+        self.crashed_state()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
