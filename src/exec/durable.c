@@ -1,5 +1,7 @@
 /* Durable execution; see the design notes in durable.h. */
+#include <limits.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -908,6 +910,55 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     return rc;
 }
 
+/* Which file a recorded position belongs to: 1 for a standard stream, else a
+ * hash of the absolute path. */
+static uint64_t file_identity(const char *path)
+{
+    if (strcmp(path, "-") == 0)
+        return 1;
+    char buf[PATH_MAX];
+    const char *abs = path;
+    if (realpath(path, buf) != NULL) {
+        abs = buf;
+    } else if (path[0] != '/' && getcwd(buf, sizeof(buf)) != NULL &&
+               strlen(buf) + strlen(path) + 2 <= sizeof(buf)) {
+        strcat(buf, "/");
+        strcat(buf, path);
+        abs = buf;
+    }
+    uint64_t h = eddy__hash_bytes(abs, strlen(abs));
+    return h > 1 ? h : h + 2;
+}
+
+/*
+ * How to open an output file: cut back to its committed length when the
+ * recorded position belongs to it; append when it is a standard stream (no
+ * position to cut back to: at-least-once), or when the previous run wrote to
+ * another output, whose lines stay there.
+ */
+static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, uint64_t pos,
+                     int64_t *mode)
+{
+    uint64_t id = file_identity(path), stored = 0;
+    int rc = eddy__store_get_meta_u64(rt->store, id_name, &stored);
+    if (rc == EDDY_OK && stored != id)
+        rc = eddy__store_set_meta_u64(rt->store, id_name, id);
+    if (rc != EDDY_OK)
+        return rc;
+    if (id == 1) {
+        *mode = -2;
+    } else if (stored != 0 && stored != id) {
+        fprintf(stderr,
+                "eddy: note: %s is not the file the previous run wrote to; earlier lines stay "
+                "where they were written and this run appends to %s\n",
+                path, path);
+        *mode = -2;
+    } else {
+        *mode = (int64_t)pos;
+    }
+    return EDDY_OK;
+}
+
 int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err)
 {
     const eddy__config_values *cv = rt->cv;
@@ -929,14 +980,14 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
         goto store_err;
 #endif
     uint64_t sink_pos = 0, dead_pos = 0;
+    int64_t sink_how, dead_how;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
-        (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK)
+        (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK ||
+        (rc = sink_mode(rt, cv->output, "output_id", sink_pos, &sink_how)) != EDDY_OK ||
+        (rc = sink_mode(rt, dead, "dead_id", dead_pos, &dead_how)) != EDDY_OK)
         goto store_err;
-    if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT,
-                              strcmp(cv->output, "-") == 0 ? -2 : (int64_t)sink_pos, err)) !=
-            EDDY_OK ||
-        (rc = eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR,
-                              strcmp(dead, "-") == 0 ? -2 : (int64_t)dead_pos, err)) != EDDY_OK)
+    if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||
+        (rc = eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR, dead_how, err)) != EDDY_OK)
         return rc;
 
     loader ld = {.rt = rt, .bad = ""};

@@ -163,6 +163,30 @@ class DurableTest(EddyTest):
         self.assertEqual(outs3[-1]["count"], 11)
         self.assertEqual(outs3[-1]["sum"], sum(range(0, 31, 3)))
 
+    def test_switching_outputs_between_runs(self):
+        write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        with open(self.inp, "a") as f:
+            for i in range(5, 8):
+                f.write(json.dumps({"key": "k", "seq": i, "v": i}) + "\n")
+        # The next run writes elsewhere: the first output stays as it was, the
+        # new one gets the new inputs' outputs, appended, with a note.
+        other = self.path("other.jsonl")
+        cmd = self.cmd()
+        cmd[cmd.index(self.out)] = other
+        second = subprocess.run(cmd, capture_output=True, timeout=60,
+                                env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn(b"not the file the previous run wrote to", second.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2, 3, 4])
+        self.assertEqual([o["seq"] for o in read_jsonl(other)], [5, 6, 7])
+        # And to stdout: nothing to cut back, nothing repeated.
+        third = subprocess.run(cmd[:cmd.index("--output")] + ["--output", "-"] +
+                               cmd[cmd.index("--output") + 2:], capture_output=True, timeout=60)
+        self.assertEqual(third.returncode, 0, third.stderr)
+        self.assertEqual(third.stdout, b"")
+
     def test_journal_is_pruned(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
         res = self.run_cmd()
