@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, TEST_AGENT, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, read_jsonl, write_jsonl  # noqa: E402
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 
@@ -324,8 +324,17 @@ class CrashHarness(EddyTest):
     check that the outcome is exactly that of a run without crashes."""
 
     def test_random_kills(self):
+        chunk, n_keys = (1500, 300) if not SANITIZED else (800, 150)
+        self.random_kills(DURABLE, chunk, n_keys)
+
+    def test_random_kills_python(self):
+        # The same harness on the Python twin of the agent (tests/agents/durable_agent.py).
+        chunk, n_keys = (600, 150) if not SANITIZED else (300, 100)
+        self.random_kills(os.path.join(SOURCE, "tests", "agents", "durable_agent.py"), chunk,
+                          n_keys)
+
+    def random_kills(self, agent, chunk, n_keys, kills=20):
         rnd = random.Random(int(os.environ.get("EDDY_CRASH_SEED", "7")))
-        chunk, n_keys, kills = (1500, 300, 20) if not SANITIZED else (800, 150, 20)
         recs = []
 
         def add_chunk():
@@ -343,7 +352,7 @@ class CrashHarness(EddyTest):
         state = self.path("state")
         effects = self.path("effects.txt")
         env = dict(os.environ, EDDY_TEST_EFFECTS=effects)
-        cmd = [EDDY, "run", DURABLE, "--input", inp, "--output", out, "--state", state,
+        cmd = [EDDY, "run", agent, "--input", inp, "--output", out, "--state", state,
                "--no-progress", "--async-threads", "4", "--max-in-flight", "32"]
         done_kills = 0
         while done_kills < kills:
@@ -369,7 +378,7 @@ class CrashHarness(EddyTest):
 
         # Reference: the same input without crashes, in memory.
         ref_out = self.path("ref.jsonl")
-        ref = subprocess.run([EDDY, "run", DURABLE, "--input", inp, "--output", ref_out,
+        ref = subprocess.run([EDDY, "run", agent, "--input", inp, "--output", ref_out,
                               "--no-progress", "--async-threads", "8"], capture_output=True,
                              timeout=300)
         self.assertEqual(ref.returncode, 0, ref.stderr)
@@ -410,8 +419,8 @@ class CrashHarness(EddyTest):
         extra = sum(c - 1 for c in counts.values())
         self.assertTrue(all(c <= 1 + done_kills for c in counts.values()))
         self.assertLessEqual(extra, 32 * done_kills)
-        print("crash harness: %d kills, %d inputs, %d repeated calls of %d"
-              % (done_kills, n_inputs, extra, 2 * n_inputs))
+        print("crash harness (%s): %d kills, %d inputs, %d repeated calls of %d"
+              % (os.path.basename(agent), done_kills, n_inputs, extra, 2 * n_inputs))
 
 
 if __name__ == "__main__":

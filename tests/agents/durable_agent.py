@@ -1,0 +1,64 @@
+"""The Python twin of durable_agent.c, for the crash harness: every durable
+call appends one line to the file named by EDDY_TEST_EFFECTS, so that a test
+can count how often each call really ran across crashes.
+
+    step1 (InputEvent)  durable async call "effect" (sleeps input["ms"]), then
+                        short-term memory count += 1, sum += input["v"], a new
+                        object "last"; sends Mid
+    step2 (Mid)         durable call "local", then the output
+"""
+import json
+import os
+import time
+
+from eddy import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
+
+
+class Mid(Event):
+    pass
+
+
+def record_effect(what, args):
+    path = os.environ.get("EDDY_TEST_EFFECTS")
+    if path:
+        line = "%s %s\n" % (what, json.dumps(args, sort_keys=True, separators=(",", ":")))
+        with open(path, "a") as f:
+            f.write(line)
+
+
+def effect(key, seq, v, ms):
+    record_effect("effect", {"key": key, "seq": seq, "v": v, "ms": ms})
+    if ms:
+        time.sleep(ms / 1000)
+    return {"v": v * 10}
+
+
+def local(key, seq):
+    record_effect("local", {"key": key, "seq": seq})
+    return seq + 1
+
+
+class DurableAgent(Agent):
+    @action(InputEvent)
+    @staticmethod
+    async def step1(event: InputEvent, ctx: RunnerContext):
+        rec = event.input
+        r = await ctx.durable_execute_async(effect, rec["key"], rec["seq"], rec["v"],
+                                            rec.get("ms", 0))
+        stm = ctx.short_term_memory
+        count = (stm.get("count") or 0) + 1
+        total = (stm.get("sum") or 0) + rec["v"]
+        stm.set("count", count)
+        stm.set("sum", total)
+        stm.new_object("last")
+        stm.set("last.seq", rec["seq"])
+        ctx.send_event(Mid(seq=rec["seq"], count=count, sum=total, r=r["v"]))
+
+    @action(Mid)
+    @staticmethod
+    def step2(event: Mid, ctx: RunnerContext):
+        key = ctx.key
+        res = ctx.durable_execute(local, key, event.seq)
+        ctx.send_event(OutputEvent(output={"seq": event.seq, "count": event.count,
+                                           "sum": event.sum, "r": event.r, "local": res,
+                                           "key": key}))
