@@ -1,0 +1,130 @@
+/*
+ * libFuzzer target for agent plans: a plan built from arbitrary action names
+ * and trigger lists. The input is lines "name type type ..." (fields split by
+ * spaces, empty fields kept so that empty names and types are tried too).
+ *
+ * Checks: eddy_plan_add_action() accepts exactly the actions with a new,
+ * non-empty name and at least one non-empty trigger that is not OutputEvent,
+ * and refuses the others with EDDY_EINVAL, leaving the plan as it was; every
+ * accepted action is routed from each of its types, once, in registration
+ * order; the fingerprint is a function of the accepted actions alone (a plan
+ * rebuilt from them has the same one).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/plan.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                 \
+        }                                                                            \
+    } while (0)
+
+#define MAX_FIELDS 16
+
+static int noop(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ctx;
+    (void)ev;
+    (void)arg;
+    return EDDY_OK;
+}
+
+/* Split line into fields at spaces, in place; returns how many (at most MAX_FIELDS). */
+static size_t split(char *line, const char *fields[MAX_FIELDS + 1])
+{
+    size_t n = 0;
+    char *p = line;
+    while (n < MAX_FIELDS) {
+        fields[n++] = p;
+        char *sp = strchr(p, ' ');
+        if (sp == NULL)
+            break;
+        *sp = '\0';
+        p = sp + 1;
+    }
+    fields[n] = NULL;
+    return n;
+}
+
+static int valid(const eddy_plan *p, const char *const *f, size_t n)
+{
+    if (n < 2 || f[0][0] == '\0' || eddy__plan_find(p, f[0]) != NULL)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if (f[i][0] == '\0' || strcmp(f[i], EDDY_OUTPUT_EVENT) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Each accepted action is in the route of each of its types exactly once, and
+ * routes list actions in registration order. */
+static void check_routes(const eddy_plan *p)
+{
+    for (size_t a = 0; a < p->n; a++) {
+        const eddy__action *act = p->actions[a];
+        CHECK(act->index == a);
+        for (size_t t = 0; t < act->ntypes; t++) {
+            const eddy__route *r = eddy__plan_route(p, act->types[t]);
+            CHECK(r != NULL);
+            size_t seen = 0;
+            for (size_t i = 0; i < r->n; i++) {
+                seen += r->actions[i] == act;
+                if (i > 0)
+                    CHECK(r->actions[i - 1]->index < r->actions[i]->index);
+            }
+            CHECK(seen == 1);
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *text = malloc(size + 1);
+    if (text == NULL)
+        return 0;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    eddy_plan *p = eddy_plan_new();
+    eddy_plan *again = eddy_plan_new();
+    CHECK(p != NULL && again != NULL);
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        const char *f[MAX_FIELDS + 1];
+        size_t n = split(line, f);
+        int ok = valid(p, f, n);
+        size_t before = eddy_plan_action_count(p);
+        char fp_before[17], fp_after[17];
+        eddy__plan_fingerprint(p, fp_before);
+        int rc = eddy_plan_add_action(p, f[0], f + 1, noop, NULL);
+        eddy__plan_fingerprint(p, fp_after);
+        if (ok) {
+            CHECK(rc == EDDY_OK);
+            CHECK(eddy_plan_action_count(p) == before + 1);
+            CHECK(strcmp(eddy_plan_action_name(p, before), f[0]) == 0);
+            CHECK(eddy_plan_add_action(again, f[0], f + 1, noop, NULL) == EDDY_OK);
+        } else {
+            CHECK(rc == EDDY_EINVAL);
+            CHECK(eddy_plan_action_count(p) == before);
+            CHECK(strcmp(fp_before, fp_after) == 0);
+        }
+    }
+    check_routes(p);
+    char fa[17], fb[17];
+    eddy__plan_fingerprint(p, fa);
+    eddy__plan_fingerprint(again, fb);
+    CHECK(strcmp(fa, fb) == 0);
+    eddy_plan_free(p);
+    eddy_plan_free(again);
+    free(text);
+    return 0;
+}
