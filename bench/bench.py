@@ -243,6 +243,31 @@ class Bench:
                  {"what": "W1 C agent", "inputs_per_s": bound},
                  round(med(rate) / bound, 3) if bound else None, "goal >= 100,000 inputs/s")
 
+        # W3 at C = 64 with an async def action, against the sleep bound and
+        # the C agent's W3 at the same C.
+        c = 64
+        n = max(self.p["w3_min"], c * self.p["w3_per_c"])
+        inp = self.write_input("w3_%d.jsonl" % n, n, 2_000)
+        out = os.path.join(self.tmp, "w5f.out")
+        rate, p50 = [], []
+        for _ in range(self.p["reps"]):
+            st = self.fresh_state("w5state")
+            cmd = [self.prog("bench_runner"), "--tail", os.path.join(HERE, "agents", "py_flow.py")]
+            cmd += ["%s=%s" % kv for kv in {"input": inp, "output": out, "state": st,
+                                             "async-threads": c, "max-in-flight": c}.items()]
+            r = run_json(cmd)
+            assert r["outputs"] == n, r
+            rate.append(n / r["elapsed_s"])
+            p50.append(r["lat_p50_ms"])
+        w3 = next((r for r in self.rows if r["id"] == "W3" and r["parameters"].get("C") == c),
+                  None)
+        self.add("W5f", "Python async def two-step durable workflow, --state",
+                 {"C": c, "inputs": n},
+                 {"runs_per_s": round(med(rate), 1), "p50_ms": round(med(p50), 2),
+                  "c_agent_runs_per_s": w3["figures"]["runs_per_s"] if w3 else None},
+                 {"what": "C / 10 ms", "runs_per_s": c / 0.010},
+                 round(med(rate) / (c / 0.010), 3), "goal >= 0.9 of the bound")
+
     # ------------------------------------------------------------ W6
     def w6(self):
         n = self.p["w6_runs"]

@@ -186,7 +186,10 @@ int main(int argc, char **argv)
     }
     eddy_plan *plan = eddy_plan_new();
     eddy_error *err = NULL;
-    if (eddy_plan_load_shared(plan, agent, &err) != EDDY_OK) {
+    size_t alen = strlen(agent);
+    int python = alen > 3 && strcmp(agent + alen - 3, ".py") == 0;
+    if ((python ? eddy_plan_load_python(plan, agent, NULL, &err)
+                : eddy_plan_load_shared(plan, agent, &err)) != EDDY_OK) {
         fprintf(stderr, "bench_runner: %s\n", eddy_error_message(err));
         return 1;
     }

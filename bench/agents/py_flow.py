@@ -18,7 +18,8 @@ class FlowAgent(Agent):
     @action(InputEvent)
     @staticmethod
     async def flow(event, ctx):
+        t0 = time.monotonic_ns()  # CLOCK_MONOTONIC, as the C agent's t0
         i = event.input.get("id")
         await ctx.durable_execute_async(fast, i)
         await ctx.durable_execute_async(slow, i)
-        ctx.send_event(OutputEvent(output={"id": i}))
+        ctx.send_event(OutputEvent(output={"id": i, "t0": t0}))
