@@ -148,19 +148,6 @@ void eddy__py_fail_task(eddy_ctx *t)
 
 /* ---------------------------------------------------------------- the driver */
 
-/* The exception being raised, normalised (cleared). */
-static PyObject *take_exception(void)
-{
-    PyObject *type, *val, *tb;
-    PyErr_Fetch(&type, &val, &tb);
-    PyErr_NormalizeException(&type, &val, &tb);
-    if (val != NULL && tb != NULL)
-        PyException_SetTraceback(val, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return val;
-}
-
 static void task_state_free(eddy_ctx *t)
 {
     eddy__py_task *pt = t->lang;
@@ -202,7 +189,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
                      "ctx.durable_execute_async() and ctx.gather(); the action awaited something "
                      "that yielded %R (asyncio and other event loops are not supported)",
                      y);
-        *throw = take_exception();
+        *throw = eddy__py_fetch_exception();
         return 0;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -210,7 +197,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         if (eddy__py_ctx_task(c->ctxobj) != t) {
             PyErr_SetString(PyExc_RuntimeError,
                             "an awaitable of another action execution was awaited");
-            *throw = take_exception();
+            *throw = eddy__py_fetch_exception();
             return 0;
         }
     }
@@ -227,7 +214,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
     }
     if (submitted == 0) {
         PyErr_SetString(PyExc_RuntimeError, "an eddy call was awaited while already running");
-        *throw = take_exception();
+        *throw = eddy__py_fetch_exception();
         return 0;
     }
     t->waiting += submitted;
@@ -373,7 +360,7 @@ static int load_error(eddy_error **err, const char *path)
 {
     if (PyErr_ExceptionMatches(PyExc_LookupError)) {
         /* Our own finding: its message names the file. */
-        PyObject *exc = take_exception();
+        PyObject *exc = eddy__py_fetch_exception();
         PyObject *msg = exc != NULL ? PyObject_Str(exc) : NULL;
         const char *m = msg != NULL ? PyUnicode_AsUTF8(msg) : NULL;
         int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s", m != NULL ? m : path);

@@ -46,8 +46,7 @@ static int str_dup(PyObject *s, char **out)
     return 0;
 }
 
-/* The exception being raised, normalised, with its traceback; cleared. */
-static PyObject *fetch_exception(void)
+PyObject *eddy__py_fetch_exception(void)
 {
     PyObject *type, *val, *tb;
     PyErr_Fetch(&type, &val, &tb);
@@ -219,7 +218,7 @@ static void encode_outcome(eddy__py_call *c)
             return;
         }
         Py_XDECREF(text);
-        PyObject *why = fetch_exception();
+        PyObject *why = eddy__py_fetch_exception();
         PyObject *s = why != NULL ? PyObject_Str(why) : NULL;
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
@@ -229,7 +228,7 @@ static void encode_outcome(eddy__py_call *c)
         Py_XDECREF(s);
         Py_XDECREF(why);
         Py_CLEAR(c->result);
-        c->exc = fetch_exception();
+        c->exc = eddy__py_fetch_exception();
     }
     PyObject *t = call_helper("_encode_error", &c->exc, 1);
     if (t == NULL || !PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3 ||
@@ -265,7 +264,7 @@ static void decode_replay(const eddy__dcall *dc, PyObject **result, PyObject **e
             return;
     }
     if (*result == NULL)
-        *exc = fetch_exception();
+        *exc = eddy__py_fetch_exception();
 }
 
 /*
@@ -455,7 +454,7 @@ void eddy__py_call_work(eddy__job *job)
     if (r != NULL)
         c->result = r;
     else
-        c->exc = fetch_exception();
+        c->exc = eddy__py_fetch_exception();
     if (c->durable)
         encode_outcome(c);
     PyGILState_Release(g);
@@ -548,7 +547,7 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
         if (r != NULL)
             c->result = r;
         else
-            c->exc = fetch_exception();
+            c->exc = eddy__py_fetch_exception();
         if (t->rt->store != NULL) {
             encode_outcome(c);
             eddy__durable_record(t, c->fn_id, &c->dc,

@@ -55,6 +55,10 @@ PyObject *eddy__py_from_json(const json_t *j);
  */
 json_t *eddy__py_to_json(PyObject *o, const char *what);
 
+/* The exception being raised, normalised, with its traceback attached; the
+ * error indicator is cleared. A new reference (NULL when none is set). GIL held. */
+PyObject *eddy__py_fetch_exception(void);
+
 /* ---------------------------------------------------------------- interpreter */
 
 /* Initialise the interpreter (first call) and take a reference on it. The
