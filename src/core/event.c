@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "core/event.h"
+#include "util/poison.h"
 #include "util/fault.h"
 #include "util/hash.h"
 
@@ -36,6 +37,7 @@ void eddy__event_unref(eddy_event *ev)
     if (ev == NULL || --ev->refs != 0)
         return;
     json_decref(ev->attrs);
+    EDDY__POISON(ev, sizeof(*ev));
     free(ev);
 }
 

@@ -10,6 +10,7 @@
 #include "exec/runtime.h"
 #include "util/fault.h"
 #include "util/hash.h"
+#include "util/poison.h"
 
 /* Idle keys (no run, no pending input, empty short-term memory) kept for
  * reuse before the oldest are freed: bounds memory on streams with many
@@ -47,6 +48,7 @@ static void key_free(eddy__key *k)
     json_decref(k->stm);
     json_decref(k->sensory);
     free(k->text);
+    EDDY__POISON(k, sizeof(*k));
     free(k);
 }
 
@@ -161,7 +163,9 @@ static void task_free(eddy_runtime *rt, eddy_ctx *t)
     eddy__memview_reset(&t->sensory.view);
     eddy__event_unref(t->event);
     eddy_error_free(t->err);
+    EDDY__POISON(t, sizeof(*t)); /* a task on the free list is not a task */
     if (rt->nfree_tasks < FREE_TASKS_MAX) {
+        eddy__queue_init(&t->node);
         eddy__queue_insert_head(&rt->free_tasks, &t->node);
         rt->nfree_tasks++;
     } else {
