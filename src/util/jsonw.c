@@ -108,6 +108,20 @@ static int put_real(eddy__buf *b, double d, int exact)
         tmp[n++] = '.';
         tmp[n++] = '0';
     }
+    /* And write the exponent as jansson does: no '+', no leading zeros
+     * ("1e+300" is "1e300", "2e-05" is "2e-5"). */
+    char *e = strchr(tmp, 'e');
+    if (e != NULL) {
+        char *start = e + 1, *end = e + 2;
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, (size_t)(tmp + n - end));
+            n -= (int)(end - start);
+        }
+    }
     return put(b, tmp, (size_t)n);
 }
 

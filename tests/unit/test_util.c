@@ -1,0 +1,191 @@
+/*
+ * The small utilities: the string map (against a plain array as reference,
+ * through growth and backward-shift deletion) and the JSON writer (against
+ * jansson's own compact dump, which it promises to match).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "eddy/eddy.h"
+#include "util/jsonw.h"
+#include "util/map.h"
+
+/* ------------------------------------------------------------ map */
+
+#define NKEYS 5000
+
+static void test_map_against_reference(void **state)
+{
+    (void)state;
+    static char keys[NKEYS][16];
+    static int present[NKEYS];
+    eddy__map m;
+    eddy__map_init(&m);
+    assert_null(eddy__map_get(&m, "x", 1));
+    assert_null(eddy__map_remove(&m, "x", 1));
+    for (int i = 0; i < NKEYS; i++)
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+    uint64_t r = 42;
+    size_t count = 0;
+    for (int step = 0; step < 200000; step++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        int i = (int)((r >> 33) % NKEYS);
+        size_t len = strlen(keys[i]);
+        if (present[i] && (r & 1)) {
+            assert_ptr_equal(eddy__map_remove(&m, keys[i], len), &present[i]);
+            present[i] = 0;
+            count--;
+        } else if (!present[i]) {
+            assert_int_equal(eddy__map_put(&m, keys[i], len, &present[i]), EDDY_OK);
+            present[i] = 1;
+            count++;
+        }
+        assert_int_equal(m.count, count);
+        /* Every so often, check every key against the reference. */
+        if (step % 20000 == 0) {
+            for (int j = 0; j < NKEYS; j++) {
+                void *v = eddy__map_get(&m, keys[j], strlen(keys[j]));
+                if (present[j])
+                    assert_ptr_equal(v, &present[j]);
+                else
+                    assert_null(v);
+            }
+        }
+    }
+    /* Keys that share a prefix or differ only in length are distinct. */
+    assert_null(eddy__map_get(&m, "k1", 1));
+    eddy__map_free(&m);
+    assert_int_equal(m.count, 0);
+}
+
+/* ------------------------------------------------------------ jsonw */
+
+static void same_as_jansson(const char *text)
+{
+    json_error_t e;
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+    if (v == NULL)
+        fail_msg("bad test input %s: %s", text, e.text);
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+    eddy__buf b = {0};
+    assert_int_equal(eddy__json_write(&b, v), EDDY_OK);
+    assert_int_equal(b.len, strlen(want));
+    assert_memory_equal(b.p, want, b.len);
+    free(want);
+    /* Exact reals read back to the same value. */
+    b.len = 0;
+    assert_int_equal(eddy__json_write_ex(&b, v, EDDY__JSONW_EXACT), EDDY_OK);
+    json_t *back = json_loads(b.p, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    assert_non_null(back);
+    assert_true(json_equal(v, back));
+    json_decref(back);
+    free(b.p);
+    json_decref(v);
+}
+
+static void test_jsonw_matches_jansson(void **state)
+{
+    (void)state;
+    const char *cases[] = {
+        "null",
+        "true",
+        "false",
+        "0",
+        "-1",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1.5",
+        "0.1",
+        "1e300",
+        "-2.5e-300",
+        "2e-5",
+        "1.5e10",
+        "1e100",
+        "-0.0",
+        "3.0",
+        "123456789012345678.0",
+        "\"\"",
+        "\"plain\"",
+        "\"quote \\\" backslash \\\\ slash /\"",
+        "\"controls \\b\\f\\n\\r\\t \\u0001 \\u001f \\u007f\"",
+        "\"nul \\u0000 inside\"",
+        "\"utf-8 \\u00e9 \\u4e2d \\ud83d\\ude00\"",
+        "[]",
+        "{}",
+        "[1,[2,[3,[]]],{\"a\":{}}]",
+        "{\"z\":1,\"a\":2,\"m\":[true,null,\"x\"]}",
+        "{\"key with \\\"quotes\\\"\":{\"\\n\":0.25}}",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        same_as_jansson(cases[i]);
+}
+
+static void test_jsonw_sorted_keys(void **state)
+{
+    (void)state;
+    json_t *v =
+        json_loads("{\"b\":1,\"a\":{\"y\":2,\"x\":3},\"ab\":[{\"d\":1,\"c\":2}],\"\":0}", 0, NULL);
+    eddy__buf b = {0};
+    assert_int_equal(eddy__json_write_ex(&b, v, EDDY__JSONW_SORT_KEYS), EDDY_OK);
+    assert_string_equal(b.p, "{\"\":0,\"a\":{\"x\":3,\"y\":2},\"ab\":[{\"c\":2,\"d\":1}],\"b\":1}");
+    /* The same as jansson's sorted dump, and independent of insertion order. */
+    char *want = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(b.p, want);
+    free(want);
+    json_t *w =
+        json_loads("{\"\":0,\"ab\":[{\"c\":2,\"d\":1}],\"b\":1,\"a\":{\"x\":3,\"y\":2}}", 0, NULL);
+    eddy__buf b2 = {0};
+    assert_int_equal(eddy__json_write_ex(&b2, w, EDDY__JSONW_SORT_KEYS), EDDY_OK);
+    assert_string_equal(b.p, b2.p);
+    /* More fields than the writer sorts on the stack. */
+    json_t *big = json_object();
+    char name[8];
+    for (int i = 40; i > 0; i--) {
+        snprintf(name, sizeof(name), "f%02d", i);
+        json_object_set_new(big, name, json_integer(i));
+    }
+    eddy__buf b3 = {0};
+    assert_int_equal(eddy__json_write_ex(&b3, big, EDDY__JSONW_SORT_KEYS), EDDY_OK);
+    want = json_dumps(big, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(b3.p, want);
+    free(want);
+    free(b.p);
+    free(b2.p);
+    free(b3.p);
+    json_decref(v);
+    json_decref(w);
+    json_decref(big);
+}
+
+static void test_jsonw_appends_and_fails_cleanly(void **state)
+{
+    (void)state;
+    eddy__buf b = {0};
+    json_t *one = json_integer(1);
+    assert_int_equal(eddy__json_write(&b, one), EDDY_OK);
+    assert_int_equal(eddy__json_write(&b, one), EDDY_OK);
+    assert_int_equal(b.len, 2);
+    assert_memory_equal(b.p, "11", 2);
+    /* NULL is refused and leaves the buffer as it was. */
+    assert_int_equal(eddy__json_write(&b, NULL), EDDY_ENOMEM);
+    assert_int_equal(b.len, 2);
+    json_decref(one);
+    free(b.p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_map_against_reference),
+        cmocka_unit_test(test_jsonw_matches_jansson),
+        cmocka_unit_test(test_jsonw_sorted_keys),
+        cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
