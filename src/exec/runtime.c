@@ -478,7 +478,6 @@ static void admit(eddy_runtime *rt)
                 eddy__runtime_run_start(rt, k, in);
         }
     }
-    rt->stats.runs_in_flight = rt->in_flight;
 }
 
 /* ---------------------------------------------------------------- loop */
