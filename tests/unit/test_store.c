@@ -387,6 +387,85 @@ static void test_uncommitted_lost(void **state)
     eddy__store_close(s);
 }
 
+/* Copy the first len bytes of src to dst. */
+static void copy_prefix(const char *src, const char *dst, off_t len)
+{
+    int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(in >= 0 && out >= 0);
+    char b[8192];
+    while (len > 0) {
+        ssize_t n = read(in, b, len < (off_t)sizeof(b) ? (size_t)len : sizeof(b));
+        assert_true(n > 0);
+        assert_int_equal(write(out, b, (size_t)n), n);
+        len -= n;
+    }
+    close(in);
+    close(out);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    return sb.st_size;
+}
+
+/* The WAL is given its working size at open (so that commits overwrite
+ * blocks instead of growing the file), and doing that to a WAL that holds
+ * committed frames, as a crash leaves it, keeps them. */
+static void test_wal_preallocated(void **state)
+{
+    test_dir *d = *state;
+    char wal[160], copy[128], copy_db[160], copy_wal[160], db[160];
+    snprintf(db, sizeof(db), "%s/eddy.db", d->state);
+    snprintf(wal, sizeof(wal), "%s/eddy.db-wal", d->state);
+    eddy__store *s = open_ok(d->state, FP);
+    off_t size = file_size(wal);
+    assert_true(size >= 1000 * (4096 + 24)); /* wal_autocheckpoint frames */
+    assert_int_equal(eddy__store_key_put(s, "k", 7, "{\"a\":1}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+
+    /* What a crash leaves without preallocation: the database file and the
+     * WAL up to its last frame (the schema and the key are only there). */
+    off_t end = 32;
+    int fd = open(wal, O_RDONLY);
+    assert_true(fd >= 0);
+    for (;;) {
+        unsigned char hdr[24], zero[24] = {0};
+        if (pread(fd, hdr, sizeof(hdr), end) != (ssize_t)sizeof(hdr) ||
+            memcmp(hdr, zero, sizeof(hdr)) == 0)
+            break;
+        end += 24 + 4096;
+    }
+    close(fd);
+    assert_true(end > 32 && end < size);
+    snprintf(copy, sizeof(copy), "%s/copy", d->root);
+    snprintf(copy_db, sizeof(copy_db), "%s/eddy.db", copy);
+    snprintf(copy_wal, sizeof(copy_wal), "%s/eddy.db-wal", copy);
+    assert_int_equal(mkdir(copy, 0700), 0);
+    copy_prefix(db, copy_db, file_size(db));
+    copy_prefix(wal, copy_wal, end);
+
+    eddy__store *c = open_ok(copy, FP);
+    assert_true(file_size(copy_wal) >= size);
+    uint64_t seq = 0;
+    char *stm = NULL;
+    assert_int_equal(eddy__store_key_get(c, "k", &seq, &stm), EDDY_OK);
+    assert_int_equal(seq, 7);
+    assert_string_equal(stm, "{\"a\":1}");
+    free(stm);
+    /* And it takes new commits. */
+    assert_int_equal(eddy__store_key_put(c, "k", 8, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(c), EDDY_OK);
+    eddy__store_close(c);
+    eddy__store_close(s);
+    c = open_ok(copy, FP);
+    assert_int_equal(eddy__store_key_get(c, "k", &seq, &stm), EDDY_OK);
+    assert_int_equal(seq, 8);
+    free(stm);
+    eddy__store_close(c);
+}
+
 static void test_busy(void **state)
 {
     test_dir *d = *state;
@@ -708,6 +787,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_reopen, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_uncommitted_lost, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_wal_preallocated, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
