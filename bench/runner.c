@@ -5,8 +5,8 @@
  *   bench_runner [--tail] [--gate N] AGENT name=value...
  *
  * name=value pairs go to eddy_config_set (input, output, state, ...).
- * --tail   a thread follows the output file and stamps each line when it
- *          appears; with the "t0" field that bench_flow puts in each output
+ * --tail   a thread follows the output file (woken by inotify) and stamps
+ *          each line when it appears; with the "t0" field that bench_flow puts in each output
  *          (CLOCK_MONOTONIC when the action started) this gives the latency
  *          from the start of a run to its output line being in the file.
  * --gate N once N async calls were submitted (all runs suspended), record
@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +79,22 @@ static void *tail_main(void *arg)
     FILE *f = NULL;
     char buf[1 << 16];
     size_t have = 0;
+    /* Woken by inotify when the output directory changes, so that a line is
+     * stamped when it is written rather than at the next poll. */
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", t->path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (in >= 0 && inotify_add_watch(in, dir, IN_CREATE | IN_MODIFY) < 0) {
+        close(in);
+        in = -1;
+    }
     for (;;) {
         int stopping = t->stop;
         if (f == NULL)
@@ -100,9 +118,22 @@ static void *tail_main(void *arg)
         }
         if (stopping)
             break;
-        struct timespec ts = {0, 100000}; /* 100 us */
-        nanosleep(&ts, NULL);
+        if (in >= 0) {
+            /* Events queued since the watch began wake this at once; the
+             * timeout only notices the stop flag. */
+            struct pollfd p = {.fd = in, .events = POLLIN};
+            if (poll(&p, 1, 20) > 0) {
+                char ev[4096];
+                while (read(in, ev, sizeof(ev)) > 0)
+                    ;
+            }
+        } else {
+            struct timespec ts = {0, 100000}; /* 100 us */
+            nanosleep(&ts, NULL);
+        }
     }
+    if (in >= 0)
+        close(in);
     if (f != NULL)
         fclose(f);
     return NULL;
@@ -217,9 +248,15 @@ int main(int argc, char **argv)
         tl.path = output;
         pthread_create(&tid, NULL, tail_main, &tl);
     }
+    /* The runtime's mailbox is this thread: its CPU time over the wall time
+     * says whether the mailbox was the limit (near 1) or waited. */
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     int64_t t_run = now_ns();
     int rc = eddy_runtime_run(rt);
     int64_t t_end = now_ns();
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    double mailbox_cpu = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
     if (tail && output != NULL) {
         tl.stop = 1;
         pthread_join(tid, NULL);
@@ -233,9 +270,10 @@ int main(int argc, char **argv)
     printf("{\"rc\": %d, \"inputs\": %" PRIu64 ", \"outputs\": %" PRIu64 ", \"actions\": %" PRIu64
            ", \"async_calls\": %" PRIu64 ", \"durable_calls\": %" PRIu64 ", \"commits\": %" PRIu64
            ", \"elapsed_s\": %.6f, \"open_s\": %.6f, \"rss0_kib\": %ld"
-           ", \"rss_open_kib\": %ld",
+           ", \"rss_open_kib\": %ld, \"mailbox_cpu_s\": %.6f",
            rc, st.inputs, st.outputs, st.actions_executed, st.async_calls, st.durable_calls,
-           st.commits, (double)(t_end - t_run) / 1e9, (double)(t_run - t_new) / 1e9, rss0, rss1);
+           st.commits, (double)(t_end - t_run) / 1e9, (double)(t_run - t_new) / 1e9, rss0, rss1,
+           mailbox_cpu);
     if (gate.n > 0)
         printf(", \"gate_reached\": %d, \"gate_rss_kib\": %ld, \"gate_at_s\": %.3f"
                ", \"gate_in_flight\": %" PRIu64,
