@@ -1,5 +1,7 @@
 /* Durable execution; see the design notes in durable.h. */
+#include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -136,6 +138,7 @@ static void store_failed(eddy_runtime *rt, const char *what)
 typedef struct outline {
     eddy__queue node;
     uint64_t id;
+    uint64_t txn; /* on rt->outbox_unsynced: its commit */
     char channel;
     size_t len;
     char text[];
@@ -250,12 +253,202 @@ static void free_lines(eddy__queue *h)
     }
 }
 
+/* After a store failure: every waiting task goes on (it sees the stop and
+ * unwinds). */
 static void release_commit_waiters(eddy_runtime *rt)
 {
+    eddy__queue_move(&rt->sync_wait, &rt->commit_wait);
     while (!eddy__queue_empty(&rt->commit_wait)) {
         eddy__queue *q = eddy__queue_head(&rt->commit_wait);
         eddy__queue_remove(q);
         eddy__task_ready(eddy__queue_data(q, eddy_ctx, node));
+    }
+}
+
+/* ---------------------------------------------------------------- syncer */
+
+typedef struct eddy__syncer eddy__syncer;
+
+struct eddy__syncer {
+    uv_thread_t thread;
+    uv_mutex_t lock;
+    uv_cond_t cond;
+    eddy__store *store;
+    uint64_t want; /* newest commit to make durable (set by the mailbox) */
+    uint64_t done; /* newest commit made durable (set by the syncer) */
+    int err;       /* errno of a failed sync: the syncer then stops */
+    int stop;
+    uv_async_t async; /* syncer -> mailbox: done or err moved */
+    int refd;         /* async referenced: a sync is outstanding (mailbox only) */
+};
+
+static void syncer_main(void *arg)
+{
+    eddy__syncer *s = arg;
+    uv_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->stop && s->err == 0 && s->want == s->done)
+            uv_cond_wait(&s->cond, &s->lock);
+        if (s->stop || s->err != 0)
+            break;
+        uint64_t target = s->want; /* every commit up to it was written */
+        uv_mutex_unlock(&s->lock);
+        errno = 0;
+        int rc = eddy__store_sync(s->store);
+        int e = rc == EDDY_OK ? 0 : errno != 0 ? errno : EIO;
+        uv_mutex_lock(&s->lock);
+        if (e != 0)
+            s->err = e;
+        else
+            s->done = target;
+        uv_async_send(&s->async);
+    }
+    uv_mutex_unlock(&s->lock);
+}
+
+/* Tasks and outbox lines whose commit is now durable go on. */
+static void synced(eddy_runtime *rt, uint64_t done)
+{
+    if (done > rt->txn_synced)
+        rt->txn_synced = done;
+    while (!eddy__queue_empty(&rt->sync_wait)) {
+        eddy__queue *q = eddy__queue_head(&rt->sync_wait);
+        eddy_ctx *t = eddy__queue_data(q, eddy_ctx, node);
+        if (t->wait_txn > rt->txn_synced)
+            break;
+        eddy__queue_remove(q);
+        eddy__task_ready(t);
+    }
+    while (!eddy__queue_empty(&rt->outbox_unsynced)) {
+        eddy__queue *q = eddy__queue_head(&rt->outbox_unsynced);
+        if (eddy__queue_data(q, outline, node)->txn > rt->txn_synced)
+            break;
+        eddy__queue_remove(q);
+        eddy__queue_insert_tail(&rt->outbox_committed, q);
+    }
+    eddy__syncer *s = rt->syncer;
+    if (s != NULL && s->refd && rt->txn_synced >= rt->txn_written) {
+        uv_unref((uv_handle_t *)&s->async);
+        s->refd = 0;
+    }
+}
+
+/* A sync failed (errno e): what was committed may not be on disk, so
+ * nothing may go on from it. */
+static void sync_failed(eddy_runtime *rt, int e)
+{
+    if (!rt->store_failed) {
+        rt->store_failed = 1;
+        eddy__runtime_fail(rt, EDDY_ESTORE,
+                           eddy_error_newf("store",
+                                           "state store failure while syncing %s/eddy.db-wal "
+                                           "to disk: %s",
+                                           rt->cv->state, strerror(e)));
+    }
+    release_commit_waiters(rt);
+}
+
+static void on_synced(uv_async_t *h)
+{
+    eddy_runtime *rt = h->data;
+    eddy__syncer *s = rt->syncer;
+    uv_mutex_lock(&s->lock);
+    uint64_t done = s->done;
+    int e = s->err;
+    uv_mutex_unlock(&s->lock);
+    if (e != 0) {
+        if (s->refd) {
+            uv_unref((uv_handle_t *)&s->async);
+            s->refd = 0;
+        }
+        sync_failed(rt, e);
+        return;
+    }
+    synced(rt, done);
+    if (!rt->store_failed)
+        deliver(rt, 0);
+}
+
+/* The commits up to rt->txn_written are to be made durable. */
+static void request_sync(eddy_runtime *rt)
+{
+    eddy__syncer *s = rt->syncer;
+    if (s == NULL) {
+        synced(rt, rt->txn_written); /* the commit was durable */
+        return;
+    }
+    uv_mutex_lock(&s->lock);
+    s->want = rt->txn_written;
+    uv_cond_signal(&s->cond);
+    uv_mutex_unlock(&s->lock);
+    if (!s->refd) {
+        uv_ref((uv_handle_t *)&s->async);
+        s->refd = 1;
+    }
+}
+
+static void free_syncer_handle(uv_handle_t *h)
+{
+    eddy__syncer *s = (eddy__syncer *)((char *)h - offsetof(eddy__syncer, async));
+    uv_cond_destroy(&s->cond);
+    uv_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void eddy__durable_shutdown(eddy_runtime *rt)
+{
+    eddy__syncer *s = rt->syncer;
+    if (s == NULL)
+        return;
+    uv_mutex_lock(&s->lock);
+    s->stop = 1;
+    uv_cond_signal(&s->cond);
+    uv_mutex_unlock(&s->lock);
+    uv_thread_join(&s->thread);
+    uv_close((uv_handle_t *)&s->async, free_syncer_handle);
+    rt->syncer = NULL; /* later commits, if any, are whole again */
+}
+
+/* Start the syncer when the store splits its commits; without it commits
+ * stay whole. */
+static void syncer_start(eddy_runtime *rt)
+{
+    if (!eddy__store_split_commit(rt->store))
+        return;
+    eddy__syncer *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return;
+    s->store = rt->store;
+    if (uv_mutex_init(&s->lock) != 0)
+        goto fail_lock;
+    if (uv_cond_init(&s->cond) != 0)
+        goto fail_cond;
+    if (uv_async_init(&rt->loop, &s->async, on_synced) != 0)
+        goto fail_async;
+    s->async.data = rt;
+    uv_unref((uv_handle_t *)&s->async);
+    if (uv_thread_create(&s->thread, syncer_main, s) != 0) {
+        uv_close((uv_handle_t *)&s->async, free_syncer_handle);
+        return; /* the closing handle frees s */
+    }
+    rt->syncer = s;
+    return;
+fail_async:
+    uv_cond_destroy(&s->cond);
+fail_cond:
+    uv_mutex_destroy(&s->lock);
+fail_lock:
+    free(s);
+}
+
+/* The tasks on commit_wait wait for the sync of commit txn. */
+static void wait_sync(eddy_runtime *rt, uint64_t txn)
+{
+    while (!eddy__queue_empty(&rt->commit_wait)) {
+        eddy__queue *q = eddy__queue_head(&rt->commit_wait);
+        eddy__queue_remove(q);
+        eddy__queue_data(q, eddy_ctx, node)->wait_txn = txn;
+        eddy__queue_insert_tail(&rt->sync_wait, q);
     }
 }
 
@@ -271,10 +464,14 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
     if (!eddy__store_dirty(rt->store)) {
         /* Their writes went out with an earlier commit (a Python task waits
-         * for calls that completed on both sides of a commit). */
-        release_commit_waiters(rt);
+         * for calls that completed on both sides of a commit), which may
+         * not be on disk yet. */
+        wait_sync(rt, rt->txn_written);
+        synced(rt, rt->txn_synced);
     } else if (due) { /* otherwise more work is ready: let the transaction grow */
-        if (eddy__store_commit(rt->store) != EDDY_OK) {
+        int rc = rt->syncer != NULL ? eddy__store_commit_nosync(rt->store)
+                                    : eddy__store_commit(rt->store);
+        if (rc != EDDY_OK) {
             rt->store_failed = 1;
             store_failed(rt, "committing");
             release_commit_waiters(rt); /* now: nothing else may wake the loop */
@@ -282,8 +479,24 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         }
         rt->stats.commits++;
         rt->txn_start = uv_hrtime();
-        release_commit_waiters(rt);
-        eddy__queue_move(&rt->outbox_uncommitted, &rt->outbox_committed);
+        uint64_t txn = ++rt->txn_written;
+        wait_sync(rt, txn);
+        while (!eddy__queue_empty(&rt->outbox_uncommitted)) {
+            eddy__queue *q = eddy__queue_head(&rt->outbox_uncommitted);
+            eddy__queue_remove(q);
+            eddy__queue_data(q, outline, node)->txn = txn;
+            eddy__queue_insert_tail(&rt->outbox_unsynced, q);
+        }
+        request_sync(rt);
+    }
+    if (final && rt->txn_synced < rt->txn_written) {
+        /* At the end the mailbox waits for the disk itself. */
+        errno = 0;
+        if (eddy__store_sync(rt->store) != EDDY_OK) {
+            sync_failed(rt, errno != 0 ? errno : EIO);
+            return;
+        }
+        synced(rt, rt->txn_written);
     }
     deliver(rt, final);
     if (final && eddy__store_dirty(rt->store) && !rt->store_failed) {
@@ -1012,6 +1225,7 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
         EDDY_OK)
         goto store_err;
+    syncer_start(rt);
     return EDDY_OK;
 
 load_err:
@@ -1059,6 +1273,7 @@ void eddy__durable_close(eddy_runtime *rt)
     free(rt->scratch.p);
     rt->scratch.p = NULL;
     free_lines(&rt->outbox_uncommitted);
+    free_lines(&rt->outbox_unsynced);
     free_lines(&rt->outbox_committed);
     eddy__store_close(rt->store);
     rt->store = NULL;

@@ -4,7 +4,8 @@
  *
  * Design notes
  * ------------
- * Everything runs on the mailbox thread. Without a state directory
+ * Everything runs on the mailbox thread, but the disk syncs (below). Without
+ * a state directory
  * (rt->store == NULL) every function here is a cheap no-op and durable calls
  * simply run.
  *
@@ -28,8 +29,17 @@
  *    transaction.
  *
  * Group commit: writes accumulate in one open transaction; the prepare phase
- * of the loop commits it (one fsync) when a task waits for it, when it is
- * older than commit-interval-ms, or when the loop would otherwise block.
+ * of the loop commits it when a task waits for it, when it is older than
+ * commit-interval-ms, or when the loop would otherwise block.
+ *
+ * Commit and sync are split (store.h) when the store allows it: the mailbox
+ * commits without waiting for the disk and goes on with other work, and a
+ * syncer thread makes the commits durable, one fdatasync covering every
+ * commit written before it began. "Committed" above means durable: a task
+ * waiting for its record resumes, and an outbox line is written to its file,
+ * only once the sync covering their commit is done (rt->sync_wait and
+ * rt->outbox_unsynced hold them until then, in commit order). The syncer
+ * touches nothing but the store's sync; it reports through a uv_async.
  */
 #ifndef EDDY_EXEC_DURABLE_H
 #define EDDY_EXEC_DURABLE_H
@@ -42,6 +52,9 @@
 int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err);
 /* Start the runs that were in flight at the crash (after the runtime is set up). */
 void eddy__durable_resume(eddy_runtime *rt);
+/* Stop the thread that syncs commits (before the loop's handles close). */
+void eddy__durable_shutdown(eddy_runtime *rt);
+
 /* Close the store (after a final commit when clean). */
 void eddy__durable_close(eddy_runtime *rt);
 

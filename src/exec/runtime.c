@@ -624,6 +624,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     rt->owner = uv_thread_self();
     eddy__queue_init(&rt->ready);
     eddy__queue_init(&rt->commit_wait);
+    eddy__queue_init(&rt->sync_wait);
+    eddy__queue_init(&rt->outbox_unsynced);
     eddy__queue_init(&rt->free_tasks);
     eddy__queue_init(&rt->idle_keys);
     eddy__queue_init(&rt->outbox_uncommitted);
@@ -755,7 +757,10 @@ void eddy_runtime_free(eddy_runtime *rt)
     if (rt->pool != NULL)
         eddy__pool_close(rt->pool);
     rt->pool = NULL;
-    while (!eddy__queue_empty(&rt->ready) || !eddy__queue_empty(&rt->commit_wait)) {
+    eddy__durable_shutdown(rt);
+    while (!eddy__queue_empty(&rt->ready) || !eddy__queue_empty(&rt->commit_wait) ||
+           !eddy__queue_empty(&rt->sync_wait)) {
+        eddy__queue_move(&rt->sync_wait, &rt->ready);
         eddy__queue_move(&rt->commit_wait, &rt->ready);
         eddy__queue *q = eddy__queue_head(&rt->ready);
         eddy__queue_remove(q);

@@ -85,7 +85,7 @@ struct eddy_memory {
 };
 
 struct eddy_ctx {
-    eddy__queue node; /* rt->ready, rt->commit_wait or the free list */
+    eddy__queue node; /* rt->ready, rt->commit_wait, rt->sync_wait or the free list */
     struct eddy_runtime *rt;
     eddy__key *key;
     const eddy__action *action;
@@ -97,6 +97,7 @@ struct eddy_ctx {
     uint32_t nsent;
     uint32_t call_index; /* position of the next durable call */
     size_t waiting;      /* calls in flight */
+    uint64_t wait_txn;   /* on rt->sync_wait: the commit whose sync it waits for */
     int state;
     int started;
     int replayed;    /* finished before a crash: its recorded events were re-released */
@@ -138,8 +139,13 @@ struct eddy_runtime {
     /* Durable execution (src/exec/durable.c). */
     int store_failed;
     uint64_t txn_start;             /* when the open transaction began (uv_hrtime) */
+    uint64_t txn_written;           /* commits made (numbered 1, 2, ...) */
+    uint64_t txn_synced;            /* of them, the newest known to be on disk */
+    struct eddy__syncer *syncer;    /* the thread that syncs commits, or NULL */
+    eddy__queue sync_wait;          /* tasks whose commit waits for its sync, by wait_txn */
+    eddy__queue outbox_unsynced;    /* output lines committed, not yet on disk, by txn */
     eddy__queue outbox_uncommitted; /* output lines in the open transaction */
-    eddy__queue outbox_committed;   /* output lines committed, to write to the files */
+    eddy__queue outbox_committed;   /* output lines durable, to write to the files */
     uint64_t outbox_last;
     uint64_t outbox_written;             /* id of the last outbox line written to its file */
     uint64_t outbox_acked;               /* id of the last line whose file position is recorded */

@@ -1,6 +1,7 @@
 /*
- * The embedded state store: one SQLite database (WAL, synchronous=FULL) in the
- * state directory, guarded by an flock on DIR/LOCK.
+ * The embedded state store: one SQLite database (WAL) in the state directory,
+ * guarded by an flock on DIR/LOCK. Commits are split (store.h, wal_open()):
+ * synchronous=NORMAL, and our own fdatasync of the WAL.
  *
  * Every statement is prepared once at open and reused; only open runs SQL text
  * that it compiles on the spot (PRAGMAs, schema, checks).
@@ -123,6 +124,12 @@ typedef struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     int lock_fd;
+    /* The WAL, opened by us too: fdatasync of it makes every commit made so
+     * far durable (the connection then runs synchronous=NORMAL, in which
+     * COMMIT writes the WAL without syncing it). -1: synchronous=FULL, and
+     * each COMMIT syncs. Set at open, constant until close: sq_sync reads it
+     * on the syncing thread. */
+    int wal_fd;
     int in_tx;            /* BEGIN done, COMMIT not yet */
     int failed;           /* see the design notes: writes refused until reopened */
     uint64_t outbox_next; /* the id the next outbox line gets */
@@ -380,7 +387,7 @@ static int sq_dirty(const eddy__store *base)
     return ((const sqlite_store *)base)->in_tx;
 }
 
-static int sq_commit(eddy__store *base)
+static int sq_commit_nosync(eddy__store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
     if (s->failed)
@@ -393,6 +400,39 @@ static int sq_commit(eddy__store *base)
         return fail(s, st, rc, "commit");
     sqlite3_reset(st);
     s->in_tx = 0;
+    return EDDY_OK;
+}
+
+static int sq_sync(eddy__store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int e = eddy__fault("store_sync");
+    if (e != 0) {
+        errno = e;
+        return EDDY_ESTORE;
+    }
+    return fdatasync(s->wal_fd) == 0 ? EDDY_OK : EDDY_ESTORE;
+}
+
+static int sq_split_commit(const eddy__store *base)
+{
+    return ((const sqlite_store *)base)->wal_fd >= 0;
+}
+
+static int sq_commit(eddy__store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int dirty = s->in_tx;
+    int r = sq_commit_nosync(base);
+    if (r != EDDY_OK || !dirty || s->wal_fd < 0)
+        return r;
+    if (sq_sync(base) != EDDY_OK) {
+        /* Committed but maybe not on disk: nothing may build on it. */
+        snprintf(s->errmsg, sizeof(s->errmsg), "commit failed on %s: syncing %s-wal: %s",
+                 s->db_path, s->db_path, strerror(errno));
+        s->failed = 1;
+        return EDDY_ESTORE;
+    }
     return EDDY_OK;
 }
 
@@ -691,6 +731,8 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->st[i]);
         sqlite3_close(s->db);
     }
+    if (s->wal_fd >= 0)
+        close(s->wal_fd);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     free(s->dir);
@@ -875,64 +917,72 @@ static int configure(sqlite_store *s, eddy_error **err)
 }
 
 /*
- * Give the WAL file its working size up front, as written zeros. SQLite
- * appends each commit's frames to the WAL and fdatasyncs it; while the file
- * grows, that fdatasync also has to commit the new file size through the
- * filesystem's journal (here ~200 us against ~90 us for a sync of blocks that
- * already exist). After a checkpoint SQLite writes the WAL again from the
- * start without truncating it (journal_size_limit is left at -1), so only its
- * first pass grows the file: this makes the first pass an overwrite too.
+ * Open our own descriptor of the WAL and give the file its working size.
  *
- * Safe for a WAL that holds frames: only bytes past its end are written, and
- * recovery stops at the first frame whose checksum fails, which zeros do.
- * SQLite deletes the WAL at a clean close, so each open does this again
- * (~5 MB of zeros, a few ms). Keeping the file (SQLITE_FCNTL_PERSIST_WAL)
- * would keep its checkpointed frames too, and a later open would read pages
- * from them rather than from the database file. Any failure leaves the file
- * as it was: this is only for speed.
+ * The descriptor splits the commit (store.h): with it the connection runs
+ * synchronous=NORMAL, where COMMIT writes the frames to the WAL without
+ * syncing it (SQLite still syncs the WAL before each checkpoint and the
+ * database after it, so the database stays consistent), and fdatasync of the
+ * descriptor, on the runtime's syncing thread, makes every commit written so
+ * far durable. fdatasync works on the file, not on the descriptor, so it
+ * covers SQLite's own writes. The WAL is the same file for the life of the
+ * connection: SQLite overwrites it from the start after a checkpoint and
+ * deletes it only at close (journal_size_limit stays -1, journal_mode WAL).
+ * Without the descriptor the connection stays at synchronous=FULL.
+ *
+ * The size: SQLite appends each commit's frames to the WAL; while the file
+ * grows, its fdatasync also has to commit the new file size through the
+ * filesystem's journal (here ~200 us against ~85 us for a sync of blocks that
+ * already exist). So the file is extended at once with written zeros to
+ * wal_autocheckpoint frames and a quarter more, and every commit is an
+ * overwrite. Safe for a WAL that holds frames: only bytes past its end are
+ * written, and recovery stops at the first frame whose checksum fails, which
+ * zeros do. SQLite deletes the WAL at a clean close, so each open does this
+ * again (~5 MB, a few ms); keeping the file (SQLITE_FCNTL_PERSIST_WAL) would
+ * keep its checkpointed frames too, and a later open would read pages from
+ * them rather than from the database file. A failure to extend leaves the
+ * file as it was: the size is only for speed.
  */
-static void wal_preallocate(sqlite_store *s)
+static void wal_open(sqlite_store *s)
 {
-    sqlite3_int64 page = 0, frames = 0;
-    if (query_one(s, "PRAGMA page_size", NULL, &page) != SQLITE_OK ||
-        query_one(s, "PRAGMA wal_autocheckpoint", NULL, &frames) != SQLITE_OK || page <= 0 ||
-        frames <= 0)
-        return;
-    /* The WAL header, then the frames written until a checkpoint resets it,
-     * with room for the transaction that crosses the threshold. */
-    off_t want = 32 + (off_t)(frames + frames / 4) * (off_t)(page + 24);
     size_t len = strlen(s->db_path);
     char *path = malloc(len + 5);
     if (path == NULL)
         return;
     memcpy(path, s->db_path, len);
     memcpy(path + len, "-wal", 5);
-    struct stat db;
-    int fd = stat(s->db_path, &db) == 0
-                 ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, db.st_mode & 0666)
-                 : -1;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
     free(path);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size >= want) {
-        if (fd >= 0)
-            close(fd);
+    if (fd < 0)
         return;
-    }
-    static const char zeros[65536];
-    off_t at = sb.st_size;
-    while (at < want) {
-        size_t n = want - at < (off_t)sizeof(zeros) ? (size_t)(want - at) : sizeof(zeros);
-        ssize_t w = pwrite(fd, zeros, n, at);
-        if (w <= 0)
-            break;
-        at += w;
-    }
-    if (at < want || fdatasync(fd) != 0) {
-        if (ftruncate(fd, sb.st_size) != 0) {
-            /* the zeros past the frames stay; recovery ignores them */
+    sqlite3_int64 page = 0, frames = 0, sync = 0;
+    struct stat sb;
+    if (query_one(s, "PRAGMA page_size", NULL, &page) == SQLITE_OK &&
+        query_one(s, "PRAGMA wal_autocheckpoint", NULL, &frames) == SQLITE_OK && page > 0 &&
+        frames > 0 && fstat(fd, &sb) == 0) {
+        off_t want = 32 + (off_t)(frames + frames / 4) * (off_t)(page + 24);
+        static const char zeros[65536];
+        off_t at = sb.st_size;
+        while (at < want) {
+            size_t n = want - at < (off_t)sizeof(zeros) ? (size_t)(want - at) : sizeof(zeros);
+            ssize_t w = pwrite(fd, zeros, n, at);
+            if (w <= 0)
+                break;
+            at += w;
+        }
+        if (at > sb.st_size && (at < want || fdatasync(fd) != 0)) {
+            if (ftruncate(fd, sb.st_size) != 0) {
+                /* the zeros past the frames stay; recovery ignores them */
+            }
         }
     }
-    close(fd);
+    if (query_one(s, "PRAGMA synchronous=NORMAL", NULL, NULL) != SQLITE_OK ||
+        query_one(s, "PRAGMA synchronous", NULL, &sync) != SQLITE_OK || sync != 1) {
+        query_one(s, "PRAGMA synchronous=FULL", NULL, NULL);
+        close(fd);
+        return;
+    }
+    s->wal_fd = fd;
 }
 
 /* Inside the open transaction: refuse a database of another format or plan. */
@@ -1096,6 +1146,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
     s->base.ops = &sqlite_ops;
     s->lock_fd = -1;
+    s->wal_fd = -1;
     s->dir = strdup(dir);
     s->db_path = path_join(dir, "eddy.db");
     int r = EDDY_ENOMEM;
@@ -1123,7 +1174,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         (r = init_schema(s, plan_fingerprint, &created, err)) != EDDY_OK ||
         (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK)
         goto fail;
-    wal_preallocate(s);
+    wal_open(s);
     if (created && fsync_dir(dir) != 0) {
         r = eddy__error_set(err, EDDY_ESTORE, "store", "cannot sync state directory %s: %s", dir,
                             strerror(errno));
@@ -1151,6 +1202,9 @@ static const struct eddy__store_ops sqlite_ops = {
     .error = sq_error,
     .dirty = sq_dirty,
     .commit = sq_commit,
+    .split_commit = sq_split_commit,
+    .commit_nosync = sq_commit_nosync,
+    .sync = sq_sync,
     .get_source_pos = sq_get_source_pos,
     .set_source_pos = sq_set_source_pos,
     .get_sink_pos = sq_get_sink_pos,

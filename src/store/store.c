@@ -43,6 +43,25 @@ int eddy__store_commit(eddy__store *s)
     return s->ops->commit(s);
 }
 
+int eddy__store_commit_nosync(eddy__store *s)
+{
+    if (s == NULL)
+        return EDDY_EINVAL;
+    return eddy__store_split_commit(s) ? s->ops->commit_nosync(s) : s->ops->commit(s);
+}
+
+int eddy__store_split_commit(const eddy__store *s)
+{
+    return s != NULL && s->ops->split_commit != NULL && s->ops->split_commit(s);
+}
+
+int eddy__store_sync(eddy__store *s)
+{
+    if (s == NULL)
+        return EDDY_EINVAL;
+    return eddy__store_split_commit(s) ? s->ops->sync(s) : EDDY_OK;
+}
+
 int eddy__store_get_source_pos(eddy__store *s, uint64_t *offset, uint64_t *line)
 {
     if (s == NULL || offset == NULL || line == NULL)

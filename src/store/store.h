@@ -10,10 +10,15 @@
  * implementation so far is the embedded SQLite store (sqlite_store.c), which
  * eddy__store_open() opens.
  *
- * Everything runs on the mailbox thread. Writes go into one open transaction
- * (begun implicitly by the first write); eddy__store_commit() commits it with
- * one fsync (WAL, synchronous=FULL). The operator commits once per loop turn
- * (group commit): never one fsync per record.
+ * Everything runs on the mailbox thread, except eddy__store_sync(). Writes go
+ * into one open transaction (begun implicitly by the first write);
+ * eddy__store_commit() commits it and makes it durable (one fdatasync). The
+ * operator commits once per loop turn (group commit): never one fsync per
+ * record. It splits the commit in two, so that the mailbox does not wait for
+ * the disk: eddy__store_commit_nosync() orders the transaction after the
+ * earlier ones and makes it survive the death of the process, and
+ * eddy__store_sync(), on a thread of its own, makes every transaction
+ * committed so far survive the death of the machine too.
  *
  * What is stored (all JSON as compact text):
  *   meta     format version, plan fingerprint, source position (byte offset and
@@ -109,6 +114,20 @@ int eddy__store_dirty(const eddy__store *s);
 /* Commit the open transaction (no-op when none). EDDY_ESTORE when the commit
  * fails (the transaction is rolled back) or the store has failed. */
 int eddy__store_commit(eddy__store *s);
+
+/* Commit the open transaction without waiting for the disk (see above); as
+ * eddy__store_commit otherwise. A store that cannot split its commit
+ * commits durably here. */
+int eddy__store_commit_nosync(eddy__store *s);
+
+/* 1 when eddy__store_commit_nosync() leaves work to eddy__store_sync(). */
+int eddy__store_split_commit(const eddy__store *s);
+
+/* Make every transaction committed so far durable. The one store function
+ * that may run on another thread, also while the mailbox thread uses the
+ * store. EDDY_OK, or EDDY_ESTORE with errno set (the store's error text is
+ * not touched: the caller reports it, on the mailbox thread). */
+int eddy__store_sync(eddy__store *s);
 
 /* meta */
 int eddy__store_get_source_pos(eddy__store *s, uint64_t *offset, uint64_t *line);

@@ -22,6 +22,13 @@ struct eddy__store_ops {
     const char *(*error)(const eddy__store *s);
     int (*dirty)(const eddy__store *s);
     int (*commit)(eddy__store *s);
+    /* Optional, all three or none: split_commit says whether this store
+     * (as opened) splits its commits; then commit_nosync leaves the disk
+     * sync to sync(), which must be safe on another thread while the
+     * mailbox goes on using the store (see eddy__store_sync). */
+    int (*split_commit)(const eddy__store *s);
+    int (*commit_nosync)(eddy__store *s);
+    int (*sync)(eddy__store *s);
 
     int (*get_source_pos)(eddy__store *s, uint64_t *offset, uint64_t *line);
     int (*set_source_pos)(eddy__store *s, uint64_t offset, uint64_t line);

@@ -1,5 +1,5 @@
-"""Fault injection sweep: fail the n-th store write, store commit, sink write
-or allocation of a short durable run (EDDY_FAULT, compiled with
+"""Fault injection sweep: fail the n-th store write, store commit, disk sync of
+the store, sink write or allocation of a short durable run (EDDY_FAULT, compiled with
 EDDY_TEST_HOOKS), check that eddy either completes correctly or stops with a
 clear error, then rerun without the fault and check that the output is exactly
 the expected one: every output exactly once, memory right."""
@@ -20,6 +20,7 @@ HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
 WORDS = {
     "store_write": [b"state store failure", b"I/O error"],
     "store_commit": [b"state store failure while committing", b"I/O error"],
+    "store_sync": [b"state store failure while syncing", b"eddy.db-wal to disk: Input/output error"],
     "sink_write": [b"cannot"],
     "alloc": [b"out of memory"],
 }
@@ -101,6 +102,11 @@ class FaultSweep(EddyTest):
 
     def test_store_commit(self):
         self.sweep("store_commit")
+
+    def test_store_sync(self):
+        # The syncer thread's fdatasync of the WAL: commits written but not
+        # synced survive in the file, and their outputs come out on the rerun.
+        self.sweep("store_sync")
 
     def test_sink_write(self):
         self.sweep("sink_write")
