@@ -22,6 +22,10 @@ typedef struct eddy__action_ops {
     void (*discard)(eddy_ctx *task);
     /* Free impl. May be NULL. */
     void (*free_impl)(void *impl);
+    /* The runtime ran a batch of steps and goes on to something else (the
+     * loop, completions, closing): release what step() keeps from one step
+     * to the next of a batch (the GIL). May be NULL. */
+    void (*pause)(void);
 } eddy__action_ops;
 
 struct eddy__action {

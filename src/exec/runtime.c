@@ -306,12 +306,23 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
             finished = eddy__coro_resume(t->coro);
         }
     } else {
+        if (t->action->ops->pause != NULL)
+            rt->pause = t->action->ops->pause;
         finished = t->action->ops->step(t);
     }
     if (finished)
         task_finish(rt, t);
     else if (t->state == EDDY_TASK_RUNNING)
         t->state = EDDY_TASK_SUSPENDED;
+}
+
+/* A batch of steps ended: a language may release what it kept across them. */
+static void pause_steps(eddy_runtime *rt)
+{
+    if (rt->pause != NULL) {
+        rt->pause();
+        rt->pause = NULL;
+    }
 }
 
 static void on_idle(uv_idle_t *h)
@@ -322,6 +333,7 @@ static void on_idle(uv_idle_t *h)
         eddy__queue_remove(q);
         task_step(rt, eddy__queue_data(q, eddy_ctx, node));
     }
+    pause_steps(rt);
     if (eddy__queue_empty(&rt->ready))
         uv_idle_stop(&rt->idle);
 }
@@ -770,6 +782,7 @@ void eddy_runtime_free(eddy_runtime *rt)
         else
             task_finish(rt, t);
     }
+    pause_steps(rt);
     uv_close((uv_handle_t *)&rt->idle, on_close_noop);
     uv_close((uv_handle_t *)&rt->prepare, on_close_noop);
     uv_close((uv_handle_t *)&rt->stop_async, on_close_noop);

@@ -129,6 +129,7 @@ struct eddy_runtime {
     unsigned progress_ms;
 
     eddy__queue ready;
+    void (*pause)(void); /* of the language whose steps ran in this batch */
     eddy__queue commit_wait;
     eddy__queue free_tasks;
     size_t nfree_tasks;
