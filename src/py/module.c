@@ -3,6 +3,7 @@
  * C; Event, Agent, action and the journal codecs in Python (module_py.h),
  * exec'd into the module after the C types. See the design notes in py.h.
  */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,10 +447,45 @@ static PyObject *call_repr(PyObject *self)
                                 states[c->state]);
 }
 
+/*
+ * A worker keeps its Python thread state from its first call to its exit.
+ * PyGILState_Ensure on a thread without one creates it, and the matching
+ * Release deletes it again: per call, that was an allocation, two passes
+ * under the interpreter's lock and the frees. One more Ensure, never
+ * matched by the calls, keeps it; the thread's exit (a pthread key
+ * destructor) deletes it. By then the C library may have cleared CPython's
+ * own per-thread slot, so the destructor uses the state it was given.
+ */
+static pthread_key_t worker_key;
+static pthread_once_t worker_once = PTHREAD_ONCE_INIT;
+
+static void worker_exit(void *ts)
+{
+    PyEval_RestoreThread(ts); /* takes the GIL */
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent(); /* and releases it */
+}
+
+static void worker_key_init(void)
+{
+    if (pthread_key_create(&worker_key, worker_exit) != 0)
+        worker_key = (pthread_key_t)-1;
+}
+
+static void worker_keep_state(void)
+{
+    pthread_once(&worker_once, worker_key_init);
+    if (worker_key == (pthread_key_t)-1 || pthread_getspecific(worker_key) != NULL)
+        return;
+    if (pthread_setspecific(worker_key, PyThreadState_Get()) == 0)
+        PyGILState_Ensure(); /* with the GIL held: only the counter moves */
+}
+
 void eddy__py_call_work(eddy__job *job)
 {
     eddy__py_call *c = (eddy__py_call *)((char *)job - offsetof(eddy__py_call, job));
     PyGILState_STATE g = PyGILState_Ensure();
+    worker_keep_state();
     PyObject *r = PyObject_Call(c->fn, c->args, c->kwargs);
     if (r != NULL)
         c->result = r;

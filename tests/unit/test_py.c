@@ -279,6 +279,51 @@ static void test_run_python_agent(void **state)
     free(in);
 }
 
+static int count_thread_states(void)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    int n = 0;
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(PyInterpreterState_Main()); ts != NULL;
+         ts = PyThreadState_Next(ts))
+        n++;
+    PyGILState_Release(g);
+    return n;
+}
+
+/* Workers keep a Python thread state from their first call to their exit,
+ * and delete it then: after a run, the interpreter has the thread states it
+ * had before. */
+static void test_worker_thread_states(void **state)
+{
+    (void)state;
+    eddy_error *err = NULL;
+    assert_int_equal(eddy__py_acquire(&err), EDDY_OK); /* alive across the runs */
+    int before = count_thread_states();
+    char in_text[1024] = "";
+    for (int i = 0; i < 12; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "{\"key\": \"k%d\", \"x\": %d}\n", i % 5, i);
+        strcat(in_text, line);
+    }
+    char *agent = write_temp(".py", agent_py);
+    char *in = write_temp(".jsonl", in_text);
+    char out[] = "/tmp/eddy-test-py-out-XXXXXX";
+    int fd = mkstemp(out);
+    close(fd);
+    for (int round = 0; round < 2; round++) {
+        run_agent(agent, in, out, NULL);
+        assert_true(Py_IsInitialized());
+        assert_int_equal(count_thread_states(), before);
+    }
+    eddy__py_release();
+    assert_false(Py_IsInitialized());
+    unlink(agent);
+    unlink(in);
+    unlink(out);
+    free(agent);
+    free(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest conversion[] = {
@@ -288,6 +333,7 @@ int main(void)
     const struct CMUnitTest runs[] = {
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_run_python_agent),
+        cmocka_unit_test(test_worker_thread_states),
     };
     int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
     failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);
