@@ -20,6 +20,7 @@ static struct rule {
 } rules[RULES_MAX];
 static int nrules;
 static uv_once_t once = UV_ONCE_INIT;
+atomic_int eddy__fault_rules = -1;
 
 static int errno_named(const char *s)
 {
@@ -37,8 +38,10 @@ static int errno_named(const char *s)
 static void load_rules(void)
 {
     const char *env = getenv("EDDY_FAULT");
-    if (env == NULL)
+    if (env == NULL) {
+        atomic_store(&eddy__fault_rules, 0);
         return;
+    }
     char buf[256];
     strncpy(buf, env, sizeof(buf) - 1);
     buf[sizeof(buf) - 1] = '\0';
@@ -60,6 +63,7 @@ static void load_rules(void)
         if (ru->nth > 0)
             nrules++;
     }
+    atomic_store(&eddy__fault_rules, nrules);
 }
 
 static int matches(const char *name, const char *site)
@@ -68,7 +72,7 @@ static int matches(const char *name, const char *site)
     return strncmp(name, site, n) == 0 && (site[n] == '\0' || site[n] == '.');
 }
 
-int eddy__fault(const char *site)
+int eddy__fault_check(const char *site)
 {
     uv_once(&once, load_rules);
     for (int i = 0; i < nrules; i++) {

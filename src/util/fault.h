@@ -32,8 +32,20 @@
 #define EDDY_UTIL_FAULT_H
 
 #ifdef EDDY_TEST_HOOKS
-/* 0, or the errno value to simulate when this call at site must fail. */
-int eddy__fault(const char *site);
+#include <stdatomic.h>
+
+/* Rules loaded from EDDY_FAULT: -1 until read, then their number. */
+extern atomic_int eddy__fault_rules;
+int eddy__fault_check(const char *site);
+
+/* 0, or the errno value to simulate when this call at site must fail. With
+ * no rules (every run but the fault tests) a load and a compare. */
+static inline int eddy__fault(const char *site)
+{
+    if (atomic_load_explicit(&eddy__fault_rules, memory_order_relaxed) == 0)
+        return 0;
+    return eddy__fault_check(site);
+}
 #else
 #define eddy__fault(site) ((void)(site), 0)
 #endif
