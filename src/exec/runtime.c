@@ -176,7 +176,8 @@ static void task_free(eddy_runtime *rt, eddy_ctx *t)
 /* Fan an event out to the actions it triggers, as new tasks of k's run. */
 static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
 {
-    const eddy__route *r = eddy__plan_route(rt->plan, ev->type);
+    /* Every run starts with an InputEvent: its route is looked up once. */
+    const eddy__route *r = ev == k->input ? rt->input_route : eddy__plan_route(rt->plan, ev->type);
     if (r == NULL) {
         rt->stats.unhandled_events++;
         return EDDY_OK;
@@ -354,14 +355,25 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
 {
     /* The InputEvent's attributes share the record; the input keeps its own
      * reference until the run ends, so that the reader frees the record. */
-    json_t *attrs = json_object();
     eddy_event *ev = NULL;
-    if (attrs != NULL && json_object_set(attrs, "input", in->record) != 0) {
-        json_decref(attrs);
-        attrs = NULL;
+    if (rt->nspare_inputs > 0) {
+        ev = rt->spare_inputs[--rt->nspare_inputs];
+        ev->refs = 1;
+        ev->sent = 0;
+        if (json_object_set(ev->attrs, "input", in->record) != 0) {
+            eddy__event_unref(ev);
+            ev = NULL;
+        }
+    } else {
+        json_t *attrs = json_object();
+        if (attrs != NULL && json_object_set(attrs, "input", in->record) != 0) {
+            json_decref(attrs);
+            attrs = NULL;
+        }
+        /* eddy_event_new takes attrs, also when it fails. */
+        ev = attrs != NULL ? eddy_event_new(EDDY_INPUT_EVENT, attrs) : NULL;
     }
-    /* eddy_event_new takes attrs, also when it fails. */
-    if (attrs == NULL || (ev = eddy_event_new(EDDY_INPUT_EVENT, attrs)) == NULL) {
+    if (ev == NULL) {
         input_done(rt, in);
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return;
@@ -381,13 +393,29 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
         run_end(rt, k); /* nothing listens to InputEvent */
 }
 
+/* A run's InputEvent is released. When nothing else holds it or its
+ * attributes and they are still {"input": ...}, it is kept for the next run
+ * (its record released): a run then allocates no event, object or entry
+ * for its input. */
+static void input_event_done(eddy_runtime *rt, eddy_event *ev)
+{
+    if (ev != NULL && ev->refs == 1 && ev->attrs->refcount == 1 &&
+        rt->nspare_inputs < EDDY_SPARE_INPUTS && json_object_size(ev->attrs) == 1 &&
+        json_object_get(ev->attrs, "input") != NULL &&
+        json_object_set_new(ev->attrs, "input", json_null()) == 0) {
+        rt->spare_inputs[rt->nspare_inputs++] = ev;
+        return;
+    }
+    eddy__event_unref(ev);
+}
+
 static void run_end(eddy_runtime *rt, eddy__key *k)
 {
     if (!rt->stopping)
         eddy__durable_run_end(rt, k);
     k->completions = 0;
     json_object_clear(k->sensory);
-    eddy__event_unref(k->input);
+    input_event_done(rt, k->input);
     k->input = NULL;
     input_done(rt, k->input_rec);
     k->input_rec = NULL;
@@ -680,6 +708,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     if (rt->pool == NULL || rt->coros == NULL)
         goto fail_nomem;
     rt->plan = plan;
+    rt->input_route = eddy__plan_route(plan, EDDY_INPUT_EVENT);
     return rt;
 
 fail_nomem:
@@ -801,6 +830,8 @@ void eddy_runtime_free(eddy_runtime *rt)
             key_free(rt->keys.slots[i].value);
     }
     eddy__map_free(&rt->keys);
+    while (rt->nspare_inputs > 0)
+        eddy__event_unref(rt->spare_inputs[--rt->nspare_inputs]);
     while (!eddy__queue_empty(&rt->free_tasks)) {
         eddy__queue *q = eddy__queue_head(&rt->free_tasks);
         eddy__queue_remove(q);

@@ -111,6 +111,7 @@ struct eddy_runtime {
     uv_loop_t loop;
     uv_thread_t owner;
     eddy_plan *plan;
+    const struct eddy__route *input_route; /* the plan's route of InputEvent, or NULL */
     eddy_config *conf;
     const eddy__config_values *cv;
     eddy__pool *pool;
@@ -129,6 +130,9 @@ struct eddy_runtime {
     unsigned progress_ms;
 
     eddy__queue ready;
+#define EDDY_SPARE_INPUTS 4096
+    eddy_event *spare_inputs[EDDY_SPARE_INPUTS]; /* released InputEvents, for reuse */
+    unsigned nspare_inputs;
     void (*pause)(void); /* of the language whose steps ran in this batch */
     eddy__queue commit_wait;
     eddy__queue free_tasks;
