@@ -6,7 +6,7 @@
 #include "eddy/eddy.h"
 #include "util/jsonw.h"
 
-int eddy__buf_reserve(eddy__buf *b, size_t n)
+int eddy__buf_grow(eddy__buf *b, size_t n)
 {
     if (b->cap - b->len >= n)
         return EDDY_OK;
@@ -33,6 +33,16 @@ static int put(eddy__buf *b, const char *s, size_t n)
     return 0;
 }
 
+/* 1 when none of the 8 bytes of w needs escaping (control characters, '"'
+ * and '\\'): the classic "has a byte less than n" bit trick, exact for the
+ * question "any?", applied three times. Bytes >= 0x80 pass. */
+static inline int clean8(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+    return ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & highs) == 0;
+}
+
 static int put_string(eddy__buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -41,41 +51,57 @@ static int put_string(eddy__buf *b, const char *s, size_t n)
         return -1;
     char *o = b->p + b->len;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            continue;
+    size_t i = 0;
+    while (i < n) {
+        /* Eight bytes at a time while none needs escaping, else the next
+         * eight (or the tail) one by one. */
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (clean8(w)) {
+                memcpy(o, &w, 8);
+                o += 8;
+                i += 8;
+                continue;
+            }
         }
-        *o++ = '\\';
-        switch (c) {
-        case '"':
-            *o++ = '"';
-            break;
-        case '\\':
+        size_t end = n - i >= 8 ? i + 8 : n;
+        for (; i < end; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c >= 0x20 && c != '"' && c != '\\') {
+                *o++ = (char)c;
+                continue;
+            }
             *o++ = '\\';
-            break;
-        case '\b':
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = 'f';
-            break;
-        case '\n':
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = 't';
-            break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
+            switch (c) {
+            case '"':
+                *o++ = '"';
+                break;
+            case '\\':
+                *o++ = '\\';
+                break;
+            case '\b':
+                *o++ = 'b';
+                break;
+            case '\f':
+                *o++ = 'f';
+                break;
+            case '\n':
+                *o++ = 'n';
+                break;
+            case '\r':
+                *o++ = 'r';
+                break;
+            case '\t':
+                *o++ = 't';
+                break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
+            }
         }
     }
     *o++ = '"';

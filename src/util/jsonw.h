@@ -18,8 +18,13 @@ typedef struct eddy__buf {
     size_t len, cap;
 } eddy__buf;
 
-/* Make room for n more bytes. EDDY_OK or EDDY_ENOMEM. */
-int eddy__buf_reserve(eddy__buf *b, size_t n);
+/* Make room for n more bytes. EDDY_OK or EDDY_ENOMEM. The check is inline:
+ * the writer reserves before every piece it appends. */
+int eddy__buf_grow(eddy__buf *b, size_t n);
+static inline int eddy__buf_reserve(eddy__buf *b, size_t n)
+{
+    return b->cap - b->len >= n ? 0 : eddy__buf_grow(b, n);
+}
 
 /* Append the compact JSON text of v (any JSON value). EDDY_OK or
  * EDDY_ENOMEM; on failure the buffer's length is as before. */

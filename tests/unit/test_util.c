@@ -126,6 +126,52 @@ static void test_jsonw_matches_jansson(void **state)
         same_as_jansson(cases[i]);
 }
 
+/* Strings of every length up to 40 from pieces that need escaping or not,
+ * placed at every offset of the eight-byte scan: same bytes as jansson. */
+static void test_jsonw_strings_random(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"a",
+                                         "Z",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "\n",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "/",
+                                         "\xc3\xa9",
+                                         "\xe4\xb8\xad",
+                                         "\xf0\x9f\x98\x80",
+                                         "0123456789abcdef"};
+    const size_t np = sizeof(pieces) / sizeof(pieces[0]);
+    unsigned seed = 12345;
+    for (int round = 0; round < 3000; round++) {
+        char s[256];
+        size_t len = 0;
+        seed = seed * 1103515245u + 12345u;
+        int count = (int)((seed >> 16) % 12);
+        for (int k = 0; k < count; k++) {
+            seed = seed * 1103515245u + 12345u;
+            const char *p = pieces[(seed >> 16) % np];
+            size_t pl = strlen(p);
+            memcpy(s + len, p, pl);
+            len += pl;
+        }
+        json_t *v = json_stringn(s, len);
+        assert_non_null(v);
+        char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        eddy__buf b = {0};
+        assert_int_equal(eddy__json_write(&b, v), EDDY_OK);
+        assert_int_equal(b.len, strlen(want));
+        assert_memory_equal(b.p, want, b.len);
+        free(want);
+        free(b.p);
+        json_decref(v);
+    }
+}
+
 static void test_jsonw_sorted_keys(void **state)
 {
     (void)state;
@@ -184,6 +230,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_map_against_reference),
         cmocka_unit_test(test_jsonw_matches_jansson),
+        cmocka_unit_test(test_jsonw_strings_random),
         cmocka_unit_test(test_jsonw_sorted_keys),
         cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
     };
