@@ -104,23 +104,29 @@ class Bench:
         n = self.p["w1_inputs"]
         inp = self.write_input("w1.jsonl", n, 10_000, ',"v":"some payload text"')
         out = os.path.join(self.tmp, "w1.out")
-        eddy, bare = [], []
+        eddy, bare, mbox = [], [], []
         for _ in range(self.p["reps"]):
             r = self.runner("bench_echo", {"input": inp, "output": out})
             assert r["outputs"] == n, r
             eddy.append(r["elapsed_s"])
+            mbox.append(r["mailbox_cpu_s"])
             b = run_json([self.prog("bench_bare"), inp, out])
             bare.append(b["elapsed_s"])
-        e, b = med(eddy), med(bare)
+        e, b, m = med(eddy), med(bare), med(mbox)
         ns_e, ns_b = e * 1e9 / n, b * 1e9 / n
+        # The runtime part: the mailbox thread's CPU time (the reader thread
+        # parses in parallel, as the bare pipeline does; the mailbox also
+        # encodes and writes the output, which the bare pipeline does too).
         self.add("W1", "echo, C action, no state",
                  {"inputs": n, "keys": 10_000},
                  {"inputs_per_s": round(n / e), "ns_per_input": round(ns_e),
-                  "runtime_ns_per_input": round(ns_e - ns_b)},
+                  "mailbox_ns_per_input": round(m * 1e9 / n),
+                  "inputs_per_mailbox_core_s": round(n / m)},
                  {"what": "bare pipeline (jansson parse, key, write)",
                   "inputs_per_s": round(n / b), "ns_per_input": round(ns_b)},
                  round(b / e, 3),
-                 "ratio = eddy inputs/s / bare inputs/s (goal >= 0.5); runtime ns = eddy - bare")
+                 "ratio = eddy inputs/s / bare inputs/s (goal >= 0.5); runtime part: "
+                 "inputs per second of mailbox CPU (goal >= 1,000,000)")
 
     # ------------------------------------------------------------ W2
     def w2(self):
