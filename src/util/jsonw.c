@@ -133,10 +133,11 @@ static int put_real(eddy__buf *b, double d, int exact)
     if (strpbrk(tmp, ".eE") == NULL) {
         tmp[n++] = '.';
         tmp[n++] = '0';
+        tmp[n] = '\0'; /* the search below stays inside the text */
     }
     /* And write the exponent as jansson does: no '+', no leading zeros
      * ("1e+300" is "1e300", "2e-05" is "2e-5"). */
-    char *e = strchr(tmp, 'e');
+    char *e = memchr(tmp, 'e', (size_t)n);
     if (e != NULL) {
         char *start = e + 1, *end = e + 2;
         if (*start == '-')

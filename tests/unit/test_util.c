@@ -126,6 +126,27 @@ static void test_jsonw_matches_jansson(void **state)
         same_as_jansson(cases[i]);
 }
 
+/* Leave 'e' bytes where the writer's number buffer will lie. */
+static void __attribute__((noinline)) stack_of_e(void)
+{
+    volatile char junk[4096];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = 'e';
+}
+
+/* A whole real ("3" from printf, written "3.0") is terminated before the
+ * exponent search: it once read past its text into the stack, and with an
+ * 'e' there moved a negative number of bytes. */
+static void test_jsonw_whole_reals_on_dirty_stack(void **state)
+{
+    (void)state;
+    static const char *const cases[] = {"1.0", "3.0", "-7.0", "100.0", "123456789012.0"};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        stack_of_e();
+        same_as_jansson(cases[i]);
+    }
+}
+
 /* Strings of every length up to 40 from pieces that need escaping or not,
  * placed at every offset of the eight-byte scan: same bytes as jansson. */
 static void test_jsonw_strings_random(void **state)
@@ -231,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_map_against_reference),
         cmocka_unit_test(test_jsonw_matches_jansson),
         cmocka_unit_test(test_jsonw_strings_random),
+        cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
         cmocka_unit_test(test_jsonw_sorted_keys),
         cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
     };
