@@ -44,8 +44,10 @@
 #include <sqlite3.h>
 
 #include "core/error.h"
+#include "store/jlog.h"
 #include "store/store_impl.h"
 #include "util/fault.h"
+#include "util/map.h"
 
 enum {
     ST_BEGIN,
@@ -59,20 +61,17 @@ enum {
     ST_PENDING_ADD,
     ST_PENDING_REMOVE,
     ST_PENDING_LOAD,
-    ST_JOURNAL_PUT,
-    ST_JOURNAL_CUT,
-    ST_JOURNAL_LOAD_RUN,
-    ST_JOURNAL_LOAD_ALL,
-    ST_JOURNAL_PRUNE_RUN,
+    ST_PENDING_RUNS,
+    ST_JLOG_INSERT,
+    ST_JLOG_DELETE,
+    ST_JLOG_GET,
+    ST_JLOG_ALL,
     ST_OUTBOX_ADD,
     ST_OUTBOX_LOAD,
     ST_OUTBOX_ACK,
     ST_COUNTS,
     ST__COUNT
 };
-
-#define JOURNAL_COLS \
-    "key, seq, event_id, action, idx, kind, status, fn_id, digest, payload, err_type, err_msg"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -88,20 +87,16 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_PENDING_ADD] = "INSERT INTO pending(key, seq, line_no, record) VALUES (?1, ?2, ?3, ?4)",
     [ST_PENDING_REMOVE] = "DELETE FROM pending WHERE key = ?1 AND seq = ?2",
     [ST_PENDING_LOAD] = "SELECT key, seq, line_no, record FROM pending ORDER BY id",
-    [ST_JOURNAL_PUT] = "INSERT OR REPLACE INTO journal(" JOURNAL_COLS ") VALUES (?1, ?2, ?3, ?4, "
-                       "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    [ST_JOURNAL_CUT] = "DELETE FROM journal WHERE key = ?1 AND seq = ?2 AND event_id = ?3 AND "
-                       "action = ?4 AND idx >= ?5 AND kind = ?6",
-    [ST_JOURNAL_LOAD_RUN] = "SELECT " JOURNAL_COLS " FROM journal WHERE key = ?1 AND seq = ?2 "
-                            "ORDER BY event_id, action, idx",
-    [ST_JOURNAL_LOAD_ALL] = "SELECT " JOURNAL_COLS " FROM journal ORDER BY key, seq, event_id, "
-                            "action, idx",
-    [ST_JOURNAL_PRUNE_RUN] = "DELETE FROM journal WHERE key = ?1 AND seq = ?2",
+    [ST_PENDING_RUNS] = "SELECT key, seq FROM pending",
+    [ST_JLOG_INSERT] = "INSERT INTO jlog(id, data) VALUES (?1, ?2)",
+    [ST_JLOG_DELETE] = "DELETE FROM jlog WHERE id = ?1",
+    [ST_JLOG_GET] = "SELECT data FROM jlog WHERE id = ?1",
+    [ST_JLOG_ALL] = "SELECT id, data FROM jlog ORDER BY id",
     [ST_OUTBOX_ADD] = "INSERT INTO outbox(id, line) VALUES (?1, ?2)",
     [ST_OUTBOX_LOAD] = "SELECT id, line FROM outbox ORDER BY id",
     [ST_OUTBOX_ACK] = "DELETE FROM outbox WHERE id <= ?1",
     [ST_COUNTS] = "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM pending), "
-                  "(SELECT count(*) FROM journal), (SELECT count(*) FROM outbox)",
+                  "(SELECT count(*) FROM outbox)",
 };
 
 static const char schema_sql[] =
@@ -111,10 +106,7 @@ static const char schema_sql[] =
     "CREATE TABLE pending(id INTEGER PRIMARY KEY, key TEXT NOT NULL, seq INTEGER NOT NULL,"
     " line_no INTEGER NOT NULL, record TEXT NOT NULL);"
     "CREATE UNIQUE INDEX pending_key_seq ON pending(key, seq);"
-    "CREATE TABLE journal(key TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,"
-    " action TEXT NOT NULL, idx INTEGER NOT NULL, kind INTEGER NOT NULL,"
-    " status INTEGER NOT NULL, fn_id TEXT, digest TEXT, payload TEXT, err_type TEXT,"
-    " err_msg TEXT, PRIMARY KEY(key, seq, event_id, action, idx)) WITHOUT ROWID;"
+    "CREATE TABLE jlog(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE TABLE outbox(id INTEGER PRIMARY KEY, line BLOB NOT NULL);"
     "INSERT INTO meta(k, v) VALUES ('source_offset', 0), ('source_line', 0),"
     " ('sink_offset', 0), ('outbox_next', 1);";
@@ -130,7 +122,18 @@ typedef struct sqlite_store {
      * each COMMIT syncs. Set at open, constant until close: sq_sync reads it
      * on the syncing thread. */
     int wal_fd;
-    int in_tx;            /* BEGIN done, COMMIT not yet */
+    int in_tx; /* BEGIN done, COMMIT not yet */
+    /* The journal log (jlog.h, and "journal" below): */
+    eddy__buf jbuf;    /* entries written in the open transaction */
+    struct jrun **txn; /* runs with entries in jbuf */
+    size_t ntxn, captxn;
+    eddy__map runs;     /* "seq key" -> struct jrun: its rows */
+    eddy__map rows;     /* row id (8 bytes) -> struct jrow */
+    uint64_t jlog_next; /* id of the next row */
+    uint64_t *sparse;   /* rows where few runs are left: compacted at the flush */
+    size_t nsparse, capsparse;
+    int jlog_ready;       /* runs and rows describe the table (not read-only) */
+    uint64_t jlog_opened; /* the last row there at open (see jrun.opened) */
     int failed;           /* see the design notes: writes refused until reopened */
     uint64_t outbox_next; /* the id the next outbox line gets */
     char *dir;
@@ -139,6 +142,8 @@ typedef struct sqlite_store {
 } sqlite_store;
 
 static const struct eddy__store_ops sqlite_ops;
+static void txn_reset(sqlite_store *s);
+static int jlog_flush(sqlite_store *s);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -180,6 +185,7 @@ static void abort_tx(sqlite_store *s)
         return;
     s->in_tx = 0;
     s->failed = 1;
+    txn_reset(s); /* the journal entries of the transaction go with it */
     if (sqlite3_get_autocommit(s->db))
         return; /* SQLite already rolled it back */
     sqlite3_stmt *rb = s->st[ST_ROLLBACK];
@@ -394,6 +400,9 @@ static int sq_commit_nosync(eddy__store *base)
         return EDDY_ESTORE;
     if (!s->in_tx)
         return EDDY_OK;
+    int r = jlog_flush(s);
+    if (r != EDDY_OK)
+        return r;
     sqlite3_stmt *st = s->st[ST_COMMIT];
     int rc = eddy__fault("store_commit") ? SQLITE_IOERR_FSYNC : sqlite3_step(st);
     if (rc != SQLITE_DONE)
@@ -530,37 +539,364 @@ static int sq_pending_load(eddy__store *base, eddy__store_pending_fn fn, void *a
 
 /* ---------------------------------------------------------------- journal */
 
+/*
+ * The journal is a log (jlog.h): journal_put and journal_cut append entries
+ * to s->jbuf, and the commit stores the buffer as one row of jlog. In
+ * memory, each run in flight knows the rows that hold its entries (runs) and
+ * each row the number of runs in flight with entries in it (rows); when a run
+ * is pruned, the rows it was the last live run of are deleted. Loading the
+ * journal of a run replays its rows (and the open transaction's entries).
+ * Opening rebuilds runs and rows with one pass over the table, taking the runs
+ * in flight from the pending table, and deletes rows that no run needs.
+ *
+ * A record costs an append to a buffer instead of an insert into an index
+ * keyed by text (~11 k instructions in SQLite); a run that ends in the
+ * transaction that wrote its entries (the common case) leaves nothing.
+ */
+typedef struct jrun {
+    char *rk; /* "seq key": the map key */
+    size_t rklen;
+    uint64_t *ids; /* its rows, ascending */
+    size_t n, cap;
+    int in_txn; /* in s->txn */
+    int ended;  /* pruned while in s->txn: freed at the flush */
+    /* Its records in the rows that were there at open (read once, then, for
+     * every run in flight), or NULL. */
+    eddy__jview *opened;
+} jrun;
+
+typedef struct jrow {
+    uint64_t id;  /* the map key's bytes */
+    size_t live;  /* runs in flight with entries in it */
+    size_t total; /* runs with entries in it when written (at open: live) */
+    int sparse;   /* queued in s->sparse */
+} jrow;
+
+/* "seq key" of a run into o (cap bytes; o may be NULL when cap is 0): its
+ * length, as snprintf (the caller allocates when it did not fit). */
+static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq)
+{
+    int n = snprintf(o, cap, "%llu %s", (unsigned long long)seq, key);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
+{
+    char small[256];
+    size_t n = run_key(small, sizeof(small), key, seq);
+    char *rk = small;
+    if (n >= sizeof(small)) {
+        if ((rk = malloc(n + 1)) == NULL)
+            return NULL;
+        run_key(rk, n + 1, key, seq);
+    }
+    jrun *r = eddy__map_get(&s->runs, rk, n);
+    if (r == NULL && create && (r = calloc(1, sizeof(*r))) != NULL) {
+        r->rk = malloc(n + 1);
+        if (r->rk != NULL) {
+            memcpy(r->rk, rk, n + 1);
+            r->rklen = n;
+        }
+        if (r->rk == NULL || eddy__map_put(&s->runs, r->rk, n, r) != EDDY_OK) {
+            free(r->rk);
+            free(r);
+            r = NULL;
+        }
+    }
+    if (rk != small)
+        free(rk);
+    return r;
+}
+
+static void run_free(jrun *r)
+{
+    if (r != NULL) {
+        eddy__jview_free(r->opened);
+        free(r->ids);
+        free(r->rk);
+        free(r);
+    }
+}
+
+static int run_add_row(jrun *r, uint64_t id)
+{
+    if (r->n > 0 && r->ids[r->n - 1] == id)
+        return EDDY_OK;
+    if (r->n == r->cap) {
+        size_t ncap = r->cap != 0 ? r->cap * 2 : 4;
+        uint64_t *nv = realloc(r->ids, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        r->ids = nv;
+        r->cap = ncap;
+    }
+    r->ids[r->n++] = id;
+    return EDDY_OK;
+}
+
+static int row_put(sqlite_store *s, uint64_t id, size_t live, size_t total)
+{
+    jrow *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return EDDY_ENOMEM;
+    w->id = id;
+    w->live = live;
+    w->total = total;
+    w->sparse = 0;
+    if (eddy__map_put(&s->rows, (const char *)&w->id, sizeof(w->id), w) != EDDY_OK) {
+        free(w);
+        return EDDY_ENOMEM;
+    }
+    return EDDY_OK;
+}
+
+/* Forget the open transaction's entries (rolled back, or stored). */
+static void txn_reset(sqlite_store *s)
+{
+    for (size_t i = 0; i < s->ntxn; i++) {
+        s->txn[i]->in_txn = 0;
+        if (s->txn[i]->ended)
+            run_free(s->txn[i]);
+    }
+    s->ntxn = 0;
+    s->jbuf.len = 0;
+}
+
+static int oom(sqlite_store *s, const char *what)
+{
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s failed on %s: out of memory", what, s->db_path);
+    abort_tx(s);
+    return EDDY_ESTORE;
+}
+
+/* The run of an entry being appended: note it in the transaction. */
+static int txn_touch(sqlite_store *s, const char *key, uint64_t seq)
+{
+    jrun *r = run_get(s, key, seq, 1);
+    if (r == NULL)
+        return EDDY_ENOMEM;
+    if (r->in_txn)
+        return EDDY_OK;
+    if (s->ntxn == s->captxn) {
+        size_t ncap = s->captxn != 0 ? s->captxn * 2 : 64;
+        jrun **nv = realloc(s->txn, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        s->txn = nv;
+        s->captxn = ncap;
+    }
+    r->in_txn = 1;
+    s->txn[s->ntxn++] = r;
+    return EDDY_OK;
+}
+
+/*
+ * Compaction. A run that lives long keeps every row it has entries in, and
+ * with it the entries of all the runs that ended since: when a row holds
+ * few of the runs it was written with (an eighth or fewer), each of those
+ * is rewritten into the open transaction (its journal as it stands, as
+ * puts) and leaves its old rows, which go once no run is left in them.
+ * Each entry is thus copied a bounded number of times on average, and the
+ * table holds at most about eight times the journal of the runs in flight.
+ */
+static int sparse_add(sqlite_store *s, uint64_t id)
+{
+    if (s->nsparse == s->capsparse) {
+        size_t ncap = s->capsparse != 0 ? s->capsparse * 2 : 16;
+        uint64_t *nv = realloc(s->sparse, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        s->sparse = nv;
+        s->capsparse = ncap;
+    }
+    s->sparse[s->nsparse++] = id;
+    return EDDY_OK;
+}
+
+static int jlog_replay_row(sqlite_store *s, uint64_t id, eddy__jview *v);
+static int apply_put(void *arg, const eddy__jrec *rec);
+
+typedef struct one_run {
+    const char *key;
+    uint64_t seq;
+} one_run;
+
+static int keep_one(void *arg, const char *key, uint64_t seq)
+{
+    one_run *o = arg;
+    return seq == o->seq && strcmp(key, o->key) == 0;
+}
+
+/* Drop row id from a run's rows (deleting the row when it was the last). */
+static int row_release(sqlite_store *s, uint64_t id)
+{
+    jrow *w = eddy__map_get(&s->rows, (const char *)&id, sizeof(id));
+    if (w == NULL || --w->live > 0)
+        return EDDY_OK;
+    sqlite3_stmt *st = s->st[ST_JLOG_DELETE];
+    int r = write_step(s, st, bind_u64(st, 1, w->id), "compacting the journal");
+    if (r != EDDY_OK)
+        return r;
+    eddy__map_remove(&s->rows, (const char *)&w->id, sizeof(w->id));
+    free(w);
+    return EDDY_OK;
+}
+
+typedef struct run_filter {
+    const jrun *run;
+    eddy__jview *v;
+} run_filter;
+
+/* Apply the entries of one run (f->run) to f->v. */
+static int entry_of_run(void *arg, const eddy__jlog_entry *e)
+{
+    run_filter *f = arg;
+    const char *key = strchr(f->run->rk, ' ') + 1;
+    if (e->rec.seq != strtoull(f->run->rk, NULL, 10) || strcmp(e->rec.key, key) != 0)
+        return EDDY_OK;
+    return eddy__jview_apply(f->v, e);
+}
+
+static int put_into_jbuf(void *arg, const eddy__jrec *rec)
+{
+    return eddy__jlog_put(arg, rec);
+}
+
+/* Rewrite one run's journal into the open transaction. */
+static int run_rewrite(sqlite_store *s, jrun *run)
+{
+    eddy__jview *v = eddy__jview_new();
+    if (v == NULL)
+        return EDDY_ENOMEM;
+    int r = run->opened != NULL ? eddy__jview_emit(run->opened, NULL, NULL, apply_put, v) : 0;
+    for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
+        if (run->ids[i] > s->jlog_opened)
+            r = jlog_replay_row(s, run->ids[i], v);
+    run_filter f = {run, v};
+    if (r == EDDY_OK)
+        r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, entry_of_run, &f);
+    /* The rows hold other runs' entries too: only this run's go back. */
+    one_run o = {strchr(run->rk, ' ') + 1, strtoull(run->rk, NULL, 10)};
+    if (r == EDDY_OK)
+        r = txn_touch(s, o.key, o.seq);
+    if (r == EDDY_OK)
+        r = eddy__jview_emit(v, keep_one, &o, put_into_jbuf, &s->jbuf);
+    eddy__jview_free(v);
+    for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
+        r = row_release(s, run->ids[i]);
+    if (r == EDDY_OK) {
+        run->n = 0;
+        eddy__jview_free(run->opened);
+        run->opened = NULL;
+    }
+    return r;
+}
+
+typedef struct sparse_scan {
+    sqlite_store *s;
+    jrun **runs;
+    size_t n, cap;
+} sparse_scan;
+
+static int note_live_run(void *arg, const eddy__jlog_entry *e)
+{
+    sparse_scan *c = arg;
+    jrun *r = run_get(c->s, e->rec.key, e->rec.seq, 0);
+    if (r == NULL || r->ended)
+        return EDDY_OK;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->runs[i] == r)
+            return EDDY_OK;
+    if (c->n == c->cap) {
+        size_t ncap = c->cap != 0 ? c->cap * 2 : 8;
+        jrun **nv = realloc(c->runs, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        c->runs = nv;
+        c->cap = ncap;
+    }
+    c->runs[c->n++] = r;
+    return EDDY_OK;
+}
+
+static int jlog_compact(sqlite_store *s)
+{
+    int r = EDDY_OK;
+    for (size_t k = 0; k < s->nsparse && r == EDDY_OK; k++) {
+        uint64_t id = s->sparse[k];
+        jrow *w = eddy__map_get(&s->rows, (const char *)&id, sizeof(id));
+        if (w == NULL)
+            continue; /* gone meanwhile */
+        w->sparse = 0;
+        sparse_scan c = {.s = s};
+        sqlite3_stmt *st = s->st[ST_JLOG_GET];
+        int rc = bind_u64(st, 1, id);
+        r = rc == SQLITE_OK ? read_step(s, st, "compacting the journal")
+                            : fail(s, st, rc, "compacting the journal");
+        if (r == 1) {
+            r = eddy__jlog_walk(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+                                note_live_run, &c);
+            finish(st);
+        }
+        for (size_t i = 0; i < c.n && r == EDDY_OK; i++)
+            r = run_rewrite(s, c.runs[i]);
+        free(c.runs);
+    }
+    s->nsparse = 0;
+    if (r == EDDY_ESTATE)
+        snprintf(s->errmsg, sizeof(s->errmsg),
+                 "%s: a journal row does not decode; the state is "
+                 "damaged",
+                 s->db_path);
+    if (r == EDDY_ENOMEM)
+        return oom(s, "compacting the journal");
+    if (r != EDDY_OK) {
+        abort_tx(s);
+        return EDDY_ESTORE;
+    }
+    return EDDY_OK;
+}
+
+/* Store the open transaction's entries as one row (from the commit). */
+static int jlog_flush(sqlite_store *s)
+{
+    int cr = jlog_compact(s);
+    if (cr != EDDY_OK)
+        return cr;
+    size_t live = 0;
+    for (size_t i = 0; i < s->ntxn; i++)
+        live += !s->txn[i]->ended;
+    if (live > 0 && s->jbuf.len > 0) {
+        uint64_t id = s->jlog_next;
+        sqlite3_stmt *st = s->st[ST_JLOG_INSERT];
+        int rc = bind_u64(st, 1, id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(st, 2, s->jbuf.p, (int)s->jbuf.len, SQLITE_STATIC);
+        int r = write_step(s, st, rc, "writing the journal");
+        if (r != EDDY_OK)
+            return r;
+        if (row_put(s, id, live, s->ntxn) != EDDY_OK)
+            return oom(s, "writing the journal");
+        for (size_t i = 0; i < s->ntxn; i++)
+            if (!s->txn[i]->ended && run_add_row(s->txn[i], id) != EDDY_OK)
+                return oom(s, "writing the journal");
+        s->jlog_next = id + 1;
+    }
+    txn_reset(s);
+    return EDDY_OK;
+}
+
 static int sq_journal_put(eddy__store *base, const eddy__jrec *rec)
 {
     sqlite_store *s = (sqlite_store *)base;
     int r = write_begin(s);
     if (r != EDDY_OK)
         return r;
-    sqlite3_stmt *st = s->st[ST_JOURNAL_PUT];
-    int rc = bind_text(st, 1, rec->key);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 2, rec->seq);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 3, rec->event_id);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 4, rec->action);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, rec->idx);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int(st, 6, rec->kind);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int(st, 7, rec->status);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 8, rec->fn_id);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 9, rec->digest);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 10, rec->payload);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 11, rec->err_type);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 12, rec->err_msg);
-    return write_step(s, st, rc, "writing a journal record");
+    if (eddy__fault("store_write"))
+        return fail(s, NULL, SQLITE_IOERR_WRITE, "writing a journal record");
+    if (txn_touch(s, rec->key, rec->seq) != EDDY_OK || eddy__jlog_put(&s->jbuf, rec) != EDDY_OK)
+        return oom(s, "writing a journal record");
+    return EDDY_OK;
 }
 
 static int sq_journal_cut(eddy__store *base, const char *key, uint64_t seq, const char *event_id,
@@ -570,71 +906,181 @@ static int sq_journal_cut(eddy__store *base, const char *key, uint64_t seq, cons
     int r = write_begin(s);
     if (r != EDDY_OK)
         return r;
-    sqlite3_stmt *st = s->st[ST_JOURNAL_CUT];
-    int rc = bind_text(st, 1, key);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 2, seq);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 3, event_id);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 4, action);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, from_idx);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int(st, 6, EDDY_JREC_CALL);
-    return write_step(s, st, rc, "cutting the journal");
+    if (eddy__fault("store_write"))
+        return fail(s, NULL, SQLITE_IOERR_WRITE, "cutting the journal");
+    if (txn_touch(s, key, seq) != EDDY_OK ||
+        eddy__jlog_cut(&s->jbuf, key, seq, event_id, action, from_idx) != EDDY_OK)
+        return oom(s, "cutting the journal");
+    return EDDY_OK;
 }
 
-/* Walk the rows of a journal query (bound), handing each to fn. */
-static int journal_walk(sqlite_store *s, sqlite3_stmt *st, eddy__store_jrec_fn fn, void *arg)
+/* Apply the entries of one stored row to a view. */
+static int jlog_replay_row(sqlite_store *s, uint64_t id, eddy__jview *v)
 {
-    int r;
-    while ((r = read_step(s, st, "loading the journal")) == 1) {
-        eddy__jrec rec = {
-            .key = col_text(st, 0),
-            .seq = col_u64(st, 1),
-            .event_id = col_text(st, 2),
-            .action = col_text(st, 3),
-            .idx = sqlite3_column_int64(st, 4),
-            .kind = sqlite3_column_int(st, 5),
-            .status = sqlite3_column_int(st, 6),
-            .fn_id = col_text(st, 7),
-            .digest = col_text(st, 8),
-            .payload = col_text(st, 9),
-            .err_type = col_text(st, 10),
-            .err_msg = col_text(st, 11),
-        };
-        r = fn(arg, &rec);
-        if (r != EDDY_OK) {
-            finish(st);
-            break;
-        }
-    }
+    sqlite3_stmt *st = s->st[ST_JLOG_GET];
+    int rc = bind_u64(st, 1, id);
+    if (rc != SQLITE_OK)
+        return fail(s, st, rc, "loading the journal");
+    int r = read_step(s, st, "loading the journal");
+    if (r != 1)
+        return r < 0 ? r : EDDY_OK; /* a row deleted in this transaction */
+    r = eddy__jlog_walk(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
+                        eddy__jview_apply_fn, v);
+    finish(st);
+    if (r == EDDY_ESTATE)
+        snprintf(s->errmsg, sizeof(s->errmsg),
+                 "%s: journal row %llu does not decode; the state is damaged", s->db_path,
+                 (unsigned long long)id);
     return r;
+}
+
+/* Apply a record to a view as the put that wrote it. */
+static int apply_put(void *arg, const eddy__jrec *rec)
+{
+    eddy__jlog_entry e = {.cut = 0, .rec = *rec};
+    return eddy__jview_apply(arg, &e);
 }
 
 static int sq_journal_load_run(eddy__store *base, const char *key, uint64_t seq,
                                eddy__store_jrec_fn fn, void *arg)
 {
     sqlite_store *s = (sqlite_store *)base;
-    sqlite3_stmt *st = s->st[ST_JOURNAL_LOAD_RUN];
-    int r = read_start(s, st, "loading the journal of a run");
-    if (r != EDDY_OK)
+    eddy__jview *v = eddy__jview_new();
+    if (v == NULL)
+        return EDDY_ENOMEM;
+    int r = EDDY_OK;
+    jrun *run = s->jlog_ready ? run_get(s, key, seq, 0) : NULL;
+    if (run != NULL && run->opened != NULL)
+        r = eddy__jview_emit(run->opened, NULL, NULL, apply_put, v);
+    for (size_t i = 0; run != NULL && i < run->n && r == EDDY_OK; i++)
+        if (run->ids[i] > s->jlog_opened)
+            r = jlog_replay_row(s, run->ids[i], v);
+    if (r == EDDY_OK)
+        r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, eddy__jview_apply_fn, v);
+    one_run o = {key, seq};
+    if (r == EDDY_OK)
+        r = eddy__jview_emit(v, keep_one, &o, fn, arg);
+    eddy__jview_free(v);
+    return r;
+}
+
+/* The runs in flight: those with an input in the pending table (the head
+ * of each key's FIFO is its run in flight; the others have no entries). */
+typedef struct live_set {
+    eddy__map map;
+    char **keys;
+    size_t n, cap;
+} live_set;
+
+static void live_free(live_set *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->keys[i]);
+    free(l->keys);
+    eddy__map_free(&l->map);
+}
+
+static int live_add(live_set *l, const char *key, uint64_t seq)
+{
+    size_t n = run_key(NULL, 0, key, seq);
+    if (l->n == l->cap) {
+        size_t ncap = l->cap != 0 ? l->cap * 2 : 64;
+        char **nv = realloc(l->keys, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        l->keys = nv;
+        l->cap = ncap;
+    }
+    char *rk = malloc(n + 1);
+    if (rk == NULL)
+        return EDDY_ENOMEM;
+    run_key(rk, n + 1, key, seq);
+    l->keys[l->n++] = rk;
+    if (eddy__map_get(&l->map, rk, n) != NULL)
+        return EDDY_OK;
+    return eddy__map_put(&l->map, rk, n, rk);
+}
+
+static int live_load(sqlite_store *s, live_set *l)
+{
+    eddy__map_init(&l->map);
+    l->keys = NULL;
+    l->n = l->cap = 0;
+    sqlite3_stmt *st = s->st[ST_PENDING_RUNS];
+    int r = read_start(s, st, "loading the runs in flight");
+    while (r == EDDY_OK && (r = read_step(s, st, "loading the runs in flight")) == 1) {
+        r = live_add(l, col_text(st, 0), col_u64(st, 1));
+        if (r != EDDY_OK)
+            finish(st);
+    }
+    return r < 0 ? r : r == 0 ? EDDY_OK : r;
+}
+
+static int live_has(void *arg, const char *key, uint64_t seq)
+{
+    live_set *l = arg;
+    char small[256];
+    size_t n = run_key(small, sizeof(small), key, seq);
+    if (n < sizeof(small))
+        return eddy__map_get(&l->map, small, n) != NULL;
+    char *rk = malloc(n + 1);
+    if (rk == NULL)
+        return 1; /* shown rather than hidden */
+    run_key(rk, n + 1, key, seq);
+    int has = eddy__map_get(&l->map, rk, n) != NULL;
+    free(rk);
+    return has;
+}
+
+/* Replay every stored row (in order) and the open transaction into v. */
+static int jlog_replay_all(sqlite_store *s, eddy__jview *v)
+{
+    sqlite3_stmt *st = s->st[ST_JLOG_ALL];
+    int r = read_start(s, st, "loading the journal");
+    while (r == EDDY_OK && (r = read_step(s, st, "loading the journal")) == 1) {
+        r = eddy__jlog_walk(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                            eddy__jview_apply_fn, v);
+        if (r == EDDY_ESTATE)
+            snprintf(s->errmsg, sizeof(s->errmsg),
+                     "%s: journal row %llu does not decode; the state is damaged", s->db_path,
+                     (unsigned long long)col_u64(st, 0));
+        if (r != EDDY_OK)
+            finish(st);
+    }
+    if (r < 0 || r > 1)
         return r;
-    int rc = bind_text(st, 1, key);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 2, seq);
-    if (rc != SQLITE_OK)
-        return fail(s, st, rc, "loading the journal of a run");
-    return journal_walk(s, st, fn, arg);
+    return eddy__jlog_walk(s->jbuf.p, s->jbuf.len, eddy__jview_apply_fn, v);
+}
+
+static int known_run(void *arg, const char *key, uint64_t seq)
+{
+    return run_get(arg, key, seq, 0) != NULL;
+}
+
+/* The journal of every run not pruned, ordered. An open store knows them
+ * (runs: those rebuilt at open and those written to since); a read-only
+ * one takes the runs in flight from the pending table. */
+static int journal_all(sqlite_store *s, eddy__store_jrec_fn fn, void *arg)
+{
+    live_set l = {.n = 0};
+    eddy__map_init(&l.map);
+    eddy__jview *v = eddy__jview_new();
+    if (v == NULL)
+        return EDDY_ENOMEM;
+    int r = s->jlog_ready ? EDDY_OK : live_load(s, &l);
+    if (r == EDDY_OK)
+        r = jlog_replay_all(s, v);
+    if (r == EDDY_OK)
+        r = s->jlog_ready ? eddy__jview_emit(v, known_run, s, fn, arg)
+                          : eddy__jview_emit(v, live_has, &l, fn, arg);
+    live_free(&l);
+    eddy__jview_free(v);
+    return r;
 }
 
 static int sq_journal_load_all(eddy__store *base, eddy__store_jrec_fn fn, void *arg)
 {
-    sqlite_store *s = (sqlite_store *)base;
-    sqlite3_stmt *st = s->st[ST_JOURNAL_LOAD_ALL];
-    int r = read_start(s, st, "loading the journal");
-    return r != EDDY_OK ? r : journal_walk(s, st, fn, arg);
+    return journal_all((sqlite_store *)base, fn, arg);
 }
 
 static int sq_journal_prune_run(eddy__store *base, const char *key, uint64_t seq)
@@ -643,11 +1089,120 @@ static int sq_journal_prune_run(eddy__store *base, const char *key, uint64_t seq
     int r = write_begin(s);
     if (r != EDDY_OK)
         return r;
-    sqlite3_stmt *st = s->st[ST_JOURNAL_PRUNE_RUN];
-    int rc = bind_text(st, 1, key);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 2, seq);
-    return write_step(s, st, rc, "pruning the journal of a run");
+    if (eddy__fault("store_write"))
+        return fail(s, NULL, SQLITE_IOERR_WRITE, "pruning the journal of a run");
+    jrun *run = run_get(s, key, seq, 0);
+    if (run == NULL)
+        return EDDY_OK;
+    for (size_t i = 0; i < run->n; i++) {
+        jrow *w = eddy__map_get(&s->rows, (const char *)&run->ids[i], sizeof(uint64_t));
+        if (w == NULL)
+            continue;
+        if (--w->live > 0) {
+            if (w->live * 8 <= w->total && !w->sparse && sparse_add(s, w->id) == EDDY_OK)
+                w->sparse = 1;
+            continue;
+        }
+        sqlite3_stmt *st = s->st[ST_JLOG_DELETE];
+        r = write_step(s, st, bind_u64(st, 1, w->id), "pruning the journal of a run");
+        if (r != EDDY_OK)
+            return r;
+        eddy__map_remove(&s->rows, (const char *)&w->id, sizeof(w->id));
+        free(w);
+    }
+    eddy__map_remove(&s->runs, run->rk, run->rklen);
+    if (run->in_txn)
+        run->ended = 1; /* its entries in jbuf are dead; freed at the flush */
+    else
+        run_free(run);
+    return EDDY_OK;
+}
+
+/* At open: learn which rows hold entries of which runs in flight, and delete
+ * the rows that hold none. */
+typedef struct rebuild {
+    sqlite_store *s;
+    live_set *live;
+    uint64_t id;
+    size_t row_live;
+    int err;
+} rebuild;
+
+static int rebuild_entry(void *arg, const eddy__jlog_entry *e)
+{
+    rebuild *b = arg;
+    if (!live_has(b->live, e->rec.key, e->rec.seq))
+        return EDDY_OK;
+    jrun *r = run_get(b->s, e->rec.key, e->rec.seq, 1);
+    if (r == NULL || (r->opened == NULL && (r->opened = eddy__jview_new()) == NULL) ||
+        eddy__jview_apply(r->opened, e) != EDDY_OK)
+        return EDDY_ENOMEM;
+    if (r->n > 0 && r->ids[r->n - 1] == b->id)
+        return EDDY_OK;
+    b->row_live++;
+    return run_add_row(r, b->id);
+}
+
+static int jlog_rebuild(sqlite_store *s, eddy_error **err)
+{
+    live_set l;
+    uint64_t *dead = NULL;
+    size_t ndead = 0, capdead = 0;
+    int r = live_load(s, &l);
+    sqlite3_stmt *st = s->st[ST_JLOG_ALL];
+    rebuild b = {.s = s, .live = &l};
+    s->jlog_next = 1;
+    while (r == EDDY_OK && (r = read_step(s, st, "loading the journal")) == 1) {
+        b.id = col_u64(st, 0);
+        b.row_live = 0;
+        if (b.id >= s->jlog_next)
+            s->jlog_next = b.id + 1;
+        r = eddy__jlog_walk(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                            rebuild_entry, &b);
+        if (r == EDDY_ESTATE)
+            snprintf(s->errmsg, sizeof(s->errmsg),
+                     "%s: journal row %llu does not decode; the state is damaged", s->db_path,
+                     (unsigned long long)b.id);
+        if (r == EDDY_OK && b.row_live > 0)
+            r = row_put(s, b.id, b.row_live, b.row_live);
+        if (r == EDDY_OK && b.row_live == 0) {
+            if (ndead == capdead) {
+                size_t ncap = capdead != 0 ? capdead * 2 : 16;
+                uint64_t *nv = realloc(dead, ncap * sizeof(*nv));
+                if (nv == NULL)
+                    r = EDDY_ENOMEM;
+                else {
+                    dead = nv;
+                    capdead = ncap;
+                }
+            }
+            if (r == EDDY_OK)
+                dead[ndead++] = b.id;
+        }
+        if (r != EDDY_OK)
+            finish(st);
+    }
+    live_free(&l);
+    if (r == 0 && ndead > 0) {
+        for (size_t i = 0; i < ndead && r == 0; i++) {
+            sqlite3_stmt *del = s->st[ST_JLOG_DELETE];
+            r = write_begin(s);
+            if (r == EDDY_OK)
+                r = write_step(s, del, bind_u64(del, 1, dead[i]), "deleting spent journal rows");
+        }
+        if (r == EDDY_OK)
+            r = sq_commit(&s->base);
+    }
+    free(dead);
+    s->jlog_opened = s->jlog_next - 1;
+    if (r == EDDY_ENOMEM)
+        return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
+    if (r == EDDY_ESTATE)
+        return eddy__error_set(err, EDDY_ESTATE, "state", "%s", s->errmsg);
+    if (r != 0)
+        return eddy__error_set(err, EDDY_ESTORE, "store", "%s", s->errmsg);
+    s->jlog_ready = 1;
+    return EDDY_OK;
 }
 
 /* ---------------------------------------------------------------- outbox */
@@ -704,6 +1259,13 @@ static int sq_outbox_ack(eddy__store *base, uint64_t up_to)
 
 /* ---------------------------------------------------------------- counts */
 
+static int count_rec(void *arg, const eddy__jrec *rec)
+{
+    (void)rec;
+    (*(uint64_t *)arg)++;
+    return EDDY_OK;
+}
+
 static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -713,10 +1275,10 @@ static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
         return r;
     out->keys = col_u64(st, 0);
     out->pending = col_u64(st, 1);
-    out->journal = col_u64(st, 2);
-    out->outbox = col_u64(st, 3);
+    out->outbox = col_u64(st, 2);
     finish(st);
-    return EDDY_OK;
+    out->journal = 0;
+    return journal_all(s, count_rec, &out->journal);
 }
 
 /* ---------------------------------------------------------------- open and close */
@@ -733,6 +1295,18 @@ static void sq_close(eddy__store *base)
     }
     if (s->wal_fd >= 0)
         close(s->wal_fd);
+    txn_reset(s);
+    free(s->txn);
+    free(s->sparse);
+    free(s->jbuf.p);
+    for (size_t i = 0; i < s->runs.cap; i++)
+        if (s->runs.slots[i].key != NULL)
+            run_free(s->runs.slots[i].value);
+    eddy__map_free(&s->runs);
+    for (size_t i = 0; i < s->rows.cap; i++)
+        if (s->rows.slots[i].key != NULL)
+            free(s->rows.slots[i].value);
+    eddy__map_free(&s->rows);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     free(s->dir);
@@ -1005,7 +1579,9 @@ static int check_existing(sqlite_store *s, const char *fp, eddy_error **err)
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
     if (version != EDDY_STORE_FORMAT_VERSION)
         return eddy__error_set(err, EDDY_ESTATE, "store",
-                               "state directory %s has format %lld, this eddy reads format %d",
+                               "state directory %s has format %lld, written by an older eddy; "
+                               "this eddy reads format %d (let the older eddy finish its runs, "
+                               "or start with a new state directory)",
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
 
     rc = query_one(s, "SELECT v FROM meta WHERE k = 'plan'", &text, NULL);
@@ -1131,7 +1707,9 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     free(text);
     if (version != EDDY_STORE_FORMAT_VERSION)
         return eddy__error_set(err, EDDY_ESTATE, "store",
-                               "state directory %s has format %lld, this eddy reads format %d",
+                               "state directory %s has format %lld, written by an older eddy; "
+                               "this eddy reads format %d (let the older eddy finish its runs, "
+                               "or start with a new state directory)",
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
     int r = prepare_all(s, err);
     return r != EDDY_OK ? r : load_outbox_next(s, err);
@@ -1147,6 +1725,8 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     s->base.ops = &sqlite_ops;
     s->lock_fd = -1;
     s->wal_fd = -1;
+    eddy__map_init(&s->runs);
+    eddy__map_init(&s->rows);
     s->dir = strdup(dir);
     s->db_path = path_join(dir, "eddy.db");
     int r = EDDY_ENOMEM;
@@ -1172,7 +1752,8 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     }
     if ((r = configure(s, err)) != EDDY_OK ||
         (r = init_schema(s, plan_fingerprint, &created, err)) != EDDY_OK ||
-        (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK)
+        (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK ||
+        (r = jlog_rebuild(s, err)) != EDDY_OK)
         goto fail;
     wal_open(s);
     if (created && fsync_dir(dir) != 0) {

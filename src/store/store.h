@@ -30,7 +30,12 @@
  *            in arrival order across keys (rowid)
  *   journal  per action execution: durable call records, and when it finished,
  *            its completion record (released events, memory writes, completion
- *            ordinal); keyed (key, run seq, triggering event id, action, index)
+ *            ordinal); keyed (key, run seq, triggering event id, action, index).
+ *            Stored as a log (jlog.h): the records of one transaction are one
+ *            row. A journal load shows the records of the runs not pruned:
+ *            for an open store, those in flight at open (the heads of the
+ *            pending FIFOs) and those written since; read-only, those with a
+ *            pending input.
  *   outbox   outputs committed but not yet covered by the sink position
  *
  * Errors: every function returns EDDY_OK or an error code; store failures are
@@ -57,7 +62,7 @@
 
 #include "eddy/eddy.h"
 
-#define EDDY_STORE_FORMAT_VERSION 1
+#define EDDY_STORE_FORMAT_VERSION 2
 
 /* Journal record kinds and call status. */
 enum {

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import unittest
@@ -66,6 +67,80 @@ class StateFiles(EddyTest):
         self.assertEqual(digest(self.db), before, "the failed start changed " + self.db)
         return err
 
+    # The journal log's rows (src/store/jlog.h): entries 'P' (put) and 'C'
+    # (cut); strings as a 4-byte length, the bytes and a NUL, or 0xffffffff
+    # for none; integers 8 bytes, little-endian.
+    @staticmethod
+    def jlog_decode(data):
+        out, i = [], 0
+
+        def s():
+            nonlocal i
+            (n,) = struct.unpack_from("<I", data, i)
+            i += 4
+            if n == 0xFFFFFFFF:
+                return None
+            v = data[i:i + n].decode()
+            i += n + 1
+            return v
+
+        def q():
+            nonlocal i
+            (v,) = struct.unpack_from("<q", data, i)
+            i += 8
+            return v
+
+        while i < len(data):
+            tag = chr(data[i])
+            i += 1
+            e = {"tag": tag, "key": s(), "seq": q(), "event_id": s(), "action": s(), "idx": q()}
+            if tag == "P":
+                e["kind"], e["status"] = data[i], data[i + 1]
+                i += 2
+                for f in ("fn_id", "digest", "payload", "err_type", "err_msg"):
+                    e[f] = s()
+            out.append(e)
+        return out
+
+    @staticmethod
+    def jlog_encode(entries):
+        b = bytearray()
+
+        def s(v):
+            if v is None:
+                b.extend(struct.pack("<I", 0xFFFFFFFF))
+            else:
+                raw = v.encode()
+                b.extend(struct.pack("<I", len(raw)) + raw + b"\0")
+
+        for e in entries:
+            b.extend(e["tag"].encode())
+            s(e["key"])
+            b.extend(struct.pack("<q", e["seq"]))
+            s(e["event_id"])
+            s(e["action"])
+            b.extend(struct.pack("<q", e["idx"]))
+            if e["tag"] == "P":
+                b.extend(bytes([e["kind"], e["status"]]))
+                for f in ("fn_id", "digest", "payload", "err_type", "err_msg"):
+                    s(e[f])
+        return bytes(b)
+
+    def set_journal_payload(self, kind, payload):
+        """Set the payload of every journal record of this kind, in place."""
+        c = sqlite3.connect(self.db)
+        n = 0
+        for rowid, data in c.execute("SELECT id, data FROM jlog").fetchall():
+            entries = self.jlog_decode(data)
+            for e in entries:
+                if e["tag"] == "P" and e["kind"] == kind:
+                    e["payload"] = payload
+                    n += 1
+            c.execute("UPDATE jlog SET data = ? WHERE id = ?", (self.jlog_encode(entries), rowid))
+        c.commit()
+        c.close()
+        self.assertGreater(n, 0, "no journal record of kind %d" % kind)
+
     def sql(self, stmt, *args):
         c = sqlite3.connect(self.db)
         c.execute(stmt, args)
@@ -106,7 +181,7 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 1)")
+                            "format 2)")
 
     def test_not_an_eddy_database(self):
         os.makedirs(self.state)
@@ -121,20 +196,29 @@ class StateFiles(EddyTest):
 
     def test_journal_done_record_garbage(self):
         self.crashed_state()
-        self.sql("UPDATE journal SET payload = 'garbage{' WHERE kind = 2")
+        self.set_journal_payload(2, "garbage{")
         self.assert_refused(self.db + ": a journal record of the run of key \"k\" does not "
                             "decode; the state is damaged")
 
     def test_journal_done_record_wrong_shape(self):
         self.crashed_state()
-        self.sql("UPDATE journal SET payload = '{\"order\":0,\"events\":{}}' WHERE kind = 2")
+        self.set_journal_payload(2, '{"order":0,"events":{}}')
         self.assert_refused(self.db, "journal record", "does not decode; the state is damaged")
 
     def test_journal_call_result_garbage(self):
         self.crashed_state()
-        self.sql("UPDATE journal SET payload = '{\"v\":' WHERE kind = 1")
+        self.set_journal_payload(1, '{"v":')
         self.assert_refused(self.db + ": the journaled result of call 0 (effect) of action "
                             "'later' for key \"k\" does not decode; the state is damaged")
+
+    def test_journal_row_garbage(self):
+        self.crashed_state()
+        c = sqlite3.connect(self.db)
+        (rowid, data) = c.execute("SELECT id, data FROM jlog ORDER BY id LIMIT 1").fetchone()
+        c.close()
+        self.sql("UPDATE jlog SET data = ? WHERE id = ?", data[:len(data) - 3], rowid)
+        self.assert_refused(self.db + ": journal row %d does not decode; the state is damaged"
+                            % rowid)
 
     def test_pending_record_garbage(self):
         self.crashed_state()

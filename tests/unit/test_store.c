@@ -13,6 +13,7 @@
 
 #include <sqlite3.h>
 
+#include "store/jlog.h"
 #include "store/store.h"
 #include "store/store_impl.h"
 
@@ -193,6 +194,46 @@ static void poke_db(const char *dir, const char *sql)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* Rows of the journal log (or their bytes), read beside the open store. */
+static long jlog_query(const char *dir, const char *sql)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/eddy.db", dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long n = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static long jlog_rows(const char *dir)
+{
+    return jlog_query(dir, "SELECT count(*) FROM jlog");
+}
+
+static long jlog_bytes(const char *dir)
+{
+    return jlog_query(dir, "SELECT coalesce(sum(length(data)), 0) FROM jlog");
+}
+
+static int count_jrec(void *arg, const eddy__jrec *r)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return EDDY_OK;
+}
+
+static int run_records(eddy__store *s, const char *key, uint64_t seq)
+{
+    int n = 0;
+    assert_int_equal(eddy__store_journal_load_run(s, key, seq, count_jrec, &n), EDDY_OK);
+    return n;
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -466,6 +507,180 @@ static void test_wal_preallocated(void **state)
     eddy__store_close(c);
 }
 
+/* The journal is a log: one row per commit; a row goes once every run with
+ * entries in it was pruned; a run that ends in the transaction that wrote
+ * its entries leaves no row; a reopen finds the runs in flight (pending
+ * inputs) in the rows and deletes the rows that no run in flight needs. */
+static void test_journal_log_rows(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    eddy__jrec a = call_rec("\"a\"", 1, "e1", "act", 0);
+    eddy__jrec b = call_rec("\"b\"", 1, "e2", "act", 0);
+    eddy__jrec b1 = call_rec("\"b\"", 1, "e2", "act", 1);
+    assert_int_equal(eddy__store_pending_add(s, "\"b\"", 1, 7, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &a), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &b), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1);
+
+    /* a ends: b still needs the row. */
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"a\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1);
+    assert_int_equal(run_records(s, "\"a\"", 1), 0);
+    assert_int_equal(run_records(s, "\"b\"", 1), 1);
+
+    /* c writes and ends within one transaction: nothing is stored. */
+    eddy__jrec c = call_rec("\"c\"", 1, "e3", "act", 0);
+    assert_int_equal(eddy__store_journal_put(s, &c), EDDY_OK);
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"c\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1);
+    eddy__store_close(s);
+
+    /* Reopen: b is in flight (its pending input) and gets a second row. */
+    s = open_ok(d->state, FP);
+    assert_int_equal(jlog_rows(d->state), 1);
+    assert_int_equal(run_records(s, "\"b\"", 1), 1);
+    assert_int_equal(eddy__store_journal_put(s, &b1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 2);
+    assert_int_equal(run_records(s, "\"b\"", 1), 2);
+    /* A cut reaches records read at open and those written since. */
+    assert_int_equal(eddy__store_journal_cut(s, "\"b\"", 1, "e2", "act", 0), EDDY_OK);
+    assert_int_equal(run_records(s, "\"b\"", 1), 0);
+    assert_int_equal(eddy__store_journal_put(s, &b), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(run_records(s, "\"b\"", 1), 1);
+    assert_int_equal(jlog_rows(d->state), 3);
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"b\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "\"b\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 0);
+
+    /* A row whose runs are not in flight at open (no pending input) goes. */
+    assert_int_equal(eddy__store_journal_put(s, &a), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1);
+    eddy__store_close(s);
+    s = open_ok(d->state, FP);
+    assert_int_equal(jlog_rows(d->state), 0);
+    counts_are(s, 0, 0, 0, 0);
+    eddy__store_close(s);
+}
+
+/* A long run keeps its row; once an eighth or fewer of the row's runs are
+ * left, they are rewritten into a new row and the old one goes, with the
+ * entries of the runs that ended. */
+static void test_journal_log_compaction(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    eddy__jrec pending = call_rec("\"L\"", 1, "e", "act", 0);
+    pending.status = EDDY_JCALL_PENDING;
+    pending.payload = NULL;
+    eddy__jrec done = call_rec("\"L\"", 1, "e", "act", 0);
+    eddy__jrec second = call_rec("\"L\"", 1, "e", "act", 1);
+    assert_int_equal(eddy__store_journal_put(s, &pending), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &done), EDDY_OK); /* replaces it */
+    assert_int_equal(eddy__store_journal_put(s, &second), EDDY_OK);
+    char key[16];
+    for (int i = 1; i <= 9; i++) {
+        snprintf(key, sizeof(key), "\"S%d\"", i);
+        eddy__jrec r = call_rec(key, 1, "e", "act", 0);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1);
+    buf before = {0};
+    assert_int_equal(eddy__store_journal_load_run(s, "\"L\"", 1, print_jrec, &before), EDDY_OK);
+
+    for (int i = 1; i <= 8; i++) {
+        snprintf(key, sizeof(key), "\"S%d\"", i);
+        assert_int_equal(eddy__store_journal_prune_run(s, key, 1), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1); /* 2 of 10 runs left: kept */
+    long full = jlog_bytes(d->state);
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"S9\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1); /* L alone, in a new row */
+    assert_true(jlog_bytes(d->state) < full / 3);
+
+    buf after = {0};
+    assert_int_equal(eddy__store_journal_load_run(s, "\"L\"", 1, print_jrec, &after), EDDY_OK);
+    assert_string_equal(buf_str(&after), buf_str(&before));
+    counts_are(s, 0, 0, 2, 0);
+    buf_reset(&before);
+    buf_reset(&after);
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"L\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 0);
+    eddy__store_close(s);
+}
+
+typedef struct walked {
+    eddy__jlog_entry e[4];
+    char text[4][256];
+    int n;
+} walked;
+
+static int keep_entry(void *arg, const eddy__jlog_entry *e)
+{
+    walked *w = arg;
+    if (w->n < 4) {
+        w->e[w->n] = *e;
+        snprintf(w->text[w->n], sizeof(w->text[0]), "%c %s %llu %s %s %lld %d %d %s %s %s %s %s",
+                 e->cut ? 'C' : 'P', e->rec.key, (unsigned long long)e->rec.seq, e->rec.event_id,
+                 e->rec.action, (long long)e->rec.idx, e->rec.kind, e->rec.status,
+                 e->rec.fn_id ? e->rec.fn_id : "~", e->rec.digest ? e->rec.digest : "~",
+                 e->rec.payload ? e->rec.payload : "~", e->rec.err_type ? e->rec.err_type : "~",
+                 e->rec.err_msg ? e->rec.err_msg : "~");
+    }
+    w->n++;
+    return EDDY_OK;
+}
+
+/* The log's entries decode to what was encoded, and a damaged blob (cut
+ * short anywhere inside an entry, a bad tag, a NUL inside a string) is
+ * refused, never read past. */
+static void test_jlog_codec(void **state)
+{
+    (void)state;
+    eddy__buf b = {0};
+    eddy__jrec r = call_rec("\"k\"", 18446744073709551615ULL, "0123456789abcdef", "act", 3);
+    r.err_type = "ValueError";
+    r.err_msg = "bad";
+    r.payload = NULL;
+    assert_int_equal(eddy__jlog_put(&b, &r), EDDY_OK);
+    size_t first = b.len;
+    assert_int_equal(eddy__jlog_cut(&b, "\"k\"", 2, "e", "act", -1), EDDY_OK);
+    walked w = {.n = 0};
+    assert_int_equal(eddy__jlog_walk(b.p, b.len, keep_entry, &w), EDDY_OK);
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.text[0], "P \"k\" 18446744073709551615 0123456789abcdef act 3 1 1 fn "
+                                   "d0 ~ ValueError bad");
+    assert_string_equal(w.text[1], "C \"k\" 2 e act -1 0 0 ~ ~ ~ ~ ~");
+    for (size_t len = 0; len < b.len; len++) {
+        w.n = 0;
+        int rc = eddy__jlog_walk(b.p, len, keep_entry, &w);
+        if (len == 0 || len == first)
+            assert_int_equal(rc, EDDY_OK);
+        else
+            assert_int_equal(rc, EDDY_ESTATE);
+    }
+    char *bad = malloc(b.len);
+    memcpy(bad, b.p, b.len);
+    bad[0] = 'X';
+    assert_int_equal(eddy__jlog_walk(bad, b.len, keep_entry, &w), EDDY_ESTATE);
+    memcpy(bad, b.p, b.len);
+    bad[6] = '\0'; /* inside the key "k" */
+    assert_int_equal(eddy__jlog_walk(bad, b.len, keep_entry, &w), EDDY_ESTATE);
+    free(bad);
+    free(b.p);
+}
+
 static void test_busy(void **state)
 {
     test_dir *d = *state;
@@ -499,18 +714,22 @@ static void test_format_version(void **state)
 {
     test_dir *d = *state;
     eddy__store_close(open_ok(d->state, FP));
-    poke_db(d->state, "UPDATE meta SET v = 2 WHERE k = 'format_version'");
+    char sql[128];
+    snprintf(sql, sizeof(sql), "UPDATE meta SET v = %d WHERE k = 'format_version'",
+             EDDY_STORE_FORMAT_VERSION + 1);
+    poke_db(d->state, sql);
     char *msg = open_fails(d->state, FP, EDDY_ESTATE);
     char want[256];
     snprintf(want, sizeof(want),
-             "state directory %s was written by a newer eddy (format 2, this eddy reads format 1)",
-             d->state);
+             "state directory %s was written by a newer eddy (format %d, this eddy reads format "
+             "%d)",
+             d->state, EDDY_STORE_FORMAT_VERSION + 1, EDDY_STORE_FORMAT_VERSION);
     assert_string_equal(msg, want);
     free(msg);
 
-    poke_db(d->state, "UPDATE meta SET v = 0 WHERE k = 'format_version'");
+    poke_db(d->state, "UPDATE meta SET v = 1 WHERE k = 'format_version'");
     msg = open_fails(d->state, FP, EDDY_ESTATE);
-    assert_non_null(strstr(msg, "format 0"));
+    assert_non_null(strstr(msg, "format 1, written by an older eddy"));
     free(msg);
 
     poke_db(d->state, "DELETE FROM meta WHERE k = 'format_version'");
@@ -788,6 +1007,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_reopen, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_uncommitted_lost, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_wal_preallocated, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_journal_log_rows, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_journal_log_compaction, setup_dir, teardown_dir),
+        cmocka_unit_test(test_jlog_codec),
         cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),

@@ -1,0 +1,341 @@
+/* The journal log's entries and their replay; see jlog.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/jlog.h"
+#include "util/map.h"
+
+#define NO_STR 0xffffffffu
+
+/* ---------------------------------------------------------------- encoding */
+
+static size_t str_size(const char *s)
+{
+    return 4 + (s != NULL ? strlen(s) + 1 : 0);
+}
+
+static unsigned char *put_u64(unsigned char *o, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        o[i] = (unsigned char)(v >> (8 * i));
+    return o + 8;
+}
+
+static unsigned char *put_str(unsigned char *o, const char *s)
+{
+    uint32_t n = s != NULL ? (uint32_t)strlen(s) : NO_STR;
+    for (int i = 0; i < 4; i++)
+        o[i] = (unsigned char)(n >> (8 * i));
+    o += 4;
+    if (s != NULL) {
+        memcpy(o, s, (size_t)n + 1);
+        o += n + 1;
+    }
+    return o;
+}
+
+/* Append an entry of size n, written by the caller at the returned place. */
+static unsigned char *reserve(eddy__buf *b, size_t n)
+{
+    if (eddy__buf_reserve(b, n) != EDDY_OK)
+        return NULL;
+    unsigned char *o = (unsigned char *)b->p + b->len;
+    b->len += n;
+    return o;
+}
+
+int eddy__jlog_put(eddy__buf *b, const eddy__jrec *r)
+{
+    size_t n = 1 + str_size(r->key) + 8 + str_size(r->event_id) + str_size(r->action) + 8 + 2 +
+               str_size(r->fn_id) + str_size(r->digest) + str_size(r->payload) +
+               str_size(r->err_type) + str_size(r->err_msg);
+    unsigned char *o = reserve(b, n);
+    if (o == NULL)
+        return EDDY_ENOMEM;
+    *o++ = 'P';
+    o = put_str(o, r->key);
+    o = put_u64(o, r->seq);
+    o = put_str(o, r->event_id);
+    o = put_str(o, r->action);
+    o = put_u64(o, (uint64_t)r->idx);
+    *o++ = (unsigned char)r->kind;
+    *o++ = (unsigned char)r->status;
+    o = put_str(o, r->fn_id);
+    o = put_str(o, r->digest);
+    o = put_str(o, r->payload);
+    o = put_str(o, r->err_type);
+    put_str(o, r->err_msg);
+    return EDDY_OK;
+}
+
+int eddy__jlog_cut(eddy__buf *b, const char *key, uint64_t seq, const char *event_id,
+                   const char *action, int64_t from)
+{
+    size_t n = 1 + str_size(key) + 8 + str_size(event_id) + str_size(action) + 8;
+    unsigned char *o = reserve(b, n);
+    if (o == NULL)
+        return EDDY_ENOMEM;
+    *o++ = 'C';
+    o = put_str(o, key);
+    o = put_u64(o, seq);
+    o = put_str(o, event_id);
+    o = put_str(o, action);
+    put_u64(o, (uint64_t)from);
+    return EDDY_OK;
+}
+
+/* ---------------------------------------------------------------- decoding */
+
+typedef struct reader {
+    const unsigned char *p, *end;
+    int bad;
+} reader;
+
+static uint64_t get_u64(reader *r)
+{
+    if (r->bad || r->end - r->p < 8) {
+        r->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | r->p[i];
+    r->p += 8;
+    return v;
+}
+
+static int get_u8(reader *r)
+{
+    if (r->bad || r->p == r->end) {
+        r->bad = 1;
+        return 0;
+    }
+    return *r->p++;
+}
+
+/* A string: NUL-terminated, no NUL inside. NULL when absent (an error
+ * unless optional). */
+static const char *get_str(reader *r, int optional)
+{
+    if (r->bad || r->end - r->p < 4) {
+        r->bad = 1;
+        return NULL;
+    }
+    uint32_t n = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
+                 (uint32_t)r->p[3] << 24;
+    r->p += 4;
+    if (n == NO_STR) {
+        if (!optional)
+            r->bad = 1;
+        return NULL;
+    }
+    if ((size_t)(r->end - r->p) < (size_t)n + 1 || r->p[n] != '\0' ||
+        memchr(r->p, '\0', n) != NULL) {
+        r->bad = 1;
+        return NULL;
+    }
+    const char *s = (const char *)r->p;
+    r->p += (size_t)n + 1;
+    return s;
+}
+
+int eddy__jlog_walk(const void *data, size_t len, eddy__jlog_fn fn, void *arg)
+{
+    reader r = {.p = data, .end = (const unsigned char *)data + len};
+    while (r.p < r.end) {
+        eddy__jlog_entry e;
+        memset(&e, 0, sizeof(e));
+        int tag = get_u8(&r);
+        if (tag != 'P' && tag != 'C')
+            return EDDY_ESTATE;
+        e.cut = tag == 'C';
+        e.rec.key = get_str(&r, 0);
+        e.rec.seq = get_u64(&r);
+        e.rec.event_id = get_str(&r, 0);
+        e.rec.action = get_str(&r, 0);
+        e.rec.idx = (int64_t)get_u64(&r);
+        if (!e.cut) {
+            e.rec.kind = get_u8(&r);
+            e.rec.status = get_u8(&r);
+            e.rec.fn_id = get_str(&r, 1);
+            e.rec.digest = get_str(&r, 1);
+            e.rec.payload = get_str(&r, 1);
+            e.rec.err_type = get_str(&r, 1);
+            e.rec.err_msg = get_str(&r, 1);
+        }
+        if (r.bad)
+            return EDDY_ESTATE;
+        int rc = fn(arg, &e);
+        if (rc != EDDY_OK)
+            return rc;
+    }
+    return EDDY_OK;
+}
+
+/* ---------------------------------------------------------------- replay */
+
+typedef struct jv_rec {
+    eddy__jrec rec; /* strings point into text */
+    int dead;
+    size_t mklen;
+    char text[]; /* the map key, then the strings */
+} jv_rec;
+
+struct eddy__jview {
+    jv_rec **v;
+    size_t n, cap;
+    eddy__map map; /* map key -> its live record */
+};
+
+eddy__jview *eddy__jview_new(void)
+{
+    eddy__jview *v = calloc(1, sizeof(*v));
+    if (v != NULL)
+        eddy__map_init(&v->map);
+    return v;
+}
+
+void eddy__jview_free(eddy__jview *v)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < v->n; i++)
+        free(v->v[i]);
+    free(v->v);
+    eddy__map_free(&v->map);
+    free(v);
+}
+
+/* The identity of a record: key, seq, event_id, action, idx, with NULs
+ * between the strings (they hold none). */
+static size_t map_key(char *o, const eddy__jrec *r)
+{
+    size_t n = 0, l;
+    l = strlen(r->key) + 1;
+    memcpy(o + n, r->key, l);
+    n += l;
+    memcpy(o + n, &r->seq, 8);
+    n += 8;
+    l = strlen(r->event_id) + 1;
+    memcpy(o + n, r->event_id, l);
+    n += l;
+    l = strlen(r->action) + 1;
+    memcpy(o + n, r->action, l);
+    n += l;
+    memcpy(o + n, &r->idx, 8);
+    return n + 8;
+}
+
+static const char *copy(char **o, const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    size_t l = strlen(s) + 1;
+    memcpy(*o, s, l);
+    const char *r = *o;
+    *o += l;
+    return r;
+}
+
+static size_t opt_len(const char *s)
+{
+    return s != NULL ? strlen(s) + 1 : 0;
+}
+
+static int same_exec(const eddy__jrec *a, const eddy__jrec *b)
+{
+    return a->seq == b->seq && strcmp(a->key, b->key) == 0 &&
+           strcmp(a->event_id, b->event_id) == 0 && strcmp(a->action, b->action) == 0;
+}
+
+int eddy__jview_apply(eddy__jview *v, const eddy__jlog_entry *e)
+{
+    const eddy__jrec *r = &e->rec;
+    if (e->cut) {
+        for (size_t i = 0; i < v->n; i++) {
+            jv_rec *x = v->v[i];
+            if (!x->dead && x->rec.kind == EDDY_JREC_CALL && x->rec.idx >= r->idx &&
+                same_exec(&x->rec, r)) {
+                x->dead = 1;
+                eddy__map_remove(&v->map, x->text, x->mklen);
+            }
+        }
+        return EDDY_OK;
+    }
+    size_t ids = strlen(r->key) + strlen(r->event_id) + strlen(r->action) + 3 + 16;
+    size_t strs = opt_len(r->key) + opt_len(r->event_id) + opt_len(r->action) +
+                  opt_len(r->fn_id) + opt_len(r->digest) + opt_len(r->payload) +
+                  opt_len(r->err_type) + opt_len(r->err_msg);
+    if (v->n == v->cap) {
+        size_t ncap = v->cap != 0 ? v->cap * 2 : 16;
+        jv_rec **nv = realloc(v->v, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return EDDY_ENOMEM;
+        v->v = nv;
+        v->cap = ncap;
+    }
+    jv_rec *x = malloc(sizeof(*x) + ids + strs);
+    if (x == NULL)
+        return EDDY_ENOMEM;
+    x->dead = 0;
+    x->mklen = map_key(x->text, r);
+    char *o = x->text + x->mklen;
+    x->rec = *r;
+    x->rec.key = copy(&o, r->key);
+    x->rec.event_id = copy(&o, r->event_id);
+    x->rec.action = copy(&o, r->action);
+    x->rec.fn_id = copy(&o, r->fn_id);
+    x->rec.digest = copy(&o, r->digest);
+    x->rec.payload = copy(&o, r->payload);
+    x->rec.err_type = copy(&o, r->err_type);
+    x->rec.err_msg = copy(&o, r->err_msg);
+    jv_rec *old = eddy__map_remove(&v->map, x->text, x->mklen);
+    if (old != NULL)
+        old->dead = 1; /* replaced */
+    if (eddy__map_put(&v->map, x->text, x->mklen, x) != EDDY_OK) {
+        free(x);
+        return EDDY_ENOMEM;
+    }
+    v->v[v->n++] = x;
+    return EDDY_OK;
+}
+
+int eddy__jview_apply_fn(void *arg, const eddy__jlog_entry *e)
+{
+    return eddy__jview_apply(arg, e);
+}
+
+static int cmp_rec(const void *a, const void *b)
+{
+    const eddy__jrec *x = &(*(jv_rec *const *)a)->rec, *y = &(*(jv_rec *const *)b)->rec;
+    int c = strcmp(x->key, y->key);
+    if (c == 0)
+        c = (x->seq > y->seq) - (x->seq < y->seq);
+    if (c == 0)
+        c = strcmp(x->event_id, y->event_id);
+    if (c == 0)
+        c = strcmp(x->action, y->action);
+    if (c == 0)
+        c = (x->idx > y->idx) - (x->idx < y->idx);
+    return c;
+}
+
+int eddy__jview_emit(eddy__jview *v, int (*keep)(void *karg, const char *key, uint64_t seq),
+                     void *karg, eddy__store_jrec_fn fn, void *arg)
+{
+    jv_rec **out = malloc((v->n != 0 ? v->n : 1) * sizeof(*out));
+    if (out == NULL)
+        return EDDY_ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        jv_rec *x = v->v[i];
+        if (!x->dead && (keep == NULL || keep(karg, x->rec.key, x->rec.seq)))
+            out[n++] = x;
+    }
+    qsort(out, n, sizeof(*out), cmp_rec);
+    int rc = EDDY_OK;
+    for (size_t i = 0; i < n && rc == EDDY_OK; i++)
+        rc = fn(arg, &out[i]->rec);
+    free(out);
+    return rc;
+}
