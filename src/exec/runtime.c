@@ -704,7 +704,11 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     if (eddy__source_open(&rt->source, &rt->loop, &so, on_source_ready, rt, err) != EDDY_OK)
         goto fail;
     rt->pool = eddy__pool_new(&rt->loop, cv->async_threads);
-    rt->coros = eddy__coro_pool_new(cv->stack_size, 1024);
+    /* Free stacks kept for reuse: mapping a stack (mmap, guard page) and
+     * unmapping it cost more than the run that used it, so enough are kept
+     * for a few thousand runs in flight (each holds only the pages its
+     * run touched, ~8 KiB, and two mappings). */
+    rt->coros = eddy__coro_pool_new(cv->stack_size, 4096);
     if (rt->pool == NULL || rt->coros == NULL)
         goto fail_nomem;
     rt->plan = plan;
