@@ -576,8 +576,21 @@ typedef struct jrow {
  * length, as snprintf (the caller allocates when it did not fit). */
 static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq)
 {
-    int n = snprintf(o, cap, "%llu %s", (unsigned long long)seq, key);
-    return n < 0 ? 0 : (size_t)n;
+    /* Not snprintf: this runs for every journal record. */
+    char digits[20];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq != 0);
+    size_t kl = strlen(key), n = nd + 1 + kl;
+    if (n + 1 > cap)
+        return n;
+    for (size_t i = 0; i < nd; i++)
+        o[i] = digits[nd - 1 - i];
+    o[nd] = ' ';
+    memcpy(o + nd + 1, key, kl + 1);
+    return n;
 }
 
 static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
