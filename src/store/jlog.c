@@ -263,9 +263,9 @@ int eddy__jview_apply(eddy__jview *v, const eddy__jlog_entry *e)
         return EDDY_OK;
     }
     size_t ids = strlen(r->key) + strlen(r->event_id) + strlen(r->action) + 3 + 16;
-    size_t strs = opt_len(r->key) + opt_len(r->event_id) + opt_len(r->action) +
-                  opt_len(r->fn_id) + opt_len(r->digest) + opt_len(r->payload) +
-                  opt_len(r->err_type) + opt_len(r->err_msg);
+    size_t strs = opt_len(r->key) + opt_len(r->event_id) + opt_len(r->action) + opt_len(r->fn_id) +
+                  opt_len(r->digest) + opt_len(r->payload) + opt_len(r->err_type) +
+                  opt_len(r->err_msg);
     if (v->n == v->cap) {
         size_t ncap = v->cap != 0 ? v->cap * 2 : 16;
         jv_rec **nv = realloc(v->v, ncap * sizeof(*nv));
