@@ -20,16 +20,16 @@
  * time would grow with the journal; corruption still surfaces as EDDY_ESTORE
  * on the first access to a damaged page.
  *
- * Measured (throwaway program, RelWithDebInfo library, ext4 on a virtio disk
- * of a 2-vCPU VM; three runs each; records of ~250 bytes, 64-hex digest):
- *   100k journal_put in group commits of 1000, 7 records per run written
- *   together (the operator's pattern): 145k-215k records/s.
- *   The same with every record on another of 1000 keys (each commit dirties
- *   ~1000 b-tree pages, all written to the WAL): 16k-28k records/s; a 64 MB
- *   page cache helps little, the cost is the WAL writing.
- *   One record plus its commit (one fsync): mean 0.15-0.5 ms, min 0.1 ms,
- *   max up to 20 ms. This disk's fsync is cheap; on a disk that honours
- *   flushes expect milliseconds per commit, hence group commit.
+ * The journal is a log, one row per commit (see "journal" below and jlog.h).
+ *
+ * Measured with the journal as a table keyed by text (format 1; throwaway
+ * program, ext4 on a virtio disk of a 2-vCPU VM): 145k-215k records/s in
+ * group commits of 1000, 16k-28k when every record was on another key
+ * (each commit dirtied ~1000 b-tree pages); the log removes both costs (W4
+ * in docs/performance.md). One commit's fdatasync: ~85 us when the WAL's
+ * blocks exist (see wal_open), ~200 us while the file grows, up to 20 ms at
+ * times; on a disk that honours flushes expect milliseconds, hence group
+ * commit and the syncer thread.
  */
 #include <errno.h>
 #include <fcntl.h>
