@@ -4,6 +4,7 @@
 
 #include "store/jlog.h"
 #include "util/map.h"
+#include "util/vec.h"
 
 #define NO_STR 0xffffffffu
 
@@ -266,14 +267,8 @@ int eddy__jview_apply(eddy__jview *v, const eddy__jlog_entry *e)
     size_t strs = opt_len(r->key) + opt_len(r->event_id) + opt_len(r->action) + opt_len(r->fn_id) +
                   opt_len(r->digest) + opt_len(r->payload) + opt_len(r->err_type) +
                   opt_len(r->err_msg);
-    if (v->n == v->cap) {
-        size_t ncap = v->cap != 0 ? v->cap * 2 : 16;
-        jv_rec **nv = realloc(v->v, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return EDDY_ENOMEM;
-        v->v = nv;
-        v->cap = ncap;
-    }
+    if (eddy__vec_grow(&v->v, &v->cap, v->n + 1, sizeof(*v->v), 16) != EDDY_OK)
+        return EDDY_ENOMEM;
     jv_rec *x = malloc(sizeof(*x) + ids + strs);
     if (x == NULL)
         return EDDY_ENOMEM;

@@ -48,6 +48,7 @@
 #include "store/store_impl.h"
 #include "util/fault.h"
 #include "util/map.h"
+#include "util/vec.h"
 
 enum {
     ST_BEGIN,
@@ -635,14 +636,8 @@ static int run_add_row(jrun *r, uint64_t id)
 {
     if (r->n > 0 && r->ids[r->n - 1] == id)
         return EDDY_OK;
-    if (r->n == r->cap) {
-        size_t ncap = r->cap != 0 ? r->cap * 2 : 4;
-        uint64_t *nv = realloc(r->ids, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return EDDY_ENOMEM;
-        r->ids = nv;
-        r->cap = ncap;
-    }
+    if (eddy__vec_grow(&r->ids, &r->cap, r->n + 1, sizeof(*r->ids), 4) != EDDY_OK)
+        return EDDY_ENOMEM;
     r->ids[r->n++] = id;
     return EDDY_OK;
 }
@@ -690,14 +685,8 @@ static int txn_touch(sqlite_store *s, const char *key, uint64_t seq)
         return EDDY_ENOMEM;
     if (r->in_txn)
         return EDDY_OK;
-    if (s->ntxn == s->captxn) {
-        size_t ncap = s->captxn != 0 ? s->captxn * 2 : 64;
-        jrun **nv = realloc(s->txn, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return EDDY_ENOMEM;
-        s->txn = nv;
-        s->captxn = ncap;
-    }
+    if (eddy__vec_grow(&s->txn, &s->captxn, s->ntxn + 1, sizeof(*s->txn), 64) != EDDY_OK)
+        return EDDY_ENOMEM;
     r->in_txn = 1;
     s->txn[s->ntxn++] = r;
     return EDDY_OK;
@@ -714,14 +703,9 @@ static int txn_touch(sqlite_store *s, const char *key, uint64_t seq)
  */
 static int sparse_add(sqlite_store *s, uint64_t id)
 {
-    if (s->nsparse == s->capsparse) {
-        size_t ncap = s->capsparse != 0 ? s->capsparse * 2 : 16;
-        uint64_t *nv = realloc(s->sparse, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return EDDY_ENOMEM;
-        s->sparse = nv;
-        s->capsparse = ncap;
-    }
+    if (eddy__vec_grow(&s->sparse, &s->capsparse, s->nsparse + 1, sizeof(*s->sparse), 16) !=
+        EDDY_OK)
+        return EDDY_ENOMEM;
     s->sparse[s->nsparse++] = id;
     return EDDY_OK;
 }
@@ -820,14 +804,8 @@ static int note_live_run(void *arg, const eddy__jlog_entry *e)
     for (size_t i = 0; i < c->n; i++)
         if (c->runs[i] == r)
             return EDDY_OK;
-    if (c->n == c->cap) {
-        size_t ncap = c->cap != 0 ? c->cap * 2 : 8;
-        jrun **nv = realloc(c->runs, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return EDDY_ENOMEM;
-        c->runs = nv;
-        c->cap = ncap;
-    }
+    if (eddy__vec_grow(&c->runs, &c->cap, c->n + 1, sizeof(*c->runs), 8) != EDDY_OK)
+        return EDDY_ENOMEM;
     c->runs[c->n++] = r;
     return EDDY_OK;
 }
@@ -996,14 +974,8 @@ static void live_free(live_set *l)
 static int live_add(live_set *l, const char *key, uint64_t seq)
 {
     size_t n = run_key(NULL, 0, key, seq);
-    if (l->n == l->cap) {
-        size_t ncap = l->cap != 0 ? l->cap * 2 : 64;
-        char **nv = realloc(l->keys, ncap * sizeof(*nv));
-        if (nv == NULL)
-            return EDDY_ENOMEM;
-        l->keys = nv;
-        l->cap = ncap;
-    }
+    if (eddy__vec_grow(&l->keys, &l->cap, l->n + 1, sizeof(*l->keys), 64) != EDDY_OK)
+        return EDDY_ENOMEM;
     char *rk = malloc(n + 1);
     if (rk == NULL)
         return EDDY_ENOMEM;
@@ -1179,16 +1151,7 @@ static int jlog_rebuild(sqlite_store *s, eddy_error **err)
         if (r == EDDY_OK && b.row_live > 0)
             r = row_put(s, b.id, b.row_live, b.row_live);
         if (r == EDDY_OK && b.row_live == 0) {
-            if (ndead == capdead) {
-                size_t ncap = capdead != 0 ? capdead * 2 : 16;
-                uint64_t *nv = realloc(dead, ncap * sizeof(*nv));
-                if (nv == NULL)
-                    r = EDDY_ENOMEM;
-                else {
-                    dead = nv;
-                    capdead = ncap;
-                }
-            }
+            r = eddy__vec_grow(&dead, &capdead, ndead + 1, sizeof(*dead), 16);
             if (r == EDDY_OK)
                 dead[ndead++] = b.id;
         }

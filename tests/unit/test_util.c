@@ -15,6 +15,7 @@
 #include "eddy/eddy.h"
 #include "util/jsonw.h"
 #include "util/map.h"
+#include "util/vec.h"
 
 /* ------------------------------------------------------------ map */
 
@@ -124,6 +125,31 @@ static void test_jsonw_matches_jansson(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         same_as_jansson(cases[i]);
+}
+
+/* ------------------------------------------------------------ vec */
+
+static void test_vec_grow(void **state)
+{
+    (void)state;
+    uint64_t *v = NULL;
+    size_t n = 0, cap = 0;
+    for (uint64_t i = 0; i < 1000; i++) {
+        assert_int_equal(eddy__vec_grow(&v, &cap, n + 1, sizeof(*v), 4), EDDY_OK);
+        v[n++] = i * 3;
+    }
+    assert_true(cap >= 1000 && cap < 2048);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(v[i], i * 3);
+    /* A size that cannot be allocated leaves the array as it was. */
+    uint64_t *before = v;
+    size_t cap_before = cap;
+    assert_int_equal(eddy__vec_grow(&v, &cap, SIZE_MAX / 4, sizeof(*v), 4), EDDY_ENOMEM);
+    assert_ptr_equal(v, before);
+    assert_int_equal(cap, cap_before);
+    assert_int_equal(eddy__vec_grow(&v, &cap, 10, sizeof(*v), 4), EDDY_OK); /* has room */
+    assert_ptr_equal(v, before);
+    free(v);
 }
 
 /* Leave 'e' bytes where the writer's number buffer will lie. */
@@ -252,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_map_against_reference),
         cmocka_unit_test(test_jsonw_matches_jansson),
         cmocka_unit_test(test_jsonw_strings_random),
+        cmocka_unit_test(test_vec_grow),
         cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
         cmocka_unit_test(test_jsonw_sorted_keys),
         cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
