@@ -699,7 +699,10 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
     eddy_runtime *rt = t->rt;
     memset(c, 0, sizeof(*c));
     c->what = EDDY_DCALL_RUN;
-    snprintf(c->digest, sizeof(c->digest), "%s", digest != NULL ? digest : "");
+    /* Not snprintf: this runs for every durable call. */
+    size_t dl = digest != NULL ? strnlen(digest, sizeof(c->digest) - 1) : 0;
+    memcpy(c->digest, digest != NULL ? digest : "", dl);
+    c->digest[dl] = '\0';
     if (rt->stopping)
         return EDDY_ECANCELED;
     rt->stats.durable_calls++;

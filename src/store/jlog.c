@@ -22,9 +22,9 @@ static unsigned char *put_u64(unsigned char *o, uint64_t v)
     return o + 8;
 }
 
-static unsigned char *put_str(unsigned char *o, const char *s)
+/* s with its length n (NO_STR when s is NULL). */
+static unsigned char *put_strn(unsigned char *o, const char *s, uint32_t n)
 {
-    uint32_t n = s != NULL ? (uint32_t)strlen(s) : NO_STR;
     for (int i = 0; i < 4; i++)
         o[i] = (unsigned char)(n >> (8 * i));
     o += 4;
@@ -45,27 +45,35 @@ static unsigned char *reserve(eddy__buf *b, size_t n)
     return o;
 }
 
+static unsigned char *put_str(unsigned char *o, const char *s)
+{
+    return put_strn(o, s, s != NULL ? (uint32_t)strlen(s) : NO_STR);
+}
+
 int eddy__jlog_put(eddy__buf *b, const eddy__jrec *r)
 {
-    size_t n = 1 + str_size(r->key) + 8 + str_size(r->event_id) + str_size(r->action) + 8 + 2 +
-               str_size(r->fn_id) + str_size(r->digest) + str_size(r->payload) +
-               str_size(r->err_type) + str_size(r->err_msg);
+    /* Each string's length once: this runs for every durable record. */
+    const char *s[8] = {r->key,    r->event_id, r->action,   r->fn_id,
+                        r->digest, r->payload,  r->err_type, r->err_msg};
+    uint32_t len[8];
+    size_t n = 1 + 8 + 8 + 2;
+    for (int i = 0; i < 8; i++) {
+        len[i] = s[i] != NULL ? (uint32_t)strlen(s[i]) : NO_STR;
+        n += 4 + (s[i] != NULL ? (size_t)len[i] + 1 : 0);
+    }
     unsigned char *o = reserve(b, n);
     if (o == NULL)
         return EDDY_ENOMEM;
     *o++ = 'P';
-    o = put_str(o, r->key);
+    o = put_strn(o, s[0], len[0]);
     o = put_u64(o, r->seq);
-    o = put_str(o, r->event_id);
-    o = put_str(o, r->action);
+    o = put_strn(o, s[1], len[1]);
+    o = put_strn(o, s[2], len[2]);
     o = put_u64(o, (uint64_t)r->idx);
     *o++ = (unsigned char)r->kind;
     *o++ = (unsigned char)r->status;
-    o = put_str(o, r->fn_id);
-    o = put_str(o, r->digest);
-    o = put_str(o, r->payload);
-    o = put_str(o, r->err_type);
-    put_str(o, r->err_msg);
+    for (int i = 3; i < 8; i++)
+        o = put_strn(o, s[i], len[i]);
     return EDDY_OK;
 }
 
