@@ -63,6 +63,7 @@ enum {
     ST_PENDING_REMOVE,
     ST_PENDING_LOAD,
     ST_PENDING_RUNS,
+    ST_PENDING_IDS,
     ST_JLOG_INSERT,
     ST_JLOG_DELETE,
     ST_JLOG_GET,
@@ -86,7 +87,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_KEY_GET] = "SELECT next_seq, stm FROM keys WHERE key = ?1",
     [ST_KEYS_LOAD] = "SELECT key, next_seq, stm FROM keys ORDER BY key",
     [ST_PENDING_ADD] = "INSERT INTO pending(key, seq, line_no, record) VALUES (?1, ?2, ?3, ?4)",
-    [ST_PENDING_REMOVE] = "DELETE FROM pending WHERE key = ?1 AND seq = ?2",
+    [ST_PENDING_REMOVE] = "DELETE FROM pending WHERE id = ?1",
+    [ST_PENDING_IDS] = "SELECT id, key, seq FROM pending",
     [ST_PENDING_LOAD] = "SELECT key, seq, line_no, record FROM pending ORDER BY id",
     [ST_PENDING_RUNS] = "SELECT key, seq FROM pending",
     [ST_JLOG_INSERT] = "INSERT INTO jlog(id, data) VALUES (?1, ?2)",
@@ -106,7 +108,6 @@ static const char schema_sql[] =
     " WITHOUT ROWID;"
     "CREATE TABLE pending(id INTEGER PRIMARY KEY, key TEXT NOT NULL, seq INTEGER NOT NULL,"
     " line_no INTEGER NOT NULL, record TEXT NOT NULL);"
-    "CREATE UNIQUE INDEX pending_key_seq ON pending(key, seq);"
     "CREATE TABLE jlog(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE TABLE outbox(id INTEGER PRIMARY KEY, line BLOB NOT NULL);"
     "INSERT INTO meta(k, v) VALUES ('source_offset', 0), ('source_line', 0),"
@@ -129,6 +130,7 @@ typedef struct sqlite_store {
     struct jrun **txn; /* runs with entries in jbuf */
     size_t ntxn, captxn;
     eddy__map runs;     /* "seq key" -> struct jrun: its rows */
+    eddy__map pend;     /* "seq key" -> struct pend: the pending table's rows */
     eddy__map rows;     /* row id (8 bytes) -> struct jrow */
     uint64_t jlog_next; /* id of the next row */
     uint64_t *sparse;   /* rows where few runs are left: compacted at the flush */
@@ -145,6 +147,8 @@ typedef struct sqlite_store {
 static const struct eddy__store_ops sqlite_ops;
 static void txn_reset(sqlite_store *s);
 static int jlog_flush(sqlite_store *s);
+static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq);
+static int oom(sqlite_store *s, const char *what);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -494,6 +498,82 @@ static int sq_key_get(eddy__store *base, const char *key, uint64_t *next_seq, ch
 
 /* ---------------------------------------------------------------- pending */
 
+/*
+ * The pending table has no index on (key, seq): the store keeps the rowid of
+ * each pending input in memory (s->pend, loaded at open), checks there that
+ * an input is not added twice, and deletes by rowid. An index cost a second
+ * b-tree insert per input and an index search per run end.
+ */
+typedef struct pend {
+    char *rk; /* "seq key" */
+    size_t len;
+    uint64_t id;
+} pend;
+
+static pend *pend_get(sqlite_store *s, const char *key, uint64_t seq)
+{
+    char small[256];
+    size_t n = run_key(small, sizeof(small), key, seq);
+    if (n < sizeof(small))
+        return eddy__map_get(&s->pend, small, n);
+    char *rk = malloc(n + 1);
+    if (rk == NULL)
+        return NULL;
+    run_key(rk, n + 1, key, seq);
+    pend *p = eddy__map_get(&s->pend, rk, n);
+    free(rk);
+    return p;
+}
+
+static int pend_put(sqlite_store *s, const char *key, uint64_t seq, uint64_t id)
+{
+    size_t n = run_key(NULL, 0, key, seq);
+    pend *p = malloc(sizeof(*p));
+    char *rk = malloc(n + 1);
+    if (p == NULL || rk == NULL) {
+        free(p);
+        free(rk);
+        return EDDY_ENOMEM;
+    }
+    run_key(rk, n + 1, key, seq);
+    p->rk = rk;
+    p->len = n;
+    p->id = id;
+    if (eddy__map_put(&s->pend, rk, n, p) != EDDY_OK) {
+        free(rk);
+        free(p);
+        return EDDY_ENOMEM;
+    }
+    return EDDY_OK;
+}
+
+static void pend_free_all(sqlite_store *s)
+{
+    for (size_t i = 0; i < s->pend.cap; i++) {
+        if (s->pend.slots[i].key != NULL) {
+            pend *p = s->pend.slots[i].value;
+            free(p->rk);
+            free(p);
+        }
+    }
+    eddy__map_free(&s->pend);
+}
+
+static int pend_load(sqlite_store *s, eddy_error **err)
+{
+    sqlite3_stmt *st = s->st[ST_PENDING_IDS];
+    int r;
+    while ((r = read_step(s, st, "loading the pending inputs")) == 1) {
+        if (pend_put(s, col_text(st, 1), col_u64(st, 2), col_u64(st, 0)) != EDDY_OK) {
+            finish(st);
+            return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
+        }
+    }
+    if (r != 0)
+        return eddy__error_set(err, EDDY_ESTORE, "store", "%s", s->errmsg);
+    return EDDY_OK;
+}
+
 static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint64_t line_no,
                           const char *record_json)
 {
@@ -501,6 +581,14 @@ static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint
     int r = write_begin(s);
     if (r != EDDY_OK)
         return r;
+    if (pend_get(s, key, seq) != NULL) {
+        snprintf(s->errmsg, sizeof(s->errmsg),
+                 "adding a pending input failed on %s: constraint violated (key %s already has "
+                 "an input with sequence number %llu)",
+                 s->db_path, key, (unsigned long long)seq);
+        abort_tx(s);
+        return EDDY_ESTORE;
+    }
     sqlite3_stmt *st = s->st[ST_PENDING_ADD];
     int rc = bind_text(st, 1, key);
     if (rc == SQLITE_OK)
@@ -509,7 +597,11 @@ static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint
         rc = bind_u64(st, 3, line_no);
     if (rc == SQLITE_OK)
         rc = bind_text(st, 4, record_json);
-    return write_step(s, st, rc, "adding a pending input");
+    r = write_step(s, st, rc, "adding a pending input");
+    if (r == EDDY_OK &&
+        pend_put(s, key, seq, (uint64_t)sqlite3_last_insert_rowid(s->db)) != EDDY_OK)
+        return oom(s, "adding a pending input");
+    return r;
 }
 
 static int sq_pending_remove(eddy__store *base, const char *key, uint64_t seq)
@@ -518,11 +610,17 @@ static int sq_pending_remove(eddy__store *base, const char *key, uint64_t seq)
     int r = write_begin(s);
     if (r != EDDY_OK)
         return r;
+    pend *p = pend_get(s, key, seq);
+    if (p == NULL)
+        return EDDY_OK; /* nothing to remove, as a DELETE of no row */
     sqlite3_stmt *st = s->st[ST_PENDING_REMOVE];
-    int rc = bind_text(st, 1, key);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 2, seq);
-    return write_step(s, st, rc, "removing a pending input");
+    r = write_step(s, st, bind_u64(st, 1, p->id), "removing a pending input");
+    if (r == EDDY_OK) {
+        eddy__map_remove(&s->pend, p->rk, p->len);
+        free(p->rk);
+        free(p);
+    }
+    return r;
 }
 
 static int sq_pending_load(eddy__store *base, eddy__store_pending_fn fn, void *arg)
@@ -1283,6 +1381,7 @@ static void sq_close(eddy__store *base)
         if (s->rows.slots[i].key != NULL)
             free(s->rows.slots[i].value);
     eddy__map_free(&s->rows);
+    pend_free_all(s);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     free(s->dir);
@@ -1703,6 +1802,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     s->wal_fd = -1;
     eddy__map_init(&s->runs);
     eddy__map_init(&s->rows);
+    eddy__map_init(&s->pend);
     s->dir = strdup(dir);
     s->db_path = path_join(dir, "eddy.db");
     int r = EDDY_ENOMEM;
@@ -1729,7 +1829,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     if ((r = configure(s, err)) != EDDY_OK ||
         (r = init_schema(s, plan_fingerprint, &created, err)) != EDDY_OK ||
         (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK ||
-        (r = jlog_rebuild(s, err)) != EDDY_OK)
+        (r = pend_load(s, err)) != EDDY_OK || (r = jlog_rebuild(s, err)) != EDDY_OK)
         goto fail;
     wal_open(s);
     if (created && fsync_dir(dir) != 0) {
