@@ -148,6 +148,7 @@ static const struct eddy__store_ops sqlite_ops;
 static void txn_reset(sqlite_store *s);
 static int jlog_flush(sqlite_store *s);
 static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq);
+static void *map_get_run(const eddy__map *m, const char *key, uint64_t seq, int *oom);
 static int oom(sqlite_store *s, const char *what);
 
 /* ---------------------------------------------------------------- errors */
@@ -512,17 +513,8 @@ typedef struct pend {
 
 static pend *pend_get(sqlite_store *s, const char *key, uint64_t seq)
 {
-    char small[256];
-    size_t n = run_key(small, sizeof(small), key, seq);
-    if (n < sizeof(small))
-        return eddy__map_get(&s->pend, small, n);
-    char *rk = malloc(n + 1);
-    if (rk == NULL)
-        return NULL;
-    run_key(rk, n + 1, key, seq);
-    pend *p = eddy__map_get(&s->pend, rk, n);
-    free(rk);
-    return p;
+    int oom;
+    return map_get_run(&s->pend, key, seq, &oom);
 }
 
 static int pend_put(sqlite_store *s, const char *key, uint64_t seq, uint64_t id)
@@ -692,31 +684,43 @@ static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq)
     return n;
 }
 
-static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
+/* The value of map m under the run key of (key, seq), or NULL; *oom is set
+ * when the key was too long for the stack and could not be allocated. */
+static void *map_get_run(const eddy__map *m, const char *key, uint64_t seq, int *oom)
 {
     char small[256];
     size_t n = run_key(small, sizeof(small), key, seq);
-    char *rk = small;
-    if (n >= sizeof(small)) {
-        if ((rk = malloc(n + 1)) == NULL)
-            return NULL;
-        run_key(rk, n + 1, key, seq);
+    *oom = 0;
+    if (n < sizeof(small))
+        return eddy__map_get(m, small, n);
+    char *rk = malloc(n + 1);
+    if (rk == NULL) {
+        *oom = 1;
+        return NULL;
     }
-    jrun *r = eddy__map_get(&s->runs, rk, n);
-    if (r == NULL && create && (r = calloc(1, sizeof(*r))) != NULL) {
-        r->rk = malloc(n + 1);
-        if (r->rk != NULL) {
-            memcpy(r->rk, rk, n + 1);
-            r->rklen = n;
-        }
-        if (r->rk == NULL || eddy__map_put(&s->runs, r->rk, n, r) != EDDY_OK) {
-            free(r->rk);
-            free(r);
-            r = NULL;
-        }
+    run_key(rk, n + 1, key, seq);
+    void *v = eddy__map_get(m, rk, n);
+    free(rk);
+    return v;
+}
+
+static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
+{
+    int oom;
+    jrun *r = map_get_run(&s->runs, key, seq, &oom);
+    if (r != NULL || !create || oom || (r = calloc(1, sizeof(*r))) == NULL)
+        return r;
+    size_t n = run_key(NULL, 0, key, seq);
+    r->rk = malloc(n + 1);
+    if (r->rk != NULL) {
+        run_key(r->rk, n + 1, key, seq);
+        r->rklen = n;
     }
-    if (rk != small)
-        free(rk);
+    if (r->rk == NULL || eddy__map_put(&s->runs, r->rk, n, r) != EDDY_OK) {
+        free(r->rk);
+        free(r);
+        r = NULL;
+    }
     return r;
 }
 
@@ -1101,18 +1105,9 @@ static int live_load(sqlite_store *s, live_set *l)
 
 static int live_has(void *arg, const char *key, uint64_t seq)
 {
-    live_set *l = arg;
-    char small[256];
-    size_t n = run_key(small, sizeof(small), key, seq);
-    if (n < sizeof(small))
-        return eddy__map_get(&l->map, small, n) != NULL;
-    char *rk = malloc(n + 1);
-    if (rk == NULL)
-        return 1; /* shown rather than hidden */
-    run_key(rk, n + 1, key, seq);
-    int has = eddy__map_get(&l->map, rk, n) != NULL;
-    free(rk);
-    return has;
+    int oom;
+    int has = map_get_run(&((live_set *)arg)->map, key, seq, &oom) != NULL;
+    return has || oom; /* shown rather than hidden */
 }
 
 /* Replay every stored row (in order) and the open transaction into v. */
