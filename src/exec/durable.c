@@ -369,6 +369,18 @@ static void on_synced(uv_async_t *h)
         deliver(rt, 0);
 }
 
+/* Make every commit durable on the mailbox thread itself. */
+static int sync_here(eddy_runtime *rt)
+{
+    errno = 0;
+    if (eddy__store_sync(rt->store) != EDDY_OK) {
+        sync_failed(rt, errno != 0 ? errno : EIO);
+        return EDDY_ESTORE;
+    }
+    synced(rt, rt->txn_written);
+    return EDDY_OK;
+}
+
 /* The commits up to rt->txn_written are to be made durable. When the
  * mailbox has nothing else to do and the syncer is idle, the mailbox syncs
  * itself: it would only wait, and the hand-over to the syncer and back costs
@@ -386,11 +398,7 @@ static void request_sync(eddy_runtime *rt)
         int idle = s->want == s->done;
         uv_mutex_unlock(&s->lock);
         if (idle) {
-            errno = 0;
-            if (eddy__store_sync(rt->store) != EDDY_OK)
-                sync_failed(rt, errno != 0 ? errno : EIO);
-            else
-                synced(rt, rt->txn_written);
+            sync_here(rt);
             return;
         }
     }
@@ -508,12 +516,8 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
     }
     if (final && rt->txn_synced < rt->txn_written) {
         /* At the end the mailbox waits for the disk itself. */
-        errno = 0;
-        if (eddy__store_sync(rt->store) != EDDY_OK) {
-            sync_failed(rt, errno != 0 ? errno : EIO);
+        if (sync_here(rt) != EDDY_OK)
             return;
-        }
-        synced(rt, rt->txn_written);
     }
     deliver(rt, final);
     if (final && eddy__store_dirty(rt->store) && !rt->store_failed) {
