@@ -232,17 +232,24 @@ static void run_agent(const char *agent, const char *in, const char *out, const 
     eddy_config_free(conf);
 }
 
+/* A temporary input file of n records {"key": "k<i % keys>", "x": i}. */
+static char *write_inputs(int n, int keys)
+{
+    char text[4096] = "";
+    for (int i = 0; i < n; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "{\"key\": \"k%d\", \"x\": %d}\n", i % keys, i);
+        assert_true(strlen(text) + strlen(line) < sizeof(text));
+        strcat(text, line);
+    }
+    return write_temp(".jsonl", text);
+}
+
 static void test_run_python_agent(void **state)
 {
     (void)state;
-    char in_text[4096] = "";
-    for (int i = 0; i < 40; i++) {
-        char line[64];
-        snprintf(line, sizeof(line), "{\"key\": \"k%d\", \"x\": %d}\n", i % 7, i);
-        strcat(in_text, line);
-    }
     char *agent = write_temp(".py", agent_py);
-    char *in = write_temp(".jsonl", in_text);
+    char *in = write_inputs(40, 7);
     char out[] = "/tmp/eddy-test-py-out-XXXXXX";
     int fd = mkstemp(out);
     close(fd);
@@ -299,14 +306,8 @@ static void test_worker_thread_states(void **state)
     eddy_error *err = NULL;
     assert_int_equal(eddy__py_acquire(&err), EDDY_OK); /* alive across the runs */
     int before = count_thread_states();
-    char in_text[1024] = "";
-    for (int i = 0; i < 12; i++) {
-        char line[64];
-        snprintf(line, sizeof(line), "{\"key\": \"k%d\", \"x\": %d}\n", i % 5, i);
-        strcat(in_text, line);
-    }
     char *agent = write_temp(".py", agent_py);
-    char *in = write_temp(".jsonl", in_text);
+    char *in = write_inputs(12, 5);
     char out[] = "/tmp/eddy-test-py-out-XXXXXX";
     int fd = mkstemp(out);
     close(fd);
