@@ -443,7 +443,7 @@ static int sq_commit(eddy__store *base)
         return r;
     if (sq_sync(base) != EDDY_OK) {
         /* Committed but maybe not on disk: nothing may build on it. */
-        snprintf(s->errmsg, sizeof(s->errmsg), "commit failed on %s: syncing %s-wal: %s",
+        snprintf(s->errmsg, sizeof(s->errmsg), "commit failed on %s: syncing %s-wal to disk: %s",
                  s->db_path, s->db_path, strerror(errno));
         s->failed = 1;
         return EDDY_ESTORE;
