@@ -167,7 +167,7 @@ class Bench:
             n = max(self.p["w3_min"], c * self.p["w3_per_c"])
             inp = self.write_input("w3_%d.jsonl" % n, n, 2_000)
             out = os.path.join(self.tmp, "w3.out")
-            rate, p50, p99, cpr, busy = [], [], [], [], []
+            rate, p50, p99, cpr, spr, busy = [], [], [], [], [], []
             for _ in range(self.p["reps"]):
                 st = self.fresh_state("w3state")
                 r = self.runner("bench_flow", {"input": inp, "output": out, "state": st,
@@ -178,15 +178,43 @@ class Bench:
                 p50.append(r["lat_p50_ms"])
                 p99.append(r["lat_p99_ms"])
                 cpr.append(r["commits"] / n)
+                spr.append(r["syncs"] / n)
                 busy.append(r["mailbox_cpu_s"] / r["elapsed_s"])
             bound = c / 0.010
             self.add("W3", "two-step durable workflow, --state",
                      {"C": c, "inputs": n, "keys": 2_000},
                      {"runs_per_s": round(med(rate), 1), "p50_ms": round(med(p50), 2),
                       "p99_ms": round(med(p99), 2), "commits_per_run": round(med(cpr), 2),
+                      "syncs_per_run": round(med(spr), 2),
                       "mailbox_busy": round(med(busy), 2)},
                      {"what": "C / 10 ms", "runs_per_s": bound},
                      round(med(rate) / bound, 3), "goal >= 0.9; p50 <= 10.5 ms at C=1")
+        # The same workflow with no sleep, one run at a time: what a run costs
+        # the runtime (two pool trips, commits and their syncs, the output),
+        # against the two fdatasyncs a run of two durable steps needs at least.
+        n = self.p["w3_min"] * 10
+        inp = self.write_input("w3o_%d.jsonl" % n, n, 2_000)
+        out = os.path.join(self.tmp, "w3o.out")
+        per, p50, spr, fso = [], [], [], []
+        for _ in range(self.p["reps"]):
+            st = self.fresh_state("w3state")
+            r = self.runner("bench_flow", {"input": inp, "output": out, "state": st,
+                                           "async-threads": 1, "max-in-flight": 1},
+                            flags=["--tail"], env={"BENCH_SLEEP_MS": 0})
+            assert r["outputs"] == n, r
+            per.append(r["elapsed_s"] * 1e6 / n)
+            p50.append(r["lat_p50_ms"] * 1e3)
+            spr.append(r["syncs"] / n)
+            os.makedirs(st, exist_ok=True)
+            b = run_json([self.prog("bench_fsync"), st, str(self.p["w4_fsyncs"] // 4)])
+            fso.append(b["overwrite_syncs_per_s"])
+        bound = 2e6 / med(fso)
+        self.add("W3o", "two-step durable workflow, no sleep, one run at a time",
+                 {"C": 1, "inputs": n, "sleep_ms": 0},
+                 {"us_per_run": round(med(per), 1), "p50_us": round(med(p50), 1),
+                  "syncs_per_run": round(med(spr), 2)},
+                 {"what": "2 fdatasyncs (overwrite)", "us": round(bound, 1)},
+                 round(med(per) / bound, 2), "ratio = eddy / bound (no goal: the overhead of W3)")
 
     # ------------------------------------------------------------ W4
     def w4(self):

@@ -269,11 +269,11 @@ int main(int argc, char **argv)
     }
     printf("{\"rc\": %d, \"inputs\": %" PRIu64 ", \"outputs\": %" PRIu64 ", \"actions\": %" PRIu64
            ", \"async_calls\": %" PRIu64 ", \"durable_calls\": %" PRIu64 ", \"commits\": %" PRIu64
-           ", \"elapsed_s\": %.6f, \"open_s\": %.6f, \"rss0_kib\": %ld"
+           ", \"syncs\": %" PRIu64 ", \"elapsed_s\": %.6f, \"open_s\": %.6f, \"rss0_kib\": %ld"
            ", \"rss_open_kib\": %ld, \"mailbox_cpu_s\": %.6f",
            rc, st.inputs, st.outputs, st.actions_executed, st.async_calls, st.durable_calls,
-           st.commits, (double)(t_end - t_run) / 1e9, (double)(t_run - t_new) / 1e9, rss0, rss1,
-           mailbox_cpu);
+           st.commits, st.syncs, (double)(t_end - t_run) / 1e9, (double)(t_run - t_new) / 1e9, rss0,
+           rss1, mailbox_cpu);
     if (gate.n > 0)
         printf(", \"gate_reached\": %d, \"gate_rss_kib\": %ld, \"gate_at_s\": %.3f"
                ", \"gate_in_flight\": %" PRIu64,

@@ -404,6 +404,7 @@ typedef struct eddy_stats {
     uint64_t commits;          /* store transactions committed */
     double elapsed_s;          /* wall time in eddy_runtime_run() */
     int durable;               /* 1 with a state directory, 0 in memory */
+    uint64_t syncs;            /* disk syncs making commits durable (one covers many) */
 } eddy_stats;
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);

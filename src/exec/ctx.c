@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "exec/durable.h"
 #include "exec/runtime.h"
 
 #define ON_THREAD(t) ((t) != NULL && eddy__runtime_on_thread((t)->rt))
@@ -198,6 +199,8 @@ int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
         if (calls[i].fn == NULL)
             return EDDY_EINVAL;
     }
+    if (ctx->rt->store != NULL && (rc = eddy__durable_gate(ctx)) != EDDY_OK)
+        return rc;
     if ((rc = run_calls(ctx, calls, n)) != EDDY_OK)
         return rc;
     for (size_t i = 0; i < n; i++) {

@@ -274,9 +274,10 @@ struct eddy__syncer {
     uv_mutex_t lock;
     uv_cond_t cond;
     eddy__store *store;
-    uint64_t want; /* newest commit to make durable (set by the mailbox) */
-    uint64_t done; /* newest commit made durable (set by the syncer) */
-    int err;       /* errno of a failed sync: the syncer then stops */
+    uint64_t want;  /* newest commit to make durable (set by the mailbox) */
+    uint64_t done;  /* newest commit made durable (set by the syncer) */
+    uint64_t syncs; /* syncs made and not yet counted in the stats */
+    int err;        /* errno of a failed sync: the syncer then stops */
     int stop;
     uv_async_t async; /* syncer -> mailbox: done or err moved */
     int refd;         /* async referenced: a sync is outstanding (mailbox only) */
@@ -297,10 +298,12 @@ static void syncer_main(void *arg)
         int rc = eddy__store_sync(s->store);
         int e = rc == EDDY_OK ? 0 : errno != 0 ? errno : EIO;
         uv_mutex_lock(&s->lock);
-        if (e != 0)
+        if (e != 0) {
             s->err = e;
-        else
+        } else {
             s->done = target;
+            s->syncs++;
+        }
         uv_async_send(&s->async);
     }
     uv_mutex_unlock(&s->lock);
@@ -355,6 +358,8 @@ static void on_synced(uv_async_t *h)
     uv_mutex_lock(&s->lock);
     uint64_t done = s->done;
     int e = s->err;
+    rt->stats.syncs += s->syncs;
+    s->syncs = 0;
     uv_mutex_unlock(&s->lock);
     if (e != 0) {
         if (s->refd) {
@@ -377,30 +382,44 @@ static int sync_here(eddy_runtime *rt)
         sync_failed(rt, errno != 0 ? errno : EIO);
         return EDDY_ESTORE;
     }
+    rt->stats.syncs++;
     synced(rt, rt->txn_written);
     return EDDY_OK;
 }
 
 /* The commits up to rt->txn_written are to be made durable. When the
- * mailbox has nothing else to do and the syncer is idle, the mailbox syncs
- * itself: it would only wait, and the hand-over to the syncer and back costs
- * two thread wake-ups (at one call in flight, ~40 % of a commit's latency
- * here). */
+ * syncer is idle, the mailbox syncs itself once it has nothing else to do:
+ * the hand-over to the syncer and back costs two thread wake-ups (at one
+ * call in flight, ~40 % of a commit's latency here). With ready tasks, that
+ * is put off for up to SYNC_PUT_OFF_NS: they mostly just hand a call to a
+ * worker or end a run within a few steps, and the sync then also takes what
+ * they write. */
+#define SYNC_PUT_OFF_NS 100000 /* about what the hand-over costs */
+
 static void request_sync(eddy_runtime *rt)
 {
     eddy__syncer *s = rt->syncer;
     if (s == NULL) {
-        synced(rt, rt->txn_written); /* the commit was durable */
+        rt->txn_requested = rt->txn_written;
+        rt->stats.syncs++;
+        synced(rt, rt->txn_written); /* the commit synced itself */
         return;
     }
-    if (eddy__queue_empty(&rt->ready)) {
-        uv_mutex_lock(&s->lock);
-        int idle = s->want == s->done;
-        uv_mutex_unlock(&s->lock);
-        if (idle) {
-            sync_here(rt);
+    uv_mutex_lock(&s->lock);
+    int idle = s->want == s->done;
+    uv_mutex_unlock(&s->lock);
+    if (idle && !eddy__queue_empty(&rt->ready)) {
+        uint64_t now = uv_hrtime();
+        if (rt->sync_owed_since == 0)
+            rt->sync_owed_since = now;
+        if (now - rt->sync_owed_since < SYNC_PUT_OFF_NS)
             return;
-        }
+    }
+    rt->sync_owed_since = 0;
+    rt->txn_requested = rt->txn_written;
+    if (idle && eddy__queue_empty(&rt->ready)) {
+        sync_here(rt);
+        return;
     }
     uv_mutex_lock(&s->lock);
     s->want = rt->txn_written;
@@ -430,6 +449,7 @@ void eddy__durable_shutdown(eddy_runtime *rt)
     uv_cond_signal(&s->cond);
     uv_mutex_unlock(&s->lock);
     uv_thread_join(&s->thread);
+    rt->stats.syncs += s->syncs;
     uv_close((uv_handle_t *)&s->async, free_syncer_handle);
     rt->syncer = NULL; /* later commits, if any, are whole again */
 }
@@ -466,15 +486,44 @@ fail_lock:
     free(s);
 }
 
-/* The tasks on commit_wait wait for the sync of commit txn. */
+/* The records of the tasks on commit_wait are in commit txn, now written.
+ * A task whose call ran on a worker goes on at once (its run's next call
+ * waits for the sync: eddy__durable_gate); the others wait for the sync. */
 static void wait_sync(eddy_runtime *rt, uint64_t txn)
 {
     while (!eddy__queue_empty(&rt->commit_wait)) {
         eddy__queue *q = eddy__queue_head(&rt->commit_wait);
         eddy__queue_remove(q);
-        eddy__queue_data(q, eddy_ctx, node)->wait_txn = txn;
-        eddy__queue_insert_tail(&rt->sync_wait, q);
+        eddy_ctx *t = eddy__queue_data(q, eddy_ctx, node);
+        if (t->resume_written && rt->syncer != NULL && txn > rt->txn_synced) {
+            t->resume_written = 0;
+            if (t->key->need_txn < txn)
+                t->key->need_txn = txn;
+            eddy__task_ready(t);
+        } else {
+            t->resume_written = 0;
+            t->wait_txn = txn;
+            eddy__queue_insert_tail(&rt->sync_wait, q);
+        }
     }
+}
+
+int eddy__durable_gate(eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    uint64_t need = t->key->need_txn;
+    if (need <= rt->txn_synced)
+        return EDDY_OK;
+    /* sync_wait is in commit order: go after the last task waiting for the
+     * same or an earlier commit. */
+    eddy__queue *q = rt->sync_wait.prev;
+    while (q != &rt->sync_wait && eddy__queue_data(q, eddy_ctx, node)->wait_txn > need)
+        q = q->prev;
+    t->wait_txn = need;
+    eddy__queue_insert_tail(q->next, &t->node);
+    t->state = EDDY_TASK_SUSPENDED;
+    eddy__coro_yield();
+    return rt->stopping ? EDDY_ECANCELED : EDDY_OK;
 }
 
 void eddy__durable_turn(eddy_runtime *rt, int final)
@@ -485,7 +534,10 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         release_commit_waiters(rt); /* they see the stop and unwind */
         return;
     }
-    int due = final || !eddy__queue_empty(&rt->commit_wait) || eddy__queue_empty(&rt->ready) ||
+    /* A sync put off (request_sync) takes what this turn wrote. */
+    int owed = rt->txn_requested < rt->txn_written;
+    int due = final || owed || !eddy__queue_empty(&rt->commit_wait) ||
+              eddy__queue_empty(&rt->ready) ||
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
     if (!eddy__store_dirty(rt->store)) {
         /* Their writes went out with an earlier commit (a Python task waits
@@ -512,8 +564,9 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
             eddy__queue_data(q, outline, node)->txn = txn;
             eddy__queue_insert_tail(&rt->outbox_unsynced, q);
         }
-        request_sync(rt);
     }
+    if (rt->txn_requested < rt->txn_written)
+        request_sync(rt);
     if (final && rt->txn_synced < rt->txn_written) {
         /* At the end the mailbox waits for the disk itself. */
         if (sync_here(rt) != EDDY_OK)
@@ -785,10 +838,12 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
     return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
 }
 
-/* Suspend the C task until the open transaction commits. */
-static void wait_commit(eddy_ctx *t)
+/* Suspend the C task until the open transaction commits: until it is
+ * written (written: the result of a call that ran on a worker) or synced. */
+static void wait_commit(eddy_ctx *t, int written)
 {
     eddy__durable_wait_commit(t);
+    t->resume_written = written;
     eddy__coro_yield();
 }
 
@@ -880,7 +935,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     case EDDY_DCALL_RUN_PENDING:
         if ((rc = journal_call(t, fn_id, &c, EDDY_JCALL_PENDING, NULL, NULL)) != EDDY_OK)
             goto out;
-        wait_commit(t);
+        wait_commit(t, 0); /* the call runs next: wait for the sync */
         if (rt->stopping) {
             rc = EDDY_ECANCELED;
             goto out;
@@ -890,6 +945,8 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         break;
     }
     int reconciling = c.what == EDDY_DCALL_RECONCILE;
+    if (!async && !reconciling && (rc = eddy__durable_gate(t)) != EDDY_OK)
+        goto out;
     rc = run_fn(t, async || reconciling, reconciling ? reconcile : fn, args, arg, &res, &e);
     if (rc != EDDY_OK && rc != EDDY_ECALL)
         goto out; /* canceled: nothing to journal */
@@ -902,7 +959,11 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         rc = jrc;
         goto out;
     }
-    wait_commit(t);
+    /* After a call on a worker the action mostly ends its run or makes its
+     * next call: it goes on once the record is written, and a run's end
+     * then shares the sync of its last call. After a call on the mailbox
+     * it mostly makes the next one, which would wait for the sync anyway. */
+    wait_commit(t, async || reconciling);
 out:
     /* A result only with EDDY_OK, an error object only with EDDY_ECALL. */
     if (rc != EDDY_OK) {

@@ -35,11 +35,13 @@
  * Commit and sync are split (store.h) when the store allows it: the mailbox
  * commits without waiting for the disk and goes on with other work, and a
  * syncer thread makes the commits durable, one fdatasync covering every
- * commit written before it began. "Committed" above means durable: a task
- * waiting for its record resumes, and an outbox line is written to its file,
- * only once the sync covering their commit is done (rt->sync_wait and
- * rt->outbox_unsynced hold them until then, in commit order). The syncer
- * touches nothing but the store's sync; it reports through a uv_async.
+ * commit written before it began. "Committed" above means durable: a call
+ * runs, and an outbox line is written to its file, only once the sync
+ * covering the records before it is done (rt->sync_wait and
+ * rt->outbox_unsynced hold them until then, in commit order); a task waiting
+ * for its record resumes after that sync too, except a C task after a call
+ * on a worker (below). The syncer touches nothing but the store's sync; it
+ * reports through a uv_async.
  */
 #ifndef EDDY_EXEC_DURABLE_H
 #define EDDY_EXEC_DURABLE_H
@@ -93,6 +95,11 @@ void eddy__durable_turn(eddy_runtime *rt, int final);
  *      rt->commit_wait (eddy__durable_wait_commit) and the prepare phase makes
  *      it ready after the commit. Without a state directory there is nothing
  *      to record or wait for.
+ * A C task whose call ran on a worker resumes once the commit is written
+ * (it then survives a crash of the process, not yet one of the machine); its
+ * run's next call waits for the sync (eddy__durable_gate) and its outputs,
+ * through the outbox, too. So the end of a run shares the sync of its last
+ * call. Other tasks resume once the commit is synced.
  */
 enum {
     EDDY_DCALL_RUN = 1,      /* run the call, then record its outcome */
@@ -131,6 +138,12 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
 /* Queue t (not running, not queued) to be made ready once the open
  * transaction has committed. The caller then suspends. */
 void eddy__durable_wait_commit(eddy_ctx *t);
+
+/* Before a C task makes a call (on a worker or on the mailbox): when its run
+ * went on with a result whose commit is written but not yet synced, suspend
+ * until it is. EDDY_OK, or EDDY_ECANCELED when the runtime stopped meanwhile.
+ * A call thus never runs before the results it may depend on are on disk. */
+int eddy__durable_gate(eddy_ctx *t);
 
 /*
  * Decoding of what the store hands back (untrusted: the file may be damaged).

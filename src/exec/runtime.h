@@ -15,6 +15,7 @@
  *   rt->ready      tasks (action executions) ready to make progress, FIFO
  *                  across keys: that is the fairness rule
  *   rt->commit_wait tasks whose durable write waits for the group commit
+ *   rt->sync_wait  tasks waiting for a commit to be synced to disk
  *
  * One loop turn: completions and new inputs arrive (async handles) and make
  * tasks ready; the idle handle, active only while rt->ready is not empty, runs
@@ -73,6 +74,8 @@ struct eddy__key {
     size_t live;            /* its unfinished tasks */
     uint32_t completions;   /* action executions finished in this run */
     eddy__journal *journal; /* recovered journal of this run, or NULL */
+    uint64_t need_txn;      /* newest commit holding a result its tasks went on
+                               with before it was synced: calls wait for it */
 };
 
 enum { EDDY_TASK_READY = 1, EDDY_TASK_RUNNING, EDDY_TASK_SUSPENDED };
@@ -98,6 +101,7 @@ struct eddy_ctx {
     uint32_t call_index; /* position of the next durable call */
     size_t waiting;      /* calls in flight */
     uint64_t wait_txn;   /* on rt->sync_wait: the commit whose sync it waits for */
+    int resume_written;  /* on rt->commit_wait: go on once the commit is written */
     int state;
     int started;
     int replayed;    /* finished before a crash: its recorded events were re-released */
@@ -146,6 +150,8 @@ struct eddy_runtime {
     uint64_t txn_start;             /* when the open transaction began (uv_hrtime) */
     uint64_t txn_written;           /* commits made (numbered 1, 2, ...) */
     uint64_t txn_synced;            /* of them, the newest known to be on disk */
+    uint64_t txn_requested;         /* the newest whose sync was asked for */
+    uint64_t sync_owed_since;       /* when a sync was first put off (uv_hrtime), or 0 */
     struct eddy__syncer *syncer;    /* the thread that syncs commits, or NULL */
     eddy__queue sync_wait;          /* tasks whose commit waits for its sync, by wait_txn */
     eddy__queue outbox_unsynced;    /* output lines committed, not yet on disk, by txn */

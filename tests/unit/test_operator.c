@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "eddy/eddy.h"
+#include "exec/runtime.h" /* the gate test looks at the commit counters */
 
 typedef struct fixture {
     char dir[64];
@@ -163,31 +164,47 @@ static int durable_steps(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     return rc;
 }
 
+/* Writes n inputs {"key": i % keys, "seq": i} and returns a config that
+ * runs them with state in f->dir/state on threads worker threads. */
+static eddy_config *state_run(fixture *f, int n, int keys, const char *threads)
+{
+    char dir[128];
+    snprintf(dir, sizeof(dir), "%s/state", f->dir);
+    FILE *fp = fopen(f->in, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < n; i++)
+        fprintf(fp, "{\"key\":%d,\"seq\":%d}\n", i % keys, i);
+    fclose(fp);
+    eddy_config *c = eddy_config_new();
+    assert_int_equal(eddy_config_set(c, "input", f->in, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "output", f->out, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "state", dir, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "async-threads", threads, NULL), EDDY_OK);
+    return c;
+}
+
+/* A runtime of one action on InputEvent. */
+static eddy_runtime *one_action_runtime(eddy_config *c, const char *name, eddy_action_fn fn)
+{
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, name, types, fn, NULL), EDDY_OK);
+    eddy_error *err = NULL;
+    eddy_runtime *rt = eddy_runtime_new(p, c, &err);
+    if (rt == NULL)
+        fail_msg("eddy_runtime_new: %s", eddy_error_message(err));
+    return rt;
+}
+
 /* Commits are made durable by the store's syncer thread while the mailbox
  * goes on (under TSan too): every run finishes, in order per key, with its
  * calls journaled; a second run on the same state finds nothing to do. */
 static void test_durable_runs_with_state(void **state)
 {
     fixture *f = *state;
-    char dir[128], line[96];
-    snprintf(dir, sizeof(dir), "%s/state", f->dir);
-    FILE *fp = fopen(f->in, "w");
-    assert_non_null(fp);
-    for (int i = 0; i < 300; i++)
-        fprintf(fp, "{\"key\":%d,\"seq\":%d}\n", i % 17, i);
-    fclose(fp);
-    eddy_plan *p = eddy_plan_new();
-    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
-    assert_int_equal(eddy_plan_add_action(p, "steps", types, durable_steps, NULL), EDDY_OK);
-    eddy_config *c = eddy_config_new();
-    assert_int_equal(eddy_config_set(c, "input", f->in, NULL), EDDY_OK);
-    assert_int_equal(eddy_config_set(c, "output", f->out, NULL), EDDY_OK);
-    assert_int_equal(eddy_config_set(c, "state", dir, NULL), EDDY_OK);
-    assert_int_equal(eddy_config_set(c, "async-threads", "3", NULL), EDDY_OK);
-    eddy_error *err = NULL;
-    eddy_runtime *rt = eddy_runtime_new(p, c, &err);
-    if (rt == NULL)
-        fail_msg("eddy_runtime_new: %s", eddy_error_message(err));
+    char line[96];
+    eddy_config *c = state_run(f, 300, 17, "3");
+    eddy_runtime *rt = one_action_runtime(c, "steps", durable_steps);
     assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
     eddy_stats st;
     eddy_runtime_stats(rt, &st);
@@ -200,7 +217,7 @@ static void test_durable_runs_with_state(void **state)
     /* Per key, the outputs come in input order with the count going up. */
     int next[17] = {0};
     int lines = 0;
-    fp = fopen(f->out, "r");
+    FILE *fp = fopen(f->out, "r");
     assert_non_null(fp);
     while (fgets(line, sizeof(line), fp) != NULL) {
         int seq = -1, n = -1;
@@ -212,15 +229,73 @@ static void test_durable_runs_with_state(void **state)
     fclose(fp);
     assert_int_equal(lines, 300);
 
-    p = eddy_plan_new();
-    assert_int_equal(eddy_plan_add_action(p, "steps", types, durable_steps, NULL), EDDY_OK);
-    rt = eddy_runtime_new(p, c, &err);
-    if (rt == NULL)
-        fail_msg("eddy_runtime_new again: %s", eddy_error_message(err));
+    rt = one_action_runtime(c, "steps", durable_steps);
     assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
     eddy_runtime_stats(rt, &st);
     assert_int_equal(st.inputs, 0);
     assert_int_equal(st.outputs, 0);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+}
+
+/* A C action goes on once the commit of its worker call's result is written
+ * (before it is synced), but no call of its run runs before that sync. The
+ * probe looks at the mailbox's counters from the action and from a call on
+ * the mailbox (both on the mailbox thread). */
+static struct {
+    int early;      /* the action went on before its result was synced */
+    int checked;    /* mailbox calls made */
+    int violations; /* of them, made before the run's results were synced */
+} gate_probe;
+
+static int gate_check_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    eddy_ctx *ctx = arg;
+    (void)err;
+    gate_probe.checked++;
+    if (ctx->key->need_txn > ctx->rt->txn_synced)
+        gate_probe.violations++;
+    *result = json_deep_copy(args);
+    return *result != NULL ? EDDY_OK : EDDY_ENOMEM;
+}
+
+static int gated_steps(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    json_t *r1 = NULL, *r2 = NULL;
+    int rc = eddy_ctx_durable_execute_async(ctx, "one", in, echo_call, NULL, &r1, NULL);
+    if (rc == EDDY_OK && ctx->key->need_txn > ctx->rt->txn_synced)
+        gate_probe.early++;
+    if (rc == EDDY_OK)
+        rc = eddy_ctx_durable_execute(ctx, "two", r1, gate_check_call, ctx, &r2, NULL);
+    if (rc == EDDY_OK) {
+        eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:O}", "output", r2));
+        rc = eddy_ctx_send_event(ctx, out);
+    }
+    json_decref(r1);
+    json_decref(r2);
+    return rc;
+}
+
+static void test_calls_wait_for_the_sync(void **state)
+{
+    fixture *f = *state;
+    eddy_config *c = state_run(f, 200, 7, "2");
+    eddy_runtime *rt = one_action_runtime(c, "gated", gated_steps);
+    memset(&gate_probe, 0, sizeof(gate_probe));
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.outputs, 200);
+    assert_int_equal(gate_probe.checked, 200);
+    assert_int_equal(gate_probe.violations, 0);
+    /* Every action went on early: the commit was just written, and a sync
+     * completes only in a later loop turn than the one the action runs in. */
+    assert_int_equal(gate_probe.early, 200);
+    /* Fewer syncs than commits: runs' ends share the sync of their calls. */
+    assert_true(st.syncs > 0);
+    assert_true(st.syncs <= st.commits);
     eddy_runtime_free(rt);
     eddy_config_free(c);
 }
@@ -483,6 +558,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fifo_across_keys_and_order_within_key, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
