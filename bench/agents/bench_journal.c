@@ -9,12 +9,21 @@
 
 static int ncalls = 10;
 
+/* The result {"i": args, "v": "ok"}, built with jansson's constructors:
+ * json_pack parses its format on every call (~2 k instructions, a fifth of
+ * what a record costs eddy), which is the agent's cost, not the journal's. */
 static int small(const json_t *args, void *arg, json_t **result, eddy_error **err)
 {
     (void)arg;
     (void)err;
-    *result = json_pack("{s:O*, s:s}", "i", args, "v", "ok");
-    return *result != NULL ? EDDY_OK : EDDY_ENOMEM;
+    json_t *r = json_object();
+    if (r == NULL || json_object_set_nocheck(r, "i", (json_t *)args) != 0 ||
+        json_object_set_new_nocheck(r, "v", json_string_nocheck("ok")) != 0) {
+        json_decref(r);
+        return EDDY_ENOMEM;
+    }
+    *result = r;
+    return EDDY_OK;
 }
 
 static int journal(eddy_ctx *ctx, const eddy_event *ev, void *arg)
