@@ -732,16 +732,17 @@ void eddy__durable_digest(const void *bytes, size_t len, char out[17])
     hex16(eddy__hash_bytes(bytes, len), out);
 }
 
-void eddy__durable_digest_json(const json_t *args, char out[17])
+void eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17])
 {
-    /* The canonical text: compact, keys sorted, reals exact. */
-    eddy__buf b = {0};
+    /* The canonical text: compact, keys sorted, reals exact; written to the
+     * runtime's scratch buffer (no allocation per call once it has grown). */
+    eddy__buf *b = &rt->scratch;
+    b->len = 0;
     if (args != NULL &&
-        eddy__json_write_ex(&b, args, EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT) == EDDY_OK)
-        eddy__durable_digest(b.p, b.len, out);
+        eddy__json_write_ex(b, args, EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT) == EDDY_OK)
+        eddy__durable_digest(b->p, b->len, out);
     else
         eddy__durable_digest("null", 4, out);
-    free(b.p);
 }
 
 void eddy__durable_wait_commit(eddy_ctx *t)
@@ -911,7 +912,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     eddy__dcall c;
     char digest[17] = "";
     if (rt->store != NULL)
-        eddy__durable_digest_json(args, digest);
+        eddy__durable_digest_json(rt, args, digest);
     int rc = eddy__durable_plan(t, fn_id, digest, reconcile != NULL, &c);
     if (rc != EDDY_OK)
         goto out;

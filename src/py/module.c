@@ -292,7 +292,7 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
             goto fail;
         json_t *j = eddy__py_to_json(pair, "args");
         if (j != NULL) {
-            eddy__durable_digest_json(j, digest);
+            eddy__durable_digest_json(t->rt, j, digest);
             json_decref(j);
         } else {
             PyErr_Clear(); /* not JSON: digest the pickle (or repr) */
