@@ -8,7 +8,15 @@ static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
     (void)arg;
     json_t *in = json_object_get(eddy_event_attrs(ev), "input");
-    eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:O}", "output", in));
+    /* {"output": in}, built with jansson's constructors: json_pack parses its
+     * format on every call (~1.1 k instructions, a fifth of the mailbox's
+     * cost per input), the agent's cost rather than the runtime's. */
+    json_t *attrs = json_object();
+    if (attrs != NULL && json_object_set_nocheck(attrs, "output", in) != 0) {
+        json_decref(attrs);
+        attrs = NULL;
+    }
+    eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT, attrs);
     if (out == NULL)
         return EDDY_ENOMEM;
     int rc = eddy_ctx_send_event(ctx, out);
