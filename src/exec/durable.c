@@ -667,7 +667,8 @@ void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
                     .action = t->action->name,
                     .idx = -1,
                     .kind = EDDY_JREC_DONE,
-                    .payload = payload};
+                    .payload = payload,
+                    .run = &k->store_run};
     STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a finished action");
     return;
 nomem:
@@ -834,7 +835,8 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
                     .digest = c->digest,
                     .payload = payload,
                     .err_type = err_type,
-                    .err_msg = err_msg};
+                    .err_msg = err_msg,
+                    .run = &t->key->store_run};
     STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a durable call");
     return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
 }

@@ -413,6 +413,7 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
 {
     if (!rt->stopping)
         eddy__durable_run_end(rt, k);
+    k->store_run = NULL; /* the store's handle of the run: pruned above */
     k->completions = 0;
     json_object_clear(k->sensory);
     input_event_done(rt, k->input);

@@ -76,6 +76,7 @@ struct eddy__key {
     eddy__journal *journal; /* recovered journal of this run, or NULL */
     uint64_t need_txn;      /* newest commit holding a result its tasks went on
                                with before it was synced: calls wait for it */
+    void *store_run;        /* the store's handle of the run (eddy__jrec.run) */
 };
 
 enum { EDDY_TASK_READY = 1, EDDY_TASK_RUNNING, EDDY_TASK_SUSPENDED };

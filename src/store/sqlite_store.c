@@ -31,6 +31,7 @@
  * times; on a disk that honours flushes expect milliseconds, hence group
  * commit and the syncer thread.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -779,12 +780,9 @@ static int oom(sqlite_store *s, const char *what)
     return EDDY_ESTORE;
 }
 
-/* The run of an entry being appended: note it in the transaction. */
-static int txn_touch(sqlite_store *s, const char *key, uint64_t seq)
+/* Run r of an entry being appended: note it in the transaction. */
+static int txn_note(sqlite_store *s, jrun *r)
 {
-    jrun *r = run_get(s, key, seq, 1);
-    if (r == NULL)
-        return EDDY_ENOMEM;
     if (r->in_txn)
         return EDDY_OK;
     if (eddy__vec_grow(&s->txn, &s->captxn, s->ntxn + 1, sizeof(*s->txn), 64) != EDDY_OK)
@@ -793,6 +791,23 @@ static int txn_touch(sqlite_store *s, const char *key, uint64_t seq)
     s->txn[s->ntxn++] = r;
     return EDDY_OK;
 }
+
+/* The run (key, seq) of an entry being appended: note it in the transaction. */
+static int txn_touch(sqlite_store *s, const char *key, uint64_t seq)
+{
+    jrun *r = run_get(s, key, seq, 1);
+    return r != NULL ? txn_note(s, r) : EDDY_ENOMEM;
+}
+
+#ifndef NDEBUG
+/* 1 when r is the run (key, seq): checks the caller's handle in test builds. */
+static int run_is(const jrun *r, const char *key, uint64_t seq)
+{
+    char small[256];
+    size_t n = run_key(small, sizeof(small), key, seq);
+    return n >= sizeof(small) || (n == r->rklen && memcmp(small, r->rk, n) == 0);
+}
+#endif
 
 /*
  * Compaction. A run that lives long keeps every row it has entries in, and
@@ -987,7 +1002,15 @@ static int sq_journal_put(eddy__store *base, const eddy__jrec *rec)
         return r;
     if (eddy__fault("store_write"))
         return fail(s, NULL, SQLITE_IOERR_WRITE, "writing a journal record");
-    if (txn_touch(s, rec->key, rec->seq) != EDDY_OK || eddy__jlog_put(&s->jbuf, rec) != EDDY_OK)
+    /* The run's handle saves a lookup by its text key for every record. */
+    jrun *run = rec->run != NULL ? *rec->run : NULL;
+    if (run == NULL) {
+        run = run_get(s, rec->key, rec->seq, 1);
+        if (run != NULL && rec->run != NULL)
+            *rec->run = run;
+    }
+    assert(run == NULL || run_is(run, rec->key, rec->seq));
+    if (run == NULL || txn_note(s, run) != EDDY_OK || eddy__jlog_put(&s->jbuf, rec) != EDDY_OK)
         return oom(s, "writing a journal record");
     return EDDY_OK;
 }

@@ -88,6 +88,11 @@ typedef struct eddy__jrec {
     const char *payload;  /* calls: result JSON; DONE: completion JSON */
     const char *err_type; /* calls with status ERROR */
     const char *err_msg;
+    /* Optional: where the caller keeps the store's handle of the run
+     * (key, seq) between its puts, so that the store finds the run without
+     * a lookup. NULL at first (the put fills it in); valid until the run is
+     * pruned (eddy__store_journal_prune_run), when the caller must clear it. */
+    void **run;
 } eddy__jrec;
 
 typedef struct eddy__store eddy__store;
