@@ -175,13 +175,10 @@ static int write_sorted(eddy__buf *b, const json_t *v, int depth, int flags)
     field *f = n <= 16 ? local : malloc(n * sizeof(*f));
     if (f == NULL)
         return -1;
-    const char *k;
-    size_t klen;
-    json_t *m;
-    json_object_keylen_foreach((json_t *)v, k, klen, m)
-    {
-        f[i++] = (field){k, klen, m};
-    }
+    for (void *it = json_object_iter((json_t *)v); it != NULL;
+         it = json_object_iter_next((json_t *)v, it))
+        f[i++] = (field){json_object_iter_key(it), json_object_iter_key_len(it),
+                         json_object_iter_value(it)};
     qsort(f, n, sizeof(*f), cmp_field);
     int rc = put(b, "{", 1);
     for (i = 0; i < n && rc == 0; i++) {
@@ -204,14 +201,15 @@ static int write_value(eddy__buf *b, const json_t *v, int depth, int flags)
             return write_sorted(b, v, depth, flags);
         if (put(b, "{", 1) != 0)
             return -1;
-        const char *k;
-        size_t klen;
-        json_t *m;
+        /* The iterator itself: json_object_keylen_foreach finds each
+         * key's iterator again from the key, three times per member. */
         int first = 1;
-        json_object_keylen_foreach((json_t *)v, k, klen, m)
-        {
-            if ((!first && put(b, ",", 1) != 0) || put_string(b, k, klen) != 0 ||
-                put(b, ":", 1) != 0 || write_value(b, m, depth + 1, flags) != 0)
+        for (void *it = json_object_iter((json_t *)v); it != NULL;
+             it = json_object_iter_next((json_t *)v, it)) {
+            if ((!first && put(b, ",", 1) != 0) ||
+                put_string(b, json_object_iter_key(it), json_object_iter_key_len(it)) != 0 ||
+                put(b, ":", 1) != 0 ||
+                write_value(b, json_object_iter_value(it), depth + 1, flags) != 0)
                 return -1;
             first = 0;
         }
