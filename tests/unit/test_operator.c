@@ -290,9 +290,10 @@ static void test_calls_wait_for_the_sync(void **state)
     assert_int_equal(st.outputs, 200);
     assert_int_equal(gate_probe.checked, 200);
     assert_int_equal(gate_probe.violations, 0);
-    /* Every action went on early: the commit was just written, and a sync
-     * completes only in a later loop turn than the one the action runs in. */
-    assert_int_equal(gate_probe.early, 200);
+    /* Actions went on early (the commit written, its sync still running),
+     * so the check above tested the wait. A sync rarely completes before
+     * the action runs, and only when the mailbox thread was held up. */
+    assert_true(gate_probe.early > 0);
     /* Fewer syncs than commits: runs' ends share the sync of their calls. */
     assert_true(st.syncs > 0);
     assert_true(st.syncs <= st.commits);
