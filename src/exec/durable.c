@@ -388,28 +388,38 @@ static int sync_here(eddy_runtime *rt)
 }
 
 /* The commits up to rt->txn_written are to be made durable. When the
- * mailbox has nothing else to do and the syncer is idle, the mailbox syncs
- * itself: it would only wait, and the hand-over to the syncer and back costs
- * two thread wake-ups (at one call in flight, ~40 % of a commit's latency
- * here). Otherwise the syncer syncs; it takes the newest commit when it
- * wakes, so a commit made meanwhile (a run's end after its last call's
- * result, say) shares that sync. */
+ * syncer is idle, the mailbox syncs itself once it has nothing else to do:
+ * the hand-over to the syncer and back costs two thread wake-ups (at one
+ * call in flight, ~40 % of a commit's latency here). With ready tasks, that
+ * is put off for up to SYNC_PUT_OFF_NS: they mostly just hand a call to a
+ * worker or end a run within a few steps, and the sync then also takes what
+ * they write. */
+#define SYNC_PUT_OFF_NS 100000 /* about what the hand-over costs */
+
 static void request_sync(eddy_runtime *rt)
 {
     eddy__syncer *s = rt->syncer;
     if (s == NULL) {
+        rt->txn_requested = rt->txn_written;
         rt->stats.syncs++;
         synced(rt, rt->txn_written); /* the commit synced itself */
         return;
     }
-    if (eddy__queue_empty(&rt->ready)) {
-        uv_mutex_lock(&s->lock);
-        int idle = s->want == s->done;
-        uv_mutex_unlock(&s->lock);
-        if (idle) {
-            sync_here(rt);
+    uv_mutex_lock(&s->lock);
+    int idle = s->want == s->done;
+    uv_mutex_unlock(&s->lock);
+    if (idle && !eddy__queue_empty(&rt->ready)) {
+        uint64_t now = uv_hrtime();
+        if (rt->sync_owed_since == 0)
+            rt->sync_owed_since = now;
+        if (now - rt->sync_owed_since < SYNC_PUT_OFF_NS)
             return;
-        }
+    }
+    rt->sync_owed_since = 0;
+    rt->txn_requested = rt->txn_written;
+    if (idle && eddy__queue_empty(&rt->ready)) {
+        sync_here(rt);
+        return;
     }
     uv_mutex_lock(&s->lock);
     s->want = rt->txn_written;
@@ -524,7 +534,10 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         release_commit_waiters(rt); /* they see the stop and unwind */
         return;
     }
-    int due = final || !eddy__queue_empty(&rt->commit_wait) || eddy__queue_empty(&rt->ready) ||
+    /* A sync put off (request_sync) takes what this turn wrote. */
+    int owed = rt->txn_requested < rt->txn_written;
+    int due = final || owed || !eddy__queue_empty(&rt->commit_wait) ||
+              eddy__queue_empty(&rt->ready) ||
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
     if (!eddy__store_dirty(rt->store)) {
         /* Their writes went out with an earlier commit (a Python task waits
@@ -551,8 +564,9 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
             eddy__queue_data(q, outline, node)->txn = txn;
             eddy__queue_insert_tail(&rt->outbox_unsynced, q);
         }
-        request_sync(rt);
     }
+    if (rt->txn_requested < rt->txn_written)
+        request_sync(rt);
     if (final && rt->txn_synced < rt->txn_written) {
         /* At the end the mailbox waits for the disk itself. */
         if (sync_here(rt) != EDDY_OK)
