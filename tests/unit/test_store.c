@@ -570,6 +570,54 @@ static void test_journal_log_rows(void **state)
     eddy__store_close(s);
 }
 
+/* Records put through a run handle (eddy__jrec.run): the first put of a run
+ * fills it in, the next ones use it, another run gets its own; records land
+ * in their runs as without a handle, across commits and a reopen. After the
+ * prune the caller clears it, and the key's next run gets a new one. */
+static void test_journal_run_handle(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    void *ha = NULL, *hb = NULL;
+    assert_int_equal(eddy__store_pending_add(s, "\"a\"", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"b\"", 1, 2, "{}"), EDDY_OK);
+    for (int i = 0; i < 6; i++) {
+        eddy__jrec r = call_rec(i % 2 ? "\"b\"" : "\"a\"", 1, "e1", "act", i / 2);
+        r.run = i % 2 ? &hb : &ha;
+        void *before = *r.run;
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        assert_non_null(*r.run);
+        if (before != NULL)
+            assert_ptr_equal(*r.run, before);
+        if (i == 3)
+            assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    }
+    assert_ptr_not_equal(ha, hb);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(run_records(s, "\"a\"", 1), 3);
+    assert_int_equal(run_records(s, "\"b\"", 1), 3);
+
+    /* a ends; its next run starts with a cleared handle. */
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"a\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "\"a\"", 1), EDDY_OK);
+    ha = NULL;
+    assert_int_equal(eddy__store_pending_add(s, "\"a\"", 2, 3, "{}"), EDDY_OK);
+    eddy__jrec a2 = call_rec("\"a\"", 2, "e2", "act", 0);
+    a2.run = &ha;
+    assert_int_equal(eddy__store_journal_put(s, &a2), EDDY_OK);
+    assert_non_null(ha);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(run_records(s, "\"a\"", 1), 0);
+    assert_int_equal(run_records(s, "\"a\"", 2), 1);
+    eddy__store_close(s);
+
+    /* Reopen: the records are where the handles put them. */
+    s = open_ok(d->state, FP);
+    assert_int_equal(run_records(s, "\"a\"", 2), 1);
+    assert_int_equal(run_records(s, "\"b\"", 1), 3);
+    eddy__store_close(s);
+}
+
 /* A long run keeps its row; once an eighth or fewer of the row's runs are
  * left, they are rewritten into a new row and the old one goes, with the
  * entries of the runs that ended. */
@@ -1009,6 +1057,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_preallocated, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_log_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_log_compaction, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_journal_run_handle, setup_dir, teardown_dir),
         cmocka_unit_test(test_jlog_codec),
         cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
