@@ -546,6 +546,16 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         wait_sync(rt, rt->txn_written);
         synced(rt, rt->txn_synced);
     } else if (due) { /* otherwise more work is ready: let the transaction grow */
+        if (rt->next_seq != rt->next_seq_saved) {
+            /* Runs admitted since: the counter goes with them, once per commit. */
+            STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "next_run", rt->next_seq),
+                     "saving the run counter");
+            if (rt->store_failed) {
+                release_commit_waiters(rt);
+                return;
+            }
+            rt->next_seq_saved = rt->next_seq;
+        }
         int rc = rt->syncer != NULL ? eddy__store_commit_nosync(rt->store)
                                     : eddy__store_commit(rt->store);
         if (rc != EDDY_OK) {
@@ -623,9 +633,12 @@ void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
         return;
     STORE_DO(rt, eddy__store_journal_prune_run(rt->store, k->text, k->seq), "pruning the journal");
     STORE_DO(rt, eddy__store_pending_remove(rt->store, k->text, k->seq), "ending a run");
+    if (!k->stm_dirty)
+        return; /* the store has it as it is */
     const char *stm = scratch_json(rt, k->stm);
     if (stm != NULL)
-        STORE_DO(rt, eddy__store_key_put(rt->store, k->text, k->next_seq, stm), "saving memory");
+        STORE_DO(rt, eddy__store_key_put(rt->store, k->text, rt->next_seq, stm), "saving memory");
+    k->stm_dirty = 0;
 }
 
 /* ---------------------------------------------------------------- finished actions */
@@ -1110,7 +1123,8 @@ static int load_key(void *arg, const char *key, uint64_t next_seq, const char *s
     }
     json_decref(k->stm);
     k->stm = stm;
-    k->next_seq = next_seq;
+    if (next_seq > l->rt->next_seq)
+        l->rt->next_seq = next_seq; /* a state whose keys kept their own counters */
     return EDDY_OK;
 }
 
@@ -1137,8 +1151,8 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
     }
     in->seq = seq;
     in->line_no = line_no;
-    if (seq >= k->next_seq)
-        k->next_seq = seq + 1;
+    if (seq >= rt->next_seq)
+        rt->next_seq = seq + 1;
     if (eddy__queue_empty(&k->pending))
         eddy__queue_insert_tail(&rt->recovered, &k->recover_node);
     eddy__queue_insert_tail(&k->pending, &in->node);
@@ -1207,6 +1221,8 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
         json_decref(d[i].rec);
     }
     k->completions = (uint32_t)nd;
+    if (nd > 0)
+        k->stm_dirty = 1; /* finished actions' memory writes, re-applied */
     free(d);
     return rc;
 }
@@ -1307,9 +1323,16 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
             (rc = eddy__store_commit(rt->store)) != EDDY_OK)
             goto store_err;
     }
+    /* The run counter: as stored, and past every run number the keys and the
+     * pending inputs hold (states of format 2 kept one counter per key). */
+    uint64_t next_run = 0;
+    if ((rc = eddy__store_get_meta_u64(rt->store, "next_run", &next_run)) != EDDY_OK)
+        goto store_err;
+    rt->next_seq = next_run;
     if ((rc = eddy__store_keys_load(rt->store, load_key, &ld)) != EDDY_OK ||
         (rc = eddy__store_pending_load(rt->store, load_pending, &ld)) != EDDY_OK)
         goto load_err;
+    rt->next_seq_saved = rt->next_seq == next_run ? next_run : 0;
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
         EDDY_OK)
         goto store_err;

@@ -250,6 +250,8 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
                 rt->stats.actions_executed++;
             eddy__durable_task_done(rt, t);
             k->completions++;
+            if (eddy__memview_updates(&t->stm.view) != NULL)
+                k->stm_dirty = 1;
             if (eddy__memview_commit(&t->stm.view) != EDDY_OK ||
                 eddy__memview_commit(&t->sensory.view) != EDDY_OK)
                 eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
@@ -510,7 +512,7 @@ static void admit(eddy_runtime *rt)
                 continue;
             }
             rt->in_flight++;
-            in->seq = k->next_seq++;
+            in->seq = rt->next_seq++;
             eddy__durable_admit(rt, k, in);
             rt->source_offset = end_offset, rt->source_line = line_no;
             if (k->running)

@@ -63,7 +63,6 @@ struct eddy__key {
     eddy__queue pending;      /* eddy__input waiting for the run to end */
     eddy__queue idle_node;    /* in rt->idle_keys while it has no run and no memory */
     eddy__queue recover_node; /* in rt->recovered while its run waits to resume */
-    uint64_t next_seq;        /* sequence number of the key's next run */
     /* The run in flight (running != 0): */
     int running;
     int failed;             /* an action failed under on-error=skip */
@@ -77,6 +76,7 @@ struct eddy__key {
     uint64_t need_txn;      /* newest commit holding a result its tasks went on
                                with before it was synced: calls wait for it */
     void *store_run;        /* the store's handle of the run (eddy__jrec.run) */
+    int stm_dirty;          /* short-term memory written since it was last stored */
 };
 
 enum { EDDY_TASK_READY = 1, EDDY_TASK_RUNNING, EDDY_TASK_SUSPENDED };
@@ -163,9 +163,14 @@ struct eddy_runtime {
     uint64_t outbox_acked;               /* id of the last line whose file position is recorded */
     uint64_t sink_synced;                /* when the files were last synced (uv_hrtime) */
     uint64_t source_offset, source_line; /* where the source resumes */
-    int admit_cut;         /* a stop dropped inputs of an admitted batch (admit_cut()) */
-    eddy__queue recovered; /* keys with runs to resume, in arrival order */
-    eddy__buf scratch;     /* encoding buffer for outbox lines */
+    /* Run sequence numbers are drawn from one counter for all keys: a key's
+     * runs are numbered in order and no number is used twice, and the state
+     * keeps one counter per commit rather than one per key per run. */
+    uint64_t next_seq;       /* the next run's sequence number */
+    uint64_t next_seq_saved; /* the counter as last written to the store */
+    int admit_cut;           /* a stop dropped inputs of an admitted batch (admit_cut()) */
+    eddy__queue recovered;   /* keys with runs to resume, in arrival order */
+    eddy__buf scratch;       /* encoding buffer for outbox lines */
 
     uint64_t in_flight; /* inputs admitted and not finished */
     size_t live_tasks;

@@ -98,7 +98,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                      .detail_pending = json_array(),
                      .journal = json_array()};
     json_t *out = NULL;
-    uint64_t off = 0, line = 0, sink = 0, dead = 0;
+    uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0;
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
     if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL)
@@ -106,6 +106,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
     if ((rc = eddy__store_get_source_pos(s, &off, &line)) != EDDY_OK ||
         (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(s, "dead_offset", &dead)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(s, "next_run", &next_run)) != EDDY_OK ||
         (rc = eddy__store_counts_get(s, &n)) != EDDY_OK ||
         (rc = eddy__store_pending_load(s, on_pending, &c)) != EDDY_OK ||
         (rc = eddy__store_journal_load_all(s, on_jrec, &c)) != EDDY_OK)
@@ -133,14 +134,20 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         json_object_set(k, "journal", c.journal);
         if (rc == EDDY_OK) {
             json_t *m = json_loads(stm, 0, NULL);
+            /* Run numbers come from one counter for all keys (a key's row
+             * holds the counter as of its last memory write). */
+            if (next_run > next_seq)
+                next_seq = next_run;
             json_object_set_new(k, "next_seq", json_integer((json_int_t)next_seq));
             json_object_set_new(k, "short_term_memory", m != NULL ? m : json_string(stm));
         } else if (rc == EDDY_ENOTFOUND && json_array_size(c.detail_pending) != 0) {
-            json_object_set_new(k, "short_term_memory", json_object()); /* first run in flight */
+            json_object_set_new(k, "short_term_memory", json_object()); /* none stored yet */
             rc = EDDY_OK;
         } else if (rc == EDDY_ENOTFOUND) {
             eddy__error_set(err, EDDY_ENOTFOUND, "state",
-                            "key %s is not in %s (give the key as JSON: '\"u1\"' or 42)", key, dir);
+                            "key %s is not in %s: no short-term memory and no work in flight "
+                            "(give the key as JSON: '\"u1\"' or 42)",
+                            key, dir);
         }
         free(stm);
     }

@@ -1670,12 +1670,22 @@ static int check_existing(sqlite_store *s, const char *fp, eddy_error **err)
                                "state directory %s was written by a newer eddy (format %lld, "
                                "this eddy reads format %d)",
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
-    if (version != EDDY_STORE_FORMAT_VERSION)
+    if (version < EDDY_STORE_FORMAT_OLDEST)
         return eddy__error_set(err, EDDY_ESTATE, "store",
                                "state directory %s has format %lld, written by an older eddy; "
                                "this eddy reads format %d (let the older eddy finish its runs, "
                                "or start with a new state directory)",
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
+    if (version < EDDY_STORE_FORMAT_VERSION) {
+        /* Same tables (see store.h): only the version changes, in this
+         * transaction, so that an older eddy no longer takes the state. */
+        char sql[96];
+        snprintf(sql, sizeof(sql), "UPDATE meta SET v = %d WHERE k = 'format_version'",
+                 EDDY_STORE_FORMAT_VERSION);
+        rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return open_fail(s, rc, "upgrading the format version", err);
+    }
 
     rc = query_one(s, "SELECT v FROM meta WHERE k = 'plan'", &text, NULL);
     if (rc != SQLITE_OK)
@@ -1798,12 +1808,13 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
                                "%s is not an eddy state database: it has no format version",
                                s->db_path);
     free(text);
-    if (version != EDDY_STORE_FORMAT_VERSION)
+    if (version < EDDY_STORE_FORMAT_OLDEST || version > EDDY_STORE_FORMAT_VERSION)
         return eddy__error_set(err, EDDY_ESTATE, "store",
-                               "state directory %s has format %lld, written by an older eddy; "
-                               "this eddy reads format %d (let the older eddy finish its runs, "
-                               "or start with a new state directory)",
-                               s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
+                               "state directory %s has format %lld, written by %s eddy; "
+                               "this eddy reads formats %d to %d",
+                               s->dir, (long long)version,
+                               version > EDDY_STORE_FORMAT_VERSION ? "a newer" : "an older",
+                               EDDY_STORE_FORMAT_OLDEST, EDDY_STORE_FORMAT_VERSION);
     int r = prepare_all(s, err);
     return r != EDDY_OK ? r : load_outbox_next(s, err);
 }

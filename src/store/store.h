@@ -23,9 +23,12 @@
  * What is stored (all JSON as compact text):
  *   meta     format version, plan fingerprint, source position (byte offset and
  *            line number of the next unread line), sink position (committed
- *            length of the output file), the outbox's next id
- *   keys     per key: the next run sequence number and the committed short-term
- *            memory as of the end of its last finished run
+ *            length of the output file), the outbox's next id, the run counter
+ *            ("next_run": the next run's sequence number, for all keys)
+ *   keys     per key that has short-term memory: the memory as of the end of its
+ *            last run that changed it, and the run counter at that time (states
+ *            of format 2 kept each key's own counter here; the runtime now
+ *            keeps one counter for all keys in meta, "next_run")
  *   pending  per key FIFO of admitted inputs (the head is the run in flight),
  *            in arrival order across keys (rowid)
  *   journal  per action execution: durable call records, and when it finished,
@@ -62,7 +65,12 @@
 
 #include "eddy/eddy.h"
 
-#define EDDY_STORE_FORMAT_VERSION 2
+/* Format 3: one run counter for all keys in meta ("next_run"), key rows
+ * written only when their memory changes. Format 2 (each key's row held its
+ * own counter, written at every run's end) is read and upgraded in place:
+ * the tables are the same, and the counter starts past every key's. */
+#define EDDY_STORE_FORMAT_VERSION 3
+#define EDDY_STORE_FORMAT_OLDEST  2
 
 /* Journal record kinds and call status. */
 enum {

@@ -181,7 +181,29 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 2)")
+                            "format 3)")
+
+    def query(self, stmt):
+        c = sqlite3.connect(self.db)
+        (v,) = c.execute(stmt).fetchone()
+        c.close()
+        return v
+
+    def test_format_2_is_upgraded(self):
+        """A state of format 2 kept one run counter per key, in its row: it is
+        taken as it is, the format becomes 3, and new runs are numbered past
+        every key's counter (no run number of a key is used twice)."""
+        self.finished_state(40)
+        self.sql("UPDATE meta SET v = 2 WHERE k = 'format_version'")
+        self.sql("DELETE FROM meta WHERE k = 'next_run'")
+        self.sql("UPDATE keys SET next_seq = 1000 WHERE key = '\"k3\"'")
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 20), "seq": i, "v": i, "pad": "p" * 200}
+                               for i in range(45)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(len(read_jsonl(self.out)), 45)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 3)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'next_run'"), 1005)
 
     def test_not_an_eddy_database(self):
         os.makedirs(self.state)

@@ -301,6 +301,54 @@ static void test_calls_wait_for_the_sync(void **state)
     eddy_config_free(c);
 }
 
+/* Outputs the InputEvent's id, which is derived from its key and run number. */
+static int id_out(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT,
+                                     json_pack("{s:{s:s}}", "output", "id", eddy_event_id(ev)));
+    return eddy_ctx_send_event(ctx, out);
+}
+
+/* Run numbers come from one counter saved with the commits: a key whose
+ * memory never changes (so whose row is never written) still gets new run
+ * numbers after a restart, and so new event ids. */
+static void test_run_numbers_survive_a_restart(void **state)
+{
+    fixture *f = *state;
+    char line[128];
+    eddy_config *c = state_run(f, 6, 2, "1");
+    eddy_runtime *rt = one_action_runtime(c, "ids", id_out);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_runtime_free(rt);
+    /* More inputs for the same keys; the source resumes after the first six. */
+    FILE *fp = fopen(f->in, "a");
+    assert_non_null(fp);
+    for (int i = 6; i < 12; i++)
+        fprintf(fp, "{\"key\":%d,\"seq\":%d}\n", i % 2, i);
+    fclose(fp);
+    rt = one_action_runtime(c, "ids", id_out);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.inputs, 6);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+
+    char ids[12][32];
+    int n = 0;
+    fp = fopen(f->out, "r");
+    assert_non_null(fp);
+    while (n < 12 && fgets(line, sizeof(line), fp) != NULL) {
+        assert_int_equal(sscanf(line, "{\"id\":\"%31[0-9a-f]\"}", ids[n]), 1);
+        for (int j = 0; j < n; j++)
+            assert_string_not_equal(ids[j], ids[n]);
+        n++;
+    }
+    fclose(fp);
+    assert_int_equal(n, 12);
+}
+
 /* ------------------------------------------------------------ confinement */
 
 typedef struct confine {
@@ -560,6 +608,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),

@@ -775,6 +775,12 @@ static void test_format_version(void **state)
     assert_string_equal(msg, want);
     free(msg);
 
+    /* Format 2 is taken and upgraded in place (same tables). */
+    poke_db(d->state, "UPDATE meta SET v = 2 WHERE k = 'format_version'");
+    eddy__store_close(open_ok(d->state, FP));
+    assert_int_equal(jlog_query(d->state, "SELECT v FROM meta WHERE k = 'format_version'"),
+                     EDDY_STORE_FORMAT_VERSION);
+
     poke_db(d->state, "UPDATE meta SET v = 1 WHERE k = 'format_version'");
     msg = open_fails(d->state, FP, EDDY_ESTATE);
     assert_non_null(strstr(msg, "format 1, written by an older eddy"));
