@@ -142,6 +142,11 @@ static void call_done(eddy__job *job)
 {
     call_job *cj = (call_job *)job;
     eddy_ctx *t = cj->task;
+    if (job->canceled) { /* its run's earlier results never reached the disk */
+        cj->call->result = NULL;
+        cj->call->err = NULL;
+        cj->call->rc = EDDY_ECANCELED;
+    }
     if (--t->waiting == 0)
         eddy__task_ready(t);
 }
@@ -168,12 +173,15 @@ static int run_calls(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
     call_job *jobs = n <= 8 ? local : malloc(n * sizeof(*jobs));
     if (jobs == NULL)
         return EDDY_ENOMEM;
+    /* Calls run only once the results their run went on with are on disk:
+     * the workers wait for the sync (eddy__durable_gate tells which). */
+    uint64_t barrier = eddy__durable_barrier(ctx);
     for (size_t i = 0; i < n; i++) {
         jobs[i].job.work = call_work;
         jobs[i].job.done = call_done;
         jobs[i].task = ctx;
         jobs[i].call = &calls[i];
-        eddy__pool_submit(ctx->rt->pool, &jobs[i].job);
+        eddy__pool_submit_after(ctx->rt->pool, &jobs[i].job, barrier);
     }
     ctx->waiting += n;
     ctx->rt->stats.async_calls += n;
@@ -181,9 +189,12 @@ static int run_calls(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
         ctx->state = EDDY_TASK_SUSPENDED;
         eddy__coro_yield();
     }
+    int canceled = 0;
+    for (size_t i = 0; i < n; i++)
+        canceled |= jobs[i].job.canceled;
     if (jobs != local)
         free(jobs);
-    return EDDY_OK;
+    return canceled ? EDDY_ECANCELED : EDDY_OK;
 }
 
 int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
@@ -199,8 +210,6 @@ int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
         if (calls[i].fn == NULL)
             return EDDY_EINVAL;
     }
-    if (ctx->rt->store != NULL && (rc = eddy__durable_gate(ctx)) != EDDY_OK)
-        return rc;
     if ((rc = run_calls(ctx, calls, n)) != EDDY_OK)
         return rc;
     for (size_t i = 0; i < n; i++) {

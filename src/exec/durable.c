@@ -279,6 +279,7 @@ struct eddy__syncer {
     uint64_t syncs; /* syncs made and not yet counted in the stats */
     int err;        /* errno of a failed sync: the syncer then stops */
     int stop;
+    eddy__pool *pool; /* told of each sync, for the jobs waiting on one */
     uv_async_t async; /* syncer -> mailbox: done or err moved */
     int refd;         /* async referenced: a sync is outstanding (mailbox only) */
 };
@@ -300,9 +301,13 @@ static void syncer_main(void *arg)
         uv_mutex_lock(&s->lock);
         if (e != 0) {
             s->err = e;
+            if (s->pool != NULL)
+                eddy__pool_sync_failed(s->pool);
         } else {
             s->done = target;
             s->syncs++;
+            if (s->pool != NULL)
+                eddy__pool_synced(s->pool, target); /* its waiting jobs go on */
         }
         uv_async_send(&s->async);
     }
@@ -379,9 +384,13 @@ static int sync_here(eddy_runtime *rt)
 {
     errno = 0;
     if (eddy__store_sync(rt->store) != EDDY_OK) {
+        if (rt->pool != NULL)
+            eddy__pool_sync_failed(rt->pool);
         sync_failed(rt, errno != 0 ? errno : EIO);
         return EDDY_ESTORE;
     }
+    if (rt->pool != NULL)
+        eddy__pool_synced(rt->pool, rt->txn_written);
     rt->stats.syncs++;
     synced(rt, rt->txn_written);
     return EDDY_OK;
@@ -402,6 +411,8 @@ static void request_sync(eddy_runtime *rt)
     if (s == NULL) {
         rt->txn_requested = rt->txn_written;
         rt->stats.syncs++;
+        if (rt->pool != NULL)
+            eddy__pool_synced(rt->pool, rt->txn_written);
         synced(rt, rt->txn_written); /* the commit synced itself */
         return;
     }
@@ -506,6 +517,22 @@ static void wait_sync(eddy_runtime *rt, uint64_t txn)
             eddy__queue_insert_tail(&rt->sync_wait, q);
         }
     }
+}
+
+uint64_t eddy__durable_barrier(const eddy_ctx *t)
+{
+    uint64_t need = t->key->need_txn;
+    return t->rt->store != NULL && need > t->rt->txn_synced ? need : 0;
+}
+
+void eddy__durable_pool_ready(eddy_runtime *rt)
+{
+    eddy__syncer *s = rt->syncer;
+    if (s == NULL)
+        return;
+    uv_mutex_lock(&s->lock);
+    s->pool = rt->pool;
+    uv_mutex_unlock(&s->lock);
 }
 
 int eddy__durable_gate(eddy_ctx *t)

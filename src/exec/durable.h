@@ -97,8 +97,9 @@ void eddy__durable_turn(eddy_runtime *rt, int final);
  *      to record or wait for.
  * A C task whose call ran on a worker resumes once the commit is written
  * (it then survives a crash of the process, not yet one of the machine); its
- * run's next call waits for the sync (eddy__durable_gate) and its outputs,
- * through the outbox, too. So the end of a run shares the sync of its last
+ * run's next call waits for the sync (on its worker, eddy__durable_barrier,
+ * or on the mailbox, eddy__durable_gate) and its outputs, through the
+ * outbox, too. So the end of a run shares the sync of its last
  * call. Other tasks resume once the commit is synced.
  */
 enum {
@@ -139,11 +140,19 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
  * transaction has committed. The caller then suspends. */
 void eddy__durable_wait_commit(eddy_ctx *t);
 
-/* Before a C task makes a call (on a worker or on the mailbox): when its run
- * went on with a result whose commit is written but not yet synced, suspend
- * until it is. EDDY_OK, or EDDY_ECANCELED when the runtime stopped meanwhile.
- * A call thus never runs before the results it may depend on are on disk. */
+/* Before a C task makes a call on the mailbox: when its run went on with a
+ * result whose commit is written but not yet synced, suspend until it is.
+ * EDDY_OK, or EDDY_ECANCELED when the runtime stopped meanwhile. A call
+ * thus never runs before the results it may depend on are on disk. */
 int eddy__durable_gate(eddy_ctx *t);
+
+/* The same for calls on a worker, without suspending: the commit the call
+ * must wait for (0 for none), the job's barrier (eddy__pool_submit_after):
+ * the job goes to a worker at once and runs when the sync is done. */
+uint64_t eddy__durable_barrier(const eddy_ctx *t);
+
+/* The worker pool exists (runtime set-up): syncs are reported to it. */
+void eddy__durable_pool_ready(eddy_runtime *rt);
 
 /*
  * Decoding of what the store hands back (untrusted: the file may be damaged).

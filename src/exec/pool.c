@@ -30,6 +30,11 @@ struct eddy__pool {
     eddy__queue queue;
     unsigned idle; /* workers waiting on qcond */
     int stop;
+    /* Barriers (under the queue lock too): */
+    uv_cond_t bcond;   /* workers waiting for a barrier */
+    unsigned bwaiters; /* how many */
+    uint64_t synced;   /* the newest durable commit (eddy__pool_synced) */
+    int bfail;         /* barriers not reached will never be */
 
     /* Completion lock: finished jobs waiting for the loop. */
     uv_mutex_t clock;
@@ -54,10 +59,19 @@ static void worker(void *arg)
             break; /* stop, and nothing left to run */
         eddy__queue *q = eddy__queue_head(&pool->queue);
         eddy__queue_remove(q);
+        eddy__job *job = eddy__queue_data(q, eddy__job, node);
+        if (job->barrier != 0) {
+            while (job->barrier > pool->synced && !pool->bfail) {
+                pool->bwaiters++;
+                uv_cond_wait(&pool->bcond, &pool->qlock);
+                pool->bwaiters--;
+            }
+            job->canceled = job->barrier > pool->synced;
+        }
         uv_mutex_unlock(&pool->qlock);
 
-        eddy__job *job = eddy__queue_data(q, eddy__job, node);
-        job->work(job);
+        if (!job->canceled)
+            job->work(job);
 
         uv_mutex_lock(&pool->clock);
         int was_empty = eddy__queue_empty(&pool->completed);
@@ -86,6 +100,7 @@ static void stop_workers(eddy__pool *pool, unsigned n)
 
 static void destroy_locks(eddy__pool *pool)
 {
+    uv_cond_destroy(&pool->bcond);
     uv_cond_destroy(&pool->ccond);
     uv_mutex_destroy(&pool->clock);
     uv_cond_destroy(&pool->qcond);
@@ -150,6 +165,8 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
         goto fail_clock;
     if (uv_cond_init(&pool->ccond) != 0)
         goto fail_ccond;
+    if (uv_cond_init(&pool->bcond) != 0)
+        goto fail_bcond;
     /* Workers touch the async handle only after a job was submitted, so they
      * may start before it exists; this keeps the unwinding free of uv_close. */
     for (; started < nthreads; started++)
@@ -163,6 +180,8 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
 
 fail:
     stop_workers(pool, started);
+    uv_cond_destroy(&pool->bcond);
+fail_bcond:
     uv_cond_destroy(&pool->ccond);
 fail_ccond:
     uv_mutex_destroy(&pool->clock);
@@ -175,7 +194,7 @@ fail_qlock:
     return NULL;
 }
 
-void eddy__pool_submit(eddy__pool *pool, eddy__job *job)
+void eddy__pool_submit_after(eddy__pool *pool, eddy__job *job, uint64_t barrier)
 {
     uv_thread_t self = uv_thread_self();
     assert(uv_thread_equal(&self, &pool->owner) && "eddy__pool_submit off the loop thread");
@@ -183,9 +202,16 @@ void eddy__pool_submit(eddy__pool *pool, eddy__job *job)
     assert(job->work != NULL && job->done != NULL);
     if (pool->pending++ == 0)
         uv_ref((uv_handle_t *)&pool->async);
+    job->barrier = barrier;
+    job->canceled = 0;
     eddy__queue_insert_tail(&pool->local, &job->node);
     if (++pool->nlocal >= POOL_AUTOFLUSH)
         eddy__pool_flush(pool);
+}
+
+void eddy__pool_submit(eddy__pool *pool, eddy__job *job)
+{
+    eddy__pool_submit_after(pool, job, 0);
 }
 
 void eddy__pool_flush(eddy__pool *pool)
@@ -207,6 +233,25 @@ void eddy__pool_flush(eddy__pool *pool)
     uv_mutex_unlock(&pool->qlock);
 }
 
+void eddy__pool_synced(eddy__pool *pool, uint64_t txn)
+{
+    uv_mutex_lock(&pool->qlock);
+    if (txn > pool->synced) {
+        pool->synced = txn;
+        if (pool->bwaiters > 0)
+            uv_cond_broadcast(&pool->bcond);
+    }
+    uv_mutex_unlock(&pool->qlock);
+}
+
+void eddy__pool_sync_failed(eddy__pool *pool)
+{
+    uv_mutex_lock(&pool->qlock);
+    pool->bfail = 1;
+    uv_cond_broadcast(&pool->bcond);
+    uv_mutex_unlock(&pool->qlock);
+}
+
 size_t eddy__pool_pending(const eddy__pool *pool)
 {
     return pool->pending;
@@ -225,6 +270,8 @@ void eddy__pool_close(eddy__pool *pool)
     assert(uv_thread_equal(&self, &pool->owner) && "eddy__pool_close off the loop thread");
     (void)self;
 
+    /* Jobs waiting for a barrier would wait for ever: cancel them. */
+    eddy__pool_sync_failed(pool);
     /* Deliver completions until nothing is pending, waiting on ccond between
      * batches. Done callbacks may submit more jobs; they are flushed and
      * waited for too. The workers are still running here. */

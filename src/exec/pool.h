@@ -21,7 +21,15 @@
  * Nothing polls. The async handle holds a reference on the loop only while
  * jobs are pending, so an idle pool does not keep uv_run(UV_RUN_DEFAULT) alive.
  *
- * Lock order: the queue lock and the completion lock are never held together.
+ * Barriers: a job submitted with eddy__pool_submit_after() carries the commit
+ * that must be durable before its work runs. The worker that takes it waits
+ * (on its own condition variable, under the queue lock) until
+ * eddy__pool_synced() reaches it, so the job's hand-over overlaps the disk's
+ * sync and the syncer wakes the worker itself. A failed sync or close
+ * cancels such jobs: work is skipped, done still runs.
+ *
+ * Lock order: the queue lock and the completion lock are never held together;
+ * the syncer's lock is taken before the queue lock (eddy__pool_synced).
  *
  * Shutdown: eddy__pool_close() lets queued jobs run and delivers their
  * completions (done callbacks run inside close, and may still submit jobs:
@@ -33,6 +41,7 @@
 #ifndef EDDY_EXEC_POOL_H
 #define EDDY_EXEC_POOL_H
 
+#include <stdint.h>
 #include <uv.h>
 
 #include "util/queue.h"
@@ -43,6 +52,9 @@ typedef struct eddy__job {
     eddy__queue node;                    /* owned by the pool while submitted */
     void (*work)(struct eddy__job *job); /* runs on a worker thread */
     void (*done)(struct eddy__job *job); /* runs on the loop thread */
+    /* Set by submit: */
+    uint64_t barrier; /* 0, or the commit that must be durable before work runs */
+    int canceled;     /* the barrier can no longer be reached: work was skipped */
 } eddy__job;
 
 /* New pool with nthreads workers (>= 1) attached to loop. Call it on the loop
@@ -55,6 +67,13 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads);
  * when 64 jobs wait unflushed. May be called from a done callback. */
 void eddy__pool_submit(eddy__pool *pool, eddy__job *job);
 
+/* As submit, but work runs only once commit barrier is durable
+ * (eddy__pool_synced() reached it); the worker that takes the job waits for
+ * that, so the job is on its way while the disk syncs. When the barrier can
+ * no longer be reached (eddy__pool_sync_failed(), or close), work is skipped
+ * and job->canceled set before done runs. barrier 0 is plain submit. */
+void eddy__pool_submit_after(eddy__pool *pool, eddy__job *job, uint64_t barrier);
+
 /* Hand the jobs submitted since the last flush to the workers (loop thread). */
 void eddy__pool_flush(eddy__pool *pool);
 
@@ -64,6 +83,14 @@ size_t eddy__pool_pending(const eddy__pool *pool);
 
 /* Number of worker threads. */
 unsigned eddy__pool_threads(const eddy__pool *pool);
+
+/* Commits up to txn are durable: jobs whose barrier it reaches may run (any
+ * thread; the value only goes up). */
+void eddy__pool_synced(eddy__pool *pool, uint64_t txn);
+
+/* No further commit will be made durable: jobs waiting on a barrier are
+ * canceled (any thread). */
+void eddy__pool_sync_failed(eddy__pool *pool);
 
 /* Flush, finish every job, deliver their completions, join the workers,
  * close the async handle and free the pool (its memory is released by the

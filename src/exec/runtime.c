@@ -714,6 +714,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     rt->coros = eddy__coro_pool_new(cv->stack_size, 4096);
     if (rt->pool == NULL || rt->coros == NULL)
         goto fail_nomem;
+    eddy__durable_pool_ready(rt);
     rt->plan = plan;
     rt->input_route = eddy__plan_route(plan, EDDY_INPUT_EVENT);
     return rt;
@@ -802,10 +803,12 @@ void eddy_runtime_free(eddy_runtime *rt)
         eddy__source_close(rt->source);
     rt->source = NULL;
     rt->stopping = 1;
+    /* The syncer first: it reports to the pool. Close then cancels the jobs
+     * still waiting for a sync. */
+    eddy__durable_shutdown(rt);
     if (rt->pool != NULL)
         eddy__pool_close(rt->pool);
     rt->pool = NULL;
-    eddy__durable_shutdown(rt);
     while (!eddy__queue_empty(&rt->ready) || !eddy__queue_empty(&rt->commit_wait) ||
            !eddy__queue_empty(&rt->sync_wait)) {
         eddy__queue_move(&rt->sync_wait, &rt->ready);

@@ -12,6 +12,7 @@
  *                         new object "last" in memory; sends Mid
  *   step2   (Mid)         durable sync call "local", then the output
  *   probe   (InputEvent with op set) the special scenarios below, by op
+ *           (chain: two durable async calls in a row, then the output)
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -185,6 +186,20 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         return eddy_ctx_send_event(
             ctx, eddy_event_new("Later", json_pack("{s:I, s:O}", "seq", seq, "crash_flag",
                                                    json_object_get(in, "crash_flag"))));
+    }
+    if (strcmp(op, "chain") == 0) {
+        /* Two durable calls on workers in a row: the second may run only
+         * once the first one's result is on disk. */
+        json_t *res = NULL;
+        int rc = EDDY_OK;
+        for (int step = 1; step <= 2 && rc == EDDY_OK; step++) {
+            json_t *args = json_pack("{s:s, s:I, s:i}", "op", op, "seq", seq, "step", step);
+            rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+            json_decref(args);
+            json_decref(res);
+            res = NULL;
+        }
+        return rc == EDDY_OK ? output(ctx, json_pack("{s:I, s:s}", "seq", seq, "op", op)) : rc;
     }
     if (strcmp(op, "durable_error") == 0) {
         json_t *args = json_pack("{s:s, s:I, s:b}", "op", op, "seq", seq, "fail", 1);

@@ -108,6 +108,43 @@ class FaultSweep(EddyTest):
         # synced survive in the file, and their outputs come out on the rerun.
         self.sweep("store_sync")
 
+    def test_no_call_after_a_failed_sync(self):
+        """The action goes on once its first call's result is written, but its
+        second call waits for that result to be on disk. Failing each of the
+        first syncs in turn: whichever sync covers the first result, when it
+        fails the second call has not run, although the first result was
+        written (the rerun replays it rather than calling again). Without
+        the wait, the second call would already be running then. Every rerun
+        completes with the output once."""
+        effects = self.path("effects.txt")
+        write_jsonl(self.inp, [{"key": "k", "op": "chain", "seq": 1}])
+        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet"]
+
+        def steps():
+            if not os.path.exists(effects):
+                return []
+            with open(effects) as f:
+                return sorted(json.loads(line.split(" ", 1)[1])["step"] for line in f)
+
+        held = 0
+        for n in range(1, 6):
+            for p in (effects, self.out):
+                if os.path.exists(p):
+                    os.remove(p)
+            subprocess.run(["rm", "-rf", self.state], check=True)
+            env = dict(os.environ, EDDY_TEST_EFFECTS=effects, EDDY_FAULT="store_sync:%d" % n)
+            first = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+            self.assertIn(first.returncode, (0, 3), first.stderr)
+            before = steps()
+            env.pop("EDDY_FAULT")
+            again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.assertEqual(len(read_jsonl(self.out)), 1, "EDDY_FAULT=store_sync:%d" % n)
+            if first.returncode == 3 and before == [1] and steps() == [1, 2]:
+                held += 1
+        self.assertGreater(held, 0, "no failed sync found the second call waiting")
+
     def test_sink_write(self):
         self.sweep("sink_write")
 

@@ -324,6 +324,63 @@ static void test_pending_count(void **state)
     fixture_free(fx);
 }
 
+/* Jobs behind a barrier wait on their worker until eddy__pool_synced()
+ * reaches it, in any order of barriers; jobs without one go by meanwhile.
+ * When the barrier cannot come (sync failed, or close), work is skipped and
+ * the job marked canceled, and done still runs. */
+static void test_barriers(void **state)
+{
+    (void)state;
+    fixture *fx = fixture_new(6, 3);
+    eddy__pool_submit_after(fx->pool, &fx->jobs[0].job, 2);
+    eddy__pool_submit_after(fx->pool, &fx->jobs[1].job, 1);
+    eddy__pool_submit(fx->pool, &fx->jobs[2].job);
+    eddy__pool_flush(fx->pool);
+    /* Only the job without a barrier completes. */
+    while (fx->ndone < 1)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->order[0], 2);
+    assert_int_equal(atomic_load(&fx->jobs[0].works), 0);
+    assert_int_equal(atomic_load(&fx->jobs[1].works), 0);
+    eddy__pool_synced(fx->pool, 1);
+    while (fx->ndone < 2)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->order[1], 1);
+    assert_int_equal(atomic_load(&fx->jobs[0].works), 0);
+    eddy__pool_synced(fx->pool, 3); /* past it: runs too */
+    while (fx->ndone < 3)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->order[2], 0);
+    /* A barrier already reached does not wait. */
+    eddy__pool_submit_after(fx->pool, &fx->jobs[3].job, 3);
+    eddy__pool_flush(fx->pool);
+    while (fx->ndone < 4)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(atomic_load(&fx->jobs[i].works), 1);
+        assert_false(fx->jobs[i].job.canceled);
+    }
+    /* A failed sync cancels the job waiting for it; close cancels another. */
+    eddy__pool_submit_after(fx->pool, &fx->jobs[4].job, 4);
+    eddy__pool_flush(fx->pool);
+    eddy__pool_sync_failed(fx->pool);
+    while (fx->ndone < 5)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_true(fx->jobs[4].job.canceled);
+    assert_int_equal(atomic_load(&fx->jobs[4].works), 0);
+    fixture_free(fx);
+
+    fx = fixture_new(1, 1);
+    eddy__pool_submit_after(fx->pool, &fx->jobs[0].job, 7);
+    eddy__pool_flush(fx->pool);
+    eddy__pool_close(fx->pool); /* does not wait for ever */
+    fx->pool = NULL;
+    assert_int_equal(fx->jobs[0].dones, 1);
+    assert_true(fx->jobs[0].job.canceled);
+    assert_int_equal(atomic_load(&fx->jobs[0].works), 0);
+    fixture_free(fx);
+}
+
 static void test_new_and_close_idle(void **state)
 {
     (void)state;
@@ -352,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_close_from_done),
         cmocka_unit_test(test_pending_count),
         cmocka_unit_test(test_new_and_close_idle),
+        cmocka_unit_test(test_barriers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
