@@ -174,7 +174,7 @@ static int run_calls(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
     if (jobs == NULL)
         return EDDY_ENOMEM;
     /* Calls run only once the results their run went on with are on disk:
-     * the workers wait for the sync (eddy__durable_gate tells which). */
+     * the workers wait for the sync (eddy__durable_barrier tells which). */
     uint64_t barrier = eddy__durable_barrier(ctx);
     for (size_t i = 0; i < n; i++) {
         jobs[i].job.work = call_work;
