@@ -193,7 +193,8 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         json_t *res = NULL;
         int rc = EDDY_OK;
         for (int step = 1; step <= 2 && rc == EDDY_OK; step++) {
-            json_t *args = json_pack("{s:s, s:I, s:i}", "op", op, "seq", seq, "step", step);
+            json_t *args = json_pack("{s:s, s:I, s:i, s:I}", "op", op, "seq", seq, "step", step,
+                                     "ms", step == 1 ? iget(in, "ms", 0) : 0);
             rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
             json_decref(args);
             json_decref(res);
