@@ -506,13 +506,13 @@ static void wait_sync(eddy_runtime *rt, uint64_t txn)
         eddy__queue *q = eddy__queue_head(&rt->commit_wait);
         eddy__queue_remove(q);
         eddy_ctx *t = eddy__queue_data(q, eddy_ctx, node);
-        if (t->resume_written && rt->syncer != NULL && txn > rt->txn_synced) {
-            t->resume_written = 0;
+        int early = t->resume_written && rt->syncer != NULL && txn > rt->txn_synced;
+        t->resume_written = 0;
+        if (early) {
             if (t->key->need_txn < txn)
                 t->key->need_txn = txn;
             eddy__task_ready(t);
         } else {
-            t->resume_written = 0;
             t->wait_txn = txn;
             eddy__queue_insert_tail(&rt->sync_wait, q);
         }
