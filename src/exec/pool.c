@@ -6,6 +6,7 @@
  * uv_run(UV_RUN_DEFAULT) from returning.
  */
 #include "exec/pool.h"
+#include "util/thread.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ struct eddy__pool {
     uv_async_t async;
     eddy__queue local; /* submitted, not flushed yet */
     size_t nlocal;
+    uint64_t local_barrier; /* the highest barrier in local */
     size_t pending;         /* submitted, done not called yet */
     eddy__queue delivering; /* completions taken from the workers, done not called yet */
     int closing;            /* also read by workers, under clock */
@@ -31,10 +33,9 @@ struct eddy__pool {
     unsigned idle; /* workers waiting on qcond */
     int stop;
     /* Barriers (under the queue lock too): */
-    uv_cond_t bcond;   /* workers waiting for a barrier */
-    unsigned bwaiters; /* how many */
-    uint64_t synced;   /* the newest durable commit (eddy__pool_synced) */
-    int bfail;         /* barriers not reached will never be */
+    eddy__queue held; /* jobs whose barrier is not reached, by barrier */
+    uint64_t synced;  /* the newest durable commit (eddy__pool_synced) */
+    int bfail;        /* barriers not reached will never be */
 
     /* Completion lock: finished jobs waiting for the loop. */
     uv_mutex_t clock;
@@ -45,8 +46,29 @@ struct eddy__pool {
     uv_thread_t threads[];
 };
 
+/* Under the queue lock: n jobs were added to the queue. A worker that is
+ * busy now looks at the queue again before it sleeps, so waking one idle
+ * worker per new job is enough. */
+static void wake_workers(eddy__pool *pool, size_t n)
+{
+    size_t wake = n < pool->idle ? n : pool->idle;
+    for (size_t i = 0; i < wake; i++)
+        uv_cond_signal(&pool->qcond);
+}
+
+/* Under the queue lock: job waits in held, kept in barrier order (barriers
+ * mostly come in rising order, so the search from the tail is short). */
+static void hold(eddy__pool *pool, eddy__job *job)
+{
+    eddy__queue *q = pool->held.prev;
+    while (q != &pool->held && eddy__queue_data(q, eddy__job, node)->barrier > job->barrier)
+        q = q->prev;
+    eddy__queue_insert_tail(q->next, &job->node);
+}
+
 static void worker(void *arg)
 {
+    eddy__thread_name("eddy-worker");
     eddy__pool *pool = arg;
     uv_mutex_lock(&pool->qlock);
     for (;;) {
@@ -60,14 +82,8 @@ static void worker(void *arg)
         eddy__queue *q = eddy__queue_head(&pool->queue);
         eddy__queue_remove(q);
         eddy__job *job = eddy__queue_data(q, eddy__job, node);
-        if (job->barrier != 0) {
-            while (job->barrier > pool->synced && !pool->bfail) {
-                pool->bwaiters++;
-                uv_cond_wait(&pool->bcond, &pool->qlock);
-                pool->bwaiters--;
-            }
-            job->canceled = job->barrier > pool->synced;
-        }
+        /* Queued with its barrier not reached only after a failed sync. */
+        job->canceled = job->barrier > pool->synced;
         uv_mutex_unlock(&pool->qlock);
 
         if (!job->canceled)
@@ -100,7 +116,6 @@ static void stop_workers(eddy__pool *pool, unsigned n)
 
 static void destroy_locks(eddy__pool *pool)
 {
-    uv_cond_destroy(&pool->bcond);
     uv_cond_destroy(&pool->ccond);
     uv_mutex_destroy(&pool->clock);
     uv_cond_destroy(&pool->qcond);
@@ -153,6 +168,7 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
     pool->nthreads = nthreads;
     eddy__queue_init(&pool->local);
     eddy__queue_init(&pool->queue);
+    eddy__queue_init(&pool->held);
     eddy__queue_init(&pool->completed);
     eddy__queue_init(&pool->delivering);
 
@@ -165,8 +181,6 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
         goto fail_clock;
     if (uv_cond_init(&pool->ccond) != 0)
         goto fail_ccond;
-    if (uv_cond_init(&pool->bcond) != 0)
-        goto fail_bcond;
     /* Workers touch the async handle only after a job was submitted, so they
      * may start before it exists; this keeps the unwinding free of uv_close. */
     for (; started < nthreads; started++)
@@ -180,8 +194,6 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
 
 fail:
     stop_workers(pool, started);
-    uv_cond_destroy(&pool->bcond);
-fail_bcond:
     uv_cond_destroy(&pool->ccond);
 fail_ccond:
     uv_mutex_destroy(&pool->clock);
@@ -204,6 +216,8 @@ void eddy__pool_submit_after(eddy__pool *pool, eddy__job *job, uint64_t barrier)
         uv_ref((uv_handle_t *)&pool->async);
     job->barrier = barrier;
     job->canceled = 0;
+    if (barrier > pool->local_barrier)
+        pool->local_barrier = barrier;
     eddy__queue_insert_tail(&pool->local, &job->node);
     if (++pool->nlocal >= POOL_AUTOFLUSH)
         eddy__pool_flush(pool);
@@ -224,12 +238,26 @@ void eddy__pool_flush(eddy__pool *pool)
         return;
     pool->nlocal = 0;
     uv_mutex_lock(&pool->qlock);
-    eddy__queue_move(&pool->local, &pool->queue);
-    /* A worker that is busy now looks at the queue again before it sleeps, so
-     * waking one idle worker per new job is enough. */
-    size_t wake = n < pool->idle ? n : pool->idle;
-    for (size_t i = 0; i < wake; i++)
-        uv_cond_signal(&pool->qcond);
+    if (pool->synced >= pool->local_barrier || pool->bfail) {
+        eddy__queue_move(&pool->local, &pool->queue);
+    } else {
+        /* Jobs whose barrier is not reached wait in held, not on a worker:
+         * a worker is woken once, when the job can run. */
+        n = 0;
+        while (!eddy__queue_empty(&pool->local)) {
+            eddy__queue *q = eddy__queue_head(&pool->local);
+            eddy__queue_remove(q);
+            eddy__job *job = eddy__queue_data(q, eddy__job, node);
+            if (job->barrier > pool->synced) {
+                hold(pool, job);
+            } else {
+                eddy__queue_insert_tail(&pool->queue, q);
+                n++;
+            }
+        }
+    }
+    pool->local_barrier = 0;
+    wake_workers(pool, n);
     uv_mutex_unlock(&pool->qlock);
 }
 
@@ -238,8 +266,16 @@ void eddy__pool_synced(eddy__pool *pool, uint64_t txn)
     uv_mutex_lock(&pool->qlock);
     if (txn > pool->synced) {
         pool->synced = txn;
-        if (pool->bwaiters > 0)
-            uv_cond_broadcast(&pool->bcond);
+        size_t n = 0;
+        while (!eddy__queue_empty(&pool->held)) {
+            eddy__queue *q = eddy__queue_head(&pool->held);
+            if (eddy__queue_data(q, eddy__job, node)->barrier > txn)
+                break;
+            eddy__queue_remove(q);
+            eddy__queue_insert_tail(&pool->queue, q);
+            n++;
+        }
+        wake_workers(pool, n);
     }
     uv_mutex_unlock(&pool->qlock);
 }
@@ -248,7 +284,11 @@ void eddy__pool_sync_failed(eddy__pool *pool)
 {
     uv_mutex_lock(&pool->qlock);
     pool->bfail = 1;
-    uv_cond_broadcast(&pool->bcond);
+    size_t n = 0;
+    for (eddy__queue *q = eddy__queue_head(&pool->held); q != &pool->held; q = q->next)
+        n++;
+    eddy__queue_move(&pool->held, &pool->queue); /* to be canceled */
+    wake_workers(pool, n);
     uv_mutex_unlock(&pool->qlock);
 }
 

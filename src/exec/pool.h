@@ -22,11 +22,13 @@
  * jobs are pending, so an idle pool does not keep uv_run(UV_RUN_DEFAULT) alive.
  *
  * Barriers: a job submitted with eddy__pool_submit_after() carries the commit
- * that must be durable before its work runs. The worker that takes it waits
- * (on its own condition variable, under the queue lock) until
- * eddy__pool_synced() reaches it, so the job's hand-over overlaps the disk's
- * sync and the syncer wakes the worker itself. A failed sync or close
- * cancels such jobs: work is skipped, done still runs.
+ * that must be durable before its work runs. Flushed before that, it waits in
+ * a held list (under the queue lock, in barrier order) rather than on a
+ * worker, so it occupies no thread; eddy__pool_synced(), called by the
+ * syncer, moves the jobs it reaches to the queue and wakes a worker for
+ * each: the hand-over overlaps the disk's sync, and the job's worker is
+ * woken once. A failed sync or close cancels held jobs: work is skipped,
+ * done still runs.
  *
  * Lock order: the queue lock and the completion lock are never held together;
  * the syncer's lock is taken before the queue lock (eddy__pool_synced).
@@ -68,8 +70,8 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads);
 void eddy__pool_submit(eddy__pool *pool, eddy__job *job);
 
 /* As submit, but work runs only once commit barrier is durable
- * (eddy__pool_synced() reached it); the worker that takes the job waits for
- * that, so the job is on its way while the disk syncs. When the barrier can
+ * (eddy__pool_synced() reached it); until then the job is held in the pool,
+ * on its way while the disk syncs, and no worker waits for it. When the barrier can
  * no longer be reached (eddy__pool_sync_failed(), or close), work is skipped
  * and job->canceled set before done runs. barrier 0 is plain submit. */
 void eddy__pool_submit_after(eddy__pool *pool, eddy__job *job, uint64_t barrier);

@@ -324,7 +324,7 @@ static void test_pending_count(void **state)
     fixture_free(fx);
 }
 
-/* Jobs behind a barrier wait on their worker until eddy__pool_synced()
+/* Jobs behind a barrier wait until eddy__pool_synced()
  * reaches it, in any order of barriers; jobs without one go by meanwhile.
  * When the barrier cannot come (sync failed, or close), work is skipped and
  * the job marked canceled, and done still runs. */
@@ -381,6 +381,38 @@ static void test_barriers(void **state)
     fixture_free(fx);
 }
 
+/* A job behind a barrier holds no worker: with one thread, jobs submitted
+ * after it run while it waits, and it runs once its barrier is reached. */
+static void test_held_job_takes_no_worker(void **state)
+{
+    (void)state;
+    fixture *fx = fixture_new(4, 1);
+    eddy__pool_submit_after(fx->pool, &fx->jobs[0].job, 5);
+    eddy__pool_flush(fx->pool);
+    eddy__pool_submit_after(fx->pool, &fx->jobs[1].job, 9);
+    eddy__pool_submit(fx->pool, &fx->jobs[2].job);
+    eddy__pool_submit(fx->pool, &fx->jobs[3].job);
+    eddy__pool_flush(fx->pool);
+    while (fx->ndone < 2)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->order[0], 2);
+    assert_int_equal(fx->order[1], 3);
+    assert_int_equal(atomic_load(&fx->jobs[0].works), 0);
+    assert_int_equal(atomic_load(&fx->jobs[1].works), 0);
+    eddy__pool_synced(fx->pool, 5); /* releases job 0 only */
+    while (fx->ndone < 3)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->order[2], 0);
+    assert_int_equal(atomic_load(&fx->jobs[1].works), 0);
+    eddy__pool_synced(fx->pool, 9);
+    while (fx->ndone < 4)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->order[3], 1);
+    for (size_t i = 0; i < 4; i++)
+        assert_false(fx->jobs[i].job.canceled);
+    fixture_free(fx);
+}
+
 static void test_new_and_close_idle(void **state)
 {
     (void)state;
@@ -410,6 +442,7 @@ int main(void)
         cmocka_unit_test(test_pending_count),
         cmocka_unit_test(test_new_and_close_idle),
         cmocka_unit_test(test_barriers),
+        cmocka_unit_test(test_held_job_takes_no_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
