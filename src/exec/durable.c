@@ -15,6 +15,7 @@
 #endif
 #include "util/hash.h"
 #include "util/jsonw.h"
+#include "util/thread.h"
 
 /* ---------------------------------------------------------------- journal */
 
@@ -286,6 +287,7 @@ struct eddy__syncer {
 
 static void syncer_main(void *arg)
 {
+    eddy__thread_name("eddy-sync");
     eddy__syncer *s = arg;
     uv_mutex_lock(&s->lock);
     for (;;) {

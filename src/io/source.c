@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "io/source.h"
 #include "util/fault.h"
+#include "util/thread.h"
 
 /* Size of one read(); the buffer grows beyond it only for lines longer than
  * about a chunk. */
@@ -522,6 +523,7 @@ static ssize_t read_some(eddy__source *s, char *p, size_t n)
 
 static void reader_main(void *arg)
 {
+    eddy__thread_name("eddy-reader");
     eddy__source *s = arg;
     reader *r = &s->rd;
     int rc = 0;
