@@ -146,6 +146,7 @@ static void call_done(eddy__job *job)
         cj->call->result = NULL;
         cj->call->err = NULL;
         cj->call->rc = EDDY_ECANCELED;
+        eddy__durable_job_canceled(t->rt);
     }
     if (--t->waiting == 0)
         eddy__task_ready(t);

@@ -358,9 +358,9 @@ static void sync_failed(eddy_runtime *rt, int e)
     release_commit_waiters(rt);
 }
 
-static void on_synced(uv_async_t *h)
+/* Take what the syncer did: syncs made, or its failure. */
+static void take_syncs(eddy_runtime *rt)
 {
-    eddy_runtime *rt = h->data;
     eddy__syncer *s = rt->syncer;
     uv_mutex_lock(&s->lock);
     uint64_t done = s->done;
@@ -379,6 +379,20 @@ static void on_synced(uv_async_t *h)
     synced(rt, done);
     if (!rt->store_failed)
         deliver(rt, 0);
+}
+
+static void on_synced(uv_async_t *h)
+{
+    take_syncs(h->data);
+}
+
+void eddy__durable_job_canceled(eddy_runtime *rt)
+{
+    /* Only a failed sync cancels a job before the stop (close comes after
+     * it), and the syncer records its failure before it cancels: take it
+     * now, in case its wake-up comes after the worker's. */
+    if (!rt->stopping && rt->syncer != NULL)
+        take_syncs(rt);
 }
 
 /* Make every commit durable on the mailbox thread itself. */
@@ -535,6 +549,16 @@ void eddy__durable_pool_ready(eddy_runtime *rt)
     uv_mutex_lock(&s->lock);
     s->pool = rt->pool;
     uv_mutex_unlock(&s->lock);
+}
+
+int eddy__durable_settle(eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    if (t->key->need_txn <= rt->txn_synced)
+        return EDDY_OK;
+    if (rt->store_failed)
+        return EDDY_ESTORE;
+    return sync_here(rt);
 }
 
 int eddy__durable_gate(eddy_ctx *t)
@@ -788,10 +812,11 @@ void eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17
         eddy__durable_digest("null", 4, out);
 }
 
-void eddy__durable_wait_commit(eddy_ctx *t)
+void eddy__durable_wait_commit(eddy_ctx *t, int written)
 {
     eddy__queue_insert_tail(&t->rt->commit_wait, &t->node);
     t->state = EDDY_TASK_SUSPENDED;
+    t->resume_written = written;
 }
 
 int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
@@ -887,8 +912,7 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
  * written (written: the result of a call that ran on a worker) or synced. */
 static void wait_commit(eddy_ctx *t, int written)
 {
-    eddy__durable_wait_commit(t);
-    t->resume_written = written;
+    eddy__durable_wait_commit(t, written);
     eddy__coro_yield();
 }
 

@@ -39,8 +39,8 @@
  * runs, and an outbox line is written to its file, only once the sync
  * covering the records before it is done (rt->sync_wait and
  * rt->outbox_unsynced hold them until then, in commit order); a task waiting
- * for its record resumes after that sync too, except a C task after a call
- * on a worker (below). The syncer touches nothing but the store's sync; it
+ * for its record resumes after that sync too, except a task after calls
+ * on workers (below). The syncer touches nothing but the store's sync; it
  * reports through a uv_async.
  */
 #ifndef EDDY_EXEC_DURABLE_H
@@ -95,12 +95,13 @@ void eddy__durable_turn(eddy_runtime *rt, int final);
  *      rt->commit_wait (eddy__durable_wait_commit) and the prepare phase makes
  *      it ready after the commit. Without a state directory there is nothing
  *      to record or wait for.
- * A C task whose call ran on a worker resumes once the commit is written
- * (it then survives a crash of the process, not yet one of the machine); its
- * run's next call waits for the sync (on its worker, eddy__durable_barrier,
- * or on the mailbox, eddy__durable_gate) and its outputs, through the
- * outbox, too. So the end of a run shares the sync of its last
- * call. Other tasks resume once the commit is synced.
+ * A task (C or Python) whose calls ran on workers resumes once the commit
+ * is written (it then survives a crash of the process, not yet one of the
+ * machine); its run's next call waits for the sync (in the pool,
+ * eddy__durable_barrier; on the mailbox, eddy__durable_gate, or for Python,
+ * which cannot suspend there, eddy__durable_settle) and its outputs, through
+ * the outbox, too. So the end of a run shares the sync of its last call.
+ * Other tasks resume once the commit is synced.
  */
 enum {
     EDDY_DCALL_RUN = 1,      /* run the call, then record its outcome */
@@ -137,8 +138,11 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
                          const char *payload, const char *err_type, const char *err_msg);
 
 /* Queue t (not running, not queued) to be made ready once the open
- * transaction has committed. The caller then suspends. */
-void eddy__durable_wait_commit(eddy_ctx *t);
+ * transaction has committed: once it is written when written is set (the
+ * task's calls ran on workers; its run's next calls then wait for the sync:
+ * eddy__durable_gate, _settle, _barrier), else once it is synced. The
+ * caller then suspends. */
+void eddy__durable_wait_commit(eddy_ctx *t, int written);
 
 /* Before a C task makes a call on the mailbox: when its run went on with a
  * result whose commit is written but not yet synced, suspend until it is.
@@ -148,8 +152,19 @@ int eddy__durable_gate(eddy_ctx *t);
 
 /* The same for calls on a worker, without suspending: the commit the call
  * must wait for (0 for none), the job's barrier (eddy__pool_submit_after):
- * the job goes to a worker at once and runs when the sync is done. */
+ * the job goes to the pool at once and runs when the sync is done. */
 uint64_t eddy__durable_barrier(const eddy_ctx *t);
+
+/* The same for a call on the mailbox by a task that cannot suspend there
+ * (Python's durable_execute): when the run's results are not all on disk,
+ * sync now, on the mailbox thread. EDDY_OK, or EDDY_ESTORE when the store
+ * failed (the runtime stops). */
+int eddy__durable_settle(eddy_ctx *t);
+
+/* A pool job came back canceled (eddy__pool_sync_failed): fail the runtime
+ * now if the syncer's failure was not taken yet, so that the task sees the
+ * stop rather than a lone failed call. */
+void eddy__durable_job_canceled(eddy_runtime *rt);
 
 /* The worker pool exists (runtime set-up): syncs are reported to it. */
 void eddy__durable_pool_ready(eddy_runtime *rt);

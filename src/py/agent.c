@@ -202,6 +202,8 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         }
     }
     size_t submitted = 0;
+    /* The calls run once the results the run went on with are on disk. */
+    uint64_t barrier = eddy__durable_barrier(t);
     for (Py_ssize_t i = 0; i < n; i++) {
         eddy__py_call *c = (eddy__py_call *)v[i];
         if (c->state != EDDY_PY_CALL_NEW)
@@ -209,7 +211,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         c->state = EDDY_PY_CALL_RUNNING;
         c->job.work = eddy__py_call_work;
         c->job.done = eddy__py_call_done;
-        eddy__pool_submit(t->rt->pool, &c->job);
+        eddy__pool_submit_after(t->rt->pool, &c->job, barrier);
         submitted++;
     }
     if (submitted == 0) {

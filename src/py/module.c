@@ -503,7 +503,9 @@ void eddy__py_call_done(eddy__job *job)
     eddy_ctx *t = ((ctx_obj *)c->ctxobj)->task;
     eddy__py_task *pt = t->lang;
     c->state = EDDY_PY_CALL_DONE;
-    if (c->durable && t->rt->store != NULL && !t->rt->stopping) {
+    if (job->canceled) /* its run's earlier results never reached the disk */
+        eddy__durable_job_canceled(t->rt);
+    else if (c->durable && t->rt->store != NULL && !t->rt->stopping) {
         int status = c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK;
         if (eddy__durable_record(t, c->fn_id, &c->dc, status, c->payload, c->err_type,
                                  c->err_msg) == EDDY_OK)
@@ -513,7 +515,7 @@ void eddy__py_call_done(eddy__job *job)
         return;
     if (pt->commit_wait) {
         pt->commit_wait = 0;
-        eddy__durable_wait_commit(t);
+        eddy__durable_wait_commit(t, 1); /* the calls ran on workers */
     } else {
         eddy__task_ready(t);
     }
@@ -579,6 +581,13 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
         return NULL;
     }
     if (c->result == NULL && c->exc == NULL) {
+        /* Not before the results the action may have gone on with are on
+         * disk (the task cannot suspend here: the mailbox syncs). */
+        if (t->rt->store != NULL && eddy__durable_settle(t) != EDDY_OK) {
+            Py_DECREF(c);
+            PyErr_SetString(PyExc_RuntimeError, "eddy is stopping: durable call canceled");
+            return NULL;
+        }
         PyObject *r = PyObject_Call(fn, c->args, kwargs);
         if (r != NULL)
             c->result = r;

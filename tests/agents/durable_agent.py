@@ -6,6 +6,12 @@ can count how often each call really ran across crashes.
                         short-term memory count += 1, sum += input["v"], a new
                         object "last"; sends Mid
     step2 (Mid)         durable call "local", then the output
+
+With "op" in the input, step1 runs a scenario instead:
+    chain               two durable async calls "step" in a row (the first
+                        sleeps input["ms"]), then the output
+    chain_local         the same with the second call a durable_execute on
+                        the mailbox thread
 """
 import json
 import os
@@ -33,6 +39,13 @@ def effect(key, seq, v, ms):
     return {"v": v * 10}
 
 
+def step(key, seq, n, ms):
+    record_effect("step", {"key": key, "seq": seq, "step": n})
+    if ms:
+        time.sleep(ms / 1000)
+    return n
+
+
 def local(key, seq):
     record_effect("local", {"key": key, "seq": seq})
     return seq + 1
@@ -43,6 +56,17 @@ class DurableAgent(Agent):
     @staticmethod
     async def step1(event: InputEvent, ctx: RunnerContext):
         rec = event.input
+        op = rec.get("op")
+        if op in ("chain", "chain_local"):
+            # The second call may run only once the first one's result is on
+            # disk, although the action goes on once it is written.
+            await ctx.durable_execute_async(step, rec["key"], rec["seq"], 1, rec.get("ms", 0))
+            if op == "chain":
+                await ctx.durable_execute_async(step, rec["key"], rec["seq"], 2, 0)
+            else:
+                ctx.durable_execute(step, rec["key"], rec["seq"], 2, 0)
+            ctx.send_event(OutputEvent(output={"seq": rec["seq"], "op": op}))
+            return
         r = await ctx.durable_execute_async(effect, rec["key"], rec["seq"], rec["v"],
                                             rec.get("ms", 0))
         stm = ctx.short_term_memory

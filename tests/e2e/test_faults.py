@@ -11,9 +11,10 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, write_jsonl  # noqa: E402
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
+DURABLE_PY = os.path.join(SOURCE, "tests", "agents", "durable_agent.py")
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
 
 # What a clear error names, per class of fault.
@@ -116,12 +117,25 @@ class FaultSweep(EddyTest):
         written (the rerun replays it rather than calling again). Without
         the wait, the second call would already be running then. Every rerun
         completes with the output once."""
+        self.failed_sync_sweep(DURABLE, "chain")
+
+    def test_no_call_after_a_failed_sync_python(self):
+        """The same for a Python action: the second durable_execute_async waits
+        on its worker for the first result's sync."""
+        self.failed_sync_sweep(DURABLE_PY, "chain")
+
+    def test_no_local_call_after_a_failed_sync_python(self):
+        """The same with the second call a durable_execute, on the mailbox
+        thread: it syncs the first result before it runs."""
+        self.failed_sync_sweep(DURABLE_PY, "chain_local")
+
+    def failed_sync_sweep(self, agent, op):
         effects = self.path("effects.txt")
         # The first call sleeps, so that the syncs of the start are over when
         # its result commits. How many there were still varies from run to
         # run (one or two), so the sweep is tried a few times over.
-        write_jsonl(self.inp, [{"key": "k", "op": "chain", "seq": 1, "ms": 300}])
-        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
+        write_jsonl(self.inp, [{"key": "k", "op": op, "seq": 1, "ms": 300}])
+        cmd = [EDDY, "run", agent, "--input", self.inp, "--output", self.out, "--state",
                self.state, "--no-progress", "--quiet"]
 
         def steps():
