@@ -589,10 +589,13 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
     }
     /* A sync put off (request_sync) takes what this turn wrote. */
     int owed = rt->txn_requested < rt->txn_written;
+    /* Admitted inputs and dead-lettered lines moved the source position:
+     * it is written with them, once per commit. */
+    int moved = rt->source_offset != rt->source_saved;
     int due = final || owed || !eddy__queue_empty(&rt->commit_wait) ||
               eddy__queue_empty(&rt->ready) ||
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
-    if (!eddy__store_dirty(rt->store)) {
+    if (!eddy__store_dirty(rt->store) && !moved) {
         /* Their writes went out with an earlier commit (a Python task waits
          * for calls that completed on both sides of a commit), which may
          * not be on disk yet. */
@@ -608,6 +611,15 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
                 return;
             }
             rt->next_seq_saved = rt->next_seq;
+        }
+        if (moved) {
+            STORE_DO(rt, eddy__store_set_source_pos(rt->store, rt->source_offset, rt->source_line),
+                     "recording the source position");
+            if (rt->store_failed) {
+                release_commit_waiters(rt);
+                return;
+            }
+            rt->source_saved = rt->source_offset;
         }
         int rc = rt->syncer != NULL ? eddy__store_commit_nosync(rt->store)
                                     : eddy__store_commit(rt->store);
@@ -668,14 +680,6 @@ void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in)
         return;
     STORE_DO(rt, eddy__store_pending_add(rt->store, in->key, in->seq, in->line_no, rec),
              "appending an input");
-}
-
-void eddy__durable_source_pos(eddy_runtime *rt, uint64_t offset, uint64_t line)
-{
-    if (rt->store == NULL)
-        return;
-    STORE_DO(rt, eddy__store_set_source_pos(rt->store, offset, line),
-             "recording the source position");
 }
 
 void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
@@ -1389,6 +1393,7 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
         EDDY_OK)
         goto store_err;
+    rt->source_saved = rt->source_offset;
     syncer_start(rt);
     return EDDY_OK;
 

@@ -62,8 +62,6 @@ void eddy__durable_close(eddy_runtime *rt);
 
 /* An input was admitted for key k with sequence number in->seq. */
 void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in);
-/* The source position after the last admitted or dead-lettered line. */
-void eddy__durable_source_pos(eddy_runtime *rt, uint64_t offset, uint64_t line);
 
 /* Before a task first runs: when the journal says its action execution
  * already finished, queue its recorded events on t->sent and return 1. */

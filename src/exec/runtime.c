@@ -411,6 +411,8 @@ static void input_event_done(eddy_runtime *rt, eddy_event *ev)
     eddy__event_unref(ev);
 }
 
+static void admit(eddy_runtime *rt);
+
 static void run_end(eddy_runtime *rt, eddy__key *k)
 {
     if (!rt->stopping)
@@ -428,6 +430,7 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
     rt->stats.runs_finished++;
     if (rt->stopping)
         return;
+    int was_full = rt->in_flight + 1 == rt->cv->max_in_flight;
     if (!eddy__queue_empty(&k->pending)) {
         eddy__queue *q = eddy__queue_head(&k->pending);
         eddy__queue_remove(q);
@@ -435,6 +438,11 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
     } else {
         key_park(rt, k);
     }
+    /* Admission waited for this slot: the next input starts now, its first
+     * step in this batch of steps, rather than after the batch, the commit
+     * and the next poll (at 256 runs in flight that wait was ~1.3 ms). */
+    if (was_full)
+        admit(rt);
 }
 
 static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
@@ -461,23 +469,12 @@ static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
     dead_letter_write(rt, o);
 }
 
-/* The runtime stopped in the middle of an admitted batch (an allocation or
- * store failure): in is dropped, so the source position written for the
- * batch must go back to just after the last input really admitted. */
-static void admit_cut(eddy_runtime *rt, eddy__input *in)
-{
-    if (!rt->admit_cut) {
-        rt->admit_cut = 1;
-        eddy__durable_source_pos(rt, rt->source_offset, rt->source_line);
-    }
-    input_done(rt, in);
-}
-
 /* Admit inputs while fewer than max-in-flight are unfinished. */
 static void admit(eddy_runtime *rt)
 {
-    if (rt->source == NULL)
-        return;
+    if (rt->source == NULL || rt->admitting)
+        return; /* (a run that ends as it starts calls us from within) */
+    rt->admitting = 1;
     while (!rt->stopping && rt->in_flight < rt->cv->max_in_flight) {
         uint64_t room = rt->cv->max_in_flight - rt->in_flight;
         eddy__queue batch;
@@ -485,15 +482,14 @@ static void admit(eddy_runtime *rt)
         size_t n = eddy__source_take(rt->source, &batch, room < ADMIT_BATCH ? room : ADMIT_BATCH);
         if (n == 0)
             break;
-        /* One source position per batch: it commits with the batch's inputs. */
-        eddy__input *last = eddy__queue_data(batch.prev, eddy__input, node);
-        eddy__durable_source_pos(rt, last->end_offset, last->line_no);
+        /* The source position, after the last input admitted (or line
+         * dead-lettered), is written at the next commit, with them. */
         while (!eddy__queue_empty(&batch)) {
             eddy__queue *q = eddy__queue_head(&batch);
             eddy__queue_remove(q);
             eddy__input *in = eddy__queue_data(q, eddy__input, node);
             if (rt->stopping) {
-                admit_cut(rt, in);
+                input_done(rt, in); /* dropped: the position stays before it */
                 continue;
             }
             uint64_t end_offset = in->end_offset, line_no = in->line_no;
@@ -508,7 +504,7 @@ static void admit(eddy_runtime *rt)
             eddy__key *k = eddy__runtime_key(rt, in->key);
             if (k == NULL) {
                 eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-                admit_cut(rt, in);
+                input_done(rt, in); /* dropped: the position stays before it */
                 continue;
             }
             rt->in_flight++;
@@ -521,6 +517,7 @@ static void admit(eddy_runtime *rt)
                 eddy__runtime_run_start(rt, k, in);
         }
     }
+    rt->admitting = 0;
 }
 
 /* ---------------------------------------------------------------- loop */

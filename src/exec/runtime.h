@@ -163,12 +163,13 @@ struct eddy_runtime {
     uint64_t outbox_acked;               /* id of the last line whose file position is recorded */
     uint64_t sink_synced;                /* when the files were last synced (uv_hrtime) */
     uint64_t source_offset, source_line; /* where the source resumes */
+    uint64_t source_saved;               /* source_offset as last written to the store */
+    int admitting;                       /* in admit() */
     /* Run sequence numbers are drawn from one counter for all keys: a key's
      * runs are numbered in order and no number is used twice, and the state
      * keeps one counter per commit rather than one per key per run. */
     uint64_t next_seq;       /* the next run's sequence number */
     uint64_t next_seq_saved; /* the counter as last written to the store */
-    int admit_cut;           /* a stop dropped inputs of an admitted batch (admit_cut()) */
     eddy__queue recovered;   /* keys with runs to resume, in arrival order */
     eddy__buf scratch;       /* encoding buffer for outbox lines */
 

@@ -125,6 +125,54 @@ static void test_fifo_across_keys_and_order_within_key(void **state)
     assert_non_null(second_a);
 }
 
+/* A run that frees the last slot admits the next input at once, from its
+ * end, also when it ends as it starts (nothing listens to InputEvent), that
+ * is from within admission: every input is admitted and finished, once. */
+static void test_admission_from_run_end(void **state)
+{
+    fixture *f = *state;
+    enum { N = 200000 };
+    FILE *fp = fopen(f->in, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < N; i++)
+        fprintf(fp, "{\"key\":%d}\n", i % 7);
+    fclose(fp);
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {"Other", NULL};
+    assert_int_equal(eddy_plan_add_action(p, "other", types, two_steps, NULL), EDDY_OK);
+    eddy_config *c = eddy_config_new();
+    assert_int_equal(eddy_config_set(c, "input", f->in, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "max-in-flight", "1", NULL), EDDY_OK);
+    eddy_error *err = NULL;
+    eddy_runtime *rt = eddy_runtime_new(p, c, &err);
+    assert_non_null(rt);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.inputs, N);
+    assert_int_equal(st.runs_finished, N);
+    assert_int_equal(st.runs_in_flight, 0);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+
+    /* With a listener and one slot, runs of different keys still go one at
+     * a time, in input order. */
+    write_input(f, "{\"key\":1}\n{\"key\":2}\n{\"key\":3}\n");
+    p = eddy_plan_new();
+    const char *const in_types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "two", in_types, two_steps, NULL), EDDY_OK);
+    c = eddy_config_new();
+    assert_int_equal(eddy_config_set(c, "input", f->in, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "max-in-flight", "1", NULL), EDDY_OK);
+    trace[0] = '\0';
+    rt = eddy_runtime_new(p, c, &err);
+    assert_non_null(rt);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+    assert_string_equal(trace, "1:a 1:b 2:a 2:b 3:a 3:b ");
+}
+
 /* ------------------------------------------------------------ durable, with state */
 
 static int echo_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
@@ -606,6 +654,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fifo_across_keys_and_order_within_key, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_admission_from_run_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
