@@ -134,8 +134,11 @@ typedef struct sqlite_store {
     eddy__map pend;     /* "seq key" -> struct pend: the pending table's rows */
     eddy__map rows;     /* row id (8 bytes) -> struct jrow */
     uint64_t jlog_next; /* id of the next row */
-    uint64_t *sparse;   /* rows where few runs are left: compacted at the flush */
+    uint64_t *sparse;   /* rows where few runs are left (or were: gone since) */
     size_t nsparse, capsparse;
+    size_t sparse_live;   /* of them, rows still there */
+    size_t sparse_bytes;  /* their size */
+    size_t compact_slack; /* sparse_bytes compaction waits for (COMPACT_SLACK) */
     int jlog_ready;       /* runs and rows describe the table (not read-only) */
     uint64_t jlog_opened; /* the last row there at open (see jrun.opened) */
     int failed;           /* see the design notes: writes refused until reopened */
@@ -661,6 +664,7 @@ typedef struct jrow {
     uint64_t id;  /* the map key's bytes */
     size_t live;  /* runs in flight with entries in it */
     size_t total; /* runs with entries in it when written (at open: live) */
+    size_t bytes; /* the size of its data */
     int sparse;   /* queued in s->sparse */
 } jrow;
 
@@ -745,7 +749,7 @@ static int run_add_row(jrun *r, uint64_t id)
     return EDDY_OK;
 }
 
-static int row_put(sqlite_store *s, uint64_t id, size_t live, size_t total)
+static int row_put(sqlite_store *s, uint64_t id, size_t live, size_t total, size_t bytes)
 {
     jrow *w = malloc(sizeof(*w));
     if (w == NULL)
@@ -753,6 +757,7 @@ static int row_put(sqlite_store *s, uint64_t id, size_t live, size_t total)
     w->id = id;
     w->live = live;
     w->total = total;
+    w->bytes = bytes;
     w->sparse = 0;
     if (eddy__map_put(&s->rows, (const char *)&w->id, sizeof(w->id), w) != EDDY_OK) {
         free(w);
@@ -815,15 +820,42 @@ static int run_is(const jrun *r, const char *key, uint64_t seq)
  * few of the runs it was written with (an eighth or fewer), each of those
  * is rewritten into the open transaction (its journal as it stands, as
  * puts) and leaves its old rows, which go once no run is left in them.
- * Each entry is thus copied a bounded number of times on average, and the
- * table holds at most about eight times the journal of the runs in flight.
+ * Each entry is thus copied a bounded number of times on average.
+ *
+ * Most rows that turn sparse go by themselves soon after: their last runs
+ * were merely slower than the others (W3 at 256 runs in flight made nearly
+ * every row sparse, and rewrote most runs once: 40 % of the commit's time).
+ * So sparse rows are compacted only once they hold more than compact_slack
+ * bytes in all, oldest first, down to half of it: the table holds at most
+ * about eight times the journal of the runs in flight plus COMPACT_SLACK.
  */
-static int sparse_add(sqlite_store *s, uint64_t id)
+#define COMPACT_SLACK ((size_t)4 << 20)
+
+static int sparse_add(sqlite_store *s, jrow *w)
 {
     if (eddy__vec_grow(&s->sparse, &s->capsparse, s->nsparse + 1, sizeof(*s->sparse), 16) !=
         EDDY_OK)
         return EDDY_ENOMEM;
-    s->sparse[s->nsparse++] = id;
+    s->sparse[s->nsparse++] = w->id;
+    s->sparse_live++;
+    s->sparse_bytes += w->bytes;
+    w->sparse = 1;
+    return EDDY_OK;
+}
+
+/* Row w has no run left: delete it. */
+static int row_drop(sqlite_store *s, jrow *w, const char *what)
+{
+    sqlite3_stmt *st = s->st[ST_JLOG_DELETE];
+    int r = write_step(s, st, bind_u64(st, 1, w->id), what);
+    if (r != EDDY_OK)
+        return r;
+    if (w->sparse) {
+        s->sparse_live--;
+        s->sparse_bytes -= w->bytes;
+    }
+    eddy__map_remove(&s->rows, (const char *)&w->id, sizeof(w->id));
+    free(w);
     return EDDY_OK;
 }
 
@@ -847,13 +879,7 @@ static int row_release(sqlite_store *s, uint64_t id)
     jrow *w = eddy__map_get(&s->rows, (const char *)&id, sizeof(id));
     if (w == NULL || --w->live > 0)
         return EDDY_OK;
-    sqlite3_stmt *st = s->st[ST_JLOG_DELETE];
-    int r = write_step(s, st, bind_u64(st, 1, w->id), "compacting the journal");
-    if (r != EDDY_OK)
-        return r;
-    eddy__map_remove(&s->rows, (const char *)&w->id, sizeof(w->id));
-    free(w);
-    return EDDY_OK;
+    return row_drop(s, w, "compacting the journal");
 }
 
 typedef struct run_filter {
@@ -927,15 +953,40 @@ static int note_live_run(void *arg, const eddy__jlog_entry *e)
     return EDDY_OK;
 }
 
+/* Drop the rows gone from the sparse list. */
+static void sparse_sweep(sqlite_store *s)
+{
+    size_t kept = 0;
+    for (size_t k = 0; k < s->nsparse; k++)
+        if (eddy__map_get(&s->rows, (const char *)&s->sparse[k], sizeof(uint64_t)) != NULL)
+            s->sparse[kept++] = s->sparse[k];
+    s->nsparse = kept;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int jlog_compact(sqlite_store *s)
 {
+    if (s->sparse_bytes <= s->compact_slack) {
+        /* Nothing to do yet; forget the rows gone by themselves now and
+         * then, so that the list stays about as long as the live rows. */
+        if (s->nsparse > 2 * s->sparse_live + 64)
+            sparse_sweep(s);
+        return EDDY_OK;
+    }
+    /* Oldest first (row ids ascend with time), down to half the slack. */
+    qsort(s->sparse, s->nsparse, sizeof(*s->sparse), cmp_u64);
     int r = EDDY_OK;
-    for (size_t k = 0; k < s->nsparse && r == EDDY_OK; k++) {
+    for (size_t k = 0; k < s->nsparse && r == EDDY_OK && s->sparse_bytes > s->compact_slack / 2;
+         k++) {
         uint64_t id = s->sparse[k];
         jrow *w = eddy__map_get(&s->rows, (const char *)&id, sizeof(id));
         if (w == NULL)
             continue; /* gone meanwhile */
-        w->sparse = 0;
         sparse_scan c = {.s = s};
         sqlite3_stmt *st = s->st[ST_JLOG_GET];
         int rc = bind_u64(st, 1, id);
@@ -947,10 +998,10 @@ static int jlog_compact(sqlite_store *s)
             finish(st);
         }
         for (size_t i = 0; i < c.n && r == EDDY_OK; i++)
-            r = run_rewrite(s, c.runs[i]);
+            r = run_rewrite(s, c.runs[i]); /* the row goes with the last of them */
         free(c.runs);
     }
-    s->nsparse = 0;
+    sparse_sweep(s);
     if (r == EDDY_ESTATE)
         snprintf(s->errmsg, sizeof(s->errmsg),
                  "%s: a journal row does not decode; the state is "
@@ -983,7 +1034,7 @@ static int jlog_flush(sqlite_store *s)
         int r = write_step(s, st, rc, "writing the journal");
         if (r != EDDY_OK)
             return r;
-        if (row_put(s, id, live, s->ntxn) != EDDY_OK)
+        if (row_put(s, id, live, s->ntxn, s->jbuf.len) != EDDY_OK)
             return oom(s, "writing the journal");
         for (size_t i = 0; i < s->ntxn; i++)
             if (!s->txn[i]->ended && run_add_row(s->txn[i], id) != EDDY_OK)
@@ -1200,16 +1251,12 @@ static int sq_journal_prune_run(eddy__store *base, const char *key, uint64_t seq
         if (w == NULL)
             continue;
         if (--w->live > 0) {
-            if (w->live * 8 <= w->total && !w->sparse && sparse_add(s, w->id) == EDDY_OK)
-                w->sparse = 1;
+            if (w->live * 8 <= w->total && !w->sparse)
+                (void)sparse_add(s, w); /* out of memory: it stays as it is */
             continue;
         }
-        sqlite3_stmt *st = s->st[ST_JLOG_DELETE];
-        r = write_step(s, st, bind_u64(st, 1, w->id), "pruning the journal of a run");
-        if (r != EDDY_OK)
+        if ((r = row_drop(s, w, "pruning the journal of a run")) != EDDY_OK)
             return r;
-        eddy__map_remove(&s->rows, (const char *)&w->id, sizeof(w->id));
-        free(w);
     }
     eddy__map_remove(&s->runs, run->rk, run->rklen);
     if (run->in_txn)
@@ -1265,7 +1312,7 @@ static int jlog_rebuild(sqlite_store *s, eddy_error **err)
                      "%s: journal row %llu does not decode; the state is damaged", s->db_path,
                      (unsigned long long)b.id);
         if (r == EDDY_OK && b.row_live > 0)
-            r = row_put(s, b.id, b.row_live, b.row_live);
+            r = row_put(s, b.id, b.row_live, b.row_live, (size_t)sqlite3_column_bytes(st, 1));
         if (r == EDDY_OK && b.row_live == 0) {
             r = eddy__vec_grow(&dead, &capdead, ndead + 1, sizeof(*dead), 16);
             if (r == EDDY_OK)
@@ -1828,6 +1875,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
     s->base.ops = &sqlite_ops;
     s->lock_fd = -1;
+    s->compact_slack = COMPACT_SLACK;
     s->wal_fd = -1;
     eddy__map_init(&s->runs);
     eddy__map_init(&s->rows);
@@ -1879,6 +1927,11 @@ int eddy__store_sqlite_test_exec(eddy__store *base, const char *sql)
     sqlite_store *s = (sqlite_store *)base;
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? EDDY_OK : fail(s, NULL, rc, "test statement");
+}
+
+void eddy__store_sqlite_test_compact_slack(eddy__store *base, size_t bytes)
+{
+    ((sqlite_store *)base)->compact_slack = bytes;
 }
 #endif
 

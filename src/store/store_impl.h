@@ -76,6 +76,9 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
  * "PRAGMA query_only=1" or "PRAGMA max_page_count=N" to provoke write
  * failures). EDDY_OK or EDDY_ESTORE with the store's error set. */
 int eddy__store_sqlite_test_exec(eddy__store *s, const char *sql);
+/* Tests only: sparse journal rows are compacted once they hold more than
+ * bytes in all (default 4 MiB; 0: at once). */
+void eddy__store_sqlite_test_compact_slack(eddy__store *s, size_t bytes);
 #endif
 
 #endif /* EDDY_STORE_STORE_IMPL_H */
