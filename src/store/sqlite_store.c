@@ -136,13 +136,14 @@ typedef struct sqlite_store {
     uint64_t jlog_next; /* id of the next row */
     uint64_t *sparse;   /* rows where few runs are left (or were: gone since) */
     size_t nsparse, capsparse;
-    size_t sparse_live;   /* of them, rows still there */
-    size_t sparse_bytes;  /* their size */
-    size_t compact_slack; /* sparse_bytes compaction waits for (COMPACT_SLACK) */
-    int jlog_ready;       /* runs and rows describe the table (not read-only) */
-    uint64_t jlog_opened; /* the last row there at open (see jrun.opened) */
-    int failed;           /* see the design notes: writes refused until reopened */
-    uint64_t outbox_next; /* the id the next outbox line gets */
+    size_t sparse_live;    /* of them, rows still there */
+    size_t sparse_bytes;   /* their size */
+    size_t compact_slack;  /* sparse_bytes compaction waits for (COMPACT_SLACK) */
+    int jlog_ready;        /* runs and rows describe the table (not read-only) */
+    uint64_t jlog_opened;  /* the last row there at open (see jrun.opened) */
+    int failed;            /* see the design notes: writes refused until reopened */
+    uint64_t outbox_next;  /* the id the next outbox line gets */
+    uint64_t outbox_saved; /* outbox_next as last written to meta */
     char *dir;
     char *db_path;
     char errmsg[1024];
@@ -411,6 +412,8 @@ static int sq_commit_nosync(eddy__store *base)
     if (!s->in_tx)
         return EDDY_OK;
     int r = jlog_flush(s);
+    if (r == EDDY_OK && s->outbox_next != s->outbox_saved)
+        r = meta_set_u64(s, "outbox_next", s->outbox_next);
     if (r != EDDY_OK)
         return r;
     sqlite3_stmt *st = s->st[ST_COMMIT];
@@ -419,6 +422,7 @@ static int sq_commit_nosync(eddy__store *base)
         return fail(s, st, rc, "commit");
     sqlite3_reset(st);
     s->in_tx = 0;
+    s->outbox_saved = s->outbox_next;
     return EDDY_OK;
 }
 
@@ -1346,8 +1350,9 @@ static int jlog_rebuild(sqlite_store *s, eddy_error **err)
 
 /* ---------------------------------------------------------------- outbox */
 
-/* Ids come from outbox_next, kept in meta in the same transaction, so that
- * they keep increasing after every line has been acknowledged and deleted. */
+/* Ids come from outbox_next, kept in meta by the commit of the lines (once
+ * per commit, not per line: sq_commit_nosync), so that they keep increasing
+ * after every line has been acknowledged and deleted. */
 static int sq_outbox_add(eddy__store *base, const char *line, size_t len, uint64_t *id)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -1360,8 +1365,6 @@ static int sq_outbox_add(eddy__store *base, const char *line, size_t len, uint64
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_blob64(st, 2, line, len, SQLITE_STATIC);
     r = write_step(s, st, rc, "adding an output to the outbox");
-    if (r == EDDY_OK)
-        r = meta_set_u64(s, "outbox_next", next + 1);
     if (r != EDDY_OK)
         return r;
     s->outbox_next = next + 1;
@@ -1829,6 +1832,7 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
     if (next <= (uint64_t)max_id)
         next = (uint64_t)max_id + 1;
     s->outbox_next = next;
+    s->outbox_saved = next;
     return EDDY_OK;
 }
 
