@@ -618,6 +618,26 @@ static void test_journal_run_handle(void **state)
     eddy__store_close(s);
 }
 
+/* Runs 1 of keys "S<from>" .. "S<to>": one call record each, or pruned. */
+static void put_short_runs(eddy__store *s, int from, int to)
+{
+    char key[16];
+    for (int i = from; i <= to; i++) {
+        snprintf(key, sizeof(key), "\"S%d\"", i);
+        eddy__jrec r = call_rec(key, 1, "e", "act", 0);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    }
+}
+
+static void prune_short_runs(eddy__store *s, int from, int to)
+{
+    char key[16];
+    for (int i = from; i <= to; i++) {
+        snprintf(key, sizeof(key), "\"S%d\"", i);
+        assert_int_equal(eddy__store_journal_prune_run(s, key, 1), EDDY_OK);
+    }
+}
+
 #ifdef EDDY_TEST_HOOKS
 /* A long run keeps its row; once an eighth or fewer of the row's runs are
  * left (and, here at once, the slack of sparse rows is used up), they are
@@ -636,21 +656,13 @@ static void test_journal_log_compaction(void **state)
     assert_int_equal(eddy__store_journal_put(s, &pending), EDDY_OK);
     assert_int_equal(eddy__store_journal_put(s, &done), EDDY_OK); /* replaces it */
     assert_int_equal(eddy__store_journal_put(s, &second), EDDY_OK);
-    char key[16];
-    for (int i = 1; i <= 9; i++) {
-        snprintf(key, sizeof(key), "\"S%d\"", i);
-        eddy__jrec r = call_rec(key, 1, "e", "act", 0);
-        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
-    }
+    put_short_runs(s, 1, 9);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
     assert_int_equal(jlog_rows(d->state), 1);
     buf before = {0};
     assert_int_equal(eddy__store_journal_load_run(s, "\"L\"", 1, print_jrec, &before), EDDY_OK);
 
-    for (int i = 1; i <= 8; i++) {
-        snprintf(key, sizeof(key), "\"S%d\"", i);
-        assert_int_equal(eddy__store_journal_prune_run(s, key, 1), EDDY_OK);
-    }
+    prune_short_runs(s, 1, 8);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
     assert_int_equal(jlog_rows(d->state), 1); /* 2 of 10 runs left: kept */
     long full = jlog_bytes(d->state);
@@ -678,18 +690,10 @@ static void test_journal_log_compaction_waits(void **state)
 {
     test_dir *d = *state;
     eddy__store *s = open_ok(d->state, FP);
-    char key[16];
-    for (int i = 0; i <= 9; i++) {
-        snprintf(key, sizeof(key), "\"S%d\"", i);
-        eddy__jrec r = call_rec(key, 1, "e", "act", 0);
-        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
-    }
+    put_short_runs(s, 0, 9);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
     long full = jlog_bytes(d->state);
-    for (int i = 1; i <= 9; i++) {
-        snprintf(key, sizeof(key), "\"S%d\"", i);
-        assert_int_equal(eddy__store_journal_prune_run(s, key, 1), EDDY_OK);
-    }
+    prune_short_runs(s, 1, 9);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
     assert_int_equal(jlog_rows(d->state), 1); /* 1 of 10 runs left: not rewritten */
     assert_int_equal(jlog_bytes(d->state), full);
