@@ -189,9 +189,19 @@ static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
     return EDDY_OK;
 }
 
+/* json_object_get(obj, name), without hashing name when it is obj's only
+ * member (an OutputEvent's "output", an InputEvent's "input"). */
+static json_t *member(json_t *obj, const char *name)
+{
+    void *it;
+    if (json_object_size(obj) == 1 && (it = json_object_iter(obj)) != NULL)
+        return strcmp(json_object_iter_key(it), name) == 0 ? json_object_iter_value(it) : NULL;
+    return json_object_get(obj, name);
+}
+
 static int emit_output(eddy_runtime *rt, eddy_event *ev)
 {
-    json_t *out = json_object_get(ev->attrs, "output");
+    json_t *out = member(ev->attrs, "output");
     json_t *null = NULL;
     if (out == NULL)
         out = null = json_null();
@@ -362,7 +372,9 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
         ev = rt->spare_inputs[--rt->nspare_inputs];
         ev->refs = 1;
         ev->sent = 0;
-        if (json_object_set(ev->attrs, "input", in->record) != 0) {
+        /* Its one member is "input" (input_event_done): set through the
+         * iterator, without hashing the key again. */
+        if (json_object_iter_set(ev->attrs, json_object_iter(ev->attrs), in->record) != 0) {
             eddy__event_unref(ev);
             ev = NULL;
         }
@@ -401,10 +413,12 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
  * for its input. */
 static void input_event_done(eddy_runtime *rt, eddy_event *ev)
 {
+    void *it;
     if (ev != NULL && ev->refs == 1 && ev->attrs->refcount == 1 &&
         rt->nspare_inputs < EDDY_SPARE_INPUTS && json_object_size(ev->attrs) == 1 &&
-        json_object_get(ev->attrs, "input") != NULL &&
-        json_object_set_new(ev->attrs, "input", json_null()) == 0) {
+        (it = json_object_iter(ev->attrs)) != NULL &&
+        strcmp(json_object_iter_key(it), "input") == 0 &&
+        json_object_iter_set_new(ev->attrs, it, json_null()) == 0) {
         rt->spare_inputs[rt->nspare_inputs++] = ev;
         return;
     }
