@@ -489,47 +489,41 @@ static void admit(eddy_runtime *rt)
     if (rt->source == NULL || rt->admitting)
         return; /* (a run that ends as it starts calls us from within) */
     rt->admitting = 1;
+    /* Inputs come from the reader in batches (one lock each) into
+     * rt->admit_buf, and are admitted from there one by one, also when a
+     * run's end frees one slot. The source position, after the last input
+     * admitted (or line dead-lettered), is written at the next commit, with
+     * them. */
     while (!rt->stopping && rt->in_flight < rt->cv->max_in_flight) {
-        uint64_t room = rt->cv->max_in_flight - rt->in_flight;
-        eddy__queue batch;
-        eddy__queue_init(&batch);
-        size_t n = eddy__source_take(rt->source, &batch, room < ADMIT_BATCH ? room : ADMIT_BATCH);
-        if (n == 0)
+        if (eddy__queue_empty(&rt->admit_buf) &&
+            eddy__source_take(rt->source, &rt->admit_buf, ADMIT_BATCH) == 0)
             break;
-        /* The source position, after the last input admitted (or line
-         * dead-lettered), is written at the next commit, with them. */
-        while (!eddy__queue_empty(&batch)) {
-            eddy__queue *q = eddy__queue_head(&batch);
-            eddy__queue_remove(q);
-            eddy__input *in = eddy__queue_data(q, eddy__input, node);
-            if (rt->stopping) {
-                input_done(rt, in); /* dropped: the position stays before it */
-                continue;
-            }
-            uint64_t end_offset = in->end_offset, line_no = in->line_no;
-            if (in->record == NULL) {
-                dead_letter_line(rt, in);
-                input_done(rt, in);
-                if (!rt->stopping)
-                    rt->source_offset = end_offset, rt->source_line = line_no;
-                continue;
-            }
-            rt->stats.inputs++;
-            eddy__key *k = eddy__runtime_key(rt, in->key);
-            if (k == NULL) {
-                eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-                input_done(rt, in); /* dropped: the position stays before it */
-                continue;
-            }
-            rt->in_flight++;
-            in->seq = rt->next_seq++;
-            eddy__durable_admit(rt, k, in);
-            rt->source_offset = end_offset, rt->source_line = line_no;
-            if (k->running)
-                eddy__queue_insert_tail(&k->pending, &in->node);
-            else
-                eddy__runtime_run_start(rt, k, in);
+        eddy__queue *q = eddy__queue_head(&rt->admit_buf);
+        eddy__queue_remove(q);
+        eddy__input *in = eddy__queue_data(q, eddy__input, node);
+        uint64_t end_offset = in->end_offset, line_no = in->line_no;
+        if (in->record == NULL) {
+            dead_letter_line(rt, in);
+            input_done(rt, in);
+            if (!rt->stopping)
+                rt->source_offset = end_offset, rt->source_line = line_no;
+            continue;
         }
+        rt->stats.inputs++;
+        eddy__key *k = eddy__runtime_key(rt, in->key);
+        if (k == NULL) {
+            eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+            input_done(rt, in); /* dropped: the position stays before it */
+            continue;
+        }
+        rt->in_flight++;
+        in->seq = rt->next_seq++;
+        eddy__durable_admit(rt, k, in);
+        rt->source_offset = end_offset, rt->source_line = line_no;
+        if (k->running)
+            eddy__queue_insert_tail(&k->pending, &in->node);
+        else
+            eddy__runtime_run_start(rt, k, in);
     }
     rt->admitting = 0;
 }
@@ -542,7 +536,8 @@ static void check_done(eddy_runtime *rt)
         return;
     if (rt->stopping ? rt->live_tasks == 0
                      : rt->in_flight == 0 && rt->live_tasks == 0 &&
-                           (rt->source == NULL || eddy__source_done(rt->source))) {
+                           (rt->source == NULL ||
+                            (eddy__queue_empty(&rt->admit_buf) && eddy__source_done(rt->source)))) {
         /* Input that ended on a read error is a failure, even when the error
          * is seen here first rather than in on_source_ready(). */
         const eddy_error *e =
@@ -588,11 +583,23 @@ static void on_source_ready(void *arg)
     check_done(rt);
 }
 
+/* Inputs taken from the source but not admitted go back: the source
+ * position stays before them. */
+static void drop_unadmitted(eddy_runtime *rt)
+{
+    while (!eddy__queue_empty(&rt->admit_buf)) {
+        eddy__queue *q = eddy__queue_head(&rt->admit_buf);
+        eddy__queue_remove(q);
+        input_done(rt, eddy__queue_data(q, eddy__input, node));
+    }
+}
+
 static void begin_stop(eddy_runtime *rt)
 {
     if (rt->stopping)
         return;
     rt->stopping = 1;
+    drop_unadmitted(rt);
     /* Inputs waiting behind a run are dropped; with a state directory they
      * stay in the store and resume on restart. */
     for (size_t i = 0; i < rt->keys.cap; i++) {
@@ -677,6 +684,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     }
     rt->owner = uv_thread_self();
     eddy__queue_init(&rt->ready);
+    eddy__queue_init(&rt->admit_buf);
     eddy__queue_init(&rt->commit_wait);
     eddy__queue_init(&rt->sync_wait);
     eddy__queue_init(&rt->outbox_unsynced);
@@ -810,6 +818,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     /* Tasks still queued never ran or are being discarded: drop them. A task
      * suspended on a call is only reachable from that call; pool_close
      * delivers every completion, and a delivered completion makes it ready. */
+    drop_unadmitted(rt);
     if (rt->source != NULL)
         eddy__source_close(rt->source);
     rt->source = NULL;

@@ -166,6 +166,7 @@ struct eddy_runtime {
     uint64_t source_offset, source_line; /* where the source resumes */
     uint64_t source_saved;               /* source_offset as last written to the store */
     int admitting;                       /* in admit() */
+    eddy__queue admit_buf;               /* inputs taken from the source, not admitted yet */
     /* Run sequence numbers are drawn from one counter for all keys: a key's
      * runs are numbered in order and no number is used twice, and the state
      * keeps one counter per commit rather than one per key per run. */
