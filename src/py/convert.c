@@ -64,64 +64,67 @@ PyObject *eddy__py_from_json(const json_t *j)
     return NULL;
 }
 
-/* The place inside the converted value, as Python subscripts. */
+/* The place inside the converted value, recorded on the way down as the
+ * keys and indexes taken (up to PATH_FRAMES levels), and spelled out as
+ * Python subscripts only for an error message: formatting it for every
+ * member cost more than the conversion itself. */
+#define PATH_FRAMES 64
+
 typedef struct where {
-    const char *what;
-    char *buf;
-    size_t len, cap;
+    const char *what; /* format of the value's name, with up to two %s: */
+    const char *arg1, *arg2;
+    struct {
+        PyObject *key; /* borrowed, or NULL: idx */
+        Py_ssize_t idx;
+    } frames[PATH_FRAMES];
 } where;
 
-static void where_push(where *w, const char *fmt, PyObject *arg, Py_ssize_t idx)
+static void where_set(where *w, int depth, PyObject *key, Py_ssize_t idx)
 {
-    char tmp[128];
-    if (arg != NULL) {
-        PyObject *r = PyObject_Repr(arg);
-        const char *s = r != NULL ? PyUnicode_AsUTF8(r) : NULL;
-        if (s == NULL) {
-            PyErr_Clear();
-            s = "?";
-        }
-        snprintf(tmp, sizeof(tmp), fmt, s);
-        Py_XDECREF(r);
-    } else {
-        snprintf(tmp, sizeof(tmp), fmt, (long long)idx);
+    if (depth < PATH_FRAMES) {
+        w->frames[depth].key = key;
+        w->frames[depth].idx = idx;
     }
-    size_t n = strlen(tmp);
-    if (w->len + n + 1 > w->cap) {
-        size_t ncap = (w->len + n + 1) * 2;
-        char *nb = PyMem_Realloc(w->buf, ncap);
-        if (nb == NULL)
-            return; /* the message loses detail, nothing else */
-        w->buf = nb;
-        w->cap = ncap;
-    }
-    memcpy(w->buf + w->len, tmp, n + 1);
-    w->len += n;
 }
 
-static void where_pop(where *w, size_t len)
+/* Raise exc_type with fmt (one %s: the type name of o), prefixed by the
+ * value's name and the place at depth. */
+static void fail(where *w, int depth, PyObject *exc_type, const char *fmt, PyObject *o)
 {
-    w->len = len;
-    if (w->buf != NULL)
-        w->buf[len] = '\0';
-}
-
-/* Raise exc_type with fmt (one %s: the type name of o), prefixed by what and
- * the place. */
-static void fail(where *w, PyObject *exc_type, const char *fmt, PyObject *o)
-{
-    char msg[256];
+    char msg[256], name[256], path[1024];
     snprintf(msg, sizeof(msg), fmt, Py_TYPE(o)->tp_name);
-    if (w->len > 0 && w->buf != NULL)
-        PyErr_Format(exc_type, "%s at %s: %s", w->what, w->buf, msg);
+    snprintf(name, sizeof(name), w->what, w->arg1, w->arg2);
+    size_t len = 0;
+    path[0] = '\0';
+    for (int i = 0; i < depth && len < sizeof(path); i++) {
+        if (i == PATH_FRAMES) {
+            len += (size_t)snprintf(path + len, sizeof(path) - len, "[...]");
+            break;
+        }
+        if (w->frames[i].key == NULL) {
+            len += (size_t)snprintf(path + len, sizeof(path) - len, "[%lld]",
+                                    (long long)w->frames[i].idx);
+            continue;
+        }
+        PyObject *r = PyObject_Repr(w->frames[i].key);
+        const char *rs = r != NULL ? PyUnicode_AsUTF8(r) : NULL;
+        if (rs == NULL) {
+            PyErr_Clear();
+            rs = "?";
+        }
+        len += (size_t)snprintf(path + len, sizeof(path) - len, "[%s]", rs);
+        Py_XDECREF(r);
+    }
+    if (depth > 0)
+        PyErr_Format(exc_type, "%s at %s: %s", name, path, msg);
     else
-        PyErr_Format(exc_type, "%s: %s", w->what, msg);
+        PyErr_Format(exc_type, "%s: %s", name, msg);
 }
 
 static json_t *to_json(PyObject *o, where *w, int depth)
 {
     if (depth > MAX_DEPTH) {
-        fail(w, PyExc_ValueError, "nested too deeply (a cycle?) for a JSON value ('%s')", o);
+        fail(w, depth, PyExc_ValueError, "nested too deeply (a cycle?) for a JSON value ('%s')", o);
         return NULL;
     }
     if (o == Py_None)
@@ -132,7 +135,7 @@ static json_t *to_json(PyObject *o, where *w, int depth)
         int overflow = 0;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow != 0) {
-            fail(w, PyExc_OverflowError, "integer ('%s') does not fit in 64 bits", o);
+            fail(w, depth, PyExc_OverflowError, "integer ('%s') does not fit in 64 bits", o);
             return NULL;
         }
         if (v == -1 && PyErr_Occurred())
@@ -142,7 +145,7 @@ static json_t *to_json(PyObject *o, where *w, int depth)
     if (PyFloat_Check(o)) {
         double d = PyFloat_AS_DOUBLE(o);
         if (!isfinite(d)) {
-            fail(w, PyExc_ValueError, "NaN and infinity ('%s') are not JSON", o);
+            fail(w, depth, PyExc_ValueError, "NaN and infinity ('%s') are not JSON", o);
             return NULL;
         }
         return json_real(d);
@@ -160,11 +163,9 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             return NULL;
         json_t *a = json_array();
         Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-        size_t mark = w->len;
         for (Py_ssize_t i = 0; a != NULL && i < n; i++) {
-            where_push(w, "[%lld]", NULL, i);
+            where_set(w, depth, NULL, i);
             json_t *v = to_json(PySequence_Fast_GET_ITEM(seq, i), w, depth + 1);
-            where_pop(w, mark);
             if (v == NULL || json_array_append_new(a, v) != 0) {
                 json_decref(a);
                 a = NULL;
@@ -179,10 +180,9 @@ static json_t *to_json(PyObject *o, where *w, int depth)
         json_t *obj = json_object();
         PyObject *k, *v;
         Py_ssize_t pos = 0;
-        size_t mark = w->len;
         while (obj != NULL && PyDict_Next(o, &pos, &k, &v)) {
             if (!PyUnicode_Check(k)) {
-                fail(w, PyExc_TypeError, "dict keys must be str for JSON, not '%s'", k);
+                fail(w, depth, PyExc_TypeError, "dict keys must be str for JSON, not '%s'", k);
                 json_decref(obj);
                 return NULL;
             }
@@ -192,9 +192,8 @@ static json_t *to_json(PyObject *o, where *w, int depth)
                 json_decref(obj);
                 return NULL;
             }
-            where_push(w, "[%s]", k, 0);
+            where_set(w, depth, k, 0);
             json_t *jv = to_json(v, w, depth + 1);
-            where_pop(w, mark);
             if (jv == NULL || json_object_setn_new(obj, ks, (size_t)klen, jv) != 0) {
                 json_decref(obj);
                 obj = NULL;
@@ -204,19 +203,26 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             PyErr_NoMemory();
         return obj;
     }
-    fail(w, PyExc_TypeError,
+    fail(w, depth, PyExc_TypeError,
          "a value of type '%s' is not JSON (use dict with str keys, list, tuple, str, int, "
          "float, bool or None)",
          o);
     return NULL;
 }
 
-json_t *eddy__py_to_json(PyObject *o, const char *what)
+json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, const char *arg2)
 {
-    where w = {.what = what != NULL ? what : "value"};
+    where w;
+    w.what = what != NULL ? what : "value";
+    w.arg1 = arg1;
+    w.arg2 = arg2;
     json_t *j = to_json(o, &w, 0);
-    PyMem_Free(w.buf);
     if (j == NULL && !PyErr_Occurred())
         PyErr_NoMemory();
     return j;
+}
+
+json_t *eddy__py_to_json(PyObject *o, const char *what)
+{
+    return eddy__py_to_json_named(o, "%s", what != NULL ? what : "value", NULL);
 }

@@ -146,9 +146,7 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
             ok = 0;
             break;
         }
-        PyObject *what = PyUnicode_FromFormat("%s attribute '%s'", type, ks);
-        json_t *jv = what != NULL ? eddy__py_to_json(v, PyUnicode_AsUTF8(what)) : NULL;
-        Py_XDECREF(what);
+        json_t *jv = eddy__py_to_json_named(v, "%s attribute '%s'", type, ks);
         if (jv == NULL || json_object_set_new(jattrs, ks, jv) != 0) {
             ok = 0;
             break;
@@ -837,9 +835,7 @@ static PyObject *mem_set(PyObject *self, PyObject *args)
     eddy_memory *mem = mem_at(self, path, "MemoryObject.set", &full);
     if (mem == NULL)
         return NULL;
-    PyObject *what = PyUnicode_FromFormat("memory path '%s'", full);
-    json_t *j = what != NULL ? eddy__py_to_json(value, PyUnicode_AsUTF8(what)) : NULL;
-    Py_XDECREF(what);
+    json_t *j = eddy__py_to_json_named(value, "memory path '%s'", full, NULL);
     int rc = j != NULL ? eddy_memory_set(mem, full, j) : EDDY_OK;
     if (rc == EDDY_EPATH)
         PyErr_Format(PyExc_ValueError,

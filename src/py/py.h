@@ -56,6 +56,9 @@ PyObject *eddy__py_from_json(const json_t *j);
  * place inside o ("attribute 'x' at ['a'][2]: ...").
  */
 json_t *eddy__py_to_json(PyObject *o, const char *what);
+/* The same with the name given as a format with up to two %s, filled from
+ * arg1 and arg2 only when a message needs it ("%s attribute '%s'"). */
+json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, const char *arg2);
 
 /* The exception being raised, normalised, with its traceback attached; the
  * error indicator is cleared. A new reference (NULL when none is set). GIL held. */

@@ -132,6 +132,12 @@ static void test_errors_name_the_place(void **state)
     m = conversion_error("[2 ** 64]", PyExc_OverflowError);
     assert_non_null(strstr(m, "at [0]: integer ('int') does not fit in 64 bits"));
     free(m);
+    /* Past 64 levels the place is cut short, not wrong. */
+    m = conversion_error("eval('[' * 70 + '{0}' + ']' * 70)", PyExc_TypeError);
+    assert_non_null(
+        strstr(m, "attribute 'x' at [0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"));
+    assert_non_null(strstr(m, "[0][...]: a value of type 'set' is not JSON"));
+    free(m);
     m = conversion_error("{'f': float('nan')}", PyExc_ValueError);
     assert_non_null(strstr(m, "NaN and infinity"));
     free(m);
