@@ -19,9 +19,20 @@ eddy__py_mod eddy__py;
 /* Borrowed Python-level helper of the module. */
 static PyObject *helper(const char *name)
 {
+    for (int i = 0; i < eddy__py.nfound; i++)
+        if (eddy__py.found[i].name == name)
+            return eddy__py.found[i].fn;
     PyObject *h = PyDict_GetItemString(eddy__py.helpers, name);
-    if (h == NULL)
+    if (h == NULL) {
         PyErr_Format(PyExc_SystemError, "eddy module helper %s is missing", name);
+        return NULL;
+    }
+    int n = eddy__py.nfound;
+    if (n < (int)(sizeof(eddy__py.found) / sizeof(eddy__py.found[0]))) {
+        eddy__py.found[n].name = name;
+        eddy__py.found[n].fn = h;
+        eddy__py.nfound = n + 1;
+    }
     return h;
 }
 
@@ -133,10 +144,22 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
                          Py_TYPE(ev)->tp_name);
         return NULL;
     }
-    PyObject *tname = call_helper("_type_name_of", &ev, 1);
-    PyObject *attrs = tname != NULL ? call_helper("_attributes", &ev, 1) : NULL;
+    /* The type is the instance's "_eddy_type" when set, else its class's
+     * name; the attributes are the instance's other members but those
+     * starting with "_eddy" (as the module's _type_name_of and _attributes,
+     * without calling them). */
+    PyObject *attrs = PyObject_GenericGetDict(ev, NULL);
+    PyObject *tname = NULL;
+    if (attrs != NULL) {
+        PyObject *set = PyDict_GetItemWithError(attrs, eddy__py.s_eddy_type);
+        int truthy = set != NULL ? PyObject_IsTrue(set) : 0;
+        if (truthy > 0)
+            tname = Py_NewRef(set);
+        else if (truthy == 0 && !PyErr_Occurred())
+            tname = PyType_GetName(Py_TYPE(ev));
+    }
     const char *type = tname != NULL ? PyUnicode_AsUTF8(tname) : NULL;
-    json_t *jattrs = type != NULL && attrs != NULL ? json_object() : NULL;
+    json_t *jattrs = type != NULL ? json_object() : NULL;
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     int ok = jattrs != NULL;
@@ -146,13 +169,15 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
             ok = 0;
             break;
         }
+        if (strncmp(ks, "_eddy", 5) == 0)
+            continue;
         json_t *jv = eddy__py_to_json_named(v, "%s attribute '%s'", type, ks);
         if (jv == NULL || json_object_set_new(jattrs, ks, jv) != 0) {
             ok = 0;
             break;
         }
     }
-    if (jattrs == NULL && type != NULL && attrs != NULL)
+    if (jattrs == NULL && type != NULL)
         PyErr_NoMemory();
     eddy_event *cev = NULL;
     if (ok) {
@@ -266,6 +291,36 @@ static void decode_replay(const eddy__dcall *dc, PyObject **result, PyObject **e
         *exc = eddy__py_fetch_exception();
 }
 
+int eddy__py_function_id(PyObject *fn, char **out)
+{
+    PyObject *mod = PyFunction_Check(fn) ? PyFunction_GET_MODULE(fn) : NULL;
+    PyObject *qual = mod != NULL ? ((PyFunctionObject *)fn)->func_qualname : NULL;
+    if (qual != NULL && PyUnicode_CheckExact(qual) &&
+        (mod == Py_None || PyUnicode_CheckExact(mod))) {
+        Py_ssize_t ml = 0, ql = 0;
+        const char *ms = mod != Py_None ? PyUnicode_AsUTF8AndSize(mod, &ml) : "";
+        const char *qs = ms != NULL ? PyUnicode_AsUTF8AndSize(qual, &ql) : NULL;
+        if (qs == NULL)
+            return -1;
+        if (ml == 0) /* None or "": the helper's `or "?"` */
+            ms = "?", ml = 1;
+        char *id = malloc((size_t)ml + (size_t)ql + 2);
+        if (id == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(id, ms, (size_t)ml);
+        id[ml] = '.';
+        memcpy(id + ml + 1, qs, (size_t)ql + 1);
+        *out = id;
+        return 0;
+    }
+    PyObject *id = call_helper("_function_id", &fn, 1);
+    int rc = id != NULL ? str_dup(id, out) : -1;
+    Py_XDECREF(id);
+    return rc;
+}
+
 /*
  * Plan a durable call of fn(*args, **kwargs) for task t: fills *fn_id
  * (malloc'd) and *dc; for a replay, fills *result or *exc. Returns 0, or -1
@@ -276,9 +331,7 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
 {
     *fn_id = NULL;
     *result = *exc = NULL;
-    PyObject *id = call_helper("_function_id", &fn, 1);
-    int rc = id != NULL ? str_dup(id, fn_id) : -1;
-    Py_XDECREF(id);
+    int rc = eddy__py_function_id(fn, fn_id);
     if (rc != 0)
         return -1;
     char digest[17] = "";
@@ -1095,6 +1148,8 @@ PyObject *eddy__py_module_init(void)
     if (r == NULL)
         goto fail;
     Py_DECREF(r);
+    if ((eddy__py.s_eddy_type = PyUnicode_InternFromString("_eddy_type")) == NULL)
+        goto fail;
     eddy__py.module = Py_NewRef(m); /* released at finalisation */
     eddy__py.helpers = d;
     return m;
@@ -1103,6 +1158,7 @@ fail:
     Py_XDECREF(eddy__py.mem_type);
     Py_XDECREF(eddy__py.call_type);
     Py_XDECREF(eddy__py.gather_type);
+    Py_XDECREF(eddy__py.s_eddy_type);
     memset(&eddy__py, 0, sizeof(eddy__py));
     Py_DECREF(m);
     return NULL;

@@ -60,6 +60,12 @@ json_t *eddy__py_to_json(PyObject *o, const char *what);
  * arg1 and arg2 only when a message needs it ("%s attribute '%s'"). */
 json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, const char *arg2);
 
+/* The id of a durable call's function, fn.__module__ + "." +
+ * fn.__qualname__, malloc'd into *out: 0, or -1 with an exception. A plain
+ * function is read directly; anything else (partials, callable objects)
+ * goes through the module's _function_id, whose result this equals. */
+int eddy__py_function_id(PyObject *fn, char **out);
+
 /* The exception being raised, normalised, with its traceback attached; the
  * error indicator is cleared. A new reference (NULL when none is set). GIL held. */
 PyObject *eddy__py_fetch_exception(void);
@@ -82,6 +88,14 @@ typedef struct eddy__py_mod {
     PyTypeObject *call_type;
     PyTypeObject *gather_type;
     PyObject *helpers; /* the module's dict: the Python-level helpers */
+    /* Helpers found so far, by the address of their name (a literal at each
+     * call site): a lookup by C string made a str object each time. */
+    struct {
+        const char *name;
+        PyObject *fn; /* borrowed from helpers */
+    } found[16];
+    int nfound;
+    PyObject *s_eddy_type; /* "_eddy_type", interned */
 } eddy__py_mod;
 
 extern eddy__py_mod eddy__py;

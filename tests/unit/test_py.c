@@ -66,6 +66,50 @@ static char *conversion_error(const char *expr, PyObject *want_type)
     return msg;
 }
 
+/* A durable call's function id, read directly for plain functions, is the
+ * module helper's for every kind of callable (or a journal written with
+ * one would not replay with the other). */
+static void test_function_ids(void **state)
+{
+    (void)state;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *main = PyModule_GetDict(PyImport_AddModule("__main__"));
+    PyObject *r = PyRun_String("import functools\n"
+                               "def top(x): return x\n"
+                               "def outer():\n"
+                               "    def inner(): pass\n"
+                               "    return inner\n"
+                               "class K:\n"
+                               "    def m(self): pass\n"
+                               "    def __call__(self): pass\n"
+                               "anon = lambda: 0\n"
+                               "nomod = lambda: 0\n"
+                               "nomod.__module__ = None\n"
+                               "empty = lambda: 0\n"
+                               "empty.__module__ = ''\n"
+                               "odd = lambda: 0\n"
+                               "odd.__module__ = 5\n"
+                               "fns = [top, outer(), K.m, K().m, K(), anon, nomod, empty, odd,\n"
+                               "       functools.partial(top, 1), len]\n",
+                               Py_file_input, main, main);
+    assert_non_null(r);
+    Py_DECREF(r);
+    PyObject *fns = PyDict_GetItemString(main, "fns");
+    PyObject *helper = eval("__import__('eddy')._function_id");
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fns); i++) {
+        PyObject *fn = PyList_GET_ITEM(fns, i);
+        char *mine = NULL;
+        assert_int_equal(eddy__py_function_id(fn, &mine), 0);
+        PyObject *want = PyObject_CallOneArg(helper, fn);
+        assert_non_null(want);
+        assert_string_equal(mine, PyUnicode_AsUTF8(want));
+        Py_DECREF(want);
+        free(mine);
+    }
+    Py_DECREF(helper);
+    PyGILState_Release(g);
+}
+
 static char *write_temp(const char *suffix, const char *text)
 {
     char *path = malloc(64);
@@ -336,6 +380,7 @@ int main(void)
     const struct CMUnitTest conversion[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_errors_name_the_place),
+        cmocka_unit_test(test_function_ids),
     };
     const struct CMUnitTest runs[] = {
         cmocka_unit_test(test_load_errors),
