@@ -715,51 +715,70 @@ void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
 
 /* ---------------------------------------------------------------- finished actions */
 
+/* Append ,"name": and the exact text of v. */
+static int put_member(eddy__buf *b, const char *name, size_t n, const json_t *v)
+{
+    return eddy__buf_put(b, name, n) == EDDY_OK &&
+                   eddy__json_write_ex(b, v, EDDY__JSONW_EXACT) == EDDY_OK
+               ? EDDY_OK
+               : EDDY_ENOMEM;
+}
+
+/* The completion record of t into rt->scratch, NUL-terminated:
+ * {"order":N,"events":[{"type":T,"id":I,"attrs":{...}},...],"stm":{...},
+ * "sensory":{...}} (stm and sensory only when the action wrote them), the
+ * text a jansson object built in that order would give, written straight
+ * (building it cost ~11 k instructions per run, a sixth of W3's mailbox). */
+static int done_record(eddy_runtime *rt, eddy_ctx *t)
+{
+    eddy__buf *b = &rt->scratch;
+    b->len = 0;
+    int ok = eddy__buf_put(b, "{\"order\":", 9) == EDDY_OK &&
+             eddy__json_write_int(b, (json_int_t)t->key->completions) == EDDY_OK &&
+             eddy__buf_put(b, ",\"events\":[", 11) == EDDY_OK;
+    eddy__queue *q;
+    int first = 1;
+    eddy__queue_foreach(q, &t->sent)
+    {
+        if (!ok)
+            break;
+        eddy_event *ev = eddy__queue_data(q, eddy_event, node);
+        const char *id = eddy_event_id(ev);
+        ok = eddy__buf_put(b, first ? "{\"type\":" : ",{\"type\":", first ? 8 : 9) == EDDY_OK &&
+             eddy__json_write_str(b, ev->type, strlen(ev->type)) == EDDY_OK &&
+             eddy__buf_put(b, ",\"id\":", 6) == EDDY_OK &&
+             eddy__json_write_str(b, id, strlen(id)) == EDDY_OK &&
+             put_member(b, ",\"attrs\":", 9, ev->attrs) == EDDY_OK &&
+             eddy__buf_put(b, "}", 1) == EDDY_OK;
+        first = 0;
+    }
+    const json_t *stm = eddy__memview_updates(&t->stm.view);
+    const json_t *sen = eddy__memview_updates(&t->sensory.view);
+    ok = ok && eddy__buf_put(b, "]", 1) == EDDY_OK &&
+         (stm == NULL || put_member(b, ",\"stm\":", 7, stm) == EDDY_OK) &&
+         (sen == NULL || put_member(b, ",\"sensory\":", 11, sen) == EDDY_OK) &&
+         eddy__buf_put(b, "}", 1) == EDDY_OK && eddy__buf_nul(b) == EDDY_OK;
+    return ok ? EDDY_OK : EDDY_ENOMEM;
+}
+
 void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
 {
     if (rt->store == NULL || t->replayed)
         return;
     eddy__key *k = t->key;
-    json_t *events = json_array();
-    json_t *rec = json_object();
-    if (events == NULL || rec == NULL)
-        goto nomem;
-    eddy__queue *q;
-    eddy__queue_foreach(q, &t->sent)
-    {
-        eddy_event *ev = eddy__queue_data(q, eddy_event, node);
-        if (json_array_append_new(events, json_pack("{s:s, s:s, s:O}", "type", ev->type, "id",
-                                                    eddy_event_id(ev), "attrs", ev->attrs)) != 0)
-            goto nomem;
-    }
-    const json_t *stm = eddy__memview_updates(&t->stm.view);
-    const json_t *sen = eddy__memview_updates(&t->sensory.view);
-    if (json_object_set_new(rec, "order", json_integer(k->completions)) != 0 ||
-        json_object_set_new(rec, "events", events) != 0 ||
-        (stm != NULL && json_object_set(rec, "stm", (json_t *)stm) != 0) ||
-        (sen != NULL && json_object_set(rec, "sensory", (json_t *)sen) != 0)) {
-        events = NULL;
-        goto nomem;
-    }
-    events = NULL;
-    const char *payload = scratch_json(rt, rec);
-    json_decref(rec);
-    if (payload == NULL)
+    if (done_record(rt, t) != EDDY_OK) {
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return;
+    }
     eddy__jrec r = {.key = k->text,
                     .seq = k->seq,
                     .event_id = eddy_event_id(t->event),
                     .action = t->action->name,
                     .idx = -1,
                     .kind = EDDY_JREC_DONE,
-                    .payload = payload,
+                    .payload = rt->scratch.p,
                     .run = &k->store_run};
     STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a finished action");
-    return;
-nomem:
-    json_decref(events);
-    json_decref(rec);
-    eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
 }
 
 int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)

@@ -262,3 +262,26 @@ int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags)
     b->p[b->len] = '\0';
     return EDDY_OK;
 }
+
+int eddy__buf_put(eddy__buf *b, const char *s, size_t n)
+{
+    return put(b, s, n) == 0 ? EDDY_OK : EDDY_ENOMEM;
+}
+
+int eddy__json_write_str(eddy__buf *b, const char *s, size_t n)
+{
+    return put_string(b, s, n) == 0 ? EDDY_OK : EDDY_ENOMEM;
+}
+
+int eddy__json_write_int(eddy__buf *b, json_int_t v)
+{
+    return put_integer(b, v) == 0 ? EDDY_OK : EDDY_ENOMEM;
+}
+
+int eddy__buf_nul(eddy__buf *b)
+{
+    if (eddy__buf_reserve(b, 1) != EDDY_OK)
+        return EDDY_ENOMEM;
+    b->p[b->len] = '\0';
+    return EDDY_OK;
+}

@@ -38,4 +38,12 @@ int eddy__json_write(eddy__buf *b, const json_t *v);
  * counted in b->len). */
 int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags);
 
+/* Pieces, for texts written without building them as jansson values first
+ * (EDDY_OK or EDDY_ENOMEM): raw bytes; a JSON string of s (n bytes); an
+ * integer; a NUL after the text (not counted in b->len). */
+int eddy__buf_put(eddy__buf *b, const char *s, size_t n);
+int eddy__json_write_str(eddy__buf *b, const char *s, size_t n);
+int eddy__json_write_int(eddy__buf *b, json_int_t v);
+int eddy__buf_nul(eddy__buf *b);
+
 #endif /* EDDY_UTIL_JSONW_H */
