@@ -51,6 +51,8 @@
 #include "util/map.h"
 #include "util/vec.h"
 
+#define META_DUE_MAX 8 /* meta values a transaction sets: 6 names exist */
+
 enum {
     ST_BEGIN,
     ST_COMMIT,
@@ -144,6 +146,14 @@ typedef struct sqlite_store {
     int failed;            /* see the design notes: writes refused until reopened */
     uint64_t outbox_next;  /* the id the next outbox line gets */
     uint64_t outbox_saved; /* outbox_next as last written to meta */
+    /* Meta values set in the open transaction, written by its commit in one
+     * statement (meta_flush); meta_set[n] is the statement for n values. */
+    struct {
+        char k[24];
+        uint64_t v;
+    } meta_due[META_DUE_MAX];
+    int nmeta_due;
+    sqlite3_stmt *meta_set[META_DUE_MAX + 1];
     char *dir;
     char *db_path;
     char errmsg[1024];
@@ -196,6 +206,7 @@ static void abort_tx(sqlite_store *s)
         return;
     s->in_tx = 0;
     s->failed = 1;
+    s->nmeta_due = 0;
     txn_reset(s); /* the journal entries of the transaction go with it */
     if (sqlite3_get_autocommit(s->db))
         return; /* SQLite already rolled it back */
@@ -317,6 +328,12 @@ static int read_start(sqlite_store *s, sqlite3_stmt *st, const char *what)
 
 static int meta_get_u64(sqlite_store *s, const char *k, uint64_t *v)
 {
+    for (int i = 0; i < s->nmeta_due; i++) {
+        if (strcmp(s->meta_due[i].k, k) == 0) {
+            *v = s->meta_due[i].v;
+            return EDDY_OK;
+        }
+    }
     sqlite3_stmt *st = s->st[ST_META_GET];
     int rc = bind_text(st, 1, k);
     if (rc != SQLITE_OK)
@@ -342,6 +359,56 @@ static int meta_set_u64(sqlite_store *s, const char *k, uint64_t v)
     return write_step(s, st, rc, "writing meta");
 }
 
+/* Write the meta values due in one statement (from the commit). The
+ * source position, the run counter and the outbox's next id change with
+ * nearly every commit: four upserts of ~5 k instructions each became one. */
+static int meta_flush(sqlite_store *s)
+{
+    int n = s->nmeta_due;
+    if (n == 0)
+        return EDDY_OK;
+    sqlite3_stmt *st = s->meta_set[n];
+    if (st == NULL) {
+        char sql[256];
+        size_t len = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO meta(k, v) VALUES ");
+        for (int i = 0; i < n; i++)
+            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s(?%d, ?%d)", i ? ", " : "",
+                                    2 * i + 1, 2 * i + 2);
+        snprintf(sql + len, sizeof(sql) - len, " ON CONFLICT(k) DO UPDATE SET v = excluded.v");
+        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (rc != SQLITE_OK)
+            return fail(s, NULL, rc, "writing meta");
+        s->meta_set[n] = st;
+    }
+    int rc = SQLITE_OK;
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+        rc = bind_text(st, 2 * i + 1, s->meta_due[i].k);
+        if (rc == SQLITE_OK)
+            rc = bind_u64(st, 2 * i + 2, s->meta_due[i].v);
+    }
+    s->nmeta_due = 0;
+    return write_step(s, st, rc, "writing meta");
+}
+
+/* Set meta k to v in the open transaction (write_begin done): written at
+ * the commit, with the others. */
+static int meta_due(sqlite_store *s, const char *k, uint64_t v)
+{
+    for (int i = 0; i < s->nmeta_due; i++) {
+        if (strcmp(s->meta_due[i].k, k) == 0) {
+            s->meta_due[i].v = v;
+            return EDDY_OK;
+        }
+    }
+    size_t n = strlen(k);
+    if (s->nmeta_due == META_DUE_MAX || n >= sizeof(s->meta_due[0].k))
+        return meta_set_u64(s, k, v); /* (not expected: written at once) */
+    memcpy(s->meta_due[s->nmeta_due].k, k, n + 1);
+    s->meta_due[s->nmeta_due].v = v;
+    s->nmeta_due++;
+    return EDDY_OK;
+}
+
 static int sq_get_source_pos(eddy__store *base, uint64_t *offset, uint64_t *line)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -354,8 +421,8 @@ static int sq_set_source_pos(eddy__store *base, uint64_t offset, uint64_t line)
     sqlite_store *s = (sqlite_store *)base;
     int rc = write_begin(s);
     if (rc == EDDY_OK)
-        rc = meta_set_u64(s, "source_offset", offset);
-    return rc != EDDY_OK ? rc : meta_set_u64(s, "source_line", line);
+        rc = meta_due(s, "source_offset", offset);
+    return rc != EDDY_OK ? rc : meta_due(s, "source_line", line);
 }
 
 static int sq_get_sink_pos(eddy__store *base, uint64_t *offset)
@@ -367,7 +434,7 @@ static int sq_set_sink_pos(eddy__store *base, uint64_t offset)
 {
     sqlite_store *s = (sqlite_store *)base;
     int rc = write_begin(s);
-    return rc != EDDY_OK ? rc : meta_set_u64(s, "sink_offset", offset);
+    return rc != EDDY_OK ? rc : meta_due(s, "sink_offset", offset);
 }
 
 static int sq_get_meta_u64(eddy__store *base, const char *name, uint64_t *value)
@@ -389,7 +456,7 @@ static int sq_set_meta_u64(eddy__store *base, const char *name, uint64_t value)
 {
     sqlite_store *s = (sqlite_store *)base;
     int rc = write_begin(s);
-    return rc != EDDY_OK ? rc : meta_set_u64(s, name, value);
+    return rc != EDDY_OK ? rc : meta_due(s, name, value);
 }
 
 /* ---------------------------------------------------------------- transactions */
@@ -413,7 +480,9 @@ static int sq_commit_nosync(eddy__store *base)
         return EDDY_OK;
     int r = jlog_flush(s);
     if (r == EDDY_OK && s->outbox_next != s->outbox_saved)
-        r = meta_set_u64(s, "outbox_next", s->outbox_next);
+        r = meta_due(s, "outbox_next", s->outbox_next);
+    if (r == EDDY_OK)
+        r = meta_flush(s);
     if (r != EDDY_OK)
         return r;
     sqlite3_stmt *st = s->st[ST_COMMIT];
@@ -1433,6 +1502,8 @@ static void sq_close(eddy__store *base)
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         for (int i = 0; i < ST__COUNT; i++)
             sqlite3_finalize(s->st[i]);
+        for (int i = 0; i <= META_DUE_MAX; i++)
+            sqlite3_finalize(s->meta_set[i]);
         sqlite3_close(s->db);
     }
     if (s->wal_fd >= 0)
