@@ -9,8 +9,9 @@
  * the source's reader thread parses input lines (src/io/source.c).
  *
  * Queues:
- *   source queue   parsed inputs, filled by the reader; admitted while fewer
- *                  than max-in-flight inputs are admitted and unfinished
+ *   source queue   parsed inputs, filled by the reader; taken in batches
+ *   rt->admit_buf  into this buffer, and admitted from it while fewer than
+ *                  max-in-flight inputs are admitted and unfinished
  *   key->pending   admitted inputs of a key waiting for its run to end (FIFO)
  *   rt->ready      tasks (action executions) ready to make progress, FIFO
  *                  across keys: that is the fairness rule
@@ -21,7 +22,8 @@
  * tasks ready; the idle handle, active only while rt->ready is not empty, runs
  * ready tasks (each a step of an action execution until it finishes or
  * suspends); the prepare handle, just before the loop would block, admits new
- * inputs, hands submitted calls to the workers in one batch, commits the
+ * inputs (a run's end that frees the last slot admits one itself), hands
+ * submitted calls to the workers in one batch, commits the
  * store's transaction and flushes the sinks. A suspended task is referenced
  * only by the calls it waits for: nothing polls it.
  *
