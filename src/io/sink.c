@@ -18,6 +18,7 @@ struct eddy__sink {
     int owns_fd;
     int is_file;
     uint64_t offset;
+    uint64_t synced; /* offset at the last sync (UINT64_MAX: none yet) */
     char *buf;
     size_t len, cap;
     char *path;
@@ -32,6 +33,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t trun
     if (s == NULL)
         return EDDY_ENOMEM;
     s->cap = SINK_BUF;
+    s->synced = UINT64_MAX;
     s->buf = malloc(s->cap);
     s->path = strdup(path);
     if (s->buf == NULL || s->path == NULL) {
@@ -151,11 +153,14 @@ int eddy__sink_sync(eddy__sink *s)
     int rc = eddy__sink_flush(s);
     if (rc != EDDY_OK)
         return rc;
+    if (!s->is_file || s->offset == s->synced)
+        return EDDY_OK; /* nothing written since the last sync (the dead-letter file, mostly) */
     int fault = eddy__fault("sink_write.sync"); /* test hook: errno to simulate */
-    if (s->is_file && (fault ? (errno = fault, -1) : fdatasync(s->fd)) != 0) {
+    if ((fault ? (errno = fault, -1) : fdatasync(s->fd)) != 0) {
         snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->path, strerror(errno));
         return EDDY_EIO;
     }
+    s->synced = s->offset;
     return EDDY_OK;
 }
 
