@@ -395,6 +395,16 @@ void eddy__durable_job_canceled(eddy_runtime *rt)
         take_syncs(rt);
 }
 
+/* Every commit written is durable (synced here, or whole without a
+ * syncer): count the sync and let the waiting jobs and tasks go on. */
+static void all_synced(eddy_runtime *rt)
+{
+    rt->stats.syncs++;
+    if (rt->pool != NULL)
+        eddy__pool_synced(rt->pool, rt->txn_written);
+    synced(rt, rt->txn_written);
+}
+
 /* Make every commit durable on the mailbox thread itself. */
 static int sync_here(eddy_runtime *rt)
 {
@@ -405,10 +415,7 @@ static int sync_here(eddy_runtime *rt)
         sync_failed(rt, errno != 0 ? errno : EIO);
         return EDDY_ESTORE;
     }
-    if (rt->pool != NULL)
-        eddy__pool_synced(rt->pool, rt->txn_written);
-    rt->stats.syncs++;
-    synced(rt, rt->txn_written);
+    all_synced(rt);
     return EDDY_OK;
 }
 
@@ -436,10 +443,7 @@ static void request_sync(eddy_runtime *rt)
     eddy__syncer *s = rt->syncer;
     if (s == NULL) {
         rt->txn_requested = rt->txn_written;
-        rt->stats.syncs++;
-        if (rt->pool != NULL)
-            eddy__pool_synced(rt->pool, rt->txn_written);
-        synced(rt, rt->txn_written); /* the commit synced itself */
+        all_synced(rt); /* the commit synced itself */
         return;
     }
     uv_mutex_lock(&s->lock);
