@@ -1,8 +1,9 @@
-"""Fault injection sweep: fail the n-th store write, store commit, disk sync of
-the store, sink write or allocation of a short durable run (EDDY_FAULT, compiled with
-EDDY_TEST_HOOKS), check that eddy either completes correctly or stops with a
-clear error, then rerun without the fault and check that the output is exactly
-the expected one: every output exactly once, memory right."""
+"""Fault injection sweep: fail the n-th store write, store commit, write of the
+store's WAL, disk sync of the store, sink write or allocation of a short
+durable run (EDDY_FAULT, compiled with EDDY_TEST_HOOKS), check that eddy
+either completes correctly or stops with a clear error, then rerun without the
+fault and check that the output is exactly the expected one: every output
+exactly once, memory right."""
 import collections
 import json
 import os
@@ -21,6 +22,7 @@ HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
 WORDS = {
     "store_write": [b"state store failure", b"I/O error"],
     "store_commit": [b"state store failure while committing", b"I/O error"],
+    "store_wal": [b"state store failure while committing", b"committing the schema"],
     "store_sync": [b"state store failure while syncing", b"eddy.db-wal to disk: Input/output error"],
     "sink_write": [b"cannot"],
     "alloc": [b"out of memory"],
@@ -103,6 +105,11 @@ class FaultSweep(EddyTest):
 
     def test_store_commit(self):
         self.sweep("store_commit")
+
+    def test_store_wal(self):
+        # The write of a commit's WAL frames (gathered into one write by
+        # store/walvfs.c): the commit fails, nothing built on it is kept.
+        self.sweep("store_wal")
 
     def test_store_sync(self):
         # The syncer thread's fdatasync of the WAL: commits written but not
