@@ -273,12 +273,13 @@ typedef struct eddy__syncer eddy__syncer;
 struct eddy__syncer {
     uv_thread_t thread;
     uv_mutex_t lock;
-    uv_cond_t cond;
+    uv_sem_t wake; /* posted to the sleeping syncer (see sleeping) */
     eddy__store *store;
     uint64_t want;  /* newest commit to make durable (set by the mailbox) */
     uint64_t done;  /* newest commit made durable (set by the syncer) */
     uint64_t syncs; /* syncs made and not yet counted in the stats */
     int err;        /* errno of a failed sync: the syncer then stops */
+    int sleeping;   /* the syncer waits on wake; whoever posts it clears it */
     int stop;
     eddy__pool *pool; /* told of each sync, for the jobs waiting on one */
     uv_async_t async; /* syncer -> mailbox: done or err moved */
@@ -291,8 +292,17 @@ static void syncer_main(void *arg)
     eddy__syncer *s = arg;
     uv_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->stop && s->err == 0 && s->want == s->done)
-            uv_cond_wait(&s->cond, &s->lock);
+        /* A semaphore, not a condition variable: woken, the syncer takes
+         * the lock as anyone does (glibc's condition variables take it
+         * back marked contended, so every unlock after a wake-up was a
+         * futex call). */
+        if (!s->stop && s->err == 0 && s->want == s->done) {
+            s->sleeping = 1;
+            uv_mutex_unlock(&s->lock);
+            uv_sem_wait(&s->wake);
+            uv_mutex_lock(&s->lock);
+            continue;
+        }
         if (s->stop || s->err != 0)
             break;
         uint64_t target = s->want; /* every commit up to it was written */
@@ -301,17 +311,22 @@ static void syncer_main(void *arg)
         int rc = eddy__store_sync(s->store);
         int e = rc == EDDY_OK ? 0 : errno != 0 ? errno : EIO;
         uv_mutex_lock(&s->lock);
+        eddy__pool *pool = s->pool;
         if (e != 0) {
-            s->err = e;
-            if (s->pool != NULL)
-                eddy__pool_sync_failed(s->pool);
+            s->err = e; /* recorded before the jobs are canceled */
         } else {
             s->done = target;
             s->syncs++;
-            if (s->pool != NULL)
-                eddy__pool_synced(s->pool, target); /* its waiting jobs go on */
         }
+        /* The jobs and the mailbox are told with the lock let go: the
+         * mailbox takes it to ask for syncs and to take their outcome. */
+        uv_mutex_unlock(&s->lock);
+        if (pool != NULL && e != 0)
+            eddy__pool_sync_failed(pool);
+        else if (pool != NULL)
+            eddy__pool_synced(pool, target); /* its waiting jobs go on */
         uv_async_send(&s->async);
+        uv_mutex_lock(&s->lock);
     }
     uv_mutex_unlock(&s->lock);
 }
@@ -464,8 +479,11 @@ static void request_sync(eddy_runtime *rt)
     }
     uv_mutex_lock(&s->lock);
     s->want = rt->txn_written;
-    uv_cond_signal(&s->cond);
+    int wake = s->sleeping;
+    s->sleeping = 0;
     uv_mutex_unlock(&s->lock);
+    if (wake) /* after the unlock: it would only wait for the lock */
+        uv_sem_post(&s->wake);
     if (!s->refd) {
         uv_ref((uv_handle_t *)&s->async);
         s->refd = 1;
@@ -475,7 +493,7 @@ static void request_sync(eddy_runtime *rt)
 static void free_syncer_handle(uv_handle_t *h)
 {
     eddy__syncer *s = (eddy__syncer *)((char *)h - offsetof(eddy__syncer, async));
-    uv_cond_destroy(&s->cond);
+    uv_sem_destroy(&s->wake);
     uv_mutex_destroy(&s->lock);
     free(s);
 }
@@ -487,8 +505,11 @@ void eddy__durable_shutdown(eddy_runtime *rt)
         return;
     uv_mutex_lock(&s->lock);
     s->stop = 1;
-    uv_cond_signal(&s->cond);
+    int wake = s->sleeping;
+    s->sleeping = 0;
     uv_mutex_unlock(&s->lock);
+    if (wake)
+        uv_sem_post(&s->wake);
     uv_thread_join(&s->thread);
     rt->stats.syncs += s->syncs;
     uv_close((uv_handle_t *)&s->async, free_syncer_handle);
@@ -507,8 +528,8 @@ static void syncer_start(eddy_runtime *rt)
     s->store = rt->store;
     if (uv_mutex_init(&s->lock) != 0)
         goto fail_lock;
-    if (uv_cond_init(&s->cond) != 0)
-        goto fail_cond;
+    if (uv_sem_init(&s->wake, 0) != 0)
+        goto fail_sem;
     if (uv_async_init(&rt->loop, &s->async, on_synced) != 0)
         goto fail_async;
     s->async.data = rt;
@@ -520,8 +541,8 @@ static void syncer_start(eddy_runtime *rt)
     rt->syncer = s;
     return;
 fail_async:
-    uv_cond_destroy(&s->cond);
-fail_cond:
+    uv_sem_destroy(&s->wake);
+fail_sem:
     uv_mutex_destroy(&s->lock);
 fail_lock:
     free(s);

@@ -30,8 +30,9 @@
  * woken once. A failed sync or close cancels held jobs: work is skipped,
  * done still runs.
  *
- * Lock order: the queue lock and the completion lock are never held together;
- * the syncer's lock is taken before the queue lock (eddy__pool_synced).
+ * Lock order: the queue lock and the completion lock are never held together,
+ * and callers hold no lock of theirs when they call in (the syncer lets its
+ * own go before eddy__pool_synced).
  *
  * Shutdown: eddy__pool_close() lets queued jobs run and delivers their
  * completions (done callbacks run inside close, and may still submit jobs:
