@@ -1,6 +1,5 @@
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +15,7 @@
 #include "store/jlog.h"
 #include "store/store.h"
 #include "store/store_impl.h"
+#include "unit/tmptree.h"
 
 #define FP  "plan-fingerprint-1"
 #define FP2 "plan-fingerprint-2"
@@ -32,8 +32,7 @@ static int setup_dir(void **state)
     test_dir *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return -1;
-    strcpy(d->root, "/tmp/eddy-test-store-XXXXXX");
-    if (mkdtemp(d->root) == NULL) {
+    if (tmptree_make(d->root, "store") != 0) {
         free(d);
         return -1;
     }
@@ -42,19 +41,11 @@ static int setup_dir(void **state)
     return 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown_dir(void **state)
 {
     test_dir *d = *state;
     chmod(d->state, 0700);
-    int rc = nftw(d->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = tmptree_remove(d->root);
     free(d);
     return rc;
 }

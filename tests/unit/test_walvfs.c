@@ -4,7 +4,6 @@
  * in the files is whole, as another connection and recovery after a crash
  * see it, also when SQLite rewrites frames of the same transaction.
  */
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "store/walvfs.h"
+#include "unit/tmptree.h"
 
 typedef struct test_dir {
     char root[64]; /* mkdtemp directory, removed at the end */
@@ -30,8 +30,7 @@ static int setup_dir(void **state)
     test_dir *d = calloc(1, sizeof(*d));
     if (d == NULL)
         return -1;
-    strcpy(d->root, "/tmp/eddy-test-walvfs-XXXXXX");
-    if (mkdtemp(d->root) == NULL) {
+    if (tmptree_make(d->root, "walvfs") != 0) {
         free(d);
         return -1;
     }
@@ -41,18 +40,10 @@ static int setup_dir(void **state)
     return 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown_dir(void **state)
 {
     test_dir *d = *state;
-    int rc = nftw(d->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    int rc = tmptree_remove(d->root);
     free(d);
     return rc;
 }
