@@ -1944,14 +1944,17 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     sqlite3_busy_timeout(s->db, 1000);
     char *text = NULL;
     sqlite3_int64 version = 0;
-    rc = query_one(s, "SELECT v FROM meta WHERE k = 'format_version'", &text, &version);
-    if (rc != SQLITE_OK && strstr(sqlite3_errmsg(s->db), "no such table") != NULL)
+    sqlite3_int64 tables = 0;
+    rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
+    if (rc == SQLITE_OK && tables == 0)
         /* An eddy is creating it this moment, or something else made an
          * empty file: either way there is no eddy state in it yet. */
         return eddy__error_set(err, EDDY_ENOTFOUND, "store",
                                "%s: no eddy state here yet (%s has no tables: an eddy may be "
                                "creating it)",
                                s->dir, s->db_path);
+    if (rc == SQLITE_OK)
+        rc = query_one(s, "SELECT v FROM meta WHERE k = 'format_version'", &text, &version);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the format version", err);
     if (text == NULL)
