@@ -10,8 +10,10 @@
  *
  * Submission is batched: submit appends to a loop-local list without locking;
  * flush (called once per loop turn by the operator, and by submit itself when
- * the list grows long) moves the list to the shared queue under one lock and
- * wakes only as many idle workers as there are new jobs.
+ * the list grows long) moves the list to the shared queue under one lock and,
+ * with the lock let go, posts the workers' semaphore once per new job: a
+ * post wakes a sleeping worker, or is taken without a system call by a busy
+ * one when it comes back for work.
  *
  * Completion: a worker appends the finished job to the completion list under
  * the completion lock, and calls uv_async_send() only when the list was empty
