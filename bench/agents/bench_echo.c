@@ -8,21 +8,11 @@ static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
     (void)arg;
     json_t *in = json_object_get(eddy_event_attrs(ev), "input");
-    /* {"output": in}, built with jansson's constructors: json_pack parses its
-     * format on every call (~1.1 k instructions, a fifth of the mailbox's
-     * cost per input), the agent's cost rather than the runtime's. */
-    json_t *attrs = json_object();
-    if (attrs != NULL && json_object_set_nocheck(attrs, "output", in) != 0) {
-        json_decref(attrs);
-        attrs = NULL;
-    }
-    eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT, attrs);
-    if (out == NULL)
-        return EDDY_ENOMEM;
-    int rc = eddy_ctx_send_event(ctx, out);
-    if (rc != EDDY_OK)
-        eddy_event_free(out);
-    return rc;
+    /* {"output": in} in an OutputEvent the runtime released before: no event
+     * or object is allocated per input (building them with jansson's
+     * constructors and freeing them was ~700 of ~3.9 k mailbox instructions
+     * per input; json_pack parsing its format on every call ~1.1 k more). */
+    return eddy_ctx_send_output(ctx, json_incref(in));
 }
 
 int eddy_agent_init(eddy_plan *plan)

@@ -209,6 +209,17 @@ EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
  */
 EDDY_API int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev);
 
+/*
+ * Send an OutputEvent whose attributes are {"output": output}: the same as
+ * eddy_ctx_send_event(ctx, eddy_event_new(EDDY_OUTPUT_EVENT, attrs)) with
+ * attrs built so, but the event and its attributes object come from the
+ * OutputEvents the runtime released earlier, so a steady stream of outputs
+ * allocates none. output is taken (also on failure), as jansson's _new
+ * functions take theirs. Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (ctx or
+ * output NULL), EDDY_ENOMEM.
+ */
+EDDY_API int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output);
+
 /* The key's short-term memory (kept across runs) and sensory memory (cleared
  * when the run ends). Borrowed handles valid during the action execution;
  * NULL from a wrong thread. */

@@ -32,6 +32,46 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
     return EDDY_OK;
 }
 
+int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
+{
+    if (ctx == NULL || output == NULL) {
+        json_decref(output);
+        return EDDY_EINVAL;
+    }
+    if (!ON_THREAD(ctx)) {
+        json_decref(output);
+        return EDDY_EWRONGTHREAD;
+    }
+    eddy_runtime *rt = ctx->rt;
+    eddy_event *ev;
+    if (rt->nspare_outputs > 0) {
+        /* Its one member is "output" (output_event_done): set through the
+         * iterator, without hashing the key again. */
+        ev = rt->spare_outputs[--rt->nspare_outputs];
+        ev->refs = 1;
+        ev->sent = 0;
+        if (json_object_iter_set_new(ev->attrs, json_object_iter(ev->attrs), output) != 0) {
+            eddy__event_unref(ev);
+            return EDDY_ENOMEM;
+        }
+    } else {
+        json_t *attrs = json_object();
+        if (attrs == NULL || json_object_set_new_nocheck(attrs, "output", output) != 0) {
+            if (attrs == NULL)
+                json_decref(output);
+            json_decref(attrs);
+            return EDDY_ENOMEM;
+        }
+        /* eddy_event_new takes attrs, also when it fails. */
+        if ((ev = eddy_event_new(EDDY_OUTPUT_EVENT, attrs)) == NULL)
+            return EDDY_ENOMEM;
+    }
+    int rc = eddy_ctx_send_event(ctx, ev);
+    if (rc != EDDY_OK)
+        eddy__event_unref(ev);
+    return rc;
+}
+
 eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx)
 {
     return ON_THREAD(ctx) ? &ctx->stm : NULL;

@@ -212,6 +212,23 @@ static int emit_output(eddy_runtime *rt, eddy_event *ev)
     return rc;
 }
 
+/* An OutputEvent is released once its line is written. When nothing else
+ * holds it or its attributes and they are {"output": ...}, it is kept for
+ * eddy_ctx_send_output (its value released), as InputEvents are kept for
+ * the next run. */
+static void output_event_done(eddy_runtime *rt, eddy_event *ev)
+{
+    void *it;
+    if (ev->refs == 1 && ev->attrs->refcount == 1 && rt->nspare_outputs < EDDY_SPARE_OUTPUTS &&
+        json_object_size(ev->attrs) == 1 && (it = json_object_iter(ev->attrs)) != NULL &&
+        strcmp(json_object_iter_key(it), "output") == 0 &&
+        json_object_iter_set_new(ev->attrs, it, json_null()) == 0) {
+        rt->spare_outputs[rt->nspare_outputs++] = ev;
+        return;
+    }
+    eddy__event_unref(ev);
+}
+
 static void dead_letter_write(eddy_runtime *rt, json_t *obj)
 {
     if (obj == NULL)
@@ -270,9 +287,12 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
                 eddy__queue_remove(q);
                 eddy_event *ev = eddy__queue_data(q, eddy_event, node);
                 rt->stats.events++;
-                if (ev->is_output)
+                if (ev->is_output) {
                     emit_output(rt, ev);
-                else if (route_event(rt, k, ev) != EDDY_OK)
+                    output_event_done(rt, ev);
+                    continue;
+                }
+                if (route_event(rt, k, ev) != EDDY_OK)
                     eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
                 eddy__event_unref(ev);
             }
@@ -862,6 +882,8 @@ void eddy_runtime_free(eddy_runtime *rt)
     eddy__map_free(&rt->keys);
     while (rt->nspare_inputs > 0)
         eddy__event_unref(rt->spare_inputs[--rt->nspare_inputs]);
+    while (rt->nspare_outputs > 0)
+        eddy__event_unref(rt->spare_outputs[--rt->nspare_outputs]);
     while (!eddy__queue_empty(&rt->free_tasks)) {
         eddy__queue *q = eddy__queue_head(&rt->free_tasks);
         eddy__queue_remove(q);

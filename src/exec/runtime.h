@@ -140,6 +140,9 @@ struct eddy_runtime {
 #define EDDY_SPARE_INPUTS 4096
     eddy_event *spare_inputs[EDDY_SPARE_INPUTS]; /* released InputEvents, for reuse */
     unsigned nspare_inputs;
+#define EDDY_SPARE_OUTPUTS 64 /* each is released right after its line is written */
+    eddy_event *spare_outputs[EDDY_SPARE_OUTPUTS]; /* released OutputEvents, for reuse */
+    unsigned nspare_outputs;
     void (*pause)(void); /* of the language whose steps ran in this batch */
     eddy__queue commit_wait;
     eddy__queue free_tasks;

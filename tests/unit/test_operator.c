@@ -401,7 +401,7 @@ static void test_run_numbers_survive_a_restart(void **state)
 
 typedef struct confine {
     eddy_ctx *ctx;
-    int send_rc, fail_rc, async_rc;
+    int send_rc, output_rc, fail_rc, async_rc;
     int key_null, stm_null;
 } confine;
 
@@ -411,6 +411,7 @@ static void *from_other_thread(void *arg)
     eddy_event *ev = eddy_event_new("X", NULL);
     c->send_rc = eddy_ctx_send_event(c->ctx, ev);
     eddy_event_free(ev);
+    c->output_rc = eddy_ctx_send_output(c->ctx, json_integer(1)); /* freed, too */
     eddy_memory *m = eddy_ctx_sensory_memory(c->ctx);
     c->stm_null = m == NULL;
     c->key_null = eddy_ctx_key(c->ctx) == NULL;
@@ -479,6 +480,7 @@ static void test_thread_confinement(void **state)
     assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
     eddy_runtime_free(rt);
     assert_int_equal(seen.send_rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(seen.output_rc, EDDY_EWRONGTHREAD);
     assert_int_equal(seen.fail_rc, EDDY_EWRONGTHREAD);
     assert_int_equal(seen.async_rc, EDDY_EWRONGTHREAD);
     assert_true(seen.key_null);
@@ -550,6 +552,78 @@ static void test_runtime_calls_and_codes(void **state)
     eddy_error_free(err);
     eddy_plan_free(empty);
     eddy_config_free(c);
+}
+
+/* ------------------------------------------------------------ outputs */
+
+static json_t *kept_attrs; /* attributes of a sent OutputEvent the action kept */
+
+/* Per input: two outputs through eddy_ctx_send_output (the second reuses
+ * nothing yet within the execution; later runs reuse released events), one
+ * through eddy_event_new whose attributes the action keeps a reference to
+ * (the first run only), and the error cases. */
+static int outputs(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *id = json_object_get(json_object_get(eddy_event_attrs(ev), "input"), "id");
+    assert_int_equal(eddy_ctx_send_output(ctx, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy_ctx_send_output(NULL, json_string("lost")), EDDY_EINVAL);
+    int rc = eddy_ctx_send_output(ctx, json_pack("{s:O, s:i}", "id", id, "n", 1));
+    if (rc == EDDY_OK)
+        rc = eddy_ctx_send_output(ctx, json_pack("{s:O, s:i}", "id", id, "n", 2));
+    if (rc == EDDY_OK && kept_attrs == NULL) {
+        kept_attrs = json_pack("{s:s}", "output", "kept");
+        rc = eddy_ctx_send_event(ctx, eddy_event_new(EDDY_OUTPUT_EVENT, json_incref(kept_attrs)));
+    }
+    return rc;
+}
+
+static void test_send_output(void **state)
+{
+    fixture *f = *state;
+    char in[4096] = "";
+    for (int i = 0; i < 100; i++) {
+        size_t n = strlen(in);
+        snprintf(in + n, sizeof(in) - n, "{\"key\":\"k%d\",\"id\":%d}\n", i % 7, i);
+    }
+    write_input(f, in);
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "outputs", types, outputs, NULL), EDDY_OK);
+    eddy_runtime *rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_runtime_free(rt);
+
+    /* The event the action kept a hold on was not reused: its attributes
+     * are as they were sent. */
+    assert_non_null(kept_attrs);
+    assert_string_equal(json_string_value(json_object_get(kept_attrs, "output")), "kept");
+    assert_int_equal(json_object_size(kept_attrs), 1);
+    json_decref(kept_attrs);
+    kept_attrs = NULL;
+
+    /* Every output once, in order within its key, each with its own value. */
+    FILE *fp = fopen(f->out, "r");
+    assert_non_null(fp);
+    char line[256];
+    int n = 0, kept = 0, seen_n[100][2] = {{0}};
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        n++;
+        if (strcmp(line, "\"kept\"\n") == 0) {
+            kept++;
+            continue;
+        }
+        int id, k;
+        assert_int_equal(sscanf(line, "{\"id\":%d,\"n\":%d}", &id, &k), 2);
+        assert_true(id >= 0 && id < 100 && (k == 1 || k == 2));
+        assert_int_equal(seen_n[id][k - 1], 0);
+        if (k == 2)
+            assert_int_equal(seen_n[id][0], 1); /* the first before the second */
+        seen_n[id][k - 1] = 1;
+    }
+    fclose(fp);
+    assert_int_equal(kept, 1);
+    assert_int_equal(n, 201);
 }
 
 /* ------------------------------------------------------------ stopping */
@@ -660,6 +734,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_stops_with_message_and_unwinds, setup,
                                         teardown),
