@@ -105,8 +105,7 @@ static int decide(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         "{s:O?, s:O?, s:s, s:O, s:I, s:O}", "order_id", json_object_get(order, "order_id"),
         "customer", json_object_get(order, "customer"), "decision", decision, "score",
         json_object_get(a, "score"), "orders", orders, "total", json_object_get(a, "total"));
-    eddy_event *o = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
-    return o != NULL ? eddy_ctx_send_event(ctx, o) : EDDY_ENOMEM;
+    return eddy_ctx_send_output(ctx, out); /* OutputEvent {"output": out} */
 }
 
 int eddy_agent_init(eddy_plan *plan)

@@ -27,13 +27,7 @@ static int calls(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         if (rc != EDDY_OK)
             return rc;
     }
-    eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:i}", "output", ncalls));
-    if (out == NULL)
-        return EDDY_ENOMEM;
-    int rc = eddy_ctx_send_event(ctx, out);
-    if (rc != EDDY_OK)
-        eddy_event_free(out);
-    return rc;
+    return eddy_ctx_send_output(ctx, json_integer(ncalls));
 }
 
 int eddy_agent_init(eddy_plan *plan)

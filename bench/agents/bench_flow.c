@@ -28,14 +28,6 @@ static json_t *obj1(const char *name, json_t *v)
     return o;
 }
 
-/* obj1, but v is taken (and dropped when o cannot be made). */
-static json_t *obj1_new(const char *name, json_t *v)
-{
-    json_t *o = obj1(name, v);
-    json_decref(v);
-    return o;
-}
-
 static int step_fast(const json_t *args, void *arg, json_t **result, eddy_error **err)
 {
     (void)arg;
@@ -78,13 +70,7 @@ static int flow(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         json_decref(o);
         o = NULL;
     }
-    eddy_event *out = eddy_event_new(EDDY_OUTPUT_EVENT, obj1_new("output", o));
-    if (out == NULL)
-        return EDDY_ENOMEM;
-    rc = eddy_ctx_send_event(ctx, out);
-    if (rc != EDDY_OK)
-        eddy_event_free(out);
-    return rc;
+    return o != NULL ? eddy_ctx_send_output(ctx, o) : EDDY_ENOMEM;
 }
 
 int eddy_agent_init(eddy_plan *plan)
