@@ -54,7 +54,8 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-#define META_DUE_MAX 8 /* meta values a transaction sets: 6 names exist */
+#define META_DUE_MAX 8  /* meta values a transaction sets: 6 names exist */
+#define ROWS_MAX     32 /* rows one statement of the commit inserts or deletes */
 
 enum {
     ST_BEGIN,
@@ -65,8 +66,6 @@ enum {
     ST_KEY_PUT,
     ST_KEY_GET,
     ST_KEYS_LOAD,
-    ST_PENDING_ADD,
-    ST_PENDING_REMOVE,
     ST_PENDING_LOAD,
     ST_PENDING_RUNS,
     ST_PENDING_IDS,
@@ -74,7 +73,6 @@ enum {
     ST_JLOG_DELETE,
     ST_JLOG_GET,
     ST_JLOG_ALL,
-    ST_OUTBOX_ADD,
     ST_OUTBOX_LOAD,
     ST_OUTBOX_ACK,
     ST_COUNTS,
@@ -92,8 +90,6 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "UPDATE SET next_seq = excluded.next_seq, stm = excluded.stm",
     [ST_KEY_GET] = "SELECT next_seq, stm FROM keys WHERE key = ?1",
     [ST_KEYS_LOAD] = "SELECT key, next_seq, stm FROM keys ORDER BY key",
-    [ST_PENDING_ADD] = "INSERT INTO pending(key, seq, line_no, record) VALUES (?1, ?2, ?3, ?4)",
-    [ST_PENDING_REMOVE] = "DELETE FROM pending WHERE id = ?1",
     [ST_PENDING_IDS] = "SELECT id, key, seq FROM pending",
     [ST_PENDING_LOAD] = "SELECT key, seq, line_no, record FROM pending ORDER BY id",
     [ST_PENDING_RUNS] = "SELECT key, seq FROM pending",
@@ -101,7 +97,6 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_JLOG_DELETE] = "DELETE FROM jlog WHERE id = ?1",
     [ST_JLOG_GET] = "SELECT data FROM jlog WHERE id = ?1",
     [ST_JLOG_ALL] = "SELECT id, data FROM jlog ORDER BY id",
-    [ST_OUTBOX_ADD] = "INSERT INTO outbox(id, line) VALUES (?1, ?2)",
     [ST_OUTBOX_LOAD] = "SELECT id, line FROM outbox ORDER BY id",
     [ST_OUTBOX_ACK] = "DELETE FROM outbox WHERE id <= ?1",
     [ST_COUNTS] = "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM pending), "
@@ -157,6 +152,18 @@ typedef struct sqlite_store {
     } meta_due[META_DUE_MAX];
     int nmeta_due;
     sqlite3_stmt *meta_set[META_DUE_MAX + 1];
+    /* Pending inputs added and removed and outbox lines added in the open
+     * transaction, written by its commit ROWS_MAX rows to a statement (see
+     * "rows written at the commit"). */
+    eddy__buf dtext; /* their keys, records and lines */
+    struct dpend *dadd;
+    size_t ndadd, capdadd;
+    uint64_t *ddel; /* ids of pending rows stored before this transaction */
+    size_t nddel, capddel;
+    struct dline *dout;
+    size_t ndout, capdout;
+    uint64_t pend_next; /* the id the next pending input gets */
+    sqlite3_stmt *pend_ins[ROWS_MAX + 1], *out_ins[ROWS_MAX + 1], *pend_del;
     char *dir;
     char *db_path;
     char errmsg[1024];
@@ -164,6 +171,9 @@ typedef struct sqlite_store {
 
 static const struct eddy__store_ops sqlite_ops;
 static void txn_reset(sqlite_store *s);
+static void rows_reset(sqlite_store *s);
+static int rows_flush(sqlite_store *s);
+static int cmp_u64(const void *a, const void *b);
 static int jlog_flush(sqlite_store *s);
 static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq);
 static void *map_get_run(const eddy__map *m, const char *key, uint64_t seq, int *oom);
@@ -211,6 +221,7 @@ static void abort_tx(sqlite_store *s)
     s->failed = 1;
     s->nmeta_due = 0;
     txn_reset(s); /* the journal entries of the transaction go with it */
+    rows_reset(s);
     if (sqlite3_get_autocommit(s->db))
         return; /* SQLite already rolled it back */
     sqlite3_stmt *rb = s->st[ST_ROLLBACK];
@@ -481,7 +492,9 @@ static int sq_commit_nosync(eddy__store *base)
         return EDDY_ESTORE;
     if (!s->in_tx)
         return EDDY_OK;
-    int r = jlog_flush(s);
+    int r = rows_flush(s);
+    if (r == EDDY_OK)
+        r = jlog_flush(s);
     if (r == EDDY_OK && s->outbox_next != s->outbox_saved)
         r = meta_due(s, "outbox_next", s->outbox_next);
     if (r == EDDY_OK)
@@ -596,6 +609,7 @@ typedef struct pend {
     char *rk; /* "seq key" */
     size_t len;
     uint64_t id;
+    size_t dadd; /* 1 + its index in s->dadd while its row is not written yet, else 0 */
 } pend;
 
 static pend *pend_get(sqlite_store *s, const char *key, uint64_t seq)
@@ -604,7 +618,8 @@ static pend *pend_get(sqlite_store *s, const char *key, uint64_t seq)
     return map_get_run(&s->pend, key, seq, &oom);
 }
 
-static int pend_put(sqlite_store *s, const char *key, uint64_t seq, uint64_t id)
+/* Note pending input (key, seq) stored with id; NULL when out of memory. */
+static pend *pend_put(sqlite_store *s, const char *key, uint64_t seq, uint64_t id)
 {
     size_t n = run_key(NULL, 0, key, seq);
     pend *p = malloc(sizeof(*p));
@@ -612,18 +627,19 @@ static int pend_put(sqlite_store *s, const char *key, uint64_t seq, uint64_t id)
     if (p == NULL || rk == NULL) {
         free(p);
         free(rk);
-        return EDDY_ENOMEM;
+        return NULL;
     }
     run_key(rk, n + 1, key, seq);
     p->rk = rk;
     p->len = n;
     p->id = id;
+    p->dadd = 0;
     if (eddy__map_put(&s->pend, rk, n, p) != EDDY_OK) {
         free(rk);
         free(p);
-        return EDDY_ENOMEM;
+        return NULL;
     }
-    return EDDY_OK;
+    return p;
 }
 
 static void pend_free_all(sqlite_store *s)
@@ -642,8 +658,12 @@ static int pend_load(sqlite_store *s, eddy_error **err)
 {
     sqlite3_stmt *st = s->st[ST_PENDING_IDS];
     int r;
+    s->pend_next = 1;
     while ((r = read_step(s, st, "loading the pending inputs")) == 1) {
-        if (pend_put(s, col_text(st, 1), col_u64(st, 2), col_u64(st, 0)) != EDDY_OK) {
+        uint64_t id = col_u64(st, 0);
+        if (id >= s->pend_next)
+            s->pend_next = id + 1; /* after every row there: ids keep the FIFO order */
+        if (pend_put(s, col_text(st, 1), col_u64(st, 2), id) == NULL) {
             finish(st);
             return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
         }
@@ -651,6 +671,167 @@ static int pend_load(sqlite_store *s, eddy_error **err)
     if (r != 0)
         return eddy__error_set(err, EDDY_ESTORE, "store", "%s", s->errmsg);
     return EDDY_OK;
+}
+
+/* ---------------------------------------------------------------- rows written at the commit */
+
+/*
+ * A pending input's insert and delete and an outbox line's insert cost
+ * ~4-5.5 k instructions each as statements of their own, most of it the
+ * statement's own work (W3: ~14 k of ~40 k mailbox instructions per run).
+ * They are kept in memory until the commit, which writes them ROWS_MAX rows
+ * to a statement; an input admitted and ended in one transaction is never
+ * written. Pending ids are given here, in admission order (after every id
+ * in the table at open), so that the FIFO order stays that of the ids.
+ * A read of these tables through this connection writes them first
+ * (rows_settle). A failed store is failed for good, so a rolled-back
+ * transaction only drops the lists.
+ */
+typedef struct dpend {
+    pend *p; /* NULL: removed in the same transaction, not written */
+    uint64_t seq, line_no;
+    size_t key, record; /* offsets in s->dtext, NUL-terminated */
+} dpend;
+
+typedef struct dline {
+    uint64_t id;
+    size_t off, len; /* bytes in s->dtext */
+} dline;
+
+/* Copy n bytes and a NUL to s->dtext; their offset, or (size_t)-1. */
+static size_t dtext_put(sqlite_store *s, const void *p, size_t n)
+{
+    size_t off = s->dtext.len;
+    if (eddy__buf_put(&s->dtext, p, n) != EDDY_OK || eddy__buf_nul(&s->dtext) != EDDY_OK) {
+        s->dtext.len = off;
+        return (size_t)-1;
+    }
+    s->dtext.len++; /* keep the NUL */
+    return off;
+}
+
+static void rows_reset(sqlite_store *s)
+{
+    for (size_t i = 0; i < s->ndadd; i++)
+        if (s->dadd[i].p != NULL)
+            s->dadd[i].p->dadd = 0;
+    s->ndadd = s->nddel = s->ndout = 0;
+    s->dtext.len = 0;
+}
+
+/* Prepare sql into *slot once; the statement, or NULL (the store failed). */
+static sqlite3_stmt *rows_prepare(sqlite_store *s, sqlite3_stmt **slot, const char *sql)
+{
+    if (*slot == NULL) {
+        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+        if (rc != SQLITE_OK) {
+            *slot = NULL;
+            fail(s, NULL, rc, "preparing a statement");
+        }
+    }
+    return *slot;
+}
+
+/* head followed by n groups of ncols parameters: "(?,?),(?,?)". */
+static sqlite3_stmt *rows_insert(sqlite_store *s, sqlite3_stmt **slot, const char *head, int ncols,
+                                 int n)
+{
+    if (*slot != NULL)
+        return *slot;
+    char sql[1024];
+    size_t len = (size_t)snprintf(sql, sizeof(sql), "%s", head);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < ncols; c++)
+            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s?%s",
+                                    c   ? ","
+                                    : i ? ",("
+                                        : "(",
+                                    c + 1 == ncols ? ")" : "");
+    return rows_prepare(s, slot, sql);
+}
+
+static int rows_flush(sqlite_store *s)
+{
+    /* Pending inputs added, in order, skipping those already removed. */
+    size_t i = 0;
+    while (i < s->ndadd) {
+        dpend *batch[ROWS_MAX];
+        int n = 0;
+        for (; i < s->ndadd && n < ROWS_MAX; i++)
+            if (s->dadd[i].p != NULL)
+                batch[n++] = &s->dadd[i];
+        if (n == 0)
+            break;
+        sqlite3_stmt *st = rows_insert(
+            s, &s->pend_ins[n], "INSERT INTO pending(id, key, seq, line_no, record) VALUES ", 5, n);
+        if (st == NULL)
+            return EDDY_ESTORE;
+        int rc = SQLITE_OK;
+        for (int k = 0; k < n && rc == SQLITE_OK; k++) {
+            dpend *d = batch[k];
+            rc = bind_u64(st, 5 * k + 1, d->p->id);
+            if (rc == SQLITE_OK)
+                rc = bind_text(st, 5 * k + 2, s->dtext.p + d->key);
+            if (rc == SQLITE_OK)
+                rc = bind_u64(st, 5 * k + 3, d->seq);
+            if (rc == SQLITE_OK)
+                rc = bind_u64(st, 5 * k + 4, d->line_no);
+            if (rc == SQLITE_OK)
+                rc = bind_text(st, 5 * k + 5, s->dtext.p + d->record);
+        }
+        int r = write_step(s, st, rc, "adding pending inputs");
+        if (r != EDDY_OK)
+            return r;
+    }
+    /* Pending inputs removed that earlier transactions wrote, by runs of
+     * consecutive ids (runs end about in the order they were admitted): an
+     * "IN (...)" list cost as much per row as a statement each. */
+    if (s->nddel > 1)
+        qsort(s->ddel, s->nddel, sizeof(*s->ddel), cmp_u64);
+    for (i = 0; i < s->nddel;) {
+        size_t j = i + 1;
+        while (j < s->nddel && s->ddel[j] == s->ddel[j - 1] + 1)
+            j++;
+        sqlite3_stmt *st =
+            rows_prepare(s, &s->pend_del, "DELETE FROM pending WHERE id BETWEEN ?1 AND ?2");
+        if (st == NULL)
+            return EDDY_ESTORE;
+        int rc = bind_u64(st, 1, s->ddel[i]);
+        if (rc == SQLITE_OK)
+            rc = bind_u64(st, 2, s->ddel[j - 1]);
+        int r = write_step(s, st, rc, "removing pending inputs");
+        if (r != EDDY_OK)
+            return r;
+        i = j;
+    }
+    /* Outbox lines. */
+    for (i = 0; i < s->ndout; i += ROWS_MAX) {
+        int n = s->ndout - i < ROWS_MAX ? (int)(s->ndout - i) : ROWS_MAX;
+        sqlite3_stmt *st =
+            rows_insert(s, &s->out_ins[n], "INSERT INTO outbox(id, line) VALUES ", 2, n);
+        if (st == NULL)
+            return EDDY_ESTORE;
+        int rc = SQLITE_OK;
+        for (int k = 0; k < n && rc == SQLITE_OK; k++) {
+            dline *d = &s->dout[i + (size_t)k];
+            rc = bind_u64(st, 2 * k + 1, d->id);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_bind_blob64(st, 2 * k + 2, s->dtext.p + d->off, d->len, SQLITE_STATIC);
+        }
+        int r = write_step(s, st, rc, "adding outputs to the outbox");
+        if (r != EDDY_OK)
+            return r;
+    }
+    rows_reset(s);
+    return EDDY_OK;
+}
+
+/* Before a read of the pending or outbox table: write what is kept. */
+static int rows_settle(sqlite_store *s)
+{
+    if (s->ndadd == 0 && s->nddel == 0 && s->ndout == 0)
+        return EDDY_OK;
+    return s->failed ? EDDY_ESTORE : rows_flush(s);
 }
 
 static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint64_t line_no,
@@ -668,19 +849,19 @@ static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint
         abort_tx(s);
         return EDDY_ESTORE;
     }
-    sqlite3_stmt *st = s->st[ST_PENDING_ADD];
-    int rc = bind_text(st, 1, key);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 2, seq);
-    if (rc == SQLITE_OK)
-        rc = bind_u64(st, 3, line_no);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, 4, record_json);
-    r = write_step(s, st, rc, "adding a pending input");
-    if (r == EDDY_OK &&
-        pend_put(s, key, seq, (uint64_t)sqlite3_last_insert_rowid(s->db)) != EDDY_OK)
+    if (eddy__fault("store_write"))
+        return fail(s, NULL, SQLITE_IOERR_WRITE, "adding a pending input");
+    size_t kl = strlen(key);
+    dpend d = {.seq = seq, .line_no = line_no, .key = dtext_put(s, key, kl)};
+    d.record = d.key != (size_t)-1 ? dtext_put(s, record_json, strlen(record_json)) : d.key;
+    if (d.record == (size_t)-1 ||
+        eddy__vec_grow(&s->dadd, &s->capdadd, s->ndadd + 1, sizeof(*s->dadd), 64) != EDDY_OK ||
+        (d.p = pend_put(s, key, seq, s->pend_next)) == NULL)
         return oom(s, "adding a pending input");
-    return r;
+    d.p->dadd = s->ndadd + 1;
+    s->dadd[s->ndadd++] = d;
+    s->pend_next++;
+    return EDDY_OK;
 }
 
 static int sq_pending_remove(eddy__store *base, const char *key, uint64_t seq)
@@ -692,21 +873,28 @@ static int sq_pending_remove(eddy__store *base, const char *key, uint64_t seq)
     pend *p = pend_get(s, key, seq);
     if (p == NULL)
         return EDDY_OK; /* nothing to remove, as a DELETE of no row */
-    sqlite3_stmt *st = s->st[ST_PENDING_REMOVE];
-    r = write_step(s, st, bind_u64(st, 1, p->id), "removing a pending input");
-    if (r == EDDY_OK) {
-        eddy__map_remove(&s->pend, p->rk, p->len);
-        free(p->rk);
-        free(p);
+    if (p->dadd != 0) {
+        s->dadd[p->dadd - 1].p = NULL; /* added in this transaction: not written */
+    } else {
+        if (eddy__fault("store_write"))
+            return fail(s, NULL, SQLITE_IOERR_WRITE, "removing a pending input");
+        if (eddy__vec_grow(&s->ddel, &s->capddel, s->nddel + 1, sizeof(*s->ddel), 64) != EDDY_OK)
+            return oom(s, "removing a pending input");
+        s->ddel[s->nddel++] = p->id;
     }
-    return r;
+    eddy__map_remove(&s->pend, p->rk, p->len);
+    free(p->rk);
+    free(p);
+    return EDDY_OK;
 }
 
 static int sq_pending_load(eddy__store *base, eddy__store_pending_fn fn, void *arg)
 {
     sqlite_store *s = (sqlite_store *)base;
     sqlite3_stmt *st = s->st[ST_PENDING_LOAD];
-    int r = read_start(s, st, "loading pending inputs");
+    int r = rows_settle(s);
+    if (r == EDDY_OK)
+        r = read_start(s, st, "loading pending inputs");
     while (r == EDDY_OK && (r = read_step(s, st, "loading pending inputs")) == 1) {
         r = fn(arg, col_text(st, 0), col_u64(st, 1), col_u64(st, 2), col_text(st, 3));
         if (r != EDDY_OK)
@@ -1251,7 +1439,9 @@ static int live_load(sqlite_store *s, live_set *l)
     l->keys = NULL;
     l->n = l->cap = 0;
     sqlite3_stmt *st = s->st[ST_PENDING_RUNS];
-    int r = read_start(s, st, "loading the runs in flight");
+    int r = rows_settle(s);
+    if (r == EDDY_OK)
+        r = read_start(s, st, "loading the runs in flight");
     while (r == EDDY_OK && (r = read_step(s, st, "loading the runs in flight")) == 1) {
         r = live_add(l, col_text(st, 0), col_u64(st, 1));
         if (r != EDDY_OK)
@@ -1439,13 +1629,14 @@ static int sq_outbox_add(eddy__store *base, const char *line, size_t len, uint64
     if (r != EDDY_OK)
         return r;
     uint64_t next = s->outbox_next;
-    sqlite3_stmt *st = s->st[ST_OUTBOX_ADD];
-    int rc = bind_u64(st, 1, next);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_blob64(st, 2, line, len, SQLITE_STATIC);
-    r = write_step(s, st, rc, "adding an output to the outbox");
-    if (r != EDDY_OK)
-        return r;
+    if (eddy__fault("store_write"))
+        return fail(s, NULL, SQLITE_IOERR_WRITE, "adding an output to the outbox");
+    /* Written by the commit (rows_flush). */
+    dline d = {.id = next, .off = dtext_put(s, line, len), .len = len};
+    if (d.off == (size_t)-1 ||
+        eddy__vec_grow(&s->dout, &s->capdout, s->ndout + 1, sizeof(*s->dout), 64) != EDDY_OK)
+        return oom(s, "adding an output to the outbox");
+    s->dout[s->ndout++] = d;
     s->outbox_next = next + 1;
     *id = next;
     return EDDY_OK;
@@ -1455,7 +1646,9 @@ static int sq_outbox_load(eddy__store *base, eddy__store_outbox_fn fn, void *arg
 {
     sqlite_store *s = (sqlite_store *)base;
     sqlite3_stmt *st = s->st[ST_OUTBOX_LOAD];
-    int r = read_start(s, st, "loading the outbox");
+    int r = rows_settle(s);
+    if (r == EDDY_OK)
+        r = read_start(s, st, "loading the outbox");
     while (r == EDDY_OK && (r = read_step(s, st, "loading the outbox")) == 1) {
         const void *line = sqlite3_column_blob(st, 1);
         size_t len = (size_t)sqlite3_column_bytes(st, 1);
@@ -1474,6 +1667,15 @@ static int sq_outbox_ack(eddy__store *base, uint64_t up_to)
         return r;
     if (up_to > (uint64_t)INT64_MAX)
         up_to = (uint64_t)INT64_MAX;
+    /* Lines of this transaction it covers are not written at all (the
+     * runtime acknowledges only lines of earlier commits). */
+    size_t k = 0;
+    while (k < s->ndout && s->dout[k].id <= up_to)
+        k++;
+    if (k > 0) {
+        memmove(s->dout, s->dout + k, (s->ndout - k) * sizeof(*s->dout));
+        s->ndout -= k;
+    }
     sqlite3_stmt *st = s->st[ST_OUTBOX_ACK];
     return write_step(s, st, bind_u64(st, 1, up_to), "acknowledging outbox lines");
 }
@@ -1491,7 +1693,10 @@ static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
 {
     sqlite_store *s = (sqlite_store *)base;
     sqlite3_stmt *st = s->st[ST_COUNTS];
-    int r = read_step(s, st, "counting");
+    int r = rows_settle(s);
+    if (r != EDDY_OK)
+        return r;
+    r = read_step(s, st, "counting");
     if (r < 0)
         return r;
     out->keys = col_u64(st, 0);
@@ -1514,11 +1719,21 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->st[i]);
         for (int i = 0; i <= META_DUE_MAX; i++)
             sqlite3_finalize(s->meta_set[i]);
+        for (int i = 0; i <= ROWS_MAX; i++) {
+            sqlite3_finalize(s->pend_ins[i]);
+            sqlite3_finalize(s->out_ins[i]);
+        }
+        sqlite3_finalize(s->pend_del);
         sqlite3_close(s->db);
     }
     if (s->wal_fd >= 0)
         close(s->wal_fd);
     txn_reset(s);
+    rows_reset(s);
+    free(s->dadd);
+    free(s->ddel);
+    free(s->dout);
+    free(s->dtext.p);
     free(s->txn);
     free(s->sparse);
     free(s->jbuf.p);

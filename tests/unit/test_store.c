@@ -377,6 +377,68 @@ static void test_create_reopen(void **state)
     eddy__store_close(s);
 }
 
+/* Pending inputs and outbox lines are written by the commit, many rows to a
+ * statement and removals by runs of consecutive ids: the rows between the
+ * removed ones stay, an input added and removed in one transaction is never
+ * written, the FIFO order (by id) holds across a reopen, and a read inside
+ * the transaction sees everything. */
+static void test_rows_written_at_commit(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    char key[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(eddy__store_pending_add(s, key, 1, (uint64_t)i, "{}"), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    /* Removed: k1, k2 (a run), k4, k7-k36 (a run longer than one batch of
+     * inserts), k38; kept: k0, k3, k5, k6, k37, k39. */
+    static const int gone[] = {1, 2, 4, 38};
+    for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
+        snprintf(key, sizeof(key), "k%d", gone[i]);
+        assert_int_equal(eddy__store_pending_remove(s, key, 1), EDDY_OK);
+    }
+    for (int i = 36; i >= 7; i--) { /* in reverse: the commit sorts them */
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(eddy__store_pending_remove(s, key, 1), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_pending_add(s, "t", 1, 100, "{\"t\":1}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "t", 2, 101, "{\"t\":2}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "t", 1), EDDY_OK); /* never written */
+    assert_int_equal(eddy__store_pending_remove(s, "nobody", 1), EDDY_OK);
+    uint64_t id = 0;
+    assert_int_equal(eddy__store_outbox_add(s, "x", 1, &id), EDDY_OK);
+    const char *const want = "k0 1 0 {}\nk3 1 3 {}\nk5 1 5 {}\nk6 1 6 {}\nk37 1 37 {}\n"
+                             "k39 1 39 {}\nt 2 101 {\"t\":2}\n";
+    buf b = {0};
+    assert_int_equal(eddy__store_pending_load(s, print_pending, &b), EDDY_OK); /* inside */
+    assert_string_equal(buf_str(&b), want);
+    counts_are(s, 0, 7, 0, 1);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+
+    s = open_ok(d->state, FP);
+    counts_are(s, 0, 7, 0, 1);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_pending_load(s, print_pending, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), want);
+    /* Added after the reopen: after every input there, also one whose id
+     * was freed (k39 goes, then u comes). */
+    assert_int_equal(eddy__store_pending_remove(s, "k39", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "u", 1, 200, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    s = open_ok(d->state, FP);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_pending_load(s, print_pending, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "k0 1 0 {}\nk3 1 3 {}\nk5 1 5 {}\nk6 1 6 {}\nk37 1 37 {}\n"
+                                     "t 2 101 {\"t\":2}\nu 1 200 {}\n");
+    free(b.p);
+    eddy__store_close(s);
+}
+
 static void test_uncommitted_lost(void **state)
 {
     test_dir *d = *state;
@@ -927,12 +989,14 @@ static void test_write_failures(void **state)
     char big[8192];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    int rc = EDDY_OK;
-    for (uint64_t i = 0; i < 100 && rc == EDDY_OK; i++)
-        rc = eddy__store_pending_add(s, "k", i, i, big);
-    assert_int_equal(rc, EDDY_ESTORE);
+    /* The inputs are written by the commit, which finds the disk full. */
+    for (uint64_t i = 0; i < 100; i++)
+        assert_int_equal(eddy__store_pending_add(s, "k", i, i, big), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_ESTORE);
     assert_non_null(strstr(eddy__store_error(s), "disk full"));
+    assert_non_null(strstr(eddy__store_error(s), "adding pending inputs"));
     assert_int_equal(eddy__store_dirty(s), 0);
+    assert_int_equal(eddy__store_pending_add(s, "k", 100, 100, big), EDDY_ESTORE);
     assert_int_equal(eddy__store_commit(s), EDDY_ESTORE);
     eddy__store_close(s);
 
@@ -1086,6 +1150,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_reopen, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_rows_written_at_commit, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_uncommitted_lost, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_wal_preallocated, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_log_rows, setup_dir, teardown_dir),
