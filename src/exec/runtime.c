@@ -582,15 +582,32 @@ static void flush_sinks(eddy_runtime *rt)
         eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", eddy__sink_error(rt->dead)));
 }
 
-/* Before the loop blocks: admit, hand calls to the workers, flush. */
+/* Before the poll: admit, hand calls to the workers, flush. With tasks
+ * ready the poll does not block, and the turn's commit waits for the check
+ * after it: it then also takes the results the poll delivered, whose tasks
+ * go on in the next turn's steps rather than one turn later (at 256 runs in
+ * flight each of a run's two trips through the mailbox took ~3 turns). */
 static void on_prepare(uv_prepare_t *h)
 {
     eddy_runtime *rt = h->data;
     admit(rt);
     eddy__pool_flush(rt->pool);
-    eddy__durable_turn(rt, 0);
+    if (eddy__queue_empty(&rt->ready))
+        eddy__durable_turn(rt, 0);
+    else
+        rt->turn_owed = 1;
     flush_sinks(rt);
     check_done(rt);
+}
+
+/* After a poll that did not block (tasks were ready): the turn's commit. */
+static void on_check(uv_check_t *h)
+{
+    eddy_runtime *rt = h->data;
+    if (rt->turn_owed) {
+        rt->turn_owed = 0;
+        eddy__durable_turn(rt, 0);
+    }
 }
 
 static void on_source_ready(void *arg)
@@ -718,6 +735,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     rt->idle.data = rt;
     uv_prepare_init(&rt->loop, &rt->prepare);
     rt->prepare.data = rt;
+    uv_check_init(&rt->loop, &rt->check);
+    rt->check.data = rt;
     uv_async_init(&rt->loop, &rt->stop_async, on_stop_async);
     rt->stop_async.data = rt;
     uv_timer_init(&rt->loop, &rt->progress_timer);
@@ -787,6 +806,8 @@ int eddy_runtime_run(eddy_runtime *rt)
     rt->ran = 1;
     rt->t_start = uv_hrtime();
     uv_prepare_start(&rt->prepare, on_prepare);
+    uv_check_start(&rt->check, on_check);
+    uv_unref((uv_handle_t *)&rt->check);
     if (rt->progress_fn != NULL) {
         uv_timer_start(&rt->progress_timer, on_progress, rt->progress_ms, rt->progress_ms);
         uv_unref((uv_handle_t *)&rt->progress_timer);
@@ -864,6 +885,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     pause_steps(rt);
     uv_close((uv_handle_t *)&rt->idle, on_close_noop);
     uv_close((uv_handle_t *)&rt->prepare, on_close_noop);
+    uv_close((uv_handle_t *)&rt->check, on_close_noop);
     uv_close((uv_handle_t *)&rt->stop_async, on_close_noop);
     uv_close((uv_handle_t *)&rt->progress_timer, on_close_noop);
     /* check_done() stops the loop only from inside uv_run(), so no stop is

@@ -130,6 +130,8 @@ struct eddy_runtime {
 
     uv_idle_t idle;
     uv_prepare_t prepare;
+    uv_check_t check; /* after a poll that did not block: the turn's commit */
+    int turn_owed;    /* the prepare left the turn's commit to the check */
     uv_async_t stop_async;
     uv_timer_t progress_timer;
     eddy_progress_fn progress_fn;
