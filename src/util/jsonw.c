@@ -43,6 +43,15 @@ static inline int clean8(uint64_t w)
     return ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & highs) == 0;
 }
 
+/* 1 for the bytes a JSON string must escape: control characters, '"', '\\'. */
+// clang-format off
+static const unsigned char must_escape[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1,
+};
+// clang-format on
+
 static int put_string(eddy__buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -54,7 +63,9 @@ static int put_string(eddy__buf *b, const char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         /* Eight bytes at a time while none needs escaping, else the next
-         * eight (or the tail) one by one. */
+         * eight (or the tail) one by one. A tail of a string of 8 bytes or
+         * more is checked as the last eight bytes, which overlap bytes
+         * already copied as they were: written again, they do not change. */
         if (n - i >= 8) {
             uint64_t w;
             memcpy(&w, s + i, 8);
@@ -64,11 +75,21 @@ static int put_string(eddy__buf *b, const char *s, size_t n)
                 i += 8;
                 continue;
             }
+        } else if (n >= 8) {
+            /* When the last eight bytes are clean, so are those of them
+             * already copied, each as one byte right before o. */
+            uint64_t w;
+            memcpy(&w, s + n - 8, 8);
+            if (clean8(w)) {
+                memcpy(o - (8 - (n - i)), &w, 8);
+                o += n - i;
+                break;
+            }
         }
         size_t end = n - i >= 8 ? i + 8 : n;
         for (; i < end; i++) {
             unsigned char c = (unsigned char)s[i];
-            if (c >= 0x20 && c != '"' && c != '\\') {
+            if (!must_escape[c]) {
                 *o++ = (char)c;
                 continue;
             }

@@ -219,6 +219,62 @@ static void test_jsonw_strings_random(void **state)
     }
 }
 
+/* Integers around every power of ten, both signs, and the extremes: the
+ * writer counts the digits first. */
+static void test_jsonw_integers_at_powers_of_ten(void **state)
+{
+    (void)state;
+    json_int_t p = 1;
+    for (int k = 0; k <= 18; k++, p *= 10) {
+        const json_int_t vs[] = {p - 1, p, p + 1, -(p - 1), -p, -(p + 1)};
+        for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+            json_t *v = json_integer(vs[i]);
+            char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            eddy__buf b = {0};
+            assert_int_equal(eddy__json_write(&b, v), EDDY_OK);
+            assert_int_equal(b.len, strlen(want));
+            assert_memory_equal(b.p, want, b.len);
+            /* And after other text, as inside an object. */
+            assert_int_equal(eddy__json_write_int(&b, vs[i]), EDDY_OK);
+            assert_int_equal(b.len, 2 * strlen(want));
+            assert_memory_equal(b.p + strlen(want), want, strlen(want));
+            free(want);
+            free(b.p);
+            json_decref(v);
+        }
+    }
+}
+
+/* Every length to 24 with one byte to escape at every place (or none):
+ * the writer checks eight bytes at a time and a string's tail as its last
+ * eight, so escapes before, inside and after those words all matter. */
+static void test_jsonw_strings_escape_at_every_place(void **state)
+{
+    (void)state;
+    static const char esc[] = {'"', '\\', '\n', '\x01', '\x1f'};
+    for (size_t n = 0; n <= 24; n++) {
+        for (size_t at = 0; at <= n; at++) { /* at == n: nothing to escape */
+            for (size_t e = 0; e < sizeof(esc); e++) {
+                char s[32];
+                for (size_t k = 0; k < n; k++)
+                    s[k] = (char)('a' + k % 26);
+                if (at < n)
+                    s[at] = esc[e];
+                json_t *v = json_stringn(s, n);
+                assert_non_null(v);
+                char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                eddy__buf b = {0};
+                assert_int_equal(eddy__json_write(&b, v), EDDY_OK);
+                assert_int_equal(b.len, strlen(want));
+                assert_memory_equal(b.p, want, b.len);
+                free(want);
+                free(b.p);
+                json_decref(v);
+            }
+        }
+    }
+}
+
 static void test_jsonw_sorted_keys(void **state)
 {
     (void)state;
@@ -278,6 +334,8 @@ int main(void)
         cmocka_unit_test(test_map_against_reference),
         cmocka_unit_test(test_jsonw_matches_jansson),
         cmocka_unit_test(test_jsonw_strings_random),
+        cmocka_unit_test(test_jsonw_strings_escape_at_every_place),
+        cmocka_unit_test(test_jsonw_integers_at_powers_of_ten),
         cmocka_unit_test(test_vec_grow),
         cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
         cmocka_unit_test(test_jsonw_sorted_keys),
