@@ -17,6 +17,15 @@ const char *eddy_ctx_key(eddy_ctx *ctx)
     return ON_THREAD(ctx) ? ctx->key->text : NULL;
 }
 
+/* Buffer ev (not NULL, not sent) as sent by ctx's action execution. */
+static void send_now(eddy_ctx *ctx, eddy_event *ev)
+{
+    ev->sent = 1;
+    eddy__event_set_id(
+        ev, eddy__event_child_id(ctx->event->id, (uint32_t)ctx->action->index, ctx->nsent++));
+    eddy__queue_insert_tail(&ctx->sent, &ev->node);
+}
+
 int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
 {
     if (ctx == NULL)
@@ -25,10 +34,7 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
         return EDDY_EWRONGTHREAD;
     if (ev == NULL || ev->sent)
         return EDDY_EINVAL;
-    ev->sent = 1;
-    eddy__event_set_id(
-        ev, eddy__event_child_id(ctx->event->id, (uint32_t)ctx->action->index, ctx->nsent++));
-    eddy__queue_insert_tail(&ctx->sent, &ev->node);
+    send_now(ctx, ev);
     return EDDY_OK;
 }
 
@@ -66,10 +72,8 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
         if ((ev = eddy_event_new(EDDY_OUTPUT_EVENT, attrs)) == NULL)
             return EDDY_ENOMEM;
     }
-    int rc = eddy_ctx_send_event(ctx, ev);
-    if (rc != EDDY_OK)
-        eddy__event_unref(ev);
-    return rc;
+    send_now(ctx, ev); /* checked above; ev is new or was released */
+    return EDDY_OK;
 }
 
 eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx)

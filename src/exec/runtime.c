@@ -189,19 +189,23 @@ static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
     return EDDY_OK;
 }
 
-/* json_object_get(obj, name), without hashing name when it is obj's only
- * member (an OutputEvent's "output", an InputEvent's "input"). */
-static json_t *member(json_t *obj, const char *name)
+/* The iterator of obj's member name (of length len) when it is obj's only
+ * member, as an OutputEvent's "output" and an InputEvent's "input" mostly
+ * are, else NULL. No hashing of name, and no strcmp call. */
+static void *sole_member(json_t *obj, const char *name, size_t len)
 {
     void *it;
-    if (json_object_size(obj) == 1 && (it = json_object_iter(obj)) != NULL)
-        return strcmp(json_object_iter_key(it), name) == 0 ? json_object_iter_value(it) : NULL;
-    return json_object_get(obj, name);
+    if (json_object_size(obj) != 1 || (it = json_object_iter(obj)) == NULL ||
+        json_object_iter_key_len(it) != len || memcmp(json_object_iter_key(it), name, len) != 0)
+        return NULL;
+    return it;
 }
 
-static int emit_output(eddy_runtime *rt, eddy_event *ev)
+/* Write an OutputEvent's output; sole: sole_member(attrs, "output"). */
+static int emit_output(eddy_runtime *rt, eddy_event *ev, void *sole)
 {
-    json_t *out = member(ev->attrs, "output");
+    json_t *out =
+        sole != NULL ? json_object_iter_value(sole) : json_object_get(ev->attrs, "output");
     json_t *null = NULL;
     if (out == NULL)
         out = null = json_null();
@@ -213,16 +217,14 @@ static int emit_output(eddy_runtime *rt, eddy_event *ev)
 }
 
 /* An OutputEvent is released once its line is written. When nothing else
- * holds it or its attributes and they are {"output": ...}, it is kept for
- * eddy_ctx_send_output (its value released), as InputEvents are kept for
- * the next run. */
-static void output_event_done(eddy_runtime *rt, eddy_event *ev)
+ * holds it or its attributes and they are {"output": ...} (sole: their
+ * iterator, from sole_member), it is kept for eddy_ctx_send_output (its
+ * value released), as InputEvents are kept for the next run. */
+static void output_event_done(eddy_runtime *rt, eddy_event *ev, void *sole)
 {
-    void *it;
-    if (ev->refs == 1 && ev->attrs->refcount == 1 && rt->nspare_outputs < EDDY_SPARE_OUTPUTS &&
-        json_object_size(ev->attrs) == 1 && (it = json_object_iter(ev->attrs)) != NULL &&
-        strcmp(json_object_iter_key(it), "output") == 0 &&
-        json_object_iter_set_new(ev->attrs, it, json_null()) == 0) {
+    if (sole != NULL && ev->refs == 1 && ev->attrs->refcount == 1 &&
+        rt->nspare_outputs < EDDY_SPARE_OUTPUTS &&
+        json_object_iter_set_new(ev->attrs, sole, json_null()) == 0) {
         rt->spare_outputs[rt->nspare_outputs++] = ev;
         return;
     }
@@ -288,8 +290,9 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
                 eddy_event *ev = eddy__queue_data(q, eddy_event, node);
                 rt->stats.events++;
                 if (ev->is_output) {
-                    emit_output(rt, ev);
-                    output_event_done(rt, ev);
+                    void *sole = sole_member(ev->attrs, "output", 6);
+                    emit_output(rt, ev, sole);
+                    output_event_done(rt, ev, sole);
                     continue;
                 }
                 if (route_event(rt, k, ev) != EDDY_OK)
@@ -435,9 +438,8 @@ static void input_event_done(eddy_runtime *rt, eddy_event *ev)
 {
     void *it;
     if (ev != NULL && ev->refs == 1 && ev->attrs->refcount == 1 &&
-        rt->nspare_inputs < EDDY_SPARE_INPUTS && json_object_size(ev->attrs) == 1 &&
-        (it = json_object_iter(ev->attrs)) != NULL &&
-        strcmp(json_object_iter_key(it), "input") == 0 &&
+        rt->nspare_inputs < EDDY_SPARE_INPUTS &&
+        (it = sole_member(ev->attrs, "input", 5)) != NULL &&
         json_object_iter_set_new(ev->attrs, it, json_null()) == 0) {
         rt->spare_inputs[rt->nspare_inputs++] = ev;
         return;
