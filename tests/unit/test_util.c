@@ -225,7 +225,7 @@ static void test_jsonw_integers_at_powers_of_ten(void **state)
 {
     (void)state;
     json_int_t p = 1;
-    for (int k = 0; k <= 18; k++, p *= 10) {
+    for (int k = 0; k <= 18; k++, p = k <= 18 ? p * 10 : p) { /* 10^18 is the last */
         const json_int_t vs[] = {p - 1, p, p + 1, -(p - 1), -p, -(p + 1)};
         for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
             json_t *v = json_integer(vs[i]);
