@@ -258,7 +258,10 @@ static void test_close_delivers_pending(void **state)
 static void test_submit_from_done(void **state)
 {
     (void)state;
-    fixture *fx = fixture_new(10, 2);
+    /* One worker: with two, the worker holding job 0 may be preempted while
+     * the other runs the rest and the extra job, which then does not end
+     * last (seen under ASan on a loaded machine). */
+    fixture *fx = fixture_new(10, 1);
     fx->resubmit_at = 3;
     for (size_t i = 0; i < 10; i++)
         eddy__pool_submit(fx->pool, &fx->jobs[i].job);
