@@ -54,8 +54,9 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-#define META_DUE_MAX 8  /* meta values a transaction sets: 6 names exist */
-#define ROWS_MAX     32 /* rows one statement of the commit inserts or deletes */
+#define META_DUE_MAX 8    /* meta values a transaction sets: 6 names exist */
+#define ROWS_MAX     32   /* rows one statement of the commit inserts or deletes */
+#define OPEN_BUSY_MS 5000 /* how long opening waits for an `eddy inspect` (configure) */
 
 enum {
     ST_BEGIN,
@@ -1879,7 +1880,13 @@ static int configure(sqlite_store *s, eddy_error **err)
     char *mode = NULL;
     sqlite3_int64 v = 0;
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, 0); /* the flock keeps other eddy processes out */
+    /* Other eddy processes are kept out by the flock, but `eddy inspect` may
+     * read the file while this one opens it: before the file is in WAL mode
+     * its read lock blocks the switch and the first transactions. Opening
+     * waits for it (an inspection takes milliseconds); once open, the
+     * connection never waits (set back to 0 at the end of the open: in WAL
+     * mode readers do not block the writer, and the mailbox never sleeps). */
+    sqlite3_busy_timeout(s->db, OPEN_BUSY_MS);
 
     /* The first statement reads the file header: a file that is not a
      * database fails here. A database of something else is refused before
@@ -2232,6 +2239,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         (r = pend_load(s, err)) != EDDY_OK || (r = jlog_rebuild(s, err)) != EDDY_OK)
         goto fail;
     wal_open(s);
+    sqlite3_busy_timeout(s->db, 0); /* see configure */
     if (created && fsync_dir(dir) != 0) {
         r = eddy__error_set(err, EDDY_ESTORE, "store", "cannot sync state directory %s: %s", dir,
                             strerror(errno));

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -906,6 +907,38 @@ static void test_not_a_database(void **state)
     free(msg);
 }
 
+/* Another connection reading the file while eddy opens it, as `eddy
+ * inspect` may: before the file is in WAL mode its read lock blocks the
+ * switch, and opening waits for it rather than failing. */
+static void *end_read_later(void *arg)
+{
+    usleep(200 * 1000);
+    assert_int_equal(sqlite3_exec(arg, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    return NULL;
+}
+
+static void test_open_waits_for_a_reader(void **state)
+{
+    test_dir *d = *state;
+    assert_int_equal(mkdir(d->state, 0700), 0);
+    char db[160];
+    snprintf(db, sizeof(db), "%s/eddy.db", d->state);
+    close(open(db, O_CREAT | O_WRONLY, 0600)); /* empty: what eddy creates first */
+    sqlite3 *reader = NULL;
+    assert_int_equal(sqlite3_open_v2(db, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM sqlite_master", NULL, NULL, NULL),
+        SQLITE_OK);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, end_read_later, reader), 0);
+    eddy__store *s = open_ok(d->state, FP); /* fails at once without the wait */
+    pthread_join(th, NULL);
+    assert_int_equal(eddy__store_pending_add(s, "k", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    sqlite3_close(reader);
+}
+
 static void test_bad_directory(void **state)
 {
     test_dir *d = *state;
@@ -1164,6 +1197,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_directory, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_readonly_dir, setup_dir, teardown_dir),
 #ifdef EDDY_TEST_HOOKS
