@@ -70,6 +70,7 @@ enum {
     ST_PENDING_LOAD,
     ST_PENDING_RUNS,
     ST_PENDING_IDS,
+    ST_PENDING_REMOVE,
     ST_JLOG_INSERT,
     ST_JLOG_DELETE,
     ST_JLOG_GET,
@@ -92,6 +93,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_KEY_GET] = "SELECT next_seq, stm FROM keys WHERE key = ?1",
     [ST_KEYS_LOAD] = "SELECT key, next_seq, stm FROM keys ORDER BY key",
     [ST_PENDING_IDS] = "SELECT id, key, seq FROM pending",
+    [ST_PENDING_REMOVE] = "DELETE FROM pending WHERE id BETWEEN ?1 AND ?2",
     [ST_PENDING_LOAD] = "SELECT key, seq, line_no, record FROM pending ORDER BY id",
     [ST_PENDING_RUNS] = "SELECT key, seq FROM pending",
     [ST_JLOG_INSERT] = "INSERT INTO jlog(id, data) VALUES (?1, ?2)",
@@ -164,7 +166,7 @@ typedef struct sqlite_store {
     struct dline *dout;
     size_t ndout, capdout;
     uint64_t pend_next; /* the id the next pending input gets */
-    sqlite3_stmt *pend_ins[ROWS_MAX + 1], *out_ins[ROWS_MAX + 1], *pend_del;
+    sqlite3_stmt *pend_ins[ROWS_MAX + 1], *out_ins[ROWS_MAX + 1];
     char *dir;
     char *db_path;
     char errmsg[1024];
@@ -720,20 +722,8 @@ static void rows_reset(sqlite_store *s)
     s->dtext.len = 0;
 }
 
-/* Prepare sql into *slot once; the statement, or NULL (the store failed). */
-static sqlite3_stmt *rows_prepare(sqlite_store *s, sqlite3_stmt **slot, const char *sql)
-{
-    if (*slot == NULL) {
-        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
-        if (rc != SQLITE_OK) {
-            *slot = NULL;
-            fail(s, NULL, rc, "preparing a statement");
-        }
-    }
-    return *slot;
-}
-
-/* head followed by n groups of ncols parameters: "(?,?),(?,?)". */
+/* The statement head followed by n groups of ncols parameters, "(?,?),(?,?)",
+ * prepared into *slot on first use; NULL when that failed (the store failed). */
 static sqlite3_stmt *rows_insert(sqlite_store *s, sqlite3_stmt **slot, const char *head, int ncols,
                                  int n)
 {
@@ -748,7 +738,12 @@ static sqlite3_stmt *rows_insert(sqlite_store *s, sqlite3_stmt **slot, const cha
                                     : i ? ",("
                                         : "(",
                                     c + 1 == ncols ? ")" : "");
-    return rows_prepare(s, slot, sql);
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+    if (rc != SQLITE_OK) {
+        *slot = NULL;
+        fail(s, NULL, rc, "preparing a statement");
+    }
+    return *slot;
 }
 
 static int rows_flush(sqlite_store *s)
@@ -793,10 +788,7 @@ static int rows_flush(sqlite_store *s)
         size_t j = i + 1;
         while (j < s->nddel && s->ddel[j] == s->ddel[j - 1] + 1)
             j++;
-        sqlite3_stmt *st =
-            rows_prepare(s, &s->pend_del, "DELETE FROM pending WHERE id BETWEEN ?1 AND ?2");
-        if (st == NULL)
-            return EDDY_ESTORE;
+        sqlite3_stmt *st = s->st[ST_PENDING_REMOVE];
         int rc = bind_u64(st, 1, s->ddel[i]);
         if (rc == SQLITE_OK)
             rc = bind_u64(st, 2, s->ddel[j - 1]);
@@ -1724,7 +1716,6 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->pend_ins[i]);
             sqlite3_finalize(s->out_ins[i]);
         }
-        sqlite3_finalize(s->pend_del);
         sqlite3_close(s->db);
     }
     if (s->wal_fd >= 0)
