@@ -75,8 +75,11 @@ enum {
     ST_JLOG_DELETE,
     ST_JLOG_GET,
     ST_JLOG_ALL,
+    ST_OUTBOX_INSERT,
     ST_OUTBOX_LOAD,
     ST_OUTBOX_ACK,
+    ST_OUTBOX_NEXT_ROW,
+    ST_OUTBOX_REWRITE,
     ST_COUNTS,
     ST__COUNT
 };
@@ -100,10 +103,12 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_JLOG_DELETE] = "DELETE FROM jlog WHERE id = ?1",
     [ST_JLOG_GET] = "SELECT data FROM jlog WHERE id = ?1",
     [ST_JLOG_ALL] = "SELECT id, data FROM jlog ORDER BY id",
+    [ST_OUTBOX_INSERT] = "INSERT INTO outbox(id, line) VALUES (?1, ?2)",
     [ST_OUTBOX_LOAD] = "SELECT id, line FROM outbox ORDER BY id",
     [ST_OUTBOX_ACK] = "DELETE FROM outbox WHERE id <= ?1",
-    [ST_COUNTS] = "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM pending), "
-                  "(SELECT count(*) FROM outbox)",
+    [ST_OUTBOX_NEXT_ROW] = "SELECT id, line FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1",
+    [ST_OUTBOX_REWRITE] = "UPDATE outbox SET line = ?2 WHERE id = ?1",
+    [ST_COUNTS] = "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM pending)",
 };
 
 static const char schema_sql[] =
@@ -155,18 +160,20 @@ typedef struct sqlite_store {
     } meta_due[META_DUE_MAX];
     int nmeta_due;
     sqlite3_stmt *meta_set[META_DUE_MAX + 1];
-    /* Pending inputs added and removed and outbox lines added in the open
-     * transaction, written by its commit ROWS_MAX rows to a statement (see
-     * "rows written at the commit"). */
-    eddy__buf dtext; /* their keys, records and lines */
+    /* Pending inputs added and removed in the open transaction, written by
+     * its commit ROWS_MAX rows to a statement, and its outbox lines, one row
+     * (see "rows written at the commit"). */
+    eddy__buf dtext; /* the inputs' keys and records */
     struct dpend *dadd;
     size_t ndadd, capdadd;
     uint64_t *ddel; /* ids of pending rows stored before this transaction */
     size_t nddel, capddel;
-    struct dline *dout;
-    size_t ndout, capdout;
+    eddy__buf dout;     /* the lines, joined by newlines */
+    uint64_t dout_id;   /* the id of the first */
+    size_t ndout;       /* how many */
     uint64_t pend_next; /* the id the next pending input gets */
-    sqlite3_stmt *pend_ins[ROWS_MAX + 1], *out_ins[ROWS_MAX + 1];
+    sqlite3_stmt *pend_ins[ROWS_MAX + 1];
+    eddy__buf scratch_cut; /* an outbox row cut by an acknowledgement */
     char *dir;
     char *db_path;
     char errmsg[1024];
@@ -682,9 +689,11 @@ static int pend_load(sqlite_store *s, eddy_error **err)
  * A pending input's insert and delete and an outbox line's insert cost
  * ~4-5.5 k instructions each as statements of their own, most of it the
  * statement's own work (W3: ~14 k of ~40 k mailbox instructions per run).
- * They are kept in memory until the commit, which writes them ROWS_MAX rows
- * to a statement; an input admitted and ended in one transaction is never
- * written. Pending ids are given here, in admission order (after every id
+ * They are kept in memory until the commit, which writes the inputs
+ * ROWS_MAX rows to a statement and the lines as one row; an input admitted
+ * and ended in one transaction is never written. (A row per line, even
+ * ROWS_MAX to a statement, and its delete cost ~3.9 k instructions per W3
+ * run.) Pending ids are given here, in admission order (after every id
  * in the table at open), so that the FIFO order stays that of the ids.
  * A read of these tables through this connection writes them first
  * (rows_settle). A failed store is failed for good, so a rolled-back
@@ -695,11 +704,6 @@ typedef struct dpend {
     uint64_t seq, line_no;
     size_t key, record; /* offsets in s->dtext, NUL-terminated */
 } dpend;
-
-typedef struct dline {
-    uint64_t id;
-    size_t off, len; /* bytes in s->dtext */
-} dline;
 
 /* Copy n bytes and a NUL to s->dtext; their offset, or (size_t)-1. */
 static size_t dtext_put(sqlite_store *s, const void *p, size_t n)
@@ -719,7 +723,7 @@ static void rows_reset(sqlite_store *s)
         if (s->dadd[i].p != NULL)
             s->dadd[i].p->dadd = 0;
     s->ndadd = s->nddel = s->ndout = 0;
-    s->dtext.len = 0;
+    s->dtext.len = s->dout.len = 0;
 }
 
 /* The statement head followed by n groups of ncols parameters, "(?,?),(?,?)",
@@ -797,20 +801,13 @@ static int rows_flush(sqlite_store *s)
             return r;
         i = j;
     }
-    /* Outbox lines. */
-    for (i = 0; i < s->ndout; i += ROWS_MAX) {
-        int n = s->ndout - i < ROWS_MAX ? (int)(s->ndout - i) : ROWS_MAX;
-        sqlite3_stmt *st =
-            rows_insert(s, &s->out_ins[n], "INSERT INTO outbox(id, line) VALUES ", 2, n);
-        if (st == NULL)
-            return EDDY_ESTORE;
-        int rc = SQLITE_OK;
-        for (int k = 0; k < n && rc == SQLITE_OK; k++) {
-            dline *d = &s->dout[i + (size_t)k];
-            rc = bind_u64(st, 2 * k + 1, d->id);
-            if (rc == SQLITE_OK)
-                rc = sqlite3_bind_blob64(st, 2 * k + 2, s->dtext.p + d->off, d->len, SQLITE_STATIC);
-        }
+    /* Outbox lines: one row, under the id of the last. */
+    if (s->ndout > 0) {
+        sqlite3_stmt *st = s->st[ST_OUTBOX_INSERT];
+        int rc = bind_u64(st, 1, s->dout_id + s->ndout - 1);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob64(st, 2, s->dout.len > 0 ? s->dout.p : "", s->dout.len,
+                                     SQLITE_STATIC);
         int r = write_step(s, st, rc, "adding outputs to the outbox");
         if (r != EDDY_OK)
             return r;
@@ -1614,7 +1611,10 @@ static int jlog_rebuild(sqlite_store *s, eddy_error **err)
 
 /* Ids come from outbox_next, kept in meta by the commit of the lines (once
  * per commit, not per line: sq_commit_nosync), so that they keep increasing
- * after every line has been acknowledged and deleted. */
+ * after every line has been acknowledged and deleted. A transaction's lines
+ * are one row, written by its commit (rows_flush): joined by newlines (a
+ * line holds none: store.c), under the id of the last, so that ids are
+ * consecutive within a row and its first is its id minus its newlines. */
 static int sq_outbox_add(eddy__store *base, const char *line, size_t len, uint64_t *id)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -1624,32 +1624,112 @@ static int sq_outbox_add(eddy__store *base, const char *line, size_t len, uint64
     uint64_t next = s->outbox_next;
     if (eddy__fault("store_write"))
         return fail(s, NULL, SQLITE_IOERR_WRITE, "adding an output to the outbox");
-    /* Written by the commit (rows_flush). */
-    dline d = {.id = next, .off = dtext_put(s, line, len), .len = len};
-    if (d.off == (size_t)-1 ||
-        eddy__vec_grow(&s->dout, &s->capdout, s->ndout + 1, sizeof(*s->dout), 64) != EDDY_OK)
+    size_t was = s->dout.len;
+    if ((s->ndout > 0 && eddy__buf_put(&s->dout, "\n", 1) != EDDY_OK) ||
+        eddy__buf_put(&s->dout, line, len) != EDDY_OK) {
+        s->dout.len = was;
         return oom(s, "adding an output to the outbox");
-    s->dout[s->ndout++] = d;
+    }
+    if (s->ndout++ == 0)
+        s->dout_id = next;
     s->outbox_next = next + 1;
     *id = next;
     return EDDY_OK;
 }
 
-static int sq_outbox_load(eddy__store *base, eddy__store_outbox_fn fn, void *arg)
+/* The lines of one outbox row (id: its last line's), each with its id. */
+static int outbox_row(uint64_t id, const char *p, size_t n, eddy__store_outbox_fn fn, void *arg)
 {
-    sqlite_store *s = (sqlite_store *)base;
+    uint64_t lines = 1;
+    for (const char *q = p; (q = memchr(q, '\n', n - (size_t)(q - p))) != NULL; q++)
+        lines++;
+    uint64_t line_id = id - (lines - 1);
+    for (;;) {
+        const char *nl = n > 0 ? memchr(p, '\n', n) : NULL;
+        size_t len = nl != NULL ? (size_t)(nl - p) : n;
+        int r = fn(arg, line_id++, p, len);
+        if (r != EDDY_OK || nl == NULL)
+            return r;
+        n -= len + 1;
+        p = nl + 1;
+    }
+}
+
+/* Each stored outbox row to fn(arg, id, blob, size); stops at an error. */
+typedef int (*outbox_rows_fn)(void *arg, uint64_t id, const char *p, size_t n);
+
+static int outbox_rows(sqlite_store *s, outbox_rows_fn fn, void *arg)
+{
     sqlite3_stmt *st = s->st[ST_OUTBOX_LOAD];
     int r = rows_settle(s);
     if (r == EDDY_OK)
         r = read_start(s, st, "loading the outbox");
     while (r == EDDY_OK && (r = read_step(s, st, "loading the outbox")) == 1) {
-        const void *line = sqlite3_column_blob(st, 1);
-        size_t len = (size_t)sqlite3_column_bytes(st, 1);
-        r = fn(arg, col_u64(st, 0), line != NULL ? line : "", len);
+        const char *p = sqlite3_column_blob(st, 1);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1);
+        r = fn(arg, col_u64(st, 0), p != NULL ? p : "", n);
         if (r != EDDY_OK)
             finish(st);
     }
     return r;
+}
+
+typedef struct outbox_lines {
+    eddy__store_outbox_fn fn;
+    void *arg;
+} outbox_lines;
+
+static int each_line(void *arg, uint64_t id, const char *p, size_t n)
+{
+    outbox_lines *l = arg;
+    return outbox_row(id, p, n, l->fn, l->arg);
+}
+
+static int sq_outbox_load(eddy__store *base, eddy__store_outbox_fn fn, void *arg)
+{
+    outbox_lines l = {fn, arg};
+    return outbox_rows((sqlite_store *)base, each_line, &l);
+}
+
+/* After the rows up to up_to are gone: the next row may start at or below
+ * it (acknowledgements come at commit ends, but the interface allows any
+ * id); its lines up to up_to are cut off. */
+static int outbox_cut_row(sqlite_store *s, uint64_t up_to)
+{
+    sqlite3_stmt *st = s->st[ST_OUTBOX_NEXT_ROW];
+    int rc = bind_u64(st, 1, up_to);
+    if (rc != SQLITE_OK)
+        return fail(s, st, rc, "acknowledging outbox lines");
+    int r = read_step(s, st, "acknowledging outbox lines");
+    if (r != 1)
+        return r;
+    uint64_t id = col_u64(st, 0);
+    const char *p = sqlite3_column_blob(st, 1);
+    size_t n = (size_t)sqlite3_column_bytes(st, 1);
+    uint64_t lines = 1;
+    for (size_t i = 0; i < n; i++)
+        lines += p[i] == '\n';
+    if (id - (lines - 1) > up_to) {
+        finish(st);
+        return EDDY_OK;
+    }
+    for (uint64_t cut = up_to - (id - (lines - 1)) + 1; cut > 0; cut--) {
+        const char *nl = memchr(p, '\n', n);
+        n -= (size_t)(nl + 1 - p);
+        p = nl + 1;
+    }
+    /* p points into the row: copy it before the statement lets it go. */
+    s->scratch_cut.len = 0;
+    if (eddy__buf_put(&s->scratch_cut, p, n) != EDDY_OK) {
+        finish(st);
+        return oom(s, "acknowledging outbox lines");
+    }
+    finish(st);
+    sqlite3_stmt *up = s->st[ST_OUTBOX_REWRITE];
+    rc = bind_u64(up, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob64(up, 2, n > 0 ? s->scratch_cut.p : "", n, SQLITE_STATIC);
+    return write_step(s, up, rc, "acknowledging outbox lines");
 }
 
 static int sq_outbox_ack(eddy__store *base, uint64_t up_to)
@@ -1662,15 +1742,26 @@ static int sq_outbox_ack(eddy__store *base, uint64_t up_to)
         up_to = (uint64_t)INT64_MAX;
     /* Lines of this transaction it covers are not written at all (the
      * runtime acknowledges only lines of earlier commits). */
-    size_t k = 0;
-    while (k < s->ndout && s->dout[k].id <= up_to)
-        k++;
-    if (k > 0) {
-        memmove(s->dout, s->dout + k, (s->ndout - k) * sizeof(*s->dout));
-        s->ndout -= k;
+    if (s->ndout > 0 && s->dout_id <= up_to) {
+        uint64_t k = up_to - s->dout_id + 1;
+        if (k >= s->ndout) {
+            s->ndout = 0;
+            s->dout.len = 0;
+        } else {
+            size_t at = 0;
+            for (uint64_t i = 0; i < k; i++)
+                at += (size_t)((const char *)memchr(s->dout.p + at, '\n', s->dout.len - at) -
+                               (s->dout.p + at)) +
+                      1;
+            memmove(s->dout.p, s->dout.p + at, s->dout.len - at);
+            s->dout.len -= at;
+            s->ndout -= (size_t)k;
+            s->dout_id += k;
+        }
     }
     sqlite3_stmt *st = s->st[ST_OUTBOX_ACK];
-    return write_step(s, st, bind_u64(st, 1, up_to), "acknowledging outbox lines");
+    r = write_step(s, st, bind_u64(st, 1, up_to), "acknowledging outbox lines");
+    return r == EDDY_OK ? outbox_cut_row(s, up_to) : r;
 }
 
 /* ---------------------------------------------------------------- counts */
@@ -1679,6 +1770,16 @@ static int count_rec(void *arg, const eddy__jrec *rec)
 {
     (void)rec;
     (*(uint64_t *)arg)++;
+    return EDDY_OK;
+}
+
+static int count_lines(void *arg, uint64_t id, const char *p, size_t n)
+{
+    (void)id;
+    uint64_t *c = arg;
+    (*c)++;
+    for (size_t i = 0; i < n; i++)
+        *c += p[i] == '\n';
     return EDDY_OK;
 }
 
@@ -1694,10 +1795,11 @@ static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
         return r;
     out->keys = col_u64(st, 0);
     out->pending = col_u64(st, 1);
-    out->outbox = col_u64(st, 2);
     finish(st);
+    out->outbox = 0;
+    r = outbox_rows(s, count_lines, &out->outbox);
     out->journal = 0;
-    return journal_all(s, count_rec, &out->journal);
+    return r != EDDY_OK ? r : journal_all(s, count_rec, &out->journal);
 }
 
 /* ---------------------------------------------------------------- open and close */
@@ -1712,10 +1814,8 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->st[i]);
         for (int i = 0; i <= META_DUE_MAX; i++)
             sqlite3_finalize(s->meta_set[i]);
-        for (int i = 0; i <= ROWS_MAX; i++) {
+        for (int i = 0; i <= ROWS_MAX; i++)
             sqlite3_finalize(s->pend_ins[i]);
-            sqlite3_finalize(s->out_ins[i]);
-        }
         sqlite3_close(s->db);
     }
     if (s->wal_fd >= 0)
@@ -1724,7 +1824,8 @@ static void sq_close(eddy__store *base)
     rows_reset(s);
     free(s->dadd);
     free(s->ddel);
-    free(s->dout);
+    free(s->dout.p);
+    free(s->scratch_cut.p);
     free(s->dtext.p);
     free(s->txn);
     free(s->sparse);

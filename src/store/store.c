@@ -5,6 +5,7 @@
 #include "store/store.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "store/store_impl.h"
@@ -197,7 +198,8 @@ int eddy__store_journal_prune_run(eddy__store *s, const char *key, uint64_t seq)
 
 int eddy__store_outbox_add(eddy__store *s, const char *line, size_t len, uint64_t *id)
 {
-    if (s == NULL || (line == NULL && len > 0) || id == NULL)
+    if (s == NULL || (line == NULL && len > 0) || id == NULL ||
+        (len > 0 && memchr(line, '\n', len) != NULL))
         return EDDY_EINVAL;
     return s->ops->outbox_add(s, line != NULL ? line : "", len, id);
 }

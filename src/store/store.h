@@ -39,7 +39,9 @@
  *            for an open store, those in flight at open (the heads of the
  *            pending FIFOs) and those written since; read-only, those with a
  *            pending input.
- *   outbox   outputs committed but not yet covered by the sink position
+ *   outbox   outputs committed but not yet covered by the sink position; one
+ *            row per commit, its lines joined by newlines, keyed by the id
+ *            of its last line
  *
  * Errors: every function returns EDDY_OK or an error code; store failures are
  * EDDY_ESTORE with text in the store's last error (eddy__store_error()), which
@@ -65,11 +67,14 @@
 
 #include "eddy/eddy.h"
 
-/* Format 3: one run counter for all keys in meta ("next_run"), key rows
- * written only when their memory changes. Format 2 (each key's row held its
- * own counter, written at every run's end) is read and upgraded in place:
- * the tables are the same, and the counter starts past every key's. */
-#define EDDY_STORE_FORMAT_VERSION 3
+/* Format 4: an outbox row holds the lines of one commit, joined by newlines,
+ * under the id of its last line. Format 3: one run counter for all keys in
+ * meta ("next_run"), key rows written only when their memory changes.
+ * Formats 2 and 3 are read and upgraded in place: the tables are the same,
+ * an outbox row of theirs is a row of one line, and the run counter starts
+ * past every key's own (format 2 kept one per key, written at every run's
+ * end). */
+#define EDDY_STORE_FORMAT_VERSION 4
 #define EDDY_STORE_FORMAT_OLDEST  2
 
 /* Journal record kinds and call status. */
@@ -197,10 +202,10 @@ int eddy__store_journal_prune_run(eddy__store *s, const char *key, uint64_t seq)
 
 /* outbox: outputs committed and not yet acknowledged by the sink position */
 typedef int (*eddy__store_outbox_fn)(void *arg, uint64_t id, const char *line, size_t len);
-/* Append a line (without newline; may hold NUL bytes; NULL allowed when len
- * is 0); *id receives its id: 1, 2, ..., increasing for the store's life even
- * after every line was acknowledged. Ids of a rolled-back transaction may be
- * handed out again. The callback's line is not NUL-terminated. */
+/* Append a line (it holds no newline byte: EDDY_EINVAL; it may hold NUL
+ * bytes; NULL allowed when len is 0); *id receives its id: 1, 2, ..., increasing for the store's
+ * life even after every line was acknowledged. Ids of a rolled-back transaction may be handed out
+ * again. The callback's line is not NUL-terminated. */
 int eddy__store_outbox_add(eddy__store *s, const char *line, size_t len, uint64_t *id);
 int eddy__store_outbox_load(eddy__store *s, eddy__store_outbox_fn fn, void *arg);
 /* Delete every line with id <= up_to. */

@@ -181,7 +181,7 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 3)")
+                            "format 4)")
 
     def query(self, stmt):
         c = sqlite3.connect(self.db)
@@ -191,7 +191,7 @@ class StateFiles(EddyTest):
 
     def test_format_2_is_upgraded(self):
         """A state of format 2 kept one run counter per key, in its row: it is
-        taken as it is, the format becomes 3, and new runs are numbered past
+        taken as it is, the format becomes the current one (4), and new runs are numbered past
         every key's counter (no run number of a key is used twice)."""
         self.finished_state(40)
         self.sql("UPDATE meta SET v = 2 WHERE k = 'format_version'")
@@ -202,7 +202,7 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(len(read_jsonl(self.out)), 45)
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 3)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 4)
         self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'next_run'"), 1005)
 
     def test_not_an_eddy_database(self):

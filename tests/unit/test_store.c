@@ -440,6 +440,76 @@ static void test_rows_written_at_commit(void **state)
     eddy__store_close(s);
 }
 
+/* A transaction's outbox lines are one row under the id of its last line:
+ * each line comes back with its own id, an acknowledgement inside a row
+ * keeps the rest of it (also across a reopen), a line with a newline is
+ * refused, and the rows of format 3 (a line each) read the same. */
+static void test_outbox_rows(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    uint64_t id = 0;
+    static const char *const first[] = {"a", "", "c\0d"};
+    static const size_t first_len[] = {1, 0, 3};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(eddy__store_outbox_add(s, first[i], first_len[i], &id), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "e", 1, &id), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "f", 1, &id), EDDY_OK);
+    assert_int_equal(id, 5);
+    assert_int_equal(eddy__store_outbox_add(s, "g\nh", 3, &id), EDDY_EINVAL);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM outbox"), 2);
+    counts_are(s, 0, 0, 0, 5);
+    buf b = {0};
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "1:a\n2:\n3:c\\0d\n4:e\n5:f\n");
+
+    /* Up to the middle of the first row. */
+    assert_int_equal(eddy__store_outbox_ack(s, 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    counts_are(s, 0, 0, 0, 4);
+    eddy__store_close(s);
+    s = open_ok(d->state, FP);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "2:\n3:c\\0d\n4:e\n5:f\n");
+    /* To the first line of the second row, and into a row not yet written. */
+    assert_int_equal(eddy__store_outbox_add(s, "i", 1, &id), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "j", 1, &id), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_add(s, "k", 1, &id), EDDY_OK);
+    assert_int_equal(eddy__store_outbox_ack(s, 4), EDDY_OK);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK); /* inside */
+    assert_string_equal(buf_str(&b), "5:f\n6:i\n7:j\n8:k\n");
+    assert_int_equal(eddy__store_outbox_ack(s, 6), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    s = open_ok(d->state, FP);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "7:j\n8:k\n");
+    eddy__store_close(s);
+
+    /* Format 3: a row per line. */
+    poke_db(d->state, "DELETE FROM outbox");
+    poke_db(d->state, "INSERT INTO outbox(id, line) VALUES (20, 'x'), (21, 'y'), (22, 'z')");
+    poke_db(d->state, "UPDATE meta SET v = 3 WHERE k = 'format_version'");
+    s = open_ok(d->state, FP);
+    counts_are(s, 0, 0, 0, 3);
+    assert_int_equal(eddy__store_outbox_add(s, "w", 1, &id), EDDY_OK);
+    assert_int_equal(id, 23);
+    assert_int_equal(eddy__store_outbox_ack(s, 21), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), "22:z\n23:w\n");
+    free(b.p);
+    eddy__store_close(s);
+    assert_int_equal(jlog_query(d->state, "SELECT v FROM meta WHERE k = 'format_version'"),
+                     EDDY_STORE_FORMAT_VERSION);
+}
+
 static void test_uncommitted_lost(void **state)
 {
     test_dir *d = *state;
@@ -1196,6 +1266,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_directory, setup_dir, teardown_dir),
