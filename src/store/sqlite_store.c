@@ -55,7 +55,6 @@
 #include "util/vec.h"
 
 #define META_DUE_MAX 8    /* meta values a transaction sets: 6 names exist */
-#define ROWS_MAX     32   /* rows one statement of the commit inserts or deletes */
 #define OPEN_BUSY_MS 5000 /* how long opening waits for an `eddy inspect` (configure) */
 
 enum {
@@ -67,10 +66,10 @@ enum {
     ST_KEY_PUT,
     ST_KEY_GET,
     ST_KEYS_LOAD,
-    ST_PENDING_LOAD,
-    ST_PENDING_RUNS,
-    ST_PENDING_IDS,
-    ST_PENDING_REMOVE,
+    ST_INPUTS_INSERT,
+    ST_INPUTS_UPDATE,
+    ST_INPUTS_DELETE,
+    ST_INPUTS_ALL,
     ST_JLOG_INSERT,
     ST_JLOG_DELETE,
     ST_JLOG_GET,
@@ -95,10 +94,10 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "UPDATE SET next_seq = excluded.next_seq, stm = excluded.stm",
     [ST_KEY_GET] = "SELECT next_seq, stm FROM keys WHERE key = ?1",
     [ST_KEYS_LOAD] = "SELECT key, next_seq, stm FROM keys ORDER BY key",
-    [ST_PENDING_IDS] = "SELECT id, key, seq FROM pending",
-    [ST_PENDING_REMOVE] = "DELETE FROM pending WHERE id BETWEEN ?1 AND ?2",
-    [ST_PENDING_LOAD] = "SELECT key, seq, line_no, record FROM pending ORDER BY id",
-    [ST_PENDING_RUNS] = "SELECT key, seq FROM pending",
+    [ST_INPUTS_INSERT] = "INSERT INTO inputs(id, data) VALUES (?1, ?2)",
+    [ST_INPUTS_UPDATE] = "UPDATE inputs SET data = ?2 WHERE id = ?1",
+    [ST_INPUTS_DELETE] = "DELETE FROM inputs WHERE id = ?1",
+    [ST_INPUTS_ALL] = "SELECT id, data FROM inputs ORDER BY id",
     [ST_JLOG_INSERT] = "INSERT INTO jlog(id, data) VALUES (?1, ?2)",
     [ST_JLOG_DELETE] = "DELETE FROM jlog WHERE id = ?1",
     [ST_JLOG_GET] = "SELECT data FROM jlog WHERE id = ?1",
@@ -108,15 +107,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_OUTBOX_ACK] = "DELETE FROM outbox WHERE id <= ?1",
     [ST_OUTBOX_NEXT_ROW] = "SELECT id, line FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1",
     [ST_OUTBOX_REWRITE] = "UPDATE outbox SET line = ?2 WHERE id = ?1",
-    [ST_COUNTS] = "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM pending)",
+    [ST_COUNTS] = "SELECT count(*) FROM keys",
 };
+
+#define INPUTS_TABLE_SQL "CREATE TABLE inputs(id INTEGER PRIMARY KEY, data BLOB NOT NULL)"
+/* The pending table of formats 2 to 4 is there (see legacy_convert). */
+#define LEGACY_PENDING_SQL \
+    "SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name = 'pending'"
 
 static const char schema_sql[] =
     "CREATE TABLE meta(k TEXT PRIMARY KEY, v);"
     "CREATE TABLE keys(key TEXT PRIMARY KEY, next_seq INTEGER NOT NULL, stm TEXT NOT NULL)"
-    " WITHOUT ROWID;"
-    "CREATE TABLE pending(id INTEGER PRIMARY KEY, key TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " line_no INTEGER NOT NULL, record TEXT NOT NULL);"
+    " WITHOUT ROWID;" INPUTS_TABLE_SQL ";"
     "CREATE TABLE jlog(id INTEGER PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE TABLE outbox(id INTEGER PRIMARY KEY, line BLOB NOT NULL);"
     "INSERT INTO meta(k, v) VALUES ('source_offset', 0), ('source_line', 0),"
@@ -139,7 +141,7 @@ typedef struct sqlite_store {
     struct jrun **txn; /* runs with entries in jbuf */
     size_t ntxn, captxn;
     eddy__map runs;     /* "seq key" -> struct jrun: its rows */
-    eddy__map pend;     /* "seq key" -> struct pend: the pending table's rows */
+    eddy__map pend;     /* "seq key" -> struct pend: a pending input's place */
     eddy__map rows;     /* row id (8 bytes) -> struct jrow */
     uint64_t jlog_next; /* id of the next row */
     uint64_t *sparse;   /* rows where few runs are left (or were: gone since) */
@@ -160,19 +162,19 @@ typedef struct sqlite_store {
     } meta_due[META_DUE_MAX];
     int nmeta_due;
     sqlite3_stmt *meta_set[META_DUE_MAX + 1];
-    /* Pending inputs added and removed in the open transaction, written by
-     * its commit ROWS_MAX rows to a statement, and its outbox lines, one row
-     * (see "rows written at the commit"). */
-    eddy__buf dtext; /* the inputs' keys and records */
-    struct dpend *dadd;
-    size_t ndadd, capdadd;
-    uint64_t *ddel; /* ids of pending rows stored before this transaction */
-    size_t nddel, capddel;
-    eddy__buf dout;     /* the lines, joined by newlines */
-    uint64_t dout_id;   /* the id of the first */
-    size_t ndout;       /* how many */
-    uint64_t pend_next; /* the id the next pending input gets */
-    sqlite3_stmt *pend_ins[ROWS_MAX + 1];
+    /* Rows of pending inputs (see "pending") and the outbox lines of the
+     * open transaction, written by its commit (see "rows written at the
+     * commit"). */
+    struct prow *prows;  /* every row of pending inputs in memory */
+    struct prow **fresh; /* rows of this transaction's admissions */
+    size_t nfresh, capfresh;
+    struct prow **touched; /* written rows where a run ended since */
+    size_t ntouched, captouched;
+    eddy__buf repack;      /* scratch of prow_pack */
+    eddy__buf dout;        /* the lines, joined by newlines */
+    uint64_t dout_id;      /* the id of the first */
+    size_t ndout;          /* how many */
+    uint64_t pend_next;    /* the id the next row of pending inputs gets */
     eddy__buf scratch_cut; /* an outbox row cut by an acknowledgement */
     char *dir;
     char *db_path;
@@ -610,17 +612,123 @@ static int sq_key_get(eddy__store *base, const char *key, uint64_t *next_seq, ch
 /* ---------------------------------------------------------------- pending */
 
 /*
- * The pending table has no index on (key, seq): the store keeps the rowid of
- * each pending input in memory (s->pend, loaded at open), checks there that
- * an input is not added twice, and deletes by rowid. An index cost a second
- * b-tree insert per input and an index search per run end.
+ * Pending inputs are stored as rows of the inputs table, each holding the
+ * inputs admitted by one transaction that are still pending (at most
+ * ROW_INPUTS_MAX), in admission order, and rows in the order of their ids:
+ * the FIFO order. A row's entry: seq (8 bytes), line number (8), the key's
+ * length (4), the key and a NUL, the record's length (4), the record and a
+ * NUL; integers little-endian.
+ *
+ * A row per input, even written many to a statement at the commit and
+ * deleted by runs of ids, cost ~7 k mailbox instructions per W3 run (a
+ * fifth of them): two b-tree changes per input and the WAL frames of the
+ * pages they touched. Now a commit inserts one row for its admissions, and
+ * rewrites (or deletes, once none is left) each row where a run ended: the
+ * runs of one transaction mostly end together. The store keeps every row
+ * with pending inputs in memory (loaded at open), with each input's place,
+ * so that a run's end finds its row without a read and a rewrite has its
+ * bytes; an input admitted and ended in one transaction is never written.
+ * Rows take ROW_INPUTS_MAX inputs so that a rewrite stays small when the
+ * runs of a row end one by one. A failed store is failed for good, so a
+ * rolled-back transaction leaves nothing to repair in memory.
  */
+#define ROW_INPUTS_MAX 32
+
+typedef struct prow prow;
+
 typedef struct pend {
     char *rk; /* "seq key" */
     size_t len;
-    uint64_t id;
-    size_t dadd; /* 1 + its index in s->dadd while its row is not written yet, else 0 */
+    prow *row;   /* its row */
+    uint32_t at; /* its index in row->ents */
 } pend;
+
+typedef struct pent {
+    pend *p;         /* NULL once its run ended */
+    size_t off, len; /* its entry in row->data */
+} pent;
+
+struct prow {
+    uint64_t id;
+    eddy__buf data; /* the entries, as last written or being added */
+    pent *ents;
+    size_t nents, capents;
+    size_t live;       /* entries whose p is set */
+    int written;       /* the table has the row */
+    int touched;       /* on s->touched: a run of it ended since it was written */
+    prow *prev, *next; /* s->prows: every row in memory */
+};
+
+/* One entry read from a row's bytes. */
+typedef struct pview {
+    uint64_t seq, line_no;
+    const char *key, *record;
+} pview;
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static unsigned char *put_le(unsigned char *o, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        o[i] = (unsigned char)(v >> (8 * i));
+    return o + n;
+}
+
+/* The entry at *at of the n bytes p into *v, *at moved past it: 1, or 0 at
+ * the end, or -1 when the bytes do not decode. */
+static int pent_next(const unsigned char *p, size_t n, size_t *at, pview *v)
+{
+    size_t i = *at;
+    if (i == n)
+        return 0;
+    if (n - i < 20)
+        return -1;
+    v->seq = get_u64(p + i);
+    v->line_no = get_u64(p + i + 8);
+    size_t kl = get_u32(p + i + 16);
+    i += 20;
+    if (n - i < kl + 5 || p[i + kl] != '\0' || memchr(p + i, '\0', kl) != NULL)
+        return -1;
+    v->key = (const char *)p + i;
+    i += kl + 1;
+    size_t rl = get_u32(p + i);
+    i += 4;
+    if (n - i < rl + 1 || p[i + rl] != '\0')
+        return -1;
+    v->record = (const char *)p + i;
+    *at = i + rl + 1;
+    return 1;
+}
+
+/* Append the entry of an input to b. */
+static int pent_put(eddy__buf *b, const char *key, size_t kl, uint64_t seq, uint64_t line_no,
+                    const char *record, size_t rl)
+{
+    if (kl > UINT32_MAX || rl > UINT32_MAX || eddy__buf_reserve(b, 26 + kl + rl) != EDDY_OK)
+        return EDDY_ENOMEM;
+    unsigned char *o = (unsigned char *)b->p + b->len;
+    o = put_le(o, seq, 8);
+    o = put_le(o, line_no, 8);
+    o = put_le(o, kl, 4);
+    memcpy(o, key, kl);
+    o[kl] = '\0';
+    o = put_le(o + kl + 1, rl, 4);
+    memcpy(o, record, rl);
+    o[rl] = '\0';
+    b->len += 26 + kl + rl;
+    return EDDY_OK;
+}
 
 static pend *pend_get(sqlite_store *s, const char *key, uint64_t seq)
 {
@@ -628,198 +736,267 @@ static pend *pend_get(sqlite_store *s, const char *key, uint64_t seq)
     return map_get_run(&s->pend, key, seq, &oom);
 }
 
-/* Note pending input (key, seq) stored with id; NULL when out of memory. */
-static pend *pend_put(sqlite_store *s, const char *key, uint64_t seq, uint64_t id)
+static prow *prow_new(sqlite_store *s, uint64_t id)
 {
+    prow *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->id = id;
+    w->next = s->prows;
+    if (s->prows != NULL)
+        s->prows->prev = w;
+    s->prows = w;
+    return w;
+}
+
+static void prow_free(sqlite_store *s, prow *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        s->prows = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    free(w->data.p);
+    free(w->ents);
+    free(w);
+}
+
+/* Note pending input (key, seq) as the last entry of w, whose bytes are
+ * [off, off + len) of w->data; NULL when out of memory. */
+static pend *pend_put(sqlite_store *s, prow *w, const char *key, uint64_t seq, size_t off,
+                      size_t len)
+{
+    if (eddy__vec_grow(&w->ents, &w->capents, w->nents + 1, sizeof(*w->ents), 8) != EDDY_OK)
+        return NULL;
     size_t n = run_key(NULL, 0, key, seq);
-    pend *p = malloc(sizeof(*p));
-    char *rk = malloc(n + 1);
-    if (p == NULL || rk == NULL) {
-        free(p);
-        free(rk);
+    pend *p = malloc(sizeof(*p) + n + 1);
+    if (p == NULL)
         return NULL;
-    }
-    run_key(rk, n + 1, key, seq);
-    p->rk = rk;
+    p->rk = (char *)(p + 1);
+    run_key(p->rk, n + 1, key, seq);
     p->len = n;
-    p->id = id;
-    p->dadd = 0;
-    if (eddy__map_put(&s->pend, rk, n, p) != EDDY_OK) {
-        free(rk);
+    p->row = w;
+    p->at = (uint32_t)w->nents;
+    if (eddy__map_put(&s->pend, p->rk, n, p) != EDDY_OK) {
         free(p);
         return NULL;
     }
+    w->ents[w->nents++] = (pent){.p = p, .off = off, .len = len};
+    w->live++;
     return p;
 }
 
 static void pend_free_all(sqlite_store *s)
 {
-    for (size_t i = 0; i < s->pend.cap; i++) {
-        if (s->pend.slots[i].key != NULL) {
-            pend *p = s->pend.slots[i].value;
-            free(p->rk);
-            free(p);
-        }
-    }
+    for (size_t i = 0; i < s->pend.cap; i++)
+        if (s->pend.slots[i].key != NULL)
+            free(s->pend.slots[i].value);
     eddy__map_free(&s->pend);
+    while (s->prows != NULL)
+        prow_free(s, s->prows);
+    free(s->fresh);
+    free(s->touched);
+}
+
+/* Every stored row of inputs to fn(arg, id, bytes, size), in id order (the
+ * open transaction's first written: rows_settle); stops at an error. */
+typedef int (*prow_fn)(void *arg, uint64_t id, const unsigned char *p, size_t n);
+
+static int rows_settle(sqlite_store *s);
+
+static int inputs_rows(sqlite_store *s, prow_fn fn, void *arg)
+{
+    sqlite3_stmt *st = s->st[ST_INPUTS_ALL];
+    int r = rows_settle(s);
+    if (r == EDDY_OK)
+        r = read_start(s, st, "loading pending inputs");
+    while (r == EDDY_OK && (r = read_step(s, st, "loading pending inputs")) == 1) {
+        const unsigned char *p = sqlite3_column_blob(st, 1);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1);
+        r = fn(arg, col_u64(st, 0), p != NULL ? p : (const unsigned char *)"", n);
+        if (r != EDDY_OK)
+            finish(st);
+    }
+    return r;
+}
+
+/* Each input of every stored row to fn(arg, id, view), in FIFO order. */
+typedef int (*pview_fn)(void *arg, const pview *v);
+
+typedef struct inputs_walk {
+    sqlite_store *s;
+    pview_fn fn;
+    void *arg;
+} inputs_walk;
+
+static int walk_row(void *arg, uint64_t id, const unsigned char *p, size_t n)
+{
+    inputs_walk *w = arg;
+    size_t at = 0;
+    pview v;
+    int r;
+    while ((r = pent_next(p, n, &at, &v)) == 1)
+        if ((r = w->fn(w->arg, &v)) != EDDY_OK)
+            return r;
+    if (r == 0)
+        return EDDY_OK;
+    snprintf(w->s->errmsg, sizeof(w->s->errmsg),
+             "%s: the row of pending inputs %llu does not decode; the state is damaged",
+             w->s->db_path, (unsigned long long)id);
+    return EDDY_ESTATE;
+}
+
+static int inputs_each(sqlite_store *s, pview_fn fn, void *arg)
+{
+    inputs_walk w = {s, fn, arg};
+    return inputs_rows(s, walk_row, &w);
+}
+
+/* At open: every stored row into memory; ids go on after the last. */
+static int load_row(void *arg, uint64_t id, const unsigned char *p, size_t n)
+{
+    sqlite_store *s = arg;
+    if (id >= s->pend_next)
+        s->pend_next = id + 1;
+    prow *w = prow_new(s, id);
+    if (w == NULL || eddy__buf_put(&w->data, (const char *)p, n) != EDDY_OK)
+        return EDDY_ENOMEM;
+    w->written = 1;
+    size_t at = 0, from = 0;
+    pview v;
+    int r;
+    while ((r = pent_next(p, n, &at, &v)) == 1) {
+        if (pend_get(s, v.key, v.seq) != NULL) {
+            snprintf(s->errmsg, sizeof(s->errmsg),
+                     "%s: the pending input %llu of key %s is there twice; the state is damaged",
+                     s->db_path, (unsigned long long)v.seq, v.key);
+            return EDDY_ESTATE;
+        }
+        if (pend_put(s, w, v.key, v.seq, from, at - from) == NULL)
+            return EDDY_ENOMEM;
+        from = at;
+    }
+    if (r == 0)
+        return EDDY_OK;
+    snprintf(s->errmsg, sizeof(s->errmsg),
+             "%s: the row of pending inputs %llu does not decode; the state is damaged", s->db_path,
+             (unsigned long long)id);
+    return EDDY_ESTATE;
 }
 
 static int pend_load(sqlite_store *s, eddy_error **err)
 {
-    sqlite3_stmt *st = s->st[ST_PENDING_IDS];
-    int r;
     s->pend_next = 1;
-    while ((r = read_step(s, st, "loading the pending inputs")) == 1) {
-        uint64_t id = col_u64(st, 0);
-        if (id >= s->pend_next)
-            s->pend_next = id + 1; /* after every row there: ids keep the FIFO order */
-        if (pend_put(s, col_text(st, 1), col_u64(st, 2), id) == NULL) {
-            finish(st);
-            return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
-        }
-    }
-    if (r != 0)
-        return eddy__error_set(err, EDDY_ESTORE, "store", "%s", s->errmsg);
+    int r = inputs_rows(s, load_row, s);
+    if (r == EDDY_ENOMEM)
+        return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
+    if (r != EDDY_OK)
+        return eddy__error_set(err, r == EDDY_ESTATE ? EDDY_ESTATE : EDDY_ESTORE, "store", "%s",
+                               s->errmsg);
     return EDDY_OK;
 }
 
 /* ---------------------------------------------------------------- rows written at the commit */
 
 /*
- * A pending input's insert and delete and an outbox line's insert cost
- * ~4-5.5 k instructions each as statements of their own, most of it the
- * statement's own work (W3: ~14 k of ~40 k mailbox instructions per run).
- * They are kept in memory until the commit, which writes the inputs
- * ROWS_MAX rows to a statement and the lines as one row; an input admitted
- * and ended in one transaction is never written. (A row per line, even
- * ROWS_MAX to a statement, and its delete cost ~3.9 k instructions per W3
- * run.) Pending ids are given here, in admission order (after every id
- * in the table at open), so that the FIFO order stays that of the ids.
+ * Rows of inputs and outbox lines are written by the commit: one row for
+ * the transaction's admissions (ROW_INPUTS_MAX inputs to a row), a rewrite
+ * or a delete for each row where a run ended, one row for its outbox lines.
  * A read of these tables through this connection writes them first
- * (rows_settle). A failed store is failed for good, so a rolled-back
- * transaction only drops the lists.
+ * (rows_settle).
  */
-typedef struct dpend {
-    pend *p; /* NULL: removed in the same transaction, not written */
-    uint64_t seq, line_no;
-    size_t key, record; /* offsets in s->dtext, NUL-terminated */
-} dpend;
-
-/* Copy n bytes and a NUL to s->dtext; their offset, or (size_t)-1. */
-static size_t dtext_put(sqlite_store *s, const void *p, size_t n)
-{
-    size_t off = s->dtext.len;
-    if (eddy__buf_put(&s->dtext, p, n) != EDDY_OK || eddy__buf_nul(&s->dtext) != EDDY_OK) {
-        s->dtext.len = off;
-        return (size_t)-1;
-    }
-    s->dtext.len++; /* keep the NUL */
-    return off;
-}
-
 static void rows_reset(sqlite_store *s)
 {
-    for (size_t i = 0; i < s->ndadd; i++)
-        if (s->dadd[i].p != NULL)
-            s->dadd[i].p->dadd = 0;
-    s->ndadd = s->nddel = s->ndout = 0;
-    s->dtext.len = s->dout.len = 0;
+    for (size_t i = 0; i < s->ntouched; i++)
+        s->touched[i]->touched = 0;
+    s->nfresh = s->ntouched = 0;
+    s->ndout = 0;
+    s->dout.len = 0;
 }
 
-/* The statement head followed by n groups of ncols parameters, "(?,?),(?,?)",
- * prepared into *slot on first use; NULL when that failed (the store failed). */
-static sqlite3_stmt *rows_insert(sqlite_store *s, sqlite3_stmt **slot, const char *head, int ncols,
-                                 int n)
+/* w's live entries alone, in order, in memory too; EDDY_OK or EDDY_ENOMEM. */
+static int prow_pack(sqlite_store *s, prow *w)
 {
-    if (*slot != NULL)
-        return *slot;
-    char sql[1024];
-    size_t len = (size_t)snprintf(sql, sizeof(sql), "%s", head);
-    for (int i = 0; i < n; i++)
-        for (int c = 0; c < ncols; c++)
-            len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s?%s",
-                                    c   ? ","
-                                    : i ? ",("
-                                        : "(",
-                                    c + 1 == ncols ? ")" : "");
-    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
-    if (rc != SQLITE_OK) {
-        *slot = NULL;
-        fail(s, NULL, rc, "preparing a statement");
+    if (w->live == w->nents)
+        return EDDY_OK;
+    s->repack.len = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < w->nents; i++) {
+        pent e = w->ents[i];
+        if (e.p == NULL)
+            continue;
+        size_t off = s->repack.len;
+        if (eddy__buf_put(&s->repack, w->data.p + e.off, e.len) != EDDY_OK)
+            return EDDY_ENOMEM;
+        e.p->at = (uint32_t)k;
+        w->ents[k++] = (pent){.p = e.p, .off = off, .len = e.len};
     }
-    return *slot;
+    w->nents = k;
+    eddy__buf t = w->data;
+    w->data = s->repack;
+    s->repack = t;
+    return EDDY_OK;
+}
+
+static int prow_write(sqlite_store *s, prow *w, int st_id, const char *what)
+{
+    if (prow_pack(s, w) != EDDY_OK)
+        return oom(s, what);
+    sqlite3_stmt *st = s->st[st_id];
+    int rc = bind_u64(st, 1, w->id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob64(st, 2, w->data.len > 0 ? w->data.p : "", w->data.len,
+                                 SQLITE_STATIC);
+    return write_step(s, st, rc, what);
 }
 
 static int rows_flush(sqlite_store *s)
 {
-    /* Pending inputs added, in order, skipping those already removed. */
-    size_t i = 0;
-    while (i < s->ndadd) {
-        dpend *batch[ROWS_MAX];
-        int n = 0;
-        for (; i < s->ndadd && n < ROWS_MAX; i++)
-            if (s->dadd[i].p != NULL)
-                batch[n++] = &s->dadd[i];
-        if (n == 0)
-            break;
-        sqlite3_stmt *st = rows_insert(
-            s, &s->pend_ins[n], "INSERT INTO pending(id, key, seq, line_no, record) VALUES ", 5, n);
-        if (st == NULL)
-            return EDDY_ESTORE;
-        int rc = SQLITE_OK;
-        for (int k = 0; k < n && rc == SQLITE_OK; k++) {
-            dpend *d = batch[k];
-            rc = bind_u64(st, 5 * k + 1, d->p->id);
-            if (rc == SQLITE_OK)
-                rc = bind_text(st, 5 * k + 2, s->dtext.p + d->key);
-            if (rc == SQLITE_OK)
-                rc = bind_u64(st, 5 * k + 3, d->seq);
-            if (rc == SQLITE_OK)
-                rc = bind_u64(st, 5 * k + 4, d->line_no);
-            if (rc == SQLITE_OK)
-                rc = bind_text(st, 5 * k + 5, s->dtext.p + d->record);
+    int r = EDDY_OK;
+    /* Rows where runs ended: rewritten, or deleted once empty. */
+    for (size_t i = 0; i < s->ntouched && r == EDDY_OK; i++) {
+        prow *w = s->touched[i];
+        w->touched = 0;
+        if (w->live > 0) {
+            r = prow_write(s, w, ST_INPUTS_UPDATE, "removing pending inputs");
+        } else {
+            sqlite3_stmt *st = s->st[ST_INPUTS_DELETE];
+            r = write_step(s, st, bind_u64(st, 1, w->id), "removing pending inputs");
+            if (r == EDDY_OK)
+                prow_free(s, w);
         }
-        int r = write_step(s, st, rc, "adding pending inputs");
-        if (r != EDDY_OK)
-            return r;
     }
-    /* Pending inputs removed that earlier transactions wrote, by runs of
-     * consecutive ids (runs end about in the order they were admitted): an
-     * "IN (...)" list cost as much per row as a statement each. */
-    if (s->nddel > 1)
-        qsort(s->ddel, s->nddel, sizeof(*s->ddel), cmp_u64);
-    for (i = 0; i < s->nddel;) {
-        size_t j = i + 1;
-        while (j < s->nddel && s->ddel[j] == s->ddel[j - 1] + 1)
-            j++;
-        sqlite3_stmt *st = s->st[ST_PENDING_REMOVE];
-        int rc = bind_u64(st, 1, s->ddel[i]);
-        if (rc == SQLITE_OK)
-            rc = bind_u64(st, 2, s->ddel[j - 1]);
-        int r = write_step(s, st, rc, "removing pending inputs");
-        if (r != EDDY_OK)
-            return r;
-        i = j;
+    s->ntouched = 0;
+    /* This transaction's admissions still pending. */
+    for (size_t i = 0; i < s->nfresh && r == EDDY_OK; i++) {
+        prow *w = s->fresh[i];
+        if (w->live == 0) {
+            prow_free(s, w);
+            continue;
+        }
+        r = prow_write(s, w, ST_INPUTS_INSERT, "adding pending inputs");
+        w->written = 1;
     }
+    s->nfresh = 0;
     /* Outbox lines: one row, under the id of the last. */
-    if (s->ndout > 0) {
+    if (r == EDDY_OK && s->ndout > 0) {
         sqlite3_stmt *st = s->st[ST_OUTBOX_INSERT];
         int rc = bind_u64(st, 1, s->dout_id + s->ndout - 1);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_blob64(st, 2, s->dout.len > 0 ? s->dout.p : "", s->dout.len,
                                      SQLITE_STATIC);
-        int r = write_step(s, st, rc, "adding outputs to the outbox");
-        if (r != EDDY_OK)
-            return r;
+        r = write_step(s, st, rc, "adding outputs to the outbox");
     }
-    rows_reset(s);
-    return EDDY_OK;
+    if (r == EDDY_OK)
+        rows_reset(s);
+    return r;
 }
 
-/* Before a read of the pending or outbox table: write what is kept. */
+/* Before a read of the inputs or outbox table: write what is kept. */
 static int rows_settle(sqlite_store *s)
 {
-    if (s->ndadd == 0 && s->nddel == 0 && s->ndout == 0)
+    if (s->nfresh == 0 && s->ntouched == 0 && s->ndout == 0)
         return EDDY_OK;
     return s->failed ? EDDY_ESTORE : rows_flush(s);
 }
@@ -841,16 +1018,22 @@ static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint
     }
     if (eddy__fault("store_write"))
         return fail(s, NULL, SQLITE_IOERR_WRITE, "adding a pending input");
-    size_t kl = strlen(key);
-    dpend d = {.seq = seq, .line_no = line_no, .key = dtext_put(s, key, kl)};
-    d.record = d.key != (size_t)-1 ? dtext_put(s, record_json, strlen(record_json)) : d.key;
-    if (d.record == (size_t)-1 ||
-        eddy__vec_grow(&s->dadd, &s->capdadd, s->ndadd + 1, sizeof(*s->dadd), 64) != EDDY_OK ||
-        (d.p = pend_put(s, key, seq, s->pend_next)) == NULL)
+    prow *w = s->nfresh > 0 ? s->fresh[s->nfresh - 1] : NULL;
+    if (w == NULL || w->nents == ROW_INPUTS_MAX) {
+        if (eddy__vec_grow(&s->fresh, &s->capfresh, s->nfresh + 1, sizeof(*s->fresh), 8) !=
+                EDDY_OK ||
+            (w = prow_new(s, s->pend_next)) == NULL)
+            return oom(s, "adding a pending input");
+        s->pend_next++;
+        s->fresh[s->nfresh++] = w;
+    }
+    size_t off = w->data.len;
+    if (pent_put(&w->data, key, strlen(key), seq, line_no, record_json, strlen(record_json)) !=
+            EDDY_OK ||
+        pend_put(s, w, key, seq, off, w->data.len - off) == NULL) {
+        w->data.len = off;
         return oom(s, "adding a pending input");
-    d.p->dadd = s->ndadd + 1;
-    s->dadd[s->ndadd++] = d;
-    s->pend_next++;
+    }
     return EDDY_OK;
 }
 
@@ -863,34 +1046,89 @@ static int sq_pending_remove(eddy__store *base, const char *key, uint64_t seq)
     pend *p = pend_get(s, key, seq);
     if (p == NULL)
         return EDDY_OK; /* nothing to remove, as a DELETE of no row */
-    if (p->dadd != 0) {
-        s->dadd[p->dadd - 1].p = NULL; /* added in this transaction: not written */
-    } else {
+    prow *w = p->row;
+    if (w->written && !w->touched) {
         if (eddy__fault("store_write"))
             return fail(s, NULL, SQLITE_IOERR_WRITE, "removing a pending input");
-        if (eddy__vec_grow(&s->ddel, &s->capddel, s->nddel + 1, sizeof(*s->ddel), 64) != EDDY_OK)
+        if (eddy__vec_grow(&s->touched, &s->captouched, s->ntouched + 1, sizeof(*s->touched), 8) !=
+            EDDY_OK)
             return oom(s, "removing a pending input");
-        s->ddel[s->nddel++] = p->id;
+        w->touched = 1;
+        s->touched[s->ntouched++] = w;
     }
+    w->ents[p->at].p = NULL;
+    w->live--;
     eddy__map_remove(&s->pend, p->rk, p->len);
-    free(p->rk);
     free(p);
     return EDDY_OK;
 }
 
+typedef struct pending_cb {
+    eddy__store_pending_fn fn;
+    void *arg;
+} pending_cb;
+
+static int pending_one(void *arg, const pview *v)
+{
+    pending_cb *c = arg;
+    return c->fn(c->arg, v->key, v->seq, v->line_no, v->record);
+}
+
 static int sq_pending_load(eddy__store *base, eddy__store_pending_fn fn, void *arg)
 {
-    sqlite_store *s = (sqlite_store *)base;
-    sqlite3_stmt *st = s->st[ST_PENDING_LOAD];
-    int r = rows_settle(s);
-    if (r == EDDY_OK)
-        r = read_start(s, st, "loading pending inputs");
-    while (r == EDDY_OK && (r = read_step(s, st, "loading pending inputs")) == 1) {
-        r = fn(arg, col_text(st, 0), col_u64(st, 1), col_u64(st, 2), col_text(st, 3));
-        if (r != EDDY_OK)
-            finish(st);
+    pending_cb c = {fn, arg};
+    return inputs_each((sqlite_store *)base, pending_one, &c);
+}
+
+/*
+ * Formats 2 to 4 kept a pending table, a row per input. Opening such a
+ * state converts it: its rows, in id order, become rows of inputs (into
+ * the table of this connection named "inputs": the new table in the
+ * upgrading transaction; a temporary one for a read-only inspection).
+ */
+static int legacy_convert(sqlite_store *s)
+{
+    sqlite3_stmt *rd = NULL, *wr = NULL;
+    eddy__buf b = {0};
+    uint64_t id = 0;
+    size_t n = 0;
+    int rc = sqlite3_prepare_v2(
+        s->db, "SELECT key, seq, line_no, record FROM main.pending ORDER BY id", -1, &rd, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(s->db, "INSERT INTO inputs(id, data) VALUES (?1, ?2)", -1, &wr,
+                                NULL);
+    while (rc == SQLITE_OK) {
+        int step = sqlite3_step(rd);
+        if (step == SQLITE_ROW) {
+            const char *key = col_text(rd, 0), *rec = col_text(rd, 3);
+            if (pent_put(&b, key, strlen(key), col_u64(rd, 1), col_u64(rd, 2), rec, strlen(rec)) !=
+                EDDY_OK) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            if (++n < ROW_INPUTS_MAX)
+                continue;
+        } else if (step != SQLITE_DONE) {
+            rc = step;
+            break;
+        }
+        if (n > 0) {
+            rc = bind_u64(wr, 1, ++id);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_bind_blob64(wr, 2, b.p, b.len, SQLITE_STATIC);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_step(wr) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+            sqlite3_reset(wr);
+            b.len = 0;
+            n = 0;
+        }
+        if (step == SQLITE_DONE)
+            break;
     }
-    return r;
+    sqlite3_finalize(rd);
+    sqlite3_finalize(wr);
+    free(b.p);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- journal */
@@ -903,7 +1141,7 @@ static int sq_pending_load(eddy__store *base, eddy__store_pending_fn fn, void *a
  * is pruned, the rows it was the last live run of are deleted. Loading the
  * journal of a run replays its rows (and the open transaction's entries).
  * Opening rebuilds runs and rows with one pass over the table, taking the runs
- * in flight from the pending table, and deletes rows that no run needs.
+ * in flight from the pending inputs, and deletes rows that no run needs.
  *
  * A record costs an append to a buffer instead of an insert into an index
  * keyed by text (~11 k instructions in SQLite); a run that ends in the
@@ -1392,7 +1630,7 @@ static int sq_journal_load_run(eddy__store *base, const char *key, uint64_t seq,
     return r;
 }
 
-/* The runs in flight: those with an input in the pending table (the head
+/* The runs in flight: those with a pending input (the head
  * of each key's FIFO is its run in flight; the others have no entries). */
 typedef struct live_set {
     eddy__map map;
@@ -1423,21 +1661,17 @@ static int live_add(live_set *l, const char *key, uint64_t seq)
     return eddy__map_put(&l->map, rk, n, rk);
 }
 
+static int live_one(void *arg, const pview *v)
+{
+    return live_add(arg, v->key, v->seq);
+}
+
 static int live_load(sqlite_store *s, live_set *l)
 {
     eddy__map_init(&l->map);
     l->keys = NULL;
     l->n = l->cap = 0;
-    sqlite3_stmt *st = s->st[ST_PENDING_RUNS];
-    int r = rows_settle(s);
-    if (r == EDDY_OK)
-        r = read_start(s, st, "loading the runs in flight");
-    while (r == EDDY_OK && (r = read_step(s, st, "loading the runs in flight")) == 1) {
-        r = live_add(l, col_text(st, 0), col_u64(st, 1));
-        if (r != EDDY_OK)
-            finish(st);
-    }
-    return r < 0 ? r : r == 0 ? EDDY_OK : r;
+    return inputs_each(s, live_one, l);
 }
 
 static int live_has(void *arg, const char *key, uint64_t seq)
@@ -1474,7 +1708,7 @@ static int known_run(void *arg, const char *key, uint64_t seq)
 
 /* The journal of every run not pruned, ordered. An open store knows them
  * (runs: those rebuilt at open and those written to since); a read-only
- * one takes the runs in flight from the pending table. */
+ * one takes the runs in flight from the pending inputs. */
 static int journal_all(sqlite_store *s, eddy__store_jrec_fn fn, void *arg)
 {
     live_set l = {.n = 0};
@@ -1783,6 +2017,13 @@ static int count_lines(void *arg, uint64_t id, const char *p, size_t n)
     return EDDY_OK;
 }
 
+static int count_input(void *arg, const pview *v)
+{
+    (void)v;
+    (*(uint64_t *)arg)++;
+    return EDDY_OK;
+}
+
 static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -1794,10 +2035,12 @@ static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
     if (r < 0)
         return r;
     out->keys = col_u64(st, 0);
-    out->pending = col_u64(st, 1);
     finish(st);
+    out->pending = 0;
+    r = inputs_each(s, count_input, &out->pending);
     out->outbox = 0;
-    r = outbox_rows(s, count_lines, &out->outbox);
+    if (r == EDDY_OK)
+        r = outbox_rows(s, count_lines, &out->outbox);
     out->journal = 0;
     return r != EDDY_OK ? r : journal_all(s, count_rec, &out->journal);
 }
@@ -1814,19 +2057,15 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->st[i]);
         for (int i = 0; i <= META_DUE_MAX; i++)
             sqlite3_finalize(s->meta_set[i]);
-        for (int i = 0; i <= ROWS_MAX; i++)
-            sqlite3_finalize(s->pend_ins[i]);
         sqlite3_close(s->db);
     }
     if (s->wal_fd >= 0)
         close(s->wal_fd);
     txn_reset(s);
     rows_reset(s);
-    free(s->dadd);
-    free(s->ddel);
     free(s->dout.p);
     free(s->scratch_cut.p);
-    free(s->dtext.p);
+    free(s->repack.p);
     free(s->txn);
     free(s->sparse);
     free(s->jbuf.p);
@@ -2132,8 +2371,19 @@ static int check_existing(sqlite_store *s, const char *fp, eddy_error **err)
                                "or start with a new state directory)",
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
     if (version < EDDY_STORE_FORMAT_VERSION) {
-        /* Same tables (see store.h): only the version changes, in this
-         * transaction, so that an older eddy no longer takes the state. */
+        /* In this transaction (see store.h): the pending table becomes rows
+         * of inputs, and the version changes, so that an older eddy no
+         * longer takes the state. The other tables stay as they are. */
+        sqlite3_int64 legacy = 0;
+        rc = query_one(s, LEGACY_PENDING_SQL, NULL, &legacy);
+        if (rc == SQLITE_OK && legacy > 0)
+            rc = sqlite3_exec(s->db, INPUTS_TABLE_SQL, NULL, NULL, NULL);
+        if (rc == SQLITE_OK && legacy > 0)
+            rc = legacy_convert(s);
+        if (rc == SQLITE_OK && legacy > 0)
+            rc = sqlite3_exec(s->db, "DROP TABLE pending", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return open_fail(s, rc, "upgrading the pending inputs", err);
         char sql[96];
         snprintf(sql, sizeof(sql), "UPDATE meta SET v = %d WHERE k = 'format_version'",
                  EDDY_STORE_FORMAT_VERSION);
@@ -2283,6 +2533,17 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
                                s->dir, (long long)version,
                                version > EDDY_STORE_FORMAT_VERSION ? "a newer" : "an older",
                                EDDY_STORE_FORMAT_OLDEST, EDDY_STORE_FORMAT_VERSION);
+    /* An older format's pending inputs, as rows of a temporary table. */
+    sqlite3_int64 legacy = 0;
+    rc = query_one(s, LEGACY_PENDING_SQL, NULL, &legacy);
+    if (rc == SQLITE_OK && legacy > 0)
+        rc = sqlite3_exec(s->db,
+                          "CREATE TEMP TABLE inputs(id INTEGER PRIMARY KEY, data BLOB NOT NULL)",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK && legacy > 0)
+        rc = legacy_convert(s);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the pending inputs", err);
     int r = prepare_all(s, err);
     return r != EDDY_OK ? r : load_outbox_next(s, err);
 }

@@ -29,8 +29,9 @@
  *            last run that changed it, and the run counter at that time (states
  *            of format 2 kept each key's own counter here; the runtime now
  *            keeps one counter for all keys in meta, "next_run")
- *   pending  per key FIFO of admitted inputs (the head is the run in flight),
- *            in arrival order across keys (rowid)
+ *   inputs   per key FIFO of admitted inputs (the head is the run in flight),
+ *            in arrival order across keys: one row per commit's admissions
+ *            still pending, rows in id order
  *   journal  per action execution: durable call records, and when it finished,
  *            its completion record (released events, memory writes, completion
  *            ordinal); keyed (key, run seq, triggering event id, action, index).
@@ -67,14 +68,17 @@
 
 #include "eddy/eddy.h"
 
-/* Format 4: an outbox row holds the lines of one commit, joined by newlines,
- * under the id of its last line. Format 3: one run counter for all keys in
- * meta ("next_run"), key rows written only when their memory changes.
- * Formats 2 and 3 are read and upgraded in place: the tables are the same,
- * an outbox row of theirs is a row of one line, and the run counter starts
- * past every key's own (format 2 kept one per key, written at every run's
- * end). */
-#define EDDY_STORE_FORMAT_VERSION 4
+/* Format 5: pending inputs in rows of the inputs table, one per commit's
+ * admissions (formats 2 to 4: a row of the pending table per input).
+ * Format 4: an outbox row holds the lines of one commit, joined by
+ * newlines, under the id of its last line (before: a row per line).
+ * Format 3: one run counter for all keys in meta ("next_run"), key rows
+ * written only when their memory changes (format 2 kept one per key,
+ * written at every run's end). Formats 2 to 4 are read and upgraded in
+ * place: their pending rows become rows of inputs, in the same order; an
+ * older outbox row is a row of one line; the run counter starts past every
+ * key's own. An inspection reads them as they are. */
+#define EDDY_STORE_FORMAT_VERSION 5
 #define EDDY_STORE_FORMAT_OLDEST  2
 
 /* Journal record kinds and call status. */

@@ -147,6 +147,43 @@ class StateFiles(EddyTest):
         c.commit()
         c.close()
 
+    # Rows of pending inputs (src/store/sqlite_store.c, "pending"): per
+    # input seq and line number (8 bytes each), the key's length (4), the
+    # key and a NUL, the record's length (4), the record and a NUL;
+    # little-endian.
+    @staticmethod
+    def inputs_decode(data):
+        out, i = [], 0
+        while i < len(data):
+            seq, line_no, kl = struct.unpack_from("<QQI", data, i)
+            i += 20
+            key = data[i:i + kl].decode()
+            i += kl + 1
+            (rl,) = struct.unpack_from("<I", data, i)
+            i += 4
+            out.append({"seq": seq, "line_no": line_no, "key": key,
+                        "record": data[i:i + rl].decode()})
+            i += rl + 1
+        return out
+
+    @staticmethod
+    def inputs_encode(entries):
+        b = bytearray()
+        for e in entries:
+            k, r = e["key"].encode(), e["record"].encode()
+            b.extend(struct.pack("<QQI", e["seq"], e["line_no"], len(k)) + k + b"\0")
+            b.extend(struct.pack("<I", len(r)) + r + b"\0")
+        return bytes(b)
+
+    def set_inputs(self, change):
+        """Rewrite every pending input as change(entry) gives it."""
+        c = sqlite3.connect(self.db)
+        for rowid, data in c.execute("SELECT id, data FROM inputs").fetchall():
+            entries = [change(e) for e in self.inputs_decode(data)]
+            c.execute("UPDATE inputs SET data = ? WHERE id = ?", (self.inputs_encode(entries), rowid))
+        c.commit()
+        c.close()
+
     # ------------------------------------------------------------ the file
 
     def test_truncated_database(self):
@@ -181,7 +218,7 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 4)")
+                            "format 5)")
 
     def query(self, stmt):
         c = sqlite3.connect(self.db)
@@ -191,7 +228,7 @@ class StateFiles(EddyTest):
 
     def test_format_2_is_upgraded(self):
         """A state of format 2 kept one run counter per key, in its row: it is
-        taken as it is, the format becomes the current one (4), and new runs are numbered past
+        taken as it is, the format becomes the current one (5), and new runs are numbered past
         every key's counter (no run number of a key is used twice)."""
         self.finished_state(40)
         self.sql("UPDATE meta SET v = 2 WHERE k = 'format_version'")
@@ -202,8 +239,54 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(len(read_jsonl(self.out)), 45)
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 4)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 5)
         self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'next_run'"), 1005)
+
+    def test_format_4_pending_table_is_upgraded(self):
+        """Formats 2 to 4 kept a row per pending input in a pending table:
+        an inspection reads it as it is, and a run converts it to rows of
+        inputs in the same order and resumes every run once."""
+        flag = self.path("crash")
+        open(flag, "w").close()
+        write_jsonl(self.inp, [{"key": "k", "op": "finished_then_crash", "seq": 1,
+                                "crash_flag": flag}, {"key": "k", "seq": 2, "v": 3}]
+                    + [{"key": "j%d" % (i % 3), "seq": 10 + i, "v": i} for i in range(40)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 137, res.stderr)
+        c = sqlite3.connect(self.db)
+        entries = []
+        for (data,) in c.execute("SELECT data FROM inputs ORDER BY id").fetchall():
+            entries += self.inputs_decode(data)
+        self.assertGreater(len(entries), 32)  # more than one row of inputs
+        c.execute("CREATE TABLE pending(id INTEGER PRIMARY KEY, key TEXT NOT NULL, seq INTEGER "
+                  "NOT NULL, line_no INTEGER NOT NULL, record TEXT NOT NULL)")
+        # Ids as an older eddy left them: increasing, with gaps.
+        c.executemany("INSERT INTO pending(id, key, seq, line_no, record) VALUES (?, ?, ?, ?, ?)",
+                      [(5 + 3 * i, e["key"], e["seq"], e["line_no"], e["record"])
+                       for i, e in enumerate(entries)])
+        c.execute("DROP TABLE inputs")
+        c.execute("UPDATE meta SET v = 4 WHERE k = 'format_version'")
+        c.commit()
+        c.close()
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        self.assertEqual(json.loads(insp.stdout)["counts"]["pending"], len(entries))
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 5)
+        self.assertEqual(self.query("SELECT count(*) FROM sqlite_master WHERE name = 'pending'"),
+                         0)
+        self.assertEqual(self.query("SELECT count(*) FROM inputs"), 0)
+        outs = read_jsonl(self.out)
+        self.assertEqual(sorted(o["seq"] for o in outs), [1, 2] + list(range(10, 50)))
+        # Each key's runs in input order: its memory's count grows with seq.
+        for r in range(3):
+            mine = sorted((o["seq"], o["count"]) for o in outs
+                          if o["seq"] >= 10 and (o["seq"] - 10) % 3 == r)
+            counts = [c for _, c in mine]
+            self.assertEqual(counts, sorted(counts), mine)
+            self.assertEqual(len(set(counts)), len(counts), mine)
 
     def test_not_an_eddy_database(self):
         os.makedirs(self.state)
@@ -244,9 +327,18 @@ class StateFiles(EddyTest):
 
     def test_pending_record_garbage(self):
         self.crashed_state()
-        self.sql("UPDATE pending SET record = '[1,2' WHERE seq = 1")
+        self.set_inputs(lambda e: dict(e, record="[1,2") if e["seq"] == 1 else e)
         self.assert_refused(self.db + ": the pending input 1 of key \"k\" does not decode; "
                             "the state is damaged")
+
+    def test_inputs_row_garbage(self):
+        self.crashed_state()
+        c = sqlite3.connect(self.db)
+        (rowid, data) = c.execute("SELECT id, data FROM inputs ORDER BY id LIMIT 1").fetchone()
+        c.close()
+        self.sql("UPDATE inputs SET data = ? WHERE id = ?", data[:len(data) - 2], rowid)
+        self.assert_refused(self.db + ": the row of pending inputs %d does not decode; the state "
+                            "is damaged" % rowid)
 
     def test_memory_record_garbage(self):
         self.finished_state(40)

@@ -378,11 +378,11 @@ static void test_create_reopen(void **state)
     eddy__store_close(s);
 }
 
-/* Pending inputs and outbox lines are written by the commit, many rows to a
- * statement and removals by runs of consecutive ids: the rows between the
- * removed ones stay, an input added and removed in one transaction is never
- * written, the FIFO order (by id) holds across a reopen, and a read inside
- * the transaction sees everything. */
+/* Pending inputs are written by the commit, a row of up to 32 per
+ * transaction, rewritten where runs ended and deleted once empty: the inputs
+ * between the removed ones stay, an input added and removed in one
+ * transaction is never written, the FIFO order holds across a reopen, and a
+ * read inside the transaction sees everything. */
 static void test_rows_written_at_commit(void **state)
 {
     test_dir *d = *state;
@@ -393,6 +393,7 @@ static void test_rows_written_at_commit(void **state)
         assert_int_equal(eddy__store_pending_add(s, key, 1, (uint64_t)i, "{}"), EDDY_OK);
     }
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 2); /* 32 + 8 */
     /* Removed: k1, k2 (a run), k4, k7-k36 (a run longer than one batch of
      * inserts), k38; kept: k0, k3, k5, k6, k37, k39. */
     static const int gone[] = {1, 2, 4, 38};
@@ -417,6 +418,7 @@ static void test_rows_written_at_commit(void **state)
     assert_string_equal(buf_str(&b), want);
     counts_are(s, 0, 7, 0, 1);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 3); /* and t's */
     eddy__store_close(s);
 
     s = open_ok(d->state, FP);
@@ -430,12 +432,18 @@ static void test_rows_written_at_commit(void **state)
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
     assert_int_equal(eddy__store_pending_add(s, "u", 1, 200, "{}"), EDDY_OK);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 4);
     eddy__store_close(s);
     s = open_ok(d->state, FP);
     buf_reset(&b);
     assert_int_equal(eddy__store_pending_load(s, print_pending, &b), EDDY_OK);
     assert_string_equal(buf_str(&b), "k0 1 0 {}\nk3 1 3 {}\nk5 1 5 {}\nk6 1 6 {}\nk37 1 37 {}\n"
                                      "t 2 101 {\"t\":2}\nu 1 200 {}\n");
+    /* The last input of a row ends: the row goes. */
+    assert_int_equal(eddy__store_pending_remove(s, "k37", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 3);
+    counts_are(s, 0, 6, 0, 1);
     free(b.p);
     eddy__store_close(s);
 }
