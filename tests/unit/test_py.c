@@ -110,6 +110,15 @@ static void test_function_ids(void **state)
     PyGILState_Release(g);
 }
 
+/* An output file and the dead-letter file the runtime makes beside it. */
+static void unlink_output(const char *out)
+{
+    char dead[96];
+    snprintf(dead, sizeof(dead), "%s.dead.jsonl", out);
+    unlink(out);
+    unlink(dead);
+}
+
 static char *write_temp(const char *suffix, const char *text)
 {
     char *path = malloc(64);
@@ -328,7 +337,7 @@ static void test_run_python_agent(void **state)
     }
     unlink(agent);
     unlink(in);
-    unlink(out);
+    unlink_output(out);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", state_dir);
     assert_int_equal(system(cmd), 0);
@@ -370,7 +379,7 @@ static void test_worker_thread_states(void **state)
     assert_false(Py_IsInitialized());
     unlink(agent);
     unlink(in);
-    unlink(out);
+    unlink_output(out);
     free(agent);
     free(in);
 }
