@@ -24,14 +24,16 @@
 static void test_map_against_reference(void **state)
 {
     (void)state;
-    static char keys[NKEYS][16];
+    static char keys[NKEYS][40];
     static int present[NKEYS];
     eddy__map m;
     eddy__map_init(&m);
     assert_null(eddy__map_get(&m, "x", 1));
     assert_null(eddy__map_remove(&m, "x", 1));
+    /* Lengths 2 to 29: the hash reads words, a tail, and a last word that
+     * overlaps the one before. */
     for (int i = 0; i < NKEYS; i++)
-        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        snprintf(keys[i], sizeof(keys[i]), "k%d%.*s", i, i % 25, "=========================");
     uint64_t r = 42;
     size_t count = 0;
     for (int step = 0; step < 200000; step++) {
@@ -61,6 +63,8 @@ static void test_map_against_reference(void **state)
     }
     /* Keys that share a prefix or differ only in length are distinct. */
     assert_null(eddy__map_get(&m, "k1", 1));
+    assert_null(eddy__map_get(&m, "k1", 2));
+    assert_null(eddy__map_get(&m, keys[24], strlen(keys[24]) - 1));
     eddy__map_free(&m);
     assert_int_equal(m.count, 0);
 }
