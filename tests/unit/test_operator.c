@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -345,6 +346,64 @@ static void test_calls_wait_for_the_sync(void **state)
     /* Fewer syncs than commits: runs' ends share the sync of their calls. */
     assert_true(st.syncs > 0);
     assert_true(st.syncs <= st.commits);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+}
+
+/* A sync that only output lines wait for is put off while a call runs, in
+ * case the call's result comes soon and one sync can take both, but only
+ * briefly (a timer wakes the loop): one run at a time, the first run's
+ * output reaches the file while the second run's call is still running,
+ * and that call waits for it (up to 5 s, which a put-off until the call's
+ * end would reach). */
+static struct {
+    const char *out;
+    int seen; /* the first run's line was in the file while the call ran */
+} putoff_probe;
+
+static int wait_for_line(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    struct stat sb;
+    for (int i = 0; i < 5000 && !putoff_probe.seen; i++) {
+        if (stat(putoff_probe.out, &sb) == 0 && sb.st_size > 0)
+            putoff_probe.seen = 1;
+        else
+            usleep(1000);
+    }
+    *result = json_true();
+    return EDDY_OK;
+}
+
+static int call_after_first(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    json_int_t seq = json_integer_value(json_object_get(in, "seq"));
+    int rc = EDDY_OK;
+    if (seq > 0) {
+        json_t *r = NULL;
+        rc = eddy_ctx_durable_execute_async(ctx, "wait", NULL, wait_for_line, NULL, &r, NULL);
+        json_decref(r);
+    }
+    return rc == EDDY_OK ? eddy_ctx_send_output(ctx, json_pack("{s:I}", "seq", seq)) : rc;
+}
+
+static void test_put_off_sync_is_brief(void **state)
+{
+    fixture *f = *state;
+    eddy_config *c = state_run(f, 2, 2, "1");
+    assert_int_equal(eddy_config_set(c, "max-in-flight", "1", NULL), EDDY_OK);
+    eddy_runtime *rt = one_action_runtime(c, "after", call_after_first);
+    memset(&putoff_probe, 0, sizeof(putoff_probe));
+    putoff_probe.out = f->out;
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.outputs, 2);
+    assert_int_equal(putoff_probe.seen, 1);
     eddy_runtime_free(rt);
     eddy_config_free(c);
 }
@@ -731,6 +790,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_admission_from_run_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_off_sync_is_brief, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
