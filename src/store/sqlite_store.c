@@ -628,11 +628,13 @@ static int sq_key_get(eddy__store *base, const char *key, uint64_t *next_seq, ch
  * with pending inputs in memory (loaded at open), with each input's place,
  * so that a run's end finds its row without a read and a rewrite has its
  * bytes; an input admitted and ended in one transaction is never written.
- * Rows take ROW_INPUTS_MAX inputs so that a rewrite stays small when the
- * runs of a row end one by one. A failed store is failed for good, so a
- * rolled-back transaction leaves nothing to repair in memory.
+ * A row takes at most ROW_INPUTS_MAX inputs, and no more once it holds
+ * ROW_BYTES_MAX bytes (a large input has a row of its own), so that a
+ * rewrite stays small when the runs of a row end one by one. A failed store is failed for good, so
+ * a rolled-back transaction leaves nothing to repair in memory.
  */
 #define ROW_INPUTS_MAX 32
+#define ROW_BYTES_MAX  8192
 
 typedef struct prow prow;
 
@@ -1019,7 +1021,7 @@ static int sq_pending_add(eddy__store *base, const char *key, uint64_t seq, uint
     if (eddy__fault("store_write"))
         return fail(s, NULL, SQLITE_IOERR_WRITE, "adding a pending input");
     prow *w = s->nfresh > 0 ? s->fresh[s->nfresh - 1] : NULL;
-    if (w == NULL || w->nents == ROW_INPUTS_MAX) {
+    if (w == NULL || w->nents == ROW_INPUTS_MAX || w->data.len >= ROW_BYTES_MAX) {
         if (eddy__vec_grow(&s->fresh, &s->capfresh, s->nfresh + 1, sizeof(*s->fresh), 8) !=
                 EDDY_OK ||
             (w = prow_new(s, s->pend_next)) == NULL)

@@ -439,6 +439,24 @@ static void test_rows_written_at_commit(void **state)
     assert_int_equal(eddy__store_pending_load(s, print_pending, &b), EDDY_OK);
     assert_string_equal(buf_str(&b), "k0 1 0 {}\nk3 1 3 {}\nk5 1 5 {}\nk6 1 6 {}\nk37 1 37 {}\n"
                                      "t 2 101 {\"t\":2}\nu 1 200 {}\n");
+    /* Large inputs: a row that holds 8 KiB takes no more (b1 and b2, 5 KB
+     * each, share one; b3 and b4 the next). */
+    static char big[5001];
+    memset(big, 'b', 5000);
+    big[0] = '"';
+    big[4999] = '"';
+    assert_int_equal(eddy__store_pending_add(s, "b1", 1, 300, big), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "b2", 1, 301, big), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "b3", 1, 302, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "b4", 1, 303, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 4 + 2);
+    for (int i = 1; i <= 4; i++) {
+        snprintf(key, sizeof(key), "b%d", i);
+        assert_int_equal(eddy__store_pending_remove(s, key, 1), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 4);
     /* The last input of a row ends: the row goes. */
     assert_int_equal(eddy__store_pending_remove(s, "k37", 1), EDDY_OK);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
