@@ -469,8 +469,9 @@ static int sync_here(eddy_runtime *rt)
  * the end of a run and the first result of the next shared no sync before:
  * the mailbox made the first sync as soon as it was idle, and the result
  * arrived while it waited for the disk. W3 at C = 1: 2.01 -> 1.21 syncs
- * per run, 0.894-0.901 -> 0.911-0.928 of the bound, p50 11.5-11.6 ->
- * 11.2-11.4 ms. The output lines wait at most that long more.
+ * per run, 0.887-0.901 -> 0.906-0.911 of the bound alternating with the
+ * build before, p50 11.5-11.7 -> 11.4-11.5 ms. The output lines wait at
+ * most that long more.
  */
 #define SYNC_CALLS_PUT_OFF_NS 200000
 

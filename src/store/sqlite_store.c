@@ -823,8 +823,17 @@ static int inputs_rows(sqlite_store *s, prow_fn fn, void *arg)
     return r;
 }
 
-/* Each input of every stored row to fn(arg, id, view), in FIFO order. */
+/* Each input of every stored row to fn(arg, view), in FIFO order. */
 typedef int (*pview_fn)(void *arg, const pview *v);
+
+/* A row of inputs that does not decode. */
+static int row_damaged(sqlite_store *s, uint64_t id)
+{
+    snprintf(s->errmsg, sizeof(s->errmsg),
+             "%s: the row of pending inputs %llu does not decode; the state is damaged", s->db_path,
+             (unsigned long long)id);
+    return EDDY_ESTATE;
+}
 
 typedef struct inputs_walk {
     sqlite_store *s;
@@ -841,12 +850,7 @@ static int walk_row(void *arg, uint64_t id, const unsigned char *p, size_t n)
     while ((r = pent_next(p, n, &at, &v)) == 1)
         if ((r = w->fn(w->arg, &v)) != EDDY_OK)
             return r;
-    if (r == 0)
-        return EDDY_OK;
-    snprintf(w->s->errmsg, sizeof(w->s->errmsg),
-             "%s: the row of pending inputs %llu does not decode; the state is damaged",
-             w->s->db_path, (unsigned long long)id);
-    return EDDY_ESTATE;
+    return r == 0 ? EDDY_OK : row_damaged(w->s, id);
 }
 
 static int inputs_each(sqlite_store *s, pview_fn fn, void *arg)
@@ -879,12 +883,7 @@ static int load_row(void *arg, uint64_t id, const unsigned char *p, size_t n)
             return EDDY_ENOMEM;
         from = at;
     }
-    if (r == 0)
-        return EDDY_OK;
-    snprintf(s->errmsg, sizeof(s->errmsg),
-             "%s: the row of pending inputs %llu does not decode; the state is damaged", s->db_path,
-             (unsigned long long)id);
-    return EDDY_ESTATE;
+    return r == 0 ? EDDY_OK : row_damaged(s, id);
 }
 
 static int pend_load(sqlite_store *s, eddy_error **err)
