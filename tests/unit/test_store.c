@@ -978,6 +978,61 @@ static void test_format_version(void **state)
     free(msg);
 }
 
+/* A row of pending inputs cut short or with bytes changed: opening the
+ * state either reads inputs that decode or refuses it as damaged (naming
+ * the row), never reads past the row (ASan) and never crashes. */
+static void test_damaged_inputs_rows(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_pending_add(s, "\"k\"", 1, 7, "{\"a\":1}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"kk\"", 2, 8, "[2,3]"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    /* The row's bytes, as hex. */
+    char path[256];
+    snprintf(path, sizeof(path), "%s/eddy.db", d->state);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT data FROM inputs", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    unsigned char row[256];
+    size_t n = (size_t)sqlite3_column_bytes(st, 0);
+    assert_true(n > 40 && n <= sizeof(row));
+    memcpy(row, sqlite3_column_blob(st, 0), n);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    uint64_t r = 7;
+    for (int round = 0; round < 60; round++) {
+        unsigned char bad[256];
+        size_t len = n;
+        memcpy(bad, row, n);
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        if (round % 2 == 0)
+            len = (size_t)(r >> 33) % n; /* cut short */
+        else
+            bad[(r >> 33) % n] ^= (unsigned char)(1u << ((r >> 20) % 8)); /* a bit flipped */
+        char sql[1024];
+        size_t o = (size_t)snprintf(sql, sizeof(sql), "UPDATE inputs SET data = X'");
+        for (size_t i = 0; i < len; i++)
+            o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%02x", bad[i]);
+        snprintf(sql + o, sizeof(sql) - o, "'");
+        poke_db(d->state, sql);
+        eddy__store *t = NULL;
+        eddy_error *err = NULL;
+        int rc = eddy__store_open(&t, d->state, FP, &err);
+        if (rc == EDDY_OK) {
+            eddy__store_close(t);
+        } else {
+            assert_int_equal(rc, EDDY_ESTATE);
+            assert_non_null(strstr(eddy_error_message(err), "the row of pending inputs"));
+            eddy_error_free(err);
+        }
+    }
+}
+
 static void test_not_a_database(void **state)
 {
     test_dir *d = *state;
@@ -1293,6 +1348,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_outbox_rows, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_damaged_inputs_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_directory, setup_dir, teardown_dir),
