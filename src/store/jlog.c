@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "store/jlog.h"
+#include "util/le.h"
 #include "util/map.h"
 #include "util/vec.h"
 
@@ -17,17 +18,13 @@ static size_t str_size(const char *s)
 
 static unsigned char *put_u64(unsigned char *o, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        o[i] = (unsigned char)(v >> (8 * i));
-    return o + 8;
+    return eddy__le64_put(o, v);
 }
 
 /* s with its length n (NO_STR when s is NULL). */
 static unsigned char *put_strn(unsigned char *o, const char *s, uint32_t n)
 {
-    for (int i = 0; i < 4; i++)
-        o[i] = (unsigned char)(n >> (8 * i));
-    o += 4;
+    o = eddy__le32_put(o, n);
     if (s != NULL) {
         memcpy(o, s, (size_t)n + 1);
         o += n + 1;
@@ -106,9 +103,7 @@ static uint64_t get_u64(reader *r)
         r->bad = 1;
         return 0;
     }
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | r->p[i];
+    uint64_t v = eddy__le64_get(r->p);
     r->p += 8;
     return v;
 }
@@ -130,8 +125,7 @@ static const char *get_str(reader *r, int optional)
         r->bad = 1;
         return NULL;
     }
-    uint32_t n = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
-                 (uint32_t)r->p[3] << 24;
+    uint32_t n = eddy__le32_get(r->p);
     r->p += 4;
     if (n == NO_STR) {
         if (!optional)

@@ -51,6 +51,7 @@
 #include "store/store_impl.h"
 #include "store/walvfs.h"
 #include "util/fault.h"
+#include "util/le.h"
 #include "util/map.h"
 #include "util/vec.h"
 
@@ -667,26 +668,6 @@ typedef struct pview {
     const char *key, *record;
 } pview;
 
-static uint64_t get_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static unsigned char *put_le(unsigned char *o, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        o[i] = (unsigned char)(v >> (8 * i));
-    return o + n;
-}
-
 /* The entry at *at of the n bytes p into *v, *at moved past it: 1, or 0 at
  * the end, or -1 when the bytes do not decode. */
 static int pent_next(const unsigned char *p, size_t n, size_t *at, pview *v)
@@ -696,15 +677,15 @@ static int pent_next(const unsigned char *p, size_t n, size_t *at, pview *v)
         return 0;
     if (n - i < 20)
         return -1;
-    v->seq = get_u64(p + i);
-    v->line_no = get_u64(p + i + 8);
-    size_t kl = get_u32(p + i + 16);
+    v->seq = eddy__le64_get(p + i);
+    v->line_no = eddy__le64_get(p + i + 8);
+    size_t kl = eddy__le32_get(p + i + 16);
     i += 20;
     if (n - i < kl + 5 || p[i + kl] != '\0' || memchr(p + i, '\0', kl) != NULL)
         return -1;
     v->key = (const char *)p + i;
     i += kl + 1;
-    size_t rl = get_u32(p + i);
+    size_t rl = eddy__le32_get(p + i);
     i += 4;
     if (n - i < rl + 1 || p[i + rl] != '\0')
         return -1;
@@ -720,12 +701,12 @@ static int pent_put(eddy__buf *b, const char *key, size_t kl, uint64_t seq, uint
     if (kl > UINT32_MAX || rl > UINT32_MAX || eddy__buf_reserve(b, 26 + kl + rl) != EDDY_OK)
         return EDDY_ENOMEM;
     unsigned char *o = (unsigned char *)b->p + b->len;
-    o = put_le(o, seq, 8);
-    o = put_le(o, line_no, 8);
-    o = put_le(o, kl, 4);
+    o = eddy__le64_put(o, seq);
+    o = eddy__le64_put(o, line_no);
+    o = eddy__le32_put(o, (uint32_t)kl);
     memcpy(o, key, kl);
     o[kl] = '\0';
-    o = put_le(o + kl + 1, rl, 4);
+    o = eddy__le32_put(o + kl + 1, (uint32_t)rl);
     memcpy(o, record, rl);
     o[rl] = '\0';
     b->len += 26 + kl + rl;
