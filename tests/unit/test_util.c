@@ -1,7 +1,8 @@
 /*
  * The small utilities: the string map (against a plain array as reference,
- * through growth and backward-shift deletion) and the JSON writer (against
- * jansson's own compact dump, which it promises to match).
+ * through growth and backward-shift deletion), the JSON writer (against
+ * jansson's own compact dump, which it promises to match) and the
+ * little-endian helpers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 
 #include "eddy/eddy.h"
 #include "util/jsonw.h"
+#include "util/le.h"
 #include "util/map.h"
 #include "util/vec.h"
 
@@ -146,6 +148,30 @@ static void test_jsonw_matches_jansson(void **state)
 }
 
 /* ------------------------------------------------------------ vec */
+
+/* ------------------------------------------------------------ le */
+
+/* The stored formats are little-endian whatever the machine: the bytes are
+ * the least significant first, at any alignment, and read back the same. */
+static void test_le_layout(void **state)
+{
+    (void)state;
+    unsigned char b[32];
+    for (size_t at = 0; at < 8; at++) {
+        memset(b, 0xee, sizeof(b));
+        unsigned char *o = eddy__le64_put(b + at, 0x0102030405060708ULL);
+        assert_ptr_equal(o, b + at + 8);
+        o = eddy__le32_put(o, 0xa1b2c3d4u);
+        assert_ptr_equal(o, b + at + 12);
+        static const unsigned char want[12] = {8, 7, 6, 5, 4, 3, 2, 1, 0xd4, 0xc3, 0xb2, 0xa1};
+        assert_memory_equal(b + at, want, sizeof(want));
+        assert_int_equal(b[at + 12], 0xee); /* nothing past it */
+        assert_true(eddy__le64_get(b + at) == 0x0102030405060708ULL);
+        assert_int_equal(eddy__le32_get(b + at + 8), 0xa1b2c3d4u);
+    }
+    eddy__le64_put(b, UINT64_MAX);
+    assert_true(eddy__le64_get(b) == UINT64_MAX);
+}
 
 static void test_vec_grow(void **state)
 {
@@ -333,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_jsonw_strings_escape_at_every_place),
         cmocka_unit_test(test_jsonw_integers_at_powers_of_ten),
         cmocka_unit_test(test_vec_grow),
+        cmocka_unit_test(test_le_layout),
         cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
         cmocka_unit_test(test_jsonw_sorted_keys),
         cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
