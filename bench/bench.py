@@ -218,12 +218,15 @@ class Bench:
             os.makedirs(st, exist_ok=True)
             b = run_json([self.prog("bench_fsync"), st, str(self.p["w4_fsyncs"] // 4)])
             fso.append(b["overwrite_syncs_per_s"])
-        bound = 2e6 / med(fso)
+        # One run after the other, a run's end shares its fdatasync with the
+        # next run's first result: one per run is the least (its latency,
+        # input to output, still holds two).
+        bound = 1e6 / med(fso)
         self.add("W3o", "two-step durable workflow, no sleep, one run at a time",
                  {"C": 1, "inputs": n, "sleep_ms": 0},
                  {"us_per_run": round(med(per), 1), "p50_us": round(med(p50), 1),
                   "syncs_per_run": round(med(spr), 2)},
-                 {"what": "2 fdatasyncs (overwrite)", "us": round(bound, 1)},
+                 {"what": "1 fdatasync (overwrite)", "us": round(bound, 1)},
                  round(med(per) / bound, 2), "ratio = eddy / bound (no goal: the overhead of W3)")
 
     # ------------------------------------------------------------ W4
