@@ -782,19 +782,19 @@ static void pend_free_all(sqlite_store *s)
     free(s->touched);
 }
 
-/* Every stored row of inputs to fn(arg, id, bytes, size), in id order (the
- * open transaction's first written: rows_settle); stops at an error. */
-typedef int (*prow_fn)(void *arg, uint64_t id, const unsigned char *p, size_t n);
+/* Each (id, blob) row of statement st to fn(arg, id, bytes, size), in its
+ * order, after the open transaction's rows are written (rows_settle);
+ * stops at an error. The inputs and the outbox are both read so. */
+typedef int (*blob_row_fn)(void *arg, uint64_t id, const unsigned char *p, size_t n);
 
 static int rows_settle(sqlite_store *s);
 
-static int inputs_rows(sqlite_store *s, prow_fn fn, void *arg)
+static int blob_rows(sqlite_store *s, sqlite3_stmt *st, const char *what, blob_row_fn fn, void *arg)
 {
-    sqlite3_stmt *st = s->st[ST_INPUTS_ALL];
     int r = rows_settle(s);
     if (r == EDDY_OK)
-        r = read_start(s, st, "loading pending inputs");
-    while (r == EDDY_OK && (r = read_step(s, st, "loading pending inputs")) == 1) {
+        r = read_start(s, st, what);
+    while (r == EDDY_OK && (r = read_step(s, st, what)) == 1) {
         const unsigned char *p = sqlite3_column_blob(st, 1);
         size_t n = (size_t)sqlite3_column_bytes(st, 1);
         r = fn(arg, col_u64(st, 0), p != NULL ? p : (const unsigned char *)"", n);
@@ -802,6 +802,12 @@ static int inputs_rows(sqlite_store *s, prow_fn fn, void *arg)
             finish(st);
     }
     return r;
+}
+
+/* Every stored row of inputs, in id order. */
+static int inputs_rows(sqlite_store *s, blob_row_fn fn, void *arg)
+{
+    return blob_rows(s, s->st[ST_INPUTS_ALL], "loading pending inputs", fn, arg);
 }
 
 /* Each input of every stored row to fn(arg, view), in FIFO order. */
@@ -1876,23 +1882,10 @@ static int outbox_row(uint64_t id, const char *p, size_t n, eddy__store_outbox_f
     }
 }
 
-/* Each stored outbox row to fn(arg, id, blob, size); stops at an error. */
-typedef int (*outbox_rows_fn)(void *arg, uint64_t id, const char *p, size_t n);
-
-static int outbox_rows(sqlite_store *s, outbox_rows_fn fn, void *arg)
+/* Every stored outbox row, in id order. */
+static int outbox_rows(sqlite_store *s, blob_row_fn fn, void *arg)
 {
-    sqlite3_stmt *st = s->st[ST_OUTBOX_LOAD];
-    int r = rows_settle(s);
-    if (r == EDDY_OK)
-        r = read_start(s, st, "loading the outbox");
-    while (r == EDDY_OK && (r = read_step(s, st, "loading the outbox")) == 1) {
-        const char *p = sqlite3_column_blob(st, 1);
-        size_t n = (size_t)sqlite3_column_bytes(st, 1);
-        r = fn(arg, col_u64(st, 0), p != NULL ? p : "", n);
-        if (r != EDDY_OK)
-            finish(st);
-    }
-    return r;
+    return blob_rows(s, s->st[ST_OUTBOX_LOAD], "loading the outbox", fn, arg);
 }
 
 typedef struct outbox_lines {
@@ -1900,10 +1893,10 @@ typedef struct outbox_lines {
     void *arg;
 } outbox_lines;
 
-static int each_line(void *arg, uint64_t id, const char *p, size_t n)
+static int each_line(void *arg, uint64_t id, const unsigned char *p, size_t n)
 {
     outbox_lines *l = arg;
-    return outbox_row(id, p, n, l->fn, l->arg);
+    return outbox_row(id, (const char *)p, n, l->fn, l->arg);
 }
 
 static int sq_outbox_load(eddy__store *base, eddy__store_outbox_fn fn, void *arg)
@@ -1994,7 +1987,7 @@ static int count_rec(void *arg, const eddy__jrec *rec)
     return EDDY_OK;
 }
 
-static int count_lines(void *arg, uint64_t id, const char *p, size_t n)
+static int count_lines(void *arg, uint64_t id, const unsigned char *p, size_t n)
 {
     (void)id;
     uint64_t *c = arg;
