@@ -6,6 +6,7 @@
  * uv_run(UV_RUN_DEFAULT) from returning.
  */
 #include "exec/pool.h"
+#include "util/sem.h"
 #include "util/thread.h"
 
 #include <assert.h>
@@ -32,7 +33,7 @@ struct eddy__pool {
     int stop;
     /* One post per job put on the queue, and one per worker at the stop: a
      * worker that takes one finds a job, or the stop (see worker). */
-    uv_sem_t qsem;
+    eddy__sem qsem;
     /* Barriers (under the queue lock too): */
     eddy__queue held; /* jobs whose barrier is not reached, by barrier */
     uint64_t synced;  /* the newest durable commit (eddy__pool_synced) */
@@ -48,19 +49,21 @@ struct eddy__pool {
 };
 
 /* After the queue lock is let go: n jobs were put on the queue. A post
- * makes a system call only when a worker sleeps on the semaphore; a busy
- * worker takes its post without one when it comes back. Workers sleep on a
- * semaphore rather than a condition variable with the queue lock: woken from
- * a condition variable, glibc takes the mutex back marked contended, so
- * every unlock after it was a futex call that woke no one (one per job),
- * and signalled under the lock, the woken worker slept once more on it (W3
- * at 256 threads: 5.0 context switches and 75 us of CPU per run, against
- * 3.4 and 65 us once posted after the unlock, and fewer with no condition
- * variable). */
+ * makes a system call only when a worker sleeps on the semaphore, and one
+ * for the whole batch (util/sem.h: a flush of a loop turn's calls, or the
+ * jobs a sync released, woke its workers with a futex call each before:
+ * W3 at C = 256 ~1.4 per run on the mailbox, most of its futex calls); a
+ * busy worker takes its post without one when it comes back. Workers sleep
+ * on a semaphore rather than a condition variable with the queue lock:
+ * woken from a condition variable, glibc takes the mutex back marked
+ * contended, so every unlock after it was a futex call that woke no one
+ * (one per job), and signalled under the lock, the woken worker slept once
+ * more on it (W3 at 256 threads: 5.0 context switches and 75 us of CPU per
+ * run, against 3.4 and 65 us once posted after the unlock, and fewer with
+ * no condition variable). */
 static void wake_workers(eddy__pool *pool, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        uv_sem_post(&pool->qsem);
+    eddy__sem_post(&pool->qsem, n);
 }
 
 /* Under the queue lock: job waits in held, kept in barrier order (barriers
@@ -81,7 +84,7 @@ static void worker(void *arg)
         /* Each post stands for a job on the queue, or for the stop: with
          * the queue empty, this post was the stop's (the queue holds at
          * least as many jobs as there are posts not yet taken for them). */
-        uv_sem_wait(&pool->qsem);
+        eddy__sem_wait(&pool->qsem);
         uv_mutex_lock(&pool->qlock);
         if (eddy__queue_empty(&pool->queue)) {
             assert(pool->stop);
@@ -124,7 +127,7 @@ static void destroy_locks(eddy__pool *pool)
 {
     uv_cond_destroy(&pool->ccond);
     uv_mutex_destroy(&pool->clock);
-    uv_sem_destroy(&pool->qsem);
+    eddy__sem_destroy(&pool->qsem);
     uv_mutex_destroy(&pool->qlock);
 }
 
@@ -181,7 +184,7 @@ eddy__pool *eddy__pool_new(uv_loop_t *loop, unsigned nthreads)
     unsigned started = 0;
     if (uv_mutex_init(&pool->qlock) != 0)
         goto fail_qlock;
-    if (uv_sem_init(&pool->qsem, 0) != 0)
+    if (eddy__sem_init(&pool->qsem) != 0)
         goto fail_qsem;
     if (uv_mutex_init(&pool->clock) != 0)
         goto fail_clock;
@@ -204,7 +207,7 @@ fail:
 fail_ccond:
     uv_mutex_destroy(&pool->clock);
 fail_clock:
-    uv_sem_destroy(&pool->qsem);
+    eddy__sem_destroy(&pool->qsem);
 fail_qsem:
     uv_mutex_destroy(&pool->qlock);
 fail_qlock:
