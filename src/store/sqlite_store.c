@@ -2456,18 +2456,52 @@ static int prepare_all(sqlite_store *s, eddy_error **err)
     return EDDY_OK;
 }
 
-/* outbox_next from meta; never below the largest id present. */
+/* A row's lines have the ids up to the row's own, one each: they start
+ * after the row before (last), at 1 or above. */
+typedef struct outbox_walk {
+    sqlite_store *s;
+    uint64_t last; /* the id of the row before */
+} outbox_walk;
+
+static int check_outbox_row(void *arg, uint64_t id, const unsigned char *p, size_t n)
+{
+    outbox_walk *w = arg;
+    uint64_t lines = 1;
+    for (size_t i = 0; i < n; i++)
+        lines += p[i] == '\n';
+    if (id > (uint64_t)INT64_MAX || lines > id || id - (lines - 1) <= w->last) {
+        if (w->last == 0)
+            snprintf(w->s->errmsg, sizeof(w->s->errmsg),
+                     "%s: the outbox row %lld holds %llu line%s, more than its id allows; the "
+                     "state is damaged",
+                     w->s->db_path, (long long)id, (unsigned long long)lines,
+                     lines == 1 ? "" : "s");
+        else
+            snprintf(w->s->errmsg, sizeof(w->s->errmsg),
+                     "%s: the outbox row %lld holds %llu lines, which do not fit after the row "
+                     "%llu before it; the state is damaged",
+                     w->s->db_path, (long long)id, (unsigned long long)lines,
+                     (unsigned long long)w->last);
+        return EDDY_ESTATE;
+    }
+    w->last = id;
+    return EDDY_OK;
+}
+
+/* The outbox's rows checked, and outbox_next from meta: never below the
+ * largest id present. */
 static int load_outbox_next(sqlite_store *s, eddy_error **err)
 {
-    sqlite3_int64 max_id = 0;
-    int rc = query_one(s, "SELECT coalesce(max(id), 0) FROM outbox", NULL, &max_id);
-    if (rc != SQLITE_OK)
-        return open_fail(s, rc, "reading the outbox", err);
+    outbox_walk w = {s, 0};
+    int r = outbox_rows(s, check_outbox_row, &w);
+    if (r != EDDY_OK)
+        return eddy__error_set(err, r == EDDY_ESTATE ? EDDY_ESTATE : EDDY_ESTORE, "store", "%s",
+                               s->errmsg);
     uint64_t next = 0;
     if (meta_get_u64(s, "outbox_next", &next) != EDDY_OK)
         return eddy__error_set(err, EDDY_ESTORE, "store", "%s", s->errmsg);
-    if (next <= (uint64_t)max_id)
-        next = (uint64_t)max_id + 1;
+    if (next <= w.last)
+        next = w.last + 1;
     s->outbox_next = next;
     s->outbox_saved = next;
     return EDDY_OK;

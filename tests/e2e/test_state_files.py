@@ -340,6 +340,19 @@ class StateFiles(EddyTest):
         self.assert_refused(self.db + ": the row of pending inputs %d does not decode; the state "
                             "is damaged" % rowid)
 
+    def test_outbox_rows_overlap(self):
+        """A commit's output lines are one outbox row whose id is the last
+        line's: rows whose lines would share ids are refused."""
+        self.finished_state(40)
+        c = sqlite3.connect(self.db)
+        (top,) = c.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+        c.close()
+        self.sql("INSERT INTO outbox(id, line) VALUES (?, ?), (?, ?)", top + 5, b"{}\n{}",
+                 top + 6, b"{}\n{}\n{}")
+        self.assert_refused(self.db + ": the outbox row %d holds 3 lines, which do not fit "
+                            "after the row %d before it; the state is damaged"
+                            % (top + 6, top + 5))
+
     def test_memory_record_garbage(self):
         self.finished_state(40)
         self.sql("UPDATE keys SET stm = 'not json' WHERE key = '\"k3\"'")

@@ -1033,6 +1033,51 @@ static void test_damaged_inputs_rows(void **state)
     }
 }
 
+/* Outbox rows whose lines do not fit their ids: each row's lines end at
+ * its id, after the row before, from 1 up. Found at open, read-only or not,
+ * naming the row. */
+static void test_damaged_outbox_rows(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    static const struct {
+        const char *rows; /* VALUES of (id, line) */
+        const char *want; /* NULL: opens, else part of the message */
+    } cases[] = {
+        {"(3, 'a' || char(10) || 'b' || char(10) || 'c'), (5, 'd' || char(10) || 'e')", NULL},
+        {"(1, 'a'), (3, 'b' || char(10) || 'c' || char(10) || 'd')",
+         "the outbox row 3 holds 3 lines, which do not fit after the row 1 before it"},
+        {"(2, 'a' || char(10) || 'b' || char(10) || 'c')",
+         "the outbox row 2 holds 3 lines, more than its id allows"},
+        {"(0, 'a')", "the outbox row 0 holds 1 line, more than its id allows"},
+        {"(-4, 'a'), (7, 'b')", "the outbox row -4 holds 1 line, more than its id allows"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char sql[256];
+        poke_db(d->state, "DELETE FROM outbox");
+        snprintf(sql, sizeof(sql), "INSERT INTO outbox(id, line) VALUES %s", cases[i].rows);
+        poke_db(d->state, sql);
+        for (int ro = 0; ro < 2; ro++) {
+            const char *fp = ro ? NULL : FP;
+            if (cases[i].want == NULL) {
+                s = open_ok(d->state, fp);
+                buf b = {0};
+                assert_int_equal(eddy__store_outbox_load(s, print_outbox, &b), EDDY_OK);
+                assert_string_equal(buf_str(&b), "1:a\n2:b\n3:c\n4:d\n5:e\n");
+                free(b.p);
+                eddy__store_close(s);
+                continue;
+            }
+            char *msg = open_fails(d->state, fp, EDDY_ESTATE);
+            if (strstr(msg, cases[i].want) == NULL || strstr(msg, "the state is damaged") == NULL)
+                fail_msg("case %zu: %s", i, msg);
+            free(msg);
+        }
+    }
+}
+
 static void test_not_a_database(void **state)
 {
     test_dir *d = *state;
@@ -1349,6 +1394,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_inputs_rows, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_damaged_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_directory, setup_dir, teardown_dir),
