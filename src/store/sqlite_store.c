@@ -57,6 +57,7 @@
 
 #define META_DUE_MAX 8    /* meta values a transaction sets: 6 names exist */
 #define OPEN_BUSY_MS 5000 /* how long opening waits for an `eddy inspect` (configure) */
+#define BUSY_WAIT_MS 2000 /* how long a write waits for another connection's lock (on_busy) */
 
 enum {
     ST_BEGIN,
@@ -2195,8 +2196,9 @@ static int configure(sqlite_store *s, eddy_error **err)
      * read the file while this one opens it: before the file is in WAL mode
      * its read lock blocks the switch and the first transactions. Opening
      * waits for it (an inspection takes milliseconds); once open, the
-     * connection never waits (set back to 0 at the end of the open: in WAL
-     * mode readers do not block the writer, and the mailbox never sleeps). */
+     * connection waits only for a reader that takes the write lock for a
+     * moment (on_busy): in WAL mode readers do not block the writer
+     * otherwise, and the mailbox does not sleep. */
     sqlite3_busy_timeout(s->db, OPEN_BUSY_MS);
 
     /* The first statement reads the file header: a file that is not a
@@ -2562,6 +2564,28 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     return r != EDDY_OK ? r : load_outbox_next(s, err);
 }
 
+/*
+ * Once open, the connection waits only when another one holds a lock it
+ * needs, which only a reader in another process can: `eddy inspect` (or
+ * sqlite3) whose read of the WAL index header met the header being
+ * rewritten takes the write lock for a moment to read it again, and a
+ * BEGIN IMMEDIATE of the mailbox in that moment failed with "database is
+ * locked", stopping the run. The wait starts at 20 us and doubles up to
+ * 1 ms per retry, for up to about BUSY_WAIT_MS in all; with no other
+ * connection it never runs.
+ */
+static int on_busy(void *arg, int count)
+{
+    (void)arg;
+    if (count >= 6 + BUSY_WAIT_MS) /* 20 + 40 + ... + 640 us, then 1 ms each */
+        return 0;
+    int us = count < 6 ? 20 << count : 1000;
+    sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+    if (vfs != NULL && vfs->xSleep != NULL)
+        vfs->xSleep(vfs, us);
+    return 1;
+}
+
 int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
                             eddy_error **err)
 {
@@ -2606,7 +2630,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         (r = pend_load(s, err)) != EDDY_OK || (r = jlog_rebuild(s, err)) != EDDY_OK)
         goto fail;
     wal_open(s);
-    sqlite3_busy_timeout(s->db, 0); /* see configure */
+    sqlite3_busy_handler(s->db, on_busy, NULL); /* see configure */
     if (created && fsync_dir(dir) != 0) {
         r = eddy__error_set(err, EDDY_ESTORE, "store", "cannot sync state directory %s: %s", dir,
                             strerror(errno));

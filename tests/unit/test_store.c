@@ -1135,6 +1135,41 @@ static void test_open_waits_for_a_reader(void **state)
     sqlite3_close(reader);
 }
 
+/* Another connection that holds the write lock for a moment, as `eddy
+ * inspect` does when its read of the WAL index header meets the header
+ * being rewritten: the open store's next write waits for it instead of
+ * failing with "database is locked". */
+static void *end_write_later(void *arg)
+{
+    usleep(50 * 1000);
+    assert_int_equal(sqlite3_exec(arg, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    return NULL;
+}
+
+static void test_write_waits_for_a_reader_lock(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_pending_add(s, "k", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    char db[160];
+    snprintf(db, sizeof(db), "%s/eddy.db", d->state);
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(db, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, end_write_later, other), 0);
+    /* Fails at once with EDDY_ESTORE without the wait. */
+    int rc = eddy__store_pending_add(s, "k", 2, 2, "{}");
+    if (rc != EDDY_OK)
+        fail_msg("%s: %s", eddy_err_name(rc), eddy__store_error(s));
+    pthread_join(th, NULL);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    sqlite3_close(other);
+    counts_are(s, 0, 2, 0, 0);
+    eddy__store_close(s);
+}
+
 static void test_bad_directory(void **state)
 {
     test_dir *d = *state;
@@ -1397,6 +1432,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_write_waits_for_a_reader_lock, setup_dir,
+                                        teardown_dir),
         cmocka_unit_test_setup_teardown(test_bad_directory, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_readonly_dir, setup_dir, teardown_dir),
 #ifdef EDDY_TEST_HOOKS
