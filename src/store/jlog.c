@@ -144,6 +144,8 @@ static const char *get_str(reader *r, int optional)
 
 int eddy__jlog_walk(const void *data, size_t len, eddy__jlog_fn fn, void *arg)
 {
+    if (len == 0) /* data may be NULL (an empty buffer): no arithmetic on it */
+        return EDDY_OK;
     reader r = {.p = data, .end = (const unsigned char *)data + len};
     while (r.p < r.end) {
         eddy__jlog_entry e;

@@ -286,6 +286,8 @@ int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags)
 
 int eddy__buf_put(eddy__buf *b, const char *s, size_t n)
 {
+    if (n == 0) /* b->p may be NULL yet: no pointer arithmetic on it */
+        return EDDY_OK;
     return put(b, s, n) == 0 ? EDDY_OK : EDDY_ENOMEM;
 }
 
