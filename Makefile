@@ -49,7 +49,7 @@ tsan: deps
 # added to the corpus (commit the good ones); a crash, leak or failed check
 # stops with the input saved under build-fuzz/artifacts/ and fails.
 SECONDS ?= 60
-FUZZ_TARGETS = jsonl memory store config plan jlog
+FUZZ_TARGETS = jsonl memory store config plan jlog rows
 
 fuzz: deps
 	@CC=clang $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDDY_WERROR=ON \

@@ -688,7 +688,7 @@ static int pent_next(const unsigned char *p, size_t n, size_t *at, pview *v)
     i += kl + 1;
     size_t rl = eddy__le32_get(p + i);
     i += 4;
-    if (n - i < rl + 1 || p[i + rl] != '\0')
+    if (n - i < rl + 1 || p[i + rl] != '\0' || memchr(p + i, '\0', rl) != NULL)
         return -1;
     v->record = (const char *)p + i;
     *at = i + rl + 1;
@@ -2471,7 +2471,13 @@ static int check_outbox_row(void *arg, uint64_t id, const unsigned char *p, size
     uint64_t lines = 1;
     for (size_t i = 0; i < n; i++)
         lines += p[i] == '\n';
-    if (id > (uint64_t)INT64_MAX || lines > id || id - (lines - 1) <= w->last) {
+    if (id == (uint64_t)INT64_MAX) { /* the next line's id would not be an SQLite integer */
+        snprintf(w->s->errmsg, sizeof(w->s->errmsg),
+                 "%s: the outbox row %lld leaves no id for the next line; the state is damaged",
+                 w->s->db_path, (long long)id);
+        return EDDY_ESTATE;
+    }
+    if ((int64_t)id < 1 || lines > id || id - (lines - 1) <= w->last) {
         if (w->last == 0)
             snprintf(w->s->errmsg, sizeof(w->s->errmsg),
                      "%s: the outbox row %lld holds %llu line%s, more than its id allows; the "
@@ -2502,6 +2508,11 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
     uint64_t next = 0;
     if (meta_get_u64(s, "outbox_next", &next) != EDDY_OK)
         return eddy__error_set(err, EDDY_ESTORE, "store", "%s", s->errmsg);
+    if (next > (uint64_t)INT64_MAX)
+        return eddy__error_set(err, EDDY_ESTATE, "store",
+                               "%s: the outbox's next id %llu is not an SQLite integer; the "
+                               "state is damaged",
+                               s->db_path, (unsigned long long)next);
     if (next <= w.last)
         next = w.last + 1;
     s->outbox_next = next;
