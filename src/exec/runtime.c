@@ -191,8 +191,11 @@ static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
 
 /* The iterator of obj's member name (of length len) when it is obj's only
  * member, as an OutputEvent's "output" and an InputEvent's "input" mostly
- * are, else NULL. No hashing of name, and no strcmp call. */
-static void *sole_member(json_t *obj, const char *name, size_t len)
+ * are, else NULL. No hashing of name, and no strcmp call: inlined where
+ * name and len are constants, the memcmp is two loads and compares rather
+ * than a call (W1: ~80 instructions per input). */
+static inline __attribute__((always_inline)) void *sole_member(json_t *obj, const char *name,
+                                                               size_t len)
 {
     void *it;
     if (json_object_size(obj) != 1 || (it = json_object_iter(obj)) == NULL ||
