@@ -276,6 +276,36 @@ static void test_jsonw_integers_at_powers_of_ten(void **state)
     }
 }
 
+/* The integers 0 to 1,000 and their negatives, the extremes, and 20,000
+ * spread over the whole range: the writer makes two digits at a time, so
+ * odd and even digit counts both matter. */
+static void test_jsonw_integers_everywhere(void **state)
+{
+    (void)state;
+    json_int_t vs[2002 + 2 + 20000];
+    size_t n = 0;
+    for (json_int_t i = 0; i <= 1000; i++) {
+        vs[n++] = i;
+        vs[n++] = -i;
+    }
+    vs[n++] = INT64_MAX;
+    vs[n++] = INT64_MIN;
+    uint64_t r = 12345;
+    while (n < sizeof(vs) / sizeof(vs[0])) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        vs[n++] = (json_int_t)(r >> (r & 63)); /* every magnitude */
+    }
+    for (size_t i = 0; i < n; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "%" JSON_INTEGER_FORMAT, vs[i]);
+        eddy__buf b = {0};
+        assert_int_equal(eddy__json_write_int(&b, vs[i]), EDDY_OK);
+        if (b.len != strlen(want) || memcmp(b.p, want, b.len) != 0)
+            fail_msg("%s written as %.*s", want, (int)b.len, b.p);
+        free(b.p);
+    }
+}
+
 /* Every length to 24 with one byte to escape at every place (or none):
  * the writer checks eight bytes at a time and a string's tail as its last
  * eight, so escapes before, inside and after those words all matter. */
@@ -358,6 +388,7 @@ int main(void)
         cmocka_unit_test(test_jsonw_strings_random),
         cmocka_unit_test(test_jsonw_strings_escape_at_every_place),
         cmocka_unit_test(test_jsonw_integers_at_powers_of_ten),
+        cmocka_unit_test(test_jsonw_integers_everywhere),
         cmocka_unit_test(test_vec_grow),
         cmocka_unit_test(test_le_layout),
         cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
