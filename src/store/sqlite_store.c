@@ -898,7 +898,8 @@ static int pend_load(sqlite_store *s, eddy_error **err)
 static void rows_reset(sqlite_store *s)
 {
     for (size_t i = 0; i < s->ntouched; i++)
-        s->touched[i]->touched = 0;
+        if (s->touched[i] != NULL) /* NULL: deleted by a flush that then failed */
+            s->touched[i]->touched = 0;
     s->nfresh = s->ntouched = 0;
     s->ndout = 0;
     s->dout.len = 0;
@@ -952,8 +953,10 @@ static int rows_flush(sqlite_store *s)
         } else {
             sqlite3_stmt *st = s->st[ST_INPUTS_DELETE];
             r = write_step(s, st, bind_u64(st, 1, w->id), "removing pending inputs");
-            if (r == EDDY_OK)
+            if (r == EDDY_OK) {
                 prow_free(s, w);
+                s->touched[i] = NULL; /* a later write may fail: see rows_reset */
+            }
         }
     }
     s->ntouched = 0;

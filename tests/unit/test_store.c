@@ -1221,6 +1221,32 @@ static void test_readonly_dir(void **state)
 /* Write failures through SQLite itself: a read-only connection and a full
  * database. The open transaction is rolled back as a whole and the store
  * refuses further writes; what was committed before stays. */
+/* A commit's flush deletes a row whose inputs all ended, then fails to
+ * rewrite the next row: the rollback must not touch the deleted one (ASan:
+ * a use after free in rows_reset before the fix). */
+static void test_flush_fails_after_a_row_deleted(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_pending_add(s, "a", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK); /* row 1: a */
+    assert_int_equal(eddy__store_pending_add(s, "b", 2, 2, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "c", 3, 3, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK); /* row 2: b, c */
+    assert_int_equal(eddy__store_sqlite_test_exec(s, "CREATE TEMP TRIGGER no_rewrite BEFORE "
+                                                     "UPDATE ON inputs BEGIN SELECT "
+                                                     "RAISE(ABORT, 'rewrite refused'); END"),
+                     EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "a", 1), EDDY_OK); /* row 1 empty */
+    assert_int_equal(eddy__store_pending_remove(s, "b", 2), EDDY_OK); /* row 2 rewritten */
+    assert_int_equal(eddy__store_commit(s), EDDY_ESTORE);
+    assert_non_null(strstr(eddy__store_error(s), "removing pending inputs"));
+    eddy__store_close(s);
+    s = open_ok(d->state, FP); /* as the last commit left it */
+    counts_are(s, 0, 3, 0, 0);
+    eddy__store_close(s);
+}
+
 static void test_write_failures(void **state)
 {
     test_dir *d = *state;
@@ -1438,6 +1464,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readonly_dir, setup_dir, teardown_dir),
 #ifdef EDDY_TEST_HOOKS
         cmocka_unit_test_setup_teardown(test_write_failures, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_flush_fails_after_a_row_deleted, setup_dir,
+                                        teardown_dir),
 #endif
         cmocka_unit_test_setup_teardown(test_journal_cut_prune, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_callbacks_and_args, setup_dir, teardown_dir),
