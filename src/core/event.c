@@ -5,6 +5,7 @@
 #include "util/poison.h"
 #include "util/fault.h"
 #include "util/hash.h"
+#include "util/hex.h"
 
 eddy_event *eddy_event_new(const char *type, json_t *attrs)
 {
@@ -62,15 +63,8 @@ const char *eddy_event_id(const eddy_event *ev)
     if (ev == NULL)
         return NULL;
     eddy_event *e = (eddy_event *)ev; /* id_text is a cache */
-    if (e->id_text[0] == '\0') {
-        static const char hex[] = "0123456789abcdef";
-        uint64_t id = e->id;
-        for (int i = 15; i >= 0; i--) {
-            e->id_text[i] = hex[id & 15];
-            id >>= 4;
-        }
-        e->id_text[16] = '\0';
-    }
+    if (e->id_text[0] == '\0')
+        eddy__hex64(e->id, e->id_text);
     return e->id_text;
 }
 

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/plan.h"
 #include "util/hash.h"
+#include "util/hex.h"
 
 eddy_plan *eddy_plan_new(void)
 {
@@ -169,12 +170,7 @@ void eddy__plan_fingerprint(const eddy_plan *plan, char out[17])
         for (size_t t = 0; t < a->ntypes; t++)
             h = eddy__mix64(h ^ eddy__hash_bytes(a->types[t], strlen(a->types[t]) + 1) ^ t);
     }
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[h & 15];
-        h >>= 4;
-    }
-    out[16] = '\0';
+    eddy__hex64(h, out);
 }
 
 int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)

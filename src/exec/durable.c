@@ -17,6 +17,7 @@
 #include "store/store_impl.h"
 #endif
 #include "util/hash.h"
+#include "util/hex.h"
 #include "util/jsonw.h"
 #include "util/thread.h"
 
@@ -952,19 +953,9 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
 
 /* ---------------------------------------------------------------- durable calls */
 
-static void hex16(uint64_t h, char out[17])
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[h & 15];
-        h >>= 4;
-    }
-    out[16] = '\0';
-}
-
 void eddy__durable_digest(const void *bytes, size_t len, char out[17])
 {
-    hex16(eddy__hash_bytes(bytes, len), out);
+    eddy__hex64(eddy__hash_bytes(bytes, len), out);
 }
 
 void eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17])

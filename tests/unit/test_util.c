@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "eddy/eddy.h"
+#include "util/hex.h"
 #include "util/jsonw.h"
 #include "util/le.h"
 #include "util/map.h"
@@ -276,6 +277,23 @@ static void test_jsonw_integers_at_powers_of_ten(void **state)
     }
 }
 
+/* Digests, event ids and plan fingerprints are stored: their hex form is
+ * printf's %016llx, for every byte value at every place. */
+static void test_hex64(void **state)
+{
+    (void)state;
+    uint64_t r = 99;
+    for (int i = 0; i < 20000; i++) {
+        uint64_t v = i < 2048 ? (uint64_t)(i & 255) << (8 * (i >> 8)) : r;
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        char got[17], want[17];
+        memset(got, 'x', sizeof(got));
+        eddy__hex64(v, got);
+        snprintf(want, sizeof(want), "%016llx", (unsigned long long)v);
+        assert_string_equal(got, want);
+    }
+}
+
 /* The integers 0 to 1,000 and their negatives, the extremes, and 20,000
  * spread over the whole range: the writer makes two digits at a time, so
  * odd and even digit counts both matter. */
@@ -405,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_jsonw_strings_escape_at_every_place),
         cmocka_unit_test(test_jsonw_integers_at_powers_of_ten),
         cmocka_unit_test(test_jsonw_integers_everywhere),
+        cmocka_unit_test(test_hex64),
         cmocka_unit_test(test_vec_grow),
         cmocka_unit_test(test_le_layout),
         cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
