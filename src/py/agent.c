@@ -126,6 +126,11 @@ static eddy_error *error_from_exception(void)
              strstr(m, "await wasn't used with future") != NULL))
             hint = " (eddy runs actions without an asyncio event loop: await only "
                    "ctx.execute_async(), ctx.durable_execute_async() or ctx.gather())";
+        if (m != NULL && m[0] == '\0')
+            /* raise ValueError(), or CPython's own MemoryError: the line
+             * would end at "ValueError: ". */
+            m = PyErr_GivenExceptionMatches(val, PyExc_MemoryError) ? "out of memory"
+                                                                    : "(no message)";
         const char *tr = PyUnicode_AsUTF8(trace);
         e = eddy_error_newf(PyUnicode_AsUTF8(qname), "%s%s\n%s", m != NULL ? m : "?", hint,
                             tr != NULL ? tr : "");

@@ -131,6 +131,10 @@ class TestAgent(Agent):
                     type_name=getattr(e, "type_name", None))
         elif op == "raise":
             raise ValueError("bad input %s" % rec.get("seq"))
+        elif op == "raise_bare":
+            raise ValueError()
+        elif op == "raise_memory":
+            raise MemoryError()
         elif op == "raise_async":
             await ctx.durable_execute_async(count_and_raise, rec["counter"], "value")
         elif op == "memory":

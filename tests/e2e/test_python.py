@@ -186,6 +186,18 @@ class PythonTest(EddyTest):
         self.assertIn("Traceback (most recent call last)", err)
         self.assertIn("pyagent.py", err)
 
+    def test_exception_without_a_message(self):
+        """An exception with an empty message still reads as a sentence;
+        CPython's own out-of-memory error says so."""
+        for op, want in (("raise_bare", "ValueError: (no message)"),
+                         ("raise_memory", "MemoryError: out of memory")):
+            res = self.run_py([{"key": "k", "op": op, "seq": 0}])
+            self.assertEqual(res.rc, 1, res.stderr)
+            err = res.stderr.decode()
+            self.assertIn("action 'dispatch' failed for key \"k\"", err)
+            self.assertIn(want + "\n", err)
+            self.assertIn("Traceback (most recent call last)", err)
+
     def test_uncaught_exception_skip(self):
         counter = self.path("counter")
         recs = [{"key": "bad", "op": "raise", "seq": 0},
