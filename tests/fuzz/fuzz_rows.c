@@ -56,10 +56,8 @@ static void setup(void)
     CHECK(mkdtemp(dir) != NULL);
     atexit(cleanup);
     snprintf(db_path, sizeof(db_path), "%s/eddy.db", dir);
-    char state[80];
-    snprintf(state, sizeof(state), "%s", dir);
     eddy__store *s = NULL;
-    CHECK(eddy__store_open(&s, state, FP, NULL) == EDDY_OK);
+    CHECK(eddy__store_open(&s, dir, FP, NULL) == EDDY_OK);
     uint64_t id;
     CHECK(eddy__store_pending_add(s, "\"a\"", 1, 1, "{\"v\":1}") == EDDY_OK);
     CHECK(eddy__store_pending_add(s, "\"b\"", 2, 2, "[2]") == EDDY_OK);
@@ -186,7 +184,6 @@ typedef struct seen {
     long nwant;
     long n;
     /* outbox */
-    int64_t id;
     const unsigned char *p;
     size_t len, at;
     uint64_t next_id;
