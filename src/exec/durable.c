@@ -1249,7 +1249,7 @@ static int is_event_id(const char *s)
 static int decode_object(const char *text, json_t **out)
 {
     *out = NULL;
-    json_t *v = text != NULL ? json_loads(text, 0, NULL) : NULL;
+    json_t *v = text != NULL ? json_loads(text, JSON_ALLOW_NUL, NULL) : NULL;
     if (!json_is_object(v)) {
         json_decref(v);
         return EDDY_ESTATE;
@@ -1300,7 +1300,7 @@ int eddy__durable_apply_done(const json_t *rec, json_t *stm, json_t *sensory)
 int eddy__durable_decode_result(const char *payload, json_t **result)
 {
     /* "null" decodes to json_null(), never to NULL. */
-    *result = payload != NULL ? json_loads(payload, JSON_DECODE_ANY, NULL) : NULL;
+    *result = payload != NULL ? json_loads(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
     return *result != NULL ? EDDY_OK : EDDY_ESTATE;
 }
 

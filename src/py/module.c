@@ -206,7 +206,7 @@ static PyObject *ctx_key(PyObject *self, void *closure)
     eddy_ctx *t = ctx_task(self, "RunnerContext.key");
     if (t == NULL)
         return NULL;
-    json_t *j = json_loads(eddy_ctx_key(t), JSON_DECODE_ANY, NULL);
+    json_t *j = json_loads(eddy_ctx_key(t), JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     if (j == NULL)
         return PyErr_NoMemory();
     PyObject *r = eddy__py_from_json(j);
@@ -1002,7 +1002,7 @@ static PyObject *mod_from_json_text(PyObject *mod, PyObject *v)
     if (s == NULL)
         return NULL;
     json_error_t e;
-    json_t *j = json_loads(s, JSON_DECODE_ANY, &e);
+    json_t *j = json_loads(s, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
     if (j == NULL) {
         PyErr_Format(PyExc_ValueError, "not JSON: %s", e.text);
         return NULL;

@@ -15,7 +15,7 @@ typedef struct inspect_ctx {
 
 static json_t *key_value(const char *text)
 {
-    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     return v != NULL ? v : json_string(text);
 }
 
@@ -34,7 +34,7 @@ static int on_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no
     json_object_set_new(e, "pending",
                         json_integer(json_integer_value(json_object_get(e, "pending")) + 1));
     if (c->key != NULL && strcmp(c->key, key) == 0) {
-        json_t *rec = json_loads(record_json, 0, NULL);
+        json_t *rec = json_loads(record_json, JSON_ALLOW_NUL, NULL);
         if (json_array_append_new(c->detail_pending,
                                   json_pack("{s:I, s:I, s:o}", "seq", (json_int_t)seq, "line",
                                             (json_int_t)line_no, "record",
@@ -74,7 +74,7 @@ static int on_jrec(void *arg, const eddy__jrec *r)
         json_object_set_new(e, "digest", json_string(r->digest != NULL ? r->digest : ""));
     }
     if (r->payload != NULL) {
-        json_t *p = json_loads(r->payload, JSON_DECODE_ANY, NULL);
+        json_t *p = json_loads(r->payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         json_object_set_new(e, r->kind == EDDY_JREC_DONE ? "record" : "result",
                             p != NULL ? p : json_string(r->payload));
     }
@@ -133,7 +133,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         }
         json_object_set(k, "journal", c.journal);
         if (rc == EDDY_OK) {
-            json_t *m = json_loads(stm, 0, NULL);
+            json_t *m = json_loads(stm, JSON_ALLOW_NUL, NULL);
             /* Run numbers come from one counter for all keys (a key's row
              * holds the counter as of its last memory write). */
             if (next_run > next_seq)

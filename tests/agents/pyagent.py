@@ -12,6 +12,10 @@ class Step(Event):
     pass
 
 
+class NulStep(Event):
+    pass
+
+
 class Fanned(Event):
     pass
 
@@ -129,6 +133,11 @@ class TestAgent(Agent):
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e), code=getattr(e, "code", None),
                     type_name=getattr(e, "type_name", None))
+        elif op == "durable_nul":
+            # NUL characters (JSON's \u0000) in memory and in an event that
+            # the journal holds when the next action crashes.
+            ctx.short_term_memory.set("nul", "c\x00d")
+            ctx.send_event(NulStep(rec=rec, nul="x\x00y"))
         elif op == "raise":
             raise ValueError("bad input %s" % rec.get("seq"))
         elif op == "raise_bare":
@@ -189,6 +198,15 @@ class TestAgent(Agent):
             out(ctx, rec, x=ctx.short_term_memory.get("chain.x") * 2)
         elif rec["op"] == "sensory":
             out(ctx, rec, sensory_same_run=ctx.sensory_memory.get("seen"))
+
+
+    @action(NulStep)
+    @staticmethod
+    async def after_nul_step(event: NulStep, ctx: RunnerContext):
+        rec = event.rec
+        v = await ctx.durable_execute_async(count, rec["counter"], "a\x00b")
+        crash_if(rec.get("crash"))
+        out(ctx, rec, v=v, event=event.nul, memory=ctx.short_term_memory.get("nul"))
 
 
 @action(Fanned)

@@ -152,6 +152,13 @@ class PythonTest(EddyTest):
         self.assertEqual(outs[0]["type_name"], "pyagent.Unpicklable")
         self.assertEqual(outs[0]["message"], "pyagent.Unpicklable: a/b")
 
+    def test_nul_characters_survive_a_crash(self):
+        # A journaled result, an event and memory holding "\u0000": the
+        # state written before the crash must read back as it was.
+        outs = self.crash_and_resume({"key": "n", "op": "durable_nul", "seq": 1})
+        self.assertEqual(outs, [{"key": "n", "seq": 1, "v": "a\x00b", "event": "x\x00y",
+                                 "memory": "c\x00d"}])
+
     def test_durable_without_state_runs_each_time(self):
         counter = self.path("counter")
         recs = [{"key": "d", "op": "durable", "x": i, "seq": i, "counter": counter}
