@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "exec/durable.h"
 #include "exec/runtime.h"
+#include "io/paths.h"
 #include "util/fault.h"
 #include "util/hash.h"
 #include "util/poison.h"
@@ -753,6 +754,10 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     rt->cv = eddy__config_values_get(rt->conf);
     const eddy__config_values *cv = rt->cv;
 
+    /* Before the state is created and the outputs are cut: see io/paths.h. */
+    if (eddy__paths_check(cv->input, cv->output, eddy__config_dead_letter(rt->conf), err) !=
+        EDDY_OK)
+        goto fail;
     char fingerprint[17];
     eddy__plan_fingerprint(plan, fingerprint);
     if (eddy__durable_open(rt, fingerprint, err) != EDDY_OK)

@@ -231,6 +231,69 @@ class CoreTest(EddyTest):
                     b"--on-error", b"--dead-letter", b"--state"):
             self.assertIn(opt, proc.stdout)
 
+    def run_files(self, *args, stdout=None):
+        return subprocess.run([EDDY, "run", TEST_AGENT, "--quiet"] + list(args),
+                              stdout=stdout if stdout is not None else subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60)
+
+    def test_same_file_twice_is_refused_and_nothing_is_touched(self):
+        inp, out = self.path("in.jsonl"), self.path("out.jsonl")
+        data = b'{"key": "a", "op": "echo", "seq": 1}\nnot json\n'
+        with open(inp, "wb") as f:
+            f.write(data)
+        os.symlink(inp, self.path("link.jsonl"))
+        cases = [
+            (["--output", inp], b"the output (%s) is the same file as the input" % inp.encode()),
+            (["--output", self.path("link.jsonl")], b"is the same file as the input"),
+            (["--output", out, "--dead-letter", inp],
+             b"the dead-letter file (%s) is the same file as the input" % inp.encode()),
+            # Neither exists yet: the same path all the same.
+            (["--output", out, "--dead-letter", self.path("./out.jsonl")],
+             b"bad lines would overwrite the outputs"),
+        ]
+        for args, msg in cases:
+            for state in ([], ["--state", self.path("st")]):
+                proc = self.run_files("--input", inp, *(args + state))
+                self.assertEqual(proc.returncode, 2, (args, proc.stderr))
+                self.assertIn(msg, proc.stderr)
+                with open(inp, "rb") as f:
+                    self.assertEqual(f.read(), data)
+                self.assertFalse(os.path.exists(out))
+                self.assertFalse(os.path.exists(self.path("st")))
+        # stdout appended to the input would be read back forever.
+        with open(inp, "ab") as f:
+            proc = self.run_files("--input", inp, stdout=f)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn(b"the output (standard output) is the same file as the input", proc.stderr)
+        # stdout and stderr to one file is fine.
+        log = self.path("log")
+        with open(log, "wb") as f:
+            proc = subprocess.run([EDDY, "run", TEST_AGENT, "--quiet", "--input", inp],
+                                  stdout=f, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(proc.returncode, 0)
+        with open(log, "rb") as f:
+            self.assertIn(b'"reason":"not JSON"', f.read())
+
+    def test_failed_start_keeps_the_output_and_creates_no_state(self):
+        out, st = self.path("out.jsonl"), self.path("st")
+        with open(out, "w") as f:
+            f.write("earlier output\n")
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n')
+        for args, msg in (
+                (["--input", self.path("typo.jsonl")], b"cannot open %s" % self.path("typo.jsonl").encode()),
+                (["--input", self.dir], b"is a directory"),
+                (["--input", inp, "--dead-letter", self.path("no/such/dir/d")],
+                 b"cannot open %s for writing" % self.path("no/such/dir/d").encode()),
+                (["--input", inp, "--output", self.dir], b"Is a directory")):
+            proc = self.run_files("--output", out, "--state", st, *args)
+            self.assertEqual(proc.returncode, 2, (args, proc.stderr))
+            self.assertIn(msg, proc.stderr)
+            with open(out) as f:
+                self.assertEqual(f.read(), "earlier output\n")
+            self.assertFalse(os.path.exists(st), args)
+
     @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
     def test_back_pressure_bounds_memory(self):
         # 1,000,000 lines through --max-in-flight 100: resident memory stays far

@@ -253,6 +253,7 @@ class DurableTest(EddyTest):
         os.chmod(self.state, 0o755)
         os.chmod(self.inp, 0o644)
         os.chmod(self.out, 0o666)
+        os.chmod(self.out + ".dead.jsonl", 0o666)  # only the state is out of reach
         os.chmod(os.path.join(self.state, "eddy.db"), 0o644)
         for parent in (os.path.dirname(self.dir),):
             if not os.stat(parent).st_mode & 0o001:

@@ -1,0 +1,124 @@
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/error.h"
+#include "io/paths.h"
+
+typedef struct file_ref {
+    const char *path; /* as given; NULL for a standard stream */
+    const char *what; /* "input", "output", "dead-letter file" */
+    int std_fd;       /* the standard stream it stands for */
+    int exists;       /* st describes it */
+    struct stat st;
+    char canon[PATH_MAX]; /* not there yet: the absolute path it will have */
+} file_ref;
+
+static const char *ref_name(const file_ref *f)
+{
+    static const char *const std_names[] = {"standard input", "standard output", "standard error"};
+    return f->path != NULL ? f->path : std_names[f->std_fd];
+}
+
+static int cannot_write(const file_ref *f, int e, eddy_error **err)
+{
+    /* The text eddy__sink_open gives when its open fails. */
+    return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s for writing: %s", f->path,
+                           strerror(e));
+}
+
+/* Read, not opened: opening a named pipe would wait for its writer. */
+static int check_input(file_ref *f, eddy_error **err)
+{
+    if (f->path == NULL) {
+        f->exists = fstat(STDIN_FILENO, &f->st) == 0;
+        return EDDY_OK;
+    }
+    if (stat(f->path, &f->st) != 0 || access(f->path, R_OK) != 0)
+        return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", f->path,
+                               uv_strerror(uv_translate_sys_error(errno)));
+    if (S_ISDIR(f->st.st_mode))
+        return eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: is a directory", f->path);
+    f->exists = 1;
+    return EDDY_OK;
+}
+
+/* A file that is there must be writable; one that is not, creatable. */
+static int check_output(file_ref *f, eddy_error **err)
+{
+    if (f->path == NULL) {
+        f->exists = fstat(f->std_fd, &f->st) == 0;
+        return EDDY_OK;
+    }
+    if (stat(f->path, &f->st) == 0) {
+        if (S_ISDIR(f->st.st_mode))
+            return cannot_write(f, EISDIR, err);
+        if (access(f->path, W_OK) != 0)
+            return cannot_write(f, errno, err);
+        f->exists = 1;
+        return EDDY_OK;
+    }
+    if (errno != ENOENT)
+        return cannot_write(f, errno, err);
+    const char *slash = strrchr(f->path, '/');
+    const char *base = slash != NULL ? slash + 1 : f->path;
+    if (*base == '\0')
+        return cannot_write(f, EISDIR, err);
+    char dir[PATH_MAX];
+    size_t dlen = slash == NULL ? 0 : slash == f->path ? 1 : (size_t)(slash - f->path);
+    if (dlen >= sizeof(dir))
+        return cannot_write(f, ENAMETOOLONG, err);
+    memcpy(dir, dlen != 0 ? f->path : ".", dlen != 0 ? dlen : 1);
+    dir[dlen != 0 ? dlen : 1] = '\0';
+    if (realpath(dir, f->canon) == NULL || access(f->canon, W_OK | X_OK) != 0)
+        return cannot_write(f, errno, err);
+    size_t clen = strlen(f->canon), blen = strlen(base);
+    if (clen + 1 + blen >= sizeof(f->canon))
+        return cannot_write(f, ENAMETOOLONG, err);
+    if (clen > 1)
+        f->canon[clen++] = '/';
+    memcpy(f->canon + clen, base, blen + 1);
+    return EDDY_OK;
+}
+
+/* Only regular files: two names of one terminal or /dev/null do no harm. */
+static int same_file(const file_ref *a, const file_ref *b)
+{
+    if (a->exists && b->exists)
+        return S_ISREG(a->st.st_mode) && a->st.st_dev == b->st.st_dev &&
+               a->st.st_ino == b->st.st_ino;
+    return !a->exists && !b->exists && a->canon[0] != '\0' && strcmp(a->canon, b->canon) == 0;
+}
+
+int eddy__paths_check(const char *input, const char *output, const char *dead, eddy_error **err)
+{
+    file_ref in = {.what = "input", .std_fd = STDIN_FILENO};
+    file_ref out = {.what = "output", .std_fd = STDOUT_FILENO};
+    file_ref dl = {.what = "dead-letter file", .std_fd = STDERR_FILENO};
+    in.path = input != NULL && strcmp(input, "-") != 0 ? input : NULL;
+    out.path = output != NULL && strcmp(output, "-") != 0 ? output : NULL;
+    dl.path = dead != NULL && strcmp(dead, "-") != 0 ? dead : NULL;
+    int rc;
+    if ((rc = check_input(&in, err)) != EDDY_OK || (rc = check_output(&out, err)) != EDDY_OK ||
+        (rc = check_output(&dl, err)) != EDDY_OK)
+        return rc;
+    /* stdout and stderr sent to one file (> log 2>&1) is an ordinary thing. */
+    const file_ref *pairs[][2] = {{&in, &out}, {&in, &dl}, {&out, &dl}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        const file_ref *a = pairs[i][0], *b = pairs[i][1];
+        if ((a->path != NULL || b->path != NULL || a == &in) && same_file(a, b))
+            return eddy__error_set(err, EDDY_EINVAL, "config",
+                                   "the %s (%s) is the same file as the %s (%s): %s; give the %s "
+                                   "another path",
+                                   b->what, ref_name(b), a->what, ref_name(a),
+                                   a != &in ? "bad lines would overwrite the outputs"
+                                   : b->path != NULL
+                                       ? "it would be cut to nothing before it is read"
+                                       : "eddy would read back what it writes",
+                                   b->what);
+    }
+    return EDDY_OK;
+}

@@ -1,0 +1,29 @@
+/*
+ * Checks of a run's files before anything is opened for writing.
+ *
+ * The output and dead-letter files are cut to nothing (or to their committed
+ * length) when a run starts, and the state directory is created and bound to
+ * the agent's plan. Both must wait until every file of the run is known to
+ * be usable: a mistyped --input must cost neither the previous output nor a
+ * state directory bound to the wrong agent. And no two of the input, the
+ * output and the dead-letter file may be the same regular file: an output
+ * opened over the input would cut the input to nothing.
+ */
+#ifndef EDDY_IO_PATHS_H
+#define EDDY_IO_PATHS_H
+
+#include "eddy/eddy.h"
+
+/*
+ * input, output and dead as a run takes them ("-" or NULL for the standard
+ * streams: stdin, stdout, stderr). EDDY_OK, or an error that names the file:
+ *   EDDY_EIO    "io": the input cannot be opened for reading or is a
+ *               directory; an output cannot be created or written (the same
+ *               texts as opening them would give);
+ *   EDDY_EINVAL "config": two of them are the same regular file (also through
+ *               a link, or a standard stream redirected to the input).
+ * Nothing is created or changed.
+ */
+int eddy__paths_check(const char *input, const char *output, const char *dead, eddy_error **err);
+
+#endif /* EDDY_IO_PATHS_H */
