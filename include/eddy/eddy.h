@@ -346,7 +346,8 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *   input            path of the JSONL input, "-" for stdin (default "-")
  *   output           path of the JSONL output, "-" for stdout (default "-")
  *   dead-letter      path of the dead-letter JSONL file (default "<output>.dead.jsonl",
- *                    or "-" meaning stderr when output is stdout)
+ *                    or "-" meaning stderr when output is stdout or not a regular
+ *                    file, such as /dev/null)
  *   key              top-level field of each input record holding its key (default "key")
  *   async-threads    worker threads (default 2 x online cores)
  *   max-in-flight    inputs admitted and not yet finished, at most (default 10000)

@@ -55,7 +55,8 @@ struct run_option {
 static const struct run_option run_options[] = {
     {"input", "PATH", OPT_CONFIG, NULL, "JSONL input, one record per line; - is stdin"},
     {"output", "PATH", OPT_CONFIG, NULL, "JSONL output, one line per OutputEvent; - is stdout"},
-    {"dead-letter", "PATH", OPT_CONFIG, "OUTPUT.dead.jsonl, or stderr when output is stdout",
+    {"dead-letter", "PATH", OPT_CONFIG,
+     "OUTPUT.dead.jsonl, or stderr when output is stdout or not a file",
      "where bad input lines (and skipped runs) go; - is stderr"},
     {"key", "FIELD", OPT_CONFIG, NULL, "top-level field of each input record that holds its key"},
     {"async-threads", "N", OPT_CONFIG, "2 x online cores",
@@ -219,6 +220,13 @@ static int apply_run_option(struct run_args *a, const struct run_option *o, cons
     switch (o->kind) {
     case OPT_CONFIG:
     case OPT_CONFIG_FLAG:
+        /* The library takes "" for no state directory; on the command line
+         * it is an unset variable ($DIR), never a wish to lose the state. */
+        if (o->kind == OPT_CONFIG && *value == '\0' && strcmp(o->name, "state") == 0) {
+            usage_error("--state needs a directory (an empty value would keep the state in "
+                        "memory; leave --state out for that)");
+            return EXIT_USAGE;
+        }
         rc = eddy_config_set(a->conf, o->name, o->kind == OPT_CONFIG ? value : "true", &err);
         if (rc == EDDY_ENOMEM) {
             eddy_error_free(err);
@@ -731,8 +739,9 @@ static int cmd_inspect(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (state == NULL) {
-        fprintf(stderr, "eddy: inspect needs --state DIR\ntry 'eddy inspect --help'\n");
+    if (state == NULL || *state == '\0') {
+        fprintf(stderr, "eddy: inspect needs --state DIR%s\ntry 'eddy inspect --help'\n",
+                state != NULL ? " (an empty value names no directory)" : "");
         return EXIT_USAGE;
     }
     char *k = key != NULL ? key_arg(key) : NULL;

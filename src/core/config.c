@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -147,7 +148,10 @@ static void sync_strings(eddy_config *conf)
 static char *derive_dead_letter(const char *output)
 {
     static const char suffix[] = ".dead.jsonl";
-    if (strcmp(output, "-") == 0)
+    /* Next to a file; stderr beside stdout, /dev/null, a pipe or a terminal
+     * (/dev/null.dead.jsonl would be a file created in /dev, or refused). */
+    struct stat st;
+    if (strcmp(output, "-") == 0 || (stat(output, &st) == 0 && !S_ISREG(st.st_mode)))
         return strdup("-");
     size_t n = strlen(output);
     char *s = malloc(n + sizeof(suffix));

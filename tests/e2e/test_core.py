@@ -294,6 +294,27 @@ class CoreTest(EddyTest):
                 self.assertEqual(f.read(), "earlier output\n")
             self.assertFalse(os.path.exists(st), args)
 
+    def test_output_to_dev_null_sends_bad_lines_to_stderr(self):
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\nnot json\n')
+        proc = self.run_files("--input", inp, "--output", os.devnull)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(b'"reason":"not JSON"', proc.stderr)
+        self.assertFalse(os.path.exists(os.devnull + ".dead.jsonl"))
+
+    def test_empty_state_option_is_refused(self):
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n')
+        for args in (["--state", ""], ["--state="]):
+            proc = self.run_files("--input", inp, "--output", self.path("o"), *args)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertIn(b"--state needs a directory", proc.stderr)
+        proc = subprocess.run([EDDY, "inspect", "--state="], capture_output=True, timeout=30)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn(b"inspect needs --state DIR", proc.stderr)
+
     @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
     def test_back_pressure_bounds_memory(self):
         # 1,000,000 lines through --max-in-flight 100: resident memory stays far
