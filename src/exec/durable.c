@@ -138,6 +138,22 @@ static void store_failed(eddy_runtime *rt, const char *what)
         }                                               \
     } while (0)
 
+/* With the first source position: the head of the input, once the reader
+ * read its first line (see eddy__source_head). */
+static void save_head(eddy_runtime *rt)
+{
+    uint64_t len, hash;
+    if (rt->source == NULL || !eddy__source_head(rt->source, &len, &hash))
+        return;
+    rt->head_saved = 1;
+    if (len == 0)
+        return; /* an empty first line: nothing to tell inputs apart by */
+    STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "input_head_len", len),
+             "recording the input's first line");
+    STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "input_head", hash),
+             "recording the input's first line");
+}
+
 /* ---------------------------------------------------------------- outbox */
 
 typedef struct outline {
@@ -766,6 +782,8 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
                 return;
             }
             rt->source_saved = rt->source_offset;
+            if (!rt->head_saved)
+                save_head(rt);
         }
         int rc = rt->syncer != NULL ? eddy__store_commit_nosync(rt->store)
                                     : eddy__store_commit(rt->store);
@@ -1488,6 +1506,28 @@ static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, ui
     return EDDY_OK;
 }
 
+/* The key field is part of what the state holds: keys read from another
+ * field would share their memory and journal with these. States made
+ * before it was recorded take the field of their next run. */
+static int check_key_field(eddy_runtime *rt, eddy_error **err)
+{
+    const char *key = rt->cv->key;
+    uint64_t h = eddy__hash_bytes(key, strlen(key)) | 1, stored = 0;
+    int rc = eddy__store_get_meta_u64(rt->store, "key_field", &stored);
+    if (rc == EDDY_OK && stored == 0)
+        rc = eddy__store_set_meta_u64(rt->store, "key_field", h);
+    if (rc != EDDY_OK)
+        return eddy__error_set(err, EDDY_ESTORE, "store", "%s: %s", rt->cv->state,
+                               eddy__store_error(rt->store));
+    if (stored != 0 && stored != h)
+        return eddy__error_set(err, EDDY_ESTATE, "state",
+                               "state directory %s was filled with another key field than --key "
+                               "%s (a state's key field cannot change); give the --key it was "
+                               "filled with, or use another --state directory",
+                               rt->cv->state, key);
+    return EDDY_OK;
+}
+
 int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err)
 {
     const eddy__config_values *cv = rt->cv;
@@ -1508,6 +1548,8 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     if (test_sql != NULL && eddy__store_sqlite_test_exec(rt->store, test_sql) != EDDY_OK)
         goto store_err;
 #endif
+    if ((rc = check_key_field(rt, err)) != EDDY_OK)
+        return rc;
     uint64_t sink_pos = 0, dead_pos = 0;
     int64_t sink_how, dead_how;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
@@ -1546,9 +1588,14 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
         goto load_err;
     rt->next_seq_saved = rt->next_seq == next_run ? next_run : 0;
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
-        EDDY_OK)
+            EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(rt->store, "input_head_len", &rt->head_len)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(rt->store, "input_head", &rt->head_hash)) != EDDY_OK)
         goto store_err;
     rt->source_saved = rt->source_offset;
+    /* A state that read past the start without a head (made by an older
+     * eddy) goes on without: its reader never sees the first line. */
+    rt->head_saved = rt->head_len != 0 || rt->source_offset != 0;
     syncer_start(rt);
     return EDDY_OK;
 

@@ -556,6 +556,13 @@ static void admit(eddy_runtime *rt)
 
 /* ---------------------------------------------------------------- loop */
 
+/* Reading the input failed (EDDY_EIO), or a resume found that it is not the
+ * input the state was reading (EDDY_ESTATE: the state cannot be used so). */
+static int source_error_code(const eddy_error *e)
+{
+    return strcmp(eddy_error_type(e), "state") == 0 ? EDDY_ESTATE : EDDY_EIO;
+}
+
 static void check_done(eddy_runtime *rt)
 {
     if (rt->done)
@@ -569,7 +576,7 @@ static void check_done(eddy_runtime *rt)
         const eddy_error *e =
             rt->stopping || rt->source == NULL ? NULL : eddy__source_error(rt->source);
         if (e != NULL) {
-            eddy__runtime_fail(rt, EDDY_EIO, eddy__error_dup(e)); /* calls us again */
+            eddy__runtime_fail(rt, source_error_code(e), eddy__error_dup(e)); /* calls us again */
             return;
         }
         rt->done = 1;
@@ -621,7 +628,7 @@ static void on_source_ready(void *arg)
     eddy_runtime *rt = arg;
     const eddy_error *e = eddy__source_error(rt->source);
     if (e != NULL && !rt->stopping)
-        eddy__runtime_fail(rt, EDDY_EIO, eddy__error_dup(e));
+        eddy__runtime_fail(rt, source_error_code(e), eddy__error_dup(e));
     admit(rt);
     check_done(rt);
 }
@@ -770,6 +777,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         .max_depth = cv->max_depth,
         .start_offset = rt->source_offset,
         .start_line = rt->source_line,
+        .head_len = rt->head_len,
+        .head_hash = rt->head_hash,
         .capacity = source_capacity(cv),
     };
     if (eddy__source_open(&rt->source, &rt->loop, &so, on_source_ready, rt, err) != EDDY_OK)

@@ -172,8 +172,13 @@ struct eddy_runtime {
     uint64_t sink_synced;                /* when the files were last synced (uv_hrtime) */
     uint64_t source_offset, source_line; /* where the source resumes */
     uint64_t source_saved;               /* source_offset as last written to the store */
-    int admitting;                       /* in admit() */
-    eddy__queue admit_buf;               /* inputs taken from the source, not admitted yet */
+    /* The head of the input the state reads (see eddy__source_head), as
+     * stored: a resume checks it; a state that read from the input's start
+     * records it with its first source position. */
+    uint64_t head_len, head_hash;
+    int head_saved;
+    int admitting;         /* in admit() */
+    eddy__queue admit_buf; /* inputs taken from the source, not admitted yet */
     /* Run sequence numbers are drawn from one counter for all keys: a key's
      * runs are numbered in order and no number is used twice, and the state
      * keeps one counter per commit rather than one per key per run. */

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "io/source.h"
 #include "util/fault.h"
+#include "util/hash.h"
 #include "util/thread.h"
 
 /* Size of one read(); the buffer grows beyond it only for lines longer than
@@ -39,6 +40,11 @@ typedef struct reader {
     char last;         /* its last byte so far (to discount a trailing '\r') */
     char prefix[EDDY__SOURCE_RAW_MAX];
     size_t prefix_len;
+    /* A resume on a pipe: the head of the input is checked among the bytes
+     * dropped (see eddy__source_opts.head_len). */
+    size_t check_len; /* bytes to gather in check (0: no check) */
+    size_t check_got;
+    char check[EDDY__SOURCE_HEAD_MAX + 1];
 } reader;
 
 struct eddy__source {
@@ -52,6 +58,8 @@ struct eddy__source {
     int wake[2]; /* self-pipe: close() writes, the reader polls */
     char *name;  /* the path, or "<stdin>", for messages */
     char *key_field;
+    uint64_t start_offset;
+    uint64_t want_len, want_hash; /* the head to find (opts head_len, head_hash) */
     size_t max_line;
     unsigned max_depth;
     size_t capacity;
@@ -67,7 +75,9 @@ struct eddy__source {
     size_t high_water;
     uint64_t lines;
     int reader_waiting;
-    int eof;  /* the reader is finished (end of input or error) */
+    int eof;        /* the reader is finished (end of input or error) */
+    int head_known; /* the reader read the first line from the input's start */
+    uint64_t head_len, head_hash;
     int stop; /* close() asked the reader to stop */
     eddy_error *err;
     eddy__queue recycle; /* inputs handed back by the loop, for the reader to free */
@@ -362,12 +372,52 @@ static void reader_fail(eddy__source *s, int code, const char *fmt, const char *
     uv_mutex_unlock(&s->mu);
 }
 
+/* A resume found another input than the one the state was reading. */
+static int other_input(eddy_error **err, const char *name, const char *why)
+{
+    return eddy__error_set(err, EDDY_ESTATE, "state",
+                           "%s is not the input this state was reading: %s; give the same input "
+                           "(lines may be added at its end), or use another --state directory",
+                           name, why);
+}
+
+static void reader_fail_other(eddy__source *s, const char *why)
+{
+    uv_mutex_lock(&s->mu);
+    other_input(&s->err, s->name, why);
+    uv_mutex_unlock(&s->mu);
+}
+
+/* The first line of an input read from its start: its head, for later
+ * resumes to check (published before the line is pushed). */
+static void note_head(eddy__source *s, const char *p, size_t len)
+{
+    size_t n = len < EDDY__SOURCE_HEAD_MAX ? len : EDDY__SOURCE_HEAD_MAX;
+    uv_mutex_lock(&s->mu);
+    s->head_len = n;
+    s->head_hash = eddy__hash_bytes(p, n);
+    s->head_known = 1;
+    uv_mutex_unlock(&s->mu);
+}
+
+/* 1 when buf[0, got) (got < want_len + 1 only at the end of the input)
+ * starts with the head looked for. */
+static int head_matches(const eddy__source *s, const char *buf, size_t got)
+{
+    size_t n = (size_t)s->want_len;
+    if (got < n || eddy__hash_bytes(buf, n) != s->want_hash)
+        return 0;
+    /* A shorter first line must still end there. */
+    return n == EDDY__SOURCE_HEAD_MAX || got == n || buf[n] == '\n';
+}
+
 /* Emit one complete line [p, p + len) (without '\n') ending at end_offset.
  * Returns 0, STOPPED or EDDY_ENOMEM. */
 static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_offset)
 {
     reader *r = &s->rd;
-    r->line_no++;
+    if (++r->line_no == 1 && s->start_offset == 0)
+        note_head(s, p, len);
     if (len > 0 && p[len - 1] == '\r')
         len--;
     eddy__input *in = eddy__fault("alloc.input") ? NULL : malloc(sizeof(*in));
@@ -394,7 +444,8 @@ static int finish_skipped(eddy__source *s, uint64_t end_offset)
 {
     reader *r = &s->rd;
     r->skipping = 0;
-    r->line_no++;
+    if (++r->line_no == 1 && s->start_offset == 0)
+        note_head(s, r->prefix, r->prefix_len); /* the prefix is the head's length */
     uint64_t len = r->skip_len;
     if (len > 0 && r->last == '\r')
         len--;
@@ -539,6 +590,15 @@ static void reader_main(void *arg)
                             uv_strerror(uv_translate_sys_error(e)));
             break;
         }
+        if (got == 0 && r->skip_input > 0) {
+            /* A pipe that ends before the position the state read to. */
+            char why[160];
+            snprintf(why, sizeof(why),
+                     "it ended after %" PRIu64 " bytes, and the state has read %" PRIu64,
+                     s->start_offset - r->skip_input, s->start_offset);
+            reader_fail_other(s, why);
+            break;
+        }
         if (got == 0) {
             /* The last line may have no newline. */
             if (r->skipping)
@@ -555,6 +615,15 @@ static void reader_main(void *arg)
         if (r->skip_input > 0) {
             /* Resume on a pipe or terminal: drop the bytes before start_offset. */
             size_t drop = r->skip_input < n ? (size_t)r->skip_input : n;
+            if (r->check_got < r->check_len) {
+                size_t k = r->check_len - r->check_got;
+                memcpy(r->check + r->check_got, r->buf + r->end, k < drop ? k : drop);
+                r->check_got += k < drop ? k : drop;
+                if (r->check_got == r->check_len && !head_matches(s, r->check, r->check_got)) {
+                    reader_fail_other(s, "its first line is not the one read before");
+                    break;
+                }
+            }
             memmove(r->buf + r->end, r->buf + r->end + drop, n - drop);
             n -= drop;
             r->skip_input -= drop;
@@ -615,6 +684,36 @@ static int set_cloexec(int fd)
     return fl < 0 ? -1 : fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
 }
 
+/* A resume on a regular file: one that is shorter than what the state read,
+ * or does not start with the head read before, is another input. */
+static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
+{
+    char why[160];
+    if (size < s->start_offset) {
+        snprintf(why, sizeof(why), "it holds %" PRIu64 " bytes, and the state has read %" PRIu64,
+                 size, s->start_offset);
+        return other_input(err, s->name, why);
+    }
+    if (s->want_len == 0)
+        return EDDY_OK;
+    char buf[EDDY__SOURCE_HEAD_MAX + 1];
+    size_t got = 0, want = (size_t)s->want_len + (s->want_len < EDDY__SOURCE_HEAD_MAX);
+    while (got < want) {
+        ssize_t n = pread(s->fd, buf + got, want - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: %s", s->name,
+                                   uv_strerror(uv_translate_sys_error(errno)));
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return head_matches(s, buf, got)
+               ? EDDY_OK
+               : other_input(err, s->name, "its first line is not the one read before");
+}
+
 int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_opts *opts,
                       eddy__source_ready_fn ready, void *arg, eddy_error **err)
 {
@@ -669,6 +768,12 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
         rc = eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: is a directory", s->name);
         goto fail;
     }
+    s->start_offset = opts->start_offset;
+    s->want_len = opts->head_len <= EDDY__SOURCE_HEAD_MAX ? opts->head_len : 0;
+    s->want_hash = opts->head_hash;
+    if (opts->start_offset > 0 && S_ISREG(st.st_mode) &&
+        (rc = check_file(s, (uint64_t)st.st_size, err)) != EDDY_OK)
+        goto fail;
     if (opts->start_offset > 0) {
         if (lseek(s->fd, (off_t)opts->start_offset, SEEK_SET) < 0) {
             if (errno != ESPIPE) {
@@ -678,6 +783,10 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
                 goto fail;
             }
             s->rd.skip_input = opts->start_offset;
+            if (s->want_len > 0) {
+                uint64_t want = s->want_len + (s->want_len < EDDY__SOURCE_HEAD_MAX);
+                s->rd.check_len = (size_t)(want < s->start_offset ? want : s->start_offset);
+            }
         }
     }
     if (pipe(s->wake) != 0 || set_cloexec(s->wake[0]) != 0 || set_cloexec(s->wake[1]) != 0) {
@@ -743,6 +852,16 @@ size_t eddy__source_take(eddy__source *s, eddy__queue *out, size_t max)
         uv_cond_signal(&s->room);
     uv_mutex_unlock(&s->mu);
     return n;
+}
+
+int eddy__source_head(eddy__source *s, uint64_t *len, uint64_t *hash)
+{
+    uv_mutex_lock(&s->mu);
+    int known = s->head_known;
+    *len = s->head_len;
+    *hash = s->head_hash;
+    uv_mutex_unlock(&s->mu);
+    return known;
 }
 
 int eddy__source_done(eddy__source *s)

@@ -142,6 +142,12 @@ typedef struct eddy__source_opts {
                             * A regular file seeks; a pipe or terminal reads and
                             * drops that many bytes. */
     uint64_t start_line;   /* line number of the line at start_offset, minus one */
+    /* With start_offset > 0: the head (see eddy__source_head) of the input
+     * the state was reading, to refuse another one; head_len 0: unknown. A
+     * regular file is checked at open (EDDY_ESTATE, type "state"), as is one
+     * shorter than start_offset; a pipe as its first bytes are dropped (the
+     * source's error, type "state"). */
+    uint64_t head_len, head_hash;
     size_t max_line_bytes; /* longer lines are dead-lettered, never buffered whole;
                             * 0: EDDY__SOURCE_DEFAULT_MAX_LINE */
     unsigned max_depth;    /* deeper JSON nesting is dead-lettered;
@@ -192,6 +198,17 @@ const eddy_error *eddy__source_error(const eddy__source *s);
 void eddy__source_close(eddy__source *s);
 
 /* Counters for tests and diagnostics (loop thread). */
+/* The bytes that tell one input from another: the first line's first
+ * EDDY__SOURCE_HEAD_MAX bytes (without its "\n"). A resume checks them, and,
+ * when the line is shorter, that the line still ends there: lines may be
+ * added at the end of an input, never changed before the position. */
+#define EDDY__SOURCE_HEAD_MAX 4096
+
+/* Loop thread: 1 and the head's length and hash once the first line of an
+ * input read from its start was read (always before that line is taken),
+ * else 0. */
+int eddy__source_head(eddy__source *s, uint64_t *len, uint64_t *hash);
+
 typedef struct eddy__source_stats {
     size_t queued;     /* inputs in the queue now */
     size_t high_water; /* most inputs the queue ever held */

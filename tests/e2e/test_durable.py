@@ -187,6 +187,50 @@ class DurableTest(EddyTest):
         self.assertEqual(third.returncode, 0, third.stderr)
         self.assertEqual(third.stdout, b"")
 
+    def test_another_input_or_key_field_is_refused(self):
+        recs = [{"key": "k%d" % i, "seq": i, "v": i} for i in range(4)]
+        write_jsonl(self.inp, recs)
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        with open(self.inp, "rb") as f:
+            original = f.read()
+        with open(self.out, "rb") as f:
+            outputs = f.read()
+
+        def refused(res, why):
+            self.assertEqual(res.returncode, 3, res.stderr)
+            self.assertIn(b"is not the input this state was reading: " + why, res.stderr)
+            with open(self.out, "rb") as f:
+                self.assertEqual(f.read(), outputs)
+
+        # Another file at the same path: its lines would be skipped up to the
+        # byte the state had read to.
+        write_jsonl(self.inp, [{"key": "x%d" % i, "seq": i, "v": i} for i in range(6)])
+        refused(self.run_cmd(), b"its first line is not the one read before")
+        with open(self.inp, "wb") as f:
+            f.write(original[:len(original) // 2])
+        refused(self.run_cmd(), b"it holds %d bytes, and the state has read %d" % (
+            len(original) // 2, len(original)))
+        # The same from a pipe.
+        for data, why in ((b'{"key": "z", "seq": 9, "v": 9}\n' * 5, b"its first line"),
+                          (original[:10], b"it ended after 10 bytes")):
+            cmd = self.cmd()
+            cmd[cmd.index(self.inp)] = "-"
+            res = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
+            self.assertEqual(res.returncode, 3, res.stderr)
+            self.assertIn(b"<stdin> is not the input this state was reading: " + why, res.stderr)
+        # A key field other than the state's.
+        with open(self.inp, "wb") as f:
+            f.write(original)
+        res = self.run_cmd("--key", "seq")
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"was filled with another key field than --key seq", res.stderr)
+        # Lines added at the end of the same input: only they run.
+        write_jsonl(self.inp, recs + [{"key": "k9", "seq": 9, "v": 9}])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2, 3, 9])
+
     def test_journal_is_pruned(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
         res = self.run_cmd()

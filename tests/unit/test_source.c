@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "io/source.h"
+#include "util/hash.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -497,6 +498,126 @@ static void test_resume(void **state)
     free(b.p);
 }
 
+/* Resume from a pipe on stdin holding data; returns the source's error
+ * message (static copy) or NULL, and the number of inputs in *n. */
+static const char *resume_on_pipe(const char *data, size_t len, eddy__source_opts o, size_t *n)
+{
+    static char msg[512];
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], data, len), (ssize_t)len);
+    close(p[1]);
+    int saved = dup(STDIN_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(p[0], STDIN_FILENO), STDIN_FILENO);
+    close(p[0]);
+    run r;
+    o.key_field = "k";
+    run_open(&r, &o, 1);
+    run_drain(&r);
+    const eddy_error *e = eddy__source_error(r.s);
+    if (e != NULL) {
+        assert_string_equal(eddy_error_type(e), "state");
+        snprintf(msg, sizeof(msg), "%s", eddy_error_message(e));
+    }
+    *n = r.n;
+    run_close(&r);
+    assert_int_equal(dup2(saved, STDIN_FILENO), STDIN_FILENO);
+    close(saved);
+    return e != NULL ? msg : NULL;
+}
+
+/* Open a file at a resume; EDDY_OK or the error's code, its message in msg. */
+static int resume_on_file(const char *data, size_t len, eddy__source_opts o, char *msg)
+{
+    char *path = write_tmp(data, len);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    eddy__source *s = NULL;
+    eddy_error *err = NULL;
+    o.path = path;
+    o.key_field = "k";
+    int rc = eddy__source_open(&s, &loop, &o, on_ready, NULL, &err);
+    msg[0] = '\0';
+    if (err != NULL)
+        snprintf(msg, 512, "%s", eddy_error_message(err));
+    eddy_error_free(err);
+    eddy__source_close(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    drop_tmp(path);
+    return rc;
+}
+
+/* The head an input read from its start reports, and a resume checking it
+ * (on a file at open, on a pipe among the bytes it drops). */
+static void test_head_checked_at_resume(void **state)
+{
+    (void)state;
+    const char *data = "{\"k\":\"a\"}\r\n{\"k\":\"b\"}\n{\"k\":\"c\"}\n";
+    size_t len = strlen(data), first = strlen("{\"k\":\"a\"}\r");
+    run r;
+    free(read_all(&r, data, len, (eddy__source_opts){0}));
+    uint64_t hl = 0, hh = 0;
+    assert_int_equal(eddy__source_head(r.s, &hl, &hh), 1);
+    assert_int_equal(hl, first); /* the line without its "\n", "\r" kept */
+    assert_int_equal(hh, eddy__hash_bytes(data, first));
+    run_close(&r);
+
+    eddy__source_opts o = {
+        .start_offset = first + 1, .start_line = 1, .head_len = hl, .head_hash = hh};
+    char msg[512];
+    /* The same input, and with lines added at its end: resumes. */
+    assert_int_equal(resume_on_file(data, len, o, msg), EDDY_OK);
+    buf b = {0};
+    buf_str(&b, data);
+    buf_str(&b, "{\"k\":\"d\"}\n");
+    assert_int_equal(resume_on_file(b.p, b.len, o, msg), EDDY_OK);
+    size_t n = 0;
+    assert_null(resume_on_pipe(b.p, b.len, o, &n));
+    assert_int_equal(n, 3);
+    free(b.p);
+    /* Another first line; the same one made longer; a shorter input. */
+    const char *other = "{\"k\":\"z\"}\r\n{\"k\":\"b\"}\n{\"k\":\"c\"}\n";
+    const char *longer = "{\"k\":\"a\"}\rx\n{\"k\":\"b\"}\n{\"k\":\"c\"}\n";
+    assert_int_equal(resume_on_file(other, strlen(other), o, msg), EDDY_ESTATE);
+    assert_non_null(strstr(msg, "is not the input this state was reading: its first line"));
+    assert_int_equal(resume_on_file(longer, strlen(longer), o, msg), EDDY_ESTATE);
+    const char *m = resume_on_pipe(other, strlen(other), o, &n);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "<stdin> is not the input this state was reading"));
+    assert_int_equal(n, 0);
+    assert_non_null(resume_on_pipe(longer, strlen(longer), o, &n));
+    o.start_offset = len + 1;
+    assert_int_equal(resume_on_file(data, len, o, msg), EDDY_ESTATE);
+    assert_non_null(strstr(msg, "holds"));
+    m = resume_on_pipe(data, len, o, &n);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "it ended after"));
+    /* Without a head (a state made before heads were kept): no check. */
+    o = (eddy__source_opts){.start_offset = first + 1, .start_line = 1};
+    assert_int_equal(resume_on_file(other, strlen(other), o, msg), EDDY_OK);
+
+    /* A first line longer than the head, buffered whole or skipped as too
+     * long: the head is its first EDDY__SOURCE_HEAD_MAX bytes. */
+    for (size_t max_line = 0; max_line <= 1024; max_line += 1024) {
+        buf big = {0};
+        buf_str(&big, "{\"k\":\"");
+        buf_fill(&big, 'x', 3 * EDDY__SOURCE_HEAD_MAX);
+        buf_str(&big, "\"}\n{\"k\":\"b\"}\n");
+        free(read_all(&r, big.p, big.len, (eddy__source_opts){.max_line_bytes = max_line}));
+        assert_int_equal(eddy__source_head(r.s, &hl, &hh), 1);
+        assert_int_equal(hl, EDDY__SOURCE_HEAD_MAX);
+        assert_int_equal(hh, eddy__hash_bytes(big.p, EDDY__SOURCE_HEAD_MAX));
+        run_close(&r);
+        free(big.p);
+    }
+    /* Not from the start: no head. */
+    free(read_all(&r, data, len, (eddy__source_opts){.start_offset = first + 1, .start_line = 1}));
+    assert_int_equal(eddy__source_head(r.s, &hl, &hh), 0);
+    run_close(&r);
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -641,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_back_pressure),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_head_checked_at_resume),
         cmocka_unit_test(test_read_error),
         cmocka_unit_test(test_close_blocked_on_pipe),
         cmocka_unit_test(test_close_blocked_on_full_queue),
