@@ -354,7 +354,7 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *   on-error         "stop" (default) or "skip"
  *   max-line-bytes   longest accepted input line (default 16777216)
  *   max-depth        deepest nesting of arrays and objects in an input line, the
- *                    record itself counting as 1, 1..2048 (default 64); a deeper
+ *                    record itself counting as 1, 1..2047 (default 64); a deeper
  *                    line goes to the dead-letter file ("nesting too deep")
  *   state            state directory; empty means in-memory (default "")
  *   commit-interval-ms  longest wait before a group commit (default 2)

@@ -66,7 +66,7 @@ static const struct run_option run_options[] = {
      "when an action fails: stop, or dead-letter its run and go on"},
     {"max-line-bytes", "N", OPT_CONFIG, NULL, "longest accepted input line in bytes, >= 1024"},
     {"max-depth", "N", OPT_CONFIG, NULL,
-     "deepest nesting of arrays/objects in an input line (the record is 1), 1..2048"},
+     "deepest nesting of arrays/objects in an input line (the record is 1), 1..2047"},
     {"state", "DIR", OPT_CONFIG, "none, state in memory",
      "state directory; the same command resumes after a stop or crash"},
     {"commit-interval-ms", "N", OPT_CONFIG, NULL,

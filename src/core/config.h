@@ -19,9 +19,11 @@
 #include "eddy/eddy.h"
 
 /* Limits enforced by eddy_config_set(). */
-#define EDDY__CONFIG_ASYNC_THREADS_MAX      1024u
-#define EDDY__CONFIG_MAX_LINE_BYTES_MIN     1024u
-#define EDDY__CONFIG_MAX_DEPTH_MAX          2048u /* jansson's own limit */
+#define EDDY__CONFIG_ASYNC_THREADS_MAX  1024u
+#define EDDY__CONFIG_MAX_LINE_BYTES_MIN 1024u
+/* jansson parses 2048 levels, counting the value innermost too: 2047
+ * arrays/objects around it. */
+#define EDDY__CONFIG_MAX_DEPTH_MAX          2047u
 #define EDDY__CONFIG_STACK_SIZE_MIN         16384u
 #define EDDY__CONFIG_STACK_SIZE_MAX         67108864u
 #define EDDY__CONFIG_COMMIT_INTERVAL_MS_MAX 10000u

@@ -63,8 +63,10 @@
  *                         top-level object is depth 1), found by a scan of the
  *                         brackets outside strings before the parser runs, so
  *                         a hostile line cannot make the parser recurse deeply.
- *                         jansson's own limit is 2048; a max_depth above it
- *                         gives "not JSON" ("maximum parsing depth reached").
+ *                         jansson parses at most 2048 levels, counting the
+ *                         innermost value: with a max_depth above 2047, a line
+ *                         as deep gives "not JSON" ("maximum parsing depth
+ *                         reached").
  *
  * Duplicate field names are accepted and the last one wins (jansson's default),
  * also for key_field. A UTF-8 byte order mark is not skipped: a file starting

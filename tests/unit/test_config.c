@@ -167,8 +167,8 @@ static void test_numbers(void **state)
 
     assert_string_equal(set_ok(conf, "max-depth", "1"), "1");
     assert_int_equal(v->max_depth, 1);
-    assert_string_equal(set_ok(conf, "max-depth", "2048"), "2048");
-    assert_int_equal(v->max_depth, 2048);
+    assert_string_equal(set_ok(conf, "max-depth", "2047"), "2047");
+    assert_int_equal(v->max_depth, 2047);
 
     assert_string_equal(set_ok(conf, "commit-interval-ms", "0"), "0");
     assert_int_equal(v->commit_interval_ms, 0);
@@ -225,7 +225,7 @@ static void test_invalid(void **state)
     set_bad(conf, "max-line-bytes", "1023", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "0", EDDY_ECONFIG);
     set_bad(conf, "max-depth", "0", EDDY_ECONFIG);
-    set_bad(conf, "max-depth", "2049", EDDY_ECONFIG);
+    set_bad(conf, "max-depth", "2048", EDDY_ECONFIG);
     set_bad(conf, "stack-size", "16383", EDDY_ECONFIG);
     set_bad(conf, "stack-size", "67108865", EDDY_ECONFIG);
     set_bad(conf, "commit-interval-ms", "10001", EDDY_ECONFIG);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "core/config.h"
 #include "io/source.h"
 #include "util/hash.h"
 
@@ -498,6 +499,32 @@ static void test_resume(void **state)
     free(b.p);
 }
 
+/* The deepest --max-depth there is: a line that deep with a value inside
+ * its innermost array parses; one level more is "nesting too deep", not
+ * jansson's own "not JSON". */
+static void test_deepest_max_depth(void **state)
+{
+    (void)state;
+    buf b = {0};
+    for (int extra = 0; extra <= 1; extra++) {
+        buf_str(&b, "{\"k\":\"d\",\"a\":");
+        buf_fill(&b, '[', EDDY__CONFIG_MAX_DEPTH_MAX - 1 + extra);
+        buf_str(&b, "1");
+        buf_fill(&b, ']', EDDY__CONFIG_MAX_DEPTH_MAX - 1 + extra);
+        buf_str(&b, "}\n");
+    }
+    run r;
+    eddy__input **in =
+        read_all(&r, b.p, b.len, (eddy__source_opts){.max_depth = EDDY__CONFIG_MAX_DEPTH_MAX});
+    assert_int_equal(r.n, 2);
+    check_good(in[0], 1, "\"d\"");
+    assert_int_equal(in[1]->line_no, 2);
+    assert_string_equal(in[1]->reason, "nesting too deep");
+    free(in);
+    run_close(&r);
+    free(b.p);
+}
+
 /* Resume from a pipe on stdin holding data; returns the source's error
  * message (static copy) or NULL, and the number of inputs in *n. */
 static const char *resume_on_pipe(const char *data, size_t len, eddy__source_opts o, size_t *n)
@@ -763,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_head_checked_at_resume),
+        cmocka_unit_test(test_deepest_max_depth),
         cmocka_unit_test(test_read_error),
         cmocka_unit_test(test_close_blocked_on_pipe),
         cmocka_unit_test(test_close_blocked_on_full_queue),
