@@ -2525,6 +2525,46 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
 
 /* Inspection: no lock, no writes, any plan. WAL lets it read a consistent
  * snapshot while an eddy process works on the directory. */
+/*
+ * A reader of a state in WAL mode needs the shared-memory file beside it: to
+ * create it when it is not there, it needs to write in the directory. A
+ * state that was stopped cleanly has neither that file nor a WAL, and then
+ * the database file is all there is: when the reader may not write there
+ * (another user's state, a read-only directory or mount), it is opened as
+ * immutable, without locks. A writer could only start by creating those
+ * files, and what it would change before this short read ends is at worst a
+ * report that reads as damaged; the state itself is never touched.
+ */
+static int reopen_immutable(sqlite_store *s)
+{
+    size_t n = strlen(s->db_path);
+    char *wal = malloc(n + 5), *uri = malloc(3 * n + 32);
+    int rc = SQLITE_NOMEM;
+    if (wal != NULL && uri != NULL) {
+        memcpy(wal, s->db_path, n);
+        memcpy(wal + n, "-wal", 5);
+        rc = SQLITE_CANTOPEN;
+    }
+    if (rc == SQLITE_CANTOPEN && access(wal, F_OK) != 0 && errno == ENOENT &&
+        access(s->dir, W_OK) != 0) {
+        /* A URI: the characters it gives a meaning to are escaped. */
+        char *o = uri + sprintf(uri, "file:");
+        for (const char *c = s->db_path; *c != '\0'; c++)
+            o += *c == '%' || *c == '?' || *c == '#' ? sprintf(o, "%%%02X", (unsigned char)*c)
+                                                     : (*o = *c, 1);
+        strcpy(o, "?immutable=1");
+        sqlite3_close(s->db);
+        s->db = NULL;
+        rc = sqlite3_open_v2(uri, &s->db,
+                             SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, NULL);
+        if (rc == SQLITE_OK)
+            sqlite3_extended_result_codes(s->db, 1);
+    }
+    free(wal);
+    free(uri);
+    return rc;
+}
+
 static int open_readonly(sqlite_store *s, eddy_error **err)
 {
     struct stat sb;
@@ -2540,6 +2580,9 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     sqlite3_int64 version = 0;
     sqlite3_int64 tables = 0;
     rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
+    if (((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN) &&
+        reopen_immutable(s) == SQLITE_OK)
+        rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
     if (rc == SQLITE_OK && tables == 0)
         /* An eddy is creating it this moment, or something else made an
          * empty file: either way there is no eddy state in it yet. */

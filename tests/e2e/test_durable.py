@@ -310,6 +310,28 @@ class DurableTest(EddyTest):
         self.assertIn(self.state.encode(), res.stderr)
         self.assertIn(b"ermission denied", res.stderr)
 
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
+                         "needs root to run eddy as another user")
+    def test_inspect_of_a_state_it_may_not_write(self):
+        # A cleanly stopped state has no -wal or -shm file; a reader that may
+        # not create one in the directory still reads the database.
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
+        self.assertEqual(self.run_cmd().returncode, 0)
+        self.assertEqual(sorted(os.listdir(self.state)), ["LOCK", "eddy.db"])
+        os.chmod(self.dir, 0o755)
+        os.chmod(self.state, 0o755)
+        os.chmod(os.path.join(self.state, "eddy.db"), 0o644)
+        if not os.stat(os.path.dirname(self.dir)).st_mode & 0o001:
+            self.skipTest("nobody cannot reach the test directory")
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               EDDY, "inspect", "--state", self.state, "--key", "k"]
+        res = subprocess.run(cmd, capture_output=True, timeout=60)
+        if b"Permission denied" in res.stderr and b"eddy" not in res.stderr:
+            self.skipTest("nobody cannot run the build's binary here")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"key \"k\"", res.stdout)
+        self.assertEqual(sorted(os.listdir(self.state)), ["LOCK", "eddy.db"])
+
     def test_store_write_failure_stops_cleanly_and_resumes(self):
         for sql, word in (("PRAGMA max_page_count=%d", b"full"),
                           ("PRAGMA query_only=1", b"read")):
