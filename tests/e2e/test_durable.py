@@ -229,7 +229,8 @@ class DurableTest(EddyTest):
         write_jsonl(self.inp, recs + [{"key": "k9", "seq": 9, "v": 9}])
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
-        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2, 3, 9])
+        seqs = [o["seq"] for o in read_jsonl(self.out)]
+        self.assertEqual((sorted(seqs[:4]), seqs[4:]), ([0, 1, 2, 3], [9]))  # keys overlap
 
     def test_journal_is_pruned(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
