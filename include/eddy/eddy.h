@@ -70,7 +70,8 @@ extern "C" {
     X(ESTORE, -14, "state store failure")                                                    \
     X(ENONDET, -15, "non-deterministic durable call")                                        \
     X(EBUSY, -16, "resource busy (for example a state directory locked by another process)") \
-    X(ESTOPPED, -17, "the runtime was stopped before the input was finished")
+    X(ESTOPPED, -17, "the runtime was stopped before the input was finished")                \
+    X(ELIMIT, -18, "a limit was reached (for example max-run-actions)")
 
 typedef enum eddy_errno {
 #define EDDY__ERRNO_ENUM(name, val, text) EDDY_##name = (val),
@@ -351,6 +352,10 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *   key              top-level field of each input record holding its key (default "key")
  *   async-threads    worker threads (default 2 x online cores)
  *   max-in-flight    inputs admitted and not yet finished, at most (default 10000)
+ *   max-run-actions  action executions one input's run may start, at most; 0 for
+ *                    no limit (default 100000). A run whose actions keep sending
+ *                    one another events fails there (error type "limit"), as an
+ *                    action failure of the action that sent the event
  *   on-error         "stop" (default) or "skip"
  *   max-line-bytes   longest accepted input line (default 16777216)
  *   max-depth        deepest nesting of arrays and objects in an input line, the

@@ -62,6 +62,8 @@ static const struct run_option run_options[] = {
     {"async-threads", "N", OPT_CONFIG, "2 x online cores",
      "worker threads for async calls, 1..1024"},
     {"max-in-flight", "N", OPT_CONFIG, NULL, "inputs admitted and not yet finished, at most"},
+    {"max-run-actions", "N", OPT_CONFIG, NULL,
+     "action executions one input's run may start (events sent in a cycle), 0: no limit"},
     {"on-error", "stop|skip", OPT_CONFIG, NULL,
      "when an action fails: stop, or dead-letter its run and go on"},
     {"max-line-bytes", "N", OPT_CONFIG, NULL, "longest accepted input line in bytes, >= 1024"},

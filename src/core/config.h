@@ -42,7 +42,8 @@ typedef struct eddy__config_values {
     const char *state; /* "" means no state directory (in-memory state) */
     unsigned async_threads;
     uint64_t max_in_flight;
-    int on_error_skip; /* 0 stop, 1 skip */
+    uint64_t max_run_actions; /* action executions a run may start; 0: no limit */
+    int on_error_skip;        /* 0 stop, 1 skip */
     uint64_t max_line_bytes;
     unsigned max_depth; /* deepest JSON nesting of an input line (the record is depth 1) */
     unsigned commit_interval_ms;

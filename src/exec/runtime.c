@@ -183,6 +183,11 @@ static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
         rt->stats.unhandled_events++;
         return EDDY_OK;
     }
+    /* A run's own input always routes: the limit is on what actions send. */
+    uint64_t max = rt->cv->max_run_actions;
+    if (max != 0 && ev != k->input && r->n > max - k->started)
+        return EDDY_ELIMIT;
+    k->started += r->n;
     for (size_t i = 0; i < r->n; i++) {
         if (task_new(rt, k, r->actions[i], ev) == NULL)
             return EDDY_ENOMEM;
@@ -270,6 +275,29 @@ static void action_failed(eddy_runtime *rt, eddy_ctx *t)
                                        (unsigned long long)k->line_no, etype, emsg));
 }
 
+/* An event t sent would start more action executions than the run may: its
+ * actions send one another events in a cycle, most likely, which would run
+ * (and be journaled) forever. The run fails as if t had failed, and the
+ * events t sent but not routed are dropped with it. */
+static void run_limit_reached(eddy_runtime *rt, eddy_ctx *t)
+{
+    while (!eddy__queue_empty(&t->sent)) {
+        eddy__queue *q = eddy__queue_head(&t->sent);
+        eddy__queue_remove(q);
+        eddy__event_unref(eddy__queue_data(q, eddy_event, node));
+    }
+    t->rc = EDDY_ELIMIT;
+    eddy_error_free(t->err);
+    t->err = eddy_error_newf("limit",
+                             "the run reached --max-run-actions (%llu action executions); do "
+                             "its actions send one another events in a cycle?",
+                             (unsigned long long)rt->cv->max_run_actions);
+    if (t->err == NULL)
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+    else
+        action_failed(rt, t);
+}
+
 /* The task's action execution has finished (or is discarded while stopping):
  * release its events and memory writes, then let the run go on. */
 static void task_finish(eddy_runtime *rt, eddy_ctx *t)
@@ -299,9 +327,14 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
                     output_event_done(rt, ev, sole);
                     continue;
                 }
-                if (route_event(rt, k, ev) != EDDY_OK)
-                    eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+                int rc = route_event(rt, k, ev);
                 eddy__event_unref(ev);
+                if (rc == EDDY_ELIMIT) {
+                    run_limit_reached(rt, t);
+                    break;
+                }
+                if (rc != EDDY_OK)
+                    eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
             }
         }
     }
@@ -459,6 +492,7 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
         eddy__durable_run_end(rt, k);
     k->store_run = NULL; /* the store's handle of the run: pruned above */
     k->completions = 0;
+    k->started = 0;
     json_object_clear(k->sensory);
     input_event_done(rt, k->input);
     k->input = NULL;

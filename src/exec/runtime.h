@@ -74,6 +74,7 @@ struct eddy__key {
     eddy__input *input_rec; /* its input, holding a reference to the record */
     size_t live;            /* its unfinished tasks */
     uint32_t completions;   /* action executions finished in this run */
+    uint64_t started;       /* action executions this run has started (routed) */
     eddy__journal *journal; /* recovered journal of this run, or NULL */
     uint64_t need_txn;      /* newest commit holding a result its tasks went on
                                with before it was synced: calls wait for it */

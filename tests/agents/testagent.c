@@ -203,6 +203,9 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         json_object_set_new(res, "seq", json_integer(seq));
         return output(ctx, res);
     }
+    if (strcmp(op, "bounce") == 0) /* "n" Pings, or forever when n < 0 */
+        return send_typed(ctx, "Ping",
+                          json_pack("{s:I, s:I, s:I}", "seq", seq, "n", iget(in, "n", 0), "k", 0));
     if (strcmp(op, "unhandled") == 0) {
         int rc = send_typed(ctx, "Nobody", NULL);
         return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));
@@ -217,6 +220,18 @@ static int double_step(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     const json_t *a = eddy_event_attrs(ev);
     return output(ctx, json_pack("{s:I, s:I, s:s}", "seq", iget(a, "seq", 0), "x",
                                  2 * iget(a, "x", 0), "event_id", eddy_event_id(ev)));
+}
+
+/* A Ping sends the next one until its count is spent: a cycle of events. */
+static int ping(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *a = eddy_event_attrs(ev);
+    json_int_t seq = iget(a, "seq", 0), n = iget(a, "n", 0), k = iget(a, "k", 0);
+    if (n == 0)
+        return output(ctx, json_pack("{s:I, s:I}", "seq", seq, "pings", k));
+    return send_typed(ctx, "Ping",
+                      json_pack("{s:I, s:I, s:I}", "seq", seq, "n", n - 1, "k", k + 1));
 }
 
 /* Three actions triggered by one Fan event; each makes a slow call. */
@@ -239,6 +254,7 @@ int eddy_agent_init(eddy_plan *plan)
     static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
     static const char *const step[] = {"Step", NULL};
     static const char *const fanev[] = {"Fan", NULL};
+    static const char *const pingev[] = {"Ping", NULL};
     int rc = eddy_plan_add_action(plan, "dispatch", input, dispatch, NULL);
     if (rc == EDDY_OK)
         rc = eddy_plan_add_action(plan, "double", step, double_step, NULL);
@@ -248,5 +264,7 @@ int eddy_agent_init(eddy_plan *plan)
         rc = eddy_plan_add_action(plan, "fan_b", fanev, fan, "b");
     if (rc == EDDY_OK)
         rc = eddy_plan_add_action(plan, "fan_c", fanev, fan, "c");
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "ping", pingev, ping, NULL);
     return rc;
 }

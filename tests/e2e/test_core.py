@@ -170,6 +170,34 @@ class CoreTest(EddyTest):
         self.assertEqual(d["error"]["type"], "ValueError")
         self.assertEqual(d["input"]["seq"], 1)
 
+    def test_event_cycle_stops_at_max_run_actions(self):
+        # A run of "bounce" with n starts n + 2 actions: dispatch and n + 1 pings.
+        recs = [{"key": "a", "op": "bounce", "n": 48, "seq": 1},
+                {"key": "b", "op": "bounce", "n": -1, "seq": 2},
+                {"key": "d", "op": "bounce", "n": 49, "seq": 3},
+                {"key": "c", "op": "echo", "seq": 4}]
+        res = self.run_eddy(recs, "--on-error", "skip", "--max-run-actions", "50")
+        self.assertOk(res)
+        self.assertEqual(sorted(o["seq"] for o in res.outputs()), [1, 4])
+        self.assertEqual([o.get("pings") for o in res.outputs() if o["seq"] == 1], [48])
+        dead = res.dead()
+        self.assertEqual(sorted(d["key"] for d in dead), ["b", "d"])
+        for d in dead:
+            self.assertEqual(d["reason"], "action failed")
+            self.assertEqual(d["action"], "ping")
+            self.assertEqual(d["error"]["type"], "limit")
+            self.assertIn("--max-run-actions (50 action executions)", d["error"]["message"])
+        # By default a cycle stops the run at 100000, as a failed action does.
+        res = self.run_eddy(recs[1:2])
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn(b"action 'ping' failed for key \"b\" on Ping (input line 1): limit: the run "
+                      b"reached --max-run-actions (100000 action executions)", res.stderr)
+        # 0: no limit.
+        res = self.run_eddy([{"key": "e", "op": "bounce", "n": 150000, "seq": 5}],
+                            "--max-run-actions", "0")
+        self.assertOk(res)
+        self.assertEqual(res.outputs()[0]["pings"], 150000)
+
     def test_bad_lines_go_to_dead_letter(self):
         text = (b'{"key": "a", "op": "echo", "seq": 0}\n'
                 b'not json at all\n'

@@ -67,6 +67,7 @@ static void test_defaults(void **state)
     assert_string_equal(eddy_config_get(conf, "dead-letter"), "-");
     assert_string_equal(eddy_config_get(conf, "key"), "key");
     assert_string_equal(eddy_config_get(conf, "max-in-flight"), "10000");
+    assert_string_equal(eddy_config_get(conf, "max-run-actions"), "100000");
     assert_string_equal(eddy_config_get(conf, "on-error"), "stop");
     assert_string_equal(eddy_config_get(conf, "max-line-bytes"), "16777216");
     assert_string_equal(eddy_config_get(conf, "max-depth"), "64");
@@ -161,6 +162,10 @@ static void test_numbers(void **state)
     assert_string_equal(set_ok(conf, "max-in-flight", "18446744073709551615"),
                         "18446744073709551615");
     assert_true(v->max_in_flight == UINT64_MAX);
+    assert_string_equal(set_ok(conf, "max-run-actions", "0"), "0");
+    assert_int_equal(v->max_run_actions, 0);
+    assert_string_equal(set_ok(conf, "max-run-actions", "50"), "50");
+    assert_int_equal(v->max_run_actions, 50);
 
     assert_string_equal(set_ok(conf, "max-line-bytes", "1024"), "1024");
     assert_int_equal(v->max_line_bytes, 1024);
@@ -213,7 +218,8 @@ static void test_invalid(void **state)
     static const char *const not_numbers[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.5", "1e3", "99999999999999999999"};
     static const char *const numeric[] = {"async-threads",      "max-in-flight", "max-line-bytes",
-                                          "commit-interval-ms", "stack-size",    "max-depth"};
+                                          "commit-interval-ms", "stack-size",    "max-depth",
+                                          "max-run-actions"};
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         for (size_t j = 0; j < sizeof(not_numbers) / sizeof(not_numbers[0]); j++)
             set_bad(conf, numeric[i], not_numbers[j], EDDY_ECONFIG);
@@ -301,11 +307,20 @@ static void test_dup(void **state)
 
     eddy_config *copy = eddy__config_dup(conf);
     assert_non_null(copy);
-    static const char *const names[] = {
-        "input",         "output",        "dead-letter",        "key",
-        "async-threads", "max-in-flight", "on-error",           "max-line-bytes",
-        "max-depth",     "state",         "commit-interval-ms", "strict-determinism",
-        "stack-size"};
+    static const char *const names[] = {"input",
+                                        "output",
+                                        "dead-letter",
+                                        "key",
+                                        "async-threads",
+                                        "max-in-flight",
+                                        "max-run-actions",
+                                        "on-error",
+                                        "max-line-bytes",
+                                        "max-depth",
+                                        "state",
+                                        "commit-interval-ms",
+                                        "strict-determinism",
+                                        "stack-size"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         assert_string_equal(eddy_config_get(copy, names[i]), eddy_config_get(conf, names[i]));
 
