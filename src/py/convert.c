@@ -73,6 +73,7 @@ PyObject *eddy__py_from_json(const json_t *j)
 typedef struct where {
     const char *what; /* format of the value's name, with up to two %s: */
     const char *arg1, *arg2;
+    int exact; /* only the exact JSON types: eddy__py_to_json_exact */
     struct {
         PyObject *key; /* borrowed, or NULL: idx */
         Py_ssize_t idx;
@@ -91,6 +92,10 @@ static void where_set(where *w, int depth, PyObject *key, Py_ssize_t idx)
  * value's name and the place at depth. */
 static void fail(where *w, int depth, PyObject *exc_type, const char *fmt, PyObject *o)
 {
+    if (w->exact) { /* the caller pickles the value instead: no message */
+        PyErr_SetNone(exc_type);
+        return;
+    }
     char msg[256], name[256], path[1024];
     snprintf(msg, sizeof(msg), fmt, Py_TYPE(o)->tp_name);
     snprintf(name, sizeof(name), w->what, w->arg1, w->arg2);
@@ -131,7 +136,8 @@ static json_t *to_json(PyObject *o, where *w, int depth)
         return json_null();
     if (PyBool_Check(o))
         return json_boolean(o == Py_True);
-    if (PyLong_Check(o)) {
+    int exact = w->exact;
+    if (exact ? PyLong_CheckExact(o) : PyLong_Check(o)) {
         int overflow = 0;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow != 0) {
@@ -142,7 +148,7 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             return NULL;
         return json_integer((json_int_t)v);
     }
-    if (PyFloat_Check(o)) {
+    if (exact ? PyFloat_CheckExact(o) : PyFloat_Check(o)) {
         double d = PyFloat_AS_DOUBLE(o);
         if (!isfinite(d)) {
             fail(w, depth, PyExc_ValueError, "NaN and infinity ('%s') are not JSON", o);
@@ -150,14 +156,14 @@ static json_t *to_json(PyObject *o, where *w, int depth)
         }
         return json_real(d);
     }
-    if (PyUnicode_Check(o)) {
+    if (exact ? PyUnicode_CheckExact(o) : PyUnicode_Check(o)) {
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(o, &n);
         if (s == NULL)
             return NULL;
         return json_stringn(s, (size_t)n);
     }
-    if (PyList_Check(o) || PyTuple_Check(o)) {
+    if (exact ? PyList_CheckExact(o) : (PyList_Check(o) || PyTuple_Check(o))) {
         PyObject *seq = PySequence_Fast(o, "not a sequence");
         if (seq == NULL)
             return NULL;
@@ -176,12 +182,12 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             PyErr_NoMemory();
         return a;
     }
-    if (PyDict_Check(o)) {
+    if (exact ? PyDict_CheckExact(o) : PyDict_Check(o)) {
         json_t *obj = json_object();
         PyObject *k, *v;
         Py_ssize_t pos = 0;
         while (obj != NULL && PyDict_Next(o, &pos, &k, &v)) {
-            if (!PyUnicode_Check(k)) {
+            if (exact ? !PyUnicode_CheckExact(k) : !PyUnicode_Check(k)) {
                 fail(w, depth, PyExc_TypeError, "dict keys must be str for JSON, not '%s'", k);
                 json_decref(obj);
                 return NULL;
@@ -216,6 +222,7 @@ json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, 
     w.what = what != NULL ? what : "value";
     w.arg1 = arg1;
     w.arg2 = arg2;
+    w.exact = 0;
     json_t *j = to_json(o, &w, 0);
     if (j == NULL && !PyErr_Occurred())
         PyErr_NoMemory();
@@ -225,4 +232,16 @@ json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, 
 json_t *eddy__py_to_json(PyObject *o, const char *what)
 {
     return eddy__py_to_json_named(o, "%s", what != NULL ? what : "value", NULL);
+}
+
+json_t *eddy__py_to_json_exact(PyObject *o)
+{
+    where w;
+    w.what = "value";
+    w.arg1 = w.arg2 = NULL;
+    w.exact = 1;
+    json_t *j = to_json(o, &w, 0);
+    if (j == NULL && !PyErr_Occurred())
+        PyErr_NoMemory();
+    return j;
 }

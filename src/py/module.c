@@ -230,18 +230,50 @@ static PyObject *ctx_sensory(PyObject *self, void *closure)
 
 /* ---------------------------------------------------------------- journal codecs */
 
+/* The key of the JSON wrapper of a pickle (the module's _PICKLE). */
+#define PICKLE_KEY "__eddy_pickle__"
+
+/*
+ * The journal text of a durable call's result, malloc'd into *out: 0, or -1
+ * with an exception. JSON when the result is made exactly of JSON types,
+ * which read back as the same types; anything else (a tuple, a subclass such
+ * as defaultdict or an IntEnum, an int over 64 bits, NaN) is pickled, so that
+ * a replay gives the action what the first run gave it. A dict that looks like
+ * the wrapper is pickled too.
+ */
+static int encode_result(PyObject *r, char **out)
+{
+    json_t *j = eddy__py_to_json_exact(r);
+    if (j != NULL && !(json_is_object(j) && json_object_get(j, PICKLE_KEY) != NULL)) {
+        *out = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(j);
+        if (*out == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        return 0;
+    }
+    json_decref(j);
+    if (j == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError) &&
+            !PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+    }
+    PyObject *text = call_helper("_pickle_text", &r, 1);
+    int rc = text != NULL ? str_dup(text, out) : -1;
+    Py_XDECREF(text);
+    return rc;
+}
+
 /* Encode a call's outcome for the journal. An unencodable result turns into a
  * TypeError outcome (journaled as such, so that a replay agrees). */
 static void encode_outcome(eddy__py_call *c)
 {
     if (c->exc == NULL) {
         PyObject *r = c->result != NULL ? c->result : Py_None;
-        PyObject *text = call_helper("_encode_value", &r, 1);
-        if (text != NULL && str_dup(text, &c->payload) == 0) {
-            Py_DECREF(text);
+        if (encode_result(r, &c->payload) == 0)
             return;
-        }
-        Py_XDECREF(text);
         PyObject *why = eddy__py_fetch_exception();
         PyObject *s = why != NULL ? PyObject_Str(why) : NULL;
         PyErr_Clear();

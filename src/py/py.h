@@ -59,6 +59,15 @@ json_t *eddy__py_to_json(PyObject *o, const char *what);
 /* The same with the name given as a format with up to two %s, filled from
  * arg1 and arg2 only when a message needs it ("%s attribute '%s'"). */
 json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, const char *arg2);
+/*
+ * New JSON value for o when o is made exactly of dict (str keys), list, str,
+ * int (64-bit), float (finite), bool and None, recursively: no tuple, no
+ * subclass, so that eddy__py_from_json gives back the same types (a durable
+ * result's replay must not differ from the first run). Otherwise NULL with a
+ * TypeError, ValueError or OverflowError (without a message: the caller
+ * pickles the value instead), or another exception (out of memory).
+ */
+json_t *eddy__py_to_json_exact(PyObject *o);
 
 /* The id of a durable call's function, fn.__module__ + "." +
  * fn.__qualname__, malloc'd into *out: 0, or -1 with an exception. A plain

@@ -1,6 +1,8 @@
 """The Python agent the end-to-end tests drive. Each input record names an
 "op"; the "dispatch" action does what the op says."""
 import asyncio
+import collections
+import enum
 import os
 import threading
 import time
@@ -31,6 +33,49 @@ class Unpicklable(Exception):
 
     def __init__(self, a, b):
         super().__init__("%s/%s" % (a, b))
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Tag(str):
+    def shout(self):
+        return self.upper() + "!"
+
+
+def typed_value(path, kind):
+    """A durable result that JSON would not give back as it is (counted)."""
+    with open(path, "a") as f:
+        f.write("called\n")
+    if kind == "tuple":
+        return (1, (2, "x"), [3])
+    if kind == "defaultdict":
+        return collections.defaultdict(list, {"a": [1]})
+    if kind == "intenum":
+        return Level.HIGH
+    if kind == "str_subclass":
+        return {"tag": Tag("hi")}
+    raise ValueError(kind)
+
+
+def describe_typed(kind, v):
+    """What the action sees of typed_value's result: types and behaviour."""
+    d = {"type": type(v).__module__ + "." + type(v).__qualname__}
+    if kind == "tuple":
+        d["inner"] = [type(x).__name__ for x in v]
+        d["value"] = [v[0], list(v[1]), v[2]]
+    elif kind == "defaultdict":
+        v["b"].append(2)  # default_factory still at work
+        d["value"] = dict(v)
+    elif kind == "intenum":
+        d["is_member"] = v is Level.HIGH
+        d["name"] = v.name
+    elif kind == "str_subclass":
+        d["tag_type"] = type(v["tag"]).__name__
+        d["shout"] = v["tag"].shout()
+    return d
 
 
 def now_us():
@@ -124,6 +169,12 @@ class TestAgent(Agent):
             await ctx.execute_async(sleep_call, 0, 0)  # lets the journal commit
             crash_if(rec.get("crash"))
             out(ctx, rec, v=v)
+        elif op == "durable_typed":
+            kind = rec["kind"]
+            sync = ctx.durable_execute(typed_value, rec["counter"], kind)
+            v = await ctx.durable_execute_async(typed_value, rec["counter"], kind)
+            crash_if(rec.get("crash"))
+            out(ctx, rec, sync=describe_typed(kind, sync), v=describe_typed(kind, v))
         elif op == "durable_error":
             try:
                 await ctx.durable_execute_async(count_and_raise, rec["counter"], rec["kind"])

@@ -123,6 +123,32 @@ class PythonTest(EddyTest):
         outs = self.crash_and_resume({"key": "d", "op": "durable_object", "seq": 1})
         self.assertEqual(outs, [{"key": "d", "seq": 1, "v": [1, 2, 3], "t": "set"}])
 
+    def typed_replay(self, kind):
+        """A durable result that is not made exactly of JSON types comes back
+        from the journal with its own types, from both kinds of call."""
+        outs = self.crash_and_resume({"key": "t", "op": "durable_typed", "kind": kind,
+                                      "seq": 1}, expect_calls=2)
+        self.assertEqual(len(outs), 1)
+        self.assertEqual(outs[0]["sync"], outs[0]["v"])
+        return outs[0]["v"]
+
+    def test_durable_tuple_replayed_as_tuple(self):
+        self.assertEqual(self.typed_replay("tuple"),
+                         {"type": "builtins.tuple", "inner": ["int", "tuple", "list"],
+                          "value": [1, [2, "x"], [3]]})
+
+    def test_durable_defaultdict_replayed_with_its_factory(self):
+        self.assertEqual(self.typed_replay("defaultdict"),
+                         {"type": "collections.defaultdict", "value": {"a": [1], "b": [2]}})
+
+    def test_durable_intenum_replayed_as_member(self):
+        self.assertEqual(self.typed_replay("intenum"),
+                         {"type": "pyagent.Level", "is_member": True, "name": "HIGH"})
+
+    def test_durable_str_subclass_replayed(self):
+        self.assertEqual(self.typed_replay("str_subclass"),
+                         {"type": "builtins.dict", "tag_type": "Tag", "shout": "HI!"})
+
     def test_durable_sync_call_replayed(self):
         outs = self.crash_and_resume({"key": "d", "op": "durable_sync", "x": 4, "seq": 1})
         self.assertEqual(outs, [{"key": "d", "seq": 1, "v": 40}])
