@@ -574,7 +574,7 @@ void eddy__py_call_work(eddy__job *job)
         c->result = r;
     else
         c->exc = eddy__py_fetch_exception();
-    if (c->durable)
+    if (c->journal)
         encode_outcome(c);
     PyGILState_Release(g);
 }
@@ -588,7 +588,7 @@ void eddy__py_call_done(eddy__job *job)
     c->state = EDDY_PY_CALL_DONE;
     if (job->canceled) /* its run's earlier results never reached the disk */
         eddy__durable_job_canceled(t->rt);
-    else if (c->durable && t->rt->store != NULL && !t->rt->stopping) {
+    else if (c->journal && !t->rt->stopping) {
         int status = c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK;
         if (eddy__durable_record(t, c->fn_id, &c->dc, status, c->payload, c->err_type,
                                  c->err_msg) == EDDY_OK)
@@ -641,10 +641,12 @@ static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObj
         return NULL;
     }
     Py_DECREF(rest);
-    if (c->result != NULL || c->exc != NULL)
+    if (c->result != NULL || c->exc != NULL) {
         c->state = EDDY_PY_CALL_DONE; /* replayed from the journal */
-    else
+    } else {
         c->durable = 1;
+        c->journal = t->rt->store != NULL; /* without a store the call simply runs */
+    }
     return (PyObject *)c;
 }
 

@@ -33,7 +33,8 @@
  * Durable calls follow the C rules (src/exec/durable.h): the journal
  * position is taken when ctx.durable_execute_async() is called, the outcome
  * is encoded on the worker (JSON, or pickle in a JSON wrapper) and journaled
- * by the done callback, and the task resumes after the commit.
+ * by the done callback, and the task resumes after the commit. Without a
+ * store nothing is encoded: durable calls simply run.
  */
 #ifndef EDDY_PY_PY_H
 #define EDDY_PY_PY_H
@@ -122,6 +123,7 @@ typedef struct eddy__py_call {
     PyObject *fn, *args, *kwargs;
     int state;
     int durable;
+    int journal;    /* durable, with a store: the worker encodes the outcome */
     char *fn_id;    /* durable: module + qualified name */
     eddy__dcall dc; /* durable: the call's planned position */
     PyObject *result, *exc;

@@ -175,6 +175,18 @@ class TestAgent(Agent):
             v = await ctx.durable_execute_async(typed_value, rec["counter"], kind)
             crash_if(rec.get("crash"))
             out(ctx, rec, sync=describe_typed(kind, sync), v=describe_typed(kind, v))
+        elif op == "durable_unpicklable":
+            # A result that can be journaled neither as JSON nor with pickle.
+            r = {}
+            try:
+                r["sync"] = type(ctx.durable_execute(threading.Lock)).__name__
+            except TypeError as e:
+                r["sync"] = str(e)
+            try:
+                r["async"] = type(await ctx.durable_execute_async(threading.Lock)).__name__
+            except TypeError as e:
+                r["async"] = str(e)
+            out(ctx, rec, **r)
         elif op == "durable_error":
             try:
                 await ctx.durable_execute_async(count_and_raise, rec["counter"], rec["kind"])

@@ -194,6 +194,21 @@ class PythonTest(EddyTest):
         self.assertEqual(lines(counter), 3)
         self.assertEqual([o["v"] for o in res.outputs()], [{"v": 0}, {"v": 1}, {"v": 2}])
 
+    def test_unjournalable_result_without_state(self):
+        """Without --state nothing is journaled, so a result that pickle
+        refuses comes back from both kinds of durable call; with --state it
+        is a TypeError."""
+        rec = {"key": "u", "op": "durable_unpicklable", "seq": 1}
+        res = self.run_py([rec])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"key": "u", "seq": 1, "sync": "lock",
+                                          "async": "lock"}])
+        res = self.run_py([rec], "--state", self.path("state"))
+        self.assertOk(res)
+        (o,) = res.outputs()
+        for kind in ("sync", "async"):
+            self.assertIn("can be journaled neither as JSON nor with pickle", o[kind])
+
     def test_state_resume_finishes_other_keys(self):
         counter = self.path("counter")
         state = self.path("state")
