@@ -282,6 +282,19 @@ static int drive(eddy_ctx *t, eddy__py_task *pt)
     }
 }
 
+/* Whether generator r is a generator-based coroutine (@types.coroutine),
+ * which is stepped like a coroutine; a plain generator is not awaitable. */
+static int is_iterable_coroutine(PyObject *r)
+{
+    PyObject *code = PyObject_GetAttrString(r, "gi_code");
+    int yes = code != NULL && PyCode_Check(code) &&
+              (((PyCodeObject *)code)->co_flags & CO_ITERABLE_COROUTINE) != 0;
+    if (code == NULL)
+        PyErr_Clear();
+    Py_XDECREF(code);
+    return yes;
+}
+
 static int first_step(eddy_ctx *t, PyObject *fn)
 {
     eddy__py_task *pt = calloc(1, sizeof(*pt));
@@ -314,9 +327,22 @@ static int first_step(eddy_ctx *t, PyObject *fn)
         eddy__py_fail_task(t);
         return 1;
     }
-    if (PyCoro_CheckExact(r) || PyGen_Check(r)) {
+    if (PyCoro_CheckExact(r) || (PyGen_CheckExact(r) && is_iterable_coroutine(r))) {
         pt->coro = r;
         return drive(t, pt);
+    }
+    if (PyAsyncGen_CheckExact(r) || PyGen_CheckExact(r)) {
+        /* The decorator refuses generator functions, but a callable object
+         * (or a wrapper) can still return a generator or an async generator,
+         * which the driver cannot step as a coroutine. */
+        PyErr_Format(PyExc_TypeError,
+                     "action '%s' returned %s %R, which eddy does not run: an action is a "
+                     "function or a coroutine function (async def), without yield",
+                     t->action->name,
+                     PyAsyncGen_CheckExact(r) ? "an async generator" : "a generator", r);
+        Py_DECREF(r);
+        eddy__py_fail_task(t);
+        return 1;
     }
     Py_DECREF(r); /* a def action's return value is ignored */
     t->rc = EDDY_OK;

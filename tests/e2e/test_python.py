@@ -372,6 +372,36 @@ class PythonTest(EddyTest):
             self.assertIn(name, err)
             self.assertIn(words, err)
 
+    def test_yielding_action_refused_at_load(self):
+        """An action with yield never ran (async def) or ran as a broken
+        coroutine (def): the decorator refuses it, naming it and why."""
+        for name, words in (("yield_async.py", "@action YieldingAgent.streams is an async "
+                             "generator function (an async def with yield)"),
+                            ("yield_def.py", "@action produces is a generator function (a def "
+                             "with yield)")):
+            res = self.run_py([{"key": "k"}], agent=os.path.join(PY_AGENTS, name))
+            self.assertEqual(res.rc, 2, name)
+            err = res.stderr.decode()
+            self.assertIn(name, err)
+            self.assertIn("TypeError: " + words, err)
+            self.assertIn("an action must not yield", err)
+
+    def test_action_returning_a_generator_fails(self):
+        """A callable object that returns an async generator or a generator
+        fails its action; a generator-based coroutine still runs."""
+        agent = os.path.join(PY_AGENTS, "yield_object.py")
+        for op, what in (("async_gen", "an async generator <async_generator object"),
+                         ("gen", "a generator <generator object")):
+            res = self.run_py([{"key": "k", "op": op}], agent=agent)
+            self.assertEqual(res.rc, 1, op)
+            err = res.stderr.decode()
+            self.assertIn("TypeError: action '%s_action' returned %s" % (op, what), err)
+            self.assertIn("which eddy does not run", err)
+            self.assertEqual(res.outputs() if os.path.exists(res.out_path) else [], [])
+        res = self.run_py([{"key": "k", "op": "gen_coroutine"}], agent=agent)
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"ran": "generator-based coroutine", "v": 3}])
+
     def test_agent_option_chooses_the_class(self):
         path = os.path.join(PY_AGENTS, "several.py")
         res = self.run_py([{"key": "k"}], "--agent", "Second", agent=path)
