@@ -160,15 +160,16 @@ static void task_state_free(eddy_ctx *t)
     eddy__py_task *pt = t->lang;
     if (pt == NULL)
         return;
+    /* An unfinished coroutine (the runtime drops it) is closed: its finally
+     * blocks run, and find the context refused, as after the end of an
+     * action: what they would send or write would be discarded with it. */
+    eddy__py_ctx_invalidate(pt->ctxobj, pt->coro != NULL);
     if (pt->coro != NULL) {
-        /* An unfinished coroutine is closed: its finally blocks run (and find
-         * the context still usable until the end of close()). */
         PyObject *r = PyObject_CallMethod(pt->coro, "close", NULL);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
     }
-    eddy__py_ctx_invalidate(pt->ctxobj);
     Py_CLEAR(pt->coro);
     Py_CLEAR(pt->ctxobj);
     Py_CLEAR(pt->waiting);

@@ -80,13 +80,16 @@ static void raise_exception(PyObject *exc)
 typedef struct ctx_obj {
     PyObject ob_base;
     eddy_ctx *task; /* NULL once the action execution ended */
+    int dropped;    /* it ended unfinished */
 } ctx_obj;
 
 PyObject *eddy__py_ctx_new(eddy_ctx *t)
 {
     ctx_obj *c = PyObject_New(ctx_obj, eddy__py.ctx_type);
-    if (c != NULL)
+    if (c != NULL) {
         c->task = t;
+        c->dropped = 0;
+    }
     return (PyObject *)c;
 }
 
@@ -95,10 +98,12 @@ eddy_ctx *eddy__py_ctx_task(PyObject *ctxobj)
     return ((ctx_obj *)ctxobj)->task;
 }
 
-void eddy__py_ctx_invalidate(PyObject *ctxobj)
+void eddy__py_ctx_invalidate(PyObject *ctxobj, int dropped)
 {
-    if (ctxobj != NULL)
+    if (ctxobj != NULL) {
         ((ctx_obj *)ctxobj)->task = NULL;
+        ((ctx_obj *)ctxobj)->dropped = dropped;
+    }
 }
 
 static void ctx_dealloc(PyObject *self)
@@ -114,7 +119,10 @@ static eddy_ctx *ctx_task(PyObject *self, const char *what)
     eddy_ctx *t = ((ctx_obj *)self)->task;
     if (t == NULL) {
         PyErr_Format(PyExc_RuntimeError,
-                     "%s: this RunnerContext belongs to an action execution that has ended", what);
+                     "%s: this RunnerContext belongs to an action execution that has ended%s", what,
+                     ((ctx_obj *)self)->dropped
+                         ? " unfinished (eddy dropped it: what it did is discarded)"
+                         : "");
         return NULL;
     }
     if (!eddy__runtime_on_thread(t->rt)) {

@@ -150,9 +150,9 @@ typedef struct eddy__py_task {
 PyObject *eddy__py_ctx_new(eddy_ctx *t);
 /* The task of a RunnerContext, NULL once invalidated. */
 eddy_ctx *eddy__py_ctx_task(PyObject *ctxobj);
-/* The action execution ended: the context (and its memory objects) refuse
- * further use. */
-void eddy__py_ctx_invalidate(PyObject *ctxobj);
+/* The action execution ended (dropped: unfinished, its effects discarded):
+ * the context (and its memory objects) refuse further use. */
+void eddy__py_ctx_invalidate(PyObject *ctxobj, int dropped);
 
 /* The job callbacks of a call (agent.c). */
 void eddy__py_call_work(eddy__job *job);

@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import enum
+import json
 import os
 import threading
 import time
@@ -242,6 +243,28 @@ class TestAgent(Agent):
             ctx.send_event(Fanned(rec=rec))
         elif op == "key":
             out(ctx, rec, ctx_key=ctx.key, thread=threading.current_thread().name)
+        elif op == "drop_in_finally":
+            # Suspended when another key's failure stops eddy: the coroutine
+            # is closed, and its finally block reports what the context did.
+            stm = ctx.short_term_memory
+            try:
+                await ctx.execute_async(time.sleep, rec["seconds"])
+            finally:
+                uses = (("send_event", lambda: ctx.send_event(Step(rec=rec))),
+                        ("memory_set", lambda: stm.set("dropped", 1)),
+                        ("durable_execute", lambda: ctx.durable_execute(len, "ab")))
+                r = {}
+                for name, use in uses:
+                    try:
+                        use()
+                        r[name] = None
+                    except RuntimeError as e:
+                        r[name] = str(e)
+                with open(rec["report"], "w") as f:
+                    json.dump(r, f)
+        elif op == "raise_later":
+            await ctx.execute_async(time.sleep, rec["seconds"])
+            raise ValueError("stopping eddy")
         elif op == "finished_ctx":
             TestAgent.saved = ctx
         elif op == "use_saved":

@@ -1,6 +1,7 @@
 """End-to-end tests of Python agents: the Flink Agents operator scenarios,
 memory, durable calls across a crash, errors and the GIL, through the eddy
 binary and tests/agents/pyagent.py."""
+import json
 import os
 import sys
 import time
@@ -298,6 +299,24 @@ class PythonTest(EddyTest):
         self.assertOk(res)
         (o,) = res.outputs()
         self.assertIn("has ended", o["error"])
+
+    def test_context_refused_in_dropped_coroutine(self):
+        """A coroutine that eddy drops unfinished (here, when another key's
+        failure stops it) is closed: its finally blocks run and find the
+        context refused, as after the end of an action, instead of sending
+        and writing what would be silently discarded."""
+        report = self.path("report.json")
+        res = self.run_py([{"key": "d", "op": "drop_in_finally", "seconds": 2,
+                            "report": report, "seq": 0},
+                           {"key": "x", "op": "raise_later", "seconds": 0.2, "seq": 1}])
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn(b"stopping eddy", res.stderr)
+        with open(report) as f:
+            r = json.load(f)
+        self.assertEqual(sorted(r), ["durable_execute", "memory_set", "send_event"])
+        for use, error in r.items():
+            self.assertIsNotNone(error, use)
+            self.assertIn("has ended unfinished", error, use)
 
     # ------------------------------------------------------------ memory
 
