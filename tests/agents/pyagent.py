@@ -193,6 +193,8 @@ class TestAgent(Agent):
                 await ctx.durable_execute_async(count_and_raise, rec["counter"], rec["kind"])
                 out(ctx, rec, error=None)
             except Exception as e:  # noqa: BLE001
+                if rec.get("raise"):
+                    raise
                 crash_if(rec.get("crash"))
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e), code=getattr(e, "code", None),
@@ -230,6 +232,12 @@ class TestAgent(Agent):
             await asyncio.sleep(0)
         elif op == "asyncio_sleep":
             await asyncio.sleep(0.01)
+        elif op == "asyncio_gather":
+            await asyncio.gather(asyncio.sleep(0))
+        elif op == "asyncio_future":
+            await asyncio.Future()
+        elif op == "asyncio_create_task":
+            await asyncio.create_task(asyncio.sleep(0))
         elif op == "wrong_thread":
             r = await ctx.execute_async(use_ctx, ctx)
             out(ctx, rec, errors=r)

@@ -252,13 +252,17 @@ class PythonTest(EddyTest):
         recs = [{"key": "bad", "op": "raise", "seq": 0},
                 {"key": "bad2", "op": "raise_async", "seq": 1, "counter": counter},
                 {"key": "ok", "op": "chain", "x": 1, "seq": 2},
-                {"key": "bad", "op": "chain", "x": 2, "seq": 3}]
+                {"key": "bad", "op": "chain", "x": 2, "seq": 3},
+                {"key": "bad3", "op": "durable_error", "kind": "custom", "raise": True,
+                 "seq": 4, "counter": counter}]
         res = self.run_py(recs, "--on-error", "skip")
         self.assertOk(res)
         self.assertEqual(sorted((o["seq"], o["x"]) for o in res.outputs()), [(2, 4), (3, 6)])
         dead = sorted(res.dead(), key=lambda d: d["line"])
-        self.assertEqual(len(dead), 2)
-        self.assertEqual([d["error"]["type"] for d in dead], ["ValueError", "ValueError"])
+        self.assertEqual(len(dead), 3)
+        # Built-in exceptions by their name, others qualified by their module.
+        self.assertEqual([d["error"]["type"] for d in dead],
+                         ["ValueError", "ValueError", "pyagent.CustomError"])
         self.assertIn("bad input 0", dead[0]["error"]["message"])
         self.assertIn("value failure", dead[1]["error"]["message"])
         self.assertEqual(dead[0]["action"], "dispatch")
@@ -279,8 +283,16 @@ class PythonTest(EddyTest):
         self.assertIn("'module' is not JSON", o["error"])
 
     def test_asyncio_refused_clearly(self):
+        # As docs/python.md says: eddy's TypeError for what yields something
+        # else than an eddy call, asyncio's "no running event loop" (and
+        # eddy's hint) for what asks for the loop.
         for op, words in (("asyncio_sleep0", "can await only ctx.execute_async()"),
-                          ("asyncio_sleep", "without an asyncio event loop")):
+                          ("asyncio_gather", "something that yielded <_GatheringFuture pending>"),
+                          ("asyncio_future", "something that yielded <Future pending>"),
+                          ("asyncio_sleep", "no running event loop (eddy runs actions without "
+                           "an asyncio event loop"),
+                          ("asyncio_create_task", "no running event loop (eddy runs actions "
+                           "without an asyncio event loop")):
             res = self.run_py([{"key": "a", "op": op, "seq": 0}])
             self.assertEqual(res.rc, 1, op)
             self.assertIn(words, res.stderr.decode(), op)
