@@ -7,13 +7,19 @@
  * -------
  * A runtime and everything it owns (its plan, contexts, memory handles, events
  * handed to it) belong to its mailbox thread: the thread that calls
- * eddy_runtime_run(). Every eddy_ctx_*, eddy_memory_* and eddy_event_* call on
- * an object owned by a runtime checks the calling thread and fails with
- * EDDY_EWRONGTHREAD from any other thread, without touching state.
+ * eddy_runtime_run(). Every eddy_ctx_* and eddy_memory_* call checks the
+ * calling thread and fails with EDDY_EWRONGTHREAD from any other thread,
+ * without touching state. Events are not checked: an event an action receives
+ * or sends may be used on the mailbox thread only (eddy_event_id() fills a
+ * cache on first use).
  *
  * The functions given to eddy_ctx_execute_async() and friends (eddy_call_fn)
- * run on a worker thread. They may use their arguments and build their result,
- * nothing else of the runtime.
+ * run on a worker thread, except that eddy_ctx_durable_execute() runs its
+ * function inline on the mailbox thread. Either way they may use their
+ * arguments and build their result, nothing else of the runtime: an
+ * eddy_ctx_* or eddy_memory_* call from one fails with EDDY_EWRONGTHREAD
+ * (eddy_ctx_key() and the memory handles are NULL there), so that what a
+ * journaled call did is all in its result.
  *
  * Thread-safe: eddy_strerror(), eddy_error_*() on an error object that the
  * calling thread owns, eddy_version(), eddy_runtime_stop().
@@ -44,6 +50,13 @@ extern "C" {
 #else
 #define EDDY_API
 #endif
+
+/* The deepest nesting of arrays and objects in a value an agent hands to eddy:
+ * an event's attributes, an output (within {"output": ...}), memory (the
+ * path's objects included) and a durable call's result. Deeper values are
+ * refused with EDDY_ELIMIT where they enter, so that what eddy writes to its
+ * files and journal always reads back. */
+#define EDDY_VALUE_MAX_DEPTH 1000
 
 /* ---------------------------------------------------------------- errors */
 
@@ -87,6 +100,11 @@ EDDY_API const char *eddy_err_name(int code);
 /*
  * An error object: a type (for example "ValueError", "timeout", "io") and a
  * message. Failures that carry text come back as one of these.
+ *
+ * A function that reports through an eddy_error **err sets *err only when err
+ * is not NULL and *err is NULL: an error already there is kept (the first
+ * cause wins), so pass a variable set to NULL, and set it to NULL again after
+ * eddy_error_free() before reusing it.
  */
 typedef struct eddy_error eddy_error;
 
@@ -206,7 +224,8 @@ EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
  * finishes: an OutputEvent goes to the sink, any other event triggers the
  * actions of this run that listen to its type. ev is taken on success.
  * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, or an event already sent),
- * EDDY_ENOMEM.
+ * EDDY_ELIMIT (its attributes nest arrays and objects deeper than
+ * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
  */
 EDDY_API int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev);
 
@@ -217,7 +236,8 @@ EDDY_API int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev);
  * OutputEvents the runtime released earlier, so a steady stream of outputs
  * allocates none. output is taken (also on failure), as jansson's _new
  * functions take theirs. Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (ctx or
- * output NULL), EDDY_ENOMEM.
+ * output NULL), EDDY_ELIMIT (the attributes would nest deeper than
+ * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
  */
 EDDY_API int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output);
 
@@ -248,9 +268,12 @@ EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
 EDDY_API json_t *eddy_memory_get(eddy_memory *m, const char *path);
 /*
  * Set path to value (stolen, also on failure), creating missing parent
- * objects. Errors: EDDY_EINVAL (bad path, NULL value), EDDY_EPATH (a value
- * stands where a parent object is needed, or an object stands at path),
- * EDDY_EWRONGTHREAD, EDDY_ENOMEM.
+ * objects. The memory keeps value itself until the action finishes: a caller
+ * that kept a reference must not change it afterwards. Errors: EDDY_EINVAL
+ * (bad path, NULL value), EDDY_EPATH (a value stands where a parent object is
+ * needed, or an object stands at path), EDDY_ELIMIT (the path's objects and
+ * value together nest deeper than EDDY_VALUE_MAX_DEPTH levels: "a.b" and
+ * [[1]] make 4), EDDY_EWRONGTHREAD, EDDY_ENOMEM.
  */
 EDDY_API int eddy_memory_set(eddy_memory *m, const char *path, json_t *value);
 /* Make an empty object at path (parents created). An object already there is
@@ -275,10 +298,15 @@ typedef int (*eddy_call_fn)(const json_t *args, void *arg, json_t **result, eddy
  * Run fn(args, arg) on the worker pool and suspend the action until it
  * completes; other keys and other actions run meanwhile. Nothing polls: the
  * worker signals the completion.
- * On success returns EDDY_OK and *result (new reference, may be NULL for JSON
- * null). When fn fails returns its code and *err (new; caller frees) when err
- * is not NULL. EDDY_ECANCELED when the runtime stops meanwhile;
- * EDDY_EWRONGTHREAD; EDDY_ESTATE outside an action's coroutine.
+ * *result and *err (when not NULL) are always set: on success EDDY_OK,
+ * *result (new reference, may be NULL for JSON null) and *err NULL; when fn
+ * fails its code, *result NULL and *err (new; caller frees; an error named
+ * after the code when fn set none). Before the call runs: EDDY_EINVAL,
+ * EDDY_EWRONGTHREAD, EDDY_ESTATE outside an action's coroutine, EDDY_ECANCELED
+ * when the runtime is stopping (or a sync of the state failed) before a worker
+ * takes the call; both NULL then. A call already running when the runtime is
+ * asked to stop completes, and its outcome is returned; the action's next call
+ * gets EDDY_ECANCELED.
  * args must stay unmodified until the call returns.
  */
 EDDY_API int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t *args, void *arg,
@@ -318,6 +346,8 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * code's name), now or in the journaled run; EDDY_ENONDET when the journal
  * holds a different call at this position and strict determinism is on (the
  * action's failure names both calls); EDDY_ECANCELED, EDDY_EWRONGTHREAD;
+ * a result nesting deeper than EDDY_VALUE_MAX_DEPTH levels is the call's
+ * failure (EDDY_ECALL, error type "limit"), journaled as such;
  * EDDY_ESTATE outside an action's coroutine (durable_execute may run outside
  * one only without a state directory).
  * Without a state directory the journal lives in memory.
@@ -394,8 +424,12 @@ EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf
 /*
  * Run until the input is exhausted and every run has finished, or until an
  * action fails under on-error=stop, or eddy_runtime_stop() is called.
- * Returns EDDY_OK, EDDY_EACTION (see eddy_runtime_error()), EDDY_EIO,
- * EDDY_ESTORE, EDDY_ESTOPPED, or EDDY_EWRONGTHREAD.
+ * Returns EDDY_OK, EDDY_EACTION (see eddy_runtime_error()), EDDY_EIO (reading
+ * the input or writing an output failed), EDDY_ESTORE (the state store
+ * failed), EDDY_ESTATE (the state cannot be used: the input is not the one it
+ * was reading, a journal record does not decode; also a second
+ * eddy_runtime_run() of one runtime), EDDY_ENOMEM, EDDY_ESTOPPED,
+ * EDDY_EWRONGTHREAD, or EDDY_EINVAL (rt NULL).
  */
 EDDY_API int eddy_runtime_run(eddy_runtime *rt);
 
@@ -450,9 +484,10 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  * With key (the key as JSON text, "\"u1\"" or "42"), also "key": {key,
  * next_seq, short_term_memory, pending [{seq, line, record}], journal}.
  * Safe while an eddy process works on dir (it reads a committed snapshot and
- * takes no lock). Returns NULL and sets *err (new): EDDY_ENOTFOUND when dir
- * holds no state or the key is unknown, EDDY_ESTATE/EDDY_ESTORE otherwise.
- * Any thread.
+ * takes no lock). Returns NULL and sets *err (new): of type "state" when the
+ * key is unknown (its message says the key "is not in" the state), else of
+ * type "store" (dir holds no state, cannot be read, or holds a damaged or
+ * foreign database; the message says which). Any thread.
  */
 EDDY_API json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err);
 

@@ -1,7 +1,8 @@
 /*
  * The context API that actions call: events, memory, async and durable calls.
  * Every entry point checks that it runs on the runtime's mailbox thread, and
- * fails with EDDY_EWRONGTHREAD without touching state when it does not.
+ * not inside the body of a durable call that runs there (eddy_ctx.in_body),
+ * and fails with EDDY_EWRONGTHREAD without touching state when it does not.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +10,27 @@
 #include "core/error.h"
 #include "exec/durable.h"
 #include "exec/runtime.h"
+#include "util/jsonw.h"
 
-#define ON_THREAD(t) ((t) != NULL && eddy__runtime_on_thread((t)->rt))
+/* EDDY_OK when v nests at most max levels, else EDDY_ELIMIT (or ENOMEM). */
+static int depth_ok(const json_t *v, size_t max)
+{
+    if (max > EDDY__VALUE_MAX_DEPTH)
+        return EDDY_ELIMIT; /* (a negative budget: what holds v is too deep) */
+    int deep = eddy__json_deeper_than(v, (unsigned)max);
+    return deep == 0 ? EDDY_OK : deep == 1 ? EDDY_ELIMIT : deep;
+}
+
+/* Levels of objects a memory path makes: one per segment. */
+static size_t path_levels(const char *path)
+{
+    size_t n = 1;
+    for (; *path != '\0'; path++)
+        n += *path == '.';
+    return n;
+}
+
+#define ON_THREAD(t) ((t) != NULL && eddy__runtime_on_thread((t)->rt) && !(t)->in_body)
 
 const char *eddy_ctx_key(eddy_ctx *ctx)
 {
@@ -34,6 +54,9 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
         return EDDY_EWRONGTHREAD;
     if (ev == NULL || ev->sent)
         return EDDY_EINVAL;
+    int rc = depth_ok(ev->attrs, EDDY__VALUE_MAX_DEPTH);
+    if (rc != EDDY_OK)
+        return rc;
     send_now(ctx, ev);
     return EDDY_OK;
 }
@@ -47,6 +70,11 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
     if (!ON_THREAD(ctx)) {
         json_decref(output);
         return EDDY_EWRONGTHREAD;
+    }
+    int rc = depth_ok(output, EDDY__VALUE_MAX_DEPTH - 1); /* in {"output": ...} */
+    if (rc != EDDY_OK) {
+        json_decref(output);
+        return rc;
     }
     eddy_runtime *rt = ctx->rt;
     eddy_event *ev;
@@ -133,6 +161,13 @@ int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
         json_decref(value);
         return EDDY_EWRONGTHREAD;
     }
+    size_t levels = path_levels(path);
+    int rc = levels <= EDDY__VALUE_MAX_DEPTH ? depth_ok(value, EDDY__VALUE_MAX_DEPTH - levels)
+                                             : EDDY_ELIMIT;
+    if (rc != EDDY_OK) {
+        json_decref(value);
+        return rc;
+    }
     return eddy__memview_set(&m->view, path, value);
 }
 
@@ -142,6 +177,8 @@ int eddy_memory_new_object(eddy_memory *m, const char *path)
         return EDDY_EINVAL;
     if (!MEM_ON_THREAD(m))
         return EDDY_EWRONGTHREAD;
+    if (path_levels(path) + 1 > EDDY__VALUE_MAX_DEPTH)
+        return EDDY_ELIMIT;
     return eddy__memview_new_object(&m->view, path);
 }
 
@@ -179,6 +216,12 @@ static void call_work(eddy__job *job)
     if (c->rc == EDDY_OK) {
         eddy_error_free(c->err);
         c->err = NULL;
+    } else {
+        /* A failure hands out an error, never a result (eddy.h). */
+        json_decref(c->result);
+        c->result = NULL;
+        if (c->err == NULL)
+            c->err = eddy_error_new(eddy_err_name(c->rc), eddy_strerror(c->rc));
     }
 }
 
@@ -267,6 +310,10 @@ int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
 int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t *args, void *arg,
                            json_t **result, eddy_error **err)
 {
+    if (result != NULL)
+        *result = NULL;
+    if (err != NULL)
+        *err = NULL;
     if (fn == NULL)
         return EDDY_EINVAL;
     eddy_async_call c = {.fn = fn, .args = args, .arg = arg};

@@ -1126,7 +1126,11 @@ static int run_fn(eddy_ctx *t, int async, eddy_call_fn fn, const json_t *args, v
         *result = c.result;
         *err = c.err;
     } else {
+        /* Inline, on the mailbox thread: a context call from the body would
+         * take journal positions and send events the replay never makes. */
+        t->in_body = 1;
         rc = fn(args, arg, result, err);
+        t->in_body = 0;
     }
     if (rc != EDDY_OK) {
         json_decref(*result);
@@ -1146,7 +1150,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
 {
     if (t == NULL || fn_id == NULL || *fn_id == '\0' || fn == NULL)
         return EDDY_EINVAL;
-    if (!eddy__runtime_on_thread(t->rt))
+    if (!eddy__runtime_on_thread(t->rt) || t->in_body)
         return EDDY_EWRONGTHREAD;
     eddy_runtime *rt = t->rt;
     int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
@@ -1196,6 +1200,20 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     rc = run_fn(t, async || reconciling, reconciling ? reconcile : fn, args, arg, &res, &e);
     if (rc != EDDY_OK && rc != EDDY_ECALL)
         goto out; /* canceled: nothing to journal */
+    int deep = rc == EDDY_OK ? eddy__json_deeper_than(res, EDDY__VALUE_MAX_DEPTH) : 0;
+    if (deep != 0) {
+        /* Journaled as the call's failure: a replay fails the same way. */
+        json_decref(res);
+        res = NULL;
+        e = deep == 1 ? eddy_error_newf("limit",
+                                        "the result of durable call %s nests arrays and objects "
+                                        "deeper than %d levels",
+                                        fn_id, EDDY__VALUE_MAX_DEPTH)
+                      : NULL;
+        rc = e != NULL ? EDDY_ECALL : EDDY_ENOMEM;
+        if (rc == EDDY_ENOMEM)
+            goto out;
+    }
     if (rt->store == NULL)
         goto out;
     int jrc = journal_call(t, fn_id, &c, rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR, res, e);

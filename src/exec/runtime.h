@@ -109,6 +109,9 @@ struct eddy_ctx {
     int state;
     int started;
     int replayed;    /* finished before a crash: its recorded events were re-released */
+    int in_body;     /* running a durable call's body inline, on the mailbox thread:
+                      * the body may only use its arguments, so every context call
+                      * fails as it would on a worker */
     int rc;          /* the action's return code */
     eddy_error *err; /* its failure text */
 };

@@ -125,6 +125,13 @@ static eddy_ctx *ctx_task(PyObject *self, const char *what)
                          : "");
         return NULL;
     }
+    if (t->in_body && eddy__runtime_on_thread(t->rt)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s cannot be used inside the body of a durable call: the body may only use "
+                     "its arguments (its effects would not be replayed)",
+                     what);
+        return NULL;
+    }
     if (!eddy__runtime_on_thread(t->rt)) {
         PyErr_Format(PyExc_RuntimeError,
                      "%s can only be used by the action itself, on eddy's mailbox thread; not "
@@ -681,7 +688,9 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
             PyErr_SetString(PyExc_RuntimeError, "eddy is stopping: durable call canceled");
             return NULL;
         }
+        t->in_body = 1; /* the context refuses the body (see ctx_task) */
         PyObject *r = PyObject_Call(fn, c->args, kwargs);
+        t->in_body = 0;
         if (r != NULL)
             c->result = r;
         else

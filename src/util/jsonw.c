@@ -344,6 +344,61 @@ int eddy__json_write_int(eddy__buf *b, json_int_t v)
     return put_integer(b, v) == 0 ? EDDY_OK : EDDY_ENOMEM;
 }
 
+int eddy__json_deeper_than(const json_t *v, unsigned max)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return 0;
+    if (max == 0)
+        return 1;
+    /* One frame per open container: its next member (object) or index. */
+    typedef struct frame {
+        const json_t *c;
+        void *it;
+        size_t i;
+    } frame;
+    frame local[32], *st = local;
+    size_t n = 0, cap = sizeof(local) / sizeof(local[0]);
+    int rc = 0;
+    st[n++] = (frame){v, json_object_iter((json_t *)v), 0};
+    while (n > 0) {
+        frame *f = &st[n - 1];
+        const json_t *child;
+        if (json_is_object(f->c)) {
+            child = f->it != NULL ? json_object_iter_value(f->it) : NULL;
+            if (f->it != NULL)
+                f->it = json_object_iter_next((json_t *)f->c, f->it);
+        } else {
+            child = f->i < json_array_size(f->c) ? json_array_get(f->c, f->i++) : NULL;
+        }
+        if (child == NULL) {
+            n--;
+            continue;
+        }
+        if (!json_is_object(child) && !json_is_array(child))
+            continue;
+        if (n == max) {
+            rc = 1;
+            break;
+        }
+        if (n == cap) {
+            frame *g = malloc(2 * cap * sizeof(*g));
+            if (g == NULL) {
+                rc = EDDY_ENOMEM;
+                break;
+            }
+            memcpy(g, st, n * sizeof(*g));
+            if (st != local)
+                free(st);
+            st = g;
+            cap *= 2;
+        }
+        st[n++] = (frame){child, json_object_iter((json_t *)child), 0};
+    }
+    if (st != local)
+        free(st);
+    return rc;
+}
+
 int eddy__buf_nul(eddy__buf *b)
 {
     if (eddy__buf_reserve(b, 1) != EDDY_OK)

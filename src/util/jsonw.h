@@ -46,4 +46,18 @@ int eddy__json_write_str(eddy__buf *b, const char *s, size_t n);
 int eddy__json_write_int(eddy__buf *b, json_int_t v);
 int eddy__buf_nul(eddy__buf *b);
 
+/*
+ * The deepest nesting of arrays and objects in a value an agent hands to eddy
+ * (in memory, counting the path's objects; in an event's attributes; in an
+ * output; in a durable call's result). The writer stops at 2048 levels and
+ * the reader (jansson) at 2048: this leaves room for the records around a
+ * value in the journal.
+ */
+#define EDDY__VALUE_MAX_DEPTH EDDY_VALUE_MAX_DEPTH
+
+/* 1 when v nests arrays/objects more than max levels (a scalar is 0 deep,
+ * [] and {} 1), 0 when not, EDDY_ENOMEM. Iterative: it runs on the small
+ * stacks of actions' coroutines. */
+int eddy__json_deeper_than(const json_t *v, unsigned max);
+
 #endif /* EDDY_UTIL_JSONW_H */

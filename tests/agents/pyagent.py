@@ -199,6 +199,16 @@ class TestAgent(Agent):
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e), code=getattr(e, "code", None),
                     type_name=getattr(e, "type_name", None))
+        elif op == "durable_reenter":
+            # The body of a sync durable call runs on the mailbox thread: the
+            # context must refuse it, as it would on a worker.
+            def body():
+                try:
+                    ctx.send_event(OutputEvent(output="from the body"))
+                    return "accepted"
+                except RuntimeError as e:
+                    return str(e)
+            out(ctx, rec, body=ctx.durable_execute(body))
         elif op == "durable_nul":
             # NUL characters (JSON's \u0000) in memory and in an event that
             # the journal holds when the next action crashes.

@@ -129,6 +129,82 @@ static int op_memory(eddy_ctx *ctx, json_int_t seq)
     return output(ctx, r);
 }
 
+/* [[...[1]...]]: n arrays deep. */
+static json_t *nested(json_int_t n)
+{
+    json_t *v = json_integer(1);
+    for (json_int_t i = 0; i < n; i++)
+        v = json_pack("[o]", v);
+    return v;
+}
+
+static int deep_result(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    (void)err;
+    *result = nested(iget(args, "n", 0));
+    return EDDY_OK;
+}
+
+/* Values of depth n handed to eddy every way (EDDY_VALUE_MAX_DEPTH is the
+ * most): what each call returned. */
+static int op_deep(eddy_ctx *ctx, const json_t *in, json_int_t seq)
+{
+    json_int_t n = iget(in, "n", 0);
+    eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+    json_t *r = json_pack("{s:I}", "seq", seq);
+    json_object_set_new(r, "set", json_integer(eddy_memory_set(stm, "v", nested(n - 1))));
+    /* Each segment is a level: "d.d...d" with n segments. */
+    char *path = malloc((size_t)n * 2 + 1);
+    for (json_int_t i = 0; i < n; i++)
+        memcpy(path + i * 2, "d.", 2);
+    path[n * 2 - 1] = '\0';
+    json_object_set_new(r, "set_path", json_integer(eddy_memory_set(stm, path, json_true())));
+    free(path);
+    json_object_set_new(r, "output", json_integer(eddy_ctx_send_output(ctx, nested(n - 1))));
+    eddy_event *ev = eddy_event_new("Nobody", json_pack("{s:o}", "v", nested(n - 1)));
+    int rc = eddy_ctx_send_event(ctx, ev);
+    if (rc != EDDY_OK)
+        eddy_event_free(ev);
+    json_object_set_new(r, "event", json_integer(rc));
+    json_t *args = json_pack("{s:I}", "n", n), *res = NULL;
+    eddy_error *err = NULL;
+    rc = eddy_ctx_durable_execute_async(ctx, "deep", args, deep_result, NULL, &res, &err);
+    json_decref(args);
+    json_object_set_new(r, "durable", json_integer(rc));
+    json_object_set_new(r, "durable_error", json_string(err != NULL ? eddy_error_type(err) : ""));
+    json_decref(res);
+    eddy_error_free(err);
+    return output(ctx, r);
+}
+
+/* A durable call's body that uses the context it must not (arg): what each
+ * context call returned there. */
+static int reenter_body(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)err;
+    eddy_ctx *ctx = arg;
+    json_t *res = NULL;
+    *result = json_pack(
+        "{s:i, s:b, s:b, s:i, s:i}", "output", eddy_ctx_send_output(ctx, json_true()), "key_null",
+        eddy_ctx_key(ctx) == NULL, "memory_null", eddy_ctx_short_term_memory(ctx) == NULL,
+        "durable", eddy_ctx_durable_execute(ctx, "inner", NULL, deep_result, NULL, &res, NULL),
+        "fail", eddy_ctx_fail(ctx, "x", "y"));
+    json_decref(res);
+    return EDDY_OK;
+}
+
+/* A call that fails with a code and no error object, leaving a result. */
+static int sloppy_fail(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    *result = json_true();
+    return EDDY_EIO;
+}
+
 static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
     (void)arg;
@@ -202,6 +278,28 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             return rc;
         json_object_set_new(res, "seq", json_integer(seq));
         return output(ctx, res);
+    }
+    if (strcmp(op, "deep") == 0)
+        return op_deep(ctx, in, seq);
+    if (strcmp(op, "reenter") == 0) {
+        json_t *res = NULL;
+        int rc = eddy_ctx_durable_execute(ctx, "reenter", in, reenter_body, ctx, &res, NULL);
+        if (rc != EDDY_OK)
+            return rc;
+        json_object_set_new(res, "seq", json_integer(seq));
+        return output(ctx, res);
+    }
+    if (strcmp(op, "sloppy_fail") == 0) {
+        json_t *res = json_false();
+        eddy_error *err = eddy_error_new("stale", "not cleared by the caller");
+        eddy_error_free(err);
+        err = NULL;
+        int rc = eddy_ctx_execute_async(ctx, sloppy_fail, NULL, NULL, &res, &err);
+        json_t *o = json_pack("{s:I, s:i, s:b, s:s}", "seq", seq, "rc", rc, "result_null",
+                              res == NULL, "err_type", err != NULL ? eddy_error_type(err) : "");
+        json_decref(res);
+        eddy_error_free(err);
+        return output(ctx, o);
     }
     if (strcmp(op, "bounce") == 0) /* "n" Pings, or forever when n < 0 */
         return send_typed(ctx, "Ping",

@@ -1,5 +1,6 @@
 """End-to-end tests of the core runtime: scheduling, memory, async calls,
 errors and bad input, through the eddy binary and the test agent."""
+import json
 import os
 import subprocess
 import sys
@@ -197,6 +198,45 @@ class CoreTest(EddyTest):
                             "--max-run-actions", "0")
         self.assertOk(res)
         self.assertEqual(res.outputs()[0]["pings"], 150000)
+
+    def test_values_nested_too_deep_are_refused(self):
+        # EDDY_VALUE_MAX_DEPTH is 1000: depth 1000 everywhere passes (and reads
+        # back from the state), 1001 is EDDY_ELIMIT (-18), a durable result
+        # that deep the call's failure of type "limit".
+        recs = [{"key": "a", "op": "deep", "n": 1000, "seq": 1},
+                {"key": "b", "op": "deep", "n": 1001, "seq": 2}]
+        state = self.path("st")
+        res = self.run_eddy(recs, "--state", state)
+        self.assertOk(res)
+        with open(res.out_path, "rb") as f:
+            lines = f.read().splitlines()
+        deep = [ln for ln in lines if ln.startswith(b"[[")]
+        self.assertEqual(len(deep), 1)
+        self.assertEqual(deep[0], b"[" * 999 + b"1" + b"]" * 999)
+        outs = {o["key"]: o for o in map(json.loads, [ln for ln in lines if ln not in deep])}
+        for what in ("set", "set_path", "output", "event", "durable"):
+            self.assertEqual(outs["a"][what], 0, what)
+            self.assertEqual(outs["b"][what], -6 if what == "durable" else -18, what)
+        self.assertEqual(outs["b"]["durable_error"], "limit")
+        proc = subprocess.run([EDDY, "inspect", "--state", state, "--key", "a", "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(b'"v": [', proc.stdout)
+
+    def test_durable_call_body_cannot_use_the_context(self):
+        # eddy_ctx_durable_execute runs its body on the mailbox thread: a
+        # context call from there is refused as from a worker (-3).
+        res = self.run_eddy([{"key": "c", "op": "reenter", "seq": 1}], "--state", self.path("st"))
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"output": -3, "key_null": True, "memory_null": True,
+                                          "durable": -3, "fail": -3, "seq": 1, "key": "c"}])
+
+    def test_failed_async_call_hands_out_an_error_not_a_result(self):
+        # The body fails with a code, no error object, and a result set.
+        res = self.run_eddy([{"key": "d", "op": "sloppy_fail", "seq": 1}])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"seq": 1, "rc": -8, "result_null": True,
+                                          "err_type": "EDDY_EIO", "key": "d"}])
 
     def test_bad_lines_go_to_dead_letter(self):
         text = (b'{"key": "a", "op": "echo", "seq": 0}\n'

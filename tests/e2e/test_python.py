@@ -186,6 +186,14 @@ class PythonTest(EddyTest):
         self.assertEqual(outs, [{"key": "n", "seq": 1, "v": "a\x00b", "event": "x\x00y",
                                  "memory": "c\x00d"}])
 
+    def test_durable_body_cannot_use_the_context(self):
+        res = self.run_py([{"key": "r", "op": "durable_reenter", "seq": 1}],
+                          "--state", self.path("st"))
+        self.assertOk(res)
+        self.assertEqual(len(res.outputs()), 1)
+        self.assertIn("cannot be used inside the body of a durable call",
+                      res.outputs()[0]["body"])
+
     def test_durable_without_state_runs_each_time(self):
         counter = self.path("counter")
         recs = [{"key": "d", "op": "durable", "x": i, "seq": i, "counter": counter}

@@ -414,6 +414,61 @@ static void test_jsonw_appends_and_fails_cleanly(void **state)
     free(b.p);
 }
 
+/* n containers deep, alternating arrays and objects, with a scalar inside;
+ * wide: each level also holds a scalar, and all but the innermost an empty
+ * container (as deep as the level below). */
+static json_t *nest(int n, int wide)
+{
+    json_t *v = json_string("x");
+    for (int i = 0; i < n; i++) {
+        json_t *c = i % 2 ? json_object() : json_array();
+        if (json_is_object(c)) {
+            if (wide)
+                json_object_set_new(c, "a", json_integer(i));
+            json_object_set_new(c, "v", v);
+            if (wide && i > 0)
+                json_object_set_new(c, "z", json_array());
+        } else {
+            if (wide && i > 0)
+                json_array_append_new(c, json_object());
+            json_array_append_new(c, v);
+            if (wide)
+                json_array_append_new(c, json_true());
+        }
+        v = c;
+    }
+    return v;
+}
+
+static void test_json_deeper_than(void **state)
+{
+    (void)state;
+    json_t *s = json_integer(1);
+    assert_int_equal(eddy__json_deeper_than(s, 0), 0);
+    json_decref(s);
+    json_t *e = json_array();
+    assert_int_equal(eddy__json_deeper_than(e, 0), 1);
+    assert_int_equal(eddy__json_deeper_than(e, 1), 0);
+    json_decref(e);
+    /* Around the 32 frames kept on the stack, and far past them. */
+    static const int depths[] = {1, 2, 31, 32, 33, 64, 1000, 5000};
+    for (size_t i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+        for (int wide = 0; wide <= 1; wide++) {
+            int n = depths[i];
+            json_t *v = nest(n, wide);
+            assert_int_equal(eddy__json_deeper_than(v, (unsigned)n), 0);
+            assert_int_equal(eddy__json_deeper_than(v, (unsigned)n + 1), 0);
+            assert_int_equal(eddy__json_deeper_than(v, (unsigned)n - 1), 1);
+            json_decref(v);
+        }
+    }
+    /* The deep branch last among shallow ones. */
+    json_t *o = json_pack("{s:[], s:{}, s:o}", "a", "b", "c", nest(40, 0));
+    assert_int_equal(eddy__json_deeper_than(o, 41), 0);
+    assert_int_equal(eddy__json_deeper_than(o, 40), 1);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_jsonw_whole_reals_on_dirty_stack),
         cmocka_unit_test(test_jsonw_sorted_keys),
         cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
+        cmocka_unit_test(test_json_deeper_than),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
