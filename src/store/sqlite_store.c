@@ -2108,12 +2108,19 @@ static int make_dir(const char *dir, eddy_error **err)
     }
     int e = errno;
     if (e == ENOENT) {
+        /* Mostly a missing parent; but /proc and the like refuse with
+         * ENOENT under a parent that is there. */
         char *copy = strdup(dir);
         if (copy == NULL)
             return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
-        int rc = eddy__error_set(err, EDDY_ESTORE, "store",
-                                 "cannot create state directory %s: directory %s does not exist",
-                                 dir, dirname(copy));
+        const char *parent = dirname(copy);
+        int rc = stat(parent, &sb) != 0
+                     ? eddy__error_set(err, EDDY_ESTORE, "store",
+                                       "cannot create state directory %s: directory %s does not "
+                                       "exist",
+                                       dir, parent)
+                     : eddy__error_set(err, EDDY_ESTORE, "store",
+                                       "cannot create state directory %s: %s", dir, strerror(e));
         free(copy);
         return rc;
     }

@@ -286,6 +286,16 @@ class DurableTest(EddyTest):
         res = self.run_cmd(state=bad)
         self.assertEqual(res.returncode, 3)
         self.assertIn(b"afile", res.stderr)
+        # A missing parent is named; a parent that is there but refuses
+        # (procfs answers ENOENT too) is not called missing.
+        res = self.run_cmd(state=self.path("no/such/st"))
+        self.assertEqual(res.returncode, 3)
+        self.assertIn(b"directory %s does not exist" % self.path("no/such").encode(), res.stderr)
+        if os.path.isdir("/proc/self"):
+            res = self.run_cmd(state="/proc/eddy-state")
+            self.assertEqual(res.returncode, 3)
+            self.assertIn(b"cannot create state directory /proc/eddy-state: No such file",
+                          res.stderr)
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
                          "needs root to run eddy as another user")
