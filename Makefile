@@ -52,6 +52,7 @@ SECONDS ?= 60
 FUZZ_TARGETS = jsonl memory store config plan jlog rows
 
 fuzz: deps
+	@sh scripts/deps.sh clang libclang-rt-14-dev
 	@CC=clang $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDDY_WERROR=ON \
 	  -DEDDY_FUZZ=ON >/dev/null
 	@$(CMAKE) --build build-fuzz -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
@@ -82,7 +83,7 @@ format:
 	clang-format -i $(FORMAT_FILES)
 
 install: build
-	$(CMAKE) --install $(BUILD)
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	@sh scripts/bench.sh $(BUILD) $(if $(QUICK),quick,full)

@@ -1,11 +1,12 @@
 #!/bin/sh
-# Install the Debian packages eddy needs to build and test, when any is missing.
+# Install the Debian packages eddy needs to build and test, when any is missing,
+# and those named as arguments (make fuzz adds clang and libFuzzer's runtime).
 # Idempotent and silent when everything is already present. Needs root (or sudo)
 # only when something has to be installed.
 set -eu
 
 PKGS="gcc make cmake pkg-config git python3 libuv1-dev libjansson-dev libsqlite3-dev \
-libboost-context-dev libpython3.11-dev libcmocka-dev clang-format valgrind"
+libboost-context-dev libpython3.11-dev libcmocka-dev clang-format valgrind $*"
 
 missing=""
 for p in $PKGS; do

@@ -17,6 +17,8 @@
  * Sites (class.detail; grep for eddy__fault to find them):
  *   store_write         sqlite_store.c, each write statement (SQLITE_IOERR_WRITE)
  *   store_commit        sqlite_store.c, each COMMIT (SQLITE_IOERR_FSYNC)
+ *   store_sync          sqlite_store.c, each fdatasync(2) of the WAL by the syncer
+ *                       (errno)
  *   store_wal           walvfs.c, each write(2) of WAL frames (SQLITE_IOERR_WRITE,
  *                       SQLITE_FULL for ENOSPC)
  *   sink_write.write    sink.c, each write(2) of buffered lines (errno)
