@@ -344,10 +344,41 @@ int eddy__json_write_int(eddy__buf *b, json_int_t v)
     return put_integer(b, v) == 0 ? EDDY_OK : EDDY_ENOMEM;
 }
 
+static int deeper_walk(const json_t *v, unsigned max);
+
+#define IS_CONTAINER(v) (json_is_object(v) || json_is_array(v))
+
 int eddy__json_deeper_than(const json_t *v, unsigned max)
 {
-    if (!json_is_object(v) && !json_is_array(v))
+    if (!IS_CONTAINER(v))
         return 0;
+    if (max == 0)
+        return 1;
+    /* The top level in locals, the rest walked only under a member that is
+     * a container: most values (an output, an event's attributes) are one
+     * object of scalars, for which this is the whole cost (W1). */
+    int rc = 0;
+    if (json_is_object(v)) {
+        for (void *it = json_object_iter((json_t *)v); it != NULL && rc == 0;
+             it = json_object_iter_next((json_t *)v, it)) {
+            const json_t *c = json_object_iter_value(it);
+            if (IS_CONTAINER(c))
+                rc = deeper_walk(c, max - 1);
+        }
+    } else {
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const json_t *c = json_array_get(v, i);
+            if (IS_CONTAINER(c))
+                rc = deeper_walk(c, max - 1);
+        }
+    }
+    return rc;
+}
+
+/* eddy__json_deeper_than for a container v, iteratively. */
+static int deeper_walk(const json_t *v, unsigned max)
+{
     if (max == 0)
         return 1;
     /* One frame per open container: its next member (object) or index. */
@@ -374,7 +405,7 @@ int eddy__json_deeper_than(const json_t *v, unsigned max)
             n--;
             continue;
         }
-        if (!json_is_object(child) && !json_is_array(child))
+        if (!IS_CONTAINER(child))
             continue;
         if (n == max) {
             rc = 1;
