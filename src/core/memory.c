@@ -180,7 +180,8 @@ static int tree_write(json_t *root, const char *path, json_t *value, int force)
         if (it_last(&it)) {
             if (value == NULL && json_is_object(c))
                 break; /* new object over an object: kept */
-            if (c && !force && (value == NULL || json_is_object(c))) {
+            /* A value over an object is a conflict, an object value replaces. */
+            if (c && !force && (value == NULL || (json_is_object(c) && !json_is_object(value)))) {
                 rc = EDDY_EPATH;
                 goto fail;
             }
@@ -482,11 +483,13 @@ const json_t *eddy__memview_updates(const eddy__memview *v)
 }
 
 /*
- * Check a write against the merged tree. Returns EDDY_OK when it may go
+ * Check a write against the merged tree: of a new object (what 1), a value
+ * (0), or an object value (2), which replaces what stands at path, an object
+ * included (a dict set again in a later run). Returns EDDY_OK when it may go
  * ahead, 1 when it is a new object over an object (nothing to do), or
  * EDDY_EPATH.
  */
-static int view_check(const eddy__memview *v, const char *path, int is_object)
+static int view_check(const eddy__memview *v, const char *path, int what)
 {
     mpos m = mpos_root(v);
     path_it it;
@@ -501,8 +504,8 @@ static int view_check(const eddy__memview *v, const char *path, int is_object)
             return EDDY_EPATH;
     }
     if (mpos_object(m))
-        return is_object ? 1 : EDDY_EPATH;
-    return is_object ? EDDY_EPATH : EDDY_OK;
+        return what == 1 ? 1 : what == 2 ? EDDY_OK : EDDY_EPATH;
+    return what == 1 ? EDDY_EPATH : EDDY_OK;
 }
 
 /*
@@ -628,7 +631,8 @@ int eddy__memview_set(eddy__memview *v, const char *path, json_t *value)
     if (value == NULL)
         return EDDY_EINVAL;
     int rc = EDDY_EINVAL;
-    if (eddy__mem_path_valid(path, 0) && (rc = view_check(v, path, 0)) == EDDY_OK)
+    if (eddy__mem_path_valid(path, 0) &&
+        (rc = view_check(v, path, json_is_object(value) ? 2 : 0)) == EDDY_OK)
         rc = view_record(v, path, value);
     json_decref(value);
     return rc;

@@ -631,6 +631,19 @@ static int split_fn(PyObject *args, const char *what, PyObject **fn, PyObject **
     return *rest != NULL ? 0 : -1;
 }
 
+/* Flink Agents' durable_execute takes reconciler=: passed on to fn, it would
+ * run a ported agent's calls without the reconciler it expects. */
+static int refuse_reconciler(PyObject *kwargs, const char *what)
+{
+    if (kwargs == NULL || PyDict_GetItemString(kwargs, "reconciler") == NULL)
+        return 0;
+    PyErr_Format(PyExc_TypeError,
+                 "%s(..., reconciler=...): eddy's Python API has no reconciler (the keyword is "
+                 "reserved, as in Flink Agents, and not passed to the function)",
+                 what);
+    return -1;
+}
+
 static PyObject *ctx_execute_async(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *fn, *rest;
@@ -646,7 +659,8 @@ static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObj
 {
     PyObject *fn, *rest;
     eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute_async");
-    if (t == NULL || split_fn(args, "durable_execute_async", &fn, &rest) != 0)
+    if (t == NULL || refuse_reconciler(kwargs, "durable_execute_async") != 0 ||
+        split_fn(args, "durable_execute_async", &fn, &rest) != 0)
         return NULL;
     eddy__py_call *c = call_new(self, fn, rest, kwargs);
     if (c == NULL ||
@@ -671,7 +685,8 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
 {
     PyObject *fn, *rest;
     eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute");
-    if (t == NULL || split_fn(args, "durable_execute", &fn, &rest) != 0)
+    if (t == NULL || refuse_reconciler(kwargs, "durable_execute") != 0 ||
+        split_fn(args, "durable_execute", &fn, &rest) != 0)
         return NULL;
     eddy__py_call *c = call_new(self, fn, rest, kwargs);
     Py_DECREF(rest);

@@ -199,6 +199,18 @@ class TestAgent(Agent):
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e), code=getattr(e, "code", None),
                     type_name=getattr(e, "type_name", None))
+        elif op == "reconciler_kw":
+            try:
+                await ctx.durable_execute_async(count, rec.get("counter", "/dev/null"), 1,
+                                                reconciler=count)
+                out(ctx, rec, error=None)
+            except TypeError as e:
+                out(ctx, rec, error=str(e))
+        elif op == "dict_twice":
+            stm = ctx.short_term_memory
+            stm.set("profile", {"n": rec["seq"], "tag": "t%d" % rec["seq"]})
+            p = stm.get("profile")
+            out(ctx, rec, n=p.get("n"), fields=sorted(p.get_field_names()))
         elif op == "durable_reenter":
             # The body of a sync durable call runs on the mailbox thread: the
             # context must refuse it, as it would on a worker.

@@ -411,6 +411,45 @@ class PythonTest(EddyTest):
             self.assertIn(name, err)
             self.assertIn(words, err)
 
+    def test_flink_style_mistakes_refused_at_load(self):
+        # A CEL condition as trigger never matched anything, and a wrong
+        # signature failed at the first event without naming the file.
+        cases = {
+            "cel.py": ('@action("Order && event.total > 0")',
+                       "'Order && event.total > 0' is not one (CEL conditions"),
+            "onearg.py": ("@action(InputEvent)", "takes (event): an action is called as "
+                                                 "fn(event, ctx)"),
+        }
+        for name, (deco, words) in cases.items():
+            path = self.path(name)
+            with open(path, "w") as f:
+                f.write("from eddy import Agent, action, InputEvent\n"
+                        "class A(Agent):\n"
+                        "    %s\n"
+                        "    @staticmethod\n"
+                        "    def act(event%s):\n"
+                        "        pass\n" % (deco, "" if name == "onearg.py" else ", ctx"))
+            res = self.run_py([{"key": "k"}], agent=path)
+            self.assertEqual(res.rc, 2, res.stderr)
+            self.assertIn(words, res.stderr.decode())
+            self.assertIn(name, res.stderr.decode())
+
+    def test_reconciler_keyword_refused(self):
+        res = self.run_py([{"key": "r", "op": "reconciler_kw", "seq": 1}])
+        self.assertOk(res)
+        self.assertIn("has no reconciler", res.outputs()[0]["error"])
+
+    def test_dict_in_memory_set_again_in_a_later_run(self):
+        # Flink Agents stores a dict as one value; eddy as nested objects,
+        # which a later set of a dict replaces (it was refused: "an object
+        # stands at the path").
+        recs = [{"key": "m", "op": "dict_twice", "seq": i} for i in range(3)]
+        for state in ((), ("--state", self.path("st"))):
+            res = self.run_py(recs, *state)
+            self.assertOk(res)
+            self.assertEqual([(o["seq"], o["n"], o["fields"]) for o in res.outputs()],
+                             [(i, i, ["n", "tag"]) for i in range(3)])
+
     def test_yielding_action_refused_at_load(self):
         """An action with yield never ran (async def) or ran as a broken
         coroutine (def): the decorator refuses it, naming it and why."""

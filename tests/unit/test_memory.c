@@ -134,10 +134,12 @@ static void test_tree_set_get(void **state)
     json_t *before = json_deep_copy(root);
     assert_int_equal(eddy__mem_tree_set(root, "a.d.x", json_integer(3)), EDDY_EPATH);
     assert_int_equal(eddy__mem_tree_set(root, "a.b", json_integer(3)), EDDY_EPATH);
-    assert_int_equal(eddy__mem_tree_set(root, "a", J("{\"z\": 1}")), EDDY_EPATH);
     assert_int_equal(eddy__mem_tree_new_object(root, "a.d"), EDDY_EPATH);
     assert_int_equal(eddy__mem_tree_new_object(root, "a.d.e"), EDDY_EPATH);
     assert_true(json_equal(root, before));
+    /* An object value replaces an object. */
+    assert_int_equal(eddy__mem_tree_set(before, "a", J("{\"z\": 1}")), EDDY_OK);
+    CHECK_BORROWED(eddy__mem_tree_lookup(before, "a"), "{\"z\": 1}");
 
     /* new_object: kept when present, parents created. */
     assert_int_equal(eddy__mem_tree_new_object(root, "a.b"), EDDY_OK);
@@ -251,7 +253,6 @@ static void test_view_basic(void **state)
     size_t n = json_array_size(log);
     assert_int_equal(eddy__memview_set(&v, "v.x", json_integer(1)), EDDY_EPATH);
     assert_int_equal(eddy__memview_set(&v, "o", json_integer(1)), EDDY_EPATH);
-    assert_int_equal(eddy__memview_set(&v, "o", J("{\"z\": 1}")), EDDY_EPATH);
     assert_int_equal(eddy__memview_set(&v, "a.b", json_integer(1)), EDDY_EPATH);
     assert_int_equal(eddy__memview_set(&v, "a.b.c.d", json_integer(1)), EDDY_EPATH);
     assert_int_equal(eddy__memview_new_object(&v, "v"), EDDY_EPATH);
@@ -273,6 +274,30 @@ static void test_view_basic(void **state)
     CHECK_BORROWED(committed, "{\"v\": 5, \"o\": {\"k\": 1}}");
 
     eddy__memview_reset(&v);
+    json_decref(committed);
+}
+
+/* An object value replaces what stands at its path, an object included (a
+ * Python dict set again in a later run); only a non-object value over an
+ * object is refused. */
+static void test_object_value_replaces_object(void **state)
+{
+    (void)state;
+    json_t *committed = J("{\"o\": {\"k\": 1, \"d\": {\"e\": 2}}, \"s\": 3}");
+    eddy__memview v;
+    eddy__memview_init(&v, committed);
+    assert_int_equal(eddy__memview_set(&v, "o", J("{\"z\": 1}")), EDDY_OK);
+    CHECK_JSON(eddy__memview_get(&v, "o"), "{\"z\": 1}");
+    assert_int_equal(eddy__memview_exists(&v, "o.k"), 0);
+    assert_int_equal(eddy__memview_set(&v, "s", J("{\"t\": 4}")), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "o", json_integer(1)), EDDY_EPATH);
+    assert_int_equal(eddy__memview_commit(&v), EDDY_OK);
+    CHECK_BORROWED(committed, "{\"o\": {\"z\": 1}, \"s\": {\"t\": 4}}");
+    /* Again, as the next run would. */
+    eddy__memview_init(&v, committed);
+    assert_int_equal(eddy__memview_set(&v, "o", J("{\"z\": 2}")), EDDY_OK);
+    assert_int_equal(eddy__memview_commit(&v), EDDY_OK);
+    CHECK_BORROWED(committed, "{\"o\": {\"z\": 2}, \"s\": {\"t\": 4}}");
     json_decref(committed);
 }
 
@@ -544,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_tree_set_get),
         cmocka_unit_test(test_tree_apply),
         cmocka_unit_test(test_view_basic),
+        cmocka_unit_test(test_object_value_replaces_object),
         cmocka_unit_test(test_view_new_object_kept_unlogged),
         cmocka_unit_test(test_field_names),
         cmocka_unit_test(test_overlay_isolation),
