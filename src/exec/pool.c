@@ -10,6 +10,7 @@
 #include "util/thread.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 /* Submit flushes by itself once this many jobs wait in the local list. */
@@ -38,11 +39,13 @@ struct eddy__pool {
     eddy__queue held; /* jobs whose barrier is not reached, by barrier */
     uint64_t synced;  /* the newest durable commit (eddy__pool_synced) */
     int bfail;        /* barriers not reached will never be */
+    int cancel;       /* the runtime stops: jobs no worker has taken are skipped */
 
     /* Completion lock: finished jobs waiting for the loop. */
     uv_mutex_t clock;
     uv_cond_t ccond; /* signalled per completion while close waits */
     eddy__queue completed;
+    atomic_int waiting; /* completed holds jobs the loop has not taken (a hint) */
 
     unsigned nthreads;
     uv_thread_t threads[];
@@ -95,7 +98,7 @@ static void worker(void *arg)
         eddy__queue_remove(q);
         eddy__job *job = eddy__queue_data(q, eddy__job, node);
         /* Queued with its barrier not reached only after a failed sync. */
-        job->canceled = job->barrier > pool->synced;
+        job->canceled = pool->cancel || job->barrier > pool->synced;
         uv_mutex_unlock(&pool->qlock);
 
         if (!job->canceled)
@@ -104,6 +107,8 @@ static void worker(void *arg)
         uv_mutex_lock(&pool->clock);
         int was_empty = eddy__queue_empty(&pool->completed);
         eddy__queue_insert_tail(&pool->completed, &job->node);
+        if (was_empty)
+            atomic_store_explicit(&pool->waiting, 1, memory_order_relaxed);
         if (pool->closing)
             uv_cond_signal(&pool->ccond);
         uv_mutex_unlock(&pool->clock);
@@ -138,6 +143,7 @@ static void deliver(eddy__pool *pool)
 {
     uv_mutex_lock(&pool->clock);
     eddy__queue_move(&pool->completed, &pool->delivering);
+    atomic_store_explicit(&pool->waiting, 0, memory_order_relaxed);
     uv_mutex_unlock(&pool->clock);
     while (!eddy__queue_empty(&pool->delivering)) {
         eddy__queue *q = eddy__queue_head(&pool->delivering);
@@ -247,7 +253,7 @@ void eddy__pool_flush(eddy__pool *pool)
         return;
     pool->nlocal = 0;
     uv_mutex_lock(&pool->qlock);
-    if (pool->synced >= pool->local_barrier || pool->bfail) {
+    if (pool->synced >= pool->local_barrier || pool->bfail || pool->cancel) {
         eddy__queue_move(&pool->local, &pool->queue);
     } else {
         /* Jobs whose barrier is not reached wait in held, not on a worker:
@@ -289,16 +295,31 @@ void eddy__pool_synced(eddy__pool *pool, uint64_t txn)
     wake_workers(pool, n);
 }
 
-void eddy__pool_sync_failed(eddy__pool *pool)
+static void cancel_held(eddy__pool *pool, int *flag)
 {
     uv_mutex_lock(&pool->qlock);
-    pool->bfail = 1;
+    *flag = 1;
     size_t n = 0;
     for (eddy__queue *q = eddy__queue_head(&pool->held); q != &pool->held; q = q->next)
         n++;
     eddy__queue_move(&pool->held, &pool->queue); /* to be canceled */
     uv_mutex_unlock(&pool->qlock);
     wake_workers(pool, n);
+}
+
+void eddy__pool_sync_failed(eddy__pool *pool)
+{
+    cancel_held(pool, &pool->bfail);
+}
+
+void eddy__pool_cancel(eddy__pool *pool)
+{
+    cancel_held(pool, &pool->cancel);
+}
+
+int eddy__pool_completions_waiting(eddy__pool *pool)
+{
+    return atomic_load_explicit(&pool->waiting, memory_order_relaxed);
 }
 
 size_t eddy__pool_pending(const eddy__pool *pool)

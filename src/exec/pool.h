@@ -86,6 +86,10 @@ void eddy__pool_flush(eddy__pool *pool);
  * longer counts once its done callback has been entered. */
 size_t eddy__pool_pending(const eddy__pool *pool);
 
+/* 1 when finished jobs wait for the loop to take them (loop thread; a hint,
+ * read without a lock: the loop's next poll delivers them). */
+int eddy__pool_completions_waiting(eddy__pool *pool);
+
 /* Number of worker threads. */
 unsigned eddy__pool_threads(const eddy__pool *pool);
 
@@ -96,6 +100,12 @@ void eddy__pool_synced(eddy__pool *pool, uint64_t txn);
 /* No further commit will be made durable: jobs waiting on a barrier are
  * canceled (any thread). */
 void eddy__pool_sync_failed(eddy__pool *pool);
+
+/* The runtime stops: every job no worker has taken yet, held or queued, or
+ * submitted from now on, is canceled (skipped, job->canceled set); those
+ * running finish (any thread). Without it a stop waited for every queued
+ * call to run, one worker's turn after another. */
+void eddy__pool_cancel(eddy__pool *pool);
 
 /* Flush, finish every job, deliver their completions, join the workers,
  * close the async handle and free the pool (its memory is released by the

@@ -1,5 +1,6 @@
 /* The operator's lifecycle and scheduling; see the design notes in runtime.h. */
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,11 +88,13 @@ fail:
 }
 
 /* A key with nothing in flight: park it, and free the oldest parked keys when
- * there are too many. Keys that hold memory stay (their memory is state). */
+ * there are too many. Keys that hold memory stay (their memory is state).
+ * With a state directory too: a key's run numbers come from the one counter
+ * of all keys (format 3), so a key made again is the same key; keeping every
+ * key ever seen grew ~750 bytes per distinct key. */
 static void key_park(eddy_runtime *rt, eddy__key *k)
 {
-    if (k->running || !eddy__queue_empty(&k->pending) || json_object_size(k->stm) != 0 ||
-        rt->store != NULL)
+    if (k->running || !eddy__queue_empty(&k->pending) || json_object_size(k->stm) != 0)
         return;
     eddy__queue_insert_tail(&rt->idle_keys, &k->idle_node);
     rt->nidle_keys++;
@@ -109,11 +112,27 @@ static void key_park(eddy_runtime *rt, eddy__key *k)
 
 static void on_idle(uv_idle_t *h);
 
+/* Take the head of ready (not empty). */
+static eddy_ctx *ready_pop(eddy_runtime *rt)
+{
+    eddy__queue *q = eddy__queue_head(&rt->ready);
+    if (q == rt->ready_fresh)
+        rt->ready_fresh = q->next;
+    eddy__queue_remove(q);
+    return eddy__queue_data(q, eddy_ctx, node);
+}
+
 void eddy__task_ready(eddy_ctx *t)
 {
     eddy_runtime *rt = t->rt;
     t->state = EDDY_TASK_READY;
-    eddy__queue_insert_tail(&rt->ready, &t->node);
+    if (t->started) {
+        eddy__queue_insert_tail(rt->ready_fresh, &t->node); /* before the fresh ones */
+    } else {
+        eddy__queue_insert_tail(&rt->ready, &t->node);
+        if (rt->ready_fresh == &rt->ready)
+            rt->ready_fresh = &t->node;
+    }
     if (!uv_is_active((uv_handle_t *)&rt->idle))
         uv_idle_start(&rt->idle, on_idle);
 }
@@ -366,14 +385,20 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
         finished = 1;
     } else if (t->action->ops == NULL) {
         if (t->coro == NULL && (t->coro = eddy__coro_new(rt->coros, task_entry, t)) == NULL) {
-            /* Usually not the heap: each live coroutine is two kernel mappings
-             * (stack and guard page), and vm.max_map_count caps them. */
+            /* Not the action's fault: eddy stops (the same command resumes),
+             * rather than fail, and with --on-error skip dead-letter, good
+             * inputs. Each live coroutine is two kernel mappings (stack and
+             * guard page): vm.max_map_count caps them, as does the address
+             * space limit. */
+            int e = errno;
+            eddy__runtime_fail(rt, EDDY_ENOMEM,
+                               eddy_error_newf("memory",
+                                               "cannot map a coroutine stack (%s) with %zu action "
+                                               "executions live; lower --max-in-flight or "
+                                               "--stack-size, or raise the address space limit "
+                                               "(ulimit -v) or vm.max_map_count",
+                                               strerror(e), rt->live_tasks));
             t->rc = EDDY_ENOMEM;
-            t->err = eddy_error_newf("memory",
-                                     "cannot map a coroutine stack with %zu action executions "
-                                     "live (each takes two of the kernel's vm.max_map_count "
-                                     "mappings; lower --max-in-flight or raise the sysctl)",
-                                     rt->live_tasks);
             finished = 1;
         } else {
             finished = eddy__coro_resume(t->coro);
@@ -402,9 +427,12 @@ static void on_idle(uv_idle_t *h)
 {
     eddy_runtime *rt = h->data;
     for (int budget = STEP_BUDGET; budget > 0 && !eddy__queue_empty(&rt->ready); budget--) {
-        eddy__queue *q = eddy__queue_head(&rt->ready);
-        eddy__queue_remove(q);
-        task_step(rt, eddy__queue_data(q, eddy_ctx, node));
+        /* Finished calls wait for the loop's poll: let it take them rather
+         * than start thousands of new tasks first (their tasks then go on,
+         * and journal the results, before new work; see ready_fresh). */
+        if ((budget & 63) == 0 && rt->pool != NULL && eddy__pool_completions_waiting(rt->pool))
+            break;
+        task_step(rt, ready_pop(rt));
     }
     pause_steps(rt);
     if (eddy__queue_empty(&rt->ready))
@@ -683,6 +711,9 @@ static void begin_stop(eddy_runtime *rt)
     if (rt->stopping)
         return;
     rt->stopping = 1;
+    /* Calls not started will not run: their tasks unwind at once. */
+    if (rt->pool != NULL)
+        eddy__pool_cancel(rt->pool);
     drop_unadmitted(rt);
     /* Inputs waiting behind a run are dropped; with a state directory they
      * stay in the store and resume on restart. */
@@ -768,6 +799,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     }
     rt->owner = uv_thread_self();
     eddy__queue_init(&rt->ready);
+    rt->ready_fresh = &rt->ready;
     eddy__queue_init(&rt->admit_buf);
     eddy__queue_init(&rt->commit_wait);
     eddy__queue_init(&rt->sync_wait);
@@ -927,9 +959,7 @@ void eddy_runtime_free(eddy_runtime *rt)
            !eddy__queue_empty(&rt->sync_wait)) {
         eddy__queue_move(&rt->sync_wait, &rt->ready);
         eddy__queue_move(&rt->commit_wait, &rt->ready);
-        eddy__queue *q = eddy__queue_head(&rt->ready);
-        eddy__queue_remove(q);
-        eddy_ctx *t = eddy__queue_data(q, eddy_ctx, node);
+        eddy_ctx *t = ready_pop(rt);
         if (t->started)
             task_step(rt, t); /* resumes to unwind; calls now fail at once */
         else

@@ -143,6 +143,12 @@ struct eddy_runtime {
     unsigned progress_ms;
 
     eddy__queue ready;
+    /* The first task in ready that has not started yet (&ready: none). Tasks
+     * that go on after a call are put before it: a finished call's result is
+     * journaled, and its run moves on, before new work starts (with 100 k
+     * inputs in flight, results waited seconds behind new tasks, and a kill
+     * then repeated the calls). */
+    eddy__queue *ready_fresh;
 #define EDDY_SPARE_INPUTS 4096
     eddy_event *spare_inputs[EDDY_SPARE_INPUTS]; /* released InputEvents, for reuse */
     unsigned nspare_inputs;

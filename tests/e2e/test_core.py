@@ -411,6 +411,32 @@ class CoreTest(EddyTest):
         # The input is ~150 MB; bounded admission keeps the process small.
         self.assertLess(max_rss_kb * 1024, size / 2, "resident memory grew with the input")
 
+    @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
+    def test_distinct_keys_do_not_grow_memory_with_state(self):
+        # Every input a new key (ids, say), with --state: keys without
+        # memory are let go as without state (they were all kept, ~750
+        # bytes each: ~900 MB for 1.2 M keys). Resident memory must not grow
+        # with the number of keys.
+        probe = ("import resource, subprocess, sys\n"
+                 "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
+                 "sys.stderr.buffer.write(p.stderr)\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+                 "sys.exit(p.returncode)\n")
+        rss = []
+        for n in (100000, 400000):
+            inp = self.path("keys%d.jsonl" % n)
+            with open(inp, "w") as f:
+                for i in range(n):
+                    f.write('{"key":"u%d","op":"echo","seq":%d}\n' % (i, i))
+            proc = subprocess.run([sys.executable, "-c", probe, EDDY, "run", TEST_AGENT,
+                                   "--input", inp, "--output", self.path("o%d" % n), "--state",
+                                   self.path("st%d" % n), "--no-progress"],
+                                  capture_output=True, timeout=600)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+            rss.append(int(proc.stdout.decode().strip()))
+        # 300,000 more keys would have been ~220 MB more.
+        self.assertLess(rss[1] - rss[0], 100 * 1024, "resident memory grew with the keys: %s" % rss)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -232,6 +232,62 @@ class DurableTest(EddyTest):
         seqs = [o["seq"] for o in read_jsonl(self.out)]
         self.assertEqual((sorted(seqs[:4]), seqs[4:]), ([0, 1, 2, 3], [9]))  # keys overlap
 
+    def test_finished_calls_are_journaled_before_new_work(self):
+        # Thousands of runs in flight: a task that goes on after its call
+        # must not wait behind tasks that have not started, or a kill finds
+        # thousands of finished calls unjournaled and runs them again (it
+        # did: ~800 of 2,500 here). Killed once many calls have run, the
+        # rerun may repeat what was running or had just finished: some per
+        # worker (up to 82 of 3,200 seen under ASan, whose loop is slower).
+        n, threads = 20000, 16
+        write_jsonl(self.inp, [{"key": "k%d" % i, "seq": i, "v": 1, "ms": 1} for i in range(n)])
+        cmd = self.cmd("--async-threads", str(threads))
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        for _ in range(3000):
+            if os.path.exists(self.effects) and os.path.getsize(self.effects) > 150_000:
+                break  # ~3000 calls have run
+            time.sleep(0.01)
+        p.kill()
+        p.wait()
+        before = self.count_effects("effect")
+        self.assertLess(before, n, "finished before the kill: make the run longer")
+        res = subprocess.run(cmd, capture_output=True, timeout=300, env=env)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        seen = collections.Counter()
+        for line in self.effect_lines():
+            kind, _, args = line.partition(" ")
+            if kind == "effect":
+                seen[json.loads(args)["seq"]] += 1
+        self.assertEqual(len(seen), n)
+        repeated = sum(c - 1 for c in seen.values())
+        self.assertLessEqual(repeated, 12 * threads, "of %d calls before the kill" % before)
+
+    @unittest.skipIf(SANITIZED, "sanitizers reserve terabytes of address space")
+    def test_out_of_coroutine_stacks_stops_and_resumes(self):
+        # Stacks that cannot be mapped are eddy's limit, not the action's
+        # failure: with --on-error skip they dead-lettered good inputs, which
+        # a rerun did not retry. Now eddy stops (exit 1), and resumes.
+        import resource
+        n = 3000
+        recs = [{"key": "k%d" % i, "seq": i, "op": "sleep", "ms": 5} for i in range(n)]
+        write_jsonl(self.inp, recs)
+        cmd = self.cmd("--async-threads", "8", "--on-error", "skip", agent=TEST_AGENT)
+
+        def small_address_space():
+            resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))
+        res = subprocess.run(cmd, capture_output=True, timeout=120,
+                             preexec_fn=small_address_space)
+        if res.returncode == 0:
+            self.skipTest("the address space limit left room for every stack here")
+        self.assertEqual(res.returncode, 1, res.stderr)
+        self.assertIn(b"cannot map a coroutine stack (Cannot allocate memory)", res.stderr)
+        self.assertFalse(os.path.exists(self.out + ".dead.jsonl") and
+                         os.path.getsize(self.out + ".dead.jsonl") > 0)
+        res = subprocess.run(cmd, capture_output=True, timeout=300)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(n)))
+
     def test_journal_is_pruned(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
         res = self.run_cmd()

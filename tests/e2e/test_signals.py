@@ -64,6 +64,31 @@ class Signals(EddyTest):
     def test_sigint_stops_cleanly_and_resumes(self):
         self.interrupt(signal.SIGINT, 130)
 
+    def test_stop_skips_calls_not_started(self):
+        # Ten slow durable calls queued for one worker: after SIGTERM only
+        # the one running finishes; the others are canceled, not run one
+        # after another before eddy exits (they run on the resume).
+        recs = [{"key": "s%d" % i, "seq": i, "v": 1, "ms": 400} for i in range(10)]
+        write_jsonl(self.inp, recs)
+        effects = self.path("effects")
+        env = dict(os.environ, EDDY_TEST_EFFECTS=effects)
+        cmd = self.cmd()
+        cmd[cmd.index("--async-threads") + 1] = "1"
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(600):  # the first call has started
+            if os.path.exists(effects) and os.path.getsize(effects) > 0:
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        with open(effects) as f:
+            ran = sum(1 for line in f if line.startswith("effect"))
+        self.assertLessEqual(ran, 2, "calls queued behind the stop still ran")
+        again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(10)))
+
     def test_sigpipe_on_stdout(self):
         """eddy ... --output - | head -1: eddy stops with EPIPE (exit 1), the
         state stays consistent: the rerun produces exactly the outputs that
