@@ -641,6 +641,16 @@ static void check_done(eddy_runtime *rt)
             eddy__runtime_fail(rt, source_error_code(e), eddy__error_dup(e)); /* calls us again */
             return;
         }
+        uint64_t line, bytes;
+        if (!rt->stopping && rt->source != NULL && eddy__source_tail(rt->source, &line, &bytes))
+            fprintf(stderr,
+                    "eddy: note: line %llu of %s (%llu bytes) has no newline and is not complete "
+                    "JSON: it is left unread, and the next run with this state takes it once it "
+                    "is complete\n",
+                    (unsigned long long)line,
+                    rt->cv->input == NULL || strcmp(rt->cv->input, "-") == 0 ? "standard input"
+                                                                             : rt->cv->input,
+                    (unsigned long long)bytes);
         rt->done = 1;
         /* uv_stop() outside uv_run() would stay pending and make the next
          * uv_run() (the one that closes the handles) return at once. */
@@ -845,6 +855,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         .start_line = rt->source_line,
         .head_len = rt->head_len,
         .head_hash = rt->head_hash,
+        .keep_tail = rt->store != NULL,
         .capacity = source_capacity(cv),
     };
     if (eddy__source_open(&rt->source, &rt->loop, &so, on_source_ready, rt, err) != EDDY_OK)

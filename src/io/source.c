@@ -60,6 +60,7 @@ struct eddy__source {
     char *key_field;
     uint64_t start_offset;
     uint64_t want_len, want_hash; /* the head to find (opts head_len, head_hash) */
+    int keep_tail;
     size_t max_line;
     unsigned max_depth;
     size_t capacity;
@@ -78,7 +79,8 @@ struct eddy__source {
     int eof;        /* the reader is finished (end of input or error) */
     int head_known; /* the reader read the first line from the input's start */
     uint64_t head_len, head_hash;
-    int stop; /* close() asked the reader to stop */
+    uint64_t tail_line, tail_bytes; /* a last line left unread (keep_tail) */
+    int stop;                       /* close() asked the reader to stop */
     eddy_error *err;
     eddy__queue recycle; /* inputs handed back by the loop, for the reader to free */
 
@@ -572,6 +574,17 @@ static ssize_t read_some(eddy__source *s, char *p, size_t n)
     }
 }
 
+/* 1 when a last line without a newline is not JSON yet: most likely a
+ * line still being appended. */
+static int tail_incomplete(const eddy__source *s, const char *p, size_t len)
+{
+    if (len > s->max_line || is_blank(p, len))
+        return 0;
+    json_t *v = json_loadb(p, len, JSON_DECODE_ANY, NULL);
+    json_decref(v);
+    return v == NULL;
+}
+
 static void reader_main(void *arg)
 {
     eddy__thread_name("eddy-reader");
@@ -603,7 +616,13 @@ static void reader_main(void *arg)
             /* The last line may have no newline. */
             if (r->skipping)
                 rc = finish_skipped(s, r->base + r->end);
-            else if (r->end > r->start)
+            else if (r->end > r->start && s->keep_tail &&
+                     tail_incomplete(s, r->buf + r->start, r->end - r->start)) {
+                uv_mutex_lock(&s->mu);
+                s->tail_line = r->line_no + 1;
+                s->tail_bytes = r->end - r->start;
+                uv_mutex_unlock(&s->mu);
+            } else if (r->end > r->start)
                 rc = emit_line(s, r->buf + r->start, r->end - r->start, r->base + r->end);
             if (rc == 0)
                 rc = push_batch(s);
@@ -771,6 +790,7 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
     s->start_offset = opts->start_offset;
     s->want_len = opts->head_len <= EDDY__SOURCE_HEAD_MAX ? opts->head_len : 0;
     s->want_hash = opts->head_hash;
+    s->keep_tail = opts->keep_tail;
     if (opts->start_offset > 0 && S_ISREG(st.st_mode) &&
         (rc = check_file(s, (uint64_t)st.st_size, err)) != EDDY_OK)
         goto fail;
@@ -862,6 +882,16 @@ int eddy__source_head(eddy__source *s, uint64_t *len, uint64_t *hash)
     *hash = s->head_hash;
     uv_mutex_unlock(&s->mu);
     return known;
+}
+
+int eddy__source_tail(eddy__source *s, uint64_t *line, uint64_t *bytes)
+{
+    uv_mutex_lock(&s->mu);
+    int left = s->eof && s->tail_line != 0;
+    *line = s->tail_line;
+    *bytes = s->tail_bytes;
+    uv_mutex_unlock(&s->mu);
+    return left;
 }
 
 int eddy__source_done(eddy__source *s)

@@ -288,6 +288,28 @@ class DurableTest(EddyTest):
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(n)))
 
+    def test_line_being_appended_is_left_for_the_next_run(self):
+        # A writer is in the middle of a line when eddy reaches the end: with
+        # a state, that fragment was dead-lettered and the position moved past
+        # it, so the completed line was lost (its rest dead-lettered next).
+        cmd = self.cmd(agent=TEST_AGENT)
+        with open(self.inp, "w") as f:
+            for i in range(1, 4):
+                f.write('{"key": "a", "op": "echo", "seq": %d}\n' % i)
+            f.write('{"key": "a", "op": "ec')
+        res = subprocess.run(cmd, capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"note: line 4 of %s (22 bytes) has no newline and is not complete JSON"
+                      % self.inp.encode(), res.stderr)
+        with open(self.inp, "a") as f:
+            f.write('ho", "seq": 4}\n{"key": "a", "op": "echo", "seq": 5}')
+        res = subprocess.run(cmd, capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertNotIn(b"note:", res.stderr)  # a complete last line is taken
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [1, 2, 3, 4, 5])
+        self.assertFalse(os.path.exists(self.out + ".dead.jsonl") and
+                         os.path.getsize(self.out + ".dead.jsonl") > 0)
+
     def test_journal_is_pruned(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
         res = self.run_cmd()
