@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -395,6 +396,98 @@ void eddy__coro_yield(void)
 eddy__coro *eddy__coro_current(void)
 {
     return current;
+}
+
+/* ---------------------------------------------------------------- overflow */
+
+/*
+ * A write into a guard page is a SIGSEGV like any other: the process died
+ * with no word of why (exit 139). The handler (on its own stack: the
+ * coroutine's is used up) says which action overflowed and how to fix it,
+ * then puts the previous disposition back and returns, so that the fault
+ * happens again and kills the process as before. Only async-signal-safe
+ * calls: write(2) and sigaction(2). Not in sanitizer builds: they handle
+ * SIGSEGV themselves.
+ */
+#if !defined(CORO_ASAN) && !defined(CORO_TSAN)
+static void (*overflow_note)(void *arg, void (*put)(const char *));
+static struct sigaction prev_segv;
+
+static void put_str(const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, s, n);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void put_size(size_t v)
+{
+    char b[24], *p = b + sizeof(b);
+    *--p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    put_str(p);
+}
+
+static void on_segv(int sig, siginfo_t *si, void *uctx)
+{
+    (void)sig;
+    (void)uctx;
+    eddy__coro *c = current;
+    const char *a = si != NULL ? (const char *)si->si_addr : NULL;
+    if (c != NULL && c->guarded && a >= c->map && a < c->map + c->pool->page) {
+        put_str("eddy: ");
+        if (overflow_note != NULL) {
+            overflow_note(c->arg, put_str);
+            put_str(" ");
+        }
+        put_str("overflowed its coroutine stack of ");
+        put_size(usable_size(c, c->pool));
+        put_str(" bytes (deep recursion or large locals): raise --stack-size\n");
+    }
+    sigaction(SIGSEGV, &prev_segv, NULL); /* the fault comes again, and kills */
+}
+#endif
+
+void eddy__coro_overflow_init(void (*note)(void *arg, void (*put)(const char *)))
+{
+#if !defined(CORO_ASAN) && !defined(CORO_TSAN)
+    /* Per thread: a stack for the handler, kept for the thread's life. */
+    static _Thread_local void *altstack;
+    stack_t ss;
+    if (altstack == NULL && sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
+        size_t size = 64 * 1024;
+        altstack = malloc(size);
+        ss = (stack_t){.ss_sp = altstack, .ss_size = size, .ss_flags = 0};
+        if (altstack != NULL && sigaltstack(&ss, NULL) != 0) {
+            free(altstack);
+            altstack = NULL;
+        }
+    }
+    /* Per process, once, and only over the default disposition: an
+     * embedding program's own handler stays. */
+    static int installed;
+    struct sigaction cur;
+    if (installed || sigaction(SIGSEGV, NULL, &cur) != 0 || cur.sa_handler != SIG_DFL ||
+        (cur.sa_flags & SA_SIGINFO))
+        return;
+    installed = 1;
+    overflow_note = note;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &prev_segv);
+#else
+    (void)note;
+#endif
 }
 
 void eddy__coro_free(eddy__coro *c)

@@ -49,6 +49,13 @@ void eddy__coro_yield(void);
 /* The coroutine running on this thread, or NULL outside of any. */
 eddy__coro *eddy__coro_current(void);
 
+/* Name a stack overflow (a write into a guard page) on stderr before the
+ * process dies of it, on the calling thread (it gets a signal stack) and, the
+ * first time, for the process (when SIGSEGV has its default disposition).
+ * note(arg, put), when not NULL, describes the coroutine whose fn got arg,
+ * with put only (in a signal handler: no allocation, no stdio). */
+void eddy__coro_overflow_init(void (*note)(void *arg, void (*put)(const char *)));
+
 /* Return c's stack to its pool. c must be finished or never resumed. NULL is a no-op.
  * Freeing a suspended coroutine is a bug (an assertion in debug builds): its
  * frames are dropped without unwinding, so whatever they own leaks. */

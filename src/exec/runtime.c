@@ -891,6 +891,16 @@ int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
     return EDDY_OK;
 }
 
+/* For a stack overflow's message, in a signal handler: reads and put only. */
+static void overflow_note(void *arg, void (*put)(const char *))
+{
+    eddy_ctx *t = arg;
+    put("action '");
+    put(t->action->name);
+    put("' for key ");
+    put(t->key->text);
+}
+
 int eddy_runtime_run(eddy_runtime *rt)
 {
     if (rt == NULL)
@@ -900,6 +910,7 @@ int eddy_runtime_run(eddy_runtime *rt)
     if (rt->ran)
         return EDDY_ESTATE;
     rt->ran = 1;
+    eddy__coro_overflow_init(overflow_note);
     rt->t_start = uv_hrtime();
     uv_prepare_start(&rt->prepare, on_prepare);
     uv_check_start(&rt->check, on_check);

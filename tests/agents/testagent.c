@@ -129,6 +129,15 @@ static int op_memory(eddy_ctx *ctx, json_int_t seq)
     return output(ctx, r);
 }
 
+/* n frames of 512 bytes each: a stack overflow on a small --stack-size. */
+static int recurse(int n)
+{
+    volatile char pad[512];
+    pad[0] = (char)n;
+    pad[511] = (char)n;
+    return n <= 0 ? pad[0] : recurse(n - 1) + pad[511];
+}
+
 /* [[...[1]...]]: n arrays deep. */
 static json_t *nested(json_int_t n)
 {
@@ -281,6 +290,9 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     }
     if (strcmp(op, "deep") == 0)
         return op_deep(ctx, in, seq);
+    if (strcmp(op, "recurse") == 0)
+        return output(ctx,
+                      json_pack("{s:I, s:i}", "seq", seq, "r", recurse((int)iget(in, "depth", 0))));
     if (strcmp(op, "reenter") == 0) {
         json_t *res = NULL;
         int rc = eddy_ctx_durable_execute(ctx, "reenter", in, reenter_body, ctx, &res, NULL);

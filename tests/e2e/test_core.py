@@ -223,6 +223,18 @@ class CoreTest(EddyTest):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn(b'"v": [', proc.stdout)
 
+    @unittest.skipIf(SANITIZED, "sanitizers handle SIGSEGV themselves")
+    def test_stack_overflow_is_named(self):
+        # A write into a coroutine's guard page killed eddy with no word.
+        res = self.run_eddy([{"key": "a", "op": "recurse", "depth": 200, "seq": 1}],
+                            "--stack-size", "16384")
+        self.assertEqual(res.rc, -11, res.stderr)
+        self.assertIn(b"eddy: action 'dispatch' for key \"a\" overflowed its coroutine stack of ",
+                      res.stderr)
+        self.assertIn(b"raise --stack-size", res.stderr)
+        res = self.run_eddy([{"key": "a", "op": "recurse", "depth": 200, "seq": 1}])
+        self.assertOk(res)  # the default stack holds it
+
     def test_durable_call_body_cannot_use_the_context(self):
         # eddy_ctx_durable_execute runs its body on the mailbox thread: a
         # context call from there is refused as from a worker (-3).
