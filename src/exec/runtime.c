@@ -429,8 +429,10 @@ static void on_idle(uv_idle_t *h)
     for (int budget = STEP_BUDGET; budget > 0 && !eddy__queue_empty(&rt->ready); budget--) {
         /* Finished calls wait for the loop's poll: let it take them rather
          * than start thousands of new tasks first (their tasks then go on,
-         * and journal the results, before new work; see ready_fresh). */
-        if ((budget & 63) == 0 && rt->pool != NULL && eddy__pool_completions_waiting(rt->pool))
+         * and journal the results, before new work; see ready_fresh). Tasks
+         * going on already are stepped first. */
+        if ((budget & 63) == 0 && rt->ready.next == rt->ready_fresh && rt->pool != NULL &&
+            eddy__pool_completions_waiting(rt->pool))
             break;
         task_step(rt, ready_pop(rt));
     }
