@@ -202,11 +202,7 @@ static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
         rt->stats.unhandled_events++;
         return EDDY_OK;
     }
-    /* A run's own input always routes: the limit is on what actions send. */
-    uint64_t max = rt->cv->max_run_actions;
-    if (max != 0 && ev != k->input && r->n > max - k->started)
-        return EDDY_ELIMIT;
-    k->started += r->n;
+    k->started += r->n; /* checked by run_limit_passed before the events go out */
     for (size_t i = 0; i < r->n; i++) {
         if (task_new(rt, k, r->actions[i], ev) == NULL)
             return EDDY_ENOMEM;
@@ -294,27 +290,37 @@ static void action_failed(eddy_runtime *rt, eddy_ctx *t)
                                        (unsigned long long)k->line_no, etype, emsg));
 }
 
-/* An event t sent would start more action executions than the run may: its
- * actions send one another events in a cycle, most likely, which would run
- * (and be journaled) forever. The run fails as if t had failed, and the
- * events t sent but not routed are dropped with it. */
-static void run_limit_reached(eddy_runtime *rt, eddy_ctx *t)
+/* 1 when the events t sent would start more action executions than the run
+ * may (--max-run-actions): its actions send one another events in a cycle,
+ * most likely, which would run (and be journaled) for ever. Checked before
+ * anything t did is released: t then fails as any action does, its outputs,
+ * events and memory writes discarded. A run's input always routes. */
+static int run_limit_passed(eddy_runtime *rt, eddy_ctx *t)
 {
-    while (!eddy__queue_empty(&t->sent)) {
-        eddy__queue *q = eddy__queue_head(&t->sent);
-        eddy__queue_remove(q);
-        eddy__event_unref(eddy__queue_data(q, eddy_event, node));
+    uint64_t max = rt->cv->max_run_actions, n = t->key->started;
+    int over = 0;
+    if (max == 0)
+        return 0;
+    eddy__queue *q;
+    eddy__queue_foreach(q, &t->sent)
+    {
+        eddy_event *ev = eddy__queue_data(q, eddy_event, node);
+        const eddy__route *r = ev->is_output ? NULL : eddy__plan_route(rt->plan, ev->type);
+        /* (the input's own actions may already be more than max) */
+        if (r != NULL && r->n > 0 && (n += r->n) > max) {
+            over = 1;
+            break;
+        }
     }
-    t->rc = EDDY_ELIMIT;
+    if (!over)
+        return 0;
     eddy_error_free(t->err);
     t->err = eddy_error_newf("limit",
                              "the run reached --max-run-actions (%llu action executions); do "
                              "its actions send one another events in a cycle?",
-                             (unsigned long long)rt->cv->max_run_actions);
-    if (t->err == NULL)
-        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-    else
-        action_failed(rt, t);
+                             (unsigned long long)max);
+    t->rc = EDDY_ELIMIT;
+    return 1;
 }
 
 /* The task's action execution has finished (or is discarded while stopping):
@@ -323,7 +329,7 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
 {
     eddy__key *k = t->key;
     if (t->started && !rt->stopping && !k->failed) {
-        if (t->rc != EDDY_OK) {
+        if (t->rc != EDDY_OK || run_limit_passed(rt, t)) {
             action_failed(rt, t);
         } else {
             if (!t->replayed)
@@ -348,10 +354,6 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
                 }
                 int rc = route_event(rt, k, ev);
                 eddy__event_unref(ev);
-                if (rc == EDDY_ELIMIT) {
-                    run_limit_reached(rt, t);
-                    break;
-                }
                 if (rc != EDDY_OK)
                     eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
             }

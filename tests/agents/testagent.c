@@ -315,7 +315,8 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     }
     if (strcmp(op, "bounce") == 0) /* "n" Pings, or forever when n < 0 */
         return send_typed(ctx, "Ping",
-                          json_pack("{s:I, s:I, s:I}", "seq", seq, "n", iget(in, "n", 0), "k", 0));
+                          json_pack("{s:I, s:I, s:I, s:I}", "seq", seq, "n", iget(in, "n", 0), "k",
+                                    0, "noisy", iget(in, "noisy", 0)));
     if (strcmp(op, "unhandled") == 0) {
         int rc = send_typed(ctx, "Nobody", NULL);
         return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));
@@ -338,10 +339,19 @@ static int ping(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     (void)arg;
     const json_t *a = eddy_event_attrs(ev);
     json_int_t seq = iget(a, "seq", 0), n = iget(a, "n", 0), k = iget(a, "k", 0);
+    json_int_t noisy = iget(a, "noisy", 0);
     if (n == 0)
         return output(ctx, json_pack("{s:I, s:I}", "seq", seq, "pings", k));
-    return send_typed(ctx, "Ping",
-                      json_pack("{s:I, s:I, s:I}", "seq", seq, "n", n - 1, "k", k + 1));
+    if (noisy) { /* each Ping also writes memory and an output */
+        int rc = eddy_memory_set(eddy_ctx_short_term_memory(ctx), "pings", json_integer(k));
+        if (rc == EDDY_OK)
+            rc = output(ctx, json_pack("{s:I, s:I}", "seq", seq, "ping", k));
+        if (rc != EDDY_OK)
+            return rc;
+    }
+    return send_typed(
+        ctx, "Ping",
+        json_pack("{s:I, s:I, s:I, s:I}", "seq", seq, "n", n - 1, "k", k + 1, "noisy", noisy));
 }
 
 /* Three actions triggered by one Fan event; each makes a slow call. */

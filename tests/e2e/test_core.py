@@ -193,6 +193,17 @@ class CoreTest(EddyTest):
         self.assertEqual(res.rc, 1, res.stderr)
         self.assertIn(b"action 'ping' failed for key \"b\" on Ping (input line 1): limit: the run "
                       b"reached --max-run-actions (100000 action executions)", res.stderr)
+        # The action that passes the limit fails before anything it did is
+        # released: Ping 48 would start the 51st action; its output and its
+        # memory write are discarded with it, those of Pings 0-47 stand.
+        st = self.path("st")
+        res = self.run_eddy([{"key": "n", "op": "bounce", "n": -1, "noisy": 1, "seq": 9}],
+                            "--on-error", "skip", "--max-run-actions", "50", "--state", st)
+        self.assertOk(res)
+        self.assertEqual(sorted(o["ping"] for o in res.outputs()), list(range(48)))
+        proc = subprocess.run([EDDY, "inspect", "--state", st, "--key", "n", "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(json.loads(proc.stdout)["key"]["short_term_memory"], {"pings": 47})
         # 0: no limit.
         res = self.run_eddy([{"key": "e", "op": "bounce", "n": 150000, "seq": 5}],
                             "--max-run-actions", "0")
