@@ -20,6 +20,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -404,14 +405,17 @@ eddy__coro *eddy__coro_current(void)
  * A write into a guard page is a SIGSEGV like any other: the process died
  * with no word of why (exit 139). The handler (on its own stack: the
  * coroutine's is used up) says which action overflowed and how to fix it,
- * then puts the previous disposition back and returns, so that the fault
- * happens again and kills the process as before. Only async-signal-safe
- * calls: write(2) and sigaction(2). Not in sanitizer builds: they handle
- * SIGSEGV themselves.
+ * then puts the default disposition back (it is only installed over the
+ * default) and returns, so that the fault happens again and kills the
+ * process as before; a SIGSEGV sent by kill(2) or raise(3) is raised again.
+ * Only async-signal-safe calls: write(2), sigaction(2), raise(3). It reads
+ * the thread's current coroutine, a TLS variable of this library that the
+ * thread has used before (a dlopen()ed libeddy could allocate on a first
+ * access from another thread). Not in sanitizer builds: they handle SIGSEGV
+ * themselves.
  */
 #if !defined(CORO_ASAN) && !defined(CORO_TSAN)
 static void (*overflow_note)(void *arg, void (*put)(const char *));
-static struct sigaction prev_segv;
 
 static void put_str(const char *s)
 {
@@ -451,7 +455,13 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
         put_size(usable_size(c, c->pool));
         put_str(" bytes (deep recursion or large locals): raise --stack-size\n");
     }
-    sigaction(SIGSEGV, &prev_segv, NULL); /* the fault comes again, and kills */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGSEGV, &dfl, NULL); /* the fault comes again, and kills */
+    if (si == NULL || si->si_code <= 0)
+        raise(sig); /* sent, not a fault: nothing comes again */
 }
 #endif
 
@@ -470,21 +480,24 @@ void eddy__coro_overflow_init(void (*note)(void *arg, void (*put)(const char *))
             altstack = NULL;
         }
     }
-    /* Per process, once, and only over the default disposition: an
-     * embedding program's own handler stays. */
-    static int installed;
+    /* Per process, once (runtimes may start on several threads at once),
+     * and only over the default disposition: an embedding program's own
+     * handler stays. */
+    static atomic_int installed;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&installed, &expected, 1))
+        return;
     struct sigaction cur;
-    if (installed || sigaction(SIGSEGV, NULL, &cur) != 0 || cur.sa_handler != SIG_DFL ||
+    if (sigaction(SIGSEGV, NULL, &cur) != 0 || cur.sa_handler != SIG_DFL ||
         (cur.sa_flags & SA_SIGINFO))
         return;
-    installed = 1;
     overflow_note = note;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &prev_segv);
+    sigaction(SIGSEGV, &sa, NULL);
 #else
     (void)note;
 #endif

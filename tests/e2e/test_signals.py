@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import AGENTS, EDDY, SANITIZED, EddyTest, read_jsonl, write_jsonl  # noqa: E402
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 
@@ -88,6 +88,20 @@ class Signals(EddyTest):
         again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(10)))
+
+    @unittest.skipIf(SANITIZED, "sanitizers handle SIGSEGV themselves")
+    def test_sigsegv_sent_still_kills(self):
+        # The stack-overflow handler returns to let a fault happen again; a
+        # SIGSEGV sent with kill(2) must still end eddy as it did.
+        p = subprocess.Popen([EDDY, "run", os.path.join(AGENTS, "testagent.so"), "--quiet"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        p.stdin.write(b'{"key": "a", "op": "echo", "seq": 1}\n')
+        p.stdin.flush()
+        p.stdout.readline()  # running: the first output is out
+        p.send_signal(signal.SIGSEGV)
+        p.communicate(timeout=60)
+        self.assertEqual(p.returncode, -signal.SIGSEGV)
 
     def test_sigpipe_on_stdout(self):
         """eddy ... --output - | head -1: eddy stops with EPIPE (exit 1), the
