@@ -42,6 +42,7 @@ typedef struct reader {
     size_t prefix_len;
     /* A resume on a pipe: the head of the input is checked among the bytes
      * dropped (see eddy__source_opts.head_len). */
+    int head_done;    /* the head was noted, or cannot be */
     size_t check_len; /* bytes to gather in check (0: no check) */
     size_t check_got;
     char check[EDDY__SOURCE_HEAD_MAX + 1];
@@ -418,8 +419,16 @@ static int head_matches(const eddy__source *s, const char *buf, size_t got)
 static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_offset)
 {
     reader *r = &s->rd;
-    if (++r->line_no == 1 && s->start_offset == 0)
-        note_head(s, p, len);
+    ++r->line_no;
+    if (!r->head_done && s->start_offset == 0 && !is_blank(p, len)) {
+        /* The head runs from the input's first byte through its first line
+         * that is not blank (blank lines tell inputs apart by nothing): when
+         * the buffer still starts at byte 0, as it does unless blank lines
+         * filled a whole read. */
+        r->head_done = 1;
+        if (r->base == 0)
+            note_head(s, r->buf, (size_t)(p - r->buf) + len);
+    }
     if (len > 0 && p[len - 1] == '\r')
         len--;
     eddy__input *in = eddy__fault("alloc.input") ? NULL : malloc(sizeof(*in));
@@ -446,8 +455,9 @@ static int finish_skipped(eddy__source *s, uint64_t end_offset)
 {
     reader *r = &s->rd;
     r->skipping = 0;
-    if (++r->line_no == 1 && s->start_offset == 0)
+    if (++r->line_no == 1 && s->start_offset == 0 && !r->head_done)
         note_head(s, r->prefix, r->prefix_len); /* the prefix is the head's length */
+    r->head_done = 1;
     uint64_t len = r->skip_len;
     if (len > 0 && r->last == '\r')
         len--;

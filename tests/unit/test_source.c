@@ -621,6 +621,20 @@ static void test_head_checked_at_resume(void **state)
     m = resume_on_pipe(data, len, o, &n);
     assert_non_null(m);
     assert_non_null(strstr(m, "it ended after"));
+    /* Blank lines first: the head runs through the first line that is not
+     * blank, so another input behind the same blank lines is told apart. */
+    const char *blanks = "\n  \r\n{\"k\":\"a\"}\n{\"k\":\"b\"}\n";
+    free(read_all(&r, blanks, strlen(blanks), (eddy__source_opts){0}));
+    assert_int_equal(eddy__source_head(r.s, &hl, &hh), 1);
+    assert_int_equal(hl, strlen("\n  \r\n{\"k\":\"a\"}"));
+    run_close(&r);
+    const char *blanks2 = "\n  \r\n{\"k\":\"z\"}\n{\"k\":\"b\"}\n";
+    eddy__source_opts ob = {.start_offset = hl + 1,
+                            .start_line = 3,
+                            .head_len = hl,
+                            .head_hash = eddy__hash_bytes(blanks, hl)};
+    assert_int_equal(resume_on_file(blanks, strlen(blanks), ob, msg), EDDY_OK);
+    assert_int_equal(resume_on_file(blanks2, strlen(blanks2), ob, msg), EDDY_ESTATE);
     /* Without a head (a state made before heads were kept): no check. */
     o = (eddy__source_opts){.start_offset = first + 1, .start_line = 1};
     assert_int_equal(resume_on_file(other, strlen(other), o, msg), EDDY_OK);
