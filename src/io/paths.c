@@ -46,6 +46,33 @@ static int check_input(file_ref *f, eddy_error **err)
     return EDDY_OK;
 }
 
+/* A link whose target is not there yet: where the file will be created.
+ * path (at most PATH_MAX) is rewritten in place; 0, or -1 when it is not a
+ * dangling link (or links too deep). */
+static int follow_dangling(char *path)
+{
+    for (int depth = 0; depth < 8; depth++) {
+        struct stat st;
+        if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode))
+            return depth > 0 ? 0 : -1;
+        char target[PATH_MAX];
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        if (n <= 0)
+            return -1;
+        target[n] = '\0';
+        const char *slash = strrchr(path, '/');
+        if (target[0] == '/' || slash == NULL) {
+            memcpy(path, target, (size_t)n + 1);
+        } else { /* relative to the link's directory */
+            size_t dlen = (size_t)(slash - path) + 1;
+            if (dlen + (size_t)n >= PATH_MAX)
+                return -1;
+            memcpy(path + dlen, target, (size_t)n + 1);
+        }
+    }
+    return -1;
+}
+
 /* A file that is there must be writable; one that is not, creatable. */
 static int check_output(file_ref *f, eddy_error **err)
 {
@@ -63,15 +90,21 @@ static int check_output(file_ref *f, eddy_error **err)
     }
     if (errno != ENOENT)
         return cannot_write(f, errno, err);
-    const char *slash = strrchr(f->path, '/');
-    const char *base = slash != NULL ? slash + 1 : f->path;
+    /* Created at open, through a dangling link if it is one: where then. */
+    char where[PATH_MAX];
+    if (strlen(f->path) >= sizeof(where))
+        return cannot_write(f, ENAMETOOLONG, err);
+    strcpy(where, f->path);
+    follow_dangling(where);
+    const char *slash = strrchr(where, '/');
+    const char *base = slash != NULL ? slash + 1 : where;
     if (*base == '\0')
         return cannot_write(f, EISDIR, err);
     char dir[PATH_MAX];
-    size_t dlen = slash == NULL ? 0 : slash == f->path ? 1 : (size_t)(slash - f->path);
+    size_t dlen = slash == NULL ? 0 : slash == where ? 1 : (size_t)(slash - where);
     if (dlen >= sizeof(dir))
         return cannot_write(f, ENAMETOOLONG, err);
-    memcpy(dir, dlen != 0 ? f->path : ".", dlen != 0 ? dlen : 1);
+    memcpy(dir, dlen != 0 ? where : ".", dlen != 0 ? dlen : 1);
     dir[dlen != 0 ? dlen : 1] = '\0';
     if (realpath(dir, f->canon) == NULL || access(f->canon, W_OK | X_OK) != 0)
         return cannot_write(f, errno, err);

@@ -113,6 +113,12 @@ static void test_same_file_refused(void **state)
     in_dir(f, f->b, "new.jsonl");
     snprintf(f->c, sizeof(f->c), "%s/./new.jsonl", f->dir);
     expect(f->a, f->b, f->c, EDDY_EINVAL, "bad lines would overwrite the outputs");
+    /* An output that is a dangling link to the dead-letter file's path
+     * (absolute, and relative to the link's directory). */
+    assert_int_equal(symlink(f->b, in_dir(f, f->c, "dangling.jsonl")), 0);
+    expect(f->a, f->c, f->b, EDDY_EINVAL, "bad lines would overwrite the outputs");
+    assert_int_equal(symlink("new.jsonl", in_dir(f, f->c, "rel.jsonl")), 0);
+    expect(f->a, f->b, f->c, EDDY_EINVAL, "bad lines would overwrite the outputs");
 }
 
 static void test_cannot_open_reported_by_name(void **state)
