@@ -406,6 +406,20 @@ class CoreTest(EddyTest):
         self.assertEqual(proc.returncode, 2, proc.stderr)
         self.assertIn(b"inspect needs --state DIR", proc.stderr)
 
+    def max_rss_kb(self, *args):
+        """Peak resident memory (KiB) of `eddy run TEST_AGENT args`, which
+        must succeed; run from a fresh interpreter so that RUSAGE_CHILDREN
+        sees only it."""
+        probe = ("import resource, subprocess, sys\n"
+                 "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
+                 "sys.stderr.buffer.write(p.stderr)\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+                 "sys.exit(p.returncode)\n")
+        proc = subprocess.run([sys.executable, "-c", probe, EDDY, "run", TEST_AGENT,
+                               "--no-progress"] + list(args), capture_output=True, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        return int(proc.stdout.decode().strip())
+
     @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
     def test_back_pressure_bounds_memory(self):
         # 1,000,000 lines through --max-in-flight 100: resident memory stays far
@@ -417,17 +431,7 @@ class CoreTest(EddyTest):
                 f.write('{"key":"k%d","op":"echo","seq":%d,"pad":"%s"}\n' % (i % 1000, i, "x" * 100))
         out = self.path("big.out.jsonl")
         size = os.path.getsize(inp)
-        # Run it from a fresh interpreter so that RUSAGE_CHILDREN sees only it.
-        probe = ("import resource, subprocess, sys\n"
-                 "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
-                 "sys.stderr.buffer.write(p.stderr)\n"
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-                 "sys.exit(p.returncode)\n")
-        proc = subprocess.run([sys.executable, "-c", probe, EDDY, "run", TEST_AGENT, "--input",
-                               inp, "--output", out, "--max-in-flight", "100", "--no-progress"],
-                              capture_output=True, timeout=600)
-        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-        max_rss_kb = int(proc.stdout.decode().strip())
+        max_rss_kb = self.max_rss_kb("--input", inp, "--output", out, "--max-in-flight", "100")
         with open(out, "rb") as f:
             lines = sum(1 for _ in f)
         self.assertEqual(lines, n)
@@ -440,23 +444,14 @@ class CoreTest(EddyTest):
         # memory are let go as without state (they were all kept, ~750
         # bytes each: ~900 MB for 1.2 M keys). Resident memory must not grow
         # with the number of keys.
-        probe = ("import resource, subprocess, sys\n"
-                 "p = subprocess.run(sys.argv[1:], capture_output=True)\n"
-                 "sys.stderr.buffer.write(p.stderr)\n"
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-                 "sys.exit(p.returncode)\n")
         rss = []
         for n in (100000, 400000):
             inp = self.path("keys%d.jsonl" % n)
             with open(inp, "w") as f:
                 for i in range(n):
                     f.write('{"key":"u%d","op":"echo","seq":%d}\n' % (i, i))
-            proc = subprocess.run([sys.executable, "-c", probe, EDDY, "run", TEST_AGENT,
-                                   "--input", inp, "--output", self.path("o%d" % n), "--state",
-                                   self.path("st%d" % n), "--no-progress"],
-                                  capture_output=True, timeout=600)
-            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-            rss.append(int(proc.stdout.decode().strip()))
+            rss.append(self.max_rss_kb("--input", inp, "--output", self.path("o%d" % n),
+                                       "--state", self.path("st%d" % n)))
         # 300,000 more keys would have been ~220 MB more.
         self.assertLess(rss[1] - rss[0], 100 * 1024, "resident memory grew with the keys: %s" % rss)
 
