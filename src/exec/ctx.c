@@ -15,9 +15,7 @@
 /* EDDY_OK when v nests at most max levels, else EDDY_ELIMIT (or ENOMEM). */
 static int depth_ok(const json_t *v, size_t max)
 {
-    if (max > EDDY__VALUE_MAX_DEPTH)
-        return EDDY_ELIMIT; /* (a negative budget: what holds v is too deep) */
-    int deep = eddy__json_deeper_than(v, (unsigned)max);
+    int deep = eddy__json_deeper_than(v, (unsigned)max); /* callers keep max <= the bound */
     return deep == 0 ? EDDY_OK : deep == 1 ? EDDY_ELIMIT : deep;
 }
 
