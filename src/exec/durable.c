@@ -30,9 +30,15 @@ typedef struct jent {
     char *fn_id, *digest, *payload, *err_type, *err_msg;
 } jent;
 
+/* The journal of a resumed run: its records in the order the store gave
+ * them, and an index of them by (event, action, call index) so that a run
+ * of many finished actions finds each in constant time. Without the index
+ * (out of memory building it) lookups scan. */
 struct eddy__journal {
     jent *v;
     size_t n, cap;
+    uint32_t *slot; /* open addressing: position in v + 1, or 0 */
+    size_t mask;    /* slots - 1; slots a power of two >= 2n */
 };
 
 static char *dupz(const char *s)
@@ -58,7 +64,38 @@ void eddy__journal_free(eddy__journal *j)
     for (size_t i = 0; i < j->n; i++)
         jent_clear(&j->v[i]);
     free(j->v);
+    free(j->slot);
     free(j);
+}
+
+static size_t jent_hash(const char *event_id, const char *action, int64_t idx)
+{
+    uint64_t h = eddy__hash_bytes(event_id, strlen(event_id));
+    h ^= eddy__hash_bytes(action, strlen(action)) * 0x9e3779b97f4a7c15ULL;
+    return (size_t)eddy__mix64(h ^ (uint64_t)idx);
+}
+
+/* (Re)build the index of j's records. */
+static void journal_index(eddy__journal *j)
+{
+    free(j->slot);
+    j->slot = NULL;
+    j->mask = 0;
+    if (j->n == 0 || j->n >= UINT32_MAX / 2)
+        return;
+    size_t cap = 16;
+    while (cap < 2 * j->n)
+        cap <<= 1;
+    if ((j->slot = calloc(cap, sizeof(*j->slot))) == NULL)
+        return;
+    j->mask = cap - 1;
+    for (size_t i = 0; i < j->n; i++) {
+        jent *e = &j->v[i];
+        size_t h = jent_hash(e->event_id, e->action, e->idx) & j->mask;
+        while (j->slot[h] != 0)
+            h = (h + 1) & j->mask;
+        j->slot[h] = (uint32_t)(i + 1);
+    }
 }
 
 static int journal_add(void *arg, const eddy__jrec *r)
@@ -96,6 +133,16 @@ static jent *journal_find(eddy__journal *j, const char *event_id, const char *ac
 {
     if (j == NULL)
         return NULL;
+    if (j->slot != NULL) {
+        for (size_t h = jent_hash(event_id, action, idx) & j->mask; j->slot[h] != 0;
+             h = (h + 1) & j->mask) {
+            jent *e = &j->v[j->slot[h] - 1];
+            if (e->idx == idx && strcmp(e->event_id, event_id) == 0 &&
+                strcmp(e->action, action) == 0)
+                return e;
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < j->n; i++) {
         jent *e = &j->v[i];
         if (e->idx == idx && strcmp(e->event_id, event_id) == 0 && strcmp(e->action, action) == 0)
@@ -119,6 +166,7 @@ static void journal_cut(eddy__journal *j, const char *event_id, const char *acti
         j->v[w++] = *e;
     }
     j->n = w;
+    journal_index(j);
 }
 
 /* ---------------------------------------------------------------- store errors */
@@ -1443,6 +1491,7 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
         return rc;
     }
     k->journal = j;
+    journal_index(j);
     size_t nd = 0;
     for (size_t i = 0; i < j->n; i++)
         nd += j->v[i].kind == EDDY_JREC_DONE;

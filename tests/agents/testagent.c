@@ -315,8 +315,10 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     }
     if (strcmp(op, "bounce") == 0) /* "n" Pings, or forever when n < 0 */
         return send_typed(ctx, "Ping",
-                          json_pack("{s:I, s:I, s:I, s:I}", "seq", seq, "n", iget(in, "n", 0), "k",
-                                    0, "noisy", iget(in, "noisy", 0)));
+                          json_pack("{s:I, s:I, s:I, s:I, s:I, s:O?}", "seq", seq, "n",
+                                    iget(in, "n", 0), "k", 0, "noisy", iget(in, "noisy", 0),
+                                    "die_at", iget(in, "die_at", -1), "crash_flag",
+                                    json_object_get(in, "crash_flag")));
     if (strcmp(op, "unhandled") == 0) {
         int rc = send_typed(ctx, "Nobody", NULL);
         return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));
@@ -339,7 +341,10 @@ static int ping(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     (void)arg;
     const json_t *a = eddy_event_attrs(ev);
     json_int_t seq = iget(a, "seq", 0), n = iget(a, "n", 0), k = iget(a, "k", 0);
-    json_int_t noisy = iget(a, "noisy", 0);
+    json_int_t noisy = iget(a, "noisy", 0), die_at = iget(a, "die_at", -1);
+    const char *flag = json_string_value(json_object_get(a, "crash_flag"));
+    if (k == die_at && flag != NULL && unlink(flag) == 0)
+        _exit(137); /* a crash in the middle of the chain, once */
     if (n == 0)
         return output(ctx, json_pack("{s:I, s:I}", "seq", seq, "pings", k));
     if (noisy) { /* each Ping also writes memory and an output */
@@ -349,9 +354,10 @@ static int ping(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         if (rc != EDDY_OK)
             return rc;
     }
-    return send_typed(
-        ctx, "Ping",
-        json_pack("{s:I, s:I, s:I, s:I}", "seq", seq, "n", n - 1, "k", k + 1, "noisy", noisy));
+    return send_typed(ctx, "Ping",
+                      json_pack("{s:I, s:I, s:I, s:I, s:I, s:O?}", "seq", seq, "n", n - 1, "k",
+                                k + 1, "noisy", noisy, "die_at", die_at, "crash_flag",
+                                json_object_get(a, "crash_flag")));
 }
 
 /* Three actions triggered by one Fan event; each makes a slow call. */

@@ -76,6 +76,30 @@ class DurableTest(EddyTest):
         # The unfinished one re-ran, replaying its journaled call.
         self.assertEqual(self.count_effects("effect", op="later"), 1)
 
+    def test_long_chain_resumes_from_its_finished_actions(self):
+        # One run of 200,000 Pings dies at Ping 150,000: the resumed run finds
+        # each of the 100,000 and more finished action executions in its
+        # journal. Found by a scan (quadratic) this took over a minute; with
+        # the journal's index about a second, so the resume's timeout is a
+        # complexity check with a wide margin (sanitizer builds, several
+        # times slower, check a shorter chain).
+        n, die_at = (200000, 150000) if not SANITIZED else (40000, 30000)
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "a", "op": "bounce", "n": n, "die_at": die_at,
+                                "crash_flag": flag, "seq": 1}])
+        first = self.run_cmd("--max-run-actions", "0", agent=TEST_AGENT)
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = subprocess.run(self.cmd("--max-run-actions", "0", agent=TEST_AGENT),
+                                capture_output=True, timeout=30)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertEqual(read_jsonl(self.out), [{"seq": 1, "pings": n, "key": "a"}])
+        # Ping k + 1 is sent by Ping k: the finished ones form a prefix of
+        # the chain (those of the transaction the crash cut are not in it).
+        replayed = int(second.stderr.split(b" actions replayed")[0].split(b", ")[-1])
+        self.assertGreater(replayed, die_at * 2 // 3)
+        self.assertLessEqual(replayed, die_at + 1)
+        self.assertIn(b" %d actions, " % (n + 2 - replayed), second.stderr)
+
     def test_durable_error_replayed_with_its_type(self):
         flag = self.flag("crash")
         write_jsonl(self.inp, [{"key": "k", "op": "durable_error", "seq": 1, "crash_flag": flag}])
