@@ -1479,7 +1479,10 @@ static int cmp_done(const void *a, const void *b)
 }
 
 /* Load the journal of k's run in flight and apply the memory writes of its
- * finished action executions in the order they finished. */
+ * finished action executions in the order they finished. Only the records
+ * that wrote memory are kept until then (a run of many finished actions
+ * would hold them all decoded); the replay decodes each record again when
+ * its action comes up. */
 static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
 {
     eddy__journal *j = calloc(1, sizeof(*j));
@@ -1492,13 +1495,12 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     }
     k->journal = j;
     journal_index(j);
-    size_t nd = 0;
+    size_t nd = 0, nw = 0;
     for (size_t i = 0; i < j->n; i++)
         nd += j->v[i].kind == EDDY_JREC_DONE;
     done_ref *d = calloc(nd + 1, sizeof(*d));
     if (d == NULL)
         return EDDY_ENOMEM;
-    nd = 0;
     for (size_t i = 0; i < j->n; i++) {
         if (j->v[i].kind != EDDY_JREC_DONE)
             continue;
@@ -1507,12 +1509,16 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
             rc = EDDY_ESTATE;
             break;
         }
-        d[nd].rec = rec;
-        d[nd].order = (long long)json_integer_value(json_object_get(rec, "order"));
-        nd++;
+        if (json_object_get(rec, "stm") == NULL && json_object_get(rec, "sensory") == NULL) {
+            json_decref(rec);
+            continue;
+        }
+        d[nw].rec = rec;
+        d[nw].order = (long long)json_integer_value(json_object_get(rec, "order"));
+        nw++;
     }
-    qsort(d, nd, sizeof(*d), cmp_done);
-    for (size_t i = 0; i < nd; i++) {
+    qsort(d, nw, sizeof(*d), cmp_done);
+    for (size_t i = 0; i < nw; i++) {
         if (rc == EDDY_OK)
             rc = eddy__durable_apply_done(d[i].rec, k->stm, k->sensory);
         json_decref(d[i].rec);
