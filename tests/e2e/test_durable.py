@@ -83,14 +83,14 @@ class DurableTest(EddyTest):
         # the journal's index about a second, so the resume's timeout is a
         # complexity check with a wide margin (sanitizer builds, several
         # times slower, check a shorter chain).
-        n, die_at = (200000, 150000) if not SANITIZED else (40000, 30000)
+        n, die_at = (200000, 150000) if not SANITIZED else (8000, 6000)
         flag = self.flag("crash")
         write_jsonl(self.inp, [{"key": "a", "op": "bounce", "n": n, "die_at": die_at,
                                 "crash_flag": flag, "seq": 1}])
         first = self.run_cmd("--max-run-actions", "0", agent=TEST_AGENT)
         self.assertEqual(first.returncode, 137, first.stderr)
         second = subprocess.run(self.cmd("--max-run-actions", "0", agent=TEST_AGENT),
-                                capture_output=True, timeout=30)
+                                capture_output=True, timeout=30 if not SANITIZED else 300)
         self.assertEqual(second.returncode, 0, second.stderr)
         self.assertEqual(read_jsonl(self.out), [{"seq": 1, "pings": n, "key": "a"}])
         # Ping k + 1 is sent by Ping k: the finished ones form a prefix of
