@@ -751,6 +751,18 @@ uint64_t eddy__durable_barrier(const eddy_ctx *t)
     return need;
 }
 
+uint64_t eddy__durable_barrier_open(eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    if (rt->store == NULL)
+        return 0;
+    uint64_t need = rt->txn_written + 1;
+    rt->commit_now = 1;
+    if (need > rt->barrier_max)
+        rt->barrier_max = need;
+    return need;
+}
+
 void eddy__durable_pool_ready(eddy_runtime *rt)
 {
     eddy__syncer *s = rt->syncer;
@@ -802,7 +814,7 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
     /* Admitted inputs and dead-lettered lines moved the source position:
      * it is written with them, once per commit. */
     int moved = rt->source_offset != rt->source_saved;
-    int due = final || owed || !eddy__queue_empty(&rt->commit_wait) ||
+    int due = final || owed || rt->commit_now || !eddy__queue_empty(&rt->commit_wait) ||
               eddy__queue_empty(&rt->ready) ||
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
     if (!eddy__store_dirty(rt->store) && !moved) {
@@ -842,6 +854,7 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
             return;
         }
         rt->stats.commits++;
+        rt->commit_now = 0;
         rt->txn_start = uv_hrtime();
         uint64_t txn = ++rt->txn_written;
         wait_sync(rt, txn);

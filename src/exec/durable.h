@@ -153,6 +153,11 @@ int eddy__durable_gate(eddy_ctx *t);
  * the job goes to the pool at once and runs when the sync is done. */
 uint64_t eddy__durable_barrier(const eddy_ctx *t);
 
+/* The barrier of a job that must not run before what the open transaction
+ * holds (a reconciled call's start, journaled PENDING) is on disk: the
+ * transaction commits at the end of this turn. */
+uint64_t eddy__durable_barrier_open(eddy_ctx *t);
+
 /* The same for a call on the mailbox by a task that cannot suspend there
  * (Python's durable_execute): when the run's results are not all on disk,
  * sync now, on the mailbox thread. EDDY_OK, or EDDY_ESTORE when the store

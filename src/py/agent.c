@@ -210,8 +210,23 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         }
     }
     size_t submitted = 0;
-    /* The calls run once the results the run went on with are on disk. */
+    /* The calls run once the results the run went on with are on disk, and
+     * a call with a reconciler once its start is (journaled PENDING: after
+     * a crash in the call, its reconciler runs in its place). */
     uint64_t barrier = eddy__durable_barrier(t);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        eddy__py_call *c = (eddy__py_call *)v[i];
+        if (c->state != EDDY_PY_CALL_NEW || !c->journal || c->dc.what != EDDY_DCALL_RUN_PENDING)
+            continue;
+        if (eddy__durable_record(t, c->fn_id, &c->dc, EDDY_JCALL_PENDING, NULL, NULL, NULL) !=
+            EDDY_OK) {
+            PyErr_SetString(PyExc_RuntimeError, "eddy is stopping: durable call canceled");
+            *throw = eddy__py_fetch_exception();
+            return 0;
+        }
+        c->dc.what = EDDY_DCALL_RUN;
+        barrier = eddy__durable_barrier_open(t);
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         eddy__py_call *c = (eddy__py_call *)v[i];
         if (c->state != EDDY_PY_CALL_NEW)

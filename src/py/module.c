@@ -374,7 +374,8 @@ int eddy__py_function_id(PyObject *fn, char **out)
  * with an exception set.
  */
 static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *kwargs,
-                           char **fn_id, eddy__dcall *dc, PyObject **result, PyObject **exc)
+                           int reconcilable, char **fn_id, eddy__dcall *dc, PyObject **result,
+                           PyObject **exc)
 {
     *fn_id = NULL;
     *result = *exc = NULL;
@@ -406,7 +407,7 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
         }
         Py_DECREF(pair);
     }
-    rc = eddy__durable_plan(t, *fn_id, digest, 0, dc);
+    rc = eddy__durable_plan(t, *fn_id, digest, reconcilable, dc);
     switch (rc) {
     case EDDY_OK:
         break;
@@ -631,17 +632,35 @@ static int split_fn(PyObject *args, const char *what, PyObject **fn, PyObject **
     return *rest != NULL ? 0 : -1;
 }
 
-/* Flink Agents' durable_execute takes reconciler=: passed on to fn, it would
- * run a ported agent's calls without the reconciler it expects. */
-static int refuse_reconciler(PyObject *kwargs, const char *what)
+/*
+ * Flink Agents' reconciler= keyword: a callable of no arguments that runs in
+ * place of fn when the journal holds the call as started but unfinished
+ * (the process died while it ran). Takes it out of *kwargs (a new dict
+ * without it; the function never sees it) into *reconciler (NULL when
+ * absent or None). 0, or -1 with an exception set.
+ */
+static int take_reconciler(PyObject **kwargs, PyObject **reconciler)
 {
-    if (kwargs == NULL || PyDict_GetItemString(kwargs, "reconciler") == NULL)
+    *reconciler = NULL;
+    PyObject *r = *kwargs != NULL ? PyDict_GetItemString(*kwargs, "reconciler") : NULL;
+    if (r == NULL)
         return 0;
-    PyErr_Format(PyExc_TypeError,
-                 "%s(..., reconciler=...): eddy's Python API has no reconciler (the keyword is "
-                 "reserved, as in Flink Agents, and not passed to the function)",
-                 what);
-    return -1;
+    PyObject *rest = PyDict_Copy(*kwargs);
+    if (rest == NULL || PyDict_DelItemString(rest, "reconciler") != 0) {
+        Py_XDECREF(rest);
+        return -1;
+    }
+    if (r != Py_None) {
+        PyObject *ok = call_helper("_check_reconciler", &r, 1);
+        if (ok == NULL) {
+            Py_DECREF(rest);
+            return -1;
+        }
+        Py_DECREF(ok);
+        *reconciler = Py_NewRef(r);
+    }
+    *kwargs = rest;
+    return 0;
 }
 
 static PyObject *ctx_execute_async(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -657,17 +676,21 @@ static PyObject *ctx_execute_async(PyObject *self, PyObject *args, PyObject *kwa
 
 static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    PyObject *fn, *rest;
+    PyObject *fn, *rest, *reconciler;
     eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute_async");
-    if (t == NULL || refuse_reconciler(kwargs, "durable_execute_async") != 0 ||
-        split_fn(args, "durable_execute_async", &fn, &rest) != 0)
+    if (t == NULL || split_fn(args, "durable_execute_async", &fn, &rest) != 0)
         return NULL;
-    eddy__py_call *c = call_new(self, fn, rest, kwargs);
-    if (c == NULL ||
-        durable_prepare(t, fn, rest, kwargs, &c->fn_id, &c->dc, &c->result, &c->exc) != 0) {
+    PyObject *kw = kwargs;
+    if (take_reconciler(&kw, &reconciler) != 0) {
         Py_DECREF(rest);
-        Py_XDECREF(c);
         return NULL;
+    }
+    eddy__py_call *c = call_new(self, fn, rest, kw);
+    if (c == NULL || durable_prepare(t, fn, rest, kw, reconciler != NULL, &c->fn_id, &c->dc,
+                                     &c->result, &c->exc) != 0) {
+        Py_DECREF(rest);
+        Py_CLEAR(c);
+        goto out;
     }
     Py_DECREF(rest);
     if (c->result != NULL || c->exc != NULL) {
@@ -675,7 +698,20 @@ static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObj
     } else {
         c->durable = 1;
         c->journal = t->rt->store != NULL; /* without a store the call simply runs */
+        if (c->dc.what == EDDY_DCALL_RECONCILE) {
+            /* Started before a crash, never finished: the reconciler finds
+             * out what became of it, and its outcome is the call's. */
+            Py_SETREF(c->fn, Py_NewRef(reconciler));
+            Py_SETREF(c->args, PyTuple_New(0));
+            Py_CLEAR(c->kwargs);
+            if (c->args == NULL)
+                Py_CLEAR(c);
+        }
     }
+out:
+    Py_XDECREF(reconciler);
+    if (kw != kwargs)
+        Py_DECREF(kw);
     return (PyObject *)c;
 }
 
@@ -685,13 +721,31 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
 {
     PyObject *fn, *rest;
     eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute");
-    if (t == NULL || refuse_reconciler(kwargs, "durable_execute") != 0 ||
-        split_fn(args, "durable_execute", &fn, &rest) != 0)
+    if (t == NULL)
         return NULL;
-    eddy__py_call *c = call_new(self, fn, rest, kwargs);
-    Py_DECREF(rest);
+    if (kwargs != NULL && PyDict_GetItemString(kwargs, "reconciler") != NULL &&
+        PyDict_GetItemString(kwargs, "reconciler") != Py_None) {
+        /* The call would have to wait for its start to be on disk, and a
+         * def action cannot wait: the mailbox would stall every key. */
+        PyErr_SetString(PyExc_TypeError,
+                        "durable_execute(..., reconciler=...): a call with a reconciler runs "
+                        "on a worker; use await ctx.durable_execute_async(fn, *args, "
+                        "reconciler=...) in an async def action");
+        return NULL;
+    }
+    PyObject *kw = kwargs, *unused; /* reconciler=None: dropped */
+    if (take_reconciler(&kw, &unused) != 0)
+        return NULL;
+    eddy__py_call *c = NULL;
+    if (split_fn(args, "durable_execute", &fn, &rest) == 0) {
+        c = call_new(self, fn, rest, kw);
+        Py_DECREF(rest);
+    }
+    if (kw != kwargs)
+        Py_DECREF(kw); /* c holds it */
+    kwargs = c != NULL ? c->kwargs : NULL;
     if (c == NULL ||
-        durable_prepare(t, fn, c->args, kwargs, &c->fn_id, &c->dc, &c->result, &c->exc) != 0) {
+        durable_prepare(t, fn, c->args, kwargs, 0, &c->fn_id, &c->dc, &c->result, &c->exc) != 0) {
         Py_XDECREF(c);
         return NULL;
     }

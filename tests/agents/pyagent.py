@@ -117,6 +117,15 @@ def count_and_raise(path, kind):
     raise ValueError("value failure")
 
 
+def call_then_crash(path, crash, value):
+    """Counted; dies in the middle of the call while the crash flag exists."""
+    with open(path, "a") as f:
+        f.write("called\n")
+    if crash and os.path.exists(crash):
+        os._exit(3)
+    return value
+
+
 def crash_if(flag):
     if flag and os.path.exists(flag):
         os._exit(3)
@@ -199,13 +208,43 @@ class TestAgent(Agent):
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e), code=getattr(e, "code", None),
                     type_name=getattr(e, "type_name", None))
-        elif op == "reconciler_kw":
+        elif op == "reconciled":
+            # A call that dies half-way the first time (crash flag); after
+            # the crash its reconciler runs in its place, once.
+            def reconcile():
+                with open(rec["counter"] + ".reconciled", "a") as f:
+                    f.write("called\n")
+                if rec.get("reconcile_fails"):
+                    raise CustomError("reconcile unavailable", code=9)
+                return {"reconciled": True}
             try:
-                await ctx.durable_execute_async(count, rec.get("counter", "/dev/null"), 1,
-                                                reconciler=count)
-                out(ctx, rec, error=None)
-            except TypeError as e:
-                out(ctx, rec, error=str(e))
+                v = await ctx.durable_execute_async(call_then_crash, rec["counter"],
+                                                    rec.get("crash"), {"v": 1},
+                                                    reconciler=reconcile)
+                crash_if(rec.get("crash2"))
+                out(ctx, rec, v=v)
+            except CustomError as e:
+                crash_if(rec.get("crash2"))
+                out(ctx, rec, error=str(e), code=e.code)
+        elif op == "reconciler_kw":
+            errors = []
+            for how in ("one_arg", "not_callable", "sync", "none_async", "none_sync"):
+                try:
+                    if how == "one_arg":
+                        await ctx.durable_execute_async(count, "/dev/null", 1,
+                                                        reconciler=lambda x: x)
+                    elif how == "not_callable":
+                        await ctx.durable_execute_async(count, "/dev/null", 1, reconciler=5)
+                    elif how == "sync":
+                        ctx.durable_execute(count, "/dev/null", 1, reconciler=lambda: 1)
+                    elif how == "none_async":  # None: no reconciler, not passed on
+                        await ctx.durable_execute_async(count, "/dev/null", 1, reconciler=None)
+                    else:
+                        ctx.durable_execute(count, "/dev/null", 1, reconciler=None)
+                    errors.append(None)
+                except TypeError as e:
+                    errors.append(str(e))
+            out(ctx, rec, errors=errors)
         elif op == "dict_twice":
             stm = ctx.short_term_memory
             stm.set("profile", {"n": rec["seq"], "tag": "t%d" % rec["seq"]})

@@ -434,10 +434,83 @@ class PythonTest(EddyTest):
             self.assertIn(words, res.stderr.decode())
             self.assertIn(name, res.stderr.decode())
 
-    def test_reconciler_keyword_refused(self):
+    def test_reconciler_keyword_checked(self):
         res = self.run_py([{"key": "r", "op": "reconciler_kw", "seq": 1}])
         self.assertOk(res)
-        self.assertIn("has no reconciler", res.outputs()[0]["error"])
+        one_arg, not_callable, sync, none_async, none_sync = res.outputs()[0]["errors"]
+        self.assertIn("it is called with no arguments", one_arg)
+        self.assertIn("takes a callable of no arguments, not 5", not_callable)
+        self.assertIn("use await ctx.durable_execute_async", sync)
+        self.assertIsNone(none_async)
+        self.assertIsNone(none_sync)
+
+    def test_reconciler_runs_in_place_of_a_call_cut_by_a_crash(self):
+        # Flink Agents' reconciler=: the call's start is journaled (PENDING)
+        # before it runs; after a crash in it, the reconciler runs instead,
+        # once, and its outcome is journaled as the call's own.
+        counter, state = self.path("counter"), self.path("state")
+        crash, crash2 = self.path("crash.flag"), self.path("crash2.flag")
+        rec = {"key": "r", "op": "reconciled", "seq": 1, "counter": counter, "crash": crash,
+               "crash2": crash2}
+        open(crash, "w").close()
+        first = self.run_py([rec], "--state", state)
+        self.assertEqual(first.rc, 3, first.stderr)  # died inside the call
+        self.assertEqual(lines(counter), 1)
+        os.unlink(crash)
+        open(crash2, "w").close()
+        second = self.run_py([rec], "--state", state)  # reconciles, dies after
+        self.assertEqual(second.rc, 3, second.stderr)
+        self.assertEqual(lines(counter + ".reconciled"), 1)
+        os.unlink(crash2)
+        third = self.run_py([rec], "--state", state)
+        self.assertOk(third)
+        self.assertEqual(third.outputs(), [{"key": "r", "seq": 1, "v": {"reconciled": True}}])
+        self.assertEqual(lines(counter), 1, "the call ran again")
+        self.assertEqual(lines(counter + ".reconciled"), 1, "the reconciler ran again")
+
+    def test_reconciler_failure_is_the_calls_outcome(self):
+        counter, state = self.path("counter"), self.path("state")
+        crash, crash2 = self.path("crash.flag"), self.path("crash2.flag")
+        rec = {"key": "r", "op": "reconciled", "seq": 1, "counter": counter, "crash": crash,
+               "crash2": crash2, "reconcile_fails": True}
+        open(crash, "w").close()
+        self.assertEqual(self.run_py([rec], "--state", state).rc, 3)
+        os.unlink(crash)
+        open(crash2, "w").close()
+        self.assertEqual(self.run_py([rec], "--state", state).rc, 3)
+        os.unlink(crash2)
+        third = self.run_py([rec], "--state", state)
+        self.assertOk(third)
+        self.assertEqual(third.outputs(), [{"key": "r", "seq": 1,
+                                            "error": "('reconcile unavailable', 9)", "code": 9}])
+        self.assertEqual(lines(counter), 1)
+        self.assertEqual(lines(counter + ".reconciled"), 1)
+
+    def test_reconciled_call_waits_for_its_start_on_disk(self):
+        # The call must not start before its PENDING record is synced: were
+        # the machine to lose the record, a restart would run the call again
+        # rather than its reconciler. With the first sync failing, eddy
+        # stops before the call ever starts.
+        counter, state = self.path("counter"), self.path("state")
+        rec = {"key": "r", "op": "reconciled", "seq": 1, "counter": counter}
+        first = self.run_py([rec], "--state", state, extra_env={"EDDY_FAULT": "store_sync:1"})
+        self.assertEqual(first.rc, 3, first.stderr)
+        self.assertIn(b"syncing", first.stderr)
+        self.assertEqual(lines(counter), 0, "the call started before its start was on disk")
+        second = self.run_py([rec], "--state", state)
+        self.assertOk(second)
+        self.assertEqual(len(second.outputs()), 1)
+        self.assertEqual(lines(counter) + lines(counter + ".reconciled"), 1)
+
+    def test_reconciler_unused_without_a_crash(self):
+        counter = self.path("counter")
+        rec = {"key": "r", "op": "reconciled", "seq": 1, "counter": counter}
+        for extra in ([], ["--state", self.path("state")]):
+            res = self.run_py([rec], *extra)
+            self.assertOk(res)
+            self.assertEqual(res.outputs(), [{"key": "r", "seq": 1, "v": {"v": 1}}])
+        self.assertEqual(lines(counter), 2)
+        self.assertEqual(lines(counter + ".reconciled"), 0)
 
     def test_dict_in_memory_set_again_in_a_later_run(self):
         # Flink Agents stores a dict as one value; eddy as nested objects,
