@@ -19,6 +19,7 @@
 #include "util/hash.h"
 #include "util/hex.h"
 #include "util/jsonw.h"
+#include "util/map.h"
 #include "util/thread.h"
 
 /* ---------------------------------------------------------------- journal */
@@ -1449,6 +1450,8 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
     if (in == NULL)
         return EDDY_ENOMEM;
     in->key = strdup(key);
+    in->key_len = k->len;
+    in->key_hash = eddy__map_hash(key, k->len);
     if (eddy__durable_decode_pending(record_json, &in->record) != EDDY_OK || in->key == NULL) {
         int nomem = in->key == NULL;
         eddy__input_free(in);

@@ -57,7 +57,12 @@ static void key_free(eddy__key *k)
 eddy__key *eddy__runtime_key(eddy_runtime *rt, const char *text)
 {
     size_t len = strlen(text);
-    eddy__key *k = eddy__map_get(&rt->keys, text, len);
+    return eddy__runtime_key_h(rt, text, len, eddy__map_hash(text, len));
+}
+
+eddy__key *eddy__runtime_key_h(eddy_runtime *rt, const char *text, size_t len, uint64_t hash)
+{
+    eddy__key *k = eddy__map_get_h(&rt->keys, text, len, hash);
     if (k != NULL) {
         if (!eddy__queue_empty(&k->idle_node)) {
             eddy__queue_remove(&k->idle_node);
@@ -79,7 +84,7 @@ eddy__key *eddy__runtime_key(eddy_runtime *rt, const char *text)
     memcpy(k->text, text, len + 1);
     k->len = len;
     k->hash = eddy__hash_bytes(text, len);
-    if (eddy__map_put(&rt->keys, k->text, len, k) != EDDY_OK)
+    if (eddy__map_put_h(&rt->keys, k->text, len, hash, k) != EDDY_OK)
         goto fail;
     return k;
 fail:
@@ -602,7 +607,7 @@ static void admit(eddy_runtime *rt)
             continue;
         }
         rt->stats.inputs++;
-        eddy__key *k = eddy__runtime_key(rt, in->key);
+        eddy__key *k = eddy__runtime_key_h(rt, in->key, in->key_len, in->key_hash);
         if (k == NULL) {
             eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
             input_done(rt, in); /* dropped: the position stays before it */

@@ -218,6 +218,9 @@ int eddy__runtime_on_thread(const struct eddy_runtime *rt);
 
 /* The key named text (JSON text), created when absent; NULL on ENOMEM. */
 eddy__key *eddy__runtime_key(struct eddy_runtime *rt, const char *text);
+/* The same with the key's length and eddy__map_hash, known already. */
+eddy__key *eddy__runtime_key_h(struct eddy_runtime *rt, const char *text, size_t len,
+                               uint64_t hash);
 
 /* Start the run of input in (taken) for key k, which has no run in flight. */
 void eddy__runtime_run_start(struct eddy_runtime *rt, eddy__key *k, eddy__input *in);

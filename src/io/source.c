@@ -14,6 +14,7 @@
 #include "io/source.h"
 #include "util/fault.h"
 #include "util/hash.h"
+#include "util/map.h"
 #include "util/thread.h"
 
 /* Size of one read(); the buffer grows beyond it only for lines longer than
@@ -196,6 +197,8 @@ static int set_bad(eddy__input *out, const char *reason, char *detail, const cha
     raw[raw_len] = '\0';
     out->record = NULL;
     out->key = NULL;
+    out->key_len = 0;
+    out->key_hash = 0;
     out->reason = reason;
     out->detail = detail;
     out->raw = raw;
@@ -281,6 +284,8 @@ int eddy__source_decode_line(const char *line, size_t len, const char *key_field
         goto nomem;
     out->record = rec;
     out->key = k;
+    out->key_len = strlen(k);
+    out->key_hash = eddy__map_hash(k, out->key_len);
     out->reason = NULL;
     out->detail = NULL;
     out->raw = NULL;

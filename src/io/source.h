@@ -93,6 +93,8 @@ typedef struct eddy__input {
                           * for a last line without one): where a resume starts */
     json_t *record;      /* the parsed object; NULL for a bad line */
     char *key;           /* the key as compact JSON text ("\"u1\"", "42"); NULL for a bad line */
+    size_t key_len;      /* strlen(key) */
+    uint64_t key_hash;   /* eddy__map_hash(key, key_len), made by the reader */
     uint64_t seq;        /* the key's run sequence number, assigned at admission */
     /* For a bad line only: */
     const char *reason; /* static text, one of the reasons listed above */

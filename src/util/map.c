@@ -26,7 +26,7 @@ void eddy__map_free(eddy__map *m)
  * per byte, and the tables hash run keys, row ids and key texts on every
  * step of a run.
  */
-static uint64_t map_hash(const char *key, size_t len)
+uint64_t eddy__map_hash(const char *key, size_t len)
 {
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ len, w;
     if (len < 8) {
@@ -57,12 +57,17 @@ static size_t find(const eddy__map *m, const char *key, size_t len, uint64_t h)
     }
 }
 
-void *eddy__map_get(const eddy__map *m, const char *key, size_t len)
+void *eddy__map_get_h(const eddy__map *m, const char *key, size_t len, uint64_t hash)
 {
     if (m->count == 0)
         return NULL;
-    size_t i = find(m, key, len, map_hash(key, len));
+    size_t i = find(m, key, len, hash);
     return m->slots[i].key != NULL ? m->slots[i].value : NULL;
+}
+
+void *eddy__map_get(const eddy__map *m, const char *key, size_t len)
+{
+    return eddy__map_get_h(m, key, len, eddy__map_hash(key, len));
 }
 
 static int grow(eddy__map *m)
@@ -85,10 +90,14 @@ static int grow(eddy__map *m)
 
 int eddy__map_put(eddy__map *m, const char *key, size_t len, void *value)
 {
+    return eddy__map_put_h(m, key, len, eddy__map_hash(key, len), value);
+}
+
+int eddy__map_put_h(eddy__map *m, const char *key, size_t len, uint64_t h, void *value)
+{
     /* Keep the load factor under 3/4. */
     if ((m->count + 1) * 4 > m->cap * 3 && grow(m) != EDDY_OK)
         return EDDY_ENOMEM;
-    uint64_t h = map_hash(key, len);
     size_t i = find(m, key, len, h);
     m->slots[i].key = key;
     m->slots[i].len = len;
@@ -102,7 +111,7 @@ void *eddy__map_remove(eddy__map *m, const char *key, size_t len)
 {
     if (m->count == 0)
         return NULL;
-    size_t i = find(m, key, len, map_hash(key, len));
+    size_t i = find(m, key, len, eddy__map_hash(key, len));
     if (m->slots[i].key == NULL)
         return NULL;
     void *value = m->slots[i].value;

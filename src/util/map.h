@@ -29,6 +29,11 @@ void eddy__map_free(eddy__map *m);
 void *eddy__map_get(const eddy__map *m, const char *key, size_t len);
 /* Insert key (must be absent). EDDY_OK or EDDY_ENOMEM. */
 int eddy__map_put(eddy__map *m, const char *key, size_t len, void *value);
+/* The tables' hash of key, for the _h variants: computed where the key is
+ * made (the input reader's thread), it is not computed again on the loop. */
+uint64_t eddy__map_hash(const char *key, size_t len);
+void *eddy__map_get_h(const eddy__map *m, const char *key, size_t len, uint64_t hash);
+int eddy__map_put_h(eddy__map *m, const char *key, size_t len, uint64_t hash, void *value);
 /* Remove key; returns its value or NULL when absent. */
 void *eddy__map_remove(eddy__map *m, const char *key, size_t len);
 
