@@ -530,7 +530,8 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
     k->store_run = NULL; /* the store's handle of the run: pruned above */
     k->completions = 0;
     k->started = 0;
-    json_object_clear(k->sensory);
+    if (json_object_size(k->sensory) != 0)
+        json_object_clear(k->sensory);
     input_event_done(rt, k->input);
     k->input = NULL;
     input_done(rt, k->input_rec);
