@@ -21,6 +21,7 @@
  *                       (errno)
  *   store_wal           walvfs.c, each write(2) of WAL frames (SQLITE_IOERR_WRITE,
  *                       SQLITE_FULL for ENOSPC)
+ *   wal_open_sync       sqlite_store.c, the fdatasync(2) of the WAL at open (errno)
  *   sink_write.write    sink.c, each write(2) of buffered lines (errno)
  *   sink_write.sync     sink.c, each fdatasync(2) of a file sink (errno)
  *   alloc.input         source.c, one parsed input line (ENOMEM on the reader)

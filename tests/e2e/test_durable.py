@@ -100,6 +100,25 @@ class DurableTest(EddyTest):
         self.assertLessEqual(replayed, die_at + 1)
         self.assertIn(b" %d actions, " % (n + 2 - replayed), second.stderr)
 
+    def test_wal_left_by_a_crash_is_synced_before_resuming(self):
+        # The killed process's last commits may not have reached the disk;
+        # the restart syncs the WAL before runs resume from them (a failed
+        # sync there is an error, and nothing resumes).
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "finished_then_crash", "seq": 1,
+                                "crash_flag": flag}])
+        self.assertEqual(self.run_cmd().returncode, 137)
+        before = self.effect_lines()
+        failed = self.run_cmd(env={"EDDY_FAULT": "wal_open_sync:1"})
+        self.assertEqual(failed.returncode, 3, failed.stderr)
+        self.assertIn(b"eddy.db-wal (left by the previous run) to disk: Input/output error",
+                      failed.stderr)
+        self.assertEqual(self.effect_lines(), before)  # nothing ran
+        again = self.run_cmd()
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(len(read_jsonl(self.out)), 1)
+        self.assertEqual(self.count_effects("effect", op="finished_then_crash"), 1)
+
     def test_durable_error_replayed_with_its_type(self):
         flag = self.flag("crash")
         write_jsonl(self.inp, [{"key": "k", "op": "durable_error", "seq": 1, "crash_flag": flag}])
