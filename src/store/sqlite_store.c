@@ -2627,6 +2627,12 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
                                s->dir, (long long)version,
                                version > EDDY_STORE_FORMAT_VERSION ? "a newer" : "an older",
                                EDDY_STORE_FORMAT_OLDEST, EDDY_STORE_FORMAT_VERSION);
+    /* Everything read from here on (positions, counts, inputs, journal)
+     * comes from one snapshot, also beside a running eddy committing
+     * meanwhile; sq_close ends it. */
+    rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "starting a read", err);
     /* An older format's pending inputs, as rows of a temporary table. */
     sqlite3_int64 legacy = 0;
     rc = query_one(s, LEGACY_PENDING_SQL, NULL, &legacy);

@@ -513,6 +513,10 @@ class DurableTest(EddyTest):
                 self.assertEqual(insp.returncode, 0, insp.stderr)
                 info = json.loads(insp.stdout)
                 self.assertLessEqual(info["counts"]["pending"], 32, info["counts"])
+                # One snapshot: the counts are those of the lists shown.
+                self.assertEqual(info["counts"]["journal"], len(info["journal"]))
+                self.assertEqual(info["counts"]["pending"],
+                                 sum(k["pending"] for k in info["in_flight"]))
                 self.assertGreaterEqual(info["source"]["line"], last_line)
                 last_line = info["source"]["line"]
                 seen += 1
