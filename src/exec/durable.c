@@ -350,6 +350,7 @@ struct eddy__syncer {
     int err;        /* errno of a failed sync: the syncer then stops */
     int sleeping;   /* the syncer waits on wake; whoever posts it clears it */
     int stop;
+    int joined;       /* the thread is gone (syncer_stop) */
     eddy__pool *pool; /* told of each sync, for the jobs waiting on one */
     uv_async_t async; /* syncer -> mailbox: done or err moved */
     int refd;         /* async referenced: a sync is outstanding (mailbox only) */
@@ -647,20 +648,35 @@ static void free_syncer_handle(uv_handle_t *h)
     free(s);
 }
 
+/* Stop the syncer thread and wait for it: then no sync of it runs beside
+ * the mailbox's. Returns the errno of its failure, or 0. */
+static int syncer_stop(eddy_runtime *rt)
+{
+    eddy__syncer *s = rt->syncer;
+    if (s == NULL)
+        return 0;
+    if (!s->joined) {
+        uv_mutex_lock(&s->lock);
+        s->stop = 1;
+        int wake = s->sleeping;
+        s->sleeping = 0;
+        uv_mutex_unlock(&s->lock);
+        if (wake)
+            uv_sem_post(&s->wake);
+        uv_thread_join(&s->thread);
+        s->joined = 1;
+        rt->stats.syncs += s->syncs;
+        s->syncs = 0;
+    }
+    return s->err;
+}
+
 void eddy__durable_shutdown(eddy_runtime *rt)
 {
     eddy__syncer *s = rt->syncer;
     if (s == NULL)
         return;
-    uv_mutex_lock(&s->lock);
-    s->stop = 1;
-    int wake = s->sleeping;
-    s->sleeping = 0;
-    uv_mutex_unlock(&s->lock);
-    if (wake)
-        uv_sem_post(&s->wake);
-    uv_thread_join(&s->thread);
-    rt->stats.syncs += s->syncs;
+    syncer_stop(rt);
     s->async.data = s;
     uv_close((uv_handle_t *)&s->async, free_syncer_handle);
     uv_close((uv_handle_t *)&s->due, free_syncer_handle);
@@ -866,12 +882,19 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
             eddy__queue_insert_tail(&rt->outbox_unsynced, q);
         }
     }
-    if (rt->txn_requested < rt->txn_written)
-        request_sync(rt);
-    if (final && rt->txn_synced < rt->txn_written) {
-        /* At the end the mailbox waits for the disk itself. */
-        if (sync_here(rt) != EDDY_OK)
+    if (final) {
+        /* At the end the mailbox waits for the disk itself, alone: a sync
+         * failing on the syncer beside it would go unseen (the file's
+         * error is reported once), and the outputs would go out. */
+        int e = syncer_stop(rt);
+        if (e != 0) {
+            sync_failed(rt, e);
             return;
+        }
+        if (rt->txn_synced < rt->txn_written && sync_here(rt) != EDDY_OK)
+            return;
+    } else if (rt->txn_requested < rt->txn_written) {
+        request_sync(rt);
     }
     deliver(rt, final);
     if (final && eddy__store_dirty(rt->store) && !rt->store_failed) {

@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,11 @@ typedef struct sqlite_store {
      * each COMMIT syncs. Set at open, constant until close: sq_sync reads it
      * on the syncing thread. */
     int wal_fd;
+    /* The errno of the first failed fdatasync of the WAL, then every later
+     * sync fails with it: Linux reports a lost write-back once per open
+     * file, so a later fdatasync that returns 0 proves nothing about the
+     * commits before it. Set and read on both syncing threads. */
+    atomic_int sync_err;
     int in_tx; /* BEGIN done, COMMIT not yet */
     /* The journal log (jlog.h, and "journal" below): */
     eddy__buf jbuf;    /* entries written in the open transaction */
@@ -535,12 +541,15 @@ static int sq_commit_nosync(eddy__store *base)
 static int sq_sync(eddy__store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
-    int e = eddy__fault("store_sync");
-    if (e != 0) {
-        errno = e;
-        return EDDY_ESTORE;
-    }
-    return fdatasync(s->wal_fd) == 0 ? EDDY_OK : EDDY_ESTORE;
+    int e = atomic_load(&s->sync_err);
+    if (e == 0 && (e = eddy__fault("store_sync")) == 0 && fdatasync(s->wal_fd) != 0)
+        e = errno != 0 ? errno : EIO;
+    if (e == 0)
+        return EDDY_OK;
+    int none = 0;
+    atomic_compare_exchange_strong(&s->sync_err, &none, e);
+    errno = atomic_load(&s->sync_err);
+    return EDDY_ESTORE;
 }
 
 static int sq_split_commit(const eddy__store *base)

@@ -34,10 +34,11 @@ static int errno_named(const char *s)
     return EIO;
 }
 
-/* Parse EDDY_FAULT; malformed rules are ignored (a test then sees no fault). */
-static void load_rules(void)
+/* Parse rules (NULL: none); malformed rules are ignored (a test then sees
+ * no fault). */
+static void parse_rules(const char *env)
 {
-    const char *env = getenv("EDDY_FAULT");
+    nrules = 0;
     if (env == NULL) {
         atomic_store(&eddy__fault_rules, 0);
         return;
@@ -64,6 +65,17 @@ static void load_rules(void)
             nrules++;
     }
     atomic_store(&eddy__fault_rules, nrules);
+}
+
+static void load_rules(void)
+{
+    parse_rules(getenv("EDDY_FAULT"));
+}
+
+void eddy__fault_set(const char *rules_text)
+{
+    uv_once(&once, load_rules);
+    parse_rules(rules_text);
 }
 
 static int matches(const char *name, const char *site)

@@ -42,6 +42,9 @@
 /* Rules loaded from EDDY_FAULT: -1 until read, then their number. */
 extern atomic_int eddy__fault_rules;
 int eddy__fault_check(const char *site);
+/* Unit tests: replace the rules (EDDY_FAULT's syntax; NULL for none), their
+ * counts from zero. Not while other threads may check them. */
+void eddy__fault_set(const char *rules);
 
 /* 0, or the errno value to simulate when this call at site must fail. With
  * no rules (every run but the fault tests) a load and a compare. */
