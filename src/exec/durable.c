@@ -16,6 +16,7 @@
 #ifdef EDDY_TEST_HOOKS
 #include "store/store_impl.h"
 #endif
+#include "util/fault.h"
 #include "util/hash.h"
 #include "util/hex.h"
 #include "util/jsonw.h"
@@ -241,7 +242,7 @@ int eddy__durable_emit(eddy_runtime *rt, char channel, const json_t *line)
     }
     rt->scratch.len = 0;
     outline *o = NULL;
-    if (eddy__json_write(&rt->scratch, line) != EDDY_OK ||
+    if (eddy__json_write(&rt->scratch, line) != EDDY_OK || eddy__fault("alloc.emit") ||
         (o = malloc(sizeof(*o) + rt->scratch.len + 2)) == NULL) {
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return EDDY_ENOMEM;
@@ -822,7 +823,13 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
 {
     if (rt->store == NULL)
         return;
-    if (rt->store_failed) {
+    /* A failure in the middle of the work of a turn (out of memory between
+     * an action's completion record and its output line, say) leaves the
+     * open transaction half done: it is never committed (the store rolls
+     * it back when it closes), as if the process had died. A stop asked
+     * for, or an action's failure, leaves it whole. */
+    int poisoned = rt->rc != EDDY_OK && rt->rc != EDDY_ESTOPPED && rt->rc != EDDY_EACTION;
+    if (rt->store_failed || poisoned) {
         release_commit_waiters(rt); /* they see the stop and unwind */
         return;
     }
@@ -910,7 +917,8 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
 static const char *scratch_json(eddy_runtime *rt, const json_t *v)
 {
     rt->scratch.len = 0;
-    if (eddy__json_write_ex(&rt->scratch, v, EDDY__JSONW_EXACT) != EDDY_OK) {
+    if (eddy__fault("alloc.scratch") ||
+        eddy__json_write_ex(&rt->scratch, v, EDDY__JSONW_EXACT) != EDDY_OK) {
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
         return NULL;
     }

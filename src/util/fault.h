@@ -28,6 +28,8 @@
  *   alloc.key           runtime.c, a new key
  *   alloc.task          runtime.c, a new task (action execution)
  *   alloc.event         event.c, every event (input events and those agents send)
+ *   alloc.scratch       durable.c, encoding a pending input or a key's memory
+ *   alloc.emit          durable.c, an output line for the outbox
  * Not every malloc has a hook: these are the allocations whose failure
  * paths differ (reader thread, admission, fan-out, agent code).
  *

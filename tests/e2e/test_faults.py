@@ -180,7 +180,8 @@ class FaultSweep(EddyTest):
         self.sweep("sink_write")
 
     def test_alloc(self):
-        self.sweep("alloc", ["alloc.input", "alloc.key", "alloc.task", "alloc.event"])
+        self.sweep("alloc", ["alloc.input", "alloc.key", "alloc.task", "alloc.event",
+                             "alloc.scratch", "alloc.emit"])
 
     def test_disk_full_on_output_is_an_error(self):
         """ENOSPC while writing the output: exit 1 naming the file and the
