@@ -1604,7 +1604,7 @@ static uint64_t file_identity(const char *path)
  * another output, whose lines stay there.
  */
 static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, uint64_t pos,
-                     int64_t *mode)
+                     int64_t *mode, int *moved)
 {
     uint64_t id = file_identity(path), stored = 0;
     int rc = eddy__store_get_meta_u64(rt->store, id_name, &stored);
@@ -1612,6 +1612,7 @@ static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, ui
         rc = eddy__store_set_meta_u64(rt->store, id_name, id);
     if (rc != EDDY_OK)
         return rc;
+    *moved = stored != 0 && stored != id;
     if (id == 1) {
         *mode = -2;
     } else if (stored != 0 && stored != id) {
@@ -1672,14 +1673,28 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
         return rc;
     uint64_t sink_pos = 0, dead_pos = 0;
     int64_t sink_how, dead_how;
+    int sink_moved, dead_moved;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK ||
-        (rc = sink_mode(rt, cv->output, "output_id", sink_pos, &sink_how)) != EDDY_OK ||
-        (rc = sink_mode(rt, dead, "dead_id", dead_pos, &dead_how)) != EDDY_OK)
+        (rc = sink_mode(rt, cv->output, "output_id", sink_pos, &sink_how, &sink_moved)) !=
+            EDDY_OK ||
+        (rc = sink_mode(rt, dead, "dead_id", dead_pos, &dead_how, &dead_moved)) != EDDY_OK)
         goto store_err;
     if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||
         (rc = eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR, dead_how, err)) != EDDY_OK)
         return rc;
+    /* Another file than the last run's: where this run starts in it is
+     * committed with the file's identity, before any line goes to it.
+     * Otherwise a crash between the lines below and their commit would
+     * leave the file unknown to the next run, which would append them
+     * again. */
+    if (sink_moved || dead_moved) {
+        if ((rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
+            (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",
+                                           eddy__sink_offset(rt->dead))) != EDDY_OK ||
+            (rc = eddy__store_commit(rt->store)) != EDDY_OK)
+            goto store_err;
+    }
 
     loader ld = {.rt = rt, .bad = ""};
     /* Lines committed to the outbox but maybe not written: write them again. */

@@ -230,6 +230,49 @@ class DurableTest(EddyTest):
         self.assertEqual(third.returncode, 0, third.stderr)
         self.assertEqual(third.stdout, b"")
 
+    def test_switched_output_gets_each_redelivered_line_once(self):
+        # Lines committed but not yet written (the sync failed) are written
+        # by the next run, here to another output; a failure before that
+        # run commits their delivery must not make the run after append
+        # them to the new output a second time.
+        recs = [{"key": "k%d" % (i % 4), "seq": i, "v": i} for i in range(12)]
+        write_jsonl(self.inp, recs)
+        other = self.path("other.jsonl")
+        cmd = self.cmd()
+        cmd[cmd.index(self.out)] = other
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+        saved = self.path("saved")
+        cases = 0
+        for n in range(2, 12):
+            for p in (self.out, other):
+                if os.path.exists(p):
+                    os.remove(p)
+            shutil.rmtree(self.state, ignore_errors=True)
+            first = self.run_cmd(env={"EDDY_FAULT": "store_sync:%d" % n})
+            insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                  capture_output=True, timeout=60)
+            if first.returncode != 3 or json.loads(insp.stdout)["counts"]["outbox"] == 0:
+                continue  # no line waiting to be written
+            shutil.rmtree(saved, ignore_errors=True)
+            shutil.copytree(self.state, saved)
+            written = read_jsonl(self.out) if os.path.exists(self.out) else []
+            for k in (1, 2, 3):
+                shutil.rmtree(self.state)
+                shutil.copytree(saved, self.state)
+                if os.path.exists(other):
+                    os.remove(other)
+                what = "store_sync:%d then store_commit:%d" % (n, k)
+                second = subprocess.run(cmd, capture_output=True, timeout=60,
+                                        env=dict(env, EDDY_FAULT="store_commit:%d" % k))
+                cases += second.returncode == 3 and os.path.exists(other) and \
+                    os.path.getsize(other) > 0
+                third = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
+                self.assertEqual(third.returncode, 0, what + ": " + third.stderr.decode())
+                seqs = [o["seq"] for o in read_jsonl(other)]
+                self.assertEqual(len(seqs), len(set(seqs)), "%s: %s" % (what, seqs))
+                self.assertEqual(set(seqs + [o["seq"] for o in written]), set(range(12)), what)
+        self.assertGreater(cases, 0, "no failed commit found lines written to the new file")
+
     def test_another_input_or_key_field_is_refused(self):
         recs = [{"key": "k%d" % i, "seq": i, "v": i} for i in range(4)]
         write_jsonl(self.inp, recs)
