@@ -1535,7 +1535,7 @@ static int jlog_flush(sqlite_store *s)
         sqlite3_stmt *st = s->st[ST_JLOG_INSERT];
         int rc = bind_u64(st, 1, id);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_blob(st, 2, s->jbuf.p, (int)s->jbuf.len, SQLITE_STATIC);
+            rc = sqlite3_bind_blob64(st, 2, s->jbuf.p, s->jbuf.len, SQLITE_STATIC);
         int r = write_step(s, st, rc, "writing the journal");
         if (r != EDDY_OK)
             return r;
