@@ -148,6 +148,26 @@ int eddy__sink_write_json(eddy__sink *s, const json_t *v)
     return EDDY_OK;
 }
 
+/* fsync the directory holding path: a file created by this run is found
+ * after a power cut only once its directory entry is on disk too.
+ * Filesystems that cannot sync a directory (EINVAL) need not. */
+static int sync_dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL   ? strdup(".")
+                : slash == path ? strdup("/")
+                                : strndup(path, (size_t)(slash - path));
+    if (dir == NULL)
+        return ENOMEM;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return errno;
+    int rc = fsync(fd) == 0 || errno == EINVAL ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
 int eddy__sink_sync(eddy__sink *s)
 {
     int rc = eddy__sink_flush(s);
@@ -158,6 +178,14 @@ int eddy__sink_sync(eddy__sink *s)
     int fault = eddy__fault("sink_write.sync"); /* test hook: errno to simulate */
     if ((fault ? (errno = fault, -1) : fdatasync(s->fd)) != 0) {
         snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->path, strerror(errno));
+        return EDDY_EIO;
+    }
+    int e = 0;
+    if (s->synced == UINT64_MAX) /* the first time */
+        e = (e = eddy__fault("sink_write.dirsync")) != 0 ? e : sync_dir_of(s->path);
+    if (e != 0) {
+        snprintf(s->errtext, sizeof(s->errtext), "cannot sync the directory of %s: %s", s->path,
+                 strerror(e));
         return EDDY_EIO;
     }
     s->synced = s->offset;

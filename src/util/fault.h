@@ -24,6 +24,8 @@
  *   wal_open_sync       sqlite_store.c, the fdatasync(2) of the WAL at open (errno)
  *   sink_write.write    sink.c, each write(2) of buffered lines (errno)
  *   sink_write.sync     sink.c, each fdatasync(2) of a file sink (errno)
+ *   sink_write.dirsync  sink.c, the fsync(2) of a file sink's directory, at its first
+ *                       sync (errno)
  *   alloc.input         source.c, one parsed input line (ENOMEM on the reader)
  *   alloc.key           runtime.c, a new key
  *   alloc.task          runtime.c, a new task (action execution)

@@ -179,6 +179,17 @@ class FaultSweep(EddyTest):
     def test_sink_write(self):
         self.sweep("sink_write")
 
+    def test_output_directory_synced(self):
+        # A new output file survives a power cut only with its directory
+        # entry: the first sync of each file also syncs its directory, and
+        # a failure there stops eddy like a failed sync of the file.
+        first = self.run_eddy_fault("sink_write.dirsync:1")
+        self.assertEqual(first.returncode, 1, first.stderr)
+        self.assertIn(b"cannot sync the directory of " + self.out.encode(), first.stderr)
+        again = self.run_eddy_fault(None)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.check_output("sink_write.dirsync:1 then rerun")
+
     def test_alloc(self):
         self.sweep("alloc", ["alloc.input", "alloc.key", "alloc.task", "alloc.event",
                              "alloc.scratch", "alloc.emit"])
