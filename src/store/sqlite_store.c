@@ -56,7 +56,9 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-#define META_DUE_MAX 8    /* meta values a transaction sets: 6 names exist */
+/* Meta values one transaction sets, kept until its commit: 11 names exist
+ * (a twelfth and more would be written at once). */
+#define META_DUE_MAX 12
 #define OPEN_BUSY_MS 5000 /* how long opening waits for an `eddy inspect` (configure) */
 #define BUSY_WAIT_MS 2000 /* how long a write waits for another connection's lock (on_busy) */
 
@@ -474,6 +476,12 @@ static int sq_set_sink_pos(eddy__store *base, uint64_t offset)
 static int sq_get_meta_u64(eddy__store *base, const char *name, uint64_t *value)
 {
     sqlite_store *s = (sqlite_store *)base;
+    for (int i = 0; i < s->nmeta_due; i++) { /* set in the open transaction */
+        if (strcmp(s->meta_due[i].k, name) == 0) {
+            *value = s->meta_due[i].v;
+            return EDDY_OK;
+        }
+    }
     sqlite3_stmt *st = s->st[ST_META_GET];
     int rc = bind_text(st, 1, name);
     if (rc != SQLITE_OK)

@@ -249,6 +249,13 @@ static void test_create_reopen(void **state)
     assert_int_equal(eddy__store_set_source_pos(s, 1234, 17), EDDY_OK);
     assert_int_equal(eddy__store_dirty(s), 1);
     assert_int_equal(eddy__store_set_sink_pos(s, 777), EDDY_OK);
+    /* Read back before the commit: the values set in the transaction. */
+    uint64_t v = 0;
+    assert_int_equal(eddy__store_set_meta_u64(s, "dead_offset", 55), EDDY_OK);
+    assert_int_equal(eddy__store_get_meta_u64(s, "dead_offset", &v), EDDY_OK);
+    assert_int_equal(v, 55);
+    assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
+    assert_int_equal(sink, 777);
     assert_int_equal(eddy__store_key_put(s, "\"u2\"", 3, "{\"n\":2}"), EDDY_OK);
     assert_int_equal(eddy__store_key_put(s, "\"u1\"", 1, "{}"), EDDY_OK);
     assert_int_equal(eddy__store_key_put(s, "\"u1\"", 2, "{\"n\":1}"), EDDY_OK); /* replaces */
