@@ -1050,8 +1050,13 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
         if (strcmp(type, EDDY_OUTPUT_EVENT) == 0)
             continue;
         eddy_event *nev = eddy_event_new(type, json_incref(attrs));
-        if (nev == NULL)
+        if (nev == NULL) {
+            /* Without all its events the action is not replayed: stop (the
+             * open transaction is then not committed) rather than go on
+             * without them. */
+            eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
             break;
+        }
         eddy__event_set_id(nev, strtoull(id, NULL, 16));
         nev->sent = 1;
         eddy__queue_insert_tail(&t->sent, &nev->node);
@@ -1321,6 +1326,13 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
      * then shares the sync of its last call. After a call on the mailbox
      * it mostly makes the next one, which would wait for the sync anyway. */
     wait_commit(t, async || reconciling);
+    if (rt->stopping) {
+        /* Woken by the stop: the commit may have failed, or never come. An
+         * outcome that may not be journaled is not handed out (the action
+         * is unwinding; its effects are discarded). */
+        rc = EDDY_ECANCELED;
+        goto out;
+    }
 out:
     /* A result only with EDDY_OK, an error object only with EDDY_ECALL. */
     if (rc != EDDY_OK) {

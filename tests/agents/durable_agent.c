@@ -12,7 +12,12 @@
  *                         new object "last" in memory; sends Mid
  *   step2   (Mid)         durable sync call "local", then the output
  *   probe   (InputEvent with op set) the special scenarios below, by op
- *           (chain: two durable async calls in a row, then the output)
+ *           (chain: two durable async calls in a row, then the output;
+ *           fanout: k Echo events, then the output)
+ *   echo    (Echo)        durable async call, then the output (crashes after
+ *                         the call of the last Echo when the flag exists)
+ * With EDDY_TEST_GOT set, step1 also records "got" with the call's arguments
+ * once the action has the call's outcome (a call it got must never run again).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -111,6 +116,8 @@ static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     json_t *res = NULL;
     eddy_error *err = NULL;
     int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, &err);
+    if (rc == EDDY_OK && getenv("EDDY_TEST_GOT") != NULL)
+        record_effect("got", args); /* the action has the outcome: it never runs again */
     json_decref(args);
     if (rc != EDDY_OK) {
         eddy_ctx_fail_error(ctx, err);
@@ -251,8 +258,42 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             _exit(137);
         return output(ctx, out);
     }
+    if (strcmp(op, "fanout") == 0) {
+        /* k Echo events, then the output: the events of a finished action
+         * go out before its output line. */
+        json_int_t k = iget(in, "k", 3);
+        for (json_int_t i = 0; i < k; i++) {
+            eddy_event *e = eddy_event_new("Echo", json_pack("{s:I, s:I, s:I, s:O?}", "seq", seq,
+                                                             "i", i, "k", k, "crash_flag",
+                                                             json_object_get(in, "crash_flag")));
+            int rc = e != NULL ? eddy_ctx_send_event(ctx, e) : EDDY_ENOMEM;
+            if (rc != EDDY_OK)
+                return rc;
+        }
+        return output(ctx, json_pack("{s:I, s:s}", "seq", seq, "kind", "main"));
+    }
     eddy_ctx_fail(ctx, "ValueError", "unknown op");
     return EDDY_EINVAL;
+}
+
+/* An Echo: a durable call (so that the action that sent it is committed as
+ * finished), then its own output; the last Echo of a fanout crashes after
+ * its call when the crash flag exists. */
+static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    const json_t *a = eddy_event_attrs(ev);
+    json_int_t seq = iget(a, "seq", 0), i = iget(a, "i", 0);
+    json_t *args = json_pack("{s:s, s:I, s:I}", "op", "echo", "seq", seq, "i", i);
+    json_t *res = NULL;
+    int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+    json_decref(args);
+    json_decref(res);
+    if (rc != EDDY_OK)
+        return rc;
+    if (i == iget(a, "k", 0) - 1 && take_flag(a))
+        _exit(137);
+    return output(ctx, json_pack("{s:I, s:s, s:I}", "seq", seq, "kind", "echo", "i", i));
 }
 
 static int later(eddy_ctx *ctx, const eddy_event *ev, void *arg)
@@ -283,6 +324,7 @@ int eddy_agent_init(eddy_plan *plan)
     static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
     static const char *const mid[] = {"Mid", NULL};
     static const char *const lat[] = {"Later", NULL};
+    static const char *const echo_on[] = {"Echo", NULL};
     int rc = eddy_plan_add_action(plan, "step1", input, step1, NULL);
     if (rc == EDDY_OK)
         rc = eddy_plan_add_action(plan, "step2", mid, step2, NULL);
@@ -290,5 +332,7 @@ int eddy_agent_init(eddy_plan *plan)
         rc = eddy_plan_add_action(plan, "probe", input, probe, NULL);
     if (rc == EDDY_OK)
         rc = eddy_plan_add_action(plan, "later", lat, later, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "echo", echo_on, echo, NULL);
     return rc;
 }

@@ -179,6 +179,129 @@ class FaultSweep(EddyTest):
     def test_sink_write(self):
         self.sweep("sink_write")
 
+    def test_output_failing_at_start_is_an_io_failure(self):
+        # The lines an earlier run committed but never wrote are written at
+        # start-up; a write failure there is an I/O failure (exit 1), not a
+        # usage error (exit 2), and the next run writes them once.
+        found = 0
+        for n in range(2, 12):
+            for p in (self.out, self.out + ".dead.jsonl"):
+                if os.path.exists(p):
+                    os.remove(p)
+            subprocess.run(["rm", "-rf", self.state], check=True)
+            if self.run_eddy_fault("store_sync:%d" % n).returncode != 3:
+                continue
+            insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                  capture_output=True, timeout=60)
+            if json.loads(insp.stdout)["counts"]["outbox"] == 0:
+                continue
+            found += 1
+            failed = self.run_eddy_fault("sink_write.write:1")
+            self.assertEqual(failed.returncode, 1, failed.stderr)
+            self.assertIn(b"cannot write to " + self.out.encode(), failed.stderr)
+            again = self.run_eddy_fault(None)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.check_output("store_sync:%d, then a failed write at start" % n)
+        self.assertGreater(found, 0, "no failed sync left lines to write")
+
+    # ---------------------------------------------------------------- fan-out
+
+    def run_fanout(self, inp, fault, extra_env=None):
+        env = dict(os.environ, **(extra_env or {}))
+        env.pop("EDDY_FAULT", None)
+        if fault:
+            env["EDDY_FAULT"] = fault
+        cmd = [EDDY, "run", DURABLE, "--input", inp, "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet", "--async-threads", "2"]
+        return subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+
+    def fanout_outputs(self):
+        return sorted((o["seq"], o["kind"], o.get("i", -1)) for o in read_jsonl(self.out))
+
+    def test_alloc_around_events_sent_before_an_output(self):
+        # An action that sends events and then its output: an allocation
+        # failing while the finished action's events are handed on must
+        # not leave its completion committed without its output line.
+        inp = self.path("fanout.jsonl")
+        write_jsonl(inp, [{"key": "k%d" % (i % 3), "op": "fanout", "seq": i, "k": 3}
+                          for i in range(6)])
+        want = sorted([(i, "main", -1) for i in range(6)] +
+                      [(i, "echo", j) for i in range(6) for j in range(3)])
+        stopped = 0
+        for site in ("alloc.task", "alloc.event"):
+            for n in list(range(1, 16)) + [20, 30]:
+                if os.path.exists(self.out):
+                    os.remove(self.out)
+                subprocess.run(["rm", "-rf", self.state], check=True)
+                what = "EDDY_FAULT=%s:%d" % (site, n)
+                first = self.run_fanout(inp, "%s:%d" % (site, n))
+                if first.returncode != 0:
+                    stopped += 1
+                    self.assertIn(first.returncode, (1, 3), what + ": " + first.stderr.decode())
+                    again = self.run_fanout(inp, None)
+                    self.assertEqual(again.returncode, 0, what + ": " + again.stderr.decode())
+                self.assertEqual(self.fanout_outputs(), want, what)
+        self.assertGreater(stopped, 0)
+
+    def test_alloc_while_replaying_a_finished_action(self):
+        # The run dies in its last Echo, after the action that sent them
+        # finished: the restart replays that action's events. An allocation
+        # failing there stops eddy (it used to drop the events silently,
+        # exit 0, their outputs lost); the next run gives every output once.
+        inp = self.path("fanout.jsonl")
+        flag = self.path("crash.flag")
+        write_jsonl(inp, [{"key": "a", "op": "fanout", "seq": 0, "k": 4, "crash_flag": flag}])
+        want = sorted([(0, "main", -1)] + [(0, "echo", j) for j in range(4)])
+        open(flag, "w").close()
+        effects = {"EDDY_TEST_EFFECTS": self.path("effects.txt")}
+        self.assertEqual(self.run_fanout(inp, None, effects).returncode, 137)
+        saved, saved_out = self.path("saved"), self.path("saved.jsonl")
+        shutil.copytree(self.state, saved)
+        shutil.copy(self.out, saved_out)
+        stopped = 0
+        for n in range(1, 10):
+            subprocess.run(["rm", "-rf", self.state], check=True)
+            shutil.copytree(saved, self.state)
+            shutil.copy(saved_out, self.out)
+            what = "EDDY_FAULT=alloc.event:%d" % n
+            first = self.run_fanout(inp, "alloc.event:%d" % n, effects)
+            if first.returncode != 0:
+                stopped += 1
+                self.assertEqual(first.returncode, 1, what + ": " + first.stderr.decode())
+                self.assertIn(b"out of memory", first.stderr)
+                again = self.run_fanout(inp, None, effects)
+                self.assertEqual(again.returncode, 0, what + ": " + again.stderr.decode())
+            self.assertEqual(self.fanout_outputs(), want, what)
+        self.assertGreater(stopped, 0)
+
+    def test_outcome_of_a_call_whose_commit_failed_never_reaches_the_action(self):
+        # The action goes on with a durable call's outcome only once it is
+        # committed: when the commit fails, the call returns canceled, and
+        # no call whose outcome the action got runs again after a restart.
+        effects = self.path("effects.txt")
+        env = {"EDDY_TEST_EFFECTS": effects, "EDDY_TEST_GOT": "1"}
+        seen = 0
+        for n in range(2, 9):
+            for p in (self.out, self.out + ".dead.jsonl", effects):
+                if os.path.exists(p):
+                    os.remove(p)
+            subprocess.run(["rm", "-rf", self.state], check=True)
+            first = self.run_fanout(self.inp, "store_commit:%d" % n, env)
+            with open(effects) as f:
+                lines = f.readlines()
+            got = {json.loads(l.split(" ", 1)[1])["seq"] for l in lines if l.startswith("got ")}
+            if first.returncode == 3:
+                seen += 1
+            again = self.run_fanout(self.inp, None, env)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            with open(effects) as f:
+                rerun = f.readlines()[len(lines):]
+            ran_again = {json.loads(l.split(" ", 1)[1]).get("seq") for l in rerun
+                         if l.startswith("effect ")}
+            self.assertEqual(got & ran_again, set(), "store_commit:%d" % n)
+            self.check_output("store_commit:%d then rerun" % n)
+        self.assertGreater(seen, 0)
+
     def test_output_directory_synced(self):
         # A new output file survives a power cut only with its directory
         # entry: the first sync of each file also syncs its directory, and
