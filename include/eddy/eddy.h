@@ -413,9 +413,10 @@ EDDY_API const char *eddy_config_get(const eddy_config *conf, const char *name);
  * On failure returns NULL and sets *err (new) when err is not NULL; its type
  * says what failed: "store" or "state" (the state directory cannot be used:
  * locked by another process, made by another plan or a newer eddy, damaged,
- * not writable), "io" (a file cannot be opened), "config" (among others: two
- * of the input, output and dead-letter file are the same file), "plan",
- * "memory". The state directory is created, and the outputs cut, only once
+ * not writable), "io" (a file cannot be opened), "output" (writing the
+ * output lines a previous run left unwritten failed), "config" (among
+ * others: two of the input, output and dead-letter file are the same file),
+ * "plan", "memory". The state directory is created, and the outputs cut, only once
  * the input, output and dead-letter files are known to open.
  * The calling thread becomes the runtime's mailbox thread.
  */

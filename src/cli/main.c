@@ -344,10 +344,12 @@ static int load_agent(eddy_plan *plan, const struct run_args *a)
  * eddy_runtime_new() says why it failed only through its error object, whose
  * type is the one thing a program can branch on. A state store failure, a
  * state directory in use by another process, or state that cannot be used is
- * exit 3; anything else (a bad option, an input file that does not exist) is
- * the command's fault, exit 2. The type is matched both as the code's symbolic
- * name ("EDDY_ESTORE") and as the short word ("store"), as eddy.h documents
- * for eddy_runtime_new().
+ * exit 3; an output that cannot be written (the lines an earlier run left
+ * unwritten) or memory running out is a failure, exit 1; anything else (a
+ * bad option, an input file that does not exist) is the command's fault,
+ * exit 2. The type is matched both as the code's symbolic name
+ * ("EDDY_ESTORE") and as the short word ("store"), as eddy.h documents for
+ * eddy_runtime_new().
  */
 static int runtime_new_exit_code(const eddy_error *err)
 {
@@ -357,6 +359,9 @@ static int runtime_new_exit_code(const eddy_error *err)
     for (size_t i = 0; i < sizeof(state_codes) / sizeof(state_codes[0]); i++)
         if (strcmp(type, eddy_err_name(state_codes[i])) == 0 || strcmp(type, state_words[i]) == 0)
             return EXIT_STATE;
+    if (strcmp(type, "output") == 0 || strcmp(type, "memory") == 0 || strcmp(type, "nomem") == 0 ||
+        strcmp(type, eddy_err_name(EDDY_ENOMEM)) == 0)
+        return EXIT_FAIL;
     return EXIT_USAGE;
 }
 

@@ -1711,12 +1711,17 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     loader ld = {.rt = rt, .bad = ""};
     /* Lines committed to the outbox but maybe not written: write them again. */
     rt->outbox_last = 0;
-    if ((rc = eddy__store_outbox_load(rt->store, load_outbox, rt)) != EDDY_OK)
+    if ((rc = eddy__store_outbox_load(rt->store, load_outbox, rt)) != EDDY_OK) {
+        if (rc == EDDY_EIO) /* writing them failed: an I/O failure, not a bad file name */
+            return eddy__error_set(err, EDDY_EIO, "output", "%s",
+                                   rt->error != NULL ? eddy_error_message(rt->error)
+                                                     : "cannot write the output");
         goto load_err;
+    }
     if (rt->outbox_last != 0) {
         const char *why = sync_sinks(rt);
         if (why != NULL)
-            return eddy__error_set(err, EDDY_EIO, "io", "%s", why);
+            return eddy__error_set(err, EDDY_EIO, "output", "%s", why);
         if ((rc = eddy__store_outbox_ack(rt->store, rt->outbox_last)) != EDDY_OK ||
             (rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
             (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",

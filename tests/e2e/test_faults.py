@@ -7,6 +7,7 @@ exactly once, memory right."""
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unittest
