@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "exec/durable.h"
+#include "io/paths.h"
 #include "store/store.h"
 #ifdef EDDY_TEST_HOOKS
 #include "store/store_impl.h"
@@ -1589,24 +1590,37 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     return rc;
 }
 
+static uint64_t path_identity(const char *abs)
+{
+    uint64_t h = eddy__hash_bytes(abs, strlen(abs));
+    return h > 1 ? h : h + 2;
+}
+
+/* The identity older eddies recorded for a file that was not there yet:
+ * the path as given, made absolute but not resolved ("/dir/./out.jsonl");
+ * also the identity of a path whose directory cannot be resolved. */
+static uint64_t file_identity_unresolved(const char *path)
+{
+    char buf[PATH_MAX];
+    if (path[0] != '/' && getcwd(buf, sizeof(buf)) != NULL &&
+        strlen(buf) + strlen(path) + 2 <= sizeof(buf)) {
+        strcat(buf, "/");
+        strcat(buf, path);
+        return path_identity(buf);
+    }
+    return path_identity(path);
+}
+
 /* Which file a recorded position belongs to: 1 for a standard stream, else a
- * hash of the absolute path. */
+ * hash of the absolute path, the same whether the file is there yet or not
+ * ("./out.jsonl" made by this run is the same file for the next one). */
 static uint64_t file_identity(const char *path)
 {
     if (strcmp(path, "-") == 0)
         return 1;
     char buf[PATH_MAX];
-    const char *abs = path;
-    if (realpath(path, buf) != NULL) {
-        abs = buf;
-    } else if (path[0] != '/' && getcwd(buf, sizeof(buf)) != NULL &&
-               strlen(buf) + strlen(path) + 2 <= sizeof(buf)) {
-        strcat(buf, "/");
-        strcat(buf, path);
-        abs = buf;
-    }
-    uint64_t h = eddy__hash_bytes(abs, strlen(abs));
-    return h > 1 ? h : h + 2;
+    return eddy__paths_canonical(path, buf) == 0 ? path_identity(buf)
+                                                 : file_identity_unresolved(path);
 }
 
 /*
@@ -1620,8 +1634,12 @@ static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, ui
 {
     uint64_t id = file_identity(path), stored = 0;
     int rc = eddy__store_get_meta_u64(rt->store, id_name, &stored);
+    int legacy = rc == EDDY_OK && stored != 0 && stored != id && id != 1 &&
+                 stored == file_identity_unresolved(path);
     if (rc == EDDY_OK && stored != id)
         rc = eddy__store_set_meta_u64(rt->store, id_name, id);
+    if (legacy)
+        stored = id; /* this file, recorded by an older eddy before it was made */
     if (rc != EDDY_OK)
         return rc;
     *moved = stored != 0 && stored != id;

@@ -90,31 +90,59 @@ static int check_output(file_ref *f, eddy_error **err)
     }
     if (errno != ENOENT)
         return cannot_write(f, errno, err);
-    /* Created at open, through a dangling link if it is one: where then. */
+    /* Created at open, through a dangling link if it is one: where then,
+     * in a directory that lets us create it. */
+    if (eddy__paths_canonical(f->path, f->canon) != 0) {
+        int e = errno;
+        f->canon[0] = '\0';
+        return cannot_write(f, e, err);
+    }
+    char dir[PATH_MAX];
+    size_t dlen = (size_t)(strrchr(f->canon, '/') - f->canon);
+    memcpy(dir, f->canon, dlen != 0 ? dlen : 1);
+    dir[dlen != 0 ? dlen : 1] = '\0';
+    if (access(dir, W_OK | X_OK) != 0) {
+        int e = errno;
+        f->canon[0] = '\0';
+        return cannot_write(f, e, err);
+    }
+    return EDDY_OK;
+}
+
+int eddy__paths_canonical(const char *path, char *out)
+{
+    if (realpath(path, out) != NULL)
+        return 0;
+    if (errno != ENOENT)
+        return -1;
     char where[PATH_MAX];
-    if (strlen(f->path) >= sizeof(where))
-        return cannot_write(f, ENAMETOOLONG, err);
-    strcpy(where, f->path);
+    if (strlen(path) >= sizeof(where)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(where, path);
     follow_dangling(where);
     const char *slash = strrchr(where, '/');
     const char *base = slash != NULL ? slash + 1 : where;
-    if (*base == '\0')
-        return cannot_write(f, EISDIR, err);
+    if (*base == '\0') {
+        errno = EISDIR;
+        return -1;
+    }
     char dir[PATH_MAX];
     size_t dlen = slash == NULL ? 0 : slash == where ? 1 : (size_t)(slash - where);
-    if (dlen >= sizeof(dir))
-        return cannot_write(f, ENAMETOOLONG, err);
     memcpy(dir, dlen != 0 ? where : ".", dlen != 0 ? dlen : 1);
     dir[dlen != 0 ? dlen : 1] = '\0';
-    if (realpath(dir, f->canon) == NULL || access(f->canon, W_OK | X_OK) != 0)
-        return cannot_write(f, errno, err);
-    size_t clen = strlen(f->canon), blen = strlen(base);
-    if (clen + 1 + blen >= sizeof(f->canon))
-        return cannot_write(f, ENAMETOOLONG, err);
+    if (realpath(dir, out) == NULL)
+        return -1;
+    size_t clen = strlen(out), blen = strlen(base);
+    if (clen + 1 + blen >= PATH_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     if (clen > 1)
-        f->canon[clen++] = '/';
-    memcpy(f->canon + clen, base, blen + 1);
-    return EDDY_OK;
+        out[clen++] = '/';
+    memcpy(out + clen, base, blen + 1);
+    return 0;
 }
 
 /* Only regular files: two names of one terminal or /dev/null do no harm. */

@@ -26,4 +26,12 @@
  */
 int eddy__paths_check(const char *input, const char *output, const char *dead, eddy_error **err);
 
+/*
+ * The absolute path, without symbolic links or "." and "..", that path has,
+ * or that the file it names will have once created (through a dangling
+ * link too): its directory resolved, its name kept. 0, or -1 with errno
+ * (the directory is not there, say). out holds PATH_MAX bytes.
+ */
+int eddy__paths_canonical(const char *path, char *out);
+
 #endif /* EDDY_IO_PATHS_H */
