@@ -221,6 +221,8 @@ static int write_line(eddy_runtime *rt, char channel, const char *text, size_t l
     eddy__sink *s = channel == 'd' ? rt->dead : rt->sink;
     int rc = eddy__sink_write(s, text, len);
     if (rc != EDDY_OK)
+        rt->output_failed = 1;
+    if (rc != EDDY_OK)
         eddy__runtime_fail(rt, EDDY_EIO,
                            eddy_error_newf("io", "%s",
                                            eddy__sink_error(s)[0] != '\0' ? eddy__sink_error(s)
@@ -285,8 +287,10 @@ static void deliver(eddy_runtime *rt, int final)
 {
     /* Once an output failed, nothing more is written or acknowledged: the
      * lines stay in the outbox and a restart writes them again from the
-     * committed file length (acknowledging them here would lose them). */
-    int ok = !rt->stopping || rt->rc != EDDY_EIO;
+     * committed file length (acknowledging them here would lose them). Also
+     * when eddy was stopping already for another reason, which the failure
+     * does not replace as the run's outcome. */
+    int ok = !rt->output_failed;
     while (!eddy__queue_empty(&rt->outbox_committed)) {
         eddy__queue *q = eddy__queue_head(&rt->outbox_committed);
         eddy__queue_remove(q);
@@ -304,6 +308,7 @@ static void deliver(eddy_runtime *rt, int final)
     /* The files' bytes must be on disk before a commit claims them. */
     const char *why = sync_sinks(rt);
     if (why != NULL) {
+        rt->output_failed = 1;
         eddy__runtime_fail(rt, EDDY_EIO, eddy_error_new("io", why));
         return;
     }

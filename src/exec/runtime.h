@@ -172,6 +172,7 @@ struct eddy_runtime {
     uint64_t sync_owed_since;       /* when a sync was first put off (uv_hrtime), or 0 */
     uint64_t barrier_max;           /* the newest commit given to a pool job as barrier */
     int commit_now;                 /* a job waits for the open transaction: commit it */
+    int output_failed;              /* a write or sync of an output file failed: no more */
     struct eddy__syncer *syncer;    /* the thread that syncs commits, or NULL */
     eddy__queue sync_wait;          /* tasks whose commit waits for its sync, by wait_txn */
     eddy__queue outbox_unsynced;    /* output lines committed, not yet on disk, by txn */
