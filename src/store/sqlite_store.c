@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+#include <uv.h>
 
 #include "core/error.h"
 #include "store/jlog.h"
@@ -145,6 +146,12 @@ typedef struct sqlite_store {
      * file, so a later fdatasync that returns 0 proves nothing about the
      * commits before it. Set and read on both syncing threads. */
     atomic_int sync_err;
+    /* Syncs are made one at a time: the syncer's and the mailbox's own (a
+     * Python durable_execute settling its run) would otherwise overlap, and
+     * the one the kernel tells of a lost write-back could return after the
+     * other had returned 0 and let its caller go on. */
+    uv_mutex_t sync_lock;
+    int sync_lock_ok;
     int in_tx; /* BEGIN done, COMMIT not yet */
     /* The journal log (jlog.h, and "journal" below): */
     eddy__buf jbuf;    /* entries written in the open transaction */
@@ -549,14 +556,21 @@ static int sq_commit_nosync(eddy__store *base)
 static int sq_sync(eddy__store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
+    if (s->sync_lock_ok)
+        uv_mutex_lock(&s->sync_lock);
     int e = atomic_load(&s->sync_err);
     if (e == 0 && (e = eddy__fault("store_sync")) == 0 && fdatasync(s->wal_fd) != 0)
         e = errno != 0 ? errno : EIO;
+    if (e != 0) {
+        int none = 0;
+        atomic_compare_exchange_strong(&s->sync_err, &none, e);
+        e = atomic_load(&s->sync_err);
+    }
+    if (s->sync_lock_ok)
+        uv_mutex_unlock(&s->sync_lock);
     if (e == 0)
         return EDDY_OK;
-    int none = 0;
-    atomic_compare_exchange_strong(&s->sync_err, &none, e);
-    errno = atomic_load(&s->sync_err);
+    errno = e;
     return EDDY_ESTORE;
 }
 
@@ -2062,6 +2076,8 @@ static void sq_close(eddy__store *base)
     }
     if (s->wal_fd >= 0)
         close(s->wal_fd);
+    if (s->sync_lock_ok)
+        uv_mutex_destroy(&s->sync_lock);
     txn_reset(s);
     rows_reset(s);
     free(s->dout.p);
@@ -2326,7 +2342,7 @@ static int wal_open(sqlite_store *s, eddy_error **err)
     if (fd < 0)
         return EDDY_OK;
     sqlite3_int64 page = 0, frames = 0, sync = 0;
-    int synced = 0;
+    int synced = 0, sync_e = 0;
     struct stat sb;
     if (query_one(s, "PRAGMA page_size", NULL, &page) == SQLITE_OK &&
         query_one(s, "PRAGMA wal_autocheckpoint", NULL, &frames) == SQLITE_OK && page > 0 &&
@@ -2341,29 +2357,37 @@ static int wal_open(sqlite_store *s, eddy_error **err)
                 break;
             at += w;
         }
-        if (at > sb.st_size && (at < want || !(synced = fdatasync(fd) == 0))) {
+        if (at > sb.st_size && at == want) {
+            /* This sync covers the frames already there too (below). */
+            synced = 1;
+            if ((sync_e = eddy__fault("wal_open_sync")) == 0 && fdatasync(fd) != 0)
+                sync_e = errno != 0 ? errno : EIO;
+        }
+        if (at > sb.st_size && (at < want || sync_e != 0)) {
             if (ftruncate(fd, sb.st_size) != 0) {
                 /* the zeros past the frames stay; recovery ignores them */
             }
         }
+    }
+    /* A process killed between a commit and its sync leaves frames that may
+     * not be on disk; the runs resumed from them must not build on them
+     * (their next calls are not held back: nothing is known to wait for a
+     * sync yet). One sync now covers whatever the WAL holds; when it fails,
+     * nothing may go on (a second try could return 0: the kernel reports a
+     * lost write-back once). */
+    if (!synced && (sync_e = eddy__fault("wal_open_sync")) == 0 && fdatasync(fd) != 0)
+        sync_e = errno != 0 ? errno : EIO;
+    if (sync_e != 0) {
+        close(fd);
+        return eddy__error_set(err, EDDY_ESTORE, "store",
+                               "cannot sync %s-wal to disk when opening the state: %s", s->db_path,
+                               strerror(sync_e));
     }
     if (query_one(s, "PRAGMA synchronous=NORMAL", NULL, NULL) != SQLITE_OK ||
         query_one(s, "PRAGMA synchronous", NULL, &sync) != SQLITE_OK || sync != 1) {
         query_one(s, "PRAGMA synchronous=FULL", NULL, NULL);
         close(fd);
         return EDDY_OK;
-    }
-    /* A process killed between a commit and its sync leaves frames that may
-     * not be on disk; the runs resumed from them must not build on them
-     * (their next calls are not held back: nothing is known to wait for a
-     * sync yet). One sync now covers whatever the WAL holds. */
-    int fe = eddy__fault("wal_open_sync");
-    if (!synced && (fe != 0 || fdatasync(fd) != 0)) {
-        int e = fe != 0 ? fe : errno;
-        close(fd);
-        return eddy__error_set(err, EDDY_ESTORE, "store",
-                               "cannot sync %s-wal (left by the previous run) to disk: %s",
-                               s->db_path, strerror(e));
     }
     s->wal_fd = fd;
     return EDDY_OK;
@@ -2698,6 +2722,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     s->lock_fd = -1;
     s->compact_slack = COMPACT_SLACK;
     s->wal_fd = -1;
+    s->sync_lock_ok = uv_mutex_init(&s->sync_lock) == 0;
     eddy__map_init(&s->runs);
     eddy__map_init(&s->rows);
     eddy__map_init(&s->pend);

@@ -112,7 +112,7 @@ class DurableTest(EddyTest):
         before = self.effect_lines()
         failed = self.run_cmd(env={"EDDY_FAULT": "wal_open_sync:1"})
         self.assertEqual(failed.returncode, 3, failed.stderr)
-        self.assertIn(b"eddy.db-wal (left by the previous run) to disk: Input/output error",
+        self.assertIn(b"eddy.db-wal to disk when opening the state: Input/output error",
                       failed.stderr)
         self.assertEqual(self.effect_lines(), before)  # nothing ran
         again = self.run_cmd()
