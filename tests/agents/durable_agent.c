@@ -72,6 +72,16 @@ static int effect(const json_t *args, void *arg, json_t **result, eddy_error **e
     return EDDY_OK;
 }
 
+/* The durable call "effect" with args (taken), its result dropped. */
+static int effect_call(eddy_ctx *ctx, json_t *args)
+{
+    json_t *res = NULL;
+    int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+    json_decref(args);
+    json_decref(res);
+    return rc;
+}
+
 /* Dies in the middle of the call, after its side effect, when flagged. */
 static int effect_dying(const json_t *args, void *arg, json_t **result, eddy_error **err)
 {
@@ -181,11 +191,7 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     if (strcmp(op, "finished_then_crash") == 0) {
         /* Sends Later (handled by "later"), which crashes after its own durable call. */
         eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
-        json_t *args = json_pack("{s:s, s:I}", "op", op, "seq", seq);
-        json_t *res = NULL;
-        int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
-        json_decref(args);
-        json_decref(res);
+        int rc = effect_call(ctx, json_pack("{s:s, s:I}", "op", op, "seq", seq));
         if (rc != EDDY_OK)
             return rc;
         eddy_memory_new_object(stm, "obj");
@@ -284,11 +290,7 @@ static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     (void)arg;
     const json_t *a = eddy_event_attrs(ev);
     json_int_t seq = iget(a, "seq", 0), i = iget(a, "i", 0);
-    json_t *args = json_pack("{s:s, s:I, s:I}", "op", "echo", "seq", seq, "i", i);
-    json_t *res = NULL;
-    int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
-    json_decref(args);
-    json_decref(res);
+    int rc = effect_call(ctx, json_pack("{s:s, s:I, s:I}", "op", "echo", "seq", seq, "i", i));
     if (rc != EDDY_OK)
         return rc;
     if (i == iget(a, "k", 0) - 1 && take_flag(a))
@@ -300,11 +302,7 @@ static int later(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
     (void)arg;
     const json_t *a = eddy_event_attrs(ev);
-    json_t *args = json_pack("{s:s, s:I}", "op", "later", "seq", iget(a, "seq", 0));
-    json_t *res = NULL;
-    int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
-    json_decref(args);
-    json_decref(res);
+    int rc = effect_call(ctx, json_pack("{s:s, s:I}", "op", "later", "seq", iget(a, "seq", 0)));
     if (rc != EDDY_OK)
         return rc;
     if (take_flag(a))
