@@ -540,11 +540,9 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
         /* Progress is a nicety: a runtime that cannot report it still runs. */
         (void)eddy_runtime_set_progress(rt, on_progress, &progress, PROGRESS_INTERVAL_MS);
 
-    if (install_signal_handlers(rt) != 0) {
-        perror("eddy: sigaction");
-        return EXIT_FAIL;
-    }
-    /* A signal that came before the runtime ran may have found nothing to stop. */
+    signal_runtime = rt; /* the handlers are in place since before eddy_runtime_new */
+    /* A signal that came before the runtime ran (while it opened and
+     * recovered its state, say) found nothing to stop: it stops it now. */
     int rc = signal_caught != 0 ? EDDY_ESTOPPED : eddy_runtime_run(rt);
     remove_signal_handlers();
     clear_progress(&progress);
@@ -585,6 +583,14 @@ static int cmd_run(int argc, char **argv)
         goto done;
 
     ignore_sigpipe();
+    /* From here a SIGINT or SIGTERM is taken as a request to stop: opening
+     * and recovering a large state takes a while, and the default action
+     * would end eddy without its "interrupted" summary. */
+    if (install_signal_handlers(NULL) != 0) {
+        perror("eddy: sigaction");
+        code = EXIT_FAIL;
+        goto done;
+    }
     rt = eddy_runtime_new(plan, a.conf, &err);
     if (rt == NULL) {
         if (err == NULL) {
@@ -599,6 +605,7 @@ static int cmd_run(int argc, char **argv)
     code = run_runtime(rt, &a);
 
 done:
+    remove_signal_handlers();
     eddy_runtime_free(rt);
     eddy_plan_free(plan);
     eddy_error_free(err);

@@ -1703,6 +1703,10 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
     const char *test_sql = getenv("EDDY_TEST_STORE_SQL");
     if (test_sql != NULL && eddy__store_sqlite_test_exec(rt->store, test_sql) != EDDY_OK)
         goto store_err;
+    /* And stand for a long recovery (signals during start-up). */
+    const char *pause_ms = getenv("EDDY_TEST_OPEN_PAUSE_MS");
+    if (pause_ms != NULL)
+        uv_sleep((unsigned)atoi(pause_ms));
 #endif
     if ((rc = check_key_field(rt, err)) != EDDY_OK)
         return rc;

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from eddytest import AGENTS, EDDY, SANITIZED, EddyTest, read_jsonl, write_jsonl  # noqa: E402
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
+HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
 
 
 class Signals(EddyTest):
@@ -63,6 +64,27 @@ class Signals(EddyTest):
 
     def test_sigint_stops_cleanly_and_resumes(self):
         self.interrupt(signal.SIGINT, 130)
+
+    @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
+    def test_sigterm_while_opening_the_state(self):
+        # Opening and recovering a large state takes a while (a test hook
+        # stands for it here): a SIGTERM then is a request to stop like any
+        # other, not the default action's silent end.
+        first = subprocess.run(self.cmd(), capture_output=True, timeout=120)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k0", "seq": 600, "v": 1, "ms": 0}) + "\n")
+        env = dict(os.environ, EDDY_TEST_OPEN_PAUSE_MS="1500")
+        p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(0.5)
+        self.assertIsNone(p.poll())
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        self.assertIn(b"eddy: interrupted; run the same command again to resume\n", err)
+        again = subprocess.run(self.cmd(), capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(601)))
 
     def test_stop_skips_calls_not_started(self):
         # Ten slow durable calls queued for one worker: after SIGTERM only
