@@ -1787,8 +1787,8 @@ load_err:
         return eddy__error_set(err, rc, "state", "recovering from %s: %s", cv->state,
                                eddy_strerror(rc));
 store_err:
-    return eddy__error_set(err, EDDY_ESTORE, "store", "%s: %s", cv->state,
-                           eddy__store_error(rt->store));
+    return eddy__error_set(err, EDDY_ESTORE, "store", "state store failure while opening %s: %s",
+                           cv->state, eddy__store_error(rt->store));
 }
 
 void eddy__durable_resume(eddy_runtime *rt)
