@@ -12,6 +12,7 @@
 #include "io/paths.h"
 #include "util/fault.h"
 #include "util/hash.h"
+#include "util/jalloc.h"
 #include "util/poison.h"
 
 /* Idle keys (no run, no pending input, empty short-term memory) kept for
@@ -921,6 +922,7 @@ int eddy_runtime_run(eddy_runtime *rt)
         return EDDY_ESTATE;
     rt->ran = 1;
     eddy__coro_overflow_init(overflow_note);
+    eddy__jalloc_budget(EDDY__JALLOC_MAILBOX);
     rt->t_start = uv_hrtime();
     uv_prepare_start(&rt->prepare, on_prepare);
     uv_check_start(&rt->check, on_check);
@@ -942,6 +944,7 @@ int eddy_runtime_run(eddy_runtime *rt)
     uv_idle_stop(&rt->idle);
     eddy__durable_turn(rt, 1);
     flush_sinks(rt);
+    eddy__jalloc_budget(0);
     rt->stats.elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;
     return rt->rc;
 }

@@ -1,0 +1,186 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "util/jalloc.h"
+
+/*
+ * The cache of freed blocks under jansson's allocator (src/util/jalloc.c):
+ * installed at load in builds that have it, held to the thread's budget,
+ * reusing a freed block for the next value of its size, interchangeable
+ * with malloc and free, and emptied when its thread exits.
+ */
+
+static char self_path[4096];
+
+static void test_installed_where_built(void **state)
+{
+    (void)state;
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    assert_int_equal(eddy__jalloc_installed(), EDDY__JALLOC_BUILT);
+    if (EDDY__JALLOC_BUILT) {
+        assert_true(m != malloc);
+        assert_true(f != free);
+    } else {
+        assert_true(m == malloc);
+        assert_true(f == free);
+    }
+}
+
+/* EDDY_JSON_CACHE=0 leaves jansson's allocator alone: this program run
+ * again with it says what it found. */
+static void test_off_by_environment(void **state)
+{
+    (void)state;
+    char cmd[4096 + 64];
+    snprintf(cmd, sizeof cmd, "EDDY_JSON_CACHE=0 '%s' --report-installed", self_path);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 10); /* not installed */
+    snprintf(cmd, sizeof cmd, "EDDY_JSON_CACHE=1 '%s' --report-installed", self_path);
+    st = system(cmd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 10 + EDDY__JALLOC_BUILT);
+}
+
+static void test_budget_holds(void **state)
+{
+    (void)state;
+    if (!EDDY__JALLOC_BUILT)
+        skip();
+    eddy__jalloc_budget(4096);
+    assert_int_equal(eddy__jalloc_cached(), 0);
+    /* Values of every class, and some larger than any. */
+    for (int round = 0; round < 3; round++) {
+        json_t *v[400];
+        char text[400];
+        memset(text, 'x', sizeof text);
+        for (int i = 0; i < 400; i++)
+            v[i] = json_stringn(text, (size_t)i);
+        for (int i = 0; i < 400; i++)
+            json_decref(v[i]);
+        assert_true(eddy__jalloc_cached() > 0);
+        assert_true(eddy__jalloc_cached() <= 4096);
+    }
+    eddy__jalloc_budget(0);
+    assert_int_equal(eddy__jalloc_cached(), 0);
+    /* Without a budget nothing is kept. */
+    json_decref(json_string("not kept"));
+    assert_int_equal(eddy__jalloc_cached(), 0);
+}
+
+static void test_freed_block_is_reused(void **state)
+{
+    (void)state;
+    if (!EDDY__JALLOC_BUILT)
+        skip();
+    eddy__jalloc_budget(64 * 1024);
+    json_t *a = json_integer(1);
+    json_decref(a);
+    json_t *b = json_integer(2);
+    assert_ptr_equal(a, b); /* the same block, from the cache */
+    json_decref(b);
+    json_t *o = json_object();
+    assert_int_equal(json_object_set_new(o, "k", json_string("v")), 0);
+    json_decref(o);
+    size_t held = eddy__jalloc_cached();
+    json_t *o2 = json_object();
+    assert_int_equal(json_object_set_new(o2, "k", json_string("v")), 0);
+    assert_true(eddy__jalloc_cached() < held); /* taken from the cache */
+    json_decref(o2);
+    assert_int_equal(eddy__jalloc_cached(), held);
+    eddy__jalloc_budget(0);
+}
+
+/* Blocks of malloc's freed through jansson's free, and blocks of jansson's
+ * allocator given to free(): the cache adds no header. */
+static void test_interchangeable_with_malloc(void **state)
+{
+    (void)state;
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    eddy__jalloc_budget(64 * 1024);
+    for (size_t n = 0; n < 600; n += 7) {
+        void *p = malloc(n);
+        assert_non_null(p);
+        memset(p, 0xab, n);
+        f(p);
+        void *q = m(n);
+        assert_non_null(q);
+        assert_true(malloc_usable_size(q) >= n);
+        memset(q, 0xcd, n);
+        free(q);
+    }
+    eddy__jalloc_budget(0);
+}
+
+typedef struct handover {
+    json_t *values[2000];
+    size_t cached; /* what the freeing thread held before it exited */
+} handover;
+
+static void free_them(void *arg)
+{
+    handover *h = arg;
+    eddy__jalloc_budget(512 * 1024);
+    for (int i = 0; i < 2000; i++)
+        json_decref(h->values[i]);
+    h->cached = eddy__jalloc_cached();
+}
+
+/* Values made on one thread and freed on another join the freeing
+ * thread's cache, which its exit gives back to malloc. */
+static void test_other_thread_and_exit(void **state)
+{
+    (void)state;
+    if (!EDDY__JALLOC_BUILT)
+        skip();
+    static handover h;
+    struct mallinfo2 before = mallinfo2();
+    for (int i = 0; i < 2000; i++) {
+        h.values[i] = json_pack("{s:i, s:s}", "n", i, "text", "some text of a value");
+        assert_non_null(h.values[i]);
+    }
+    uv_thread_t t;
+    assert_int_equal(uv_thread_create(&t, free_them, &h), 0);
+    assert_int_equal(uv_thread_join(&t), 0);
+    assert_true(h.cached > 256 * 1024);
+    assert_true(h.cached <= 512 * 1024);
+    struct mallinfo2 after = mallinfo2();
+    /* The blocks the thread held are free again (a little slack for what
+     * creating the thread allocated). */
+    assert_true(after.uordblks < before.uordblks + 64 * 1024);
+}
+
+int main(int argc, char **argv)
+{
+    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    if (n <= 0)
+        return 2;
+    self_path[n] = '\0';
+    if (argc > 1 && strcmp(argv[1], "--report-installed") == 0)
+        return 10 + eddy__jalloc_installed();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_installed_where_built),
+        cmocka_unit_test(test_off_by_environment),
+        cmocka_unit_test(test_budget_holds),
+        cmocka_unit_test(test_freed_block_is_reused),
+        cmocka_unit_test(test_interchangeable_with_malloc),
+        cmocka_unit_test(test_other_thread_and_exit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
