@@ -24,6 +24,17 @@
  * Thread-safe: eddy_strerror(), eddy_error_*() on an error object that the
  * calling thread owns, eddy_version(), eddy_runtime_stop().
  *
+ * JSON values
+ * -----------
+ * Values are jansson's. When libeddy loads, and only if jansson's allocator
+ * is still malloc and free, it installs an allocator that keeps the values
+ * freed on the mailbox thread while eddy_runtime_run() runs, for reuse (up
+ * to 1 MiB; emptied when the run returns). Its blocks are malloc's, so
+ * values made before or freed after are fine; an application that sets its
+ * own with json_set_alloc_funcs() must do so before any value exists, as
+ * jansson requires. EDDY_JSON_CACHE=0 in the environment leaves jansson's
+ * allocator alone (for memory debuggers); sanitizer builds never install it.
+ *
  * Ownership words used below
  * --------------------------
  * borrowed: the callee neither keeps nor frees it; valid as documented.
