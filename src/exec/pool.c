@@ -82,6 +82,7 @@ static void hold(eddy__pool *pool, eddy__job *job)
 static void worker(void *arg)
 {
     eddy__thread_name("eddy-worker");
+    eddy__thread_precise_timers();
     eddy__pool *pool = arg;
     for (;;) {
         /* Each post stands for a job on the queue, or for the stop: with

@@ -430,6 +430,34 @@ static void test_new_and_close_idle(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+#ifdef __linux__
+#include <sys/prctl.h>
+
+static atomic_long slack_seen;
+
+static void slack_work(eddy__job *job)
+{
+    (void)job;
+    atomic_store(&slack_seen, (long)prctl(PR_GET_TIMERSLACK, 0UL, 0UL, 0UL, 0UL));
+}
+
+/* Workers run the agents' calls with precise timers: a call's 10 ms sleep
+ * must not end up to 50 us late (Linux's default timer slack). */
+static void test_workers_have_precise_timers(void **state)
+{
+    (void)state;
+    fixture *fx = fixture_new(1, 1);
+    fx->jobs[0].job.work = slack_work;
+    atomic_store(&slack_seen, -1);
+    eddy__pool_submit(fx->pool, &fx->jobs[0].job);
+    eddy__pool_flush(fx->pool);
+    assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(fx->ndone, 1);
+    assert_int_equal(atomic_load(&slack_seen), 1);
+    fixture_free(fx);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -446,6 +474,9 @@ int main(void)
         cmocka_unit_test(test_new_and_close_idle),
         cmocka_unit_test(test_barriers),
         cmocka_unit_test(test_held_job_takes_no_worker),
+#ifdef __linux__
+        cmocka_unit_test(test_workers_have_precise_timers),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
