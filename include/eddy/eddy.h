@@ -207,6 +207,9 @@ EDDY_API int eddy_plan_add_action(eddy_plan *plan, const char *name, const char 
 EDDY_API size_t eddy_plan_action_count(const eddy_plan *plan);
 /* Name of action i (registration order), borrowed; NULL when out of range. */
 EDDY_API const char *eddy_plan_action_name(const eddy_plan *plan, size_t i);
+/* Event type j (in the order given when it was added) that action i listens to,
+ * borrowed; NULL when i or j is out of range. */
+EDDY_API const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i, size_t j);
 
 /*
  * Load a C agent: dlopen(path) and call its eddy_agent_init(plan).

@@ -321,6 +321,51 @@ static int parse_run_args(struct run_args *a, int argc, char **argv)
 
 /* ---------------------------------------------------------------- loading the agent */
 
+/* Whether an action before action i (or type j of action i) listens to type. */
+static int type_seen_before(const eddy_plan *plan, size_t i, size_t j, const char *type)
+{
+    const char *t;
+    for (size_t pi = 0; pi <= i; pi++) {
+        size_t end = pi < i ? SIZE_MAX : j;
+        for (size_t pj = 0; pj < end && (t = eddy_plan_action_event_type(plan, pi, pj)) != NULL;
+             pj++)
+            if (strcmp(t, type) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/*
+ * Inputs reach an agent only as InputEvents: an agent none of whose actions
+ * listens to InputEvent would take every input and drop it (counted only as
+ * "unhandled events" in the summary), which is a mistyped event type far more
+ * often than a wish. The library allows such a plan (a program may load an
+ * agent and add the action that listens to InputEvent itself); the command
+ * refuses it, naming the types that the actions do listen to.
+ */
+static int check_input_listener(const eddy_plan *plan, const char *path)
+{
+    size_t n = eddy_plan_action_count(plan);
+    const char *t;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; (t = eddy_plan_action_event_type(plan, i, j)) != NULL; j++)
+            if (strcmp(t, EDDY_INPUT_EVENT) == 0)
+                return CONTINUE;
+    fprintf(stderr,
+            "eddy: %s: no action listens to " EDDY_INPUT_EVENT
+            ", so every input would be dropped; its actions listen to",
+            path);
+    const char *sep = " ";
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; (t = eddy_plan_action_event_type(plan, i, j)) != NULL; j++)
+            if (!type_seen_before(plan, i, j, t)) {
+                fprintf(stderr, "%s'%s'", sep, t);
+                sep = ", ";
+            }
+    fputs(" (is an event type misspelt?)\n", stderr);
+    return EXIT_USAGE;
+}
+
 static int load_agent(eddy_plan *plan, const struct run_args *a)
 {
     eddy_error *err = NULL;
@@ -333,7 +378,7 @@ static int load_agent(eddy_plan *plan, const struct run_args *a)
         rc = eddy_plan_load_shared(plan, a->agent_path, &err);
     }
     if (rc == EDDY_OK)
-        return CONTINUE;
+        return check_input_listener(plan, a->agent_path);
     /* The file or its initialisation is at fault: a usage error. */
     print_error(rc, err);
     eddy_error_free(err);

@@ -156,6 +156,13 @@ const char *eddy_plan_action_name(const eddy_plan *plan, size_t i)
     return plan != NULL && i < plan->n ? plan->actions[i]->name : NULL;
 }
 
+const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i, size_t j)
+{
+    if (plan == NULL || i >= plan->n || j >= plan->actions[i]->ntypes)
+        return NULL;
+    return plan->actions[i]->types[j];
+}
+
 const eddy__route *eddy__plan_route(const eddy_plan *plan, const char *type)
 {
     return eddy__map_get(&plan->routes, type, strlen(type));

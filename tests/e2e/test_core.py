@@ -140,6 +140,17 @@ class CoreTest(EddyTest):
         self.assertEqual(len(res.outputs()), 3)
         self.assertIn(b"3 unhandled events", res.stderr)
 
+    def test_agent_with_no_input_event_action_is_refused(self):
+        # Every input would be dropped, and eddy said so only as "unhandled
+        # events" in the summary, with exit 0.
+        agent = os.path.join(os.path.dirname(TEST_AGENT), "noinput.so")
+        res = self.run_eddy([{"key": "u", "op": "echo", "seq": 1}], agent=agent)
+        self.assertEqual(res.rc, 2, res.stderr)
+        err = res.stderr.decode()
+        self.assertIn("noinput.so: no action listens to InputEvent", err)
+        self.assertIn("its actions listen to 'Foo', 'Bar' (", err)
+        self.assertFalse(os.path.exists(res.out_path))
+
     def test_action_error_stops_by_default(self):
         recs = [{"key": "a", "op": "echo", "seq": 0}, {"key": "b", "op": "fail", "seq": 1},
                 {"key": "c", "op": "echo", "seq": 2}]

@@ -434,6 +434,24 @@ class PythonTest(EddyTest):
             self.assertIn(words, res.stderr.decode())
             self.assertIn(name, res.stderr.decode())
 
+    def test_agent_with_no_input_event_action_is_refused(self):
+        # A misspelt trigger took every input and did nothing, with exit 0.
+        path = self.path("typo.py")
+        with open(path, "w") as f:
+            f.write("from eddy import Agent, Event, action\n"
+                    "class Later(Event):\n"
+                    "    pass\n"
+                    "class A(Agent):\n"
+                    "    @action(\"InputEvnt\", Later)\n"
+                    "    @staticmethod\n"
+                    "    def act(event, ctx):\n"
+                    "        pass\n")
+        res = self.run_py([{"key": "k"}], agent=path)
+        self.assertEqual(res.rc, 2, res.stderr)
+        err = res.stderr.decode()
+        self.assertIn("typo.py: no action listens to InputEvent", err)
+        self.assertIn("listen to 'InputEvnt', 'Later' (", err)
+
     def test_reconciler_keyword_checked(self):
         res = self.run_py([{"key": "r", "op": "reconciler_kw", "seq": 1}])
         self.assertOk(res)

@@ -588,6 +588,10 @@ static void test_runtime_calls_and_codes(void **state)
     assert_int_equal(eddy_plan_action_count(p), 1);
     assert_string_equal(eddy_plan_action_name(p, 0), "echo");
     assert_null(eddy_plan_action_name(p, 1));
+    assert_string_equal(eddy_plan_action_event_type(p, 0, 0), EDDY_INPUT_EVENT);
+    assert_null(eddy_plan_action_event_type(p, 0, 1));
+    assert_null(eddy_plan_action_event_type(p, 1, 0));
+    assert_null(eddy_plan_action_event_type(NULL, 0, 0));
 
     eddy_runtime *rt = make_runtime(f, p, "2");
     /* Another thread may not run it. */
