@@ -141,7 +141,8 @@ static void print_run_help(FILE *out)
           "agent shared object (exporting eddy_agent_init) or a Python file (.py) defining\n"
           "an Agent subclass.\n"
           "\n"
-          "options (--opt VALUE and --opt=VALUE are the same):\n",
+          "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
+          "-- must be given as --opt=VALUE):\n",
           out);
     eddy_config *defaults = eddy_config_new();
     for (size_t i = 0; i < RUN_OPTION_COUNT; i++)
@@ -259,6 +260,13 @@ static int apply_run_option(struct run_args *a, const struct run_option *o, cons
     return CONTINUE;
 }
 
+/* Whether a command-line word is an option rather than a value: it starts
+ * with "--". Such a value must be given as --name=value. */
+static int is_option_like(const char *word)
+{
+    return strncmp(word, "--", 2) == 0;
+}
+
 /* Parse "--name", "--name=value" or "--name value" at argv[*i]. */
 static int parse_long_option(struct run_args *a, int argc, char **argv, int *i)
 {
@@ -278,6 +286,12 @@ static int parse_long_option(struct run_args *a, int argc, char **argv, int *i)
     if (value == NULL) {
         if (*i + 1 >= argc)
             return usage_error("option '--%s' needs a value (%s)", o->name, o->metavar);
+        /* "--output --quiet" forgot the value: taking the next option as
+         * one would make files named "--quiet". A lone "-" is a value. */
+        if (is_option_like(argv[*i + 1]))
+            return usage_error("option '--%s' needs a value (%s), not the option '%s' (write "
+                               "--%s=%s for a value that starts with --)",
+                               o->name, o->metavar, argv[*i + 1], o->name, argv[*i + 1]);
         value = argv[++*i];
     }
     return apply_run_option(a, o, value);
@@ -669,7 +683,8 @@ static void print_inspect_help(FILE *out)
           "their pending inputs, and the journal of those runs. With --key, also that\n"
           "key's short-term memory, pending inputs and journal.\n"
           "\n"
-          "options:\n"
+          "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
+          "-- must be given as --opt=VALUE):\n"
           "  --state DIR    the state directory (required)\n"
           "  --key K        one key, as JSON text: '\"u1\"' for a string, 42 for a number\n"
           "                 (a bare word that is not JSON is taken as a string)\n"
@@ -791,6 +806,12 @@ static int cmd_inspect(int argc, char **argv)
         }
         if (eq != NULL) {
             *dst = eq + 1;
+        } else if (i + 1 < argc && is_option_like(argv[i + 1])) {
+            fprintf(stderr,
+                    "eddy: option '%s' needs a value, not the option '%s' (write %s=%s for a "
+                    "value that starts with --)\ntry 'eddy inspect --help'\n",
+                    a, argv[i + 1], a, argv[i + 1]);
+            return EXIT_USAGE;
         } else if (i + 1 < argc) {
             *dst = argv[++i];
         } else {

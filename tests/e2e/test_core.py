@@ -333,6 +333,37 @@ class CoreTest(EddyTest):
                     b"--on-error", b"--dead-letter", b"--state"):
             self.assertIn(opt, proc.stdout)
 
+    def test_option_value_is_never_the_next_option(self):
+        # "--output --quiet" made files named "--quiet" and "--quiet.dead.jsonl".
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n')
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--output", "--quiet"],
+                              capture_output=True, timeout=60, cwd=self.dir)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn(b"option '--output' needs a value (PATH), not the option '--quiet'",
+                      proc.stderr)
+        self.assertIn(b"--output=--quiet", proc.stderr)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["in.jsonl"])
+        # Given as --opt=VALUE, such a value is taken; a lone "-" is a value too.
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--output=--out",
+                               "--quiet"], capture_output=True, timeout=60, cwd=self.dir)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        with open(self.path("--out")) as f:
+            self.assertIn('"seq":1', f.read().replace(" ", ""))
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", "-", "--output", "-",
+                               "--quiet"], input=b'{"key": "a", "op": "echo", "seq": 2}\n',
+                              capture_output=True, timeout=60, cwd=self.dir)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(b'"seq":2', proc.stdout.replace(b" ", b""))
+        proc = subprocess.run([EDDY, "run", "--help"], capture_output=True, timeout=30)
+        self.assertIn(b"must be given as --opt=VALUE", proc.stdout)
+        # inspect too.
+        for args in (["--state", "--json"], ["--state", self.dir, "--key", "--json"]):
+            proc = subprocess.run([EDDY, "inspect"] + args, capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 2, (args, proc.stderr))
+            self.assertIn(b"needs a value, not the option '--json'", proc.stderr)
+
     def run_files(self, *args, stdout=None):
         return subprocess.run([EDDY, "run", TEST_AGENT, "--quiet"] + list(args),
                               stdout=stdout if stdout is not None else subprocess.PIPE,
