@@ -1662,26 +1662,57 @@ static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, ui
     return EDDY_OK;
 }
 
-/* The key field is part of what the state holds: keys read from another
+/* What meta keeps of a key field under "key_field": a hash of its name. */
+static uint64_t key_field_hash(const char *name)
+{
+    return eddy__hash_bytes(name, strlen(name)) | 1;
+}
+
+/*
+ * The key field is part of what the state holds: keys read from another
  * field would share their memory and journal with these. States made
- * before it was recorded take the field of their next run. */
+ * before it was recorded take the field of their next run. Its name is kept
+ * too ("key_field_name"), so that a refusal can say which --key to give;
+ * states whose hash an older eddy wrote get the name from their next run
+ * with the same field (an older eddy never reads the name, and checks the
+ * hash as before).
+ */
 static int check_key_field(eddy_runtime *rt, eddy_error **err)
 {
     const char *key = rt->cv->key;
-    uint64_t h = eddy__hash_bytes(key, strlen(key)) | 1, stored = 0;
+    uint64_t h = key_field_hash(key), stored = 0;
+    char *name = NULL;
     int rc = eddy__store_get_meta_u64(rt->store, "key_field", &stored);
+    if (rc == EDDY_OK)
+        rc = eddy__store_get_meta_text(rt->store, "key_field_name", &name);
     if (rc == EDDY_OK && stored == 0)
         rc = eddy__store_set_meta_u64(rt->store, "key_field", h);
-    if (rc != EDDY_OK)
+    if (rc == EDDY_OK && (stored == 0 || stored == h) && (name == NULL || strcmp(name, key) != 0))
+        rc = eddy__store_set_meta_text(rt->store, "key_field_name", key);
+    if (rc != EDDY_OK) {
+        free(name);
+        if (rc == EDDY_ENOMEM)
+            return eddy__error_set(err, rc, "memory", "out of memory");
         return eddy__error_set(err, EDDY_ESTORE, "store", "%s: %s", rt->cv->state,
                                eddy__store_error(rt->store));
-    if (stored != 0 && stored != h)
-        return eddy__error_set(err, EDDY_ESTATE, "state",
-                               "state directory %s was filled with another key field than --key "
-                               "%s (a state's key field cannot change); give the --key it was "
-                               "filled with, or use another --state directory",
-                               rt->cv->state, key);
-    return EDDY_OK;
+    }
+    if (stored != 0 && stored != h) {
+        /* A name that does not match the hash is not trusted. */
+        if (name != NULL && key_field_hash(name) == stored)
+            rc = eddy__error_set(err, EDDY_ESTATE, "state",
+                                 "state directory %s was filled with --key %s, not --key %s (a "
+                                 "state's key field cannot change); give --key %s, or use another "
+                                 "--state directory",
+                                 rt->cv->state, name, key, name);
+        else
+            rc = eddy__error_set(err, EDDY_ESTATE, "state",
+                                 "state directory %s was filled with another key field than "
+                                 "--key %s (a state's key field cannot change); give the --key it "
+                                 "was filled with, or use another --state directory",
+                                 rt->cv->state, key);
+    }
+    free(name);
+    return rc;
 }
 
 int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err)

@@ -508,6 +508,39 @@ static int sq_set_meta_u64(eddy__store *base, const char *name, uint64_t value)
     return rc != EDDY_OK ? rc : meta_due(s, name, value);
 }
 
+static int sq_get_meta_text(eddy__store *base, const char *name, char **value)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    sqlite3_stmt *st = s->st[ST_META_GET];
+    int rc = bind_text(st, 1, name);
+    if (rc != SQLITE_OK)
+        return fail(s, st, rc, "reading meta");
+    int r = read_step(s, st, "reading meta");
+    if (r <= 0) {
+        *value = NULL;
+        return r;
+    }
+    const char *t = col_text(st, 0);
+    *value = t != NULL ? strdup(t) : NULL;
+    finish(st);
+    return t != NULL && *value == NULL ? EDDY_ENOMEM : EDDY_OK;
+}
+
+/* Written at once (not with the values due at the commit, which are
+ * numbers), in the open transaction. */
+static int sq_set_meta_text(eddy__store *base, const char *name, const char *value)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    int rc = write_begin(s);
+    if (rc != EDDY_OK)
+        return rc;
+    sqlite3_stmt *st = s->st[ST_META_SET];
+    rc = bind_text(st, 1, name);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, 2, value);
+    return write_step(s, st, rc, "writing meta");
+}
+
 /* ---------------------------------------------------------------- transactions */
 
 static const char *sq_error(const eddy__store *base)
@@ -2799,6 +2832,8 @@ static const struct eddy__store_ops sqlite_ops = {
     .set_sink_pos = sq_set_sink_pos,
     .get_meta_u64 = sq_get_meta_u64,
     .set_meta_u64 = sq_set_meta_u64,
+    .get_meta_text = sq_get_meta_text,
+    .set_meta_text = sq_set_meta_text,
     .keys_load = sq_keys_load,
     .key_put = sq_key_put,
     .key_get = sq_key_get,

@@ -105,6 +105,20 @@ int eddy__store_set_meta_u64(eddy__store *s, const char *name, uint64_t value)
     return s->ops->set_meta_u64(s, name, value);
 }
 
+int eddy__store_get_meta_text(eddy__store *s, const char *name, char **value)
+{
+    if (s == NULL || name == NULL || value == NULL)
+        return EDDY_EINVAL;
+    return s->ops->get_meta_text(s, name, value);
+}
+
+int eddy__store_set_meta_text(eddy__store *s, const char *name, const char *value)
+{
+    if (s == NULL || name == NULL || value == NULL)
+        return EDDY_EINVAL;
+    return s->ops->set_meta_text(s, name, value);
+}
+
 int eddy__store_keys_load(eddy__store *s, eddy__store_key_fn fn, void *arg)
 {
     if (s == NULL || fn == NULL)

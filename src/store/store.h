@@ -24,7 +24,9 @@
  *   meta     format version, plan fingerprint, source position (byte offset and
  *            line number of the next unread line), sink position (committed
  *            length of the output file), the outbox's next id, the run counter
- *            ("next_run": the next run's sequence number, for all keys)
+ *            ("next_run": the next run's sequence number, for all keys), the key
+ *            field (a hash, "key_field"; and its name, "key_field_name",
+ *            which older states lack)
  *   keys     per key that has short-term memory: the memory as of the end of its
  *            last run that changed it, and the run counter at that time (states
  *            of format 2 kept each key's own counter here; the runtime now
@@ -166,6 +168,11 @@ int eddy__store_set_sink_pos(eddy__store *s, uint64_t offset);
  * an absent name reads as 0. */
 int eddy__store_get_meta_u64(eddy__store *s, const char *name, uint64_t *value);
 int eddy__store_set_meta_u64(eddy__store *s, const char *name, uint64_t value);
+/* Text kept in meta under a name (for example "key_field_name"). *value is
+ * new (free()), NULL when the name is absent. A name that an older eddy does
+ * not know is one it never reads: adding one needs no new format version. */
+int eddy__store_get_meta_text(eddy__store *s, const char *name, char **value);
+int eddy__store_set_meta_text(eddy__store *s, const char *name, const char *value);
 
 /* keys: callback returns EDDY_OK to go on, anything else stops and is returned.
  * keys_load goes in key order (bytewise). */

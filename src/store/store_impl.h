@@ -36,6 +36,8 @@ struct eddy__store_ops {
     int (*set_sink_pos)(eddy__store *s, uint64_t offset);
     int (*get_meta_u64)(eddy__store *s, const char *name, uint64_t *value);
     int (*set_meta_u64)(eddy__store *s, const char *name, uint64_t value);
+    int (*get_meta_text)(eddy__store *s, const char *name, char **value);
+    int (*set_meta_text)(eddy__store *s, const char *name, const char *value);
 
     int (*keys_load)(eddy__store *s, eddy__store_key_fn fn, void *arg);
     int (*key_put)(eddy__store *s, const char *key, uint64_t next_seq, const char *stm_json);

@@ -363,7 +363,8 @@ class DurableTest(EddyTest):
             f.write(original)
         res = self.run_cmd("--key", "seq")
         self.assertEqual(res.returncode, 3, res.stderr)
-        self.assertIn(b"was filled with another key field than --key seq", res.stderr)
+        self.assertIn(b"was filled with --key key, not --key seq (a state's key field cannot "
+                      b"change); give --key key, or use", res.stderr)
         # Lines added at the end of the same input: only they run.
         write_jsonl(self.inp, recs + [{"key": "k9", "seq": 9, "v": 9}])
         res = self.run_cmd()

@@ -288,6 +288,34 @@ class StateFiles(EddyTest):
             self.assertEqual(counts, sorted(counts), mine)
             self.assertEqual(len(set(counts)), len(counts), mine)
 
+    def test_key_field_name_recorded_and_older_states_kept(self):
+        """The refusal of another --key names the state's key field. A state
+        an older eddy made holds only a hash of it: it gets the name from a
+        run with the same --key, and until then the refusal says what it
+        can."""
+        self.finished_state(40)
+        name = "SELECT v FROM meta WHERE k = 'key_field_name'"
+        self.assertEqual(self.query(name), "key")
+        self.sql("DELETE FROM meta WHERE k = 'key_field_name'")
+        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet"]
+        before = digest(self.db)
+        res = subprocess.run(cmd + ["--key", "seq"], capture_output=True, timeout=120)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"was filled with another key field than --key seq", res.stderr)
+        self.assertEqual(digest(self.db), before)
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(self.query(name), "key")
+        res = subprocess.run(cmd + ["--key", "seq"], capture_output=True, timeout=120)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"was filled with --key key, not --key seq", res.stderr)
+        # A name that does not match the hash is not believed.
+        self.sql("UPDATE meta SET v = 'other' WHERE k = 'key_field_name'")
+        res = subprocess.run(cmd + ["--key", "seq"], capture_output=True, timeout=120)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"was filled with another key field than --key seq", res.stderr)
+
     def test_not_an_eddy_database(self):
         os.makedirs(self.state)
         c = sqlite3.connect(self.db)

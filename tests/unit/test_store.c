@@ -254,6 +254,10 @@ static void test_create_reopen(void **state)
     assert_int_equal(eddy__store_set_meta_u64(s, "dead_offset", 55), EDDY_OK);
     assert_int_equal(eddy__store_get_meta_u64(s, "dead_offset", &v), EDDY_OK);
     assert_int_equal(v, 55);
+    char *text = (char *)"x";
+    assert_int_equal(eddy__store_get_meta_text(s, "key_field_name", &text), EDDY_OK);
+    assert_null(text); /* absent */
+    assert_int_equal(eddy__store_set_meta_text(s, "key_field_name", "customer"), EDDY_OK);
     assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
     assert_int_equal(sink, 777);
     assert_int_equal(eddy__store_key_put(s, "\"u2\"", 3, "{\"n\":2}"), EDDY_OK);
@@ -333,6 +337,9 @@ static void test_create_reopen(void **state)
     assert_int_equal(line, 17);
     assert_int_equal(eddy__store_get_sink_pos(s, &sink), EDDY_OK);
     assert_int_equal(sink, 777);
+    assert_int_equal(eddy__store_get_meta_text(s, "key_field_name", &text), EDDY_OK);
+    assert_string_equal(text, "customer");
+    free(text);
 
     buf b = {0};
     assert_int_equal(eddy__store_keys_load(s, print_key, &b), EDDY_OK);
