@@ -2235,6 +2235,16 @@ static int open_fail(sqlite_store *s, int rc, const char *what, eddy_error **err
                            s->db_path, what, rc_words(rc), msg);
 }
 
+/* A database with tables but no meta table is something else than a state:
+ * both opens (run and inspection) say so in the same words. */
+#define HAS_META_SQL "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+
+static int not_a_state(sqlite_store *s, eddy_error **err)
+{
+    return eddy__error_set(err, EDDY_ESTORE, "store",
+                           "%s is not an eddy state database: it holds other tables", s->db_path);
+}
+
 /* Run a one-row query compiled on the spot (open only). *text (new, NULL for
  * no row or SQL NULL) and *num receive the first column. */
 static int query_one(sqlite_store *s, const char *sql, char **text, sqlite3_int64 *num)
@@ -2281,17 +2291,13 @@ static int configure(sqlite_store *s, eddy_error **err)
      * database fails here. A database of something else is refused before
      * switching it to WAL, which would rewrite its header. */
     sqlite3_int64 n_meta = 0, n_all = 0;
-    int rc =
-        query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-                  NULL, &n_meta);
+    int rc = query_one(s, HAS_META_SQL, NULL, &n_meta);
     if (rc == SQLITE_OK)
         rc = query_one(s, "SELECT count(*) FROM sqlite_master", NULL, &n_all);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the schema", err);
     if (n_meta == 0 && n_all > 0)
-        return eddy__error_set(err, EDDY_ESTORE, "store",
-                               "%s is not an eddy state database: it holds other tables",
-                               s->db_path);
+        return not_a_state(s, err);
     rc = query_one(s, "PRAGMA journal_mode=WAL", &mode, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "setting WAL mode", err);
@@ -2685,6 +2691,11 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
                                "%s: no eddy state here yet (%s has no tables: an eddy may be "
                                "creating it)",
                                s->dir, s->db_path);
+    sqlite3_int64 n_meta = 0;
+    if (rc == SQLITE_OK)
+        rc = query_one(s, HAS_META_SQL, NULL, &n_meta);
+    if (rc == SQLITE_OK && n_meta == 0)
+        return not_a_state(s, err);
     if (rc == SQLITE_OK)
         rc = query_one(s, "SELECT v FROM meta WHERE k = 'format_version'", &text, &version);
     if (rc != SQLITE_OK)

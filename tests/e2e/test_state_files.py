@@ -324,6 +324,12 @@ class StateFiles(EddyTest):
         c.close()
         write_jsonl(self.inp, [{"key": "k", "seq": 1}])
         self.assert_refused(self.db, "is not an eddy state database: it holds other tables")
+        # eddy inspect says the same (it said "no such table: meta").
+        res = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertEqual(res.stderr.decode(), "eddy: %s is not an eddy state database: it holds "
+                         "other tables\n" % self.db)
 
     # ------------------------------------------------------------ records
 
