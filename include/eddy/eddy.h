@@ -283,10 +283,11 @@ EDDY_API json_t *eddy_memory_get(eddy_memory *m, const char *path);
 /*
  * Set path to value (stolen, also on failure), creating missing parent
  * objects. The memory keeps value itself until the action finishes: a caller
- * that kept a reference must not change it afterwards. Errors: EDDY_EINVAL
+ * that kept a reference must not change it afterwards. An object value
+ * replaces what stands at path, an object included. Errors: EDDY_EINVAL
  * (bad path, NULL value), EDDY_EPATH (a value stands where a parent object is
- * needed, or an object stands at path), EDDY_ELIMIT (the path's objects and
- * value together nest deeper than EDDY_VALUE_MAX_DEPTH levels: "a.b" and
+ * needed, or value is not an object and an object stands at path), EDDY_ELIMIT (the path's objects
+ * and value together nest deeper than EDDY_VALUE_MAX_DEPTH levels: "a.b" and
  * [[1]] make 4), EDDY_EWRONGTHREAD, EDDY_ENOMEM.
  */
 EDDY_API int eddy_memory_set(eddy_memory *m, const char *path, json_t *value);

@@ -42,9 +42,10 @@ json_t *eddy__mem_tree_lookup(json_t *root, const char *path);
 /* Set path to value (stolen, also on failure) in root, creating missing parent
  * objects. The value becomes part of the tree as it is (no copy): if it is an
  * object, later writes below path change it in place. A value over a value
- * replaces it. EDDY_EINVAL bad path, NULL value or root not an object;
- * EDDY_EPATH a non-object stands on a parent position, or an object stands at
- * path (whatever the new value is); EDDY_ENOMEM. On failure root is unchanged. */
+ * replaces it, and an object value replaces an object. EDDY_EINVAL bad path,
+ * NULL value or root not an object; EDDY_EPATH a non-object stands on a
+ * parent position, or an object stands at path and value is not one;
+ * EDDY_ENOMEM. On failure root is unchanged. */
 int eddy__mem_tree_set(json_t *root, const char *path, json_t *value);
 
 /* Make an empty object at path (parents created); an object already there is

@@ -1013,7 +1013,8 @@ static PyObject *mem_set(PyObject *self, PyObject *args)
     if (rc == EDDY_EPATH)
         PyErr_Format(PyExc_ValueError,
                      "cannot set memory path '%s': a value stands where an object is needed, "
-                     "or an object stands at the path",
+                     "or an object stands at the path and the value is not a dict (a dict "
+                     "replaces it)",
                      full);
     else if (rc != EDDY_OK)
         PyErr_Format(PyExc_RuntimeError, "cannot set memory path '%s': %s", full,

@@ -393,7 +393,7 @@ def memory_ops(ctx, rec):
     r["nested_type"] = type(nested).__name__
     r["nested_c"] = nested.get("c")
     if not nested.is_exist("e"):
-        nested.set("e", {"f": "g"})  # a second set would find an object there
+        nested.set("e", {"f": "g"})
     r["via_root"] = stm.get("a.b.e.f")
     obj = stm.new_object("o.p")
     obj.set("q", 5)
@@ -415,6 +415,13 @@ def memory_ops(ctx, rec):
         r["set_below_value"] = None
     except ValueError as e:
         r["set_below_value"] = str(e)
+    try:
+        stm.set("a.b.e", 1)
+        r["set_value_over_object"] = None
+    except ValueError as e:
+        r["set_value_over_object"] = str(e)
+    stm.set("o", {"z": 1})  # a dict replaces the object
+    r["dict_over_object"] = stm.get("o").get_field_names()
     try:
         stm.get("a..b")
         r["bad_path"] = None

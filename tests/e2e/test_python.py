@@ -360,6 +360,10 @@ class PythonTest(EddyTest):
         self.assertIn("memory path 'bad' at ['k']", a["set_bad"])
         self.assertIn("'set' is not JSON", a["set_bad"])
         self.assertIn("a.b.c.d", a["set_below_value"])
+        self.assertIn("cannot set memory path 'a.b.e': a value stands where an object is needed, "
+                      "or an object stands at the path and the value is not a dict",
+                      a["set_value_over_object"])
+        self.assertEqual(a["dict_over_object"], ["z"])
         self.assertIn("bad memory path 'a..b'", a["bad_path"])
         self.assertEqual((a["runs"], b["runs"]), (1, 2))  # short-term memory persists
         self.assertIn("runs", b["root_names"])
