@@ -58,7 +58,15 @@ int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t trun
     struct stat st;
     if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
         s->is_file = 1;
-        if (truncate_to >= 0) {
+        if (!s->owns_fd) {
+            /* A standard stream is the shell's: written from where it
+             * stands, never cut or moved (`>` emptied it already, `>>`
+             * appends, and in `(echo header; eddy ...) >log 2>&1` both
+             * streams go on after "header"). Its offset starts there. */
+            int fl = fcntl(s->fd, F_GETFL);
+            off_t pos = fl != -1 && (fl & O_APPEND) ? st.st_size : lseek(s->fd, 0, SEEK_CUR);
+            s->offset = pos > 0 ? (uint64_t)pos : 0;
+        } else if (truncate_to >= 0) {
             if ((uint64_t)st.st_size < (uint64_t)truncate_to) {
                 eddy__sink_close(s);
                 return eddy__error_set(
@@ -77,7 +85,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t trun
         } else if (truncate_to == -2) {
             s->offset = (uint64_t)st.st_size;
         }
-        if (lseek(s->fd, (off_t)s->offset, SEEK_SET) < 0) {
+        if (s->owns_fd && lseek(s->fd, (off_t)s->offset, SEEK_SET) < 0) {
             int e = errno;
             eddy__sink_close(s);
             return eddy__error_set(err, EDDY_EIO, "io", "cannot seek in %s: %s", path, strerror(e));

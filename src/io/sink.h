@@ -25,12 +25,14 @@ enum {
 };
 
 /*
- * Open path for appending lines (created with mode 0644). "-" means the
- * standard stream given by std_fd (EDDY_SINK_STDOUT or EDDY_SINK_STDERR).
- * With truncate_to >= 0 the file is cut back to that length first (resume);
- * a file shorter than that is an error (EDDY_ESTATE): it was changed behind
- * eddy's back. With truncate_to == -1 an existing file is truncated to empty.
- * With truncate_to == -2 the file is appended to as it is.
+ * Open path for appending lines (created with mode 0644). With truncate_to
+ * >= 0 the file is cut back to that length first (resume); a file shorter
+ * than that is an error (EDDY_ESTATE): it was changed behind eddy's back.
+ * With truncate_to == -1 an existing file is truncated to empty. With
+ * truncate_to == -2 the file is appended to as it is.
+ * "-" means the standard stream given by std_fd (EDDY_SINK_STDOUT or
+ * EDDY_SINK_STDERR), whatever truncate_to: it is written from where it
+ * stands, never truncated or moved, and its offset starts at that position.
  */
 int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t truncate_to,
                     eddy_error **err);

@@ -407,6 +407,42 @@ class CoreTest(EddyTest):
         with open(log, "rb") as f:
             self.assertIn(b'"reason":"not JSON"', f.read())
 
+    def test_standard_streams_are_written_where_they_stand(self):
+        # `for f in a b; do eddy ...; done >all`: one description, no O_APPEND;
+        # each run goes on where the one before stopped.
+        a, b, bad = self.path("a.jsonl"), self.path("b.jsonl"), self.path("bad.jsonl")
+        with open(a, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n{"key": "b", "op": "echo", "seq": 2}\n')
+        with open(b, "w") as f:
+            f.write('{"key": "c", "op": "echo", "seq": 3}\n')
+        with open(bad, "w") as f:
+            f.write("not json\n")
+        all_ = self.path("all.jsonl")
+        with open(all_, "wb") as f:
+            for inp in (a, b):
+                self.assertEqual(self.run_files("--input", inp, stdout=f).returncode, 0)
+        with open(all_, "rb") as f:
+            self.assertEqual(sorted(json.loads(l)["seq"] for l in f), [1, 2, 3])
+        # `(echo header; eddy ...) >log 2>&1`: the dead letters on stderr
+        # follow the header; so do the outputs, with and without a state.
+        for args in (["--input", bad, "--output", os.devnull],
+                     ["--input", a, "--state", self.path("st")],
+                     ["--input", a, "--state", self.path("st2"), "--dead-letter", "-"]):
+            log = self.path("log")
+            with open(log, "wb") as f:
+                f.write(b"header\n")
+                f.flush()
+                proc = subprocess.run([EDDY, "run", TEST_AGENT] + args, stdout=f,
+                                      stderr=subprocess.STDOUT, timeout=60)
+            self.assertEqual(proc.returncode, 0, args)
+            with open(log, "rb") as f:
+                lines = f.read().splitlines()
+            self.assertEqual(lines[0], b"header", args)
+            self.assertTrue(lines[-1].startswith(b"eddy: "), args)  # the summary
+            want = [b"not JSON"] if args[1] == bad else [b'"seq":1', b'"seq":2']
+            for w in want:
+                self.assertEqual(sum(w in l for l in lines), 1, (args, lines))
+
     def test_failed_start_keeps_the_output_and_creates_no_state(self):
         out, st = self.path("out.jsonl"), self.path("st")
         with open(out, "w") as f:
