@@ -22,6 +22,7 @@ struct eddy__sink {
     char *buf;
     size_t len, cap;
     char *path;
+    const char *name; /* in messages: path, or the standard stream's name */
     char errtext[256];
 };
 
@@ -42,7 +43,9 @@ int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t trun
     }
     if (strcmp(path, "-") == 0) {
         s->fd = std_fd == EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO;
+        s->name = std_fd == EDDY_SINK_STDERR ? "standard error" : "standard output";
     } else {
+        s->name = s->path;
         int flags = O_WRONLY | O_CREAT | O_CLOEXEC;
         if (truncate_to == -1)
             flags |= O_TRUNC;
@@ -104,8 +107,8 @@ int eddy__sink_flush(eddy__sink *s)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            snprintf(s->errtext, sizeof(s->errtext), "cannot write to %s: %s",
-                     strcmp(s->path, "-") == 0 ? "standard output" : s->path, strerror(errno));
+            snprintf(s->errtext, sizeof(s->errtext), "cannot write to %s: %s", s->name,
+                     strerror(errno));
             /* Keep what was not written, so nothing is silently dropped. */
             memmove(s->buf, s->buf + done, s->len - done);
             s->len -= done;
@@ -185,14 +188,14 @@ int eddy__sink_sync(eddy__sink *s)
         return EDDY_OK; /* nothing written since the last sync (the dead-letter file, mostly) */
     int fault = eddy__fault("sink_write.sync"); /* test hook: errno to simulate */
     if ((fault ? (errno = fault, -1) : fdatasync(s->fd)) != 0) {
-        snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->path, strerror(errno));
+        snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->name, strerror(errno));
         return EDDY_EIO;
     }
     int e = 0;
     if (s->synced == UINT64_MAX) /* the first time */
         e = (e = eddy__fault("sink_write.dirsync")) != 0 ? e : sync_dir_of(s->path);
     if (e != 0) {
-        snprintf(s->errtext, sizeof(s->errtext), "cannot sync the directory of %s: %s", s->path,
+        snprintf(s->errtext, sizeof(s->errtext), "cannot sync the directory of %s: %s", s->name,
                  strerror(e));
         return EDDY_EIO;
     }

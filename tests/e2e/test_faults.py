@@ -339,6 +339,26 @@ class FaultSweep(EddyTest):
         self.assertEqual(res.returncode, 1, res.stderr)
         self.assertIn(b"No space left on device", res.stderr)
 
+    def test_failed_standard_stream_is_named(self):
+        # Dead letters to stderr (-) that cannot be written: the message
+        # names standard error, not standard output.
+        bad = self.path("bad.jsonl")
+        with open(bad, "w") as f:
+            f.write('{"no key": 1}\n')
+        res = subprocess.run([EDDY, "run", DURABLE, "--input", bad, "--output", self.out,
+                              "--dead-letter", "-", "--quiet"], capture_output=True,
+                             timeout=120, env=dict(os.environ, EDDY_FAULT="sink_write.write:1:ENOSPC"))
+        self.assertEqual(res.returncode, 1, res.stderr)
+        self.assertIn(b"eddy: cannot write to standard error: No space left on device",
+                      res.stderr)
+        # A failed sync of stdout (a file, with --state) names it too.
+        with open(self.path("stdout"), "wb") as f:
+            res = subprocess.run([EDDY, "run", DURABLE, "--input", self.inp, "--state",
+                                  self.state, "--quiet"], stdout=f, stderr=subprocess.PIPE,
+                                 timeout=120, env=dict(os.environ, EDDY_FAULT="sink_write.sync:1"))
+        self.assertEqual(res.returncode, 1, res.stderr)
+        self.assertIn(b"eddy: cannot sync standard output: Input/output error", res.stderr)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
