@@ -457,11 +457,14 @@ EDDY_API void eddy_runtime_stop(eddy_runtime *rt);
 EDDY_API const eddy_error *eddy_runtime_error(const eddy_runtime *rt);
 
 /* Counters, readable from the mailbox thread at any time (from the progress
- * callback, for instance). */
+ * callback, for instance). outputs and dead_lettered count lines written out
+ * (write(2) took them), not lines buffered, waiting in the state's outbox or
+ * lost to a failed write; with a state they include the lines a previous run
+ * left in the outbox that this run wrote. */
 typedef struct eddy_stats {
     uint64_t inputs;           /* input lines accepted */
     uint64_t dead_lettered;    /* lines and runs written to the dead-letter file */
-    uint64_t outputs;          /* OutputEvents written to the sink */
+    uint64_t outputs;          /* output lines written (one per OutputEvent) */
     uint64_t runs_finished;    /* runs finished (including skipped failures) */
     uint64_t runs_in_flight;   /* inputs admitted and not finished */
     uint64_t actions_executed; /* action executions finished */

@@ -241,8 +241,6 @@ static int emit_output(eddy_runtime *rt, eddy_event *ev, void *sole)
         out = null = json_null();
     int rc = eddy__durable_emit(rt, 'o', out);
     json_decref(null);
-    if (rc == EDDY_OK)
-        rt->stats.outputs++;
     return rc;
 }
 
@@ -265,8 +263,8 @@ static void dead_letter_write(eddy_runtime *rt, json_t *obj)
 {
     if (obj == NULL)
         eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-    else if (eddy__durable_emit(rt, 'd', obj) == EDDY_OK)
-        rt->stats.dead_lettered++;
+    else
+        eddy__durable_emit(rt, 'd', obj);
     json_decref(obj);
 }
 
@@ -774,6 +772,10 @@ static void on_stop_async(uv_async_t *h)
 static void fill_stats(const eddy_runtime *rt, eddy_stats *out)
 {
     *out = rt->stats;
+    /* Counted where they are written, not where they are sent: with a
+     * state a line waits in the outbox first, and a write can fail. */
+    out->outputs = rt->sink != NULL ? eddy__sink_lines(rt->sink) : 0;
+    out->dead_lettered = rt->dead != NULL ? eddy__sink_lines(rt->dead) : 0;
     out->runs_in_flight = rt->in_flight;
     out->durable = rt->store != NULL;
     if (rt->t_start != 0 && !rt->done)

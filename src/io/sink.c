@@ -19,6 +19,8 @@ struct eddy__sink {
     int is_file;
     uint64_t offset;
     uint64_t synced; /* offset at the last sync (UINT64_MAX: none yet) */
+    uint64_t lines;  /* lines handed to write(2) whole */
+    uint64_t queued; /* lines in buf, whole or in part */
     char *buf;
     size_t len, cap;
     char *path;
@@ -109,7 +111,14 @@ int eddy__sink_flush(eddy__sink *s)
                 continue;
             snprintf(s->errtext, sizeof(s->errtext), "cannot write to %s: %s", s->name,
                      strerror(errno));
-            /* Keep what was not written, so nothing is silently dropped. */
+            /* Keep what was not written, so nothing is silently dropped.
+             * The lines that went out whole count as written; one cut
+             * short counts once its rest goes out. */
+            for (const char *p = s->buf, *end = s->buf + done;
+                 (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++) {
+                s->lines++;
+                s->queued--;
+            }
             memmove(s->buf, s->buf + done, s->len - done);
             s->len -= done;
             return EDDY_EIO;
@@ -117,6 +126,8 @@ int eddy__sink_flush(eddy__sink *s)
         done += (size_t)n;
     }
     s->len = 0;
+    s->lines += s->queued;
+    s->queued = 0;
     return EDDY_OK;
 }
 
@@ -138,6 +149,7 @@ int eddy__sink_write(eddy__sink *s, const char *line, size_t len)
     s->buf[s->len + len] = '\n';
     s->len += len + 1;
     s->offset += len + 1;
+    s->queued++;
     return EDDY_OK;
 }
 
@@ -156,6 +168,7 @@ int eddy__sink_write_json(eddy__sink *s, const json_t *v)
     b.p[b.len++] = '\n';
     s->offset += b.len - s->len;
     s->len = b.len;
+    s->queued++;
     return EDDY_OK;
 }
 
@@ -206,6 +219,11 @@ int eddy__sink_sync(eddy__sink *s)
 uint64_t eddy__sink_offset(const eddy__sink *s)
 {
     return s->offset;
+}
+
+uint64_t eddy__sink_lines(const eddy__sink *s)
+{
+    return s->lines;
 }
 
 int eddy__sink_is_file(const eddy__sink *s)

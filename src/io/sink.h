@@ -46,6 +46,9 @@ int eddy__sink_flush(eddy__sink *s);
 int eddy__sink_sync(eddy__sink *s);
 /* Bytes written so far, including buffered ones (the file's length once flushed). */
 uint64_t eddy__sink_offset(const eddy__sink *s);
+/* Lines written out whole so far (write(2) took them), not those still
+ * buffered or left unwritten by a failed write: what the summary counts. */
+uint64_t eddy__sink_lines(const eddy__sink *s);
 /* 1 when the sink is a regular file (its position is meaningful). */
 int eddy__sink_is_file(const eddy__sink *s);
 /* Text of the last write error, borrowed ("" when none). */

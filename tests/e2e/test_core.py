@@ -472,6 +472,32 @@ class CoreTest(EddyTest):
         self.assertIn(b'"reason":"not JSON"', proc.stderr)
         self.assertFalse(os.path.exists(os.devnull + ".dead.jsonl"))
 
+    @unittest.skipUnless(os.path.exists("/dev/full"), "no /dev/full")
+    def test_summary_counts_lines_written(self):
+        # Outputs and dead letters that could not be written are not counted.
+        inp, bad, st = self.path("in.jsonl"), self.path("bad.jsonl"), self.path("st")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n{"key": "b", "op": "echo", "seq": 2}\n')
+        with open(bad, "w") as f:
+            f.write("not json\n")
+        for args in (["--input", inp, "--output", "/dev/full"],
+                     ["--input", inp, "--output", "/dev/full", "--state", st],
+                     ["--input", bad, "--output", self.path("o.jsonl"), "--dead-letter",
+                      "/dev/full"]):
+            proc = subprocess.run([EDDY, "run", TEST_AGENT] + args, capture_output=True,
+                                  timeout=60)
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            self.assertIn(b"cannot write to /dev/full: No space left on device", proc.stderr)
+            self.assertIn(b" 0 outputs, 0 dead-lettered", proc.stderr)
+        # The rerun writes what the state's outbox kept, and counts it.
+        out = self.path("out.jsonl")
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--state", st,
+                               "--output", out], capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(b"eddy: 0 inputs, 2 outputs, 0 dead-lettered", proc.stderr)
+        with open(out) as f:
+            self.assertEqual(len(f.readlines()), 2)
+
     def test_empty_state_option_is_refused(self):
         inp = self.path("in.jsonl")
         with open(inp, "w") as f:
