@@ -1715,13 +1715,24 @@ static int check_key_field(eddy_runtime *rt, eddy_error **err)
     return rc;
 }
 
+/*
+ * The dead-letter file is made only when a first dead letter is written, so
+ * that a run without any leaves none behind (one that is there is cut as
+ * usual). Its bookkeeping need not know: its identity is its path, whether
+ * it is there or not, and a file not there has length 0, which is what the
+ * state records for it until a sync of its first lines. A crash before that
+ * sync leaves the file absent or holding uncommitted lines, which the rerun
+ * cuts back to 0 as it would an empty file.
+ */
+#define DEAD_SINK (EDDY_SINK_STDERR | EDDY_SINK_LAZY)
+
 int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err)
 {
     const eddy__config_values *cv = rt->cv;
     const char *dead = eddy__config_dead_letter(rt->conf);
     if (cv->state == NULL || cv->state[0] == '\0') {
         if (eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, -1, err) != EDDY_OK ||
-            eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR, -1, err) != EDDY_OK)
+            eddy__sink_open(&rt->dead, dead, DEAD_SINK, -1, err) != EDDY_OK)
             return EDDY_EIO;
         return EDDY_OK;
     }
@@ -1751,7 +1762,7 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
         (rc = sink_mode(rt, dead, "dead_id", dead_pos, &dead_how, &dead_moved)) != EDDY_OK)
         goto store_err;
     if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||
-        (rc = eddy__sink_open(&rt->dead, dead, EDDY_SINK_STDERR, dead_how, err)) != EDDY_OK)
+        (rc = eddy__sink_open(&rt->dead, dead, DEAD_SINK, dead_how, err)) != EDDY_OK)
         return rc;
     /* Another file than the last run's: where this run starts in it is
      * committed with the file's identity, before any line goes to it.

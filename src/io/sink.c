@@ -28,7 +28,7 @@ struct eddy__sink {
     char errtext[256];
 };
 
-int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t truncate_to,
+int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err)
 {
     *out = NULL;
@@ -44,14 +44,29 @@ int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t trun
         return EDDY_ENOMEM;
     }
     if (strcmp(path, "-") == 0) {
-        s->fd = std_fd == EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO;
-        s->name = std_fd == EDDY_SINK_STDERR ? "standard error" : "standard output";
+        s->fd = how & EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO;
+        s->name = how & EDDY_SINK_STDERR ? "standard error" : "standard output";
     } else {
         s->name = s->path;
-        int flags = O_WRONLY | O_CREAT | O_CLOEXEC;
+        int flags = O_WRONLY | O_CLOEXEC | (how & EDDY_SINK_LAZY ? 0 : O_CREAT);
         if (truncate_to == -1)
             flags |= O_TRUNC;
         s->fd = open(path, flags, 0644);
+        if (s->fd < 0 && errno == ENOENT && (how & EDDY_SINK_LAZY)) {
+            if (truncate_to > 0) {
+                eddy__sink_close(s);
+                return eddy__error_set(
+                    err, EDDY_ESTATE, "state",
+                    "%s is gone but the state says %lld bytes were committed to it: the file "
+                    "was removed outside eddy; restore it or start with a new --state directory",
+                    path, (long long)truncate_to);
+            }
+            /* Not there: the first flush makes it (sink_create), empty. */
+            s->fd = -1;
+            s->owns_fd = 1;
+            *out = s;
+            return EDDY_OK;
+        }
         if (s->fd < 0) {
             int e = errno;
             eddy__sink_close(s);
@@ -100,9 +115,26 @@ int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t trun
     return EDDY_OK;
 }
 
+/* The file of a lazy sink, made when its first lines are written. It was
+ * not there at open, so the lines start at offset 0 of an empty file. */
+static int sink_create(eddy__sink *s)
+{
+    s->fd = open(s->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (s->fd < 0) {
+        snprintf(s->errtext, sizeof(s->errtext), "cannot open %s for writing: %s", s->name,
+                 strerror(errno));
+        return EDDY_EIO;
+    }
+    struct stat st;
+    s->is_file = fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode);
+    return EDDY_OK;
+}
+
 int eddy__sink_flush(eddy__sink *s)
 {
     size_t done = 0;
+    if (s->fd < 0 && s->len > 0 && sink_create(s) != EDDY_OK)
+        return EDDY_EIO;
     while (done < s->len) {
         int fault = eddy__fault("sink_write.write"); /* test hook: errno to simulate */
         ssize_t n = fault ? (errno = fault, -1) : write(s->fd, s->buf + done, s->len - done);
@@ -248,7 +280,7 @@ int eddy__sink_close(eddy__sink *s)
     int rc = EDDY_OK;
     if (s->buf != NULL && s->len > 0)
         rc = eddy__sink_flush(s);
-    if (s->owns_fd && close(s->fd) != 0 && rc == EDDY_OK)
+    if (s->owns_fd && s->fd >= 0 && close(s->fd) != 0 && rc == EDDY_OK)
         rc = EDDY_EIO;
     free(s->buf);
     free(s->path);

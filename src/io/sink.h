@@ -21,20 +21,25 @@ typedef struct eddy__sink eddy__sink;
 
 enum {
     EDDY_SINK_STDOUT = 1, /* path "-" means standard output */
-    EDDY_SINK_STDERR = 2  /* path "-" means standard error */
+    EDDY_SINK_STDERR = 2, /* path "-" means standard error */
+    EDDY_SINK_LAZY = 4    /* a file not there is made only when a first line is written */
 };
 
 /*
- * Open path for appending lines (created with mode 0644). With truncate_to
- * >= 0 the file is cut back to that length first (resume); a file shorter
- * than that is an error (EDDY_ESTATE): it was changed behind eddy's back.
- * With truncate_to == -1 an existing file is truncated to empty. With
+ * Open path for appending lines (created with mode 0644). how is
+ * EDDY_SINK_STDOUT or EDDY_SINK_STDERR, for "-", with EDDY_SINK_LAZY when a
+ * file that is not there is to be created by the first flush that has lines
+ * for it, rather than now (a file that is there is opened at once).
+ * With truncate_to >= 0 the file is cut back to that length first (resume);
+ * a file shorter than that is an error (EDDY_ESTATE): it was changed behind
+ * eddy's back (so is a lazy file that is gone when truncate_to > 0). With
+ * truncate_to == -1 an existing file is truncated to empty. With
  * truncate_to == -2 the file is appended to as it is.
- * "-" means the standard stream given by std_fd (EDDY_SINK_STDOUT or
- * EDDY_SINK_STDERR), whatever truncate_to: it is written from where it
- * stands, never truncated or moved, and its offset starts at that position.
+ * "-" means the standard stream given by how, whatever truncate_to: it is
+ * written from where it stands, never truncated or moved, and its offset
+ * starts at that position.
  */
-int eddy__sink_open(eddy__sink **out, const char *path, int std_fd, int64_t truncate_to,
+int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err);
 /* Append a line (a newline is added). Buffered. EDDY_OK or EDDY_EIO/EDDY_ENOMEM. */
 int eddy__sink_write(eddy__sink *s, const char *line, size_t len);

@@ -291,6 +291,19 @@ class CoreTest(EddyTest):
         self.assertEqual(dead[2]["reason"], "no key field")
         self.assertIn(b"5 dead-lettered", res.stderr)
 
+    def test_dead_letter_file_only_with_dead_letters(self):
+        good = [{"key": "a", "op": "echo", "seq": 0}]
+        res = self.run_eddy(good)
+        self.assertOk(res)
+        self.assertFalse(os.path.exists(res.dead_path))
+        res = self.run_eddy(None, input_text=b"not json\n")
+        self.assertOk(res)
+        self.assertEqual(len(res.dead()), 1)
+        # One left by an earlier run is emptied, not kept as this run's.
+        res = self.run_eddy(good)
+        self.assertOk(res)
+        self.assertEqual(os.path.getsize(res.dead_path), 0)
+
     def test_key_option_and_integer_keys(self):
         recs = [{"user_id": i % 3, "op": "count", "seq": i} for i in range(9)]
         res = self.run_eddy(recs, "--key", "user_id")

@@ -259,6 +259,38 @@ class DurableTest(EddyTest):
         self.assertNotIn(b"not the file the previous run wrote to", second.stderr)
         self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(6)))
 
+    def test_dead_letter_file_is_made_by_the_first_dead_letter(self):
+        # No dead letters, no file; the first one makes it, and a crash
+        # after its line was written but before it was committed leaves a
+        # file that the rerun cuts back to the recorded length of 0.
+        dead = self.out + ".dead.jsonl"
+        write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(3)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertFalse(os.path.exists(dead))
+        with open(self.inp, "a") as f:
+            f.write('{"no key": 1}\n')
+        # A failed sync of the new file: its line is written, not committed
+        # (the first sync is the output's).
+        res = self.run_cmd(env={"EDDY_FAULT": "sink_write.sync:2"})
+        self.assertEqual(res.returncode, 1, res.stderr)
+        self.assertIn(b"cannot sync " + dead.encode(), res.stderr)
+        self.assertEqual(len(read_jsonl(dead)), 1)
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([d["reason"] for d in read_jsonl(dead)], ["no key field"])
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(json.loads(insp.stdout)["dead_letter_offset"], os.path.getsize(dead))
+        # Gone once the state counts lines in it: refused, as a cut file is.
+        os.remove(dead)
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k", "seq": 3, "v": 3}) + "\n")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(dead.encode() + b" is gone but the state says", res.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2])
+
     def test_switching_outputs_between_runs(self):
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
         first = self.run_cmd()
@@ -526,6 +558,7 @@ class DurableTest(EddyTest):
         os.chmod(self.state, 0o755)
         os.chmod(self.inp, 0o644)
         os.chmod(self.out, 0o666)
+        open(self.out + ".dead.jsonl", "a").close()  # no dead letters made none
         os.chmod(self.out + ".dead.jsonl", 0o666)  # only the state is out of reach
         os.chmod(os.path.join(self.state, "eddy.db"), 0o644)
         for parent in (os.path.dirname(self.dir),):
