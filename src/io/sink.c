@@ -237,7 +237,9 @@ int eddy__sink_sync(eddy__sink *s)
         return EDDY_EIO;
     }
     int e = 0;
-    if (s->synced == UINT64_MAX) /* the first time */
+    /* The first time, the file's directory entry too; a standard stream's
+     * directory is the shell's business (and "-" names none). */
+    if (s->synced == UINT64_MAX && s->owns_fd)
         e = (e = eddy__fault("sink_write.dirsync")) != 0 ? e : sync_dir_of(s->path);
     if (e != 0) {
         snprintf(s->errtext, sizeof(s->errtext), "cannot sync the directory of %s: %s", s->name,

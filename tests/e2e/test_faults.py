@@ -359,6 +359,18 @@ class FaultSweep(EddyTest):
         self.assertEqual(res.returncode, 1, res.stderr)
         self.assertIn(b"eddy: cannot sync standard output: Input/output error", res.stderr)
 
+    def test_standard_stream_directory_not_synced(self):
+        # stdout redirected to a file, with --state: the file is synced, but
+        # "-" names no directory, and the shell's is not eddy's to sync
+        # (it may not even be readable): the dirsync site is never reached.
+        with open(self.path("stdout"), "wb") as f:
+            res = subprocess.run([EDDY, "run", DURABLE, "--input", self.inp, "--state",
+                                  self.state, "--quiet"], stdout=f, stderr=subprocess.PIPE,
+                                 timeout=120,
+                                 env=dict(os.environ, EDDY_FAULT="sink_write.dirsync:1"))
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(len(read_jsonl(self.path("stdout"))), len(self.recs))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
