@@ -494,14 +494,19 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
 
 /*
  * A read-only report of the state directory dir, as a new JSON object:
- *   state, source {offset, line} (where reading resumes), output_offset and
+ *   state, source {offset, line} (where reading resumes: byte offset, and
+ *   the lines before it, so reading resumes at line line + 1), key_field
+ *   (the --key field the state was filled with; null in states written
+ *   before eddy kept its name), next_run (the next run number: one counter
+ *   for all keys), output_offset and
  *   dead_letter_offset (committed file lengths), counts {keys, pending,
  *   journal, outbox}, in_flight [{key, seq, line, pending}] (keys with runs in
  *   flight, in arrival order; pending counts the run's input too), journal
  *   [{key, seq, event_id, action, idx, status, fn_id, digest, result | record,
  *   error}] (journal entries of the runs in flight; pruned when a run ends).
  * With key (the key as JSON text, "\"u1\"" or "42"), also "key": {key,
- * next_seq, short_term_memory, pending [{seq, line, record}], journal}.
+ * next_seq (next_run, kept for older readers), short_term_memory, pending
+ * [{seq, line, record}], journal}.
  * Safe while an eddy process works on dir (it reads a committed snapshot and
  * takes no lock). Returns NULL and sets *err (new): of type "state" when the
  * key is unknown (its message says the key "is not in" the state), else of

@@ -679,9 +679,11 @@ static void print_inspect_help(FILE *out)
     fputs("usage: eddy inspect --state DIR [--key K] [--json]\n"
           "\n"
           "Shows what a state directory holds, without changing it (safe while an eddy\n"
-          "process works on it): where reading resumes, the keys with runs in flight and\n"
-          "their pending inputs, and the journal of those runs. With --key, also that\n"
-          "key's short-term memory, pending inputs and journal.\n"
+          "process works on it): where reading resumes, the key field and the next run\n"
+          "number, the keys with runs in flight and their pending inputs, and the\n"
+          "journal of those runs. With --key, also that key's short-term memory,\n"
+          "pending inputs and journal. (Reading may leave SQLite's empty eddy.db-wal\n"
+          "and its index eddy.db-shm beside the state: they hold nothing.)\n"
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
           "-- must be given as --opt=VALUE):\n"
@@ -719,6 +721,11 @@ static void print_report(json_t *r)
     printf("source: resumes at line %lld (byte %lld)\n",
            (long long)json_integer_value(json_object_get(src, "line")) + 1,
            (long long)json_integer_value(json_object_get(src, "offset")));
+    const char *kf = json_string_value(json_object_get(r, "key_field"));
+    if (kf != NULL)
+        printf("key field: %s\n", kf);
+    printf("next run number: %lld (one counter for all keys)\n",
+           (long long)json_integer_value(json_object_get(r, "next_run")));
     printf("output: %lld bytes committed; dead letters: %lld bytes\n",
            (long long)json_integer_value(json_object_get(r, "output_offset")),
            (long long)json_integer_value(json_object_get(r, "dead_letter_offset")));
@@ -744,9 +751,6 @@ static void print_report(json_t *r)
     json_t *journal = key != NULL ? json_object_get(key, "journal") : json_object_get(r, "journal");
     if (key != NULL) {
         print_json_field("key ", json_object_get(key, "key"));
-        if (json_object_get(key, "next_seq") != NULL)
-            printf("  next run: %lld\n",
-                   (long long)json_integer_value(json_object_get(key, "next_seq")));
         print_json_field("  short-term memory: ", json_object_get(key, "short_term_memory"));
         json_array_foreach(json_object_get(key, "pending"), i, e)
         {

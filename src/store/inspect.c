@@ -99,6 +99,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                      .journal = json_array()};
     json_t *out = NULL;
     uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0;
+    char *key_field = NULL;
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
     if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL)
@@ -107,6 +108,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(s, "dead_offset", &dead)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(s, "next_run", &next_run)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_text(s, "key_field_name", &key_field)) != EDDY_OK ||
         (rc = eddy__store_counts_get(s, &n)) != EDDY_OK ||
         (rc = eddy__store_pending_load(s, on_pending, &c)) != EDDY_OK ||
         (rc = eddy__store_journal_load_all(s, on_jrec, &c)) != EDDY_OK)
@@ -117,7 +119,12 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                     (json_int_t)n.keys, "pending", (json_int_t)n.pending, "journal",
                     (json_int_t)n.journal, "outbox", (json_int_t)n.outbox, "in_flight", c.in_flight,
                     "journal", c.journal);
-    if (out == NULL) {
+    /* The run counter is one for all keys; the key field's name is known
+     * to states written since it was stored (null before). */
+    json_t *kf = key_field != NULL ? json_string(key_field) : NULL; /* NULL: not UTF-8 */
+    if (out == NULL ||
+        json_object_set_new(out, "next_run", json_integer((json_int_t)next_run)) != 0 ||
+        json_object_set_new(out, "key_field", kf != NULL ? kf : json_null()) != 0) {
         rc = EDDY_ENOMEM;
         goto done;
     }
@@ -163,6 +170,7 @@ done:
     json_decref(c.by_key);
     json_decref(c.detail_pending);
     json_decref(c.journal);
+    free(key_field);
     eddy__store_close(s);
     return out;
 }

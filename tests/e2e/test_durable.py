@@ -673,6 +673,10 @@ class DurableTest(EddyTest):
         inflight = {k["key"]: k for k in info["in_flight"]}
         self.assertIn("k2", inflight)
         self.assertEqual(inflight["k2"]["pending"], 2)
+        # The key field the state was filled with, and the one run counter
+        # (past every run in flight).
+        self.assertEqual(info["key_field"], "key")
+        self.assertGreater(info["next_run"], max(k["seq"] for k in info["in_flight"]))
         one = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", '"k2"', "--json"],
                              capture_output=True, timeout=60)
         self.assertEqual(one.returncode, 0, one.stderr)
@@ -683,6 +687,9 @@ class DurableTest(EddyTest):
                               timeout=60)
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn(b"k2", text.stdout)
+        self.assertIn(b"key field: key\n", text.stdout)
+        self.assertIn(b"next run number: %d (one counter for all keys)" % info["next_run"],
+                      text.stdout)
 
 
 class CrashHarness(EddyTest):
