@@ -115,7 +115,9 @@ EDDY_API const char *eddy_err_name(int code);
  * A function that reports through an eddy_error **err sets *err only when err
  * is not NULL and *err is NULL: an error already there is kept (the first
  * cause wins), so pass a variable set to NULL, and set it to NULL again after
- * eddy_error_free() before reusing it.
+ * eddy_error_free() before reusing it. The exception is a call's outcome
+ * (eddy_ctx_execute_async() and the durable calls): their *result and *err are
+ * always set, NULL when there is none, as out-parameters.
  */
 typedef struct eddy_error eddy_error;
 
@@ -177,7 +179,10 @@ EDDY_API const char *eddy_event_id(const eddy_event *ev);
 /*
  * An action: called once per triggering event, on the mailbox thread, on its
  * own coroutine stack. Return EDDY_OK when done, or an error code; to give
- * the error a text, call eddy_ctx_fail() before returning.
+ * the error a text, call eddy_ctx_fail() before returning. Without one, an
+ * action that returns the code of a context or memory call that refused its
+ * arguments (eddy_ctx_send_output(ctx, NULL) after a json_pack that failed)
+ * fails with that call's name and reason in the message.
  * ev is borrowed for the duration of the action execution.
  */
 typedef int (*eddy_action_fn)(eddy_ctx *ctx, const eddy_event *ev, void *arg);
@@ -332,8 +337,12 @@ EDDY_API int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t
  * each; eddy_ctx_execute_async_all() starts them all, suspends until every one
  * has completed and fills rc, result (new) and err (new) of each.
  * Returns EDDY_OK when every call succeeded, EDDY_ECALL when at least one
- * failed (see each rc), or EDDY_ECANCELED/EDDY_EWRONGTHREAD/EDDY_ESTATE/
- * EDDY_EINVAL before anything started.
+ * failed (see each rc), EDDY_ECANCELED when the runtime stopped (or a sync of
+ * the state failed) before a worker took some of the calls: their rc is
+ * EDDY_ECANCELED with result and err NULL, while the calls that had started
+ * ran to their end and are filled as usual (free their result and err).
+ * EDDY_EWRONGTHREAD, EDDY_ESTATE, EDDY_EINVAL and EDDY_ENOMEM (no memory for
+ * more than 8 calls) come before anything started, with the calls untouched.
  */
 typedef struct eddy_async_call {
     eddy_call_fn fn;
@@ -364,7 +373,9 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * a result nesting deeper than EDDY_VALUE_MAX_DEPTH levels is the call's
  * failure (EDDY_ECALL, error type "limit"), journaled as such;
  * EDDY_ESTATE outside an action's coroutine (durable_execute may run outside
- * one only without a state directory).
+ * one only without a state directory); EDDY_EINVAL (NULL fn, empty fn_id),
+ * EDDY_ENOMEM. *result and *err (when not NULL) are always set: NULL but for
+ * the outcome above.
  * Without a state directory the journal lives in memory.
  */
 EDDY_API int eddy_ctx_durable_execute(eddy_ctx *ctx, const char *fn_id, const json_t *args,

@@ -1252,14 +1252,27 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
                         eddy_call_fn fn, eddy_call_fn reconcile, void *arg, json_t **result,
                         eddy_error **err)
 {
-    if (t == NULL || fn_id == NULL || *fn_id == '\0' || fn == NULL)
+    /* The call's outcome: always set, NULL until there is one (eddy.h). */
+    if (result != NULL)
+        *result = NULL;
+    if (err != NULL)
+        *err = NULL;
+    if (t == NULL)
         return EDDY_EINVAL;
     if (!eddy__runtime_on_thread(t->rt) || t->in_body)
         return EDDY_EWRONGTHREAD;
+    if (fn_id == NULL || *fn_id == '\0' || fn == NULL) {
+        t->why = fn == NULL ? "a durable call's fn is NULL" : "a durable call's fn_id is empty";
+        t->why_rc = EDDY_EINVAL;
+        return EDDY_EINVAL;
+    }
     eddy_runtime *rt = t->rt;
     int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
-    if ((async || rt->store != NULL) && !in_coro)
+    if ((async || rt->store != NULL) && !in_coro) {
+        t->why = "a durable call that suspends was made outside the action's own coroutine";
+        t->why_rc = EDDY_ESTATE;
         return EDDY_ESTATE;
+    }
     json_t *res = NULL;
     eddy_error *e = NULL;
     eddy__dcall c;
@@ -1376,8 +1389,17 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
                                         eddy_call_fn fn, eddy_call_fn reconcile, void *arg,
                                         json_t **result, eddy_error **err)
 {
-    if (reconcile == NULL)
+    if (reconcile == NULL) {
+        if (result != NULL)
+            *result = NULL;
+        if (err != NULL)
+            *err = NULL;
+        if (ctx != NULL && eddy__runtime_on_thread(ctx->rt) && !ctx->in_body) {
+            ctx->why = "eddy_ctx_durable_execute_reconciled: reconcile is NULL";
+            ctx->why_rc = EDDY_EINVAL;
+        }
         return EDDY_EINVAL;
+    }
     return durable_call(ctx, 1, fn_id, args, fn, reconcile, arg, result, err);
 }
 

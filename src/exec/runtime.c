@@ -273,6 +273,13 @@ static void action_failed(eddy_runtime *rt, eddy_ctx *t)
     eddy__key *k = t->key;
     const char *etype = t->err != NULL ? eddy_error_type(t->err) : eddy_err_name(t->rc);
     const char *emsg = t->err != NULL ? eddy_error_message(t->err) : eddy_strerror(t->rc);
+    char why[256];
+    if (t->err == NULL && t->why != NULL && t->rc == t->why_rc) {
+        /* The code of a context call that refused its arguments: say which
+         * and why ("invalid argument" alone names nothing). */
+        snprintf(why, sizeof(why), "%s (%s)", emsg, t->why);
+        emsg = why;
+    }
     if (rt->cv->on_error_skip) {
         if (!k->failed) {
             k->failed = 1;

@@ -114,6 +114,11 @@ struct eddy_ctx {
                       * fails as it would on a worker */
     int rc;          /* the action's return code */
     eddy_error *err; /* its failure text */
+    /* The last context call that refused its arguments, and how: named in
+     * the failure when the action returns that code without a text of its
+     * own (eddy_ctx_send_output(ctx, NULL) after a json_pack that failed). */
+    const char *why;
+    int why_rc;
 };
 
 typedef struct eddy__task eddy__task;

@@ -319,6 +319,19 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
                                     iget(in, "n", 0), "k", 0, "noisy", iget(in, "noisy", 0),
                                     "die_at", iget(in, "die_at", -1), "crash_flag",
                                     json_object_get(in, "crash_flag")));
+    if (strcmp(op, "null_output") == 0) /* as after a json_pack that failed */
+        return eddy_ctx_send_output(ctx, NULL);
+    if (strcmp(op, "durable_null_fn") == 0) {
+        /* The outcome is always set, also when the call is refused. */
+        json_t *res = json_true();
+        eddy_error *err = eddy_error_new("stale", "left by the caller");
+        eddy_error *left = err;
+        int rc = eddy_ctx_durable_execute(ctx, "nothing", NULL, NULL, NULL, &res, &err);
+        eddy_error_free(left);
+        if (res != NULL || err != NULL)
+            eddy_ctx_fail(ctx, "test", "the outcome was not reset");
+        return rc;
+    }
     if (strcmp(op, "unhandled") == 0) {
         int rc = send_typed(ctx, "Nobody", NULL);
         return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));

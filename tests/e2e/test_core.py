@@ -221,6 +221,20 @@ class CoreTest(EddyTest):
         self.assertOk(res)
         self.assertEqual(res.outputs()[0]["pings"], 150000)
 
+    def test_refused_context_call_is_named(self):
+        # An action that returns the code of a context call that refused its
+        # arguments fails naming the call and why, not just "invalid argument".
+        res = self.run_eddy([{"key": "a", "op": "null_output", "seq": 1}])
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn(b"EDDY_EINVAL: invalid argument (eddy_ctx_send_output: the output is "
+                      b"NULL, as when building it failed)", res.stderr)
+        res = self.run_eddy([{"key": "a", "op": "durable_null_fn", "seq": 1}])
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn(b"EDDY_EINVAL: invalid argument (a durable call's fn is NULL)", res.stderr)
+        # An action's own text wins over it.
+        res = self.run_eddy([{"key": "a", "op": "fail", "seq": 1}])
+        self.assertNotIn(b"(eddy_ctx", res.stderr)
+
     def test_values_nested_too_deep_are_refused(self):
         # EDDY_VALUE_MAX_DEPTH is 1000: depth 1000 everywhere passes (and reads
         # back from the state), 1001 is EDDY_ELIMIT (-18), a durable result
