@@ -6,8 +6,9 @@
  * Threads
  * -------
  * A runtime and everything it owns (its plan, contexts, memory handles, events
- * handed to it) belong to its mailbox thread: the thread that calls
- * eddy_runtime_run(). Every eddy_ctx_* and eddy_memory_* call checks the
+ * handed to it) belong to its mailbox thread: the thread that created it with
+ * eddy_runtime_new(), which must also be the one to call eddy_runtime_run()
+ * (from any other, that returns EDDY_EWRONGTHREAD). Every eddy_ctx_* and eddy_memory_* call checks the
  * calling thread and fails with EDDY_EWRONGTHREAD from any other thread,
  * without touching state. Events are not checked: an event an action receives
  * or sends may be used on the mailbox thread only (eddy_event_id() fills a
@@ -517,12 +518,13 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  *   error}] (journal entries of the runs in flight; pruned when a run ends).
  * With key (the key as JSON text, "\"u1\"" or "42"), also "key": {key,
  * next_seq (next_run, kept for older readers), short_term_memory, pending
- * [{seq, line, record}], journal}.
+ * [{seq, line, record}], journal (that key's entries; the top-level journal
+ * stays every run's)}.
  * Safe while an eddy process works on dir (it reads a committed snapshot and
  * takes no lock). Returns NULL and sets *err (new): of type "state" when the
  * key is unknown (its message says the key "is not in" the state), else of
- * type "store" (dir holds no state, cannot be read, or holds a damaged or
- * foreign database; the message says which). Any thread.
+ * type "store" (dir is NULL, holds no state, cannot be read, or holds a
+ * damaged or foreign database; the message says which). Any thread.
  */
 EDDY_API json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err);
 

@@ -10,7 +10,8 @@ typedef struct inspect_ctx {
     json_t *by_key;    /* key text -> entry in in_flight */
     const char *key;   /* detail this key, or NULL */
     json_t *detail_pending;
-    json_t *journal;
+    json_t *journal;        /* every run in flight's */
+    json_t *detail_journal; /* the detailed key's */
 } inspect_ctx;
 
 static json_t *key_value(const char *text)
@@ -62,8 +63,6 @@ static const char *status_name(int kind, int status)
 static int on_jrec(void *arg, const eddy__jrec *r)
 {
     inspect_ctx *c = arg;
-    if (c->key != NULL && strcmp(c->key, r->key) != 0)
-        return EDDY_OK;
     json_t *e = json_pack("{s:o, s:I, s:s, s:s, s:I, s:s}", "key", key_value(r->key), "seq",
                           (json_int_t)r->seq, "event_id", r->event_id, "action", r->action, "idx",
                           (json_int_t)r->idx, "status", status_name(r->kind, r->status));
@@ -82,6 +81,11 @@ static int on_jrec(void *arg, const eddy__jrec *r)
         json_object_set_new(e, "error",
                             json_pack("{s:s, s:s}", "type", r->err_type, "message",
                                       r->err_msg != NULL ? r->err_msg : ""));
+    if (c->key != NULL && strcmp(c->key, r->key) == 0 &&
+        json_array_append(c->detail_journal, e) != 0) {
+        json_decref(e);
+        return EDDY_ENOMEM;
+    }
     return json_array_append_new(c->journal, e) == 0 ? EDDY_OK : EDDY_ENOMEM;
 }
 
@@ -89,20 +93,22 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
 {
     eddy__store *s = NULL;
     if (dir == NULL)
-        return eddy__error_set(err, EDDY_EINVAL, "state", "no state directory given"), NULL;
+        return eddy__error_set(err, EDDY_EINVAL, "store", "no state directory given"), NULL;
     if (eddy__store_open(&s, dir, NULL, err) != EDDY_OK)
         return NULL;
     inspect_ctx c = {.in_flight = json_array(),
                      .by_key = json_object(),
                      .key = key,
                      .detail_pending = json_array(),
-                     .journal = json_array()};
+                     .journal = json_array(),
+                     .detail_journal = json_array()};
     json_t *out = NULL;
     uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0;
     char *key_field = NULL;
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
-    if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL)
+    if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL ||
+        c.detail_journal == NULL)
         goto done;
     if ((rc = eddy__store_get_source_pos(s, &off, &line)) != EDDY_OK ||
         (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
@@ -138,7 +144,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
             rc = EDDY_ENOMEM;
             goto done;
         }
-        json_object_set(k, "journal", c.journal);
+        json_object_set(k, "journal", c.detail_journal);
         if (rc == EDDY_OK) {
             json_t *m = json_loads(stm, JSON_ALLOW_NUL, NULL);
             /* Run numbers come from one counter for all keys (a key's row
@@ -148,6 +154,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
             json_object_set_new(k, "next_seq", json_integer((json_int_t)next_seq));
             json_object_set_new(k, "short_term_memory", m != NULL ? m : json_string(stm));
         } else if (rc == EDDY_ENOTFOUND && json_array_size(c.detail_pending) != 0) {
+            json_object_set_new(k, "next_seq", json_integer((json_int_t)next_run));
             json_object_set_new(k, "short_term_memory", json_object()); /* none stored yet */
             rc = EDDY_OK;
         } else if (rc == EDDY_ENOTFOUND) {
@@ -170,6 +177,7 @@ done:
     json_decref(c.by_key);
     json_decref(c.detail_pending);
     json_decref(c.journal);
+    json_decref(c.detail_journal);
     free(key_field);
     eddy__store_close(s);
     return out;

@@ -683,6 +683,15 @@ class DurableTest(EddyTest):
         k2 = json.loads(one.stdout)["key"]
         self.assertTrue(any(j["fn_id"] == "effect" and j["status"] == "error"
                             for j in k2["journal"]))
+        self.assertEqual(k2["next_seq"], info["next_run"])
+        # With another key, the top-level journal is still every run's.
+        other = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", '"k1"', "--json"],
+                               capture_output=True, timeout=60)
+        self.assertEqual(other.returncode, 0, other.stderr)
+        other = json.loads(other.stdout)
+        self.assertTrue(all(j["key"] == "k1" for j in other["key"]["journal"]))
+        self.assertEqual(other["journal"], info["journal"])
+        self.assertTrue(any(j["key"] == "k2" for j in other["journal"]))
         text = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
                               timeout=60)
         self.assertEqual(text.returncode, 0, text.stderr)
