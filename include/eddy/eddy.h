@@ -23,7 +23,9 @@
  * journaled call did is all in its result.
  *
  * Thread-safe: eddy_strerror(), eddy_error_*() on an error object that the
- * calling thread owns, eddy_version(), eddy_runtime_stop().
+ * calling thread owns, eddy_version(), eddy_runtime_stop(),
+ * eddy_state_inspect(). Plans, configurations and events not yet handed to a
+ * runtime may be built on any thread, one thread at a time.
  *
  * JSON values
  * -----------
@@ -269,8 +271,9 @@ EDDY_API eddy_memory *eddy_ctx_sensory_memory(eddy_ctx *ctx);
 
 /*
  * Give the action's failure a type and message (copied). The action then
- * returns an error code. Returns EDDY_OK or EDDY_EWRONGTHREAD/EDDY_ENOMEM.
- * err is stolen when not NULL (eddy_ctx_fail_error).
+ * returns an error code. A later call replaces the text (the last one is the
+ * failure's). Returns EDDY_OK or EDDY_EWRONGTHREAD/EDDY_ENOMEM, EDDY_EINVAL
+ * with ctx NULL. err is stolen when not NULL (eddy_ctx_fail_error).
  */
 EDDY_API int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message);
 EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
@@ -283,7 +286,8 @@ EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
  * its writes apply to the key when it finishes.
  *
  * eddy_memory_get: a new reference to a copy of the value at path (objects
- * come back as JSON objects), or NULL when absent, on a wrong thread or ENOMEM.
+ * come back as JSON objects; "" is the whole tree), or NULL when absent, on a
+ * wrong thread or ENOMEM.
  */
 EDDY_API json_t *eddy_memory_get(eddy_memory *m, const char *path);
 /*
@@ -300,7 +304,7 @@ EDDY_API int eddy_memory_set(eddy_memory *m, const char *path, json_t *value);
 /* Make an empty object at path (parents created). An object already there is
  * kept as it is. Errors as eddy_memory_set(). */
 EDDY_API int eddy_memory_new_object(eddy_memory *m, const char *path);
-/* 1 when path exists, 0 when not, or a negative error code. */
+/* 1 when path exists ("" always does), 0 when not, or a negative error code. */
 EDDY_API int eddy_memory_exists(eddy_memory *m, const char *path);
 /* New JSON array of the field names of the object at path ("" is the root),
  * or NULL when path is absent or not an object, on a wrong thread or ENOMEM. */
@@ -462,7 +466,9 @@ EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf
 EDDY_API int eddy_runtime_run(eddy_runtime *rt);
 
 /* Ask a running runtime to stop soon (thread-safe and async-signal-safe once
- * the runtime runs). In-flight work is committed or left to re-run. */
+ * the runtime runs). In-flight work is committed or left to re-run. Asked
+ * before eddy_runtime_run(), the stop is kept: the run starts what it had
+ * admitted, stops, and returns EDDY_ESTOPPED. */
 EDDY_API void eddy_runtime_stop(eddy_runtime *rt);
 
 /* The error that ended the last eddy_runtime_run(), borrowed (NULL if none). */
@@ -499,7 +505,9 @@ typedef void (*eddy_progress_fn)(const eddy_stats *stats, void *arg);
 EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
                                        unsigned interval_ms);
 
-/* Free; NULL is a no-op. Must not be called while eddy_runtime_run() runs. */
+/* Free, on the mailbox thread; NULL is a no-op. Must not be called while
+ * eddy_runtime_run() runs. Actions still suspended are resumed to unwind:
+ * their calls return EDDY_ECANCELED. */
 EDDY_API void eddy_runtime_free(eddy_runtime *rt);
 
 /* ---------------------------------------------------------------- inspection */
