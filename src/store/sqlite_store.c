@@ -35,6 +35,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdatomic.h>
@@ -2155,12 +2156,45 @@ static int fsync_dir(const char *dir)
     return rc;
 }
 
+/* A directory that holds files but no state (no eddy.db) is not adopted as
+ * one: `--state .` or a mistyped path would spread eddy's files among the
+ * user's. Hidden entries (".gitignore"), lost+found (a file system of its
+ * own for the state) and the files of a state whose database is not made
+ * yet (LOCK, SQLite's) are fine. */
+static int check_foreign_dir(const char *dir, eddy_error **err)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return EDDY_OK; /* what cannot be listed fails, if at all, at the next step */
+    const char *other = NULL;
+    int has_db = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strcmp(n, "eddy.db") == 0)
+            has_db = 1;
+        else if (n[0] != '.' && strcmp(n, "LOCK") != 0 && strcmp(n, "lost+found") != 0 &&
+                 strncmp(n, "eddy.db-", 8) != 0 && other == NULL)
+            other = n;
+        if (has_db)
+            break;
+    }
+    int rc = EDDY_OK;
+    if (!has_db && other != NULL)
+        rc = eddy__error_set(err, EDDY_ESTORE, "store",
+                             "state directory %s holds other files (%s) and no eddy state: give "
+                             "a new or empty directory, or the one an earlier run filled",
+                             dir, other);
+    closedir(d);
+    return rc;
+}
+
 static int make_dir(const char *dir, eddy_error **err)
 {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
         if (S_ISDIR(sb.st_mode))
-            return EDDY_OK;
+            return check_foreign_dir(dir, err);
         return eddy__error_set(err, EDDY_ESTORE, "store",
                                "state directory %s exists and is not a directory", dir);
     }

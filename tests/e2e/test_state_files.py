@@ -331,6 +331,30 @@ class StateFiles(EddyTest):
         self.assertEqual(res.stderr.decode(), "eddy: %s is not an eddy state database: it holds "
                          "other tables\n" % self.db)
 
+    def test_directory_of_other_files_is_not_adopted(self):
+        # `--state .` or a mistyped path: a directory holding files but no
+        # eddy.db is refused, and nothing is written into it.
+        os.makedirs(self.state)
+        with open(os.path.join(self.state, "notes.txt"), "w") as f:
+            f.write("mine\n")
+        write_jsonl(self.inp, [{"key": "k", "seq": 1}])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertEqual(res.stderr.decode(), "eddy: state directory %s holds other files "
+                         "(notes.txt) and no eddy state: give a new or empty directory, or the "
+                         "one an earlier run filled\n" % self.state)
+        self.assertEqual(sorted(os.listdir(self.state)), ["notes.txt"])
+        # Hidden files and lost+found are fine, and so is a state made there.
+        os.remove(os.path.join(self.state, "notes.txt"))
+        for name in (".gitignore", "lost+found"):
+            open(os.path.join(self.state, name), "w").close()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(os.path.join(self.state, "notes.txt"), "w") as f:
+            f.write("added later\n")
+        res = self.run_cmd()  # a state's own directory may hold more
+        self.assertEqual(res.returncode, 0, res.stderr)
+
     # ------------------------------------------------------------ records
 
     def test_journal_done_record_garbage(self):
