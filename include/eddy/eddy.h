@@ -32,7 +32,8 @@
  * Values are jansson's. When libeddy loads, and only if jansson's allocator
  * is still malloc and free, it installs an allocator that keeps the values
  * freed on the mailbox thread while eddy_runtime_run() runs, for reuse (up
- * to 1 MiB; emptied when the run returns). Its blocks are malloc's, so
+ * to 1 MiB; emptied when the run returns; one running runtime at a time has
+ * it). libeddy is therefore never unloaded (linked with -z nodelete). Its blocks are malloc's, so
  * values made before or freed after are fine; an application that sets its
  * own with json_set_alloc_funcs() must do so before any value exists, as
  * jansson requires. EDDY_JSON_CACHE=0 in the environment leaves jansson's

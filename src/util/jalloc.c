@@ -1,26 +1,30 @@
 /*
- * A per-thread cache of freed blocks under jansson's allocator.
+ * A cache of freed blocks under jansson's allocator, for the mailbox thread.
  *
  * Every JSON value an agent builds is a few small allocations (the value,
  * an object's table and one entry per member, a string's text), freed as
  * soon as the call that used it returns: a durable call of W4's agent makes
  * about eight of them, and glibc's malloc and free took ~150 instructions
  * per pair, a quarter of what a journal record cost the mailbox thread.
- * Freed blocks of up to 248 bytes are kept here, per thread and per size
- * class, and handed back by the next allocation of their class: about
+ * Freed blocks of up to 248 bytes are kept here, per size class, and
+ * handed back by the next allocation of their class: about
  * twenty instructions per pair.
  *
  * Every block is a block of malloc's, sized to its class, and its class is
  * read back from malloc_usable_size(): no header is added. So a value
  * allocated before the cache was installed, or freed after it was replaced,
  * is fine either way, and a block allocated on another thread (a worker's
- * result freed on the mailbox) simply joins the freeing thread's cache.
- * Only a thread given a budget keeps blocks, up to that many bytes, the
- * rest going back to free(): the mailbox thread while eddy_runtime_run
- * runs (a turn frees thousands of values: W4's ~1,900 records a commit
- * need about 1 MiB), and the cache is emptied when the run returns or the
- * thread exits. Other threads (workers, the reader) free at once, so that
- * hundreds of workers do not each hold blocks they never reuse.
+ * result freed on the mailbox) simply joins the cache.
+ *
+ * The cache is one, owned by one thread at a time: the mailbox thread while
+ * eddy_runtime_run runs (a turn frees thousands of values: W4's ~1,900
+ * records a commit need about 1 MiB), emptied and let go when the run
+ * returns. Other threads (workers, the reader, a second runtime's mailbox)
+ * allocate and free as before, after one comparison, so that hundreds of
+ * workers hold no blocks they never reuse. No thread-local storage: in a
+ * shared library it costs a call per access, or static TLS that a dlopen
+ * may not find. libeddy is linked not to be unloaded (-z nodelete), since
+ * jansson keeps pointers to these functions.
  *
  * The cache is installed when libeddy loads, and only if jansson's
  * allocator is still malloc and free (an application that set its own
@@ -37,66 +41,85 @@
 
 #if EDDY__JALLOC_BUILT
 #include <malloc.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
-#define NCLASS 16 /* class c holds blocks of at least 16c + 8 bytes */
+#define NCLASS   16  /* class c holds blocks of at least 16c + 8 bytes */
+#define MAX_SIZE 248 /* the largest class's */
 
 typedef struct block {
     struct block *next;
 } block;
 
-typedef struct cache {
+static struct {
     block *head[NCLASS];
-    size_t bytes;   /* held in all classes */
-    size_t budget;  /* at most this many bytes held */
-    int registered; /* the exit destructor knows this thread's cache */
+    size_t bytes;  /* held in all classes */
+    size_t budget; /* at most this many bytes held */
 } cache;
 
-static __thread cache tcache __attribute__((tls_model("initial-exec")));
-static pthread_key_t exit_key;
+/* The owning thread (self_id), 0 when none. Written by the owner as it
+ * takes or lets go of the cache; read by every allocation. */
+static _Atomic uintptr_t owner;
 static int installed;
 
-static void drain(void *arg)
+/* The calling thread's identity: its thread pointer, one instruction where
+ * the compiler has it (every allocation asks). */
+static inline uintptr_t self_id(void)
 {
-    cache *c = arg;
+#if defined(__x86_64__) && defined(__GNUC__) && __GNUC__ >= 11
+    return (uintptr_t)__builtin_thread_pointer();
+#else
+    return (uintptr_t)pthread_self();
+#endif
+}
+
+static inline int mine(void)
+{
+    return atomic_load_explicit(&owner, memory_order_relaxed) == self_id();
+}
+
+static void drain(void)
+{
     for (int i = 0; i < NCLASS; i++) {
-        while (c->head[i] != NULL) {
-            block *b = c->head[i];
-            c->head[i] = b->next;
+        while (cache.head[i] != NULL) {
+            block *b = cache.head[i];
+            cache.head[i] = b->next;
             free(b);
         }
     }
-    c->bytes = 0;
+    cache.bytes = 0;
 }
 
 static void *jalloc(size_t size)
 {
+    if (size > MAX_SIZE || !mine())
+        return malloc(size);
     /* The class whose blocks hold size bytes: 16c + 8 >= size. */
     size_t k = size <= 24 ? 1 : (size + 7) >> 4;
-    if (k < NCLASS) {
-        block *b = tcache.head[k];
-        if (b != NULL) {
-            tcache.head[k] = b->next;
-            tcache.bytes -= (k << 4) + 8;
-            return b;
-        }
-        return malloc((k << 4) + 8);
+    block *b = cache.head[k];
+    if (b != NULL) {
+        cache.head[k] = b->next;
+        cache.bytes -= (k << 4) + 8;
+        return b;
     }
-    return malloc(size);
+    return malloc((k << 4) + 8);
 }
 
 static void jfree(void *p)
 {
     if (p == NULL)
         return;
-    /* The largest class the block can serve: 16k + 8 <= its size. */
-    size_t k = (malloc_usable_size(p) - 8) >> 4;
-    size_t sz = (k << 4) + 8;
-    if (k < NCLASS && tcache.bytes + sz <= tcache.budget) {
-        block *b = p;
-        b->next = tcache.head[k];
-        tcache.head[k] = b;
-        tcache.bytes += sz;
-        return;
+    if (mine()) {
+        /* The largest class the block can serve: 16k + 8 <= its size. */
+        size_t k = (malloc_usable_size(p) - 8) >> 4;
+        size_t sz = (k << 4) + 8;
+        if (k < NCLASS && cache.bytes + sz <= cache.budget) {
+            block *b = p;
+            b->next = cache.head[k];
+            cache.head[k] = b;
+            cache.bytes += sz;
+            return;
+        }
     }
     free(p);
 }
@@ -105,16 +128,21 @@ void eddy__jalloc_budget(size_t bytes)
 {
     if (!installed)
         return;
-    if (bytes > 0 && !tcache.registered) {
-        /* Before the thread keeps a block: the cache is emptied when the
-         * thread exits. */
-        if (pthread_setspecific(exit_key, &tcache) != 0)
+    uintptr_t self = self_id();
+    if (bytes > 0) {
+        /* Take the cache if no thread has it (a second runtime running at
+         * the same time goes without). */
+        uintptr_t none = 0;
+        if (!atomic_compare_exchange_strong(&owner, &none, self) && none != self)
             return;
-        tcache.registered = 1;
+        cache.budget = bytes;
+        if (cache.bytes > bytes)
+            drain();
+    } else if (atomic_load(&owner) == self) {
+        cache.budget = 0;
+        drain();
+        atomic_store(&owner, 0);
     }
-    tcache.budget = bytes;
-    if (tcache.bytes > bytes)
-        drain(&tcache);
 }
 
 __attribute__((constructor)) static void jalloc_install(void)
@@ -127,8 +155,6 @@ __attribute__((constructor)) static void jalloc_install(void)
     json_get_alloc_funcs(&m, &f);
     if (m != malloc || f != free)
         return;
-    if (pthread_key_create(&exit_key, drain) != 0)
-        return;
     json_set_alloc_funcs(jalloc, jfree);
     installed = 1;
 }
@@ -140,7 +166,7 @@ int eddy__jalloc_installed(void)
 
 size_t eddy__jalloc_cached(void)
 {
-    return tcache.bytes;
+    return mine() ? cache.bytes : 0;
 }
 
 #else

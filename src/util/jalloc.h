@@ -1,6 +1,6 @@
 /*
- * A per-thread cache of freed blocks under jansson's allocator, installed
- * when libeddy loads (see jalloc.c).
+ * A cache of freed blocks under jansson's allocator, installed when libeddy
+ * loads and owned by one thread at a time, the mailbox (see jalloc.c).
  */
 #ifndef EDDY_UTIL_JALLOC_H
 #define EDDY_UTIL_JALLOC_H
@@ -31,11 +31,11 @@ int eddy__jalloc_installed(void);
 /* What the mailbox thread keeps while it runs. */
 #define EDDY__JALLOC_MAILBOX (1024 * 1024)
 
-/* The calling thread keeps at most bytes of freed blocks from now on (none
- * unless told; 0 empties its cache). */
+/* The calling thread takes the cache, if no other thread has it, and keeps
+ * at most bytes of freed blocks in it; 0 empties the cache and lets it go. */
 void eddy__jalloc_budget(size_t bytes);
 
-/* Bytes the calling thread holds in its cache (for tests). */
+/* Bytes held in the cache if the calling thread has it, else 0 (tests). */
 size_t eddy__jalloc_cached(void);
 
 #endif

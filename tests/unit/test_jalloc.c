@@ -130,7 +130,9 @@ static void test_interchangeable_with_malloc(void **state)
 
 typedef struct handover {
     json_t *values[2000];
-    size_t cached; /* what the freeing thread held before it exited */
+    size_t cached;   /* what the freeing thread held before it let go */
+    size_t after;    /* and after */
+    int main_cached; /* the main thread's view while the thread had it */
 } handover;
 
 static void free_them(void *arg)
@@ -140,11 +142,13 @@ static void free_them(void *arg)
     for (int i = 0; i < 2000; i++)
         json_decref(h->values[i]);
     h->cached = eddy__jalloc_cached();
+    eddy__jalloc_budget(0);
+    h->after = eddy__jalloc_cached();
 }
 
-/* Values made on one thread and freed on another join the freeing
- * thread's cache, which its exit gives back to malloc. */
-static void test_other_thread_and_exit(void **state)
+/* Values made on one thread and freed on another join the cache of the
+ * thread that has it, which gives them back to malloc when it lets go. */
+static void test_other_thread_takes_and_lets_go(void **state)
 {
     (void)state;
     if (!EDDY__JALLOC_BUILT)
@@ -160,10 +164,60 @@ static void test_other_thread_and_exit(void **state)
     assert_int_equal(uv_thread_join(&t), 0);
     assert_true(h.cached > 256 * 1024);
     assert_true(h.cached <= 512 * 1024);
+    assert_int_equal(h.after, 0);
     struct mallinfo2 after = mallinfo2();
     /* The blocks the thread held are free again (a little slack for what
      * creating the thread allocated). */
     assert_true(after.uordblks < before.uordblks + 64 * 1024);
+}
+
+static void take_if_free(void *arg)
+{
+    size_t *held = arg;
+    eddy__jalloc_budget(64 * 1024); /* the main thread has it: not taken */
+    json_decref(json_string("freed on a thread without the cache"));
+    *held = eddy__jalloc_cached();
+    eddy__jalloc_budget(0); /* lets go of nothing */
+}
+
+/* One thread has the cache at a time: another's frees go to free(). */
+static void test_one_owner(void **state)
+{
+    (void)state;
+    if (!EDDY__JALLOC_BUILT)
+        skip();
+    eddy__jalloc_budget(64 * 1024);
+    json_decref(json_string("kept"));
+    size_t mine = eddy__jalloc_cached();
+    assert_true(mine > 0);
+    size_t held = 1;
+    uv_thread_t t;
+    assert_int_equal(uv_thread_create(&t, take_if_free, &held), 0);
+    assert_int_equal(uv_thread_join(&t), 0);
+    assert_int_equal(held, 0);
+    assert_int_equal(eddy__jalloc_cached(), mine); /* still the main thread's */
+    eddy__jalloc_budget(0);
+    assert_int_equal(eddy__jalloc_cached(), 0);
+}
+
+/* Sizes past any class (and past SIZE_MAX - 7, where the class arithmetic
+ * would wrap) go to malloc as asked. */
+static void test_huge_sizes(void **state)
+{
+    (void)state;
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    eddy__jalloc_budget(64 * 1024);
+    for (size_t n = 0; n <= 300; n++) {
+        void *p = m(n);
+        assert_non_null(p);
+        assert_true(malloc_usable_size(p) >= n);
+        f(p);
+    }
+    assert_null(m(SIZE_MAX - 3));
+    assert_null(m(SIZE_MAX));
+    eddy__jalloc_budget(0);
 }
 
 int main(int argc, char **argv)
@@ -180,7 +234,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_budget_holds),
         cmocka_unit_test(test_freed_block_is_reused),
         cmocka_unit_test(test_interchangeable_with_malloc),
-        cmocka_unit_test(test_other_thread_and_exit),
+        cmocka_unit_test(test_other_thread_takes_and_lets_go),
+        cmocka_unit_test(test_one_owner),
+        cmocka_unit_test(test_huge_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
