@@ -209,6 +209,7 @@ EDDY_API void eddy_plan_free(eddy_plan *plan);
  * NULL-terminated event_types (at least one). arg is passed to fn.
  * Errors: EDDY_EINVAL (empty or duplicate name, no event types, NULL fn;
  * triggering on OutputEvent, which never triggers actions), EDDY_ENOMEM.
+ * On failure the plan is left as it was.
  */
 EDDY_API int eddy_plan_add_action(eddy_plan *plan, const char *name, const char *const *event_types,
                                   eddy_action_fn fn, void *arg);

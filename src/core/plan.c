@@ -88,6 +88,29 @@ static int route_add(eddy_plan *plan, const char *type, eddy__action *a)
     return EDDY_OK;
 }
 
+/*
+ * Take action a out of the routes of the first n of types, where it is last
+ * (it was added last), and drop a route it leaves empty: no route of a plan is
+ * empty otherwise. A type listed twice is seen once.
+ */
+static void routes_drop(eddy_plan *plan, const char *const *types, size_t n, const eddy__action *a)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(types[i]);
+        eddy__route *r = eddy__map_get(&plan->routes, types[i], len);
+        if (r == NULL)
+            continue;
+        if (r->n > 0 && r->actions[r->n - 1] == a)
+            r->n--;
+        if (r->n == 0) {
+            eddy__map_remove(&plan->routes, types[i], len);
+            free(r->actions);
+            free(r->type);
+            free(r);
+        }
+    }
+}
+
 int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, eddy_action_fn fn,
                    void *arg, const eddy__action_ops *ops, void *impl)
 {
@@ -112,6 +135,7 @@ int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, 
     eddy__action *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return EDDY_ENOMEM;
+    size_t routed = 0; /* route_add() calls made, a failed one included */
     a->name = strdup(name);
     a->types = calloc(nt, sizeof(char *));
     if (a->name == NULL || a->types == NULL)
@@ -123,17 +147,18 @@ int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, 
     a->index = plan->n;
     a->fn = fn;
     a->arg = arg;
-    /* Routes may be left with the action's earlier types on ENOMEM; the plan
-     * is then unusable anyway and the caller frees it. */
-    for (size_t i = 0; i < nt; i++) {
-        if (route_add(plan, a->types[i], a) != EDDY_OK)
+    for (size_t i = 0; i < nt; i++, routed++) {
+        if (route_add(plan, a->types[i], a) != EDDY_OK) {
+            routed++; /* it may have made the type's route */
             goto fail;
+        }
     }
     a->ops = ops;
     a->impl = impl;
     plan->actions[plan->n++] = a;
     return EDDY_OK;
 fail:
+    routes_drop(plan, (const char *const *)a->types, routed, a);
     action_free(a);
     return EDDY_ENOMEM;
 }
