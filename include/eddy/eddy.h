@@ -222,17 +222,26 @@ EDDY_API const char *eddy_plan_action_name(const eddy_plan *plan, size_t i);
 EDDY_API const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i, size_t j);
 
 /*
- * Load a C agent: dlopen(path) and call its eddy_agent_init(plan).
+ * Load a C agent: dlopen(path) and call its eddy_agent_init(plan), which must
+ * add at least one action. A plan holds one C agent.
  * On failure returns an error code and, when err is not NULL, sets *err to a
- * new error naming the file and the cause (for the caller to free).
+ * new error naming the file and the cause (for the caller to free), of type
+ * "plan" (EDDY_EINVAL: plan or path NULL, or the plan has a C agent already;
+ * EDDY_EPLAN: the file does not load or export eddy_agent_init(), or its init
+ * fails or adds no action) or "memory" (EDDY_ENOMEM). A failed load leaves
+ * the plan as it was: the actions the init added are removed and the file is
+ * closed, so the plan may load another agent.
  */
 EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err);
 
 /*
  * Load a Python agent from a .py file: import it, find the one Agent subclass
  * (or the one named agent_class when not NULL) and add its actions.
- * Errors as eddy_plan_load_shared(); EDDY_ENOTSUP when eddy was built without
- * Python.
+ * Errors as eddy_plan_load_shared() (EDDY_EPLAN also when the file raises or
+ * an action's name is taken); EDDY_ENOTSUP when eddy was built without
+ * Python. A failed load removes the actions it added, but the Python
+ * interpreter it started, and whatever the file's import did in it, stay
+ * until the plan is freed.
  */
 EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
                                    eddy_error **err);

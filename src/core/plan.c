@@ -205,10 +205,20 @@ void eddy__plan_fingerprint(const eddy_plan *plan, char out[17])
     eddy__hex64(h, out);
 }
 
+void eddy__plan_truncate(eddy_plan *plan, size_t n)
+{
+    while (plan->n > n) {
+        eddy__action *a = plan->actions[--plan->n];
+        routes_drop(plan, (const char *const *)a->types, a->ntypes, a);
+        action_free(a);
+    }
+}
+
 int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)
 {
     if (plan == NULL || path == NULL)
-        return EDDY_EINVAL;
+        return eddy__error_set(err, EDDY_EINVAL, "plan", "eddy_plan_load_shared: %s is NULL",
+                               plan == NULL ? "plan" : "path");
     if (plan->dl != NULL)
         return eddy__error_set(err, EDDY_EINVAL, "plan", "%s: the plan already has a C agent",
                                path);
@@ -217,7 +227,8 @@ int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)
     if (strchr(path, '/') == NULL) {
         full = malloc(strlen(path) + 3);
         if (full == NULL)
-            return EDDY_ENOMEM;
+            return eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot load agent %s: %s", path,
+                                   eddy_strerror(EDDY_ENOMEM));
         strcpy(full, "./");
         strcat(full, path);
     }
@@ -234,15 +245,21 @@ int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)
             err, EDDY_EPLAN, "plan",
             "%s does not export " EDDY_AGENT_INIT_SYMBOL "(): is it an eddy agent?", path);
     }
+    size_t before = plan->n;
     plan->dl = dl;
     int rc = init(plan);
     if (rc != EDDY_OK)
-        return eddy__error_set(err, EDDY_EPLAN, "plan",
-                               "%s: " EDDY_AGENT_INIT_SYMBOL "() failed: %s", path,
-                               eddy_strerror(rc));
-    if (plan->n == 0)
-        return eddy__error_set(err, EDDY_EPLAN, "plan", "%s: the agent registered no action", path);
-    return EDDY_OK;
+        rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s: " EDDY_AGENT_INIT_SYMBOL "() failed: %s",
+                             path, eddy_strerror(rc));
+    else if (plan->n == before)
+        rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s: the agent registered no action", path);
+    if (rc != EDDY_OK) {
+        /* Its actions go before its code: their args may point into it. */
+        eddy__plan_truncate(plan, before);
+        plan->dl = NULL;
+        dlclose(dl);
+    }
+    return rc;
 }
 
 #ifndef EDDY_WITH_PYTHON
@@ -252,6 +269,7 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
     (void)plan;
     (void)agent_class;
     return eddy__error_set(err, EDDY_ENOTSUP, "plan",
-                           "%s: this eddy was built without Python support", path);
+                           "%s: this eddy was built without Python support",
+                           path != NULL ? path : "Python agent");
 }
 #endif

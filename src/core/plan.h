@@ -59,6 +59,10 @@ struct eddy_plan {
 int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, eddy_action_fn fn,
                    void *arg, const eddy__action_ops *ops, void *impl);
 
+/* Remove the actions added after the first n, newest first, and their routes:
+ * the plan is as it was when it had n actions. A failed load uses it. */
+void eddy__plan_truncate(eddy_plan *plan, size_t n);
+
 /* The actions triggered by type, or NULL. */
 const eddy__route *eddy__plan_route(const eddy_plan *plan, const char *type);
 

@@ -820,8 +820,10 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         return NULL;
     }
     eddy_runtime *rt = calloc(1, sizeof(*rt));
-    if (rt == NULL)
+    if (rt == NULL) {
+        eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
         return NULL;
+    }
     if (uv_loop_init(&rt->loop) != 0) {
         free(rt);
         eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot create the event loop");

@@ -44,7 +44,7 @@ int eddy__py_acquire(eddy_error **err)
     /* The inittab is reset by every finalisation: register each time. */
     if (PyImport_AppendInittab("eddy", init_module) != 0) {
         py_users--;
-        return eddy__error_set(err, EDDY_ENOMEM, "plan", "cannot register the eddy module");
+        return eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot register the eddy module");
     }
     Py_InitializeEx(0); /* no signal handlers: the program installs its own */
     py_owned = 1;
@@ -489,7 +489,7 @@ static int add_actions(eddy_plan *plan, const char *path, PyObject *list, eddy_e
                                    "%s: cannot add action '%s' (is the name used by another "
                                    "action already?)",
                                    path, name);
-        return eddy__error_set(err, rc, "plan", "%s: cannot add action '%s': %s", path, name,
+        return eddy__error_set(err, rc, "memory", "%s: cannot add action '%s': %s", path, name,
                                eddy_strerror(rc));
     }
     return EDDY_OK;
@@ -499,7 +499,8 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
                           eddy_error **err)
 {
     if (plan == NULL || path == NULL)
-        return EDDY_EINVAL;
+        return eddy__error_set(err, EDDY_EINVAL, "plan", "eddy_plan_load_python: %s is NULL",
+                               plan == NULL ? "plan" : "path");
     if (plan->lang != NULL && plan->lang_free != lang_free)
         return eddy__error_set(err, EDDY_EINVAL, "plan",
                                "%s: the plan already holds another language runtime", path);
@@ -521,10 +522,15 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
         list = PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_load"), args, 2, NULL);
     Py_XDECREF(args[0]);
     Py_XDECREF(args[1]);
+    size_t before = plan->n;
     if (list == NULL)
         rc = load_error(err, path);
     else
         rc = add_actions(plan, path, list, err);
+    /* The interpreter stays: finalising it now could break a later load of a
+     * module that does not survive re-initialisation. */
+    if (rc != EDDY_OK)
+        eddy__plan_truncate(plan, before);
     Py_XDECREF(list);
     PyGILState_Release(g);
     return rc;

@@ -5,10 +5,14 @@
  * --wrap for malloc, calloc, realloc and strdup (tests/CMakeLists.txt), so the
  * library's calls to them come here, and fail_alloc(n) makes the n-th of them
  * from now return NULL. The test's own calls are left alone.
+ *
+ * Also: every failure of a load, and of eddy_runtime_new() on the plan, sets
+ * *err, and a failed load leaves the plan as it was.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -119,10 +123,105 @@ static void test_add_action_fails_cleanly(void **state)
     eddy_plan_free(p);
 }
 
+/* ---------------------------------------------------------------- loading */
+
+/* The path of test agent name (built in EDDY_TEST_AGENTS). */
+static void agent_path(char *buf, size_t size, const char *name)
+{
+    const char *dir = getenv("EDDY_TEST_AGENTS");
+    snprintf(buf, size, "%s/%s.so", dir != NULL ? dir : "tests/agents", name);
+}
+
+/* Expect rc and an error of type type whose message holds text; free it. */
+static void expect_error(int rc, int want, eddy_error **err, const char *type, const char *text)
+{
+    assert_int_equal(rc, want);
+    assert_non_null(*err);
+    assert_string_equal(eddy_error_type(*err), type);
+    if (strstr(eddy_error_message(*err), text) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", eddy_error_message(*err), text);
+    eddy_error_free(*err);
+    *err = NULL;
+}
+
+static void test_load_errors_are_set(void **state)
+{
+    (void)state;
+    eddy_plan *p = eddy_plan_new();
+    eddy_error *err = NULL;
+    expect_error(eddy_plan_load_shared(NULL, "agent.so", &err), EDDY_EINVAL, &err, "plan",
+                 "plan is NULL");
+    expect_error(eddy_plan_load_shared(p, NULL, &err), EDDY_EINVAL, &err, "plan", "path is NULL");
+    expect_error(eddy_plan_load_python(NULL, "agent.py", NULL, &err), EDDY_EINVAL, &err, "plan",
+                 "plan is NULL");
+    expect_error(eddy_plan_load_python(p, NULL, NULL, &err), EDDY_EINVAL, &err, "plan",
+                 "path is NULL");
+    /* A bare name is made "./agent.so" first. */
+    fail_alloc(1);
+    int rc = eddy_plan_load_shared(p, "agent.so", &err);
+    fail_alloc(0);
+    expect_error(rc, EDDY_ENOMEM, &err, "memory", "agent.so");
+    assert_int_equal(eddy_plan_action_count(p), 0);
+    eddy_plan_free(p);
+}
+
+/* A load whose agent fails leaves the plan as it was: the actions its init
+ * added are gone and the file is closed, so that another agent loads. */
+static void test_failed_load_leaves_the_plan(void **state)
+{
+    (void)state;
+    static const char *const on_input[] = {EDDY_INPUT_EVENT, NULL};
+    char failing[4096], good[4096];
+    agent_path(failing, sizeof(failing), "failing_init");
+    agent_path(good, sizeof(good), "noinput");
+    eddy_plan *p = eddy_plan_new();
+    eddy_error *err = NULL;
+    assert_int_equal(eddy_plan_add_action(p, "mine", on_input, nop, NULL), EDDY_OK);
+    expect_error(eddy_plan_load_shared(p, failing, &err), EDDY_EPLAN, &err, "plan",
+                 "eddy_agent_init() failed");
+    assert_int_equal(eddy_plan_action_count(p), 1);
+    assert_int_equal(route_n(p, EDDY_INPUT_EVENT), 1);
+    assert_null(eddy__plan_route(p, "Half"));
+    assert_null(p->dl);
+    /* Adding no action is a failure even when the plan had some already. */
+    setenv("EDDY_TEST_INIT", "empty", 1);
+    int rc = eddy_plan_load_shared(p, failing, &err);
+    unsetenv("EDDY_TEST_INIT");
+    expect_error(rc, EDDY_EPLAN, &err, "plan", "registered no action");
+    assert_null(p->dl);
+    assert_int_equal(eddy_plan_load_shared(p, good, &err), EDDY_OK);
+    assert_null(err);
+    assert_int_equal(eddy_plan_action_count(p), 3);
+    assert_string_equal(eddy_plan_action_name(p, 1), "foo");
+    eddy_plan_free(p);
+}
+
+/* ---------------------------------------------------------------- runtime */
+
+static void test_runtime_new_out_of_memory(void **state)
+{
+    (void)state;
+    static const char *const on_input[] = {EDDY_INPUT_EVENT, NULL};
+    eddy_plan *p = eddy_plan_new();
+    eddy_config *c = eddy_config_new();
+    eddy_error *err = NULL;
+    assert_int_equal(eddy_plan_add_action(p, "mine", on_input, nop, NULL), EDDY_OK);
+    fail_alloc(1); /* the runtime itself */
+    eddy_runtime *rt = eddy_runtime_new(p, c, &err);
+    fail_alloc(0);
+    assert_null(rt);
+    expect_error(EDDY_ENOMEM, EDDY_ENOMEM, &err, "memory", "out of memory");
+    eddy_config_free(c);
+    eddy_plan_free(p); /* taken on success only */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_action_fails_cleanly),
+        cmocka_unit_test(test_load_errors_are_set),
+        cmocka_unit_test(test_failed_load_leaves_the_plan),
+        cmocka_unit_test(test_runtime_new_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -240,6 +240,49 @@ static void test_load_errors(void **state)
     free(bad);
 }
 
+static int nop(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ctx;
+    (void)ev;
+    (void)arg;
+    return EDDY_OK;
+}
+
+/* A load that fails halfway through adding the file's actions removes those
+ * it added: the plan is as it was. */
+static void test_failed_load_leaves_the_plan(void **state)
+{
+    (void)state;
+    static const char *const on_input[] = {EDDY_INPUT_EVENT, NULL};
+    char *clash = write_temp(".py", "from eddy import Agent, InputEvent, action\n"
+                                    "class A(Agent):\n"
+                                    "    @action(InputEvent, 'Other')\n"
+                                    "    @staticmethod\n"
+                                    "    def first(event, ctx):\n"
+                                    "        pass\n"
+                                    "    @action(InputEvent)\n"
+                                    "    @staticmethod\n"
+                                    "    def mine(event, ctx):\n"
+                                    "        pass\n");
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    assert_int_equal(eddy_plan_add_action(plan, "mine", on_input, nop, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_load_python(plan, clash, NULL, &err), EDDY_EPLAN);
+    assert_non_null(strstr(eddy_error_message(err), "cannot add action 'mine'"));
+    eddy_error_free(err);
+    err = NULL;
+    assert_int_equal(eddy_plan_action_count(plan), 1);
+    assert_string_equal(eddy_plan_action_name(plan, 0), "mine");
+    assert_int_equal(eddy__plan_route(plan, EDDY_INPUT_EVENT)->n, 1);
+    assert_null(eddy__plan_route(plan, "Other"));
+    assert_int_equal(eddy_plan_load_python(NULL, clash, NULL, &err), EDDY_EINVAL);
+    assert_string_equal(eddy_error_type(err), "plan");
+    eddy_error_free(err);
+    eddy_plan_free(plan);
+    unlink(clash);
+    free(clash);
+}
+
 /* ---------------------------------------------------------------- a run */
 
 static const char *agent_py =
@@ -393,6 +436,7 @@ int main(void)
     };
     const struct CMUnitTest runs[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_failed_load_leaves_the_plan),
         cmocka_unit_test(test_run_python_agent),
         cmocka_unit_test(test_worker_thread_states),
     };
