@@ -86,8 +86,13 @@ static int score(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 
     json_t *attrs = json_pack("{s:O, s:o, s:I, s:f}", "order", order, "score", s, "orders", orders,
                               "total", total);
-    eddy_event *scored = eddy_event_new("Scored", attrs);
-    return scored != NULL ? eddy_ctx_send_event(ctx, scored) : EDDY_ENOMEM;
+    eddy_event *scored = attrs != NULL ? eddy_event_new("Scored", attrs) : NULL;
+    if (scored == NULL)
+        return EDDY_ENOMEM;
+    /* The event is taken on success only: on failure it is still ours. */
+    if ((rc = eddy_ctx_send_event(ctx, scored)) != EDDY_OK)
+        eddy_event_free(scored);
+    return rc;
 }
 
 static int decide(eddy_ctx *ctx, const eddy_event *ev, void *arg)

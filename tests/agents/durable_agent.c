@@ -107,11 +107,23 @@ static int reconcile(const json_t *args, void *arg, json_t **result, eddy_error 
     return EDDY_OK;
 }
 
+/* attrs is stolen (NULL: no attributes). The event is taken on success only:
+ * freed on failure. */
+static int send_typed(eddy_ctx *ctx, const char *type, json_t *attrs)
+{
+    eddy_event *ev = eddy_event_new(type, attrs);
+    if (ev == NULL)
+        return EDDY_ENOMEM;
+    int rc = eddy_ctx_send_event(ctx, ev);
+    if (rc != EDDY_OK)
+        eddy_event_free(ev);
+    return rc;
+}
+
 static int output(eddy_ctx *ctx, json_t *out)
 {
     json_object_set_new(out, "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY, NULL));
-    eddy_event *ev = eddy_event_new(EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
-    return ev != NULL ? eddy_ctx_send_event(ctx, ev) : EDDY_ENOMEM;
+    return send_typed(ctx, EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
 }
 
 static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
@@ -143,11 +155,10 @@ static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     eddy_memory_set(stm, "sum", json_integer(sum));
     eddy_memory_new_object(stm, "last");
     eddy_memory_set(stm, "last.seq", json_integer(seq));
-    eddy_event *mid =
-        eddy_event_new("Mid", json_pack("{s:I, s:I, s:I, s:O}", "seq", seq, "count", count, "sum",
-                                        sum, "r", json_object_get(res, "v")));
+    json_t *attrs = json_pack("{s:I, s:I, s:I, s:O}", "seq", seq, "count", count, "sum", sum, "r",
+                              json_object_get(res, "v"));
     json_decref(res);
-    return mid != NULL ? eddy_ctx_send_event(ctx, mid) : EDDY_ENOMEM;
+    return send_typed(ctx, "Mid", attrs);
 }
 
 static int local_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
@@ -196,9 +207,9 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             return rc;
         eddy_memory_new_object(stm, "obj");
         eddy_memory_set(stm, "n", json_integer(seq));
-        return eddy_ctx_send_event(
-            ctx, eddy_event_new("Later", json_pack("{s:I, s:O}", "seq", seq, "crash_flag",
-                                                   json_object_get(in, "crash_flag"))));
+        return send_typed(
+            ctx, "Later",
+            json_pack("{s:I, s:O}", "seq", seq, "crash_flag", json_object_get(in, "crash_flag")));
     }
     if (strcmp(op, "chain") == 0) {
         /* Two durable calls on workers in a row: the second may run only
@@ -269,10 +280,9 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
          * go out before its output line. */
         json_int_t k = iget(in, "k", 3);
         for (json_int_t i = 0; i < k; i++) {
-            eddy_event *e = eddy_event_new("Echo", json_pack("{s:I, s:I, s:I, s:O?}", "seq", seq,
-                                                             "i", i, "k", k, "crash_flag",
-                                                             json_object_get(in, "crash_flag")));
-            int rc = e != NULL ? eddy_ctx_send_event(ctx, e) : EDDY_ENOMEM;
+            int rc = send_typed(ctx, "Echo",
+                                json_pack("{s:I, s:I, s:I, s:O?}", "seq", seq, "i", i, "k", k,
+                                          "crash_flag", json_object_get(in, "crash_flag")));
             if (rc != EDDY_OK)
                 return rc;
         }
