@@ -267,8 +267,8 @@ EDDY_API int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev);
  * eddy_ctx_send_event(ctx, eddy_event_new(EDDY_OUTPUT_EVENT, attrs)) with
  * attrs built so, but the event and its attributes object come from the
  * OutputEvents the runtime released earlier, so a steady stream of outputs
- * allocates none. output is taken (also on failure), as jansson's _new
- * functions take theirs. Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (ctx or
+ * allocates none. output is stolen (also on failure), as jansson's _new
+ * functions steal theirs. Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (ctx or
  * output NULL), EDDY_ELIMIT (the attributes would nest deeper than
  * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
  */

@@ -630,7 +630,21 @@ static int outputs(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     (void)arg;
     json_t *id = json_object_get(json_object_get(eddy_event_attrs(ev), "input"), "id");
     assert_int_equal(eddy_ctx_send_output(ctx, NULL), EDDY_EINVAL);
-    assert_int_equal(eddy_ctx_send_output(NULL, json_string("lost")), EDDY_EINVAL);
+    /* The output is stolen, also on failure: of a reference held twice, one
+     * is left. */
+    json_t *held = json_incref(json_string("held"));
+    assert_int_equal(eddy_ctx_send_output(NULL, held), EDDY_EINVAL);
+    assert_int_equal(held->refcount, 1);
+    json_decref(held);
+    json_t *deep = json_array();
+    for (int i = 0; i < EDDY_VALUE_MAX_DEPTH; i++) {
+        json_t *outer = json_array();
+        json_array_append_new(outer, deep);
+        deep = outer;
+    }
+    assert_int_equal(eddy_ctx_send_output(ctx, json_incref(deep)), EDDY_ELIMIT);
+    assert_int_equal(deep->refcount, 1);
+    json_decref(deep);
     int rc = eddy_ctx_send_output(ctx, json_pack("{s:O, s:i}", "id", id, "n", 1));
     if (rc == EDDY_OK)
         rc = eddy_ctx_send_output(ctx, json_pack("{s:O, s:i}", "id", id, "n", 2));
