@@ -92,8 +92,9 @@ static void lang_free(void *lang)
 /* ---------------------------------------------------------------- failures */
 
 /* The Python exception being raised (cleared), as an eddy error: type is the
- * exception's qualified class name, message str(exc) and the traceback. */
-static eddy_error *error_from_exception(void)
+ * exception's qualified class name, message str(exc) and the traceback as
+ * the module's function format (_format_exception, say) writes it. */
+static eddy_error *error_from_exception(const char *format)
 {
     PyObject *type, *val, *tb;
     PyErr_Fetch(&type, &val, &tb);
@@ -111,8 +112,7 @@ static eddy_error *error_from_exception(void)
     PyObject *msg = qname != NULL ? PyObject_Str(val) : NULL;
     PyObject *trace =
         msg != NULL
-            ? PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_format_exception"), &val,
-                                  1, NULL)
+            ? PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, format), &val, 1, NULL)
             : NULL;
     eddy_error *e;
     if (trace == NULL) {
@@ -147,7 +147,7 @@ static eddy_error *error_from_exception(void)
 
 void eddy__py_fail_task(eddy_ctx *t)
 {
-    eddy_error *e = error_from_exception();
+    eddy_error *e = error_from_exception("_format_exception");
     eddy_error_free(t->err);
     t->err = e != NULL ? e : eddy_error_new("memory", "out of memory");
     t->rc = EDDY_EACTION;
@@ -441,23 +441,33 @@ static const eddy__action_ops py_ops = {
 
 /* ---------------------------------------------------------------- loading */
 
+/*
+ * Every load error reads "cannot load Python agent PATH: ...", PATH as the
+ * caller gave it. A failure eddy finds itself (_LoadError: the file cannot be
+ * read, no actions, ...) is one line; an exception from the agent's own code
+ * comes with its traceback, less eddy's and importlib's frames.
+ */
 static int load_error(eddy_error **err, const char *path)
 {
-    if (PyErr_ExceptionMatches(PyExc_LookupError)) {
-        /* Our own finding: its message names the file. */
+    PyObject *load_error_type = PyDict_GetItemString(eddy__py.helpers, "_LoadError");
+    if (load_error_type != NULL && PyErr_ExceptionMatches(load_error_type)) {
         PyObject *exc = eddy__py_fetch_exception();
         PyObject *msg = exc != NULL ? PyObject_Str(exc) : NULL;
         const char *m = msg != NULL ? PyUnicode_AsUTF8(msg) : NULL;
-        int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s", m != NULL ? m : path);
+        int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "cannot load Python agent %s: %s", path,
+                                 m != NULL ? m : "(the error cannot be formatted)");
         PyErr_Clear();
         Py_XDECREF(msg);
         Py_XDECREF(exc);
         return rc;
     }
-    eddy_error *e = error_from_exception();
-    int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "cannot load Python agent %s: %s: %s", path,
-                             e != NULL ? eddy_error_type(e) : "error",
-                             e != NULL ? eddy_error_message(e) : "out of memory");
+    eddy_error *e = error_from_exception("_format_load_exception");
+    const char *m = e != NULL ? eddy_error_message(e) : "out of memory";
+    size_t n = strlen(m);
+    while (n > 0 && m[n - 1] == '\n') /* the traceback's own end of line */
+        n--;
+    int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "cannot load Python agent %s: %s: %.*s", path,
+                             e != NULL ? eddy_error_type(e) : "MemoryError", (int)n, m);
     eddy_error_free(e);
     return rc;
 }
@@ -486,11 +496,12 @@ static int add_actions(eddy_plan *plan, const char *path, PyObject *list, eddy_e
         }
         if (rc == EDDY_EINVAL)
             return eddy__error_set(err, EDDY_EPLAN, "plan",
-                                   "%s: cannot add action '%s' (is the name used by another "
-                                   "action already?)",
+                                   "cannot load Python agent %s: cannot add action '%s' (is "
+                                   "the name used by another action already?)",
                                    path, name);
-        return eddy__error_set(err, rc, "memory", "%s: cannot add action '%s': %s", path, name,
-                               eddy_strerror(rc));
+        return eddy__error_set(err, rc, "memory",
+                               "cannot load Python agent %s: cannot add action '%s': %s", path,
+                               name, eddy_strerror(rc));
     }
     return EDDY_OK;
 }
@@ -503,7 +514,9 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
                                plan == NULL ? "plan" : "path");
     if (plan->lang != NULL && plan->lang_free != lang_free)
         return eddy__error_set(err, EDDY_EINVAL, "plan",
-                               "%s: the plan already holds another language runtime", path);
+                               "cannot load Python agent %s: the plan already holds another "
+                               "language runtime",
+                               path);
     int rc = eddy__py_acquire(err);
     if (rc != EDDY_OK)
         return rc;

@@ -1265,7 +1265,13 @@ PyObject *eddy__py_module_init(void)
     PyObject *d = PyModule_GetDict(m);
     if (PyDict_SetItemString(d, "__builtins__", PyEval_GetBuiltins()) != 0)
         goto fail;
-    PyObject *r = PyRun_String(eddy_module_py, Py_file_input, d, d);
+    /* Named "<eddy>" so that a load error's traceback can leave out eddy's own
+     * frames (_format_load_exception). */
+    PyObject *code = Py_CompileString(eddy_module_py, "<eddy>", Py_file_input);
+    if (code == NULL)
+        goto fail;
+    PyObject *r = PyEval_EvalCode(code, d, d);
+    Py_DECREF(code);
     if (r == NULL)
         goto fail;
     Py_DECREF(r);

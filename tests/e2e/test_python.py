@@ -3,12 +3,13 @@ memory, durable calls across a crash, errors and the GIL, through the eddy
 binary and tests/agents/pyagent.py."""
 import json
 import os
+import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import SANITIZED, SOURCE, EddyTest, read_jsonl  # noqa: E402
+from eddytest import EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl  # noqa: E402
 
 PY_AGENTS = os.path.join(SOURCE, "tests", "agents")
 AGENT = os.path.join(PY_AGENTS, "pyagent.py")
@@ -414,6 +415,71 @@ class PythonTest(EddyTest):
             err = res.stderr.decode()
             self.assertIn(name, err)
             self.assertIn(words, err)
+
+    def load_error(self, agent, source=None):
+        """eddy run's stderr for an agent that does not load, run from the
+        test's folder with the agent's path as given (relative, say)."""
+        if source is not None:
+            with open(self.path(agent), "w") as f:
+                f.write(source)
+        with open(self.path("in.jsonl"), "w") as f:
+            f.write('{"key": "k"}\n')
+        proc = subprocess.run([os.path.abspath(EDDY), "run", agent, "--input", "in.jsonl",
+                               "--output", "out.jsonl", "--no-progress"],
+                              cwd=self.dir, capture_output=True, timeout=120)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        err = proc.stderr.decode()
+        self.assertTrue(err.startswith("eddy: cannot load Python agent %s: " % agent), err)
+        for internal in ('File "<string>"', 'File "<eddy>"', "<frozen importlib", "in _load"):
+            self.assertNotIn(internal, err)
+        return err
+
+    def test_load_errors_are_uniform_and_show_only_the_agents_frames(self):
+        # They began "cannot load Python agent x.py:" or "/abs/path/x.py:",
+        # and carried eddy's and importlib's frames: a missing file took six
+        # lines of traceback.
+        self.assertEqual(self.load_error("missing.py"),
+                         "eddy: cannot load Python agent missing.py: No such file or directory\n")
+        os.mkdir(self.path("folder.py"))
+        self.assertEqual(self.load_error("folder.py"),
+                         "eddy: cannot load Python agent folder.py: Is a directory\n")
+        self.assertEqual(
+            self.load_error("empty.py", "import eddy\n"),
+            "eddy: cannot load Python agent empty.py: no actions: decorate static methods of an "
+            "Agent subclass (or module-level functions) with @action(EventType)\n")
+        # A SyntaxError: file, line and caret as Python shows them, no frames.
+        err = self.load_error("syntax.py", "import eddy\n\ndef f(:\n    pass\n")
+        self.assertEqual(err, "eddy: cannot load Python agent syntax.py: SyntaxError: invalid "
+                         "syntax (syntax.py, line 3)\n"
+                         '  File "%s", line 3\n'
+                         "    def f(:\n"
+                         "          ^\n"
+                         "SyntaxError: invalid syntax\n" % self.path("syntax.py"))
+        # An exception in the agent's code (here in a module it imports, and
+        # a KeyError, which once passed for eddy's own finding): its frames.
+        with open(self.path("helper.py"), "w") as f:
+            f.write("def boom():\n    raise KeyError('k')\nboom()\n")
+        err = self.load_error("raises.py", "import eddy\nimport helper\n")
+        self.assertEqual(err, "eddy: cannot load Python agent raises.py: KeyError: 'k'\n"
+                         "Traceback (most recent call last):\n"
+                         '  File "%s", line 2, in <module>\n'
+                         "    import helper\n"
+                         '  File "%s", line 3, in <module>\n'
+                         "    boom()\n"
+                         '  File "%s", line 2, in boom\n'
+                         "    raise KeyError('k')\n"
+                         "KeyError: 'k'\n" % (self.path("raises.py"), self.path("helper.py"),
+                                               self.path("helper.py")))
+        # eddy's own refusal from inside the agent's code: the agent's frames
+        # only, the decorator's line last.
+        err = self.load_error("onearg.py", "from eddy import Agent, action, InputEvent\n"
+                              "class A(Agent):\n"
+                              "    @action(InputEvent)\n"
+                              "    def act(event):\n"
+                              "        pass\n")
+        self.assertIn("eddy: cannot load Python agent onearg.py: TypeError: @action A.act", err)
+        self.assertIn('line 3, in A\n    @action(InputEvent)\n', err)
+        self.assertTrue(err.endswith("an action is called as fn(event, ctx)\n"), err)
 
     def test_flink_style_mistakes_refused_at_load(self):
         # A CEL condition as trigger never matched anything, and a wrong
