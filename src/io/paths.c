@@ -3,7 +3,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <uv.h>
 
 #include "core/error.h"
 #include "io/paths.h"
@@ -38,10 +37,10 @@ static int check_input(file_ref *f, eddy_error **err)
         return EDDY_OK;
     }
     if (stat(f->path, &f->st) != 0 || access(f->path, R_OK) != 0)
-        return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", f->path,
-                               uv_strerror(uv_translate_sys_error(errno)));
+        return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", f->path, strerror(errno));
     if (S_ISDIR(f->st.st_mode))
-        return eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: is a directory", f->path);
+        return eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: %s", f->path,
+                               strerror(EISDIR));
     f->exists = 1;
     return EDDY_OK;
 }

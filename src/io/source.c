@@ -614,8 +614,7 @@ static void reader_main(void *arg)
             int e = errno;
             rc = push_batch(s);
             if (rc != STOPPED)
-                reader_fail(s, EDDY_EIO, "cannot read %s: %s",
-                            uv_strerror(uv_translate_sys_error(e)));
+                reader_fail(s, EDDY_EIO, "cannot read %s: %s", strerror(e));
             break;
         }
         if (got == 0 && r->skip_input > 0) {
@@ -738,7 +737,7 @@ static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
             continue;
         if (n < 0)
             return eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: %s", s->name,
-                                   uv_strerror(uv_translate_sys_error(errno)));
+                                   strerror(errno));
         if (n == 0)
             break;
         got += (size_t)n;
@@ -787,19 +786,18 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
         s->fd = open(opts->path, O_RDONLY | O_CLOEXEC);
         if (s->fd < 0) {
             rc = eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", s->name,
-                                 uv_strerror(uv_translate_sys_error(errno)));
+                                 strerror(errno));
             goto fail;
         }
         s->own_fd = 1;
     }
     struct stat st;
     if (fstat(s->fd, &st) != 0) {
-        rc = eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", s->name,
-                             uv_strerror(uv_translate_sys_error(errno)));
+        rc = eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", s->name, strerror(errno));
         goto fail;
     }
     if (S_ISDIR(st.st_mode)) {
-        rc = eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: is a directory", s->name);
+        rc = eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: %s", s->name, strerror(EISDIR));
         goto fail;
     }
     s->start_offset = opts->start_offset;
@@ -813,8 +811,7 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
         if (lseek(s->fd, (off_t)opts->start_offset, SEEK_SET) < 0) {
             if (errno != ESPIPE) {
                 rc = eddy__error_set(err, EDDY_EIO, "io", "cannot seek %s to %" PRIu64 ": %s",
-                                     s->name, opts->start_offset,
-                                     uv_strerror(uv_translate_sys_error(errno)));
+                                     s->name, opts->start_offset, strerror(errno));
                 goto fail;
             }
             s->rd.skip_input = opts->start_offset;
@@ -826,7 +823,7 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
     }
     if (pipe(s->wake) != 0 || set_cloexec(s->wake[0]) != 0 || set_cloexec(s->wake[1]) != 0) {
         rc = eddy__error_set(err, EDDY_EIO, "io", "source: cannot create a pipe: %s",
-                             uv_strerror(uv_translate_sys_error(errno)));
+                             strerror(errno));
         goto fail;
     }
     if (uv_mutex_init(&s->mu) != 0) {

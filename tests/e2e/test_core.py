@@ -478,8 +478,9 @@ class CoreTest(EddyTest):
         with open(inp, "w") as f:
             f.write('{"key": "a", "op": "echo", "seq": 1}\n')
         for args, msg in (
-                (["--input", self.path("typo.jsonl")], b"cannot open %s" % self.path("typo.jsonl").encode()),
-                (["--input", self.dir], b"is a directory"),
+                (["--input", self.path("typo.jsonl")],
+                 b"cannot open %s: No such file or directory" % self.path("typo.jsonl").encode()),
+                (["--input", self.dir], b"cannot read %s: Is a directory" % self.dir.encode()),
                 (["--input", inp, "--dead-letter", self.path("no/such/dir/d")],
                  b"cannot open %s for writing" % self.path("no/such/dir/d").encode()),
                 (["--input", inp, "--output", self.dir], b"Is a directory")):
@@ -489,6 +490,17 @@ class CoreTest(EddyTest):
             with open(out) as f:
                 self.assertEqual(f.read(), "earlier output\n")
             self.assertFalse(os.path.exists(st), args)
+
+    def test_input_errors_use_the_system_wording(self):
+        # They were libuv's lowercase texts ("no such file or directory",
+        # "i/o error") where the rest of eddy says strerror's.
+        for inp, msg in ((self.path("missing.jsonl"), "No such file or directory"),
+                         ("/proc/self/mem", "Input/output error")):  # opens, read fails: EIO
+            proc = self.run_files("--input", inp, "--output", self.path("out.jsonl"))
+            self.assertNotEqual(proc.returncode, 0, inp)
+            verb = "open" if inp.endswith("missing.jsonl") else "read"
+            self.assertIn(b"eddy: cannot %s %s: %s\n" % (verb.encode(), inp.encode(), msg.encode()),
+                          proc.stderr)
 
     def test_output_to_dev_null_sends_bad_lines_to_stderr(self):
         inp = self.path("in.jsonl")

@@ -126,7 +126,7 @@ static void test_cannot_open_reported_by_name(void **state)
     fixture *f = *state;
     touch(in_dir(f, f->a, "in.jsonl"));
     expect(in_dir(f, f->b, "missing.jsonl"), "-", "-", EDDY_EIO, "missing.jsonl");
-    expect(f->dir, "-", "-", EDDY_EIO, "is a directory");
+    expect(f->dir, "-", "-", EDDY_EIO, "Is a directory");
     expect(f->a, in_dir(f, f->b, "no/dir/out.jsonl"), "-", EDDY_EIO,
            "for writing: No such file or directory");
     expect(f->a, f->dir, "-", EDDY_EIO, "for writing: Is a directory");

@@ -670,14 +670,14 @@ static void test_open_errors(void **state)
     assert_int_equal(eddy__source_open(&s, &loop, &o, on_ready, NULL, &err), EDDY_EIO);
     assert_null(s);
     assert_string_equal(eddy_error_type(err), "io");
-    assert_non_null(strstr(eddy_error_message(err), "/nonexistent/eddy/in.jsonl"));
-    assert_non_null(strstr(eddy_error_message(err), "no such file"));
+    assert_string_equal(eddy_error_message(err),
+                        "cannot open /nonexistent/eddy/in.jsonl: No such file or directory");
     eddy_error_free(err);
     err = NULL;
 
     o.path = "/tmp";
     assert_int_equal(eddy__source_open(&s, &loop, &o, on_ready, NULL, &err), EDDY_EIO);
-    assert_non_null(strstr(eddy_error_message(err), "/tmp"));
+    assert_string_equal(eddy_error_message(err), "cannot read /tmp: Is a directory");
     eddy_error_free(err);
     err = NULL;
 
@@ -700,7 +700,7 @@ static void test_read_error(void **state)
     const eddy_error *e = eddy__source_error(r.s);
     assert_non_null(e);
     assert_string_equal(eddy_error_type(e), "io");
-    assert_non_null(strstr(eddy_error_message(e), "cannot read /proc/self/mem: "));
+    assert_string_equal(eddy_error_message(e), "cannot read /proc/self/mem: Input/output error");
     assert_int_equal(r.n, 0);
     run_close(&r);
 }
