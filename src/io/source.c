@@ -268,6 +268,9 @@ int eddy__source_decode_line(const char *line, size_t len, const char *key_field
             goto nomem;
     } else if (json_is_null(key)) {
         reason = "key is null";
+        detail = format("field \"%s\" is null", key_field);
+        if (detail == NULL)
+            goto nomem;
     } else if (json_is_object(key) || json_is_array(key)) {
         reason = "key is not a scalar";
         detail =
@@ -441,7 +444,7 @@ static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_of
         return EDDY_ENOMEM;
     int rc;
     if (len > s->max_line) {
-        char *d = format("line of %zu bytes, over max_line_bytes %zu", len, s->max_line);
+        char *d = format("line of %zu bytes, over --max-line-bytes %zu", len, s->max_line);
         rc = d == NULL ? EDDY_ENOMEM : set_bad(in, "line too long", d, p, len, len);
     } else {
         rc = eddy__source_decode_line(p, len, s->key_field, s->max_depth, in);
@@ -468,7 +471,7 @@ static int finish_skipped(eddy__source *s, uint64_t end_offset)
         len--;
     size_t keep = r->prefix_len < len ? r->prefix_len : (size_t)len;
     eddy__input *in = malloc(sizeof(*in));
-    char *d = format("line of %" PRIu64 " bytes, over max_line_bytes %zu", len, s->max_line);
+    char *d = format("line of %" PRIu64 " bytes, over --max-line-bytes %zu", len, s->max_line);
     if (in == NULL || d == NULL) {
         free(in);
         free(d);

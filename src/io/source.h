@@ -53,7 +53,7 @@
  *                         into reals) and reals that overflow a double.
  *   "not a JSON object"   valid JSON but not an object (array, string, ...).
  *   "no key field"        the object has no field key_field (detail names it).
- *   "key is null"         the field is JSON null.
+ *   "key is null"         the field is JSON null (detail names it).
  *   "key is not a scalar" the field is an object or an array.
  *   "line too long"       longer than max_line_bytes (without '\n' and a
  *                         trailing '\r'). Such a line is never buffered whole:

@@ -262,6 +262,7 @@ static void test_bad_lines(void **state)
     check_bad(in[2], 3, "no key field", lines[2]);
     assert_non_null(strstr(in[2]->detail, "\"k\""));
     check_bad(in[3], 4, "key is null", lines[3]);
+    assert_string_equal(in[3]->detail, "field \"k\" is null");
     check_bad(in[4], 5, "key is not a scalar", lines[4]);
     check_bad(in[5], 6, "key is not a scalar", lines[5]);
     check_bad(in[6], 7, "not JSON", lines[6]);
@@ -343,7 +344,7 @@ static void test_long_lines(void **state)
     assert_int_equal(in[0]->end_offset, end1);
     check_good(in[1], 2, "\"after\"");
     check_bad(in[2], 3, "line too long", NULL);
-    assert_non_null(strstr(in[2]->detail, "line of 70000 bytes"));
+    assert_non_null(strstr(in[2]->detail, "line of 70000 bytes, over --max-line-bytes 65536"));
     assert_int_equal(in[2]->raw_len, EDDY__SOURCE_RAW_MAX);
     check_good(in[3], 4, "4");
     check_bad(in[4], 5, "line too long", NULL);
