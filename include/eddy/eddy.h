@@ -489,7 +489,8 @@ EDDY_API const eddy_error *eddy_runtime_error(const eddy_runtime *rt);
  * callback, for instance). outputs and dead_lettered count lines written out
  * (write(2) took them), not lines buffered, waiting in the state's outbox or
  * lost to a failed write; with a state they include the lines a previous run
- * left in the outbox that this run wrote. */
+ * left in the outbox that this run wrote (after a failed run, also the lines
+ * it wrote and counted before their sync). */
 typedef struct eddy_stats {
     uint64_t inputs;           /* input lines accepted */
     uint64_t dead_lettered;    /* lines and runs written to the dead-letter file */

@@ -236,6 +236,16 @@ int eddy__sink_sync(eddy__sink *s)
         snprintf(s->errtext, sizeof(s->errtext), "cannot sync %s: %s", s->name, strerror(errno));
         return EDDY_EIO;
     }
+    /* A file removed while eddy wrote it keeps taking lines that no one
+     * will read: its length must not be committed as delivered. */
+    struct stat st;
+    if (s->owns_fd && fstat(s->fd, &st) == 0 && st.st_nlink == 0) {
+        snprintf(s->errtext, sizeof(s->errtext),
+                 "%s was removed while eddy wrote it (its lines since the last sync are not "
+                 "delivered)",
+                 s->name);
+        return EDDY_EIO;
+    }
     int e = 0;
     /* The first time, the file's directory entry too; a standard stream's
      * directory is the shell's business (and "-" names none). */

@@ -291,6 +291,35 @@ class DurableTest(EddyTest):
         self.assertIn(dead.encode() + b" is gone but the state says", res.stderr)
         self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2])
 
+    def test_output_removed_while_written_is_an_error(self):
+        # The output file removed during the run: eddy would write and sync
+        # lines into a file no one can read and commit them as delivered.
+        # Its sync notices, and the run fails naming it.
+        cmd = [EDDY, "run", DURABLE, "--input", "-", "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet"]
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        try:
+            for i in range(3):
+                p.stdin.write((json.dumps({"key": "k", "seq": i, "v": i}) + "\n").encode())
+            p.stdin.flush()
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(self.out) and len(read_jsonl(self.out)) == 3):
+                self.assertLess(time.monotonic(), deadline, "no outputs")
+                time.sleep(0.01)
+            os.remove(self.out)
+            for i in range(3, 5):
+                p.stdin.write((json.dumps({"key": "k", "seq": i, "v": i}) + "\n").encode())
+            p.stdin.close()
+            err = p.stderr.read()
+            self.assertEqual(p.wait(timeout=60), 1, err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+        self.assertIn(self.out.encode() + b" was removed while eddy wrote it", err)
+
     def test_switching_outputs_between_runs(self):
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
         first = self.run_cmd()
