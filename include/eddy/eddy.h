@@ -8,11 +8,11 @@
  * A runtime and everything it owns (its plan, contexts, memory handles, events
  * handed to it) belong to its mailbox thread: the thread that created it with
  * eddy_runtime_new(), which must also be the one to call eddy_runtime_run()
- * (from any other, that returns EDDY_EWRONGTHREAD). Every eddy_ctx_* and eddy_memory_* call checks the
- * calling thread and fails with EDDY_EWRONGTHREAD from any other thread,
- * without touching state. Events are not checked: an event an action receives
- * or sends may be used on the mailbox thread only (eddy_event_id() fills a
- * cache on first use).
+ * (from any other, that returns EDDY_EWRONGTHREAD). Every eddy_ctx_* and
+ * eddy_memory_* call checks the calling thread and fails with
+ * EDDY_EWRONGTHREAD from any other thread, without touching state. Events
+ * are not checked: an event an action receives or sends may be used on the
+ * mailbox thread only (eddy_event_id() fills a cache on first use).
  *
  * The functions given to eddy_ctx_execute_async() and friends (eddy_call_fn)
  * run on a worker thread, except that eddy_ctx_durable_execute() runs its
