@@ -215,8 +215,10 @@ static void test_huge_sizes(void **state)
         assert_true(malloc_usable_size(p) >= n);
         f(p);
     }
-    assert_null(m(SIZE_MAX - 3));
-    assert_null(m(SIZE_MAX));
+    if (EDDY__JALLOC_BUILT) { /* (sanitizers abort on such a request) */
+        assert_null(m(SIZE_MAX - 3));
+        assert_null(m(SIZE_MAX));
+    }
     eddy__jalloc_budget(0);
 }
 
