@@ -1,4 +1,5 @@
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,6 +7,7 @@
 #include "core/plan.h"
 #include "util/hash.h"
 #include "util/hex.h"
+#include "util/jsonw.h"
 
 eddy_plan *eddy_plan_new(void)
 {
@@ -193,16 +195,236 @@ const eddy__route *eddy__plan_route(const eddy_plan *plan, const char *type)
     return eddy__map_get(&plan->routes, type, strlen(type));
 }
 
+/* The steps of the fingerprint, shared by a plan and a description of one. */
+#define FINGERPRINT_SEED 0x65646479706c616eULL
+
+static uint64_t fingerprint_name(uint64_t h, const char *name)
+{
+    return eddy__mix64(h ^ eddy__hash_bytes(name, strlen(name) + 1));
+}
+
+static uint64_t fingerprint_type(uint64_t h, const char *type, size_t t)
+{
+    return eddy__mix64(h ^ eddy__hash_bytes(type, strlen(type) + 1) ^ t);
+}
+
 void eddy__plan_fingerprint(const eddy_plan *plan, char out[17])
 {
-    uint64_t h = 0x65646479706c616eULL;
+    uint64_t h = FINGERPRINT_SEED;
     for (size_t i = 0; i < plan->n; i++) {
         const eddy__action *a = plan->actions[i];
-        h = eddy__mix64(h ^ eddy__hash_bytes(a->name, strlen(a->name) + 1));
+        h = fingerprint_name(h, a->name);
         for (size_t t = 0; t < a->ntypes; t++)
-            h = eddy__mix64(h ^ eddy__hash_bytes(a->types[t], strlen(a->types[t]) + 1) ^ t);
+            h = fingerprint_type(h, a->types[t], t);
     }
     eddy__hex64(h, out);
+}
+
+static int put(eddy__buf *b, const char *s)
+{
+    return eddy__buf_put(b, s, strlen(s));
+}
+
+/* Names are written as they are: one that is not UTF-8 makes a text that
+ * eddy__plan_differences() does not read, and the refusal of a state gives
+ * the fingerprints only. */
+int eddy__plan_describe(const eddy_plan *plan, char **out)
+{
+    eddy__buf b = {0};
+    int rc = put(&b, "[");
+    for (size_t i = 0; i < plan->n && rc == EDDY_OK; i++) {
+        const eddy__action *a = plan->actions[i];
+        rc = put(&b, i > 0 ? ",{\"name\":" : "{\"name\":");
+        if (rc == EDDY_OK)
+            rc = eddy__json_write_str(&b, a->name, strlen(a->name));
+        if (rc == EDDY_OK)
+            rc = put(&b, ",\"event_types\":[");
+        for (size_t t = 0; t < a->ntypes && rc == EDDY_OK; t++) {
+            if (t > 0)
+                rc = put(&b, ",");
+            if (rc == EDDY_OK)
+                rc = eddy__json_write_str(&b, a->types[t], strlen(a->types[t]));
+        }
+        if (rc == EDDY_OK)
+            rc = put(&b, "]}");
+    }
+    if (rc == EDDY_OK)
+        rc = put(&b, "]");
+    if (rc == EDDY_OK)
+        rc = eddy__buf_nul(&b);
+    if (rc != EDDY_OK) {
+        free(b.p);
+        b.p = NULL;
+    }
+    *out = b.p;
+    return rc;
+}
+
+/* The actions of a description, each checked to have a name and a list of
+ * event types; NULL when text is not a description (or NULL). */
+static json_t *described(const char *text)
+{
+    json_t *v = text != NULL ? json_loads(text, 0, NULL) : NULL, *a, *type;
+    size_t i, t;
+    if (!json_is_array(v))
+        goto bad;
+    json_array_foreach(v, i, a)
+    {
+        json_t *types = json_object_get(a, "event_types");
+        if (!json_is_string(json_object_get(a, "name")) || !json_is_array(types))
+            goto bad;
+        json_array_foreach(types, t, type)
+        {
+            if (!json_is_string(type))
+                goto bad;
+        }
+    }
+    return v;
+bad:
+    json_decref(v);
+    return NULL;
+}
+
+static const char *described_name(const json_t *actions, size_t i)
+{
+    return json_string_value(json_object_get(json_array_get(actions, i), "name"));
+}
+
+static const json_t *described_types(const json_t *actions, size_t i)
+{
+    return json_object_get(json_array_get(actions, i), "event_types");
+}
+
+/* The index of the action named name, or SIZE_MAX. */
+static size_t described_find(const json_t *actions, const char *name)
+{
+    for (size_t i = 0; i < json_array_size(actions); i++) {
+        if (strcmp(described_name(actions, i), name) == 0)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static uint64_t described_fingerprint(const json_t *actions)
+{
+    uint64_t h = FINGERPRINT_SEED;
+    for (size_t i = 0; i < json_array_size(actions); i++) {
+        const json_t *types = described_types(actions, i);
+        h = fingerprint_name(h, described_name(actions, i));
+        for (size_t t = 0; t < json_array_size(types); t++)
+            h = fingerprint_type(h, json_string_value(json_array_get(types, t)), t);
+    }
+    return h;
+}
+
+/* The index of the first action from i on that other has too, or SIZE_MAX. */
+static size_t next_shared(const json_t *actions, size_t i, const json_t *other)
+{
+    for (; i < json_array_size(actions); i++) {
+        if (described_find(other, described_name(actions, i)) != SIZE_MAX)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+/* The clauses of eddy__plan_differences(), "; " between them. */
+typedef struct clauses {
+    eddy__buf b;
+    int rc;
+} clauses;
+
+static void say(clauses *c, const char *s)
+{
+    if (c->rc == EDDY_OK)
+        c->rc = put(&c->b, s);
+}
+
+static void clause(clauses *c, const char *s)
+{
+    say(c, c->b.len > 0 ? "; " : "");
+    say(c, s);
+}
+
+/* A clause on the action named name: "action 'name'" and then rest. */
+static void about(clauses *c, const char *name, const char *rest)
+{
+    clause(c, "action '");
+    say(c, name);
+    say(c, "'");
+    say(c, rest);
+}
+
+static void say_types(clauses *c, const json_t *types)
+{
+    for (size_t t = 0; t < json_array_size(types); t++) {
+        say(c, t > 0 ? ", " : "");
+        say(c, json_string_value(json_array_get(types, t)));
+    }
+}
+
+/* The names of the actions that other has too, in the order of actions:
+ * 'a', 'b'. */
+static void say_shared(clauses *c, const json_t *actions, const json_t *other)
+{
+    const char *sep = "'";
+    for (size_t i = next_shared(actions, 0, other); i != SIZE_MAX;
+         i = next_shared(actions, i + 1, other)) {
+        say(c, sep);
+        say(c, described_name(actions, i));
+        say(c, "'");
+        sep = ", '";
+    }
+}
+
+char *eddy__plan_differences(const char *theirs, const char *their_fp, const char *ours)
+{
+    json_t *was = described(theirs), *now = described(ours);
+    clauses c = {{0}, EDDY_OK};
+    char fp[17];
+    if (was == NULL || now == NULL || their_fp == NULL)
+        goto out;
+    eddy__hex64(described_fingerprint(was), fp);
+    if (strcmp(fp, their_fp) != 0)
+        goto out;
+    for (size_t i = 0; i < json_array_size(now); i++) {
+        const char *name = described_name(now, i);
+        size_t j = described_find(was, name);
+        if (j == SIZE_MAX) {
+            about(&c, name, " is new");
+        } else if (!json_equal(described_types(now, i), described_types(was, j))) {
+            about(&c, name, " listens to ");
+            say_types(&c, described_types(now, i));
+            say(&c, " instead of ");
+            say_types(&c, described_types(was, j));
+        }
+    }
+    for (size_t j = 0; j < json_array_size(was); j++) {
+        if (described_find(now, described_name(was, j)) == SIZE_MAX)
+            about(&c, described_name(was, j), " was removed");
+    }
+    /* The actions both have, in the order of each. */
+    size_t i = next_shared(now, 0, was), j = next_shared(was, 0, now);
+    while (i != SIZE_MAX && j != SIZE_MAX &&
+           strcmp(described_name(now, i), described_name(was, j)) == 0) {
+        i = next_shared(now, i + 1, was);
+        j = next_shared(was, j + 1, now);
+    }
+    if (i != SIZE_MAX || j != SIZE_MAX) {
+        clause(&c, "the actions are in another order: ");
+        say_shared(&c, now, was);
+        say(&c, " instead of ");
+        say_shared(&c, was, now);
+    }
+    if (c.rc == EDDY_OK && c.b.len > 0)
+        c.rc = eddy__buf_nul(&c.b);
+out:
+    json_decref(was);
+    json_decref(now);
+    if (c.rc != EDDY_OK || c.b.len == 0) {
+        free(c.b.p);
+        return NULL;
+    }
+    return c.b.p;
 }
 
 void eddy__plan_truncate(eddy_plan *plan, size_t n)

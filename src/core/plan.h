@@ -69,6 +69,27 @@ const eddy__route *eddy__plan_route(const eddy_plan *plan, const char *type);
 /* 16 hex digits identifying the action names and triggers (order-sensitive). */
 void eddy__plan_fingerprint(const eddy_plan *plan, char out[17]);
 
+/*
+ * What the fingerprint covers, in words a later run can compare: the actions
+ * in registration order, each with its event types in the order given, as
+ * JSON text ([{"name":"triage","event_types":["Scored","Flagged"]}, ...]).
+ * A state keeps it beside the fingerprint. *out is new (free()); EDDY_OK or
+ * EDDY_ENOMEM.
+ */
+int eddy__plan_describe(const eddy_plan *plan, char **out);
+
+/*
+ * What differs between the plan that theirs describes and the one ours
+ * describes (eddy__plan_describe), in words: "action 'score' is new; action
+ * 'triage' listens to Scored, Flagged instead of Scored; action 'old' was
+ * removed", and a change of order among the actions both have. New text
+ * (free()), or NULL when it cannot be told: theirs is not a description, or
+ * not one of a plan whose fingerprint is their_fp (a description is trusted
+ * only that far); a name is not UTF-8 (JSON cannot hold it); no difference
+ * shows; out of memory.
+ */
+char *eddy__plan_differences(const char *theirs, const char *their_fp, const char *ours);
+
 /* The action named name, or NULL. */
 eddy__action *eddy__plan_find(const eddy_plan *plan, const char *name);
 

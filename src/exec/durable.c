@@ -1748,7 +1748,7 @@ static int check_key_field(eddy_runtime *rt, eddy_error **err)
  */
 #define DEAD_SINK (EDDY_SINK_STDERR | EDDY_SINK_LAZY)
 
-int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err)
+int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err)
 {
     const eddy__config_values *cv = rt->cv;
     const char *dead = eddy__config_dead_letter(rt->conf);
@@ -1758,7 +1758,12 @@ int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **e
             return EDDY_EIO;
         return EDDY_OK;
     }
-    int rc = eddy__store_open(&rt->store, cv->state, fingerprint, err);
+    char fingerprint[17], *actions = NULL;
+    eddy__plan_fingerprint(plan, fingerprint);
+    if (eddy__plan_describe(plan, &actions) != EDDY_OK)
+        return eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
+    int rc = eddy__store_open(&rt->store, cv->state, fingerprint, actions, err);
+    free(actions);
     if (rc != EDDY_OK)
         return rc;
 #ifdef EDDY_TEST_HOOKS

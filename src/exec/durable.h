@@ -49,9 +49,9 @@
 #include "exec/runtime.h"
 #include "store/store.h"
 
-/* Open the state store, recover and open the sinks. Without a state directory
- * only opens the sinks. */
-int eddy__durable_open(eddy_runtime *rt, const char *fingerprint, eddy_error **err);
+/* Open the state store of plan (borrowed), recover and open the sinks. Without
+ * a state directory only opens the sinks. */
+int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err);
 /* Start the runs that were in flight at the crash (after the runtime is set up). */
 void eddy__durable_resume(eddy_runtime *rt);
 /* Stop the thread that syncs commits (before the loop's handles close). */

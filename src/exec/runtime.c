@@ -863,9 +863,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     if (eddy__paths_check(cv->input, cv->output, eddy__config_dead_letter(rt->conf), err) !=
         EDDY_OK)
         goto fail;
-    char fingerprint[17];
-    eddy__plan_fingerprint(plan, fingerprint);
-    if (eddy__durable_open(rt, fingerprint, err) != EDDY_OK)
+    if (eddy__durable_open(rt, plan, err) != EDDY_OK)
         goto fail;
 
     eddy__source_opts so = {

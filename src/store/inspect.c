@@ -94,7 +94,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
     eddy__store *s = NULL;
     if (dir == NULL)
         return eddy__error_set(err, EDDY_EINVAL, "store", "no state directory given"), NULL;
-    if (eddy__store_open(&s, dir, NULL, err) != EDDY_OK)
+    if (eddy__store_open(&s, dir, NULL, NULL, err) != EDDY_OK)
         return NULL;
     inspect_ctx c = {.in_flight = json_array(),
                      .by_key = json_object(),

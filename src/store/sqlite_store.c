@@ -50,6 +50,7 @@
 #include <uv.h>
 
 #include "core/error.h"
+#include "core/plan.h"
 #include "store/jlog.h"
 #include "store/store_impl.h"
 #include "store/walvfs.h"
@@ -2307,6 +2308,21 @@ static int query_one(sqlite_store *s, const char *sql, char **text, sqlite3_int6
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Set meta row k to the text v, at open, before the statements are prepared. */
+static int meta_put_text(sqlite_store *s, const char *k, const char *v)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, stmt_sql[ST_META_SET], -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int configure(sqlite_store *s, eddy_error **err)
 {
     char *mode = NULL;
@@ -2466,8 +2482,57 @@ static int wal_open(sqlite_store *s, eddy_error **err)
     return EDDY_OK;
 }
 
+/* Inside the open transaction, the plan being the state's: the state's
+ * description of it becomes this one when it has none (an older eddy made the
+ * state) or another text. */
+static int keep_plan_actions(sqlite_store *s, const char *actions, eddy_error **err)
+{
+    char *text = NULL;
+    if (actions == NULL)
+        return EDDY_OK;
+    int rc = query_one(s, "SELECT v FROM meta WHERE k = 'plan_actions'", &text, NULL);
+    int same = text != NULL && strcmp(text, actions) == 0;
+    free(text);
+    if (rc == SQLITE_OK && !same)
+        rc = meta_put_text(s, "plan_actions", actions);
+    return rc != SQLITE_OK ? open_fail(s, rc, "recording the plan's actions", err) : EDDY_OK;
+}
+
+/* The refusal of a state made for another plan (its fingerprint their_fp,
+ * NULL when it has none): what differs, when the state describes its plan
+ * (see store.h); the fingerprints otherwise. */
+static int refuse_plan(sqlite_store *s, const char *their_fp, const char *fp, const char *actions,
+                       eddy_error **err)
+{
+    char *theirs = NULL, *why = NULL;
+    int rc = query_one(s, "SELECT v FROM meta WHERE k = 'plan_actions'", &theirs, NULL);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the plan's actions", err);
+    if (theirs != NULL && their_fp != NULL && actions != NULL)
+        why = eddy__plan_differences(theirs, their_fp, actions);
+    if (why != NULL)
+        rc = eddy__error_set(err, EDDY_ESTATE, "store",
+                             "state directory %s belongs to another agent plan (%s); use another "
+                             "--state directory, or remove %s to start over",
+                             s->dir, why, s->dir);
+    else
+        rc = eddy__error_set(err, EDDY_ESTATE, "store",
+                             "state directory %s belongs to another agent plan (its plan "
+                             "fingerprint is %s, this plan's is %s%s); use another --state "
+                             "directory, or remove %s to start over",
+                             s->dir, their_fp != NULL ? their_fp : "(none)", fp,
+                             their_fp != NULL && theirs == NULL
+                                 ? "; an older eddy made the state without recording "
+                                   "its plan's actions, so what changed is not known"
+                                 : "",
+                             s->dir);
+    free(theirs);
+    free(why);
+    return rc;
+}
+
 /* Inside the open transaction: refuse a database of another format or plan. */
-static int check_existing(sqlite_store *s, const char *fp, eddy_error **err)
+static int check_existing(sqlite_store *s, const char *fp, const char *actions, eddy_error **err)
 {
     char *text = NULL;
     sqlite3_int64 version = 0;
@@ -2515,19 +2580,16 @@ static int check_existing(sqlite_store *s, const char *fp, eddy_error **err)
     rc = query_one(s, "SELECT v FROM meta WHERE k = 'plan'", &text, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the plan fingerprint", err);
-    if (text == NULL || strcmp(text, fp) != 0)
-        rc = eddy__error_set(err, EDDY_ESTATE, "store",
-                             "state directory %s belongs to another agent plan (its plan "
-                             "fingerprint is %s, this plan's is %s); use another --state "
-                             "directory, or remove %s to start over",
-                             s->dir, text != NULL ? text : "(none)", fp, s->dir);
+    int r = text != NULL && strcmp(text, fp) == 0 ? keep_plan_actions(s, actions, err)
+                                                  : refuse_plan(s, text, fp, actions, err);
     free(text);
-    return rc;
+    return r;
 }
 
 /* Create the schema in a new database, or check an existing one; one
  * transaction. *created tells which. */
-static int init_schema(sqlite_store *s, const char *fp, int *created, eddy_error **err)
+static int init_schema(sqlite_store *s, const char *fp, const char *actions, int *created,
+                       eddy_error **err)
 {
     sqlite3_int64 n_meta = 0, n_all = 0;
     int r = EDDY_OK;
@@ -2544,7 +2606,7 @@ static int init_schema(sqlite_store *s, const char *fp, int *created, eddy_error
     }
     *created = n_meta == 0;
     if (n_meta > 0) {
-        r = check_existing(s, fp, err);
+        r = check_existing(s, fp, actions, err);
         if (r != EDDY_OK)
             goto fail;
     } else if (n_all > 0) {
@@ -2566,6 +2628,8 @@ static int init_schema(sqlite_store *s, const char *fp, int *created, eddy_error
         if (rc == SQLITE_OK)
             rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(s->db);
         sqlite3_finalize(st);
+        if (rc == SQLITE_OK && actions != NULL)
+            rc = meta_put_text(s, "plan_actions", actions);
         if (rc != SQLITE_OK) {
             r = open_fail(s, rc, "creating the schema", err);
             goto fail;
@@ -2790,7 +2854,7 @@ static int on_busy(void *arg, int count)
 }
 
 int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
-                            eddy_error **err)
+                            const char *plan_actions, eddy_error **err)
 {
     int created = 0;
     sqlite_store *s = calloc(1, sizeof(*s));
@@ -2829,7 +2893,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         goto fail;
     }
     if ((r = configure(s, err)) != EDDY_OK ||
-        (r = init_schema(s, plan_fingerprint, &created, err)) != EDDY_OK ||
+        (r = init_schema(s, plan_fingerprint, plan_actions, &created, err)) != EDDY_OK ||
         (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK ||
         (r = pend_load(s, err)) != EDDY_OK || (r = jlog_rebuild(s, err)) != EDDY_OK)
         goto fail;

@@ -11,14 +11,14 @@
 #include "store/store_impl.h"
 
 int eddy__store_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
-                     eddy_error **err)
+                     const char *plan_actions, eddy_error **err)
 {
     if (out == NULL)
         return eddy__error_set(err, EDDY_EINVAL, "store", "eddy__store_open: out is NULL");
     *out = NULL;
     if (dir == NULL || *dir == '\0')
         return eddy__error_set(err, EDDY_EINVAL, "store", "no state directory given");
-    return eddy__store_sqlite_open(out, dir, plan_fingerprint, err);
+    return eddy__store_sqlite_open(out, dir, plan_fingerprint, plan_actions, err);
 }
 
 void eddy__store_close(eddy__store *s)

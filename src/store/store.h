@@ -21,7 +21,9 @@
  * committed so far survive the death of the machine too.
  *
  * What is stored (all JSON as compact text):
- *   meta     format version, plan fingerprint, source position (byte offset and
+ *   meta     format version, plan fingerprint ("plan"; and the plan's actions
+ *            with their event types, "plan_actions", which older states lack),
+ *            source position (byte offset and
  *            line number of the next unread line), sink position (committed
  *            length of the output file), the outbox's next id, the run counter
  *            ("next_run": the next run's sequence number, for all keys), the key
@@ -127,9 +129,17 @@ typedef struct eddy__store eddy__store;
  * EDDY_EINVAL when dir is NULL or empty or plan_fingerprint NULL.
  * On failure *out is NULL and *err (new, when err is not NULL) names the
  * directory or file and the cause.
+ *
+ * plan_actions (borrowed; NULL to leave what the store holds) describes the
+ * plan (eddy__plan_describe). The fingerprint alone decides; the description
+ * is kept beside it, written when the store is made and when a store of the
+ * same fingerprint lacks it (an older eddy made the store) or holds another
+ * text, so that the refusal of another plan can say what differs
+ * (eddy__plan_differences). An older eddy never reads it, so it needs no new
+ * format version.
  */
 int eddy__store_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
-                     eddy_error **err);
+                     const char *plan_actions, eddy_error **err);
 /* plan_fingerprint NULL opens an existing store read-only for inspection: no
  * lock (it may run beside the eddy process that owns dir), any plan;
  * EDDY_ENOTFOUND when dir holds no state. Writes then fail. */

@@ -71,7 +71,7 @@ struct eddy__store {
 /* The embedded SQLite store (sqlite_store.c); arguments and errors as
  * eddy__store_open(), which calls it with checked arguments. */
 int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan_fingerprint,
-                            eddy_error **err);
+                            const char *plan_actions, eddy_error **err);
 
 #ifdef EDDY_TEST_HOOKS
 /* Tests only: run sql on the SQLite store's connection (for example

@@ -18,6 +18,10 @@
  *                         the call of the last Echo when the flag exists)
  * With EDDY_TEST_GOT set, step1 also records "got" with the call's arguments
  * once the action has the call's outcome (a call it got must never run again).
+ *
+ * EDDY_TEST_PLAN changes the plan, for the refusal of a state made with
+ * another: "changed" has probe listen to Echo too, no "later" and a new
+ * "score" (Scored) at the end; "reordered" registers step2 before step1.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -330,17 +334,28 @@ static int later(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 int eddy_agent_init(eddy_plan *plan)
 {
     static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
+    static const char *const input_echo[] = {EDDY_INPUT_EVENT, "Echo", NULL};
     static const char *const mid[] = {"Mid", NULL};
     static const char *const lat[] = {"Later", NULL};
     static const char *const echo_on[] = {"Echo", NULL};
-    int rc = eddy_plan_add_action(plan, "step1", input, step1, NULL);
-    if (rc == EDDY_OK)
+    static const char *const scored[] = {"Scored", NULL};
+    const char *variant = getenv("EDDY_TEST_PLAN");
+    int changed = variant != NULL && strcmp(variant, "changed") == 0;
+    int reordered = variant != NULL && strcmp(variant, "reordered") == 0;
+    int rc = EDDY_OK;
+    if (reordered)
         rc = eddy_plan_add_action(plan, "step2", mid, step2, NULL);
     if (rc == EDDY_OK)
-        rc = eddy_plan_add_action(plan, "probe", input, probe, NULL);
+        rc = eddy_plan_add_action(plan, "step1", input, step1, NULL);
+    if (rc == EDDY_OK && !reordered)
+        rc = eddy_plan_add_action(plan, "step2", mid, step2, NULL);
     if (rc == EDDY_OK)
+        rc = eddy_plan_add_action(plan, "probe", changed ? input_echo : input, probe, NULL);
+    if (rc == EDDY_OK && !changed)
         rc = eddy_plan_add_action(plan, "later", lat, later, NULL);
     if (rc == EDDY_OK)
         rc = eddy_plan_add_action(plan, "echo", echo_on, echo, NULL);
+    if (rc == EDDY_OK && changed)
+        rc = eddy_plan_add_action(plan, "score", scored, echo, NULL);
     return rc;
 }

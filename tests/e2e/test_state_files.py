@@ -5,6 +5,7 @@ leaves the state file exactly as it was (checksums before and after)."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -32,11 +33,15 @@ class StateFiles(EddyTest):
         self.db = os.path.join(self.state, "eddy.db")
         self.effects = self.path("effects.txt")
 
-    def run_cmd(self):
+    def run_cmd(self, plan=None):
+        """plan: a variant of the agent's plan (EDDY_TEST_PLAN, see durable_agent.c)."""
         cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
                self.state, "--no-progress", "--quiet"]
-        return subprocess.run(cmd, capture_output=True, timeout=120,
-                              env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+        env.pop("EDDY_TEST_PLAN", None)
+        if plan is not None:
+            env["EDDY_TEST_PLAN"] = plan
+        return subprocess.run(cmd, capture_output=True, timeout=120, env=env)
 
     def finished_state(self, n=400):
         """A real state made by a real run that completed (keys with memory)."""
@@ -55,9 +60,9 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 137, res.stderr)
 
-    def assert_refused(self, *words):
+    def assert_refused(self, *words, plan=None):
         before = digest(self.db)
-        res = self.run_cmd()
+        res = self.run_cmd(plan)
         err = res.stderr.decode(errors="replace")
         self.assertEqual(res.returncode, 3, err)
         self.assertTrue(err.startswith("eddy: "), err)
@@ -315,6 +320,50 @@ class StateFiles(EddyTest):
         res = subprocess.run(cmd + ["--key", "seq"], capture_output=True, timeout=120)
         self.assertEqual(res.returncode, 3, res.stderr)
         self.assertIn(b"was filled with another key field than --key seq", res.stderr)
+
+    def test_other_plan_says_what_differs(self):
+        """A state made for another plan is refused with what differs: actions
+        added, removed, listening to other event types, in another order. The
+        state keeps its plan's actions beside the fingerprint, which alone
+        decides. A state an older eddy made lacks them: a run of the same plan
+        adds them, and until then the refusal gives the fingerprints and says
+        why."""
+        self.finished_state(40)
+        actions = "SELECT v FROM meta WHERE k = 'plan_actions'"
+        described = ('[{"name":"step1","event_types":["InputEvent"]},'
+                     '{"name":"step2","event_types":["Mid"]},'
+                     '{"name":"probe","event_types":["InputEvent"]},'
+                     '{"name":"later","event_types":["Later"]},'
+                     '{"name":"echo","event_types":["Echo"]}]')
+        then = "; use another --state directory, or remove %s to start over\n" % self.state
+        err = self.assert_refused(plan="changed")
+        self.assertEqual(err, "eddy: state directory %s belongs to another agent plan (action "
+                         "'probe' listens to InputEvent, Echo instead of InputEvent; action "
+                         "'score' is new; action 'later' was removed)" % self.state + then)
+        err = self.assert_refused(plan="reordered")
+        self.assertEqual(err, "eddy: state directory %s belongs to another agent plan (the "
+                         "actions are in another order: 'step2', 'step1', 'probe', 'later', "
+                         "'echo' instead of 'step1', 'step2', 'probe', 'later', 'echo')"
+                         % self.state + then)
+        self.assertEqual(self.query(actions), described)
+
+        self.sql("DELETE FROM meta WHERE k = 'plan_actions'")
+        fingerprints = ("eddy: state directory %s belongs to another agent plan \\(its plan "
+                        "fingerprint is [0-9a-f]{16}, this plan's is [0-9a-f]{16}"
+                        % re.escape(self.state))
+        err = self.assert_refused(plan="changed")
+        self.assertRegex(err, "^" + fingerprints + "; an older eddy made the state without "
+                         "recording its plan's actions, so what changed is not known\\)")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(self.query(actions), described)
+        err = self.assert_refused(plan="changed")
+        self.assertIn("(action 'probe' listens to InputEvent, Echo instead of", err)
+        # A description that does not give the state's fingerprint is not believed.
+        self.sql("UPDATE meta SET v = ? WHERE k = 'plan_actions'",
+                 described.replace('"later"', '"sooner"'))
+        err = self.assert_refused(plan="changed")
+        self.assertRegex(err, "^" + fingerprints + "\\); use another")
 
     def test_not_an_eddy_database(self):
         os.makedirs(self.state)

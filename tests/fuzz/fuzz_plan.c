@@ -8,7 +8,11 @@
  * and refuses the others with EDDY_EINVAL, leaving the plan as it was; every
  * accepted action is routed from each of its types, once, in registration
  * order; the fingerprint is a function of the accepted actions alone (a plan
- * rebuilt from them has the same one).
+ * rebuilt from them has the same one), and so is the description
+ * (eddy__plan_describe), in which eddy__plan_differences() finds nothing
+ * against itself and, when it can read it, the new action after an added
+ * one. The input as a whole is also given to eddy__plan_differences() as a
+ * state's description, which it reads or refuses.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(text, data, size);
     text[size] = '\0';
+    char *raw = strdup(text);
+    CHECK(raw != NULL);
     eddy_plan *p = eddy_plan_new();
     eddy_plan *again = eddy_plan_new();
     CHECK(p != NULL && again != NULL);
@@ -94,10 +100,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = split(line, f);
         int ok = valid(p, f, n);
         size_t before = eddy_plan_action_count(p);
-        char fp_before[17], fp_after[17];
+        char fp_before[17], fp_after[17], *d_before = NULL, *d_after = NULL;
         eddy__plan_fingerprint(p, fp_before);
+        CHECK(eddy__plan_describe(p, &d_before) == EDDY_OK);
         int rc = eddy_plan_add_action(p, f[0], f + 1, noop, NULL);
         eddy__plan_fingerprint(p, fp_after);
+        CHECK(eddy__plan_describe(p, &d_after) == EDDY_OK);
+        char *says = eddy__plan_differences(d_before, fp_before, d_after);
+        CHECK(says == NULL || (ok && strstr(says, "' is new") != NULL));
+        free(says);
+        free(d_before);
+        free(d_after);
         if (ok) {
             CHECK(rc == EDDY_OK);
             CHECK(eddy_plan_action_count(p) == before + 1);
@@ -114,6 +127,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     eddy__plan_fingerprint(p, fa);
     eddy__plan_fingerprint(again, fb);
     CHECK(strcmp(fa, fb) == 0);
+    char *da = NULL, *db = NULL;
+    CHECK(eddy__plan_describe(p, &da) == EDDY_OK && eddy__plan_describe(again, &db) == EDDY_OK);
+    CHECK(strcmp(da, db) == 0);
+    CHECK(eddy__plan_differences(da, fa, db) == NULL);
+    free(eddy__plan_differences(raw, fa, da));
+    free(da);
+    free(db);
+    free(raw);
     eddy_plan_free(p);
     eddy_plan_free(again);
     free(text);

@@ -57,7 +57,7 @@ static void setup(void)
     atexit(cleanup);
     snprintf(db_path, sizeof(db_path), "%s/eddy.db", dir);
     eddy__store *s = NULL;
-    CHECK(eddy__store_open(&s, dir, FP, NULL) == EDDY_OK);
+    CHECK(eddy__store_open(&s, dir, FP, NULL, NULL) == EDDY_OK);
     uint64_t id;
     CHECK(eddy__store_pending_add(s, "\"a\"", 1, 1, "{\"v\":1}") == EDDY_OK);
     CHECK(eddy__store_pending_add(s, "\"b\"", 2, 2, "[2]") == EDDY_OK);
@@ -217,7 +217,7 @@ static void expect_refused(const char *fp, const char *what)
 {
     eddy__store *s = (eddy__store *)&s;
     eddy_error *err = NULL;
-    int rc = eddy__store_open(&s, dir, fp, &err);
+    int rc = eddy__store_open(&s, dir, fp, NULL, &err);
     if (rc != EDDY_ESTATE)
         fprintf(stderr, "open (%s): %s: %s\n", fp != NULL ? "write" : "read-only",
                 eddy_err_name(rc), err != NULL ? eddy_error_message(err) : "");
@@ -235,7 +235,7 @@ static void expect_refused(const char *fp, const char *what)
 static void inspect_inputs(const input *want, long k, int damaged)
 {
     eddy__store *s = NULL;
-    CHECK(eddy__store_open(&s, dir, NULL, NULL) == EDDY_OK);
+    CHECK(eddy__store_open(&s, dir, NULL, NULL, NULL) == EDDY_OK);
     seen w = {.want = want, .nwant = k};
     int rc = eddy__store_pending_load(s, on_input, &w);
     if (damaged) {
@@ -266,7 +266,7 @@ static void check_inputs(const unsigned char *p, size_t n)
     }
     for (int ro = 0; ro < 2; ro++) {
         eddy__store *s = NULL;
-        CHECK(eddy__store_open(&s, dir, ro ? NULL : FP, NULL) == EDDY_OK);
+        CHECK(eddy__store_open(&s, dir, ro ? NULL : FP, NULL, NULL) == EDDY_OK);
         seen w = {.want = want, .nwant = k};
         CHECK(eddy__store_pending_load(s, on_input, &w) == EDDY_OK);
         CHECK(w.n == k);
@@ -284,7 +284,7 @@ static void check_inputs(const unsigned char *p, size_t n)
         eddy__store_close(s);
         if (!ro) {
             /* What the store wrote, it opens again. */
-            CHECK(eddy__store_open(&s, dir, FP, NULL) == EDDY_OK);
+            CHECK(eddy__store_open(&s, dir, FP, NULL, NULL) == EDDY_OK);
             seen again = {.want = want + (k > 0), .nwant = k > 0 ? k - 1 : 0};
             CHECK(eddy__store_pending_load(s, on_input, &again) == EDDY_OK);
             CHECK(again.n == again.nwant);
@@ -308,7 +308,7 @@ static void check_outbox(int64_t id, const unsigned char *p, size_t n)
         lines += p[i] == '\n';
     for (int ro = 0; ro < 2; ro++) {
         eddy__store *s = NULL;
-        CHECK(eddy__store_open(&s, dir, ro ? NULL : FP, NULL) == EDDY_OK);
+        CHECK(eddy__store_open(&s, dir, ro ? NULL : FP, NULL, NULL) == EDDY_OK);
         seen w = {.p = p, .len = n, .next_id = (uint64_t)id - (lines - 1)};
         CHECK(eddy__store_outbox_load(s, on_line, &w) == EDDY_OK);
         CHECK((uint64_t)w.n == lines && w.at == n && w.next_id == (uint64_t)id + 1);
@@ -330,7 +330,7 @@ static void check_outbox(int64_t id, const unsigned char *p, size_t n)
         if (!ro) {
             /* What the store wrote, it opens again: the row's lines after
              * the first, then the new one. */
-            CHECK(eddy__store_open(&s, dir, FP, NULL) == EDDY_OK);
+            CHECK(eddy__store_open(&s, dir, FP, NULL, NULL) == EDDY_OK);
             CHECK(eddy__store_counts_get(s, &c) == EDDY_OK);
             CHECK(c.outbox == lines);
             eddy__store_close(s);

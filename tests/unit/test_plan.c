@@ -123,6 +123,117 @@ static void test_add_action_fails_cleanly(void **state)
     eddy_plan_free(p);
 }
 
+/* ---------------------------------------------------------------- descriptions */
+
+/* A plan of lines "name type type ...", its description and fingerprint. */
+typedef struct described {
+    char *text;
+    char fp[17];
+} described;
+
+static described describe(const char *const *lines)
+{
+    eddy_plan *p = eddy_plan_new();
+    described d = {0};
+    assert_non_null(p);
+    for (; *lines != NULL; lines++) {
+        char buf[256];
+        const char *f[8];
+        size_t n = 0;
+        snprintf(buf, sizeof(buf), "%s", *lines);
+        for (char *s = strtok(buf, " "); s != NULL && n < 7; s = strtok(NULL, " "))
+            f[n++] = s;
+        f[n] = NULL;
+        assert_int_equal(eddy_plan_add_action(p, f[0], f + 1, nop, NULL), EDDY_OK);
+    }
+    assert_int_equal(eddy__plan_describe(p, &d.text), EDDY_OK);
+    eddy__plan_fingerprint(p, d.fp);
+    eddy_plan_free(p);
+    return d;
+}
+
+/* What eddy__plan_differences() says from the plan was to the plan now. */
+static void expect_differences(const char *const *was, const char *const *now, const char *want)
+{
+    described a = describe(was), b = describe(now);
+    char *got = eddy__plan_differences(a.text, a.fp, b.text);
+    if (want == NULL && got != NULL)
+        fail_msg("expected nothing, got \"%s\"", got);
+    if (want != NULL && (got == NULL || strcmp(got, want) != 0))
+        fail_msg("expected \"%s\", got \"%s\"", want, got != NULL ? got : "(null)");
+    free(got);
+    free(a.text);
+    free(b.text);
+}
+
+static void test_describe(void **state)
+{
+    (void)state;
+    static const char *const plan[] = {"triage Scored Flagged", "say\"\\ \x01", NULL};
+    described d = describe(plan);
+    assert_string_equal(d.text, "[{\"name\":\"triage\",\"event_types\":[\"Scored\",\"Flagged\"]},"
+                                "{\"name\":\"say\\\"\\\\\",\"event_types\":[\"\\u0001\"]}]");
+    free(d.text);
+    /* Whichever allocation fails, the call says so. */
+    static const char *const types[] = {"Scored", "Flagged", NULL};
+    eddy_plan *p = eddy_plan_new();
+    assert_int_equal(eddy_plan_add_action(p, "triage", types, nop, NULL), EDDY_OK);
+    for (int n = 1;; n++) {
+        char *text = (char *)"x";
+        fail_alloc(n);
+        int rc = eddy__plan_describe(p, &text);
+        int failed = alloc_countdown == 0;
+        fail_alloc(0);
+        if (!failed) {
+            assert_int_equal(rc, EDDY_OK);
+            free(text);
+            break;
+        }
+        assert_int_equal(rc, EDDY_ENOMEM);
+        assert_null(text);
+    }
+    eddy_plan_free(p);
+}
+
+static void test_differences(void **state)
+{
+    (void)state;
+    static const char *const was[] = {"triage Scored", "notify Done", "log A B", NULL};
+    static const char *const now[] = {"triage Scored Flagged", "log A B", "score Input", NULL};
+    expect_differences(was, now,
+                       "action 'triage' listens to Scored, Flagged instead of Scored; action "
+                       "'score' is new; action 'notify' was removed");
+    /* The order of event types counts, and the order of the actions both have. */
+    static const char *const swapped[] = {"log B A", "triage Scored", "extra X", NULL};
+    expect_differences(was, swapped,
+                       "action 'log' listens to B, A instead of A, B; action 'extra' is new; "
+                       "action 'notify' was removed; the actions are in another order: 'log', "
+                       "'triage' instead of 'triage', 'log'");
+    expect_differences(was, was, NULL);
+
+    /* A description is believed only when it gives the fingerprint kept with it. */
+    described a = describe(was), b = describe(now);
+    assert_null(eddy__plan_differences(a.text, b.fp, b.text));
+    assert_null(eddy__plan_differences(a.text, NULL, b.text));
+    assert_null(eddy__plan_differences(NULL, a.fp, b.text));
+    static const char *const not_descriptions[] = {"",
+                                                   "{}",
+                                                   "[1]",
+                                                   "[{\"name\":\"triage\"}]",
+                                                   "[{\"name\":1,\"event_types\":[]}]",
+                                                   "[{\"name\":\"t\",\"event_types\":[1]}]",
+                                                   "[{\"name\":\"t\\u0000\",\"event_types\":[]}]"};
+    for (size_t i = 0; i < sizeof(not_descriptions) / sizeof(*not_descriptions); i++) {
+        assert_null(eddy__plan_differences(not_descriptions[i], a.fp, b.text));
+        assert_null(eddy__plan_differences(a.text, a.fp, not_descriptions[i]));
+    }
+    free(a.text);
+    free(b.text);
+    /* A name that is not UTF-8 is written as it is, and not read back. */
+    static const char *const latin1[] = {"caf\xe9 Scored", NULL};
+    expect_differences(was, latin1, NULL);
+}
+
 /* ---------------------------------------------------------------- loading */
 
 /* The path of test agent name (built in EDDY_TEST_AGENTS). */
@@ -219,6 +330,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_action_fails_cleanly),
+        cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_differences),
         cmocka_unit_test(test_load_errors_are_set),
         cmocka_unit_test(test_failed_load_leaves_the_plan),
         cmocka_unit_test(test_runtime_new_out_of_memory),

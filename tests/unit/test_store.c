@@ -127,7 +127,7 @@ static eddy__store *open_ok(const char *dir, const char *fp)
 {
     eddy__store *s = NULL;
     eddy_error *err = NULL;
-    int rc = eddy__store_open(&s, dir, fp, &err);
+    int rc = eddy__store_open(&s, dir, fp, NULL, &err);
     if (rc != EDDY_OK)
         fail_msg("open %s: %s: %s", dir, eddy_err_name(rc), eddy_error_message(err));
     assert_null(err);
@@ -140,7 +140,7 @@ static char *open_fails(const char *dir, const char *fp, int code)
 {
     eddy__store *s = (eddy__store *)&s; /* must come back NULL */
     eddy_error *err = NULL;
-    int rc = eddy__store_open(&s, dir, fp, &err);
+    int rc = eddy__store_open(&s, dir, fp, NULL, &err);
     assert_null(s);
     if (rc != code)
         fail_msg("open %s: expected %s, got %s: %s", dir, eddy_err_name(code), eddy_err_name(rc),
@@ -959,6 +959,61 @@ static void test_other_plan(void **state)
     eddy__store_close(open_ok(d->state, FP)); /* the refusal changed nothing */
 }
 
+/* The store's plan_actions, read by a store opened read-only (new, or NULL). */
+static char *plan_actions(const char *dir)
+{
+    eddy__store *s = NULL;
+    char *text = (char *)"x";
+    assert_int_equal(eddy__store_open(&s, dir, NULL, NULL, NULL), EDDY_OK);
+    assert_int_equal(eddy__store_get_meta_text(s, "plan_actions", &text), EDDY_OK);
+    eddy__store_close(s);
+    return text;
+}
+
+/* The description of the plan is kept beside its fingerprint: written when
+ * the store is made, and when one of the same fingerprint lacks it or holds
+ * another text; the fingerprint alone decides. */
+static void test_plan_actions_kept(void **state)
+{
+    test_dir *d = *state;
+    static const char *const one[] = {"[\"one\"]", "[\"two\"]"};
+    eddy__store *s = NULL;
+    /* Made without one (as an older eddy does): a refusal says it cannot tell. */
+    eddy__store_close(open_ok(d->state, FP));
+    assert_null(plan_actions(d->state));
+    char *msg = open_fails(d->state, FP2, EDDY_ESTATE);
+    assert_non_null(strstr(msg, "an older eddy made the state without recording its plan's "
+                                "actions, so what changed is not known"));
+    free(msg);
+    assert_null(plan_actions(d->state));
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(eddy__store_open(&s, d->state, FP, one[i], NULL), EDDY_OK);
+        eddy__store_close(s);
+        char *text = plan_actions(d->state);
+        assert_string_equal(text, one[i]);
+        free(text);
+    }
+    eddy__store_close(open_ok(d->state, FP)); /* NULL leaves it */
+    char *text = plan_actions(d->state);
+    assert_string_equal(text, one[1]);
+    free(text);
+    /* A description that does not give the state's fingerprint is not
+     * believed: the refusal gives the fingerprints, without the hint. */
+    msg = open_fails(d->state, FP2, EDDY_ESTATE);
+    assert_non_null(strstr(msg, FP2));
+    assert_null(strstr(msg, "older eddy"));
+    free(msg);
+
+    /* A new store has it from the start. */
+    char other[4096];
+    snprintf(other, sizeof(other), "%s/other", d->root);
+    assert_int_equal(eddy__store_open(&s, other, FP, one[0], NULL), EDDY_OK);
+    eddy__store_close(s);
+    text = plan_actions(other);
+    assert_string_equal(text, one[0]);
+    free(text);
+}
+
 static void test_format_version(void **state)
 {
     test_dir *d = *state;
@@ -1037,7 +1092,7 @@ static void test_damaged_inputs_rows(void **state)
         poke_db(d->state, sql);
         eddy__store *t = NULL;
         eddy_error *err = NULL;
-        int rc = eddy__store_open(&t, d->state, FP, &err);
+        int rc = eddy__store_open(&t, d->state, FP, NULL, &err);
         if (rc == EDDY_OK) {
             eddy__store_close(t);
         } else {
@@ -1206,11 +1261,11 @@ static void test_bad_directory(void **state)
     assert_int_equal(unlink(d->state), 0);
 
     eddy__store *s = (eddy__store *)&s;
-    assert_int_equal(eddy__store_open(&s, "", FP, NULL), EDDY_EINVAL);
+    assert_int_equal(eddy__store_open(&s, "", FP, NULL, NULL), EDDY_EINVAL);
     assert_null(s);
     /* Without a fingerprint the store opens read-only, for inspection; a
      * directory with no state is not found. */
-    assert_int_equal(eddy__store_open(&s, d->state, NULL, NULL), EDDY_ENOTFOUND);
+    assert_int_equal(eddy__store_open(&s, d->state, NULL, NULL, NULL), EDDY_ENOTFOUND);
 }
 
 static void test_readonly_dir(void **state)
@@ -1487,6 +1542,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_reopen, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_plan_actions_kept, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_rows_written_at_commit, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_uncommitted_lost, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_wal_preallocated, setup_dir, teardown_dir),
