@@ -529,8 +529,9 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  *   state, source {offset, line} (where reading resumes: byte offset, and
  *   the lines before it, so reading resumes at line line + 1), key_field
  *   (the --key field the state was filled with; null in states written
- *   before eddy kept its name), next_run (the next run number: one counter
- *   for all keys), output_offset and
+ *   before eddy kept its name), plan ([{name, event_types}], the actions of
+ *   the plan that filled it, as recorded; null in older states), next_run
+ *   (the next run number: one counter for all keys), output_offset and
  *   dead_letter_offset (committed file lengths), counts {keys, pending,
  *   journal, outbox}, in_flight [{key, seq, line, pending}] (keys with runs in
  *   flight, in arrival order; pending counts the run's input too), journal

@@ -724,6 +724,27 @@ static void print_report(json_t *r)
     const char *kf = json_string_value(json_object_get(r, "key_field"));
     if (kf != NULL)
         printf("key field: %s\n", kf);
+    json_t *plan = json_object_get(r, "plan");
+    if (json_array_size(plan) > 0) {
+        /* "plan: score (InputEvent), decide (Scored, Flagged)" */
+        printf("plan:");
+        size_t ai;
+        json_t *a;
+        json_array_foreach(plan, ai, a)
+        {
+            const char *name = json_string_value(json_object_get(a, "name"));
+            printf("%s %s (", ai > 0 ? "," : "", name != NULL ? name : "?");
+            size_t ti;
+            json_t *t;
+            json_array_foreach(json_object_get(a, "event_types"), ti, t)
+            {
+                const char *ty = json_string_value(t);
+                printf("%s%s", ti > 0 ? ", " : "", ty != NULL ? ty : "?");
+            }
+            printf(")");
+        }
+        printf("\n");
+    }
     printf("next run number: %lld (one counter for all keys)\n",
            (long long)json_integer_value(json_object_get(r, "next_run")));
     printf("output: %lld bytes committed; dead letters: %lld bytes\n",

@@ -104,7 +104,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                      .detail_journal = json_array()};
     json_t *out = NULL;
     uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0;
-    char *key_field = NULL;
+    char *key_field = NULL, *plan_actions = NULL;
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
     if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL ||
@@ -115,6 +115,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         (rc = eddy__store_get_meta_u64(s, "dead_offset", &dead)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(s, "next_run", &next_run)) != EDDY_OK ||
         (rc = eddy__store_get_meta_text(s, "key_field_name", &key_field)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_text(s, "plan_actions", &plan_actions)) != EDDY_OK ||
         (rc = eddy__store_counts_get(s, &n)) != EDDY_OK ||
         (rc = eddy__store_pending_load(s, on_pending, &c)) != EDDY_OK ||
         (rc = eddy__store_journal_load_all(s, on_jrec, &c)) != EDDY_OK)
@@ -126,11 +127,26 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                     (json_int_t)n.journal, "outbox", (json_int_t)n.outbox, "in_flight", c.in_flight,
                     "journal", c.journal);
     /* The run counter is one for all keys; the key field's name is known
-     * to states written since it was stored (null before). */
+     * to states written since it was stored (null before), and so are the
+     * plan's actions and what they listen to (shown, not trusted: null if
+     * the row is not a JSON array). */
     json_t *kf = key_field != NULL ? json_string(key_field) : NULL; /* NULL: not UTF-8 */
-    if (out == NULL ||
-        json_object_set_new(out, "next_run", json_integer((json_int_t)next_run)) != 0 ||
-        json_object_set_new(out, "key_field", kf != NULL ? kf : json_null()) != 0) {
+    json_t *pa = plan_actions != NULL ? json_loads(plan_actions, 0, NULL) : NULL;
+    if (pa != NULL && !json_is_array(pa)) {
+        json_decref(pa);
+        pa = NULL;
+    }
+    if (out == NULL) {
+        json_decref(kf);
+        json_decref(pa);
+        rc = EDDY_ENOMEM;
+        goto done;
+    }
+    /* Each set takes its value, also when it fails: all three are made. */
+    int bad = json_object_set_new(out, "next_run", json_integer((json_int_t)next_run)) != 0;
+    bad |= json_object_set_new(out, "key_field", kf != NULL ? kf : json_null()) != 0;
+    bad |= json_object_set_new(out, "plan", pa != NULL ? pa : json_null()) != 0;
+    if (bad) {
         rc = EDDY_ENOMEM;
         goto done;
     }
@@ -179,6 +195,7 @@ done:
     json_decref(c.journal);
     json_decref(c.detail_journal);
     free(key_field);
+    free(plan_actions);
     eddy__store_close(s);
     return out;
 }

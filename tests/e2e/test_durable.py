@@ -726,6 +726,8 @@ class DurableTest(EddyTest):
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn(b"k2", text.stdout)
         self.assertIn(b"key field: key\n", text.stdout)
+        self.assertEqual([a["name"] for a in info["plan"]][:1], ["step1"])
+        self.assertIn(b"plan: step1 (InputEvent)", text.stdout)
         self.assertIn(b"next run number: %d (one counter for all keys)" % info["next_run"],
                       text.stdout)
 
