@@ -31,6 +31,8 @@
 
 #include <eddy/eddy.h>
 
+#include "agent_util.h"
+
 static json_int_t iget(const json_t *o, const char *k, json_int_t dflt)
 {
     json_t *v = json_object_get(o, k);
@@ -109,25 +111,6 @@ static int reconcile(const json_t *args, void *arg, json_t **result, eddy_error 
     }
     *result = json_string("reconciled");
     return EDDY_OK;
-}
-
-/* attrs is stolen (NULL: no attributes). The event is taken on success only:
- * freed on failure. */
-static int send_typed(eddy_ctx *ctx, const char *type, json_t *attrs)
-{
-    eddy_event *ev = eddy_event_new(type, attrs);
-    if (ev == NULL)
-        return EDDY_ENOMEM;
-    int rc = eddy_ctx_send_event(ctx, ev);
-    if (rc != EDDY_OK)
-        eddy_event_free(ev);
-    return rc;
-}
-
-static int output(eddy_ctx *ctx, json_t *out)
-{
-    json_object_set_new(out, "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY, NULL));
-    return send_typed(ctx, EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
 }
 
 static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)

@@ -10,6 +10,8 @@
 
 #include <eddy/eddy.h>
 
+#include "agent_util.h"
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -55,25 +57,6 @@ static int wrongthread_call(const json_t *args, void *arg, json_t **result, eddy
         json_pack("{s:i, s:b, s:b, s:i}", "send", send_rc, "key_null", eddy_ctx_key(ctx) == NULL,
                   "stm_null", m == NULL, "fail", eddy_ctx_fail(ctx, "x", "y"));
     return EDDY_OK;
-}
-
-/* attrs is stolen (NULL: no attributes). The event is taken on success only:
- * freed on failure. */
-static int send_typed(eddy_ctx *ctx, const char *type, json_t *attrs)
-{
-    eddy_event *ev = eddy_event_new(type, attrs);
-    if (ev == NULL)
-        return EDDY_ENOMEM;
-    int rc = eddy_ctx_send_event(ctx, ev);
-    if (rc != EDDY_OK)
-        eddy_event_free(ev);
-    return rc;
-}
-
-static int output(eddy_ctx *ctx, json_t *out)
-{
-    json_object_set_new(out, "key", json_loads(eddy_ctx_key(ctx), JSON_DECODE_ANY, NULL));
-    return send_typed(ctx, EDDY_OUTPUT_EVENT, json_pack("{s:o}", "output", out));
 }
 
 static int op_sleep(eddy_ctx *ctx, const json_t *in, json_int_t seq)
