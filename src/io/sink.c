@@ -17,6 +17,7 @@ struct eddy__sink {
     int fd;
     int owns_fd;
     int is_file;
+    int named; /* had a name (a link) when opened: its removal is noticed */
     uint64_t offset;
     uint64_t synced; /* offset at the last sync (UINT64_MAX: none yet) */
     uint64_t lines;  /* lines handed to write(2) whole */
@@ -78,6 +79,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
     struct stat st;
     if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
         s->is_file = 1;
+        s->named = st.st_nlink > 0; /* not /dev/stdout on an O_TMPFILE, say */
         if (!s->owns_fd) {
             /* A standard stream is the shell's: written from where it
              * stands, never cut or moved (`>` emptied it already, `>>`
@@ -127,6 +129,7 @@ static int sink_create(eddy__sink *s)
     }
     struct stat st;
     s->is_file = fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode);
+    s->named = s->is_file && st.st_nlink > 0;
     return EDDY_OK;
 }
 
@@ -239,7 +242,7 @@ int eddy__sink_sync(eddy__sink *s)
     /* A file removed while eddy wrote it keeps taking lines that no one
      * will read: its length must not be committed as delivered. */
     struct stat st;
-    if (s->owns_fd && fstat(s->fd, &st) == 0 && st.st_nlink == 0) {
+    if (s->owns_fd && s->named && fstat(s->fd, &st) == 0 && st.st_nlink == 0) {
         snprintf(s->errtext, sizeof(s->errtext),
                  "%s was removed while eddy wrote it (its lines since the last sync are not "
                  "delivered)",

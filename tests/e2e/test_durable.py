@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -319,6 +320,18 @@ class DurableTest(EddyTest):
                 p.wait()
             p.stderr.close()
         self.assertIn(self.out.encode() + b" was removed while eddy wrote it", err)
+        # A file that had no name from the start (/dev/stdout on an
+        # O_TMPFILE) is no removal.
+        write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(3)])
+        with tempfile.TemporaryFile() as f:
+            res = subprocess.run([EDDY, "run", DURABLE, "--input", self.inp, "--output",
+                                  "/dev/stdout", "--dead-letter", self.path("dl.jsonl"),
+                                  "--state", self.path("st2"), "--quiet"], stdout=f,
+                                 stderr=subprocess.PIPE, timeout=60,
+                                 env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+            self.assertEqual(res.returncode, 0, res.stderr)
+            f.seek(0)
+            self.assertEqual(len(f.read().splitlines()), 3)
 
     def test_switching_outputs_between_runs(self):
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
