@@ -1,5 +1,6 @@
 #include <dlfcn.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -295,14 +296,26 @@ static const json_t *described_types(const json_t *actions, size_t i)
     return json_object_get(json_array_get(actions, i), "event_types");
 }
 
-/* The index of the action named name, or SIZE_MAX. */
-static size_t described_find(const json_t *actions, const char *name)
+/* An index of a description: each action's name -> its place (a plan
+ * may have thousands of actions: no search per name). NULL on ENOMEM. */
+static json_t *described_index(const json_t *actions)
 {
-    for (size_t i = 0; i < json_array_size(actions); i++) {
-        if (strcmp(described_name(actions, i), name) == 0)
-            return i;
+    json_t *index = json_object();
+    for (size_t i = 0; index != NULL && i < json_array_size(actions); i++) {
+        if (json_object_set_new(index, described_name(actions, i), json_integer((json_int_t)i)) !=
+            0) {
+            json_decref(index);
+            index = NULL;
+        }
     }
-    return SIZE_MAX;
+    return index;
+}
+
+/* The place of the action named name in index's description, or SIZE_MAX. */
+static size_t described_find(const json_t *index, const char *name)
+{
+    const json_t *v = json_object_get(index, name);
+    return v != NULL ? (size_t)json_integer_value(v) : SIZE_MAX;
 }
 
 static uint64_t described_fingerprint(const json_t *actions)
@@ -317,7 +330,8 @@ static uint64_t described_fingerprint(const json_t *actions)
     return h;
 }
 
-/* The index of the first action from i on that other has too, or SIZE_MAX. */
+/* The place of the first action from i on that other (by its index) has
+ * too, or SIZE_MAX. */
 static size_t next_shared(const json_t *actions, size_t i, const json_t *other)
 {
     for (; i < json_array_size(actions); i++) {
@@ -327,20 +341,28 @@ static size_t next_shared(const json_t *actions, size_t i, const json_t *other)
     return SIZE_MAX;
 }
 
+/* At most this many clauses are spelt out; the rest are counted. */
+#define MAX_CLAUSES 10
+/* And at most this many names in the order clause. */
+#define MAX_NAMES 10
+
 /* The clauses of eddy__plan_differences(), "; " between them. */
 typedef struct clauses {
     eddy__buf b;
     int rc;
+    size_t n;  /* clauses begun */
+    int muted; /* the current clause is past MAX_CLAUSES: not written */
 } clauses;
 
 static void say(clauses *c, const char *s)
 {
-    if (c->rc == EDDY_OK)
+    if (c->rc == EDDY_OK && !c->muted)
         c->rc = put(&c->b, s);
 }
 
 static void clause(clauses *c, const char *s)
 {
+    c->muted = ++c->n > MAX_CLAUSES;
     say(c, c->b.len > 0 ? "; " : "");
     say(c, s);
 }
@@ -362,13 +384,18 @@ static void say_types(clauses *c, const json_t *types)
     }
 }
 
-/* The names of the actions that other has too, in the order of actions:
- * 'a', 'b'. */
+/* The names of the actions that other (by its index) has too, in the
+ * order of actions: 'a', 'b' (the first MAX_NAMES, then "..."). */
 static void say_shared(clauses *c, const json_t *actions, const json_t *other)
 {
     const char *sep = "'";
+    size_t n = 0;
     for (size_t i = next_shared(actions, 0, other); i != SIZE_MAX;
          i = next_shared(actions, i + 1, other)) {
+        if (n++ == MAX_NAMES) {
+            say(c, ", ...");
+            break;
+        }
         say(c, sep);
         say(c, described_name(actions, i));
         say(c, "'");
@@ -379,16 +406,18 @@ static void say_shared(clauses *c, const json_t *actions, const json_t *other)
 char *eddy__plan_differences(const char *theirs, const char *their_fp, const char *ours)
 {
     json_t *was = described(theirs), *now = described(ours);
-    clauses c = {{0}, EDDY_OK};
+    json_t *was_at = was != NULL ? described_index(was) : NULL;
+    json_t *now_at = now != NULL ? described_index(now) : NULL;
+    clauses c = {{0}, EDDY_OK, 0, 0};
     char fp[17];
-    if (was == NULL || now == NULL || their_fp == NULL)
+    if (was_at == NULL || now_at == NULL || their_fp == NULL)
         goto out;
     eddy__hex64(described_fingerprint(was), fp);
     if (strcmp(fp, their_fp) != 0)
         goto out;
     for (size_t i = 0; i < json_array_size(now); i++) {
         const char *name = described_name(now, i);
-        size_t j = described_find(was, name);
+        size_t j = described_find(was_at, name);
         if (j == SIZE_MAX) {
             about(&c, name, " is new");
         } else if (!json_equal(described_types(now, i), described_types(was, j))) {
@@ -399,25 +428,34 @@ char *eddy__plan_differences(const char *theirs, const char *their_fp, const cha
         }
     }
     for (size_t j = 0; j < json_array_size(was); j++) {
-        if (described_find(now, described_name(was, j)) == SIZE_MAX)
+        if (described_find(now_at, described_name(was, j)) == SIZE_MAX)
             about(&c, described_name(was, j), " was removed");
     }
     /* The actions both have, in the order of each. */
-    size_t i = next_shared(now, 0, was), j = next_shared(was, 0, now);
+    size_t i = next_shared(now, 0, was_at), j = next_shared(was, 0, now_at);
     while (i != SIZE_MAX && j != SIZE_MAX &&
            strcmp(described_name(now, i), described_name(was, j)) == 0) {
-        i = next_shared(now, i + 1, was);
-        j = next_shared(was, j + 1, now);
+        i = next_shared(now, i + 1, was_at);
+        j = next_shared(was, j + 1, now_at);
     }
     if (i != SIZE_MAX || j != SIZE_MAX) {
         clause(&c, "the actions are in another order: ");
-        say_shared(&c, now, was);
+        say_shared(&c, now, was_at);
         say(&c, " instead of ");
-        say_shared(&c, was, now);
+        say_shared(&c, was, now_at);
+    }
+    if (c.n > MAX_CLAUSES) {
+        char more[64];
+        snprintf(more, sizeof(more), "; and %zu more difference%s", c.n - MAX_CLAUSES,
+                 c.n - MAX_CLAUSES == 1 ? "" : "s");
+        c.muted = 0;
+        say(&c, more);
     }
     if (c.rc == EDDY_OK && c.b.len > 0)
         c.rc = eddy__buf_nul(&c.b);
 out:
+    json_decref(was_at);
+    json_decref(now_at);
     json_decref(was);
     json_decref(now);
     if (c.rc != EDDY_OK || c.b.len == 0) {

@@ -211,6 +211,25 @@ static void test_differences(void **state)
                        "'triage' instead of 'triage', 'log'");
     expect_differences(was, was, NULL);
 
+    /* Ten clauses at most, then a count; and ten names in the order clause. */
+    static const char *const many[] = {"a0 X", "a1 X", "a2 X", "a3 X",  "a4 X",  "a5 X", "a6 X",
+                                       "a7 X", "a8 X", "a9 X", "a10 X", "a11 X", NULL};
+    static const char *const many_changed[] = {"a11 X", "a10 X", "a9 X", "a8 X", "a7 X",  "a6 X",
+                                               "a5 X",  "a4 X",  "a3 X", "a2 X", "a1 X",  "a0 Y",
+                                               "n0 X",  "n1 X",  "n2 X", "n3 X", "n4 X",  "n5 X",
+                                               "n6 X",  "n7 X",  "n8 X", "n9 X", "n10 X", NULL};
+    expect_differences(many, many_changed,
+                       "action 'a0' listens to Y instead of X; action 'n0' is new; action 'n1' is "
+                       "new; action 'n2' is new; action 'n3' is new; action 'n4' is new; action "
+                       "'n5' is new; action 'n6' is new; action 'n7' is new; action 'n8' is new; "
+                       "and 3 more differences");
+    static const char *const reversed[] = {"a11 X", "a10 X", "a9 X", "a8 X", "a7 X", "a6 X", "a5 X",
+                                           "a4 X",  "a3 X",  "a2 X", "a1 X", "a0 X", NULL};
+    expect_differences(many, reversed,
+                       "the actions are in another order: 'a11', 'a10', 'a9', 'a8', 'a7', 'a6', "
+                       "'a5', 'a4', 'a3', 'a2', ... instead of 'a0', 'a1', 'a2', 'a3', 'a4', 'a5', "
+                       "'a6', 'a7', 'a8', 'a9', ...");
+
     /* A description is believed only when it gives the fingerprint kept with it. */
     described a = describe(was), b = describe(now);
     assert_null(eddy__plan_differences(a.text, b.fp, b.text));
