@@ -480,14 +480,32 @@ static int add_actions(eddy_plan *plan, const char *path, PyObject *list, eddy_e
         PyObject *fn = PyTuple_GET_ITEM(a, 1);
         PyObject *types = PyTuple_GET_ITEM(a, 2);
         Py_ssize_t nt = PyTuple_GET_SIZE(types);
-        const char **tv = calloc((size_t)nt + 1, sizeof(*tv));
-        if (tv == NULL || name == NULL) {
-            free(tv);
+        if (name == NULL) {
+            /* A surrogate in a name set through __name__, say. */
             PyErr_Clear();
-            return eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
+            return eddy__error_set(err, EDDY_EPLAN, "plan",
+                                   "cannot load Python agent %s: the name of its action %zd "
+                                   "cannot be encoded as UTF-8",
+                                   path, (size_t)i + 1);
         }
-        for (Py_ssize_t k = 0; k < nt; k++)
-            tv[k] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(types, k));
+        if (*name == '\0')
+            return eddy__error_set(err, EDDY_EPLAN, "plan",
+                                   "cannot load Python agent %s: its action %zd has an empty "
+                                   "name",
+                                   path, (size_t)i + 1);
+        const char **tv = calloc((size_t)nt + 1, sizeof(*tv));
+        if (tv == NULL)
+            return eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
+        for (Py_ssize_t k = 0; k < nt; k++) {
+            if ((tv[k] = PyUnicode_AsUTF8(PyTuple_GET_ITEM(types, k))) == NULL) {
+                PyErr_Clear();
+                free(tv);
+                return eddy__error_set(err, EDDY_EPLAN, "plan",
+                                       "cannot load Python agent %s: action '%s' listens to an "
+                                       "event type that cannot be encoded as UTF-8",
+                                       path, name);
+            }
+        }
         int rc = eddy__plan_add(plan, name, tv, NULL, NULL, &py_ops, fn);
         free(tv);
         if (rc == EDDY_OK) {
@@ -497,7 +515,8 @@ static int add_actions(eddy_plan *plan, const char *path, PyObject *list, eddy_e
         if (rc == EDDY_EINVAL)
             return eddy__error_set(err, EDDY_EPLAN, "plan",
                                    "cannot load Python agent %s: cannot add action '%s' (is "
-                                   "the name used by another action already?)",
+                                   "the name used by another action already, or an event type "
+                                   "empty?)",
                                    path, name);
         return eddy__error_set(err, rc, "memory",
                                "cannot load Python agent %s: cannot add action '%s': %s", path,

@@ -480,6 +480,19 @@ class PythonTest(EddyTest):
         self.assertIn("eddy: cannot load Python agent onearg.py: TypeError: @action A.act", err)
         self.assertIn('line 3, in A\n    @action(InputEvent)\n', err)
         self.assertTrue(err.endswith("an action is called as fn(event, ctx)\n"), err)
+        # Names that cannot be actions' (set through __name__): said as such,
+        # not "out of memory" (a surrogate) or a name "used already" ('').
+        odd = ("from eddy import action, InputEvent\n"
+               "def f(event, ctx):\n    pass\n"
+               "f.__name__ = %s\n"
+               "x = action(InputEvent)(f)\n"
+               "del f\n")
+        self.assertEqual(self.load_error("surrogate.py", odd % "'a\\udcff'"),
+                         "eddy: cannot load Python agent surrogate.py: the name of its action 1 "
+                         "cannot be encoded as UTF-8\n")
+        self.assertEqual(self.load_error("noname.py", odd % "''"),
+                         "eddy: cannot load Python agent noname.py: its action 1 has an empty "
+                         "name\n")
 
     def test_flink_style_mistakes_refused_at_load(self):
         # A CEL condition as trigger never matched anything, and a wrong
