@@ -493,7 +493,7 @@ EDDY_API const eddy_error *eddy_runtime_error(const eddy_runtime *rt);
  * it wrote and counted before their sync). */
 typedef struct eddy_stats {
     uint64_t inputs;           /* input lines accepted */
-    uint64_t dead_lettered;    /* lines and runs written to the dead-letter file */
+    uint64_t dead_lettered;    /* dead letters written: bad lines and failed runs, one count */
     uint64_t outputs;          /* output lines written (one per OutputEvent) */
     uint64_t runs_finished;    /* runs finished (including skipped failures) */
     uint64_t runs_in_flight;   /* inputs admitted and not finished */
