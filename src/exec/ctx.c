@@ -30,14 +30,6 @@ static size_t path_levels(const char *path)
 
 #define ON_THREAD(t) ((t) != NULL && eddy__runtime_on_thread((t)->rt) && !(t)->in_body)
 
-/* rc, remembering why for the action's failure (ctx is on its thread). */
-static int refuse(eddy_ctx *ctx, int rc, const char *why)
-{
-    ctx->why = why;
-    ctx->why_rc = rc;
-    return rc;
-}
-
 #define TOO_DEEP "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels"
 
 const char *eddy_ctx_key(eddy_ctx *ctx)
@@ -61,12 +53,13 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
     if (!ON_THREAD(ctx))
         return EDDY_EWRONGTHREAD;
     if (ev == NULL)
-        return refuse(ctx, EDDY_EINVAL, "eddy_ctx_send_event: the event is NULL");
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL, "eddy_ctx_send_event: the event is NULL");
     if (ev->sent)
-        return refuse(ctx, EDDY_EINVAL, "eddy_ctx_send_event: the event was sent already");
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL,
+                                "eddy_ctx_send_event: the event was sent already");
     int rc = depth_ok(ev->attrs, EDDY__VALUE_MAX_DEPTH);
     if (rc != EDDY_OK)
-        return refuse(ctx, rc, "eddy_ctx_send_event: its attributes are " TOO_DEEP);
+        return eddy__ctx_refuse(ctx, rc, "eddy_ctx_send_event: its attributes are " TOO_DEEP);
     send_now(ctx, ev);
     return EDDY_OK;
 }
@@ -82,12 +75,13 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
         return EDDY_EWRONGTHREAD;
     }
     if (output == NULL)
-        return refuse(ctx, EDDY_EINVAL,
-                      "eddy_ctx_send_output: the output is NULL, as when building it failed");
+        return eddy__ctx_refuse(
+            ctx, EDDY_EINVAL,
+            "eddy_ctx_send_output: the output is NULL, as when building it failed");
     int rc = depth_ok(output, EDDY__VALUE_MAX_DEPTH - 1); /* in {"output": ...} */
     if (rc != EDDY_OK) {
         json_decref(output);
-        return refuse(ctx, rc, "eddy_ctx_send_output: the output is " TOO_DEEP);
+        return eddy__ctx_refuse(ctx, rc, "eddy_ctx_send_output: the output is " TOO_DEEP);
     }
     eddy_runtime *rt = ctx->rt;
     eddy_event *ev;
@@ -155,8 +149,9 @@ int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message)
 
 #define MEM_ON_THREAD(m) ((m) != NULL && ON_THREAD((m)->task))
 
-/* rc of a memory write, remembering why it was refused. */
-static int memory_refused(eddy_memory *m, int rc, const char *fn)
+/* rc of a memory write (of eddy_memory_set, or of new_object), remembering
+ * why it was refused. */
+static int memory_refused(eddy_memory *m, int rc, int new_object)
 {
     static const char *const bad_path[] = {
         "eddy_memory_set: the path is not names (UTF-8, not empty) joined by dots",
@@ -164,11 +159,10 @@ static int memory_refused(eddy_memory *m, int rc, const char *fn)
     static const char *const in_way[] = {
         "eddy_memory_set: a value that is not an object stands where the path needs one",
         "eddy_memory_new_object: a value that is not an object stands where the path needs one"};
-    int i = strcmp(fn, "eddy_memory_set") == 0 ? 0 : 1;
     if (rc == EDDY_EINVAL)
-        return refuse(m->task, rc, bad_path[i]);
+        return eddy__ctx_refuse(m->task, rc, bad_path[new_object]);
     if (rc == EDDY_EPATH)
-        return refuse(m->task, rc, in_way[i]);
+        return eddy__ctx_refuse(m->task, rc, in_way[new_object]);
     return rc;
 }
 
@@ -193,16 +187,16 @@ int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
     }
     if (path == NULL) {
         json_decref(value);
-        return refuse(m->task, EDDY_EINVAL, "eddy_memory_set: the path is NULL");
+        return eddy__ctx_refuse(m->task, EDDY_EINVAL, "eddy_memory_set: the path is NULL");
     }
     size_t levels = path_levels(path);
     int rc = levels <= EDDY__VALUE_MAX_DEPTH ? depth_ok(value, EDDY__VALUE_MAX_DEPTH - levels)
                                              : EDDY_ELIMIT;
     if (rc != EDDY_OK) {
         json_decref(value);
-        return refuse(m->task, rc, "eddy_memory_set: the value at its path is " TOO_DEEP);
+        return eddy__ctx_refuse(m->task, rc, "eddy_memory_set: the value at its path is " TOO_DEEP);
     }
-    return memory_refused(m, eddy__memview_set(&m->view, path, value), "eddy_memory_set");
+    return memory_refused(m, eddy__memview_set(&m->view, path, value), 0);
 }
 
 int eddy_memory_new_object(eddy_memory *m, const char *path)
@@ -212,10 +206,11 @@ int eddy_memory_new_object(eddy_memory *m, const char *path)
     if (!MEM_ON_THREAD(m))
         return EDDY_EWRONGTHREAD;
     if (path == NULL)
-        return refuse(m->task, EDDY_EINVAL, "eddy_memory_new_object: the path is NULL");
+        return eddy__ctx_refuse(m->task, EDDY_EINVAL, "eddy_memory_new_object: the path is NULL");
     if (path_levels(path) + 1 > EDDY__VALUE_MAX_DEPTH)
-        return refuse(m->task, EDDY_ELIMIT, "eddy_memory_new_object: the path is " TOO_DEEP);
-    return memory_refused(m, eddy__memview_new_object(&m->view, path), "eddy_memory_new_object");
+        return eddy__ctx_refuse(m->task, EDDY_ELIMIT,
+                                "eddy_memory_new_object: the path is " TOO_DEEP);
+    return memory_refused(m, eddy__memview_new_object(&m->view, path), 1);
 }
 
 int eddy_memory_exists(eddy_memory *m, const char *path)
@@ -283,8 +278,8 @@ static int can_suspend(eddy_ctx *ctx)
     if (!ON_THREAD(ctx))
         return EDDY_EWRONGTHREAD;
     if (ctx->coro == NULL || eddy__coro_current() != ctx->coro)
-        return refuse(ctx, EDDY_ESTATE,
-                      "a call that suspends was made outside the action's own coroutine");
+        return eddy__ctx_refuse(ctx, EDDY_ESTATE,
+                                "a call that suspends was made outside the action's own coroutine");
     if (ctx->rt->stopping)
         return EDDY_ECANCELED;
     return EDDY_OK;
@@ -330,10 +325,11 @@ int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
     if (n == 0)
         return EDDY_OK;
     if (calls == NULL)
-        return refuse(ctx, EDDY_EINVAL, "eddy_ctx_execute_async_all: calls is NULL");
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL, "eddy_ctx_execute_async_all: calls is NULL");
     for (size_t i = 0; i < n; i++) {
         if (calls[i].fn == NULL)
-            return refuse(ctx, EDDY_EINVAL, "eddy_ctx_execute_async_all: a call's fn is NULL");
+            return eddy__ctx_refuse(ctx, EDDY_EINVAL,
+                                    "eddy_ctx_execute_async_all: a call's fn is NULL");
     }
     if ((rc = run_calls(ctx, calls, n)) != EDDY_OK)
         return rc;
@@ -356,7 +352,7 @@ int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t *args, v
     if (rc != EDDY_OK)
         return rc;
     if (fn == NULL)
-        return refuse(ctx, EDDY_EINVAL, "eddy_ctx_execute_async: fn is NULL");
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL, "eddy_ctx_execute_async: fn is NULL");
     if ((rc = run_calls(ctx, &c, 1)) != EDDY_OK)
         return rc;
     if (result != NULL)

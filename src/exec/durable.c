@@ -1261,18 +1261,16 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         return EDDY_EINVAL;
     if (!eddy__runtime_on_thread(t->rt) || t->in_body)
         return EDDY_EWRONGTHREAD;
-    if (fn_id == NULL || *fn_id == '\0' || fn == NULL) {
-        t->why = fn == NULL ? "a durable call's fn is NULL" : "a durable call's fn_id is empty";
-        t->why_rc = EDDY_EINVAL;
-        return EDDY_EINVAL;
-    }
+    if (fn_id == NULL || *fn_id == '\0' || fn == NULL)
+        return eddy__ctx_refuse(t, EDDY_EINVAL,
+                                fn == NULL ? "a durable call's fn is NULL"
+                                           : "a durable call's fn_id is empty");
     eddy_runtime *rt = t->rt;
     int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
-    if ((async || rt->store != NULL) && !in_coro) {
-        t->why = "a durable call that suspends was made outside the action's own coroutine";
-        t->why_rc = EDDY_ESTATE;
-        return EDDY_ESTATE;
-    }
+    if ((async || rt->store != NULL) && !in_coro)
+        return eddy__ctx_refuse(
+            t, EDDY_ESTATE,
+            "a durable call that suspends was made outside the action's own coroutine");
     json_t *res = NULL;
     eddy_error *e = NULL;
     eddy__dcall c;
@@ -1394,11 +1392,10 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
             *result = NULL;
         if (err != NULL)
             *err = NULL;
-        if (ctx != NULL && eddy__runtime_on_thread(ctx->rt) && !ctx->in_body) {
-            ctx->why = "eddy_ctx_durable_execute_reconciled: reconcile is NULL";
-            ctx->why_rc = EDDY_EINVAL;
-        }
-        return EDDY_EINVAL;
+        if (ctx == NULL || !eddy__runtime_on_thread(ctx->rt) || ctx->in_body)
+            return EDDY_EINVAL;
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL,
+                                "eddy_ctx_durable_execute_reconciled: reconcile is NULL");
     }
     return durable_call(ctx, 1, fn_id, args, fn, reconcile, arg, result, err);
 }

@@ -121,6 +121,15 @@ struct eddy_ctx {
     int why_rc;
 };
 
+/* rc, remembering why (a static text) for the action's failure: for a
+ * context call that refuses its arguments, on the mailbox thread. */
+static inline int eddy__ctx_refuse(struct eddy_ctx *t, int rc, const char *why)
+{
+    t->why = why;
+    t->why_rc = rc;
+    return rc;
+}
+
 typedef struct eddy__task eddy__task;
 
 struct eddy_runtime {
