@@ -1,5 +1,8 @@
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -181,4 +184,24 @@ int eddy__paths_check(const char *input, const char *output, const char *dead, e
                                    b->what);
     }
     return EDDY_OK;
+}
+
+int eddy__paths_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int rc = fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
+int eddy__paths_sync_parent(const char *path)
+{
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return ENOMEM;
+    int rc = eddy__paths_sync_dir(dirname(copy));
+    free(copy);
+    return rc;
 }

@@ -34,4 +34,10 @@ int eddy__paths_check(const char *input, const char *output, const char *dead, e
  */
 int eddy__paths_canonical(const char *path, char *out);
 
+/* fsync the directory dir, so that the entries made in it survive a power
+ * cut: 0, or the errno (EINVAL: the filesystem cannot sync a directory). */
+int eddy__paths_sync_dir(const char *dir);
+/* The same for the directory that holds path (dirname's). */
+int eddy__paths_sync_parent(const char *path);
+
 #endif /* EDDY_IO_PATHS_H */

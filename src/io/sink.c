@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/paths.h"
 #include "io/sink.h"
 #include "util/jsonw.h"
 #include "util/fault.h"
@@ -28,6 +29,14 @@ struct eddy__sink {
     const char *name; /* in messages: path, or the standard stream's name */
     char errtext[256];
 };
+
+/* What the sink needs to know of its file, from st (fstat's, 0 when it
+ * succeeded): whether it is a regular file, and whether it had a name. */
+static void note_file(eddy__sink *s, int st_rc, const struct stat *st)
+{
+    s->is_file = st_rc == 0 && S_ISREG(st->st_mode);
+    s->named = s->is_file && st->st_nlink > 0; /* not /dev/stdout on an O_TMPFILE, say */
+}
 
 int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err)
@@ -77,9 +86,8 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         s->owns_fd = 1;
     }
     struct stat st;
-    if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        s->is_file = 1;
-        s->named = st.st_nlink > 0; /* not /dev/stdout on an O_TMPFILE, say */
+    note_file(s, fstat(s->fd, &st), &st);
+    if (s->is_file) {
         if (!s->owns_fd) {
             /* A standard stream is the shell's: written from where it
              * stands, never cut or moved (`>` emptied it already, `>>`
@@ -128,8 +136,7 @@ static int sink_create(eddy__sink *s)
         return EDDY_EIO;
     }
     struct stat st;
-    s->is_file = fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode);
-    s->named = s->is_file && st.st_nlink > 0;
+    note_file(s, fstat(s->fd, &st), &st);
     return EDDY_OK;
 }
 
@@ -207,26 +214,6 @@ int eddy__sink_write_json(eddy__sink *s, const json_t *v)
     return EDDY_OK;
 }
 
-/* fsync the directory holding path: a file created by this run is found
- * after a power cut only once its directory entry is on disk too.
- * Filesystems that cannot sync a directory (EINVAL) need not. */
-static int sync_dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL   ? strdup(".")
-                : slash == path ? strdup("/")
-                                : strndup(path, (size_t)(slash - path));
-    if (dir == NULL)
-        return ENOMEM;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0)
-        return errno;
-    int rc = fsync(fd) == 0 || errno == EINVAL ? 0 : errno;
-    close(fd);
-    return rc;
-}
-
 int eddy__sink_sync(eddy__sink *s)
 {
     int rc = eddy__sink_flush(s);
@@ -250,10 +237,15 @@ int eddy__sink_sync(eddy__sink *s)
         return EDDY_EIO;
     }
     int e = 0;
-    /* The first time, the file's directory entry too; a standard stream's
-     * directory is the shell's business (and "-" names none). */
-    if (s->synced == UINT64_MAX && s->owns_fd)
-        e = (e = eddy__fault("sink_write.dirsync")) != 0 ? e : sync_dir_of(s->path);
+    /* The first time, the file's directory entry too: a file created by
+     * this run is found after a power cut only once that is on disk
+     * (filesystems that cannot sync a directory, EINVAL, need not). A
+     * standard stream's directory is the shell's business ("-" names none). */
+    if (s->synced == UINT64_MAX && s->owns_fd) {
+        e = (e = eddy__fault("sink_write.dirsync")) != 0 ? e : eddy__paths_sync_parent(s->path);
+        if (e == EINVAL)
+            e = 0;
+    }
     if (e != 0) {
         snprintf(s->errtext, sizeof(s->errtext), "cannot sync the directory of %s: %s", s->name,
                  strerror(e));

@@ -51,6 +51,7 @@
 
 #include "core/error.h"
 #include "core/plan.h"
+#include "io/paths.h"
 #include "store/jlog.h"
 #include "store/store_impl.h"
 #include "store/walvfs.h"
@@ -2146,17 +2147,6 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* fsync a directory so that the entries just created in it survive a crash. */
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* A directory that holds files but no state (no eddy.db) is not adopted as
  * one: `--state .` or a mistyped path would spread eddy's files among the
  * user's. Hidden entries (".gitignore"), lost+found (a file system of its
@@ -2200,11 +2190,7 @@ static int make_dir(const char *dir, eddy_error **err)
                                "state directory %s exists and is not a directory", dir);
     }
     if (errno == ENOENT && mkdir(dir, 0700) == 0) {
-        char *copy = strdup(dir);
-        if (copy != NULL) {
-            fsync_dir(dirname(copy)); /* best effort: the database is synced later */
-            free(copy);
-        }
+        (void)eddy__paths_sync_parent(dir); /* best effort: the database is synced later */
         return EDDY_OK;
     }
     int e = errno;
@@ -2900,9 +2886,10 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     if ((r = wal_open(s, err)) != EDDY_OK)
         goto fail;
     sqlite3_busy_handler(s->db, on_busy, NULL); /* see configure */
-    if (created && fsync_dir(dir) != 0) {
+    int e = created ? eddy__paths_sync_dir(dir) : 0;
+    if (e != 0) {
         r = eddy__error_set(err, EDDY_ESTORE, "store", "cannot sync state directory %s: %s", dir,
-                            strerror(errno));
+                            strerror(e));
         goto fail;
     }
     *out = &s->base;
