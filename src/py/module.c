@@ -723,8 +723,8 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
     eddy_ctx *t = ctx_task(self, "RunnerContext.durable_execute");
     if (t == NULL)
         return NULL;
-    if (kwargs != NULL && PyDict_GetItemString(kwargs, "reconciler") != NULL &&
-        PyDict_GetItemString(kwargs, "reconciler") != Py_None) {
+    PyObject *given = kwargs != NULL ? PyDict_GetItemString(kwargs, "reconciler") : NULL;
+    if (given != NULL && given != Py_None) {
         /* The call would have to wait for its start to be on disk, and a
          * def action cannot wait: the mailbox would stall every key. */
         PyErr_SetString(PyExc_TypeError,
