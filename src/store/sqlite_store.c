@@ -1206,16 +1206,22 @@ static int legacy_convert(sqlite_store *s)
  * keyed by text (~11 k instructions in SQLite); a run that ends in the
  * transaction that wrote its entries (the common case) leaves nothing.
  */
+/* One allocation per run: the few row ids of most runs and the run key are
+ * in it (W4's runs of ten records had five allocations each, the growing
+ * ids array's three reallocs being most of the cost, ~2 % of the records'). */
+#define RUN_FEW_IDS 4
+
 typedef struct jrun {
-    char *rk; /* its run key (run_key): the map key */
-    size_t rklen;
-    uint64_t *ids; /* its rows, ascending */
+    uint64_t *ids; /* its rows, ascending: few, or on the heap once more */
     size_t n, cap;
     int in_txn; /* in s->txn */
     int ended;  /* pruned while in s->txn: freed at the flush */
     /* Its records in the rows that were there at open (read once, then, for
      * every run in flight), or NULL. */
     eddy__jview *opened;
+    uint64_t few[RUN_FEW_IDS];
+    size_t rklen;
+    char rk[]; /* its run key (run_key): the map key */
 } jrun;
 
 typedef struct jrow {
@@ -1276,16 +1282,17 @@ static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
 {
     int oom;
     jrun *r = map_get_run(&s->runs, key, seq, &oom);
-    if (r != NULL || !create || oom || (r = calloc(1, sizeof(*r))) == NULL)
+    if (r != NULL || !create || oom)
         return r;
     size_t n = run_key(NULL, 0, key, seq);
-    r->rk = malloc(n + 1);
-    if (r->rk != NULL) {
-        run_key(r->rk, n + 1, key, seq);
-        r->rklen = n;
-    }
-    if (r->rk == NULL || eddy__map_put(&s->runs, r->rk, n, r) != EDDY_OK) {
-        free(r->rk);
+    if ((r = malloc(sizeof(*r) + n + 1)) == NULL)
+        return NULL;
+    memset(r, 0, sizeof(*r));
+    r->ids = r->few;
+    r->cap = RUN_FEW_IDS;
+    run_key(r->rk, n + 1, key, seq);
+    r->rklen = n;
+    if (eddy__map_put(&s->runs, r->rk, n, r) != EDDY_OK) {
         free(r);
         r = NULL;
     }
@@ -1296,8 +1303,8 @@ static void run_free(jrun *r)
 {
     if (r != NULL) {
         eddy__jview_free(r->opened);
-        free(r->ids);
-        free(r->rk);
+        if (r->ids != r->few)
+            free(r->ids);
         free(r);
     }
 }
@@ -1306,8 +1313,17 @@ static int run_add_row(jrun *r, uint64_t id)
 {
     if (r->n > 0 && r->ids[r->n - 1] == id)
         return EDDY_OK;
-    if (eddy__vec_grow(&r->ids, &r->cap, r->n + 1, sizeof(*r->ids), 4) != EDDY_OK)
+    if (r->n == r->cap && r->ids == r->few) {
+        /* Past the few: to the heap, with room for a run of W4's size. */
+        uint64_t *v = malloc(4 * RUN_FEW_IDS * sizeof(*v));
+        if (v == NULL)
+            return EDDY_ENOMEM;
+        memcpy(v, r->few, sizeof(r->few));
+        r->ids = v;
+        r->cap = 4 * RUN_FEW_IDS;
+    } else if (eddy__vec_grow(&r->ids, &r->cap, r->n + 1, sizeof(*r->ids), 4) != EDDY_OK) {
         return EDDY_ENOMEM;
+    }
     r->ids[r->n++] = id;
     return EDDY_OK;
 }
