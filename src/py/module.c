@@ -604,7 +604,10 @@ void eddy__py_call_done(eddy__job *job)
     c->state = EDDY_PY_CALL_DONE;
     if (job->canceled) /* its run's earlier results never reached the disk */
         eddy__durable_job_canceled(t->rt);
-    else if (c->journal && !t->rt->stopping) {
+    else if (c->journal) {
+        /* Also while stopping: the call ran, and the stop's last commit
+         * takes its result, so that the resume does not run it again (as
+         * for a C action, which journals its result as it unwinds). */
         int status = c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK;
         if (eddy__durable_record(t, c->fn_id, &c->dc, status, c->payload, c->err_type,
                                  c->err_msg) == EDDY_OK)

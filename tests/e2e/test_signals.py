@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, write_jsonl  # noqa: E402
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
@@ -110,6 +110,41 @@ class Signals(EddyTest):
         again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(10)))
+
+    def stop_during_calls(self, agent):
+        # Three slow durable calls running when SIGTERM comes: eddy waits
+        # for them, and their results are committed with the stop, so the
+        # resume replays them instead of running them again.
+        recs = [{"key": "t%d" % i, "seq": i, "v": 1, "ms": 700} for i in range(3)]
+        write_jsonl(self.inp, recs)
+        effects = self.path("effects")
+        env = dict(os.environ, EDDY_TEST_EFFECTS=effects)
+        cmd = self.cmd()
+        cmd[2] = agent
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(1000):  # all three calls have started
+            if os.path.exists(effects):
+                with open(effects) as f:
+                    if sum(1 for line in f if line.startswith("effect")) == 3:
+                        break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn(b"3 durable calls replayed", again.stderr)
+        with open(effects) as f:
+            ran = collections.Counter(json.loads(line.split(" ", 1)[1])["key"]
+                                      for line in f if line.startswith("effect"))
+        self.assertEqual(ran, {"t0": 1, "t1": 1, "t2": 1})
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [0, 1, 2])
+
+    def test_stop_keeps_results_of_running_calls(self):
+        self.stop_during_calls(DURABLE)
+
+    def test_stop_keeps_results_of_running_calls_python(self):
+        self.stop_during_calls(os.path.join(SOURCE, "tests", "agents", "durable_agent.py"))
 
     @unittest.skipIf(SANITIZED, "sanitizers handle SIGSEGV themselves")
     def test_sigsegv_sent_still_kills(self):
