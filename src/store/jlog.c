@@ -9,6 +9,17 @@
 
 #define NO_STR 0xffffffffu
 
+/* idx (>= -1) as an unsigned integer, small ones small. */
+static uint64_t zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
 /* ---------------------------------------------------------------- encoding */
 
 static size_t str_size(const char *s)
@@ -47,30 +58,63 @@ static unsigned char *put_str(unsigned char *o, const char *s)
     return put_strn(o, s, s != NULL ? (uint32_t)strlen(s) : NO_STR);
 }
 
+/* Unsigned LEB128: seven bits a byte, low first; at most 10 bytes. */
+static unsigned char *put_varint(unsigned char *o, uint64_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (unsigned char)v;
+    return o;
+}
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* A string of the compact entries: its length + 1 as a varint (0 when s is
+ * NULL), the bytes and a NUL. */
+static unsigned char *put_vstr(unsigned char *o, const char *s, size_t n)
+{
+    if (s == NULL)
+        return put_varint(o, 0);
+    o = put_varint(o, (uint64_t)n + 1);
+    memcpy(o, s, n + 1);
+    return o + n + 1;
+}
+
 int eddy__jlog_put(eddy__buf *b, const eddy__jrec *r)
 {
     /* Each string's length once: this runs for every durable record. */
     const char *s[8] = {r->key,    r->event_id, r->action,   r->fn_id,
                         r->digest, r->payload,  r->err_type, r->err_msg};
-    uint32_t len[8];
-    size_t n = 1 + 8 + 8 + 2;
+    size_t len[8];
+    uint64_t idx = zigzag(r->idx);
+    size_t n = 1 + varint_size(r->seq) + varint_size(idx) + 2;
     for (int i = 0; i < 8; i++) {
-        len[i] = s[i] != NULL ? (uint32_t)strlen(s[i]) : NO_STR;
-        n += 4 + (s[i] != NULL ? (size_t)len[i] + 1 : 0);
+        len[i] = s[i] != NULL ? strlen(s[i]) : 0;
+        n += s[i] != NULL ? varint_size((uint64_t)len[i] + 1) + len[i] + 1 : 1;
     }
     unsigned char *o = reserve(b, n);
     if (o == NULL)
         return EDDY_ENOMEM;
-    *o++ = 'P';
-    o = put_strn(o, s[0], len[0]);
-    o = put_u64(o, r->seq);
-    o = put_strn(o, s[1], len[1]);
-    o = put_strn(o, s[2], len[2]);
-    o = put_u64(o, (uint64_t)r->idx);
+    *o++ = 'p';
+    o = put_vstr(o, s[0], len[0]);
+    o = put_varint(o, r->seq);
+    o = put_vstr(o, s[1], len[1]);
+    o = put_vstr(o, s[2], len[2]);
+    o = put_varint(o, idx);
     *o++ = (unsigned char)r->kind;
     *o++ = (unsigned char)r->status;
     for (int i = 3; i < 8; i++)
-        o = put_strn(o, s[i], len[i]);
+        o = put_vstr(o, s[i], len[i]);
     return EDDY_OK;
 }
 
@@ -142,6 +186,48 @@ static const char *get_str(reader *r, int optional)
     return s;
 }
 
+/* A varint in its shortest form (the encoding stays canonical). */
+static uint64_t get_varint(reader *r)
+{
+    uint64_t v = 0;
+    for (int shift = 0; !r->bad && shift < 64; shift += 7) {
+        if (r->p == r->end)
+            break;
+        unsigned char c = *r->p++;
+        if (shift == 63 && c > 1)
+            break; /* more than 64 bits */
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (c < 0x80) {
+            if (c == 0 && shift > 0)
+                break; /* not the shortest form */
+            return v;
+        }
+    }
+    r->bad = 1;
+    return 0;
+}
+
+/* A string of the compact entries (see put_vstr). */
+static const char *get_vstr(reader *r, int optional)
+{
+    uint64_t n = get_varint(r);
+    if (r->bad)
+        return NULL;
+    if (n == 0) {
+        if (!optional)
+            r->bad = 1;
+        return NULL;
+    }
+    n--;
+    if ((uint64_t)(r->end - r->p) <= n || r->p[n] != '\0' || memchr(r->p, '\0', n) != NULL) {
+        r->bad = 1;
+        return NULL;
+    }
+    const char *s = (const char *)r->p;
+    r->p += n + 1;
+    return s;
+}
+
 int eddy__jlog_walk(const void *data, size_t len, eddy__jlog_fn fn, void *arg)
 {
     if (len == 0) /* data may be NULL (an empty buffer): no arithmetic on it */
@@ -151,8 +237,29 @@ int eddy__jlog_walk(const void *data, size_t len, eddy__jlog_fn fn, void *arg)
         eddy__jlog_entry e;
         memset(&e, 0, sizeof(e));
         int tag = get_u8(&r);
+        if (tag == 'p') {
+            e.rec.key = get_vstr(&r, 0);
+            e.rec.seq = get_varint(&r);
+            e.rec.event_id = get_vstr(&r, 0);
+            e.rec.action = get_vstr(&r, 0);
+            e.rec.idx = unzigzag(get_varint(&r));
+            e.rec.kind = get_u8(&r);
+            e.rec.status = get_u8(&r);
+            e.rec.fn_id = get_vstr(&r, 1);
+            e.rec.digest = get_vstr(&r, 1);
+            e.rec.payload = get_vstr(&r, 1);
+            e.rec.err_type = get_vstr(&r, 1);
+            e.rec.err_msg = get_vstr(&r, 1);
+            if (r.bad)
+                return EDDY_ESTATE;
+            int rc = fn(arg, &e);
+            if (rc != EDDY_OK)
+                return rc;
+            continue;
+        }
         if (tag != 'P' && tag != 'C')
             return EDDY_ESTATE;
+        e.legacy = tag == 'P';
         e.cut = tag == 'C';
         e.rec.key = get_str(&r, 0);
         e.rec.seq = get_u64(&r);

@@ -6,15 +6,21 @@
  * and the replay of entries into the journal they describe.
  *
  * Entries, in the order they were written:
- *   'P' put: key, seq, event_id, action, idx, kind, status, fn_id, digest,
+ *   'p' put: key, seq, event_id, action, idx, kind, status, fn_id, digest,
  *            payload, err_type, err_msg. Replaces an earlier record of the
  *            same (key, seq, event_id, action, idx), as the outcome of a
  *            reconciled call replaces its PENDING record.
  *   'C' cut: key, seq, event_id, action, from. Removes the call records of
  *            that action execution at positions >= from (non-determinism).
- * Integers are 8 bytes, little-endian; strings a 4-byte length, the bytes and
- * a NUL (so that decoded strings point into the blob); optional strings have
- * length 0xffffffff and nothing else when absent.
+ *   'P' put as format 5 and older wrote it (read, no longer written).
+ * In 'p', integers are varints (unsigned LEB128 in its shortest form; idx
+ * zigzag-coded, as it may be -1), kind and status a byte each, and strings
+ * their length + 1 as a varint, the bytes and a NUL (so that decoded strings
+ * point into the blob), or a 0 alone when absent: a W4 record is ~90 bytes
+ * instead of ~127, and what SQLite spends storing the journal row (overflow
+ * pages, WAL checksums, copies) goes with the bytes. In 'C' and 'P',
+ * integers are 8 bytes, little-endian, and strings a 4-byte length, the
+ * bytes and a NUL, or length 0xffffffff and nothing else when absent.
  */
 #ifndef EDDY_STORE_JLOG_H
 #define EDDY_STORE_JLOG_H
@@ -34,6 +40,7 @@ int eddy__jlog_cut(eddy__buf *b, const char *key, uint64_t seq, const char *even
  * other record fields are 0/NULL. Strings point into the blob. */
 typedef struct eddy__jlog_entry {
     int cut;
+    int legacy; /* a 'P' entry, which eddy__jlog_put encodes as 'p' */
     eddy__jrec rec;
 } eddy__jlog_entry;
 

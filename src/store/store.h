@@ -72,17 +72,20 @@
 
 #include "eddy/eddy.h"
 
-/* Format 5: pending inputs in rows of the inputs table, one per commit's
+/* Format 6: journal entries with varint integers and lengths ('p', see
+ * store/jlog.h); the 'P' entries of formats 2 to 5 are read as they are.
+ * Format 5: pending inputs in rows of the inputs table, one per commit's
  * admissions (formats 2 to 4: a row of the pending table per input).
  * Format 4: an outbox row holds the lines of one commit, joined by
  * newlines, under the id of its last line (before: a row per line).
  * Format 3: one run counter for all keys in meta ("next_run"), key rows
  * written only when their memory changes (format 2 kept one per key,
- * written at every run's end). Formats 2 to 4 are read and upgraded in
- * place: their pending rows become rows of inputs, in the same order; an
- * older outbox row is a row of one line; the run counter starts past every
- * key's own. An inspection reads them as they are. */
-#define EDDY_STORE_FORMAT_VERSION 5
+ * written at every run's end). Formats 2 to 5 are read and upgraded in
+ * place (the version changes, so that an older eddy no longer takes a state
+ * that may hold 'p' entries); formats 2 to 4's pending rows become rows of inputs, in the same
+ * order; an older outbox row is a row of one line; the run counter starts past every key's own. An
+ * inspection reads them as they are. */
+#define EDDY_STORE_FORMAT_VERSION 6
 #define EDDY_STORE_FORMAT_OLDEST  2
 
 /* Journal record kinds and call status. */

@@ -72,25 +72,48 @@ class StateFiles(EddyTest):
         self.assertEqual(digest(self.db), before, "the failed start changed " + self.db)
         return err
 
-    # The journal log's rows (src/store/jlog.h): entries 'P' (put) and 'C'
-    # (cut); strings as a 4-byte length, the bytes and a NUL, or 0xffffffff
-    # for none; integers 8 bytes, little-endian.
+    # The journal log's rows (src/store/jlog.h): entries 'p' (put), 'C'
+    # (cut) and 'P' (a put as format 5 and older wrote it). In 'p', integers
+    # are varints (idx zigzag-coded) and strings their length + 1 as a varint,
+    # the bytes and a NUL, or 0 for none; in 'C' and 'P', integers are 8
+    # bytes, little-endian, and strings a 4-byte length, the bytes and a NUL,
+    # or 0xffffffff for none.
     @staticmethod
     def jlog_decode(data):
         out, i = [], 0
 
-        def s():
+        def varint():
             nonlocal i
-            (n,) = struct.unpack_from("<I", data, i)
-            i += 4
-            if n == 0xFFFFFFFF:
-                return None
+            v, shift = 0, 0
+            while True:
+                c = data[i]
+                i += 1
+                v |= (c & 0x7F) << shift
+                shift += 7
+                if c < 0x80:
+                    return v
+
+        def s(compact):
+            nonlocal i
+            if compact:
+                n = varint()
+                if n == 0:
+                    return None
+                n -= 1
+            else:
+                (n,) = struct.unpack_from("<I", data, i)
+                i += 4
+                if n == 0xFFFFFFFF:
+                    return None
             v = data[i:i + n].decode()
             i += n + 1
             return v
 
-        def q():
+        def q(compact, zigzag=False):
             nonlocal i
+            if compact:
+                v = varint()
+                return (v >> 1) ^ -(v & 1) if zigzag else v
             (v,) = struct.unpack_from("<q", data, i)
             i += 8
             return v
@@ -98,37 +121,55 @@ class StateFiles(EddyTest):
         while i < len(data):
             tag = chr(data[i])
             i += 1
-            e = {"tag": tag, "key": s(), "seq": q(), "event_id": s(), "action": s(), "idx": q()}
-            if tag == "P":
+            c = tag == "p"
+            e = {"tag": tag, "key": s(c), "seq": q(c), "event_id": s(c), "action": s(c),
+                 "idx": q(c, True)}
+            if tag in "pP":
                 e["kind"], e["status"] = data[i], data[i + 1]
                 i += 2
                 for f in ("fn_id", "digest", "payload", "err_type", "err_msg"):
-                    e[f] = s()
+                    e[f] = s(c)
             out.append(e)
         return out
 
     @staticmethod
     def jlog_encode(entries):
+        """Each entry in the encoding its tag names."""
         b = bytearray()
 
-        def s(v):
-            if v is None:
-                b.extend(struct.pack("<I", 0xFFFFFFFF))
+        def varint(v):
+            while v >= 0x80:
+                b.append((v & 0x7F) | 0x80)
+                v >>= 7
+            b.append(v)
+
+        def s(v, compact):
+            raw = v.encode() if v is not None else None
+            if compact:
+                varint(len(raw) + 1 if raw is not None else 0)
             else:
-                raw = v.encode()
-                b.extend(struct.pack("<I", len(raw)) + raw + b"\0")
+                b.extend(struct.pack("<I", len(raw) if raw is not None else 0xFFFFFFFF))
+            if raw is not None:
+                b.extend(raw + b"\0")
+
+        def q(v, compact, zigzag=False):
+            if compact:
+                varint(((v << 1) ^ (v >> 63)) & (2**64 - 1) if zigzag else v)
+            else:
+                b.extend(struct.pack("<q", v))
 
         for e in entries:
+            c = e["tag"] == "p"
             b.extend(e["tag"].encode())
-            s(e["key"])
-            b.extend(struct.pack("<q", e["seq"]))
-            s(e["event_id"])
-            s(e["action"])
-            b.extend(struct.pack("<q", e["idx"]))
-            if e["tag"] == "P":
+            s(e["key"], c)
+            q(e["seq"], c)
+            s(e["event_id"], c)
+            s(e["action"], c)
+            q(e["idx"], c, True)
+            if e["tag"] in "pP":
                 b.extend(bytes([e["kind"], e["status"]]))
                 for f in ("fn_id", "digest", "payload", "err_type", "err_msg"):
-                    s(e[f])
+                    s(e[f], c)
         return bytes(b)
 
     def set_journal_payload(self, kind, payload):
@@ -138,7 +179,7 @@ class StateFiles(EddyTest):
         for rowid, data in c.execute("SELECT id, data FROM jlog").fetchall():
             entries = self.jlog_decode(data)
             for e in entries:
-                if e["tag"] == "P" and e["kind"] == kind:
+                if e["tag"] in "pP" and e["kind"] == kind:
                     e["payload"] = payload
                     n += 1
             c.execute("UPDATE jlog SET data = ? WHERE id = ?", (self.jlog_encode(entries), rowid))
@@ -223,7 +264,7 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 5)")
+                            "format 6)")
 
     def query(self, stmt):
         c = sqlite3.connect(self.db)
@@ -233,7 +274,7 @@ class StateFiles(EddyTest):
 
     def test_format_2_is_upgraded(self):
         """A state of format 2 kept one run counter per key, in its row: it is
-        taken as it is, the format becomes the current one (5), and new runs are numbered past
+        taken as it is, the format becomes the current one (6), and new runs are numbered past
         every key's counter (no run number of a key is used twice)."""
         self.finished_state(40)
         self.sql("UPDATE meta SET v = 2 WHERE k = 'format_version'")
@@ -244,7 +285,7 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(len(read_jsonl(self.out)), 45)
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 5)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 6)
         self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'next_run'"), 1005)
 
     def test_format_4_pending_table_is_upgraded(self):
@@ -279,7 +320,7 @@ class StateFiles(EddyTest):
         self.assertEqual(json.loads(insp.stdout)["counts"]["pending"], len(entries))
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 5)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 6)
         self.assertEqual(self.query("SELECT count(*) FROM sqlite_master WHERE name = 'pending'"),
                          0)
         self.assertEqual(self.query("SELECT count(*) FROM inputs"), 0)
@@ -472,6 +513,36 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+
+    def test_format_5_journal_is_read(self):
+        """Format 5 wrote its journal entries as 'P' (8-byte integers, 4-byte
+        lengths): a state of format 5 with runs in flight resumes from those
+        entries, with no durable call run again, and becomes format 6."""
+        self.crashed_state()
+        c = sqlite3.connect(self.db)
+        n = 0
+        for rowid, data in c.execute("SELECT id, data FROM jlog").fetchall():
+            entries = self.jlog_decode(data)
+            for e in entries:
+                if e["tag"] == "p":
+                    e["tag"] = "P"
+                    n += 1
+            c.execute("UPDATE jlog SET data = ? WHERE id = ?", (self.jlog_encode(entries), rowid))
+        c.execute("UPDATE meta SET v = 5 WHERE k = 'format_version'")
+        c.commit()
+        c.close()
+        self.assertGreaterEqual(n, 3)  # two calls and a finished action
+        with open(self.effects) as f:
+            before = f.read()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+        with open(self.effects) as f:
+            after = f.read()
+        self.assertTrue(after.startswith(before))
+        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
+        self.assertNotIn('"later"', after[len(before):])
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 6)
 
 
 if __name__ == "__main__":

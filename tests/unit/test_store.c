@@ -924,10 +924,92 @@ static void test_jlog_codec(void **state)
     bad[0] = 'X';
     assert_int_equal(eddy__jlog_walk(bad, b.len, keep_entry, &w), EDDY_ESTATE);
     memcpy(bad, b.p, b.len);
-    bad[6] = '\0'; /* inside the key "k" */
+    assert_int_equal(bad[1], 4); /* the key's length + 1, then "k" */
+    bad[3] = '\0';               /* inside the key "k" */
     assert_int_equal(eddy__jlog_walk(bad, b.len, keep_entry, &w), EDDY_ESTATE);
     free(bad);
     free(b.p);
+}
+
+/* Append a legacy ('P', format 5 and older) string: 4-byte length, bytes, NUL. */
+static void legacy_str(eddy__buf *b, const char *s)
+{
+    unsigned char n[4];
+    uint32_t len = s != NULL ? (uint32_t)strlen(s) : 0xffffffffu;
+    for (int i = 0; i < 4; i++)
+        n[i] = (unsigned char)(len >> (8 * i));
+    assert_int_equal(eddy__buf_put(b, (const char *)n, 4), EDDY_OK);
+    if (s != NULL)
+        assert_int_equal(eddy__buf_put(b, s, strlen(s) + 1), EDDY_OK);
+}
+
+static void legacy_u64(eddy__buf *b, uint64_t v)
+{
+    unsigned char n[8];
+    for (int i = 0; i < 8; i++)
+        n[i] = (unsigned char)(v >> (8 * i));
+    assert_int_equal(eddy__buf_put(b, (const char *)n, 8), EDDY_OK);
+}
+
+/* Entries as format 5 wrote them ('P') still decode, flagged as legacy, and
+ * a put encodes them as 'p' entries, ~a third shorter; varints are read in
+ * their shortest form only, so that the encoding stays canonical. */
+static void test_jlog_legacy_and_varints(void **state)
+{
+    (void)state;
+    eddy__buf b = {0};
+    assert_int_equal(eddy__buf_put(&b, "P", 1), EDDY_OK);
+    legacy_str(&b, "\"k\"");
+    legacy_u64(&b, 7);
+    legacy_str(&b, "0123456789abcdef");
+    legacy_str(&b, "act");
+    legacy_u64(&b, (uint64_t)-1); /* a completion record */
+    assert_int_equal(eddy__buf_put(&b, "\x02\x00", 2), EDDY_OK);
+    legacy_str(&b, NULL);
+    legacy_str(&b, NULL);
+    legacy_str(&b, "{\"events\":[]}");
+    legacy_str(&b, NULL);
+    legacy_str(&b, NULL);
+    walked w = {.n = 0};
+    assert_int_equal(eddy__jlog_walk(b.p, b.len, keep_entry, &w), EDDY_OK);
+    assert_int_equal(w.n, 1);
+    assert_true(w.e[0].legacy);
+    assert_string_equal(w.text[0], "P \"k\" 7 0123456789abcdef act -1 2 0 ~ ~ {\"events\":[]} ~ ~");
+    eddy__buf c = {0};
+    assert_int_equal(eddy__jlog_put(&c, &w.e[0].rec), EDDY_OK);
+    assert_true(c.len < b.len * 2 / 3);
+    assert_int_equal(c.p[0], 'p');
+    walked v = {.n = 0};
+    assert_int_equal(eddy__jlog_walk(c.p, c.len, keep_entry, &v), EDDY_OK);
+    assert_int_equal(v.n, 1);
+    assert_false(v.e[0].legacy);
+    assert_string_equal(v.text[0], w.text[0]);
+    /* seq 7 is the byte after the key; as 0x87 0x00 it is not the shortest
+     * form, and a varint of eleven bytes is too long. */
+    assert_int_equal(c.p[1], 4);
+    assert_int_equal(c.p[6], 7);
+    eddy__buf d = {0};
+    assert_int_equal(eddy__buf_put(&d, c.p, 6), EDDY_OK);
+    assert_int_equal(eddy__buf_put(&d, "\x87\x00", 2), EDDY_OK);
+    assert_int_equal(eddy__buf_put(&d, c.p + 7, c.len - 7), EDDY_OK);
+    assert_int_equal(eddy__jlog_walk(d.p, d.len, keep_entry, &v), EDDY_ESTATE);
+    d.len = 0;
+    assert_int_equal(eddy__buf_put(&d, c.p, 6), EDDY_OK);
+    assert_int_equal(eddy__buf_put(&d, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 10),
+                     EDDY_OK); /* 2^64 - 1: fine */
+    assert_int_equal(eddy__buf_put(&d, c.p + 7, c.len - 7), EDDY_OK);
+    v.n = 0;
+    assert_int_equal(eddy__jlog_walk(d.p, d.len, keep_entry, &v), EDDY_OK);
+    assert_int_equal(v.e[0].rec.seq, UINT64_MAX);
+    d.len = 0;
+    assert_int_equal(eddy__buf_put(&d, c.p, 6), EDDY_OK);
+    assert_int_equal(eddy__buf_put(&d, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", 10),
+                     EDDY_OK); /* past 64 bits */
+    assert_int_equal(eddy__buf_put(&d, c.p + 7, c.len - 7), EDDY_OK);
+    assert_int_equal(eddy__jlog_walk(d.p, d.len, keep_entry, &v), EDDY_ESTATE);
+    free(b.p);
+    free(c.p);
+    free(d.p);
 }
 
 static void test_busy(void **state)
@@ -1553,6 +1635,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_waits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_run_handle, setup_dir, teardown_dir),
         cmocka_unit_test(test_jlog_codec),
+        cmocka_unit_test(test_jlog_legacy_and_varints),
         cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_plan, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_format_version, setup_dir, teardown_dir),
