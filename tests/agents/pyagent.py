@@ -29,11 +29,13 @@ class CustomError(Exception):
         self.code = code
 
 
-class Unpicklable(Exception):
-    """Pickles, but cannot be re-created from its args."""
+class TwoArg(Exception):
+    """Pickles, but pickle cannot re-create it: its __init__ takes more than
+    the args it passes on."""
 
-    def __init__(self, a, b):
-        super().__init__("%s/%s" % (a, b))
+    def __init__(self, msg, code):
+        super().__init__(msg)
+        self.code = code
 
 
 class Level(enum.IntEnum):
@@ -112,8 +114,12 @@ def count_and_raise(path, kind):
         f.write("called\n")
     if kind == "custom":
         raise CustomError("custom failure", code=7)
-    if kind == "unpicklable":
-        raise Unpicklable("a", "b")
+    if kind == "two_arg":
+        raise TwoArg("two", 5)
+    if kind == "local":
+        class Local(Exception):
+            """Found by no name: neither pickled nor looked up on replay."""
+        raise Local("from a local class")
     raise ValueError("value failure")
 
 
@@ -199,8 +205,18 @@ class TestAgent(Agent):
             out(ctx, rec, **r)
         elif op == "durable_error":
             try:
-                await ctx.durable_execute_async(count_and_raise, rec["counter"], rec["kind"])
+                if rec.get("sync"):
+                    try:
+                        ctx.durable_execute(count_and_raise, rec["counter"], rec["kind"])
+                    finally:
+                        await ctx.execute_async(sleep_call, 0, 0)  # lets the journal commit
+                else:
+                    await ctx.durable_execute_async(count_and_raise, rec["counter"],
+                                                    rec["kind"])
                 out(ctx, rec, error=None)
+            except TwoArg as e:
+                crash_if(rec.get("crash"))
+                out(ctx, rec, caught="TwoArg", message=str(e), args=list(e.args), code=e.code)
             except Exception as e:  # noqa: BLE001
                 if rec.get("raise"):
                     raise

@@ -173,12 +173,29 @@ class PythonTest(EddyTest):
         self.assertEqual(outs[0]["error"], "builtins.ValueError")
         self.assertEqual(outs[0]["message"], "value failure")
 
+    def two_arg_replayed(self, sync):
+        # TwoArg's __init__ takes (msg, code) but passes on msg alone, so
+        # pickle cannot re-create it from its args: it came back as an
+        # eddy.DurableCallError, and `except TwoArg` missed it.
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "two_arg",
+                                      "sync": sync, "seq": 1})
+        self.assertEqual(outs, [{"key": "e", "seq": 1, "caught": "TwoArg", "message": "two",
+                                 "args": ["two"], "code": 5}])
+
+    def test_durable_exception_rebuilt_without_its_init(self):
+        self.two_arg_replayed(sync=False)
+
+    def test_durable_sync_exception_rebuilt_without_its_init(self):
+        self.two_arg_replayed(sync=True)
+
     def test_durable_exception_fallback_type(self):
-        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "unpicklable",
+        # A class defined in a function: neither pickled nor found by name.
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "local",
                                       "seq": 1})
+        name = "pyagent.count_and_raise.<locals>.Local"
         self.assertEqual(outs[0]["error"], "eddy.DurableCallError")
-        self.assertEqual(outs[0]["type_name"], "pyagent.Unpicklable")
-        self.assertEqual(outs[0]["message"], "pyagent.Unpicklable: a/b")
+        self.assertEqual(outs[0]["type_name"], name)
+        self.assertEqual(outs[0]["message"], name + ": from a local class")
 
     def test_nul_characters_survive_a_crash(self):
         # A journaled result, an event and memory holding "\u0000": the
