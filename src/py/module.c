@@ -1080,18 +1080,64 @@ static PyObject *mem_get_field_names(PyObject *self, PyObject *unused)
     return r;
 }
 
+/*
+ * The fields of the object, each looked up by its name in the object's value:
+ * a stored dict may have keys with a dot, or an empty one, which a dotted
+ * path cannot reach ("a.b" would be field b of field a, "" the object
+ * itself). A nested object comes as a MemoryObject when its path reaches it,
+ * else as a dict (a copy).
+ */
 static PyObject *mem_get_fields(PyObject *self, PyObject *unused)
 {
-    PyObject *names = mem_get_field_names(self, unused);
-    PyObject *d = names != NULL ? PyDict_New() : NULL;
-    for (Py_ssize_t i = 0; d != NULL && i < PyList_GET_SIZE(names); i++) {
-        PyObject *k = PyList_GET_ITEM(names, i);
-        PyObject *v = mem_get(self, k);
-        if (v == NULL || PyDict_SetItem(d, k, v) != 0)
+    (void)unused;
+    mem_obj *m = (mem_obj *)self;
+    char *full;
+    eddy_memory *mem = mem_at(self, NULL, "MemoryObject.get_fields", &full);
+    if (mem == NULL)
+        return NULL;
+    json_t *obj = eddy_memory_get(mem, full);
+    json_t *names = json_is_object(obj) ? eddy_memory_field_names(mem, full) : NULL;
+    PyObject *d = PyDict_New();
+    size_t n = strlen(full), i;
+    json_t *name;
+    json_array_foreach(names, i, name)
+    {
+        if (d == NULL)
+            break;
+        const char *k = json_string_value(name);
+        size_t klen = json_string_length(name);
+        json_t *v = json_object_getn(obj, k, klen);
+        PyObject *key = PyUnicode_FromStringAndSize(k, (Py_ssize_t)klen);
+        PyObject *pv = NULL;
+        if (key != NULL && json_is_object(v) && klen > 0 && memchr(k, '.', klen) == NULL &&
+            memchr(k, '\0', klen) == NULL) {
+            char *path = PyMem_Malloc(n + klen + 2);
+            if (path != NULL) {
+                memcpy(path, full, n);
+                size_t at = n > 0 ? n + 1 : 0;
+                if (n > 0)
+                    path[n] = '.';
+                memcpy(path + at, k, klen + 1);
+                pv = mem_new(m->ctxobj, m->sensory, path);
+                PyMem_Free(path);
+            } else {
+                PyErr_NoMemory();
+            }
+        } else if (key != NULL) {
+            pv = eddy__py_from_json(v);
+        }
+        if (pv == NULL || PyDict_SetItem(d, key, pv) != 0)
             Py_CLEAR(d);
-        Py_XDECREF(v);
+        Py_XDECREF(key);
+        Py_XDECREF(pv);
     }
-    Py_XDECREF(names);
+    if (d != NULL && json_is_object(obj) && names == NULL) {
+        Py_CLEAR(d);
+        PyErr_NoMemory();
+    }
+    json_decref(names);
+    json_decref(obj);
+    PyMem_Free(full);
     return d;
 }
 

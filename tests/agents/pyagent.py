@@ -420,6 +420,15 @@ def memory_ops(ctx, rec):
     r["fields"] = {k: (type(v).__name__ if not isinstance(v, (int, list)) else v)
                    for k, v in fields.items()}
     r["root_names"] = stm.get_field_names()
+    # Keys with a dot, or empty, in a stored dict: fields of their own, which
+    # get_fields looks up by name (a dotted path cannot reach them).
+    stm.set("dots", {"a.b": 1, "": 2, "ok": 3, "x.y": {"z": 4}, "sub": {"w": 5}})
+    dots = stm.get("dots")
+    r["dots_names"] = dots.get_field_names()
+    fields = dots.get_fields()
+    r["dots_fields"] = {k: (v if not hasattr(v, "get_fields") else
+                            {"MemoryObject": v.get_fields()}) for k, v in fields.items()}
+    r["dots_path"] = [stm.get("dots.a.b"), stm.is_exist("dots.x.y")]
     r["absent"] = stm.get("nothing.here")
     try:
         stm.set("bad", {"k": {1, 2}})

@@ -374,6 +374,11 @@ class PythonTest(EddyTest):
         self.assertEqual(a["fields"], {"c": 1, "d": [1, "two", None, True, 2.5],
                                        "e": "MemoryObject"})
         self.assertEqual(a["root_names"], ["a", "o"])
+        self.assertEqual(a["dots_names"], ["", "a.b", "ok", "sub", "x.y"])
+        # get_fields gave None for "a.b" and the parent object for "".
+        self.assertEqual(a["dots_fields"], {"": 2, "a.b": 1, "ok": 3, "x.y": {"z": 4},
+                                            "sub": {"MemoryObject": {"w": 5}}})
+        self.assertEqual(a["dots_path"], [None, False])
         self.assertIsNone(a["absent"])
         self.assertIn("memory path 'bad' at ['k']", a["set_bad"])
         self.assertIn("'set' is not JSON", a["set_bad"])
