@@ -539,6 +539,24 @@ class PythonTest(EddyTest):
             self.assertIn(words, res.stderr.decode())
             self.assertIn(name, res.stderr.decode())
 
+    def test_subclass_of_a_builtin_event_refused_at_load(self):
+        # A subclass of OutputEvent was an event of its own type, routed by
+        # its name: its outputs were dropped as "unhandled events".
+        for base, words in (("OutputEvent", "never reach the sink; send "
+                             "OutputEvent(output=value) itself"),
+                            ("InputEvent", "which the actions of InputEvent never receive")):
+            name = "sub_%s.py" % base.lower()
+            err = self.load_error(name, "from eddy import Agent, action, %s\n"
+                                  "\n"
+                                  "class Mine(%s):\n"
+                                  "    pass\n" % (base, base))
+            self.assertIn("eddy: cannot load Python agent %s: TypeError: class Mine cannot "
+                          "subclass %s: eddy routes events by their exact type name" % (name, base),
+                          err)
+            self.assertIn(words, err)
+            self.assertIn('File "%s", line 3, in <module>\n    class Mine(%s):\n'
+                          % (self.path(name), base), err)
+
     def test_agent_with_no_input_event_action_is_refused(self):
         # A misspelt trigger took every input and did nothing, with exit 0.
         path = self.path("typo.py")
