@@ -512,6 +512,12 @@ typedef struct eddy_stats {
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);
 
+/* The i-th of the first four distinct types of the events that triggered no
+ * action (stats.unhandled_events counts them all), in the order they were
+ * met, borrowed until eddy_runtime_free(); NULL past the last one kept.
+ * Mailbox thread, as the stats. */
+EDDY_API const char *eddy_runtime_unhandled_type(const eddy_runtime *rt, size_t i);
+
 /* Called on the mailbox thread about every interval_ms while running. */
 typedef void (*eddy_progress_fn)(const eddy_stats *stats, void *arg);
 EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,

@@ -545,15 +545,30 @@ static int progress_wanted(const struct run_args *a)
            (dead_letter == NULL || strcmp(dead_letter, "-") != 0);
 }
 
-static void print_summary(const eddy_stats *st, const char *state_dir)
+/* The summary names the types of the unhandled events, the first three met
+ * and "..." when there were more: a subclass of OutputEvent or a misspelt
+ * type is found at a glance. */
+#define SUMMARY_UNHANDLED_TYPES 3
+
+static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const char *state_dir)
 {
     double rate = st->elapsed_s > 0 ? (double)st->inputs / st->elapsed_s : 0;
     fprintf(stderr,
             "eddy: %" PRIu64 " inputs, %" PRIu64 " outputs, %" PRIu64 " dead-lettered, %" PRIu64
-            " actions, %" PRIu64 " async calls, %" PRIu64
-            " unhandled events, %.2f s, %.0f inputs/s",
+            " actions, %" PRIu64 " async calls, %" PRIu64 " unhandled events",
             st->inputs, st->outputs, st->dead_lettered, st->actions_executed, st->async_calls,
-            st->unhandled_events, st->elapsed_s, rate);
+            st->unhandled_events);
+    const char *type;
+    for (size_t i = 0; (type = eddy_runtime_unhandled_type(rt, i)) != NULL; i++) {
+        if (i == SUMMARY_UNHANDLED_TYPES) {
+            fputs(", ...", stderr);
+            break;
+        }
+        fprintf(stderr, "%s%s", i == 0 ? " (" : ", ", type);
+    }
+    if (eddy_runtime_unhandled_type(rt, 0) != NULL)
+        fputc(')', stderr);
+    fprintf(stderr, ", %.2f s, %.0f inputs/s", st->elapsed_s, rate);
     if (st->durable_replayed > 0)
         fprintf(stderr, ", %" PRIu64 " durable calls replayed", st->durable_replayed);
     if (st->actions_replayed > 0)
@@ -611,7 +626,7 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
     eddy_runtime_stats(rt, &st);
     const char *state_dir = eddy_config_get(a->conf, "state");
     if (!a->quiet)
-        print_summary(&st, state_dir);
+        print_summary(rt, &st, state_dir);
     return run_exit_code(rc, rt, state_dir != NULL && *state_dir != '\0');
 }
 

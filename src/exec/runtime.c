@@ -199,13 +199,30 @@ static void task_free(eddy_runtime *rt, eddy_ctx *t)
     }
 }
 
+/* Count an event that triggered no action, and keep its type when it is one
+ * of the first few met (for the summary). Off the hot path: an unhandled
+ * event is a mistake more often than a wish. At most a few string compares;
+ * a type is copied once, and a failed copy only leaves it unnamed. */
+static __attribute__((noinline)) void note_unhandled(eddy_runtime *rt, const char *type)
+{
+    rt->stats.unhandled_events++;
+    for (size_t i = 0; i < EDDY__UNHANDLED_TYPES; i++) {
+        if (rt->unhandled_types[i] == NULL) {
+            rt->unhandled_types[i] = strdup(type);
+            return;
+        }
+        if (strcmp(rt->unhandled_types[i], type) == 0)
+            return;
+    }
+}
+
 /* Fan an event out to the actions it triggers, as new tasks of k's run. */
 static int route_event(eddy_runtime *rt, eddy__key *k, eddy_event *ev)
 {
     /* Every run starts with an InputEvent: its route is looked up once. */
     const eddy__route *r = ev == k->input ? rt->input_route : eddy__plan_route(rt->plan, ev->type);
     if (r == NULL) {
-        rt->stats.unhandled_events++;
+        note_unhandled(rt, ev->type);
         return EDDY_OK;
     }
     k->started += r->n; /* checked by run_limit_passed before the events go out */
@@ -976,6 +993,11 @@ void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out)
     fill_stats(rt, out);
 }
 
+const char *eddy_runtime_unhandled_type(const eddy_runtime *rt, size_t i)
+{
+    return rt != NULL && i < EDDY__UNHANDLED_TYPES ? rt->unhandled_types[i] : NULL;
+}
+
 static void on_close_noop(uv_handle_t *h)
 {
     (void)h;
@@ -1045,5 +1067,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     eddy_plan_free(rt->plan);
     eddy_config_free(rt->conf);
     eddy_error_free(rt->error);
+    for (size_t i = 0; i < EDDY__UNHANDLED_TYPES; i++)
+        free(rt->unhandled_types[i]);
     free(rt);
 }

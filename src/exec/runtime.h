@@ -222,6 +222,11 @@ struct eddy_runtime {
     int rc;
     eddy_error *error;
     eddy_stats stats;
+    /* The first distinct types of the events that triggered no action
+     * (stats.unhandled_events counts them all), in the order met; each
+     * strdup'd once (see eddy_runtime_unhandled_type). */
+#define EDDY__UNHANDLED_TYPES 4
+    char *unhandled_types[EDDY__UNHANDLED_TYPES];
     uint64_t t_start;
 };
 

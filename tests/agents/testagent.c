@@ -320,7 +320,8 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         return rc;
     }
     if (strcmp(op, "unhandled") == 0) {
-        int rc = send_typed(ctx, "Nobody", NULL);
+        const char *type = json_string_value(json_object_get(in, "type"));
+        int rc = send_typed(ctx, type != NULL ? type : "Nobody", NULL);
         return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));
     }
     eddy_ctx_fail(ctx, "ValueError", "unknown op");

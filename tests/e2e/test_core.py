@@ -138,7 +138,16 @@ class CoreTest(EddyTest):
         res = self.run_eddy([{"key": "u", "op": "unhandled", "seq": i} for i in range(3)])
         self.assertOk(res)
         self.assertEqual(len(res.outputs()), 3)
-        self.assertIn(b"3 unhandled events", res.stderr)
+        self.assertIn(b"3 unhandled events (Nobody), ", res.stderr)
+        self.assertIn(b" 0 unhandled events, ", self.run_eddy([{"key": "u", "seq": 0}]).stderr)
+
+    def test_unhandled_event_types_named(self):
+        # The summary names the first three types met, and "..." for more.
+        types = ["Foo", "Bar", "Foo", "Baz", "Qux", "Quux"]
+        res = self.run_eddy([{"key": "u", "op": "unhandled", "type": t, "seq": i}
+                             for i, t in enumerate(types)])
+        self.assertOk(res)
+        self.assertIn(b"6 unhandled events (Foo, Bar, Baz, ...), ", res.stderr)
 
     def test_agent_with_no_input_event_action_is_refused(self):
         # Every input would be dropped, and eddy said so only as "unhandled

@@ -153,6 +153,11 @@ static void test_admission_from_run_end(void **state)
     assert_int_equal(st.inputs, N);
     assert_int_equal(st.runs_finished, N);
     assert_int_equal(st.runs_in_flight, 0);
+    /* Every InputEvent went unhandled: counted each, its type kept once. */
+    assert_int_equal(st.unhandled_events, N);
+    assert_string_equal(eddy_runtime_unhandled_type(rt, 0), EDDY_INPUT_EVENT);
+    assert_null(eddy_runtime_unhandled_type(rt, 1));
+    assert_null(eddy_runtime_unhandled_type(rt, 100));
     eddy_runtime_free(rt);
     eddy_config_free(c);
 
