@@ -623,6 +623,42 @@ void eddy__py_call_done(eddy__job *job)
     }
 }
 
+/*
+ * Refuse a coroutine function (async def) as the function of a call: called
+ * on a worker (or here, for durable_execute), it only makes a coroutine that
+ * nothing runs, which came back as the result (or failed to pickle). A plain
+ * function is read directly, a builtin or a class needs no look; anything
+ * else (a partial, a bound method, a callable object) goes through the
+ * module's _is_coroutine_function. 0, or -1 with an exception set.
+ */
+static int refuse_coroutine_function(PyObject *fn, const char *what)
+{
+    int is;
+    if (PyFunction_Check(fn)) {
+        is = (((PyCodeObject *)PyFunction_GET_CODE(fn))->co_flags & CO_COROUTINE) != 0;
+    } else if (PyCFunction_Check(fn) || PyType_Check(fn)) {
+        is = 0;
+    } else {
+        PyObject *r = call_helper("_is_coroutine_function", &fn, 1);
+        is = r != NULL ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+    }
+    if (is <= 0)
+        return is;
+    char *id = NULL;
+    if (eddy__py_function_id(fn, &id) != 0)
+        PyErr_Clear();
+    int here = strcmp(what, "durable_execute") == 0; /* the others run fn on a worker */
+    PyErr_Format(PyExc_TypeError,
+                 "%s takes a plain function, which %s: %s is a coroutine function (async def), "
+                 "and calling it there would only make a coroutine that nothing runs; make it "
+                 "a def%s",
+                 what, here ? "it calls here, on eddy's mailbox thread" : "runs on a worker thread",
+                 id != NULL ? id : "fn", here ? "" : " (it may block: it has a thread of its own)");
+    free(id);
+    return -1;
+}
+
 /* Split (fn, *args) of a METH_VARARGS call. */
 static int split_fn(PyObject *args, const char *what, PyObject **fn, PyObject **rest)
 {
@@ -631,6 +667,8 @@ static int split_fn(PyObject *args, const char *what, PyObject **fn, PyObject **
         return -1;
     }
     *fn = PyTuple_GET_ITEM(args, 0);
+    if (refuse_coroutine_function(*fn, what) != 0)
+        return -1;
     *rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
     return *rest != NULL ? 0 : -1;
 }

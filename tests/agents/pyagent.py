@@ -3,6 +3,7 @@
 import asyncio
 import collections
 import enum
+import functools
 import json
 import os
 import threading
@@ -130,6 +131,19 @@ def call_then_crash(path, crash, value):
     if crash and os.path.exists(crash):
         os._exit(3)
     return value
+
+
+async def fetch_async(x):
+    """A coroutine function: not what the call API takes."""
+    return x
+
+
+class AsyncCallable:
+    async def __call__(self, x):
+        return x
+
+    async def method(self, x):
+        return x
 
 
 def crash_if(flag):
@@ -261,6 +275,28 @@ class TestAgent(Agent):
                 except TypeError as e:
                     errors.append(str(e))
             out(ctx, rec, errors=errors)
+        elif op == "async_fn":
+            # Each is refused where it is made, with or without --state.
+            errors = {}
+            calls = {
+                "execute_async": lambda: ctx.execute_async(fetch_async, 1),
+                "durable_execute_async": lambda: ctx.durable_execute_async(fetch_async, 1),
+                "durable_execute": lambda: ctx.durable_execute(fetch_async, 1),
+                "partial": lambda: ctx.execute_async(functools.partial(fetch_async, 1)),
+                "method": lambda: ctx.durable_execute_async(AsyncCallable().method, 1),
+                "callable": lambda: ctx.execute_async(AsyncCallable(), 1),
+                "reconciler": lambda: ctx.durable_execute_async(count, "/dev/null", 1,
+                                                                reconciler=fetch_async),
+            }
+            for name, make in calls.items():
+                try:
+                    make()
+                    errors[name] = None
+                except TypeError as e:
+                    errors[name] = str(e)
+            # A partial of a plain function is still a plain function.
+            ok = await ctx.durable_execute_async(functools.partial(len, "abc"))
+            out(ctx, rec, errors=errors, ok=ok)
         elif op == "dict_twice":
             stm = ctx.short_term_memory
             stm.set("profile", {"n": rec["seq"], "tag": "t%d" % rec["seq"]})

@@ -653,6 +653,35 @@ class PythonTest(EddyTest):
         self.assertEqual(lines(counter), 2)
         self.assertEqual(lines(counter + ".reconciled"), 0)
 
+    def test_coroutine_function_refused_by_the_call_api(self):
+        # An async def given to a call ran on a worker as fn(...), which only
+        # made a coroutine: the result without --state, "cannot pickle
+        # 'coroutine' object" with it.
+        for extra in ([], ["--state", self.path("state")]):
+            res = self.run_py([{"key": "c", "op": "async_fn", "seq": 1}], *extra)
+            self.assertOk(res)
+            (o,) = res.outputs()
+            self.assertEqual(o["ok"], 3)
+            errors = o["errors"]
+            for name in ("execute_async", "durable_execute_async"):
+                self.assertEqual(errors[name], "%s takes a plain function, which runs on a "
+                                 "worker thread: pyagent.fetch_async is a coroutine function "
+                                 "(async def), and calling it there would only make a "
+                                 "coroutine that nothing runs; make it a def (it may block: "
+                                 "it has a thread of its own)" % name, extra)
+            self.assertEqual(errors["durable_execute"], "durable_execute takes a plain "
+                             "function, which it calls here, on eddy's mailbox thread: "
+                             "pyagent.fetch_async is a coroutine function (async def), and "
+                             "calling it there would only make a coroutine that nothing runs; "
+                             "make it a def", extra)
+            self.assertIn("execute_async takes a plain function", errors["partial"])
+            self.assertIn("worker thread: pyagent.AsyncCallable.method is a coroutine "
+                          "function", errors["method"])
+            self.assertIn("is a coroutine function (async def)", errors["callable"])
+            self.assertIn("reconciler pyagent.fetch_async is a coroutine function",
+                          errors["reconciler"])
+            self.assertNotIn(b"never awaited", res.stderr)
+
     def test_dict_in_memory_set_again_in_a_later_run(self):
         # Flink Agents stores a dict as one value; eddy as nested objects,
         # which a later set of a dict replaces (it was refused: "an object
