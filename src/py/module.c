@@ -509,7 +509,8 @@ static PySendResult call_send(PyObject *self, PyObject *arg, PyObject **result)
     return PYGEN_RETURN;
 }
 
-/* Iterator protocol, for `yield from` and plain next(). */
+/* Iterator protocol, for `yield from` (see awaitable_iter) and for await
+ * under a trace function (CPython then steps the awaitable with tp_iternext). */
 static PyObject *iternext_of(PyObject *self,
                              PySendResult (*send)(PyObject *, PyObject *, PyObject **))
 {
@@ -531,6 +532,28 @@ static PyObject *iternext_of(PyObject *self,
 static PyObject *call_iternext(PyObject *self)
 {
     return iternext_of(self, call_send);
+}
+
+/*
+ * iter() of a call or a gather: only `yield from` in a generator-based
+ * coroutine (@types.coroutine) iterates one rightly, and it runs in such a
+ * coroutine's frame. Anywhere else it is a mistake that never ended:
+ * list(ctx.execute_async(f)) took the call itself, again and again, until
+ * memory ran out. (await goes through am_await, not here.)
+ */
+static PyObject *awaitable_iter(PyObject *self)
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    PyCodeObject *code = frame != NULL ? PyFrame_GetCode(frame) : NULL;
+    int in_coroutine = code != NULL && (code->co_flags & CO_ITERABLE_COROUTINE) != 0;
+    Py_XDECREF(code);
+    if (in_coroutine)
+        return Py_NewRef(self);
+    PyErr_Format(PyExc_TypeError, "%s is awaited, not iterated: write `%s` in an async def action",
+                 Py_IS_TYPE(self, eddy__py.call_type) ? "a call of the context" : "ctx.gather()",
+                 Py_IS_TYPE(self, eddy__py.call_type) ? "await ctx.execute_async(fn, ...)"
+                                                      : "await ctx.gather(...)");
+    return NULL;
 }
 
 static PyObject *self_await(PyObject *self)
@@ -1283,7 +1306,7 @@ static PyType_Spec mem_spec = {"eddy.MemoryObject", sizeof(mem_obj), 0,
 
 static PyType_Slot call_slots[] = {
     {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
-    {Py_tp_repr, call_repr},       {Py_tp_iter, PyObject_SelfIter}, {Py_tp_iternext, call_iternext},
+    {Py_tp_repr, call_repr},       {Py_tp_iter, awaitable_iter},    {Py_tp_iternext, call_iternext},
     {Py_am_await, self_await},     {Py_am_send, call_send},         {0, NULL},
 };
 
@@ -1296,7 +1319,7 @@ static PyType_Slot gather_slots[] = {
     {Py_tp_traverse, gather_traverse},
     {Py_tp_clear, gather_clear},
     {Py_tp_repr, gather_repr},
-    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iter, awaitable_iter},
     {Py_tp_iternext, gather_iternext},
     {Py_am_await, self_await},
     {Py_am_send, gather_send},

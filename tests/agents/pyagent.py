@@ -4,6 +4,7 @@ import asyncio
 import collections
 import enum
 import functools
+import itertools
 import json
 import os
 import threading
@@ -297,6 +298,18 @@ class TestAgent(Agent):
             # A partial of a plain function is still a plain function.
             ok = await ctx.durable_execute_async(functools.partial(len, "abc"))
             out(ctx, rec, errors=errors, ok=ok)
+        elif op == "iterate":
+            # Iterating a call (list(call)) gave the call itself endlessly;
+            # islice keeps this from running away when it does.
+            errors = []
+            for make in (lambda: ctx.execute_async(len, "x"),
+                         lambda: ctx.durable_execute_async(len, "x"),
+                         lambda: ctx.gather(ctx.execute_async(len, "y"))):
+                try:
+                    errors.append(repr(list(itertools.islice(make(), 3))))
+                except TypeError as e:
+                    errors.append(str(e))
+            out(ctx, rec, errors=errors, v=await ctx.execute_async(len, "abc"))
         elif op == "dict_twice":
             stm = ctx.short_term_memory
             stm.set("profile", {"n": rec["seq"], "tag": "t%d" % rec["seq"]})

@@ -682,6 +682,16 @@ class PythonTest(EddyTest):
                           errors["reconciler"])
             self.assertNotIn(b"never awaited", res.stderr)
 
+    def test_iterating_a_call_is_refused(self):
+        res = self.run_py([{"key": "i", "op": "iterate", "seq": 1}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        call = ("a call of the context is awaited, not iterated: write `await "
+                "ctx.execute_async(fn, ...)` in an async def action")
+        self.assertEqual(o["errors"], [call, call, "ctx.gather() is awaited, not iterated: "
+                                       "write `await ctx.gather(...)` in an async def action"])
+        self.assertEqual(o["v"], 3)
+
     def test_dict_in_memory_set_again_in_a_later_run(self):
         # Flink Agents stores a dict as one value; eddy as nested objects,
         # which a later set of a dict replaces (it was refused: "an object
