@@ -160,6 +160,9 @@ static void task_state_free(eddy_ctx *t)
     eddy__py_task *pt = t->lang;
     if (pt == NULL)
         return;
+    /* Before the context is refused: the calls the action left (its
+     * locals are gone with its end) are counted by then. */
+    eddy__py_unawaited_end(t, pt->coro == NULL && t->rc == EDDY_OK);
     /* An unfinished coroutine (the runtime drops it) is closed: its finally
      * blocks run, and find the context refused, as after the end of an
      * action: what they would send or write would be discarded with it. */
@@ -173,6 +176,9 @@ static void task_state_free(eddy_ctx *t)
     Py_CLEAR(pt->coro);
     Py_CLEAR(pt->ctxobj);
     Py_CLEAR(pt->waiting);
+    /* What closing the coroutine freed went away unwarned; what it left
+     * still points at pt. */
+    eddy__py_unawaited_end(t, 0);
     free(pt);
     t->lang = NULL;
 }
@@ -319,6 +325,7 @@ static int first_step(eddy_ctx *t, PyObject *fn)
         return 1;
     }
     t->lang = pt;
+    eddy__queue_init(&pt->unawaited);
     if ((pt->ctxobj = eddy__py_ctx_new(t)) == NULL) {
         eddy__py_fail_task(t);
         return 1;

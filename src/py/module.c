@@ -448,8 +448,79 @@ static eddy__py_call *call_new(PyObject *ctxobj, PyObject *fn, PyObject *args, P
     c->fn = Py_NewRef(fn);
     c->args = Py_NewRef(args);
     c->kwargs = Py_XNewRef(kwargs);
+    eddy__queue_init(&c->unawaited);
     PyObject_GC_Track(c);
     return c;
+}
+
+/* ---------------------------------------------------------------- calls never awaited */
+
+/* A call made by the action (execute_async, durable_execute_async), to be
+ * awaited: listed in its task until then. */
+static void unawaited_add(eddy_ctx *t, eddy__py_call *c)
+{
+    eddy__py_task *pt = t->lang;
+    if (pt != NULL)
+        eddy__queue_insert_tail(&pt->unawaited, &c->unawaited);
+}
+
+/* The call is sent for the first time (awaited, or its gather is). */
+static void unawaited_done(eddy__py_call *c)
+{
+    eddy__queue_remove(&c->unawaited); /* a no-op when not listed */
+}
+
+/* The call goes away (or is cleared by the GC): if it was never awaited
+ * while its action execution runs, the action's end warns about it. */
+static void unawaited_gone(eddy__py_call *c)
+{
+    if (eddy__queue_empty(&c->unawaited))
+        return;
+    eddy__queue_remove(&c->unawaited);
+    eddy_ctx *t = c->ctxobj != NULL ? ((ctx_obj *)c->ctxobj)->task : NULL;
+    eddy__py_task *pt = t != NULL ? t->lang : NULL;
+    if (pt == NULL)
+        return;
+    if (pt->unawaited_gone++ == 0 && c->fn != NULL)
+        pt->unawaited_fn = Py_NewRef(c->fn);
+}
+
+void eddy__py_unawaited_end(eddy_ctx *t, int finished)
+{
+    eddy__py_task *pt = t->lang;
+    size_t n = pt->unawaited_gone;
+    PyObject *fn = pt->unawaited_fn; /* the reference moves here */
+    pt->unawaited_fn = NULL;
+    while (!eddy__queue_empty(&pt->unawaited)) {
+        eddy__queue *q = eddy__queue_head(&pt->unawaited);
+        eddy__queue_remove(q);
+        if (n++ == 0)
+            fn = Py_XNewRef(eddy__queue_data(q, eddy__py_call, unawaited)->fn);
+    }
+    pt->unawaited_gone = 0;
+    if (finished && n > 0) {
+        PyObject *type, *val, *tb;
+        PyErr_Fetch(&type, &val, &tb); /* none is expected; keep it if one is */
+        char *id = NULL;
+        if (fn == NULL || eddy__py_function_id(fn, &id) != 0)
+            PyErr_Clear();
+        const char *name = id != NULL ? id : "?";
+        if (n == 1)
+            fprintf(stderr,
+                    "eddy: warning: action '%s' for key %s made a call of %s that it never "
+                    "awaited, so it never ran (await it, or give it to ctx.gather and await "
+                    "that)\n",
+                    t->action->name, t->key->text, name);
+        else
+            fprintf(stderr,
+                    "eddy: warning: action '%s' for key %s made %zu calls that it never "
+                    "awaited (the first of %s), so they never ran (await them, or give them "
+                    "to ctx.gather and await that)\n",
+                    t->action->name, t->key->text, n, name);
+        free(id);
+        PyErr_Restore(type, val, tb);
+    }
+    Py_XDECREF(fn);
 }
 
 static int call_traverse(PyObject *self, visitproc visit, void *arg)
@@ -468,6 +539,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
 static int call_clear(PyObject *self)
 {
     eddy__py_call *c = (eddy__py_call *)self;
+    unawaited_gone(c);
     /* A running call is referenced by its task: never garbage. */
     Py_CLEAR(c->ctxobj);
     Py_CLEAR(c->fn);
@@ -496,6 +568,7 @@ static PySendResult call_send(PyObject *self, PyObject *arg, PyObject **result)
 {
     (void)arg;
     eddy__py_call *c = (eddy__py_call *)self;
+    unawaited_done(c);
     if (c->state != EDDY_PY_CALL_DONE) {
         *result = Py_NewRef(self); /* to the driver, which submits it */
         return PYGEN_NEXT;
@@ -735,6 +808,8 @@ static PyObject *ctx_execute_async(PyObject *self, PyObject *args, PyObject *kwa
         return NULL;
     eddy__py_call *c = call_new(self, fn, rest, kwargs);
     Py_DECREF(rest);
+    if (c != NULL)
+        unawaited_add(((ctx_obj *)self)->task, c);
     return (PyObject *)c;
 }
 
@@ -772,6 +847,8 @@ static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObj
                 Py_CLEAR(c);
         }
     }
+    if (c != NULL)
+        unawaited_add(t, c);
 out:
     Py_XDECREF(reconciler);
     if (kw != kwargs)
@@ -877,6 +954,8 @@ static PySendResult gather_send(PyObject *self, PyObject *arg, PyObject **result
     (void)arg;
     eddy__py_gather *g = (eddy__py_gather *)self;
     Py_ssize_t n = PyTuple_GET_SIZE(g->calls);
+    for (Py_ssize_t i = 0; i < n; i++)
+        unawaited_done((eddy__py_call *)PyTuple_GET_ITEM(g->calls, i));
     for (Py_ssize_t i = 0; i < n; i++) {
         if (((eddy__py_call *)PyTuple_GET_ITEM(g->calls, i))->state != EDDY_PY_CALL_DONE) {
             *result = Py_NewRef(self);

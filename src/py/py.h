@@ -129,6 +129,11 @@ typedef struct eddy__py_call {
     PyObject *result, *exc;
     /* Durable: the outcome encoded by the worker for the journal. */
     char *payload, *err_type, *err_msg;
+    /* In its task's list of calls not awaited yet (eddy__py_task.unawaited)
+     * from its making by execute_async or durable_execute_async until its
+     * first send (an await, its gather's await) or its end; else self-linked.
+     * Touched with the GIL held only. */
+    eddy__queue unawaited;
 } eddy__py_call;
 
 typedef struct eddy__py_gather {
@@ -144,6 +149,12 @@ typedef struct eddy__py_task {
     PyObject *coro;    /* an async action's coroutine while unfinished */
     PyObject *waiting; /* the call or gather it waits for */
     int commit_wait;   /* a durable outcome was journaled: resume after the commit */
+    /* Calls made and not awaited (yet): those alive, in a list, and those
+     * already gone, counted, with the function of the first (a reference).
+     * A call never awaited never runs: the end of the action warns. */
+    eddy__queue unawaited;
+    size_t unawaited_gone;
+    PyObject *unawaited_fn;
 } eddy__py_task;
 
 /* A new RunnerContext for task t. */
@@ -153,6 +164,11 @@ eddy_ctx *eddy__py_ctx_task(PyObject *ctxobj);
 /* The action execution ended (dropped: unfinished, its effects discarded):
  * the context (and its memory objects) refuse further use. */
 void eddy__py_ctx_invalidate(PyObject *ctxobj, int dropped);
+
+/* The action execution of t ends (finished: it returned, without an
+ * exception): with finished, warn on stderr when it made calls it never
+ * awaited; either way forget them. GIL held. */
+void eddy__py_unawaited_end(eddy_ctx *t, int finished);
 
 /* The job callbacks of a call (agent.c). */
 void eddy__py_call_work(eddy__job *job);

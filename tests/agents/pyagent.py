@@ -310,6 +310,23 @@ class TestAgent(Agent):
                 except TypeError as e:
                     errors.append(str(e))
             out(ctx, rec, errors=errors, v=await ctx.execute_async(len, "abc"))
+        elif op == "unawaited":
+            # Two calls made and never awaited: one dropped at once, one kept
+            # to the end. They never run: one warning at the action's end.
+            ctx.durable_execute_async(count, rec["counter"], 2)
+            kept = ctx.execute_async(count, rec["counter"], 3)  # noqa: F841
+            v = await ctx.execute_async(len, "abc")
+            if rec.get("raise"):
+                raise ValueError("failed after making a call")
+            out(ctx, rec, v=v)
+        elif op == "all_awaited":
+            # Calls awaited one way or another: no warning.
+            a = ctx.durable_execute_async(count, rec["counter"], 1)
+            b = ctx.execute_async(len, "ab")
+            g = ctx.gather(ctx.durable_execute_async(len, "abc"), b)
+            rs = [await a] + await g + await ctx.gather(ctx.execute_async(len, "abcd"))
+            crash_if(rec.get("crash"))
+            out(ctx, rec, rs=rs)
         elif op == "dict_twice":
             stm = ctx.short_term_memory
             stm.set("profile", {"n": rec["seq"], "tag": "t%d" % rec["seq"]})

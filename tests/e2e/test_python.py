@@ -692,6 +692,39 @@ class PythonTest(EddyTest):
                                        "write `await ctx.gather(...)` in an async def action"])
         self.assertEqual(o["v"], 3)
 
+    def test_calls_never_awaited_are_warned_about(self):
+        # A call made and never awaited silently never ran.
+        counter = self.path("counter")
+        res = self.run_py([{"key": "w", "op": "unawaited", "counter": counter, "seq": 1}])
+        self.assertOk(res)
+        self.assertEqual(lines(counter), 0)
+        warnings = [l for l in res.stderr.decode().splitlines() if "warning" in l]
+        self.assertEqual(warnings, [
+            'eddy: warning: action \'dispatch\' for key "w" made 2 calls that it never '
+            "awaited (the first of pyagent.count), so they never ran (await them, or give "
+            "them to ctx.gather and await that)"])
+        # Nothing for an action that fails (its error says enough), nor for
+        # calls awaited, through gather too, run or replayed.
+        res = self.run_py([{"key": "w", "op": "unawaited", "counter": counter, "raise": True,
+                            "seq": 1}], "--on-error", "skip")
+        self.assertOk(res)
+        self.assertNotIn(b"never awaited", res.stderr)
+        rec = {"key": "a", "op": "all_awaited", "counter": counter, "seq": 1}
+        res = self.run_py([rec])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"key": "a", "seq": 1, "rs": [1, 3, 2, 4]}])
+        self.assertNotIn(b"warning", res.stderr)
+        crash = self.path("crash.flag")
+        open(crash, "w").close()
+        rec = dict(rec, crash=crash)
+        self.assertEqual(self.run_py([rec], "--state", self.path("state")).rc, 3)
+        os.unlink(crash)
+        res = self.run_py([rec], "--state", self.path("state"))  # replays them
+        self.assertOk(res)
+        self.assertIn(b"2 durable calls replayed", res.stderr)
+        self.assertEqual(res.outputs(), [{"key": "a", "seq": 1, "rs": [1, 3, 2, 4]}])
+        self.assertNotIn(b"warning", res.stderr)
+
     def test_dict_in_memory_set_again_in_a_later_run(self):
         # Flink Agents stores a dict as one value; eddy as nested objects,
         # which a later set of a dict replaces (it was refused: "an object
