@@ -59,7 +59,7 @@ static unsigned char *put_str(unsigned char *o, const char *s)
 }
 
 /* Unsigned LEB128: seven bits a byte, low first; at most 10 bytes. */
-static unsigned char *put_varint(unsigned char *o, uint64_t v)
+static inline unsigned char *put_varint(unsigned char *o, uint64_t v)
 {
     while (v >= 0x80) {
         *o++ = (unsigned char)(v | 0x80);
@@ -69,22 +69,14 @@ static unsigned char *put_varint(unsigned char *o, uint64_t v)
     return o;
 }
 
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 /* A string of the compact entries: its length + 1 as a varint (0 when s is
  * NULL), the bytes and a NUL. */
-static unsigned char *put_vstr(unsigned char *o, const char *s, size_t n)
+static inline unsigned char *put_vstr(unsigned char *o, const char *s, size_t n)
 {
-    if (s == NULL)
-        return put_varint(o, 0);
+    if (s == NULL) {
+        *o++ = 0;
+        return o;
+    }
     o = put_varint(o, (uint64_t)n + 1);
     memcpy(o, s, n + 1);
     return o + n + 1;
@@ -92,29 +84,30 @@ static unsigned char *put_vstr(unsigned char *o, const char *s, size_t n)
 
 int eddy__jlog_put(eddy__buf *b, const eddy__jrec *r)
 {
-    /* Each string's length once: this runs for every durable record. */
+    /* Room for the longest encoding (10-byte varints, 5-byte lengths),
+     * then the length written: this runs for every durable record, and
+     * sizing each varint first cost as much as writing it. */
     const char *s[8] = {r->key,    r->event_id, r->action,   r->fn_id,
                         r->digest, r->payload,  r->err_type, r->err_msg};
-    size_t len[8];
-    uint64_t idx = zigzag(r->idx);
-    size_t n = 1 + varint_size(r->seq) + varint_size(idx) + 2;
+    size_t len[8], room = 1 + 10 + 10 + 2;
     for (int i = 0; i < 8; i++) {
         len[i] = s[i] != NULL ? strlen(s[i]) : 0;
-        n += s[i] != NULL ? varint_size((uint64_t)len[i] + 1) + len[i] + 1 : 1;
+        room += 5 + len[i] + 1;
     }
-    unsigned char *o = reserve(b, n);
-    if (o == NULL)
+    if (eddy__buf_reserve(b, room) != EDDY_OK)
         return EDDY_ENOMEM;
+    unsigned char *start = (unsigned char *)b->p + b->len, *o = start;
     *o++ = 'p';
     o = put_vstr(o, s[0], len[0]);
     o = put_varint(o, r->seq);
     o = put_vstr(o, s[1], len[1]);
     o = put_vstr(o, s[2], len[2]);
-    o = put_varint(o, idx);
+    o = put_varint(o, zigzag(r->idx));
     *o++ = (unsigned char)r->kind;
     *o++ = (unsigned char)r->status;
     for (int i = 3; i < 8; i++)
         o = put_vstr(o, s[i], len[i]);
+    b->len += (size_t)(o - start);
     return EDDY_OK;
 }
 
