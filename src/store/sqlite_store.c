@@ -1206,20 +1206,25 @@ static int legacy_convert(sqlite_store *s)
  * keyed by text (~11 k instructions in SQLite); a run that ends in the
  * transaction that wrote its entries (the common case) leaves nothing.
  */
-/* One allocation per run: the few row ids of most runs and the run key are
- * in it (W4's runs of ten records had five allocations each, the growing
- * ids array's three reallocs being most of the cost, ~2 % of the records'). */
-#define RUN_FEW_IDS 4
+/* One allocation per run: the few rows of most runs and the run key are in
+ * it (W4's runs of ten records had five allocations each, the growing ids
+ * array's three reallocs being most of the cost, ~2 % of the records'). */
+#define RUN_FEW_ROWS 4
+
+struct jrow;
 
 typedef struct jrun {
-    uint64_t *ids; /* its rows, ascending: few, or on the heap once more */
+    /* Its rows, ascending by id: few, or on the heap once more. A row lives
+     * while a run holds it (its live count), so these stay valid; held by
+     * pointer, as the prune of every run visits each of its rows. */
+    struct jrow **rows;
     size_t n, cap;
     int in_txn; /* in s->txn */
     int ended;  /* pruned while in s->txn: freed at the flush */
     /* Its records in the rows that were there at open (read once, then, for
      * every run in flight), or NULL. */
     eddy__jview *opened;
-    uint64_t few[RUN_FEW_IDS];
+    struct jrow *few[RUN_FEW_ROWS];
     size_t rklen;
     char rk[]; /* its run key (run_key): the map key */
 } jrun;
@@ -1288,8 +1293,8 @@ static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
     if ((r = malloc(sizeof(*r) + n + 1)) == NULL)
         return NULL;
     memset(r, 0, sizeof(*r));
-    r->ids = r->few;
-    r->cap = RUN_FEW_IDS;
+    r->rows = r->few;
+    r->cap = RUN_FEW_ROWS;
     run_key(r->rk, n + 1, key, seq);
     r->rklen = n;
     if (eddy__map_put(&s->runs, r->rk, n, r) != EDDY_OK) {
@@ -1303,36 +1308,36 @@ static void run_free(jrun *r)
 {
     if (r != NULL) {
         eddy__jview_free(r->opened);
-        if (r->ids != r->few)
-            free(r->ids);
+        if (r->rows != r->few)
+            free(r->rows);
         free(r);
     }
 }
 
-static int run_add_row(jrun *r, uint64_t id)
+/* Row w holds entries of run r (the caller counts r in w's live). */
+static int run_add_row(jrun *r, struct jrow *w)
 {
-    if (r->n > 0 && r->ids[r->n - 1] == id)
-        return EDDY_OK;
-    if (r->n == r->cap && r->ids == r->few) {
+    if (r->n == r->cap && r->rows == r->few) {
         /* Past the few: to the heap, with room for a run of W4's size. */
-        uint64_t *v = malloc(4 * RUN_FEW_IDS * sizeof(*v));
+        struct jrow **v = malloc(4 * RUN_FEW_ROWS * sizeof(*v));
         if (v == NULL)
             return EDDY_ENOMEM;
         memcpy(v, r->few, sizeof(r->few));
-        r->ids = v;
-        r->cap = 4 * RUN_FEW_IDS;
-    } else if (eddy__vec_grow(&r->ids, &r->cap, r->n + 1, sizeof(*r->ids), 4) != EDDY_OK) {
+        r->rows = v;
+        r->cap = 4 * RUN_FEW_ROWS;
+    } else if (eddy__vec_grow(&r->rows, &r->cap, r->n + 1, sizeof(*r->rows), 4) != EDDY_OK) {
         return EDDY_ENOMEM;
     }
-    r->ids[r->n++] = id;
+    r->rows[r->n++] = w;
     return EDDY_OK;
 }
 
-static int row_put(sqlite_store *s, uint64_t id, size_t live, size_t total, size_t bytes)
+/* A new row's record, in s->rows; NULL when out of memory. */
+static jrow *row_put(sqlite_store *s, uint64_t id, size_t live, size_t total, size_t bytes)
 {
     jrow *w = malloc(sizeof(*w));
     if (w == NULL)
-        return EDDY_ENOMEM;
+        return NULL;
     w->id = id;
     w->live = live;
     w->total = total;
@@ -1340,9 +1345,9 @@ static int row_put(sqlite_store *s, uint64_t id, size_t live, size_t total, size
     w->sparse = 0;
     if (eddy__map_put(&s->rows, (const char *)&w->id, sizeof(w->id), w) != EDDY_OK) {
         free(w);
-        return EDDY_ENOMEM;
+        return NULL;
     }
-    return EDDY_OK;
+    return w;
 }
 
 /* Forget the open transaction's entries (rolled back, or stored). */
@@ -1452,11 +1457,10 @@ static int keep_one(void *arg, const char *key, uint64_t seq)
     return seq == o->seq && strcmp(key, o->key) == 0;
 }
 
-/* Drop row id from a run's rows (deleting the row when it was the last). */
-static int row_release(sqlite_store *s, uint64_t id)
+/* Drop row w from a run's rows (deleting the row when it was the last). */
+static int row_release(sqlite_store *s, jrow *w)
 {
-    jrow *w = eddy__map_get(&s->rows, (const char *)&id, sizeof(id));
-    if (w == NULL || --w->live > 0)
+    if (--w->live > 0)
         return EDDY_OK;
     return row_drop(s, w, "compacting the journal");
 }
@@ -1489,8 +1493,8 @@ static int run_rewrite(sqlite_store *s, jrun *run)
         return EDDY_ENOMEM;
     int r = run->opened != NULL ? eddy__jview_emit(run->opened, NULL, NULL, apply_put, v) : 0;
     for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
-        if (run->ids[i] > s->jlog_opened)
-            r = jlog_replay_row(s, run->ids[i], v);
+        if (run->rows[i]->id > s->jlog_opened)
+            r = jlog_replay_row(s, run->rows[i]->id, v);
     run_filter f = {run, v};
     if (r == EDDY_OK)
         r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, entry_of_run, &f);
@@ -1502,7 +1506,7 @@ static int run_rewrite(sqlite_store *s, jrun *run)
         r = eddy__jview_emit(v, keep_one, &o, put_into_jbuf, &s->jbuf);
     eddy__jview_free(v);
     for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
-        r = row_release(s, run->ids[i]);
+        r = row_release(s, run->rows[i]);
     if (r == EDDY_OK) {
         run->n = 0;
         eddy__jview_free(run->opened);
@@ -1613,10 +1617,11 @@ static int jlog_flush(sqlite_store *s)
         int r = write_step(s, st, rc, "writing the journal");
         if (r != EDDY_OK)
             return r;
-        if (row_put(s, id, live, s->ntxn, s->jbuf.len) != EDDY_OK)
+        jrow *w = row_put(s, id, live, s->ntxn, s->jbuf.len);
+        if (w == NULL)
             return oom(s, "writing the journal");
         for (size_t i = 0; i < s->ntxn; i++)
-            if (!s->txn[i]->ended && run_add_row(s->txn[i], id) != EDDY_OK)
+            if (!s->txn[i]->ended && run_add_row(s->txn[i], w) != EDDY_OK)
                 return oom(s, "writing the journal");
         s->jlog_next = id + 1;
     }
@@ -1699,8 +1704,8 @@ static int sq_journal_load_run(eddy__store *base, const char *key, uint64_t seq,
     if (run != NULL && run->opened != NULL)
         r = eddy__jview_emit(run->opened, NULL, NULL, apply_put, v);
     for (size_t i = 0; run != NULL && i < run->n && r == EDDY_OK; i++)
-        if (run->ids[i] > s->jlog_opened)
-            r = jlog_replay_row(s, run->ids[i], v);
+        if (run->rows[i]->id > s->jlog_opened)
+            r = jlog_replay_row(s, run->rows[i]->id, v);
     if (r == EDDY_OK)
         r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, eddy__jview_apply_fn, v);
     one_run o = {key, seq};
@@ -1824,9 +1829,7 @@ static int sq_journal_prune_run(eddy__store *base, const char *key, uint64_t seq
     if (run == NULL)
         return EDDY_OK;
     for (size_t i = 0; i < run->n; i++) {
-        jrow *w = eddy__map_get(&s->rows, (const char *)&run->ids[i], sizeof(uint64_t));
-        if (w == NULL)
-            continue;
+        jrow *w = run->rows[i];
         if (--w->live > 0) {
             if (w->live * 8 <= w->total && !w->sparse)
                 (void)sparse_add(s, w); /* out of memory: it stays as it is */
@@ -1848,8 +1851,7 @@ static int sq_journal_prune_run(eddy__store *base, const char *key, uint64_t seq
 typedef struct rebuild {
     sqlite_store *s;
     live_set *live;
-    uint64_t id;
-    size_t row_live;
+    jrow *row; /* the row being read, its live and total counting its runs */
     int err;
 } rebuild;
 
@@ -1862,10 +1864,11 @@ static int rebuild_entry(void *arg, const eddy__jlog_entry *e)
     if (r == NULL || (r->opened == NULL && (r->opened = eddy__jview_new()) == NULL) ||
         eddy__jview_apply(r->opened, e) != EDDY_OK)
         return EDDY_ENOMEM;
-    if (r->n > 0 && r->ids[r->n - 1] == b->id)
+    if (r->n > 0 && r->rows[r->n - 1] == b->row)
         return EDDY_OK;
-    b->row_live++;
-    return run_add_row(r, b->id);
+    b->row->live++;
+    b->row->total++;
+    return run_add_row(r, b->row);
 }
 
 static int jlog_rebuild(sqlite_store *s, eddy_error **err)
@@ -1878,22 +1881,25 @@ static int jlog_rebuild(sqlite_store *s, eddy_error **err)
     rebuild b = {.s = s, .live = &l};
     s->jlog_next = 1;
     while (r == EDDY_OK && (r = read_step(s, st, "loading the journal")) == 1) {
-        b.id = col_u64(st, 0);
-        b.row_live = 0;
-        if (b.id >= s->jlog_next)
-            s->jlog_next = b.id + 1;
-        r = eddy__jlog_walk(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
-                            rebuild_entry, &b);
+        uint64_t id = col_u64(st, 0);
+        if (id >= s->jlog_next)
+            s->jlog_next = id + 1;
+        /* The row's record first, so that its runs can hold it; it goes
+         * again when no run in flight has entries in it. */
+        b.row = row_put(s, id, 0, 0, (size_t)sqlite3_column_bytes(st, 1));
+        r = b.row == NULL ? EDDY_ENOMEM
+                          : eddy__jlog_walk(sqlite3_column_blob(st, 1),
+                                            (size_t)sqlite3_column_bytes(st, 1), rebuild_entry, &b);
         if (r == EDDY_ESTATE)
             snprintf(s->errmsg, sizeof(s->errmsg),
                      "%s: journal row %llu does not decode; the state is damaged", s->db_path,
-                     (unsigned long long)b.id);
-        if (r == EDDY_OK && b.row_live > 0)
-            r = row_put(s, b.id, b.row_live, b.row_live, (size_t)sqlite3_column_bytes(st, 1));
-        if (r == EDDY_OK && b.row_live == 0) {
+                     (unsigned long long)id);
+        if (r == EDDY_OK && b.row->live == 0) {
+            eddy__map_remove(&s->rows, (const char *)&b.row->id, sizeof(b.row->id));
+            free(b.row);
             r = eddy__vec_grow(&dead, &capdead, ndead + 1, sizeof(*dead), 16);
             if (r == EDDY_OK)
-                dead[ndead++] = b.id;
+                dead[ndead++] = id;
         }
         if (r != EDDY_OK)
             finish(st);
