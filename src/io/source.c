@@ -47,6 +47,9 @@ typedef struct reader {
     size_t check_len; /* bytes to gather in check (0: no check) */
     size_t check_got;
     char check[EDDY__SOURCE_HEAD_MAX + 1];
+    /* The last byte dropped did not end a line: the next one must (see
+     * resume_at_line_start). */
+    int check_next;
 } reader;
 
 struct eddy__source {
@@ -399,6 +402,29 @@ static void reader_fail_other(eddy__source *s, const char *why)
     uv_mutex_unlock(&s->mu);
 }
 
+/*
+ * A state resumes at the end of the last line it read, so the byte before
+ * its position is a newline. One that is not means that a line before the
+ * position changed length (the first line and the length being the same):
+ * reading on would take the rest of a line for a line and lose another one.
+ * The exception is a complete last line without a newline, taken as it was:
+ * the input ended there, and may since go on from there with the newline
+ * that ends it. before is the byte before the position, next the byte at it
+ * (-1 at the end of the input).
+ */
+static int resume_at_line_start(char before, int next)
+{
+    return before == '\n' || next == -1 || next == '\n' || next == '\r';
+}
+
+static void not_at_line_start(char *why, size_t n, uint64_t offset)
+{
+    snprintf(why, n,
+             "the state resumes at byte %" PRIu64 ", which does not start a line (a line "
+             "before it changed)",
+             offset);
+}
+
 /* The first line of an input read from its start: its head, for later
  * resumes to check (published before the line is pushed). */
 static void note_head(eddy__source *s, const char *p, size_t len)
@@ -660,9 +686,20 @@ static void reader_main(void *arg)
                     break;
                 }
             }
+            if (drop > 0 && drop == r->skip_input && r->buf[r->end + drop - 1] != '\n')
+                r->check_next = 1;
             memmove(r->buf + r->end, r->buf + r->end + drop, n - drop);
             n -= drop;
             r->skip_input -= drop;
+        }
+        if (r->check_next && n > 0) {
+            r->check_next = 0;
+            if (!resume_at_line_start(0, (unsigned char)r->buf[r->end])) {
+                char why[160];
+                not_at_line_start(why, sizeof(why), s->start_offset);
+                reader_fail_other(s, why);
+                break;
+            }
         }
         r->end += n;
         rc = process(s);
@@ -720,8 +757,29 @@ static int set_cloexec(int fd)
     return fl < 0 ? -1 : fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
 }
 
+/* Read up to want bytes of s's file at offset into buf; how many, or -1
+ * with the error set. */
+static ssize_t pread_all(eddy__source *s, char *buf, size_t want, uint64_t offset, eddy_error **err)
+{
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(s->fd, buf + got, want - got, (off_t)(offset + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: %s", s->name, strerror(errno));
+            return -1;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
 /* A resume on a regular file: one that is shorter than what the state read,
- * or does not start with the head read before, is another input. */
+ * does not start with the head read before, or where the position is not
+ * the start of a line, is another input. */
 static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
 {
     char why[160];
@@ -730,24 +788,22 @@ static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
                  size, s->start_offset);
         return other_input(err, s->name, why);
     }
-    if (s->want_len == 0)
-        return EDDY_OK;
     char buf[EDDY__SOURCE_HEAD_MAX + 1];
-    size_t got = 0, want = (size_t)s->want_len + (s->want_len < EDDY__SOURCE_HEAD_MAX);
-    while (got < want) {
-        ssize_t n = pread(s->fd, buf + got, want - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return eddy__error_set(err, EDDY_EIO, "io", "cannot read %s: %s", s->name,
-                                   strerror(errno));
-        if (n == 0)
-            break;
-        got += (size_t)n;
+    ssize_t got;
+    if (s->want_len > 0) {
+        size_t want = (size_t)s->want_len + (s->want_len < EDDY__SOURCE_HEAD_MAX);
+        if ((got = pread_all(s, buf, want, 0, err)) < 0)
+            return EDDY_EIO;
+        if (!head_matches(s, buf, (size_t)got))
+            return other_input(err, s->name, "its first line is not the one read before");
     }
-    return head_matches(s, buf, got)
-               ? EDDY_OK
-               : other_input(err, s->name, "its first line is not the one read before");
+    if ((got = pread_all(s, buf, 2, s->start_offset - 1, err)) < 0)
+        return EDDY_EIO;
+    if (got < 1 || !resume_at_line_start(buf[0], got > 1 ? (unsigned char)buf[1] : -1)) {
+        not_at_line_start(why, sizeof(why), s->start_offset);
+        return other_input(err, s->name, why);
+    }
+    return EDDY_OK;
 }
 
 int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_opts *opts,

@@ -149,8 +149,10 @@ typedef struct eddy__source_opts {
     /* With start_offset > 0: the head (see eddy__source_head) of the input
      * the state was reading, to refuse another one; head_len 0: unknown. A
      * regular file is checked at open (EDDY_ESTATE, type "state"), as is one
-     * shorter than start_offset; a pipe as its first bytes are dropped (the
-     * source's error, type "state"). */
+     * shorter than start_offset or where start_offset does not start a line
+     * (the byte before it is not a newline, nor is the one at it, nor is it
+     * the end); a pipe as its first bytes are dropped (the source's error,
+     * type "state"). */
     uint64_t head_len, head_hash;
     /* A last line without a newline that is not complete JSON is left
      * unread (see eddy__source_tail) rather than dead-lettered: with a state

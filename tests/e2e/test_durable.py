@@ -446,6 +446,56 @@ class DurableTest(EddyTest):
         seqs = [o["seq"] for o in read_jsonl(self.out)]
         self.assertEqual((sorted(seqs[:4]), seqs[4:]), ([0, 1, 2, 3], [9]))  # keys overlap
 
+    def test_input_changed_before_the_position_is_refused(self):
+        # The first line and the length are the same, but a line before the
+        # position grew: the resume would start in the middle of a line,
+        # dead-letter its tail and lose the line after it.
+        recs = [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(8)]
+        write_jsonl(self.inp, recs)
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        with open(self.inp, "rb") as f:
+            original = f.read()
+        with open(self.out, "rb") as f:
+            outputs = f.read()
+        changed = dict(recs[3], note="longer")
+        write_jsonl(self.inp, recs[:3] + [changed] + recs[4:] +
+                    [{"key": "k0", "seq": 8, "v": 8}])
+        with open(self.inp, "rb") as f:
+            data = f.read()
+        self.assertNotEqual(data[len(original) - 1:len(original)], b"\n")
+        why = b"the state resumes at byte %d, which does not start a line (a line before it " \
+              b"changed)" % len(original)
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(self.inp.encode() + b" is not the input this state was reading: " + why,
+                      res.stderr)
+        cmd = self.cmd()
+        cmd[cmd.index(self.inp)] = "-"
+        res = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"<stdin> is not the input this state was reading: " + why, res.stderr)
+        with open(self.out, "rb") as f:
+            self.assertEqual(f.read(), outputs)
+        self.assertFalse(os.path.exists(self.out + ".dead.jsonl"))
+        # A complete last line without a newline ends the position inside
+        # no line: the input may stay as it is, or go on with its newline.
+        with open(self.inp, "wb") as f:
+            f.write(original + json.dumps({"key": "k1", "seq": 8, "v": 8}).encode())
+        for data in (None, b"", b"\n" + json.dumps({"key": "k2", "seq": 9, "v": 9}).encode()):
+            if data:
+                with open(self.inp, "ab") as f:
+                    f.write(data)
+            res = self.run_cmd()
+            self.assertEqual(res.returncode, 0, res.stderr)
+        with open(self.inp, "rb") as f:
+            data = f.read()
+        res = subprocess.run(cmd, input=data + b"\r\n" + json.dumps(
+            {"key": "k0", "seq": 10, "v": 10}).encode() + b"\n", capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(11)))
+        self.assertFalse(os.path.exists(self.out + ".dead.jsonl"))
+
     def test_finished_calls_are_journaled_before_new_work(self):
         # Thousands of runs in flight: a task that goes on after its call
         # must not wait behind tasks that have not started, or a kill finds
