@@ -58,11 +58,13 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         s->name = how & EDDY_SINK_STDERR ? "standard error" : "standard output";
     } else {
         s->name = s->path;
-        int flags = O_WRONLY | O_CLOEXEC | (how & EDDY_SINK_LAZY ? 0 : O_CREAT);
+        /* A file the state says holds lines is not made when it is gone:
+         * that is refused below, and must leave nothing behind. */
+        int flags = O_WRONLY | O_CLOEXEC | (how & EDDY_SINK_LAZY || truncate_to > 0 ? 0 : O_CREAT);
         if (truncate_to == -1)
             flags |= O_TRUNC;
         s->fd = open(path, flags, 0644);
-        if (s->fd < 0 && errno == ENOENT && (how & EDDY_SINK_LAZY)) {
+        if (s->fd < 0 && errno == ENOENT && (how & EDDY_SINK_LAZY || truncate_to > 0)) {
             if (truncate_to > 0) {
                 eddy__sink_close(s);
                 return eddy__error_set(

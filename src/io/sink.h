@@ -32,7 +32,8 @@ enum {
  * for it, rather than now (a file that is there is opened at once).
  * With truncate_to >= 0 the file is cut back to that length first (resume);
  * a file shorter than that is an error (EDDY_ESTATE): it was changed behind
- * eddy's back (so is a lazy file that is gone when truncate_to > 0). With
+ * eddy's back (so is a file that is gone when truncate_to > 0, which is
+ * then not made). With
  * truncate_to == -1 an existing file is truncated to empty. With
  * truncate_to == -2 the file is appended to as it is.
  * "-" means the standard stream given by how, whatever truncate_to: it is

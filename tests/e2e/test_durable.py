@@ -292,6 +292,32 @@ class DurableTest(EddyTest):
         self.assertIn(dead.encode() + b" is gone but the state says", res.stderr)
         self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2])
 
+    def test_output_gone_is_refused_and_not_made(self):
+        # The state says the output holds lines and the file is gone: the
+        # refusal says so (it said "holds 0 bytes") and leaves no empty
+        # file behind (it made one).
+        write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(3)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(self.out, "rb") as f:
+            saved = f.read()
+        size = len(saved)
+        os.remove(self.out)
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"eddy: %s is gone but the state says %d bytes were committed to it: the "
+                      b"file was removed outside eddy; restore it or start with a new --state "
+                      b"directory\n" % (self.out.encode(), size), res.stderr)
+        self.assertFalse(os.path.exists(self.out))
+        # Restored, it goes on.
+        with open(self.out, "wb") as f:
+            f.write(saved)
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k", "seq": 3, "v": 3}) + "\n")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2, 3])
+
     def test_output_removed_while_written_is_an_error(self):
         # The output file removed during the run: eddy would write and sync
         # lines into a file no one can read and commit them as delivered.
