@@ -1,11 +1,14 @@
 /* Durable execution; see the design notes in durable.h. */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #ifdef __linux__
 #include <sys/timerfd.h>
 #endif
@@ -273,6 +276,23 @@ static const char *sync_sinks(eddy_runtime *rt)
 }
 
 /*
+ * Record the files' lengths, in the open transaction, each with a
+ * fingerprint of the bytes before it (see sink_mode): once per sync of the
+ * files, never per line.
+ */
+static int record_sinks(eddy_runtime *rt)
+{
+    int rc;
+    if ((rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
+        (rc = eddy__store_set_meta_u64(rt->store, "dead_offset", eddy__sink_offset(rt->dead))) !=
+            EDDY_OK ||
+        (rc = eddy__store_set_meta_u64(rt->store, "output_tail", eddy__sink_tail_hash(rt->sink))) !=
+            EDDY_OK)
+        return rc;
+    return eddy__store_set_meta_u64(rt->store, "dead_tail", eddy__sink_tail_hash(rt->dead));
+}
+
+/*
  * Write committed outbox lines to their files at once (readers see them after
  * one commit), but sync the files and record their new committed lengths, in
  * the next transaction together with the removal of those lines, only every
@@ -315,10 +335,7 @@ static void deliver(eddy_runtime *rt, int final)
     rt->sink_synced = now;
     rt->outbox_acked = rt->outbox_written;
     STORE_DO(rt, eddy__store_outbox_ack(rt->store, rt->outbox_written), "acknowledging output");
-    STORE_DO(rt, eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink)),
-             "recording the output position");
-    STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "dead_offset", eddy__sink_offset(rt->dead)),
-             "recording the dead-letter position");
+    STORE_DO(rt, record_sinks(rt), "recording the output positions");
 }
 
 static void free_lines(eddy__queue *h)
@@ -1647,17 +1664,41 @@ static uint64_t file_identity(const char *path)
                                                  : file_identity_unresolved(path);
 }
 
+/* 1 when the file at path holds at least pos bytes and those before pos
+ * have the fingerprint tail (eddy__sink_tail_hash). */
+static int holds_output(const char *path, uint64_t pos, uint64_t tail)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    int same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size >= pos &&
+               eddy__sink_fd_tail_hash(fd, pos) == tail;
+    close(fd);
+    return same;
+}
+
 /*
  * How to open an output file: cut back to its committed length when the
  * recorded position belongs to it; append when it is a standard stream (no
  * position to cut back to: at-least-once), or when the previous run wrote to
  * another output, whose lines stay there.
+ *
+ * A file at another path that holds the committed length and whose bytes
+ * before it have the fingerprint recorded with it (tail_name) is the same
+ * output, moved or copied with the state (`cp -a job job2`): it is cut back
+ * like the file itself would be, or the lines written after the committed
+ * length would be there twice. A length of 0 has no fingerprint: the file
+ * is appended to, as is any other. States without fingerprints (from an
+ * older eddy) are appended to as well.
  */
-static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, uint64_t pos,
-                     int64_t *mode, int *moved)
+static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, const char *tail_name,
+                     uint64_t pos, int64_t *mode, int *moved)
 {
-    uint64_t id = file_identity(path), stored = 0;
+    uint64_t id = file_identity(path), stored = 0, tail = 0;
     int rc = eddy__store_get_meta_u64(rt->store, id_name, &stored);
+    if (rc == EDDY_OK)
+        rc = eddy__store_get_meta_u64(rt->store, tail_name, &tail);
     int legacy = rc == EDDY_OK && stored != 0 && stored != id && id != 1 &&
                  stored == file_identity_unresolved(path);
     if (rc == EDDY_OK && stored != id)
@@ -1669,11 +1710,23 @@ static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, ui
     *moved = stored != 0 && stored != id;
     if (id == 1) {
         *mode = -2;
-    } else if (stored != 0 && stored != id) {
+    } else if (stored != 0 && stored != id && stored != 1 && pos > 0 && tail != 0 &&
+               holds_output(path, pos, tail)) {
         fprintf(stderr,
-                "eddy: note: %s is not the file the previous run wrote to; earlier lines stay "
-                "where they were written and this run appends to %s\n",
-                path, path);
+                "eddy: note: %s is not the file the previous run wrote to, but its first %" PRIu64
+                " bytes end as that file's committed lines did (moved or copied with the state?): "
+                "taking it for that file, cut back to them\n",
+                path, pos);
+        *mode = (int64_t)pos;
+    } else if (stored != 0 && stored != id) {
+        /* Nothing committed before and nothing here: nothing to say (the
+         * dead-letter file of a job directory moved, mostly). */
+        struct stat st;
+        if (pos > 0 || (stat(path, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_size > 0)))
+            fprintf(stderr,
+                    "eddy: note: %s is not the file the previous run wrote to; earlier lines stay "
+                    "where they were written and this run appends to %s\n",
+                    path, path);
         *mode = -2;
     } else {
         *mode = (int64_t)pos;
@@ -1781,9 +1834,10 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
     int sink_moved, dead_moved;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK ||
-        (rc = sink_mode(rt, cv->output, "output_id", sink_pos, &sink_how, &sink_moved)) !=
-            EDDY_OK ||
-        (rc = sink_mode(rt, dead, "dead_id", dead_pos, &dead_how, &dead_moved)) != EDDY_OK)
+        (rc = sink_mode(rt, cv->output, "output_id", "output_tail", sink_pos, &sink_how,
+                        &sink_moved)) != EDDY_OK ||
+        (rc = sink_mode(rt, dead, "dead_id", "dead_tail", dead_pos, &dead_how, &dead_moved)) !=
+            EDDY_OK)
         goto store_err;
     if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||
         (rc = eddy__sink_open(&rt->dead, dead, DEAD_SINK, dead_how, err)) != EDDY_OK)
@@ -1794,10 +1848,7 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
      * leave the file unknown to the next run, which would append them
      * again. */
     if (sink_moved || dead_moved) {
-        if ((rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
-            (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",
-                                           eddy__sink_offset(rt->dead))) != EDDY_OK ||
-            (rc = eddy__store_commit(rt->store)) != EDDY_OK)
+        if ((rc = record_sinks(rt)) != EDDY_OK || (rc = eddy__store_commit(rt->store)) != EDDY_OK)
             goto store_err;
     }
 
@@ -1816,10 +1867,7 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
         if (why != NULL)
             return eddy__error_set(err, EDDY_EIO, "output", "%s", why);
         if ((rc = eddy__store_outbox_ack(rt->store, rt->outbox_last)) != EDDY_OK ||
-            (rc = eddy__store_set_sink_pos(rt->store, eddy__sink_offset(rt->sink))) != EDDY_OK ||
-            (rc = eddy__store_set_meta_u64(rt->store, "dead_offset",
-                                           eddy__sink_offset(rt->dead))) != EDDY_OK ||
-            (rc = eddy__store_commit(rt->store)) != EDDY_OK)
+            (rc = record_sinks(rt)) != EDDY_OK || (rc = eddy__store_commit(rt->store)) != EDDY_OK)
             goto store_err;
     }
     /* The run counter: as stored, and past every run number the keys and the

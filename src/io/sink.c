@@ -11,6 +11,7 @@
 #include "io/sink.h"
 #include "util/jsonw.h"
 #include "util/fault.h"
+#include "util/hash.h"
 
 #define SINK_BUF (256 * 1024)
 
@@ -28,6 +29,10 @@ struct eddy__sink {
     char *path;
     const char *name; /* in messages: path, or the standard stream's name */
     char errtext[256];
+    /* The file opened for reading too (fd may not read), for the
+     * fingerprint of its content: on first use, when rfd_open. */
+    int rfd;
+    int rfd_open;
 };
 
 /* What the sink needs to know of its file, from st (fstat's, 0 when it
@@ -267,6 +272,47 @@ uint64_t eddy__sink_lines(const eddy__sink *s)
     return s->lines;
 }
 
+uint64_t eddy__sink_fd_tail_hash(int fd, uint64_t end)
+{
+    char buf[EDDY_SINK_TAIL];
+    size_t want = end < sizeof(buf) ? (size_t)end : sizeof(buf), got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, (off_t)(end - want + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        got += (size_t)n;
+    }
+    /* With the length: a fingerprint recorded with another length (by an
+     * older eddy that kept the length and not the fingerprint) never
+     * matches. */
+    uint64_t h = eddy__mix64(eddy__hash_bytes(buf, want) ^ end);
+    return h != 0 ? h : 1;
+}
+
+uint64_t eddy__sink_tail_hash(eddy__sink *s)
+{
+    if (!s->owns_fd || !s->is_file || s->fd < 0 || s->len > 0)
+        return 0;
+    if (!s->rfd_open) {
+        /* By its name, so it must be the file written: one renamed or
+         * replaced since has no fingerprint. */
+        struct stat w, r;
+        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return 0;
+        if (fstat(s->fd, &w) != 0 || fstat(fd, &r) != 0 || w.st_dev != r.st_dev ||
+            w.st_ino != r.st_ino) {
+            close(fd);
+            return 0;
+        }
+        s->rfd = fd;
+        s->rfd_open = 1;
+    }
+    return eddy__sink_fd_tail_hash(s->rfd, s->offset);
+}
+
 int eddy__sink_is_file(const eddy__sink *s)
 {
     return s->is_file;
@@ -291,6 +337,8 @@ int eddy__sink_close(eddy__sink *s)
         rc = eddy__sink_flush(s);
     if (s->owns_fd && s->fd >= 0 && close(s->fd) != 0 && rc == EDDY_OK)
         rc = EDDY_EIO;
+    if (s->rfd_open)
+        close(s->rfd);
     free(s->buf);
     free(s->path);
     free(s);

@@ -55,6 +55,19 @@ uint64_t eddy__sink_offset(const eddy__sink *s);
 /* Lines written out whole so far (write(2) took them), not those still
  * buffered or left unwritten by a failed write: what the summary counts. */
 uint64_t eddy__sink_lines(const eddy__sink *s);
+/* How many bytes before a length eddy__sink_tail_hash() takes in. */
+#define EDDY_SINK_TAIL 64
+/* A fingerprint of the file's content before its length (the sink's
+ * offset, once flushed): a hash of the length and of the last
+ * EDDY_SINK_TAIL bytes before it (all of them when fewer). 0 when there is
+ * none: a standard stream, what is not
+ * a regular file, lines still buffered, a file that cannot be opened for
+ * reading or is no longer at the sink's path, a failed read. One pread(2)
+ * (and at the first call an open(2) of the path for reading). */
+uint64_t eddy__sink_tail_hash(eddy__sink *s);
+/* The same of the bytes before end in the file open as fd (0 when they
+ * cannot all be read). */
+uint64_t eddy__sink_fd_tail_hash(int fd, uint64_t end);
 /* 1 when the sink is a regular file (its position is meaningful). */
 int eddy__sink_is_file(const eddy__sink *s);
 /* Text of the last write error, borrowed ("" when none). */

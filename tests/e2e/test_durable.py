@@ -227,6 +227,89 @@ class DurableTest(EddyTest):
         self.assertNotIn(b"not the file the previous run wrote to", second.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(301)))
 
+    def test_output_moved_with_its_state(self):
+        # Killed mid-run, the job directory (input, state, output) copied
+        # and the same relative command run in the copy: the output there is
+        # another path, and was taken for another file and appended to
+        # without being cut back to the committed length, so the lines
+        # written after that length came out twice. Its content before the
+        # length matches what the state recorded with it: it is taken for
+        # the same output and cut back. A file of other content at the new
+        # path is still appended to, never cut.
+        n = 3000
+        w1, w2, w3 = self.path("w1"), self.path("w2"), self.path("w3")
+        os.mkdir(w1)
+        write_jsonl(os.path.join(w1, "in.jsonl"),
+                    [{"key": "k%d" % (i % 50), "seq": i, "v": 1, "ms": 2} for i in range(n)])
+        cmd = [os.path.abspath(EDDY), "run", os.path.abspath(DURABLE), "--input", "in.jsonl",
+               "--output", "out.jsonl", "--state", "state", "--no-progress", "--async-threads",
+               "2"]
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+        out1 = os.path.join(w1, "out.jsonl")
+
+        def lines(path):
+            if not os.path.exists(path):
+                return 0
+            with open(path, "rb") as f:
+                return f.read().count(b"\n")
+
+        def committed(state):
+            insp = subprocess.run([EDDY, "inspect", "--state", state, "--json"],
+                                  capture_output=True, timeout=60)
+            self.assertEqual(insp.returncode, 0, insp.stderr)
+            return json.loads(insp.stdout)["output_offset"]
+
+        # Killed while lines are written every turn and synced every 50 ms,
+        # the file nearly always holds lines past its committed length.
+        for attempt in range(1, 6):
+            p = subprocess.Popen(cmd, cwd=w1, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while lines(out1) < 300 * attempt and p.poll() is None:
+                self.assertLess(time.monotonic(), deadline, "no outputs")
+                time.sleep(0.005)
+            p.kill()
+            p.wait()
+            self.assertLess(lines(out1), n, "finished before the kill: make the run longer")
+            length = committed(os.path.join(w1, "state"))
+            if 0 < length < os.path.getsize(out1):
+                break
+        self.assertLess(length, os.path.getsize(out1), "no lines past the committed length")
+        with open(out1, "rb") as f:
+            killed = f.read()
+        shutil.copytree(w1, w2, symlinks=True)
+        shutil.copytree(w1, w3, symlinks=True)
+
+        res = subprocess.run(cmd, cwd=w2, env=env, capture_output=True, timeout=300)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"eddy: note: out.jsonl is not the file the previous run wrote to, but its "
+                      b"first %d bytes end as that file's committed lines did (moved or copied "
+                      b"with the state?): taking it for that file, cut back to them\n" % length,
+                      res.stderr)
+        self.assertNotIn(b"appends", res.stderr)
+        seqs = [o["seq"] for o in read_jsonl(os.path.join(w2, "out.jsonl"))]
+        self.assertEqual(sorted(seqs), list(range(n)))
+        with open(out1, "rb") as f:
+            self.assertEqual(f.read(), killed)  # the original is left alone
+
+        # Another file in the copy, as long but with other bytes: appended to.
+        out3 = os.path.join(w3, "out.jsonl")
+        other = b"".join(b'{"other": %d}\n' % i for i in range(len(killed) // 10))
+        with open(out3, "wb") as f:
+            f.write(other)
+        res = subprocess.run(cmd, cwd=w3, env=env, capture_output=True, timeout=300)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"eddy: note: out.jsonl is not the file the previous run wrote to; earlier "
+                      b"lines stay where they were written and this run appends to out.jsonl\n",
+                      res.stderr)
+        with open(out3, "rb") as f:
+            data = f.read()
+        self.assertTrue(data.startswith(other))
+        seqs = [json.loads(line)["seq"] for line in data[len(other):].splitlines()]
+        self.assertEqual(len(seqs), len(set(seqs)))
+        self.assertEqual(set(seqs) | {json.loads(line)["seq"] for line in killed[:length]
+                                      .splitlines()}, set(range(n)))
+
     def test_relative_output_recorded_by_an_older_eddy(self):
         # Older eddies recorded a file not there yet by its unresolved path
         # ("DIR/./out.jsonl"), and the file it then was by its real path:
