@@ -168,7 +168,8 @@ static void print_run_help(FILE *out)
           "  3        state store error: the state directory cannot be opened or used, or\n"
           "           another process holds it\n"
           "  130, 143 interrupted by SIGINT or SIGTERM (128 + signal); with --state, run\n"
-          "           the same command again to resume. A second signal ends eddy at once.\n",
+          "           the same command again to resume. A second signal ends eddy at once.\n"
+          "           A signal counts from when the agent starts loading.\n",
           out);
 }
 
@@ -578,6 +579,20 @@ static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const ch
 
 /* ---------------------------------------------------------------- eddy run */
 
+/* The message and exit code of a stop asked for by signal signo. */
+static int interrupted(int signo, int durable)
+{
+    fprintf(stderr, "eddy: interrupted; %s\n",
+            durable ? "run the same command again to resume" : "in-memory state was lost");
+    return 128 + signo;
+}
+
+static int has_state(const struct run_args *a)
+{
+    const char *state_dir = eddy_config_get(a->conf, "state");
+    return state_dir != NULL && *state_dir != '\0';
+}
+
 /* The exit code for what eddy_runtime_run() returned, with its message. */
 static int run_exit_code(int rc, const eddy_runtime *rt, int durable)
 {
@@ -585,11 +600,8 @@ static int run_exit_code(int rc, const eddy_runtime *rt, int durable)
     case EDDY_OK:
         return EXIT_OK;
     case EDDY_ESTOPPED:
-        if (signal_caught != 0) {
-            fprintf(stderr, "eddy: interrupted; %s\n",
-                    durable ? "run the same command again to resume" : "in-memory state was lost");
-            return 128 + signal_caught;
-        }
+        if (signal_caught != 0)
+            return interrupted(signal_caught, durable);
         print_error(rc, eddy_runtime_error(rt));
         return EXIT_FAIL;
     case EDDY_ESTORE:
@@ -614,7 +626,7 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
         /* Progress is a nicety: a runtime that cannot report it still runs. */
         (void)eddy_runtime_set_progress(rt, on_progress, &progress, PROGRESS_INTERVAL_MS);
 
-    signal_runtime = rt; /* the handlers are in place since before eddy_runtime_new */
+    signal_runtime = rt; /* the handlers are in place since before the agent */
     /* A signal that came before the runtime ran (while it opened and
      * recovered its state, say) found nothing to stop: it stops it now. */
     int rc = signal_caught != 0 ? EDDY_ESTOPPED : eddy_runtime_run(rt);
@@ -652,17 +664,23 @@ static int cmd_run(int argc, char **argv)
         code = out_of_memory();
         goto done;
     }
-    code = load_agent(plan, &a);
-    if (code != CONTINUE)
-        goto done;
 
     ignore_sigpipe();
-    /* From here a SIGINT or SIGTERM is taken as a request to stop: opening
-     * and recovering a large state takes a while, and the default action
-     * would end eddy without its "interrupted" summary. */
+    /* From here a SIGINT or SIGTERM is taken as a request to stop: loading
+     * an agent (a Python agent's imports), opening and recovering a large
+     * state take a while, and the default action would end eddy without
+     * its "interrupted" line. */
     if (install_signal_handlers(NULL) != 0) {
         perror("eddy: sigaction");
         code = EXIT_FAIL;
+        goto done;
+    }
+    code = load_agent(plan, &a);
+    if (code != CONTINUE)
+        goto done; /* a failed load is reported as such, signal or not */
+    if (signal_caught != 0) {
+        /* Asked to stop while the agent loaded: nothing has started. */
+        code = interrupted(signal_caught, has_state(&a));
         goto done;
     }
     rt = eddy_runtime_new(plan, a.conf, &err);

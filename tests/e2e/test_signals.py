@@ -86,6 +86,51 @@ class Signals(EddyTest):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(601)))
 
+    def test_signal_while_the_agent_loads(self):
+        # The handlers were installed once the agent had loaded: a signal
+        # during a Python agent's imports ended eddy silently (-15). Now it
+        # is a stop like any other, taken once loading returns: the usual
+        # line and exit code, and nothing started (no state, no output).
+        agent = self.path("slow_import.py")
+        with open(agent, "w") as f:
+            f.write("import os\n"
+                    "import time\n"
+                    "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                    "open(os.environ['EDDY_TEST_LOADING'], 'w').close()\n"
+                    "deadline = time.monotonic() + 60\n"
+                    "while not os.path.exists(os.environ['EDDY_TEST_GO']):\n"
+                    "    assert time.monotonic() < deadline\n"
+                    "    time.sleep(0.005)\n"
+                    "class Echo(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    def echo(event, ctx):\n"
+                    "        ctx.send_event(OutputEvent(output=event.input))\n")
+        loading, go = self.path("loading"), self.path("go")
+        env = dict(os.environ, EDDY_TEST_LOADING=loading, EDDY_TEST_GO=go)
+        cmd = self.cmd()
+        cmd[cmd.index(DURABLE)] = agent
+        for signo, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+            for flag in (loading, go):
+                if os.path.exists(flag):
+                    os.remove(flag)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            deadline = time.monotonic() + 60
+            while not os.path.exists(loading):  # importing: the handlers are in place
+                self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
+                self.assertLess(time.monotonic(), deadline, "the agent never loaded")
+                time.sleep(0.005)
+            p.send_signal(signo)
+            open(go, "w").close()
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, code, err)
+            self.assertEqual(err, b"eddy: interrupted; run the same command again to resume\n")
+            self.assertFalse(os.path.exists(self.state))
+            self.assertFalse(os.path.exists(self.out))
+        res = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(600)))
+
     def test_stop_skips_calls_not_started(self):
         # Ten slow durable calls queued for one worker: after SIGTERM only
         # the one running finishes; the others are canceled, not run one
