@@ -9,8 +9,10 @@
  * wherever a plain value can say it.
  */
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +171,9 @@ static void print_run_help(FILE *out)
           "           another process holds it\n"
           "  130, 143 interrupted by SIGINT or SIGTERM (128 + signal); with --state, run\n"
           "           the same command again to resume. A second signal ends eddy at once.\n"
-          "           A signal counts from when the agent starts loading.\n",
+          "           A signal counts from when the agent starts loading; one that comes\n"
+          "           after the run ended (while the state closes) interrupts nothing:\n"
+          "           the exit code is the run's, with a note.\n",
           out);
 }
 
@@ -427,9 +431,16 @@ static int runtime_new_exit_code(const eddy_error *err)
 
 /* ---------------------------------------------------------------- signals */
 
-/* Set before the handlers are installed, cleared after they are removed. */
-static eddy_runtime *signal_runtime;
+/* The runtime a signal stops, while it runs (NULL before and after). The
+ * handlers are in place from before the agent loads until eddy exits, and
+ * may run on any thread: signal_handling counts those using signal_runtime,
+ * so that it is not freed under them. */
+static _Atomic(eddy_runtime *) signal_runtime;
+static atomic_int signal_handling;
 static volatile sig_atomic_t signal_caught;
+/* signal_caught when the run ended (-1 until then): a signal after that
+ * stops nothing and changes nothing of the run's outcome. */
+static int signal_at_run_end = -1;
 
 static void on_signal(int signo)
 {
@@ -446,7 +457,17 @@ static void on_signal(int signo)
         return;
     }
     signal_caught = signo;
-    eddy_runtime_stop(signal_runtime);
+    atomic_fetch_add(&signal_handling, 1);
+    eddy_runtime_stop(atomic_load(&signal_runtime));
+    atomic_fetch_sub(&signal_handling, 1);
+}
+
+/* No signal stops the runtime from here on; it may be freed on return. */
+static void detach_signal_runtime(void)
+{
+    atomic_store(&signal_runtime, NULL);
+    while (atomic_load(&signal_handling) != 0)
+        sched_yield(); /* a handler on another thread, about to return */
 }
 
 static int install_signal_handlers(eddy_runtime *rt)
@@ -458,21 +479,10 @@ static int install_signal_handlers(eddy_runtime *rt)
     sigaddset(&sa.sa_mask, SIGINT);
     sigaddset(&sa.sa_mask, SIGTERM);
     sa.sa_flags = SA_RESTART;
-    signal_runtime = rt;
+    atomic_store(&signal_runtime, rt);
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
         return -1;
     return 0;
-}
-
-static void remove_signal_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_DFL;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal_runtime = NULL;
 }
 
 /* A closed reader of the output must not kill eddy: the sink sees EPIPE and
@@ -593,15 +603,16 @@ static int has_state(const struct run_args *a)
     return state_dir != NULL && *state_dir != '\0';
 }
 
-/* The exit code for what eddy_runtime_run() returned, with its message. */
-static int run_exit_code(int rc, const eddy_runtime *rt, int durable)
+/* The exit code for what eddy_runtime_run() returned, with its message;
+ * signo is the signal caught by the time the run ended, or 0. */
+static int run_exit_code(int rc, const eddy_runtime *rt, int durable, int signo)
 {
     switch (rc) {
     case EDDY_OK:
         return EXIT_OK;
     case EDDY_ESTOPPED:
-        if (signal_caught != 0)
-            return interrupted(signal_caught, durable);
+        if (signo != 0)
+            return interrupted(signo, durable);
         print_error(rc, eddy_runtime_error(rt));
         return EXIT_FAIL;
     case EDDY_ESTORE:
@@ -626,11 +637,15 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
         /* Progress is a nicety: a runtime that cannot report it still runs. */
         (void)eddy_runtime_set_progress(rt, on_progress, &progress, PROGRESS_INTERVAL_MS);
 
-    signal_runtime = rt; /* the handlers are in place since before the agent */
+    atomic_store(&signal_runtime, rt); /* the handlers are in place since before the agent */
     /* A signal that came before the runtime ran (while it opened and
      * recovered its state, say) found nothing to stop: it stops it now. */
     int rc = signal_caught != 0 ? EDDY_ESTOPPED : eddy_runtime_run(rt);
-    remove_signal_handlers();
+    /* The run has ended. The handlers stay until eddy exits: a signal while
+     * the summary is printed or the state is closed must not kill eddy and
+     * turn a run that completed into a failure (see cmd_run). */
+    detach_signal_runtime();
+    signal_at_run_end = signal_caught;
     clear_progress(&progress);
 
     eddy_stats st;
@@ -639,7 +654,7 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
     const char *state_dir = eddy_config_get(a->conf, "state");
     if (!a->quiet)
         print_summary(rt, &st, state_dir);
-    return run_exit_code(rc, rt, state_dir != NULL && *state_dir != '\0');
+    return run_exit_code(rc, rt, state_dir != NULL && *state_dir != '\0', signal_at_run_end);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -697,12 +712,20 @@ static int cmd_run(int argc, char **argv)
     code = run_runtime(rt, &a);
 
 done:
-    remove_signal_handlers();
-    eddy_runtime_free(rt);
+    detach_signal_runtime();
+    eddy_runtime_free(rt); /* closes the state: with --state, it may take a while */
     eddy_plan_free(plan);
     eddy_error_free(err);
     eddy_config_free(a.conf);
-    return code;
+    /* A signal after the run ended found nothing to stop: the run's outcome
+     * stands (a completed run exits 0), and this says why the signal did
+     * not interrupt anything. */
+    if (signal_at_run_end == 0 && signal_caught != 0)
+        fprintf(stderr,
+                "eddy: note: %s came after the run had ended; it interrupted nothing, and the "
+                "exit code is the run's\n",
+                signal_caught == SIGINT ? "SIGINT" : "SIGTERM");
+    return code; /* the handlers stay: a signal from here on changes nothing */
 }
 
 /* ---------------------------------------------------------------- eddy inspect */

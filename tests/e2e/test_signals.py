@@ -131,6 +131,33 @@ class Signals(EddyTest):
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(600)))
 
+    @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
+    def test_signal_after_the_run_ended(self):
+        # The handlers were removed before the summary and the closing of
+        # the state (a test hook makes that wait for a file here): a signal
+        # then turned a completed run into a kill (-15). It interrupts
+        # nothing: exit 0, with a note, and the output is complete.
+        for r in self.recs:
+            r["ms"] = 0
+        write_jsonl(self.inp, self.recs)
+        go = self.path("go")
+        env = dict(os.environ, EDDY_TEST_CLOSE_WAIT_FOR=go)
+        for signo, name in ((signal.SIGTERM, b"SIGTERM"), (signal.SIGINT, b"SIGINT")):
+            if os.path.exists(go):
+                os.remove(go)
+            p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=env)
+            summary = p.stderr.readline()  # printed once the run has ended
+            self.assertTrue(summary.startswith(b"eddy: "), summary)
+            self.assertNotIn(b"interrupted", summary)
+            p.send_signal(signo)
+            open(go, "w").close()
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, summary + err)
+            self.assertEqual(err, b"eddy: note: " + name + b" came after the run had ended; it "
+                             b"interrupted nothing, and the exit code is the run's\n")
+            self.check_exact(read_jsonl(self.out))
+
     def test_stop_skips_calls_not_started(self):
         # Ten slow durable calls queued for one worker: after SIGTERM only
         # the one running finishes; the others are canceled, not run one
