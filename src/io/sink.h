@@ -14,10 +14,10 @@
 
 typedef struct eddy__sink eddy__sink;
 
-/* Lines are encoded by eddy__json_write (util/jsonw.h): compact, reals with
- * 15 significant digits, so that 0.1 + 0.2 reads 0.3 rather than
- * 0.30000000000000004 (journaled values keep all 17 digits; only what a
- * person reads is rounded). */
+/* Lines are encoded by eddy__json_write (util/jsonw.h): compact, each real
+ * with the fewest significant digits that read back to the same double, so
+ * that a consumer gets the value the agent sent (0.1 is "0.1", 0.1 + 0.2 is
+ * "0.30000000000000004"). */
 
 enum {
     EDDY_SINK_STDOUT = 1, /* path "-" means standard output */

@@ -1,3 +1,4 @@
+#include <float.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,10 +188,31 @@ static int put_integer(eddy__buf *b, json_int_t v)
     return put(b, p, (size_t)(e - p));
 }
 
+/*
+ * A real's digits into tmp (size 40): exact, always 17 significant digits
+ * (the canonical texts, whose digests are stored: never to change); else the
+ * fewest that read back to the same double: %.15g, %.16g, %.17g, each read
+ * back with strtod (15 digits hold every decimal of 15 digits or fewer that
+ * a normal double came from: "0.1" stays "0.1"). A subnormal has fewer bits,
+ * so fewer digits may name it: from 1 up ("5e-324", not
+ * "4.94065645841247e-324"). The length, or -1.
+ */
+static int real_digits(char *tmp, double d, int exact)
+{
+    if (exact)
+        return snprintf(tmp, 40, "%.17g", d);
+    int p = d != 0 && d > -DBL_MIN && d < DBL_MIN ? 1 : 15;
+    for (;; p++) {
+        int n = snprintf(tmp, 40, "%.*g", p, d);
+        if (p == 17 || n < 0 || strtod(tmp, NULL) == d)
+            return n;
+    }
+}
+
 static int put_real(eddy__buf *b, double d, int exact)
 {
     char tmp[40];
-    int n = snprintf(tmp, sizeof(tmp), exact ? "%.17g" : "%.15g", d);
+    int n = real_digits(tmp, d, exact);
     if (n < 0 || (size_t)n >= sizeof(tmp) - 2)
         return -1;
     /* Keep it a real when read back, as jansson does. */

@@ -2,9 +2,12 @@
  * A compact JSON writer for the hot output path. jansson's json_dump_*
  * formats every integer through snprintf and hands the text out token by
  * token; writing straight into a growable buffer costs a fraction of that.
- * The text is what json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
- * JSON_REAL_PRECISION(15)) gives: fields in insertion order, UTF-8 kept as
- * is, control characters escaped.
+ * The text is what json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) gives:
+ * fields in insertion order, UTF-8 kept as is, control characters escaped;
+ * but each real has the fewest significant digits that read back to the
+ * same double (jansson's JSON_REAL_PRECISION(p) for that smallest p: 0.1 is
+ * "0.1", 0.1 + 0.2 is "0.30000000000000004"), and with EDDY__JSONW_EXACT
+ * always 17 (jansson's default).
  */
 #ifndef EDDY_UTIL_JSONW_H
 #define EDDY_UTIL_JSONW_H
@@ -32,7 +35,9 @@ int eddy__json_write(eddy__buf *b, const json_t *v);
 
 /* Flags of eddy__json_write_ex. */
 #define EDDY__JSONW_SORT_KEYS 1 /* object fields by key (bytewise): a canonical text */
-#define EDDY__JSONW_EXACT     2 /* reals with 17 digits: they read back to the same double */
+/* Reals always with 17 digits. Canonical texts use it, and digests of them
+ * are stored in journals: its output must never change. */
+#define EDDY__JSONW_EXACT 2
 
 /* As eddy__json_write, with flags; the text is NUL-terminated (the NUL is not
  * counted in b->len). */

@@ -392,6 +392,8 @@ class TestAgent(Agent):
             out(ctx, rec, start=r["start"], end=r["end"], stepped=now_us())
         elif op == "fan":
             ctx.send_event(Fanned(rec=rec))
+        elif op == "reals":
+            out(ctx, rec, ts=rec["ts"], sum=0.1 + 0.2, third=1 / 3)
         elif op == "key":
             out(ctx, rec, ctx_key=ctx.key, thread=threading.current_thread().name)
         elif op == "drop_in_finally":

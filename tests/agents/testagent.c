@@ -209,6 +209,9 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     json_int_t seq = iget(in, "seq", 0);
     if (op == NULL || strcmp(op, "echo") == 0)
         return output(ctx, json_pack("{s:I}", "seq", seq));
+    if (strcmp(op, "copy") == 0) /* the input's "value", as it is */
+        return output(ctx,
+                      json_pack("{s:I, s:O?}", "seq", seq, "value", json_object_get(in, "value")));
     if (strcmp(op, "chain") == 0)
         return send_typed(ctx, "Step",
                           json_pack("{s:I, s:I}", "x", iget(in, "x", 0) + 1, "seq", seq));

@@ -335,6 +335,28 @@ class CoreTest(EddyTest):
         self.assertEqual(sorted(keys), [0, 1, 2])
         self.assertEqual([o["count"] for o in keys[1]], [1, 2, 3])
 
+    def test_reals_pass_through_unchanged(self):
+        # Output reals were cut to 15 digits: 1732700000.123456 came out as
+        # 1732700000.12346. Now each reads back as the double that was read,
+        # in the fewest digits that do, also with a state (from the outbox).
+        texts = ["1732700000.123456", "0.30000000000000004", "0.3333333333333333", "0.1",
+                 "1e-7", "5e-324", "1.7976931348623157e308", "-0.0", "100.0", "1e21",
+                 "1.5e10", "2.5e-300", "[0.1,1.0,1.2345678901234568e17]"]
+        want = ["1732700000.123456", "0.30000000000000004", "0.3333333333333333", "0.1",
+                "1e-7", "5e-324", "1.7976931348623157e308", "-0.0", "100.0", "1e21",
+                "15000000000.0", "2.5e-300", "[0.1,1.0,1.2345678901234568e17]"]
+        data = b"".join(b'{"key": "k%d", "op": "copy", "seq": %d, "value": %s}\n'
+                        % (i, i, t.encode()) for i, t in enumerate(texts))
+        for state in ([], ["--state", self.path("st")]):
+            res = self.run_eddy([], *state, input_text=data)
+            self.assertOk(res)
+            with open(res.out_path, "rb") as f:
+                got = {json.loads(l)["seq"]: l for l in f.read().splitlines()}
+            for i, w in enumerate(want):
+                self.assertEqual(got[i], b'{"seq":%d,"value":%s,"key":"k%d"}' % (i, w.encode(), i),
+                                 state)
+                self.assertEqual(repr(json.loads(got[i])["value"]), repr(json.loads(texts[i])))
+
     def test_stdin_to_stdout(self):
         data = b"".join(b'{"key": "k%d", "op": "echo", "seq": %d}\n' % (i % 2, i)
                         for i in range(10))

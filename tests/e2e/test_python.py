@@ -90,6 +90,15 @@ class PythonTest(EddyTest):
         self.assertEqual(res.outputs(), [{"key": "f", "seq": 1, "by": "module-level action",
                                           "type": "Fanned"}])
 
+    def test_reals_come_out_as_python_made_them(self):
+        # They were cut to 15 digits: 0.1 + 0.2 came out as 0.3.
+        res = self.run_py([], input_text=b'{"key":"a","op":"reals","seq":1,'
+                                         b'"ts":1732700000.123456}\n')
+        self.assertOk(res)
+        with open(res.out_path, "rb") as f:
+            self.assertEqual(f.read(), b'{"key":"a","seq":1,"ts":1732700000.123456,'
+                                       b'"sum":0.30000000000000004,"third":0.3333333333333333}\n')
+
     def test_key_and_mailbox_thread(self):
         res = self.run_py([{"key": 42, "op": "key", "seq": 1},
                            {"key": "s", "op": "key", "seq": 2}])

@@ -4,6 +4,7 @@
  * jansson's own compact dump, which it promises to match) and the
  * little-endian helpers.
  */
+#include <float.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -88,21 +89,85 @@ static void writes_like_jansson(json_t *v)
     json_decref(v);
 }
 
+/* The fewest significant digits, 1 to 17, with which printf's %g of d reads
+ * back to d. */
+static int fewest_digits(double d)
+{
+    char t[40];
+    int p = 1;
+    for (; p < 17; p++) {
+        snprintf(t, sizeof(t), "%.*g", p, d);
+        if (strtod(t, NULL) == d)
+            break;
+    }
+    return p;
+}
+
+/* The precision the writer's text has (as jansson's JSON_REAL_PRECISION):
+ * the fewest digits, but at least 15 for a normal double, whose %.15g is
+ * its shortest decimal (with trailing zeros cut) in the notation it always
+ * had: 1.5e10 stays "15000000000.0". */
+static int writer_precision(double d)
+{
+    int p = fewest_digits(d);
+    int subnormal = d != 0 && d > -DBL_MIN && d < DBL_MIN;
+    return subnormal || p > 15 ? p : 15;
+}
+
+/* The reals of v (at any depth) into out, as far as cap goes; *n counts
+ * them all. */
+static void reals_of(const json_t *v, double *out, size_t cap, size_t *n)
+{
+    size_t i;
+    const char *k;
+    json_t *m;
+    if (json_is_real(v)) {
+        if (*n < cap)
+            out[*n] = json_real_value(v);
+        ++*n;
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, m)
+        {
+            reals_of(m, out, cap, n);
+        }
+    } else if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, k, m)
+        {
+            reals_of(m, out, cap, n);
+        }
+    }
+}
+
+/* v written as json_dumps writes it, each real with the fewest digits that
+ * read back to it; with EDDY__JSONW_EXACT, as json_dumps writes it (17
+ * digits), reading back to the same value. */
 static void same_as_jansson(const char *text)
 {
     json_error_t e;
     json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
     if (v == NULL)
         fail_msg("bad test input %s: %s", text, e.text);
-    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+    /* jansson has one precision for the whole text: the cases hold one real,
+     * or reals that need the same digits. */
+    double reals[8];
+    size_t nreals = 0;
+    reals_of(v, reals, 8, &nreals);
+    assert_true(nreals <= 8);
+    int p = nreals > 0 ? writer_precision(reals[0]) : 17;
+    for (size_t i = 1; i < nreals; i++)
+        assert_int_equal(writer_precision(reals[i]), p);
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(p));
     eddy__buf b = {0};
     assert_int_equal(eddy__json_write(&b, v), EDDY_OK);
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.p, want, b.len);
     free(want);
-    /* Exact reals read back to the same value. */
+    /* Exact reals: jansson's 17 digits, reading back to the same value. */
     b.len = 0;
     assert_int_equal(eddy__json_write_ex(&b, v, EDDY__JSONW_EXACT), EDDY_OK);
+    want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_string_equal(b.p, want);
+    free(want);
     json_t *back = json_loads(b.p, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     assert_non_null(back);
     assert_true(json_equal(v, back));
@@ -146,6 +211,106 @@ static void test_jsonw_matches_jansson(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         same_as_jansson(cases[i]);
+}
+
+/* Significant digits of a real's text: "100.0" and "1e2" have one. */
+static int significant_digits(const char *t)
+{
+    char d[40];
+    size_t n = 0;
+    for (; *t != '\0' && *t != 'e'; t++)
+        if (*t >= '0' && *t <= '9' && (n > 0 || *t != '0') && n < sizeof(d))
+            d[n++] = *t;
+    while (n > 0 && d[n - 1] == '0')
+        n--;
+    return n > 0 ? (int)n : 1;
+}
+
+/* d written by both writers: checked against want and want_exact when they
+ * are given; the text is a JSON real that reads back to d bit for bit, and
+ * the plain writer's has the fewest digits that do, in jansson's form. */
+static void real_written(double d, const char *want, const char *want_exact)
+{
+    json_t *v = json_real(d);
+    assert_non_null(v);
+    for (int exact = 0; exact <= 1; exact++) {
+        eddy__buf b = {0};
+        assert_int_equal(eddy__json_write_ex(&b, v, exact ? EDDY__JSONW_EXACT : 0), EDDY_OK);
+        const char *w = exact ? want_exact : want;
+        if (w != NULL && strcmp(b.p, w) != 0)
+            fail_msg("%.17g written as %s, not %s%s", d, b.p, w, exact ? " (exact)" : "");
+        json_error_t e;
+        json_t *back = json_loads(b.p, JSON_DECODE_ANY, &e);
+        if (back == NULL || !json_is_real(back))
+            fail_msg("%.17g written as %s, which is not a JSON real", d, b.p);
+        double r = json_real_value(back);
+        if (memcmp(&r, &d, sizeof(d)) != 0)
+            fail_msg("%.17g written as %s, which reads back as %.17g", d, b.p, r);
+        json_decref(back);
+        if (!exact) {
+            if (significant_digits(b.p) != fewest_digits(d))
+                fail_msg("%.17g written as %s: %d digits where %d read back", d, b.p,
+                         significant_digits(b.p), fewest_digits(d));
+            char *j = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(writer_precision(d)));
+            assert_string_equal(b.p, j);
+            free(j);
+        } else {
+            char *j = json_dumps(v, JSON_ENCODE_ANY); /* 17 digits */
+            assert_string_equal(b.p, j);
+            free(j);
+        }
+        free(b.p);
+    }
+    json_decref(v);
+}
+
+/* Reals in outputs read back as the double the agent sent (they were cut to
+ * 15 digits: 1732700000.123456 came out as 1732700000.12346), with no more
+ * digits than that takes; exact texts (whose digests are stored) keep their
+ * 17 digits as they always had. */
+static void test_jsonw_reals_shortest_exact(void **state)
+{
+    (void)state;
+    static const struct {
+        double d;
+        const char *text, *exact;
+    } cases[] = {
+        {1732700000.123456, "1732700000.123456", "1732700000.123456"},
+        {0.1 + 0.2, "0.30000000000000004", "0.30000000000000004"},
+        {1.0 / 3.0, "0.3333333333333333", "0.33333333333333331"},
+        {0.1, "0.1", "0.10000000000000001"},
+        {1e-7, "1e-7", "9.9999999999999995e-8"},
+        {5e-324, "5e-324", "4.9406564584124654e-324"},
+        {2.225073858507201e-308, "2.225073858507201e-308", "2.2250738585072009e-308"},
+        {2.2250738585072014e-308, "2.2250738585072014e-308", "2.2250738585072014e-308"},
+        {1.7976931348623157e308, "1.7976931348623157e308", "1.7976931348623157e308"},
+        {-0.0, "-0.0", "-0.0"},
+        {0.0, "0.0", "0.0"},
+        {1.0, "1.0", "1.0"},
+        {100.0, "100.0", "100.0"},
+        {1.5e10, "15000000000.0", "15000000000.0"},
+        {1e15, "1e15", "1000000000000000.0"},
+        {1e21, "1e21", "1e21"},
+        {1e300, "1e300", "1.0000000000000001e300"},
+        {-2.5e-300, "-2.5e-300", "-2.5e-300"},
+        {123456789012345678.0, "1.2345678901234568e17", "1.2345678901234568e17"},
+        {123456789012345.6, "123456789012345.6", "123456789012345.59"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        real_written(cases[i].d, cases[i].text, cases[i].exact);
+    /* Doubles of every exponent (random bits), and decimals of a few digits
+     * (what inputs mostly hold). */
+    uint64_t r = 777;
+    for (int i = 0; i < 20000; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        double d;
+        uint64_t bits = r;
+        memcpy(&d, &bits, sizeof(d));
+        if (d != d || d - d != 0) /* NaN or infinite: no JSON real */
+            continue;
+        real_written(d, NULL, NULL);
+        real_written((double)(int64_t)(r >> 40) / 1000.0, NULL, NULL);
+    }
 }
 
 /* ------------------------------------------------------------ vec */
@@ -474,6 +639,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_map_against_reference),
         cmocka_unit_test(test_jsonw_matches_jansson),
+        cmocka_unit_test(test_jsonw_reals_shortest_exact),
         cmocka_unit_test(test_jsonw_strings_random),
         cmocka_unit_test(test_jsonw_strings_escape_at_every_place),
         cmocka_unit_test(test_jsonw_integers_at_powers_of_ten),
