@@ -8,6 +8,7 @@
  * option they set, and the defaults --help shows come from the library itself
  * wherever a plain value can say it.
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +158,9 @@ static void print_run_help(FILE *out)
           "input's outputs appear in the file exactly once. Output to stdout is\n"
           "at-least-once: after a resume some outputs may be written again. Without\n"
           "--state, state is kept in memory and lost when eddy stops.\n"
+          "\n"
+          "What agents print to stdout goes to stderr when the output (or the\n"
+          "dead-letter file) is stdout, so that stdout holds only the JSONL lines.\n"
           "\n"
           "Bad input: a line that is not JSON or has no key goes to the dead-letter file\n"
           "as a JSON line with its line number, the reason and the raw text, and\n"
@@ -429,6 +434,65 @@ static int runtime_new_exit_code(const eddy_error *err)
     return EXIT_USAGE;
 }
 
+/* ---------------------------------------------------------------- stdout */
+
+/*
+ * What agents print to stdout (print() in Python, printf in C, what the
+ * programs they start write there) would land among the output lines when
+ * those go to stdout. Then eddy keeps stdout for its lines and points fd 1
+ * at stderr for everything else, from before the agent is loaded. The
+ * library opens its files in eddy_runtime_new(), where "-" and a path such
+ * as /dev/stdout must still reach the real stdout (the sink writes to its
+ * own close-on-exec duplicate of it): fd 1 is given back for that call only.
+ */
+
+/* Whether path, as the output (or, with dash_is_stderr, the dead-letter
+ * file), is the process's stdout: "-", or the file fd 1 is (/dev/stdout,
+ * /dev/fd/1, the file stdout was redirected to); not /dev/null. */
+static int is_stdout(const char *path, int dash_is_stderr)
+{
+    if (path == NULL)
+        return 0;
+    if (strcmp(path, "-") == 0)
+        return !dash_is_stderr;
+    struct stat p, o;
+    return stat(path, &p) == 0 && fstat(STDOUT_FILENO, &o) == 0 && p.st_dev == o.st_dev &&
+           p.st_ino == o.st_ino && (!S_ISCHR(o.st_mode) || isatty(STDOUT_FILENO));
+}
+
+/* fd 1 to stderr (to /dev/null when stderr is closed). 0 or -1. */
+static int stdout_to_stderr(void)
+{
+    if (dup2(STDERR_FILENO, STDOUT_FILENO) >= 0)
+        return 0;
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    int rc = null >= 0 && dup2(null, STDOUT_FILENO) >= 0 ? 0 : -1;
+    if (null >= 0)
+        close(null);
+    return rc;
+}
+
+/* When a's output or dead-letter file is stdout: a close-on-exec duplicate
+ * of it, with fd 1 pointed at stderr, and the C library's stdout
+ * line-buffered (so that what C agents print comes out in order with
+ * eddy's messages). -1 when not, or when stdout is closed. */
+static int stdout_keep(const struct run_args *a)
+{
+    if (!is_stdout(eddy_config_get(a->conf, "output"), 0) &&
+        !is_stdout(eddy_config_get(a->conf, "dead-letter"), 1))
+        return -1;
+    /* A closed fd 1 is left closed: the library may open a file there. */
+    int saved = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (saved < 0)
+        return -1;
+    if (stdout_to_stderr() != 0) {
+        close(saved);
+        return -1;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return saved;
+}
+
 /* ---------------------------------------------------------------- signals */
 
 /* The runtime a signal stops, while it runs (NULL before and after). The
@@ -648,6 +712,7 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
     signal_at_run_end = signal_caught;
     clear_progress(&progress);
 
+    fflush(stdout); /* what C agents printed comes before the summary */
     eddy_stats st;
     memset(&st, 0, sizeof(st));
     eddy_runtime_stats(rt, &st);
@@ -665,7 +730,7 @@ static int cmd_run(int argc, char **argv)
     eddy_plan *plan = NULL;
     eddy_runtime *rt = NULL;
     eddy_error *err = NULL;
-    int code;
+    int code, kept_stdout = -1;
 
     a.conf = eddy_config_new();
     if (a.conf == NULL)
@@ -673,6 +738,7 @@ static int cmd_run(int argc, char **argv)
     code = parse_run_args(&a, argc, argv);
     if (code != CONTINUE)
         goto done;
+    kept_stdout = stdout_keep(&a);
 
     plan = eddy_plan_new();
     if (plan == NULL) {
@@ -698,7 +764,25 @@ static int cmd_run(int argc, char **argv)
         code = interrupted(signal_caught, has_state(&a));
         goto done;
     }
+    /* fd 1 is the real stdout for this call only (see stdout_keep). */
+    if (kept_stdout >= 0 && dup2(kept_stdout, STDOUT_FILENO) < 0) {
+        perror("eddy: dup2");
+        code = EXIT_FAIL;
+        goto done;
+    }
     rt = eddy_runtime_new(plan, a.conf, &err);
+    if (rt != NULL)
+        plan = NULL; /* the runtime's now */
+    if (kept_stdout >= 0) {
+        /* Agents must not write among the lines: stop rather. */
+        if (stdout_to_stderr() != 0) {
+            perror("eddy: dup2");
+            code = EXIT_FAIL;
+            goto done;
+        }
+        close(kept_stdout);
+        kept_stdout = -1;
+    }
     if (rt == NULL) {
         if (err == NULL) {
             code = out_of_memory(); /* no room for an error object either */
@@ -708,10 +792,11 @@ static int cmd_run(int argc, char **argv)
         code = runtime_new_exit_code(err);
         goto done;
     }
-    plan = NULL; /* the runtime's now */
     code = run_runtime(rt, &a);
 
 done:
+    if (kept_stdout >= 0)
+        close(kept_stdout);
     detach_signal_runtime();
     eddy_runtime_free(rt); /* closes the state: with --state, it may take a while */
     eddy_plan_free(plan);

@@ -17,7 +17,7 @@
 
 struct eddy__sink {
     int fd;
-    int owns_fd;
+    int std; /* a standard stream ("-"): fd is the sink's duplicate of it */
     int is_file;
     int named; /* had a name (a link) when opened: its removal is noticed */
     uint64_t offset;
@@ -50,6 +50,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
     eddy__sink *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return EDDY_ENOMEM;
+    s->fd = -1; /* none yet: closing s closes nothing */
     s->cap = SINK_BUF;
     s->synced = UINT64_MAX;
     s->buf = malloc(s->cap);
@@ -59,8 +60,24 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         return EDDY_ENOMEM;
     }
     if (strcmp(path, "-") == 0) {
-        s->fd = how & EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO;
+        /* A duplicate, close-on-exec: the lines go where the stream went at
+         * open, whatever fd 1 or 2 is made later (the eddy command points fd
+         * 1 at stderr while it writes its output to stdout, so that what
+         * agents print does not end up among the lines), and no program an
+         * agent starts inherits it. The open file description is the same:
+         * its position and O_APPEND are shared with the shell's. */
+        s->std = 1;
         s->name = how & EDDY_SINK_STDERR ? "standard error" : "standard output";
+        s->fd = fcntl(how & EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        /* A closed stream fails the first write, as writing to it would
+         * (a run with nothing to write there succeeds). */
+        if (s->fd < 0 && errno != EBADF) {
+            int e = errno;
+            const char *name = s->name; /* a literal: it outlives s */
+            eddy__sink_close(s);
+            return eddy__error_set(err, EDDY_EIO, "io", "cannot write to %s: %s", name,
+                                   strerror(e));
+        }
     } else {
         s->name = s->path;
         /* A file the state says holds lines is not made when it is gone:
@@ -80,7 +97,6 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
             }
             /* Not there: the first flush makes it (sink_create), empty. */
             s->fd = -1;
-            s->owns_fd = 1;
             *out = s;
             return EDDY_OK;
         }
@@ -90,12 +106,11 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
             return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s for writing: %s", path,
                                    strerror(e));
         }
-        s->owns_fd = 1;
     }
     struct stat st;
     note_file(s, fstat(s->fd, &st), &st);
     if (s->is_file) {
-        if (!s->owns_fd) {
+        if (s->std) {
             /* A standard stream is the shell's: written from where it
              * stands, never cut or moved (`>` emptied it already, `>>`
              * appends, and in `(echo header; eddy ...) >log 2>&1` both
@@ -122,7 +137,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         } else if (truncate_to == -2) {
             s->offset = (uint64_t)st.st_size;
         }
-        if (s->owns_fd && lseek(s->fd, (off_t)s->offset, SEEK_SET) < 0) {
+        if (!s->std && lseek(s->fd, (off_t)s->offset, SEEK_SET) < 0) {
             int e = errno;
             eddy__sink_close(s);
             return eddy__error_set(err, EDDY_EIO, "io", "cannot seek in %s: %s", path, strerror(e));
@@ -150,8 +165,15 @@ static int sink_create(eddy__sink *s)
 int eddy__sink_flush(eddy__sink *s)
 {
     size_t done = 0;
-    if (s->fd < 0 && s->len > 0 && sink_create(s) != EDDY_OK)
-        return EDDY_EIO;
+    if (s->fd < 0 && s->len > 0) {
+        if (s->std) {
+            snprintf(s->errtext, sizeof(s->errtext), "cannot write to %s: %s", s->name,
+                     strerror(EBADF));
+            return EDDY_EIO;
+        }
+        if (sink_create(s) != EDDY_OK)
+            return EDDY_EIO;
+    }
     while (done < s->len) {
         int fault = eddy__fault("sink_write.write"); /* test hook: errno to simulate */
         ssize_t n = fault ? (errno = fault, -1) : write(s->fd, s->buf + done, s->len - done);
@@ -236,7 +258,7 @@ int eddy__sink_sync(eddy__sink *s)
     /* A file removed while eddy wrote it keeps taking lines that no one
      * will read: its length must not be committed as delivered. */
     struct stat st;
-    if (s->owns_fd && s->named && fstat(s->fd, &st) == 0 && st.st_nlink == 0) {
+    if (!s->std && s->named && fstat(s->fd, &st) == 0 && st.st_nlink == 0) {
         snprintf(s->errtext, sizeof(s->errtext),
                  "%s was removed while eddy wrote it (its lines since the last sync are not "
                  "delivered)",
@@ -248,7 +270,7 @@ int eddy__sink_sync(eddy__sink *s)
      * this run is found after a power cut only once that is on disk
      * (filesystems that cannot sync a directory, EINVAL, need not). A
      * standard stream's directory is the shell's business ("-" names none). */
-    if (s->synced == UINT64_MAX && s->owns_fd) {
+    if (s->synced == UINT64_MAX && !s->std) {
         e = (e = eddy__fault("sink_write.dirsync")) != 0 ? e : eddy__paths_sync_parent(s->path);
         if (e == EINVAL)
             e = 0;
@@ -293,7 +315,7 @@ uint64_t eddy__sink_fd_tail_hash(int fd, uint64_t end)
 
 uint64_t eddy__sink_tail_hash(eddy__sink *s)
 {
-    if (!s->owns_fd || !s->is_file || s->fd < 0 || s->len > 0)
+    if (s->std || !s->is_file || s->fd < 0 || s->len > 0)
         return 0;
     if (!s->rfd_open) {
         /* By its name, so it must be the file written: one renamed or
@@ -335,7 +357,7 @@ int eddy__sink_close(eddy__sink *s)
     int rc = EDDY_OK;
     if (s->buf != NULL && s->len > 0)
         rc = eddy__sink_flush(s);
-    if (s->owns_fd && s->fd >= 0 && close(s->fd) != 0 && rc == EDDY_OK)
+    if (s->fd >= 0 && close(s->fd) != 0 && rc == EDDY_OK)
         rc = EDDY_EIO;
     if (s->rfd_open)
         close(s->rfd);

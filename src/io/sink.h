@@ -38,7 +38,8 @@ enum {
  * truncate_to == -2 the file is appended to as it is.
  * "-" means the standard stream given by how, whatever truncate_to: it is
  * written from where it stands, never truncated or moved, and its offset
- * starts at that position.
+ * starts at that position. The sink writes to a duplicate of it
+ * (close-on-exec) made now, so fd 1 or 2 may be pointed elsewhere after.
  */
 int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err);
@@ -74,7 +75,8 @@ int eddy__sink_is_file(const eddy__sink *s);
 const char *eddy__sink_error(const eddy__sink *s);
 /* The path as given ("-" for a standard stream). */
 const char *eddy__sink_path(const eddy__sink *s);
-/* Flush and close (a standard stream stays open). NULL is a no-op. */
+/* Flush and close (for a standard stream, the sink's duplicate of it: the
+ * stream itself stays open). NULL is a no-op. */
 int eddy__sink_close(eddy__sink *s);
 
 #endif /* EDDY_IO_SINK_H */

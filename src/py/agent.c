@@ -5,6 +5,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/event.h"
@@ -18,6 +20,32 @@ static int py_owned; /* eddy initialised it (and finalises it) */
 static PyObject *init_module(void)
 {
     return eddy__py_module_init();
+}
+
+/*
+ * sys.stdout is block-buffered when fd 1 is not a terminal, and flushed when
+ * the interpreter ends: after eddy's last messages. When fd 1 is the file fd
+ * 2 is (the eddy command points fd 1 at stderr while its output goes to
+ * stdout; or `>log 2>&1`), make it line-buffered, as sys.stderr is, so that
+ * what agents print comes out in order with eddy's messages. GIL held.
+ */
+static void stdout_like_stderr(void)
+{
+    struct stat o, e;
+    if (fstat(STDOUT_FILENO, &o) != 0 || fstat(STDERR_FILENO, &e) != 0 || o.st_dev != e.st_dev ||
+        o.st_ino != e.st_ino)
+        return;
+    PyObject *out = PySys_GetObject("stdout"); /* borrowed; None when fd 1 was closed */
+    PyObject *reconf =
+        out != NULL && out != Py_None ? PyObject_GetAttrString(out, "reconfigure") : NULL;
+    PyObject *args = PyTuple_New(0), *kw = Py_BuildValue("{s:O}", "line_buffering", Py_True);
+    PyObject *r =
+        reconf != NULL && args != NULL && kw != NULL ? PyObject_Call(reconf, args, kw) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(reconf);
+    PyErr_Clear(); /* a nicety: sys.stdout stays as it was */
 }
 
 int eddy__py_acquire(eddy_error **err)
@@ -56,6 +84,7 @@ int eddy__py_acquire(eddy_error **err)
         return eddy__error_set(err, EDDY_EPLAN, "plan", "cannot initialise the eddy module");
     }
     Py_DECREF(m);
+    stdout_like_stderr();
     /* From here on the GIL is taken only to run Python. */
     PyEval_SaveThread();
     return EDDY_OK;

@@ -7,10 +7,15 @@ import functools
 import itertools
 import json
 import os
+import sys
 import threading
 import time
 
 from eddy import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
+
+
+if os.environ.get("EDDY_TEST_PRINT_AT_IMPORT"):
+    print("printed when the agent is imported")
 
 
 class Step(Event):
@@ -392,6 +397,15 @@ class TestAgent(Agent):
             out(ctx, rec, start=r["start"], end=r["end"], stepped=now_us())
         elif op == "fan":
             ctx.send_event(Fanned(rec=rec))
+        elif op == "print":
+            # What agents print: eddy keeps it out of an output on stdout.
+            print("print from a Python action, seq", rec["seq"])
+            sys.stdout.write("sys.stdout.write from a Python action\n")
+            os.write(1, b"os.write(1) from a Python action\n")
+            os.system("echo from a child of a Python action")
+            if rec.get("fds"):  # what a child inherits: the targets of its descriptors
+                os.system("readlink /proc/$$/fd/* > %s" % rec["fds"])
+            out(ctx, rec)
         elif op == "reals":
             out(ctx, rec, ts=rec["ts"], sum=0.1 + 0.2, third=1 / 3)
         elif op == "key":

@@ -4,6 +4,8 @@
  * scheduling, memory, async and error scenarios.
  */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -209,6 +211,16 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     json_int_t seq = iget(in, "seq", 0);
     if (op == NULL || strcmp(op, "echo") == 0)
         return output(ctx, json_pack("{s:I}", "seq", seq));
+    if (strcmp(op, "print") == 0) {
+        /* What agents print, through each way a C action has: eddy keeps it
+         * out of an output on stdout. */
+        printf("printf from a C action, seq %lld\n", (long long)seq);
+        puts("puts from a C action");
+        if (write(STDOUT_FILENO, "write(1) from a C action\n", 25) != 25 ||
+            system("echo from a child of a C action") != 0)
+            return EDDY_EIO;
+        return output(ctx, json_pack("{s:I}", "seq", seq));
+    }
     if (strcmp(op, "copy") == 0) /* the input's "value", as it is */
         return output(ctx,
                       json_pack("{s:I, s:O?}", "seq", seq, "value", json_object_get(in, "value")));
@@ -381,6 +393,8 @@ static int fan(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 
 int eddy_agent_init(eddy_plan *plan)
 {
+    if (getenv("EDDY_TEST_PRINT_AT_INIT") != NULL)
+        printf("printed by eddy_agent_init\n");
     static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
     static const char *const step[] = {"Step", NULL};
     static const char *const fanev[] = {"Fan", NULL};

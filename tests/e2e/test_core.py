@@ -367,6 +367,43 @@ class CoreTest(EddyTest):
         outs = [json.loads(l) for l in proc.stdout.splitlines()]
         self.assertEqual(sorted(o["seq"] for o in outs), list(range(10)))
 
+    def test_what_agents_print_goes_to_stderr_when_the_output_is_stdout(self):
+        # printf, puts, write(1) and a child's echo in an action went into the
+        # JSONL on stdout. eddy keeps stdout for its lines and gives agents
+        # stderr as their stdout, from the agent's init on; the summary stays
+        # last (what they print is line-buffered).
+        data = b"".join(b'{"key": "k%d", "op": "print", "seq": %d}\n' % (i % 3, i)
+                        for i in range(6))
+        prints = [b"printf from a C action, seq ", b"puts from a C action",
+                  b"write(1) from a C action", b"from a child of a C action"]
+        out = self.path("out.jsonl")
+        for args in ([], ["--state", self.path("st")], ["--output", "/dev/stdout"],
+                     ["--output", out, "--dead-letter", "/dev/stdout"]):
+            dead_to_stdout = "--dead-letter" in args
+            proc = subprocess.run([EDDY, "run", TEST_AGENT, "--no-progress"] + args,
+                                  input=data + (b"not json\n" if dead_to_stdout else b""),
+                                  capture_output=True, timeout=60,
+                                  env=dict(os.environ, EDDY_TEST_PRINT_AT_INIT="1"))
+            self.assertEqual(proc.returncode, 0, (args, proc.stderr))
+            lines = [json.loads(l) for l in proc.stdout.splitlines()]
+            if dead_to_stdout:
+                self.assertEqual([l["reason"] for l in lines], ["not JSON"], args)
+                with open(out, "rb") as f:
+                    self.assertEqual(sorted(json.loads(l)["seq"] for l in f), list(range(6)))
+            else:
+                self.assertEqual(sorted(l["seq"] for l in lines), list(range(6)), args)
+            err = proc.stderr.splitlines()
+            for p in prints:
+                self.assertEqual(sum(l.startswith(p) for l in err), 6, (args, p, proc.stderr))
+            self.assertEqual(err.count(b"printed by eddy_agent_init"), 1, (args, proc.stderr))
+            self.assertTrue(err[-1].startswith(b"eddy: 6 inputs, "), (args, proc.stderr))
+        # With the output in a file, stdout is left as it is.
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--quiet", "--output", out],
+                              input=data, capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout.count(b"puts from a C action\n"), 6, proc.stdout)
+        self.assertNotIn(b"from a C action", proc.stderr)
+
     def test_usage_errors(self):
         proc = subprocess.run([EDDY, "run"], capture_output=True, timeout=30)
         self.assertEqual(proc.returncode, 2)

@@ -99,6 +99,37 @@ class PythonTest(EddyTest):
             self.assertEqual(f.read(), b'{"key":"a","seq":1,"ts":1732700000.123456,'
                                        b'"sum":0.30000000000000004,"third":0.3333333333333333}\n')
 
+    def test_what_agents_print_goes_to_stderr_when_the_output_is_stdout(self):
+        # print() in an action went into the JSONL on stdout. Now stdout holds
+        # only eddy's lines: what the agent prints (at import, in actions, in
+        # its children) goes to stderr, line by line, before the summary, and
+        # no child is left a descriptor of the real stdout.
+        fds = self.path("fds")
+        data = b"".join(b'{"key": "k%d", "op": "print", "seq": %d, "fds": %s}\n'
+                        % (i % 3, i, json.dumps(fds if i == 0 else None).encode())
+                        for i in range(6))
+        prints = [b"print from a Python action, seq ", b"sys.stdout.write from a Python action",
+                  b"os.write(1) from a Python action", b"from a child of a Python action"]
+        stdout = self.path("stdout")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        env["EDDY_TEST_PRINT_AT_IMPORT"] = "1"
+        for args in ([], ["--state", self.path("st")], ["--output", "/dev/stdout"]):
+            with open(stdout, "wb") as f:
+                proc = subprocess.run([EDDY, "run", AGENT, "--no-progress"] + args, input=data,
+                                      stdout=f, stderr=subprocess.PIPE, timeout=120, env=env)
+            self.assertEqual(proc.returncode, 0, (args, proc.stderr))
+            with open(stdout, "rb") as f:
+                lines = [json.loads(l) for l in f.read().splitlines()]
+            self.assertEqual(sorted(l["seq"] for l in lines), list(range(6)), args)
+            err = proc.stderr.splitlines()
+            for p in prints:
+                self.assertEqual(sum(l.startswith(p) for l in err), 6, (args, p, proc.stderr))
+            self.assertEqual(err.count(b"printed when the agent is imported"), 1, proc.stderr)
+            self.assertTrue(err[-1].startswith(b"eddy: 6 inputs, "), (args, proc.stderr))
+            with open(fds) as f:
+                targets = f.read().split()
+            self.assertNotIn(os.path.realpath(stdout), targets, (args, targets))
+
     def test_key_and_mailbox_thread(self):
         res = self.run_py([{"key": 42, "op": "key", "seq": 1},
                            {"key": "s", "op": "key", "seq": 2}])

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "io/sink.h"
@@ -112,11 +114,69 @@ static void test_tail_hash(void **state)
     assert_int_equal(tmptree_remove(root), 0);
 }
 
+static off_t size_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* "-" is the standard stream as it was when the sink opened: the sink
+ * writes to its own duplicate (close-on-exec), so fd 1 may be pointed
+ * elsewhere after (the eddy command points it at stderr), and closing the
+ * sink leaves fd 1 open. It goes on from where the stream stood. A closed
+ * stream fails the first write, not the open. */
+static void test_standard_stream_is_a_duplicate(void **state)
+{
+    (void)state;
+    char root[64], first[96], second[96];
+    assert_int_equal(tmptree_make(root, "sink"), 0);
+    snprintf(first, sizeof(first), "%s/first", root);
+    snprintf(second, sizeof(second), "%s/second", root);
+    int a = open(first, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int b = open(second, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(a >= 0 && b >= 0);
+    assert_int_equal(write(a, "header\n", 7), 7);
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(a, STDOUT_FILENO), STDOUT_FILENO);
+
+    eddy__sink *s = NULL;
+    assert_int_equal(eddy__sink_open(&s, "-", EDDY_SINK_STDOUT, -1, NULL), EDDY_OK);
+    assert_int_equal(dup2(b, STDOUT_FILENO), STDOUT_FILENO); /* fd 1 goes elsewhere */
+    assert_int_equal(eddy__sink_write(s, "line", 4), EDDY_OK);
+    assert_int_equal(eddy__sink_sync(s), EDDY_OK);
+    assert_int_equal(eddy__sink_offset(s), 12);
+    assert_int_equal(eddy__sink_close(s), EDDY_OK);
+    assert_int_equal(size_of(first), 12); /* "header\nline\n" */
+    assert_int_equal(size_of(second), 0);
+    assert_true(fcntl(STDOUT_FILENO, F_GETFD) >= 0); /* still open */
+
+    /* Closed: opens, fails the first flush that has lines, names the stream. */
+    assert_int_equal(close(STDOUT_FILENO), 0);
+    assert_int_equal(eddy__sink_open(&s, "-", EDDY_SINK_STDOUT, -1, NULL), EDDY_OK);
+    assert_int_equal(eddy__sink_flush(s), EDDY_OK);
+    assert_int_equal(eddy__sink_write(s, "line", 4), EDDY_OK);
+    assert_int_equal(eddy__sink_flush(s), EDDY_EIO);
+    assert_string_equal(eddy__sink_error(s),
+                        "cannot write to standard output: Bad file descriptor");
+    assert_int_equal(eddy__sink_lines(s), 0);
+    eddy__sink_close(s);
+
+    assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+    close(saved);
+    close(a);
+    close(b);
+    assert_int_equal(tmptree_remove(root), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines_count_what_was_written),
         cmocka_unit_test(test_tail_hash),
+        cmocka_unit_test(test_standard_stream_is_a_duplicate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
