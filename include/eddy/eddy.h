@@ -235,7 +235,8 @@ EDDY_API const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i
 EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err);
 
 /*
- * Load a Python agent from a .py file: import it, find the one Agent subclass
+ * Load a Python agent from a source file (a name ending in .py, in any case:
+ * agent.PY is read as source too): import it, find the one Agent subclass
  * (or the one named agent_class when not NULL) and add its actions.
  * Errors as eddy_plan_load_shared() (EDDY_EPLAN also when the file raises or
  * an action's name is taken); EDDY_ENOTSUP when eddy was built without

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -142,8 +143,8 @@ static void print_run_help(FILE *out)
     fputs("usage: eddy run AGENT [options]\n"
           "\n"
           "Runs AGENT over a keyed JSONL event stream until the input ends. AGENT is a C\n"
-          "agent shared object (exporting eddy_agent_init) or a Python file (.py) defining\n"
-          "an Agent subclass.\n"
+          "agent shared object (exporting eddy_agent_init) or a Python file (its name\n"
+          "ending in .py, in any case) defining an Agent subclass.\n"
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
           "-- must be given as --opt=VALUE):\n",
@@ -307,10 +308,11 @@ static int parse_long_option(struct run_args *a, int argc, char **argv, int *i)
     return apply_run_option(a, o, value);
 }
 
-static int has_suffix(const char *s, const char *suffix)
+/* A Python agent's file: its name ends in .py, in any case (agent.PY). */
+static int is_python_path(const char *path)
 {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
+    size_t n = strlen(path);
+    return n >= 3 && strcasecmp(path + n - 3, ".py") == 0;
 }
 
 static int parse_run_args(struct run_args *a, int argc, char **argv)
@@ -338,7 +340,7 @@ static int parse_run_args(struct run_args *a, int argc, char **argv)
     }
     if (a->agent_path == NULL)
         return usage_error("missing AGENT: a C agent (.so) or a Python agent (.py)");
-    if (a->agent_class != NULL && !has_suffix(a->agent_path, ".py"))
+    if (a->agent_class != NULL && !is_python_path(a->agent_path))
         return usage_error("option '--agent' applies to Python agents (.py) only");
     return CONTINUE;
 }
@@ -390,11 +392,26 @@ static int check_input_listener(const eddy_plan *plan, const char *path)
     return EXIT_USAGE;
 }
 
+/* Whether path is a regular file that can be read and is no ELF file (a
+ * shared object starts with "\x7fELF"). */
+static int not_elf(const char *path)
+{
+    static const unsigned char elf[4] = {0x7f, 'E', 'L', 'F'};
+    unsigned char magic[4];
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO: no waiting */
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, magic, sizeof(magic)) : -1;
+    close(fd);
+    return n >= 0 && (n < (ssize_t)sizeof(magic) || memcmp(magic, elf, sizeof(elf)) != 0);
+}
+
 static int load_agent(eddy_plan *plan, const struct run_args *a)
 {
     eddy_error *err = NULL;
     int rc;
-    if (has_suffix(a->agent_path, ".py")) {
+    if (is_python_path(a->agent_path)) {
         rc = eddy_plan_load_python(plan, a->agent_path, a->agent_class, &err);
     } else {
         /* A bare "agent.so" means the file here, not a library-path lookup:
@@ -403,6 +420,17 @@ static int load_agent(eddy_plan *plan, const struct run_args *a)
     }
     if (rc == EDDY_OK)
         return check_input_listener(plan, a->agent_path);
+    /* A file that is no shared object: dlopen's "invalid ELF header" does
+     * not say what AGENT may be (a Python agent named without .py, say). */
+    if (rc == EDDY_EPLAN && !is_python_path(a->agent_path) && not_elf(a->agent_path)) {
+        fprintf(stderr,
+                "eddy: cannot load agent %s: it is not a shared object (no ELF header); "
+                "AGENT must be a C agent's shared object or a Python agent's file, whose name "
+                "ends in .py\n",
+                a->agent_path);
+        eddy_error_free(err);
+        return EXIT_USAGE;
+    }
     /* The file or its initialisation is at fault: a usage error. */
     print_error(rc, err);
     eddy_error_free(err);

@@ -478,6 +478,36 @@ class PythonTest(EddyTest):
             self.assertIn(name, err)
             self.assertIn(words, err)
 
+    def test_agent_file_named_without_py(self):
+        # A Python agent named "agent" was dlopen'ed as a C agent, which said
+        # only "invalid ELF header". A file that is no shared object is said
+        # to be one, with what AGENT must be; a name ending in .PY is Python.
+        with open(AGENT, "rb") as f:
+            source = f.read()
+        for name in ("agent", "agent.txt"):
+            with open(self.path(name), "wb") as f:
+                f.write(source)
+            proc = subprocess.run([os.path.abspath(EDDY), "run", name, "--no-progress"],
+                                  input=b'{"key": "k", "op": "key", "seq": 1}\n', cwd=self.dir,
+                                  capture_output=True, timeout=120)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertEqual(proc.stderr.decode(),
+                             "eddy: cannot load agent %s: it is not a shared object (no ELF "
+                             "header); AGENT must be a C agent's shared object or a Python "
+                             "agent's file, whose name ends in .py\n" % name)
+            self.assertEqual(proc.stdout, b"")
+        for name in ("agent.PY", "Agent.Py"):
+            with open(self.path(name), "wb") as f:
+                f.write(source)
+            res = self.run_py([{"key": "k", "op": "key", "seq": 1}], "--agent", "TestAgent",
+                              agent=self.path(name))
+            self.assertOk(res)
+            self.assertEqual([o["ctx_key"] for o in res.outputs()], ["k"])
+        # A file that is not there keeps dlopen's words.
+        res = self.run_py([{"key": "k"}], agent=self.path("missing.so"))
+        self.assertEqual(res.rc, 2)
+        self.assertIn(b"cannot open shared object file: No such file or directory", res.stderr)
+
     def load_error(self, agent, source=None):
         """eddy run's stderr for an agent that does not load, run from the
         test's folder with the agent's path as given (relative, say)."""
