@@ -509,6 +509,14 @@ typedef struct eddy_stats {
     double elapsed_s;          /* wall time in eddy_runtime_run() */
     int durable;               /* 1 with a state directory, 0 in memory */
     uint64_t syncs;            /* disk syncs making commits durable (one covers many) */
+    /* With a state, what this run took up from the one before it:
+     * runs_resumed, the inputs that run accepted and did not finish, run
+     * here (not in inputs: they are not read again); outputs_from_state and
+     * dead_lettered_from_state, the lines it left in the outbox, written by
+     * this run before it read on (also in outputs and dead_lettered). */
+    uint64_t runs_resumed;
+    uint64_t outputs_from_state;
+    uint64_t dead_lettered_from_state;
 } eddy_stats;
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);

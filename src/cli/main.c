@@ -653,14 +653,31 @@ static int progress_wanted(const struct run_args *a)
  * type is found at a glance. */
 #define SUMMARY_UNHANDLED_TYPES 3
 
+/* " (N written from the state)" when n > 0: lines the previous run left. */
+static void print_from_state(uint64_t n)
+{
+    if (n > 0)
+        fprintf(stderr, " (%" PRIu64 " written from the state)", n);
+}
+
+/*
+ * "eddy: 10 inputs, 10 outputs, ..., 0.52 s, 19231 inputs/s, state: DIR". A
+ * run that took up work from the state says so, since its outputs do not
+ * come from the inputs it read: "0 inputs, 3 runs resumed from the state,
+ * 97 outputs (2 written from the state), ...". The rate is said only of
+ * inputs that were read.
+ */
 static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const char *state_dir)
 {
-    double rate = st->elapsed_s > 0 ? (double)st->inputs / st->elapsed_s : 0;
-    fprintf(stderr,
-            "eddy: %" PRIu64 " inputs, %" PRIu64 " outputs, %" PRIu64 " dead-lettered, %" PRIu64
-            " actions, %" PRIu64 " async calls, %" PRIu64 " unhandled events",
-            st->inputs, st->outputs, st->dead_lettered, st->actions_executed, st->async_calls,
-            st->unhandled_events);
+    fprintf(stderr, "eddy: %" PRIu64 " inputs", st->inputs);
+    if (st->runs_resumed > 0)
+        fprintf(stderr, ", %" PRIu64 " runs resumed from the state", st->runs_resumed);
+    fprintf(stderr, ", %" PRIu64 " outputs", st->outputs);
+    print_from_state(st->outputs_from_state);
+    fprintf(stderr, ", %" PRIu64 " dead-lettered", st->dead_lettered);
+    print_from_state(st->dead_lettered_from_state);
+    fprintf(stderr, ", %" PRIu64 " actions, %" PRIu64 " async calls, %" PRIu64 " unhandled events",
+            st->actions_executed, st->async_calls, st->unhandled_events);
     const char *type;
     for (size_t i = 0; (type = eddy_runtime_unhandled_type(rt, i)) != NULL; i++) {
         if (i == SUMMARY_UNHANDLED_TYPES) {
@@ -671,7 +688,9 @@ static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const ch
     }
     if (eddy_runtime_unhandled_type(rt, 0) != NULL)
         fputc(')', stderr);
-    fprintf(stderr, ", %.2f s, %.0f inputs/s", st->elapsed_s, rate);
+    fprintf(stderr, ", %.2f s", st->elapsed_s);
+    if (st->inputs > 0 && st->elapsed_s > 0)
+        fprintf(stderr, ", %.0f inputs/s", (double)st->inputs / st->elapsed_s);
     if (st->durable_replayed > 0)
         fprintf(stderr, ", %" PRIu64 " durable calls replayed", st->durable_replayed);
     if (st->actions_replayed > 0)

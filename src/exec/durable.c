@@ -1554,6 +1554,7 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
         eddy__queue_insert_tail(&rt->recovered, &k->recover_node);
     eddy__queue_insert_tail(&k->pending, &in->node);
     rt->in_flight++;
+    rt->stats.runs_resumed++;
     return EDDY_OK;
 }
 
@@ -1866,6 +1867,8 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
         const char *why = sync_sinks(rt);
         if (why != NULL)
             return eddy__error_set(err, EDDY_EIO, "output", "%s", why);
+        rt->stats.outputs_from_state = eddy__sink_lines(rt->sink);
+        rt->stats.dead_lettered_from_state = eddy__sink_lines(rt->dead);
         if ((rc = eddy__store_outbox_ack(rt->store, rt->outbox_last)) != EDDY_OK ||
             (rc = record_sinks(rt)) != EDDY_OK || (rc = eddy__store_commit(rt->store)) != EDDY_OK)
             goto store_err;

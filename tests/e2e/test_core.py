@@ -596,14 +596,27 @@ class CoreTest(EddyTest):
             self.assertEqual(proc.returncode, 1, proc.stderr)
             self.assertIn(b"cannot write to /dev/full: No space left on device", proc.stderr)
             self.assertIn(b" 0 outputs, 0 dead-lettered", proc.stderr)
-        # The rerun writes what the state's outbox kept, and counts it.
+        # The rerun writes what the state's outbox kept, counts it, and says
+        # where it came from (and no rate of inputs: it read none).
         out = self.path("out.jsonl")
         proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--state", st,
                                "--output", out], capture_output=True, timeout=60)
         self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertIn(b"eddy: 0 inputs, 2 outputs, 0 dead-lettered", proc.stderr)
+        self.assertIn(b"eddy: 0 inputs, 2 outputs (2 written from the state), 0 dead-lettered, ",
+                      proc.stderr)
+        self.assertNotIn(b"inputs/s", proc.stderr)
         with open(out) as f:
             self.assertEqual(len(f.readlines()), 2)
+        # So does a dead letter that a failed run left there.
+        args = ["--input", bad, "--output", self.path("o3.jsonl"), "--state", self.path("st3")]
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--dead-letter", "/dev/full"] + args,
+                              capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 1, proc.stderr)
+        proc = subprocess.run([EDDY, "run", TEST_AGENT, "--dead-letter", self.path("dl.jsonl")]
+                              + args, capture_output=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn(b"eddy: 0 inputs, 0 outputs, 1 dead-lettered (1 written from the state), ",
+                      proc.stderr)
 
     def test_empty_state_option_is_refused(self):
         inp = self.path("in.jsonl")

@@ -78,6 +78,39 @@ class DurableTest(EddyTest):
         # The unfinished one re-ran, replaying its journaled call.
         self.assertEqual(self.count_effects("effect", op="later"), 1)
 
+    def test_summary_names_the_runs_resumed_from_the_state(self):
+        # A resume with nothing new to read said "0 inputs, 1 outputs, ...,
+        # 0 inputs/s": the output came from a run the state held.
+        for more in (False, True):
+            state = self.path("state-%d" % more)
+            flag = self.flag("crash")
+            write_jsonl(self.inp, [{"key": "k", "op": "finished_then_crash", "seq": 1,
+                                    "crash_flag": flag}])
+            first = self.run_cmd(state=state)
+            self.assertEqual(first.returncode, 137, first.stderr)
+            if more:
+                with open(self.inp, "a") as f:
+                    f.write(json.dumps({"key": "j", "op": "chain", "seq": 2}) + "\n")
+            second = self.run_cmd(state=state)
+            self.assertEqual(second.returncode, 0, second.stderr)
+            summary = second.stderr.splitlines()[-1]
+            if more:  # what it read, with its rate, and what it took up
+                self.assertTrue(summary.startswith(
+                    b"eddy: 1 inputs, 1 runs resumed from the state, 2 outputs, 0 dead-lettered, "),
+                    summary)
+                self.assertIn(b" inputs/s, ", summary)
+            else:
+                self.assertTrue(summary.startswith(
+                    b"eddy: 0 inputs, 1 runs resumed from the state, 1 outputs, 0 dead-lettered, "),
+                    summary)
+                self.assertNotIn(b"inputs/s", summary)
+        # Nothing to do: no rate either.
+        third = self.run_cmd(state=state)
+        self.assertEqual(third.returncode, 0, third.stderr)
+        self.assertTrue(third.stderr.startswith(b"eddy: 0 inputs, 0 outputs, 0 dead-lettered, "),
+                        third.stderr)
+        self.assertNotIn(b"inputs/s", third.stderr)
+
     def test_long_chain_resumes_from_its_finished_actions(self):
         # One run of 200,000 Pings dies at Ping 150,000: the resumed run finds
         # each of the 100,000 and more finished action executions in its
