@@ -221,9 +221,13 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             return EDDY_EIO;
         return output(ctx, json_pack("{s:I}", "seq", seq));
     }
-    if (strcmp(op, "copy") == 0) /* the input's "value", as it is */
-        return output(ctx,
-                      json_pack("{s:I, s:O?}", "seq", seq, "value", json_object_get(in, "value")));
+    if (strcmp(op, "copy") == 0) { /* the input's "value", as it is, out and in memory */
+        json_t *v = json_object_get(in, "value");
+        int rc = v != NULL
+                     ? eddy_memory_set(eddy_ctx_short_term_memory(ctx), "value", json_deep_copy(v))
+                     : EDDY_OK;
+        return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I, s:O?}", "seq", seq, "value", v));
+    }
     if (strcmp(op, "chain") == 0)
         return send_typed(ctx, "Step",
                           json_pack("{s:I, s:I}", "x", iget(in, "x", 0) + 1, "seq", seq));

@@ -356,6 +356,22 @@ class CoreTest(EddyTest):
                 self.assertEqual(got[i], b'{"seq":%d,"value":%s,"key":"k%d"}' % (i, w.encode(), i),
                                  state)
                 self.assertEqual(repr(json.loads(got[i])["value"]), repr(json.loads(texts[i])))
+        # eddy inspect showed memory's reals with 15 digits; they read back
+        # now, with one precision for a whole value (jansson's way): the 17
+        # digits one real needs here are 0.1's too.
+        st = self.path("st")
+        for i, w in ((0, b"1732700000.123456"), (1, b"0.30000000000000004"),
+                     (2, b"0.3333333333333333"), (3, b"0.1"),
+                     (12, b"[0.10000000000000001,1.0,1.2345678901234568e17]")):
+            proc = subprocess.run([EDDY, "inspect", "--state", st, "--key", "k%d" % i],
+                                  capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn(b'\n  short-term memory: {"value":%s}\n' % w, proc.stdout)
+            proc = subprocess.run([EDDY, "inspect", "--state", st, "--key", "k%d" % i, "--json"],
+                                  capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertEqual(json.loads(proc.stdout)["key"]["short_term_memory"]["value"],
+                             json.loads(texts[i]))
 
     def test_stdin_to_stdout(self):
         data = b"".join(b'{"key": "k%d", "op": "echo", "seq": %d}\n' % (i % 2, i)
