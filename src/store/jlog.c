@@ -221,6 +221,12 @@ static const char *get_vstr(reader *r, int optional)
     return s;
 }
 
+/* A string of a compact ('p') or a fixed-size ('P', 'C') entry. */
+static const char *get_s(reader *r, int compact, int optional)
+{
+    return compact ? get_vstr(r, optional) : get_str(r, optional);
+}
+
 int eddy__jlog_walk(const void *data, size_t len, eddy__jlog_fn fn, void *arg)
 {
     if (len == 0) /* data may be NULL (an empty buffer): no arithmetic on it */
@@ -230,43 +236,24 @@ int eddy__jlog_walk(const void *data, size_t len, eddy__jlog_fn fn, void *arg)
         eddy__jlog_entry e;
         memset(&e, 0, sizeof(e));
         int tag = get_u8(&r);
-        if (tag == 'p') {
-            e.rec.key = get_vstr(&r, 0);
-            e.rec.seq = get_varint(&r);
-            e.rec.event_id = get_vstr(&r, 0);
-            e.rec.action = get_vstr(&r, 0);
-            e.rec.idx = unzigzag(get_varint(&r));
-            e.rec.kind = get_u8(&r);
-            e.rec.status = get_u8(&r);
-            e.rec.fn_id = get_vstr(&r, 1);
-            e.rec.digest = get_vstr(&r, 1);
-            e.rec.payload = get_vstr(&r, 1);
-            e.rec.err_type = get_vstr(&r, 1);
-            e.rec.err_msg = get_vstr(&r, 1);
-            if (r.bad)
-                return EDDY_ESTATE;
-            int rc = fn(arg, &e);
-            if (rc != EDDY_OK)
-                return rc;
-            continue;
-        }
-        if (tag != 'P' && tag != 'C')
+        if (tag != 'p' && tag != 'P' && tag != 'C')
             return EDDY_ESTATE;
+        int c = tag == 'p';
         e.legacy = tag == 'P';
         e.cut = tag == 'C';
-        e.rec.key = get_str(&r, 0);
-        e.rec.seq = get_u64(&r);
-        e.rec.event_id = get_str(&r, 0);
-        e.rec.action = get_str(&r, 0);
-        e.rec.idx = (int64_t)get_u64(&r);
+        e.rec.key = get_s(&r, c, 0);
+        e.rec.seq = c ? get_varint(&r) : get_u64(&r);
+        e.rec.event_id = get_s(&r, c, 0);
+        e.rec.action = get_s(&r, c, 0);
+        e.rec.idx = c ? unzigzag(get_varint(&r)) : (int64_t)get_u64(&r);
         if (!e.cut) {
             e.rec.kind = get_u8(&r);
             e.rec.status = get_u8(&r);
-            e.rec.fn_id = get_str(&r, 1);
-            e.rec.digest = get_str(&r, 1);
-            e.rec.payload = get_str(&r, 1);
-            e.rec.err_type = get_str(&r, 1);
-            e.rec.err_msg = get_str(&r, 1);
+            e.rec.fn_id = get_s(&r, c, 1);
+            e.rec.digest = get_s(&r, c, 1);
+            e.rec.payload = get_s(&r, c, 1);
+            e.rec.err_type = get_s(&r, c, 1);
+            e.rec.err_msg = get_s(&r, c, 1);
         }
         if (r.bad)
             return EDDY_ESTATE;
