@@ -1505,13 +1505,15 @@ static int run_rewrite(sqlite_store *s, jrun *run)
     if (r == EDDY_OK)
         r = eddy__jview_emit(v, keep_one, &o, put_into_jbuf, &s->jbuf);
     eddy__jview_free(v);
+    if (r != EDDY_OK)
+        return r;
     for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
         r = row_release(s, run->rows[i]);
-    if (r == EDDY_OK) {
-        run->n = 0;
-        eddy__jview_free(run->opened);
-        run->opened = NULL;
-    }
+    /* Also when a release failed (the store has then failed): rows before
+     * it may be freed, and the run must not hold them. */
+    run->n = 0;
+    eddy__jview_free(run->opened);
+    run->opened = NULL;
     return r;
 }
 
@@ -1835,8 +1837,10 @@ static int sq_journal_prune_run(eddy__store *base, const char *key, uint64_t seq
                 (void)sparse_add(s, w); /* out of memory: it stays as it is */
             continue;
         }
-        if ((r = row_drop(s, w, "pruning the journal of a run")) != EDDY_OK)
+        if ((r = row_drop(s, w, "pruning the journal of a run")) != EDDY_OK) {
+            run->n = 0; /* the store has failed: hold no row that may be freed */
             return r;
+        }
     }
     eddy__map_remove(&s->runs, run->rk, run->rklen);
     if (run->in_txn)
