@@ -1665,16 +1665,69 @@ static uint64_t file_identity(const char *path)
                                                  : file_identity_unresolved(path);
 }
 
-/* 1 when the file at path holds at least pos bytes and those before pos
- * have the fingerprint tail (eddy__sink_tail_hash). */
-static int holds_output(const char *path, uint64_t pos, uint64_t tail)
+/* The bytes of a file past the committed length, against the lines of
+ * one channel of the outbox ('o' or 'd'), each with its newline. */
+typedef struct pending_tail {
+    char channel;
+    const char *tail; /* NULL: only count */
+    size_t len;       /* of tail */
+    size_t seen;      /* outbox bytes of the channel so far */
+    int differs;
+} pending_tail;
+
+static int tail_check(void *arg, uint64_t id, const char *line, size_t len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    (void)id;
+    pending_tail *t = arg;
+    if (len < 1 || line[0] != t->channel)
+        return EDDY_OK;
+    len--;
+    line++;
+    if (t->tail != NULL && !t->differs && t->seen < t->len) {
+        size_t rest = t->len - t->seen, n = rest < len ? rest : len;
+        if (memcmp(t->tail + t->seen, line, n) != 0 ||
+            (rest > len && t->tail[t->seen + len] != '\n'))
+            t->differs = 1;
+    }
+    t->seen += len + 1;
+    return EDDY_OK;
+}
+
+/*
+ * 1 when the file at path is a copy of the output whose committed length is
+ * pos (channel: its lines in the outbox): it holds at least pos bytes, those
+ * before pos have the fingerprint tail (eddy__sink_tail_hash), and those
+ * after it are the start of the channel's lines still in the outbox, which
+ * are exactly the lines a run may have written past pos before it stopped.
+ * So only bytes eddy wrote and will write again are ever cut: a file with
+ * the same end and anything else after it (another job's lines appended to
+ * a copy) is not taken. Only regular files are opened (a FIFO's open would
+ * wait for a writer), and without blocking.
+ */
+static int holds_output(eddy_runtime *rt, const char *path, char channel, uint64_t pos,
+                        uint64_t tail)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < pos)
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return 0;
-    struct stat st;
     int same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size >= pos &&
                eddy__sink_fd_tail_hash(fd, pos) == tail;
+    size_t extra = same ? (size_t)((uint64_t)st.st_size - pos) : 0;
+    if (same && extra > 0) {
+        /* What the outbox holds of the channel bounds what may be read. */
+        pending_tail t = {.channel = channel};
+        same = eddy__store_outbox_load(rt->store, tail_check, &t) == EDDY_OK && extra <= t.seen;
+        char *buf = same ? malloc(extra) : NULL;
+        same = buf != NULL && pread(fd, buf, extra, (off_t)pos) == (ssize_t)extra;
+        if (same) {
+            t = (pending_tail){.channel = channel, .tail = buf, .len = extra};
+            same = eddy__store_outbox_load(rt->store, tail_check, &t) == EDDY_OK && !t.differs;
+        }
+        free(buf);
+    }
     close(fd);
     return same;
 }
@@ -1693,8 +1746,8 @@ static int holds_output(const char *path, uint64_t pos, uint64_t tail)
  * is appended to, as is any other. States without fingerprints (from an
  * older eddy) are appended to as well.
  */
-static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, const char *tail_name,
-                     uint64_t pos, int64_t *mode, int *moved)
+static int sink_mode(eddy_runtime *rt, const char *path, char channel, const char *id_name,
+                     const char *tail_name, uint64_t pos, int64_t *mode, int *moved)
 {
     uint64_t id = file_identity(path), stored = 0, tail = 0;
     int rc = eddy__store_get_meta_u64(rt->store, id_name, &stored);
@@ -1712,7 +1765,7 @@ static int sink_mode(eddy_runtime *rt, const char *path, const char *id_name, co
     if (id == 1) {
         *mode = -2;
     } else if (stored != 0 && stored != id && stored != 1 && pos > 0 && tail != 0 &&
-               holds_output(path, pos, tail)) {
+               holds_output(rt, path, channel, pos, tail)) {
         fprintf(stderr,
                 "eddy: note: %s is not the file the previous run wrote to, but its first %" PRIu64
                 " bytes end as that file's committed lines did (moved or copied with the state?): "
@@ -1835,9 +1888,9 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
     int sink_moved, dead_moved;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK ||
-        (rc = sink_mode(rt, cv->output, "output_id", "output_tail", sink_pos, &sink_how,
+        (rc = sink_mode(rt, cv->output, 'o', "output_id", "output_tail", sink_pos, &sink_how,
                         &sink_moved)) != EDDY_OK ||
-        (rc = sink_mode(rt, dead, "dead_id", "dead_tail", dead_pos, &dead_how, &dead_moved)) !=
+        (rc = sink_mode(rt, dead, 'd', "dead_id", "dead_tail", dead_pos, &dead_how, &dead_moved)) !=
             EDDY_OK)
         goto store_err;
     if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||

@@ -319,20 +319,19 @@ uint64_t eddy__sink_tail_hash(eddy__sink *s)
         return 0;
     if (!s->rfd_open) {
         /* By its name, so it must be the file written: one renamed or
-         * replaced since has no fingerprint. */
+         * replaced since has no fingerprint (and is not tried again at
+         * every sync). Without blocking: the name may be a FIFO by now. */
         struct stat w, r;
-        int fd = open(s->path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return 0;
-        if (fstat(s->fd, &w) != 0 || fstat(fd, &r) != 0 || w.st_dev != r.st_dev ||
-            w.st_ino != r.st_ino) {
+        int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd >= 0 && (fstat(s->fd, &w) != 0 || fstat(fd, &r) != 0 || w.st_dev != r.st_dev ||
+                        w.st_ino != r.st_ino)) {
             close(fd);
-            return 0;
+            fd = -1;
         }
         s->rfd = fd;
         s->rfd_open = 1;
     }
-    return eddy__sink_fd_tail_hash(s->rfd, s->offset);
+    return s->rfd >= 0 ? eddy__sink_fd_tail_hash(s->rfd, s->offset) : 0;
 }
 
 int eddy__sink_is_file(const eddy__sink *s)
@@ -359,7 +358,7 @@ int eddy__sink_close(eddy__sink *s)
         rc = eddy__sink_flush(s);
     if (s->fd >= 0 && close(s->fd) != 0 && rc == EDDY_OK)
         rc = EDDY_EIO;
-    if (s->rfd_open)
+    if (s->rfd_open && s->rfd >= 0)
         close(s->rfd);
     free(s->buf);
     free(s->path);

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -343,6 +344,42 @@ class DurableTest(EddyTest):
         self.assertEqual(set(seqs) | {json.loads(line)["seq"] for line in killed[:length]
                                       .splitlines()}, set(range(n)))
 
+        # The committed lines, then a line of another job's: the end before
+        # the committed length matches, but what follows is not a line this
+        # state may have written, so nothing is cut (it was, in review).
+        w4 = self.path("w4")
+        shutil.copytree(w1, w4, symlinks=True)
+        out4 = os.path.join(w4, "out.jsonl")
+        foreign = killed[:length] + b'{"from": "another job"}\n'
+        with open(out4, "wb") as f:
+            f.write(foreign)
+        res = subprocess.run(cmd, cwd=w4, env=env, capture_output=True, timeout=300)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"this run appends to out.jsonl", res.stderr)
+        with open(out4, "rb") as f:
+            self.assertTrue(f.read().startswith(foreign))
+
+        # A FIFO there: not opened to be read (that open would wait for a
+        # writer, and the rerun hung), written to as before.
+        w5 = self.path("w5")
+        shutil.copytree(w1, w5, symlinks=True)
+        out5 = os.path.join(w5, "out.jsonl")
+        os.unlink(out5)
+        os.mkfifo(out5)
+        got = []
+        reader = threading.Thread(target=lambda: got.append(open(out5, "rb").read()))
+        reader.start()
+        try:
+            res = subprocess.run(cmd, cwd=w5, env=env, capture_output=True, timeout=120)
+        finally:
+            if reader.is_alive():  # eddy never opened it: let the reader go
+                with open(out5, "wb"):
+                    pass
+            reader.join(60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"this run appends to out.jsonl", res.stderr)
+        self.assertGreater(len(got[0]), 0)
+
     def test_relative_output_recorded_by_an_older_eddy(self):
         # Older eddies recorded a file not there yet by its unresolved path
         # ("DIR/./out.jsonl"), and the file it then was by its real path:
@@ -542,15 +579,19 @@ class DurableTest(EddyTest):
                 self.assertEqual(set(seqs + [o["seq"] for o in written]), set(range(12)), what)
         self.assertGreater(cases, 0, "no failed commit found lines written to the new file")
 
-    def test_another_input_or_key_field_is_refused(self):
-        recs = [{"key": "k%d" % i, "seq": i, "v": i} for i in range(4)]
+    def finished(self, recs):
+        """A run over recs to its end: the input's and the output's bytes."""
         write_jsonl(self.inp, recs)
         first = self.run_cmd()
         self.assertEqual(first.returncode, 0, first.stderr)
         with open(self.inp, "rb") as f:
             original = f.read()
         with open(self.out, "rb") as f:
-            outputs = f.read()
+            return original, f.read()
+
+    def test_another_input_or_key_field_is_refused(self):
+        recs = [{"key": "k%d" % i, "seq": i, "v": i} for i in range(4)]
+        original, outputs = self.finished(recs)
 
         def refused(res, why):
             self.assertEqual(res.returncode, 3, res.stderr)
@@ -593,13 +634,7 @@ class DurableTest(EddyTest):
         # position grew: the resume would start in the middle of a line,
         # dead-letter its tail and lose the line after it.
         recs = [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(8)]
-        write_jsonl(self.inp, recs)
-        first = self.run_cmd()
-        self.assertEqual(first.returncode, 0, first.stderr)
-        with open(self.inp, "rb") as f:
-            original = f.read()
-        with open(self.out, "rb") as f:
-            outputs = f.read()
+        original, outputs = self.finished(recs)
         changed = dict(recs[3], note="longer")
         write_jsonl(self.inp, recs[:3] + [changed] + recs[4:] +
                     [{"key": "k0", "seq": 8, "v": 8}])
