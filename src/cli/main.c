@@ -8,6 +8,7 @@
  * option they set, and the defaults --help shows come from the library itself
  * wherever a plain value can say it.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
@@ -462,6 +463,51 @@ static int runtime_new_exit_code(const eddy_error *err)
     return EXIT_USAGE;
 }
 
+/* ---------------------------------------------------------------- stdio */
+
+/* Which of stdin, stdout and stderr were closed when eddy started. */
+static int stdio_closed[3];
+
+/*
+ * A closed fd 0, 1 or 2 is given /dev/null: the next descriptor opened
+ * (libuv's epoll, the state's database) would take its number otherwise,
+ * and the agents' prints, eddy's messages or a library's stray write would
+ * land in it (libuv also asserts on closing it). An input or output that
+ * names the closed stream is refused (stdio_refused), not read or written
+ * as /dev/null.
+ */
+static void stdio_fill(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        stdio_closed[fd] = 1;
+        int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (n >= 0 && n != fd) { /* not the lowest free number: cannot be */
+            dup2(n, fd);
+            close(n);
+        }
+    }
+}
+
+/* A usage error when the input, the output or the dead-letter file is a
+ * standard stream that was closed; CONTINUE otherwise. */
+static int stdio_refused(const struct run_args *a)
+{
+    const char *in = eddy_config_get(a->conf, "input");
+    const char *out = eddy_config_get(a->conf, "output");
+    const char *dead = eddy_config_get(a->conf, "dead-letter");
+    int out_std = out == NULL || strcmp(out, "-") == 0;
+    if (stdio_closed[0] && (in == NULL || strcmp(in, "-") == 0))
+        return usage_error("the input is standard input, which is closed; give --input FILE");
+    if (stdio_closed[1] && out_std)
+        return usage_error("the output is standard output, which is closed; give --output FILE");
+    if (stdio_closed[2] && ((dead != NULL && strcmp(dead, "-") == 0) || (dead == NULL && out_std)))
+        return usage_error("the dead letters would go to standard error, which is closed; give "
+                           "--dead-letter FILE");
+    return CONTINUE;
+}
+
 /* ---------------------------------------------------------------- stdout */
 
 /*
@@ -783,6 +829,8 @@ static int cmd_run(int argc, char **argv)
     if (a.conf == NULL)
         return out_of_memory();
     code = parse_run_args(&a, argc, argv);
+    if (code == CONTINUE)
+        code = stdio_refused(&a);
     if (code != CONTINUE)
         goto done;
     kept_stdout = stdout_keep(&a);
@@ -1107,6 +1155,7 @@ static int cmd_inspect(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    stdio_fill();
     if (argc < 2) {
         print_usage(stderr);
         return EXIT_USAGE;

@@ -218,6 +218,35 @@ class Signals(EddyTest):
     def test_stop_keeps_results_of_running_calls_python(self):
         self.stop_during_calls(os.path.join(SOURCE, "tests", "agents", "durable_agent.py"))
 
+    def test_closed_standard_streams(self):
+        # A closed fd 0, 1 or 2 was taken by the next descriptor opened
+        # (libuv's epoll): prints went there, and libuv aborted on closing
+        # it (exit 134). The streams get /dev/null, and an input or output
+        # that names a closed one is refused.
+        write_jsonl(self.inp, [{"key": "k", "seq": 0, "v": 1, "ms": 0}])
+        agent = os.path.join(AGENTS, "testagent.so")
+
+        def sh(redirs, *args):
+            cmd = " ".join("'%s'" % a for a in (EDDY, "run", agent) + args)
+            return subprocess.run(["sh", "-c", "exec %s %s" % (cmd, redirs)],
+                                  capture_output=True, timeout=60)
+
+        res = sh(">&-", "--input", self.inp)
+        self.assertEqual(res.returncode, 2, res.stderr)
+        self.assertIn(b"eddy: the output is standard output, which is closed; give --output "
+                      b"FILE\n", res.stderr)
+        res = sh("<&-")
+        self.assertEqual(res.returncode, 2, res.stderr)
+        self.assertIn(b"the input is standard input, which is closed", res.stderr)
+        res = sh("2>&-", "--input", self.inp)  # the dead letters would be lost
+        self.assertEqual(res.returncode, 2)
+        for redirs in ("<&- 2>&-", "<&-", "2>&-"):
+            out = self.path("closed.jsonl")
+            res = sh(redirs, "--input", self.inp, "--output", out, "--state",
+                     self.path("st-%d" % len(redirs)), "--dead-letter", self.path("dl.jsonl"))
+            self.assertEqual(res.returncode, 0, (redirs, res.stderr))
+            self.assertEqual([o["seq"] for o in read_jsonl(out)], [0])
+
     @unittest.skipIf(SANITIZED, "sanitizers handle SIGSEGV themselves")
     def test_sigsegv_sent_still_kills(self):
         # The stack-overflow handler returns to let a fault happen again; a
