@@ -731,7 +731,8 @@ static int refuse_coroutine_function(PyObject *fn, const char *what)
 {
     int is;
     if (PyFunction_Check(fn)) {
-        is = (((PyCodeObject *)PyFunction_GET_CODE(fn))->co_flags & CO_COROUTINE) != 0;
+        is = (((PyCodeObject *)PyFunction_GET_CODE(fn))->co_flags &
+              (CO_COROUTINE | CO_ASYNC_GENERATOR)) != 0;
     } else if (PyCFunction_Check(fn) || PyType_Check(fn)) {
         is = 0;
     } else {

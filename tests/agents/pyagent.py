@@ -144,6 +144,11 @@ async def fetch_async(x):
     return x
 
 
+async def stream_async(x):
+    """An async generator function: no more what the call API takes."""
+    yield x
+
+
 class AsyncCallable:
     async def __call__(self, x):
         return x
@@ -291,6 +296,7 @@ class TestAgent(Agent):
                 "partial": lambda: ctx.execute_async(functools.partial(fetch_async, 1)),
                 "method": lambda: ctx.durable_execute_async(AsyncCallable().method, 1),
                 "callable": lambda: ctx.execute_async(AsyncCallable(), 1),
+                "async_generator": lambda: ctx.durable_execute_async(stream_async, 1),
                 "reconciler": lambda: ctx.durable_execute_async(count, "/dev/null", 1,
                                                                 reconciler=fetch_async),
             }

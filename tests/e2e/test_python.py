@@ -748,6 +748,8 @@ class PythonTest(EddyTest):
             self.assertIn("worker thread: pyagent.AsyncCallable.method is a coroutine "
                           "function", errors["method"])
             self.assertIn("is a coroutine function (async def)", errors["callable"])
+            self.assertIn("pyagent.stream_async is a coroutine function (async def)",
+                          errors["async_generator"])
             self.assertIn("reconciler pyagent.fetch_async is a coroutine function",
                           errors["reconciler"])
             self.assertNotIn(b"never awaited", res.stderr)
