@@ -84,7 +84,7 @@ static inline unsigned char *put_vstr(unsigned char *o, const char *s, size_t n)
 
 int eddy__jlog_put(eddy__buf *b, const eddy__jrec *r)
 {
-    /* Room for the longest encoding (10-byte varints, 5-byte lengths),
+    /* Room for the longest encoding (10-byte varints, lengths too),
      * then the length written: this runs for every durable record, and
      * sizing each varint first cost as much as writing it. */
     const char *s[8] = {r->key,    r->event_id, r->action,   r->fn_id,
@@ -92,7 +92,7 @@ int eddy__jlog_put(eddy__buf *b, const eddy__jrec *r)
     size_t len[8], room = 1 + 10 + 10 + 2;
     for (int i = 0; i < 8; i++) {
         len[i] = s[i] != NULL ? strlen(s[i]) : 0;
-        room += 5 + len[i] + 1;
+        room += 10 + len[i] + 1;
     }
     if (eddy__buf_reserve(b, room) != EDDY_OK)
         return EDDY_ENOMEM;
