@@ -589,6 +589,15 @@ class DurableTest(EddyTest):
         with open(self.out, "rb") as f:
             return original, f.read()
 
+    def refused_from_stdin(self, data, why):
+        """The command with --input -, refused (exit 3) for data on stdin."""
+        cmd = self.cmd()
+        cmd[cmd.index(self.inp)] = "-"
+        res = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"<stdin> is not the input this state was reading: " + why, res.stderr)
+        return cmd
+
     def test_another_input_or_key_field_is_refused(self):
         recs = [{"key": "k%d" % i, "seq": i, "v": i} for i in range(4)]
         original, outputs = self.finished(recs)
@@ -610,11 +619,7 @@ class DurableTest(EddyTest):
         # The same from a pipe.
         for data, why in ((b'{"key": "z", "seq": 9, "v": 9}\n' * 5, b"its first line"),
                           (original[:10], b"it ended after 10 bytes")):
-            cmd = self.cmd()
-            cmd[cmd.index(self.inp)] = "-"
-            res = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
-            self.assertEqual(res.returncode, 3, res.stderr)
-            self.assertIn(b"<stdin> is not the input this state was reading: " + why, res.stderr)
+            self.refused_from_stdin(data, why)
         # A key field other than the state's.
         with open(self.inp, "wb") as f:
             f.write(original)
@@ -647,11 +652,7 @@ class DurableTest(EddyTest):
         self.assertEqual(res.returncode, 3, res.stderr)
         self.assertIn(self.inp.encode() + b" is not the input this state was reading: " + why,
                       res.stderr)
-        cmd = self.cmd()
-        cmd[cmd.index(self.inp)] = "-"
-        res = subprocess.run(cmd, input=data, capture_output=True, timeout=60)
-        self.assertEqual(res.returncode, 3, res.stderr)
-        self.assertIn(b"<stdin> is not the input this state was reading: " + why, res.stderr)
+        cmd = self.refused_from_stdin(data, why)
         with open(self.out, "rb") as f:
             self.assertEqual(f.read(), outputs)
         self.assertFalse(os.path.exists(self.out + ".dead.jsonl"))
