@@ -1554,7 +1554,6 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
         eddy__queue_insert_tail(&rt->recovered, &k->recover_node);
     eddy__queue_insert_tail(&k->pending, &in->node);
     rt->in_flight++;
-    rt->stats.runs_resumed++;
     return EDDY_OK;
 }
 
@@ -1936,6 +1935,7 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
         (rc = eddy__store_pending_load(rt->store, load_pending, &ld)) != EDDY_OK)
         goto load_err;
     rt->next_seq_saved = rt->next_seq == next_run ? next_run : 0;
+    rt->resumed_below = rt->next_seq; /* the runs loaded are numbered below */
     if ((rc = eddy__store_get_source_pos(rt->store, &rt->source_offset, &rt->source_line)) !=
             EDDY_OK ||
         (rc = eddy__store_get_meta_u64(rt->store, "input_head_len", &rt->head_len)) != EDDY_OK ||

@@ -515,6 +515,8 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
     k->running = 1;
     k->failed = 0;
     k->seq = in->seq;
+    if (in->seq < rt->resumed_below) /* counted when it runs, not when loaded */
+        rt->stats.runs_resumed++;
     k->line_no = in->line_no;
     k->input = ev;
     k->input_rec = in;

@@ -210,6 +210,7 @@ struct eddy_runtime {
      * keeps one counter per commit rather than one per key per run. */
     uint64_t next_seq;       /* the next run's sequence number */
     uint64_t next_seq_saved; /* the counter as last written to the store */
+    uint64_t resumed_below;  /* runs numbered below this were loaded from the state */
     eddy__queue recovered;   /* keys with runs to resume, in arrival order */
     eddy__buf scratch;       /* encoding buffer for outbox lines */
 

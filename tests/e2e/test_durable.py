@@ -112,6 +112,30 @@ class DurableTest(EddyTest):
                         third.stderr)
         self.assertNotIn(b"inputs/s", third.stderr)
 
+    @unittest.skipUnless(os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES"),
+                         "built without EDDY_TEST_HOOKS")
+    def test_runs_resumed_counted_when_they_run(self):
+        # A stop while the state opened (its runs loaded, none started)
+        # said "1 runs resumed from the state": they are counted as they run.
+        state = self.path("state")
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "finished_then_crash", "seq": 1,
+                                "crash_flag": flag}])
+        first = self.run_cmd(state=state)
+        self.assertEqual(first.returncode, 137, first.stderr)
+        e = dict(os.environ, EDDY_TEST_EFFECTS=self.effects, EDDY_TEST_OPEN_PAUSE_MS="1500")
+        p = subprocess.Popen(self.cmd(state=state), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=e)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        self.assertIn(b"eddy: 0 inputs, 0 outputs", err)
+        self.assertNotIn(b"resumed", err)
+        again = self.run_cmd(state=state)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn(b"1 runs resumed from the state", again.stderr)
+
     def test_long_chain_resumes_from_its_finished_actions(self):
         # One run of 200,000 Pings dies at Ping 150,000: the resumed run finds
         # each of the 100,000 and more finished action executions in its
