@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <ucontext.h> /* the faulting context of a SIGSEGV (never to switch) */
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -439,13 +440,37 @@ static void put_size(size_t v)
     put_str(p);
 }
 
+/* The stack pointer of the faulting context, NULL where not known. */
+static const char *fault_sp(void *uctx)
+{
+#if defined(__x86_64__) && defined(REG_RSP)
+    return uctx != NULL ? (const char *)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RSP] : NULL;
+#elif defined(__aarch64__)
+    return uctx != NULL ? (const char *)((ucontext_t *)uctx)->uc_mcontext.sp : NULL;
+#else
+    (void)uctx;
+    return NULL;
+#endif
+}
+
+/* An overflow of c: the fault is in its guard page, or its stack pointer is
+ * below its stack (a frame larger than the guard page, such as large
+ * locals, moves it past the guard in one step, and the fault address is
+ * then anywhere below; up to 1 GiB below is taken for such a frame). */
+static int overflowed(const eddy__coro *c, const char *addr, const char *sp)
+{
+    const char *lo = c->map + c->pool->page; /* the stack's low end */
+    if (c->guarded && addr >= c->map && addr < lo)
+        return 1;
+    return sp != NULL && sp < lo && (size_t)(lo - sp) <= ((size_t)1 << 30);
+}
+
 static void on_segv(int sig, siginfo_t *si, void *uctx)
 {
     (void)sig;
-    (void)uctx;
     eddy__coro *c = current;
     const char *a = si != NULL ? (const char *)si->si_addr : NULL;
-    if (c != NULL && c->guarded && a >= c->map && a < c->map + c->pool->page) {
+    if (c != NULL && si != NULL && si->si_code > 0 && overflowed(c, a, fault_sp(uctx))) {
         put_str("eddy: ");
         if (overflow_note != NULL) {
             overflow_note(c->arg, put_str);

@@ -127,6 +127,17 @@ static int recurse(int n)
     return n <= 0 ? pad[0] : recurse(n - 1) + pad[511];
 }
 
+/* A frame of 128 KiB of locals, n KiB of them written: on a small --stack-size its
+ * stack pointer moves past the guard page in one step. */
+static int big_frame(int n)
+{
+    volatile char big[128 * 1024];
+    size_t len = (size_t)(n < 128 ? n : 128) * 1024;
+    for (size_t i = 0; i < len; i += 512)
+        big[i] = (char)i;
+    return len > 0 ? big[0] + big[len - 1] : 0;
+}
+
 /* [[...[1]...]]: n arrays deep. */
 static json_t *nested(json_int_t n)
 {
@@ -296,6 +307,9 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     }
     if (strcmp(op, "deep") == 0)
         return op_deep(ctx, in, seq);
+    if (strcmp(op, "big_frame") == 0)
+        return output(ctx,
+                      json_pack("{s:I, s:i}", "seq", seq, "r", big_frame((int)iget(in, "kib", 0))));
     if (strcmp(op, "recurse") == 0)
         return output(ctx,
                       json_pack("{s:I, s:i}", "seq", seq, "r", recurse((int)iget(in, "depth", 0))));

@@ -279,6 +279,16 @@ class CoreTest(EddyTest):
         self.assertIn(b"raise --stack-size", res.stderr)
         res = self.run_eddy([{"key": "a", "op": "recurse", "depth": 200, "seq": 1}])
         self.assertOk(res)  # the default stack holds it
+        # A frame larger than the guard page (large locals) moves the stack
+        # pointer past it in one step, and the fault lands below it: it was
+        # a bare "Segmentation fault".
+        res = self.run_eddy([{"key": "b", "op": "big_frame", "kib": 100, "seq": 1}],
+                            "--stack-size", "16384")
+        self.assertEqual(res.rc, -11, res.stderr)
+        self.assertIn(b"eddy: action 'dispatch' for key \"b\" overflowed its coroutine stack of ",
+                      res.stderr)
+        res = self.run_eddy([{"key": "b", "op": "big_frame", "kib": 100, "seq": 1}])
+        self.assertOk(res)
 
     def test_durable_call_body_cannot_use_the_context(self):
         # eddy_ctx_durable_execute runs its body on the mailbox thread: a
