@@ -116,7 +116,7 @@ static void print_usage(FILE *out)
           "  inspect --state DIR [--key K] [--json]\n"
           "                         show what a state directory holds\n"
           "  --version              print the version\n"
-          "  --help, -h             show this help\n"
+          "  help, --help, -h       show this help\n"
           "\n"
           "'eddy run --help' lists the options of run.\n",
           out);
@@ -1161,7 +1161,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         print_usage(stdout);
         return EXIT_OK;
     }

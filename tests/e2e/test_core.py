@@ -448,6 +448,10 @@ class CoreTest(EddyTest):
         proc = subprocess.run([EDDY, "--version"], capture_output=True, timeout=30)
         self.assertEqual(proc.returncode, 0)
         self.assertTrue(proc.stdout.startswith(b"eddy "))
+        for word in ("--help", "-h", "help"):  # "help" was an unknown command
+            proc = subprocess.run([EDDY, word], capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, word)
+            self.assertTrue(proc.stdout.startswith(b"usage: eddy COMMAND"), word)
         proc = subprocess.run([EDDY, "run", "--help"], capture_output=True, timeout=30)
         self.assertEqual(proc.returncode, 0)
         for opt in (b"--input", b"--output", b"--key", b"--async-threads", b"--max-in-flight",
