@@ -174,10 +174,32 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
             json_object_set_new(k, "short_term_memory", json_object()); /* none stored yet */
             rc = EDDY_OK;
         } else if (rc == EDDY_ENOTFOUND) {
-            eddy__error_set(err, EDDY_ENOTFOUND, "state",
-                            "key %s is not in %s: no short-term memory and no work in flight "
-                            "(give the key as JSON: '\"u1\"' or 42)",
-                            key, dir);
+            /* --key 42 for the string "42" (the usual slip): say so. */
+            char *as_string = NULL;
+            json_t *v = json_loads(key, JSON_DECODE_ANY, NULL);
+            if (v != NULL && !json_is_string(v)) {
+                json_t *str = json_string(key);
+                char *q = str != NULL ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+                uint64_t seq = 0;
+                char *mem = NULL;
+                if (q != NULL && eddy__store_key_get(s, q, &seq, &mem) == EDDY_OK)
+                    as_string = q;
+                else
+                    free(q);
+                free(mem);
+                json_decref(str);
+            }
+            json_decref(v);
+            if (as_string != NULL)
+                eddy__error_set(err, EDDY_ENOTFOUND, "state",
+                                "key %s is not in %s, but the string %s is: give --key '%s'", key,
+                                dir, as_string, as_string);
+            else
+                eddy__error_set(err, EDDY_ENOTFOUND, "state",
+                                "key %s is not in %s: no short-term memory and no work in flight "
+                                "(give the key as JSON: '\"u1\"' or 42)",
+                                key, dir);
+            free(as_string);
         }
         free(stm);
     }

@@ -997,6 +997,26 @@ class DurableTest(EddyTest):
                       text.stdout)
 
 
+    def test_inspect_names_the_string_key_for_a_number(self):
+        # --key 42 looks up the number 42; the key read was the string "42",
+        # and the refusal only said how keys are written.
+        write_jsonl(self.inp, [{"key": "42", "seq": 0, "v": 5}])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        res = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", "42"],
+                             capture_output=True, timeout=60)
+        self.assertNotEqual(res.returncode, 0)
+        self.assertIn(b"key 42 is not in %s, but the string \"42\" is: give --key '\"42\"'"
+                      % self.state.encode(), res.stderr)
+        res = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", "43"],
+                             capture_output=True, timeout=60)
+        self.assertIn(b"key 43 is not in %s: no short-term memory" % self.state.encode(),
+                      res.stderr)
+        res = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", '"42"'],
+                             capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+
+
 class CrashHarness(EddyTest):
     """Kill eddy with SIGKILL at random moments, restart it each time, and
     check that the outcome is exactly that of a run without crashes."""
