@@ -20,7 +20,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "eddy/eddy.h"
@@ -638,34 +637,28 @@ static void ignore_sigpipe(void)
 
 struct progress {
     size_t shown_len; /* length of the line on the terminal; 0 when none */
-    uint64_t last_events;
-    double last_time;
-    double events_per_s;
 };
 
-static double now_s(void)
+/*
+ * The rate of inputs, as both the progress line and the summary say it:
+ * inputs accepted per second of the run so far (the summary's figure is the
+ * last one), so that the two can be compared. 0 before there is a rate.
+ */
+static double inputs_per_s(const eddy_stats *st)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return st->inputs > 0 && st->elapsed_s > 0 ? (double)st->inputs / st->elapsed_s : 0;
 }
 
 /* Runs on the mailbox thread every PROGRESS_INTERVAL_MS. */
 static void on_progress(const eddy_stats *st, void *arg)
 {
     struct progress *p = arg;
-    double t = now_s();
-    if (p->last_time > 0 && t > p->last_time)
-        p->events_per_s = (double)(st->events - p->last_events) / (t - p->last_time);
-    p->last_events = st->events;
-    p->last_time = t;
-
     char line[256];
     int n =
         snprintf(line, sizeof(line),
                  "eddy: %" PRIu64 " inputs read, %" PRIu64 " in flight, %" PRIu64
-                 " outputs, %.0f events/s, %" PRIu64 " dead-lettered",
-                 st->inputs, st->runs_in_flight, st->outputs, p->events_per_s, st->dead_lettered);
+                 " outputs, %.0f inputs/s, %" PRIu64 " dead-lettered",
+                 st->inputs, st->runs_in_flight, st->outputs, inputs_per_s(st), st->dead_lettered);
     size_t len = n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
     /* Pad over the rest of a longer previous line instead of using terminal
      * escapes, so that --progress into a file stays plain text. */
@@ -735,8 +728,8 @@ static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const ch
     if (eddy_runtime_unhandled_type(rt, 0) != NULL)
         fputc(')', stderr);
     fprintf(stderr, ", %.2f s", st->elapsed_s);
-    if (st->inputs > 0 && st->elapsed_s > 0)
-        fprintf(stderr, ", %.0f inputs/s", (double)st->inputs / st->elapsed_s);
+    if (inputs_per_s(st) > 0)
+        fprintf(stderr, ", %.0f inputs/s", inputs_per_s(st));
     if (st->durable_replayed > 0)
         fprintf(stderr, ", %" PRIu64 " durable calls replayed", st->durable_replayed);
     if (st->actions_replayed > 0)
@@ -789,7 +782,6 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
 {
     struct progress progress;
     memset(&progress, 0, sizeof(progress));
-    progress.last_time = now_s(); /* so that the first line has a rate */
     if (progress_wanted(a))
         /* Progress is a nicety: a runtime that cannot report it still runs. */
         (void)eddy_runtime_set_progress(rt, on_progress, &progress, PROGRESS_INTERVAL_MS);

@@ -2,6 +2,7 @@
 errors and bad input, through the eddy binary and the test agent."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -647,6 +648,33 @@ class CoreTest(EddyTest):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertIn(b"eddy: 0 inputs, 0 outputs, 1 dead-lettered (1 written from the state), ",
                       proc.stderr)
+
+    def test_progress_line_rates_inputs_as_the_summary_does(self):
+        # The progress line gave events/s over the last half second, the
+        # summary inputs/s over the run: two figures that could not be
+        # compared. Both are now inputs accepted per second of the run so
+        # far. Six inputs of one key, 200 ms each: all six are accepted at
+        # once, and the progress lines come at 0.5 s and 1 s.
+        recs = [{"key": "a", "op": "sleep", "ms": 200, "seq": i} for i in range(6)]
+        res = self.run_eddy(recs, "--progress")
+        self.assertOk(res)
+        parts = [p.strip() for p in res.stderr.split(b"\r")]
+        lines = [p for p in parts if b" in flight, " in p]
+        self.assertTrue(lines, res.stderr)
+        line_re = re.compile(rb"eddy: (\d+) inputs read, \d+ in flight, \d+ outputs, "
+                             rb"(\d+) inputs/s, \d+ dead-lettered$")
+        rates = []
+        for line in lines:
+            m = line_re.match(line)
+            self.assertIsNotNone(m, line)
+            # Every line comes 0.5 s or more into the run.
+            self.assertLessEqual(int(m.group(2)), int(m.group(1)) / 0.4 + 1, line)
+            rates.append(int(m.group(2)))
+        self.assertNotIn(b"events/s", res.stderr)
+        summary = re.search(rb"eddy: 6 inputs, .*, ([0-9.]+) s, (\d+) inputs/s, ", res.stderr)
+        self.assertIsNotNone(summary, res.stderr)
+        # The same figure, later: the run's last rate is the summary's.
+        self.assertGreaterEqual(rates[-1] + 1, int(summary.group(2)), res.stderr)
 
     def test_empty_state_option_is_refused(self):
         inp = self.path("in.jsonl")
