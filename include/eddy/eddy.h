@@ -541,8 +541,9 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
 
 /*
  * A read-only report of the state directory dir, as a new JSON object:
- *   state, source {offset, line} (where reading resumes: byte offset, and
- *   the lines before it, so reading resumes at line line + 1), key_field
+ *   state, source {offset, line} (how much of the input was read: bytes,
+ *   and lines, so reading resumes at line line + 1; `eddy inspect` shows
+ *   the same two numbers), key_field
  *   (the --key field the state was filled with; null in states written
  *   before eddy kept its name), plan ([{name, event_types}], the actions of
  *   the plan that filled it, as recorded; null in older states), next_run

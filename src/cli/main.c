@@ -907,9 +907,10 @@ static void print_inspect_help(FILE *out)
     fputs("usage: eddy inspect --state DIR [--key K] [--json]\n"
           "\n"
           "Shows what a state directory holds, without changing it (safe while an eddy\n"
-          "process works on it): where reading resumes, the key field and the next run\n"
-          "number, the keys with runs in flight and their pending inputs, and the\n"
-          "journal of those runs. With --key, also that key's short-term memory,\n"
+          "process works on it): how much of the input was read (lines and bytes;\n"
+          "reading resumes after them), the key field and the next run number, the\n"
+          "keys with runs in flight and their pending inputs (by input line number),\n"
+          "and the journal of those runs. With --key, also that key's short-term memory,\n"
           "pending inputs and journal. (Reading may leave SQLite's empty eddy.db-wal\n"
           "and its index eddy.db-shm beside the state: they hold nothing.)\n"
           "\n"
@@ -986,8 +987,10 @@ static void print_report(json_t *r)
 {
     json_t *src = json_object_get(r, "source"), *counts = json_object_get(r, "counts");
     printf("state %s\n", json_string_value(json_object_get(r, "state")));
-    printf("source: resumes at line %lld (byte %lld)\n",
-           (long long)json_integer_value(json_object_get(src, "line")) + 1,
+    /* As --json says it: the lines read (reading resumes after them), and
+     * the bytes they take. */
+    long long lines_read = (long long)json_integer_value(json_object_get(src, "line"));
+    printf("source: %lld line%s read (%lld bytes)\n", lines_read, lines_read == 1 ? "" : "s",
            (long long)json_integer_value(json_object_get(src, "offset")));
     const char *kf = json_string_value(json_object_get(r, "key_field"));
     if (kf != NULL)

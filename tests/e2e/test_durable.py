@@ -997,6 +997,22 @@ class DurableTest(EddyTest):
                       text.stdout)
 
 
+    def test_inspect_text_and_json_count_the_same_lines(self):
+        # The text said "resumes at line 4" where --json said "line": 3:
+        # both now give the lines read, and the bytes they take.
+        write_jsonl(self.inp, [{"key": "k%d" % i, "seq": i, "v": i} for i in range(3)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        src = json.loads(insp.stdout)["source"]
+        self.assertEqual((src["line"], src["offset"]), (3, os.path.getsize(self.inp)))
+        text = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                              timeout=60)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn(b"\nsource: 3 lines read (%d bytes)\n" % src["offset"], text.stdout)
+
     def test_inspect_names_the_string_key_for_a_number(self):
         # --key 42 looks up the number 42; the key read was the string "42",
         # and the refusal only said how keys are written.
