@@ -100,6 +100,10 @@ struct run_args {
     const char *agent_class; /* --agent, or NULL */
     int progress;            /* -1 automatic, 0 off, 1 on */
     int quiet;
+    /* The value each option with one was given, by index in run_options:
+     * each takes one value, and a second one is refused rather than let
+     * silently replace the first. */
+    const char *given[RUN_OPTION_COUNT];
 };
 
 /* ---------------------------------------------------------------- help texts */
@@ -147,7 +151,8 @@ static void print_run_help(FILE *out)
           "ending in .py, in any case) defining an Agent subclass.\n"
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
-          "-- must be given as --opt=VALUE):\n",
+          "-- must be given as --opt=VALUE; an option that takes a value takes it once,\n"
+          "and is refused when given twice):\n",
           out);
     eddy_config *defaults = eddy_config_new();
     for (size_t i = 0; i < RUN_OPTION_COUNT; i++)
@@ -305,6 +310,11 @@ static int parse_long_option(struct run_args *a, int argc, char **argv, int *i)
                                o->name, o->metavar, argv[*i + 1], o->name, argv[*i + 1]);
         value = argv[++*i];
     }
+    const char **given = &a->given[o - run_options];
+    if (*given != NULL)
+        return usage_error("option '--%s' given twice, as '%s' and as '%s'; it takes one value",
+                           o->name, *given, value);
+    *given = value;
     return apply_run_option(a, o, value);
 }
 
@@ -915,7 +925,8 @@ static void print_inspect_help(FILE *out)
           "and its index eddy.db-shm beside the state: they hold nothing.)\n"
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
-          "-- must be given as --opt=VALUE):\n"
+          "-- must be given as --opt=VALUE; --state and --key are refused when given\n"
+          "twice):\n"
           "  --state DIR    the state directory (required)\n"
           "  --key K        one key, as JSON text: '\"u1\"' for a string, 42 for a number\n"
           "                 (a bare word that is not JSON is taken as a string)\n"
@@ -1100,8 +1111,9 @@ static int cmd_inspect(int argc, char **argv)
             fprintf(stderr, "eddy: unknown inspect option '%s'\ntry 'eddy inspect --help'\n", a);
             return EXIT_USAGE;
         }
+        const char *value = NULL;
         if (eq != NULL) {
-            *dst = eq + 1;
+            value = eq + 1;
         } else if (i + 1 < argc && is_option_like(argv[i + 1])) {
             fprintf(stderr,
                     "eddy: option '%s' needs a value, not the option '%s' (write %s=%s for a "
@@ -1109,11 +1121,19 @@ static int cmd_inspect(int argc, char **argv)
                     a, argv[i + 1], a, argv[i + 1]);
             return EXIT_USAGE;
         } else if (i + 1 < argc) {
-            *dst = argv[++i];
+            value = argv[++i];
         } else {
             fprintf(stderr, "eddy: option '%s' needs a value\ntry 'eddy inspect --help'\n", a);
             return EXIT_USAGE;
         }
+        if (*dst != NULL) {
+            fprintf(stderr,
+                    "eddy: option '%.*s' given twice, as '%s' and as '%s'; it takes one value\n"
+                    "try 'eddy inspect --help'\n",
+                    (int)nlen, a, *dst, value);
+            return EXIT_USAGE;
+        }
+        *dst = value;
     }
     if (state == NULL || *state == '\0') {
         fprintf(stderr, "eddy: inspect needs --state DIR%s\ntry 'eddy inspect --help'\n",

@@ -583,7 +583,9 @@ class CoreTest(EddyTest):
                 (["--input", inp, "--dead-letter", self.path("no/such/dir/d")],
                  b"cannot open %s for writing" % self.path("no/such/dir/d").encode()),
                 (["--input", inp, "--output", self.dir], b"Is a directory")):
-            proc = self.run_files("--output", out, "--state", st, *args)
+            if "--output" not in args:
+                args = ["--output", out] + args
+            proc = self.run_files("--state", st, *args)
             self.assertEqual(proc.returncode, 2, (args, proc.stderr))
             self.assertIn(msg, proc.stderr)
             with open(out) as f:
@@ -687,6 +689,44 @@ class CoreTest(EddyTest):
         proc = subprocess.run([EDDY, "inspect", "--state="], capture_output=True, timeout=30)
         self.assertEqual(proc.returncode, 2, proc.stderr)
         self.assertIn(b"inspect needs --state DIR", proc.stderr)
+
+    def test_option_given_twice_is_refused(self):
+        # "--state A --state B" ran with B, and A was silently dropped. An
+        # option that takes a value takes it once: a second is a usage
+        # error naming the option and both values, and nothing is started.
+        inp, out = self.path("in.jsonl"), self.path("out.jsonl")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n')
+        a, b = self.path("stA"), self.path("stB")
+        for args, name, first, second in (
+                (["--state", a, "--state", b], "state", a, b),
+                (["--async-threads", "4", "--async-threads=8"], "async-threads", "4", "8"),
+                (["--output", self.path("other.jsonl")], "output", out, self.path("other.jsonl")),
+                (["--key", "key", "--key", "key"], "key", "key", "key")):
+            proc = self.run_files("--input", inp, "--output", out, *args)
+            self.assertEqual(proc.returncode, 2, (args, proc.stderr))
+            self.assertIn(b"eddy: option '--%s' given twice, as '%s' and as '%s'; it takes one "
+                          b"value\ntry 'eddy run --help'\n"
+                          % (name.encode(), first.encode(), second.encode()), proc.stderr)
+            self.assertFalse(any(os.path.exists(p) for p in (a, b, out)), args)
+        # Flags may be repeated; a run with each option once still runs.
+        proc = self.run_files("--input", inp, "--output", out, "--quiet", "--quiet")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        # eddy inspect likewise, for --state and --key.
+        self.assertEqual(self.run_files("--input", inp, "--output", out, "--state", a)
+                         .returncode, 0)
+        for args, name, first, second in (
+                (["--state", a, "--state=" + b], "state", a, b),
+                (["--state", a, "--key", "a", "--key", "b"], "key", "a", "b")):
+            proc = subprocess.run([EDDY, "inspect"] + args, capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 2, (args, proc.stderr))
+            self.assertIn(b"eddy: option '--%s' given twice, as '%s' and as '%s'; it takes one "
+                          b"value\ntry 'eddy inspect --help'\n"
+                          % (name.encode(), first.encode(), second.encode()), proc.stderr)
+        # And --help says so.
+        for cmd in (["run", "--help"], ["inspect", "--help"]):
+            proc = subprocess.run([EDDY] + cmd, capture_output=True, timeout=30)
+            self.assertIn(b"given twice", proc.stdout.replace(b"\n", b" "), cmd)
 
     def max_rss_kb(self, *args):
         """Peak resident memory (KiB) of `eddy run TEST_AGENT args`, which
