@@ -9,7 +9,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import EDDY, SANITIZED, TEST_AGENT, EddyTest  # noqa: E402
+from eddytest import EDDY, SANITIZED, TEST_AGENT, EddyTest, write_jsonl  # noqa: E402
 
 
 def by_key(outputs):
@@ -172,6 +172,34 @@ class CoreTest(EddyTest):
         self.assertIn("InputEvent", err)
         self.assertIn("the input asked to fail", err)
         self.assertIn("ValueError", err)
+
+    def test_failure_reason_comes_after_the_summary(self):
+        # The summary is printed first, the reason the run failed last, so
+        # that it is the line the user sees at the bottom: with or without a
+        # progress line, with or without a state, for an action's failure
+        # and an output's. The exit code is the failure's. (The first input
+        # takes 0.7 s, so that a progress line is shown before the failure.)
+        inp = self.path("in.jsonl")
+        write_jsonl(inp, [{"key": "b", "op": "sleep", "ms": 700, "seq": 0},
+                          {"key": "b", "op": "fail", "seq": 1}])
+        reason = (b'eddy: action \'dispatch\' failed for key "b" on InputEvent (input line 2): '
+                  b'ValueError: the input asked to fail')
+        cases = [(["--output", self.path("o1.jsonl")], reason),
+                 (["--output", self.path("o2.jsonl"), "--progress"], reason),
+                 (["--output", self.path("o3.jsonl"), "--state", self.path("st")], reason)]
+        if os.path.exists("/dev/full"):
+            cases.append((["--output", "/dev/full", "--on-error", "skip"],
+                          b"eddy: cannot write to /dev/full: No space left on device"))
+        for args, want in cases:
+            proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp] + args,
+                                  capture_output=True, timeout=60)
+            self.assertEqual(proc.returncode, 1, (args, proc.stderr))
+            lines = [l.split(b"\r")[-1] for l in proc.stderr.splitlines()]
+            lines = [l for l in lines if l.strip()]
+            self.assertEqual(lines[-1], want, (args, proc.stderr))
+            self.assertTrue(lines[-2].startswith(b"eddy: 2 inputs, "), (args, proc.stderr))
+            if "--progress" in args:
+                self.assertIn(b"\reddy: 2 inputs read, ", proc.stderr)
 
     def test_action_error_from_async_call(self):
         res = self.run_eddy([{"key": "a", "op": "fail_async", "seq": 0}])
