@@ -1355,11 +1355,13 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         rc = jrc;
         goto out;
     }
-    /* After a call on a worker the action mostly ends its run or makes its
-     * next call: it goes on once the record is written, and a run's end
-     * then shares the sync of its last call. After a call on the mailbox
-     * it mostly makes the next one, which would wait for the sync anyway. */
-    wait_commit(t, async || reconciling);
+    /* The action goes on once the record is written: it mostly ends its
+     * run or makes its next call, which waits for the sync (in the pool,
+     * or at eddy__durable_gate for a call here), and a run's end shares
+     * the sync of its last call. Waiting here for the sync instead made an
+     * inline call's run wait for the mailbox to resume it after the sync,
+     * and only then hand its next call to a worker. */
+    wait_commit(t, 1);
     if (rt->stopping) {
         /* Woken by the stop: the commit may have failed, or never come. An
          * outcome that may not be journaled is not handed out (the action

@@ -13,6 +13,7 @@
  *   step2   (Mid)         durable sync call "local", then the output
  *   probe   (InputEvent with op set) the special scenarios below, by op
  *           (chain: two durable async calls in a row, then the output;
+ *           chain_inline: the same with the first call on the mailbox;
  *           fanout: k Echo events, then the output)
  *   echo    (Echo)        durable async call, then the output (crashes after
  *                         the call of the last Echo when the flag exists)
@@ -198,15 +199,20 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             ctx, "Later",
             json_pack("{s:I, s:O}", "seq", seq, "crash_flag", json_object_get(in, "crash_flag")));
     }
-    if (strcmp(op, "chain") == 0) {
-        /* Two durable calls on workers in a row: the second may run only
-         * once the first one's result is on disk. */
+    if (strcmp(op, "chain") == 0 || strcmp(op, "chain_inline") == 0) {
+        /* Two durable calls in a row (the first one on the mailbox with
+         * chain_inline): the second may run only once the first one's
+         * result is on disk. */
         json_t *res = NULL;
         int rc = EDDY_OK;
+        int inline_first = strcmp(op, "chain_inline") == 0;
         for (int step = 1; step <= 2 && rc == EDDY_OK; step++) {
             json_t *args = json_pack("{s:s, s:I, s:i, s:I}", "op", op, "seq", seq, "step", step,
                                      "ms", step == 1 ? iget(in, "ms", 0) : 0);
-            rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+            if (step == 1 && inline_first)
+                rc = eddy_ctx_durable_execute(ctx, "effect", args, effect, NULL, &res, NULL);
+            else
+                rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
             json_decref(args);
             json_decref(res);
             res = NULL;

@@ -131,6 +131,12 @@ class FaultSweep(EddyTest):
         completes with the output once."""
         self.failed_sync_sweep(DURABLE, "chain")
 
+    def test_no_call_after_a_failed_sync_inline_first(self):
+        """The same with the first call made on the mailbox thread
+        (eddy_ctx_durable_execute): the action goes on once its result is
+        written, and the second call still waits for its sync."""
+        self.failed_sync_sweep(DURABLE, "chain_inline")
+
     def test_no_call_after_a_failed_sync_python(self):
         """The same for a Python action: the second durable_execute_async waits
         on its worker for the first result's sync."""

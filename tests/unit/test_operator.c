@@ -238,16 +238,22 @@ static eddy_config *state_run(fixture *f, int n, int keys, const char *threads)
 }
 
 /* A runtime of one action on InputEvent. */
-static eddy_runtime *one_action_runtime(eddy_config *c, const char *name, eddy_action_fn fn)
+static eddy_runtime *one_action_runtime_arg(eddy_config *c, const char *name, eddy_action_fn fn,
+                                            void *arg)
 {
     eddy_plan *p = eddy_plan_new();
     const char *const types[] = {EDDY_INPUT_EVENT, NULL};
-    assert_int_equal(eddy_plan_add_action(p, name, types, fn, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, name, types, fn, arg), EDDY_OK);
     eddy_error *err = NULL;
     eddy_runtime *rt = eddy_runtime_new(p, c, &err);
     if (rt == NULL)
         fail_msg("eddy_runtime_new: %s", eddy_error_message(err));
     return rt;
+}
+
+static eddy_runtime *one_action_runtime(eddy_config *c, const char *name, eddy_action_fn fn)
+{
+    return one_action_runtime_arg(c, name, fn, NULL);
 }
 
 /* Commits are made durable by the store's syncer thread while the mailbox
@@ -313,12 +319,14 @@ static int gate_check_call(const json_t *args, void *arg, json_t **result, eddy_
     return *result != NULL ? EDDY_OK : EDDY_ENOMEM;
 }
 
+/* arg non-NULL: the first call runs on the mailbox (eddy_ctx_durable_execute). */
 static int gated_steps(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
-    (void)arg;
     json_t *in = json_object_get(eddy_event_attrs(ev), "input");
     json_t *r1 = NULL, *r2 = NULL;
-    int rc = eddy_ctx_durable_execute_async(ctx, "one", in, echo_call, NULL, &r1, NULL);
+    int rc = arg != NULL
+                 ? eddy_ctx_durable_execute(ctx, "one", in, echo_call, NULL, &r1, NULL)
+                 : eddy_ctx_durable_execute_async(ctx, "one", in, echo_call, NULL, &r1, NULL);
     if (rc == EDDY_OK && ctx->key->need_txn > ctx->rt->txn_synced)
         gate_probe.early++;
     if (rc == EDDY_OK)
@@ -332,11 +340,12 @@ static int gated_steps(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     return rc;
 }
 
-static void test_calls_wait_for_the_sync(void **state)
+static void calls_wait_for_the_sync(void **state, int inline_first)
 {
     fixture *f = *state;
     eddy_config *c = state_run(f, 200, 7, "2");
-    eddy_runtime *rt = one_action_runtime(c, "gated", gated_steps);
+    static int yes = 1;
+    eddy_runtime *rt = one_action_runtime_arg(c, "gated", gated_steps, inline_first ? &yes : NULL);
     memset(&gate_probe, 0, sizeof(gate_probe));
     assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
     eddy_stats st;
@@ -353,6 +362,18 @@ static void test_calls_wait_for_the_sync(void **state)
     assert_true(st.syncs <= st.commits);
     eddy_runtime_free(rt);
     eddy_config_free(c);
+}
+
+static void test_calls_wait_for_the_sync(void **state)
+{
+    calls_wait_for_the_sync(state, 0);
+}
+
+/* The same with the first call on the mailbox: the action goes on once its
+ * result is written too, rather than waiting for the sync to be resumed. */
+static void test_calls_wait_for_the_sync_after_an_inline_call(void **state)
+{
+    calls_wait_for_the_sync(state, 1);
 }
 
 /* A sync that only output lines wait for is put off while a call runs, in
@@ -813,6 +834,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_admission_from_run_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync_after_an_inline_call, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_put_off_sync_is_brief, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
