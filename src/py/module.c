@@ -384,11 +384,30 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
         return -1;
     char digest[17] = "";
     if (t->rt->store != NULL) {
+        /* A functools.partial's bound arguments are the call's too: digest
+         * what the function behind it is called with. A plain function, a
+         * builtin, a class or a bound method is no partial: its digest is
+         * that of the call's arguments, as always. */
+        PyObject *bound = NULL;
+        if (!PyFunction_Check(fn) && !PyCFunction_Check(fn) && !PyType_Check(fn) &&
+            !PyMethod_Check(fn)) {
+            PyObject *hargs[3] = {fn, args, kwargs != NULL ? kwargs : Py_None};
+            if ((bound = call_helper("_partial_args", hargs, 3)) == NULL)
+                goto fail;
+            if (bound == Py_None) {
+                Py_CLEAR(bound);
+            } else { /* (args, kwargs): a tuple and a dict */
+                args = PyTuple_GET_ITEM(bound, 0);
+                kwargs = PyTuple_GET_ITEM(bound, 1);
+            }
+        }
         PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
         PyObject *pair = kw != NULL ? PyTuple_Pack(2, args, kw) : NULL;
         Py_XDECREF(kw);
-        if (pair == NULL)
+        if (pair == NULL) {
+            Py_XDECREF(bound);
             goto fail;
+        }
         json_t *j = eddy__py_to_json(pair, "args");
         if (j != NULL) {
             eddy__durable_digest_json(t->rt, j, digest);
@@ -400,12 +419,14 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
             if (b == NULL || !PyBytes_Check(b)) {
                 Py_XDECREF(b);
                 Py_DECREF(pair);
+                Py_XDECREF(bound);
                 goto fail;
             }
             eddy__durable_digest(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), digest);
             Py_DECREF(b);
         }
         Py_DECREF(pair);
+        Py_XDECREF(bound);
     }
     rc = eddy__durable_plan(t, *fn_id, digest, reconcilable, dc);
     switch (rc) {

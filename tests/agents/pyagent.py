@@ -116,6 +116,13 @@ def count(path, value):
     return value
 
 
+def count_args(path, *args, **kwargs):
+    """Counted; says what it was called with (as text: a bytes argument too)."""
+    with open(path, "a") as f:
+        f.write("called\n")
+    return [repr(a) for a in args] + ["%s=%r" % kv for kv in sorted(kwargs.items())]
+
+
 def count_and_raise(path, kind):
     with open(path, "a") as f:
         f.write("called\n")
@@ -198,6 +205,25 @@ class TestAgent(Agent):
             out(ctx, rec, rs=[rs[0], rs[1]["x"], rs[2]])
         elif op == "durable":
             v = await ctx.durable_execute_async(count, rec["counter"], {"v": rec["x"]})
+            crash_if(rec.get("crash"))
+            out(ctx, rec, v=v)
+        elif op == "durable_partial":
+            # A call through functools.partial, binding EDDY_TEST_BOUND: as a
+            # positional argument, a keyword, one of an inner partial that
+            # Python does not flatten into the outer one (it has an attribute
+            # of its own), or as bytes (not JSON: the arguments are pickled).
+            bound, where = os.environ.get("EDDY_TEST_BOUND", "a"), rec["where"]
+            if where == "pos":
+                fn = functools.partial(count_args, rec["counter"], bound)
+            elif where == "kw":
+                fn = functools.partial(count_args, rec["counter"], tag=bound)
+            elif where == "inner":
+                inner = functools.partial(count_args, rec["counter"], bound)
+                inner.note = "kept apart"
+                fn = functools.partial(inner, "outer")
+            else:
+                fn = functools.partial(count_args, rec["counter"], bound.encode())
+            v = await ctx.durable_execute_async(fn, "x")
             crash_if(rec.get("crash"))
             out(ctx, rec, v=v)
         elif op == "durable_object":

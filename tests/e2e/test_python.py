@@ -237,6 +237,58 @@ class PythonTest(EddyTest):
         self.assertEqual(outs[0]["type_name"], name)
         self.assertEqual(outs[0]["message"], name + ": from a local class")
 
+    def test_partial_bound_arguments_are_part_of_the_call(self):
+        # A durable call through functools.partial is the call of the function
+        # behind it with the partial's bound arguments and the call's own:
+        # the digest covered only the call's, so a re-run whose partial bound
+        # something else got the journaled result of the old call, silently,
+        # even under --strict-determinism.
+        want = {"pos": ["%r", "'x'"], "kw": ["'x'", "tag=%r"],
+                "inner": ["%r", "'outer'", "'x'"], "pickled": ["b%r", "'x'"]}
+        for where, shape in want.items():
+            with self.subTest(where=where):
+                counter, crash = self.path(where + ".counter"), self.path(where + ".crash")
+                rec = {"key": "p", "op": "durable_partial", "where": where, "seq": 1,
+                       "counter": counter, "crash": crash}
+
+                def run(state, bound, *args):
+                    return self.run_py([rec], "--state", self.path(where + state), *args,
+                                       extra_env={"EDDY_TEST_BOUND": bound})
+
+                def expect(bound):
+                    return [{"key": "p", "seq": 1, "v": [s % bound if "%" in s else s
+                                                         for s in shape]}]
+
+                # By default: a warning, and the call runs again.
+                open(crash, "w").close()
+                first = run(".st1", "a")
+                self.assertEqual(first.rc, 3, first.stderr)
+                self.assertEqual(lines(counter), 1)
+                os.unlink(crash)
+                second = run(".st1", "b")
+                self.assertOk(second)
+                self.assertIn(b"warning: non-deterministic durable call 0 of action "
+                              b"'dispatch'", second.stderr)
+                # Named by the function behind the partials, however nested.
+                self.assertIn(b"the journal has pyagent.count_args(args ", second.stderr)
+                self.assertEqual(lines(counter), 2, "replayed for other bound arguments")
+                self.assertEqual(second.outputs(), expect("b"))
+                # Strictly: the action fails, and the call does not run.
+                open(crash, "w").close()
+                self.assertEqual(run(".st2", "a").rc, 3)
+                self.assertEqual(lines(counter), 3)
+                os.unlink(crash)
+                strict = run(".st2", "b", "--strict-determinism")
+                self.assertEqual(strict.rc, 1, strict.stderr)
+                self.assertIn(b"NonDeterminism", strict.stderr)
+                self.assertEqual(lines(counter), 3)
+                # The same bound arguments still replay, from another process.
+                same = run(".st2", "a", "--strict-determinism")
+                self.assertOk(same)
+                self.assertIn(b"1 durable calls replayed", same.stderr)
+                self.assertEqual(lines(counter), 3, "a journaled call ran again")
+                self.assertEqual(same.outputs(), expect("a"))
+
     def test_nul_characters_survive_a_crash(self):
         # A journaled result, an event and memory holding "\u0000": the
         # state written before the crash must read back as it was.
