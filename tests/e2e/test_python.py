@@ -385,6 +385,90 @@ class PythonTest(EddyTest):
         self.assertIn("value failure", dead[1]["error"]["message"])
         self.assertEqual(dead[0]["action"], "dispatch")
 
+    def skipped_run(self, log, *args, crash=None):
+        recs = [{"key": "k", "n": 1, "fail": True, "log": log},
+                {"key": "k", "n": 2, "log": log}]
+        if crash is not None:
+            recs = [dict(recs[0], crash=crash)]
+        return self.run_py(recs, "--on-error", "skip", *args,
+                           agent=os.path.join(PY_AGENTS, "skipped_run.py"))
+
+    def test_skip_keeps_what_the_failed_run_finished(self):
+        # What --on-error skip keeps of a failed run (README, durability.md):
+        # the outputs and memory writes of the actions that finished before
+        # the failure; not what the failing action or the actions still in
+        # flight did, though those go on to their end and their calls run;
+        # an action ready to start never runs. The input is dead-lettered,
+        # once, and the key's next input starts when the run's last action
+        # has ended. With --state the run is over: a rerun takes nothing up.
+        for extra in ([], ["--state", self.path("state")]):
+            with self.subTest(state=bool(extra)):
+                log = self.path("log%d" % len(extra))
+                res = self.skipped_run(log, *extra)
+                self.assertOk(res)
+                self.assertIn(b"2 inputs, 4 outputs, 1 dead-lettered, 6 actions, "
+                              b"4 async calls", res.stderr)
+                none = {"first": None, "slow": None, "fails": None, "sensory": None}
+                self.assertEqual(res.outputs(), [
+                    {"n": 1, "by": "first", "before": none},
+                    # run 1's first wrote memory and finished: kept; slow's
+                    # and fails' writes dropped; sensory memory cleared
+                    {"n": 2, "by": "first", "before": dict(none, first=1)},
+                    {"n": 2, "by": "fails"},
+                    {"n": 2, "by": "slow", "memory": {"first": 2, "slow": 2, "fails": 2,
+                                                      "sensory": 2}}])
+                (dead,) = res.dead()
+                self.assertEqual(dead["line"], 1)
+                self.assertEqual(dead["reason"], "action failed")
+                self.assertEqual((dead["key"], dead["action"], dead["event_type"]),
+                                 ("k", "fails", "Work"))
+                self.assertEqual(dead["error"]["type"], "ValueError")
+                self.assertIn("run 1 fails", dead["error"]["message"])
+                self.assertEqual(dead["input"], {"key": "k", "n": 1, "fail": True, "log": log})
+                with open(log) as f:
+                    logged = f.read().splitlines()
+                # slow 1 went on past the failure (its next call ran), and
+                # run 2 waited for it; never 1 and the event slow 1 sent
+                # (later 1) never ran.
+                self.assertEqual(logged[:4], ["first 1", "slow 1 call", "slow 1 next call",
+                                              "first 2"])
+                self.assertEqual(sorted(logged[4:]), ["later 2", "never 2", "slow 2 call",
+                                                      "slow 2 next call"])
+                if extra:
+                    inspect = subprocess.run([EDDY, "inspect", "--json", "--key", "k", *extra],
+                                             capture_output=True, check=True)
+                    st = json.loads(inspect.stdout)
+                    self.assertEqual((st["in_flight"], st["journal"]), ([], []))
+                    again = self.skipped_run(log, *extra)
+                    self.assertOk(again)
+                    self.assertIn(b"0 inputs, 0 outputs, 0 dead-lettered", again.stderr)
+                    self.assertEqual(len(again.outputs()), 4)
+                    self.assertEqual(len(again.dead()), 1)
+
+    def test_skip_crash_before_the_failed_run_ends(self):
+        # The dead letter is written when the action fails; the run ends
+        # (its journal and pending input deleted) only when its last action
+        # in flight has ended. A crash in between resumes the run: the
+        # failing action runs again, fails again and is dead-lettered a
+        # second time (README, durability.md). What finished before the
+        # failure is replayed, not output again.
+        log, crash, state = self.path("log"), self.path("crash.flag"), self.path("state")
+        open(crash, "w").close()
+        first = self.skipped_run(log, "--state", state, crash=crash)
+        self.assertEqual(first.rc, 3, first.stderr)  # slow 1 died past the failure
+        os.unlink(crash)
+        second = self.skipped_run(log, "--state", state, crash=crash)
+        self.assertOk(second)
+        self.assertIn(b"1 runs resumed from the state", second.stderr)
+        self.assertEqual([o["by"] for o in second.outputs()], ["first"])
+        dead = second.dead()
+        self.assertEqual(len(dead), 2)
+        self.assertEqual(dead[0], dead[1])
+        self.assertEqual(dead[0]["action"], "fails")
+        with open(log) as f:
+            self.assertEqual(f.read().splitlines(), ["first 1", "slow 1 call",
+                                                     "slow 1 next call"])
+
     def test_bad_attribute_value_refused(self):
         res = self.run_py([{"key": "b", "op": "bad_attr", "seq": 0}])
         self.assertEqual(res.rc, 1)
