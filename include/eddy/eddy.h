@@ -386,7 +386,10 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * failed (a code without an error object becomes an error whose type is the
  * code's name), now or in the journaled run; EDDY_ENONDET when the journal
  * holds a different call at this position and strict determinism is on (the
- * action's failure names both calls); EDDY_ECANCELED, EDDY_EWRONGTHREAD;
+ * action's failure names both calls: the action execution fails with it
+ * whatever the action then returns, and every later durable call of the
+ * action execution returns EDDY_ENONDET too, without running or replaying);
+ * EDDY_ECANCELED, EDDY_EWRONGTHREAD;
  * a result nesting deeper than EDDY_VALUE_MAX_DEPTH levels is the call's
  * failure (EDDY_ECALL, error type "limit"), journaled as such;
  * EDDY_ESTATE outside an action's coroutine (durable_execute may run outside

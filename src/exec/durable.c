@@ -1129,6 +1129,8 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
     c->digest[dl] = '\0';
     if (rt->stopping)
         return EDDY_ECANCELED;
+    if (t->nondet != NULL)
+        return EDDY_ENONDET; /* past a strict divergence: the journal no longer applies */
     rt->stats.durable_calls++;
     c->idx = t->call_index++;
     if (rt->store == NULL)
@@ -1162,11 +1164,17 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         }
     }
     if (rt->cv->strict_determinism) {
-        eddy_ctx_fail_error(t, eddy_error_newf("NonDeterminism",
-                                               "durable call %lld of action '%s' for key %s was "
-                                               "%s(args %s) in the journal but is now %s(args %s)",
-                                               (long long)idx, t->action->name, k->text, j->fn_id,
-                                               j->digest, fn_id, digest));
+        /* The action execution fails with this, whatever it does with the
+         * code (task_finish), and makes no more durable calls. */
+        t->nondet = eddy_error_newf("NonDeterminism",
+                                    "durable call %lld of action '%s' for key %s was "
+                                    "%s(args %s) in the journal but is now %s(args %s)",
+                                    (long long)idx, t->action->name, k->text, j->fn_id, j->digest,
+                                    fn_id, digest);
+        if (t->nondet == NULL) {
+            eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+            return EDDY_ENOMEM;
+        }
         return EDDY_ENONDET;
     }
     fprintf(stderr,

@@ -124,8 +124,9 @@ void eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17
 
 /* Plan the task's next durable call (mailbox thread). Returns EDDY_OK with *c
  * filled; EDDY_ENONDET when the journal holds another call at this position
- * and strict determinism is on (the task's error then names both calls);
- * EDDY_ECANCELED when the runtime stops; EDDY_ESTORE. */
+ * and strict determinism is on (t->nondet then names both calls, and the
+ * action execution fails with it whatever it does), and for every later call
+ * of the task; EDDY_ECANCELED when the runtime stops; EDDY_ESTORE. */
 int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
                        eddy__dcall *c);
 

@@ -189,6 +189,7 @@ static void task_free(eddy_runtime *rt, eddy_ctx *t)
     eddy__memview_reset(&t->sensory.view);
     eddy__event_unref(t->event);
     eddy_error_free(t->err);
+    eddy_error_free(t->nondet);
     EDDY__POISON(t, sizeof(*t)); /* a task on the free list is not a task */
     if (rt->nfree_tasks < FREE_TASKS_MAX) {
         eddy__queue_init(&t->node);
@@ -351,11 +352,29 @@ static int run_limit_passed(eddy_runtime *rt, eddy_ctx *t)
     return 1;
 }
 
+/* A durable call of t differed from the journal under strict determinism:
+ * the action execution fails with that error, whether the action returned
+ * it, caught it or went on. An error of the same type that the action (or
+ * its language) reported stays, being the same failure told with more
+ * (a Python traceback). */
+static void nondet_fails(eddy_ctx *t)
+{
+    if (t->rc != EDDY_OK && t->err != NULL &&
+        strcmp(eddy_error_type(t->err), eddy_error_type(t->nondet)) == 0)
+        return;
+    eddy_error_free(t->err);
+    t->err = t->nondet;
+    t->nondet = NULL;
+    t->rc = EDDY_ENONDET;
+}
+
 /* The task's action execution has finished (or is discarded while stopping):
  * release its events and memory writes, then let the run go on. */
 static void task_finish(eddy_runtime *rt, eddy_ctx *t)
 {
     eddy__key *k = t->key;
+    if (t->nondet != NULL)
+        nondet_fails(t);
     if (t->started && !rt->stopping && !k->failed) {
         if (t->rc != EDDY_OK || run_limit_passed(rt, t)) {
             action_failed(rt, t);

@@ -114,6 +114,11 @@ struct eddy_ctx {
                       * fails as it would on a worker */
     int rc;          /* the action's return code */
     eddy_error *err; /* its failure text */
+    /* A durable call that differed from the journal under strict determinism
+     * (eddy__durable_plan): the action execution fails with it whatever it
+     * does with the call's EDDY_ENONDET, and its later durable calls are
+     * refused, never answered from the journal past the divergence. */
+    eddy_error *nondet;
     /* The last context call that refused its arguments, and how: named in
      * the failure when the action returns that code without a text of its
      * own (eddy_ctx_send_output(ctx, NULL) after a json_pack that failed). */

@@ -247,6 +247,8 @@ static PyObject *ctx_sensory(PyObject *self, void *closure)
 
 /* The key of the JSON wrapper of a pickle (the module's _PICKLE). */
 #define PICKLE_KEY "__eddy_pickle__"
+/* The type of a NonDeterminismError raised out of an action (_qualified). */
+#define NONDET_TYPE "eddy.NonDeterminismError"
 
 /*
  * The journal text of a durable call's result, malloc'd into *out: 0, or -1
@@ -428,17 +430,36 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
         Py_DECREF(pair);
         Py_XDECREF(bound);
     }
+    int diverged = t->nondet != NULL;
     rc = eddy__durable_plan(t, *fn_id, digest, reconcilable, dc);
     switch (rc) {
     case EDDY_OK:
         break;
     case EDDY_ENONDET: {
+        /* The action execution fails with this whether the action catches it
+         * or not (as an uncaught one: same type and message); its later
+         * durable calls raise it again. */
+        const char *m = eddy_error_message(t->nondet);
+        if (!diverged) {
+            eddy_error *e = eddy_error_new(NONDET_TYPE, m);
+            if (e == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            eddy_error_free(t->nondet);
+            t->nondet = e;
+            m = eddy_error_message(e);
+        }
         PyObject *cls = helper("NonDeterminismError");
-        if (cls != NULL)
-            PyErr_SetString(cls, t->err != NULL ? eddy_error_message(t->err)
-                                                : "non-deterministic durable call");
-        eddy_error_free(t->err);
-        t->err = NULL;
+        if (cls == NULL)
+            goto fail;
+        if (diverged)
+            PyErr_Format(cls,
+                         "durable call of %s refused: an earlier durable call of this action "
+                         "execution differed from the journal (--strict-determinism): %s",
+                         *fn_id, m);
+        else
+            PyErr_SetString(cls, m);
         goto fail;
     }
     case EDDY_ECANCELED:

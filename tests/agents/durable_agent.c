@@ -14,7 +14,9 @@
  *   probe   (InputEvent with op set) the special scenarios below, by op
  *           (chain: two durable async calls in a row, then the output;
  *           chain_inline: the same with the first call on the mailbox;
- *           fanout: k Echo events, then the output)
+ *           fanout: k Echo events, then the output;
+ *           variant_ignored: three durable calls whose outcomes it only
+ *           reports, the first with EDDY_TEST_VARIANT, then the output)
  *   echo    (Echo)        durable async call, then the output (crashes after
  *                         the call of the last Echo when the flag exists)
  * With EDDY_TEST_GOT set, step1 also records "got" with the call's arguments
@@ -249,6 +251,22 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             _exit(137);
         return output(
             ctx, json_pack("{s:I, s:s}", "seq", seq, "variant", variant != NULL ? variant : "a"));
+    }
+    if (strcmp(op, "variant_ignored") == 0) {
+        /* Three durable calls, the first as "variant", whose outcomes the
+         * action only reports: it goes on whatever they return. */
+        json_t *got = json_array();
+        for (int step = 1; step <= 3; step++) {
+            json_t *args = json_pack("{s:s, s:I, s:i, s:s}", "op", op, "seq", seq, "step", step,
+                                     "variant", step == 1 && variant != NULL ? variant : "a");
+            json_t *res = NULL;
+            int rc = eddy_ctx_durable_execute_async(ctx, "effect", args, effect, NULL, &res, NULL);
+            json_decref(args);
+            json_array_append_new(got, rc == EDDY_OK ? res : json_string(eddy_err_name(rc)));
+        }
+        if (take_flag(in))
+            _exit(137);
+        return output(ctx, json_pack("{s:I, s:o}", "seq", seq, "got", got));
     }
     if (strcmp(op, "reconciled") == 0) {
         json_t *args = json_pack("{s:s, s:I, s:O?, s:O?}", "op", op, "seq", seq, "crash_flag",

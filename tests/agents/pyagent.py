@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from eddy import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
+from eddy import Agent, Event, InputEvent, NonDeterminismError, OutputEvent, RunnerContext, action
 
 
 if os.environ.get("EDDY_TEST_PRINT_AT_IMPORT"):
@@ -275,6 +275,17 @@ class TestAgent(Agent):
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e), code=getattr(e, "code", None),
                     type_name=getattr(e, "type_name", None))
+        elif op == "nondet_caught":
+            # Catches what its durable calls raise and goes on: under
+            # --strict-determinism a divergence fails it all the same.
+            got = []
+            for x in (os.environ.get("EDDY_TEST_VARIANT", "a"), 2, 3):
+                try:
+                    got.append(await ctx.durable_execute_async(count, rec["counter"], x))
+                except NonDeterminismError as e:
+                    got.append("caught: %s" % e)
+            crash_if(rec.get("crash"))
+            out(ctx, rec, got=got)
         elif op == "reconciled":
             # A call that dies half-way the first time (crash flag); after
             # the crash its reconciler runs in its place, once.

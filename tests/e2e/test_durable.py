@@ -217,6 +217,37 @@ class DurableTest(EddyTest):
         self.assertIn("effect(args", err)
         self.assertEqual(self.count_effects("effect", op="variant", variant="b"), 0)
 
+    def test_nondeterminism_strict_fails_an_action_that_goes_on(self):
+        # The action ignores the EDDY_ENONDET of its first call and goes on:
+        # its later calls were answered from the journal recorded after the
+        # divergence, and it finished with its output (exit 0). Now they are
+        # refused, and the action execution fails all the same.
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "variant_ignored", "seq": 1,
+                                "crash_flag": flag}])
+        first = self.run_cmd(env={"EDDY_TEST_VARIANT": "a"})
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd("--strict-determinism", env={"EDDY_TEST_VARIANT": "b"})
+        self.assertEqual(second.returncode, 1, second.stderr)
+        err = second.stderr.decode()
+        self.assertIn("action 'probe' failed for key \"k\"", err)
+        self.assertIn("NonDeterminism: durable call 0 of action 'probe'", err)
+        self.assertNotIn("durable calls replayed", err)
+        self.assertEqual(read_jsonl(self.out) if os.path.exists(self.out) else [], [])
+        # No call ran again, nor the new first one.
+        self.assertEqual(self.count_effects("effect", op="variant_ignored"), 3)
+        self.assertEqual(self.count_effects("effect", variant="b"), 0)
+        # --on-error skip: the run is dead-lettered with that error.
+        skipped = self.run_cmd("--strict-determinism", "--on-error", "skip",
+                               env={"EDDY_TEST_VARIANT": "b"})
+        self.assertEqual(skipped.returncode, 0, skipped.stderr)
+        self.assertEqual(read_jsonl(self.out) if os.path.exists(self.out) else [], [])
+        (dead,) = read_jsonl(self.out + ".dead.jsonl")
+        self.assertEqual(dead["action"], "probe")
+        self.assertEqual(dead["error"]["type"], "NonDeterminism")
+        self.assertIn("in the journal but is now effect(args", dead["error"]["message"])
+        self.assertEqual(self.count_effects("effect", op="variant_ignored"), 3)
+
     def test_reconciler_on_pending(self):
         flag = self.flag("crash")
         write_jsonl(self.inp, [{"key": "k", "op": "reconciled", "seq": 1, "crash_flag": flag}])

@@ -296,6 +296,38 @@ class PythonTest(EddyTest):
         self.assertEqual(outs, [{"key": "n", "seq": 1, "v": "a\x00b", "event": "x\x00y",
                                  "memory": "c\x00d"}])
 
+    def test_strict_nondeterminism_fails_an_action_that_catches_it(self):
+        # The action caught the NonDeterminismError and went on: its later
+        # calls were answered from the journal past the divergence and its
+        # output written (exit 0). They raise it again now, and the action
+        # execution fails with the error, caught or not.
+        counter = self.path("counter")
+        crash = self.path("crash.flag")
+        state = self.path("state")
+        rec = {"key": "n", "op": "nondet_caught", "seq": 1, "counter": counter, "crash": crash}
+        open(crash, "w").close()
+        first = self.run_py([rec], "--state", state, extra_env={"EDDY_TEST_VARIANT": "a"})
+        self.assertEqual(first.rc, 3, first.stderr)
+        self.assertEqual(lines(counter), 3)
+        os.unlink(crash)
+        second = self.run_py([rec], "--state", state, "--strict-determinism",
+                             extra_env={"EDDY_TEST_VARIANT": "b"})
+        self.assertEqual(second.rc, 1, second.stderr)
+        err = second.stderr.decode()
+        self.assertIn("action 'dispatch' failed for key \"n\" on InputEvent (input line 1): "
+                      "eddy.NonDeterminismError: durable call 0 of action 'dispatch' for key "
+                      "\"n\" was pyagent.count(args ", err)
+        self.assertNotIn("durable calls replayed", err)
+        self.assertEqual(second.outputs() if os.path.exists(second.out_path) else [], [])
+        self.assertEqual(lines(counter), 3)  # nothing ran again
+        skipped = self.run_py([rec], "--state", state, "--strict-determinism", "--on-error",
+                              "skip", extra_env={"EDDY_TEST_VARIANT": "b"})
+        self.assertOk(skipped)
+        self.assertEqual(skipped.outputs() if os.path.exists(skipped.out_path) else [], [])
+        (dead,) = skipped.dead()
+        self.assertEqual(dead["error"]["type"], "eddy.NonDeterminismError")
+        self.assertEqual(lines(counter), 3)
+
     def test_durable_body_cannot_use_the_context(self):
         res = self.run_py([{"key": "r", "op": "durable_reenter", "seq": 1}],
                           "--state", self.path("st"))
