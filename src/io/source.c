@@ -50,6 +50,10 @@ typedef struct reader {
     /* The last byte dropped did not end a line: the next one must (see
      * resume_at_line_start). */
     int check_next;
+    /* The resume position follows a complete last line that had no newline:
+     * the bytes up to the next newline (a '\r' at most) end that line, which
+     * was counted, and start no line of their own (next_line). */
+    int mid_line;
 } reader;
 
 struct eddy__source {
@@ -448,12 +452,25 @@ static int head_matches(const eddy__source *s, const char *buf, size_t got)
     return n == EDDY__SOURCE_HEAD_MAX || got == n || buf[n] == '\n';
 }
 
+/* The number of the line that ends now: the next one, but for the end of
+ * the line a resume started in the middle of (mid_line), which was counted
+ * when it was taken without its newline, so that lines are numbered as a
+ * run from the input's start numbers them. */
+static uint64_t next_line(reader *r)
+{
+    if (r->mid_line) {
+        r->mid_line = 0;
+        return r->line_no;
+    }
+    return ++r->line_no;
+}
+
 /* Emit one complete line [p, p + len) (without '\n') ending at end_offset.
  * Returns 0, STOPPED or EDDY_ENOMEM. */
 static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_offset)
 {
     reader *r = &s->rd;
-    ++r->line_no;
+    next_line(r);
     if (!r->head_done && s->start_offset == 0 && !is_blank(p, len)) {
         /* The head runs from the input's first byte through its first line
          * that is not blank (blank lines tell inputs apart by nothing): when
@@ -489,7 +506,7 @@ static int finish_skipped(eddy__source *s, uint64_t end_offset)
 {
     reader *r = &s->rd;
     r->skipping = 0;
-    if (++r->line_no == 1 && s->start_offset == 0 && !r->head_done)
+    if (next_line(r) == 1 && s->start_offset == 0 && !r->head_done)
         note_head(s, r->prefix, r->prefix_len); /* the prefix is the head's length */
     r->head_done = 1;
     uint64_t len = r->skip_len;
@@ -662,7 +679,7 @@ static void reader_main(void *arg)
             else if (r->end > r->start && s->keep_tail &&
                      tail_incomplete(s, r->buf + r->start, r->end - r->start)) {
                 uv_mutex_lock(&s->mu);
-                s->tail_line = r->line_no + 1;
+                s->tail_line = r->line_no + !r->mid_line;
                 s->tail_bytes = r->end - r->start;
                 uv_mutex_unlock(&s->mu);
             } else if (r->end > r->start)
@@ -687,7 +704,7 @@ static void reader_main(void *arg)
                 }
             }
             if (drop > 0 && drop == r->skip_input && r->buf[r->end + drop - 1] != '\n')
-                r->check_next = 1;
+                r->check_next = r->mid_line = 1;
             memmove(r->buf + r->end, r->buf + r->end + drop, n - drop);
             n -= drop;
             r->skip_input -= drop;
@@ -803,6 +820,7 @@ static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
         not_at_line_start(why, sizeof(why), s->start_offset);
         return other_input(err, s->name, why);
     }
+    s->rd.mid_line = buf[0] != '\n';
     return EDDY_OK;
 }
 

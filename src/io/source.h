@@ -145,7 +145,10 @@ typedef struct eddy__source_opts {
     uint64_t start_offset; /* byte offset to start at (resume); 0 from the start.
                             * A regular file seeks; a pipe or terminal reads and
                             * drops that many bytes. */
-    uint64_t start_line;   /* line number of the line at start_offset, minus one */
+    uint64_t start_line;   /* line number of the line at start_offset, minus one;
+                            * at the end of a complete last line that had no
+                            * newline (the byte before is no newline), its number:
+                            * the newline that ends it starts no line */
     /* With start_offset > 0: the head (see eddy__source_head) of the input
      * the state was reading, to refuse another one; head_len 0: unknown. A
      * regular file is checked at open (EDDY_ESTATE, type "state"), as is one

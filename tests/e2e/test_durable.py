@@ -807,6 +807,52 @@ class DurableTest(EddyTest):
         self.assertFalse(os.path.exists(self.out + ".dead.jsonl") and
                          os.path.getsize(self.out + ".dead.jsonl") > 0)
 
+    def test_lines_numbered_as_from_the_start_after_a_last_line_without_newline(self):
+        # A resume right after a complete last line that had no newline read
+        # the newline that ends it as an empty line, and counted it: every
+        # later line number (dead letters, the note on a line left unread,
+        # what inspect says was read) was one too high.
+        def line(seq):
+            return '{"key": "a", "op": "echo", "seq": %d}' % seq
+        parts = [line(1),                      # complete, no newline: taken as it is
+                 "",                           # nothing new: the same position again
+                 "\nbad two\n" + line(3),      # ends line 1, then line 3 without newline
+                 "\r\n" + line(4)[:10],        # ends line 3; line 4 is being appended
+                 line(4)[10:] + "\nbad five\n"]
+        inspect = [EDDY, "inspect", "--json", "--state"]
+        for stdin in (False, True):
+            state = self.path("state-%d" % stdin)
+            with open(self.inp, "w") as f:
+                pass
+            if os.path.exists(self.out + ".dead.jsonl"):
+                os.unlink(self.out + ".dead.jsonl")
+            cmd = self.cmd(agent=TEST_AGENT, state=state)
+            if stdin:
+                cmd[cmd.index(self.inp)] = "-"
+            for i, part in enumerate(parts):
+                with open(self.inp, "a") as f:
+                    f.write(part)
+                with open(self.inp, "rb") as f:
+                    res = subprocess.run(cmd, stdin=f, capture_output=True, timeout=60)
+                self.assertEqual(res.returncode, 0, res.stderr)
+                if i == 3:
+                    self.assertIn(b"note: line 4 of ", res.stderr)
+            self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [1, 3, 4])
+            self.assertEqual([(d["line"], d["raw"]) for d in read_jsonl(self.out + ".dead.jsonl")],
+                             [(2, "bad two"), (5, "bad five")])
+            info = json.loads(subprocess.run(inspect + [state], capture_output=True,
+                                             timeout=60).stdout)
+            self.assertEqual(info["source"]["line"], 5)
+        # As a run from the start of the same input numbers them.
+        fresh = self.path("fresh")
+        res = subprocess.run(self.cmd(agent=TEST_AGENT, state=fresh), capture_output=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([d["line"] for d in read_jsonl(self.out + ".dead.jsonl")], [2, 5])
+        info = json.loads(subprocess.run(inspect + [fresh], capture_output=True,
+                                         timeout=60).stdout)
+        self.assertEqual(info["source"]["line"], 5)
+
     def test_journal_is_pruned(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1} for i in range(2000)])
         res = self.run_cmd()
