@@ -257,7 +257,10 @@ EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
  * Send an event. It is buffered and released when this action execution
  * finishes: an OutputEvent goes to the sink, any other event triggers the
  * actions of this run that listen to its type. ev is taken on success.
- * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, or an event already sent),
+ * An action cannot send an InputEvent: eddy makes the InputEvent of each
+ * input itself, and one sent would run the input's actions again.
+ * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, an event already sent, or
+ * an InputEvent),
  * EDDY_ELIMIT (its attributes nest arrays and objects deeper than
  * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
  */

@@ -57,6 +57,13 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
     if (ev->sent)
         return eddy__ctx_refuse(ctx, EDDY_EINVAL,
                                 "eddy_ctx_send_event: the event was sent already");
+    if (!ev->is_output && strcmp(ev->type, EDDY_INPUT_EVENT) == 0)
+        /* It would run the input's actions again, in this run and under this
+         * key, as if the input had come twice. */
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL,
+                                "eddy_ctx_send_event: an action cannot send an InputEvent; eddy "
+                                "makes the one of each input itself (send an event type of your "
+                                "own to trigger other actions)");
     int rc = depth_ok(ev->attrs, EDDY__VALUE_MAX_DEPTH);
     if (rc != EDDY_OK)
         return eddy__ctx_refuse(ctx, rc, "eddy_ctx_send_event: its attributes are " TOO_DEEP);

@@ -174,6 +174,15 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
             tname = PyType_GetName(Py_TYPE(ev));
     }
     const char *type = tname != NULL ? PyUnicode_AsUTF8(tname) : NULL;
+    if (type != NULL && strcmp(type, EDDY_INPUT_EVENT) == 0) {
+        /* As eddy_ctx_send_event refuses it, with a Python error. */
+        PyErr_SetString(PyExc_TypeError,
+                        "send_event: an action cannot send an InputEvent: eddy makes the "
+                        "InputEvent of each input itself, and one sent would run the input's "
+                        "actions again in this run; send an event type of your own (a subclass "
+                        "of Event) to trigger other actions");
+        type = NULL;
+    }
     json_t *jattrs = type != NULL ? json_object() : NULL;
     PyObject *k, *v;
     Py_ssize_t pos = 0;

@@ -412,6 +412,17 @@ class TestAgent(Agent):
             sm.set("seen", rec["seq"])
             stm.set("seen", rec["seq"])
             ctx.send_event(Step(rec=rec))
+        elif op == "send_input":
+            # An InputEvent is refused: it would run dispatch again, here.
+            errors = []
+            for ev in (InputEvent(input={"key": rec["key"], "op": "quick", "seq": 99}), event,
+                       Event(_eddy_type="InputEvent", input=rec)):
+                try:
+                    ctx.send_event(ev)
+                    errors.append(None)
+                except TypeError as e:
+                    errors.append(str(e))
+            out(ctx, rec, errors=errors)
         elif op == "bad_attr":
             ctx.send_event(Step(rec=rec, bad={"inner": [1, {2, 3}]}))
         elif op == "bad_attr_caught":

@@ -273,6 +273,20 @@ class CoreTest(EddyTest):
         res = self.run_eddy([{"key": "a", "op": "fail", "seq": 1}])
         self.assertNotIn(b"(eddy_ctx", res.stderr)
 
+    def test_sending_an_input_event_is_refused(self):
+        # It ran the input's actions again, in this run and under this key.
+        rec = {"key": "a", "op": "unhandled", "type": "InputEvent", "seq": 1}
+        res = self.run_eddy([rec])
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn(b"action 'dispatch' failed for key \"a\" on InputEvent (input line 1): "
+                      b"EDDY_EINVAL: invalid argument (eddy_ctx_send_event: an action cannot "
+                      b"send an InputEvent; ", res.stderr)
+        res = self.run_eddy([rec], "--on-error", "skip")
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [])
+        (dead,) = res.dead()
+        self.assertIn("cannot send an InputEvent", dead["error"]["message"])
+
     def test_values_nested_too_deep_are_refused(self):
         # EDDY_VALUE_MAX_DEPTH is 1000: depth 1000 everywhere passes (and reads
         # back from the state), 1001 is EDDY_ELIMIT (-18), a durable result

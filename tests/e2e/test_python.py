@@ -501,6 +501,18 @@ class PythonTest(EddyTest):
             self.assertEqual(f.read().splitlines(), ["first 1", "slow 1 call",
                                                      "slow 1 next call"])
 
+    def test_sending_an_input_event_is_refused(self):
+        # A new InputEvent, the triggering one, or one named so: each ran
+        # the input's actions again, in this run and under this key.
+        res = self.run_py([{"key": "i", "op": "send_input", "seq": 1}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(len(o["errors"]), 3)
+        for e in o["errors"]:
+            self.assertIsNotNone(e)
+            self.assertTrue(e.startswith("send_event: an action cannot send an InputEvent: "), e)
+        self.assertIn(b" 1 actions, ", res.stderr)
+
     def test_bad_attribute_value_refused(self):
         res = self.run_py([{"key": "b", "op": "bad_attr", "seq": 0}])
         self.assertEqual(res.rc, 1)
