@@ -163,7 +163,8 @@ typedef struct eddy_runtime eddy_runtime;
  * New event of the given type with the given attributes (a JSON object; NULL
  * means an empty object). attrs is stolen, also on failure. Returns NULL on
  * ENOMEM, or when type is empty or attrs is not an object.
- * An OutputEvent carries what goes to the sink in attribute "output".
+ * An OutputEvent carries what goes to the sink in attribute "output", which
+ * it must have to be sent (eddy_ctx_send_event).
  */
 EDDY_API eddy_event *eddy_event_new(const char *type, json_t *attrs);
 /* Free an event that was not handed to the runtime. NULL is a no-op. */
@@ -258,9 +259,10 @@ EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
  * finishes: an OutputEvent goes to the sink, any other event triggers the
  * actions of this run that listen to its type. ev is taken on success.
  * An action cannot send an InputEvent: eddy makes the InputEvent of each
- * input itself, and one sent would run the input's actions again.
- * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, an event already sent, or
- * an InputEvent),
+ * input itself, and one sent would run the input's actions again. An
+ * OutputEvent must have the attribute "output" (JSON null writes a null line).
+ * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, an event already sent, an
+ * InputEvent, or an OutputEvent without "output"),
  * EDDY_ELIMIT (its attributes nest arrays and objects deeper than
  * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
  */

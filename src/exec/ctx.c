@@ -57,6 +57,11 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
     if (ev->sent)
         return eddy__ctx_refuse(ctx, EDDY_EINVAL,
                                 "eddy_ctx_send_event: the event was sent already");
+    if (ev->is_output && json_object_get(ev->attrs, "output") == NULL)
+        /* It wrote a null line, as if the action had sent JSON null. */
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL,
+                                "eddy_ctx_send_event: an OutputEvent without an attribute "
+                                "\"output\" (what goes to the sink; JSON null for a null line)");
     if (!ev->is_output && strcmp(ev->type, EDDY_INPUT_EVENT) == 0)
         /* It would run the input's actions again, in this run and under this
          * key, as if the input had come twice. */

@@ -249,7 +249,9 @@ static inline __attribute__((always_inline)) void *sole_member(json_t *obj, cons
     return it;
 }
 
-/* Write an OutputEvent's output; sole: sole_member(attrs, "output"). */
+/* Write an OutputEvent's output; sole: sole_member(attrs, "output"). One
+ * without an output is refused when sent; the journal of an older eddy may
+ * still hold one, which writes null, as it did. */
 static int emit_output(eddy_runtime *rt, eddy_event *ev, void *sole)
 {
     json_t *out =

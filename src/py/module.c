@@ -186,7 +186,7 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
     json_t *jattrs = type != NULL ? json_object() : NULL;
     PyObject *k, *v;
     Py_ssize_t pos = 0;
-    int ok = jattrs != NULL;
+    int ok = jattrs != NULL, has_output = 0;
     while (ok && PyDict_Next(attrs, &pos, &k, &v)) {
         const char *ks = PyUnicode_AsUTF8(k);
         if (ks == NULL) {
@@ -195,6 +195,7 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
         }
         if (strncmp(ks, "_eddy", 5) == 0)
             continue;
+        has_output |= strcmp(ks, "output") == 0;
         json_t *jv = eddy__py_to_json_named(v, "%s attribute '%s'", type, ks);
         if (jv == NULL || json_object_set_new(jattrs, ks, jv) != 0) {
             ok = 0;
@@ -203,6 +204,15 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
     }
     if (jattrs == NULL && type != NULL)
         PyErr_NoMemory();
+    if (ok && !has_output && strcmp(type, EDDY_OUTPUT_EVENT) == 0) {
+        /* As eddy_ctx_send_event refuses it: it wrote a null line. */
+        PyErr_Format(PyExc_TypeError,
+                     "send_event: action '%s' for key %s sent an OutputEvent without an output "
+                     "(OutputEvent() or no attribute 'output'): give OutputEvent(output=value); "
+                     "output=None writes a null line",
+                     t->action->name, t->key->text);
+        ok = 0;
+    }
     eddy_event *cev = NULL;
     if (ok) {
         cev = eddy_event_new(type, jattrs);

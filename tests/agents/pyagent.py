@@ -423,6 +423,20 @@ class TestAgent(Agent):
                 except TypeError as e:
                     errors.append(str(e))
             out(ctx, rec, errors=errors)
+        elif op == "output_missing":
+            # An OutputEvent without an output is refused; output=None is one.
+            errors = []
+            for ev in (OutputEvent(), OutputEvent(note=1), Event(_eddy_type="OutputEvent")):
+                try:
+                    ctx.send_event(ev)
+                    errors.append(None)
+                except TypeError as e:
+                    errors.append(str(e))
+            ctx.send_event(OutputEvent(output=None))
+            late = OutputEvent()
+            late.output = "set later"
+            ctx.send_event(late)
+            out(ctx, rec, errors=errors)
         elif op == "bad_attr":
             ctx.send_event(Step(rec=rec, bad={"inner": [1, {2, 3}]}))
         elif op == "bad_attr_caught":

@@ -352,6 +352,13 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             eddy_ctx_fail(ctx, "test", "the outcome was not reset");
         return rc;
     }
+    if (strcmp(op, "output_attrs") == 0) {
+        /* An OutputEvent with the input's "attrs" (none when absent), then
+         * the usual output. */
+        json_t *attrs = json_object_get(in, "attrs");
+        int rc = send_typed(ctx, EDDY_OUTPUT_EVENT, attrs != NULL ? json_deep_copy(attrs) : NULL);
+        return rc != EDDY_OK ? rc : output(ctx, json_pack("{s:I}", "seq", seq));
+    }
     if (strcmp(op, "unhandled") == 0) {
         const char *type = json_string_value(json_object_get(in, "type"));
         int rc = send_typed(ctx, type != NULL ? type : "Nobody", NULL);

@@ -287,6 +287,24 @@ class CoreTest(EddyTest):
         (dead,) = res.dead()
         self.assertIn("cannot send an InputEvent", dead["error"]["message"])
 
+    def test_output_event_without_an_output_is_refused(self):
+        # It wrote a null line; an explicit null still does.
+        res = self.run_eddy([{"key": "a", "op": "output_attrs", "attrs": {"output": None},
+                              "seq": 1}])
+        self.assertOk(res)
+        with open(res.out_path) as f:
+            self.assertEqual(f.read(), 'null\n{"seq":1,"key":"a"}\n')
+        for attrs in (None, {"note": 1}):
+            rec = {"key": "b", "op": "output_attrs", "seq": 2}
+            if attrs is not None:
+                rec["attrs"] = attrs
+            res = self.run_eddy([rec])
+            self.assertEqual(res.rc, 1, res.stderr)
+            self.assertIn(b"action 'dispatch' failed for key \"b\" on InputEvent (input line 1): "
+                          b"EDDY_EINVAL: invalid argument (eddy_ctx_send_event: an OutputEvent "
+                          b"without an attribute \"output\" ", res.stderr)
+            self.assertEqual(res.outputs(), [])
+
     def test_values_nested_too_deep_are_refused(self):
         # EDDY_VALUE_MAX_DEPTH is 1000: depth 1000 everywhere passes (and reads
         # back from the state), 1001 is EDDY_ELIMIT (-18), a durable result

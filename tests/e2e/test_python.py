@@ -513,6 +513,20 @@ class PythonTest(EddyTest):
             self.assertTrue(e.startswith("send_event: an action cannot send an InputEvent: "), e)
         self.assertIn(b" 1 actions, ", res.stderr)
 
+    def test_output_event_without_an_output_is_refused(self):
+        # OutputEvent() wrote a null line; OutputEvent(output=None) still does.
+        res = self.run_py([{"key": "o", "op": "output_missing", "seq": 1}])
+        self.assertOk(res)
+        with open(res.out_path) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[:2], ["null", '"set later"'])
+        (o,) = [json.loads(ln) for ln in lines[2:]]
+        self.assertEqual(len(o["errors"]), 3)
+        for e in o["errors"]:
+            self.assertEqual(e, "send_event: action 'dispatch' for key \"o\" sent an OutputEvent "
+                                "without an output (OutputEvent() or no attribute 'output'): "
+                                "give OutputEvent(output=value); output=None writes a null line")
+
     def test_bad_attribute_value_refused(self):
         res = self.run_py([{"key": "b", "op": "bad_attr", "seq": 0}])
         self.assertEqual(res.rc, 1)
