@@ -46,7 +46,7 @@ typedef struct reader {
     int head_done;    /* the head was noted, or cannot be */
     size_t check_len; /* bytes to gather in check (0: no check) */
     size_t check_got;
-    char check[EDDY__SOURCE_HEAD_MAX + 1];
+    char check[EDDY__SOURCE_HEAD_MAX + 2];
     /* The last byte dropped did not end a line: the next one must (see
      * resume_at_line_start). */
     int check_next;
@@ -443,13 +443,22 @@ static void note_head(eddy__source *s, const char *p, size_t len)
 
 /* 1 when buf[0, got) (got < want_len + 1 only at the end of the input)
  * starts with the head looked for. */
+/* The bytes a resume reads to check the input's head: its first line and
+ * what ends it ("\n", or "\r\n" when it was read without a newline). */
+static size_t head_want(uint64_t n)
+{
+    return (size_t)n + (n < EDDY__SOURCE_HEAD_MAX ? 2 : 0);
+}
+
 static int head_matches(const eddy__source *s, const char *buf, size_t got)
 {
     size_t n = (size_t)s->want_len;
     if (got < n || eddy__hash_bytes(buf, n) != s->want_hash)
         return 0;
-    /* A shorter first line must still end there. */
-    return n == EDDY__SOURCE_HEAD_MAX || got == n || buf[n] == '\n';
+    /* A shorter first line must still end there: with its newline, or with
+     * CRLF when it was read without one (a CR it was read with is in n). */
+    return n == EDDY__SOURCE_HEAD_MAX || got == n || buf[n] == '\n' ||
+           (buf[n] == '\r' && (got == n + 1 || buf[n + 1] == '\n'));
 }
 
 /* The number of the line that ends now: the next one, but for the end of
@@ -805,11 +814,10 @@ static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
                  size, s->start_offset);
         return other_input(err, s->name, why);
     }
-    char buf[EDDY__SOURCE_HEAD_MAX + 1];
+    char buf[EDDY__SOURCE_HEAD_MAX + 2];
     ssize_t got;
     if (s->want_len > 0) {
-        size_t want = (size_t)s->want_len + (s->want_len < EDDY__SOURCE_HEAD_MAX);
-        if ((got = pread_all(s, buf, want, 0, err)) < 0)
+        if ((got = pread_all(s, buf, head_want(s->want_len), 0, err)) < 0)
             return EDDY_EIO;
         if (!head_matches(s, buf, (size_t)got))
             return other_input(err, s->name, "its first line is not the one read before");
@@ -893,7 +901,7 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
             }
             s->rd.skip_input = opts->start_offset;
             if (s->want_len > 0) {
-                uint64_t want = s->want_len + (s->want_len < EDDY__SOURCE_HEAD_MAX);
+                uint64_t want = head_want(s->want_len);
                 s->rd.check_len = (size_t)(want < s->start_offset ? want : s->start_offset);
             }
         }

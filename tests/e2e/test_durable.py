@@ -814,14 +814,17 @@ class DurableTest(EddyTest):
         # what inspect says was read) was one too high.
         def line(seq):
             return '{"key": "a", "op": "echo", "seq": %d}' % seq
-        parts = [line(1),                      # complete, no newline: taken as it is
-                 "",                           # nothing new: the same position again
-                 "\nbad two\n" + line(3),      # ends line 1, then line 3 without newline
-                 "\r\n" + line(4)[:10],        # ends line 3; line 4 is being appended
-                 line(4)[10:] + "\nbad five\n"]
+        def parts(eol):
+            return [line(1),                   # complete, no newline: taken as it is
+                    "",                        # nothing new: the same position again
+                    eol + "bad two\n" + line(3),  # ends line 1, then line 3 without newline
+                    "\r\n" + line(4)[:10],     # ends line 3; line 4 is being appended
+                    line(4)[10:] + "\nbad five\n"]
         inspect = [EDDY, "inspect", "--json", "--state"]
-        for stdin in (False, True):
-            state = self.path("state-%d" % stdin)
+        # The first line's end also comes as CRLF: the resume still knows
+        # the input by its first line (it was refused as another input).
+        for stdin, eol in ((False, "\n"), (True, "\n"), (False, "\r\n"), (True, "\r\n")):
+            state = self.path("state-%d-%d" % (stdin, len(eol)))
             with open(self.inp, "w") as f:
                 pass
             if os.path.exists(self.out + ".dead.jsonl"):
@@ -829,7 +832,7 @@ class DurableTest(EddyTest):
             cmd = self.cmd(agent=TEST_AGENT, state=state)
             if stdin:
                 cmd[cmd.index(self.inp)] = "-"
-            for i, part in enumerate(parts):
+            for i, part in enumerate(parts(eol)):
                 with open(self.inp, "a") as f:
                     f.write(part)
                 with open(self.inp, "rb") as f:
