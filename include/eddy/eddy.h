@@ -432,7 +432,12 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *                    file, such as /dev/null)
  *   key              top-level field of each input record holding its key (default "key")
  *   async-threads    worker threads (default 2 x online cores)
- *   max-in-flight    inputs admitted and not yet finished, at most (default 10000)
+ *   max-in-flight    runs in flight (keys with a run going), at most (default 10000)
+ *   max-pending      admitted inputs that wait in their key's FIFO behind its run,
+ *                    at most (default 10000). Inputs are admitted in input order
+ *                    while both limits hold: one whose key is idle starts a run,
+ *                    one whose key is busy waits. When either limit is reached,
+ *                    admission stops until a run ends
  *   max-run-actions  action executions one input's run may start, at most; 0 for
  *                    no limit (default 100000). A run whose actions keep sending
  *                    one another events fails there (error type "limit"), as an
@@ -505,7 +510,7 @@ typedef struct eddy_stats {
     uint64_t dead_lettered;    /* dead letters written: bad lines and failed runs, one count */
     uint64_t outputs;          /* output lines written (one per OutputEvent) */
     uint64_t runs_finished;    /* runs finished (including skipped failures) */
-    uint64_t runs_in_flight;   /* inputs admitted and not finished */
+    uint64_t runs_in_flight;   /* runs in flight: keys with a run going (max-in-flight) */
     uint64_t actions_executed; /* action executions finished */
     uint64_t events;           /* events released (all types) */
     uint64_t unhandled_events; /* non-output events that triggered no action */

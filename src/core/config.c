@@ -16,6 +16,7 @@ enum config_id {
     OPT_KEY,
     OPT_ASYNC_THREADS,
     OPT_MAX_IN_FLIGHT,
+    OPT_MAX_PENDING,
     OPT_MAX_RUN_ACTIONS,
     OPT_ON_ERROR,
     OPT_MAX_LINE_BYTES,
@@ -47,6 +48,7 @@ static const struct config_def {
     [OPT_KEY] = {"key", KIND_TEXT, 0, 0, "the name of a top-level field"},
     [OPT_ASYNC_THREADS] = {"async-threads", KIND_NUMBER, 1, EDDY__CONFIG_ASYNC_THREADS_MAX, NULL},
     [OPT_MAX_IN_FLIGHT] = {"max-in-flight", KIND_NUMBER, 1, UINT64_MAX, NULL},
+    [OPT_MAX_PENDING] = {"max-pending", KIND_NUMBER, 1, UINT64_MAX, NULL},
     [OPT_MAX_RUN_ACTIONS] = {"max-run-actions", KIND_NUMBER, 0, UINT64_MAX, NULL},
     [OPT_ON_ERROR] = {"on-error", KIND_ON_ERROR, 0, 0, NULL},
     [OPT_MAX_LINE_BYTES] = {"max-line-bytes", KIND_NUMBER, EDDY__CONFIG_MAX_LINE_BYTES_MIN,
@@ -226,6 +228,9 @@ static int set_option(eddy_config *conf, int id, const char *value, eddy_error *
     case OPT_MAX_IN_FLIGHT:
         v->max_in_flight = n;
         break;
+    case OPT_MAX_PENDING:
+        v->max_pending = n;
+        break;
     case OPT_MAX_RUN_ACTIONS:
         v->max_run_actions = n;
         break;
@@ -283,6 +288,7 @@ eddy_config *eddy_config_new(void)
         [OPT_KEY] = "key",
         [OPT_ASYNC_THREADS] = threads,
         [OPT_MAX_IN_FLIGHT] = "10000",
+        [OPT_MAX_PENDING] = "10000",
         [OPT_MAX_RUN_ACTIONS] = "100000",
         [OPT_ON_ERROR] = "stop",
         [OPT_MAX_LINE_BYTES] = "16777216",

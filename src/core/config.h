@@ -41,7 +41,8 @@ typedef struct eddy__config_values {
     const char *key;   /* never empty */
     const char *state; /* "" means no state directory (in-memory state) */
     unsigned async_threads;
-    uint64_t max_in_flight;
+    uint64_t max_in_flight;   /* runs in flight (keys with a run going) */
+    uint64_t max_pending;     /* admitted inputs waiting behind their key's run */
     uint64_t max_run_actions; /* action executions a run may start; 0: no limit */
     int on_error_skip;        /* 0 stop, 1 skip */
     uint64_t max_line_bytes;

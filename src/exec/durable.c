@@ -1563,7 +1563,7 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
     if (eddy__queue_empty(&k->pending))
         eddy__queue_insert_tail(&rt->recovered, &k->recover_node);
     eddy__queue_insert_tail(&k->pending, &in->node);
-    rt->in_flight++;
+    rt->pending++; /* the key's run takes its first one: see eddy__durable_resume */
     return EDDY_OK;
 }
 
@@ -1994,6 +1994,7 @@ void eddy__durable_resume(eddy_runtime *rt)
             return;
         }
         eddy__queue_remove(&in->node);
+        rt->pending--;
         eddy__runtime_run_start(rt, k, in);
     }
 }

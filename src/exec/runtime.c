@@ -534,6 +534,7 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
         return;
     }
     k->running = 1;
+    rt->runs_in_flight++;
     k->failed = 0;
     k->seq = in->seq;
     if (in->seq < rt->resumed_below) /* counted when it runs, not when loaded */
@@ -584,21 +585,29 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
     k->input_rec = NULL;
     k->running = 0;
     k->failed = 0;
-    rt->in_flight--;
+    /* Admission stopped at a limit (or a resume started more runs than
+     * max-in-flight, or loaded more inputs than max-pending). */
+    int was_full =
+        rt->runs_in_flight >= rt->cv->max_in_flight || rt->pending >= rt->cv->max_pending;
+    rt->runs_in_flight--;
     rt->stats.runs_finished++;
     if (rt->stopping)
         return;
-    int was_full = rt->in_flight + 1 == rt->cv->max_in_flight;
     if (!eddy__queue_empty(&k->pending)) {
+        /* The key's next input starts: a pending slot is freed, not a run
+         * slot (runs_in_flight goes back up in run_start). */
         eddy__queue *q = eddy__queue_head(&k->pending);
         eddy__queue_remove(q);
+        rt->pending--;
         eddy__runtime_run_start(rt, k, eddy__queue_data(q, eddy__input, node));
     } else {
         key_park(rt, k);
     }
-    /* Admission waited for this slot: the next input starts now, its first
+    /* Admission waited for a slot: the next input starts now, its first
      * step in this batch of steps, rather than after the batch, the commit
-     * and the next poll (at 256 runs in flight that wait was ~1.3 ms). */
+     * and the next poll (at 256 runs in flight that wait was ~1.3 ms).
+     * When the slot freed is not the one it waits for, admit() returns at
+     * once, its limits checked before it takes anything. */
     if (was_full)
         admit(rt);
 }
@@ -627,7 +636,12 @@ static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
     dead_letter_write(rt, o);
 }
 
-/* Admit inputs while fewer than max-in-flight are unfinished. */
+/* Admit inputs, in input order, while fewer than max-in-flight runs are in
+ * flight and fewer than max-pending inputs wait behind runs: an input whose
+ * key is idle starts a run, one whose key is busy joins the key's FIFO.
+ * When either limit is reached admission stops, until a run ends. A key's
+ * backlog thus takes pending slots, not run slots: it keeps no other key
+ * from starting (scheduling rule 3) until max-pending inputs wait. */
 static void admit(eddy_runtime *rt)
 {
     if (rt->source == NULL || rt->admitting)
@@ -638,7 +652,8 @@ static void admit(eddy_runtime *rt)
      * run's end frees one slot. The source position, after the last input
      * admitted (or line dead-lettered), is written at the next commit, with
      * them. */
-    while (!rt->stopping && rt->in_flight < rt->cv->max_in_flight) {
+    while (!rt->stopping && rt->runs_in_flight < rt->cv->max_in_flight &&
+           rt->pending < rt->cv->max_pending) {
         if (eddy__queue_empty(&rt->admit_buf) &&
             eddy__source_take(rt->source, &rt->admit_buf, ADMIT_BATCH) == 0)
             break;
@@ -660,14 +675,15 @@ static void admit(eddy_runtime *rt)
             input_done(rt, in); /* dropped: the position stays before it */
             continue;
         }
-        rt->in_flight++;
         in->seq = rt->next_seq++;
         eddy__durable_admit(rt, k, in);
         rt->source_offset = end_offset, rt->source_line = line_no;
-        if (k->running)
+        if (k->running) {
             eddy__queue_insert_tail(&k->pending, &in->node);
-        else
+            rt->pending++;
+        } else {
             eddy__runtime_run_start(rt, k, in);
+        }
     }
     rt->admitting = 0;
 }
@@ -686,7 +702,7 @@ static void check_done(eddy_runtime *rt)
     if (rt->done)
         return;
     if (rt->stopping ? rt->live_tasks == 0
-                     : rt->in_flight == 0 && rt->live_tasks == 0 &&
+                     : rt->runs_in_flight == 0 && rt->pending == 0 && rt->live_tasks == 0 &&
                            (rt->source == NULL ||
                             (eddy__queue_empty(&rt->admit_buf) && eddy__source_done(rt->source)))) {
         /* Input that ended on a read error is a failure, even when the error
@@ -791,7 +807,7 @@ static void begin_stop(eddy_runtime *rt)
             eddy__queue *q = eddy__queue_head(&k->pending);
             eddy__queue_remove(q);
             eddy__input_free(eddy__queue_data(q, eddy__input, node));
-            rt->in_flight--;
+            rt->pending--;
         }
     }
     check_done(rt);
@@ -823,7 +839,7 @@ static void fill_stats(const eddy_runtime *rt, eddy_stats *out)
      * state a line waits in the outbox first, and a write can fail. */
     out->outputs = rt->sink != NULL ? eddy__sink_lines(rt->sink) : 0;
     out->dead_lettered = rt->dead != NULL ? eddy__sink_lines(rt->dead) : 0;
-    out->runs_in_flight = rt->in_flight;
+    out->runs_in_flight = rt->runs_in_flight;
     out->durable = rt->store != NULL;
     if (rt->t_start != 0 && !rt->done)
         out->elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;

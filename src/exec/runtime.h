@@ -10,8 +10,9 @@
  *
  * Queues:
  *   source queue   parsed inputs, filled by the reader; taken in batches
- *   rt->admit_buf  into this buffer, and admitted from it while fewer than
- *                  max-in-flight inputs are admitted and unfinished
+ *   rt->admit_buf  into this buffer, and admitted from it, in input order,
+ *                  while fewer than max-in-flight runs are in flight and
+ *                  fewer than max-pending inputs wait behind runs
  *   key->pending   admitted inputs of a key waiting for its run to end (FIFO)
  *   rt->ready      tasks (action executions) ready to make progress, FIFO
  *                  across keys: that is the fairness rule
@@ -22,7 +23,7 @@
  * tasks ready; the idle handle, active only while rt->ready is not empty, runs
  * ready tasks (each a step of an action execution until it finishes or
  * suspends); the prepare handle, just before the loop would block, admits new
- * inputs (a run's end that frees the last slot admits one itself), hands
+ * inputs (a run's end that frees a slot admission waited for admits itself), hands
  * submitted calls to the workers in one batch, commits the
  * store's transaction and flushes the sinks. A suspended task is referenced
  * only by the calls it waits for: nothing polls it.
@@ -219,7 +220,11 @@ struct eddy_runtime {
     eddy__queue recovered;   /* keys with runs to resume, in arrival order */
     eddy__buf scratch;       /* encoding buffer for outbox lines */
 
-    uint64_t in_flight; /* inputs admitted and not finished */
+    /* What admission counts (both only on the mailbox thread, each changed
+     * where a key's run starts or ends, or where its FIFO grows or shrinks:
+     * no scan of the keys). */
+    uint64_t runs_in_flight; /* keys with a run going (k->running) */
+    uint64_t pending;        /* admitted inputs waiting in k->pending */
     size_t live_tasks;
     int ran;
     int in_loop; /* inside uv_run() */

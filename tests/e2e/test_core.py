@@ -68,6 +68,67 @@ class CoreTest(EddyTest):
         self.assertLess(latest_start, earliest_end, "calls of different keys did not overlap")
         self.assertLess(elapsed, n * 0.1)
 
+    def hot_then_cold(self, hot):
+        """hot inputs of key "hot", each a 20 ms call, then one input each of
+        keys cold0..cold2 (no sleep)."""
+        return ([{"key": "hot", "op": "sleep", "ms": 20, "seq": i} for i in range(hot)] +
+                [{"key": "cold%d" % i, "op": "sleep", "ms": 0, "seq": hot + i}
+                 for i in range(3)])
+
+    def test_busy_key_backlog_does_not_hold_other_keys(self):
+        # --max-in-flight counted every input admitted and not finished,
+        # those waiting in a key's FIFO too: 100 inputs of one key filled 20
+        # slots, and the cold keys behind them were admitted only once 81 hot
+        # runs had ended (~1.7 s; rule 3: no key starves another). It now
+        # bounds the runs in flight; the hot key's backlog waits in its FIFO
+        # (--max-pending) and the cold keys start at once.
+        for extra in ([], ["--state", self.path("st")]):
+            res = self.run_eddy(self.hot_then_cold(100), "--max-in-flight", "20",
+                                "--async-threads", "4", *extra)
+            self.assertOk(res)
+            outs = res.outputs()
+            self.assertEqual(len(outs), 103, extra)
+            hot = [o["seq"] for o in outs if o["seq"] < 100]
+            self.assertEqual(hot, list(range(100)), extra)  # the key's inputs in order
+            cold_at = [i for i, o in enumerate(outs) if o["seq"] >= 100]
+            # Each cold run takes no time; the hot key's take 20 ms each, one
+            # after the other: the cold outputs come among the first few
+            # (before this change at 81-83).
+            self.assertLess(max(cold_at), 10, (extra, cold_at))
+
+    def test_max_pending_bounds_a_keys_backlog(self):
+        # With --max-pending 5, the hot key's first input runs and five wait:
+        # admission then stops (in input order) until the hot key's runs
+        # drain its FIFO, so cold0 (line 61) is admitted only once 60 - 1 - 5
+        # hot runs have ended, and the cold outputs come after those.
+        res = self.run_eddy(self.hot_then_cold(60), "--max-in-flight", "20",
+                            "--max-pending", "5", "--async-threads", "4")
+        self.assertOk(res)
+        outs = res.outputs()
+        self.assertEqual([o["seq"] for o in outs if o["seq"] < 60], list(range(60)))
+        cold_at = [i for i, o in enumerate(outs) if o["seq"] >= 60]
+        self.assertEqual(len(cold_at), 3)
+        self.assertGreaterEqual(min(cold_at), 54, cold_at)
+
+    def test_max_pending_option_is_checked(self):
+        inp = self.path("in.jsonl")
+        write_jsonl(inp, self.hot_then_cold(5))
+        for bad in ("0", "-1", "x", "1.5", ""):
+            proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--output",
+                                   self.path("o.jsonl"), "--max-pending=" + bad],
+                                  capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 2, (bad, proc.stderr))
+            self.assertIn(b"invalid value '%s' for option 'max-pending': expected a whole "
+                          b"number of at least 1" % bad.encode(), proc.stderr)
+            self.assertFalse(os.path.exists(self.path("o.jsonl")), bad)
+        # The least accepted: one input waits behind a run at a time.
+        res = self.run_eddy(self.hot_then_cold(5), "--max-pending", "1", "--max-in-flight", "1")
+        self.assertOk(res)
+        self.assertEqual(sorted(o["seq"] for o in res.outputs()), list(range(8)))
+        proc = subprocess.run([EDDY, "run", "--help"], capture_output=True, timeout=30)
+        self.assertIn(b"--max-pending N", proc.stdout)
+        self.assertIn(b"(default: 10000)", proc.stdout.split(b"--max-pending N", 1)[1])
+
     def test_chained_async_calls(self):
         recs = [{"key": "k%d" % (i % 4), "op": "chain_async", "x": i, "seq": i, "ms": 1}
                 for i in range(40)]
@@ -762,7 +823,8 @@ class CoreTest(EddyTest):
                 (["--state", a, "--state", b], "state", a, b),
                 (["--async-threads", "4", "--async-threads=8"], "async-threads", "4", "8"),
                 (["--output", self.path("other.jsonl")], "output", out, self.path("other.jsonl")),
-                (["--key", "key", "--key", "key"], "key", "key", "key")):
+                (["--key", "key", "--key", "key"], "key", "key", "key"),
+                (["--max-pending", "5", "--max-pending=6"], "max-pending", "5", "6")):
             proc = self.run_files("--input", inp, "--output", out, *args)
             self.assertEqual(proc.returncode, 2, (args, proc.stderr))
             self.assertIn(b"eddy: option '--%s' given twice, as '%s' and as '%s'; it takes one "

@@ -67,6 +67,7 @@ static void test_defaults(void **state)
     assert_string_equal(eddy_config_get(conf, "dead-letter"), "-");
     assert_string_equal(eddy_config_get(conf, "key"), "key");
     assert_string_equal(eddy_config_get(conf, "max-in-flight"), "10000");
+    assert_string_equal(eddy_config_get(conf, "max-pending"), "10000");
     assert_string_equal(eddy_config_get(conf, "max-run-actions"), "100000");
     assert_string_equal(eddy_config_get(conf, "on-error"), "stop");
     assert_string_equal(eddy_config_get(conf, "max-line-bytes"), "16777216");
@@ -93,6 +94,7 @@ static void test_defaults(void **state)
     assert_string_equal(v->state, "");
     assert_int_equal(v->async_threads, threads);
     assert_int_equal(v->max_in_flight, 10000);
+    assert_int_equal(v->max_pending, 10000);
     assert_int_equal(v->on_error_skip, 0);
     assert_int_equal(v->max_line_bytes, 16777216);
     assert_int_equal(v->max_depth, 64);
@@ -162,6 +164,13 @@ static void test_numbers(void **state)
     assert_string_equal(set_ok(conf, "max-in-flight", "18446744073709551615"),
                         "18446744073709551615");
     assert_true(v->max_in_flight == UINT64_MAX);
+    assert_string_equal(set_ok(conf, "max-pending", "1"), "1");
+    assert_int_equal(v->max_pending, 1);
+    assert_string_equal(set_ok(conf, "max-pending", "0042"), "42");
+    assert_int_equal(v->max_pending, 42);
+    assert_string_equal(set_ok(conf, "max-pending", "18446744073709551615"),
+                        "18446744073709551615");
+    assert_true(v->max_pending == UINT64_MAX);
     assert_string_equal(set_ok(conf, "max-run-actions", "0"), "0");
     assert_int_equal(v->max_run_actions, 0);
     assert_string_equal(set_ok(conf, "max-run-actions", "50"), "50");
@@ -217,9 +226,9 @@ static void test_invalid(void **state)
 
     static const char *const not_numbers[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.5", "1e3", "99999999999999999999"};
-    static const char *const numeric[] = {"async-threads",      "max-in-flight", "max-line-bytes",
-                                          "commit-interval-ms", "stack-size",    "max-depth",
-                                          "max-run-actions"};
+    static const char *const numeric[] = {"async-threads",  "max-in-flight",      "max-pending",
+                                          "max-line-bytes", "commit-interval-ms", "stack-size",
+                                          "max-depth",      "max-run-actions"};
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         for (size_t j = 0; j < sizeof(not_numbers) / sizeof(not_numbers[0]); j++)
             set_bad(conf, numeric[i], not_numbers[j], EDDY_ECONFIG);
@@ -228,6 +237,8 @@ static void test_invalid(void **state)
     set_bad(conf, "async-threads", "0", EDDY_ECONFIG);
     set_bad(conf, "async-threads", "1025", EDDY_ECONFIG);
     set_bad(conf, "max-in-flight", "0", EDDY_ECONFIG);
+    set_bad(conf, "max-pending", "0", EDDY_ECONFIG);
+    set_bad(conf, "max-pending", "18446744073709551616", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "1023", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "0", EDDY_ECONFIG);
     set_bad(conf, "max-depth", "0", EDDY_ECONFIG);
@@ -297,6 +308,7 @@ static void test_dup(void **state)
     set_ok(conf, "key", "k");
     set_ok(conf, "async-threads", "3");
     set_ok(conf, "max-in-flight", "5");
+    set_ok(conf, "max-pending", "6");
     set_ok(conf, "on-error", "skip");
     set_ok(conf, "max-line-bytes", "2048");
     set_ok(conf, "max-depth", "9");
@@ -313,6 +325,7 @@ static void test_dup(void **state)
                                         "key",
                                         "async-threads",
                                         "max-in-flight",
+                                        "max-pending",
                                         "max-run-actions",
                                         "on-error",
                                         "max-line-bytes",
@@ -330,6 +343,7 @@ static void test_dup(void **state)
     assert_string_equal(eddy__config_dead_letter(copy), "out.jsonl.dead.jsonl");
     assert_int_equal(b->async_threads, 3);
     assert_int_equal(b->max_in_flight, 5);
+    assert_int_equal(b->max_pending, 6);
     assert_int_equal(b->on_error_skip, 1);
     assert_int_equal(b->max_line_bytes, 2048);
     assert_int_equal(b->max_depth, 9);
