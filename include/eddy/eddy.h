@@ -530,6 +530,10 @@ typedef struct eddy_stats {
     uint64_t runs_resumed;
     uint64_t outputs_from_state;
     uint64_t dead_lettered_from_state;
+    /* Inputs admitted that wait in their key's FIFO behind its run in
+     * flight (max-pending); with runs_in_flight, every input admitted and
+     * not finished. */
+    uint64_t inputs_pending;
 } eddy_stats;
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);

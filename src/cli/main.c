@@ -667,11 +667,11 @@ static void on_progress(const eddy_stats *st, void *arg)
 {
     struct progress *p = arg;
     char line[256];
-    int n =
-        snprintf(line, sizeof(line),
-                 "eddy: %" PRIu64 " inputs read, %" PRIu64 " in flight, %" PRIu64
-                 " outputs, %.0f inputs/s, %" PRIu64 " dead-lettered",
-                 st->inputs, st->runs_in_flight, st->outputs, inputs_per_s(st), st->dead_lettered);
+    int n = snprintf(line, sizeof(line),
+                     "eddy: %" PRIu64 " inputs read, %" PRIu64 " in flight, %" PRIu64
+                     " pending, %" PRIu64 " outputs, %.0f inputs/s, %" PRIu64 " dead-lettered",
+                     st->inputs, st->runs_in_flight, st->inputs_pending, st->outputs,
+                     inputs_per_s(st), st->dead_lettered);
     size_t len = n < 0 ? 0 : (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;
     /* Pad over the rest of a longer previous line instead of using terminal
      * escapes, so that --progress into a file stays plain text. */

@@ -840,6 +840,7 @@ static void fill_stats(const eddy_runtime *rt, eddy_stats *out)
     out->outputs = rt->sink != NULL ? eddy__sink_lines(rt->sink) : 0;
     out->dead_lettered = rt->dead != NULL ? eddy__sink_lines(rt->dead) : 0;
     out->runs_in_flight = rt->runs_in_flight;
+    out->inputs_pending = rt->pending;
     out->durable = rt->store != NULL;
     if (rt->t_start != 0 && !rt->done)
         out->elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;

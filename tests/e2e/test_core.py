@@ -110,6 +110,38 @@ class CoreTest(EddyTest):
         self.assertEqual(len(cold_at), 3)
         self.assertGreaterEqual(min(cold_at), 54, cold_at)
 
+    def progress_counts(self, res):
+        """(inputs read, runs in flight, pending, outputs) of each progress line."""
+        line_re = re.compile(rb"eddy: (\d+) inputs read, (\d+) in flight, (\d+) pending, "
+                             rb"(\d+) outputs, ")
+        counts = [tuple(int(g) for g in m.groups())
+                  for m in map(line_re.match, (p.strip() for p in res.stderr.split(b"\r")))
+                  if m is not None]
+        self.assertTrue(counts, res.stderr)
+        return counts
+
+    def test_progress_counts_runs_and_pending_inputs(self):
+        # 80 inputs of one key, 20 ms each (1.6 s: progress lines at 0.5, 1
+        # and 1.5 s), then three cold keys. "in flight" counts runs, the hot
+        # key's one; "pending" the inputs waiting behind it: with
+        # --max-pending 5 never more than 5, and admission waits for them
+        # (inputs read stay within the outputs + 1 run + 5 pending).
+        res = self.run_eddy(self.hot_then_cold(80), "--max-in-flight", "20", "--max-pending",
+                            "5", "--progress")
+        self.assertOk(res)
+        for read, runs, pending, outputs in self.progress_counts(res):
+            self.assertEqual(runs, 1, res.stderr)
+            self.assertLessEqual(pending, 5, res.stderr)
+            self.assertLessEqual(read, outputs + runs + pending, res.stderr)
+        # By default the backlog waits in the FIFO, taking no run slot: at the
+        # first line (0.5 s) the cold runs are done and most hot inputs wait.
+        res = self.run_eddy(self.hot_then_cold(80), "--max-in-flight", "20", "--progress")
+        self.assertOk(res)
+        read, runs, pending, outputs = self.progress_counts(res)[0]
+        self.assertEqual((read, runs), (83, 1), res.stderr)
+        self.assertLessEqual(read, outputs + runs + pending, res.stderr)
+        self.assertGreater(pending, 20, res.stderr)
+
     def test_max_pending_option_is_checked(self):
         inp = self.path("in.jsonl")
         write_jsonl(inp, self.hot_then_cold(5))
@@ -784,7 +816,7 @@ class CoreTest(EddyTest):
         parts = [p.strip() for p in res.stderr.split(b"\r")]
         lines = [p for p in parts if b" in flight, " in p]
         self.assertTrue(lines, res.stderr)
-        line_re = re.compile(rb"eddy: (\d+) inputs read, \d+ in flight, \d+ outputs, "
+        line_re = re.compile(rb"eddy: (\d+) inputs read, \d+ in flight, \d+ pending, \d+ outputs, "
                              rb"(\d+) inputs/s, \d+ dead-lettered$")
         rates = []
         for line in lines:
