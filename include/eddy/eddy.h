@@ -10,9 +10,14 @@
  * eddy_runtime_new(), which must also be the one to call eddy_runtime_run()
  * (from any other, that returns EDDY_EWRONGTHREAD). Every eddy_ctx_* and
  * eddy_memory_* call checks the calling thread and fails with
- * EDDY_EWRONGTHREAD from any other thread, without touching state. Events
- * are not checked: an event an action receives or sends may be used on the
- * mailbox thread only (eddy_event_id() fills a cache on first use).
+ * EDDY_EWRONGTHREAD from any other thread, without touching state. They also
+ * check that the context or memory handle is the running action
+ * execution's: one kept past its action execution (in a static, say) and
+ * used from another fails with EDDY_ESTATE (the getters return NULL),
+ * without touching state. Keep none: eddy reuses the memory behind a
+ * handle, so that a kept one may even be the running action's own again.
+ * Events are not checked: an event an action receives or sends may be used
+ * on the mailbox thread only (eddy_event_id() fills a cache on first use).
  *
  * The functions given to eddy_ctx_execute_async() and friends (eddy_call_fn)
  * run on a worker thread, except that eddy_ctx_durable_execute() runs its
@@ -261,7 +266,8 @@ EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
  * An action cannot send an InputEvent: eddy makes the InputEvent of each
  * input itself, and one sent would run the input's actions again. An
  * OutputEvent must have the attribute "output" (JSON null writes a null line).
- * Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (NULL, an event already sent, an
+ * Errors: EDDY_EWRONGTHREAD, EDDY_ESTATE (another action execution's
+ * context, see Threads), EDDY_EINVAL (NULL, an event already sent, an
  * InputEvent, or an OutputEvent without "output"),
  * EDDY_ELIMIT (its attributes nest arrays and objects deeper than
  * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
@@ -274,23 +280,23 @@ EDDY_API int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev);
  * attrs built so, but the event and its attributes object come from the
  * OutputEvents the runtime released earlier, so a steady stream of outputs
  * allocates none. output is stolen (also on failure), as jansson's _new
- * functions steal theirs. Errors: EDDY_EWRONGTHREAD, EDDY_EINVAL (ctx or
- * output NULL), EDDY_ELIMIT (the attributes would nest deeper than
+ * functions steal theirs. Errors: EDDY_EWRONGTHREAD, EDDY_ESTATE,
+ * EDDY_EINVAL (ctx or output NULL), EDDY_ELIMIT (the attributes would nest deeper than
  * EDDY_VALUE_MAX_DEPTH levels), EDDY_ENOMEM.
  */
 EDDY_API int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output);
 
 /* The key's short-term memory (kept across runs) and sensory memory (cleared
  * when the run ends). Borrowed handles valid during the action execution;
- * NULL from a wrong thread. */
+ * NULL from a wrong thread or with another action execution's context. */
 EDDY_API eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx);
 EDDY_API eddy_memory *eddy_ctx_sensory_memory(eddy_ctx *ctx);
 
 /*
  * Give the action's failure a type and message (copied). The action then
  * returns an error code. A later call replaces the text (the last one is the
- * failure's). Returns EDDY_OK or EDDY_EWRONGTHREAD/EDDY_ENOMEM, EDDY_EINVAL
- * with ctx NULL. err is stolen when not NULL (eddy_ctx_fail_error).
+ * failure's). Returns EDDY_OK or EDDY_EWRONGTHREAD/EDDY_ESTATE/EDDY_ENOMEM,
+ * EDDY_EINVAL with ctx NULL. err is stolen when not NULL (eddy_ctx_fail_error).
  */
 EDDY_API int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message);
 EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
@@ -304,7 +310,7 @@ EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
  *
  * eddy_memory_get: a new reference to a copy of the value at path (objects
  * come back as JSON objects; "" is the whole tree), or NULL when absent, on a
- * wrong thread or ENOMEM.
+ * wrong thread (or another action execution's handle) or ENOMEM.
  */
 EDDY_API json_t *eddy_memory_get(eddy_memory *m, const char *path);
 /*
@@ -315,7 +321,8 @@ EDDY_API json_t *eddy_memory_get(eddy_memory *m, const char *path);
  * (bad path, NULL value), EDDY_EPATH (a value stands where a parent object is
  * needed, or value is not an object and an object stands at path), EDDY_ELIMIT (the path's objects
  * and value together nest deeper than EDDY_VALUE_MAX_DEPTH levels: "a.b" and
- * [[1]] make 4), EDDY_EWRONGTHREAD, EDDY_ENOMEM.
+ * [[1]] make 4), EDDY_EWRONGTHREAD, EDDY_ESTATE (another action execution's
+ * handle), EDDY_ENOMEM.
  */
 EDDY_API int eddy_memory_set(eddy_memory *m, const char *path, json_t *value);
 /* Make an empty object at path (parents created). An object already there is
@@ -344,7 +351,8 @@ typedef int (*eddy_call_fn)(const json_t *args, void *arg, json_t **result, eddy
  * *result (new reference, may be NULL for JSON null) and *err NULL; when fn
  * fails its code, *result NULL and *err (new; caller frees; an error named
  * after the code when fn set none). Before the call runs: EDDY_EINVAL,
- * EDDY_EWRONGTHREAD, EDDY_ESTATE outside an action's coroutine, EDDY_ECANCELED
+ * EDDY_EWRONGTHREAD, EDDY_ESTATE outside an action's coroutine (or with
+ * another action execution's context), EDDY_ECANCELED
  * when the runtime is stopping (or a sync of the state failed) before a worker
  * takes the call; both NULL then. A call already running when the runtime is
  * asked to stop completes, and its outcome is returned; the action's next call
@@ -398,7 +406,8 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * a result nesting deeper than EDDY_VALUE_MAX_DEPTH levels is the call's
  * failure (EDDY_ECALL, error type "limit"), journaled as such;
  * EDDY_ESTATE outside an action's coroutine (durable_execute may run outside
- * one only without a state directory); EDDY_EINVAL (NULL fn, empty fn_id),
+ * one only without a state directory) or with another action execution's
+ * context; EDDY_EINVAL (NULL fn, empty fn_id),
  * EDDY_ENOMEM. *result and *err (when not NULL) are always set: NULL but for
  * the outcome above.
  * Without a state directory the journal lives in memory.

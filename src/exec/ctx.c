@@ -2,7 +2,11 @@
  * The context API that actions call: events, memory, async and durable calls.
  * Every entry point checks that it runs on the runtime's mailbox thread, and
  * not inside the body of a durable call that runs there (eddy_ctx.in_body),
- * and fails with EDDY_EWRONGTHREAD without touching state when it does not.
+ * and fails with EDDY_EWRONGTHREAD without touching state when it does not;
+ * then that its context (or memory handle) is the running action
+ * execution's, and fails with EDDY_ESTATE when it is not: a handle kept past
+ * its action points at a task that ended or was recycled for another action
+ * execution, whose memory and events it would change.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,13 +32,32 @@ static size_t path_levels(const char *path)
     return n;
 }
 
-#define ON_THREAD(t) ((t) != NULL && eddy__runtime_on_thread((t)->rt) && !(t)->in_body)
+int eddy__ctx_stale(eddy_ctx *t, const char *why)
+{
+    if (t->rt->current != NULL)
+        eddy__ctx_refuse(t->rt->current, EDDY_ESTATE, why);
+    return EDDY_ESTATE;
+}
+
+/* EDDY_OK when t (not NULL) may be used here and now, else why not (see
+ * above); stale: the refusal's text when t is not the running task. */
+static inline int usable(eddy_ctx *t, const char *stale)
+{
+    if (!eddy__runtime_on_thread(t->rt) || t->in_body)
+        return EDDY_EWRONGTHREAD;
+    if (t->rt->current != t)
+        return eddy__ctx_stale(t, stale);
+    return EDDY_OK;
+}
+
+#define CTX_STALE(fn) fn ": " EDDY__CTX_STALE
+#define MEM_STALE(fn) fn ": the memory handle" EDDY__STALE_WHOSE
 
 #define TOO_DEEP "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels"
 
 const char *eddy_ctx_key(eddy_ctx *ctx)
 {
-    return ON_THREAD(ctx) ? ctx->key->text : NULL;
+    return ctx != NULL && usable(ctx, CTX_STALE("eddy_ctx_key")) == EDDY_OK ? ctx->key->text : NULL;
 }
 
 /* Buffer ev (not NULL, not sent) as sent by ctx's action execution. */
@@ -50,8 +73,9 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
 {
     if (ctx == NULL)
         return EDDY_EINVAL;
-    if (!ON_THREAD(ctx))
-        return EDDY_EWRONGTHREAD;
+    int rc = usable(ctx, CTX_STALE("eddy_ctx_send_event"));
+    if (rc != EDDY_OK)
+        return rc;
     if (ev == NULL)
         return eddy__ctx_refuse(ctx, EDDY_EINVAL, "eddy_ctx_send_event: the event is NULL");
     if (ev->sent)
@@ -69,7 +93,7 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
                                 "eddy_ctx_send_event: an action cannot send an InputEvent; eddy "
                                 "makes the one of each input itself (send an event type of your "
                                 "own to trigger other actions)");
-    int rc = depth_ok(ev->attrs, EDDY__VALUE_MAX_DEPTH);
+    rc = depth_ok(ev->attrs, EDDY__VALUE_MAX_DEPTH);
     if (rc != EDDY_OK)
         return eddy__ctx_refuse(ctx, rc, "eddy_ctx_send_event: its attributes are " TOO_DEEP);
     send_now(ctx, ev);
@@ -82,15 +106,16 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
         json_decref(output);
         return EDDY_EINVAL;
     }
-    if (!ON_THREAD(ctx)) {
+    int rc = usable(ctx, CTX_STALE("eddy_ctx_send_output"));
+    if (rc != EDDY_OK) {
         json_decref(output);
-        return EDDY_EWRONGTHREAD;
+        return rc;
     }
     if (output == NULL)
         return eddy__ctx_refuse(
             ctx, EDDY_EINVAL,
             "eddy_ctx_send_output: the output is NULL, as when building it failed");
-    int rc = depth_ok(output, EDDY__VALUE_MAX_DEPTH - 1); /* in {"output": ...} */
+    rc = depth_ok(output, EDDY__VALUE_MAX_DEPTH - 1); /* in {"output": ...} */
     if (rc != EDDY_OK) {
         json_decref(output);
         return eddy__ctx_refuse(ctx, rc, "eddy_ctx_send_output: the output is " TOO_DEEP);
@@ -125,12 +150,16 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
 
 eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx)
 {
-    return ON_THREAD(ctx) ? &ctx->stm : NULL;
+    return ctx != NULL && usable(ctx, CTX_STALE("eddy_ctx_short_term_memory")) == EDDY_OK
+               ? &ctx->stm
+               : NULL;
 }
 
 eddy_memory *eddy_ctx_sensory_memory(eddy_ctx *ctx)
 {
-    return ON_THREAD(ctx) ? &ctx->sensory : NULL;
+    return ctx != NULL && usable(ctx, CTX_STALE("eddy_ctx_sensory_memory")) == EDDY_OK
+               ? &ctx->sensory
+               : NULL;
 }
 
 int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err)
@@ -139,9 +168,10 @@ int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err)
         eddy_error_free(err);
         return EDDY_EINVAL;
     }
-    if (!ON_THREAD(ctx)) {
+    int rc = usable(ctx, CTX_STALE("eddy_ctx_fail_error"));
+    if (rc != EDDY_OK) {
         eddy_error_free(err);
-        return EDDY_EWRONGTHREAD;
+        return rc;
     }
     if (err == NULL)
         return EDDY_ENOMEM;
@@ -152,14 +182,17 @@ int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err)
 
 int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message)
 {
-    if (ctx != NULL && !ON_THREAD(ctx))
-        return EDDY_EWRONGTHREAD;
+    if (ctx != NULL) {
+        int rc = usable(ctx, CTX_STALE("eddy_ctx_fail"));
+        if (rc != EDDY_OK)
+            return rc;
+    }
     return eddy_ctx_fail_error(ctx, eddy_error_new(type, message));
 }
 
 /* ---------------------------------------------------------------- memory */
 
-#define MEM_ON_THREAD(m) ((m) != NULL && ON_THREAD((m)->task))
+#define MEM_USABLE(m, fn) usable((m)->task, MEM_STALE(fn))
 
 /* rc of a memory write (of eddy_memory_set, or of new_object), remembering
  * why it was refused. */
@@ -180,7 +213,7 @@ static int memory_refused(eddy_memory *m, int rc, int new_object)
 
 json_t *eddy_memory_get(eddy_memory *m, const char *path)
 {
-    if (!MEM_ON_THREAD(m) || path == NULL)
+    if (m == NULL || MEM_USABLE(m, "eddy_memory_get") != EDDY_OK || path == NULL)
         return NULL;
     return eddy__memview_get(&m->view, path);
 }
@@ -191,19 +224,20 @@ int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
         json_decref(value);
         return EDDY_EINVAL;
     }
-    if (!MEM_ON_THREAD(m)) {
+    int rc = MEM_USABLE(m, "eddy_memory_set");
+    if (rc != EDDY_OK) {
         /* value is stolen, but from a wrong thread even its refcount is not
          * ours to touch safely; jansson's counts are atomic, so this is. */
         json_decref(value);
-        return EDDY_EWRONGTHREAD;
+        return rc;
     }
     if (path == NULL) {
         json_decref(value);
         return eddy__ctx_refuse(m->task, EDDY_EINVAL, "eddy_memory_set: the path is NULL");
     }
     size_t levels = path_levels(path);
-    int rc = levels <= EDDY__VALUE_MAX_DEPTH ? depth_ok(value, EDDY__VALUE_MAX_DEPTH - levels)
-                                             : EDDY_ELIMIT;
+    rc = levels <= EDDY__VALUE_MAX_DEPTH ? depth_ok(value, EDDY__VALUE_MAX_DEPTH - levels)
+                                         : EDDY_ELIMIT;
     if (rc != EDDY_OK) {
         json_decref(value);
         return eddy__ctx_refuse(m->task, rc, "eddy_memory_set: the value at its path is " TOO_DEEP);
@@ -215,8 +249,9 @@ int eddy_memory_new_object(eddy_memory *m, const char *path)
 {
     if (m == NULL)
         return EDDY_EINVAL;
-    if (!MEM_ON_THREAD(m))
-        return EDDY_EWRONGTHREAD;
+    int rc = MEM_USABLE(m, "eddy_memory_new_object");
+    if (rc != EDDY_OK)
+        return rc;
     if (path == NULL)
         return eddy__ctx_refuse(m->task, EDDY_EINVAL, "eddy_memory_new_object: the path is NULL");
     if (path_levels(path) + 1 > EDDY__VALUE_MAX_DEPTH)
@@ -229,14 +264,15 @@ int eddy_memory_exists(eddy_memory *m, const char *path)
 {
     if (m == NULL || path == NULL)
         return EDDY_EINVAL;
-    if (!MEM_ON_THREAD(m))
-        return EDDY_EWRONGTHREAD;
+    int rc = MEM_USABLE(m, "eddy_memory_exists");
+    if (rc != EDDY_OK)
+        return rc;
     return eddy__memview_exists(&m->view, path);
 }
 
 json_t *eddy_memory_field_names(eddy_memory *m, const char *path)
 {
-    if (!MEM_ON_THREAD(m) || path == NULL)
+    if (m == NULL || MEM_USABLE(m, "eddy_memory_field_names") != EDDY_OK || path == NULL)
         return NULL;
     return eddy__memview_field_names(&m->view, path);
 }
@@ -287,8 +323,9 @@ static int can_suspend(eddy_ctx *ctx)
 {
     if (ctx == NULL)
         return EDDY_EINVAL;
-    if (!ON_THREAD(ctx))
-        return EDDY_EWRONGTHREAD;
+    int rc = usable(ctx, CTX_STALE("a call that suspends"));
+    if (rc != EDDY_OK)
+        return rc;
     if (ctx->coro == NULL || eddy__coro_current() != ctx->coro)
         return eddy__ctx_refuse(ctx, EDDY_ESTATE,
                                 "a call that suspends was made outside the action's own coroutine");

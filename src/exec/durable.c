@@ -1286,6 +1286,8 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         return EDDY_EINVAL;
     if (!eddy__runtime_on_thread(t->rt) || t->in_body)
         return EDDY_EWRONGTHREAD;
+    if (t->rt->current != t)
+        return eddy__ctx_stale(t, "a durable call: " EDDY__CTX_STALE);
     if (fn_id == NULL || *fn_id == '\0' || fn == NULL)
         return eddy__ctx_refuse(t, EDDY_EINVAL,
                                 fn == NULL ? "a durable call's fn is NULL"
@@ -1421,6 +1423,8 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
             *err = NULL;
         if (ctx == NULL || !eddy__runtime_on_thread(ctx->rt) || ctx->in_body)
             return EDDY_EINVAL;
+        if (ctx->rt->current != ctx)
+            return eddy__ctx_stale(ctx, "eddy_ctx_durable_execute_reconciled: " EDDY__CTX_STALE);
         return eddy__ctx_refuse(ctx, EDDY_EINVAL,
                                 "eddy_ctx_durable_execute_reconciled: reconcile is NULL");
     }

@@ -432,6 +432,7 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
     t->started = 1;
     t->state = EDDY_TASK_RUNNING;
     int finished;
+    rt->current = t;
     if (first && t->key->journal != NULL && eddy__durable_replay_finished(rt, t)) {
         finished = 1;
     } else if (t->action->ops == NULL) {
@@ -459,6 +460,7 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
             rt->pause = t->action->ops->pause;
         finished = t->action->ops->step(t);
     }
+    rt->current = NULL;
     if (finished)
         task_finish(rt, t);
     else if (t->state == EDDY_TASK_RUNNING)

@@ -136,6 +136,16 @@ static inline int eddy__ctx_refuse(struct eddy_ctx *t, int rc, const char *why)
     return rc;
 }
 
+/* The text of a refusal of a context or memory handle that is not the
+ * running action execution's (eddy_runtime.current), after "the context". */
+#define EDDY__STALE_WHOSE \
+    " is not the running action execution's (was it kept after its action ended?)"
+#define EDDY__CTX_STALE "the context" EDDY__STALE_WHOSE
+
+/* EDDY_ESTATE for a call on t that is not the running task: its refusal
+ * (why, a static text) goes to the running task, when there is one. */
+int eddy__ctx_stale(struct eddy_ctx *t, const char *why);
+
 typedef struct eddy__task eddy__task;
 
 struct eddy_runtime {
@@ -163,6 +173,11 @@ struct eddy_runtime {
     unsigned progress_ms;
 
     eddy__queue ready;
+    /* The task being stepped (its action's code runs), or NULL: the one
+     * task whose context and memory handles the context API takes. A handle
+     * kept past its action execution (in a static, say) points at a task
+     * that ended, or was recycled for another action execution. */
+    eddy_ctx *current;
     /* The first task in ready that has not started yet (&ready: none). Tasks
      * that go on after a call are put before it: a finished call's result is
      * journaled, and its run moves on, before new work starts (with 100 k

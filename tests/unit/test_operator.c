@@ -577,6 +577,145 @@ static void test_thread_confinement(void **state)
     assert_true(mseen.names_null);
 }
 
+/* ------------------------------------------------------------ stale handles */
+
+/* A context and memory handles kept past their action execution. Task
+ * structs are recycled: "first" keeps its handles, "second" sends Third and
+ * Fourth, and Third's task is first's struct again (checked), suspended in a
+ * call when Fourth uses the kept handles: each call is refused, and Third's
+ * memory and events are untouched. */
+static struct {
+    eddy_ctx *ctx;
+    eddy_memory *stm, *sensory;
+    int third_is_recycled, third_clean;
+    int set, new_object, exists, send, output, fail, async, durable, durable_async;
+    int get_null, names_null, key_null, stm_null, sensory_null, own_ok;
+} stale;
+
+static int stale_first(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    stale.ctx = ctx;
+    stale.stm = eddy_ctx_short_term_memory(ctx);
+    stale.sensory = eddy_ctx_sensory_memory(ctx);
+    return eddy_ctx_send_event(ctx, eddy_event_new("Second", NULL));
+}
+
+static int stale_second(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    int rc = eddy_ctx_send_event(ctx, eddy_event_new("Third", NULL));
+    return rc != EDDY_OK ? rc : eddy_ctx_send_event(ctx, eddy_event_new("Fourth", NULL));
+}
+
+static int sleep_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    usleep(50000);
+    *result = NULL;
+    return EDDY_OK;
+}
+
+static int stale_third(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    stale.third_is_recycled = ctx == stale.ctx;
+    int rc = eddy_ctx_execute_async(ctx, sleep_call, NULL, NULL, NULL, NULL);
+    stale.third_clean = eddy_memory_exists(eddy_ctx_short_term_memory(ctx), "stale") == 0 &&
+                        eddy_memory_exists(eddy_ctx_sensory_memory(ctx), "stale") == 0;
+    return rc;
+}
+
+static int stale_fourth(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    json_t *r = json_true();
+    eddy_event *e = eddy_event_new("Nobody", NULL);
+    stale.set = eddy_memory_set(stale.stm, "stale", json_true());
+    stale.new_object = eddy_memory_new_object(stale.sensory, "stale");
+    stale.exists = eddy_memory_exists(stale.stm, "");
+    stale.get_null = eddy_memory_get(stale.stm, "") == NULL;
+    stale.names_null = eddy_memory_field_names(stale.sensory, "") == NULL;
+    stale.key_null = eddy_ctx_key(stale.ctx) == NULL;
+    stale.stm_null = eddy_ctx_short_term_memory(stale.ctx) == NULL;
+    stale.sensory_null = eddy_ctx_sensory_memory(stale.ctx) == NULL;
+    stale.send = eddy_ctx_send_event(stale.ctx, e);
+    eddy_event_free(e);
+    stale.output = eddy_ctx_send_output(stale.ctx, json_true());
+    stale.fail = eddy_ctx_fail(stale.ctx, "x", "y");
+    stale.async = eddy_ctx_execute_async(stale.ctx, noop_call, NULL, NULL, NULL, NULL);
+    stale.durable = eddy_ctx_durable_execute(stale.ctx, "d", NULL, noop_call, NULL, &r, NULL);
+    stale.durable_async =
+        eddy_ctx_durable_execute_async(stale.ctx, "d", NULL, noop_call, NULL, NULL, NULL);
+    /* The action's own handles still work. */
+    stale.own_ok =
+        eddy_memory_set(eddy_ctx_short_term_memory(ctx), "own", json_true()) == EDDY_OK &&
+        eddy_ctx_key(ctx) != NULL && r == NULL;
+    if (arg != NULL) /* fail with the code of the last refused call, without a text */
+        return eddy_memory_set(stale.stm, "again", json_true());
+    return EDDY_OK;
+}
+
+static eddy_runtime *stale_runtime(fixture *f, int fail)
+{
+    eddy_plan *p = eddy_plan_new();
+    const char *const input[] = {EDDY_INPUT_EVENT, NULL};
+    const char *const second[] = {"Second", NULL};
+    const char *const third[] = {"Third", NULL};
+    const char *const fourth[] = {"Fourth", NULL};
+    assert_int_equal(eddy_plan_add_action(p, "first", input, stale_first, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, "second", second, stale_second, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, "third", third, stale_third, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, "fourth", fourth, stale_fourth, fail ? p : NULL),
+                     EDDY_OK);
+    memset(&stale, 0, sizeof(stale));
+    return make_runtime(f, p, "1");
+}
+
+static void test_stale_handles_are_refused(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":\"k\"}\n");
+    eddy_runtime *rt = stale_runtime(f, 0);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    eddy_runtime_free(rt);
+    assert_true(stale.third_is_recycled); /* the premise: first's struct is third's */
+    assert_true(stale.third_clean);
+    assert_int_equal(st.outputs, 0);
+    assert_int_equal(st.unhandled_events, 0);
+    assert_int_equal(stale.set, EDDY_ESTATE);
+    assert_int_equal(stale.new_object, EDDY_ESTATE);
+    assert_int_equal(stale.exists, EDDY_ESTATE);
+    assert_int_equal(stale.send, EDDY_ESTATE);
+    assert_int_equal(stale.output, EDDY_ESTATE);
+    assert_int_equal(stale.fail, EDDY_ESTATE);
+    assert_int_equal(stale.async, EDDY_ESTATE);
+    assert_int_equal(stale.durable, EDDY_ESTATE);
+    assert_int_equal(stale.durable_async, EDDY_ESTATE);
+    assert_true(stale.get_null);
+    assert_true(stale.names_null);
+    assert_true(stale.key_null);
+    assert_true(stale.stm_null);
+    assert_true(stale.sensory_null);
+    assert_true(stale.own_ok);
+
+    /* An action that returns the refusal's code fails with its reason. */
+    rt = stale_runtime(f, 1);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    const char *msg = eddy_error_message(eddy_runtime_error(rt));
+    assert_non_null(strstr(msg, "action 'fourth'"));
+    assert_non_null(strstr(msg, "eddy_memory_set: the memory handle is not the running action "
+                                "execution's"));
+    eddy_runtime_free(rt);
+}
+
 typedef struct runner {
     eddy_runtime *rt;
     int rc;
@@ -839,6 +978,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_off_sync_is_brief, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
