@@ -215,7 +215,8 @@ EDDY_API void eddy_plan_free(eddy_plan *plan);
  * NULL-terminated event_types (at least one). arg is passed to fn.
  * Errors: EDDY_EINVAL (empty or duplicate name, no event types, NULL fn;
  * triggering on OutputEvent, which never triggers actions), EDDY_ENOMEM.
- * On failure the plan is left as it was.
+ * On failure the plan is left as it was. The plan keeps why its last call
+ * refused an action, for eddy_plan_load_shared() to say.
  */
 EDDY_API int eddy_plan_add_action(eddy_plan *plan, const char *name, const char *const *event_types,
                                   eddy_action_fn fn, void *arg);
@@ -234,9 +235,13 @@ EDDY_API const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i
  * new error naming the file and the cause (for the caller to free), of type
  * "plan" (EDDY_EINVAL: plan or path NULL, or the plan has a C agent already;
  * EDDY_EPLAN: the file does not load or export eddy_agent_init(), or its init
- * fails or adds no action) or "memory" (EDDY_ENOMEM). A failed load leaves
- * the plan as it was: the actions the init added are removed and the file is
- * closed, so the plan may load another agent.
+ * fails or adds no action) or "memory" (EDDY_ENOMEM). An init that returns
+ * EDDY_EINVAL when its last eddy_plan_add_action() call refused an action
+ * fails with that action's name and the reason ("eddy_agent_init() failed:
+ * invalid argument (eddy_plan_add_action: action 'audit' listens to
+ * OutputEvent, ...)"). A failed load leaves the plan as it was: the actions
+ * the init added are removed and the file is closed, so the plan may load
+ * another agent.
  */
 EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err);
 

@@ -114,18 +114,60 @@ static void routes_drop(eddy_plan *plan, const char *const *types, size_t n, con
     }
 }
 
+/* s, quoted for a message: at most 64 bytes of it, with bytes that are not
+ * printable ASCII as \xNN (a name need not be printable, nor UTF-8). */
+static void quoted(char *out, size_t size, const char *s)
+{
+    size_t o = 0, i = 0;
+    out[o++] = '\'';
+    for (; s[i] != '\0' && i < 64 && o + 8 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+    }
+    if (s[i] != '\0')
+        o += (size_t)snprintf(out + o, size - o, "...");
+    snprintf(out + o, size - o, "'");
+}
+
+/* EDDY_EINVAL, with why in plan->why: what is wrong with the action named
+ * name, or with its name (name NULL). */
+static int refuse(eddy_plan *plan, const char *name, const char *what)
+{
+    char q[300];
+    if (name != NULL) {
+        quoted(q, sizeof(q), name);
+        snprintf(plan->why, sizeof(plan->why), "action %s %s", q, what);
+    } else {
+        snprintf(plan->why, sizeof(plan->why), "%s", what);
+    }
+    return EDDY_EINVAL;
+}
+
 int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, eddy_action_fn fn,
                    void *arg, const eddy__action_ops *ops, void *impl)
 {
-    if (plan == NULL || name == NULL || *name == '\0' || types == NULL || types[0] == NULL ||
-        (fn == NULL && ops == NULL))
+    if (plan == NULL)
         return EDDY_EINVAL;
+    plan->why[0] = '\0';
+    if (name == NULL || *name == '\0')
+        return refuse(plan, NULL, name == NULL ? "the name is NULL" : "the name is empty");
+    if (types == NULL || types[0] == NULL)
+        return refuse(plan, name, "has no event types: it needs at least one");
+    if (fn == NULL && ops == NULL)
+        return refuse(plan, name, "has no function: fn is NULL");
     if (eddy__plan_find(plan, name) != NULL)
-        return EDDY_EINVAL;
+        return refuse(plan, name, "is in the plan already: names are unique");
     size_t nt = 0;
     for (; types[nt] != NULL; nt++) {
-        if (*types[nt] == '\0' || strcmp(types[nt], EDDY_OUTPUT_EVENT) == 0)
-            return EDDY_EINVAL;
+        if (*types[nt] == '\0')
+            return refuse(plan, name, "listens to an empty event type");
+        if (strcmp(types[nt], EDDY_OUTPUT_EVENT) == 0)
+            return refuse(plan, name,
+                          "listens to " EDDY_OUTPUT_EVENT ", which never triggers actions: its "
+                          "events go to the sink");
     }
     if (plan->n == plan->cap) {
         size_t ncap = plan->cap != 0 ? plan->cap * 2 : 8;
@@ -169,9 +211,7 @@ fail:
 int eddy_plan_add_action(eddy_plan *plan, const char *name, const char *const *event_types,
                          eddy_action_fn fn, void *arg)
 {
-    if (fn == NULL)
-        return EDDY_EINVAL;
-    return eddy__plan_add(plan, name, event_types, fn, arg, NULL, NULL);
+    return eddy__plan_add(plan, name, event_types, fn, arg, NULL, NULL); /* fn NULL refused */
 }
 
 size_t eddy_plan_action_count(const eddy_plan *plan)
@@ -507,8 +547,17 @@ int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)
     }
     size_t before = plan->n;
     plan->dl = dl;
+    plan->why[0] = '\0';
     int rc = init(plan);
-    if (rc != EDDY_OK)
+    /* The refusal of its last eddy_plan_add_action() call, when it returns
+     * that call's code: most likely why it failed (the action and the
+     * reason; "invalid argument" alone names nothing). */
+    if (rc == EDDY_EINVAL && plan->why[0] != '\0')
+        rc = eddy__error_set(err, EDDY_EPLAN, "plan",
+                             "%s: " EDDY_AGENT_INIT_SYMBOL
+                             "() failed: %s (eddy_plan_add_action: %s)",
+                             path, eddy_strerror(rc), plan->why);
+    else if (rc != EDDY_OK)
         rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s: " EDDY_AGENT_INIT_SYMBOL "() failed: %s",
                              path, eddy_strerror(rc));
     else if (plan->n == before)

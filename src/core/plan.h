@@ -53,9 +53,15 @@ struct eddy_plan {
     /* Language runtime that owns impls (the embedded interpreter). */
     void *lang;
     void (*lang_free)(void *lang);
+    /* Why the last eddy__plan_add() refused its action (EDDY_EINVAL), in
+     * words naming it ("action 'a' is in the plan already: ..."); "" after a
+     * call that added its action or failed on memory. A load whose init
+     * returns EDDY_EINVAL says it. */
+    char why[256];
 };
 
-/* Add an action with language ops (impl taken on success). */
+/* Add an action with language ops (impl taken on success). An EDDY_EINVAL
+ * leaves the reason in plan->why. */
 int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, eddy_action_fn fn,
                    void *arg, const eddy__action_ops *ops, void *impl);
 

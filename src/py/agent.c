@@ -548,12 +548,9 @@ static int add_actions(eddy_plan *plan, const char *path, PyObject *list, eddy_e
             Py_INCREF(fn); /* the plan's reference */
             continue;
         }
-        if (rc == EDDY_EINVAL)
-            return eddy__error_set(err, EDDY_EPLAN, "plan",
-                                   "cannot load Python agent %s: cannot add action '%s' (is "
-                                   "the name used by another action already, or an event type "
-                                   "empty?)",
-                                   path, name);
+        if (rc == EDDY_EINVAL) /* plan->why names the action and says why */
+            return eddy__error_set(err, EDDY_EPLAN, "plan", "cannot load Python agent %s: %s", path,
+                                   plan->why);
         return eddy__error_set(err, rc, "memory",
                                "cannot load Python agent %s: cannot add action '%s': %s", path,
                                name, eddy_strerror(rc));

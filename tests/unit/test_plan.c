@@ -326,6 +326,52 @@ static void test_failed_load_leaves_the_plan(void **state)
     eddy_plan_free(p);
 }
 
+/* An init that fails with the code of its last eddy_plan_add_action() call,
+ * which refused its action, fails with that action's name and the reason;
+ * one that returns EDDY_EINVAL after a later call succeeded, without them. */
+static void test_failed_init_names_the_refused_action(void **state)
+{
+    (void)state;
+    char failing[4096];
+    agent_path(failing, sizeof(failing), "failing_init");
+    eddy_plan *p = eddy_plan_new();
+    eddy_error *err = NULL;
+    setenv("EDDY_TEST_INIT", "output", 1);
+    int rc = eddy_plan_load_shared(p, failing, &err);
+    expect_error(rc, EDDY_EPLAN, &err, "plan",
+                 "eddy_agent_init() failed: invalid argument (eddy_plan_add_action: action "
+                 "'audit' listens to OutputEvent, which never triggers actions");
+    setenv("EDDY_TEST_INIT", "dup", 1);
+    rc = eddy_plan_load_shared(p, failing, &err);
+    expect_error(rc, EDDY_EPLAN, &err, "plan",
+                 "(eddy_plan_add_action: action 'half' is in the plan already: names are "
+                 "unique)");
+    setenv("EDDY_TEST_INIT", "ignored", 1);
+    rc = eddy_plan_load_shared(p, failing, &err);
+    assert_non_null(err);
+    assert_null(strstr(eddy_error_message(err), "eddy_plan_add_action"));
+    expect_error(rc, EDDY_EPLAN, &err, "plan", "eddy_agent_init() failed: invalid argument");
+    unsetenv("EDDY_TEST_INIT");
+    assert_int_equal(eddy_plan_action_count(p), 0);
+    /* The other refusals name the action (or the missing name) too. */
+    static const char *const none[] = {NULL};
+    static const char *const empty[] = {"", NULL};
+    static const char *const on_input[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "x", none, nop, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "action 'x' has no event types: it needs at least one");
+    assert_int_equal(eddy_plan_add_action(p, "x\n", empty, nop, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "action 'x\\x0a' listens to an empty event type");
+    assert_int_equal(eddy_plan_add_action(p, "x", on_input, NULL, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "action 'x' has no function: fn is NULL");
+    assert_int_equal(eddy_plan_add_action(p, "", on_input, nop, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "the name is empty");
+    assert_int_equal(eddy_plan_add_action(p, NULL, on_input, nop, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "the name is NULL");
+    assert_int_equal(eddy_plan_add_action(p, "x", on_input, nop, NULL), EDDY_OK);
+    assert_string_equal(p->why, "");
+    eddy_plan_free(p);
+}
+
 /* ---------------------------------------------------------------- runtime */
 
 static void test_runtime_new_out_of_memory(void **state)
@@ -353,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_differences),
         cmocka_unit_test(test_load_errors_are_set),
         cmocka_unit_test(test_failed_load_leaves_the_plan),
+        cmocka_unit_test(test_failed_init_names_the_refused_action),
         cmocka_unit_test(test_runtime_new_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
