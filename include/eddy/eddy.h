@@ -167,7 +167,8 @@ typedef struct eddy_runtime eddy_runtime;
 /*
  * New event of the given type with the given attributes (a JSON object; NULL
  * means an empty object). attrs is stolen, also on failure. Returns NULL on
- * ENOMEM, or when type is empty or attrs is not an object.
+ * ENOMEM, or when type is empty or not UTF-8 (types are journaled and shown
+ * as JSON) or attrs is not an object.
  * An OutputEvent carries what goes to the sink in attribute "output", which
  * it must have to be sent (eddy_ctx_send_event).
  */
@@ -213,8 +214,9 @@ EDDY_API void eddy_plan_free(eddy_plan *plan);
 /*
  * Add an action named name (unique in the plan) triggered by each of the
  * NULL-terminated event_types (at least one). arg is passed to fn.
- * Errors: EDDY_EINVAL (empty or duplicate name, no event types, NULL fn;
- * triggering on OutputEvent, which never triggers actions), EDDY_ENOMEM.
+ * Errors: EDDY_EINVAL (empty or duplicate name, no event types, NULL fn; a
+ * name or an event type that is not UTF-8; triggering on OutputEvent, which
+ * never triggers actions), EDDY_ENOMEM.
  * On failure the plan is left as it was. The plan keeps why its last call
  * refused an action, for eddy_plan_load_shared() to say.
  */
@@ -412,7 +414,7 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * failure (EDDY_ECALL, error type "limit"), journaled as such;
  * EDDY_ESTATE outside an action's coroutine (durable_execute may run outside
  * one only without a state directory) or with another action execution's
- * context; EDDY_EINVAL (NULL fn, empty fn_id),
+ * context; EDDY_EINVAL (NULL fn, empty fn_id or one that is not UTF-8),
  * EDDY_ENOMEM. *result and *err (when not NULL) are always set: NULL but for
  * the outcome above.
  * Without a state directory the journal lives in memory.

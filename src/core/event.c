@@ -6,10 +6,13 @@
 #include "util/fault.h"
 #include "util/hash.h"
 #include "util/hex.h"
+#include "util/utf8.h"
 
 eddy_event *eddy_event_new(const char *type, json_t *attrs)
 {
-    if (type == NULL || *type == '\0' || (attrs != NULL && !json_is_object(attrs))) {
+    /* A type is journaled and reported as JSON: it must be UTF-8. */
+    if (type == NULL || *type == '\0' || (attrs != NULL && !json_is_object(attrs)) ||
+        !eddy__utf8_valid(type)) {
         json_decref(attrs);
         return NULL;
     }

@@ -38,6 +38,7 @@
 
 #include "core/error.h"
 #include "core/memory.h"
+#include "util/utf8.h"
 
 /* The key of the wrapper that marks a replaced subtree in an overlay. */
 #define WRAP_KEY     "."
@@ -62,27 +63,9 @@ int eddy__mem_path_valid(const char *path, int allow_root)
             s++;
             continue;
         }
-        /* Strict UTF-8, as jansson wants for keys and strings: no overlong
-         * forms, no surrogates, nothing above U+10FFFF. */
-        size_t len;
-        unsigned long cp, min;
-        if (c < 0x80) {
-            len = 1, cp = c, min = 0;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        for (size_t i = 1; i < len; i++) {
-            if ((s[i] & 0xC0) != 0x80) /* also stops at the NUL */
-                return 0;
-            cp = (cp << 6) | (s[i] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        /* Strict UTF-8, as jansson wants for keys and strings. */
+        size_t len = eddy__utf8_char(s);
+        if (len == 0)
             return 0;
         s += len;
         seg_len++;

@@ -9,6 +9,7 @@
 #include "util/hash.h"
 #include "util/hex.h"
 #include "util/jsonw.h"
+#include "util/utf8.h"
 
 eddy_plan *eddy_plan_new(void)
 {
@@ -154,6 +155,10 @@ int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, 
     plan->why[0] = '\0';
     if (name == NULL || *name == '\0')
         return refuse(plan, NULL, name == NULL ? "the name is NULL" : "the name is empty");
+    /* Names and types are journaled, kept in the state and reported as
+     * JSON, which holds UTF-8 only. */
+    if (!eddy__utf8_valid(name))
+        return refuse(plan, name, "has a name that is not UTF-8");
     if (types == NULL || types[0] == NULL)
         return refuse(plan, name, "has no event types: it needs at least one");
     if (fn == NULL && ops == NULL)
@@ -164,6 +169,8 @@ int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, 
     for (; types[nt] != NULL; nt++) {
         if (*types[nt] == '\0')
             return refuse(plan, name, "listens to an empty event type");
+        if (!eddy__utf8_valid(types[nt]))
+            return refuse(plan, name, "listens to an event type that is not UTF-8");
         if (strcmp(types[nt], EDDY_OUTPUT_EVENT) == 0)
             return refuse(plan, name,
                           "listens to " EDDY_OUTPUT_EVENT ", which never triggers actions: its "
@@ -266,9 +273,10 @@ static int put(eddy__buf *b, const char *s)
     return eddy__buf_put(b, s, strlen(s));
 }
 
-/* Names are written as they are: one that is not UTF-8 makes a text that
- * eddy__plan_differences() does not read, and the refusal of a state gives
- * the fingerprints only. */
+/* Names are written as they are. eddy__plan_add() takes UTF-8 names and
+ * types only, but an older eddy took any: a state's description holding
+ * one that is not UTF-8 is a text that eddy__plan_differences() does not
+ * read, and the refusal of the state gives the fingerprints only. */
 int eddy__plan_describe(const eddy_plan *plan, char **out)
 {
     eddy__buf b = {0};

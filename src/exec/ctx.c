@@ -77,7 +77,10 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
     if (rc != EDDY_OK)
         return rc;
     if (ev == NULL)
-        return eddy__ctx_refuse(ctx, EDDY_EINVAL, "eddy_ctx_send_event: the event is NULL");
+        return eddy__ctx_refuse(ctx, EDDY_EINVAL,
+                                "eddy_ctx_send_event: the event is NULL, as when "
+                                "eddy_event_new() refused its type (empty or not UTF-8) or "
+                                "attributes (not an object), or ran out of memory");
     if (ev->sent)
         return eddy__ctx_refuse(ctx, EDDY_EINVAL,
                                 "eddy_ctx_send_event: the event was sent already");

@@ -26,6 +26,7 @@
 #include "util/jsonw.h"
 #include "util/map.h"
 #include "util/thread.h"
+#include "util/utf8.h"
 
 /* ---------------------------------------------------------------- journal */
 
@@ -1292,6 +1293,8 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         return eddy__ctx_refuse(t, EDDY_EINVAL,
                                 fn == NULL ? "a durable call's fn is NULL"
                                            : "a durable call's fn_id is empty");
+    if (!eddy__utf8_valid(fn_id)) /* it is journaled, and shown as JSON */
+        return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn_id is not UTF-8");
     eddy_runtime *rt = t->rt;
     int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
     if ((async || rt->store != NULL) && !in_coro)

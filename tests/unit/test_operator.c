@@ -716,6 +716,70 @@ static void test_stale_handles_are_refused(void **state)
     eddy_runtime_free(rt);
 }
 
+/* ------------------------------------------------------------ UTF-8 */
+
+static int echo_ok(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ctx;
+    (void)ev;
+    (void)arg;
+    return EDDY_OK;
+}
+
+static int bad_fn_id(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    json_t *r = json_true();
+    int rc = eddy_ctx_durable_execute(ctx, "bad\xff", NULL, noop_call, NULL, &r, NULL);
+    assert_null(r);
+    return rc;
+}
+
+static int bad_type(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    return eddy_ctx_send_event(ctx, eddy_event_new("Bad\xff\"type", NULL));
+}
+
+/* Event types, action names and durable fn_ids are journaled and reported
+ * as JSON: one that is not UTF-8 is refused where it is given. */
+static void test_strings_must_be_utf8(void **state)
+{
+    fixture *f = *state;
+    const char *const bad[] = {"\xff", "a\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_null(eddy_event_new(bad[i], json_object()));
+    eddy_event *ok = eddy_event_new("Caf\xc3\xa9 \xe2\x98\x95 \xf0\x9f\x98\x80", NULL);
+    assert_non_null(ok);
+    eddy_event_free(ok);
+
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    const char *const bad_types[] = {EDDY_INPUT_EVENT, "T\xff", NULL};
+    assert_int_equal(eddy_plan_add_action(p, "act\xff", types, echo_ok, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "action 'act\\xff' has a name that is not UTF-8");
+    assert_int_equal(eddy_plan_add_action(p, "act", bad_types, echo_ok, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, "action 'act' listens to an event type that is not UTF-8");
+    assert_int_equal(eddy_plan_action_count(p), 0);
+    assert_int_equal(eddy_plan_add_action(p, "fn_id", types, bad_fn_id, NULL), EDDY_OK);
+    write_input(f, "{\"key\":\"k\"}\n");
+    eddy_runtime *rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    assert_non_null(strstr(eddy_error_message(eddy_runtime_error(rt)),
+                           "invalid argument (a durable call's fn_id is not UTF-8)"));
+    eddy_runtime_free(rt);
+
+    p = eddy_plan_new();
+    assert_int_equal(eddy_plan_add_action(p, "type", types, bad_type, NULL), EDDY_OK);
+    rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    assert_non_null(strstr(eddy_error_message(eddy_runtime_error(rt)),
+                           "eddy_event_new() refused its type (empty or not UTF-8)"));
+    eddy_runtime_free(rt);
+}
+
 typedef struct runner {
     eddy_runtime *rt;
     int rc;
@@ -979,6 +1043,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_numbers_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_handles_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),

@@ -246,11 +246,12 @@ static void test_differences(void **state)
         assert_null(eddy__plan_differences(not_descriptions[i], a.fp, b.text));
         assert_null(eddy__plan_differences(a.text, a.fp, not_descriptions[i]));
     }
+    /* A name that is not UTF-8 (a plan cannot have one now, but an older
+     * eddy wrote one as it was) is not read back. */
+    static const char latin1[] = "[{\"name\":\"caf\xe9\",\"event_types\":[\"Scored\"]}]";
+    assert_null(eddy__plan_differences(a.text, a.fp, latin1));
     free(a.text);
     free(b.text);
-    /* A name that is not UTF-8 is written as it is, and not read back. */
-    static const char *const latin1[] = {"caf\xe9 Scored", NULL};
-    expect_differences(was, latin1, NULL);
 }
 
 /* ---------------------------------------------------------------- loading */
