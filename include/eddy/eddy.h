@@ -377,7 +377,8 @@ EDDY_API int eddy_ctx_execute_async(eddy_ctx *ctx, eddy_call_fn fn, const json_t
  * failed (see each rc), EDDY_ECANCELED when the runtime stopped (or a sync of
  * the state failed) before a worker took some of the calls: their rc is
  * EDDY_ECANCELED with result and err NULL, while the calls that had started
- * ran to their end and are filled as usual (free their result and err).
+ * ran to their end and are filled as usual (free their result and err). When
+ * the runtime was stopping already, none starts and every call is filled so.
  * EDDY_EWRONGTHREAD, EDDY_ESTATE, EDDY_EINVAL and EDDY_ENOMEM (no memory for
  * more than 8 calls) come before anything started, with the calls untouched.
  */

@@ -321,7 +321,8 @@ static void call_done(eddy__job *job)
         eddy__task_ready(t);
 }
 
-/* Checks shared by every suspending call. */
+/* Checks shared by every suspending call: EDDY_OK, a refusal, or
+ * EDDY_ECANCELED when the runtime is stopping (no call starts then). */
 static int can_suspend(eddy_ctx *ctx)
 {
     if (ctx == NULL)
@@ -372,17 +373,27 @@ static int run_calls(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
 int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
 {
     int rc = can_suspend(ctx);
-    if (rc != EDDY_OK)
-        return rc;
-    if (n == 0)
-        return EDDY_OK;
-    if (calls == NULL)
+    if (rc != EDDY_OK && rc != EDDY_ECANCELED)
+        return rc; /* the calls untouched (eddy.h) */
+    if (n > 0 && calls == NULL)
         return eddy__ctx_refuse(ctx, EDDY_EINVAL, "eddy_ctx_execute_async_all: calls is NULL");
     for (size_t i = 0; i < n; i++) {
         if (calls[i].fn == NULL)
             return eddy__ctx_refuse(ctx, EDDY_EINVAL,
                                     "eddy_ctx_execute_async_all: a call's fn is NULL");
     }
+    if (rc == EDDY_ECANCELED) {
+        /* Stopping: no worker takes any of them, and each says so, as a
+         * call canceled in the pool does (call_done). */
+        for (size_t i = 0; i < n; i++) {
+            calls[i].rc = EDDY_ECANCELED;
+            calls[i].result = NULL;
+            calls[i].err = NULL;
+        }
+        return rc;
+    }
+    if (n == 0)
+        return EDDY_OK;
     if ((rc = run_calls(ctx, calls, n)) != EDDY_OK)
         return rc;
     for (size_t i = 0; i < n; i++) {

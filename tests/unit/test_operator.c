@@ -1029,6 +1029,49 @@ static void test_failure_stops_with_message_and_unwinds(void **state)
     eddy_runtime_free(rt);
 }
 
+/* After a stop, eddy_ctx_execute_async_all() starts nothing and fills every
+ * call as canceled (eddy.h), whatever the caller left in them. */
+static struct {
+    int rc, first_rc;
+    eddy_async_call calls[2];
+} after_stop;
+
+static int all_after_stop(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    if (json_is_true(json_object_get(in, "fail")))
+        return failing(ctx, ev, arg);
+    json_t *res = NULL;
+    after_stop.first_rc = eddy_ctx_execute_async(ctx, slow_call, NULL, NULL, &res, NULL);
+    json_decref(res);
+    for (int i = 0; i < 2; i++)
+        after_stop.calls[i] = (eddy_async_call){.fn = noop_call,
+                                                .rc = 12345,
+                                                .result = (json_t *)&after_stop,
+                                                .err = (eddy_error *)&after_stop};
+    after_stop.rc = eddy_ctx_execute_async_all(ctx, after_stop.calls, 2);
+    return after_stop.rc;
+}
+
+static void test_calls_after_a_stop_are_all_canceled(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":1}\n{\"key\":2,\"fail\":true}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "failing", types, all_after_stop, NULL), EDDY_OK);
+    eddy_runtime *rt = make_runtime(f, p, "2");
+    memset(&after_stop, 0, sizeof(after_stop));
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    eddy_runtime_free(rt);
+    assert_int_equal(after_stop.rc, EDDY_ECANCELED);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(after_stop.calls[i].rc, EDDY_ECANCELED);
+        assert_null(after_stop.calls[i].result);
+        assert_null(after_stop.calls[i].err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1049,6 +1092,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_stops_with_message_and_unwinds, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_calls_after_a_stop_are_all_canceled, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
