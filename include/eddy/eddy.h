@@ -345,8 +345,10 @@ EDDY_API json_t *eddy_memory_field_names(eddy_memory *m, const char *path);
 
 /*
  * A slow call: runs on a worker thread. args is borrowed (read only). On
- * success set *result to a new reference (NULL means JSON null) and return
- * EDDY_OK; on failure set *err (eddy_error_new) and return an error code.
+ * success set *result to a new reference (NULL means JSON null: the durable
+ * calls hand it out as json_null(), eddy_ctx_execute_async() as NULL) and
+ * return EDDY_OK; on failure set *err (eddy_error_new) and return an error
+ * code.
  */
 typedef int (*eddy_call_fn)(const json_t *args, void *arg, json_t **result, eddy_error **err);
 
@@ -403,7 +405,9 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * and a digest of the canonical JSON of args.
  * eddy_ctx_durable_execute runs fn on the mailbox thread;
  * eddy_ctx_durable_execute_async on the worker pool (suspending the action).
- * Returns EDDY_OK with *result (new), or EDDY_ECALL with *err (new) when fn
+ * Returns EDDY_OK with *result (new, never NULL: a NULL result of fn is JSON
+ * null, handed out as json_null() on the first run as on a replay, which
+ * reads it from the journal), or EDDY_ECALL with *err (new) when fn
  * failed (a code without an error object becomes an error whose type is the
  * code's name), now or in the journaled run; EDDY_ENONDET when the journal
  * holds a different call at this position and strict determinism is on (the

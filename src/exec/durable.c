@@ -1387,6 +1387,10 @@ out:
     if (rc != EDDY_OK) {
         json_decref(res);
         res = NULL;
+    } else if (res == NULL) {
+        /* fn's NULL is JSON null (eddy_call_fn), journaled as "null": the
+         * replay hands out json null, and so does the first run. */
+        res = json_null();
     }
     if (rc != EDDY_ECALL) {
         eddy_error_free(e);

@@ -256,6 +256,57 @@ static eddy_runtime *one_action_runtime(eddy_config *c, const char *name, eddy_a
     return one_action_runtime_arg(c, name, fn, NULL);
 }
 
+/* A durable call whose fn succeeds with a NULL result: what the action
+ * got, on the first run (which then fails) and on the rerun that replays
+ * it, both inline and on the pool. */
+static char null_seen[2][2][16];
+static int null_runs;
+
+static const char *kind(const json_t *v)
+{
+    return v == NULL ? "C NULL" : json_is_null(v) ? "json null" : "other";
+}
+
+static int null_result(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    json_t *a = json_true(), *b = json_true();
+    int rc = eddy_ctx_durable_execute_async(ctx, "nothing", NULL, noop_call, NULL, &a, NULL);
+    if (rc == EDDY_OK)
+        rc = eddy_ctx_durable_execute(ctx, "nothing_inline", NULL, noop_call, NULL, &b, NULL);
+    snprintf(null_seen[null_runs][0], sizeof(null_seen[0][0]), "%s", kind(a));
+    snprintf(null_seen[null_runs][1], sizeof(null_seen[0][1]), "%s", kind(b));
+    json_decref(a);
+    json_decref(b);
+    if (rc == EDDY_OK && null_runs++ == 0) { /* journaled: fail, so that the rerun replays */
+        eddy_ctx_fail(ctx, "test", "fail once");
+        return EDDY_EACTION;
+    }
+    return rc;
+}
+
+static void test_durable_null_result_is_json_null_on_replay_too(void **state)
+{
+    fixture *f = *state;
+    null_runs = 0;
+    eddy_config *c = state_run(f, 1, 1, "1");
+    eddy_runtime *rt = one_action_runtime(c, "nulls", null_result);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    eddy_runtime_free(rt);
+    rt = one_action_runtime(c, "nulls", null_result);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+    assert_int_equal(st.durable_replayed, 2);
+    for (int run = 0; run < 2; run++) {
+        assert_string_equal(null_seen[run][0], "json null");
+        assert_string_equal(null_seen[run][1], "json null");
+    }
+}
+
 /* Commits are made durable by the store's syncer thread while the mailbox
  * goes on (under TSan too): every run finishes, in order per key, with its
  * calls journaled; a second run on the same state finds nothing to do. */
@@ -1079,6 +1130,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_admission_from_run_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durable_null_result_is_json_null_on_replay_too, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync_after_an_inline_call, setup,
                                         teardown),
