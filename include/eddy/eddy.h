@@ -191,9 +191,12 @@ EDDY_API const char *eddy_event_id(const eddy_event *ev);
  * An action: called once per triggering event, on the mailbox thread, on its
  * own coroutine stack. Return EDDY_OK when done, or an error code; to give
  * the error a text, call eddy_ctx_fail() before returning. Without one, an
- * action that returns the code of a context or memory call that refused its
- * arguments (eddy_ctx_send_output(ctx, NULL) after a json_pack that failed)
- * fails with that call's name and reason in the message.
+ * action that returns the code with which its last context or memory call
+ * refused its arguments (eddy_ctx_send_output(ctx, NULL) after a json_pack
+ * that failed) fails with that call's name and reason in the message (a
+ * memory call's names the path). Only calls that return a code count: a
+ * refusal followed by such a call that went through is not named, since it
+ * is not the likely cause.
  * ev is borrowed for the duration of the action execution.
  */
 typedef int (*eddy_action_fn)(eddy_ctx *ctx, const eddy_event *ev, void *arg);

@@ -122,3 +122,27 @@ int eddy__error_set(eddy_error **err, int code, const char *type, const char *fm
     va_end(ap);
     return code;
 }
+
+void eddy__quote(char *out, size_t size, const char *s)
+{
+    if (size == 0)
+        return;
+    if (s == NULL) {
+        snprintf(out, size, "NULL");
+        return;
+    }
+    size_t o = 0, i = 0;
+    out[o++] = '\'';
+    for (; s[i] != '\0' && i < 64 && o + 8 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+    }
+    if (s[i] != '\0' && o + 4 < size)
+        o += (size_t)snprintf(out + o, size - o, "...");
+    if (o + 1 < size)
+        out[o++] = '\'';
+    out[o < size ? o : size - 1] = '\0';
+}

@@ -12,6 +12,13 @@ int eddy__error_set(eddy_error **err, int code, const char *type, const char *fm
 #endif
     ;
 
+/* s for a message, in single quotes: its first 64 bytes at most (then
+ * "..."), with bytes that are not printable ASCII (or a backslash) as \xNN,
+ * since a name or path need be neither printable nor UTF-8. out has size
+ * bytes; EDDY__QUOTED_MAX is always enough. NULL is written as NULL. */
+#define EDDY__QUOTED_MAX (64 * 4 + 8)
+void eddy__quote(char *out, size_t size, const char *s);
+
 /* A copy of e, or NULL (ENOMEM or e NULL). */
 eddy_error *eddy__error_dup(const eddy_error *e);
 

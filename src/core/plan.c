@@ -115,31 +115,13 @@ static void routes_drop(eddy_plan *plan, const char *const *types, size_t n, con
     }
 }
 
-/* s, quoted for a message: at most 64 bytes of it, with bytes that are not
- * printable ASCII as \xNN (a name need not be printable, nor UTF-8). */
-static void quoted(char *out, size_t size, const char *s)
-{
-    size_t o = 0, i = 0;
-    out[o++] = '\'';
-    for (; s[i] != '\0' && i < 64 && o + 8 < size; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f && c != '\\')
-            out[o++] = (char)c;
-        else
-            o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
-    }
-    if (s[i] != '\0')
-        o += (size_t)snprintf(out + o, size - o, "...");
-    snprintf(out + o, size - o, "'");
-}
-
 /* EDDY_EINVAL, with why in plan->why: what is wrong with the action named
  * name, or with its name (name NULL). */
 static int refuse(eddy_plan *plan, const char *name, const char *what)
 {
-    char q[300];
+    char q[EDDY__QUOTED_MAX];
     if (name != NULL) {
-        quoted(q, sizeof(q), name);
+        eddy__quote(q, sizeof(q), name);
         snprintf(plan->why, sizeof(plan->why), "action %s %s", q, what);
     } else {
         snprintf(plan->why, sizeof(plan->why), "%s", what);

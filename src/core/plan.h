@@ -57,7 +57,7 @@ struct eddy_plan {
      * words naming it ("action 'a' is in the plan already: ..."); "" after a
      * call that added its action or failed on memory. A load whose init
      * returns EDDY_EINVAL says it. */
-    char why[256];
+    char why[384];
 };
 
 /* Add an action with language ops (impl taken on success). An EDDY_EINVAL

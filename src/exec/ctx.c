@@ -8,6 +8,8 @@
  * its action points at a task that ended or was recycled for another action
  * execution, whose memory and events it would change.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,21 @@ int eddy__ctx_stale(eddy_ctx *t, const char *why)
     return EDDY_ESTATE;
 }
 
+int eddy__ctx_refusef(eddy_ctx *t, int rc, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    char *text = strdup(buf);
+    if (text == NULL) /* the refusal stands; only its text is lost */
+        return eddy__ctx_refuse(t, rc, "a context call refused its arguments");
+    free(t->why_buf);
+    t->why_buf = text;
+    return eddy__ctx_refuse(t, rc, text);
+}
+
 /* EDDY_OK when t (not NULL) may be used here and now, else why not (see
  * above); stale: the refusal's text when t is not the running task. */
 static inline int usable(eddy_ctx *t, const char *stale)
@@ -48,6 +65,16 @@ static inline int usable(eddy_ctx *t, const char *stale)
     if (t->rt->current != t)
         return eddy__ctx_stale(t, stale);
     return EDDY_OK;
+}
+
+/* usable(), for a call that returns a code: when t may be used, an earlier
+ * refusal no longer explains the action's failure (see eddy_ctx.why). */
+static inline int usable_call(eddy_ctx *t, const char *stale)
+{
+    int rc = usable(t, stale);
+    if (rc == EDDY_OK)
+        eddy__ctx_called(t);
+    return rc;
 }
 
 #define CTX_STALE(fn) fn ": " EDDY__CTX_STALE
@@ -73,7 +100,7 @@ int eddy_ctx_send_event(eddy_ctx *ctx, eddy_event *ev)
 {
     if (ctx == NULL)
         return EDDY_EINVAL;
-    int rc = usable(ctx, CTX_STALE("eddy_ctx_send_event"));
+    int rc = usable_call(ctx, CTX_STALE("eddy_ctx_send_event"));
     if (rc != EDDY_OK)
         return rc;
     if (ev == NULL)
@@ -109,7 +136,7 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
         json_decref(output);
         return EDDY_EINVAL;
     }
-    int rc = usable(ctx, CTX_STALE("eddy_ctx_send_output"));
+    int rc = usable_call(ctx, CTX_STALE("eddy_ctx_send_output"));
     if (rc != EDDY_OK) {
         json_decref(output);
         return rc;
@@ -171,7 +198,7 @@ int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err)
         eddy_error_free(err);
         return EDDY_EINVAL;
     }
-    int rc = usable(ctx, CTX_STALE("eddy_ctx_fail_error"));
+    int rc = usable_call(ctx, CTX_STALE("eddy_ctx_fail_error"));
     if (rc != EDDY_OK) {
         eddy_error_free(err);
         return rc;
@@ -186,7 +213,7 @@ int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err)
 int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message)
 {
     if (ctx != NULL) {
-        int rc = usable(ctx, CTX_STALE("eddy_ctx_fail"));
+        int rc = usable_call(ctx, CTX_STALE("eddy_ctx_fail"));
         if (rc != EDDY_OK)
             return rc;
     }
@@ -195,23 +222,32 @@ int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message)
 
 /* ---------------------------------------------------------------- memory */
 
-#define MEM_USABLE(m, fn) usable((m)->task, MEM_STALE(fn))
+#define MEM_USABLE(m, fn)      usable((m)->task, MEM_STALE(fn))
+#define MEM_USABLE_CALL(m, fn) usable_call((m)->task, MEM_STALE(fn))
 
-/* rc of a memory write (of eddy_memory_set, or of new_object), remembering
- * why it was refused. */
-static int memory_refused(eddy_memory *m, int rc, int new_object)
+/* rc of memory call fn on path, remembering why it was refused, with the
+ * path (quoted: it may not be printable, or UTF-8). Off the hot path. */
+static __attribute__((noinline)) int memory_refused(eddy_memory *m, int rc, const char *fn,
+                                                    const char *path)
 {
-    static const char *const bad_path[] = {
-        "eddy_memory_set: the path is not names (UTF-8, not empty) joined by dots",
-        "eddy_memory_new_object: the path is not names (UTF-8, not empty) joined by dots"};
-    static const char *const in_way[] = {
-        "eddy_memory_set: a value that is not an object stands where the path needs one",
-        "eddy_memory_new_object: a value that is not an object stands where the path needs one"};
-    if (rc == EDDY_EINVAL)
-        return eddy__ctx_refuse(m->task, rc, bad_path[new_object]);
-    if (rc == EDDY_EPATH)
-        return eddy__ctx_refuse(m->task, rc, in_way[new_object]);
-    return rc;
+    char q[EDDY__QUOTED_MAX];
+    eddy__quote(q, sizeof(q), path);
+    switch (rc) {
+    case EDDY_EINVAL:
+        return eddy__ctx_refusef(
+            m->task, rc, "%s: the path %s is not names (UTF-8, not empty) joined by dots", fn, q);
+    case EDDY_EPATH:
+        return eddy__ctx_refusef(m->task, rc,
+                                 "%s: on the path %s a value that is not an object stands where "
+                                 "an object is needed, or an object stands at it and the value "
+                                 "is not one",
+                                 fn, q);
+    case EDDY_ELIMIT:
+        return eddy__ctx_refusef(m->task, rc, "%s: the value at the path %s would be " TOO_DEEP, fn,
+                                 q);
+    default:
+        return rc;
+    }
 }
 
 json_t *eddy_memory_get(eddy_memory *m, const char *path)
@@ -227,7 +263,7 @@ int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
         json_decref(value);
         return EDDY_EINVAL;
     }
-    int rc = MEM_USABLE(m, "eddy_memory_set");
+    int rc = MEM_USABLE_CALL(m, "eddy_memory_set");
     if (rc != EDDY_OK) {
         /* value is stolen, but from a wrong thread even its refcount is not
          * ours to touch safely; jansson's counts are atomic, so this is. */
@@ -243,34 +279,35 @@ int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
                                          : EDDY_ELIMIT;
     if (rc != EDDY_OK) {
         json_decref(value);
-        return eddy__ctx_refuse(m->task, rc, "eddy_memory_set: the value at its path is " TOO_DEEP);
+        return memory_refused(m, rc, "eddy_memory_set", path);
     }
-    return memory_refused(m, eddy__memview_set(&m->view, path, value), 0);
+    rc = eddy__memview_set(&m->view, path, value);
+    return rc == EDDY_OK ? rc : memory_refused(m, rc, "eddy_memory_set", path);
 }
 
 int eddy_memory_new_object(eddy_memory *m, const char *path)
 {
     if (m == NULL)
         return EDDY_EINVAL;
-    int rc = MEM_USABLE(m, "eddy_memory_new_object");
+    int rc = MEM_USABLE_CALL(m, "eddy_memory_new_object");
     if (rc != EDDY_OK)
         return rc;
     if (path == NULL)
         return eddy__ctx_refuse(m->task, EDDY_EINVAL, "eddy_memory_new_object: the path is NULL");
-    if (path_levels(path) + 1 > EDDY__VALUE_MAX_DEPTH)
-        return eddy__ctx_refuse(m->task, EDDY_ELIMIT,
-                                "eddy_memory_new_object: the path is " TOO_DEEP);
-    return memory_refused(m, eddy__memview_new_object(&m->view, path), 1);
+    rc = path_levels(path) + 1 > EDDY__VALUE_MAX_DEPTH ? EDDY_ELIMIT
+                                                       : eddy__memview_new_object(&m->view, path);
+    return rc == EDDY_OK ? rc : memory_refused(m, rc, "eddy_memory_new_object", path);
 }
 
 int eddy_memory_exists(eddy_memory *m, const char *path)
 {
     if (m == NULL || path == NULL)
         return EDDY_EINVAL;
-    int rc = MEM_USABLE(m, "eddy_memory_exists");
+    int rc = MEM_USABLE_CALL(m, "eddy_memory_exists");
     if (rc != EDDY_OK)
         return rc;
-    return eddy__memview_exists(&m->view, path);
+    rc = eddy__memview_exists(&m->view, path);
+    return rc >= 0 ? rc : memory_refused(m, rc, "eddy_memory_exists", path);
 }
 
 json_t *eddy_memory_field_names(eddy_memory *m, const char *path)
@@ -327,7 +364,7 @@ static int can_suspend(eddy_ctx *ctx)
 {
     if (ctx == NULL)
         return EDDY_EINVAL;
-    int rc = usable(ctx, CTX_STALE("a call that suspends"));
+    int rc = usable_call(ctx, CTX_STALE("a call that suspends"));
     if (rc != EDDY_OK)
         return rc;
     if (ctx->coro == NULL || eddy__coro_current() != ctx->coro)

@@ -1289,6 +1289,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         return EDDY_EWRONGTHREAD;
     if (t->rt->current != t)
         return eddy__ctx_stale(t, "a durable call: " EDDY__CTX_STALE);
+    eddy__ctx_called(t);
     if (fn_id == NULL || *fn_id == '\0' || fn == NULL)
         return eddy__ctx_refuse(t, EDDY_EINVAL,
                                 fn == NULL ? "a durable call's fn is NULL"

@@ -190,6 +190,7 @@ static void task_free(eddy_runtime *rt, eddy_ctx *t)
     eddy__event_unref(t->event);
     eddy_error_free(t->err);
     eddy_error_free(t->nondet);
+    free(t->why_buf);
     EDDY__POISON(t, sizeof(*t)); /* a task on the free list is not a task */
     if (rt->nfree_tasks < FREE_TASKS_MAX) {
         eddy__queue_init(&t->node);
@@ -293,10 +294,11 @@ static void action_failed(eddy_runtime *rt, eddy_ctx *t)
     eddy__key *k = t->key;
     const char *etype = t->err != NULL ? eddy_error_type(t->err) : eddy_err_name(t->rc);
     const char *emsg = t->err != NULL ? eddy_error_message(t->err) : eddy_strerror(t->rc);
-    char why[256];
+    char why[512];
     if (t->err == NULL && t->why != NULL && t->rc == t->why_rc) {
-        /* The code of a context call that refused its arguments: say which
-         * and why ("invalid argument" alone names nothing). */
+        /* The code of the action's last context call, which refused its
+         * arguments: most likely the failure's cause. Say which call and
+         * why ("invalid argument" alone names nothing). */
         snprintf(why, sizeof(why), "%s (%s)", emsg, t->why);
         emsg = why;
     }

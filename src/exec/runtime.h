@@ -120,11 +120,15 @@ struct eddy_ctx {
      * does with the call's EDDY_ENONDET, and its later durable calls are
      * refused, never answered from the journal past the divergence. */
     eddy_error *nondet;
-    /* The last context call that refused its arguments, and how: named in
-     * the failure when the action returns that code without a text of its
-     * own (eddy_ctx_send_output(ctx, NULL) after a json_pack that failed). */
-    const char *why;
+    /* How the action's last context or memory call that returns a code
+     * refused its arguments, or NULL when that call did not: named in the
+     * failure when the action returns that code without a text of its own
+     * (eddy_ctx_send_output(ctx, NULL) after a json_pack that failed). A
+     * call that goes through clears it (eddy__ctx_called), so that a
+     * refusal the action ignored does not explain a later failure. */
+    const char *why; /* a static text, or why_buf */
     int why_rc;
+    char *why_buf; /* a refusal's text made for it (naming a path), or NULL */
 };
 
 /* rc, remembering why (a static text) for the action's failure: for a
@@ -134,6 +138,20 @@ static inline int eddy__ctx_refuse(struct eddy_ctx *t, int rc, const char *why)
     t->why = why;
     t->why_rc = rc;
     return rc;
+}
+
+/* The same with a text made from fmt (naming a path, say). */
+int eddy__ctx_refusef(struct eddy_ctx *t, int rc, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* A context call that returns a code took t's handle: a refusal before it
+ * no longer explains the action's failure. */
+static inline void eddy__ctx_called(struct eddy_ctx *t)
+{
+    t->why = NULL;
 }
 
 /* The text of a refusal of a context or memory handle that is not the

@@ -831,6 +831,71 @@ static void test_strings_must_be_utf8(void **state)
     eddy_runtime_free(rt);
 }
 
+/* ------------------------------------------------------------ refusals in failures */
+
+/* Makes a refused memory call, then (mode "then_ok") one that goes through,
+ * and returns the refusal's code without a text of its own. */
+static int refused_then(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    const char *mode = arg;
+    eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+    int rc;
+    if (strcmp(mode, "epath") == 0) {
+        assert_int_equal(eddy_memory_set(stm, "x", json_integer(1)), EDDY_OK);
+        rc = eddy_memory_set(stm, "x.y", json_integer(2));
+        assert_int_equal(rc, EDDY_EPATH);
+        return rc;
+    }
+    rc = eddy_memory_set(stm, "a..b\xff", json_integer(1));
+    assert_int_equal(rc, EDDY_EINVAL);
+    if (strcmp(mode, "then_ok") == 0) {
+        assert_int_equal(eddy_memory_set(stm, "ok", json_integer(1)), EDDY_OK);
+        return EDDY_EINVAL; /* for a reason of the action's own */
+    }
+    if (strcmp(mode, "then_get") == 0) /* a getter is no call that returns a code */
+        json_decref(eddy_memory_get(stm, "ok"));
+    return rc;
+}
+
+/* What the failure of an action in mode says. */
+static char *failure_of(fixture *f, const char *mode)
+{
+    write_input(f, "{\"key\":\"k\"}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "refuser", types, refused_then, (void *)mode),
+                     EDDY_OK);
+    eddy_runtime *rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    char *msg = strdup(eddy_error_message(eddy_runtime_error(rt)));
+    eddy_runtime_free(rt);
+    return msg;
+}
+
+/* A refusal explains an action's failure only when it was the action's last
+ * call that returns a code, and its text names the path. */
+static void test_refusal_is_named_when_it_was_the_last_call(void **state)
+{
+    fixture *f = *state;
+    char *msg = failure_of(f, "last");
+    assert_non_null(strstr(msg, "EDDY_EINVAL: invalid argument (eddy_memory_set: the path "
+                                "'a..b\\xff' is not names (UTF-8, not empty) joined by dots)"));
+    free(msg);
+    msg = failure_of(f, "then_get");
+    assert_non_null(strstr(msg, "(eddy_memory_set: the path 'a..b\\xff'"));
+    free(msg);
+    msg = failure_of(f, "then_ok");
+    assert_null(strstr(msg, "eddy_memory_set"));
+    assert_non_null(strstr(msg, "EDDY_EINVAL: invalid argument"));
+    free(msg);
+    msg = failure_of(f, "epath");
+    assert_non_null(strstr(msg, "EDDY_EPATH: memory path conflict"));
+    assert_non_null(strstr(msg, "(eddy_memory_set: on the path 'x.y' a value that is not "
+                                "an object stands where an object is needed"));
+    free(msg);
+}
+
 typedef struct runner {
     eddy_runtime *rt;
     int rc;
@@ -1140,6 +1205,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_is_named_when_it_was_the_last_call, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
