@@ -474,7 +474,9 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *   state            state directory; empty means in-memory (default "")
  *   commit-interval-ms  longest wait before a group commit (default 2)
  *   strict-determinism  "true" or "false" (default "false")
- *   stack-size       coroutine stack size in bytes (default 262144)
+ *   stack-size       coroutine stack size in bytes (default 262144); rounded
+ *                    up to whole pages, so a stack holds a little more, but an
+ *                    overflow's message names this size
  */
 EDDY_API eddy_config *eddy_config_new(void);
 EDDY_API void eddy_config_free(eddy_config *conf);

@@ -105,6 +105,7 @@ struct eddy__coro {
 
 struct eddy__coro_pool {
     size_t page;
+    size_t stack_size; /* as asked for (--stack-size): what an overflow names */
     size_t map_size;   /* guard page + stack + coroutine object, page multiple */
     size_t max_cached; /* bound on nfree */
     size_t nfree;
@@ -172,6 +173,7 @@ eddy__coro_pool *eddy__coro_pool_new(size_t stack_size, size_t max_cached)
         free(pool);
         return NULL;
     }
+    pool->stack_size = stack_size;
     pool->map_size = pool->page + (need + pool->page - 1) / pool->page * pool->page;
     pool->max_cached = max_cached;
     long cap = 65530;
@@ -378,7 +380,7 @@ int eddy__coro_resume(eddy__coro *c)
         fprintf(stderr,
                 "eddy: a coroutine overflowed its stack of %zu bytes (an action needs more: "
                 "raise --stack-size)\n",
-                usable_size(c, c->pool));
+                c->pool->stack_size);
         abort();
     }
     return c->state == CORO_DONE;
@@ -476,8 +478,10 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
             overflow_note(c->arg, put_str);
             put_str(" ");
         }
+        /* The size asked for: the stack has a little more, rounded up to
+         * pages, but that is not the number to raise. */
         put_str("overflowed its coroutine stack of ");
-        put_size(usable_size(c, c->pool));
+        put_size(c->pool->stack_size);
         put_str(" bytes (deep recursion or large locals): raise --stack-size\n");
     }
     struct sigaction dfl;
