@@ -455,28 +455,30 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  *                    or "-" meaning stderr when output is stdout or not a regular
  *                    file, such as /dev/null)
  *   key              top-level field of each input record holding its key (default "key")
- *   async-threads    worker threads (default 2 x online cores)
- *   max-in-flight    runs in flight (keys with a run going), at most (default 10000)
+ *   async-threads    worker threads, 1..1024 (default 2 x online cores)
+ *   max-in-flight    runs in flight (keys with a run going), at most; at least 1
+ *                    (default 10000)
  *   max-pending      admitted inputs that wait in their key's FIFO behind its run,
- *                    at most (default 10000). Inputs are admitted in input order
- *                    while both limits hold: one whose key is idle starts a run,
- *                    one whose key is busy waits. When either limit is reached,
- *                    admission stops until a run ends
+ *                    at most; at least 1 (default 10000). Inputs are admitted in
+ *                    input order while both limits hold: one whose key is idle
+ *                    starts a run, one whose key is busy waits. When either limit
+ *                    is reached, admission stops until a run ends
  *   max-run-actions  action executions one input's run may start, at most; 0 for
  *                    no limit (default 100000). A run whose actions keep sending
  *                    one another events fails there (error type "limit"), as an
  *                    action failure of the action that sent the event
  *   on-error         "stop" (default) or "skip"
- *   max-line-bytes   longest accepted input line (default 16777216)
+ *   max-line-bytes   longest accepted input line, at least 1024 (default 16777216)
  *   max-depth        deepest nesting of arrays and objects in an input line, the
  *                    record itself counting as 1, 1..2047 (default 64); a deeper
  *                    line goes to the dead-letter file ("nesting too deep")
  *   state            state directory; empty means in-memory (default "")
- *   commit-interval-ms  longest wait before a group commit (default 2)
- *   strict-determinism  "true" or "false" (default "false")
- *   stack-size       coroutine stack size in bytes (default 262144); rounded
- *                    up to whole pages, so a stack holds a little more, but an
- *                    overflow's message names this size
+ *   commit-interval-ms  longest wait before a group commit, 0..10000 (default 2)
+ *   strict-determinism  "true", "false", "yes", "no", "1" or "0" (default
+ *                    "false"; eddy_config_get() gives "true" or "false")
+ *   stack-size       coroutine stack size in bytes, 16384..67108864 (default
+ *                    262144); rounded up to whole pages, so a stack holds a
+ *                    little more, but an overflow's message names this size
  */
 EDDY_API eddy_config *eddy_config_new(void);
 EDDY_API void eddy_config_free(eddy_config *conf);
@@ -570,7 +572,10 @@ EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);
  * Mailbox thread, as the stats. */
 EDDY_API const char *eddy_runtime_unhandled_type(const eddy_runtime *rt, size_t i);
 
-/* Called on the mailbox thread about every interval_ms while running. */
+/* Called on the mailbox thread about every interval_ms (0 means 500) while
+ * eddy_runtime_run() runs; fn NULL: none. Set before eddy_runtime_run(),
+ * which starts the timer. Returns EDDY_OK, EDDY_EINVAL (rt NULL) or
+ * EDDY_EWRONGTHREAD. */
 typedef void (*eddy_progress_fn)(const eddy_stats *stats, void *arg);
 EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
                                        unsigned interval_ms);

@@ -9,7 +9,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import EDDY, SANITIZED, TEST_AGENT, EddyTest, write_jsonl  # noqa: E402
+from eddytest import EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, write_jsonl  # noqa: E402
 
 
 def by_key(outputs):
@@ -612,6 +612,39 @@ class CoreTest(EddyTest):
         for opt in (b"--input", b"--output", b"--key", b"--async-threads", b"--max-in-flight",
                     b"--on-error", b"--dead-letter", b"--state"):
             self.assertIn(opt, proc.stdout)
+
+    def test_header_config_list_matches_the_help(self):
+        # eddy.h lists the configuration names with the ranges that
+        # `eddy run --help` shows, and every value strict-determinism takes.
+        with open(os.path.join(SOURCE, "include", "eddy", "eddy.h")) as f:
+            header = f.read()
+        block = header[header.index("Runtime configuration:"):]
+        block = block[:block.index("*/")]
+        entries, name = {}, None
+        for line in block.splitlines():
+            m = re.match(r" \*   ([a-z-]+)\s", line)
+            if m:
+                name = m.group(1)
+            if name:
+                entries[name] = entries.get(name, "") + " " + line.lstrip(" *")
+        proc = subprocess.run([EDDY, "run", "--help"], capture_output=True, timeout=30,
+                              text=True)
+        self.assertEqual(proc.returncode, 0)
+        checked = 0
+        for line in proc.stdout.splitlines():
+            m = re.match(r"  --([a-z-]+) [A-Z]+\s+(.*)", line)
+            if not m:
+                continue
+            opt, text = m.groups()
+            for lo, hi in re.findall(r"(\d+)\.\.(\d+)", text):
+                self.assertIn("%s..%s" % (lo, hi), entries[opt], opt)
+                checked += 1
+            for lo in re.findall(r">= (\d+)", text):
+                self.assertIn("at least %s" % lo, entries[opt], opt)
+                checked += 1
+        self.assertGreaterEqual(checked, 5)
+        for value in ("true", "false", "yes", "no", "1", "0"):
+            self.assertIn('"%s"' % value, entries["strict-determinism"])
 
     def test_option_value_is_never_the_next_option(self):
         # "--output --quiet" made files named "--quiet" and "--quiet.dead.jsonl".
