@@ -4,7 +4,8 @@
  * spaces, empty fields kept so that empty names and types are tried too).
  *
  * Checks: eddy_plan_add_action() accepts exactly the actions with a new,
- * non-empty name and at least one non-empty trigger that is not OutputEvent,
+ * non-empty UTF-8 name and at least one trigger, each non-empty, UTF-8 and
+ * not OutputEvent,
  * and refuses the others with EDDY_EINVAL, leaving the plan as it was; every
  * accepted action is routed from each of its types, once, in registration
  * order; the fingerprint is a function of the accepted actions alone (a plan
@@ -49,12 +50,40 @@ static size_t split(char *line, const char *fields[MAX_FIELDS + 1])
     return n;
 }
 
+/* RFC 3629's table of well-formed sequences, written apart from the
+ * runtime's own check (util/utf8.h) so that the two are compared. */
+static int utf8(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s != 0) {
+        unsigned c = *s;
+        unsigned lo = 0x80, hi = 0xBF;
+        size_t more;
+        if (c < 0x80)
+            more = 0;
+        else if (c >= 0xC2 && c <= 0xDF)
+            more = 1;
+        else if (c >= 0xE0 && c <= 0xEF)
+            more = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4)
+            more = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        else
+            return 0;
+        s++;
+        for (size_t i = 0; i < more; i++, s++) {
+            if (*s < (i == 0 ? lo : 0x80) || *s > (i == 0 ? hi : 0xBF))
+                return 0;
+        }
+    }
+    return 1;
+}
+
 static int valid(const eddy_plan *p, const char *const *f, size_t n)
 {
-    if (n < 2 || f[0][0] == '\0' || eddy__plan_find(p, f[0]) != NULL)
+    if (n < 2 || f[0][0] == '\0' || !utf8(f[0]) || eddy__plan_find(p, f[0]) != NULL)
         return 0;
     for (size_t i = 1; i < n; i++) {
-        if (f[i][0] == '\0' || strcmp(f[i], EDDY_OUTPUT_EVENT) == 0)
+        if (f[i][0] == '\0' || !utf8(f[i]) || strcmp(f[i], EDDY_OUTPUT_EVENT) == 0)
             return 0;
     }
     return 1;
