@@ -398,6 +398,28 @@ typedef struct eddy_async_call {
 
 EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, size_t n);
 
+/*
+ * Suspend the action for ms milliseconds (a retry's back-off, a poll's
+ * interval) on a timer of the mailbox loop: no worker thread is used and
+ * nothing polls; other keys and other actions run meanwhile. ms 0 yields once:
+ * the action goes behind every task ready at that moment, new ones included,
+ * and goes on after them. The time is counted in whole milliseconds of the
+ * loop's clock.
+ * A sleeping action is work in flight: its run is not over, and
+ * eddy_runtime_run() does not return before it wakes. A stop
+ * (eddy_runtime_stop(), SIGINT/SIGTERM in the eddy command, an action failure
+ * under on-error=stop) does not wait for the time: the sleep returns
+ * EDDY_ECANCELED at once, and the action should unwind (its effects are
+ * discarded, as after a canceled call).
+ * A sleep is not journaled: after a crash the re-run of the action sleeps
+ * again (its durable calls before and after replay as usual).
+ * Returns EDDY_OK when the time has passed; EDDY_ECANCELED (the runtime is
+ * stopping, also before the sleep began); EDDY_EWRONGTHREAD (another thread,
+ * or inside the body of a durable call); EDDY_ESTATE outside the action's
+ * own coroutine; EDDY_EINVAL (ctx NULL); EDDY_ENOMEM.
+ */
+EDDY_API int eddy_ctx_sleep(eddy_ctx *ctx, uint64_t ms);
+
 /* ---------------------------------------------------------------- durable calls */
 
 /*

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "exec/durable.h"
 #include "exec/runtime.h"
+#include "exec/timer.h"
 #include "util/jsonw.h"
 
 /* EDDY_OK when v nests at most max levels, else EDDY_ELIMIT (or ENOMEM). */
@@ -373,6 +374,11 @@ static int can_suspend(eddy_ctx *ctx)
     if (ctx->rt->stopping)
         return EDDY_ECANCELED;
     return EDDY_OK;
+}
+
+int eddy__ctx_can_suspend(eddy_ctx *ctx) /* for eddy_ctx_sleep (timer.c) */
+{
+    return can_suspend(ctx);
 }
 
 /* Submit n calls and suspend until every one has completed. The jobs live on

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "exec/durable.h"
 #include "exec/runtime.h"
+#include "exec/timer.h"
 #include "io/paths.h"
 #include "util/fault.h"
 #include "util/hash.h"
@@ -139,6 +140,15 @@ void eddy__task_ready(eddy_ctx *t)
         if (rt->ready_fresh == &rt->ready)
             rt->ready_fresh = &t->node;
     }
+    if (!uv_is_active((uv_handle_t *)&rt->idle))
+        uv_idle_start(&rt->idle, on_idle);
+}
+
+void eddy__task_ready_last(eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    t->state = EDDY_TASK_READY;
+    eddy__queue_insert_tail(&rt->ready, &t->node);
     if (!uv_is_active((uv_handle_t *)&rt->idle))
         uv_idle_start(&rt->idle, on_idle);
 }
@@ -800,6 +810,7 @@ static void begin_stop(eddy_runtime *rt)
     /* Calls not started will not run: their tasks unwind at once. */
     if (rt->pool != NULL)
         eddy__pool_cancel(rt->pool);
+    eddy__sleep_cancel_all(rt); /* sleeping tasks wake now, to unwind */
     drop_unadmitted(rt);
     /* Inputs waiting behind a run are dropped; with a state directory they
      * stay in the store and resume on restart. */
@@ -1065,6 +1076,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     if (rt->pool != NULL)
         eddy__pool_close(rt->pool);
     rt->pool = NULL;
+    eddy__sleep_close(rt); /* sleeping tasks are made ready, to unwind below */
     while (!eddy__queue_empty(&rt->ready) || !eddy__queue_empty(&rt->commit_wait) ||
            !eddy__queue_empty(&rt->sync_wait)) {
         eddy__queue_move(&rt->sync_wait, &rt->ready);

@@ -26,13 +26,14 @@
  * inputs (a run's end that frees a slot admission waited for admits itself), hands
  * submitted calls to the workers in one batch, commits the
  * store's transaction and flushes the sinks. A suspended task is referenced
- * only by the calls it waits for: nothing polls it.
+ * only by the calls it waits for, or by its sleep's loop timer
+ * (src/exec/timer.h): nothing polls it.
  *
  * Stopping (action failure under on-error=stop, eddy_runtime_stop, I/O or
  * store failure): admission stops, tasks that never started are dropped, and
- * suspended tasks are resumed as their calls complete so that their C stacks
- * unwind (further async calls return EDDY_ECANCELED at once); their effects
- * are discarded. The loop ends when no task is left.
+ * suspended tasks are resumed as their calls complete (sleeping ones at once)
+ * so that their C stacks unwind (further async calls return EDDY_ECANCELED at
+ * once); their effects are discarded. The loop ends when no task is left.
  */
 #ifndef EDDY_EXEC_RUNTIME_H
 #define EDDY_EXEC_RUNTIME_H
@@ -212,6 +213,7 @@ struct eddy_runtime {
     eddy__queue commit_wait;
     eddy__queue free_tasks;
     size_t nfree_tasks;
+    struct eddy__sleeps *sleeps; /* timers of sleeping tasks (src/exec/timer.c), or NULL */
     eddy__map keys;
     eddy__queue idle_keys;
     size_t nidle_keys;
@@ -276,6 +278,9 @@ struct eddy_runtime {
 
 /* Make a suspended task ready (mailbox thread). */
 void eddy__task_ready(eddy_ctx *t);
+/* The same, behind every task ready now, those not started yet included:
+ * a task that yields (eddy_ctx_sleep of 0 ms) lets all of them run first. */
+void eddy__task_ready_last(eddy_ctx *t);
 
 /* 1 when called on rt's mailbox thread. */
 int eddy__runtime_on_thread(const struct eddy_runtime *rt);
