@@ -154,7 +154,8 @@ static eddy_error *error_from_exception(const char *format)
             (strstr(m, "no running event loop") != NULL ||
              strstr(m, "await wasn't used with future") != NULL))
             hint = " (eddy runs actions without an asyncio event loop: await only "
-                   "ctx.execute_async(), ctx.durable_execute_async() or ctx.gather())";
+                   "ctx.execute_async(), ctx.durable_execute_async(), ctx.gather() or "
+                   "ctx.sleep(), which takes the place of asyncio.sleep())";
         if (m != NULL && m[0] == '\0')
             /* raise ValueError(), or CPython's own MemoryError: the line
              * would end at "ValueError: ". */
@@ -229,8 +230,9 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
     } else {
         PyErr_Format(PyExc_TypeError,
                      "eddy actions can await only ctx.execute_async(), "
-                     "ctx.durable_execute_async() and ctx.gather(); the action awaited something "
-                     "that yielded %R (asyncio and other event loops are not supported)",
+                     "ctx.durable_execute_async(), ctx.gather() and ctx.sleep(); the action "
+                     "awaited something that yielded %R (asyncio and other event loops are not "
+                     "supported: ctx.sleep() takes the place of asyncio.sleep())",
                      y);
         *throw = eddy__py_fetch_exception();
         return 0;
@@ -244,7 +246,8 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
             return 0;
         }
     }
-    size_t submitted = 0;
+    size_t submitted = 0, started = 0, jobs = 0;
+    int nomem = 0;
     /* The calls run once the results the run went on with are on disk, and
      * a call with a reconciler once its start is (journaled PENDING: after
      * a crash in the call, its reconciler runs in its place). */
@@ -266,20 +269,36 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         eddy__py_call *c = (eddy__py_call *)v[i];
         if (c->state != EDDY_PY_CALL_NEW)
             continue;
+        started++;
+        if (c->is_sleep) {
+            /* A loop timer, no worker. 0 ms, or a stopping runtime (which
+             * drops the task at its next step): done at once. */
+            int rc = c->sleep_ms > 0 ? eddy__sleep_start(&c->sleep, c->sleep_ms) : EDDY_ECANCELED;
+            nomem |= rc == EDDY_ENOMEM;
+            c->state = rc == EDDY_OK ? EDDY_PY_CALL_RUNNING : EDDY_PY_CALL_DONE;
+            submitted += rc == EDDY_OK;
+            continue;
+        }
         c->state = EDDY_PY_CALL_RUNNING;
         c->job.work = eddy__py_call_work;
         c->job.done = eddy__py_call_done;
         eddy__pool_submit_after(t->rt->pool, &c->job, barrier);
         submitted++;
+        jobs++;
     }
-    if (submitted == 0) {
+    if (started == 0) {
         PyErr_SetString(PyExc_RuntimeError, "an eddy call was awaited while already running");
         *throw = eddy__py_fetch_exception();
         return 0;
     }
     t->waiting += submitted;
-    t->rt->stats.async_calls += submitted;
+    t->rt->stats.async_calls += jobs;
     Py_XSETREF(pt->waiting, Py_NewRef(y));
+    if (submitted == 0) /* only sleeps of 0 s: a yield, behind every ready task */
+        eddy__task_ready_last(t);
+    if (nomem) /* not the action's fault: eddy stops (which drops the task) */
+        eddy__runtime_fail(t->rt, EDDY_ENOMEM,
+                           eddy_error_new("memory", "out of memory for a sleep's timer"));
     return 1;
 }
 

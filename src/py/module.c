@@ -3,6 +3,7 @@
  * C; Event, Agent, action and the journal codecs in Python (module_py.h),
  * exec'd into the module after the C types. See the design notes in py.h.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -565,7 +566,8 @@ void eddy__py_unawaited_end(eddy_ctx *t, int finished)
         char *id = NULL;
         if (fn == NULL || eddy__py_function_id(fn, &id) != 0)
             PyErr_Clear();
-        const char *name = id != NULL ? id : "?";
+        /* A call without a function is a ctx.sleep(). */
+        const char *name = id != NULL ? id : fn == NULL ? "ctx.sleep" : "?";
         if (n == 1)
             fprintf(stderr,
                     "eddy: warning: action '%s' for key %s made a call of %s that it never "
@@ -699,6 +701,9 @@ static PyObject *call_repr(PyObject *self)
 {
     eddy__py_call *c = (eddy__py_call *)self;
     static const char *const states[] = {"not started", "running", "done"};
+    if (c->is_sleep)
+        return PyUnicode_FromFormat("<eddy sleep of %llu ms, %s>", (unsigned long long)c->sleep_ms,
+                                    states[c->state]);
     return PyUnicode_FromFormat("<eddy %scall of %R, %s>", c->durable ? "durable " : "", c->fn,
                                 states[c->state]);
 }
@@ -752,6 +757,20 @@ void eddy__py_call_work(eddy__job *job)
     PyGILState_Release(g);
 }
 
+/* One of the calls the task waits for has ended: the last one lets it go
+ * on, after the commit of the outcomes journaled meanwhile. */
+static void call_settled(eddy_ctx *t, eddy__py_task *pt)
+{
+    if (--t->waiting > 0)
+        return;
+    if (pt->commit_wait) {
+        pt->commit_wait = 0;
+        eddy__durable_wait_commit(t, 1); /* the calls ran on workers */
+    } else {
+        eddy__task_ready(t);
+    }
+}
+
 void eddy__py_call_done(eddy__job *job)
 {
     /* Loop thread, without the GIL: only C fields are touched. */
@@ -770,14 +789,16 @@ void eddy__py_call_done(eddy__job *job)
                                  c->err_msg) == EDDY_OK)
             pt->commit_wait = 1;
     }
-    if (--t->waiting > 0)
-        return;
-    if (pt->commit_wait) {
-        pt->commit_wait = 0;
-        eddy__durable_wait_commit(t, 1); /* the calls ran on workers */
-    } else {
-        eddy__task_ready(t);
-    }
+    call_settled(t, pt);
+}
+
+void eddy__py_sleep_done(eddy__sleep *s)
+{
+    /* Loop thread, without the GIL: only C fields are touched. The call is
+     * alive: the task holds what it awaits (pt->waiting) until it goes on. */
+    eddy__py_call *c = (eddy__py_call *)((char *)s - offsetof(eddy__py_call, sleep));
+    c->state = EDDY_PY_CALL_DONE; /* canceled too: a stopping runtime drops the task */
+    call_settled(s->task, s->task->lang);
 }
 
 /*
@@ -983,6 +1004,57 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
     return r;
 }
 
+/*
+ * ctx.sleep(seconds): an awaitable that suspends the action on a loop timer
+ * (no worker). Refused in a def action, which runs in one step and cannot
+ * suspend: the call would only make an awaitable that nothing awaits.
+ * Seconds as asyncio.sleep takes them: 0 or less yields once; the time is
+ * rounded up to whole milliseconds (the loop's timers count those).
+ */
+static PyObject *ctx_sleep(PyObject *self, PyObject *arg)
+{
+    eddy_ctx *t = ctx_task(self, "RunnerContext.sleep");
+    if (t == NULL)
+        return NULL;
+    eddy__py_task *pt = t->lang;
+    if (pt == NULL || pt->coro == NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "ctx.sleep() suspends the action, and action '%s' is a def action, which "
+                     "runs in one step and cannot suspend: make it an async def action and "
+                     "write `await ctx.sleep(seconds)`",
+                     t->action->name);
+        return NULL;
+    }
+    if (!PyFloat_Check(arg) && !PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "ctx.sleep(seconds) takes a number of seconds, not '%s'",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    double sec = PyFloat_AsDouble(arg);
+    if (sec == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (isnan(sec)) {
+        PyErr_SetString(PyExc_ValueError, "ctx.sleep(seconds): seconds is NaN");
+        return NULL;
+    }
+    uint64_t ms = 0;
+    if (sec > 0)
+        ms = sec * 1000.0 >= 1.8e19 ? UINT64_MAX : (uint64_t)ceil(sec * 1000.0);
+    eddy__py_call *c = PyObject_GC_New(eddy__py_call, eddy__py.call_type);
+    if (c == NULL)
+        return NULL;
+    memset((char *)c + sizeof(PyObject), 0, sizeof(*c) - sizeof(PyObject));
+    c->ctxobj = Py_NewRef(self);
+    c->is_sleep = 1;
+    c->sleep_ms = ms;
+    c->sleep.task = t;
+    c->sleep.done = eddy__py_sleep_done;
+    eddy__queue_init(&c->unawaited);
+    PyObject_GC_Track(c);
+    unawaited_add(t, c);
+    return (PyObject *)c;
+}
+
 /* ---------------------------------------------------------------- gather */
 
 static int gather_traverse(PyObject *self, visitproc visit, void *arg)
@@ -1077,8 +1149,8 @@ static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
         PyObject *a = PyTuple_GET_ITEM(args, i);
         if (!Py_IS_TYPE(a, eddy__py.call_type)) {
             PyErr_Format(PyExc_TypeError,
-                         "gather() takes awaitables from ctx.execute_async() or "
-                         "ctx.durable_execute_async(), not %R",
+                         "gather() takes awaitables from ctx.execute_async(), "
+                         "ctx.durable_execute_async() or ctx.sleep(), not %R",
                          a);
             return NULL;
         }
@@ -1399,6 +1471,8 @@ static PyMethodDef ctx_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "durable_execute(fn, *args, **kwargs): run fn here once; journal its result or "
      "exception."},
+    {"sleep", ctx_sleep, METH_O,
+     "await sleep(seconds): suspend the action on a loop timer (no worker); not journaled."},
     {"gather", (PyCFunction)(void (*)(void))ctx_gather, METH_VARARGS | METH_KEYWORDS,
      "await gather(aw1, aw2, ..., return_exceptions=False): run calls at once; results in "
      "order."},

@@ -28,7 +28,9 @@
  * make the task ready (or queue it for the group commit) when the last one
  * completed; the next step sends None and the awaitable returns its result
  * or raises. Anything else yielded is refused with a TypeError thrown into
- * the coroutine.
+ * the coroutine. ctx.sleep() returns a call too, without a function: the
+ * driver starts a loop timer for it (src/exec/timer.h) rather than a job, or,
+ * for 0 seconds, puts the task back at the end of the ready queue.
  *
  * Durable calls follow the C rules (src/exec/durable.h): the journal
  * position is taken when ctx.durable_execute_async() is called, the outcome
@@ -44,6 +46,7 @@
 
 #include "exec/durable.h"
 #include "exec/runtime.h"
+#include "exec/timer.h"
 
 /* ---------------------------------------------------------------- conversion (GIL held) */
 
@@ -113,7 +116,8 @@ extern eddy__py_mod eddy__py;
 /* The module's init function (for PyImport_AppendInittab). */
 PyObject *eddy__py_module_init(void);
 
-/* A call awaitable (ctx.execute_async, ctx.durable_execute_async). */
+/* A call awaitable (ctx.execute_async, ctx.durable_execute_async, and
+ * ctx.sleep, which waits on a loop timer instead of a worker). */
 enum { EDDY_PY_CALL_NEW = 0, EDDY_PY_CALL_RUNNING, EDDY_PY_CALL_DONE };
 
 typedef struct eddy__py_call {
@@ -129,6 +133,11 @@ typedef struct eddy__py_call {
     PyObject *result, *exc;
     /* Durable: the outcome encoded by the worker for the journal. */
     char *payload, *err_type, *err_msg;
+    /* ctx.sleep(): no function; the driver starts the sleep, whose done
+     * callback (loop thread, no GIL) ends the call. */
+    int is_sleep;
+    uint64_t sleep_ms;
+    eddy__sleep sleep;
     /* In its task's list of calls not awaited yet (eddy__py_task.unawaited)
      * from its making by execute_async or durable_execute_async until its
      * first send (an await, its gather's await) or its end; else self-linked.
@@ -173,6 +182,8 @@ void eddy__py_unawaited_end(eddy_ctx *t, int finished);
 /* The job callbacks of a call (agent.c). */
 void eddy__py_call_work(eddy__job *job);
 void eddy__py_call_done(eddy__job *job);
+/* The done callback of a ctx.sleep() call's sleep (loop thread, no GIL). */
+void eddy__py_sleep_done(eddy__sleep *s);
 
 /* Set the task's failure from the Python exception being raised (cleared). */
 void eddy__py_fail_task(eddy_ctx *t);
