@@ -19,9 +19,10 @@ from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, writ
 C_AGENT = os.path.join(AGENTS, "sleep_agent.so")
 PY_AGENT = os.path.join(SOURCE, "tests", "agents", "sleep_agent.py")
 
-# Sanitizers slow every step; the bounds below stay well under what the
-# same run takes when sleeps hold a worker.
-SLACK = 3 if SANITIZED else 1
+# Sanitizers slow every step, as does a busy machine: the bounds below are
+# loose, and still well under what the same runs take when sleeps hold a
+# worker (4 s and more) or a stop waits for a sleep (an hour).
+SLACK = 2 if SANITIZED else 1
 
 
 def wait_for(cond, what, proc, timeout=30):
@@ -67,9 +68,9 @@ class SleepCases:
         self.assertEqual(sorted(outs), list(range(n + 1)))
         for i in range(n):
             self.assertGreaterEqual(outs[i]["slept_ms"], 490, outs[i])
-            self.assertLess(outs[i]["slept_ms"], 500 + 400 * SLACK, outs[i])
-        self.assertLess(outs[n]["call_ms"], 200 * SLACK, "the call waited for the sleepers")
-        self.assertLess(took, 1.5 * SLACK, "the sleeps did not overlap")
+            self.assertLess(outs[i]["slept_ms"], 1500 * SLACK, outs[i])
+        self.assertLess(outs[n]["call_ms"], 300 * SLACK, "the call waited for the sleepers")
+        self.assertLess(took, 2.5 * SLACK, "the sleeps did not overlap")
         self.assertIn(b" 9 actions, 1 async calls,", res.stderr)  # the sleeps took no worker
 
     def test_sigterm_during_a_long_sleep_stops_at_once_and_resumes(self):
@@ -98,7 +99,7 @@ class SleepCases:
                 p.kill()
                 p.communicate()
         self.assertEqual(p.returncode, 143, err)
-        self.assertLess(took, 1.0 * SLACK, "the stop waited for the sleep")
+        self.assertLess(took, 2.0 * SLACK, "the stop waited for the sleep")
         self.assertIn(b"eddy: interrupted; run the same command again to resume\n", err)
         self.assertIn(self.dropped_line, err)
         again = subprocess.run(self.cmd(), capture_output=True, timeout=60,
@@ -179,7 +180,7 @@ class PythonSleepTest(SleepCases, EddyTest):
         self.assertOk(res)
         outs = sorted(res.outputs(), key=lambda o: o["seq"])
         self.assertEqual([o["seq"] for o in outs], [0, 1, 2, 3])
-        self.assertLess(max(o["slept_ms"] for o in outs[:3]), 100 * SLACK)
+        self.assertLess(max(o["slept_ms"] for o in outs[:3]), 1000 * SLACK)
 
 
 if __name__ == "__main__":
