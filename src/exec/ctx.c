@@ -148,7 +148,7 @@ int eddy_ctx_send_output(eddy_ctx *ctx, json_t *output)
             "eddy_ctx_send_output: the output is NULL, as when building it failed");
     rc = depth_ok(output, EDDY__VALUE_MAX_DEPTH - 1); /* in {"output": ...} */
     if (rc != EDDY_OK) {
-        json_decref(output);
+        eddy__json_decref_deep(output); /* on the action's stack: see jsonw.h */
         return eddy__ctx_refuse(ctx, rc, "eddy_ctx_send_output: the output is " TOO_DEEP);
     }
     eddy_runtime *rt = ctx->rt;
@@ -279,7 +279,7 @@ int eddy_memory_set(eddy_memory *m, const char *path, json_t *value)
     rc = levels <= EDDY__VALUE_MAX_DEPTH ? depth_ok(value, EDDY__VALUE_MAX_DEPTH - levels)
                                          : EDDY_ELIMIT;
     if (rc != EDDY_OK) {
-        json_decref(value);
+        eddy__json_decref_deep(value); /* on the action's stack: see jsonw.h */
         return memory_refused(m, rc, "eddy_memory_set", path);
     }
     rc = eddy__memview_set(&m->view, path, value);

@@ -252,66 +252,11 @@ static int cmp_field(const void *a, const void *b)
     return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static int write_value(eddy__buf *b, const json_t *v, int depth, int flags);
-
-static int write_sorted(eddy__buf *b, const json_t *v, int depth, int flags)
+/* Write scalar v: 0, -1 on ENOMEM, or 1 (nothing written) when v is an
+ * array or an object. */
+static inline int write_scalar(eddy__buf *b, const json_t *v, int flags)
 {
-    size_t n = json_object_size(v), i = 0;
-    field local[16];
-    field *f = n <= 16 ? local : malloc(n * sizeof(*f));
-    if (f == NULL)
-        return -1;
-    for (void *it = json_object_iter((json_t *)v); it != NULL;
-         it = json_object_iter_next((json_t *)v, it))
-        f[i++] = (field){json_object_iter_key(it), json_object_iter_key_len(it),
-                         json_object_iter_value(it)};
-    qsort(f, n, sizeof(*f), cmp_field);
-    int rc = put(b, "{", 1);
-    for (i = 0; i < n && rc == 0; i++) {
-        if ((i != 0 && put(b, ",", 1) != 0) || put_string(b, f[i].k, f[i].len) != 0 ||
-            put(b, ":", 1) != 0 || write_value(b, f[i].v, depth + 1, flags) != 0)
-            rc = -1;
-    }
-    if (f != local)
-        free(f);
-    return rc == 0 ? put(b, "}", 1) : -1;
-}
-
-static int write_value(eddy__buf *b, const json_t *v, int depth, int flags)
-{
-    if (depth > 2048)
-        return -1; /* jansson refuses such values too; never recurse unbounded */
     switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        if (flags & EDDY__JSONW_SORT_KEYS)
-            return write_sorted(b, v, depth, flags);
-        if (put(b, "{", 1) != 0)
-            return -1;
-        /* The iterator itself: json_object_keylen_foreach finds each
-         * key's iterator again from the key, three times per member. */
-        int first = 1;
-        for (void *it = json_object_iter((json_t *)v); it != NULL;
-             it = json_object_iter_next((json_t *)v, it)) {
-            if ((!first && put(b, ",", 1) != 0) ||
-                put_string(b, json_object_iter_key(it), json_object_iter_key_len(it)) != 0 ||
-                put(b, ":", 1) != 0 ||
-                write_value(b, json_object_iter_value(it), depth + 1, flags) != 0)
-                return -1;
-            first = 0;
-        }
-        return put(b, "}", 1);
-    }
-    case JSON_ARRAY: {
-        if (put(b, "[", 1) != 0)
-            return -1;
-        size_t n = json_array_size(v);
-        for (size_t i = 0; i < n; i++) {
-            if ((i != 0 && put(b, ",", 1) != 0) ||
-                write_value(b, json_array_get(v, i), depth + 1, flags) != 0)
-                return -1;
-        }
-        return put(b, "]", 1);
-    }
     case JSON_STRING:
         return put_string(b, json_string_value(v), json_string_length(v));
     case JSON_INTEGER:
@@ -324,14 +269,218 @@ static int write_value(eddy__buf *b, const json_t *v, int depth, int flags)
         return put(b, "false", 5);
     case JSON_NULL:
         return put(b, "null", 4);
+    default:
+        return 1;
     }
-    return -1;
+}
+
+/* The deepest level a value may stand at below the top (the top is 0):
+ * jansson refuses such values too. */
+#define WRITE_MAX_DEPTH 2048
+
+/*
+ * An open container of the writer: an array (i its next index, n its size),
+ * an object in insertion order (it the iterator of its next member, i the
+ * members written) or an object with sorted keys (its fields, sorted, at
+ * fields[f0 .. f0 + n) of the writer's field stack, i the next).
+ */
+enum { W_ARRAY, W_OBJECT, W_SORTED };
+
+typedef struct wframe {
+    const json_t *c;
+    void *it;
+    size_t i, n, f0;
+    int kind;
+} wframe;
+
+/*
+ * The writer's stacks: of open containers, and of the sorted fields of the
+ * objects among them; in arrays on the C stack until they outgrow them
+ * (WFRAMES containers, WFIELDS fields), then on the heap.
+ *
+ * The writer runs on actions' coroutine stacks (a durable call digests its
+ * arguments there, and journals its result), so it takes no stack per
+ * level. It recursed once per level before: ~136 bytes a level, ~488 with
+ * sorted keys, and the digest of arguments nested ~550 levels deep
+ * overflowed a 256 KiB stack. Now it takes the same stack at any depth,
+ * ~3.4 KiB (measured, with the pieces' and qsort's frames; these arrays are
+ * 3 KiB of it), and the WRITE_MAX_DEPTH levels it allows cost heap: 48
+ * bytes a level, and 24 per sorted field of the open objects.
+ */
+#define WFRAMES 32
+#define WFIELDS 64
+
+typedef struct writer {
+    wframe *st;
+    size_t n, cap;
+    field *fs;
+    size_t nf, fcap;
+    wframe st_local[WFRAMES];
+    field fs_local[WFIELDS];
+} writer;
+
+/* Grow one of the writer's arrays (*p of *cap elements of size sz, used of
+ * them in use, local the array it started with) to hold at least need.
+ * 0, or -1 on ENOMEM. */
+static int wgrow(void **p, size_t *cap, size_t used, size_t need, size_t sz, void *local)
+{
+    size_t ncap = *cap;
+    while (ncap < need) {
+        if (ncap > SIZE_MAX / 2 / sz)
+            return -1;
+        ncap *= 2;
+    }
+    void *np = malloc(ncap * sz);
+    if (np == NULL)
+        return -1;
+    memcpy(np, *p, used * sz);
+    if (*p != local)
+        free(*p);
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+/* Open container c: write its opening bracket and push its frame (with its
+ * fields, sorted, when flags ask for sorted keys). 0 or -1. */
+static inline int wopen(writer *w, eddy__buf *b, const json_t *c, int flags)
+{
+    if (w->n == w->cap &&
+        wgrow((void **)&w->st, &w->cap, w->n, w->n + 1, sizeof(*w->st), w->st_local) != 0)
+        return -1;
+    wframe *f = &w->st[w->n];
+    f->c = c;
+    f->i = 0;
+    if (json_is_array(c)) {
+        f->kind = W_ARRAY;
+        f->n = json_array_size(c);
+    } else if (!(flags & EDDY__JSONW_SORT_KEYS)) {
+        f->kind = W_OBJECT;
+        f->it = json_object_iter((json_t *)c);
+    } else {
+        size_t n = json_object_size(c), i = 0;
+        if (w->fcap - w->nf < n &&
+            wgrow((void **)&w->fs, &w->fcap, w->nf, w->nf + n, sizeof(*w->fs), w->fs_local) != 0)
+            return -1;
+        field *fs = w->fs + w->nf;
+        for (void *it = json_object_iter((json_t *)c); it != NULL && i < n;
+             it = json_object_iter_next((json_t *)c, it))
+            fs[i++] = (field){json_object_iter_key(it), json_object_iter_key_len(it),
+                              json_object_iter_value(it)};
+        qsort(fs, i, sizeof(*fs), cmp_field);
+        f->kind = W_SORTED;
+        f->f0 = w->nf;
+        f->n = i;
+        w->nf += i;
+    }
+    w->n++;
+    return put(b, f->kind == W_ARRAY ? "[" : "{", 1);
+}
+
+#define IS_CONTAINER(v) (json_is_object(v) || json_is_array(v))
+
+/*
+ * Write v, walking its containers with the writer's own stacks: the
+ * members of the innermost open container are written in a loop of its own
+ * until one is a container (pushed) or none is left (popped), so that the
+ * flat objects of most values cost about what the recursive writer's loops
+ * did.
+ */
+static int write_value(eddy__buf *b, const json_t *v, int flags)
+{
+    int rc = write_scalar(b, v, flags);
+    if (rc <= 0)
+        return rc;
+    writer w;
+    w.st = w.st_local;
+    w.cap = WFRAMES;
+    w.n = 0;
+    w.fs = w.fs_local;
+    w.fcap = WFIELDS;
+    w.nf = 0;
+    rc = wopen(&w, b, v, flags);
+    while (rc == 0 && w.n > 0) {
+        wframe *f = &w.st[w.n - 1];
+        /* Its members stand at level w.n. */
+        int deep = w.n > WRITE_MAX_DEPTH;
+        const json_t *child = NULL;
+        /* The loops keep the frame's place in locals: the writes through
+         * b->p could alias it. */
+        size_t i = f->i;
+        switch (f->kind) {
+        case W_ARRAY: {
+            const json_t *c = f->c;
+            for (size_t n = f->n; i < n;) {
+                if (deep || (i != 0 && put(b, ",", 1) != 0)) {
+                    rc = -1;
+                    break;
+                }
+                child = json_array_get(c, i++);
+                if ((rc = write_scalar(b, child, flags)) != 0)
+                    break;
+                child = NULL;
+            }
+            break;
+        }
+        case W_OBJECT: {
+            void *it = f->it;
+            while (it != NULL) {
+                void *cur = it;
+                it = json_object_iter_next((json_t *)f->c, cur);
+                if (deep || (i++ != 0 && put(b, ",", 1) != 0) ||
+                    put_string(b, json_object_iter_key(cur), json_object_iter_key_len(cur)) != 0 ||
+                    put(b, ":", 1) != 0) {
+                    rc = -1;
+                    break;
+                }
+                child = json_object_iter_value(cur);
+                if ((rc = write_scalar(b, child, flags)) != 0)
+                    break;
+                child = NULL;
+            }
+            f->it = it;
+            break;
+        }
+        default: {
+            const field *fs = w.fs + f->f0;
+            for (size_t n = f->n; i < n;) {
+                const field *fd = &fs[i];
+                if (deep || (i++ != 0 && put(b, ",", 1) != 0) ||
+                    put_string(b, fd->k, fd->len) != 0 || put(b, ":", 1) != 0) {
+                    rc = -1;
+                    break;
+                }
+                child = fd->v;
+                if ((rc = write_scalar(b, child, flags)) != 0)
+                    break;
+                child = NULL;
+            }
+            break;
+        }
+        }
+        f->i = i;
+        if (rc < 0)
+            break;
+        if (child != NULL) { /* rc 1: a container */
+            rc = wopen(&w, b, child, flags);
+        } else { /* the container ends */
+            rc = put(b, f->kind == W_ARRAY ? "]" : "}", 1);
+            if (f->kind == W_SORTED)
+                w.nf = f->f0;
+            w.n--;
+        }
+    }
+    if (w.st != w.st_local)
+        free(w.st);
+    if (w.fs != w.fs_local)
+        free(w.fs);
+    return rc;
 }
 
 int eddy__json_write(eddy__buf *b, const json_t *v)
 {
     size_t start = b->len;
-    if (v == NULL || write_value(b, v, 0, 0) != 0) {
+    if (v == NULL || write_value(b, v, 0) != 0) {
         b->len = start;
         return EDDY_ENOMEM;
     }
@@ -341,7 +490,7 @@ int eddy__json_write(eddy__buf *b, const json_t *v)
 int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags)
 {
     size_t start = b->len;
-    if (v == NULL || write_value(b, v, 0, flags) != 0 || eddy__buf_reserve(b, 1) != EDDY_OK) {
+    if (v == NULL || write_value(b, v, flags) != 0 || eddy__buf_reserve(b, 1) != EDDY_OK) {
         b->len = start;
         return EDDY_ENOMEM;
     }
@@ -367,8 +516,6 @@ int eddy__json_write_int(eddy__buf *b, json_int_t v)
 }
 
 static int deeper_walk(const json_t *v, unsigned max);
-
-#define IS_CONTAINER(v) (json_is_object(v) || json_is_array(v))
 
 int eddy__json_deeper_than(const json_t *v, unsigned max)
 {
@@ -458,4 +605,45 @@ int eddy__buf_nul(eddy__buf *b)
         return EDDY_ENOMEM;
     b->p[b->len] = '\0';
     return EDDY_OK;
+}
+
+void eddy__json_decref_deep(json_t *v)
+{
+    /* A container that this decref frees gives up its container members
+     * first (each kept by a reference of ours, to be let go in its turn),
+     * so jansson's free of it lets go of members that outlive it, never
+     * recursing: only the members waiting in st take space, on the heap
+     * past 32. Out of memory for more, the rest go the recursive way. */
+    json_t *local[32], **st = local;
+    size_t n = 0, cap = sizeof(local) / sizeof(local[0]);
+    st[n++] = v;
+    while (n > 0) {
+        json_t *x = st[--n];
+        if (x != NULL && x->refcount == 1 && IS_CONTAINER(x)) {
+            size_t m = json_is_array(x) ? json_array_size(x) : 0;
+            void *it = json_is_object(x) ? json_object_iter(x) : NULL;
+            for (size_t i = 0; i < m || it != NULL; i++) {
+                json_t *c = m > 0 ? json_array_get(x, i) : json_object_iter_value(it);
+                if (m == 0)
+                    it = json_object_iter_next(x, it);
+                if (!IS_CONTAINER(c))
+                    continue;
+                if (n == cap) {
+                    json_t **g =
+                        cap <= SIZE_MAX / 2 / sizeof(*g) ? malloc(2 * cap * sizeof(*g)) : NULL;
+                    if (g == NULL)
+                        break;
+                    memcpy(g, st, n * sizeof(*g));
+                    if (st != local)
+                        free(st);
+                    st = g;
+                    cap *= 2;
+                }
+                st[n++] = json_incref(c);
+            }
+        }
+        json_decref(x);
+    }
+    if (st != local)
+        free(st);
 }

@@ -65,4 +65,10 @@ int eddy__buf_nul(eddy__buf *b);
  * stacks of actions' coroutines. */
 int eddy__json_deeper_than(const json_t *v, unsigned max);
 
+/* json_decref(v) (NULL is a no-op) that takes no stack per level: jansson
+ * frees a value recursively, ~85 bytes a level, and a value an action hands
+ * to eddy (or a call's result) may be nested deeper than an action's stack
+ * holds. For the values refused for their depth, freed on that stack. */
+void eddy__json_decref_deep(json_t *v);
+
 #endif /* EDDY_UTIL_JSONW_H */

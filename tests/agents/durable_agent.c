@@ -16,7 +16,11 @@
  *           chain_inline: the same with the first call on the mailbox;
  *           fanout: k Echo events, then the output;
  *           variant_ignored: three durable calls whose outcomes it only
- *           reports, the first with EDDY_TEST_VARIANT, then the output)
+ *           reports, the first with EDDY_TEST_VARIANT, then the output;
+ *           deep: the input record itself, however deep, as a durable
+ *           call's arguments, a result input.result_depth arrays deep, and
+ *           its inner part into memory and back; values input.refuse_depth
+ *           deep sent and set, refused)
  *   echo    (Echo)        durable async call, then the output (crashes after
  *                         the call of the last Echo when the flag exists)
  * With EDDY_TEST_GOT set, step1 also records "got" with the call's arguments
@@ -114,6 +118,34 @@ static int reconcile(const json_t *args, void *arg, json_t **result, eddy_error 
     }
     *result = json_string("reconciled");
     return EDDY_OK;
+}
+
+/* Arrays nested as deep as args.result_depth, a 0 innermost. */
+static int nest_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    (void)err;
+    json_t *small = json_pack("{s:O?, s:O?}", "op", json_object_get(args, "op"), "seq",
+                              json_object_get(args, "seq"));
+    record_effect("nest", small);
+    json_decref(small);
+    json_t *v = json_integer(0);
+    for (json_int_t i = iget(args, "result_depth", 1); i > 0; i--) {
+        json_t *a = json_array();
+        json_array_append_new(a, v);
+        v = a;
+    }
+    *result = v;
+    return EDDY_OK;
+}
+
+/* Arrays nested in v, following the first member of each. */
+static json_int_t array_depth(const json_t *v)
+{
+    json_int_t d = 0;
+    for (; json_is_array(v); v = json_array_get(v, 0))
+        d++;
+    return d;
 }
 
 static int step1(eddy_ctx *ctx, const eddy_event *ev, void *arg)
@@ -283,6 +315,50 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         eddy_error_free(err);
         const char *flag2 = json_string_value(json_object_get(in, "crash_flag2"));
         if (flag2 != NULL && unlink(flag2) == 0)
+            _exit(137);
+        return output(ctx, out);
+    }
+    if (strcmp(op, "deep") == 0) {
+        /* The record as the arguments, as the README's agent passes it: its
+         * digest, and the result's journal text, are written on this
+         * action's stack, and so are the copies of memory. */
+        json_t *res = NULL;
+        eddy_error *err = NULL;
+        int rc = eddy_ctx_durable_execute_async(ctx, "nest", in, nest_call, NULL, &res, &err);
+        json_t *out;
+        if (rc == EDDY_OK) {
+            eddy_memory *stm = eddy_ctx_short_term_memory(ctx);
+            int set = eddy_memory_set(stm, "inner", json_incref(json_array_get(res, 0)));
+            json_t *back = eddy_memory_get(stm, "inner");
+            out = json_pack("{s:I, s:i, s:I, s:i, s:I}", "seq", seq, "rc", rc, "depth",
+                            array_depth(res), "memory_set", set, "memory_depth", array_depth(back));
+            json_decref(back);
+        } else {
+            out = json_pack("{s:I, s:i, s:s}", "seq", seq, "rc", rc, "error",
+                            err != NULL ? eddy_error_type(err) : "");
+        }
+        json_decref(res);
+        eddy_error_free(err);
+        json_int_t refuse = iget(in, "refuse_depth", 0);
+        if (refuse > 0) {
+            /* Values far too deep handed to eddy, which refuses them and
+             * frees them (on this stack). */
+            json_t *v[2] = {NULL, NULL};
+            for (int k = 0; k < 2; k++) {
+                v[k] = json_integer(0);
+                for (json_int_t i = 0; i < refuse; i++) {
+                    json_t *a = json_array();
+                    json_array_append_new(a, v[k]);
+                    v[k] = a;
+                }
+            }
+            json_object_set_new(out, "refused_output",
+                                json_integer(eddy_ctx_send_output(ctx, v[0])));
+            json_object_set_new(
+                out, "refused_memory",
+                json_integer(eddy_memory_set(eddy_ctx_short_term_memory(ctx), "x", v[1])));
+        }
+        if (take_flag(in))
             _exit(137);
         return output(ctx, out);
     }

@@ -3,6 +3,7 @@ import collections
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -58,6 +59,63 @@ class DurableTest(EddyTest):
         p = self.path(name)
         open(p, "w").close()
         return p
+
+    # ------------------------------------------------------------ deep values
+
+    @staticmethod
+    def deep_line(d, **fields):
+        """An input record nested d levels deep (the record is 1), as JSON text."""
+        head = json.dumps(fields)[:-1] + ', "deep": '
+        return head + '{"a": ' * (d - 1) + "1" + "}" * (d - 1) + "}"
+
+    def test_readme_agent_on_deep_input(self):
+        # The README's agent passes its input record to a durable call: the
+        # digest of a record nested ~554 levels deep overflowed the action's
+        # 256 KiB stack (SIGSEGV, on every rerun).
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            code = re.findall(r"```c\n(.*?)```", f.read(), re.S)[0]
+        src, so = self.path("greet.c"), self.path("greet.so")
+        with open(src, "w") as f:
+            f.write(code)
+        cflags = subprocess.run(["pkg-config", "--cflags", "jansson"], capture_output=True,
+                                text=True, timeout=30).stdout.split()
+        cc = subprocess.run(["cc", "-shared", "-fPIC", "-fstack-clash-protection", src, "-o", so,
+                             "-I" + os.path.join(SOURCE, "include"),
+                             "-I" + os.path.join(os.path.dirname(EDDY), "include")] + cflags,
+                            capture_output=True, timeout=120)
+        self.assertEqual(cc.returncode, 0, cc.stderr)
+        with open(self.inp, "w") as f:
+            f.write(self.deep_line(600, key="u1", name="ada") + "\n")
+            f.write(self.deep_line(2047, key="u1", name="grace") + "\n")
+        res = self.run_cmd("--max-depth", "2047", agent=so)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(read_jsonl(self.out), [{"name": "ada", "length": 3, "visits": 1},
+                                                {"name": "grace", "length": 5, "visits": 2}])
+
+    def test_deep_arguments_and_results_on_the_action_stack(self):
+        # On the default stack: arguments 2047 levels deep digested, a
+        # result 1000 deep journaled, replayed after a crash (same digest,
+        # so not run again) and copied through memory; a result far deeper
+        # than the limit is the call's failure, and is freed there, as are
+        # an output and a memory value that eddy refuses for their depth.
+        flag = self.flag("crash")
+        with open(self.inp, "w") as f:
+            f.write(self.deep_line(2047, key="a", op="deep", seq=1, result_depth=1000,
+                                   crash_flag=flag) + "\n")
+            f.write(self.deep_line(3, key="b", op="deep", seq=2, result_depth=50000,
+                                   refuse_depth=50000) + "\n")
+        first = self.run_cmd("--max-depth", "2047")
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd("--max-depth", "2047")
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertNotIn(b"non-deterministic", second.stderr)
+        self.assertIn(b"durable calls replayed", second.stderr)
+        outs = {o.pop("seq"): o for o in read_jsonl(self.out)}
+        self.assertEqual(outs[1], {"key": "a", "rc": 0, "depth": 1000, "memory_set": 0,
+                                   "memory_depth": 999})
+        self.assertEqual(outs[2], {"key": "b", "rc": -6, "error": "limit",
+                                   "refused_output": -18, "refused_memory": -18})
+        self.assertEqual(self.count_effects("nest", seq=1), 1)
 
     # ------------------------------------------------------------ recovery
 

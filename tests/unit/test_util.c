@@ -15,6 +15,8 @@
 #include <cmocka.h>
 
 #include "eddy/eddy.h"
+#include "exec/coro.h"
+#include "util/hash.h"
 #include "util/hex.h"
 #include "util/jsonw.h"
 #include "util/le.h"
@@ -634,6 +636,330 @@ static void test_json_deeper_than(void **state)
     json_decref(o);
 }
 
+/* ------------------------------------------------------------ jsonw: nesting */
+
+/*
+ * The writer as it was when it recursed once per level (a frame of ~136
+ * bytes, ~488 with sorted keys, so that a digest of arguments nested ~550
+ * levels deep overflowed an action's 256 KiB stack): the reference the
+ * iterative writer must match byte for byte, since digests of its sorted,
+ * exact texts are stored in journals. Scalars go through the writer itself
+ * (alone, they never nest), so only the walk is the reference's own.
+ */
+typedef struct ref_field {
+    const char *k;
+    size_t len;
+    json_t *v;
+} ref_field;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const ref_field *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->k, y->k, n);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static int ref_write(eddy__buf *b, const json_t *v, int depth, int flags)
+{
+    if (depth > 2048)
+        return -1;
+    if (json_is_object(v)) {
+        size_t n = json_object_size(v), i = 0;
+        ref_field *f = malloc((n + 1) * sizeof(*f));
+        assert_non_null(f);
+        for (void *it = json_object_iter((json_t *)v); it != NULL;
+             it = json_object_iter_next((json_t *)v, it))
+            f[i++] = (ref_field){json_object_iter_key(it), json_object_iter_key_len(it),
+                                 json_object_iter_value(it)};
+        if (flags & EDDY__JSONW_SORT_KEYS)
+            qsort(f, n, sizeof(*f), ref_cmp);
+        int rc = eddy__buf_put(b, "{", 1);
+        for (i = 0; i < n && rc == 0; i++)
+            if ((i != 0 && eddy__buf_put(b, ",", 1) != 0) ||
+                eddy__json_write_str(b, f[i].k, f[i].len) != 0 || eddy__buf_put(b, ":", 1) != 0 ||
+                ref_write(b, f[i].v, depth + 1, flags) != 0)
+                rc = -1;
+        free(f);
+        return rc == 0 ? eddy__buf_put(b, "}", 1) : -1;
+    }
+    if (json_is_array(v)) {
+        if (eddy__buf_put(b, "[", 1) != 0)
+            return -1;
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if ((i != 0 && eddy__buf_put(b, ",", 1) != 0) ||
+                ref_write(b, json_array_get(v, i), depth + 1, flags) != 0)
+                return -1;
+        return eddy__buf_put(b, "]", 1);
+    }
+    return eddy__json_write_ex(b, v, flags & EDDY__JSONW_EXACT) == EDDY_OK ? 0 : -1;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s += 0x9e3779b97f4a7c15ULL;
+    return eddy__mix64(*s);
+}
+
+/* Bytes of keys and strings: plain, escaped, NUL, multi-byte UTF-8 and
+ * bytes that are not UTF-8 (taken as they are). */
+static size_t rnd_text(uint64_t *s, char *out, size_t max)
+{
+    static const char *const pieces[] = {
+        "a",    "b", "ab", "Z",        "\"",           "\\",       "\n",        "\x01",
+        "\x7f", "/", " ",  "\xc3\xa9", "\xe4\xb8\xad", "\xff\xfe", "0123456789"};
+    size_t len = 0, n = rng_next(s) % max;
+    for (size_t k = 0; k < n; k++) {
+        uint64_t r = rng_next(s) % 17;
+        const char *p = r < 15 ? pieces[r] : "";
+        size_t pl = r < 15 ? strlen(p) : 1; /* 15, 16: a NUL byte */
+        memcpy(out + len, r < 15 ? p : "\0", pl);
+        len += pl;
+    }
+    return len;
+}
+
+static json_t *rnd_scalar(uint64_t *s)
+{
+    static const double nice[] = {0.0, -0.0, 0.1, 1.5, 1e300, -2.5e-300, 5e-324, 3.0, 1e21};
+    char t[200];
+    uint64_t r = rng_next(s);
+    switch (r % 8) {
+    case 0:
+        return json_null();
+    case 1:
+        return json_boolean(r & 8);
+    case 2:
+        return json_integer((json_int_t)rng_next(s));
+    case 3:
+        return json_integer((json_int_t)(rng_next(s) % 2001) - 1000);
+    case 4: {
+        double d;
+        do {
+            uint64_t bits = rng_next(s);
+            memcpy(&d, &bits, sizeof(d));
+        } while (d != d || d - d != 0); /* NaN and infinities are not JSON */
+        return json_real(d);
+    }
+    case 5:
+        return json_real(nice[rng_next(s) % (sizeof(nice) / sizeof(nice[0]))]);
+    default:
+        return json_stringn_nocheck(t, rnd_text(s, t, 12));
+    }
+}
+
+/* A random value at most max levels deep; objects get keys from a small
+ * set, so that some are prefixes of others or differ in a NUL. */
+static json_t *rnd_value(uint64_t *s, int max)
+{
+    uint64_t r = rng_next(s);
+    if (max == 0 || r % 3 == 0)
+        return rnd_scalar(s);
+    size_t n = rng_next(s) % 7;
+    json_t *c = r % 3 == 1 ? json_array() : json_object();
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = rnd_value(s, max - 1);
+        if (json_is_array(c)) {
+            json_array_append_new(c, m);
+        } else {
+            char k[100];
+            json_object_setn_new_nocheck(c, k, rnd_text(s, k, 4), m);
+        }
+    }
+    return c;
+}
+
+static const int writer_flags[] = {0, EDDY__JSONW_EXACT, EDDY__JSONW_SORT_KEYS,
+                                   EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT};
+
+/* v written with flags, by both writers: the same bytes, or both fail
+ * (and the writer's buffer is left as it was). Hashes the text into *h. */
+static void writes_like_reference(const json_t *v, int flags, uint64_t *h)
+{
+    eddy__buf want = {0}, got = {0};
+    assert_int_equal(eddy__buf_put(&got, "pre", 3), EDDY_OK);
+    int ref = ref_write(&want, v, 0, flags);
+    int rc = eddy__json_write_ex(&got, v, flags);
+    if (ref != 0) {
+        assert_int_equal(rc, EDDY_ENOMEM);
+        assert_int_equal(got.len, 3);
+        *h = eddy__mix64(*h ^ 1);
+    } else {
+        assert_int_equal(rc, EDDY_OK);
+        assert_int_equal(got.len - 3, want.len);
+        assert_memory_equal(got.p + 3, want.p, want.len);
+        assert_int_equal(got.p[got.len], '\0');
+        *h = eddy__mix64(*h ^ eddy__hash_bytes(want.p, want.len));
+        if (!(flags & EDDY__JSONW_EXACT) && !(flags & EDDY__JSONW_SORT_KEYS)) {
+            /* The plain entry point writes the same text. */
+            got.len = 0;
+            assert_int_equal(eddy__json_write(&got, v), EDDY_OK);
+            assert_int_equal(got.len, want.len);
+            assert_memory_equal(got.p, want.p, want.len);
+        }
+    }
+    free(want.p);
+    free(got.p);
+}
+
+/* n nested containers: arrays, objects or both in turn, with a scalar, or
+ * nothing (inner empty), innermost; the sorted writer's fields wait on the
+ * levels in between (two keys around each inner container). */
+static json_t *nest_kind(int n, int kind, int empty)
+{
+    json_t *v = empty ? NULL : json_real(0.1);
+    for (int i = 0; i < n; i++) {
+        int obj = kind == 1 || (kind == 2 && i % 2);
+        json_t *c = obj ? json_object() : json_array();
+        if (obj) {
+            json_object_set_new(c, "z", json_integer(i));
+            if (v != NULL)
+                json_object_set_new(c, "m", v);
+            json_object_set_new(c, "a", json_string("\""));
+        } else {
+            json_array_append_new(c, json_integer(i));
+            if (v != NULL)
+                json_array_append_new(c, v);
+        }
+        v = c;
+    }
+    return v;
+}
+
+/* Random values and values around the writer's depth limit (2048 levels
+ * below the top), in every mode: the same bytes as the recursive writer,
+ * and a hash of all of them fixed when the writer recursed, so that the
+ * digests of journaled calls never change (a state written before replays). */
+static void test_jsonw_same_text_as_recursive_writer(void **state)
+{
+    (void)state;
+    uint64_t h[4] = {0, 0, 0, 0};
+    uint64_t seed = 42;
+    for (int round = 0; round < 3000; round++) {
+        json_t *v = rnd_value(&seed, 1 + round % 7);
+        for (int f = 0; f < 4; f++)
+            writes_like_reference(v, writer_flags[f], &h[f]);
+        json_decref(v);
+    }
+    static const int depths[] = {1, 2, 31, 32, 33, 63, 64, 65, 600, 1000, 2047, 2048, 2049, 3000};
+    for (size_t i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+        for (int kind = 0; kind < 3; kind++) {
+            for (int empty = 0; empty <= 1; empty++) {
+                json_t *v = nest_kind(depths[i], kind, empty);
+                for (int f = 0; f < 4; f++)
+                    writes_like_reference(v, writer_flags[f], &h[f]);
+                json_decref(v);
+            }
+        }
+    }
+    /* The limit: a value 2048 levels below the top is written, one 2049
+     * levels below is not (the digest of such arguments is that of null). */
+    for (int f = 0; f < 4; f++) {
+        eddy__buf b = {0};
+        json_t *ok[3] = {nest_kind(2048, 0, 1), nest_kind(2048, 1, 0), json_array()};
+        json_t *over[3] = {nest_kind(2049, 0, 1), nest_kind(2049, 2, 0), json_array()};
+        for (int i = 0; i < 2048; i++) { /* 2049 arrays; the innermost is empty */
+            json_t *a = json_array();
+            json_array_append_new(a, ok[2]);
+            ok[2] = a;
+        }
+        json_array_append_new(over[2], json_incref(ok[2]));
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(eddy__json_write_ex(&b, ok[i], writer_flags[f]), EDDY_OK);
+            assert_int_equal(eddy__json_write_ex(&b, over[i], writer_flags[f]), EDDY_ENOMEM);
+            json_decref(ok[i]);
+            json_decref(over[i]);
+        }
+        free(b.p);
+    }
+    char hex[4][17];
+    for (int f = 0; f < 4; f++)
+        eddy__hex64(h[f], hex[f]);
+    assert_string_equal(hex[0], "bca4488996088e84");
+    assert_string_equal(hex[1], "9289a4f6cefb3ece");
+    assert_string_equal(hex[2], "9ac76ac26083342f");
+    assert_string_equal(hex[3], "eb21a34aaa150fc6");
+}
+
+/* What the writer does on an action's coroutine, whose stack is small. */
+typedef struct deep_job {
+    const json_t *v;
+    int flags;
+    eddy__buf *b;
+    int rc;
+} deep_job;
+
+static void deep_write(void *arg)
+{
+    deep_job *j = arg;
+    j->rc = eddy__json_write_ex(j->b, j->v, j->flags);
+}
+
+/* Values 2048 levels deep are written on a 32 KiB coroutine stack, in every
+ * mode: the writer keeps its own stack of open containers (the digest of an
+ * input nested ~550 deep overflowed an action's 256 KiB). */
+static void test_jsonw_deep_on_a_small_stack(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(32 * 1024, 1);
+    assert_non_null(pool);
+    for (int kind = 0; kind < 3; kind++) {
+        json_t *v = nest_kind(2047, kind, 0);
+        for (int f = 0; f < 4; f++) {
+            eddy__buf want = {0}, got = {0};
+            assert_int_equal(ref_write(&want, v, 0, writer_flags[f]), 0);
+            deep_job j = {v, writer_flags[f], &got, -1};
+            eddy__coro *c = eddy__coro_new(pool, deep_write, &j);
+            assert_non_null(c);
+            assert_int_equal(eddy__coro_resume(c), 1);
+            eddy__coro_free(c);
+            assert_int_equal(j.rc, EDDY_OK);
+            assert_int_equal(got.len, want.len);
+            assert_memory_equal(got.p, want.p, want.len);
+            free(want.p);
+            free(got.p);
+        }
+        json_decref(v);
+    }
+    eddy__coro_pool_free(pool);
+}
+
+static void deep_free(void *arg)
+{
+    eddy__json_decref_deep(arg);
+}
+
+/* Values nested far deeper than a small stack holds, freed on it: nothing
+ * recurses, and what the value shares with others stays whole. */
+static void test_json_decref_deep(void **state)
+{
+    (void)state;
+    eddy__coro_pool *pool = eddy__coro_pool_new(32 * 1024, 1);
+    assert_non_null(pool);
+    json_t *shared = nest_kind(3000, 2, 0);
+    for (int kind = 0; kind < 3; kind++) {
+        json_t *v = nest_kind(100000, kind, 0);
+        /* A wide level too, and a member held elsewhere. */
+        json_t *wide = json_array();
+        for (int i = 0; i < 100; i++)
+            json_array_append_new(wide, nest_kind(50, kind, i % 2));
+        json_array_append(wide, shared);
+        json_t *top = json_pack("{s:o, s:o, s:O}", "deep", v, "wide", wide, "shared", shared);
+        assert_non_null(top);
+        eddy__coro *c = eddy__coro_new(pool, deep_free, top);
+        assert_non_null(c);
+        assert_int_equal(eddy__coro_resume(c), 1);
+        eddy__coro_free(c);
+    }
+    assert_int_equal(shared->refcount, 1);
+    assert_int_equal(eddy__json_deeper_than(shared, 3000), 0);
+    assert_int_equal(eddy__json_deeper_than(shared, 2999), 1);
+    eddy__json_decref_deep(shared);
+    eddy__json_decref_deep(NULL);
+    eddy__json_decref_deep(json_true());
+    eddy__coro_pool_free(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +977,9 @@ int main(void)
         cmocka_unit_test(test_jsonw_sorted_keys),
         cmocka_unit_test(test_jsonw_appends_and_fails_cleanly),
         cmocka_unit_test(test_json_deeper_than),
+        cmocka_unit_test(test_jsonw_same_text_as_recursive_writer),
+        cmocka_unit_test(test_jsonw_deep_on_a_small_stack),
+        cmocka_unit_test(test_json_decref_deep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
