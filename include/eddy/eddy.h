@@ -458,8 +458,12 @@ EDDY_API int eddy_ctx_durable_execute_async(eddy_ctx *ctx, const char *fn_id, co
 /*
  * As eddy_ctx_durable_execute_async(), with a reconciler: the call is journaled
  * PENDING (and committed) before fn runs. If recovery finds it PENDING (the
- * process died while fn ran), reconcile(args, arg, ...) runs on the worker pool
- * instead of fn and its outcome is journaled as the call's.
+ * process died while fn ran, or before it started), reconcile(args, arg, ...)
+ * runs on the worker pool instead of fn and its outcome is journaled as the
+ * call's. A stop (eddy_runtime_stop(), an action's failure under on-error
+ * stop) leaves no PENDING record of its own: a call running then completes
+ * and its outcome is journaled; one that had not started (waiting for a
+ * worker) has its record removed, and fn runs on the resume.
  */
 EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id,
                                                  const json_t *args, eddy_call_fn fn,

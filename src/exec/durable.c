@@ -1215,6 +1215,63 @@ int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, i
     return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
 }
 
+/* What eddy__durable_unpend keeps: the call records of one action execution
+ * after a position. */
+typedef struct unpend {
+    const char *event_id, *action;
+    int64_t idx;
+    eddy__journal *later;
+} unpend;
+
+static int unpend_collect(void *arg, const eddy__jrec *r)
+{
+    unpend *u = arg;
+    if (r->kind != EDDY_JREC_CALL || r->idx <= u->idx || strcmp(r->event_id, u->event_id) != 0 ||
+        strcmp(r->action, u->action) != 0)
+        return EDDY_OK;
+    return journal_add(u->later, r);
+}
+
+void eddy__durable_unpend(eddy_ctx *t, const eddy__dcall *c)
+{
+    eddy_runtime *rt = t->rt;
+    if (rt->store == NULL || rt->store_failed)
+        return;
+    /* The journal can only be cut from a position on: the records after
+     * this one (a call of the same batch that ran, or an earlier process's)
+     * are put back after the cut. Not read, the record stays (and the
+     * reconciler decides, as after a crash). */
+    eddy__key *k = t->key;
+    eddy__journal later = {0};
+    unpend u = {eddy_event_id(t->event), t->action->name, c->idx, &later};
+    if (eddy__store_journal_load_run(rt->store, k->text, k->seq, unpend_collect, &u) == EDDY_OK) {
+        STORE_DO(rt,
+                 eddy__store_journal_cut(rt->store, k->text, k->seq, u.event_id, u.action, c->idx),
+                 "dropping the start of a call that never ran");
+        for (size_t i = 0; i < later.n && !rt->store_failed; i++) {
+            jent *e = &later.v[i];
+            eddy__jrec r = {.key = k->text,
+                            .seq = k->seq,
+                            .event_id = e->event_id,
+                            .action = e->action,
+                            .idx = e->idx,
+                            .kind = e->kind,
+                            .status = e->status,
+                            .fn_id = e->fn_id,
+                            .digest = e->digest,
+                            .payload = e->payload,
+                            .err_type = e->err_type,
+                            .err_msg = e->err_msg,
+                            .run = &k->store_run};
+            STORE_DO(rt, eddy__store_journal_put(rt->store, &r),
+                     "dropping the start of a call that never ran");
+        }
+    }
+    for (size_t i = 0; i < later.n; i++)
+        jent_clear(&later.v[i]);
+    free(later.v);
+}
+
 /* Suspend the C task until the open transaction commits: until it is
  * written (written: the result of a call that ran on a worker) or synced. */
 static void wait_commit(eddy_ctx *t, int written)
@@ -1333,6 +1390,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
             goto out;
         wait_commit(t, 0); /* the call runs next: wait for the sync */
         if (rt->stopping) {
+            eddy__durable_unpend(t, &c); /* it never ran */
             rc = EDDY_ECANCELED;
             goto out;
         }
@@ -1344,8 +1402,13 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     if (!async && !reconciling && (rc = eddy__durable_gate(t)) != EDDY_OK)
         goto out;
     rc = run_fn(t, async || reconciling, reconciling ? reconcile : fn, args, arg, &res, &e);
-    if (rc != EDDY_OK && rc != EDDY_ECALL)
-        goto out; /* canceled: nothing to journal */
+    if (rc != EDDY_OK && rc != EDDY_ECALL) {
+        /* Canceled before it started: nothing to journal, and its PENDING
+         * record goes (fn never ran). */
+        if (c.what == EDDY_DCALL_RUN_PENDING)
+            eddy__durable_unpend(t, &c);
+        goto out;
+    }
     int deep = rc == EDDY_OK ? eddy__json_deeper_than(res, EDDY__VALUE_MAX_DEPTH) : 0;
     if (deep != 0) {
         /* Journaled as the call's failure: a replay fails the same way.

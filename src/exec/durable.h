@@ -136,6 +136,13 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
 int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, int status,
                          const char *payload, const char *err_type, const char *err_msg);
 
+/* The call planned as c was journaled PENDING (EDDY_DCALL_RUN_PENDING) but
+ * never started: the stop canceled it before a worker took it. Remove the
+ * record, in the open transaction (which the stop's final commit takes), so
+ * that the resume runs the call rather than its reconciler. A call that did
+ * start keeps it. No-op without a store or after a store failure. */
+void eddy__durable_unpend(eddy_ctx *t, const eddy__dcall *c);
+
 /* Queue t (not running, not queued) to be made ready once the open
  * transaction has committed: once it is written when written is set (the
  * task's calls ran on workers; its run's next calls then wait for the sync:

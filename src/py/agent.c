@@ -262,7 +262,6 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
             *throw = eddy__py_fetch_exception();
             return 0;
         }
-        c->dc.what = EDDY_DCALL_RUN;
         barrier = eddy__durable_barrier_open(t);
     }
     for (Py_ssize_t i = 0; i < n; i++) {

@@ -778,9 +778,12 @@ void eddy__py_call_done(eddy__job *job)
     eddy_ctx *t = ((ctx_obj *)c->ctxobj)->task;
     eddy__py_task *pt = t->lang;
     c->state = EDDY_PY_CALL_DONE;
-    if (job->canceled) /* its run's earlier results never reached the disk */
+    if (job->canceled) { /* the stop, or its run's earlier results never reached the disk */
         eddy__durable_job_canceled(t->rt);
-    else if (c->journal) {
+        /* It never ran: a start journaled PENDING goes (agent.c submit). */
+        if (c->journal && c->dc.what == EDDY_DCALL_RUN_PENDING)
+            eddy__durable_unpend(t, &c->dc);
+    } else if (c->journal) {
         /* Also while stopping: the call ran, and the stop's last commit
          * takes its result, so that the resume does not run it again (as
          * for a C action, which journals its result as it unwinds). */

@@ -104,6 +104,9 @@ static int effect_dying(const json_t *args, void *arg, json_t **result, eddy_err
     const char *flag = json_string_value(json_object_get(args, "crash_flag"));
     if (flag != NULL && unlink(flag) == 0)
         _exit(137);
+    json_int_t ms = iget(args, "ms", 0);
+    if (ms > 0)
+        usleep((useconds_t)ms * 1000);
     *result = json_string("ran");
     return EDDY_OK;
 }
@@ -301,9 +304,10 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         return output(ctx, json_pack("{s:I, s:o}", "seq", seq, "got", got));
     }
     if (strcmp(op, "reconciled") == 0) {
-        json_t *args = json_pack("{s:s, s:I, s:O?, s:O?}", "op", op, "seq", seq, "crash_flag",
-                                 json_object_get(in, "crash_flag"), "reconcile_fails",
-                                 json_object_get(in, "reconcile_fails"));
+        json_t *args =
+            json_pack("{s:s, s:I, s:O?, s:O?, s:O?}", "op", op, "seq", seq, "crash_flag",
+                      json_object_get(in, "crash_flag"), "reconcile_fails",
+                      json_object_get(in, "reconcile_fails"), "ms", json_object_get(in, "ms"));
         json_t *res = NULL;
         eddy_error *err = NULL;
         int rc = eddy_ctx_durable_execute_reconciled(ctx, "dying", args, effect_dying, reconcile,

@@ -12,7 +12,10 @@ With "op" in the input, step1 runs a scenario instead:
                         sleeps input["ms"]), then the output
     chain_local         the same with the second call a durable_execute on
                         the mailbox thread
+    reconciled          a durable async call "paid" (sleeps input["ms"]) with
+                        a reconciler, then the output
 """
+import functools
 import json
 import os
 import time
@@ -46,6 +49,18 @@ def step(key, seq, n, ms):
     return n
 
 
+def paid(key, seq, ms):
+    record_effect("dying", {"key": key, "seq": seq})
+    if ms:
+        time.sleep(ms / 1000)
+    return "ran"
+
+
+def check_paid(key, seq):
+    record_effect("reconcile", {"key": key, "seq": seq})
+    return "reconciled"
+
+
 def local(key, seq):
     record_effect("local", {"key": key, "seq": seq})
     return seq + 1
@@ -66,6 +81,12 @@ class DurableAgent(Agent):
             else:
                 ctx.durable_execute(step, rec["key"], rec["seq"], 2, 0)
             ctx.send_event(OutputEvent(output={"seq": rec["seq"], "op": op}))
+            return
+        if op == "reconciled":
+            r = await ctx.durable_execute_async(
+                paid, rec["key"], rec["seq"], rec.get("ms", 0),
+                reconciler=functools.partial(check_paid, rec["key"], rec["seq"]))
+            ctx.send_event(OutputEvent(output={"seq": rec["seq"], "op": op, "result": r}))
             return
         r = await ctx.durable_execute_async(effect, rec["key"], rec["seq"], rec["v"],
                                             rec.get("ms", 0))

@@ -183,6 +183,47 @@ class Signals(EddyTest):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(10)))
 
+    def stop_before_reconciled_calls_start(self, agent):
+        # Ten reconciled calls queued behind one worker: SIGTERM while the
+        # first runs. Those that never started had their PENDING start
+        # journaled; the resume handed them to the reconciler although
+        # their function never ran. Now the stop's last commit drops those
+        # records, and the resume runs the function (the one running when
+        # the stop came keeps its outcome: neither runs again).
+        recs = [{"key": "r%d" % i, "seq": i, "op": "reconciled", "ms": 300} for i in range(10)]
+        write_jsonl(self.inp, recs)
+        effects = self.path("effects")
+        env = dict(os.environ, EDDY_TEST_EFFECTS=effects)
+        cmd = self.cmd()
+        cmd[2] = agent
+        cmd[cmd.index("--async-threads") + 1] = "1"
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(1000):  # the first call has started
+            if os.path.exists(effects) and os.path.getsize(effects) > 0:
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        with open(effects) as f:
+            ran = sum(1 for line in f if line.startswith("dying"))
+        self.assertLess(ran, 10, "every call ran before the stop: make them slower")
+        again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        with open(effects) as f:
+            kinds = collections.Counter(
+                (line.split(" ", 1)[0], json.loads(line.split(" ", 1)[1])["seq"]) for line in f)
+        self.assertEqual(sorted(s for (k, s) in kinds if k == "reconcile"), [])
+        self.assertEqual(kinds, {("dying", i): 1 for i in range(10)})
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(10)))
+
+    def test_stop_drops_pending_starts_of_calls_never_started(self):
+        self.stop_before_reconciled_calls_start(DURABLE)
+
+    def test_stop_drops_pending_starts_of_calls_never_started_python(self):
+        self.stop_before_reconciled_calls_start(
+            os.path.join(SOURCE, "tests", "agents", "durable_agent.py"))
+
     def stop_during_calls(self, agent):
         # Three slow durable calls running when SIGTERM comes: eddy waits
         # for them, and their results are committed with the stop, so the
