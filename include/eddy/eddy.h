@@ -470,6 +470,52 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
                                                  eddy_call_fn reconcile, void *arg, json_t **result,
                                                  eddy_error **err);
 
+/*
+ * Several durable calls in flight at once from one action: the durable
+ * counterpart of eddy_ctx_execute_async_all(). Fill fn_id, args, fn, arg and
+ * reconcile (NULL for none) of each; eddy_ctx_durable_execute_async_all()
+ * gives the calls the action's next n journal positions, in array order,
+ * and treats each as eddy_ctx_durable_execute_async() (or, with a reconcile,
+ * eddy_ctx_durable_execute_reconciled()) treats one: checked against the
+ * journal at its position, a journaled call is answered from the journal,
+ * the others run at once on the worker pool, concurrently (a call with a
+ * reconcile once its PENDING record is on disk; one found PENDING runs its
+ * reconcile instead), and each outcome is journaled as it completes. The
+ * action resumes once every call has completed and its record is committed.
+ * args (and fn_id) must stay unmodified until it returns.
+ * It fills rc, result and err of each: EDDY_OK with result (new; may be NULL
+ * for JSON null), or EDDY_ECALL with err (new): fn failed, now or in the
+ * journaled run (error type kept; a code without an error object becomes an
+ * error named after the code; a result nesting deeper than
+ * EDDY_VALUE_MAX_DEPTH levels is the call's failure, type "limit",
+ * journaled as such).
+ * Returns EDDY_OK when every call succeeded, EDDY_ECALL when at least one
+ * failed (see each rc). Any other code is the whole batch's, and then no
+ * outcome is handed out: every rc is that code, result and err NULL:
+ * EDDY_ENONDET (the journal holds a different call at a call's position and
+ * strict determinism is on; nothing ran; the action's failure names both
+ * calls), EDDY_ECANCELED (the runtime is stopping, or a sync of the state
+ * failed: the calls that had started ran to their end and their outcomes
+ * are journaled, so the resume replays them; the others never ran, and
+ * their PENDING records are removed), EDDY_EWRONGTHREAD, EDDY_ESTATE (outside
+ * an action's coroutine; or a journaled record does not decode), EDDY_EINVAL
+ * (calls NULL, a NULL fn, an empty fn_id), EDDY_ENOMEM, EDDY_ESTORE. n 0
+ * returns EDDY_OK and takes no position. Without a state directory the
+ * journal lives in memory.
+ */
+typedef struct eddy_durable_call {
+    const char *fn_id;
+    const json_t *args;
+    eddy_call_fn fn;
+    eddy_call_fn reconcile; /* or NULL */
+    void *arg;
+    int rc;
+    json_t *result;
+    eddy_error *err;
+} eddy_durable_call;
+
+EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call *calls, size_t n);
+
 /* ---------------------------------------------------------------- configuration */
 
 /*

@@ -1504,6 +1504,239 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
     return durable_call(ctx, 1, fn_id, args, fn, reconcile, arg, result, err);
 }
 
+/* ---------------------------------------------------------------- several durable calls */
+
+/* What the calls of one eddy_ctx_durable_execute_async_all share. */
+typedef struct dall {
+    int fail;      /* the first failure to journal an outcome, or EDDY_OK */
+    int journaled; /* an outcome was journaled: the action waits for its commit */
+} dall;
+
+/* One of its calls: its planned position, its job and its outcome. */
+typedef struct dall_job {
+    eddy__job job;
+    eddy_ctx *t;
+    dall *batch;
+    const eddy_durable_call *call;
+    eddy_call_fn fn; /* fn, or its reconcile */
+    eddy__dcall c;
+    int rc; /* EDDY_OK, EDDY_ECALL, EDDY_ECANCELED (never ran), EDDY_ENOMEM */
+    json_t *result;
+    eddy_error *err;
+} dall_job;
+
+/* On a worker: the call, its outcome normalised as run_fn and durable_call
+ * do (and the depth of its result checked here, off the action's stack). */
+static void dall_work(eddy__job *job)
+{
+    dall_job *j = (dall_job *)job;
+    int rc = j->fn(j->call->args, j->call->arg, &j->result, &j->err);
+    if (rc != EDDY_OK) {
+        json_decref(j->result);
+        j->result = NULL;
+        if (j->err == NULL)
+            j->err = eddy_error_new(eddy_err_name(rc), eddy_strerror(rc));
+        j->rc = EDDY_ECALL;
+        return;
+    }
+    eddy_error_free(j->err);
+    j->err = NULL;
+    int deep = eddy__json_deeper_than(j->result, EDDY__VALUE_MAX_DEPTH);
+    if (deep != 0) {
+        /* Journaled as the call's failure: a replay fails the same way. */
+        eddy__json_decref_deep(j->result);
+        j->result = NULL;
+        j->err = deep == 1 ? eddy_error_newf("limit",
+                                             "the result of durable call %s nests arrays and "
+                                             "objects deeper than %d levels",
+                                             j->call->fn_id, EDDY__VALUE_MAX_DEPTH)
+                           : NULL;
+        rc = j->err != NULL ? EDDY_ECALL : EDDY_ENOMEM;
+    }
+    j->rc = rc;
+}
+
+/* On the mailbox: journal the outcome as it comes (also while stopping: the
+ * stop's last commit takes it), or drop the PENDING start of a call that
+ * never ran; the last one resumes the action once the records are written. */
+static void dall_done(eddy__job *job)
+{
+    dall_job *j = (dall_job *)job;
+    eddy_ctx *t = j->t;
+    dall *b = j->batch;
+    if (job->canceled) { /* the stop, or its run's earlier results never reached the disk */
+        j->rc = EDDY_ECANCELED;
+        eddy__durable_job_canceled(t->rt);
+        if (j->c.what == EDDY_DCALL_RUN_PENDING)
+            eddy__durable_unpend(t, &j->c);
+    } else if (j->rc == EDDY_ENOMEM) {
+        if (b->fail == EDDY_OK)
+            b->fail = EDDY_ENOMEM;
+    } else if (t->rt->store != NULL) {
+        int rc =
+            journal_call(t, j->call->fn_id, &j->c,
+                         j->rc == EDDY_OK ? EDDY_JCALL_OK : EDDY_JCALL_ERROR, j->result, j->err);
+        if (rc == EDDY_OK)
+            b->journaled = 1;
+        else if (b->fail == EDDY_OK)
+            b->fail = rc;
+    }
+    if (--t->waiting > 0)
+        return;
+    if (b->journaled)
+        eddy__durable_wait_commit(t, 1); /* the calls ran on workers */
+    else
+        eddy__task_ready(t);
+}
+
+/* Checks before anything starts (durable_call's and
+ * eddy_ctx_execute_async_all's). */
+static int dall_check(eddy_ctx *t, const eddy_durable_call *calls, size_t n)
+{
+    if (t == NULL)
+        return EDDY_EINVAL;
+    if (!eddy__runtime_on_thread(t->rt) || t->in_body)
+        return EDDY_EWRONGTHREAD;
+    if (t->coro == NULL || eddy__coro_current() != t->coro)
+        return eddy__ctx_refuse(
+            t, EDDY_ESTATE,
+            "a durable call that suspends was made outside the action's own coroutine");
+    if (n == 0)
+        return EDDY_OK;
+    if (calls == NULL)
+        return eddy__ctx_refuse(t, EDDY_EINVAL,
+                                "eddy_ctx_durable_execute_async_all: calls is NULL");
+    for (size_t i = 0; i < n; i++) {
+        if (calls[i].fn == NULL)
+            return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn is NULL");
+        if (calls[i].fn_id == NULL || calls[i].fn_id[0] == '\0')
+            return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn_id is empty");
+    }
+    return t->rt->stopping ? EDDY_ECANCELED : EDDY_OK;
+}
+
+/* The n calls (checked) with their jobs j (zeroed): EDDY_OK or EDDY_ECALL
+ * with every outcome in calls, or the batch's failure with none (what was
+ * made of them freed). */
+static int dall_run(eddy_ctx *ctx, eddy_durable_call *calls, size_t n, dall_job *j)
+{
+    eddy_runtime *rt = ctx->rt;
+    dall b = {EDDY_OK, 0};
+    size_t nrun = 0;
+    int rc = EDDY_OK;
+    for (size_t i = 0; i < n; i++) {
+        j[i].t = ctx;
+        j[i].batch = &b;
+        j[i].call = &calls[i];
+        j[i].rc = EDDY_ECANCELED;
+    }
+    /* Each call takes its position and is checked against the journal in
+     * array order (a non-deterministic one cuts the journal from there, so
+     * the later ones run), before any of them runs. */
+    for (size_t i = 0; i < n && rc == EDDY_OK; i++) {
+        dall_job *d = &j[i];
+        char digest[17] = "";
+        if (rt->store != NULL)
+            eddy__durable_digest_json(rt, calls[i].args, digest);
+        rc = eddy__durable_plan(ctx, calls[i].fn_id, digest, calls[i].reconcile != NULL, &d->c);
+        if (rc != EDDY_OK)
+            break;
+        switch (d->c.what) {
+        case EDDY_DCALL_REPLAY_OK:
+            if (eddy__durable_decode_result(d->c.payload, &d->result) != EDDY_OK) {
+                eddy__runtime_fail(
+                    rt, EDDY_ESTATE,
+                    eddy_error_newf("state",
+                                    "%s/eddy.db: the journaled result of call %lld (%s) of action "
+                                    "'%s' for key %s does not decode; the state is damaged",
+                                    rt->cv->state, (long long)d->c.idx, calls[i].fn_id,
+                                    ctx->action->name, ctx->key->text));
+                rc = EDDY_ESTATE;
+            }
+            d->rc = EDDY_OK;
+            break;
+        case EDDY_DCALL_REPLAY_ERROR:
+            d->err = eddy_error_new(d->c.err_type, d->c.err_msg);
+            d->rc = EDDY_ECALL;
+            break;
+        default:
+            d->fn = d->c.what == EDDY_DCALL_RECONCILE ? calls[i].reconcile : calls[i].fn;
+            nrun++;
+        }
+    }
+    if (rc == EDDY_OK && nrun > 0) {
+        /* The calls run once the results their run went on with are on
+         * disk, and a call with a reconciler once its start is. */
+        uint64_t barrier = eddy__durable_barrier(ctx), pending = barrier;
+        for (size_t i = 0; i < n && rc == EDDY_OK; i++) {
+            if (j[i].c.what != EDDY_DCALL_RUN_PENDING)
+                continue;
+            rc = journal_call(ctx, calls[i].fn_id, &j[i].c, EDDY_JCALL_PENDING, NULL, NULL);
+            if (rc == EDDY_OK)
+                pending = eddy__durable_barrier_open(ctx);
+        }
+        for (size_t i = 0; i < n && rc == EDDY_OK; i++) {
+            if (j[i].fn == NULL)
+                continue;
+            j[i].job.work = dall_work;
+            j[i].job.done = dall_done;
+            eddy__pool_submit_after(rt->pool, &j[i].job,
+                                    j[i].c.what == EDDY_DCALL_RUN_PENDING ? pending : barrier);
+        }
+        if (rc == EDDY_OK) {
+            ctx->waiting += nrun;
+            rt->stats.async_calls += nrun;
+            while (ctx->waiting > 0) {
+                ctx->state = EDDY_TASK_SUSPENDED;
+                eddy__coro_yield();
+            }
+            /* Woken by the stop, the commit may have failed or never come:
+             * an outcome that may not be journaled is not handed out. */
+            rc = b.fail != EDDY_OK ? b.fail : rt->stopping ? EDDY_ECANCELED : EDDY_OK;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (rc != EDDY_OK) {
+            json_decref(j[i].result);
+            eddy_error_free(j[i].err);
+            continue;
+        }
+        calls[i].rc = j[i].rc;
+        calls[i].result = j[i].result;
+        calls[i].err = j[i].err;
+    }
+    if (rc != EDDY_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (calls[i].rc != EDDY_OK)
+            return EDDY_ECALL;
+    return EDDY_OK;
+}
+
+int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call *calls, size_t n)
+{
+    for (size_t i = 0; calls != NULL && i < n; i++) {
+        calls[i].result = NULL;
+        calls[i].err = NULL;
+    }
+    int rc = dall_check(ctx, calls, n);
+    if (rc == EDDY_OK && n > 0) {
+        dall_job local[8];
+        dall_job *j = n <= 8 ? local : n <= SIZE_MAX / sizeof(*j) ? malloc(n * sizeof(*j)) : NULL;
+        if (j != NULL) {
+            memset(j, 0, n * sizeof(*j));
+            rc = dall_run(ctx, calls, n, j);
+            if (j != local)
+                free(j);
+        } else {
+            rc = EDDY_ENOMEM;
+        }
+    }
+    for (size_t i = 0; rc != EDDY_OK && rc != EDDY_ECALL && calls != NULL && i < n; i++)
+        calls[i].rc = rc;
+    return rc;
+}
+
 /* ---------------------------------------------------------------- decoding stored records */
 
 /* 1 when s is exactly 16 lowercase hex digits (an event id). */

@@ -20,7 +20,11 @@
  *           deep: the input record itself, however deep, as a durable
  *           call's arguments, a result input.result_depth arrays deep, and
  *           its inner part into memory and back; values input.refuse_depth
- *           deep sent and set, refused)
+ *           deep sent and set, refused;
+ *           batch: the durable calls input.calls ([{ms, fail, reconcile,
+ *           sigterm}]) all at once with eddy_ctx_durable_execute_async_all,
+ *           then the output, with each outcome and the time they took; with
+ *           EDDY_TEST_VARIANT, call 1 has other arguments)
  *   echo    (Echo)        durable async call, then the output (crashes after
  *                         the call of the last Echo when the flag exists)
  * With EDDY_TEST_GOT set, step1 also records "got" with the call's arguments
@@ -31,9 +35,11 @@
  * "score" (Scored) at the end; "reordered" registers step2 before step1.
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <eddy/eddy.h>
@@ -214,6 +220,89 @@ static int step2(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     return rc;
 }
 
+/* A call of a batch: sends SIGTERM to eddy first when asked, sleeps ms, and
+ * fails when asked. */
+static int batch_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    record_effect("batch", args);
+    if (json_is_true(json_object_get(args, "sigterm")))
+        kill(getpid(), SIGTERM);
+    json_int_t ms = iget(args, "ms", 0);
+    if (ms > 0)
+        usleep((useconds_t)ms * 1000);
+    if (json_is_true(json_object_get(args, "fail"))) {
+        *err = eddy_error_newf("QuotaExceeded", "call %lld: the quota is used up",
+                               (long long)iget(args, "i", 0));
+        return EDDY_ECALL;
+    }
+    json_int_t i = iget(args, "i", 0);
+    *result = json_pack("{s:I, s:I}", "i", i, "sq", i * i);
+    return EDDY_OK;
+}
+
+static int batch_reconcile(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    (void)err;
+    record_effect("reconcile", args);
+    *result = json_string("reconciled");
+    return EDDY_OK;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The batch op: input.calls all at once. */
+static int batch(eddy_ctx *ctx, const json_t *in, json_int_t seq)
+{
+    const json_t *specs = json_object_get(in, "calls");
+    size_t n = json_array_size(specs);
+    const char *variant = getenv("EDDY_TEST_VARIANT");
+    eddy_durable_call calls[16];
+    json_t *args[16];
+    if (n > 16)
+        n = 16;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *sp = json_array_get(specs, i);
+        args[i] = json_pack("{s:s, s:I, s:I, s:I, s:b, s:b}", "op", "batch", "seq", seq, "i",
+                            (json_int_t)i, "ms", iget(sp, "ms", 0), "fail",
+                            json_is_true(json_object_get(sp, "fail")), "sigterm",
+                            json_is_true(json_object_get(sp, "sigterm")));
+        if (i == 1 && variant != NULL)
+            json_object_set_new(args[i], "variant", json_string(variant));
+        calls[i] = (eddy_durable_call){
+            .fn_id = "batch",
+            .args = args[i],
+            .fn = batch_call,
+            .reconcile = json_is_true(json_object_get(sp, "reconcile")) ? batch_reconcile : NULL};
+    }
+    double t0 = now_ms();
+    int rc = eddy_ctx_durable_execute_async_all(ctx, calls, n);
+    double took = now_ms() - t0;
+    json_t *outs = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(
+            outs, json_pack("{s:i, s:O?, s:s?}", "rc", calls[i].rc, "result", calls[i].result,
+                            "error", calls[i].err != NULL ? eddy_error_type(calls[i].err) : NULL));
+        json_decref(calls[i].result);
+        eddy_error_free(calls[i].err);
+        json_decref(args[i]);
+    }
+    if (rc != EDDY_OK && rc != EDDY_ECALL) {
+        json_decref(outs);
+        return rc;
+    }
+    if (take_flag(in))
+        _exit(137);
+    return output(ctx, json_pack("{s:I, s:i, s:o, s:i}", "seq", seq, "rc", rc, "calls", outs, "ms",
+                                 (int)took));
+}
+
 /* The special scenarios. */
 static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
@@ -322,6 +411,8 @@ static int probe(eddy_ctx *ctx, const eddy_event *ev, void *arg)
             _exit(137);
         return output(ctx, out);
     }
+    if (strcmp(op, "batch") == 0)
+        return batch(ctx, in, seq);
     if (strcmp(op, "deep") == 0) {
         /* The record as the arguments, as the README's agent passes it: its
          * digest, and the result's journal text, are written on this

@@ -117,6 +117,111 @@ class DurableTest(EddyTest):
                                    "refused_output": -18, "refused_memory": -18})
         self.assertEqual(self.count_effects("nest", seq=1), 1)
 
+    # ------------------------------------------------------------ several durable calls at once
+
+    def batch_calls(self, **match):
+        return self.count_effects("batch", op="batch", **match)
+
+    def test_durable_batch_runs_its_calls_at_once(self):
+        # eddy_ctx_durable_execute_async_all: four calls of 400 ms on four
+        # workers take about one of them, and each result is in its place.
+        write_jsonl(self.inp, [{"key": "k", "op": "batch", "seq": 1,
+                                "calls": [{"ms": 400}] * 4}])
+        res = self.run_cmd("--async-threads", "4")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual(out["rc"], 0)
+        self.assertEqual(out["calls"], [{"rc": 0, "result": {"i": i, "sq": i * i}, "error": None}
+                                        for i in range(4)])
+        self.assertGreaterEqual(out["ms"], 400)
+        self.assertLess(out["ms"], 1200, "the calls ran one after another")
+        self.assertIn(b" 4 async calls", res.stderr)
+        self.assertEqual(self.batch_calls(), 4)
+
+    def test_durable_batch_resumes_after_a_kill(self):
+        # Killed while two calls of four are journaled and two still run:
+        # the rerun answers the first two from the journal and runs the
+        # other two again.
+        write_jsonl(self.inp, [{"key": "k", "op": "batch", "seq": 1,
+                                "calls": [{"ms": 0}, {"ms": 0}, {"ms": 2000}, {"ms": 2000}]}])
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+        p = subprocess.Popen(self.cmd("--async-threads", "4"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+        ok = []
+        for _ in range(500):
+            insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                  capture_output=True, timeout=30)
+            if insp.returncode == 0:
+                ok = sorted(e["idx"] for e in json.loads(insp.stdout)["journal"]
+                            if e["status"] == "ok")
+                if len(ok) >= 2:
+                    break
+            time.sleep(0.01)
+        p.kill()
+        p.wait()
+        self.assertEqual(ok, [0, 1], "the two quick calls were not journaled before the kill")
+        self.assertEqual(self.batch_calls(), 4)  # all four had started
+        res = self.run_cmd("--async-threads", "4")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"2 durable calls replayed", res.stderr)
+        self.assertNotIn(b"non-deterministic", res.stderr)
+        self.assertEqual([self.batch_calls(i=i) for i in range(4)], [1, 1, 2, 2])
+        (out,) = read_jsonl(self.out)
+        self.assertEqual([c["result"]["sq"] for c in out["calls"]], [0, 1, 4, 9])
+
+    def batch_then_variant(self, *extra):
+        # A batch of three journaled whole (the action dies after it), then
+        # rerun with the arguments of call 1 changed.
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "batch", "seq": 1, "crash_flag": flag,
+                                "calls": [{"ms": 0}] * 3}])
+        first = self.run_cmd(env={"EDDY_TEST_VARIANT": "a"})
+        self.assertEqual(first.returncode, 137, first.stderr)
+        self.assertEqual(self.batch_calls(), 3)
+        return self.run_cmd(*extra, env={"EDDY_TEST_VARIANT": "b"})
+
+    def test_durable_batch_nondeterminism_of_one_position(self):
+        # By default the journal is cut at the position that differs: the
+        # call before it is replayed, it and the one after run.
+        second = self.batch_then_variant()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn(b"non-deterministic durable call 1 of action 'probe'", second.stderr)
+        self.assertEqual([self.batch_calls(i=i) for i in range(3)], [1, 2, 2])
+        self.assertEqual(self.batch_calls(i=1, variant="b"), 1)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual([c["rc"] for c in out["calls"]], [0, 0, 0])
+
+    def test_durable_batch_nondeterminism_strict(self):
+        second = self.batch_then_variant("--strict-determinism")
+        self.assertEqual(second.returncode, 1, second.stderr)
+        err = second.stderr.decode()
+        self.assertIn("NonDeterminism", err)
+        self.assertIn("durable call 1 of action 'probe'", err)
+        self.assertIn("batch(args", err)
+        self.assertEqual(self.batch_calls(), 3, "a call of the batch ran")
+
+    def test_durable_batch_error_keeps_its_type(self):
+        # One call of three fails: the batch says so, the others succeed,
+        # and a replay gives the same error type and message.
+        flag = self.flag("crash")
+        write_jsonl(self.inp, [{"key": "k", "op": "batch", "seq": 1, "crash_flag": flag,
+                                "calls": [{"ms": 0}, {"fail": True}, {"ms": 0}]}])
+        first = self.run_cmd()
+        self.assertEqual(first.returncode, 137, first.stderr)
+        second = self.run_cmd()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertIn(b"3 durable calls replayed", second.stderr)
+        (out,) = read_jsonl(self.out)
+        self.assertEqual(out["rc"], -6)  # EDDY_ECALL
+        self.assertEqual(out["calls"], [
+            {"rc": 0, "result": {"i": 0, "sq": 0}, "error": None},
+            {"rc": -6, "result": None, "error": "QuotaExceeded"},
+            {"rc": 0, "result": {"i": 2, "sq": 4}, "error": None}])
+        self.assertEqual(self.batch_calls(), 3)
+        insp = json.loads(subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                         capture_output=True, timeout=30).stdout)
+        self.assertEqual(insp["journal"], [])  # pruned with its run
+
     # ------------------------------------------------------------ recovery
 
     def test_finished_action_is_replayed_not_rerun(self):

@@ -224,6 +224,34 @@ class Signals(EddyTest):
         self.stop_before_reconciled_calls_start(
             os.path.join(SOURCE, "tests", "agents", "durable_agent.py"))
 
+    def test_stop_in_a_durable_batch(self):
+        # eddy_ctx_durable_execute_async_all on one worker: call 1 (no
+        # reconciler) runs at once and stops eddy (SIGTERM to itself), call
+        # 0 (reconciled) waits for its PENDING start's sync, then for the
+        # worker, and is canceled. Call 1 finishes and is journaled first;
+        # dropping call 0's PENDING record must keep it. The resume runs
+        # call 0 (not its reconciler) and replays call 1.
+        write_jsonl(self.inp, [{"key": "b", "op": "batch", "seq": 1,
+                                "calls": [{"reconcile": True}, {"sigterm": True, "ms": 300}]}])
+        effects = self.path("effects")
+        env = dict(os.environ, EDDY_TEST_EFFECTS=effects)
+        cmd = self.cmd()
+        cmd[cmd.index("--async-threads") + 1] = "1"
+        first = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
+        self.assertEqual(first.returncode, 143, first.stderr)
+
+        def ran():
+            with open(effects) as f:
+                return collections.Counter(
+                    (line.split(" ", 1)[0], json.loads(line.split(" ", 1)[1])["i"]) for line in f)
+        self.assertEqual(ran(), {("batch", 1): 1})
+        again = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn(b"1 durable calls replayed", again.stderr)
+        self.assertEqual(ran(), {("batch", 0): 1, ("batch", 1): 1})
+        (out,) = read_jsonl(self.out)
+        self.assertEqual([c["rc"] for c in out["calls"]], [0, 0])
+
     def stop_during_calls(self, agent):
         # Three slow durable calls running when SIGTERM comes: eddy waits
         # for them, and their results are committed with the stop, so the

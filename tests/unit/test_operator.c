@@ -537,7 +537,7 @@ static void test_run_numbers_survive_a_restart(void **state)
 
 typedef struct confine {
     eddy_ctx *ctx;
-    int send_rc, output_rc, fail_rc, async_rc;
+    int send_rc, output_rc, fail_rc, async_rc, batch_rc;
     int key_null, stm_null;
 } confine;
 
@@ -553,6 +553,8 @@ static void *from_other_thread(void *arg)
     c->key_null = eddy_ctx_key(c->ctx) == NULL;
     c->fail_rc = eddy_ctx_fail(c->ctx, "x", "y");
     c->async_rc = eddy_ctx_execute_async(c->ctx, noop_call, NULL, NULL, NULL, NULL);
+    eddy_durable_call one = {.fn_id = "noop", .fn = noop_call};
+    c->batch_rc = eddy_ctx_durable_execute_async_all(c->ctx, &one, 1);
     return NULL;
 }
 
@@ -619,6 +621,7 @@ static void test_thread_confinement(void **state)
     assert_int_equal(seen.output_rc, EDDY_EWRONGTHREAD);
     assert_int_equal(seen.fail_rc, EDDY_EWRONGTHREAD);
     assert_int_equal(seen.async_rc, EDDY_EWRONGTHREAD);
+    assert_int_equal(seen.batch_rc, EDDY_EWRONGTHREAD);
     assert_true(seen.key_null);
     assert_true(seen.stm_null);
     assert_int_equal(mseen.set_rc, EDDY_EWRONGTHREAD);
@@ -962,6 +965,113 @@ static void test_runtime_calls_and_codes(void **state)
     eddy_config_free(c);
 }
 
+/* ------------------------------------------------------------ several durable calls */
+
+static int bare_failure(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)result;
+    (void)err;
+    return EDDY_EINVAL; /* and no error object */
+}
+
+static int too_deep_result(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    json_t *v = json_array();
+    for (int i = 0; i < EDDY_VALUE_MAX_DEPTH; i++) {
+        json_t *outer = json_array();
+        json_array_append_new(outer, v);
+        v = outer;
+    }
+    *result = v;
+    return EDDY_OK;
+}
+
+static struct {
+    int runs;
+    int failures; /* checks that did not hold, by line */
+} batch_seen;
+
+#define BATCH_CHECK(cond)                        \
+    do {                                         \
+        if (!(cond) && batch_seen.failures == 0) \
+            batch_seen.failures = __LINE__;      \
+    } while (0)
+
+/* eddy_ctx_durable_execute_async_all's refusals (every rc set to the code,
+ * no position taken), then four calls: a result, a failure without an
+ * error object, a result too deep, and a call with a reconciler. */
+static int batch_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    batch_seen.runs++;
+    BATCH_CHECK(eddy_ctx_durable_execute_async_all(ctx, NULL, 0) == EDDY_OK);
+    BATCH_CHECK(eddy_ctx_durable_execute_async_all(NULL, NULL, 0) == EDDY_EINVAL);
+    BATCH_CHECK(eddy_ctx_durable_execute_async_all(ctx, NULL, 2) == EDDY_EINVAL);
+    eddy_durable_call bad[2] = {{.fn_id = "a", .args = in, .fn = echo_call},
+                                {.fn_id = "b", .args = in, .fn = NULL}};
+    BATCH_CHECK(eddy_ctx_durable_execute_async_all(ctx, bad, 2) == EDDY_EINVAL);
+    BATCH_CHECK(bad[0].rc == EDDY_EINVAL && bad[1].rc == EDDY_EINVAL);
+    BATCH_CHECK(bad[0].result == NULL && bad[0].err == NULL);
+    bad[1].fn = echo_call;
+    bad[1].fn_id = "";
+    BATCH_CHECK(eddy_ctx_durable_execute_async_all(ctx, bad, 2) == EDDY_EINVAL);
+
+    eddy_durable_call calls[4] = {
+        {.fn_id = "echo", .args = in, .fn = echo_call},
+        {.fn_id = "bare", .args = in, .fn = bare_failure},
+        {.fn_id = "deep", .args = in, .fn = too_deep_result},
+        {.fn_id = "echo", .args = in, .fn = echo_call, .reconcile = bare_failure},
+    };
+    int rc = eddy_ctx_durable_execute_async_all(ctx, calls, 4);
+    BATCH_CHECK(rc == EDDY_ECALL);
+    BATCH_CHECK(calls[0].rc == EDDY_OK && json_equal(calls[0].result, in) && calls[0].err == NULL);
+    BATCH_CHECK(calls[1].rc == EDDY_ECALL && calls[1].result == NULL && calls[1].err != NULL &&
+                strcmp(eddy_error_type(calls[1].err), "EDDY_EINVAL") == 0);
+    BATCH_CHECK(calls[2].rc == EDDY_ECALL && calls[2].result == NULL && calls[2].err != NULL &&
+                strcmp(eddy_error_type(calls[2].err), "limit") == 0);
+    BATCH_CHECK(calls[3].rc == EDDY_OK && json_equal(calls[3].result, in));
+    for (int i = 0; i < 4; i++) {
+        json_decref(calls[i].result);
+        eddy_error_free(calls[i].err);
+    }
+    /* The next durable call takes the position after the four. */
+    json_t *r = NULL;
+    rc = eddy_ctx_durable_execute_async(ctx, "after", in, echo_call, NULL, &r, NULL);
+    BATCH_CHECK(rc == EDDY_OK);
+    json_decref(r);
+    return rc;
+}
+
+/* In memory and with a state: the refusals take no position, the batch
+ * four, in order. */
+static void test_durable_batch_calls(void **state)
+{
+    fixture *f = *state;
+    for (int durable = 0; durable <= 1; durable++) {
+        memset(&batch_seen, 0, sizeof(batch_seen));
+        eddy_config *c = state_run(f, 3, 2, "2");
+        if (!durable)
+            assert_int_equal(eddy_config_set(c, "state", "", NULL), EDDY_OK);
+        eddy_runtime *rt = one_action_runtime(c, "batch", batch_action);
+        assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+        eddy_stats st;
+        eddy_runtime_stats(rt, &st);
+        assert_int_equal(batch_seen.runs, 3);
+        if (batch_seen.failures != 0)
+            fail_msg("check at line %d did not hold", batch_seen.failures);
+        assert_int_equal(st.durable_calls, 3 * 5);
+        assert_int_equal(st.async_calls, 3 * 5);
+        eddy_runtime_free(rt);
+        eddy_config_free(c);
+    }
+}
+
 /* ------------------------------------------------------------ outputs */
 
 static json_t *kept_attrs; /* attributes of a sent OutputEvent the action kept */
@@ -1207,6 +1317,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_is_named_when_it_was_the_last_call, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_durable_batch_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_calls_and_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unwinds_suspended_actions, setup, teardown),
