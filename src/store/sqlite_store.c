@@ -2268,6 +2268,70 @@ static int take_lock(sqlite_store *s, eddy_error **err)
     return rc;
 }
 
+/*
+ * A state this process may not write is refused before anything runs.
+ * SQLite opens a database file it may not write read-only without a word,
+ * and a run would then call its actions, with their side effects, and fail
+ * at its first commit; it also made the WAL and its index with the
+ * database's mode, so that once the database was made writable again those
+ * files kept the state read-only (SQLite still named eddy.db). Each check
+ * names the file at fault and what to do. faccessat rather than a probing
+ * open(2): closing a descriptor of a file drops this process's POSIX locks
+ * on it, which SQLite's connections in this process may hold.
+ */
+static int refuse_unwritable(const char *what, const char *path, int e, eddy_error **err)
+{
+    if (e == EROFS)
+        return eddy__error_set(err, EDDY_ESTORE, "store",
+                               "%s %s is on a read-only file system: eddy writes its state there "
+                               "and stopped before running anything; remount the file system "
+                               "read-write, or copy the state directory to one that is",
+                               what, path);
+    return eddy__error_set(err, EDDY_ESTORE, "store",
+                           "%s %s is not writable (%s): eddy writes its state there and stopped "
+                           "before running anything; make it writable (chmod u+w %s) or run eddy "
+                           "as the user who owns it",
+                           what, path, strerror(e), path);
+}
+
+/* Before SQLite opens the database: the WAL and its index, when they are
+ * there, and the directory, when one of them is to be made. */
+static int check_writable_files(sqlite_store *s, eddy_error **err)
+{
+    static const char *const suffix[2] = {"-wal", "-shm"};
+    size_t n = strlen(s->db_path);
+    char *path = malloc(n + 5);
+    if (path == NULL)
+        return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
+    int missing = 0, r = EDDY_OK;
+    memcpy(path, s->db_path, n);
+    for (int i = 0; i < 2 && r == EDDY_OK; i++) {
+        memcpy(path + n, suffix[i], 5);
+        if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0)
+            continue;
+        if (errno == ENOENT)
+            missing = 1;
+        else
+            r = refuse_unwritable(i == 0 ? "the state's write-ahead log"
+                                         : "the state's shared-memory index",
+                                  path, errno, err);
+    }
+    free(path);
+    if (r == EDDY_OK && missing && faccessat(AT_FDCWD, s->dir, W_OK, AT_EACCESS) != 0)
+        r = refuse_unwritable("state directory", s->dir, errno, err);
+    return r;
+}
+
+/* After SQLite opened the database, before the first read (which makes the
+ * WAL and its index): a database SQLite could open only read-only. */
+static int check_db_writable(sqlite_store *s, eddy_error **err)
+{
+    if (sqlite3_db_readonly(s->db, "main") != 1)
+        return EDDY_OK;
+    int e = faccessat(AT_FDCWD, s->db_path, W_OK, AT_EACCESS) != 0 ? errno : EACCES;
+    return refuse_unwritable("state database", s->db_path, e, err);
+}
+
 /* An error at open from SQLite (rc) while doing what. */
 static int open_fail(sqlite_store *s, int rc, const char *what, eddy_error **err)
 {
@@ -2742,36 +2806,53 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
  * state that was stopped cleanly has neither that file nor a WAL, and then
  * the database file is all there is: when the reader may not write there
  * (another user's state, a read-only directory or mount), it is opened as
- * immutable, without locks. A writer could only start by creating those
- * files, and what it would change before this short read ends is at worst a
- * report that reads as damaged; the state itself is never touched.
+ * immutable, without locks. So it is when the reader may not write the
+ * database itself: SQLite would make the WAL and its index with the
+ * database's mode (0444, say), and once the database was made writable
+ * again a run would find them read-only. A writer could only start by
+ * creating those files, and what it would change before this short read
+ * ends is at worst a report that reads as damaged; the state itself is never
+ * touched.
  */
+static int wal_absent(const sqlite_store *s)
+{
+    size_t n = strlen(s->db_path);
+    char *wal = malloc(n + 5);
+    if (wal == NULL)
+        return 0;
+    memcpy(wal, s->db_path, n);
+    memcpy(wal + n, "-wal", 5);
+    int absent = access(wal, F_OK) != 0 && errno == ENOENT;
+    free(wal);
+    return absent;
+}
+
+/* Whether the reader would have to make the WAL and its index where it may
+ * not, or with a mode that keeps a later run out (see above). */
+static int reader_may_not_write(const sqlite_store *s)
+{
+    return faccessat(AT_FDCWD, s->db_path, W_OK, AT_EACCESS) != 0 ||
+           faccessat(AT_FDCWD, s->dir, W_OK, AT_EACCESS) != 0;
+}
+
 static int reopen_immutable(sqlite_store *s)
 {
     size_t n = strlen(s->db_path);
-    char *wal = malloc(n + 5), *uri = malloc(3 * n + 32);
-    int rc = SQLITE_NOMEM;
-    if (wal != NULL && uri != NULL) {
-        memcpy(wal, s->db_path, n);
-        memcpy(wal + n, "-wal", 5);
-        rc = SQLITE_CANTOPEN;
-    }
-    if (rc == SQLITE_CANTOPEN && access(wal, F_OK) != 0 && errno == ENOENT &&
-        access(s->dir, W_OK) != 0) {
-        /* A URI: the characters it gives a meaning to are escaped. */
-        char *o = uri + sprintf(uri, "file:");
-        for (const char *c = s->db_path; *c != '\0'; c++)
-            o += *c == '%' || *c == '?' || *c == '#' ? sprintf(o, "%%%02X", (unsigned char)*c)
-                                                     : (*o = *c, 1);
-        strcpy(o, "?immutable=1");
-        sqlite3_close(s->db);
-        s->db = NULL;
-        rc = sqlite3_open_v2(uri, &s->db,
+    char *uri = malloc(3 * n + 32);
+    if (uri == NULL)
+        return SQLITE_NOMEM;
+    /* A URI: the characters it gives a meaning to are escaped. */
+    char *o = uri + sprintf(uri, "file:");
+    for (const char *c = s->db_path; *c != '\0'; c++)
+        o += *c == '%' || *c == '?' || *c == '#' ? sprintf(o, "%%%02X", (unsigned char)*c)
+                                                 : (*o = *c, 1);
+    strcpy(o, "?immutable=1");
+    sqlite3_close(s->db);
+    s->db = NULL;
+    int rc = sqlite3_open_v2(uri, &s->db,
                              SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, NULL);
-        if (rc == SQLITE_OK)
-            sqlite3_extended_result_codes(s->db, 1);
-    }
-    free(wal);
+    if (rc == SQLITE_OK)
+        sqlite3_extended_result_codes(s->db, 1);
     free(uri);
     return rc;
 }
@@ -2786,13 +2867,16 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "opening", err);
     sqlite3_extended_result_codes(s->db, 1);
+    int immutable = wal_absent(s) && reader_may_not_write(s);
+    if (immutable && (rc = reopen_immutable(s)) != SQLITE_OK)
+        return open_fail(s, rc, "opening", err);
     sqlite3_busy_timeout(s->db, 1000);
     char *text = NULL;
     sqlite3_int64 version = 0;
     sqlite3_int64 tables = 0;
     rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
-    if (((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN) &&
-        reopen_immutable(s) == SQLITE_OK)
+    if (!immutable && ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN) &&
+        wal_absent(s) && reopen_immutable(s) == SQLITE_OK)
         rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
     if (rc == SQLITE_OK && tables == 0)
         /* An eddy is creating it this moment, or something else made an
@@ -2894,7 +2978,8 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         *out = &s->base;
         return EDDY_OK;
     }
-    if ((r = make_dir(dir, err)) != EDDY_OK || (r = take_lock(s, err)) != EDDY_OK)
+    if ((r = make_dir(dir, err)) != EDDY_OK || (r = take_lock(s, err)) != EDDY_OK ||
+        (r = check_writable_files(s, err)) != EDDY_OK)
         goto fail;
 
     int rc = sqlite3_open_v2(s->db_path, &s->db,
@@ -2904,7 +2989,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         r = open_fail(s, rc, "opening", err);
         goto fail;
     }
-    if ((r = configure(s, err)) != EDDY_OK ||
+    if ((r = check_db_writable(s, err)) != EDDY_OK || (r = configure(s, err)) != EDDY_OK ||
         (r = init_schema(s, plan_fingerprint, plan_actions, &created, err)) != EDDY_OK ||
         (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK ||
         (r = pend_load(s, err)) != EDDY_OK || (r = jlog_rebuild(s, err)) != EDDY_OK)

@@ -1131,6 +1131,70 @@ class DurableTest(EddyTest):
         self.assertIn(b"key \"k\"", res.stdout)
         self.assertEqual(sorted(os.listdir(self.state)), ["LOCK", "eddy.db"])
 
+    def as_owner(self, cmd):
+        """cmd run as the owner of the test directory, whom file modes bind:
+        nobody when the tests run as root (the directory is given to nobody),
+        this user otherwise."""
+        if os.geteuid() != 0:
+            return subprocess.run(cmd, capture_output=True, timeout=60,
+                                  env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        if not shutil.which("setpriv"):
+            self.skipTest("needs setpriv to run eddy as another user than root")
+        if not os.stat(os.path.dirname(self.dir)).st_mode & 0o001:
+            self.skipTest("nobody cannot reach the test directory")
+        for root, dirs, files in os.walk(self.dir):
+            for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+                os.chown(name, 65534, 65534)
+        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd,
+                             capture_output=True, timeout=60,
+                             env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        if b"Permission denied" in res.stderr and b"eddy:" not in res.stderr:
+            self.skipTest("nobody cannot run the build's binary here")
+        return res
+
+    def test_read_only_database_is_refused_before_anything_runs(self):
+        # SQLite opened a database its user may not write read-only without
+        # a word: the run called its actions (side effects), failed at its
+        # first commit, and left eddy.db-wal and eddy.db-shm with mode 0444,
+        # so that once eddy.db was writable again the state still was not.
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
+        res = self.as_owner(self.cmd())
+        self.assertEqual(res.returncode, 0, res.stderr)
+        effects = len(self.effect_lines())
+        db = os.path.join(self.state, "eddy.db")
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}, {"key": "k", "seq": 2, "v": 2}])
+        os.chmod(db, 0o444)
+        res = self.as_owner(self.cmd())
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"eddy: state database %s is not writable (Permission denied)" % db.encode(),
+                      res.stderr)
+        self.assertIn(b"stopped before running anything; make it writable (chmod u+w %s)"
+                      % db.encode(), res.stderr)
+        self.assertEqual(len(self.effect_lines()), effects)  # no action ran
+        self.assertEqual(sorted(os.listdir(self.state)), ["LOCK", "eddy.db"])
+        # An inspection reads it, and leaves no read-only WAL files either.
+        res = self.as_owner([EDDY, "inspect", "--state", self.state])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"source: 1 line read", res.stdout)
+        self.assertEqual(sorted(os.listdir(self.state)), ["LOCK", "eddy.db"])
+        # Such files left by an older eddy are named, not the database.
+        os.chmod(db, 0o644)
+        for suffix, what in (("-shm", b"the state's shared-memory index"),
+                             ("-wal", b"the state's write-ahead log")):
+            path = db + suffix
+            open(path, "w").close()
+            os.chown(path, os.stat(db).st_uid, os.stat(db).st_gid)
+            os.chmod(path, 0o444)
+            res = self.as_owner(self.cmd())
+            self.assertEqual(res.returncode, 3, res.stderr)
+            self.assertIn(b"eddy: %s %s is not writable (Permission denied)"
+                          % (what, path.encode()), res.stderr)
+            self.assertEqual(len(self.effect_lines()), effects)
+            os.remove(path)
+        res = self.as_owner(self.cmd())
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [1, 2])
+
     def test_store_write_failure_stops_cleanly_and_resumes(self):
         for sql, word in (("PRAGMA max_page_count=%d", b"full"),
                           ("PRAGMA query_only=1", b"read")):
