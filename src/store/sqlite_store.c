@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -243,6 +244,42 @@ static const char *rc_words(int rc)
     }
 }
 
+/*
+ * What the OS said of a failure rc, as ": FILE: strerror" to append to a
+ * message, or "" when it is not known: SQLite's words for a full disk met
+ * while sizing the shared-memory index are "disk I/O error", and only the
+ * errno tells ENOSPC from EIO. Two sources. SQLite keeps the errno of an
+ * I/O error or a file it could not open that it recorded as the
+ * connection's last error (sqlite3_system_errno; the index is named, since
+ * SQLite names no file), but not of one met by a COMMIT. And the writing
+ * connection's WAL goes through walvfs.c, which keeps the errno of its
+ * failed write (ENOSPC for SQLITE_FULL), the failure of every later access
+ * to the WAL.
+ */
+static const char *os_error(sqlite3 *db, const char *db_path, int rc, char *buf, size_t cap)
+{
+    int e = 0, shm = 0;
+    buf[0] = '\0';
+    if (db == NULL)
+        return buf;
+    if (((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_CANTOPEN) &&
+        sqlite3_extended_errcode(db) == rc) {
+        e = sqlite3_system_errno(db);
+        shm = rc == SQLITE_IOERR_SHMOPEN || rc == SQLITE_IOERR_SHMSIZE ||
+              rc == SQLITE_IOERR_SHMMAP || rc == SQLITE_IOERR_SHMLOCK;
+    }
+    if (e > 0) {
+        if (shm)
+            snprintf(buf, cap, ": %s-shm: %s", db_path, strerror(e));
+        else
+            snprintf(buf, cap, ": %s", strerror(e));
+    } else if (((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) &&
+               (e = eddy__walvfs_errno(db)) > 0) {
+        snprintf(buf, cap, ": %s-wal: %s", db_path, strerror(e));
+    }
+    return buf;
+}
+
 /* Roll back an open transaction and mark the store failed. Appends to errmsg
  * when the rollback fails too. */
 static void abort_tx(sqlite_store *s)
@@ -274,8 +311,9 @@ static int fail(sqlite_store *s, sqlite3_stmt *st, int rc, const char *what)
      * (a simulated one in tests): then its generic text for rc. */
     const char *msg =
         sqlite3_extended_errcode(s->db) == rc ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
-    snprintf(s->errmsg, sizeof(s->errmsg), "%s failed on %s: %s (%s)", what, s->db_path,
-             rc_words(rc), msg);
+    char os[512];
+    snprintf(s->errmsg, sizeof(s->errmsg), "%s failed on %s: %s (%s)%s", what, s->db_path,
+             rc_words(rc), msg, os_error(s->db, s->db_path, rc, os, sizeof(os)));
     if (st != NULL) {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
@@ -2342,8 +2380,10 @@ static int open_fail(sqlite_store *s, int rc, const char *what, eddy_error **err
                                msg);
     if ((rc & 0xff) == SQLITE_NOMEM)
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory opening %s", s->db_path);
-    return eddy__error_set(err, EDDY_ESTORE, "store", "cannot open state database %s: %s: %s (%s)",
-                           s->db_path, what, rc_words(rc), msg);
+    char os[512];
+    return eddy__error_set(err, EDDY_ESTORE, "store",
+                           "cannot open state database %s: %s: %s (%s)%s", s->db_path, what,
+                           rc_words(rc), msg, os_error(s->db, s->db_path, rc, os, sizeof(os)));
 }
 
 /* A database with tables but no meta table is something else than a state:
@@ -2812,9 +2852,15 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
  * again a run would find them read-only. A writer could only start by
  * creating those files, and what it would change before this short read
  * ends is at worst a report that reads as damaged; the state itself is never
- * touched.
+ * touched. The same goes for a file system too full for the index (32 KiB):
+ * SQLite fails with "disk I/O error" (ENOSPC) and leaves an empty WAL and a
+ * stub of the index behind; without a WAL (or with the empty one that the
+ * failed attempt made) the database file is read alone. With frames in the
+ * WAL the index is needed: then the message says so.
  */
-static int wal_absent(const sqlite_store *s)
+/* Whether the WAL is not there (or, empty_too, holds nothing): then the
+ * database file holds every commit. */
+static int wal_unused(const sqlite_store *s, int empty_too)
 {
     size_t n = strlen(s->db_path);
     char *wal = malloc(n + 5);
@@ -2822,9 +2868,29 @@ static int wal_absent(const sqlite_store *s)
         return 0;
     memcpy(wal, s->db_path, n);
     memcpy(wal + n, "-wal", 5);
-    int absent = access(wal, F_OK) != 0 && errno == ENOENT;
+    struct stat sb;
+    int unused =
+        stat(wal, &sb) != 0 ? errno == ENOENT : empty_too && S_ISREG(sb.st_mode) && sb.st_size == 0;
     free(wal);
-    return absent;
+    return unused;
+}
+
+/* Less room in the directory's file system than the shared-memory index
+ * takes (32 KiB for a WAL of up to 4062 frames, and a file). */
+#define SHM_ROOM (64 * 1024)
+static int no_room(const sqlite_store *s)
+{
+    struct statvfs v;
+    if (statvfs(s->dir, &v) != 0)
+        return 0;
+    unsigned long long free_blocks = geteuid() == 0 ? v.f_bfree : v.f_bavail;
+    return free_blocks * v.f_frsize < SHM_ROOM || v.f_favail == 0;
+}
+
+/* Whether errno e (of a failure SQLite met) means a full file system. */
+static int is_full(int e)
+{
+    return e == ENOSPC || e == EDQUOT;
 }
 
 /* Whether the reader would have to make the WAL and its index where it may
@@ -2867,7 +2933,7 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "opening", err);
     sqlite3_extended_result_codes(s->db, 1);
-    int immutable = wal_absent(s) && reader_may_not_write(s);
+    int immutable = wal_unused(s, 0) && (reader_may_not_write(s) || no_room(s));
     if (immutable && (rc = reopen_immutable(s)) != SQLITE_OK)
         return open_fail(s, rc, "opening", err);
     sqlite3_busy_timeout(s->db, 1000);
@@ -2875,9 +2941,28 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     sqlite3_int64 version = 0;
     sqlite3_int64 tables = 0;
     rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
-    if (!immutable && ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN) &&
-        wal_absent(s) && reopen_immutable(s) == SQLITE_OK)
-        rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
+    /* The index could not be made, or not given its size, after all: the
+     * WAL that this very attempt may have made holds nothing either. */
+    int full = ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_CANTOPEN) &&
+               is_full(sqlite3_system_errno(s->db));
+    if (!immutable && ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN || full)) {
+        if (wal_unused(s, full)) {
+            if (reopen_immutable(s) == SQLITE_OK)
+                rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL,
+                               &tables);
+        } else if (full) {
+            char os[512];
+            return eddy__error_set(err, EDDY_ESTORE, "store",
+                                   "cannot read %s: its write-ahead log %s-wal is not empty, and "
+                                   "SQLite reads it only through the shared-memory index beside "
+                                   "it, for which the file system has no room%s; free some space "
+                                   "there (64 KiB will do) and run eddy inspect again",
+                                   s->db_path, s->db_path,
+                                   os_error(s->db, s->db_path, rc, os, sizeof(os)));
+        }
+    }
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the schema", err);
     if (rc == SQLITE_OK && tables == 0)
         /* An eddy is creating it this moment, or something else made an
          * empty file: either way there is no eddy state in it yet. */

@@ -59,7 +59,8 @@ typedef struct walfile {
     size_t len, cap;
     sqlite3_int64 at;
     int next;
-    int failed; /* the SQLite code of a failed write-out, or 0 */
+    int failed;    /* the SQLite code of a failed write-out, or 0 */
+    int sys_errno; /* what the OS said of it (ENOSPC for SQLITE_FULL), or 0 */
 } walfile;
 
 static sqlite3_vfs walvfs;
@@ -73,9 +74,17 @@ static int write_real(walfile *w, const void *data, int amt, sqlite3_int64 off)
 {
     atomic_fetch_add_explicit(&stat_written, 1, memory_order_relaxed);
     int e = eddy__fault("store_wal");
-    if (e != 0)
+    if (e != 0) {
+        w->sys_errno = e;
         return e == ENOSPC ? SQLITE_FULL : SQLITE_IOERR_WRITE;
-    return w->real->pMethods->xWrite(w->real, data, amt, off);
+    }
+    errno = 0;
+    int rc = w->real->pMethods->xWrite(w->real, data, amt, off);
+    /* The default VFS says SQLITE_FULL for ENOSPC and for a short write,
+     * which leaves no errno: both are a full disk. */
+    if (rc != SQLITE_OK)
+        w->sys_errno = (rc & 0xff) == SQLITE_FULL ? ENOSPC : errno;
+    return rc;
 }
 
 /* Write out what is gathered; a failure stays (see above). */
@@ -376,6 +385,15 @@ int eddy__walvfs_settle(sqlite3 *db)
         f == NULL || f->pMethods != &wal_methods)
         return SQLITE_OK;
     return settle((walfile *)f);
+}
+
+int eddy__walvfs_errno(sqlite3 *db)
+{
+    sqlite3_file *f = NULL;
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK ||
+        f == NULL || f->pMethods != &wal_methods)
+        return 0;
+    return ((walfile *)f)->failed != 0 ? ((walfile *)f)->sys_errno : 0;
 }
 
 const char *eddy__walvfs_name(void)

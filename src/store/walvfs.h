@@ -23,6 +23,11 @@ const char *eddy__walvfs_name(void);
  * (the file then fails every later access: see walvfs.c). */
 int eddy__walvfs_settle(sqlite3 *db);
 
+/* The errno of the failed write-out of db's WAL file (ENOSPC when SQLite
+ * was told SQLITE_FULL), which every later access to the file fails with;
+ * 0 when none failed. For messages: SQLite keeps no errno of it. */
+int eddy__walvfs_errno(sqlite3 *db);
+
 /* What the VFS did since the process started: the write(2) calls it made to
  * WAL files and the writes SQLite asked of it. For tests and diagnostics. */
 typedef struct eddy__walvfs_stats {

@@ -1220,6 +1220,68 @@ class DurableTest(EddyTest):
             outs = read_jsonl(self.out)
             self.assertEqual(sorted(o["seq"] for o in outs), list(range(2400)))
 
+    @unittest.skipUnless(os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES"),
+                         "built without EDDY_TEST_HOOKS")
+    def test_store_failure_names_the_os_error(self):
+        # A failed write of the WAL said "I/O error (disk I/O error)" or
+        # "disk full" and nothing of what the system said.
+        write_jsonl(self.inp, [{"key": "k%d" % i, "seq": i, "v": i} for i in range(20)])
+        wal = os.path.join(self.state, "eddy.db-wal").encode()
+        for fault, words in (("ENOSPC", b"disk full (database or disk is full): %s: No space "
+                                        b"left on device" % wal),
+                             ("EIO", b"I/O error (disk I/O error): %s: Input/output error" % wal)):
+            shutil.rmtree(self.state, ignore_errors=True)
+            res = self.run_cmd(env={"EDDY_FAULT": "store_wal:3:" + fault})
+            self.assertEqual(res.returncode, 3, res.stderr)
+            self.assertIn(b"eddy: state store failure while committing: commit failed on ", res.stderr)
+            self.assertIn(words, res.stderr)
+
+    def in_small_file_system(self, script, **env):
+        """Run the shell script with a 4 MiB tmpfs mounted at $FS, in a
+        mount namespace of its own (gone with it); skip where none can be
+        made. Returns the script's exit code."""
+        fs = self.path("fs")
+        os.mkdir(fs)
+        ns = ["unshare", "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            ns.insert(1, "--map-root-user")
+        probe = subprocess.run(ns + ["sh", "-c", 'mount -t tmpfs -o size=4m tmpfs "$0"', fs],
+                               capture_output=True, timeout=60)
+        if not shutil.which("unshare") or probe.returncode != 0:
+            self.skipTest("cannot mount a small file system here: %r" % probe.stderr)
+        e = dict(os.environ, FS=fs, EDDY=EDDY, D=self.dir, **env)
+        return subprocess.run(ns + ["sh", "-c", 'mount -t tmpfs -o size=4m tmpfs "$FS" && ' + script],
+                              capture_output=True, timeout=120, env=e).returncode
+
+    def test_full_file_system(self):
+        # On a full file system, eddy inspect of a cleanly stopped state
+        # exited 3 ("reading the format version: I/O error") and left an
+        # eddy.db-wal and a stub eddy.db-shm there: SQLite could not give its
+        # shared-memory index its size (ENOSPC). Without a WAL the database
+        # file holds everything, and is read alone; a run says ENOSPC.
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(10)])
+        rc = self.in_small_file_system(
+            '"$EDDY" run "$AGENT" --input "$D/in.jsonl" --output "$D/out.jsonl" --state "$FS/st" '
+            '--no-progress --quiet || exit 10; '
+            'dd if=/dev/zero of="$FS/filler" bs=4096 2>/dev/null; '
+            '"$EDDY" inspect --state "$FS/st" --key k1 >"$D/inspect.out" 2>"$D/inspect.err"; '
+            'echo $? >"$D/inspect.rc"; ls "$FS/st" >"$D/ls"; '
+            '"$EDDY" run "$AGENT" --input "$D/in.jsonl" --output "$D/out.jsonl" --state "$FS/st" '
+            '--no-progress --quiet 2>"$D/run.err"; echo $? >"$D/run.rc"',
+            AGENT=DURABLE, EDDY_TEST_EFFECTS=self.effects)
+        self.assertEqual(rc, 0)
+
+        def read(name):
+            with open(self.path(name), "rb") as f:
+                return f.read()
+        self.assertEqual(read("inspect.rc"), b"0\n", read("inspect.err"))
+        self.assertIn(b"source: 10 lines read", read("inspect.out"))
+        self.assertIn(b'"count":3,"sum":12', read("inspect.out").replace(b" ", b""))
+        self.assertEqual(read("ls").split(), [b"LOCK", b"eddy.db"])
+        self.assertEqual(read("run.rc"), b"3\n", read("run.err"))
+        self.assertIn(b"reading the schema: I/O error (disk I/O error): %s/st/eddy.db-shm: No space "
+                      b"left on device" % self.path("fs").encode(), read("run.err"))
+
     # ------------------------------------------------------------ inspect
 
     def test_inspect_beside_a_running_eddy(self):
