@@ -183,11 +183,14 @@ static void print_run_help(FILE *out)
           "           an input, output or dead-letter file that cannot be opened\n"
           "  3        state store error: the state directory cannot be opened or used, or\n"
           "           another process holds it\n"
-          "  130, 143 interrupted by SIGINT or SIGTERM (128 + signal); with --state, run\n"
-          "           the same command again to resume. A second signal ends eddy at once.\n"
-          "           A signal counts from when the agent starts loading; one that comes\n"
-          "           after the run ended (while the state closes) interrupts nothing:\n"
-          "           the exit code is the run's, with a note.\n",
+          "  129, 130, 143\n"
+          "           interrupted by SIGHUP (the terminal closed), SIGINT or SIGTERM\n"
+          "           (128 + signal); with --state, run the same command again to resume.\n"
+          "           A second SIGINT or SIGTERM ends eddy at once (a second SIGHUP does\n"
+          "           not). A signal counts from when the agent starts loading; one that\n"
+          "           comes after the run ended (while the state closes) interrupts\n"
+          "           nothing: the exit code is the run's, with a note. SIGQUIT dumps core\n"
+          "           at once, committing nothing; the state is safe, as after a crash.\n",
           out);
 }
 
@@ -592,8 +595,26 @@ static volatile sig_atomic_t signal_caught;
  * stops nothing and changes nothing of the run's outcome. */
 static int signal_at_run_end = -1;
 
+/* The name of a signal that stops eddy. */
+static const char *signal_name(int signo)
+{
+    switch (signo) {
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGINT:
+        return "SIGINT";
+    default:
+        return "SIGTERM";
+    }
+}
+
 static void on_signal(int signo)
 {
+    /* A hangup comes twice, from the kernel to the terminal's foreground
+     * process group and from the shell to its jobs as it exits: a second
+     * SIGHUP is no user insisting, and must not kill the stop underway. */
+    if (signal_caught != 0 && signo == SIGHUP)
+        return;
     if (signal_caught != 0) {
         /* A second signal: the user insists. End now with the default action;
          * the state store is safe against a kill at any instant. The signal is
@@ -620,17 +641,28 @@ static void detach_signal_runtime(void)
         sched_yield(); /* a handler on another thread, about to return */
 }
 
+/*
+ * SIGINT, SIGTERM and SIGHUP (the terminal closed: an ssh session that
+ * ends) stop eddy cleanly. A SIGHUP that eddy was started ignoring (nohup)
+ * stays ignored. SIGQUIT keeps its default action, a core dump at once: it
+ * is the signal that asks for one, and the state is safe against it as
+ * against any crash.
+ */
 static int install_signal_handlers(eddy_runtime *rt)
 {
-    struct sigaction sa;
+    struct sigaction sa, hup;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGINT);
     sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
     sa.sa_flags = SA_RESTART;
     atomic_store(&signal_runtime, rt);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
+        sigaction(SIGHUP, NULL, &hup) != 0)
+        return -1;
+    if (hup.sa_handler != SIG_IGN && sigaction(SIGHUP, &sa, NULL) != 0)
         return -1;
     return 0;
 }
@@ -847,7 +879,7 @@ static int cmd_run(int argc, char **argv)
     }
 
     ignore_sigpipe();
-    /* From here a SIGINT or SIGTERM is taken as a request to stop: loading
+    /* From here a SIGINT, SIGTERM or SIGHUP is a request to stop: loading
      * an agent (a Python agent's imports), opening and recovering a large
      * state take a while, and the default action would end eddy without
      * its "interrupted" line. */
@@ -909,7 +941,7 @@ done:
         fprintf(stderr,
                 "eddy: note: %s came after the run had ended; it interrupted nothing, and the "
                 "exit code is the run's\n",
-                signal_caught == SIGINT ? "SIGINT" : "SIGTERM");
+                signal_name(signal_caught));
     return code; /* the handlers stay: a signal from here on changes nothing */
 }
 

@@ -1,7 +1,7 @@
-"""Hostile environment: SIGTERM and SIGINT mid-run stop cleanly (exit 143 and
-130, a line saying how to resume, the rerun completes exactly); a reader of
-stdout that goes away (SIGPIPE/EPIPE) is an I/O error (exit 1) and leaves the
-state consistent."""
+"""Hostile environment: SIGTERM, SIGINT and SIGHUP mid-run stop cleanly (exit
+143, 130 and 129, a line saying how to resume, the rerun completes exactly); a
+reader of stdout that goes away (SIGPIPE/EPIPE) is an I/O error (exit 1) and
+leaves the state consistent."""
 import collections
 import json
 import os
@@ -64,6 +64,40 @@ class Signals(EddyTest):
 
     def test_sigint_stops_cleanly_and_resumes(self):
         self.interrupt(signal.SIGINT, 130)
+
+    def test_sighup_stops_cleanly_and_resumes(self):
+        # Closing the terminal (an ssh session) sent SIGHUP, whose default
+        # action ended eddy with no message and nothing committed.
+        self.interrupt(signal.SIGHUP, 129)
+
+    def test_sighup_twice_is_still_one_clean_stop(self):
+        # A hangup comes twice: the kernel sends SIGHUP to the terminal's
+        # foreground process group, and the shell to its jobs as it exits.
+        # The second must not end the stop at once as a second SIGINT does.
+        p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.6)
+        self.assertIsNone(p.poll(), "finished before the signal: make the run longer")
+        p.send_signal(signal.SIGHUP)
+        p.send_signal(signal.SIGHUP)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 129, err)
+        self.assertTrue(err.endswith(b"eddy: interrupted; run the same command again to "
+                                     b"resume\n"), err)
+        again = subprocess.run(self.cmd(), capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.check_exact(read_jsonl(self.out))
+
+    def test_sighup_ignored_under_nohup(self):
+        # Started ignoring SIGHUP (nohup), eddy keeps ignoring it.
+        p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        time.sleep(0.3)
+        self.assertIsNone(p.poll(), "finished before the signal: make the run longer")
+        p.send_signal(signal.SIGHUP)
+        _, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertNotIn(b"interrupted", err)
+        self.check_exact(read_jsonl(self.out))
 
     @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
     def test_sigterm_while_opening_the_state(self):
@@ -142,7 +176,8 @@ class Signals(EddyTest):
         write_jsonl(self.inp, self.recs)
         go = self.path("go")
         env = dict(os.environ, EDDY_TEST_CLOSE_WAIT_FOR=go)
-        for signo, name in ((signal.SIGTERM, b"SIGTERM"), (signal.SIGINT, b"SIGINT")):
+        for signo, name in ((signal.SIGTERM, b"SIGTERM"), (signal.SIGINT, b"SIGINT"),
+                            (signal.SIGHUP, b"SIGHUP")):
             if os.path.exists(go):
                 os.remove(go)
             p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
