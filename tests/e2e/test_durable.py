@@ -277,6 +277,37 @@ class DurableTest(EddyTest):
 
     @unittest.skipUnless(os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES"),
                          "built without EDDY_TEST_HOOKS")
+    def test_no_summary_when_the_run_does_not_start(self):
+        # A rerun that cannot write out the lines the state holds (the
+        # output's disk still full) stops as the state opens, before the run
+        # starts: no summary, although the README said the reason comes
+        # after it. The README now says when there is none; this is one.
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(30)])
+        full = {"EDDY_FAULT": "sink_write.write:1:ENOSPC"}
+        reason = b"eddy: cannot write to %s: No space left on device\n" % self.out.encode()
+        first = self.run_cmd(env=full)  # the run started: summary, then the reason
+        self.assertEqual(first.returncode, 1, first.stderr)
+        self.assertTrue(first.stderr.startswith(b"eddy: 30 inputs, "), first.stderr)
+        self.assertTrue(first.stderr.endswith(reason), first.stderr)
+        effects = len(self.effect_lines())
+        second = self.run_cmd(env=full)
+        self.assertEqual(second.returncode, 1, second.stderr)
+        self.assertEqual(second.stderr, reason)  # the reason alone
+        self.assertEqual(len(self.effect_lines()), effects)  # nothing ran
+        third = self.run_cmd()
+        self.assertEqual(third.returncode, 0, third.stderr)
+        self.assertIn(b" written from the state)", third.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(30)))
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            readme = " ".join(f.read().split())
+        for said in ("When eddy stops before the run starts there is no summary, and the "
+                     "reason is all it prints",
+                     "on a rerun with `--state`, lines the previous run left in the state that "
+                     "cannot be written out as the state opens"):
+            self.assertTrue(said in readme, "the README no longer says: " + said)
+
+    @unittest.skipUnless(os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES"),
+                         "built without EDDY_TEST_HOOKS")
     def test_runs_resumed_counted_when_they_run(self):
         # A stop while the state opened (its runs loaded, none started)
         # said "1 runs resumed from the state": they are counted as they run.
