@@ -668,7 +668,11 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  *   before eddy kept its name), plan ([{name, event_types}], the actions of
  *   the plan that filled it, as recorded; null in older states), next_run
  *   (the next run number: one counter for all keys), output_offset and
- *   dead_letter_offset (committed file lengths), counts {keys, pending,
+ *   dead_letter_offset (committed file lengths; for a standard stream,
+ *   where it stood, which is no count of lines eddy wrote), output_stream
+ *   and dead_letter_stream (true when the last run wrote to a standard
+ *   stream, "-", false for a file, null in states that do not say),
+ *   counts {keys, pending,
  *   journal, outbox}, in_flight [{key, seq, line, pending}] (keys with runs in
  *   flight, in arrival order; pending counts the run's input too), journal
  *   [{key, seq, event_id, action, idx, status, fn_id, digest, result | record,

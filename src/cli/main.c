@@ -954,10 +954,12 @@ static void print_inspect_help(FILE *out)
           "Shows what a state directory holds, without changing it (safe while an eddy\n"
           "process works on it): how much of the input was read (lines and bytes;\n"
           "reading resumes after them), the key field and the next run number, the\n"
-          "keys with runs in flight and their pending inputs (by input line number),\n"
-          "and the journal of those runs. With --key, also that key's short-term memory,\n"
-          "pending inputs and journal. (Reading may leave SQLite's empty eddy.db-wal\n"
-          "and its index eddy.db-shm beside the state: they hold nothing.)\n"
+          "lengths committed to the output and dead-letter files (a standard stream\n"
+          "has none), the keys with runs in flight and their pending inputs (by input\n"
+          "line number), and the journal of those runs. With --key, also that key's\n"
+          "short-term memory, pending inputs and journal. (Reading may leave SQLite's\n"
+          "empty eddy.db-wal and its index eddy.db-shm beside the state: they hold\n"
+          "nothing.)\n"
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
           "-- must be given as --opt=VALUE; --state and --key are refused when given\n"
@@ -1029,6 +1031,22 @@ static void print_json_field(const char *label, json_t *v)
     free(t);
 }
 
+/*
+ * "output: 120 bytes committed" for a file: its length that the state
+ * holds for certain, cut back to on a resume. A standard stream's recorded
+ * position is where the stream stood (after what was in a file it was
+ * appended to, 2>>log), nothing a rerun cuts back to: no number, and what
+ * delivery to it is.
+ */
+static void print_position(const char *what, const char *stream_name, json_t *stream,
+                           json_t *offset, const char *end)
+{
+    if (json_is_true(stream))
+        printf("%s: %s (a stream: at-least-once, no committed length)%s", what, stream_name, end);
+    else
+        printf("%s: %lld bytes committed%s", what, (long long)json_integer_value(offset), end);
+}
+
 static void print_report(json_t *r)
 {
     json_t *src = json_object_get(r, "source"), *counts = json_object_get(r, "counts");
@@ -1064,9 +1082,10 @@ static void print_report(json_t *r)
     }
     printf("next run number: %lld (one counter for all keys)\n",
            (long long)json_integer_value(json_object_get(r, "next_run")));
-    printf("output: %lld bytes committed; dead letters: %lld bytes\n",
-           (long long)json_integer_value(json_object_get(r, "output_offset")),
-           (long long)json_integer_value(json_object_get(r, "dead_letter_offset")));
+    print_position("output", "standard output", json_object_get(r, "output_stream"),
+                   json_object_get(r, "output_offset"), "; ");
+    print_position("dead letters", "standard error", json_object_get(r, "dead_letter_stream"),
+                   json_object_get(r, "dead_letter_offset"), "\n");
     printf("keys: %lld, pending inputs: %lld, journal entries: %lld, unwritten outputs: %lld\n",
            (long long)json_integer_value(json_object_get(counts, "keys")),
            (long long)json_integer_value(json_object_get(counts, "pending")),

@@ -103,7 +103,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                      .journal = json_array(),
                      .detail_journal = json_array()};
     json_t *out = NULL;
-    uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0;
+    uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0, sink_id = 0, dead_id = 0;
     char *key_field = NULL, *plan_actions = NULL;
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
@@ -113,6 +113,8 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
     if ((rc = eddy__store_get_source_pos(s, &off, &line)) != EDDY_OK ||
         (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(s, "dead_offset", &dead)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(s, "output_id", &sink_id)) != EDDY_OK ||
+        (rc = eddy__store_get_meta_u64(s, "dead_id", &dead_id)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(s, "next_run", &next_run)) != EDDY_OK ||
         (rc = eddy__store_get_meta_text(s, "key_field_name", &key_field)) != EDDY_OK ||
         (rc = eddy__store_get_meta_text(s, "plan_actions", &plan_actions)) != EDDY_OK ||
@@ -142,10 +144,19 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         rc = EDDY_ENOMEM;
         goto done;
     }
-    /* Each set takes its value, also when it fails: all three are made. */
+    /* Each set takes its value, also when it fails: all are made. */
     int bad = json_object_set_new(out, "next_run", json_integer((json_int_t)next_run)) != 0;
     bad |= json_object_set_new(out, "key_field", kf != NULL ? kf : json_null()) != 0;
     bad |= json_object_set_new(out, "plan", pa != NULL ? pa : json_null()) != 0;
+    /* Which the last run wrote to, a file or a standard stream (its
+     * identity 1, durable.c), null when the state does not say (made by an
+     * older eddy). A stream's position is where it stood, not a length
+     * committed to a file: eddy never cuts a stream back, and what it holds
+     * before that position may be anybody's (2>>log). */
+    bad |= json_object_set_new(out, "output_stream",
+                               sink_id == 0 ? json_null() : json_boolean(sink_id == 1)) != 0;
+    bad |= json_object_set_new(out, "dead_letter_stream",
+                               dead_id == 0 ? json_null() : json_boolean(dead_id == 1)) != 0;
     if (bad) {
         rc = EDDY_ENOMEM;
         goto done;

@@ -1416,6 +1416,43 @@ class DurableTest(EddyTest):
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn(b"\nsource: 3 lines read (%d bytes)\n" % src["offset"], text.stdout)
 
+    def test_inspect_says_a_stream_has_no_committed_length(self):
+        # With the dead letters on stderr appended to a log of 5000 bytes
+        # (2>>errlog), inspect said "dead letters: 5000 bytes" as if eddy had
+        # committed them: a stream's position is where it stood.
+        write_jsonl(self.inp, [{"key": "k", "seq": 0, "v": 0}])
+        errlog = self.path("errlog")
+        with open(errlog, "wb") as f:
+            f.write(b"x" * 4999 + b"\n")
+        with open(errlog, "ab") as err, open(os.devnull, "wb") as null:
+            res = subprocess.run([EDDY, "run", DURABLE, "--input", self.inp, "--state", self.state,
+                                  "--no-progress", "--quiet"], stdout=null, stderr=err,
+                                 timeout=60, env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        self.assertEqual(res.returncode, 0)
+        with open(errlog, "rb") as f:
+            self.assertEqual(f.read(), b"x" * 4999 + b"\n")  # no dead letter
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        report = json.loads(insp.stdout)
+        self.assertEqual((report["output_stream"], report["dead_letter_stream"]), (True, True))
+        text = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                              timeout=60).stdout
+        self.assertIn(b"\noutput: standard output (a stream: at-least-once, no committed length); "
+                      b"dead letters: standard error (a stream: at-least-once, no committed "
+                      b"length)\n", text)
+        self.assertNotIn(b"5000", text)
+        # A file's length is what the state committed.
+        shutil.rmtree(self.state)
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        report = json.loads(subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                           capture_output=True, timeout=60).stdout)
+        self.assertEqual((report["output_stream"], report["dead_letter_stream"]), (False, False))
+        text = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                              timeout=60).stdout
+        self.assertIn(b"\noutput: %d bytes committed; dead letters: 0 bytes committed\n"
+                      % os.path.getsize(self.out), text)
+
     def test_inspect_names_the_string_key_for_a_number(self):
         # --key 42 looks up the number 42; the key read was the string "42",
         # and the refusal only said how keys are written.
