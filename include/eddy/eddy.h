@@ -623,8 +623,12 @@ typedef struct eddy_stats {
     int durable;               /* 1 with a state directory, 0 in memory */
     uint64_t syncs;            /* disk syncs making commits durable (one covers many) */
     /* With a state, what this run took up from the one before it:
-     * runs_resumed, the inputs that run accepted and did not finish, run
-     * here (not in inputs: they are not read again); outputs_from_state and
+     * runs_resumed, the inputs that run accepted and did not finish (its
+     * pending inputs, those of its runs in flight included), each counted
+     * as its run starts here (not in inputs: they are not read again; the
+     * summary says "N pending inputs taken up from the state", and the runs
+     * among them that were in flight are runs_in_flight_resumed, below);
+     * outputs_from_state and
      * dead_lettered_from_state, the lines it left in the outbox, written by
      * this run before it read on (also in outputs and dead_lettered). */
     uint64_t runs_resumed;
@@ -634,6 +638,10 @@ typedef struct eddy_stats {
      * flight (max-pending); with runs_in_flight, every input admitted and
      * not finished. */
     uint64_t inputs_pending;
+    /* Of runs_resumed, the runs that were in flight when that run stopped
+     * (each key's first input taken up: what eddy inspect lists as runs in
+     * flight), resumed from their journal; the others waited behind them. */
+    uint64_t runs_in_flight_resumed;
 } eddy_stats;
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);

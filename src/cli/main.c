@@ -747,15 +747,19 @@ static void print_from_state(uint64_t n)
 /*
  * "eddy: 10 inputs, 10 outputs, ..., 0.52 s, 19231 inputs/s, state: DIR". A
  * run that took up work from the state says so, since its outputs do not
- * come from the inputs it read: "0 inputs, 3 runs resumed from the state,
- * 97 outputs (2 written from the state), ...". The rate is said only of
- * inputs that were read.
+ * come from the inputs it read: "0 inputs, 3 runs resumed, 40 pending inputs
+ * taken up from the state, 97 outputs (2 written from the state), ...", in
+ * eddy inspect's words: the runs that were in flight, and every input the
+ * state held, theirs included (each counted as its run starts). The rate is
+ * said only of inputs that were read.
  */
 static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const char *state_dir)
 {
     fprintf(stderr, "eddy: %" PRIu64 " inputs", st->inputs);
     if (st->runs_resumed > 0)
-        fprintf(stderr, ", %" PRIu64 " runs resumed from the state", st->runs_resumed);
+        fprintf(stderr,
+                ", %" PRIu64 " runs resumed, %" PRIu64 " pending inputs taken up from the state",
+                st->runs_in_flight_resumed, st->runs_resumed);
     fprintf(stderr, ", %" PRIu64 " outputs", st->outputs);
     print_from_state(st->outputs_from_state);
     fprintf(stderr, ", %" PRIu64 " dead-lettered", st->dead_lettered);

@@ -2308,6 +2308,7 @@ void eddy__durable_resume(eddy_runtime *rt)
         }
         eddy__queue_remove(&in->node);
         rt->pending--;
+        rt->stats.runs_in_flight_resumed++;
         eddy__runtime_run_start(rt, k, in);
     }
 }

@@ -260,12 +260,14 @@ class DurableTest(EddyTest):
             summary = second.stderr.splitlines()[-1]
             if more:  # what it read, with its rate, and what it took up
                 self.assertTrue(summary.startswith(
-                    b"eddy: 1 inputs, 1 runs resumed from the state, 2 outputs, 0 dead-lettered, "),
+                    b"eddy: 1 inputs, 1 runs resumed, 1 pending inputs taken up from the state, "
+                    b"2 outputs, 0 dead-lettered, "),
                     summary)
                 self.assertIn(b" inputs/s, ", summary)
             else:
                 self.assertTrue(summary.startswith(
-                    b"eddy: 0 inputs, 1 runs resumed from the state, 1 outputs, 0 dead-lettered, "),
+                    b"eddy: 0 inputs, 1 runs resumed, 1 pending inputs taken up from the state, "
+                    b"1 outputs, 0 dead-lettered, "),
                     summary)
                 self.assertNotIn(b"inputs/s", summary)
         # Nothing to do: no rate either.
@@ -306,6 +308,32 @@ class DurableTest(EddyTest):
                      "cannot be written out as the state opens"):
             self.assertTrue(said in readme, "the README no longer says: " + said)
 
+    def test_summary_counts_what_it_took_up_as_inspect_does(self):
+        # "N runs resumed from the state" counted every pending input taken
+        # up, where eddy inspect shows the runs in flight and the pending
+        # inputs apart: 5 runs in flight with 181 inputs behind them read
+        # "186 runs resumed". The summary now uses inspect's two counts.
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 3), "seq": i, "v": i, "ms": 100}
+                               for i in range(30)])
+        p = subprocess.Popen(self.cmd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        time.sleep(0.5)
+        self.assertIsNone(p.poll(), "finished before the signal: make the run longer")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        report = json.loads(insp.stdout)
+        runs, pending = len(report["in_flight"]), report["counts"]["pending"]
+        self.assertEqual(runs, 3)
+        self.assertGreater(pending, runs)
+        again = self.run_cmd()
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn(b", %d runs resumed, %d pending inputs taken up from the state, "
+                      % (runs, pending), again.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(30)))
+
     @unittest.skipUnless(os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES"),
                          "built without EDDY_TEST_HOOKS")
     def test_runs_resumed_counted_when_they_run(self):
@@ -328,7 +356,7 @@ class DurableTest(EddyTest):
         self.assertNotIn(b"resumed", err)
         again = self.run_cmd(state=state)
         self.assertEqual(again.returncode, 0, again.stderr)
-        self.assertIn(b"1 runs resumed from the state", again.stderr)
+        self.assertIn(b"1 runs resumed, 1 pending inputs taken up from the state", again.stderr)
 
     def test_long_chain_resumes_from_its_finished_actions(self):
         # One run of 200,000 Pings dies at Ping 150,000: the resumed run finds

@@ -491,7 +491,7 @@ class PythonTest(EddyTest):
         os.unlink(crash)
         second = self.skipped_run(log, "--state", state, crash=crash)
         self.assertOk(second)
-        self.assertIn(b"1 runs resumed from the state", second.stderr)
+        self.assertIn(b"1 runs resumed, 1 pending inputs taken up from the state", second.stderr)
         self.assertEqual([o["by"] for o in second.outputs()], ["first"])
         dead = second.dead()
         self.assertEqual(len(dead), 2)

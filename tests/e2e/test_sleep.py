@@ -105,7 +105,7 @@ class SleepCases:
         again = subprocess.run(self.cmd(), capture_output=True, timeout=60,
                                env=dict(os.environ, EDDY_TEST_MAX_SLEEP_MS="20"))
         self.assertEqual(again.returncode, 0, again.stderr)
-        self.assertIn(b"1 runs resumed from the state", again.stderr)
+        self.assertIn(b"1 runs resumed, 1 pending inputs taken up from the state", again.stderr)
         outs = read_jsonl(self.path("out.jsonl"))
         self.assertEqual(sorted(o["seq"] for o in outs), list(range(6)))
         self.assertEqual([o["key"] for o in outs if o["seq"] == 0], ["long"])
