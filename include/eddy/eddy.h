@@ -9,13 +9,21 @@
  * handed to it) belong to its mailbox thread: the thread that created it with
  * eddy_runtime_new(), which must also be the one to call eddy_runtime_run()
  * (from any other, that returns EDDY_EWRONGTHREAD). Every eddy_ctx_* and
- * eddy_memory_* call checks the calling thread and fails with
- * EDDY_EWRONGTHREAD from any other thread, without touching state. They also
- * check that the context or memory handle is the running action
- * execution's: one kept past its action execution (in a static, say) and
- * used from another fails with EDDY_ESTATE (the getters return NULL),
- * without touching state. Keep none: eddy reuses the memory behind a
- * handle, so that a kept one may even be the running action's own again.
+ * eddy_memory_* call first compares its context or memory handle with the
+ * action execution that runs on the calling thread, reading nothing of the
+ * handle before, and refuses, without touching state (the getters return
+ * NULL instead):
+ *  - with EDDY_EWRONGTHREAD, on a thread that is no mailbox thread (one
+ *    that made a runtime not yet freed): a worker running an eddy_call_fn,
+ *    a thread of the application; and inside the body of
+ *    eddy_ctx_durable_execute(), which runs on the mailbox thread;
+ *  - with EDDY_ESTATE, on a mailbox thread, a handle that is not the
+ *    running action execution's: one kept past its action execution (in a
+ *    static, say; it may have been freed since), another action
+ *    execution's, another runtime's, or any handle used between action
+ *    executions (from the progress callback, after eddy_runtime_run()).
+ * Keep none: eddy reuses the memory behind a handle, so that a kept one may
+ * even be the running action's own again, and then works as it.
  * Events are not checked: an event an action receives or sends may be used
  * on the mailbox thread only (eddy_event_id() fills a cache on first use).
  *

@@ -1,12 +1,14 @@
 /*
  * The context API that actions call: events, memory, async and durable calls.
- * Every entry point checks that it runs on the runtime's mailbox thread, and
- * not inside the body of a durable call that runs there (eddy_ctx.in_body),
- * and fails with EDDY_EWRONGTHREAD without touching state when it does not;
- * then that its context (or memory handle) is the running action
- * execution's, and fails with EDDY_ESTATE when it is not: a handle kept past
- * its action points at a task that ended or was recycled for another action
- * execution, whose memory and events it would change.
+ * Every entry point first compares its context (or memory handle) with the
+ * task being stepped on the calling thread (eddy__running), reading nothing
+ * of the handle before: a handle kept past its action points at a task that
+ * ended, recycled for another action execution, on the free list or freed.
+ * When it is not the running task's, or the call comes from the body of a
+ * durable call that runs on the mailbox thread (eddy_ctx.in_body), the call
+ * fails without touching state: with EDDY_EWRONGTHREAD off the mailbox
+ * threads and in such a body, with EDDY_ESTATE on a mailbox thread (see
+ * eddy__ctx_unusable).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,11 +37,14 @@ static size_t path_levels(const char *path)
     return n;
 }
 
-int eddy__ctx_stale(eddy_ctx *t, const char *why)
+__attribute__((noinline, cold)) int eddy__ctx_unusable(const char *stale)
 {
-    if (t->rt->current != NULL)
-        eddy__ctx_refuse(t->rt->current, EDDY_ESTATE, why);
-    return EDDY_ESTATE;
+    eddy_ctx *cur = eddy__running;
+    if (cur == NULL) /* between steps on a mailbox thread, or on another thread */
+        return eddy__mailboxes != 0 ? EDDY_ESTATE : EDDY_EWRONGTHREAD;
+    if (cur->in_body)
+        return EDDY_EWRONGTHREAD;
+    return eddy__ctx_refuse(cur, EDDY_ESTATE, stale);
 }
 
 int eddy__ctx_refusef(eddy_ctx *t, int rc, const char *fmt, ...)
@@ -61,11 +66,7 @@ int eddy__ctx_refusef(eddy_ctx *t, int rc, const char *fmt, ...)
  * above); stale: the refusal's text when t is not the running task. */
 static inline int usable(eddy_ctx *t, const char *stale)
 {
-    if (!eddy__runtime_on_thread(t->rt) || t->in_body)
-        return EDDY_EWRONGTHREAD;
-    if (t->rt->current != t)
-        return eddy__ctx_stale(t, stale);
-    return EDDY_OK;
+    return eddy__ctx_usable(t, stale);
 }
 
 /* usable(), for a call that returns a code: when t may be used, an earlier
@@ -223,8 +224,26 @@ int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message)
 
 /* ---------------------------------------------------------------- memory */
 
-#define MEM_USABLE(m, fn)      usable((m)->task, MEM_STALE(fn))
-#define MEM_USABLE_CALL(m, fn) usable_call((m)->task, MEM_STALE(fn))
+/* usable() for a memory handle (not NULL): m is one of the running task's
+ * two handles, compared before anything of m is read. */
+static inline int mem_usable(eddy_memory *m, const char *stale)
+{
+    eddy_ctx *cur = eddy__running;
+    if (cur != NULL && (m == &cur->stm || m == &cur->sensory) && !cur->in_body)
+        return EDDY_OK;
+    return eddy__ctx_unusable(stale);
+}
+
+static inline int mem_usable_call(eddy_memory *m, const char *stale)
+{
+    int rc = mem_usable(m, stale);
+    if (rc == EDDY_OK)
+        eddy__ctx_called(m->task);
+    return rc;
+}
+
+#define MEM_USABLE(m, fn)      mem_usable((m), MEM_STALE(fn))
+#define MEM_USABLE_CALL(m, fn) mem_usable_call((m), MEM_STALE(fn))
 
 /* rc of memory call fn on path, remembering why it was refused, with the
  * path (quoted: it may not be printable, or UTF-8). Off the hot path. */

@@ -1342,10 +1342,9 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         *err = NULL;
     if (t == NULL)
         return EDDY_EINVAL;
-    if (!eddy__runtime_on_thread(t->rt) || t->in_body)
-        return EDDY_EWRONGTHREAD;
-    if (t->rt->current != t)
-        return eddy__ctx_stale(t, "a durable call: " EDDY__CTX_STALE);
+    int rc = eddy__ctx_usable(t, "a durable call: " EDDY__CTX_STALE);
+    if (rc != EDDY_OK)
+        return rc;
     eddy__ctx_called(t);
     if (fn_id == NULL || *fn_id == '\0' || fn == NULL)
         return eddy__ctx_refuse(t, EDDY_EINVAL,
@@ -1365,7 +1364,7 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     char digest[17] = "";
     if (rt->store != NULL)
         eddy__durable_digest_json(rt, args, digest);
-    int rc = eddy__durable_plan(t, fn_id, digest, reconcile != NULL, &c);
+    rc = eddy__durable_plan(t, fn_id, digest, reconcile != NULL, &c);
     if (rc != EDDY_OK)
         goto out;
     switch (c.what) {
@@ -1494,10 +1493,11 @@ int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_id, const 
             *result = NULL;
         if (err != NULL)
             *err = NULL;
-        if (ctx == NULL || !eddy__runtime_on_thread(ctx->rt) || ctx->in_body)
+        if (ctx == NULL)
             return EDDY_EINVAL;
-        if (ctx->rt->current != ctx)
-            return eddy__ctx_stale(ctx, "eddy_ctx_durable_execute_reconciled: " EDDY__CTX_STALE);
+        int rc = eddy__ctx_usable(ctx, "eddy_ctx_durable_execute_reconciled: " EDDY__CTX_STALE);
+        if (rc != EDDY_OK) /* (from a wrong thread, EDDY_EINVAL, as it always was) */
+            return rc == EDDY_EWRONGTHREAD ? EDDY_EINVAL : rc;
         return eddy__ctx_refuse(ctx, EDDY_EINVAL,
                                 "eddy_ctx_durable_execute_reconciled: reconcile is NULL");
     }

@@ -31,6 +31,9 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t);
 static void run_end(eddy_runtime *rt, eddy__key *k);
 static void check_done(eddy_runtime *rt);
 
+_Thread_local eddy_ctx *eddy__running EDDY__TLS_FAST;
+_Thread_local unsigned eddy__mailboxes EDDY__TLS_FAST;
+
 int eddy__runtime_on_thread(const eddy_runtime *rt)
 {
     uv_thread_t self = uv_thread_self();
@@ -444,7 +447,10 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
     t->started = 1;
     t->state = EDDY_TASK_RUNNING;
     int finished;
-    rt->current = t;
+    /* (restored, not cleared: a runtime run from inside an action steps
+     * its own tasks within this step) */
+    eddy_ctx *outer = eddy__running;
+    eddy__running = t;
     if (first && t->key->journal != NULL && eddy__durable_replay_finished(rt, t)) {
         finished = 1;
     } else if (t->action->ops == NULL) {
@@ -472,7 +478,7 @@ static void task_step(eddy_runtime *rt, eddy_ctx *t)
             rt->pause = t->action->ops->pause;
         finished = t->action->ops->step(t);
     }
-    rt->current = NULL;
+    eddy__running = outer;
     if (finished)
         task_finish(rt, t);
     else if (t->state == EDDY_TASK_RUNNING)
@@ -902,6 +908,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         return NULL;
     }
     rt->owner = uv_thread_self();
+    eddy__mailboxes++; /* until eddy_runtime_free */
     eddy__queue_init(&rt->ready);
     rt->ready_fresh = &rt->ready;
     eddy__queue_init(&rt->admit_buf);
@@ -1125,5 +1132,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     eddy_error_free(rt->error);
     for (size_t i = 0; i < EDDY__UNHANDLED_TYPES; i++)
         free(rt->unhandled_types[i]);
+    if (eddy__runtime_on_thread(rt) && eddy__mailboxes > 0)
+        eddy__mailboxes--;
     free(rt);
 }

@@ -156,14 +156,46 @@ static inline void eddy__ctx_called(struct eddy_ctx *t)
 }
 
 /* The text of a refusal of a context or memory handle that is not the
- * running action execution's (eddy_runtime.current), after "the context". */
+ * running action execution's (eddy__running), after "the context". */
 #define EDDY__STALE_WHOSE \
     " is not the running action execution's (was it kept after its action ended?)"
 #define EDDY__CTX_STALE "the context" EDDY__STALE_WHOSE
 
-/* EDDY_ESTATE for a call on t that is not the running task: its refusal
- * (why, a static text) goes to the running task, when there is one. */
-int eddy__ctx_stale(struct eddy_ctx *t, const char *why);
+#if defined(__GNUC__)
+#define EDDY__TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define EDDY__TLS_FAST
+#endif
+
+/* The task being stepped on this thread (task_step sets it around each
+ * step), or NULL: the one task whose context and memory handles the
+ * context API takes. A handle kept past its action execution (in a static,
+ * say) points at a task that ended: recycled for another action execution,
+ * on the free list (poisoned in debug builds) or freed. So a handle is
+ * compared with it before anything of the handle is read. Each thread has
+ * its own: two runtimes on two threads each see their own task. */
+extern _Thread_local struct eddy_ctx *eddy__running EDDY__TLS_FAST;
+/* Runtimes made on this thread and not freed: it is a mailbox thread when
+ * not 0. Tells a kept handle used here between steps (EDDY_ESTATE) from a
+ * handle used on a worker or any other thread (EDDY_EWRONGTHREAD). */
+extern _Thread_local unsigned eddy__mailboxes EDDY__TLS_FAST;
+
+/* Why a context or memory handle that is not the running task's, or is
+ * used inside the body of a durable call, is refused, without reading it:
+ * EDDY_EWRONGTHREAD off the mailbox threads and inside the body of a
+ * durable call (the running task's in_body), else EDDY_ESTATE, its refusal
+ * (stale, a static text) recorded on the running task when there is one. */
+int eddy__ctx_unusable(const char *stale);
+
+/* EDDY_OK when t (not NULL) may be used here and now, else
+ * eddy__ctx_unusable(stale). Nothing of t is read unless it is the running
+ * task. */
+static inline int eddy__ctx_usable(struct eddy_ctx *t, const char *stale)
+{
+    if (t == eddy__running && !t->in_body)
+        return EDDY_OK;
+    return eddy__ctx_unusable(stale);
+}
 
 typedef struct eddy__task eddy__task;
 
@@ -192,11 +224,6 @@ struct eddy_runtime {
     unsigned progress_ms;
 
     eddy__queue ready;
-    /* The task being stepped (its action's code runs), or NULL: the one
-     * task whose context and memory handles the context API takes. A handle
-     * kept past its action execution (in a static, say) points at a task
-     * that ended, or was recycled for another action execution. */
-    eddy_ctx *current;
     /* The first task in ready that has not started yet (&ready: none). Tasks
      * that go on after a call are put before it: a finished call's result is
      * journaled, and its run moves on, before new work starts (with 100 k

@@ -834,6 +834,134 @@ static void test_strings_must_be_utf8(void **state)
     eddy_runtime_free(rt);
 }
 
+/* Handles kept past their action execution whose task struct is on the
+ * free list, not recycled: debug builds poison it (0xdd), and release
+ * builds free it once enough are kept, so a check that read the handle
+ * would crash or read freed memory. "keep" keeps its handles and sends Pad;
+ * Pad's task is made before keep's struct is freed and freed after it, so
+ * that "use", of the key's next run, takes Pad's struct and keep's stays
+ * on the free list. Every call with the kept handles is refused. */
+static struct {
+    eddy_ctx *ctx;
+    eddy_memory *stm, *sensory;
+    int not_recycled;
+    int key_null, stm_null, sensory_null, get_null, names_null;
+    int send, output, fail, fail_error, set, new_object, exists, async, async_all, sleep, durable,
+        durable_async, reconciled, reconciled_null;
+    int own_ok;
+} freed;
+
+static int freed_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    if (strcmp(json_string_value(json_object_get(in, "op")), "keep") == 0) {
+        freed.ctx = ctx;
+        freed.stm = eddy_ctx_short_term_memory(ctx);
+        freed.sensory = eddy_ctx_sensory_memory(ctx);
+        return eddy_ctx_send_event(ctx, eddy_event_new("Pad", NULL));
+    }
+    freed.not_recycled = ctx != freed.ctx;
+    eddy_ctx *k = freed.ctx;
+    freed.key_null = eddy_ctx_key(k) == NULL;
+    freed.stm_null = eddy_ctx_short_term_memory(k) == NULL;
+    freed.sensory_null = eddy_ctx_sensory_memory(k) == NULL;
+    eddy_event *e = eddy_event_new("Nobody", NULL);
+    freed.send = eddy_ctx_send_event(k, e);
+    eddy_event_free(e);
+    freed.output = eddy_ctx_send_output(k, json_true());
+    freed.fail = eddy_ctx_fail(k, "x", "y");
+    freed.fail_error = eddy_ctx_fail_error(k, eddy_error_new("x", "y"));
+    freed.set = eddy_memory_set(freed.stm, "freed", json_true());
+    freed.new_object = eddy_memory_new_object(freed.sensory, "freed");
+    freed.exists = eddy_memory_exists(freed.stm, "");
+    freed.get_null = eddy_memory_get(freed.stm, "") == NULL;
+    freed.names_null = eddy_memory_field_names(freed.sensory, "") == NULL;
+    freed.async = eddy_ctx_execute_async(k, noop_call, NULL, NULL, NULL, NULL);
+    eddy_async_call ac = {.fn = noop_call};
+    freed.async_all = eddy_ctx_execute_async_all(k, &ac, 1);
+    freed.sleep = eddy_ctx_sleep(k, 1);
+    json_t *r = json_true();
+    freed.durable = eddy_ctx_durable_execute(k, "d", NULL, noop_call, NULL, &r, NULL);
+    freed.durable_async = eddy_ctx_durable_execute_async(k, "d", NULL, noop_call, NULL, NULL, NULL);
+    freed.reconciled =
+        eddy_ctx_durable_execute_reconciled(k, "d", NULL, noop_call, noop_call, NULL, NULL, NULL);
+    freed.reconciled_null =
+        eddy_ctx_durable_execute_reconciled(k, "d", NULL, noop_call, NULL, NULL, NULL, NULL);
+    /* The action's own handles still work, and took nothing of the above. */
+    eddy_memory *own = eddy_ctx_short_term_memory(ctx);
+    freed.own_ok = r == NULL && eddy_memory_exists(own, "freed") == 0 &&
+                   eddy_memory_set(own, "own", json_true()) == EDDY_OK &&
+                   eddy_ctx_sleep(ctx, 0) == EDDY_OK && eddy_ctx_key(ctx) != NULL;
+    return EDDY_OK;
+}
+
+typedef struct freed_other {
+    int fail, exists;
+} freed_other;
+
+static void *freed_from_other_thread(void *arg)
+{
+    freed_other *o = arg;
+    o->fail = eddy_ctx_fail(freed.ctx, "x", "y");
+    o->exists = eddy_memory_exists(freed.sensory, "");
+    return NULL;
+}
+
+static void test_freed_handles_are_refused(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":\"k\",\"op\":\"keep\"}\n{\"key\":\"k\",\"op\":\"use\"}\n");
+    eddy_plan *p = eddy_plan_new();
+    const char *const input[] = {EDDY_INPUT_EVENT, NULL};
+    const char *const pad[] = {"Pad", NULL};
+    assert_int_equal(eddy_plan_add_action(p, "act", input, freed_action, NULL), EDDY_OK);
+    assert_int_equal(eddy_plan_add_action(p, "pad", pad, echo_ok, NULL), EDDY_OK);
+    memset(&freed, 0, sizeof(freed));
+    eddy_runtime *rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_true(freed.not_recycled); /* the premise */
+    assert_int_equal(st.actions_executed, 3);
+    assert_int_equal(st.async_calls, 0);
+    assert_int_equal(st.durable_calls, 0);
+    assert_int_equal(st.outputs, 0);
+    assert_int_equal(st.unhandled_events, 0);
+    assert_true(freed.key_null);
+    assert_true(freed.stm_null);
+    assert_true(freed.sensory_null);
+    assert_true(freed.get_null);
+    assert_true(freed.names_null);
+    assert_int_equal(freed.send, EDDY_ESTATE);
+    assert_int_equal(freed.output, EDDY_ESTATE);
+    assert_int_equal(freed.fail, EDDY_ESTATE);
+    assert_int_equal(freed.fail_error, EDDY_ESTATE);
+    assert_int_equal(freed.set, EDDY_ESTATE);
+    assert_int_equal(freed.new_object, EDDY_ESTATE);
+    assert_int_equal(freed.exists, EDDY_ESTATE);
+    assert_int_equal(freed.async, EDDY_ESTATE);
+    assert_int_equal(freed.async_all, EDDY_ESTATE);
+    assert_int_equal(freed.sleep, EDDY_ESTATE);
+    assert_int_equal(freed.durable, EDDY_ESTATE);
+    assert_int_equal(freed.durable_async, EDDY_ESTATE);
+    assert_int_equal(freed.reconciled, EDDY_ESTATE);
+    assert_int_equal(freed.reconciled_null, EDDY_ESTATE);
+    assert_true(freed.own_ok);
+    /* Between action executions, on the mailbox thread: not the running
+     * action execution's either. From another thread: the wrong thread. */
+    assert_int_equal(eddy_ctx_fail(freed.ctx, "x", "y"), EDDY_ESTATE);
+    assert_int_equal(eddy_memory_exists(freed.stm, ""), EDDY_ESTATE);
+    assert_null(eddy_ctx_key(freed.ctx));
+    freed_other o = {0};
+    pthread_t th;
+    pthread_create(&th, NULL, freed_from_other_thread, &o);
+    pthread_join(th, NULL);
+    assert_int_equal(o.fail, EDDY_EWRONGTHREAD);
+    assert_int_equal(o.exists, EDDY_EWRONGTHREAD);
+    eddy_runtime_free(rt);
+}
+
 /* ------------------------------------------------------------ refusals in failures */
 
 /* Makes a refused memory call, then (mode "then_ok") one that goes through,
@@ -1315,6 +1443,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_thread_confinement, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_freed_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_is_named_when_it_was_the_last_call, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durable_batch_calls, setup, teardown),
