@@ -507,9 +507,9 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  * are journaled, so the resume replays them; the others never ran, and
  * their PENDING records are removed), EDDY_EWRONGTHREAD, EDDY_ESTATE (outside
  * an action's coroutine; or a journaled record does not decode), EDDY_EINVAL
- * (calls NULL, a NULL fn, an empty fn_id), EDDY_ENOMEM, EDDY_ESTORE. n 0
- * returns EDDY_OK and takes no position. Without a state directory the
- * journal lives in memory.
+ * (calls NULL, a NULL fn, an empty fn_id or one that is not UTF-8),
+ * EDDY_ENOMEM, EDDY_ESTORE. n 0 returns EDDY_OK and takes no position.
+ * Without a state directory the journal lives in memory.
  */
 typedef struct eddy_durable_call {
     const char *fn_id;

@@ -1331,6 +1331,33 @@ static int run_fn(eddy_ctx *t, int async, eddy_call_fn fn, const json_t *args, v
     return EDDY_OK;
 }
 
+/* The checks every durable call makes first, in this order: the thread and
+ * the handle (nothing of t read before; stale: the refusal's text when t
+ * is not the running task's), then the call takes the handle, so that an
+ * earlier refusal no longer explains the action's failure. */
+static int durable_enter(eddy_ctx *t, const char *stale)
+{
+    if (t == NULL)
+        return EDDY_EINVAL;
+    int rc = eddy__ctx_usable(t, stale);
+    if (rc == EDDY_OK)
+        eddy__ctx_called(t);
+    return rc;
+}
+
+/* Then those of each call: fn and fn_id, which is journaled, and shown as
+ * JSON. */
+static int durable_fn_ok(eddy_ctx *t, const char *fn_id, eddy_call_fn fn)
+{
+    if (fn_id == NULL || *fn_id == '\0' || fn == NULL)
+        return eddy__ctx_refuse(t, EDDY_EINVAL,
+                                fn == NULL ? "a durable call's fn is NULL"
+                                           : "a durable call's fn_id is empty");
+    if (!eddy__utf8_valid(fn_id))
+        return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn_id is not UTF-8");
+    return EDDY_OK;
+}
+
 static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t *args,
                         eddy_call_fn fn, eddy_call_fn reconcile, void *arg, json_t **result,
                         eddy_error **err)
@@ -1340,18 +1367,9 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         *result = NULL;
     if (err != NULL)
         *err = NULL;
-    if (t == NULL)
-        return EDDY_EINVAL;
-    int rc = eddy__ctx_usable(t, "a durable call: " EDDY__CTX_STALE);
-    if (rc != EDDY_OK)
+    int rc = durable_enter(t, "a durable call: " EDDY__CTX_STALE);
+    if (rc != EDDY_OK || (rc = durable_fn_ok(t, fn_id, fn)) != EDDY_OK)
         return rc;
-    eddy__ctx_called(t);
-    if (fn_id == NULL || *fn_id == '\0' || fn == NULL)
-        return eddy__ctx_refuse(t, EDDY_EINVAL,
-                                fn == NULL ? "a durable call's fn is NULL"
-                                           : "a durable call's fn_id is empty");
-    if (!eddy__utf8_valid(fn_id)) /* it is journaled, and shown as JSON */
-        return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn_id is not UTF-8");
     eddy_runtime *rt = t->rt;
     int in_coro = t->coro != NULL && eddy__coro_current() == t->coro;
     if ((async || rt->store != NULL) && !in_coro)
@@ -1589,30 +1607,25 @@ static void dall_done(eddy__job *job)
         eddy__task_ready(t);
 }
 
-/* Checks before anything starts (durable_call's and
- * eddy_ctx_execute_async_all's). */
+/* Checks before anything starts: durable_call's, in its order, for each
+ * call. */
 static int dall_check(eddy_ctx *t, const eddy_durable_call *calls, size_t n)
 {
-    if (t == NULL)
-        return EDDY_EINVAL;
-    if (!eddy__runtime_on_thread(t->rt) || t->in_body)
-        return EDDY_EWRONGTHREAD;
+    int rc = durable_enter(t, "eddy_ctx_durable_execute_async_all: " EDDY__CTX_STALE);
+    if (rc != EDDY_OK)
+        return rc;
+    if (n > 0 && calls == NULL)
+        return eddy__ctx_refuse(t, EDDY_EINVAL,
+                                "eddy_ctx_durable_execute_async_all: calls is NULL");
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = durable_fn_ok(t, calls[i].fn_id, calls[i].fn)) != EDDY_OK)
+            return rc;
+    }
     if (t->coro == NULL || eddy__coro_current() != t->coro)
         return eddy__ctx_refuse(
             t, EDDY_ESTATE,
             "a durable call that suspends was made outside the action's own coroutine");
-    if (n == 0)
-        return EDDY_OK;
-    if (calls == NULL)
-        return eddy__ctx_refuse(t, EDDY_EINVAL,
-                                "eddy_ctx_durable_execute_async_all: calls is NULL");
-    for (size_t i = 0; i < n; i++) {
-        if (calls[i].fn == NULL)
-            return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn is NULL");
-        if (calls[i].fn_id == NULL || calls[i].fn_id[0] == '\0')
-            return eddy__ctx_refuse(t, EDDY_EINVAL, "a durable call's fn_id is empty");
-    }
-    return t->rt->stopping ? EDDY_ECANCELED : EDDY_OK;
+    return n > 0 && t->rt->stopping ? EDDY_ECANCELED : EDDY_OK;
 }
 
 /* The n calls (checked) with their jobs j (zeroed): EDDY_OK or EDDY_ECALL

@@ -642,7 +642,7 @@ static struct {
     eddy_ctx *ctx;
     eddy_memory *stm, *sensory;
     int third_is_recycled, third_clean;
-    int set, new_object, exists, send, output, fail, async, durable, durable_async;
+    int set, new_object, exists, send, output, fail, async, durable, durable_async, durable_all;
     int get_null, names_null, key_null, stm_null, sensory_null, own_ok;
 } stale;
 
@@ -706,6 +706,8 @@ static int stale_fourth(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     stale.durable = eddy_ctx_durable_execute(stale.ctx, "d", NULL, noop_call, NULL, &r, NULL);
     stale.durable_async =
         eddy_ctx_durable_execute_async(stale.ctx, "d", NULL, noop_call, NULL, NULL, NULL);
+    eddy_durable_call dc = {.fn_id = "d", .fn = noop_call};
+    stale.durable_all = eddy_ctx_durable_execute_async_all(stale.ctx, &dc, 1);
     /* The action's own handles still work. */
     stale.own_ok =
         eddy_memory_set(eddy_ctx_short_term_memory(ctx), "own", json_true()) == EDDY_OK &&
@@ -753,6 +755,7 @@ static void test_stale_handles_are_refused(void **state)
     assert_int_equal(stale.async, EDDY_ESTATE);
     assert_int_equal(stale.durable, EDDY_ESTATE);
     assert_int_equal(stale.durable_async, EDDY_ESTATE);
+    assert_int_equal(stale.durable_all, EDDY_ESTATE);
     assert_true(stale.get_null);
     assert_true(stale.names_null);
     assert_true(stale.key_null);
@@ -787,6 +790,21 @@ static int bad_fn_id(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     json_t *r = json_true();
     int rc = eddy_ctx_durable_execute(ctx, "bad\xff", NULL, noop_call, NULL, &r, NULL);
     assert_null(r);
+    return rc;
+}
+
+/* What the batch call with a fn_id that is not UTF-8 filled in. */
+static int bad_batch_filled;
+
+static int bad_batch_fn_id(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    eddy_durable_call c[2] = {{.fn_id = "good", .fn = noop_call},
+                              {.fn_id = "bad\xff", .fn = noop_call}};
+    int rc = eddy_ctx_durable_execute_async_all(ctx, c, 2);
+    bad_batch_filled = c[0].rc == EDDY_EINVAL && c[1].rc == EDDY_EINVAL && c[0].result == NULL &&
+                       c[1].result == NULL && c[0].err == NULL && c[1].err == NULL;
     return rc;
 }
 
@@ -825,6 +843,21 @@ static void test_strings_must_be_utf8(void **state)
                            "invalid argument (a durable call's fn_id is not UTF-8)"));
     eddy_runtime_free(rt);
 
+    /* The batch call refuses it as the single call does: nothing runs. */
+    p = eddy_plan_new();
+    assert_int_equal(eddy_plan_add_action(p, "batch", types, bad_batch_fn_id, NULL), EDDY_OK);
+    bad_batch_filled = 0;
+    rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    assert_non_null(strstr(eddy_error_message(eddy_runtime_error(rt)),
+                           "invalid argument (a durable call's fn_id is not UTF-8)"));
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.durable_calls, 0);
+    assert_int_equal(st.async_calls, 0);
+    assert_true(bad_batch_filled);
+    eddy_runtime_free(rt);
+
     p = eddy_plan_new();
     assert_int_equal(eddy_plan_add_action(p, "type", types, bad_type, NULL), EDDY_OK);
     rt = make_runtime(f, p, "1");
@@ -847,8 +880,8 @@ static struct {
     int not_recycled;
     int key_null, stm_null, sensory_null, get_null, names_null;
     int send, output, fail, fail_error, set, new_object, exists, async, async_all, sleep, durable,
-        durable_async, reconciled, reconciled_null;
-    int own_ok;
+        durable_async, reconciled, reconciled_null, durable_all;
+    int durable_all_filled, own_ok;
 } freed;
 
 static int freed_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
@@ -888,6 +921,9 @@ static int freed_action(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         eddy_ctx_durable_execute_reconciled(k, "d", NULL, noop_call, noop_call, NULL, NULL, NULL);
     freed.reconciled_null =
         eddy_ctx_durable_execute_reconciled(k, "d", NULL, noop_call, NULL, NULL, NULL, NULL);
+    eddy_durable_call dc = {.fn_id = "d", .fn = noop_call, .result = json_true()};
+    freed.durable_all = eddy_ctx_durable_execute_async_all(k, &dc, 1);
+    freed.durable_all_filled = dc.rc == EDDY_ESTATE && dc.result == NULL && dc.err == NULL;
     /* The action's own handles still work, and took nothing of the above. */
     eddy_memory *own = eddy_ctx_short_term_memory(ctx);
     freed.own_ok = r == NULL && eddy_memory_exists(own, "freed") == 0 &&
@@ -947,6 +983,8 @@ static void test_freed_handles_are_refused(void **state)
     assert_int_equal(freed.durable_async, EDDY_ESTATE);
     assert_int_equal(freed.reconciled, EDDY_ESTATE);
     assert_int_equal(freed.reconciled_null, EDDY_ESTATE);
+    assert_int_equal(freed.durable_all, EDDY_ESTATE);
+    assert_true(freed.durable_all_filled);
     assert_true(freed.own_ok);
     /* Between action executions, on the mailbox thread: not the running
      * action execution's either. From another thread: the wrong thread. */
@@ -984,6 +1022,12 @@ static int refused_then(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         assert_int_equal(eddy_memory_set(stm, "ok", json_integer(1)), EDDY_OK);
         return EDDY_EINVAL; /* for a reason of the action's own */
     }
+    if (strcmp(mode, "then_batch") == 0) { /* a batch of durable calls goes through */
+        eddy_durable_call c = {.fn_id = "ok", .fn = noop_call};
+        assert_int_equal(eddy_ctx_durable_execute_async_all(ctx, &c, 1), EDDY_OK);
+        json_decref(c.result);
+        return EDDY_EINVAL;
+    }
     if (strcmp(mode, "then_get") == 0) /* a getter is no call that returns a code */
         json_decref(eddy_memory_get(stm, "ok"));
     return rc;
@@ -1017,6 +1061,10 @@ static void test_refusal_is_named_when_it_was_the_last_call(void **state)
     assert_non_null(strstr(msg, "(eddy_memory_set: the path 'a..b\\xff'"));
     free(msg);
     msg = failure_of(f, "then_ok");
+    assert_null(strstr(msg, "eddy_memory_set"));
+    assert_non_null(strstr(msg, "EDDY_EINVAL: invalid argument"));
+    free(msg);
+    msg = failure_of(f, "then_batch");
     assert_null(strstr(msg, "eddy_memory_set"));
     assert_non_null(strstr(msg, "EDDY_EINVAL: invalid argument"));
     free(msg);
