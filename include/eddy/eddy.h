@@ -491,8 +491,9 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  * reconcile instead), and each outcome is journaled as it completes. The
  * action resumes once every call has completed and its record is committed.
  * args (and fn_id) must stay unmodified until it returns.
- * It fills rc, result and err of each: EDDY_OK with result (new; may be NULL
- * for JSON null), or EDDY_ECALL with err (new): fn failed, now or in the
+ * It fills rc, result and err of each: EDDY_OK with result (new, never NULL:
+ * a NULL result of fn is JSON null, handed out as json_null() on the first
+ * run as on a replay), or EDDY_ECALL with err (new): fn failed, now or in the
  * journaled run (error type kept; a code without an error object becomes an
  * error named after the code; a result nesting deeper than
  * EDDY_VALUE_MAX_DEPTH levels is the call's failure, type "limit",

@@ -1570,6 +1570,11 @@ static void dall_work(eddy__job *job)
                                              j->call->fn_id, EDDY__VALUE_MAX_DEPTH)
                            : NULL;
         rc = j->err != NULL ? EDDY_ECALL : EDDY_ENOMEM;
+    } else if (j->result == NULL) {
+        /* fn's NULL is JSON null (eddy_call_fn), journaled as "null": the
+         * replay hands out json null, and so does the first run, as
+         * durable_call does. (jansson's null is a constant: any thread.) */
+        j->result = json_null();
     }
     j->rc = rc;
 }

@@ -258,8 +258,8 @@ static eddy_runtime *one_action_runtime(eddy_config *c, const char *name, eddy_a
 
 /* A durable call whose fn succeeds with a NULL result: what the action
  * got, on the first run (which then fails) and on the rerun that replays
- * it, both inline and on the pool. */
-static char null_seen[2][2][16];
+ * it, inline, on the pool, and in a batch (with and without a reconcile). */
+static char null_seen[2][4][16];
 static int null_runs;
 
 static const char *kind(const json_t *v)
@@ -275,8 +275,16 @@ static int null_result(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     int rc = eddy_ctx_durable_execute_async(ctx, "nothing", NULL, noop_call, NULL, &a, NULL);
     if (rc == EDDY_OK)
         rc = eddy_ctx_durable_execute(ctx, "nothing_inline", NULL, noop_call, NULL, &b, NULL);
+    eddy_durable_call c[2] = {{.fn_id = "nothing_batch", .fn = noop_call},
+                              {.fn_id = "nothing_batch", .fn = noop_call, .reconcile = noop_call}};
+    if (rc == EDDY_OK)
+        rc = eddy_ctx_durable_execute_async_all(ctx, c, 2);
     snprintf(null_seen[null_runs][0], sizeof(null_seen[0][0]), "%s", kind(a));
     snprintf(null_seen[null_runs][1], sizeof(null_seen[0][1]), "%s", kind(b));
+    for (int i = 0; i < 2; i++) {
+        snprintf(null_seen[null_runs][2 + i], sizeof(null_seen[0][0]), "%s", kind(c[i].result));
+        json_decref(c[i].result);
+    }
     json_decref(a);
     json_decref(b);
     if (rc == EDDY_OK && null_runs++ == 0) { /* journaled: fail, so that the rerun replays */
@@ -300,10 +308,10 @@ static void test_durable_null_result_is_json_null_on_replay_too(void **state)
     eddy_runtime_stats(rt, &st);
     eddy_runtime_free(rt);
     eddy_config_free(c);
-    assert_int_equal(st.durable_replayed, 2);
+    assert_int_equal(st.durable_replayed, 4);
     for (int run = 0; run < 2; run++) {
-        assert_string_equal(null_seen[run][0], "json null");
-        assert_string_equal(null_seen[run][1], "json null");
+        for (int i = 0; i < 4; i++)
+            assert_string_equal(null_seen[run][i], "json null");
     }
 }
 
