@@ -48,11 +48,6 @@ struct eddy__journal {
     size_t mask;    /* slots - 1; slots a power of two >= 2n */
 };
 
-static char *dupz(const char *s)
-{
-    return s != NULL ? strdup(s) : NULL;
-}
-
 static void jent_clear(jent *e)
 {
     free(e->event_id);
@@ -105,6 +100,17 @@ static void journal_index(eddy__journal *j)
     }
 }
 
+/* *dst = a copy of s, NULL for NULL; 0 when the copy of s failed. */
+static int copy_field(char **dst, const char *s)
+{
+    *dst = NULL;
+    if (s == NULL)
+        return 1;
+    if (eddy__fault("alloc.journal"))
+        return 0; /* test hook */
+    return (*dst = strdup(s)) != NULL;
+}
+
 static int journal_add(void *arg, const eddy__jrec *r)
 {
     eddy__journal *j = arg;
@@ -118,17 +124,17 @@ static int journal_add(void *arg, const eddy__jrec *r)
     }
     jent *e = &j->v[j->n];
     memset(e, 0, sizeof(*e));
-    e->event_id = dupz(r->event_id);
-    e->action = dupz(r->action);
     e->idx = r->idx;
     e->kind = r->kind;
     e->status = r->status;
-    e->fn_id = dupz(r->fn_id);
-    e->digest = dupz(r->digest);
-    e->payload = dupz(r->payload);
-    e->err_type = dupz(r->err_type);
-    e->err_msg = dupz(r->err_msg);
-    if (e->event_id == NULL || e->action == NULL) {
+    /* Every field the record has, or none: one without a field it has
+     * would read as another record (a missing result replays as null, a
+     * missing fn_id or digest is compared), and eddy__durable_unpend would
+     * store it so, damaged. */
+    if (!copy_field(&e->event_id, r->event_id) || !copy_field(&e->action, r->action) ||
+        !copy_field(&e->fn_id, r->fn_id) || !copy_field(&e->digest, r->digest) ||
+        !copy_field(&e->payload, r->payload) || !copy_field(&e->err_type, r->err_type) ||
+        !copy_field(&e->err_msg, r->err_msg) || e->event_id == NULL || e->action == NULL) {
         jent_clear(e);
         return EDDY_ENOMEM;
     }
@@ -2313,6 +2319,12 @@ void eddy__durable_resume(eddy_runtime *rt)
             continue;
         eddy__input *in = eddy__queue_data(eddy__queue_head(&k->pending), eddy__input, node);
         int rc = recover_run(rt, k, in->seq);
+        if (rc == EDDY_ENOMEM) { /* the state is fine: the next run resumes it */
+            eddy__runtime_fail(
+                rt, rc,
+                eddy_error_newf("memory", "out of memory recovering the run of key %s", k->text));
+            return;
+        }
         if (rc != EDDY_OK) {
             eddy__runtime_fail(rt, rc == EDDY_ESTORE ? EDDY_ESTORE : EDDY_ESTATE,
                                rc == EDDY_ESTORE

@@ -32,6 +32,9 @@
  *   alloc.event         event.c, every event (input events and those agents send)
  *   alloc.scratch       durable.c, encoding a pending input or a key's memory
  *   alloc.emit          durable.c, an output line for the outbox
+ *   alloc.journal       durable.c, each string of a journal record copied from the
+ *                       store (a resumed run's journal; the records a dropped PENDING
+ *                       start puts back)
  * Not every malloc has a hook: these are the allocations whose failure
  * paths differ (reader thread, admission, fan-out, agent code).
  *

@@ -16,6 +16,7 @@
 
 #include "eddy/eddy.h"
 #include "exec/runtime.h" /* the gate test looks at the commit counters */
+#include "util/fault.h"
 
 typedef struct fixture {
     char dir[64];
@@ -313,6 +314,77 @@ static void test_durable_null_result_is_json_null_on_replay_too(void **state)
         for (int i = 0; i < 4; i++)
             assert_string_equal(null_seen[run][i], "json null");
     }
+}
+
+/* A durable call journaled by a run that then failed: what its rerun got. */
+static int answer_runs;
+static char answer_seen[16];
+
+static int answer_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    *result = json_pack("{s:i}", "answer", 42);
+    return EDDY_OK;
+}
+
+static int answer_once(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    json_t *r = NULL;
+    int rc = eddy_ctx_durable_execute_async(ctx, "answer", NULL, answer_call, NULL, &r, NULL);
+    json_int_t n = json_integer_value(json_object_get(r, "answer"));
+    snprintf(answer_seen, sizeof(answer_seen), "%s",
+             json_is_null(r) ? "null"
+             : n == 42       ? "42"
+                             : "?");
+    json_decref(r);
+    if (rc == EDDY_OK && answer_runs++ == 0) { /* journaled: fail, so that reruns replay */
+        eddy_ctx_fail(ctx, "test", "fail once");
+        return EDDY_EACTION;
+    }
+    return rc;
+}
+
+/* A resumed run's journal is copied from the store, each string of each
+ * record (alloc.journal): a copy that fails fails the resume with
+ * EDDY_ENOMEM, for every field, where a record missing one replayed as
+ * something else (a missing result as null) or crashed. The state is
+ * left as it was: the next rerun replays the call. */
+static void test_journal_copy_failure_fails_cleanly(void **state)
+{
+    fixture *f = *state;
+    answer_runs = 0;
+    eddy_config *c = state_run(f, 1, 1, "1");
+    eddy_runtime *rt = one_action_runtime(c, "answer", answer_once);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_EACTION);
+    eddy_runtime_free(rt);
+    /* The call record's event id, action, fn_id, digest and result. */
+    for (int nth = 1; nth <= 5; nth++) {
+        char rule[32];
+        snprintf(rule, sizeof(rule), "alloc.journal:%d", nth);
+        eddy__fault_set(rule);
+        answer_seen[0] = '\0';
+        rt = one_action_runtime(c, "answer", answer_once);
+        int rc = eddy_runtime_run(rt);
+        int memory =
+            rc == EDDY_ENOMEM && strcmp(eddy_error_type(eddy_runtime_error(rt)), "memory") == 0;
+        eddy_runtime_free(rt);
+        eddy__fault_set(NULL); /* (with no thread of the runtime left to check it) */
+        if (!memory)
+            fail_msg("copy %d: %s, the action saw '%s'", nth, eddy_err_name(rc), answer_seen);
+        assert_string_equal(answer_seen, ""); /* the action never ran */
+    }
+    rt = one_action_runtime(c, "answer", answer_once);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+    assert_int_equal(st.durable_replayed, 1);
+    assert_string_equal(answer_seen, "42");
 }
 
 /* Commits are made durable by the store's syncer thread while the mailbox
@@ -1491,6 +1563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_durable_runs_with_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_durable_null_result_is_json_null_on_replay_too, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_journal_copy_failure_fails_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_wait_for_the_sync_after_an_inline_call, setup,
                                         teardown),
