@@ -274,7 +274,8 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
 /* ---------------------------------------------------------------- contexts */
 
 /* The key of the running action execution, as JSON text ("\"u1\"", "42").
- * Borrowed, valid during the action execution. NULL from a wrong thread. */
+ * Borrowed, valid during the action execution. NULL from a wrong thread or
+ * with another action execution's context (see Threads). */
 EDDY_API const char *eddy_ctx_key(eddy_ctx *ctx);
 
 /*
@@ -349,7 +350,8 @@ EDDY_API int eddy_memory_new_object(eddy_memory *m, const char *path);
 /* 1 when path exists ("" always does), 0 when not, or a negative error code. */
 EDDY_API int eddy_memory_exists(eddy_memory *m, const char *path);
 /* New JSON array of the field names of the object at path ("" is the root),
- * or NULL when path is absent or not an object, on a wrong thread or ENOMEM. */
+ * or NULL when path is absent or not an object, on a wrong thread (or with
+ * another action execution's handle) or ENOMEM. */
 EDDY_API json_t *eddy_memory_field_names(eddy_memory *m, const char *path);
 
 /* ---------------------------------------------------------------- async calls */
@@ -424,7 +426,8 @@ EDDY_API int eddy_ctx_execute_async_all(eddy_ctx *ctx, eddy_async_call *calls, s
  * Returns EDDY_OK when the time has passed; EDDY_ECANCELED (the runtime is
  * stopping, also before the sleep began); EDDY_EWRONGTHREAD (another thread,
  * or inside the body of a durable call); EDDY_ESTATE outside the action's
- * own coroutine; EDDY_EINVAL (ctx NULL); EDDY_ENOMEM.
+ * own coroutine or with another action execution's context (one kept past
+ * its action execution, see Threads); EDDY_EINVAL (ctx NULL); EDDY_ENOMEM.
  */
 EDDY_API int eddy_ctx_sleep(eddy_ctx *ctx, uint64_t ms);
 
@@ -506,11 +509,13 @@ EDDY_API int eddy_ctx_durable_execute_reconciled(eddy_ctx *ctx, const char *fn_i
  * calls), EDDY_ECANCELED (the runtime is stopping, or a sync of the state
  * failed: the calls that had started ran to their end and their outcomes
  * are journaled, so the resume replays them; the others never ran, and
- * their PENDING records are removed), EDDY_EWRONGTHREAD, EDDY_ESTATE (outside
- * an action's coroutine; or a journaled record does not decode), EDDY_EINVAL
- * (calls NULL, a NULL fn, an empty fn_id or one that is not UTF-8),
- * EDDY_ENOMEM, EDDY_ESTORE. n 0 returns EDDY_OK and takes no position.
- * Without a state directory the journal lives in memory.
+ * their PENDING records are removed), EDDY_EWRONGTHREAD, EDDY_ESTATE (another
+ * action execution's context, such as one kept past its action execution,
+ * see Threads; outside an action's coroutine; or a journaled record does
+ * not decode), EDDY_EINVAL (calls NULL, a NULL fn, an empty fn_id or one
+ * that is not UTF-8), EDDY_ENOMEM, EDDY_ESTORE. n 0 returns EDDY_OK and
+ * takes no position. Without a state directory the journal lives in
+ * memory.
  */
 typedef struct eddy_durable_call {
     const char *fn_id;
