@@ -788,12 +788,92 @@ static void wait_sync(eddy_runtime *rt, uint64_t txn)
     }
 }
 
-uint64_t eddy__durable_barrier(const eddy_ctx *t)
+/* A failure in the middle of the work of a turn (out of memory between an
+ * action's completion record and its output line, say) leaves the open
+ * transaction half done: it is never committed (the store rolls it back
+ * when it closes), as if the process had died. A stop asked for, or an
+ * action's failure, leaves it whole. */
+static int poisoned(const eddy_runtime *rt)
+{
+    return rt->rc != EDDY_OK && rt->rc != EDDY_ESTOPPED && rt->rc != EDDY_EACTION;
+}
+
+/* Commit the open transaction (store dirty or source position moved): it
+ * becomes commit rt->txn_written; the tasks waiting for it go on or wait
+ * for its sync, and its outbox lines for the sync. EDDY_OK, or EDDY_ESTORE
+ * after failing the runtime (the waiting tasks then see the stop). */
+static int commit_open(eddy_runtime *rt)
+{
+    if (rt->next_seq != rt->next_seq_saved) {
+        /* Runs admitted since: the counter goes with them, once per commit. */
+        STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "next_run", rt->next_seq),
+                 "saving the run counter");
+        if (rt->store_failed) {
+            release_commit_waiters(rt);
+            return EDDY_ESTORE;
+        }
+        rt->next_seq_saved = rt->next_seq;
+    }
+    if (rt->source_offset != rt->source_saved) {
+        /* Admitted inputs and dead-lettered lines moved the source
+         * position: it is written with them, once per commit. */
+        STORE_DO(rt, eddy__store_set_source_pos(rt->store, rt->source_offset, rt->source_line),
+                 "recording the source position");
+        if (rt->store_failed) {
+            release_commit_waiters(rt);
+            return EDDY_ESTORE;
+        }
+        rt->source_saved = rt->source_offset;
+        if (!rt->head_saved)
+            save_head(rt);
+    }
+    int rc =
+        rt->syncer != NULL ? eddy__store_commit_nosync(rt->store) : eddy__store_commit(rt->store);
+    if (rc != EDDY_OK) {
+        rt->store_failed = 1;
+        store_failed(rt, "committing");
+        release_commit_waiters(rt); /* now: nothing else may wake the loop */
+        return EDDY_ESTORE;
+    }
+    rt->stats.commits++;
+    rt->commit_now = 0;
+    rt->txn_start = uv_hrtime();
+    uint64_t txn = ++rt->txn_written;
+    wait_sync(rt, txn);
+    while (!eddy__queue_empty(&rt->outbox_uncommitted)) {
+        eddy__queue *q = eddy__queue_head(&rt->outbox_uncommitted);
+        eddy__queue_remove(q);
+        eddy__queue_data(q, outline, node)->txn = txn;
+        eddy__queue_insert_tail(&rt->outbox_unsynced, q);
+    }
+    return EDDY_OK;
+}
+
+void eddy__durable_went_on(eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    if (rt->store != NULL && !rt->store_failed)
+        t->key->need_txn = rt->txn_written + 1; /* the open transaction's number */
+}
+
+/* The commit t's key waits for (key->need_txn); when that is the open
+ * transaction (eddy__durable_went_on), it commits at the end of this turn
+ * rather than after --commit-interval-ms. */
+static uint64_t key_need(const eddy_ctx *t)
 {
     eddy_runtime *rt = t->rt;
     uint64_t need = t->key->need_txn;
-    if (rt->store == NULL || need <= rt->txn_synced)
+    if (need > rt->txn_written)
+        rt->commit_now = 1;
+    return need;
+}
+
+uint64_t eddy__durable_barrier(const eddy_ctx *t)
+{
+    eddy_runtime *rt = t->rt;
+    if (rt->store == NULL || t->key->need_txn <= rt->txn_synced)
         return 0;
+    uint64_t need = key_need(t);
     if (need > rt->barrier_max)
         rt->barrier_max = need;
     return need;
@@ -824,19 +904,40 @@ void eddy__durable_pool_ready(eddy_runtime *rt)
 int eddy__durable_settle(eddy_ctx *t)
 {
     eddy_runtime *rt = t->rt;
-    if (t->key->need_txn <= rt->txn_synced)
+    uint64_t need = t->key->need_txn;
+    if (need <= rt->txn_synced)
         return EDDY_OK;
     if (rt->store_failed)
         return EDDY_ESTORE;
-    return sync_here(rt);
+    if (poisoned(rt))
+        return EDDY_ECANCELED; /* the open transaction may be half done */
+    /* The run went on with a record of the open transaction (an earlier
+     * durable_execute): the task cannot wait for the turn's commit, so the
+     * transaction commits here, in the middle of the action's step. What
+     * it holds is whole: the other tasks' work between their steps, and
+     * this task's journal records (its memory writes, events and outputs
+     * go in when it finishes). */
+    if (need > rt->txn_written && commit_open(rt) != EDDY_OK)
+        return EDDY_ESTORE;
+    int rc = EDDY_OK;
+    if (rt->syncer != NULL)
+        rc = sync_here(rt);
+    else
+        all_synced(rt); /* a whole commit: synced already */
+    /* Every commit written is on disk: no sync is owed for them. */
+    rt->txn_requested = rt->txn_written;
+    rt->sync_owed_since = 0;
+    if (rt->syncer != NULL)
+        sync_due_in(rt->syncer, 0);
+    return rc;
 }
 
 int eddy__durable_gate(eddy_ctx *t)
 {
     eddy_runtime *rt = t->rt;
-    uint64_t need = t->key->need_txn;
-    if (need <= rt->txn_synced)
+    if (t->key->need_txn <= rt->txn_synced)
         return EDDY_OK;
+    uint64_t need = key_need(t);
     /* sync_wait is in commit order: go after the last task waiting for the
      * same or an earlier commit. */
     eddy__queue *q = rt->sync_wait.prev;
@@ -853,13 +954,7 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
 {
     if (rt->store == NULL)
         return;
-    /* A failure in the middle of the work of a turn (out of memory between
-     * an action's completion record and its output line, say) leaves the
-     * open transaction half done: it is never committed (the store rolls
-     * it back when it closes), as if the process had died. A stop asked
-     * for, or an action's failure, leaves it whole. */
-    int poisoned = rt->rc != EDDY_OK && rt->rc != EDDY_ESTOPPED && rt->rc != EDDY_EACTION;
-    if (rt->store_failed || poisoned) {
+    if (rt->store_failed || poisoned(rt)) {
         release_commit_waiters(rt); /* they see the stop and unwind */
         return;
     }
@@ -878,46 +973,8 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
         wait_sync(rt, rt->txn_written);
         synced(rt, rt->txn_synced);
     } else if (due) { /* otherwise more work is ready: let the transaction grow */
-        if (rt->next_seq != rt->next_seq_saved) {
-            /* Runs admitted since: the counter goes with them, once per commit. */
-            STORE_DO(rt, eddy__store_set_meta_u64(rt->store, "next_run", rt->next_seq),
-                     "saving the run counter");
-            if (rt->store_failed) {
-                release_commit_waiters(rt);
-                return;
-            }
-            rt->next_seq_saved = rt->next_seq;
-        }
-        if (moved) {
-            STORE_DO(rt, eddy__store_set_source_pos(rt->store, rt->source_offset, rt->source_line),
-                     "recording the source position");
-            if (rt->store_failed) {
-                release_commit_waiters(rt);
-                return;
-            }
-            rt->source_saved = rt->source_offset;
-            if (!rt->head_saved)
-                save_head(rt);
-        }
-        int rc = rt->syncer != NULL ? eddy__store_commit_nosync(rt->store)
-                                    : eddy__store_commit(rt->store);
-        if (rc != EDDY_OK) {
-            rt->store_failed = 1;
-            store_failed(rt, "committing");
-            release_commit_waiters(rt); /* now: nothing else may wake the loop */
+        if (commit_open(rt) != EDDY_OK)
             return;
-        }
-        rt->stats.commits++;
-        rt->commit_now = 0;
-        rt->txn_start = uv_hrtime();
-        uint64_t txn = ++rt->txn_written;
-        wait_sync(rt, txn);
-        while (!eddy__queue_empty(&rt->outbox_uncommitted)) {
-            eddy__queue *q = eddy__queue_head(&rt->outbox_uncommitted);
-            eddy__queue_remove(q);
-            eddy__queue_data(q, outline, node)->txn = txn;
-            eddy__queue_insert_tail(&rt->outbox_unsynced, q);
-        }
     }
     if (final) {
         /* At the end the mailbox waits for the disk itself, alone: a sync

@@ -99,7 +99,8 @@ void eddy__durable_turn(eddy_runtime *rt, int final);
  * eddy__durable_barrier; on the mailbox, eddy__durable_gate, or for Python,
  * which cannot suspend there, eddy__durable_settle) and its outputs, through
  * the outbox, too. So the end of a run shares the sync of its last call.
- * Other tasks resume once the commit is synced.
+ * Other tasks resume once the commit is synced, but for Python's
+ * durable_execute, which goes on before the commit (eddy__durable_went_on).
  */
 enum {
     EDDY_DCALL_RUN = 1,      /* run the call, then record its outcome */
@@ -136,6 +137,14 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
 int eddy__durable_record(eddy_ctx *t, const char *fn_id, const eddy__dcall *c, int status,
                          const char *payload, const char *err_type, const char *err_msg);
 
+/* t goes on at once with the outcome it just recorded, in the open
+ * transaction (Python's durable_execute, which cannot wait for the commit
+ * on the mailbox thread): its key's next call waits for that transaction to
+ * commit and sync, as for a result it went on with before the sync
+ * (eddy__durable_barrier, _gate: the transaction commits at the end of the
+ * turn; eddy__durable_settle commits it there and then). */
+void eddy__durable_went_on(eddy_ctx *t);
+
 /* The call planned as c was journaled PENDING (EDDY_DCALL_RUN_PENDING) but
  * never started: the stop canceled it before a worker took it. Remove the
  * record, in the open transaction (which the stop's final commit takes), so
@@ -168,8 +177,10 @@ uint64_t eddy__durable_barrier_open(eddy_ctx *t);
 
 /* The same for a call on the mailbox by a task that cannot suspend there
  * (Python's durable_execute): when the run's results are not all on disk,
- * sync now, on the mailbox thread. EDDY_OK, or EDDY_ESTORE when the store
- * failed (the runtime stops). */
+ * sync now, on the mailbox thread, after committing the open transaction
+ * when it holds one of them (eddy__durable_went_on). EDDY_OK, or
+ * EDDY_ESTORE when the store failed (the runtime stops), EDDY_ECANCELED
+ * when the runtime is failing. */
 int eddy__durable_settle(eddy_ctx *t);
 
 /* A pool job came back canceled (eddy__pool_sync_failed): fail the runtime

@@ -978,7 +978,8 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
     }
     if (c->result == NULL && c->exc == NULL) {
         /* Not before the results the action may have gone on with are on
-         * disk (the task cannot suspend here: the mailbox syncs). */
+         * disk (the task cannot suspend here: the mailbox commits what an
+         * earlier durable_execute journaled, and syncs). */
         if (t->rt->store != NULL && eddy__durable_settle(t) != EDDY_OK) {
             Py_DECREF(c);
             PyErr_SetString(PyExc_RuntimeError, "eddy is stopping: durable call canceled");
@@ -993,9 +994,12 @@ static PyObject *ctx_durable_execute(PyObject *self, PyObject *args, PyObject *k
             c->exc = eddy__py_fetch_exception();
         if (t->rt->store != NULL) {
             encode_outcome(c);
-            eddy__durable_record(t, c->fn_id, &c->dc,
-                                 c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK, c->payload,
-                                 c->err_type, c->err_msg);
+            /* The action goes on with the result at once: its run's next
+             * call waits for this record's commit and sync. */
+            if (eddy__durable_record(t, c->fn_id, &c->dc,
+                                     c->err_type != NULL ? EDDY_JCALL_ERROR : EDDY_JCALL_OK,
+                                     c->payload, c->err_type, c->err_msg) == EDDY_OK)
+                eddy__durable_went_on(t);
         }
     }
     PyObject *r = NULL;

@@ -169,6 +169,17 @@ def crash_if(flag):
         os._exit(3)
 
 
+# Set by the hold_ready op once it runs (see inline_then_call).
+HOLDING = threading.Event()
+
+
+def wait_holding():
+    """Until the hold_ready action steps, and a little more: syncs put off
+    by the commits before it have been asked for by then."""
+    HOLDING.wait(60)
+    time.sleep(0.05)
+
+
 def out(ctx, rec, **fields):
     o = {"key": rec["key"], "seq": rec.get("seq")}
     o.update(fields)
@@ -236,6 +247,30 @@ class TestAgent(Agent):
             await ctx.execute_async(sleep_call, 0, 0)  # lets the journal commit
             crash_if(rec.get("crash"))
             out(ctx, rec, v=v)
+        elif op == "inline_then_call":
+            # A durable_execute journals its result in the open transaction;
+            # the next call, which dies on the first run, may run only once
+            # that record is committed and on disk.
+            if rec.get("hold"):
+                await ctx.execute_async(wait_holding)
+            v = ctx.durable_execute(count, rec["counter"], rec["x"])
+            nxt = rec["next"]
+            if nxt == "inline":
+                ctx.durable_execute(crash_if, rec["crash"])
+            elif nxt == "durable_async":
+                await ctx.durable_execute_async(crash_if, rec["crash"])
+            else:
+                await ctx.execute_async(crash_if, rec["crash"])
+            out(ctx, rec, v=v)
+        elif op == "hold_ready":
+            # Keeps a task ready (a yield at a time) until the file exists:
+            # the loop then commits only when something asks for a commit,
+            # or after --commit-interval-ms.
+            HOLDING.set()
+            deadline = time.monotonic() + rec.get("seconds", 60)
+            while not os.path.exists(rec["until"]) and time.monotonic() < deadline:
+                await ctx.sleep(0)
+            out(ctx, rec)
         elif op == "durable_typed":
             kind = rec["kind"]
             sync = ctx.durable_execute(typed_value, rec["counter"], kind)

@@ -195,6 +195,46 @@ class PythonTest(EddyTest):
         outs = self.crash_and_resume({"key": "d", "op": "durable_sync", "x": 4, "seq": 1})
         self.assertEqual(outs, [{"key": "d", "seq": 1, "v": 40}])
 
+    def inline_then_call(self, nxt, hold):
+        """ctx.durable_execute(count) journals its result in the open
+        transaction and returns; the action's next call dies on the first
+        run. That call must not run before the record is committed and
+        synced: the re-run then replays count rather than call it again."""
+        counter, crash = self.path("counter"), self.path("crash.flag")
+        state, until = self.path("state"), self.path("until")
+        recs = [{"key": "a", "op": "inline_then_call", "next": nxt, "hold": hold, "x": 7,
+                 "counter": counter, "crash": crash, "seq": 1}]
+        args = ["--state", state]
+        if hold:
+            # Another key's task stays ready and the commit interval is
+            # long: the loop commits only when a task or a job asks for it
+            # (the call for a worker was handed over before the turn's
+            # commit, and ran on a record that never committed).
+            recs.insert(0, {"key": "h", "op": "hold_ready", "until": until, "seq": 0})
+            args += ["--commit-interval-ms", "10000"]
+        open(crash, "w").close()
+        first = self.run_py(recs, *args)
+        self.assertEqual(first.rc, 3, "the agent should have crashed: %s" % first.stderr)
+        self.assertEqual(lines(counter), 1)
+        os.unlink(crash)
+        open(until, "w").close()
+        second = self.run_py(recs, *args)
+        self.assertOk(second)
+        self.assertEqual(lines(counter), 1,
+                         "the durable_execute ran again: the call after it ran on a result "
+                         "that was never committed")
+        outs = [o for o in second.outputs() if o["key"] == "a"]
+        self.assertEqual(outs, [{"key": "a", "seq": 1, "v": 7}])
+
+    def test_durable_sync_then_inline_call_waits_for_the_record(self):
+        self.inline_then_call("inline", hold=False)
+
+    def test_durable_sync_then_worker_call_waits_for_the_record(self):
+        self.inline_then_call("worker", hold=True)
+
+    def test_durable_sync_then_durable_async_waits_for_the_record(self):
+        self.inline_then_call("durable_async", hold=True)
+
     def test_durable_calls_in_gather_replayed(self):
         outs = self.crash_and_resume({"key": "d", "op": "gather_durable", "seq": 1},
                                      expect_calls=2)
