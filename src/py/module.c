@@ -114,7 +114,15 @@ static void ctx_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* The live task of a context, on its mailbox thread; else NULL with an error. */
+/* The action execution being stepped now (on the mailbox thread): the one
+ * place src/py asks the runtime, which exposes it as eddy_runtime.current. */
+static int stepped_now(const eddy_ctx *t)
+{
+    return t->rt->current == t;
+}
+
+/* The live task of a context, on its mailbox thread, being stepped now;
+ * else NULL with an error. */
 static eddy_ctx *ctx_task(PyObject *self, const char *what)
 {
     eddy_ctx *t = ((ctx_obj *)self)->task;
@@ -138,6 +146,16 @@ static eddy_ctx *ctx_task(PyObject *self, const char *what)
                      "%s can only be used by the action itself, on eddy's mailbox thread; not "
                      "from a function run by execute_async/durable_execute_async or from "
                      "another thread",
+                     what);
+        return NULL;
+    }
+    if (!stepped_now(t)) {
+        /* Kept from another action execution (in a global, say): its calls
+         * would take that one's journal positions and send its events. */
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this RunnerContext belongs to another action execution, not the one "
+                     "running now (was it kept in a global or an object?); use the context "
+                     "your action was given",
                      what);
         return NULL;
     }

@@ -169,6 +169,18 @@ def crash_if(flag):
         os._exit(3)
 
 
+# The context (and a memory object) keep_ctx keeps, for use_kept; set once
+# use_kept tried them.
+KEPT = {}
+KEPT_TRIED = threading.Event()
+
+
+def wait_kept():
+    deadline = time.monotonic() + 60
+    while "ctx" not in KEPT and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 # Set by the hold_ready op once it runs (see inline_then_call).
 HOLDING = threading.Event()
 
@@ -532,6 +544,42 @@ class TestAgent(Agent):
                         r[name] = str(e)
                 with open(rec["report"], "w") as f:
                     json.dump(r, f)
+        elif op == "keep_ctx":
+            # Keeps its context where another key's action finds it, and
+            # waits (suspended, alive) until that one tried it.
+            KEPT["stm"] = ctx.short_term_memory
+            KEPT["ctx"] = ctx
+            await ctx.execute_async(KEPT_TRIED.wait, 60)
+            v = await ctx.durable_execute_async(count, rec["counter"], "mine")
+            out(ctx, rec, v=v)
+        elif op == "use_kept":
+            await ctx.execute_async(wait_kept)
+            other, stm = KEPT["ctx"], KEPT["stm"]
+            uses = {
+                "durable_execute": lambda: other.durable_execute(count, rec["counter"], "b"),
+                "durable_execute_async":
+                    lambda: other.durable_execute_async(count, rec["counter"], "b"),
+                "execute_async": lambda: other.execute_async(len, "b"),
+                "gather": lambda: other.gather(),
+                "sleep": lambda: other.sleep(0),
+                "send_event": lambda: other.send_event(OutputEvent(output="from b")),
+                "key": lambda: other.key,
+                "short_term_memory": lambda: other.short_term_memory,
+                "sensory_memory": lambda: other.sensory_memory,
+                "memory_get": lambda: stm.get("x"),
+                "memory_set": lambda: stm.set("x", 1),
+            }
+            errors = {}
+            try:
+                for name, use in uses.items():
+                    try:
+                        use()
+                        errors[name] = None
+                    except Exception as e:  # noqa: BLE001
+                        errors[name] = "%s: %s" % (type(e).__name__, e)
+            finally:
+                KEPT_TRIED.set()
+            out(ctx, rec, errors=errors)
         elif op == "raise_later":
             await ctx.execute_async(time.sleep, rec["seconds"])
             raise ValueError("stopping eddy")

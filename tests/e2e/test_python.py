@@ -612,6 +612,31 @@ class PythonTest(EddyTest):
         (o,) = res.outputs()
         self.assertIn("has ended", o["error"])
 
+    def test_context_refused_to_another_action_execution(self):
+        """A context kept from another action execution that is still
+        running (suspended) is refused, and so are its memory objects: its
+        durable calls took that one's journal positions, so a re-run of it
+        found another call there."""
+        counter = self.path("counter")
+        res = self.run_py([{"key": "a", "op": "keep_ctx", "counter": counter, "seq": 0},
+                           {"key": "b", "op": "use_kept", "counter": counter, "seq": 1}],
+                          "--state", self.path("state"))
+        self.assertOk(res)
+        outs = {o["key"]: o for o in res.outputs()}
+        self.assertEqual(outs["a"]["v"], "mine")
+        errors = outs["b"]["errors"]
+        self.assertEqual(len(errors), 11)
+        for use, error in errors.items():
+            self.assertIsNotNone(error, use)
+            self.assertTrue(error.startswith("RuntimeError: "), (use, error))
+            self.assertIn("belongs to another action execution", error, use)
+        self.assertTrue(errors["durable_execute"].startswith(
+            "RuntimeError: RunnerContext.durable_execute: "), errors["durable_execute"])
+        self.assertTrue(errors["memory_get"].startswith("RuntimeError: MemoryObject.get: "),
+                        errors["memory_get"])
+        self.assertEqual(lines(counter), 1, "a call made through the kept context ran")
+        self.assertNotIn(b"warning", res.stderr)
+
     def test_context_refused_in_dropped_coroutine(self):
         """A coroutine that eddy drops unfinished (here, when another key's
         failure stops it) is closed: its finally blocks run and find the
