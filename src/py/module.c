@@ -114,11 +114,11 @@ static void ctx_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* The action execution being stepped now (on the mailbox thread): the one
- * place src/py asks the runtime, which exposes it as eddy_runtime.current. */
+/* t is the action execution being stepped now, on this thread (the
+ * runtime's eddy__running): the one place src/py asks. */
 static int stepped_now(const eddy_ctx *t)
 {
-    return t->rt->current == t;
+    return t == eddy__running;
 }
 
 /* The live task of a context, on its mailbox thread, being stepped now;
