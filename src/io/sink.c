@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 struct eddy__sink {
     int fd;
     int std; /* a standard stream ("-"): fd is the sink's duplicate of it */
+    int how; /* EDDY_SINK_* as opened */
     int is_file;
     int named; /* had a name (a link) when opened: its removal is noticed */
     uint64_t offset;
@@ -28,7 +30,7 @@ struct eddy__sink {
     size_t len, cap;
     char *path;
     const char *name; /* in messages: path, or the standard stream's name */
-    char errtext[256];
+    char errtext[1024];
     /* The file opened for reading too (fd may not read), for the
      * fingerprint of its content: on first use, when rfd_open. */
     int rfd;
@@ -43,6 +45,45 @@ static void note_file(eddy__sink *s, int st_rc, const struct stat *st)
     s->named = s->is_file && st->st_nlink > 0; /* not /dev/stdout on an O_TMPFILE, say */
 }
 
+/* The option that names the file, in messages. */
+static const char *sink_option(int how)
+{
+    return how & EDDY_SINK_STDERR ? "--dead-letter" : "--output";
+}
+
+/*
+ * An exclusive lock on a regular file the sink writes (advisory: flock, as
+ * the state directory's LOCK), taken before the file is cut, so that a
+ * second eddy given the same file fails here instead of emptying it under
+ * the first, whose lines would be lost. A standard stream, a FIFO or a
+ * device is not locked. 0, EWOULDBLOCK when another open file holds it, or
+ * another errno (a filesystem without locks, ENOLCK or EOPNOTSUPP, is let
+ * be: 0).
+ */
+static int sink_lock(eddy__sink *s)
+{
+    if (!s->is_file)
+        return 0;
+    int r;
+    while ((r = flock(s->fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+        ;
+    if (r == 0 || errno == ENOLCK || errno == EOPNOTSUPP)
+        return 0;
+    return errno;
+}
+
+static void lock_message(char *buf, size_t size, const char *path, int how, int e)
+{
+    if (e == EWOULDBLOCK)
+        snprintf(buf, size,
+                 "cannot write to %s: another process holds a lock on it (another eddy "
+                 "writing its %s there?); give another %s, or run this once that process has "
+                 "ended",
+                 path, how & EDDY_SINK_STDERR ? "dead letters" : "outputs", sink_option(how));
+    else
+        snprintf(buf, size, "cannot lock %s: %s", path, strerror(e));
+}
+
 int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err)
 {
@@ -51,6 +92,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
     if (s == NULL)
         return EDDY_ENOMEM;
     s->fd = -1; /* none yet: closing s closes nothing */
+    s->how = how;
     s->cap = SINK_BUF;
     s->synced = UINT64_MAX;
     s->buf = malloc(s->cap);
@@ -82,9 +124,8 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         s->name = s->path;
         /* A file the state says holds lines is not made when it is gone:
          * that is refused below, and must leave nothing behind. */
+        /* Never O_TRUNC: the file is cut only once it is locked (below). */
         int flags = O_WRONLY | O_CLOEXEC | (how & EDDY_SINK_LAZY || truncate_to > 0 ? 0 : O_CREAT);
-        if (truncate_to == -1)
-            flags |= O_TRUNC;
         s->fd = open(path, flags, 0644);
         if (s->fd < 0 && errno == ENOENT && (how & EDDY_SINK_LAZY || truncate_to > 0)) {
             if (truncate_to > 0) {
@@ -109,6 +150,13 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
     }
     struct stat st;
     note_file(s, fstat(s->fd, &st), &st);
+    int lock_err = s->std ? 0 : sink_lock(s);
+    if (lock_err != 0) {
+        lock_message(s->errtext, sizeof(s->errtext), path, how, lock_err);
+        int rc = eddy__error_set(err, EDDY_EIO, "io", "%s", s->errtext);
+        eddy__sink_close(s);
+        return rc;
+    }
     if (s->is_file) {
         if (s->std) {
             /* A standard stream is the shell's: written from where it
@@ -136,6 +184,11 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
             s->offset = (uint64_t)truncate_to;
         } else if (truncate_to == -2) {
             s->offset = (uint64_t)st.st_size;
+        } else if (ftruncate(s->fd, 0) != 0) { /* -1: emptied, now that it is locked */
+            int e = errno;
+            eddy__sink_close(s);
+            return eddy__error_set(err, EDDY_EIO, "io", "cannot truncate %s: %s", path,
+                                   strerror(e));
         }
         if (!s->std && lseek(s->fd, (off_t)s->offset, SEEK_SET) < 0) {
             int e = errno;
@@ -151,7 +204,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
  * not there at open, so the lines start at offset 0 of an empty file. */
 static int sink_create(eddy__sink *s)
 {
-    s->fd = open(s->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    s->fd = open(s->path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (s->fd < 0) {
         snprintf(s->errtext, sizeof(s->errtext), "cannot open %s for writing: %s", s->name,
                  strerror(errno));
@@ -159,7 +212,19 @@ static int sink_create(eddy__sink *s)
     }
     struct stat st;
     note_file(s, fstat(s->fd, &st), &st);
-    return EDDY_OK;
+    /* Made since the open by someone else, maybe another eddy: locked
+     * first, then emptied. */
+    int e = sink_lock(s);
+    if (e != 0)
+        lock_message(s->errtext, sizeof(s->errtext), s->path, s->how, e);
+    else if (s->is_file && ftruncate(s->fd, 0) != 0)
+        snprintf(s->errtext, sizeof(s->errtext), "cannot truncate %s: %s", s->name,
+                 strerror(errno));
+    else
+        return EDDY_OK;
+    close(s->fd); /* not written: the next flush tries again */
+    s->fd = -1;
+    return EDDY_EIO;
 }
 
 int eddy__sink_flush(eddy__sink *s)

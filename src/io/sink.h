@@ -36,6 +36,10 @@ enum {
  * then not made). With
  * truncate_to == -1 an existing file is truncated to empty. With
  * truncate_to == -2 the file is appended to as it is.
+ * A regular file is locked (flock, exclusive, without waiting) before it
+ * is cut, and stays locked until the sink is closed: one another process
+ * holds is refused (EDDY_EIO, "another process holds a lock on it"), and
+ * the lazy file's first flush fails the same way.
  * "-" means the standard stream given by how, whatever truncate_to: it is
  * written from where it stands, never truncated or moved, and its offset
  * starts at that position. The sink writes to a duplicate of it

@@ -789,6 +789,76 @@ class DurableTest(EddyTest):
             f.seek(0)
             self.assertEqual(len(f.read().splitlines()), 3)
 
+    def piped(self, *extra, state=None):
+        """eddy reading stdin (fed with feed()), writing self.out."""
+        cmd = [EDDY, "run", DURABLE, "--input", "-", "--output", self.out, "--state",
+               state or self.state, "--no-progress", "--quiet"] + list(extra)
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+
+    @staticmethod
+    def feed(p, seqs):
+        for i in seqs:
+            p.stdin.write((json.dumps({"key": "k", "seq": i, "v": i}) + "\n").encode())
+        p.stdin.flush()
+
+    def wait_lines(self, path, n, committed_in=None):
+        """Until path holds n lines (and, with committed_in, the state
+        there has committed a length of the output)."""
+        deadline = time.monotonic() + 60
+        while True:
+            done = os.path.exists(path) and len(read_jsonl(path)) >= n
+            if done and committed_in is not None:
+                insp = subprocess.run([EDDY, "inspect", "--state", committed_in, "--json"],
+                                      capture_output=True, timeout=60)
+                done = insp.returncode == 0 and json.loads(insp.stdout)["output_offset"] > 0
+            if done:
+                return
+            self.assertLess(time.monotonic(), deadline, "no outputs")
+            time.sleep(0.01)
+
+    def test_second_eddy_on_the_same_output_is_refused(self):
+        # A second eddy with a new state on the output (or dead-letter
+        # file) of a running one emptied it under the first, which went
+        # on writing at its offset: lines lost, a torn line, a run of NUL
+        # bytes, and exit 0 for both. The file is locked while written:
+        # the second is refused (exit 2) before it cuts anything.
+        dead = self.path("dl.jsonl")
+        open(dead, "w").close()
+        p = self.piped("--dead-letter", dead)
+        try:
+            self.feed(p, range(3))
+            self.wait_lines(self.out, 3)
+            write_jsonl(self.inp, [{"key": "x", "seq": i, "v": i} for i in range(3)])
+            for extra, opt, what in ((["--output", self.out], "--output", b"outputs"),
+                                     (["--output", self.path("o2.jsonl"), "--dead-letter", dead],
+                                      "--dead-letter", b"dead letters")):
+                res = subprocess.run([EDDY, "run", DURABLE, "--input", self.inp, "--state",
+                                      self.path("st2"), "--no-progress"] + extra,
+                                     capture_output=True, timeout=60,
+                                     env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+                self.assertEqual(res.returncode, 2, res.stderr)
+                self.assertIn(b"eddy: cannot write to %s: another process holds a lock on it "
+                              b"(another eddy writing its %s there?); give another %s, or run "
+                              b"this once that process has ended\n"
+                              % (extra[-1].encode(), what, opt.encode()), res.stderr)
+            self.feed(p, range(3, 5))
+            p.stdin.write(b"not json\n")  # a dead letter, written to the locked file
+            p.stdin.close()
+            err = p.stderr.read()
+            self.assertEqual(p.wait(timeout=60), 0, err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+        with open(self.out, "rb") as f:
+            data = f.read()
+        self.assertNotIn(b"\0", data)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
+        self.assertEqual(len(read_jsonl(dead)), 1)
+        self.assertEqual(os.path.getsize(self.path("o2.jsonl")), 0)
+
     def test_switching_outputs_between_runs(self):
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
         first = self.run_cmd()
