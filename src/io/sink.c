@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ struct eddy__sink {
     char *buf;
     size_t len, cap;
     char *path;
+    char *abspath;    /* path made absolute (not resolved): checked at each sync */
     const char *name; /* in messages: path, or the standard stream's name */
     char errtext[1024];
     /* The file opened for reading too (fd may not read), for the
@@ -43,6 +45,20 @@ static void note_file(eddy__sink *s, int st_rc, const struct stat *st)
 {
     s->is_file = st_rc == 0 && S_ISREG(st->st_mode);
     s->named = s->is_file && st->st_nlink > 0; /* not /dev/stdout on an O_TMPFILE, say */
+}
+
+/* path, absolute when it was relative (an agent may change the working
+ * directory); NULL when out of memory. */
+static char *absolute(const char *path)
+{
+    char cwd[PATH_MAX];
+    if (path[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        return strdup(path);
+    size_t n = strlen(cwd) + 1 + strlen(path) + 1;
+    char *abs = malloc(n);
+    if (abs != NULL)
+        snprintf(abs, n, "%s/%s", cwd, path);
+    return abs;
 }
 
 /* The option that names the file, in messages. */
@@ -122,6 +138,10 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         }
     } else {
         s->name = s->path;
+        if ((s->abspath = absolute(path)) == NULL) {
+            eddy__sink_close(s);
+            return EDDY_ENOMEM;
+        }
         /* A file the state says holds lines is not made when it is gone:
          * that is refused below, and must leave nothing behind. */
         /* Never O_TRUNC: the file is cut only once it is locked (below). */
@@ -133,7 +153,8 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
                 return eddy__error_set(
                     err, EDDY_ESTATE, "state",
                     "%s is gone but the state says %lld bytes were committed to it: the file "
-                    "was removed outside eddy; restore it or start with a new --state directory",
+                    "was removed or moved outside eddy; put it back (restore it) or start with a "
+                    "new --state directory",
                     path, (long long)truncate_to);
             }
             /* Not there: the first flush makes it (sink_create), empty. */
@@ -172,7 +193,8 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
                 return eddy__error_set(
                     err, EDDY_ESTATE, "state",
                     "%s holds %lld bytes but the state says %lld were committed to it: the file "
-                    "was changed outside eddy; restore it or start with a new --state directory",
+                    "was changed outside eddy (truncated, or rotated in place?); restore it (put "
+                    "back what it held) or start with a new --state directory",
                     path, (long long)st.st_size, (long long)truncate_to);
             }
             if (ftruncate(s->fd, truncate_to) != 0) {
@@ -198,6 +220,16 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
     }
     *out = s;
     return EDDY_OK;
+}
+
+static void cut_message(eddy__sink *s, uint64_t size, uint64_t written)
+{
+    snprintf(s->errtext, sizeof(s->errtext),
+             "%s was truncated while eddy wrote it: it holds %llu bytes, eddy had written %llu "
+             "(rotated in place, as logrotate's copytruncate does?), and its lines past them are "
+             "not delivered; do not truncate or rotate it while eddy runs: put back what it held "
+             "(the copy rotated out) and run the same command again",
+             s->name, (unsigned long long)size, (unsigned long long)written);
 }
 
 /* The file of a lazy sink, made when its first lines are written. It was
@@ -238,6 +270,16 @@ int eddy__sink_flush(eddy__sink *s)
         }
         if (sink_create(s) != EDDY_OK)
             return EDDY_EIO;
+    }
+    /* A file cut shorter than what was written to it (`: > out`, logrotate's
+     * copytruncate) would take the next lines at eddy's offset, after a run
+     * of NUL bytes where the lost lines were: nothing more is written. */
+    struct stat st;
+    uint64_t written = s->offset - s->len;
+    if (s->len > 0 && s->is_file && !s->std && fstat(s->fd, &st) == 0 &&
+        (uint64_t)st.st_size < written) {
+        cut_message(s, (uint64_t)st.st_size, written);
+        return EDDY_EIO;
     }
     while (done < s->len) {
         int fault = eddy__fault("sink_write.write"); /* test hook: errno to simulate */
@@ -322,13 +364,32 @@ int eddy__sink_sync(eddy__sink *s)
     }
     /* A file removed while eddy wrote it keeps taking lines that no one
      * will read: its length must not be committed as delivered. */
-    struct stat st;
-    if (!s->std && s->named && fstat(s->fd, &st) == 0 && st.st_nlink == 0) {
-        snprintf(s->errtext, sizeof(s->errtext),
-                 "%s was removed while eddy wrote it (its lines since the last sync are not "
-                 "delivered)",
-                 s->name);
-        return EDDY_EIO;
+    struct stat st, at;
+    if (!s->std && s->named && fstat(s->fd, &st) == 0) {
+        if (st.st_nlink == 0) {
+            snprintf(s->errtext, sizeof(s->errtext),
+                     "%s was removed while eddy wrote it (its lines since the last sync are not "
+                     "delivered)",
+                     s->name);
+            return EDDY_EIO;
+        }
+        /* Cut since the last flush: what it lacks must not count either. */
+        if ((uint64_t)st.st_size < s->offset) {
+            cut_message(s, (uint64_t)st.st_size, s->offset);
+            return EDDY_EIO;
+        }
+        /* Moved (`mv out out.1`), or another file put at its path: the
+         * lines go on to a file no reader looks for at that path, and the
+         * next run would not find them. */
+        if (stat(s->abspath, &at) != 0 || at.st_dev != st.st_dev || at.st_ino != st.st_ino) {
+            snprintf(s->errtext, sizeof(s->errtext),
+                     "%s was renamed or replaced while eddy wrote it: the path no longer names "
+                     "the file eddy writes, which took its lines since the last sync (not "
+                     "delivered); do not move or rotate it while eddy runs: move that file back "
+                     "to %s and run the same command again",
+                     s->name, s->name);
+            return EDDY_EIO;
+        }
     }
     int e = 0;
     /* The first time, the file's directory entry too: a file created by
@@ -427,6 +488,7 @@ int eddy__sink_close(eddy__sink *s)
         close(s->rfd);
     free(s->buf);
     free(s->path);
+    free(s->abspath);
     free(s);
     return rc;
 }

@@ -51,9 +51,14 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
 int eddy__sink_write(eddy__sink *s, const char *line, size_t len);
 /* Append the compact JSON encoding of v as a line. */
 int eddy__sink_write_json(eddy__sink *s, const json_t *v);
-/* Write buffered lines out. EDDY_OK or EDDY_EIO (details in eddy__sink_error). */
+/* Write buffered lines out. EDDY_OK or EDDY_EIO (details in eddy__sink_error),
+ * also without writing when the file (a regular file opened by path) is
+ * shorter than what was written to it: it was truncated behind eddy. */
 int eddy__sink_flush(eddy__sink *s);
-/* Flush and fdatasync (a no-op for a terminal or pipe). */
+/* Flush and fdatasync (a no-op for a terminal or pipe). Then a file opened
+ * by path must still be the one at that path (not removed, renamed or
+ * replaced: st_dev and st_ino) and hold what was written to it, or
+ * EDDY_EIO: its length must not be committed as delivered. */
 int eddy__sink_sync(eddy__sink *s);
 /* Bytes written so far, including buffered ones (the file's length once flushed). */
 uint64_t eddy__sink_offset(const eddy__sink *s);

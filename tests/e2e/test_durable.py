@@ -736,8 +736,8 @@ class DurableTest(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 3, res.stderr)
         self.assertIn(b"eddy: %s is gone but the state says %d bytes were committed to it: the "
-                      b"file was removed outside eddy; restore it or start with a new --state "
-                      b"directory\n" % (self.out.encode(), size), res.stderr)
+                      b"file was removed or moved outside eddy; put it back (restore it) or start "
+                      b"with a new --state directory\n" % (self.out.encode(), size), res.stderr)
         self.assertFalse(os.path.exists(self.out))
         # Restored, it goes on.
         with open(self.out, "wb") as f:
@@ -858,6 +858,98 @@ class DurableTest(EddyTest):
         self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
         self.assertEqual(len(read_jsonl(dead)), 1)
         self.assertEqual(os.path.getsize(self.path("o2.jsonl")), 0)
+
+    def stop_piped(self, p, rc):
+        """Close p's input; its stderr, once it exited with rc."""
+        try:
+            p.stdin.close()
+            err = p.stderr.read()
+            self.assertEqual(p.wait(timeout=60), rc, err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+        return err
+
+    def rerun_piped(self, n):
+        """The piped command again, on the same n inputs."""
+        lines = "".join(json.dumps({"key": "k", "seq": i, "v": i}) + "\n" for i in range(n))
+        return subprocess.run([EDDY, "run", DURABLE, "--input", "-", "--output", self.out,
+                               "--state", self.state, "--no-progress", "--quiet"],
+                              input=lines.encode(), capture_output=True, timeout=60,
+                              env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+
+    def test_output_truncated_in_place_is_an_error(self):
+        # logrotate's copytruncate (`cp out out.1; : > out`) during a run:
+        # eddy went on writing at its offset, the file started with a run
+        # of NUL bytes where the committed lines had been, and eddy exited
+        # 0. It now writes nothing more to a file shorter than what it
+        # wrote, and stops (exit 1); the rerun refuses the file until its
+        # content is back.
+        rotated = self.out + ".1"
+        p = self.piped()
+        try:
+            self.feed(p, range(3))
+            self.wait_lines(self.out, 3, committed_in=self.state)
+            shutil.copyfile(self.out, rotated)
+            os.truncate(self.out, 0)
+            self.feed(p, range(3, 5))
+        finally:
+            err = self.stop_piped(p, 1)
+        size = os.path.getsize(rotated)
+        self.assertIn(b"eddy: %s was truncated while eddy wrote it: it holds 0 bytes, eddy had "
+                      b"written %d (rotated in place, as logrotate's copytruncate does?), and its "
+                      b"lines past them are not delivered; do not truncate or rotate it while "
+                      b"eddy runs: put back what it held (the copy rotated out) and run the same "
+                      b"command again\n" % (self.out.encode(), size), err)
+        self.assertEqual(os.path.getsize(self.out), 0)
+        res = self.rerun_piped(5)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"eddy: %s holds 0 bytes but the state says " % self.out.encode(),
+                      res.stderr)
+        self.assertIn(b"the file was changed outside eddy (truncated, or rotated in place?); "
+                      b"restore it (put back what it held) or start with a new --state "
+                      b"directory\n", res.stderr)
+        os.replace(rotated, self.out)
+        res = self.rerun_piped(5)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(self.out, "rb") as f:
+            self.assertNotIn(b"\0", f.read())
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
+
+    def test_output_renamed_while_written_is_an_error(self):
+        # `mv out out.moved` during a run: eddy wrote on to the moved file
+        # and exited 0, and the next run was refused. Its sync now finds
+        # that the path no longer names the file it writes and stops
+        # (exit 1) before the lines count as delivered; moved back, the
+        # file is resumed. So is one replaced by another file at the path.
+        moved = self.out + ".moved"
+        for replaced in (False, True):
+            shutil.rmtree(self.state, ignore_errors=True)
+            p = self.piped()
+            try:
+                self.feed(p, range(3))
+                self.wait_lines(self.out, 3, committed_in=self.state)
+                os.rename(self.out, moved)
+                if replaced:
+                    open(self.out, "w").close()
+                self.feed(p, range(3, 5))
+            finally:
+                err = self.stop_piped(p, 1)
+            self.assertIn(b"eddy: %s was renamed or replaced while eddy wrote it: the path no "
+                          b"longer names the file eddy writes, which took its lines since the "
+                          b"last sync (not delivered); do not move or rotate it while eddy runs: "
+                          b"move that file back to %s and run the same command again\n"
+                          % (self.out.encode(), self.out.encode()), err)
+            res = self.rerun_piped(5)
+            self.assertEqual(res.returncode, 3, res.stderr)
+            self.assertIn(b"holds 0 bytes but the state says" if replaced else
+                          b"is gone but the state says", res.stderr)
+            os.replace(moved, self.out)
+            res = self.rerun_piped(5)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
 
     def test_switching_outputs_between_runs(self):
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
