@@ -186,6 +186,80 @@ int eddy__paths_check(const char *input, const char *output, const char *dead, e
     return EDDY_OK;
 }
 
+/* The files a state directory holds (see store.h): a file that is one of
+ * them under another name (a hard link) is the state too. */
+static const char *const state_files[] = {"eddy.db", "eddy.db-wal", "eddy.db-shm", "LOCK"};
+
+/* 1 when the regular file st is one of the files of the state directory. */
+static int is_state_file(const char *state, const struct stat *st)
+{
+    char p[PATH_MAX];
+    struct stat sf;
+    for (size_t i = 0; i < sizeof(state_files) / sizeof(state_files[0]); i++)
+        if (snprintf(p, sizeof(p), "%s/%s", state, state_files[i]) < (int)sizeof(p) &&
+            stat(p, &sf) == 0 && sf.st_dev == st->st_dev && sf.st_ino == st->st_ino)
+            return 1;
+    return 0;
+}
+
+/* 1 when canon (absolute, resolved) is in the directory sd (stat of the
+ * state directory), or below it: each directory above it is compared by
+ * st_dev and st_ino, so that another path to the same directory (a bind
+ * mount) is found too. Without sd (no state directory yet), by its
+ * canonical path scanon. */
+static int inside(const char *canon, const struct stat *sd, const char *scanon)
+{
+    if (sd == NULL) {
+        size_t n = strlen(scanon);
+        return n > 0 && strncmp(canon, scanon, n) == 0 && (canon[n] == '/' || n == 1);
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", canon);
+    for (char *slash; (slash = strrchr(dir, '/')) != NULL;) {
+        slash[slash == dir ? 1 : 0] = '\0';
+        struct stat st;
+        if (stat(dir, &st) == 0 && st.st_dev == sd->st_dev && st.st_ino == sd->st_ino)
+            return 1;
+        if (slash == dir)
+            break;
+    }
+    return 0;
+}
+
+int eddy__paths_check_state(const char *output, const char *dead, const char *state,
+                            eddy_error **err)
+{
+    if (state == NULL || state[0] == '\0')
+        return EDDY_OK;
+    struct stat sd;
+    char scanon[PATH_MAX];
+    int there = stat(state, &sd) == 0 && S_ISDIR(sd.st_mode);
+    if (!there && eddy__paths_canonical(state, scanon) != 0)
+        return EDDY_OK; /* cannot be made: the store says so */
+    const char *paths[] = {output, dead};
+    static const char *const what[] = {"output", "dead-letter file"};
+    static const char *const opt[] = {"--output", "--dead-letter"};
+    for (int i = 0; i < 2; i++) {
+        char canon[PATH_MAX];
+        struct stat st;
+        if (paths[i] == NULL || strcmp(paths[i], "-") == 0 ||
+            eddy__paths_canonical(paths[i], canon) != 0)
+            continue; /* a standard stream, or one eddy__paths_check refuses */
+        if (inside(canon, there ? &sd : NULL, scanon))
+            return eddy__error_set(err, EDDY_EINVAL, "config",
+                                   "the %s (%s) is inside the state directory %s: writing it "
+                                   "would damage the state; give %s a path outside %s",
+                                   what[i], paths[i], state, opt[i], state);
+        if (there && stat(canon, &st) == 0 && S_ISREG(st.st_mode) && is_state_file(state, &st))
+            return eddy__error_set(err, EDDY_EINVAL, "config",
+                                   "the %s (%s) is a file of the state directory %s under "
+                                   "another name: writing it would damage the state; give %s "
+                                   "another path",
+                                   what[i], paths[i], state, opt[i]);
+    }
+    return EDDY_OK;
+}
+
 int eddy__paths_sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

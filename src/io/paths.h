@@ -27,6 +27,17 @@
 int eddy__paths_check(const char *input, const char *output, const char *dead, eddy_error **err);
 
 /*
+ * With a state directory (state not NULL nor ""): EDDY_EINVAL ("config")
+ * when the output or the dead-letter file (not "-" nor NULL) is in it or in
+ * a directory below it (symbolic links resolved, directories compared by
+ * st_dev and st_ino), or is one of its files under another name (a hard
+ * link): writing it would damage the state. Run before anything is
+ * created; a state directory that is not there yet is compared by path.
+ */
+int eddy__paths_check_state(const char *output, const char *dead, const char *state,
+                            eddy_error **err);
+
+/*
  * The absolute path, without symbolic links or "." and "..", that path has,
  * or that the file it names will have once created (through a dangling
  * link too): its directory resolved, its name kept. 0, or -1 with errno

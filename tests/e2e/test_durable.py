@@ -1305,6 +1305,54 @@ class DurableTest(EddyTest):
             self.assertIn(b"cannot create state directory /proc/eddy-state: No such file",
                           res.stderr)
 
+    def test_output_inside_the_state_directory_is_refused(self):
+        # `--output st/eddy.db --state st` was taken: the lines went into
+        # the database and the next run found it corrupted. Any output or
+        # dead-letter file in the state directory (or a link to one of its
+        # files) is refused, exit 2, before anything is opened or made.
+        write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(3)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        db = os.path.join(self.state, "eddy.db")
+        with open(db, "rb") as f:
+            before = f.read()
+        files = sorted(os.listdir(self.state))
+        os.symlink(self.state, self.path("link"))
+        os.link(db, self.path("hard.jsonl"))
+        cases = [
+            (["--output", db], "output", db, "is inside the state directory %s" % self.state),
+            (["--output", os.path.join(self.state, "x.jsonl")], "output",
+             os.path.join(self.state, "x.jsonl"), "is inside"),
+            (["--output", self.path("link/sub.jsonl")], "output", self.path("link/sub.jsonl"),
+             "is inside"),
+            (["--dead-letter", os.path.join(self.state, "..", "state", "dl.jsonl")],
+             "dead-letter file", os.path.join(self.state, "..", "state", "dl.jsonl"),
+             "is inside"),
+            (["--output", self.path("hard.jsonl")], "output", self.path("hard.jsonl"),
+             "is a file of the state directory %s under another name" % self.state),
+        ]
+        for extra, what, path, why in cases:
+            cmd = self.cmd()
+            i = cmd.index(extra[0]) if extra[0] in cmd else len(cmd)
+            cmd[i:i + 2] = extra
+            res = subprocess.run(cmd, capture_output=True, timeout=60)
+            self.assertEqual(res.returncode, 2, res.stderr)
+            self.assertIn(b"eddy: the %s (%s) %s" % (what.encode(), path.encode(), why.encode()),
+                          res.stderr)
+            self.assertIn(b"writing it would damage the state", res.stderr)
+            self.assertEqual(sorted(os.listdir(self.state)), files)
+            with open(db, "rb") as f:
+                self.assertEqual(f.read(), before)
+        # Through a link to the directory given as --state too.
+        res = self.run_cmd(state=self.path("link"))
+        self.assertEqual(res.returncode, 0, res.stderr)
+        cmd = self.cmd(state=self.path("link"))
+        cmd[cmd.index(self.out)] = os.path.join(self.state, "y.jsonl")
+        res = subprocess.run(cmd, capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 2, res.stderr)
+        self.assertEqual(self.run_cmd().returncode, 0)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2])
+
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
                          "needs root to run eddy as another user")
     def test_read_only_state_directory(self):
