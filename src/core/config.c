@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "io/paths.h"
 
 /* One entry per option, in the order eddy.h lists them. */
 enum config_id {
@@ -152,10 +153,13 @@ static void sync_strings(eddy_config *conf)
 static char *derive_dead_letter(const char *output)
 {
     static const char suffix[] = ".dead.jsonl";
-    /* Next to a file; stderr beside stdout, /dev/null, a pipe or a terminal
-     * (/dev/null.dead.jsonl would be a file created in /dev, or refused). */
+    /* Next to a file; stderr beside stdout ("-", or a path that names it:
+     * /dev/stdout, the file stdout was redirected to), /dev/null, a pipe or
+     * a terminal (/dev/null.dead.jsonl would be a file created in /dev, or
+     * refused). */
     struct stat st;
-    if (strcmp(output, "-") == 0 || (stat(output, &st) == 0 && !S_ISREG(st.st_mode)))
+    if (eddy__paths_std_stream(output, STDOUT_FILENO) >= 0 ||
+        (stat(output, &st) == 0 && !S_ISREG(st.st_mode)))
         return strdup("-");
     size_t n = strlen(output);
     char *s = malloc(n + sizeof(suffix));

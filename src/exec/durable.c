@@ -2056,12 +2056,13 @@ static uint64_t file_identity_unresolved(const char *path)
     return path_identity(path);
 }
 
-/* Which file a recorded position belongs to: 1 for a standard stream, else a
+/* Which file a recorded position belongs to: 1 for a standard stream ("-"
+ * or a path that names one, as the sink takes it), else a
  * hash of the absolute path, the same whether the file is there yet or not
  * ("./out.jsonl" made by this run is the same file for the next one). */
 static uint64_t file_identity(const char *path)
 {
-    if (strcmp(path, "-") == 0)
+    if (eddy__paths_std_stream(path, STDOUT_FILENO) >= 0)
         return 1;
     char buf[PATH_MAX];
     return eddy__paths_canonical(path, buf) == 0 ? path_identity(buf)

@@ -156,14 +156,38 @@ static int same_file(const file_ref *a, const file_ref *b)
     return !a->exists && !b->exists && a->canon[0] != '\0' && strcmp(a->canon, b->canon) == 0;
 }
 
+/* 1 when path's file is the one open as fd. */
+static int names_fd(const char *path, int fd)
+{
+    struct stat p, f;
+    return fstat(fd, &f) == 0 && stat(path, &p) == 0 && p.st_dev == f.st_dev &&
+           p.st_ino == f.st_ino && (!S_ISCHR(f.st_mode) || isatty(fd));
+}
+
+int eddy__paths_std_stream(const char *path, int dash_fd)
+{
+    if (path == NULL || strcmp(path, "-") == 0)
+        return dash_fd;
+    int other = dash_fd == STDOUT_FILENO ? STDERR_FILENO : STDOUT_FILENO;
+    return names_fd(path, dash_fd) ? dash_fd : names_fd(path, other) ? other : -1;
+}
+
+/* A standard stream (path NULL) when name is "-", NULL or names one. */
+static void ref_output(file_ref *f, const char *name, int dash_fd)
+{
+    int fd = eddy__paths_std_stream(name, dash_fd);
+    f->path = fd >= 0 ? NULL : name;
+    f->std_fd = fd >= 0 ? fd : dash_fd;
+}
+
 int eddy__paths_check(const char *input, const char *output, const char *dead, eddy_error **err)
 {
     file_ref in = {.what = "input", .std_fd = STDIN_FILENO};
-    file_ref out = {.what = "output", .std_fd = STDOUT_FILENO};
-    file_ref dl = {.what = "dead-letter file", .std_fd = STDERR_FILENO};
+    file_ref out = {.what = "output"};
+    file_ref dl = {.what = "dead-letter file"};
     in.path = input != NULL && strcmp(input, "-") != 0 ? input : NULL;
-    out.path = output != NULL && strcmp(output, "-") != 0 ? output : NULL;
-    dl.path = dead != NULL && strcmp(dead, "-") != 0 ? dead : NULL;
+    ref_output(&out, output, STDOUT_FILENO);
+    ref_output(&dl, dead, STDERR_FILENO);
     int rc;
     if ((rc = check_input(&in, err)) != EDDY_OK || (rc = check_output(&out, err)) != EDDY_OK ||
         (rc = check_output(&dl, err)) != EDDY_OK)

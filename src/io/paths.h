@@ -27,6 +27,17 @@
 int eddy__paths_check(const char *input, const char *output, const char *dead, eddy_error **err);
 
 /*
+ * Which standard stream an output path stands for, written as "-" is
+ * (from where the stream stands, never cut): dash_fd (STDOUT_FILENO or
+ * STDERR_FILENO, what "-" means for it) for "-" or NULL; else the stream
+ * whose open file path names (stat against fstat of fd 1 and 2, st_dev and
+ * st_ino, dash_fd's first: /dev/stdout, /dev/fd/1, /proc/self/fd/1, the
+ * file stdout was redirected to), but a character device that is not a
+ * terminal (/dev/null); -1 when none.
+ */
+int eddy__paths_std_stream(const char *path, int dash_fd);
+
+/*
  * With a state directory (state not NULL nor ""): EDDY_EINVAL ("config")
  * when the output or the dead-letter file (not "-" nor NULL) is in it or in
  * a directory below it (symbolic links resolved, directories compared by

@@ -117,7 +117,12 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
         eddy__sink_close(s);
         return EDDY_ENOMEM;
     }
-    if (strcmp(path, "-") == 0) {
+    /* "-", or a path that names the stream (/dev/stdout, the file stdout
+     * was redirected to): opening the path anew would cut or rewind what
+     * the shell gave (`>>`), so it is written as "-" is. */
+    int std_fd =
+        eddy__paths_std_stream(path, how & EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO);
+    if (std_fd >= 0) {
         /* A duplicate, close-on-exec: the lines go where the stream went at
          * open, whatever fd 1 or 2 is made later (the eddy command points fd
          * 1 at stderr while it writes its output to stdout, so that what
@@ -125,16 +130,17 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
          * agent starts inherits it. The open file description is the same:
          * its position and O_APPEND are shared with the shell's. */
         s->std = 1;
-        s->name = how & EDDY_SINK_STDERR ? "standard error" : "standard output";
-        s->fd = fcntl(how & EDDY_SINK_STDERR ? STDERR_FILENO : STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        s->name = strcmp(path, "-") != 0    ? s->path
+                  : std_fd == STDERR_FILENO ? "standard error"
+                                            : "standard output";
+        s->fd = fcntl(std_fd, F_DUPFD_CLOEXEC, 3);
         /* A closed stream fails the first write, as writing to it would
          * (a run with nothing to write there succeeds). */
         if (s->fd < 0 && errno != EBADF) {
-            int e = errno;
-            const char *name = s->name; /* a literal: it outlives s */
+            int rc = eddy__error_set(err, EDDY_EIO, "io", "cannot write to %s: %s", s->name,
+                                     strerror(errno));
             eddy__sink_close(s);
-            return eddy__error_set(err, EDDY_EIO, "io", "cannot write to %s: %s", name,
-                                   strerror(e));
+            return rc;
         }
     } else {
         s->name = s->path;

@@ -40,7 +40,9 @@ enum {
  * is cut, and stays locked until the sink is closed: one another process
  * holds is refused (EDDY_EIO, "another process holds a lock on it"), and
  * the lazy file's first flush fails the same way.
- * "-" means the standard stream given by how, whatever truncate_to: it is
+ * "-" means the standard stream given by how, and a path that names eddy's
+ * stdout or stderr means that stream (eddy__paths_std_stream), whatever
+ * truncate_to: it is
  * written from where it stands, never truncated or moved, and its offset
  * starts at that position. The sink writes to a duplicate of it
  * (close-on-exec) made now, so fd 1 or 2 may be pointed elsewhere after.

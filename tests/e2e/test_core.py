@@ -3,6 +3,7 @@ errors and bad input, through the eddy binary and the test agent."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -584,6 +585,52 @@ class CoreTest(EddyTest):
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(proc.stdout.count(b"puts from a C action\n"), 6, proc.stdout)
         self.assertNotIn(b"from a C action", proc.stderr)
+
+    def test_a_path_that_names_stdout_is_written_as_dash(self):
+        # The README has stdout as "-" or "/dev/stdout", written from where
+        # the stream stands (`>>` keeps earlier lines); a path was opened
+        # anew with O_TRUNC and wiped them. Any path that names eddy's
+        # stdout (or stderr, for dead letters) is now written as "-" is,
+        # with --state too (not cut back: at-least-once), and its dead
+        # letters go to stderr as "-"'s do.
+        data = b"".join(b'{"key": "k%d", "op": "echo", "seq": %d}\n' % (i % 2, i)
+                        for i in range(10))
+        inp = self.path("in.jsonl")
+        with open(inp, "wb") as f:
+            f.write(data + b"not json\n")
+        x = self.path("x.jsonl")
+        for path in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", x):
+            for state in ([], ["--state", self.path("st")]):
+                shutil.rmtree(self.path("st"), ignore_errors=True)
+                with open(x, "wb") as f:
+                    f.write(b"earlier\n")
+                with open(x, "ab") as f:
+                    proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--output",
+                                           path, "--no-progress"] + state, stdout=f,
+                                          stderr=subprocess.PIPE, timeout=60)
+                what = (path, state, proc.stderr)
+                self.assertEqual(proc.returncode, 0, what)
+                with open(x, "rb") as f:
+                    lines = f.read().splitlines()
+                self.assertEqual(lines[0], b"earlier", what)
+                self.assertEqual(sorted(json.loads(l)["seq"] for l in lines[1:]), list(range(10)),
+                                 what)
+                self.assertIn(b'"reason":"not JSON"', proc.stderr, what)
+                self.assertFalse(os.path.exists(x + ".dead.jsonl"), what)
+                self.assertFalse(os.path.exists(path + ".dead.jsonl"), what)
+        # Dead letters to a path that names stderr: after what is there.
+        y = self.path("y.jsonl")
+        with open(y, "wb") as f:
+            f.write(b"earlier\n")
+        with open(y, "ab") as f:
+            proc = subprocess.run([EDDY, "run", TEST_AGENT, "--input", inp, "--output",
+                                   self.path("out.jsonl"), "--dead-letter", "/dev/stderr",
+                                   "--quiet"], stderr=f, timeout=60)
+        self.assertEqual(proc.returncode, 0)
+        with open(y, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(lines[0], b"earlier")
+        self.assertEqual([json.loads(l)["reason"] for l in lines[1:]], ["not JSON"])
 
     def test_usage_errors(self):
         proc = subprocess.run([EDDY, "run"], capture_output=True, timeout=30)
