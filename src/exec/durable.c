@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #ifdef __linux__
 #include <sys/timerfd.h>
@@ -2041,32 +2042,48 @@ static uint64_t path_identity(const char *abs)
     return h > 1 ? h : h + 2;
 }
 
+/* The path as given, made absolute but not resolved ("/dir/./out.jsonl"),
+ * into buf (PATH_MAX bytes; the path as given when that is too long). */
+static void unresolved_path(const char *path, char *buf)
+{
+    if (path[0] != '/' && getcwd(buf, PATH_MAX) != NULL &&
+        strlen(buf) + strlen(path) + 2 <= PATH_MAX) {
+        strcat(buf, "/");
+        strcat(buf, path);
+    } else {
+        snprintf(buf, PATH_MAX, "%s", path);
+    }
+}
+
 /* The identity older eddies recorded for a file that was not there yet:
- * the path as given, made absolute but not resolved ("/dir/./out.jsonl");
- * also the identity of a path whose directory cannot be resolved. */
+ * its unresolved path's; also the identity of a path whose directory cannot
+ * be resolved. */
 static uint64_t file_identity_unresolved(const char *path)
 {
     char buf[PATH_MAX];
-    if (path[0] != '/' && getcwd(buf, sizeof(buf)) != NULL &&
-        strlen(buf) + strlen(path) + 2 <= sizeof(buf)) {
-        strcat(buf, "/");
-        strcat(buf, path);
-        return path_identity(buf);
-    }
-    return path_identity(path);
+    unresolved_path(path, buf);
+    return path_identity(buf);
+}
+
+/* The absolute path whose hash is a file's identity, into buf (PATH_MAX
+ * bytes): resolved, the same whether the file is there yet or not
+ * ("./out.jsonl" made by this run is the same file for the next one). */
+static void file_key(const char *path, char *buf)
+{
+    if (eddy__paths_canonical(path, buf) != 0)
+        unresolved_path(path, buf);
 }
 
 /* Which file a recorded position belongs to: 1 for a standard stream ("-"
- * or a path that names one, as the sink takes it), else a
- * hash of the absolute path, the same whether the file is there yet or not
- * ("./out.jsonl" made by this run is the same file for the next one). */
+ * or a path that names one, as the sink takes it), else the hash of its
+ * file_key. */
 static uint64_t file_identity(const char *path)
 {
     if (eddy__paths_std_stream(path, STDOUT_FILENO) >= 0)
         return 1;
     char buf[PATH_MAX];
-    return eddy__paths_canonical(path, buf) == 0 ? path_identity(buf)
-                                                 : file_identity_unresolved(path);
+    file_key(path, buf);
+    return path_identity(buf);
 }
 
 /* The bytes of a file past the committed length, against the lines of
@@ -2098,6 +2115,30 @@ static int tail_check(void *arg, uint64_t id, const char *line, size_t len)
 }
 
 /*
+ * 1 when the extra bytes of the file open as fd past pos are the start of
+ * the channel's lines still in the outbox (the last one may be torn: cut
+ * short in the middle), which are exactly the lines a run may have written
+ * past its committed length before it stopped.
+ */
+static int past_is_outbox(eddy_runtime *rt, int fd, char channel, uint64_t pos, uint64_t extra)
+{
+    if (extra == 0)
+        return 1;
+    /* What the outbox holds of the channel bounds what may be read. */
+    pending_tail t = {.channel = channel};
+    if (eddy__store_outbox_load(rt->store, tail_check, &t) != EDDY_OK || extra > t.seen)
+        return 0;
+    char *buf = malloc((size_t)extra);
+    int same = buf != NULL && pread(fd, buf, (size_t)extra, (off_t)pos) == (ssize_t)extra;
+    if (same) {
+        t = (pending_tail){.channel = channel, .tail = buf, .len = (size_t)extra};
+        same = eddy__store_outbox_load(rt->store, tail_check, &t) == EDDY_OK && !t.differs;
+    }
+    free(buf);
+    return same;
+}
+
+/*
  * 1 when the file at path is a copy of the output whose committed length is
  * pos (channel: its lines in the outbox): it holds at least pos bytes, those
  * before pos have the fingerprint tail (eddy__sink_tail_hash), and those
@@ -2118,29 +2159,105 @@ static int holds_output(eddy_runtime *rt, const char *path, char channel, uint64
     if (fd < 0)
         return 0;
     int same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size >= pos &&
-               eddy__sink_fd_tail_hash(fd, pos) == tail;
-    size_t extra = same ? (size_t)((uint64_t)st.st_size - pos) : 0;
-    if (same && extra > 0) {
-        /* What the outbox holds of the channel bounds what may be read. */
-        pending_tail t = {.channel = channel};
-        same = eddy__store_outbox_load(rt->store, tail_check, &t) == EDDY_OK && extra <= t.seen;
-        char *buf = same ? malloc(extra) : NULL;
-        same = buf != NULL && pread(fd, buf, extra, (off_t)pos) == (ssize_t)extra;
-        if (same) {
-            t = (pending_tail){.channel = channel, .tail = buf, .len = extra};
-            same = eddy__store_outbox_load(rt->store, tail_check, &t) == EDDY_OK && !t.differs;
-        }
-        free(buf);
-    }
+               eddy__sink_fd_tail_hash(fd, pos) == tail &&
+               past_is_outbox(rt, fd, channel, pos, (uint64_t)st.st_size - pos);
     close(fd);
     return same;
+}
+
+/* Bytes in the outbox of channel: what a run may have written past the
+ * committed length (0 when it cannot be read). */
+static uint64_t outbox_bytes(eddy_runtime *rt, char channel)
+{
+    pending_tail t = {.channel = channel};
+    return eddy__store_outbox_load(rt->store, tail_check, &t) == EDDY_OK ? t.seen : 0;
+}
+
+/*
+ * The file the previous run wrote to (old, with the identity stored), when
+ * this run writes to another (now, as it is named in notes). After a
+ * failure (a full disk, say) it may hold, past its committed length pos,
+ * lines of the outbox, whole or torn, which this run writes to now: they
+ * would be in both files. When old is still that file (the bytes before pos
+ * have the recorded fingerprint tail, or pos is 0) and its bytes past pos
+ * are a start of the channel's outbox lines (as holds_output decides), it
+ * is cut back to pos, under its lock, and synced, with a note: only bytes
+ * eddy wrote and writes again are cut, and the state, which still records
+ * old at pos until this run commits the switch, takes old at pos as well.
+ * Otherwise, when bytes are past pos and lines wait in the outbox, a note
+ * says what to do. A file gone, shorter, at pos, or not a regular file
+ * needs nothing.
+ */
+static void cut_old_output(eddy_runtime *rt, char channel, const char *old, uint64_t stored,
+                           uint64_t pos, uint64_t tail, const char *now)
+{
+    if (outbox_bytes(rt, channel) == 0)
+        return; /* no line waits: none can be past pos */
+    if (old == NULL || old[0] == '\0' || path_identity(old) != stored) {
+        fprintf(stderr,
+                "eddy: note: the file the previous run wrote to may hold, past the %" PRIu64
+                " bytes committed to it, lines that this run writes to %s (the state does not "
+                "say which file that was: an older eddy wrote it); cut that file back to %" PRIu64
+                " bytes (truncate -s %" PRIu64 " FILE) to have each line once\n",
+                pos, now, pos, pos);
+        return;
+    }
+    struct stat st;
+    if (stat(old, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= pos)
+        return;
+    const char *why = NULL;
+    char buf[256];
+    int fd = open(old, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(buf, sizeof(buf), "it cannot be opened: %s", strerror(errno));
+        why = buf;
+    } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= pos) {
+        close(fd);
+        return;
+    } else if (pos > 0 && (tail == 0 || eddy__sink_fd_tail_hash(fd, pos) != tail)) {
+        why = tail == 0 ? "the state has no fingerprint of its committed bytes to tell that it is "
+                          "the same file"
+                        : "its bytes before them are not those the state recorded (the file was "
+                          "changed since)";
+    } else if (!past_is_outbox(rt, fd, channel, pos, (uint64_t)st.st_size - pos)) {
+        why = "they are not only lines that this run writes (another program wrote there?)";
+    } else {
+        int r;
+        while ((r = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+            ;
+        if (r != 0 && errno == EWOULDBLOCK) {
+            why = "another process holds a lock on it (another eddy writing there?)";
+        } else if (ftruncate(fd, (off_t)pos) != 0 || fsync(fd) != 0) {
+            snprintf(buf, sizeof(buf), "it cannot be cut: %s", strerror(errno));
+            why = buf;
+        }
+    }
+    if (why == NULL)
+        fprintf(stderr,
+                "eddy: note: cut %s back to %" PRIu64
+                " bytes: the lines past it were not committed and go to %s\n",
+                old, pos, now);
+    else
+        fprintf(stderr,
+                "eddy: note: %s, the file the previous run wrote to, holds %" PRIu64
+                " bytes past the %" PRIu64
+                " committed to it, which may be lines that this run writes to %s too; it is "
+                "left as it is, since %s: remove from it the lines that %s holds too (truncate "
+                "-s %" PRIu64 " %s, when all its bytes past them are lines of this state)\n",
+                old, (uint64_t)st.st_size - pos, pos, now, why, now, pos, old);
+    if (fd >= 0)
+        close(fd); /* and its lock */
 }
 
 /*
  * How to open an output file: cut back to its committed length when the
  * recorded position belongs to it; append when it is a standard stream (no
  * position to cut back to: at-least-once), or when the previous run wrote to
- * another output, whose lines stay there.
+ * another output, whose committed lines stay there (the lines past them,
+ * which this run writes, are cut from it: cut_old_output). The state keeps
+ * each file's identity (id_name, a hash of its absolute path) and the path
+ * itself (path_name, a meta row that older eddies ignore: one that does not
+ * hash to the identity is not used).
  *
  * A file at another path that holds the committed length and whose bytes
  * before it have the fingerprint recorded with it (tail_name) is the same
@@ -2151,24 +2268,43 @@ static int holds_output(eddy_runtime *rt, const char *path, char channel, uint64
  * older eddy) are appended to as well.
  */
 static int sink_mode(eddy_runtime *rt, const char *path, char channel, const char *id_name,
-                     const char *tail_name, uint64_t pos, int64_t *mode, int *moved)
+                     const char *tail_name, const char *path_name, uint64_t pos, int64_t *mode,
+                     int *moved)
 {
     uint64_t id = file_identity(path), stored = 0, tail = 0;
+    char key[PATH_MAX], *old = NULL;
+    key[0] = '\0';
+    if (id != 1)
+        file_key(path, key);
     int rc = eddy__store_get_meta_u64(rt->store, id_name, &stored);
     if (rc == EDDY_OK)
         rc = eddy__store_get_meta_u64(rt->store, tail_name, &tail);
+    if (rc == EDDY_OK)
+        rc = eddy__store_get_meta_text(rt->store, path_name, &old);
     int legacy = rc == EDDY_OK && stored != 0 && stored != id && id != 1 &&
                  stored == file_identity_unresolved(path);
     if (rc == EDDY_OK && stored != id)
         rc = eddy__store_set_meta_u64(rt->store, id_name, id);
+    /* The path beside its hash: to find the file again once this run
+     * writes to another (cut_old_output). */
+    if (rc == EDDY_OK && (old == NULL || strcmp(old, key) != 0))
+        rc = eddy__store_set_meta_text(rt->store, path_name, key);
     if (legacy)
         stored = id; /* this file, recorded by an older eddy before it was made */
-    if (rc != EDDY_OK)
+    if (rc != EDDY_OK) {
+        free(old);
         return rc;
-    *moved = stored != 0 && stored != id;
+    }
+    int other = stored != 0 && stored != id;
+    *moved = other;
+    const char *now = strcmp(path, "-") != 0 ? path
+                      : channel == 'd'       ? "standard error"
+                                             : "standard output";
     if (id == 1) {
+        if (other && stored != 1)
+            cut_old_output(rt, channel, old, stored, pos, tail, now);
         *mode = -2;
-    } else if (stored != 0 && stored != id && stored != 1 && pos > 0 && tail != 0 &&
+    } else if (other && stored != 1 && pos > 0 && tail != 0 &&
                holds_output(rt, path, channel, pos, tail)) {
         fprintf(stderr,
                 "eddy: note: %s is not the file the previous run wrote to, but its first %" PRIu64
@@ -2176,7 +2312,7 @@ static int sink_mode(eddy_runtime *rt, const char *path, char channel, const cha
                 "taking it for that file, cut back to them\n",
                 path, pos);
         *mode = (int64_t)pos;
-    } else if (stored != 0 && stored != id) {
+    } else if (other) {
         /* Nothing committed before and nothing here: nothing to say (the
          * dead-letter file of a job directory moved, mostly). */
         struct stat st;
@@ -2185,10 +2321,13 @@ static int sink_mode(eddy_runtime *rt, const char *path, char channel, const cha
                     "eddy: note: %s is not the file the previous run wrote to; earlier lines stay "
                     "where they were written and this run appends to %s\n",
                     path, path);
+        if (stored != 1)
+            cut_old_output(rt, channel, old, stored, pos, tail, now);
         *mode = -2;
     } else {
         *mode = (int64_t)pos;
     }
+    free(old);
     return EDDY_OK;
 }
 
@@ -2292,10 +2431,10 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
     int sink_moved, dead_moved;
     if ((rc = eddy__store_get_sink_pos(rt->store, &sink_pos)) != EDDY_OK ||
         (rc = eddy__store_get_meta_u64(rt->store, "dead_offset", &dead_pos)) != EDDY_OK ||
-        (rc = sink_mode(rt, cv->output, 'o', "output_id", "output_tail", sink_pos, &sink_how,
-                        &sink_moved)) != EDDY_OK ||
-        (rc = sink_mode(rt, dead, 'd', "dead_id", "dead_tail", dead_pos, &dead_how, &dead_moved)) !=
-            EDDY_OK)
+        (rc = sink_mode(rt, cv->output, 'o', "output_id", "output_tail", "output_path", sink_pos,
+                        &sink_how, &sink_moved)) != EDDY_OK ||
+        (rc = sink_mode(rt, dead, 'd', "dead_id", "dead_tail", "dead_path", dead_pos, &dead_how,
+                        &dead_moved)) != EDDY_OK)
         goto store_err;
     if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||
         (rc = eddy__sink_open(&rt->dead, dead, DEAD_SINK, dead_how, err)) != EDDY_OK)

@@ -1018,6 +1018,139 @@ class DurableTest(EddyTest):
                 self.assertEqual(set(seqs + [o["seq"] for o in written]), set(range(12)), what)
         self.assertGreater(cases, 0, "no failed commit found lines written to the new file")
 
+    def test_switched_output_after_a_failure_cuts_the_old_one_back(self):
+        # A run that failed (a full disk: the file took part of a write)
+        # leaves its output holding bytes past its committed length: lines
+        # of the outbox, the last one torn. A rerun with another --output
+        # wrote those lines to the new file, so they were in both (870 of
+        # 20000 on a 256 KiB tmpfs), with the torn line in the old one. The
+        # old file, still the one the state recorded, is cut back to its
+        # committed length, with a note; one that is not (changed, bytes
+        # another program wrote, locked) is left as it is, and the note
+        # says what to do.
+        n = 3000
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "seq": i, "v": 1, "ms": 2}
+                               for i in range(n)])
+        cmd = self.cmd("--async-threads", "2")
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects)
+
+        def lines(path):
+            if not os.path.exists(path):
+                return 0
+            with open(path, "rb") as f:
+                return f.read().count(b"\n")
+
+        def committed():
+            insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                  capture_output=True, timeout=60)
+            self.assertEqual(insp.returncode, 0, insp.stderr)
+            return json.loads(insp.stdout)["output_offset"]
+
+        # Killed while lines are written every turn and synced every 50 ms,
+        # the file nearly always holds lines past its committed length.
+        for attempt in range(1, 6):
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while lines(self.out) < 300 * attempt and p.poll() is None:
+                self.assertLess(time.monotonic(), deadline, "no outputs")
+                time.sleep(0.005)
+            p.kill()
+            p.wait()
+            self.assertLess(lines(self.out), n, "finished before the kill: make the run longer")
+            length = committed()
+            if 0 < length and length + 40 < os.path.getsize(self.out):
+                break
+        self.assertLess(length + 40, os.path.getsize(self.out), "no lines past the length")
+        with open(self.out, "rb") as f:
+            killed = f.read()
+        # What a write cut short by a full disk leaves: a torn last line.
+        killed = killed[:-7]
+        saved = self.path("saved")
+        shutil.copytree(self.state, saved)
+        new = self.path("new.jsonl")
+        other = self.cmd("--async-threads", "2")
+        other[other.index(self.out)] = new
+
+        def rerun(old_content):
+            shutil.rmtree(self.state)
+            shutil.copytree(saved, self.state)
+            with open(self.out, "wb") as f:
+                f.write(old_content)
+            if os.path.exists(new):
+                os.remove(new)
+            res = subprocess.run(other, env=env, capture_output=True, timeout=300)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertIn(b"eddy: note: %s is not the file the previous run wrote to; earlier "
+                          b"lines stay where they were written and this run appends to %s\n"
+                          % (new.encode(), new.encode()), res.stderr)
+            return res
+
+        old = os.path.realpath(self.out).encode()  # as the state knows it
+        res = rerun(killed)
+        self.assertEqual(os.path.getsize(self.out), length)
+        seqs = [o["seq"] for o in read_jsonl(self.out)] + [o["seq"] for o in read_jsonl(new)]
+        self.assertEqual(sorted(seqs), list(range(n)))
+        self.assertIn(b"eddy: note: cut %s back to %d bytes: the lines past it were not "
+                      b"committed and go to %s\n" % (old, length, new.encode()),
+                      res.stderr)
+
+        def left(old_content, why):
+            res = rerun(old_content)
+            self.assertIn(b"eddy: note: %s, the file the previous run wrote to, holds %d bytes "
+                          b"past the %d committed to it, which may be lines that this run writes "
+                          b"to %s too; it is left as it is, since %s: remove from it the lines "
+                          b"that %s holds too (truncate -s %d %s, when all its bytes past them "
+                          b"are lines of this state)\n"
+                          % (old, len(old_content) - length, length, new.encode(), why,
+                             new.encode(), length, old), res.stderr)
+            self.assertNotIn(b"note: cut", res.stderr)
+            with open(self.out, "rb") as f:
+                self.assertEqual(f.read(), old_content)
+
+        # Another program's line after the committed ones: not cut.
+        left(killed[:length] + b'{"from": "another program"}\n',
+             b"they are not only lines that this run writes (another program wrote there?)")
+        # A committed line changed since: not the file the state recorded.
+        left(killed[:length - 3] + b"X" + killed[length - 2:],
+             b"its bytes before them are not those the state recorded (the file was changed "
+             b"since)")
+        # Held by another process.
+        import fcntl
+        with open(self.out, "ab") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            left(killed, b"another process holds a lock on it (another eddy writing there?)")
+        # A state whose last run was an older eddy's does not know the path.
+        db = sqlite3.connect(os.path.join(saved, "eddy.db"))
+        db.execute("DELETE FROM meta WHERE k = 'output_path'")
+        db.commit()
+        db.close()
+        res = rerun(killed)
+        self.assertIn(b"eddy: note: the file the previous run wrote to may hold, past the %d "
+                      b"bytes committed to it, lines that this run writes to %s (the state does "
+                      b"not say which file that was: an older eddy wrote it); cut that file back "
+                      b"to %d bytes (truncate -s %d FILE) to have each line once\n"
+                      % (length, new.encode(), length, length), res.stderr)
+        with open(self.out, "rb") as f:
+            self.assertEqual(f.read(), killed)
+
+        # The dead-letter file the same way: its first line written, its
+        # sync failed (nothing committed), the rerun to another file.
+        shutil.rmtree(self.state)
+        dead, dead2 = self.out + ".dead.jsonl", self.path("dead2.jsonl")
+        write_jsonl(self.inp, [{"key": "k", "seq": 0, "v": 0}, "not json",
+                               {"key": "k", "seq": 1, "v": 1}])
+        res = self.run_cmd(env={"EDDY_FAULT": "sink_write.sync:2"})
+        self.assertEqual(res.returncode, 1, res.stderr)
+        self.assertEqual(len(read_jsonl(dead)), 1)
+        res = self.run_cmd("--dead-letter", dead2)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn(b"eddy: note: cut %s back to 0 bytes: the lines past it were not committed "
+                      b"and go to %s\n" % (os.path.realpath(dead).encode(), dead2.encode()),
+                      res.stderr)
+        self.assertEqual(os.path.getsize(dead), 0)
+        self.assertEqual([d["reason"] for d in read_jsonl(dead2)], ["not JSON"])
+
     def finished(self, recs):
         """A run over recs to its end: the input's and the output's bytes."""
         write_jsonl(self.inp, recs)
