@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "eddy/eddy.h"
+#include "tmptree.h"
 
 typedef struct fixture {
     char dir[64];
@@ -28,8 +29,8 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    strcpy(f->dir, "/tmp/eddy-sleep-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    assert_non_null(f);
+    assert_int_equal(tmptree_make(f->dir, "sleep"), 0);
     snprintf(f->in, sizeof(f->in), "%s/in.jsonl", f->dir);
     snprintf(f->out, sizeof(f->out), "%s/out.jsonl", f->dir);
     *state = f;
@@ -39,9 +40,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tmptree_remove(f->dir), 0);
     free(f);
     return 0;
 }
