@@ -226,28 +226,31 @@ static int is_state_file(const char *state, const struct stat *st)
     return 0;
 }
 
-/* 1 when canon (absolute, resolved) is in the directory sd (stat of the
- * state directory), or below it: each directory above it is compared by
- * st_dev and st_ino, so that another path to the same directory (a bind
- * mount) is found too. Without sd (no state directory yet), by its
- * canonical path scanon. */
-static int inside(const char *canon, const struct stat *sd, const char *scanon)
+/* 1 when canon (absolute, resolved) names a file directly in the directory
+ * sd (stat of the state directory) whose name the state uses: eddy.db and
+ * SQLite's files beside it (eddy.db-wal, eddy.db-shm, eddy.db-journal) and
+ * LOCK. Its directory is compared by st_dev and st_ino, so that another
+ * path to it (a bind mount) is found too; without sd (no state directory
+ * yet), by its canonical path scanon. Other files in the state directory
+ * (an output kept beside the state, in a job's directory) are the user's. */
+static int state_name(const char *canon, const struct stat *sd, const char *scanon)
 {
-    if (sd == NULL) {
-        size_t n = strlen(scanon);
-        return n > 0 && strncmp(canon, scanon, n) == 0 && (canon[n] == '/' || n == 1);
-    }
+    const char *base = strrchr(canon, '/');
+    if (base == NULL)
+        return 0;
+    base++;
+    if (strcmp(base, "LOCK") != 0 && strncmp(base, "eddy.db", 7) != 0)
+        return 0;
     char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s", canon);
-    for (char *slash; (slash = strrchr(dir, '/')) != NULL;) {
-        slash[slash == dir ? 1 : 0] = '\0';
-        struct stat st;
-        if (stat(dir, &st) == 0 && st.st_dev == sd->st_dev && st.st_ino == sd->st_ino)
-            return 1;
-        if (slash == dir)
-            break;
-    }
-    return 0;
+    size_t n = (size_t)(base - canon) - 1;
+    if (n >= sizeof(dir))
+        return 0;
+    memcpy(dir, canon, n == 0 ? 1 : n); /* the root keeps its '/' */
+    dir[n == 0 ? 1 : n] = '\0';
+    if (sd == NULL)
+        return strcmp(dir, scanon) == 0;
+    struct stat st;
+    return stat(dir, &st) == 0 && st.st_dev == sd->st_dev && st.st_ino == sd->st_ino;
 }
 
 int eddy__paths_check_state(const char *output, const char *dead, const char *state,
@@ -269,11 +272,11 @@ int eddy__paths_check_state(const char *output, const char *dead, const char *st
         if (paths[i] == NULL || strcmp(paths[i], "-") == 0 ||
             eddy__paths_canonical(paths[i], canon) != 0)
             continue; /* a standard stream, or one eddy__paths_check refuses */
-        if (inside(canon, there ? &sd : NULL, scanon))
+        if (state_name(canon, there ? &sd : NULL, scanon))
             return eddy__error_set(err, EDDY_EINVAL, "config",
-                                   "the %s (%s) is inside the state directory %s: writing it "
-                                   "would damage the state; give %s a path outside %s",
-                                   what[i], paths[i], state, opt[i], state);
+                                   "the %s (%s) is a file of the state directory %s: writing it "
+                                   "would damage the state; give %s another path",
+                                   what[i], paths[i], state, opt[i]);
         if (there && stat(canon, &st) == 0 && S_ISREG(st.st_mode) && is_state_file(state, &st))
             return eddy__error_set(err, EDDY_EINVAL, "config",
                                    "the %s (%s) is a file of the state directory %s under "

@@ -39,11 +39,13 @@ int eddy__paths_std_stream(const char *path, int dash_fd);
 
 /*
  * With a state directory (state not NULL nor ""): EDDY_EINVAL ("config")
- * when the output or the dead-letter file (not "-" nor NULL) is in it or in
- * a directory below it (symbolic links resolved, directories compared by
- * st_dev and st_ino), or is one of its files under another name (a hard
- * link): writing it would damage the state. Run before anything is
- * created; a state directory that is not there yet is compared by path.
+ * when the output or the dead-letter file (not "-" nor NULL) names one of
+ * the state's files, eddy.db, eddy.db-* or LOCK, in it (symbolic links
+ * resolved, the directory compared by st_dev and st_ino), or is one of its
+ * files under another name (a hard link): writing it would damage the
+ * state. Other files in the state directory are the user's. Run before
+ * anything is created; a state directory that is not there yet is
+ * compared by path.
  */
 int eddy__paths_check_state(const char *output, const char *dead, const char *state,
                             eddy_error **err);

@@ -1438,11 +1438,14 @@ class DurableTest(EddyTest):
             self.assertIn(b"cannot create state directory /proc/eddy-state: No such file",
                           res.stderr)
 
-    def test_output_inside_the_state_directory_is_refused(self):
+    def test_output_over_a_state_file_is_refused(self):
         # `--output st/eddy.db --state st` was taken: the lines went into
-        # the database and the next run found it corrupted. Any output or
-        # dead-letter file in the state directory (or a link to one of its
-        # files) is refused, exit 2, before anything is opened or made.
+        # the database and the next run found it corrupted. An output or
+        # dead-letter file that names one of the state's files (eddy.db,
+        # eddy.db-*, LOCK), through any path, or a link to one of them, is
+        # refused, exit 2, before anything is opened or made. Other files in
+        # the state directory are the user's: an output kept beside the
+        # state works and resumes.
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(3)])
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
@@ -1452,15 +1455,14 @@ class DurableTest(EddyTest):
         files = sorted(os.listdir(self.state))
         os.symlink(self.state, self.path("link"))
         os.link(db, self.path("hard.jsonl"))
+        wal = os.path.join(self.state, "eddy.db-wal")
+        dl = os.path.join(self.state, "..", os.path.basename(self.state), "LOCK")
         cases = [
-            (["--output", db], "output", db, "is inside the state directory %s" % self.state),
-            (["--output", os.path.join(self.state, "x.jsonl")], "output",
-             os.path.join(self.state, "x.jsonl"), "is inside"),
-            (["--output", self.path("link/sub.jsonl")], "output", self.path("link/sub.jsonl"),
-             "is inside"),
-            (["--dead-letter", os.path.join(self.state, "..", "state", "dl.jsonl")],
-             "dead-letter file", os.path.join(self.state, "..", "state", "dl.jsonl"),
-             "is inside"),
+            (["--output", db], "output", db, "is a file of the state directory %s" % self.state),
+            (["--output", wal], "output", wal, "is a file of the state directory"),
+            (["--output", self.path("link/eddy.db")], "output", self.path("link/eddy.db"),
+             "is a file of the state directory"),
+            (["--dead-letter", dl], "dead-letter file", dl, "is a file of the state directory"),
             (["--output", self.path("hard.jsonl")], "output", self.path("hard.jsonl"),
              "is a file of the state directory %s under another name" % self.state),
         ]
@@ -1480,11 +1482,24 @@ class DurableTest(EddyTest):
         res = self.run_cmd(state=self.path("link"))
         self.assertEqual(res.returncode, 0, res.stderr)
         cmd = self.cmd(state=self.path("link"))
-        cmd[cmd.index(self.out)] = os.path.join(self.state, "y.jsonl")
+        cmd[cmd.index(self.out)] = os.path.join(self.state, "eddy.db-shm")
         res = subprocess.run(cmd, capture_output=True, timeout=60)
         self.assertEqual(res.returncode, 2, res.stderr)
         self.assertEqual(self.run_cmd().returncode, 0)
         self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [0, 1, 2])
+        # An output of the user's own beside the state: taken, and resumed.
+        job = self.path("job")
+        os.mkdir(job)
+        beside = os.path.join(job, "out.jsonl")
+        cmd = self.cmd(state=job)
+        cmd[cmd.index(self.out)] = beside
+        for extra in ([], [{"key": "k", "seq": 3, "v": 3}]):
+            if extra:
+                with open(self.inp, "a") as f:
+                    f.write(json.dumps(extra[0]) + "\n")
+            res = subprocess.run(cmd, capture_output=True, timeout=60)
+            self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(beside)], [0, 1, 2, 3])
 
     @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"),
                          "needs root to run eddy as another user")
