@@ -356,6 +356,20 @@ int eddy__sink_write_json(eddy__sink *s, const json_t *v)
     return EDDY_OK;
 }
 
+/* 1 when path, opened, is the file st is of (fstat against fstat: some
+ * file systems, overlayfs on older kernels, tell another device or inode
+ * to stat(2) of a path than to fstat(2) of a descriptor written through). */
+static int same_file_by_name(const char *path, const struct stat *st)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return 0;
+    struct stat r;
+    int same = fstat(fd, &r) == 0 && r.st_dev == st->st_dev && r.st_ino == st->st_ino;
+    close(fd);
+    return same;
+}
+
 int eddy__sink_sync(eddy__sink *s)
 {
     int rc = eddy__sink_flush(s);
@@ -387,7 +401,18 @@ int eddy__sink_sync(eddy__sink *s)
         /* Moved (`mv out out.1`), or another file put at its path: the
          * lines go on to a file no reader looks for at that path, and the
          * next run would not find them. */
-        if (stat(s->abspath, &at) != 0 || at.st_dev != st.st_dev || at.st_ino != st.st_ino) {
+        int gone = stat(s->abspath, &at) != 0 ? errno : 0;
+        if (gone != 0 && gone != ENOENT && gone != ENOTDIR) {
+            /* Not known to be gone (a directory made unreadable, a network
+             * file system's error): not known to be there either. */
+            snprintf(s->errtext, sizeof(s->errtext),
+                     "cannot check that %s still names the file eddy writes: %s (its lines since "
+                     "the last sync are not delivered)",
+                     s->name, strerror(gone));
+            return EDDY_EIO;
+        }
+        if (gone != 0 || ((at.st_dev != st.st_dev || at.st_ino != st.st_ino) &&
+                          !same_file_by_name(s->abspath, &st))) {
             snprintf(s->errtext, sizeof(s->errtext),
                      "%s was renamed or replaced while eddy wrote it: the path no longer names "
                      "the file eddy writes, which took its lines since the last sync (not "

@@ -951,6 +951,33 @@ class DurableTest(EddyTest):
             self.assertEqual(res.returncode, 0, res.stderr)
             self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
 
+    def test_output_path_that_cannot_be_checked_is_an_error(self):
+        # The sync's check that the path still names the file eddy writes
+        # took any failure of stat(2) for a rename. One that does not say
+        # the file is gone (a directory made unreadable, a network file
+        # system's error; here a loop of links) now says what it is, and
+        # still stops before the lines count as delivered.
+        sub = self.path("sub")
+        os.mkdir(sub)
+        self.out = os.path.join(sub, "out.jsonl")
+        p = self.piped()
+        try:
+            self.feed(p, range(3))
+            self.wait_lines(self.out, 3, committed_in=self.state)
+            os.rename(sub, sub + ".moved")
+            os.symlink("sub", sub)  # sub -> sub: ELOOP
+            self.feed(p, range(3, 5))
+        finally:
+            err = self.stop_piped(p, 1)
+        self.assertIn(b"eddy: cannot check that %s still names the file eddy writes: Too many "
+                      b"levels of symbolic links (its lines since the last sync are not "
+                      b"delivered)\n" % self.out.encode(), err)
+        os.unlink(sub)
+        os.rename(sub + ".moved", sub)
+        res = self.rerun_piped(5)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
+
     def test_switching_outputs_between_runs(self):
         write_jsonl(self.inp, [{"key": "k", "seq": i, "v": i} for i in range(5)])
         first = self.run_cmd()
