@@ -22,8 +22,9 @@
  * returns. Other threads (workers, the reader, a second runtime's mailbox)
  * allocate and free as before, after one comparison, so that hundreds of
  * workers hold no blocks they never reuse. No thread-local storage: in a
- * shared library it costs a call per access, or static TLS that a dlopen
- * may not find. libeddy is linked not to be unloaded (-z nodelete), since
+ * shared library it costs a call per access, or static TLS, of which a
+ * dlopen gets only glibc's small surplus (the context checks' 12 bytes use
+ * some: exec/runtime.h). libeddy is linked not to be unloaded (-z nodelete), since
  * jansson keeps pointers to these functions.
  *
  * The cache is installed when libeddy loads, and only if jansson's
