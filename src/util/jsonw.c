@@ -580,17 +580,9 @@ static int deeper_walk(const json_t *v, unsigned max)
             rc = 1;
             break;
         }
-        if (n == cap) {
-            frame *g = malloc(2 * cap * sizeof(*g));
-            if (g == NULL) {
-                rc = EDDY_ENOMEM;
-                break;
-            }
-            memcpy(g, st, n * sizeof(*g));
-            if (st != local)
-                free(st);
-            st = g;
-            cap *= 2;
+        if (n == cap && wgrow((void **)&st, &cap, n, n + 1, sizeof(*st), local) != 0) {
+            rc = EDDY_ENOMEM;
+            break;
         }
         st[n++] = (frame){child, json_object_iter((json_t *)child), 0};
     }
@@ -628,17 +620,8 @@ void eddy__json_decref_deep(json_t *v)
                     it = json_object_iter_next(x, it);
                 if (!IS_CONTAINER(c))
                     continue;
-                if (n == cap) {
-                    json_t **g =
-                        cap <= SIZE_MAX / 2 / sizeof(*g) ? malloc(2 * cap * sizeof(*g)) : NULL;
-                    if (g == NULL)
-                        break;
-                    memcpy(g, st, n * sizeof(*g));
-                    if (st != local)
-                        free(st);
-                    st = g;
-                    cap *= 2;
-                }
+                if (n == cap && wgrow((void **)&st, &cap, n, n + 1, sizeof(*st), local) != 0)
+                    break;
                 st[n++] = json_incref(c);
             }
         }
