@@ -87,7 +87,8 @@ static const struct run_option run_options[] = {
      "stack of each C action's coroutine, 16384..67108864"},
     {"agent", "NAME", OPT_AGENT, "the file's one Agent subclass",
      "Python agents only: the Agent subclass to run"},
-    {"progress", NULL, OPT_PROGRESS, "on when stderr is a terminal",
+    {"progress", NULL, OPT_PROGRESS,
+     "on when stderr is a terminal, unless dead letters go there too, as with --output -",
      "rewrite one progress line on stderr every 0.5 s"},
     {"no-progress", NULL, OPT_NO_PROGRESS, NULL, "no progress line"},
     {"quiet", NULL, OPT_QUIET, NULL, "no summary line at the end (nor default progress)"},
@@ -250,6 +251,13 @@ static int apply_run_option(struct run_args *a, const struct run_option *o, cons
         if (o->kind == OPT_CONFIG && *value == '\0' && strcmp(o->name, "state") == 0) {
             usage_error("--state needs a directory (an empty value would keep the state in "
                         "memory; leave --state out for that)");
+            return EXIT_USAGE;
+        }
+        /* Likewise "" for the dead-letter file means "follow the output" to
+         * the library: on the command line, an unset variable. */
+        if (o->kind == OPT_CONFIG && *value == '\0' && strcmp(o->name, "dead-letter") == 0) {
+            usage_error("--dead-letter needs a path, or - for stderr (leave it out for the "
+                        "default beside the output)");
             return EXIT_USAGE;
         }
         rc = eddy_config_set(a->conf, o->name, o->kind == OPT_CONFIG ? value : "true", &err);

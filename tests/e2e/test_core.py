@@ -920,6 +920,12 @@ class CoreTest(EddyTest):
             proc = self.run_files("--input", inp, "--output", self.path("o"), *args)
             self.assertEqual(proc.returncode, 2, proc.stderr)
             self.assertIn(b"--state needs a directory", proc.stderr)
+        # An empty --dead-letter ($DL unset) went to the default without a
+        # word; it is refused as --state is.
+        for args in (["--dead-letter", ""], ["--dead-letter="]):
+            proc = self.run_files("--input", inp, "--output", self.path("o"), *args)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertIn(b"--dead-letter needs a path", proc.stderr)
         proc = subprocess.run([EDDY, "inspect", "--state="], capture_output=True, timeout=30)
         self.assertEqual(proc.returncode, 2, proc.stderr)
         self.assertIn(b"inspect needs --state DIR", proc.stderr)
