@@ -171,7 +171,7 @@ int eddy__store_journal_put(eddy__store *s, const eddy__jrec *rec)
     if (rec->kind == EDDY_JREC_CALL) {
         if (rec->idx < 0 || rec->status < EDDY_JCALL_OK || rec->status > EDDY_JCALL_PENDING)
             return EDDY_EINVAL;
-    } else if (rec->kind == EDDY_JREC_DONE) {
+    } else if (rec->kind == EDDY_JREC_DONE || rec->kind == EDDY_JREC_FAILED) {
         if (rec->idx != -1)
             return EDDY_EINVAL;
     } else {

@@ -38,7 +38,9 @@
  *            still pending, rows in id order
  *   journal  per action execution: durable call records, and when it finished,
  *            its completion record (released events, memory writes, completion
- *            ordinal); keyed (key, run seq, triggering event id, action, index).
+ *            ordinal), or when it failed under --on-error skip, its failure
+ *            record (the run's failure); keyed (key, run seq, triggering event
+ *            id, action, index).
  *            Stored as a log (jlog.h): the records of one transaction are one
  *            row. A journal load shows the records of the runs not pruned:
  *            for an open store, those in flight at open (the heads of the
@@ -72,7 +74,12 @@
 
 #include "eddy/eddy.h"
 
-/* Format 6: journal entries with varint integers and lengths ('p', see
+/* Format 7: a run that failed under --on-error skip has a FAILED record
+ * (EDDY_JREC_FAILED), committed with its dead letter; a rerun ends such a
+ * run without running its actions. An older eddy would take the run up and
+ * dead-letter its input again, so the version changes; a state of format 6
+ * holds no such record and is upgraded by the version alone.
+ * Format 6: journal entries with varint integers and lengths ('p', see
  * store/jlog.h); the 'P' entries of formats 2 to 5 are read as they are.
  * Format 5: pending inputs in rows of the inputs table, one per commit's
  * admissions (formats 2 to 4: a row of the pending table per input).
@@ -80,18 +87,21 @@
  * newlines, under the id of its last line (before: a row per line).
  * Format 3: one run counter for all keys in meta ("next_run"), key rows
  * written only when their memory changes (format 2 kept one per key,
- * written at every run's end). Formats 2 to 5 are read and upgraded in
+ * written at every run's end). Formats 2 to 6 are read and upgraded in
  * place (the version changes, so that an older eddy no longer takes a state
- * that may hold 'p' entries); formats 2 to 4's pending rows become rows of inputs, in the same
- * order; an older outbox row is a row of one line; the run counter starts past every key's own. An
- * inspection reads them as they are. */
-#define EDDY_STORE_FORMAT_VERSION 6
+ * that may hold 'p' entries or FAILED records); formats 2 to 4's pending rows become rows of
+ * inputs, in the same order; an older outbox row is a row of one line; the run counter starts
+ * past every key's own. An inspection reads them as they are. */
+#define EDDY_STORE_FORMAT_VERSION 7
 #define EDDY_STORE_FORMAT_OLDEST  2
 
 /* Journal record kinds and call status. */
 enum {
-    EDDY_JREC_CALL = 1, /* a durable call at position idx (0, 1, ...) */
-    EDDY_JREC_DONE = 2  /* the action execution finished; idx is -1 */
+    EDDY_JREC_CALL = 1,  /* a durable call at position idx (0, 1, ...) */
+    EDDY_JREC_DONE = 2,  /* the action execution finished; idx is -1 */
+    EDDY_JREC_FAILED = 3 /* the action execution failed and its run with it (--on-error skip:
+                            the input was dead-lettered in the same transaction); idx is -1,
+                            err_type and err_msg say why (format 7) */
 };
 enum {
     EDDY_JCALL_OK = 1,     /* payload: the result as JSON text ("null" allowed) */
@@ -106,11 +116,11 @@ typedef struct eddy__jrec {
     const char *action;   /* action name */
     int64_t idx;          /* call index, or -1 for the completion record */
     int kind;             /* EDDY_JREC_* */
-    int status;           /* EDDY_JCALL_* for calls; 0 for DONE */
+    int status;           /* EDDY_JCALL_* for calls; 0 for DONE and FAILED */
     const char *fn_id;    /* calls: function id */
     const char *digest;   /* calls: digest of the canonical args (hex) */
     const char *payload;  /* calls: result JSON; DONE: completion JSON */
-    const char *err_type; /* calls with status ERROR */
+    const char *err_type; /* calls with status ERROR; FAILED */
     const char *err_msg;
     /* Optional: where the caller keeps the store's handle of the run
      * (key, seq) between its puts, so that the store finds the run without
@@ -209,7 +219,8 @@ int eddy__store_pending_load(eddy__store *s, eddy__store_pending_fn fn, void *ar
 typedef int (*eddy__store_jrec_fn)(void *arg, const eddy__jrec *rec);
 /* Insert or replace the record at (key, seq, event_id, action, idx).
  * EDDY_EINVAL unless key, event_id and action are set and either kind is
- * CALL with idx >= 0 and a valid status, or kind is DONE with idx -1.
+ * CALL with idx >= 0 and a valid status, or kind is DONE or FAILED with
+ * idx -1.
  * The other strings may be NULL (stored as NULL, loaded as NULL). */
 int eddy__store_journal_put(eddy__store *s, const eddy__jrec *rec);
 /* Delete the call records of one action execution with idx >= from_idx.

@@ -264,7 +264,7 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 6)")
+                            "format 7)")
 
     def query(self, stmt):
         c = sqlite3.connect(self.db)
@@ -274,7 +274,7 @@ class StateFiles(EddyTest):
 
     def test_format_2_is_upgraded(self):
         """A state of format 2 kept one run counter per key, in its row: it is
-        taken as it is, the format becomes the current one (6), and new runs are numbered past
+        taken as it is, the format becomes the current one (7), and new runs are numbered past
         every key's counter (no run number of a key is used twice)."""
         self.finished_state(40)
         self.sql("UPDATE meta SET v = 2 WHERE k = 'format_version'")
@@ -285,7 +285,7 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(len(read_jsonl(self.out)), 45)
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 6)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 7)
         self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'next_run'"), 1005)
 
     def test_format_4_pending_table_is_upgraded(self):
@@ -320,7 +320,7 @@ class StateFiles(EddyTest):
         self.assertEqual(json.loads(insp.stdout)["counts"]["pending"], len(entries))
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 6)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 7)
         self.assertEqual(self.query("SELECT count(*) FROM sqlite_master WHERE name = 'pending'"),
                          0)
         self.assertEqual(self.query("SELECT count(*) FROM inputs"), 0)
@@ -517,7 +517,7 @@ class StateFiles(EddyTest):
     def test_format_5_journal_is_read(self):
         """Format 5 wrote its journal entries as 'P' (8-byte integers, 4-byte
         lengths): a state of format 5 with runs in flight resumes from those
-        entries, with no durable call run again, and becomes format 6."""
+        entries, with no durable call run again, and becomes format 7."""
         self.crashed_state()
         c = sqlite3.connect(self.db)
         n = 0
@@ -542,7 +542,26 @@ class StateFiles(EddyTest):
         self.assertTrue(after.startswith(before))
         self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
         self.assertNotIn('"later"', after[len(before):])
-        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 6)
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 7)
+
+    def test_format_6_state_resumes(self):
+        """Format 7 added the record of a run's failure (--on-error skip) to
+        the journal, which a state of format 6 cannot hold: a state of format
+        6 with runs in flight resumes as it is, with no durable call run
+        again, and becomes format 7 (an older eddy then refuses it)."""
+        self.crashed_state()
+        self.sql("UPDATE meta SET v = 6 WHERE k = 'format_version'")
+        with open(self.effects) as f:
+            before = f.read()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+        with open(self.effects) as f:
+            after = f.read()
+        self.assertTrue(after.startswith(before))
+        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
+        self.assertNotIn('"later"', after[len(before):])
+        self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 7)
 
 
 if __name__ == "__main__":

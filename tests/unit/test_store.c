@@ -735,6 +735,67 @@ static void test_journal_log_rows(void **state)
     eddy__store_close(s);
 }
 
+/* A run's failure (a FAILED record, --on-error skip) is a journal record
+ * like the others: stored with the transaction that writes it, read back
+ * across a reopen with its error, and gone with the run's prune. A run that
+ * fails and ends in one transaction (its failing action was its last)
+ * stores nothing, as any run ending so. */
+static void test_failed_record(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    eddy__jrec call = call_rec("\"k\"", 1, "00000000000000e1", "slow", 0);
+    call.status = EDDY_JCALL_PENDING;
+    call.payload = NULL;
+    eddy__jrec failed = {.key = "\"k\"",
+                         .seq = 1,
+                         .event_id = "00000000000000e1",
+                         .action = "fails",
+                         .idx = -1,
+                         .kind = EDDY_JREC_FAILED,
+                         .err_type = "ValueError",
+                         .err_msg = "run 1 fails"};
+    assert_int_equal(eddy__store_pending_add(s, "\"k\"", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &call), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &failed), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+
+    s = open_ok(d->state, FP);
+    const char *journal = "\"k\" 1 00000000000000e1 fails -1 3 0 ~ ~ ~ ValueError run 1 fails\n"
+                          "\"k\" 1 00000000000000e1 slow 0 1 3 fn d0 ~ ~ ~\n";
+    buf b = {0};
+    assert_int_equal(eddy__store_journal_load_run(s, "\"k\"", 1, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), journal);
+    buf_reset(&b);
+    assert_int_equal(eddy__store_journal_load_all(s, print_jrec, &b), EDDY_OK);
+    assert_string_equal(buf_str(&b), journal);
+    buf_reset(&b);
+    /* The run ends: its records and rows go. */
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"k\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "\"k\"", 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 0);
+    counts_are(s, 0, 0, 0, 0);
+
+    /* Failed and ended in one transaction: nothing written. */
+    failed.seq = 2;
+    assert_int_equal(eddy__store_pending_add(s, "\"k\"", 2, 2, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &failed), EDDY_OK);
+    assert_int_equal(eddy__store_journal_prune_run(s, "\"k\"", 2), EDDY_OK);
+    assert_int_equal(eddy__store_pending_remove(s, "\"k\"", 2), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 0);
+    assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 0);
+
+    /* Only at position -1. */
+    failed.idx = 0;
+    assert_int_equal(eddy__store_journal_put(s, &failed), EDDY_EINVAL);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+}
+
 /* Records put through a run handle (eddy__jrec.run): the first put of a run
  * fills it in, the next ones use it, another run gets its own; records land
  * in their runs as without a handle, across commits and a reopen. After the
@@ -1634,6 +1695,7 @@ int main(void)
 #endif
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_waits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_run_handle, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_failed_record, setup_dir, teardown_dir),
         cmocka_unit_test(test_jlog_codec),
         cmocka_unit_test(test_jlog_legacy_and_varints),
         cmocka_unit_test_setup_teardown(test_busy, setup_dir, teardown_dir),
