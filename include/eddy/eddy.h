@@ -695,9 +695,13 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  *   and dead_letter_stream (true when the last run wrote to a standard
  *   stream, "-", false for a file, null in states that do not say),
  *   counts {keys, pending,
- *   journal, outbox}, in_flight [{key, seq, line, pending}] (keys with runs in
- *   flight, in arrival order; pending counts the run's input too), journal
- *   [{key, seq, event_id, action, idx, status, fn_id, digest, result | record,
+ *   journal, outbox}, in_flight [{key, seq, line, pending, failed}] (keys
+ *   with runs in flight, in arrival order; pending counts the run's input
+ *   too; failed is true for a run that failed under --on-error skip, its
+ *   input dead-lettered, before its actions in flight had ended: the next
+ *   run ends it without running its actions), journal [{key, seq, event_id,
+ *   action, idx, status ("ok", "error" or "pending" for a call, "finished"
+ *   or "failed" for an action execution), fn_id, digest, result | record,
  *   error}] (journal entries of the runs in flight; pruned when a run ends).
  * With key (the key as JSON text, "\"u1\"" or "42"), also "key": {key,
  * next_seq (next_run, kept for older readers), short_term_memory, pending

@@ -1110,10 +1110,14 @@ static void print_report(json_t *r)
     json_array_foreach(inflight, i, e)
     {
         char *k = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
-        printf("  key %s: run %lld (input line %lld), %lld input(s) pending\n", k != NULL ? k : "?",
-               (long long)json_integer_value(json_object_get(e, "seq")),
+        printf("  key %s: run %lld (input line %lld), %lld input(s) pending%s\n",
+               k != NULL ? k : "?", (long long)json_integer_value(json_object_get(e, "seq")),
                (long long)json_integer_value(json_object_get(e, "line")),
-               (long long)json_integer_value(json_object_get(e, "pending")));
+               (long long)json_integer_value(json_object_get(e, "pending")),
+               json_is_true(json_object_get(e, "failed"))
+                   ? ", failed (its input dead-lettered): the next run ends it without running "
+                     "its actions"
+                   : "");
         free(k);
     }
     json_t *key = json_object_get(r, "key");
@@ -1144,9 +1148,14 @@ static void print_report(json_t *r)
             printf("finished\n");
             continue;
         }
+        json_t *er = json_object_get(e, "error");
+        if (strcmp(st, "failed") == 0) {
+            printf("failed (%s: %s)\n", json_string_value(json_object_get(er, "type")),
+                   json_string_value(json_object_get(er, "message")));
+            continue;
+        }
         printf("call %lld %s: %s", (long long)json_integer_value(json_object_get(e, "idx")),
                json_string_value(json_object_get(e, "fn_id")), st);
-        json_t *er = json_object_get(e, "error");
         if (er != NULL)
             printf(" (%s: %s)", json_string_value(json_object_get(er, "type")),
                    json_string_value(json_object_get(er, "message")));

@@ -26,8 +26,8 @@ static int on_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no
     inspect_ctx *c = arg;
     json_t *e = json_object_get(c->by_key, key);
     if (e == NULL) {
-        e = json_pack("{s:o, s:I, s:I, s:i}", "key", key_value(key), "seq", (json_int_t)seq, "line",
-                      (json_int_t)line_no, "pending", 0);
+        e = json_pack("{s:o, s:I, s:I, s:i, s:b}", "key", key_value(key), "seq", (json_int_t)seq,
+                      "line", (json_int_t)line_no, "pending", 0, "failed", 0);
         if (e == NULL || json_array_append_new(c->in_flight, e) != 0 ||
             json_object_set(c->by_key, key, e) != 0)
             return EDDY_ENOMEM;
@@ -49,6 +49,8 @@ static const char *status_name(int kind, int status)
 {
     if (kind == EDDY_JREC_DONE)
         return "finished";
+    if (kind == EDDY_JREC_FAILED)
+        return "failed";
     switch (status) {
     case EDDY_JCALL_OK:
         return "ok";
@@ -81,6 +83,14 @@ static int on_jrec(void *arg, const eddy__jrec *r)
         json_object_set_new(e, "error",
                             json_pack("{s:s, s:s}", "type", r->err_type, "message",
                                       r->err_msg != NULL ? r->err_msg : ""));
+    /* The run in flight failed (its input was dead-lettered): the next run
+     * ends it without running its actions. */
+    json_t *run = r->kind == EDDY_JREC_FAILED ? json_object_get(c->by_key, r->key) : NULL;
+    if (run != NULL && json_integer_value(json_object_get(run, "seq")) == (json_int_t)r->seq &&
+        json_object_set_new(run, "failed", json_true()) != 0) {
+        json_decref(e);
+        return EDDY_ENOMEM;
+    }
     if (c->key != NULL && strcmp(c->key, r->key) == 0 &&
         json_array_append(c->detail_journal, e) != 0) {
         json_decref(e);
