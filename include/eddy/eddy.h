@@ -656,6 +656,11 @@ typedef struct eddy_stats {
      * (each key's first input taken up: what eddy inspect lists as runs in
      * flight), resumed from their journal; the others waited behind them. */
     uint64_t runs_in_flight_resumed;
+    /* Of runs_in_flight_resumed, the runs that had failed (--on-error skip
+     * dead-lettered their input) before that run stopped, while actions of
+     * theirs were still in flight: ended as they stood, none of their
+     * actions run again. */
+    uint64_t runs_failed_resumed;
 } eddy_stats;
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);

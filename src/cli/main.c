@@ -758,16 +758,21 @@ static void print_from_state(uint64_t n)
  * come from the inputs it read: "0 inputs, 3 runs resumed, 40 pending inputs
  * taken up from the state, 97 outputs (2 written from the state), ...", in
  * eddy inspect's words: the runs that were in flight, and every input the
- * state held, theirs included (each counted as its run starts). The rate is
+ * state held, theirs included (each counted as its run starts). Runs in
+ * flight that had failed (--on-error skip) are ended, not run: "3 runs
+ * resumed (1 of them failed: ended with no action run again)". The rate is
  * said only of inputs that were read.
  */
 static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const char *state_dir)
 {
     fprintf(stderr, "eddy: %" PRIu64 " inputs", st->inputs);
-    if (st->runs_resumed > 0)
-        fprintf(stderr,
-                ", %" PRIu64 " runs resumed, %" PRIu64 " pending inputs taken up from the state",
-                st->runs_in_flight_resumed, st->runs_resumed);
+    if (st->runs_resumed > 0) {
+        fprintf(stderr, ", %" PRIu64 " runs resumed", st->runs_in_flight_resumed);
+        if (st->runs_failed_resumed > 0)
+            fprintf(stderr, " (%" PRIu64 " of them failed: ended with no action run again)",
+                    st->runs_failed_resumed);
+        fprintf(stderr, ", %" PRIu64 " pending inputs taken up from the state", st->runs_resumed);
+    }
     fprintf(stderr, ", %" PRIu64 " outputs", st->outputs);
     print_from_state(st->outputs_from_state);
     fprintf(stderr, ", %" PRIu64 " dead-lettered", st->dead_lettered);

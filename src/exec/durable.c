@@ -1111,6 +1111,23 @@ void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t)
     STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a finished action");
 }
 
+void eddy__durable_run_failed(eddy_runtime *rt, eddy_ctx *t, const char *etype, const char *emsg)
+{
+    if (rt->store == NULL)
+        return;
+    eddy__key *k = t->key;
+    eddy__jrec r = {.key = k->text,
+                    .seq = k->seq,
+                    .event_id = eddy_event_id(t->event),
+                    .action = t->action->name,
+                    .idx = -1,
+                    .kind = EDDY_JREC_FAILED,
+                    .err_type = etype,
+                    .err_msg = emsg,
+                    .run = &k->store_run};
+    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "journaling a failed run");
+}
+
 int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
 {
     eddy__key *k = t->key;
@@ -1988,7 +2005,10 @@ static int cmp_done(const void *a, const void *b)
  * finished action executions in the order they finished. Only the records
  * that wrote memory are kept until then (a run of many finished actions
  * would hold them all decoded); the replay decodes each record again when
- * its action comes up. */
+ * its action comes up. A run that failed (a FAILED record: its input was
+ * dead-lettered) has k->failed set: it runs none of its actions and ends as
+ * it stands (see eddy__durable_resume); what its finished actions wrote is
+ * applied all the same, as the run it was would have kept it. */
 static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
 {
     eddy__journal *j = calloc(1, sizeof(*j));
@@ -2002,8 +2022,11 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     k->journal = j;
     journal_index(j);
     size_t nd = 0, nw = 0;
-    for (size_t i = 0; i < j->n; i++)
+    int failed = 0;
+    for (size_t i = 0; i < j->n; i++) {
         nd += j->v[i].kind == EDDY_JREC_DONE;
+        failed |= j->v[i].kind == EDDY_JREC_FAILED;
+    }
     done_ref *d = calloc(nd + 1, sizeof(*d));
     if (d == NULL)
         return EDDY_ENOMEM;
@@ -2032,6 +2055,13 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
     k->completions = (uint32_t)nd;
     if (nd > 0)
         k->stm_dirty = 1; /* finished actions' memory writes, re-applied */
+    if (failed && rc == EDDY_OK) {
+        /* Its finished actions are not replayed (their events would start
+         * actions the failure dropped): their memory writes, applied above,
+         * are all that is left of them to re-apply. */
+        k->failed = 1;
+        rt->stats.actions_replayed += nd;
+    }
     free(d);
     return rc;
 }
@@ -2536,6 +2566,11 @@ void eddy__durable_resume(eddy_runtime *rt)
         eddy__queue_remove(&in->node);
         rt->pending--;
         rt->stats.runs_in_flight_resumed++;
+        /* A failed run (k->failed, from recover_run) starts as one: its
+         * tasks are dropped unstarted (no call of them is made, PENDING ones
+         * go to no reconciler) and it ends once they are, in one
+         * transaction (eddy__durable_run_end), as it would have ended. */
+        rt->stats.runs_failed_resumed += k->failed != 0;
         eddy__runtime_run_start(rt, k, in);
     }
 }

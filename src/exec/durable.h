@@ -27,6 +27,11 @@
  *  - When a run ends, its journal is deleted, its pending input removed and
  *    the key's short-term memory and next sequence number written, in one
  *    transaction.
+ *  - With --on-error skip, a run that fails has its input dead-lettered and
+ *    its failure journaled in one transaction, when its action fails; the
+ *    run ends later, once its actions in flight have ended. A rerun that
+ *    finds the failure does not run the run again (its input would be
+ *    dead-lettered twice): it ends it as it stood.
  *
  * Group commit: writes accumulate in one open transaction; the prepare phase
  * of the loop commits it when a task waits for it, when it is older than
@@ -52,7 +57,11 @@
 /* Open the state store of plan (borrowed), recover and open the sinks. Without
  * a state directory only opens the sinks. */
 int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err);
-/* Start the runs that were in flight at the crash (after the runtime is set up). */
+/* Start the runs that were in flight at the crash (after the runtime is set up).
+ * A run whose journal holds its failure (eddy__durable_run_failed) starts
+ * failed: none of its actions runs, and it ends at once as the run would have
+ * ended had it not stopped (the memory writes of its finished actions
+ * applied, as for any resumed run; its journal and input deleted). */
 void eddy__durable_resume(eddy_runtime *rt);
 /* Stop the thread that syncs commits (before the loop's handles close). */
 void eddy__durable_shutdown(eddy_runtime *rt);
@@ -68,6 +77,11 @@ void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in);
 int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t);
 /* A task finished successfully: journal its completion record. */
 void eddy__durable_task_done(eddy_runtime *rt, eddy_ctx *t);
+/* Task t failed under --on-error skip and its run with it (error type and
+ * message as dead-lettered): journal the run's failure, in the transaction
+ * that holds the dead letter. A rerun that finds it ends the run as it
+ * stood (see eddy__durable_resume). */
+void eddy__durable_run_failed(eddy_runtime *rt, eddy_ctx *t, const char *etype, const char *emsg);
 /* The run of k ended. */
 void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k);
 

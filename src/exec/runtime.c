@@ -325,6 +325,10 @@ static void action_failed(eddy_runtime *rt, eddy_ctx *t)
                                         json_loadb(k->text, k->len, JSON_DECODE_ANY, NULL),
                                         "action", t->action->name, "event_type", t->event->type,
                                         "error", "type", etype, "message", emsg, "input", input));
+            /* With the dead letter, in its transaction: a crash before the
+             * run's end (its actions in flight go on) must not run it again
+             * and dead-letter its input twice. */
+            eddy__durable_run_failed(rt, t, etype, emsg);
         }
         return;
     }
@@ -555,7 +559,8 @@ void eddy__runtime_run_start(eddy_runtime *rt, eddy__key *k, eddy__input *in)
     }
     k->running = 1;
     rt->runs_in_flight++;
-    k->failed = 0;
+    /* k->failed is 0 (run_end clears it) but for a run that recovery found
+     * failed (eddy__durable_resume): its tasks are then dropped unstarted. */
     k->seq = in->seq;
     if (in->seq < rt->resumed_below) /* counted when it runs, not when loaded */
         rt->stats.runs_resumed++;

@@ -499,6 +499,91 @@ class DurableTest(EddyTest):
         self.assertEqual(self.count_effects("reconcile"), 1)
         self.assertEqual(self.count_effects("dying"), 1)
 
+    # ------------------------------------------------------------ --on-error skip
+
+    def test_failed_run_is_not_run_again_after_a_crash(self):
+        # With --on-error skip the input of a failed run is dead-lettered when
+        # its action fails, but the run ends only once its last action in
+        # flight has ended. A crash in between (here: slow's call, in flight,
+        # kills the process once the dead letter is in the file, so
+        # committed) left the run in the state, and the rerun took it up:
+        # fails ran again, failed again and dead-lettered the input a second
+        # time, slow's PENDING call went to its reconciler and slow made its
+        # next call, and never ran. The failure is now committed with its
+        # dead letter: the rerun ends the run as it stood, running none of
+        # its actions, and the key's next input goes on.
+        agent = os.path.join(AGENTS, "failed_run.so")
+        flag, dead = self.flag("crash"), self.out + ".dead.jsonl"
+        write_jsonl(self.inp, [
+            {"key": "k", "n": 1, "fail": True, "marker": self.path("m1"), "dead": dead,
+             "crash_flag": flag},
+            {"key": "k", "n": 2, "marker": self.path("m2")},
+            {"key": "j", "n": 3, "marker": self.path("m3")}])
+        first = self.run_cmd("--on-error", "skip", agent=agent)
+        self.assertEqual(first.returncode, 137, first.stderr)
+        (letter,) = read_jsonl(dead)
+        self.assertEqual((letter["key"], letter["action"], letter["event_type"]),
+                         ("k", "fails", "Work"))
+        self.assertEqual(letter["error"], {"type": "ValueError", "message": "run 1 fails"})
+        self.assertEqual(letter["input"]["n"], 1)
+        # eddy inspect says that the run in flight failed, and where.
+        insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                              capture_output=True, timeout=60)
+        self.assertEqual(insp.returncode, 0, insp.stderr)
+        info = json.loads(insp.stdout)
+        run = [r for r in info["in_flight"] if r["key"] == "k"][0]
+        self.assertEqual((run["line"], run["pending"], run["failed"]), (1, 2, True))
+        (rec,) = [j for j in info["journal"] if j["status"] == "failed"]
+        self.assertEqual((rec["key"], rec["seq"], rec["action"]), ("k", run["seq"], "fails"))
+        self.assertEqual(rec["error"], {"type": "ValueError", "message": "run 1 fails"})
+        text = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                              timeout=60)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn(b'key "k": run %d (input line 1), 2 input(s) pending, failed '
+                      b"(its input dead-lettered): the next run ends it without running "
+                      b"its actions\n" % run["seq"], text.stdout)
+        self.assertIn(b"action fails failed (ValueError: run 1 fails)\n", text.stdout)
+
+        second = self.run_cmd("--on-error", "skip", agent=agent)
+        self.assertEqual(second.returncode, 0, second.stderr)
+        # (j's run may have been in flight too)
+        self.assertRegex(second.stderr, rb"eddy: 0 inputs, [12] runs resumed \(1 of them failed: "
+                         rb"ended with no action run again\), [23] pending inputs taken up from "
+                         rb"the state, ")
+        self.assertEqual(read_jsonl(dead), [letter])  # once
+        outs = sorted((o["key"], o["n"], o["by"]) for o in read_jsonl(self.out))
+        self.assertEqual(outs, [("j", 3, "fails"), ("j", 3, "first"), ("j", 3, "slow"),
+                                ("k", 1, "first"), ("k", 2, "fails"), ("k", 2, "first"),
+                                ("k", 2, "slow")])
+        by = {(o["n"], o["by"]): o for o in read_jsonl(self.out)}
+        # Run 1's first finished before the failure: its memory write stays
+        # (applied as recovery applies it); what slow and fails wrote does not.
+        self.assertEqual(by[(1, "first")]["count"], 1)
+        self.assertEqual(by[(2, "first")]["count"], 2)
+        self.assertEqual(by[(2, "slow")]["memory"],
+                         {"count": 2, "first": 2, "slow": 2, "fails": 2, "s": 2})
+        # Nothing of run 1 ran again: no reconciler for slow's PENDING call,
+        # not its next call, not fails, not never.
+        self.assertEqual([self.count_effects(c, key="k", n=1)
+                          for c in ("first", "wait", "reconcile", "after", "never")],
+                         [1, 1, 0, 0, 0])
+        self.assertEqual([self.count_effects(c, key="k", n=2)
+                          for c in ("first", "wait", "reconcile", "after", "never")],
+                         [1, 1, 0, 1, 1])
+        info = json.loads(subprocess.run(
+            [EDDY, "inspect", "--state", self.state, "--key", '"k"', "--json"],
+            capture_output=True, timeout=60, check=True).stdout)
+        self.assertEqual((info["in_flight"], info["journal"], info["counts"]["pending"]),
+                         ([], [], 0))
+        self.assertEqual(info["key"]["short_term_memory"],
+                         {"count": 2, "first": 2, "slow": 2, "fails": 2})
+        # And a third run takes nothing up.
+        third = self.run_cmd("--on-error", "skip", agent=agent)
+        self.assertEqual(third.returncode, 0, third.stderr)
+        self.assertIn(b"eddy: 0 inputs, 0 outputs, 0 dead-lettered", third.stderr)
+        self.assertEqual(len(read_jsonl(dead)), 1)
+        self.assertEqual(len(read_jsonl(self.out)), 7)
+
     def test_rerun_of_finished_state_does_nothing(self):
         write_jsonl(self.inp, [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(30)])
         first = self.run_cmd()
