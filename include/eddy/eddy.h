@@ -559,6 +559,12 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *                    record itself counting as 1, 1..2047 (default 64); a deeper
  *                    line goes to the dead-letter file ("nesting too deep")
  *   state            state directory; empty means in-memory (default "")
+ *   key-cache        with a state: idle keys (no run in flight, no input waiting,
+ *                    memory saved) whose short-term memory stays in memory, at
+ *                    most; the least recently used beyond it are let go, and a
+ *                    key's memory is read back from the state when its next run
+ *                    starts; 0 for no bound (default 100000). Without a state
+ *                    every key's memory stays in memory, and this is not used
  *   commit-interval-ms  longest wait before a group commit, 0..10000 (default 2)
  *   strict-determinism  "true", "false", "yes", "no", "1" or "0" (default
  *                    "false"; eddy_config_get() gives "true" or "false")

@@ -79,6 +79,9 @@ static const struct run_option run_options[] = {
      "deepest nesting of arrays/objects in an input line (the record is 1), 1..2047"},
     {"state", "DIR", OPT_CONFIG, "none, state in memory",
      "state directory; the same command resumes after a stop or crash"},
+    {"key-cache", "N", OPT_CONFIG, NULL,
+     "with --state: idle keys whose memory stays resident, at most; the others' is read "
+     "from the state when their next run starts; 0: no bound"},
     {"commit-interval-ms", "N", OPT_CONFIG, NULL,
      "longest wait before a group commit of the state, 0..10000"},
     {"strict-determinism", NULL, OPT_CONFIG_FLAG, "off",

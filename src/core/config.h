@@ -40,6 +40,9 @@ typedef struct eddy__config_values {
     const char *dead_letter;
     const char *key;   /* never empty */
     const char *state; /* "" means no state directory (in-memory state) */
+    /* With a state: idle keys whose memory stays resident, at most; 0: no
+     * bound (src/exec/runtime.c, key_park). */
+    uint64_t key_cache;
     unsigned async_threads;
     uint64_t max_in_flight;   /* runs in flight (keys with a run going) */
     uint64_t max_pending;     /* admitted inputs waiting behind their key's run */

@@ -20,7 +20,7 @@ static const char *const names[] = {
     "input",         "output",        "dead-letter",        "key",
     "async-threads", "max-in-flight", "on-error",           "max-line-bytes",
     "max-depth",     "state",         "commit-interval-ms", "strict-determinism",
-    "stack-size",    "max-pending",   "max-run-actions"};
+    "stack-size",    "max-pending",   "max-run-actions",    "key-cache"};
 #define NNAMES (sizeof(names) / sizeof(names[0]))
 
 /* Every option's text, copied. */

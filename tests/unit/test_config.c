@@ -73,6 +73,7 @@ static void test_defaults(void **state)
     assert_string_equal(eddy_config_get(conf, "max-line-bytes"), "16777216");
     assert_string_equal(eddy_config_get(conf, "max-depth"), "64");
     assert_string_equal(eddy_config_get(conf, "state"), "");
+    assert_string_equal(eddy_config_get(conf, "key-cache"), "100000");
     assert_string_equal(eddy_config_get(conf, "commit-interval-ms"), "2");
     assert_string_equal(eddy_config_get(conf, "strict-determinism"), "false");
     assert_string_equal(eddy_config_get(conf, "stack-size"), "262144");
@@ -95,6 +96,7 @@ static void test_defaults(void **state)
     assert_int_equal(v->async_threads, threads);
     assert_int_equal(v->max_in_flight, 10000);
     assert_int_equal(v->max_pending, 10000);
+    assert_int_equal(v->key_cache, 100000);
     assert_int_equal(v->on_error_skip, 0);
     assert_int_equal(v->max_line_bytes, 16777216);
     assert_int_equal(v->max_depth, 64);
@@ -175,6 +177,10 @@ static void test_numbers(void **state)
     assert_int_equal(v->max_run_actions, 0);
     assert_string_equal(set_ok(conf, "max-run-actions", "50"), "50");
     assert_int_equal(v->max_run_actions, 50);
+    assert_string_equal(set_ok(conf, "key-cache", "0"), "0");
+    assert_int_equal(v->key_cache, 0);
+    assert_string_equal(set_ok(conf, "key-cache", "0002"), "2");
+    assert_int_equal(v->key_cache, 2);
 
     assert_string_equal(set_ok(conf, "max-line-bytes", "1024"), "1024");
     assert_int_equal(v->max_line_bytes, 1024);
@@ -228,7 +234,7 @@ static void test_invalid(void **state)
         "", "abc", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.5", "1e3", "99999999999999999999"};
     static const char *const numeric[] = {"async-threads",  "max-in-flight",      "max-pending",
                                           "max-line-bytes", "commit-interval-ms", "stack-size",
-                                          "max-depth",      "max-run-actions"};
+                                          "max-depth",      "max-run-actions",    "key-cache"};
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         for (size_t j = 0; j < sizeof(not_numbers) / sizeof(not_numbers[0]); j++)
             set_bad(conf, numeric[i], not_numbers[j], EDDY_ECONFIG);
@@ -313,6 +319,7 @@ static void test_dup(void **state)
     set_ok(conf, "max-line-bytes", "2048");
     set_ok(conf, "max-depth", "9");
     set_ok(conf, "state", "st");
+    set_ok(conf, "key-cache", "7");
     set_ok(conf, "commit-interval-ms", "0");
     set_ok(conf, "strict-determinism", "yes");
     set_ok(conf, "stack-size", "65536");
@@ -331,6 +338,7 @@ static void test_dup(void **state)
                                         "max-line-bytes",
                                         "max-depth",
                                         "state",
+                                        "key-cache",
                                         "commit-interval-ms",
                                         "strict-determinism",
                                         "stack-size"};
@@ -344,6 +352,7 @@ static void test_dup(void **state)
     assert_int_equal(b->async_threads, 3);
     assert_int_equal(b->max_in_flight, 5);
     assert_int_equal(b->max_pending, 6);
+    assert_int_equal(b->key_cache, 7);
     assert_int_equal(b->on_error_skip, 1);
     assert_int_equal(b->max_line_bytes, 2048);
     assert_int_equal(b->max_depth, 9);
