@@ -667,6 +667,16 @@ typedef struct eddy_stats {
      * theirs were still in flight: ended as they stood, none of their
      * actions run again. */
     uint64_t runs_failed_resumed;
+    /* Keys in memory now: those with runs in flight or inputs waiting, and
+     * idle ones (see key-cache). keys_evicted counts the idle keys let go:
+     * with a state, beyond key-cache (memory or not); without one, keys
+     * with empty memory beyond 65,536. keys_loaded counts the keys whose
+     * short-term memory was read back from the state when a run of theirs
+     * started or resumed (one read each; a key the state holds no memory
+     * of is not counted). */
+    uint64_t keys_resident;
+    uint64_t keys_evicted;
+    uint64_t keys_loaded;
 } eddy_stats;
 
 EDDY_API void eddy_runtime_stats(const eddy_runtime *rt, eddy_stats *out);

@@ -799,6 +799,8 @@ static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const ch
         fprintf(stderr, ", %" PRIu64 " durable calls replayed", st->durable_replayed);
     if (st->actions_replayed > 0)
         fprintf(stderr, ", %" PRIu64 " actions replayed", st->actions_replayed);
+    if (st->keys_loaded > 0)
+        fprintf(stderr, ", memory of %" PRIu64 " keys read from the state", st->keys_loaded);
     fprintf(stderr, ", state: %s\n", st->durable ? state_dir : "in memory");
 }
 

@@ -1027,6 +1027,46 @@ void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in)
              "appending an input");
 }
 
+int eddy__durable_key_load(eddy_runtime *rt, eddy__key *k)
+{
+    uint64_t next_seq = 0;
+    char *text = NULL;
+    json_t *stm = NULL;
+    int rc = eddy__store_key_get(rt->store, k->text, &next_seq, &text);
+    if (rc == EDDY_ENOTFOUND) {
+        rc = (stm = json_object()) != NULL ? EDDY_OK : EDDY_ENOMEM;
+    } else if (rc == EDDY_OK) {
+        rt->stats.keys_loaded++;
+        rc = eddy__durable_decode_memory(text, &stm);
+    }
+    free(text);
+    if (rc == EDDY_OK) {
+        k->stm = stm;
+        return EDDY_OK;
+    }
+    if (rc == EDDY_ENOMEM)
+        eddy__runtime_fail(rt, rc,
+                           eddy_error_newf("memory",
+                                           "out of memory reading the short-term memory of key %s",
+                                           k->text));
+    else if (rc == EDDY_ESTATE)
+        eddy__runtime_fail(rt, rc,
+                           eddy_error_newf("state",
+                                           "%s/eddy.db: the short-term memory of key %s does not "
+                                           "decode; the state is damaged",
+                                           rt->cv->state, k->text));
+    else {
+        rc = EDDY_ESTORE;
+        rt->store_failed = 1;
+        eddy__runtime_fail(rt, rc,
+                           eddy_error_newf("store",
+                                           "state store failure while reading the short-term "
+                                           "memory of key %s: %s",
+                                           k->text, eddy__store_error(rt->store)));
+    }
+    return rc;
+}
+
 void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
 {
     eddy__journal_free(k->journal);
@@ -1927,22 +1967,31 @@ typedef struct loader {
     char bad[192];
 } loader;
 
-static int load_key(void *arg, const char *key, uint64_t next_seq, const char *stm_json)
+/*
+ * Keys' memory is not read at open: a key's is read when a run of it starts
+ * or resumes (eddy__durable_key_load), so that a start does not read, and
+ * hold, every key the state has. What the open needs of the keys table is
+ * whether it holds any row (then every key made is read from it), and, for
+ * a state whose keys kept their own run counters (format 2: no "next_run"
+ * in meta), the highest of them, with a scan that decodes no memory.
+ */
+typedef struct key_probe {
+    int any;      /* the table holds a row */
+    int counters; /* scan every row for its counter */
+    uint64_t next_seq;
+} key_probe;
+
+#define PROBE_DONE EDDY_ECANCELED /* (stops the scan; not an error) */
+
+static int probe_key(void *arg, const char *key, uint64_t next_seq, const char *stm_json)
 {
-    loader *l = arg;
-    eddy__key *k = eddy__runtime_key(l->rt, key);
-    if (k == NULL)
-        return EDDY_ENOMEM;
-    json_t *stm = NULL;
-    if (eddy__durable_decode_memory(stm_json, &stm) != EDDY_OK) {
-        snprintf(l->bad, sizeof(l->bad), "the short-term memory of key %.100s", key);
-        return EDDY_ESTATE;
-    }
-    json_decref(k->stm);
-    k->stm = stm;
-    if (next_seq > l->rt->next_seq)
-        l->rt->next_seq = next_seq; /* a state whose keys kept their own counters */
-    return EDDY_OK;
+    key_probe *p = arg;
+    (void)key;
+    (void)stm_json;
+    p->any = 1;
+    if (next_seq > p->next_seq)
+        p->next_seq = next_seq;
+    return p->counters ? EDDY_OK : PROBE_DONE;
 }
 
 static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
@@ -2505,8 +2554,13 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
     if ((rc = eddy__store_get_meta_u64(rt->store, "next_run", &next_run)) != EDDY_OK)
         goto store_err;
     rt->next_seq = next_run;
-    if ((rc = eddy__store_keys_load(rt->store, load_key, &ld)) != EDDY_OK ||
-        (rc = eddy__store_pending_load(rt->store, load_pending, &ld)) != EDDY_OK)
+    key_probe probe = {.counters = next_run == 0};
+    if ((rc = eddy__store_keys_load(rt->store, probe_key, &probe)) != EDDY_OK && rc != PROBE_DONE)
+        goto load_err;
+    if (probe.next_seq > rt->next_seq)
+        rt->next_seq = probe.next_seq; /* a state whose keys kept their own counters */
+    rt->memory_offloaded = probe.any;
+    if ((rc = eddy__store_pending_load(rt->store, load_pending, &ld)) != EDDY_OK)
         goto load_err;
     rt->next_seq_saved = rt->next_seq == next_run ? next_run : 0;
     rt->resumed_below = rt->next_seq; /* the runs loaded are numbered below */
@@ -2545,6 +2599,9 @@ void eddy__durable_resume(eddy_runtime *rt)
         if (k->running || eddy__queue_empty(&k->pending))
             continue;
         eddy__input *in = eddy__queue_data(eddy__queue_head(&k->pending), eddy__input, node);
+        /* Its memory first: the run's finished actions' writes go on it. */
+        if (k->stm == NULL && eddy__durable_key_load(rt, k) != EDDY_OK)
+            return;
         int rc = recover_run(rt, k, in->seq);
         if (rc == EDDY_ENOMEM) { /* the state is fine: the next run resumes it */
             eddy__runtime_fail(

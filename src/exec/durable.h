@@ -69,6 +69,15 @@ void eddy__durable_shutdown(eddy_runtime *rt);
 /* Close the store (after a final commit when clean). */
 void eddy__durable_close(eddy_runtime *rt);
 
+/* Read k's short-term memory from the state (k->stm is NULL: the key was
+ * made while the state may hold memory of keys not in memory): one indexed
+ * read, on the mailbox thread, before the key's run starts or resumes; a key
+ * the state holds none of gets empty memory. EDDY_OK; otherwise the runtime
+ * fails (a message naming the key; k->stm stays NULL) and the code is
+ * returned: EDDY_ENOMEM, EDDY_ESTORE, or EDDY_ESTATE (the memory does not
+ * decode). */
+int eddy__durable_key_load(eddy_runtime *rt, eddy__key *k);
+
 /* An input was admitted for key k with sequence number in->seq. */
 void eddy__durable_admit(eddy_runtime *rt, eddy__key *k, const eddy__input *in);
 

@@ -18,7 +18,8 @@
 
 /* Idle keys (no run, no pending input, empty short-term memory) kept for
  * reuse before the oldest are freed: bounds memory on streams with many
- * distinct keys while sparing the allocations of a key that comes back. */
+ * distinct keys while sparing the allocations of a key that comes back.
+ * With a state and key-cache N > 0, N idle keys, memory or not (key_park). */
 #define IDLE_KEYS_MAX 65536
 /* Tasks kept on the free list. */
 #define FREE_TASKS_MAX 4096
@@ -79,12 +80,13 @@ eddy__key *eddy__runtime_key_h(eddy_runtime *rt, const char *text, size_t len, u
     if (k == NULL)
         return NULL;
     k->text = malloc(len + 1);
-    k->stm = json_object();
+    /* (NULL when it may be in the state: read before its run starts) */
+    k->stm = rt->memory_offloaded ? NULL : json_object();
     k->sensory = json_object();
     eddy__queue_init(&k->pending);
     eddy__queue_init(&k->idle_node);
     eddy__queue_init(&k->recover_node);
-    if (k->text == NULL || k->stm == NULL || k->sensory == NULL)
+    if (k->text == NULL || (k->stm == NULL && !rt->memory_offloaded) || k->sensory == NULL)
         goto fail;
     memcpy(k->text, text, len + 1);
     k->len = len;
@@ -97,22 +99,33 @@ fail:
     return NULL;
 }
 
-/* A key with nothing in flight: park it, and free the oldest parked keys when
- * there are too many. Keys that hold memory stay (their memory is state).
- * With a state directory too: a key's run numbers come from the one counter
- * of all keys (format 3), so a key made again is the same key; keeping every
- * key ever seen grew ~750 bytes per distinct key. */
+/* A key with nothing in flight: park it, and free the least recently used
+ * parked keys beyond rt->idle_max. Without a state, keys that hold memory
+ * stay (their memory lives nowhere else). With one, a key's run numbers come
+ * from the one counter of all keys (format 3), so a key made again is the
+ * same key (keeping every key ever seen grew ~750 bytes per distinct key);
+ * and with key-cache N > 0 a key whose memory is saved (its run's end wrote
+ * it to the open transaction, which a read sees) is parked too: let go, its
+ * memory is read from the state when its next input comes (admit), so that
+ * resident memory is bounded by the keys in use rather than every key seen
+ * (~1-2 KiB each). A key's memory changes only in its runs, so a parked
+ * key stays saved. */
 static void key_park(eddy_runtime *rt, eddy__key *k)
 {
-    if (k->running || !eddy__queue_empty(&k->pending) || json_object_size(k->stm) != 0)
+    if (k->running || !eddy__queue_empty(&k->pending))
+        return;
+    if (json_object_size(k->stm) != 0 && (!rt->idle_with_memory || k->stm_dirty))
         return;
     eddy__queue_insert_tail(&rt->idle_keys, &k->idle_node);
     rt->nidle_keys++;
-    while (rt->nidle_keys > IDLE_KEYS_MAX) {
+    while (rt->nidle_keys > rt->idle_max) {
         eddy__queue *q = eddy__queue_head(&rt->idle_keys);
         eddy__key *old = eddy__queue_data(q, eddy__key, idle_node);
         eddy__queue_remove(q);
         rt->nidle_keys--;
+        if (json_object_size(old->stm) != 0)
+            rt->memory_offloaded = 1; /* new keys are read from the state from now on */
+        rt->stats.keys_evicted++;
         eddy__map_remove(&rt->keys, old->text, old->len);
         key_free(old);
     }
@@ -700,6 +713,10 @@ static void admit(eddy_runtime *rt)
             input_done(rt, in); /* dropped: the position stays before it */
             continue;
         }
+        if (k->stm == NULL && eddy__durable_key_load(rt, k) != EDDY_OK) {
+            input_done(rt, in); /* the runtime stops; the position stays before it */
+            continue;
+        }
         in->seq = rt->next_seq++;
         eddy__durable_admit(rt, k, in);
         rt->source_offset = end_offset, rt->source_line = line_no;
@@ -867,6 +884,7 @@ static void fill_stats(const eddy_runtime *rt, eddy_stats *out)
     out->dead_lettered = rt->dead != NULL ? eddy__sink_lines(rt->dead) : 0;
     out->runs_in_flight = rt->runs_in_flight;
     out->inputs_pending = rt->pending;
+    out->keys_resident = rt->keys.count;
     out->durable = rt->store != NULL;
     if (rt->t_start != 0 && !rt->done)
         out->elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;
@@ -951,6 +969,10 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         goto fail;
     if (eddy__durable_open(rt, plan, err) != EDDY_OK)
         goto fail;
+    rt->idle_with_memory = rt->store != NULL && cv->key_cache != 0;
+    rt->idle_max = IDLE_KEYS_MAX;
+    if (rt->idle_with_memory)
+        rt->idle_max = cv->key_cache < SIZE_MAX ? (size_t)cv->key_cache : SIZE_MAX;
 
     eddy__source_opts so = {
         .path = cv->input,

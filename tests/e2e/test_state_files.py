@@ -242,7 +242,8 @@ class StateFiles(EddyTest):
     def test_overwritten_middle(self):
         """Garbage over the cells of a page in use (the keys table's). Bytes
         in free pages or free space are harmless and go unnoticed: eddy does
-        not run PRAGMA quick_check, but reads every live record at start."""
+        not run PRAGMA quick_check, but reads every live record it uses (a
+        key's memory when a run of the key starts: here every key has one)."""
         self.finished_state()
         c = sqlite3.connect(self.db)
         (root,) = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'keys'").fetchone()
@@ -251,6 +252,9 @@ class StateFiles(EddyTest):
         with open(self.db, "r+b") as f:
             f.seek(root * page - 600)  # the cells sit at the end of the page
             f.write(b"\xde\xad\xbe\xef" * 64)
+        with open(self.inp, "a") as f:
+            for i in range(20):
+                f.write(json.dumps({"key": "k%d" % i, "seq": 400 + i, "v": i}) + "\n")
         err = self.assert_refused(self.db)
         self.assertTrue("corrupted" in err or "the state is damaged" in err, err)
 
@@ -502,10 +506,43 @@ class StateFiles(EddyTest):
                             % (top + 6, top + 5))
 
     def test_memory_record_garbage(self):
+        """A key's memory is read when a run of the key starts (not at start:
+        a state may hold millions of keys), and refused there."""
         self.finished_state(40)
         self.sql("UPDATE keys SET stm = 'not json' WHERE key = '\"k3\"'")
+        res = self.run_cmd()  # no run of k3: nothing reads its memory
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k3", "seq": 40, "v": 1}) + "\n")
         self.assert_refused(self.db + ": the short-term memory of key \"k3\" does not decode; "
                             "the state is damaged")
+
+    def test_memory_read_fails(self):
+        """A store failure reading a key's memory (a page of the keys table
+        that does not read) stops eddy with a message naming the key, exit 3,
+        and nothing written."""
+        write_jsonl(self.inp, [{"key": "k%d" % i, "seq": i, "v": i} for i in range(2000)])
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        c = sqlite3.connect(self.db)
+        (last,) = c.execute("SELECT max(key) FROM keys").fetchone()
+        (page,) = c.execute("PRAGMA page_size").fetchone()
+        # The last leaf page of the table holds the greatest key; the first
+        # one, which the start reads, stays intact.
+        (leaf,) = c.execute("SELECT pageno FROM dbstat WHERE name = 'keys' AND pagetype = 'leaf' "
+                            "ORDER BY path DESC LIMIT 1").fetchone()
+        (leaves,) = c.execute("SELECT count(*) FROM dbstat WHERE name = 'keys' "
+                              "AND pagetype = 'leaf'").fetchone()
+        c.close()
+        self.assertGreater(leaves, 2)
+        with open(self.db, "r+b") as f:
+            f.seek((leaf - 1) * page)
+            f.write(b"\xde\xad\xbe\xef" * (page // 4))
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": json.loads(last), "seq": 2000, "v": 1}) + "\n")
+        self.assert_refused("eddy: state store failure while reading the short-term memory of "
+                            "key %s: reading a key failed on %s: database corrupted"
+                            % (last, self.db))
 
     def test_intact_state_still_resumes(self):
         """The control: the same crashed state, untouched, resumes."""
