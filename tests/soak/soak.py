@@ -5,6 +5,10 @@ growing after warm-up: the peak of the second half of the samples (after the
 warm-up) within TOLERANCE of the peak of the first half.
 
   soak.py --inputs 5000000 --keys 50000 [--tolerance 0.10] [--warmup 0.2]
+          [--key-cache N]
+
+With --key-cache N smaller than --keys, most runs find their key let go and
+read its memory back from the state: memory must stay flat through that too.
 
 Prints the samples' summary; exit 1 when memory or descriptors grew, or eddy
 failed, or not every input gave its output."""
@@ -56,12 +60,15 @@ def main():
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of samples skipped")
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--key-cache", type=int, default=None, help="eddy's --key-cache")
     a = ap.parse_args()
 
     d = tempfile.mkdtemp(prefix="eddy-soak-")
     out = os.path.join(d, "out.jsonl")
     cmd = [EDDY, "run", os.path.join(AGENTS, "durable_agent.so"), "--input", "-", "--output", out,
            "--state", os.path.join(d, "state"), "--no-progress", "--async-threads", "4"]
+    if a.key_cache is not None:
+        cmd += ["--key-cache", str(a.key_cache)]
     t0 = time.time()
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     feeder = threading.Thread(target=feed, args=(p.stdin, a.inputs, a.keys), daemon=True)
@@ -94,7 +101,8 @@ def main():
     rss1, rss2 = max(s[1] for s in first), max(s[1] for s in second)
     fd1, fd2 = max(s[2] for s in first), max(s[2] for s in second)
     report = {
-        "inputs": a.inputs, "keys": a.keys, "seconds": round(elapsed, 1),
+        "inputs": a.inputs, "keys": a.keys, "key_cache": a.key_cache,
+        "seconds": round(elapsed, 1),
         "inputs_per_s": round(a.inputs / elapsed), "samples": len(samples),
         "rss_kb_peak": max(s[1] for s in samples), "rss_kb_first_half": rss1,
         "rss_kb_second_half": rss2, "rss_growth": round(rss2 / rss1 - 1, 4),
