@@ -1160,7 +1160,7 @@ void eddy__durable_run_failed(eddy_runtime *rt, eddy_ctx *t, const char *etype, 
                     .seq = k->seq,
                     .event_id = eddy_event_id(t->event),
                     .action = t->action->name,
-                    .idx = -1,
+                    .idx = -2, /* (-1 is its DONE record's) */
                     .kind = EDDY_JREC_FAILED,
                     .err_type = etype,
                     .err_msg = emsg,

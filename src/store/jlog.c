@@ -9,7 +9,7 @@
 
 #define NO_STR 0xffffffffu
 
-/* idx (>= -1) as an unsigned integer, small ones small. */
+/* idx (>= -2) as an unsigned integer, small ones small. */
 static uint64_t zigzag(int64_t v)
 {
     return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);

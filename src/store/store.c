@@ -172,7 +172,7 @@ int eddy__store_journal_put(eddy__store *s, const eddy__jrec *rec)
         if (rec->idx < 0 || rec->status < EDDY_JCALL_OK || rec->status > EDDY_JCALL_PENDING)
             return EDDY_EINVAL;
     } else if (rec->kind == EDDY_JREC_DONE || rec->kind == EDDY_JREC_FAILED) {
-        if (rec->idx != -1)
+        if (rec->idx != (rec->kind == EDDY_JREC_DONE ? -1 : -2))
             return EDDY_EINVAL;
     } else {
         return EDDY_EINVAL;

@@ -100,8 +100,10 @@ enum {
     EDDY_JREC_CALL = 1,  /* a durable call at position idx (0, 1, ...) */
     EDDY_JREC_DONE = 2,  /* the action execution finished; idx is -1 */
     EDDY_JREC_FAILED = 3 /* the action execution failed and its run with it (--on-error skip:
-                            the input was dead-lettered in the same transaction); idx is -1,
-                            err_type and err_msg say why (format 7) */
+                            the input was dead-lettered in the same transaction); idx is -2
+                            (not the DONE record's -1: a record's identity does not include
+                            its kind, and one must never replace the other), err_type and
+                            err_msg say why (format 7) */
 };
 enum {
     EDDY_JCALL_OK = 1,     /* payload: the result as JSON text ("null" allowed) */

@@ -751,7 +751,7 @@ static void test_failed_record(void **state)
                          .seq = 1,
                          .event_id = "00000000000000e1",
                          .action = "fails",
-                         .idx = -1,
+                         .idx = -2,
                          .kind = EDDY_JREC_FAILED,
                          .err_type = "ValueError",
                          .err_msg = "run 1 fails"};
@@ -763,7 +763,7 @@ static void test_failed_record(void **state)
     eddy__store_close(s);
 
     s = open_ok(d->state, FP);
-    const char *journal = "\"k\" 1 00000000000000e1 fails -1 3 0 ~ ~ ~ ValueError run 1 fails\n"
+    const char *journal = "\"k\" 1 00000000000000e1 fails -2 3 0 ~ ~ ~ ValueError run 1 fails\n"
                           "\"k\" 1 00000000000000e1 slow 0 1 3 fn d0 ~ ~ ~\n";
     buf b = {0};
     assert_int_equal(eddy__store_journal_load_run(s, "\"k\"", 1, print_jrec, &b), EDDY_OK);
@@ -789,10 +789,33 @@ static void test_failed_record(void **state)
     assert_int_equal(jlog_rows(d->state), 0);
     assert_int_equal(jlog_query(d->state, "SELECT count(*) FROM inputs"), 0);
 
-    /* Only at position -1. */
+    /* Only at position -2, where it replaces no DONE record (-1). */
     failed.idx = 0;
     assert_int_equal(eddy__store_journal_put(s, &failed), EDDY_EINVAL);
+    failed.idx = -1;
+    assert_int_equal(eddy__store_journal_put(s, &failed), EDDY_EINVAL);
     assert_int_equal(eddy__store_commit(s), EDDY_OK);
+
+    /* The DONE record of the same action execution (a replayed one failed)
+     * stays beside it: a record's identity has no kind, so at -1 the
+     * FAILED record replaced it and a later rerun lost its memory writes. */
+    eddy__jrec done = {.key = "\"k\"",
+                       .seq = 3,
+                       .event_id = "00000000000000e1",
+                       .action = "fails",
+                       .idx = -1,
+                       .kind = EDDY_JREC_DONE,
+                       .payload = "{\"events\":[]}"};
+    failed.seq = 3;
+    failed.idx = -2;
+    assert_int_equal(eddy__store_pending_add(s, "\"k\"", 3, 3, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &done), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &failed), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_journal_load_run(s, "\"k\"", 3, print_jrec, &b), EDDY_OK);
+    assert_non_null(strstr(buf_str(&b), "fails -1 2 "));
+    assert_non_null(strstr(buf_str(&b), "fails -2 3 "));
+    buf_reset(&b);
     eddy__store_close(s);
 }
 
