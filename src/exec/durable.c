@@ -1035,9 +1035,8 @@ int eddy__durable_key_load(eddy_runtime *rt, eddy__key *k)
     int rc = eddy__store_key_get(rt->store, k->text, &next_seq, &text);
     if (rc == EDDY_ENOTFOUND) {
         rc = (stm = json_object()) != NULL ? EDDY_OK : EDDY_ENOMEM;
-    } else if (rc == EDDY_OK) {
+    } else if (rc == EDDY_OK && (rc = eddy__durable_decode_memory(text, &stm)) == EDDY_OK) {
         rt->stats.keys_loaded++;
-        rc = eddy__durable_decode_memory(text, &stm);
     }
     free(text);
     if (rc == EDDY_OK) {

@@ -83,6 +83,7 @@ eddy__key *eddy__runtime_key_h(eddy_runtime *rt, const char *text, size_t len, u
     /* (NULL when it may be in the state: read before its run starts) */
     k->stm = rt->memory_offloaded ? NULL : json_object();
     k->sensory = json_object();
+    k->need_txn = rt->let_go_need_txn; /* (it may have been let go) */
     eddy__queue_init(&k->pending);
     eddy__queue_init(&k->idle_node);
     eddy__queue_init(&k->recover_node);
@@ -126,6 +127,8 @@ static void key_park(eddy_runtime *rt, eddy__key *k)
         if (json_object_size(old->stm) != 0)
             rt->memory_offloaded = 1; /* new keys are read from the state from now on */
         rt->stats.keys_evicted++;
+        if (old->need_txn > rt->let_go_need_txn)
+            rt->let_go_need_txn = old->need_txn;
         eddy__map_remove(&rt->keys, old->text, old->len);
         key_free(old);
     }
@@ -706,7 +709,6 @@ static void admit(eddy_runtime *rt)
                 rt->source_offset = end_offset, rt->source_line = line_no;
             continue;
         }
-        rt->stats.inputs++;
         eddy__key *k = eddy__runtime_key_h(rt, in->key, in->key_len, in->key_hash);
         if (k == NULL) {
             eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
@@ -717,6 +719,7 @@ static void admit(eddy_runtime *rt)
             input_done(rt, in); /* the runtime stops; the position stays before it */
             continue;
         }
+        rt->stats.inputs++; /* (not one refused above: it is read again) */
         in->seq = rt->next_seq++;
         eddy__durable_admit(rt, k, in);
         rt->source_offset = end_offset, rt->source_line = line_no;

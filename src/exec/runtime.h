@@ -270,6 +270,11 @@ struct eddy_runtime {
      * the read (~4.6 k instructions) of a key seen for the first time, at
      * the cost of a scan of every key at start or bytes per key kept. */
     int memory_offloaded;
+    /* The newest need_txn of the keys let go: a key made again waits for it
+     * as the key it was would have (a run of it may build on a result of
+     * an earlier run through its memory, and that result's commit may not
+     * be synced yet; see eddy__durable_went_on). */
+    uint64_t let_go_need_txn;
 
     /* Durable execution (src/exec/durable.c). */
     int store_failed;

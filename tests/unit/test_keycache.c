@@ -207,6 +207,63 @@ static void test_idle_keys_are_let_go_and_read_back(void **state)
         assert_int_equal(counts[3 * NKEYS + i], 4);
 }
 
+/* The action of the barrier test: a durable call made on the mailbox goes
+ * on once its commit is written (eddy__durable_went_on), so the key's next
+ * calls must wait for that commit's sync (key->need_txn), in this run or a
+ * later one, which may build on the result through the key's memory. Each
+ * run checks that its key still waits for what the key's previous run went
+ * on with, though the key was let go in between. */
+static uint64_t key_need[NKEYS];
+static int barrier_runs;
+
+static int value_call(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)args;
+    (void)arg;
+    (void)err;
+    *result = json_integer(7);
+    return EDDY_OK;
+}
+
+static int durable_count(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    int i = atoi(json_string_value(json_object_get(in, "key")) + 1); /* "k<i>" */
+    assert_true(ctx->key->need_txn >= key_need[i]);
+    json_t *r = NULL;
+    int rc = eddy_ctx_durable_execute(ctx, "value", NULL, value_call, NULL, &r, NULL);
+    assert_int_equal(rc, EDDY_OK);
+    eddy_memory *m = eddy_ctx_short_term_memory(ctx);
+    assert_int_equal(eddy_memory_set(m, "got", r), EDDY_OK);
+    key_need[i] = ctx->key->need_txn;
+    assert_true(key_need[i] > 0);
+    barrier_runs++;
+    return eddy_ctx_send_output(ctx, json_pack("{s:i}", "count", 0));
+}
+
+static void test_key_let_go_keeps_waiting_for_its_sync(void **state)
+{
+    fixture *f = *state;
+    add_inputs(f, 0, 3, NKEYS);
+    memset(key_need, 0, sizeof(key_need));
+    barrier_runs = 0;
+    eddy_config *c = config(f, 1, "1");
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "count", types, durable_count, NULL), EDDY_OK);
+    eddy_error *err = NULL;
+    eddy_runtime *rt = eddy_runtime_new(p, c, &err);
+    assert_non_null(rt);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(barrier_runs, 3 * NKEYS);
+    assert_true(st.keys_evicted >= 2 * NKEYS);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+}
+
 /* Without a state key-cache changes nothing: memory lives only in memory. */
 static void test_without_state_every_key_with_memory_stays(void **state)
 {
@@ -369,7 +426,10 @@ static void test_damaged_memory_stops_naming_the_key(void **state)
     assert_string_equal(eddy_error_message(e), want);
     eddy_stats st;
     eddy_runtime_stats(rt, &st);
-    assert_int_equal(st.keys_loaded, 2);
+    /* k3's row was read but not its memory, and its input was refused: it
+     * is read again by the next run, and counted there. */
+    assert_int_equal(st.keys_loaded, 1);
+    assert_int_equal(st.inputs, 1);
     eddy_runtime_free(rt);
     eddy_config_free(c);
 }
@@ -381,6 +441,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_without_state_every_key_with_memory_stays, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_key_cache_0_keeps_every_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_let_go_keeps_waiting_for_its_sync, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_new_keys_are_read_once_memory_was_let_go, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keys_without_memory_need_no_read, setup, teardown),
