@@ -100,6 +100,7 @@ void eddy__py_release(void)
     Py_CLEAR(eddy__py.mem_type);
     Py_CLEAR(eddy__py.call_type);
     Py_CLEAR(eddy__py.gather_type);
+    Py_CLEAR(eddy__py.await_type);
     Py_CLEAR(eddy__py.s_eddy_type);
     eddy__py.nfound = 0;
     eddy__py.helpers = NULL;

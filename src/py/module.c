@@ -663,58 +663,6 @@ static PySendResult call_send(PyObject *self, PyObject *arg, PyObject **result)
     return PYGEN_RETURN;
 }
 
-/* Iterator protocol, for `yield from` (see awaitable_iter) and for await
- * under a trace function (CPython then steps the awaitable with tp_iternext). */
-static PyObject *iternext_of(PyObject *self,
-                             PySendResult (*send)(PyObject *, PyObject *, PyObject **))
-{
-    PyObject *r = NULL;
-    PySendResult s = send(self, Py_None, &r);
-    if (s == PYGEN_NEXT)
-        return r;
-    if (s == PYGEN_RETURN) {
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, r);
-        Py_DECREF(r);
-        if (stop != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-    }
-    return NULL;
-}
-
-static PyObject *call_iternext(PyObject *self)
-{
-    return iternext_of(self, call_send);
-}
-
-/*
- * iter() of a call or a gather: only `yield from` in a generator-based
- * coroutine (@types.coroutine) iterates one rightly, and it runs in such a
- * coroutine's frame. Anywhere else it is a mistake that never ended:
- * list(ctx.execute_async(f)) took the call itself, again and again, until
- * memory ran out. (await goes through am_await, not here.)
- */
-static PyObject *awaitable_iter(PyObject *self)
-{
-    PyFrameObject *frame = PyEval_GetFrame();
-    PyCodeObject *code = frame != NULL ? PyFrame_GetCode(frame) : NULL;
-    int in_coroutine = code != NULL && (code->co_flags & CO_ITERABLE_COROUTINE) != 0;
-    Py_XDECREF(code);
-    if (in_coroutine)
-        return Py_NewRef(self);
-    PyErr_Format(PyExc_TypeError, "%s is awaited, not iterated: write `%s` in an async def action",
-                 Py_IS_TYPE(self, eddy__py.call_type) ? "a call of the context" : "ctx.gather()",
-                 Py_IS_TYPE(self, eddy__py.call_type) ? "await ctx.execute_async(fn, ...)"
-                                                      : "await ctx.gather(...)");
-    return NULL;
-}
-
-static PyObject *self_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
 static PyObject *call_repr(PyObject *self)
 {
     eddy__py_call *c = (eddy__py_call *)self;
@@ -1139,11 +1087,6 @@ static PySendResult gather_send(PyObject *self, PyObject *arg, PyObject **result
     return PYGEN_RETURN;
 }
 
-static PyObject *gather_iternext(PyObject *self)
-{
-    return iternext_of(self, gather_send);
-}
-
 static PyObject *gather_repr(PyObject *self)
 {
     return PyUnicode_FromFormat("<eddy gather of %zd calls>",
@@ -1204,6 +1147,190 @@ static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
     g->return_exceptions = return_exceptions;
     PyObject_GC_Track(g);
     return (PyObject *)g;
+}
+
+/* ---------------------------------------------------------------- awaiting */
+
+/*
+ * What `await` steps for a call or a gather. Its __await__() makes a new
+ * iterator of this type (as a coroutine's __await__() makes CPython's
+ * coroutine_wrapper), which yields the call or the gather itself to eddy's
+ * driver (agent.c submit: through any chain of `yield from`, the driver gets
+ * what the innermost iterator yields) until it is done, then returns its
+ * result or raises its exception. So an awaitable whose __await__ is a
+ * plain generator delegating with `yield from aw.__await__()` steps it as
+ * `await aw` does. The call and the gather are not iterators themselves
+ * (see awaitable_iter).
+ */
+typedef struct awaiter {
+    PyObject ob_base;
+    PyObject *aw; /* the call or the gather */
+    int yielded;  /* its last step gave aw to whoever steps it */
+} awaiter;
+
+static int is_call(PyObject *aw)
+{
+    return Py_IS_TYPE(aw, eddy__py.call_type);
+}
+
+/* What the messages call aw, and how to await it. */
+static const char *awaitable_name(PyObject *aw)
+{
+    return !is_call(aw)                      ? "ctx.gather()"
+           : ((eddy__py_call *)aw)->is_sleep ? "ctx.sleep()"
+                                             : "a call of the context";
+}
+
+static const char *awaitable_usage(PyObject *aw)
+{
+    return !is_call(aw)                      ? "await ctx.gather(...)"
+           : ((eddy__py_call *)aw)->is_sleep ? "await ctx.sleep(seconds)"
+                                             : "await ctx.execute_async(fn, ...)";
+}
+
+/* Whether a call of aw is not started: once the driver has been given aw,
+ * it has started each (or thrown into the action why not). */
+static int not_started(PyObject *aw)
+{
+    if (is_call(aw))
+        return ((eddy__py_call *)aw)->state == EDDY_PY_CALL_NEW;
+    PyObject *calls = ((eddy__py_gather *)aw)->calls;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(calls); i++)
+        if (((eddy__py_call *)PyTuple_GET_ITEM(calls, i))->state == EDDY_PY_CALL_NEW)
+            return 1;
+    return 0;
+}
+
+static PyObject *awaiter_new(PyObject *aw)
+{
+    awaiter *w = PyObject_GC_New(awaiter, eddy__py.await_type);
+    if (w == NULL)
+        return NULL;
+    w->aw = Py_NewRef(aw);
+    w->yielded = 0;
+    PyObject_GC_Track(w);
+    return (PyObject *)w;
+}
+
+static PySendResult awaiter_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    awaiter *w = (awaiter *)self;
+    *result = NULL;
+    if (w->aw == NULL) { /* cleared by the garbage collector */
+        PyErr_SetString(PyExc_RuntimeError, "an eddy awaiter was stepped after it was cleared");
+        return PYGEN_ERROR;
+    }
+    if (w->yielded && not_started(w->aw)) {
+        /* What it yielded went elsewhere than to the driver, which never
+         * started it: stepped on, it would yield it again, for ever
+         * (list(call.__await__()) took it until memory ran out). */
+        PyErr_Format(PyExc_TypeError,
+                     "%s is awaited, not iterated: the iterator of its __await__() gives it to "
+                     "eddy, which runs it, and it went to something else (list(), a for loop, "
+                     "next()); write `%s` in an async def action, or `yield from "
+                     "aw.__await__()` in an __await__ method",
+                     awaitable_name(w->aw), awaitable_usage(w->aw));
+        return PYGEN_ERROR;
+    }
+    PySendResult r =
+        is_call(w->aw) ? call_send(w->aw, arg, result) : gather_send(w->aw, arg, result);
+    w->yielded = r == PYGEN_NEXT;
+    return r;
+}
+
+/* The result of a step as tp_iternext and send() give it: the value
+ * yielded, or NULL with StopIteration(value) at the end, or an error. */
+static PyObject *step_result(PySendResult s, PyObject *r)
+{
+    if (s == PYGEN_NEXT)
+        return r;
+    if (s == PYGEN_RETURN) {
+        /* The exception made here: PyErr_SetObject would take a tuple value
+         * for the exception's arguments. */
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, r);
+        Py_DECREF(r);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+/* For await under a trace function: CPython then steps the awaiter with
+ * tp_iternext. */
+static PyObject *awaiter_iternext(PyObject *self)
+{
+    PyObject *r = NULL;
+    PySendResult s = awaiter_send(self, Py_None, &r);
+    return step_result(s, r);
+}
+
+/* send(value), for an __await__ that delegates by hand (it.send(v)); the
+ * value is not used (the driver sends None). */
+static PyObject *awaiter_send_method(PyObject *self, PyObject *value)
+{
+    PyObject *r = NULL;
+    PySendResult s = awaiter_send(self, value, &r);
+    return step_result(s, r);
+}
+
+static int awaiter_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(((awaiter *)self)->aw);
+    return 0;
+}
+
+static int awaiter_clear(PyObject *self)
+{
+    Py_CLEAR(((awaiter *)self)->aw);
+    return 0;
+}
+
+static void awaiter_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    awaiter_clear(self);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *awaiter_repr(PyObject *self)
+{
+    awaiter *w = (awaiter *)self;
+    return PyUnicode_FromFormat("<eddy awaiter of %R>", w->aw != NULL ? w->aw : Py_None);
+}
+
+/* __await__() of a call or a gather. */
+static PyObject *awaitable_await(PyObject *self)
+{
+    return awaiter_new(self);
+}
+
+/*
+ * iter() of a call or a gather. `yield from call` in a generator-based
+ * coroutine (@types.coroutine) is how it awaits, and it runs in such a
+ * coroutine's frame: it steps an awaiter, as await does. Anywhere else it is
+ * a mistake that never ended: list(ctx.execute_async(f)) took the call
+ * itself, again and again, until memory ran out. (await goes through
+ * __await__, not here; and so does an __await__ method that delegates with
+ * `yield from aw.__await__()`.)
+ */
+static PyObject *awaitable_iter(PyObject *self)
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    PyCodeObject *code = frame != NULL ? PyFrame_GetCode(frame) : NULL;
+    int in_coroutine = code != NULL && (code->co_flags & CO_ITERABLE_COROUTINE) != 0;
+    Py_XDECREF(code);
+    if (in_coroutine)
+        return awaiter_new(self);
+    PyErr_Format(PyExc_TypeError,
+                 "%s is awaited, not iterated: write `%s` in an async def action, or `yield "
+                 "from aw.__await__()` in an __await__ method",
+                 awaitable_name(self), awaitable_usage(self));
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- MemoryObject */
@@ -1545,9 +1672,13 @@ static PyType_Spec mem_spec = {"eddy.MemoryObject", sizeof(mem_obj), 0,
                                Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, mem_slots};
 
 static PyType_Slot call_slots[] = {
-    {Py_tp_dealloc, call_dealloc}, {Py_tp_traverse, call_traverse}, {Py_tp_clear, call_clear},
-    {Py_tp_repr, call_repr},       {Py_tp_iter, awaitable_iter},    {Py_tp_iternext, call_iternext},
-    {Py_am_await, self_await},     {Py_am_send, call_send},         {0, NULL},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
+    {Py_tp_repr, call_repr},
+    {Py_tp_iter, awaitable_iter},
+    {Py_am_await, awaitable_await},
+    {0, NULL},
 };
 
 static PyType_Spec call_spec = {
@@ -1560,15 +1691,37 @@ static PyType_Slot gather_slots[] = {
     {Py_tp_clear, gather_clear},
     {Py_tp_repr, gather_repr},
     {Py_tp_iter, awaitable_iter},
-    {Py_tp_iternext, gather_iternext},
-    {Py_am_await, self_await},
-    {Py_am_send, gather_send},
+    {Py_am_await, awaitable_await},
     {0, NULL},
 };
 
 static PyType_Spec gather_spec = {
     "eddy.Gather", sizeof(eddy__py_gather), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, gather_slots};
+
+static PyMethodDef awaiter_methods[] = {
+    {"send", awaiter_send_method, METH_O,
+     "send(value): step the awaiter (the value is not used), as a generator's send."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot awaiter_slots[] = {
+    {Py_tp_dealloc, awaiter_dealloc},
+    {Py_tp_traverse, awaiter_traverse},
+    {Py_tp_clear, awaiter_clear},
+    {Py_tp_repr, awaiter_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, awaiter_iternext},
+    {Py_tp_methods, awaiter_methods},
+    {Py_am_send, awaiter_send},
+    {Py_tp_doc, "What await steps for an eddy.Call or an eddy.Gather (their __await__())."},
+    {0, NULL},
+};
+
+/* Not in the module's namespace: made only by __await__(). */
+static PyType_Spec awaiter_spec = {
+    "eddy.Awaiter", sizeof(awaiter), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, awaiter_slots};
 
 static PyMethodDef mod_methods[] = {
     {"_to_json_text", mod_to_json_text, METH_O, NULL},
@@ -1610,7 +1763,8 @@ PyObject *eddy__py_module_init(void)
     if (add_type(m, &ctx_spec, &eddy__py.ctx_type) != 0 ||
         add_type(m, &mem_spec, &eddy__py.mem_type) != 0 ||
         add_type(m, &call_spec, &eddy__py.call_type) != 0 ||
-        add_type(m, &gather_spec, &eddy__py.gather_type) != 0)
+        add_type(m, &gather_spec, &eddy__py.gather_type) != 0 ||
+        (eddy__py.await_type = (PyTypeObject *)PyType_FromSpec(&awaiter_spec)) == NULL)
         goto fail;
     PyObject *d = PyModule_GetDict(m);
     if (PyDict_SetItemString(d, "__builtins__", PyEval_GetBuiltins()) != 0)
@@ -1635,6 +1789,7 @@ fail:
     Py_XDECREF(eddy__py.mem_type);
     Py_XDECREF(eddy__py.call_type);
     Py_XDECREF(eddy__py.gather_type);
+    Py_XDECREF(eddy__py.await_type);
     Py_XDECREF(eddy__py.s_eddy_type);
     memset(&eddy__py, 0, sizeof(eddy__py));
     Py_DECREF(m);

@@ -100,7 +100,8 @@ typedef struct eddy__py_mod {
     PyTypeObject *mem_type;
     PyTypeObject *call_type;
     PyTypeObject *gather_type;
-    PyObject *helpers; /* the module's dict: the Python-level helpers */
+    PyTypeObject *await_type; /* what __await__() of a call or a gather makes */
+    PyObject *helpers;        /* the module's dict: the Python-level helpers */
     /* Helpers found so far, by the address of their name (a literal at each
      * call site): a lookup by C string made a str object each time. */
     struct {

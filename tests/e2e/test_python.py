@@ -3,6 +3,7 @@ memory, durable calls across a crash, errors and the GIL, through the eddy
 binary and tests/agents/pyagent.py."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from eddytest import EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl  # noqa: E402
 
 PY_AGENTS = os.path.join(SOURCE, "tests", "agents")
 AGENT = os.path.join(PY_AGENTS, "pyagent.py")
+AWAITING = os.path.join(PY_AGENTS, "awaiting.py")
 
 
 def lines(path):
@@ -1023,11 +1025,113 @@ class PythonTest(EddyTest):
         res = self.run_py([{"key": "i", "op": "iterate", "seq": 1}])
         self.assertOk(res)
         (o,) = res.outputs()
+        hint = " in an async def action, or `yield from aw.__await__()` in an __await__ method"
         call = ("a call of the context is awaited, not iterated: write `await "
-                "ctx.execute_async(fn, ...)` in an async def action")
+                "ctx.execute_async(fn, ...)`" + hint)
         self.assertEqual(o["errors"], [call, call, "ctx.gather() is awaited, not iterated: "
-                                       "write `await ctx.gather(...)` in an async def action"])
+                                       "write `await ctx.gather(...)`" + hint])
         self.assertEqual(o["v"], 3)
+
+    # ------------------------------------------------------------ the awaitable protocol
+
+    def run_awaiting(self, records, *args, timeout=120, **kw):
+        return self.run_py(records, *args, agent=AWAITING, timeout=timeout, **kw)
+
+    WRAPPED = {"durable": ["wrapped", 5], "call": ["wrapped", 4],
+               "nested": ["wrapped", ["wrapped", 2]],
+               "gather": ["wrapped", [1, None, "ValueError('in gather')"]],
+               "sleep": ["wrapped", None], "sleep0": ["wrapped", None],
+               "by_hand": ["by hand", 3], "gen_coroutine": 5,
+               "caught_inside": "caught in __await__: inner", "raised": "ValueError: through",
+               "gather_raised": "ValueError: gathered"}
+
+    def test_awaitables_that_delegate_with_yield_from(self):
+        # `yield from aw.__await__()` in a plain generator (an awaitable's
+        # __await__) was refused: "a call of the context is awaited, not
+        # iterated", and a warning of calls never awaited.
+        counter = self.path("counter")
+        rec = {"key": "w", "op": "wrapped", "x": 5, "counter": counter, "seq": 1}
+        for extra in ([], ["--state", self.path("state")]):
+            res = self.run_awaiting([rec], *extra)
+            self.assertOk(res)
+            self.assertEqual(res.outputs(), [{"key": "w", "seq": 1, "got": self.WRAPPED}])
+            self.assertNotIn(b"warning", res.stderr)
+        self.assertEqual(lines(counter), 2)
+
+    def test_durable_call_through_a_wrapper_replayed_after_a_crash(self):
+        counter, crash = self.path("counter"), self.path("crash.flag")
+        rec = {"key": "w", "op": "wrapped", "x": 5, "counter": counter, "crash": crash,
+               "seq": 1}
+        open(crash, "w").close()
+        first = self.run_awaiting([rec], "--state", self.path("state"))
+        self.assertEqual(first.rc, 3, first.stderr)
+        self.assertEqual(lines(counter), 1)
+        os.unlink(crash)
+        second = self.run_awaiting([rec], "--state", self.path("state"))
+        self.assertOk(second)
+        self.assertEqual(lines(counter), 1, "the journaled call ran again")
+        self.assertIn(b"1 durable calls replayed", second.stderr)
+        self.assertEqual(second.outputs(), [{"key": "w", "seq": 1, "got": self.WRAPPED}])
+
+    def test_durable_call_through_a_wrapper_replayed_after_sigkill(self):
+        # Killed while the action waits in its next call (so the durable
+        # call's record is on disk): the rerun replays the call through the
+        # wrapper without making it again.
+        counter, reached, release = self.path("counter"), self.path("reached"), self.path("go")
+        state, inp = self.path("state"), self.path("in.jsonl")
+        rec = {"key": "w", "op": "wrapped", "x": 5, "counter": counter, "hold": reached,
+               "release": release, "seq": 1}
+        with open(inp, "w") as f:
+            f.write(json.dumps(rec) + "\n")
+        cmd = [EDDY, "run", AWAITING, "--input", inp, "--output", self.path("out.jsonl"),
+               "--state", state, "--no-progress"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(reached):
+                self.assertIsNone(p.poll(), "eddy ended before the action held")
+                self.assertLess(time.monotonic(), deadline, "the action never held")
+                time.sleep(0.005)
+            p.kill()
+            p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        self.assertEqual(p.returncode, -signal.SIGKILL)
+        self.assertEqual(lines(counter), 1)
+        open(release, "w").close()
+        again = subprocess.run(cmd, capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(lines(counter), 1, "the journaled call ran again")
+        self.assertIn(b"1 durable calls replayed", again.stderr)
+        want = dict(self.WRAPPED, held=["wrapped", "released"])
+        self.assertEqual(read_jsonl(self.path("out.jsonl")),
+                         [{"key": "w", "seq": 1, "got": want}])
+
+    def test_iterating_an_awaitable_is_refused(self):
+        # Iterating a call, a gather or a sleep, or what their __await__()
+        # returns, is a TypeError; so is `yield from call` in a plain
+        # generator, with a hint at `yield from call.__await__()`. The
+        # iterator of __await__() gives its call once: list() of it took
+        # the call again and again when the call was its own iterator.
+        res = self.run_awaiting([{"key": "m", "op": "misuse", "seq": 1}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(o["v"], 3)
+        hint = " in an async def action, or `yield from aw.__await__()` in an __await__ method"
+        went = (" is awaited, not iterated: the iterator of its __await__() gives it to eddy, "
+                "which runs it, and it went to something else (list(), a for loop, next()); "
+                "write `%s`" + hint)
+        call = "await ctx.execute_async(fn, ...)"
+        self.assertEqual(o["errors"], {
+            "list": "a call of the context is awaited, not iterated: write `%s`%s" % (call, hint),
+            "for": "ctx.gather() is awaited, not iterated: write `await ctx.gather(...)`" + hint,
+            "list_await": "a call of the context" + went % call,
+            "list_await_gather": "ctx.gather()" + went % "await ctx.gather(...)",
+            "list_await_sleep": "ctx.sleep()" + went % "await ctx.sleep(seconds)",
+            "yield_from_call": "a call of the context is awaited, not iterated: write `%s`%s"
+                               % (call, hint)})
 
     def test_calls_never_awaited_are_warned_about(self):
         # A call made and never awaited silently never ran.

@@ -1,0 +1,164 @@
+"""The awaitable protocol of eddy's calls, for tests/e2e/test_python.py.
+Each input record names an "op":
+
+    wrapped    awaits calls, gathers and sleeps through custom awaitables
+               whose __await__ is a plain generator that delegates with
+               `yield from aw.__await__()` (nested, by hand with send(),
+               in a @types.coroutine too), and an exception through one.
+               Its one durable call counts itself in rec["counter"]; with
+               rec["crash"] (a file that exists) the action dies after it,
+               and with rec["hold"] it waits in a call for rec["release"]
+               to exist, having written rec["hold"] (the test kills eddy
+               then). Outputs what each await gave.
+    misuse     iterates calls, a gather and a sleep in ways that are
+               refused, catching each TypeError; outputs their messages.
+"""
+import itertools
+import os
+import time
+import types
+
+from eddy import Agent, InputEvent, OutputEvent, action
+
+
+def count(path, value):
+    """A side effect the tests count: one line per real call."""
+    with open(path, "a") as f:
+        f.write("called\n")
+    return value
+
+
+def fail(msg):
+    raise ValueError(msg)
+
+
+def hold(reached, release):
+    """Says it runs, then waits for the test (which kills eddy meanwhile)."""
+    with open(reached, "w") as f:
+        f.write("reached\n")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "released"
+
+
+class Wrapped:
+    """An awaitable that delegates to another one and tags its result."""
+
+    def __init__(self, aw):
+        self.aw = aw
+
+    def __await__(self):
+        r = yield from self.aw.__await__()
+        return ["wrapped", r]
+
+
+class Catching:
+    """Delegates, catching the exception of the awaitable it wraps."""
+
+    def __init__(self, aw):
+        self.aw = aw
+
+    def __await__(self):
+        try:
+            return (yield from self.aw.__await__())
+        except ValueError as e:
+            return "caught in __await__: %s" % e
+
+
+class ByHand:
+    """Delegates with send(), without yield from."""
+
+    def __init__(self, aw):
+        self.aw = aw
+
+    def __await__(self):
+        it = self.aw.__await__()
+        v = None
+        while True:
+            try:
+                y = it.send(v)
+            except StopIteration as e:
+                return ["by hand", e.value]
+            v = yield y
+
+
+class YieldsCall:
+    """`yield from aw` (not aw.__await__()) in a plain generator: refused."""
+
+    def __init__(self, aw):
+        self.aw = aw
+
+    def __await__(self):
+        return (yield from self.aw)
+
+
+@types.coroutine
+def gen_coroutine(aw):
+    return (yield from aw.__await__())
+
+
+def out(ctx, rec, **fields):
+    o = {"key": rec["key"], "seq": rec.get("seq")}
+    o.update(fields)
+    ctx.send_event(OutputEvent(output=o))
+
+
+class AwaitingAgent(Agent):
+    @action(InputEvent)
+    @staticmethod
+    async def dispatch(event, ctx):
+        rec = event.input
+        op = rec["op"]
+        if op == "wrapped":
+            got = {}
+            got["durable"] = await Wrapped(ctx.durable_execute_async(count, rec["counter"],
+                                                                     rec["x"]))
+            if rec.get("crash") and os.path.exists(rec["crash"]):
+                os._exit(3)
+            if rec.get("hold"):
+                got["held"] = await Wrapped(ctx.execute_async(hold, rec["hold"],
+                                                              rec["release"]))
+            got["call"] = await Wrapped(ctx.execute_async(len, "abcd"))
+            got["nested"] = await Wrapped(Wrapped(ctx.execute_async(len, "ab")))
+            got["gather"] = await Wrapped(ctx.gather(ctx.execute_async(len, "a"),
+                                                     ctx.sleep(0.01),
+                                                     ctx.execute_async(fail, "in gather"),
+                                                     return_exceptions=True))
+            got["sleep"] = await Wrapped(ctx.sleep(0.01))
+            got["sleep0"] = await Wrapped(ctx.sleep(0))
+            got["by_hand"] = await ByHand(ctx.execute_async(len, "abc"))
+            got["gen_coroutine"] = await gen_coroutine(ctx.execute_async(len, "abcde"))
+            got["caught_inside"] = await Catching(ctx.execute_async(fail, "inner"))
+            try:
+                await Wrapped(ctx.execute_async(fail, "through"))
+            except ValueError as e:
+                got["raised"] = "ValueError: %s" % e
+            try:
+                await Wrapped(ctx.gather(ctx.execute_async(fail, "gathered")))
+            except ValueError as e:
+                got["gather_raised"] = "ValueError: %s" % e
+            got["gather"][1][2] = repr(got["gather"][1][2])
+            out(ctx, rec, got=got)
+        elif op == "misuse":
+            errors = {}
+            tries = {
+                "list": lambda: list(itertools.islice(ctx.execute_async(len, "x"), 3)),
+                "for": lambda: [x for x in ctx.gather(ctx.execute_async(len, "y"))],
+                "list_await": lambda: list(itertools.islice(
+                    ctx.execute_async(len, "x").__await__(), 3)),
+                "list_await_gather": lambda: list(itertools.islice(
+                    ctx.gather(ctx.execute_async(len, "y")).__await__(), 3)),
+                "list_await_sleep": lambda: list(itertools.islice(
+                    ctx.sleep(0).__await__(), 3)),
+            }
+            for name, make in tries.items():
+                try:
+                    errors[name] = repr(make())
+                except TypeError as e:
+                    errors[name] = str(e)
+            try:
+                errors["yield_from_call"] = repr(await YieldsCall(ctx.execute_async(len, "z")))
+            except TypeError as e:
+                errors["yield_from_call"] = str(e)
+            out(ctx, rec, errors=errors, v=await ctx.execute_async(len, "abc"))
