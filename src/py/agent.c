@@ -321,32 +321,78 @@ static PySendResult throw_into(PyObject *coro, PyObject *exc, PyObject **res)
     return PYGEN_ERROR;
 }
 
+/*
+ * The coroutine caught the error eddy raised in it for what it yielded
+ * (thrown) and yielded res, which eddy refuses too (with refusal): fail the
+ * action. Raised in again, the error could be caught again, and so on for
+ * ever, on the mailbox thread: every key starved, and a stop unseen (the
+ * loop that takes it in does not run meanwhile).
+ */
+static void fail_swallowed(eddy_ctx *t, PyObject *coro, PyObject *res, PyObject *thrown,
+                           PyObject *refusal)
+{
+    /* Where it yielded: the frames of the coroutine and of what it awaits
+     * (its `yield from` chain), outermost first. */
+    PyObject *frames = PyList_New(0);
+    PyObject *o = Py_NewRef(coro);
+    while (frames != NULL && o != NULL && PyList_GET_SIZE(frames) < 64) {
+        int coroutine = PyCoro_CheckExact(o);
+        if (!coroutine && !PyGen_Check(o))
+            break; /* an iterator of another kind: no frame */
+        PyObject *f = PyObject_GetAttrString(o, coroutine ? "cr_frame" : "gi_frame");
+        if (f != NULL && PyFrame_Check(f) && PyList_Append(frames, f) != 0)
+            Py_CLEAR(frames);
+        Py_XDECREF(f);
+        Py_SETREF(o, PyObject_GetAttrString(o, coroutine ? "cr_await" : "gi_yieldfrom"));
+    }
+    Py_XDECREF(o);
+    PyErr_Clear(); /* the frames are a nicety */
+    PyErr_Format((PyObject *)Py_TYPE(refusal),
+                 "action '%s' for key %s caught the %s that eddy raised in it for what it "
+                 "awaited, and then yielded %R: eddy fails the action rather than raise an "
+                 "error in it again, which it could catch again for ever (%S)",
+                 t->action->name, t->key->text, Py_TYPE(thrown)->tp_name, res, refusal);
+    for (Py_ssize_t i = frames != NULL ? PyList_GET_SIZE(frames) : 0; i-- > 0;)
+        PyTraceBack_Here((PyFrameObject *)PyList_GET_ITEM(frames, i)); /* innermost first */
+    Py_XDECREF(frames);
+    eddy__py_fail_task(t);
+}
+
 /* Run the coroutine until it finishes (1) or waits for calls (0). */
 static int drive(eddy_ctx *t, eddy__py_task *pt)
 {
     PyObject *exc = NULL;
     for (;;) {
-        PyObject *res = NULL;
+        PyObject *res = NULL, *thrown = NULL;
         PySendResult r;
         if (exc != NULL) {
             r = throw_into(pt->coro, exc, &res);
-            Py_CLEAR(exc);
+            thrown = exc; /* kept until the coroutine's answer is known */
+            exc = NULL;
         } else {
             r = PyIter_Send(pt->coro, Py_None, &res);
         }
+        int finished = 1, suspended = 0;
         if (r == PYGEN_RETURN) {
             Py_XDECREF(res);
             Py_CLEAR(pt->coro);
             t->rc = EDDY_OK;
-            return 1;
-        }
-        if (r == PYGEN_ERROR) {
+        } else if (r == PYGEN_ERROR) {
             Py_CLEAR(pt->coro); /* finished by its exception */
             eddy__py_fail_task(t);
-            return 1;
+        } else {
+            suspended = submit(t, pt, res, &exc);
+            if (!suspended && thrown != NULL) /* refused again: the task ends */
+                fail_swallowed(t, pt->coro, res, thrown, exc);
+            else
+                finished = 0;
+            Py_DECREF(res);
         }
-        int suspended = submit(t, pt, res, &exc);
-        Py_DECREF(res);
+        Py_XDECREF(thrown);
+        if (finished) {
+            Py_XDECREF(exc);
+            return 1; /* an unfinished coroutine is closed as the task is freed */
+        }
         if (suspended)
             return 0;
     }

@@ -12,6 +12,11 @@ Each input record names an "op":
                then). Outputs what each await gave.
     misuse     iterates calls, a gather and a sleep in ways that are
                refused, catching each TypeError; outputs their messages.
+    swallow    awaits a coroutine that catches the TypeError eddy raises
+               for what it yields and yields again, for ever.
+    recovers   awaits a coroutine that yields something eddy cannot await
+               once, catches the TypeError, and goes on with a call.
+    instant    outputs its record at once (another key, not starved).
 """
 import itertools
 import os
@@ -98,6 +103,20 @@ def gen_coroutine(aw):
     return (yield from aw.__await__())
 
 
+@types.coroutine
+def swallowing():
+    while True:
+        try:
+            yield 42
+        except TypeError:
+            pass
+
+
+@types.coroutine
+def yields_once(v):
+    yield v
+
+
 def out(ctx, rec, **fields):
     o = {"key": rec["key"], "seq": rec.get("seq")}
     o.update(fields)
@@ -162,3 +181,15 @@ class AwaitingAgent(Agent):
             except TypeError as e:
                 errors["yield_from_call"] = str(e)
             out(ctx, rec, errors=errors, v=await ctx.execute_async(len, "abc"))
+        elif op == "swallow":
+            await swallowing()
+            out(ctx, rec, swallowed=True)
+        elif op == "recovers":
+            try:
+                await yields_once(42)
+                first = None
+            except TypeError as e:
+                first = str(e)
+            out(ctx, rec, first=first, v=await ctx.execute_async(len, "abc"))
+        elif op == "instant":
+            out(ctx, rec)

@@ -1133,6 +1133,36 @@ class PythonTest(EddyTest):
             "yield_from_call": "a call of the context is awaited, not iterated: write `%s`%s"
                                % (call, hint)})
 
+    def test_refusal_caught_and_yielded_again_fails_the_action(self):
+        # A coroutine that caught the TypeError eddy raised for what it
+        # yielded, and yielded again, was thrown the error again and again
+        # inside one step: every key starved and SIGTERM went unseen.
+        recs = [{"key": "s", "op": "swallow", "seq": 1},
+                {"key": "i", "op": "instant", "seq": 2},
+                {"key": "r", "op": "recovers", "seq": 3}]
+        res = self.run_awaiting(recs, "--on-error", "skip", timeout=60)
+        self.assertOk(res)
+        outs = sorted(res.outputs(), key=lambda o: o["seq"])
+        refusal = ("eddy actions can await only ctx.execute_async(), "
+                   "ctx.durable_execute_async(), ctx.gather() and ctx.sleep(); the action "
+                   "awaited something that yielded 42 (asyncio and other event loops are not "
+                   "supported: ctx.sleep() takes the place of asyncio.sleep())")
+        # One refusal caught, then a call: the action goes on.
+        self.assertEqual(outs, [{"key": "i", "seq": 2},
+                                {"key": "r", "seq": 3, "first": refusal, "v": 3}])
+        (dead,) = res.dead()
+        self.assertEqual(dead["key"], "s")
+        self.assertEqual(dead["error"]["type"], "TypeError")
+        msg = ("action 'dispatch' for key \"s\" caught the TypeError that eddy raised in it "
+               "for what it awaited, and then yielded 42: eddy fails the action rather than "
+               "raise an error in it again, which it could catch again for ever (%s)" % refusal)
+        self.assertTrue(dead["error"]["message"].startswith(msg + "\n"), dead["error"])
+        self.assertIn("in swallowing\n    yield 42\n", dead["error"]["message"])
+        # Under --on-error stop, the run stops with it.
+        res = self.run_awaiting(recs[:1], timeout=60)
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn(msg.encode(), res.stderr)
+
     def test_calls_never_awaited_are_warned_about(self):
         # A call made and never awaited silently never ran.
         counter = self.path("counter")
