@@ -123,7 +123,12 @@ static void lang_free(void *lang)
 
 /* The Python exception being raised (cleared), as an eddy error: type is the
  * exception's qualified class name, message str(exc) and the traceback as
- * the module's function format (_format_exception, say) writes it. */
+ * the module's function format (_format_exception, say) writes it. Each
+ * part stands on its own: a str() that raises leaves the type and the
+ * traceback (traceback prints such an exception too), and a lone surrogate
+ * (text decoded from bytes with errors="surrogateescape", by os.fsdecode,
+ * say) is written as a backslash escape, since the error goes to stderr and
+ * into JSON dead letters, which hold UTF-8. */
 static eddy_error *error_from_exception(const char *format)
 {
     PyObject *type, *val, *tb;
@@ -137,39 +142,39 @@ static eddy_error *error_from_exception(const char *format)
     if (tb != NULL)
         PyException_SetTraceback(val, tb);
     PyObject *cls = (PyObject *)Py_TYPE(val);
-    PyObject *qname =
+    PyObject *q =
         PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_qualified"), &cls, 1, NULL);
-    PyObject *msg = qname != NULL ? PyObject_Str(val) : NULL;
-    PyObject *trace =
-        msg != NULL
-            ? PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, format), &val, 1, NULL)
-            : NULL;
-    eddy_error *e;
-    if (trace == NULL) {
-        PyErr_Clear();
-        e = eddy_error_new(Py_TYPE(val)->tp_name, "(the exception cannot be formatted)");
-    } else {
-        const char *m = PyUnicode_AsUTF8(msg);
-        const char *hint = "";
-        if (PyErr_GivenExceptionMatches(val, PyExc_RuntimeError) && m != NULL &&
-            (strstr(m, "no running event loop") != NULL ||
-             strstr(m, "await wasn't used with future") != NULL))
-            hint = " (eddy runs actions without an asyncio event loop: await only "
-                   "ctx.execute_async(), ctx.durable_execute_async(), ctx.gather() or "
-                   "ctx.sleep(), which takes the place of asyncio.sleep())";
-        if (m != NULL && m[0] == '\0')
-            /* raise ValueError(), or CPython's own MemoryError: the line
-             * would end at "ValueError: ". */
-            m = PyErr_GivenExceptionMatches(val, PyExc_MemoryError) ? "out of memory"
-                                                                    : "(no message)";
-        const char *tr = PyUnicode_AsUTF8(trace);
-        e = eddy_error_newf(PyUnicode_AsUTF8(qname), "%s%s\n%s", m != NULL ? m : "?", hint,
-                            tr != NULL ? tr : "");
-        PyErr_Clear();
-    }
+    PyObject *qname = q != NULL ? eddy__py_text(q) : NULL;
+    PyErr_Clear();
+    PyObject *s = PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, "_exception_message"),
+                                      &val, 1, NULL);
+    PyObject *msg = s != NULL ? eddy__py_text(s) : NULL;
+    PyErr_Clear();
+    PyObject *t =
+        PyObject_Vectorcall(PyDict_GetItemString(eddy__py.helpers, format), &val, 1, NULL);
+    PyObject *trace = t != NULL ? eddy__py_text(t) : NULL;
+    PyErr_Clear();
+    const char *m = msg != NULL ? PyBytes_AS_STRING(msg) : "(the exception cannot be formatted)";
+    const char *hint = "";
+    if (PyErr_GivenExceptionMatches(val, PyExc_RuntimeError) &&
+        (strstr(m, "no running event loop") != NULL ||
+         strstr(m, "await wasn't used with future") != NULL))
+        hint = " (eddy runs actions without an asyncio event loop: await only "
+               "ctx.execute_async(), ctx.durable_execute_async(), ctx.gather() or "
+               "ctx.sleep(), which takes the place of asyncio.sleep())";
+    if (m[0] == '\0')
+        /* raise ValueError(), or CPython's own MemoryError: the line would
+         * end at "ValueError: ". */
+        m = PyErr_GivenExceptionMatches(val, PyExc_MemoryError) ? "out of memory" : "(no message)";
+    eddy_error *e =
+        eddy_error_newf(qname != NULL ? PyBytes_AS_STRING(qname) : Py_TYPE(val)->tp_name,
+                        "%s%s\n%s", m, hint, trace != NULL ? PyBytes_AS_STRING(trace) : "");
     Py_XDECREF(trace);
+    Py_XDECREF(t);
     Py_XDECREF(msg);
+    Py_XDECREF(s);
     Py_XDECREF(qname);
+    Py_XDECREF(q);
     Py_XDECREF(type);
     Py_XDECREF(val);
     Py_XDECREF(tb);
@@ -553,8 +558,8 @@ static int load_error(eddy_error **err, const char *path)
     PyObject *load_error_type = PyDict_GetItemString(eddy__py.helpers, "_LoadError");
     if (load_error_type != NULL && PyErr_ExceptionMatches(load_error_type)) {
         PyObject *exc = eddy__py_fetch_exception();
-        PyObject *msg = exc != NULL ? PyObject_Str(exc) : NULL;
-        const char *m = msg != NULL ? PyUnicode_AsUTF8(msg) : NULL;
+        PyObject *msg = exc != NULL ? eddy__py_text(exc) : NULL;
+        const char *m = msg != NULL ? PyBytes_AS_STRING(msg) : NULL;
         int rc = eddy__error_set(err, EDDY_EPLAN, "plan", "cannot load Python agent %s: %s", path,
                                  m != NULL ? m : "(the error cannot be formatted)");
         PyErr_Clear();

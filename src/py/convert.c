@@ -245,3 +245,11 @@ json_t *eddy__py_to_json_exact(PyObject *o)
         PyErr_NoMemory();
     return j;
 }
+
+PyObject *eddy__py_text(PyObject *o)
+{
+    PyObject *s = PyUnicode_CheckExact(o) ? Py_NewRef(o) : PyObject_Str(o);
+    PyObject *b = s != NULL ? PyUnicode_AsEncodedString(s, "utf-8", "backslashreplace") : NULL;
+    Py_XDECREF(s);
+    return b;
+}

@@ -73,6 +73,13 @@ json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, 
  */
 json_t *eddy__py_to_json_exact(PyObject *o);
 
+/* str(o) (o itself when it is a str) as UTF-8, in a new bytes object, with
+ * each lone surrogate (what errors="surrogateescape" and os.fsdecode make of
+ * bytes that are not UTF-8) written as a backslash escape (\udce9), so that
+ * the text is valid UTF-8 wherever it goes (stderr, JSON, the journal).
+ * NULL with an exception when str() fails. */
+PyObject *eddy__py_text(PyObject *o);
+
 /* The id of a durable call's function, fn.__module__ + "." +
  * fn.__qualname__, malloc'd into *out: 0, or -1 with an exception. A plain
  * function is read directly; anything else (partials, callable objects)

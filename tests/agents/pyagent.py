@@ -134,6 +134,14 @@ def count_and_raise(path, kind):
         class Local(Exception):
             """Found by no name: neither pickled nor looked up on replay."""
         raise Local("from a local class")
+    # A lone surrogate in the message (os.fsdecode of a name that is not
+    # UTF-8): the journal holds UTF-8, and lost the message and the pickle.
+    if kind == "surrogate":
+        raise ValueError("cannot parse " + os.fsdecode(b"caf\xe9.txt"))
+    if kind == "surrogate_local":
+        class Local(Exception):
+            """Replayed from the journaled type name and message alone."""
+        raise Local("cannot parse " + os.fsdecode(b"caf\xe9.txt"))
     raise ValueError("value failure")
 
 
@@ -320,7 +328,10 @@ class TestAgent(Agent):
                     raise
                 crash_if(rec.get("crash"))
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
-                    message=str(e), code=getattr(e, "code", None),
+                    message=str(e).encode("utf-8", "backslashreplace").decode("utf-8"),
+                    **({"surrogates": sum(0xD800 <= ord(c) <= 0xDFFF for c in str(e))}
+                       if rec["kind"].startswith("surrogate") else {}),
+                    code=getattr(e, "code", None),
                     type_name=getattr(e, "type_name", None))
         elif op == "nondet_caught":
             # Catches what its durable calls raise and goes on: under

@@ -279,6 +279,27 @@ class PythonTest(EddyTest):
         self.assertEqual(outs[0]["type_name"], name)
         self.assertEqual(outs[0]["message"], name + ": from a local class")
 
+    def test_durable_exception_with_a_lone_surrogate_replayed(self):
+        # The journal holds UTF-8: a message with a lone surrogate (a file
+        # name os.fsdecode made) lost the message and the pickle, and the
+        # replay raised ValueError(""). Now the exception unpickles whole.
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "surrogate",
+                                      "seq": 1})
+        self.assertEqual(outs, [{"key": "e", "seq": 1, "error": "builtins.ValueError",
+                                 "message": "cannot parse caf\\udce9.txt", "surrogates": 1,
+                                 "code": None, "type_name": None}])
+
+    def test_durable_exception_message_with_a_lone_surrogate_journaled(self):
+        # A type found by no name is replayed from the journaled type name
+        # and message, which has the surrogate as a backslash escape (it was
+        # journaled as "").
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error",
+                                      "kind": "surrogate_local", "seq": 1})
+        name = "pyagent.count_and_raise.<locals>.Local"
+        self.assertEqual(outs, [{"key": "e", "seq": 1, "error": "eddy.DurableCallError",
+                                 "message": name + ": cannot parse caf\\udce9.txt",
+                                 "surrogates": 0, "code": None, "type_name": name}])
+
     def test_partial_bound_arguments_are_part_of_the_call(self):
         # A durable call through functools.partial is the call of the function
         # behind it with the partial's bound arguments and the call's own:
@@ -438,6 +459,58 @@ class PythonTest(EddyTest):
             self.assertIn("action 'dispatch' failed for key \"k\"", err)
             self.assertIn(want + "\n", err)
             self.assertIn("Traceback (most recent call last)", err)
+
+    def test_exception_text_that_is_not_utf8_or_not_formattable(self):
+        """A lone surrogate in the message (os.fsdecode of a name that is not
+        UTF-8) left "ValueError: ?" and no traceback; an exception whose
+        __str__ raises left its bare class name and no traceback. Now the
+        message has the surrogate as a backslash escape (the dead letter is
+        UTF-8 JSON), the type is qualified and the traceback is there."""
+        path = self.path("odd.py")
+        with open(path, "w") as f:
+            f.write("import os\n"
+                    "from eddy import action, InputEvent\n"
+                    "class BadStr(Exception):\n"
+                    "    def __str__(self):\n"
+                    "        raise RuntimeError('no str')\n"
+                    "@action(InputEvent)\n"
+                    "def go(event, ctx):\n"
+                    "    if event.input['op'] == 'fsdecode':\n"
+                    "        raise ValueError('cannot parse ' + os.fsdecode(b'caf\\xe9.txt'))\n"
+                    "    raise BadStr('x')\n")
+        surrogate = ("cannot parse caf\\udce9.txt\n"
+                     "Traceback (most recent call last):\n"
+                     '  File "%s", line 9, in go\n'
+                     "    raise ValueError('cannot parse ' + os.fsdecode(b'caf\\xe9.txt'))\n"
+                     "ValueError: cannot parse caf\\udce9.txt\n" % path)
+        bad_str = ("(the exception cannot be formatted: its str() raised RuntimeError: no str)\n"
+                   "Traceback (most recent call last):\n"
+                   '  File "%s", line 10, in go\n'
+                   "    raise BadStr('x')\n"
+                   "odd.BadStr: <exception str() failed>\n" % path)
+        res = self.run_py([{"key": "k", "op": "fsdecode"}], agent=path)
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn('eddy: action \'go\' failed for key "k" on InputEvent (input line 1): '
+                      "ValueError: " + surrogate, res.stderr.decode())
+        res = self.run_py([{"key": "k", "op": "bad_str"}], agent=path)
+        self.assertEqual(res.rc, 1, res.stderr)
+        self.assertIn('eddy: action \'go\' failed for key "k" on InputEvent (input line 1): '
+                      "odd.BadStr: " + bad_str, res.stderr.decode())
+        res = self.run_py([{"key": "k", "op": "fsdecode"}, {"key": "k", "op": "bad_str"}],
+                          "--on-error", "skip", agent=path)
+        self.assertOk(res)
+        self.assertEqual([d["error"] for d in res.dead()],
+                         [{"type": "ValueError", "message": surrogate},
+                          {"type": "odd.BadStr", "message": bad_str}])
+        # At load, the same.
+        err = self.load_error("odd_load.py", "import os\n"
+                              "raise ValueError('cannot parse ' + os.fsdecode(b'caf\\xe9.txt'))\n")
+        self.assertEqual(err, "eddy: cannot load Python agent odd_load.py: ValueError: cannot "
+                         "parse caf\\udce9.txt\n"
+                         "Traceback (most recent call last):\n"
+                         '  File "%s", line 2, in <module>\n'
+                         "    raise ValueError('cannot parse ' + os.fsdecode(b'caf\\xe9.txt'))\n"
+                         "ValueError: cannot parse caf\\udce9.txt\n" % self.path("odd_load.py"))
 
     def test_uncaught_exception_skip(self):
         counter = self.path("counter")
