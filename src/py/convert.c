@@ -88,16 +88,15 @@ static void where_set(where *w, int depth, PyObject *key, Py_ssize_t idx)
     }
 }
 
-/* Raise exc_type with fmt (one %s: the type name of o), prefixed by the
- * value's name and the place at depth. */
-static void fail(where *w, int depth, PyObject *exc_type, const char *fmt, PyObject *o)
+/* Raise exc_type with msg, prefixed by the value's name and the place at
+ * depth. */
+static void fail_msg(where *w, int depth, PyObject *exc_type, const char *msg)
 {
     if (w->exact) { /* the caller pickles the value instead: no message */
         PyErr_SetNone(exc_type);
         return;
     }
-    char msg[256], name[256], path[1024];
-    snprintf(msg, sizeof(msg), fmt, Py_TYPE(o)->tp_name);
+    char name[256], path[1024];
     snprintf(name, sizeof(name), w->what, w->arg1, w->arg2);
     size_t len = 0;
     path[0] = '\0';
@@ -124,6 +123,58 @@ static void fail(where *w, int depth, PyObject *exc_type, const char *fmt, PyObj
         PyErr_Format(exc_type, "%s at %s: %s", name, path, msg);
     else
         PyErr_Format(exc_type, "%s: %s", name, msg);
+}
+
+/* Raise exc_type with fmt (one %s: the type name of o), prefixed by the
+ * value's name and the place at depth. */
+static void fail(where *w, int depth, PyObject *exc_type, const char *fmt, PyObject *o)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), fmt, Py_TYPE(o)->tp_name);
+    fail_msg(w, depth, exc_type, msg);
+}
+
+void eddy__py_surrogate_why(PyObject *s, char *buf, size_t size)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), at = 0;
+    Py_UCS4 c = 0;
+    for (; at < n; at++) {
+        c = PyUnicode_READ_CHAR(s, at);
+        if (c >= 0xD800 && c <= 0xDFFF)
+            break;
+    }
+    /* The text as repr() spells it (a surrogate as \udce9), its start only. */
+    PyObject *head = PyUnicode_Substring(s, 0, n > 40 ? 40 : n);
+    PyObject *r = head != NULL ? PyObject_Repr(head) : NULL;
+    const char *rs = r != NULL ? PyUnicode_AsUTF8(r) : NULL;
+    if (rs == NULL)
+        PyErr_Clear();
+    snprintf(buf, size,
+             "%s%s holds a lone surrogate ('\\u%04x' at index %lld), which is not UTF-8 text "
+             "(os.fsdecode and errors='surrogateescape' make one of a byte that is not UTF-8: "
+             "decode such bytes with errors='replace' or 'backslashreplace')",
+             rs != NULL ? rs : "a str", rs != NULL && n > 40 ? "..." : "", (unsigned)c,
+             (long long)at);
+    Py_XDECREF(r);
+    Py_XDECREF(head);
+}
+
+/* Raise a ValueError for str (or dict key) s, which cannot be encoded as
+ * UTF-8: it holds a lone surrogate. Another failure (out of memory) is left
+ * as it is. */
+static void fail_surrogate(where *w, int depth, const char *kind, PyObject *s)
+{
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return;
+    PyErr_Clear();
+    if (w->exact) { /* no message: fail_msg's */
+        PyErr_SetNone(PyExc_ValueError);
+        return;
+    }
+    char why[512], msg[600];
+    eddy__py_surrogate_why(s, why, sizeof(why));
+    snprintf(msg, sizeof(msg), "%s %s", kind, why);
+    fail_msg(w, depth, PyExc_ValueError, msg);
 }
 
 static json_t *to_json(PyObject *o, where *w, int depth)
@@ -159,8 +210,10 @@ static json_t *to_json(PyObject *o, where *w, int depth)
     if (exact ? PyUnicode_CheckExact(o) : PyUnicode_Check(o)) {
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(o, &n);
-        if (s == NULL)
+        if (s == NULL) {
+            fail_surrogate(w, depth, "str", o);
             return NULL;
+        }
         return json_stringn(s, (size_t)n);
     }
     if (exact ? PyList_CheckExact(o) : (PyList_Check(o) || PyTuple_Check(o))) {
@@ -195,6 +248,7 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             Py_ssize_t klen;
             const char *ks = PyUnicode_AsUTF8AndSize(k, &klen);
             if (ks == NULL) {
+                fail_surrogate(w, depth, "dict key", k);
                 json_decref(obj);
                 return NULL;
             }

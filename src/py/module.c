@@ -209,6 +209,12 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
     while (ok && PyDict_Next(attrs, &pos, &k, &v)) {
         const char *ks = PyUnicode_AsUTF8(k);
         if (ks == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                char why[512];
+                PyErr_Clear();
+                eddy__py_surrogate_why(k, why, sizeof(why));
+                PyErr_Format(PyExc_ValueError, "%s attribute name %s", type, why);
+            }
             ok = 0;
             break;
         }
@@ -1383,8 +1389,15 @@ static eddy_memory *mem_at(PyObject *self, PyObject *path, const char *what, cha
                          Py_TYPE(path)->tp_name);
             return NULL;
         }
-        if ((p = PyUnicode_AsUTF8AndSize(path, &plen)) == NULL)
+        if ((p = PyUnicode_AsUTF8AndSize(path, &plen)) == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                char why[512];
+                PyErr_Clear();
+                eddy__py_surrogate_why(path, why, sizeof(why));
+                PyErr_Format(PyExc_ValueError, "%s: memory path %s", what, why);
+            }
             return NULL;
+        }
     }
     size_t n = strlen(m->prefix);
     char *f = PyMem_Malloc(n + (size_t)plen + 2);

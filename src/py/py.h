@@ -57,7 +57,8 @@ PyObject *eddy__py_from_json(const json_t *j);
  * New JSON value for o: dict (str keys), list, tuple, str, int (64-bit),
  * float (finite), bool, None. On failure returns NULL with a TypeError (or
  * ValueError, OverflowError) whose message starts with what and names the
- * place inside o ("attribute 'x' at ['a'][2]: ...").
+ * place inside o ("attribute 'x' at ['a'][2]: ..."); a str (or dict key)
+ * with a lone surrogate, which is not UTF-8, is a ValueError too.
  */
 json_t *eddy__py_to_json(PyObject *o, const char *what);
 /* The same with the name given as a format with up to two %s, filled from
@@ -72,6 +73,11 @@ json_t *eddy__py_to_json_named(PyObject *o, const char *what, const char *arg1, 
  * pickles the value instead), or another exception (out of memory).
  */
 json_t *eddy__py_to_json_exact(PyObject *o);
+
+/* Why str s, which cannot be encoded as UTF-8, is refused, written into buf
+ * (of size bytes): "'caf\udce9' holds a lone surrogate ('\udce9' at index
+ * 3), which is not UTF-8 text (...)", for a message that says what s is. */
+void eddy__py_surrogate_why(PyObject *s, char *buf, size_t size);
 
 /* str(o) (o itself when it is a str) as UTF-8, in a new bytes object, with
  * each lone surrogate (what errors="surrogateescape" and os.fsdecode make of

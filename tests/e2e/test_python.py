@@ -663,6 +663,45 @@ class PythonTest(EddyTest):
         self.assertIn("Step attribute 'when'", o["error"])
         self.assertIn("'module' is not JSON", o["error"])
 
+    def test_lone_surrogate_refused_with_its_place(self):
+        # A str with a lone surrogate (os.fsdecode of a name that is not
+        # UTF-8) raised a bare UnicodeEncodeError naming neither the
+        # attribute nor the memory path nor the place inside the value.
+        path = self.path("surrogates.py")
+        with open(path, "w") as f:
+            f.write("import os\n"
+                    "from eddy import action, Event, InputEvent, OutputEvent\n"
+                    "class Step(Event):\n"
+                    "    pass\n"
+                    "S = os.fsdecode(b'caf\\xe9')\n"
+                    "@action(InputEvent)\n"
+                    "def go(event, ctx):\n"
+                    "    stm = ctx.short_term_memory\n"
+                    "    errors = []\n"
+                    "    for f in (lambda: ctx.send_event(OutputEvent(output={'list': ['ok', S]})),\n"
+                    "              lambda: ctx.send_event(Step(name=S)),\n"
+                    "              lambda: ctx.send_event(Step(**{S: 1})),\n"
+                    "              lambda: stm.set('a.b', {'x': S}),\n"
+                    "              lambda: stm.set('a.b', {S: 1}),\n"
+                    "              lambda: stm.set(S, 1)):\n"
+                    "        try:\n"
+                    "            f()\n"
+                    "        except ValueError as e:\n"
+                    "            errors.append(str(e))\n"
+                    "    ctx.send_event(OutputEvent(output=errors))\n")
+        res = self.run_py([{"key": "k"}], agent=path)
+        self.assertOk(res)
+        why = ("'caf\\udce9' holds a lone surrogate ('\\udce9' at index 3), which is not UTF-8 "
+               "text (os.fsdecode and errors='surrogateescape' make one of a byte that is not "
+               "UTF-8: decode such bytes with errors='replace' or 'backslashreplace')")
+        self.assertEqual(res.outputs(), [[
+            "OutputEvent attribute 'output' at ['list'][1]: str " + why,
+            "Step attribute 'name': str " + why,
+            "Step attribute name " + why,
+            "memory path 'a.b' at ['x']: str " + why,
+            "memory path 'a.b': dict key " + why,
+            "MemoryObject.set: memory path " + why]])
+
     def test_asyncio_refused_clearly(self):
         # As docs/python.md says: eddy's TypeError for what yields something
         # else than an eddy call, asyncio's "no running event loop" (and

@@ -198,6 +198,28 @@ static void test_errors_name_the_place(void **state)
     assert_string_equal(m, "attribute 'x': a value of type 'object' is not JSON (use dict with "
                            "str keys, list, tuple, str, int, float, bool or None)");
     free(m);
+    /* A lone surrogate (os.fsdecode's of a byte that is not UTF-8) is not
+     * UTF-8: refused with the place, as a str or as a dict key. */
+    m = conversion_error("{'a': ['ok', 'caf\\udce9']}", PyExc_ValueError);
+    assert_string_equal(m, "attribute 'x' at ['a'][1]: str 'caf\\udce9' holds a lone surrogate "
+                           "('\\udce9' at index 3), which is not UTF-8 text (os.fsdecode and "
+                           "errors='surrogateescape' make one of a byte that is not UTF-8: "
+                           "decode such bytes with errors='replace' or 'backslashreplace')");
+    free(m);
+    m = conversion_error("[{'k\\udcff': 1}]", PyExc_ValueError);
+    assert_non_null(strstr(m, "attribute 'x' at [0]: dict key 'k\\udcff' holds a lone surrogate "
+                              "('\\udcff' at index 1)"));
+    free(m);
+    m = conversion_error("'x' * 50 + '\\ud800'", PyExc_ValueError);
+    assert_non_null(strstr(m, "attribute 'x': str 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... "
+                              "holds a lone surrogate ('\\ud800' at index 50)"));
+    free(m);
+    /* A durable result that holds one is pickled: no message. */
+    PyObject *v = eval("['caf\\udce9']");
+    assert_null(eddy__py_to_json_exact(v));
+    assert_true(PyErr_ExceptionMatches(PyExc_ValueError));
+    PyErr_Clear();
+    Py_DECREF(v);
     /* A cycle is refused, not followed forever. */
     PyObject *main = PyModule_GetDict(PyImport_AddModule("__main__"));
     PyObject *r = PyRun_String("cyc = []\ncyc.append(cyc)\n", Py_file_input, main, main);
