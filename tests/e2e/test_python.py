@@ -965,6 +965,35 @@ class PythonTest(EddyTest):
                          "eddy: cannot load Python agent noname.py: its action 1 has an empty "
                          "name\n")
 
+    def test_callable_that_cannot_be_an_action_refused_where_decorated(self):
+        # A functools.partial has no __name__ (the action's name): the load
+        # failed in eddy's own code with "AttributeError: 'functools.partial'
+        # object has no attribute '__name__'", no file, no line. A bound
+        # method takes no attribute (eddy's mark of an action): an
+        # AttributeError about '_eddy_listen'. Both are refused by @action,
+        # on the agent's line.
+        cases = (("partial.py", "import functools\n", "functools.partial(helper)",
+                  "TypeError: @action takes a callable whose __name__ names the action, and "
+                  "functools.partial(<function helper at "),
+                 ("instance.py", "class H:\n    def __call__(self, event, ctx):\n        pass\n",
+                  "H()", "TypeError: @action takes a callable whose __name__ names the action, "
+                  "and <instance.H object at "),
+                 ("bound.py", "class H:\n    def m(self, event, ctx):\n        pass\n",
+                  "H().m", "TypeError: @action cannot mark <bound method H.m of <bound.H object "
+                  "at "))
+        for name, head, expr, words in cases:
+            source = ("from eddy import action, InputEvent\n" + head +
+                      "def helper(event, ctx):\n    pass\n"
+                      "go = action(InputEvent)(%s)\n" % expr)
+            err = self.load_error(name, source)
+            self.assertTrue(err.startswith("eddy: cannot load Python agent %s: %s"
+                                           % (name, words)), err)
+            self.assertIn("decorate a function (def or async def) that calls it\n"
+                          "Traceback (most recent call last):\n"
+                          '  File "%s", line %d, in <module>\n'
+                          "    go = action(InputEvent)(%s)\n"
+                          % (self.path(name), source.count("\n"), expr), err)
+
     def test_flink_style_mistakes_refused_at_load(self):
         # A CEL condition as trigger never matched anything, and a wrong
         # signature failed at the first event without naming the file.
