@@ -1378,68 +1378,6 @@ class PythonTest(EddyTest):
         self.assertOk(res)
         self.assertEqual(res.outputs(), [{"ran": "generator-based coroutine", "v": 3}])
 
-    def test_actions_and_agent_classes_of_the_agents_file_only(self):
-        # A module-level @action function imported from another module (with
-        # "from shared import *") was an action of the agent, while an
-        # imported Agent subclass was not its agent, and a file that only
-        # imported one was refused with "no actions" and no word of --agent.
-        # Now both are the other module's: the file's actions are the
-        # functions it defines or decorates itself, and the error names the
-        # imported classes.
-        files = {
-            "shared.py": "from eddy import action, InputEvent, OutputEvent\n"
-                         "@action(InputEvent)\n"
-                         "def audit(event, ctx):\n"
-                         "    ctx.send_event(OutputEvent(output='audit'))\n"
-                         "def plain(event, ctx):\n"
-                         "    ctx.send_event(OutputEvent(output='plain'))\n",
-            "myagents.py": "from eddy import Agent, action, InputEvent, OutputEvent\n"
-                           "class ReviewAgent(Agent):\n"
-                           "    @action(InputEvent)\n"
-                           "    @staticmethod\n"
-                           "    def review(event, ctx):\n"
-                           "        ctx.send_event(OutputEvent(output='review'))\n"
-                           "class OtherAgent(Agent):\n"
-                           "    pass\n",
-            "star.py": "from shared import *\n"
-                       "@action(InputEvent)\n"
-                       "def mine(event, ctx):\n"
-                       "    ctx.send_event(OutputEvent(output='mine'))\n"
-                       "also = action(InputEvent)(plain)\n",
-        }
-        for name, source in files.items():
-            with open(self.path(name), "w") as f:
-                f.write(source)
-        # Its own action, and the function it decorates itself (bound to two
-        # names: one action), in the order their names are first bound; not
-        # the one shared.py decorated.
-        res = self.run_py([{"key": "k"}], agent=self.path("star.py"))
-        self.assertOk(res)
-        self.assertEqual(res.outputs(), ["plain", "mine"])
-        self.assertEqual(
-            self.load_error("onlystar.py", "from shared import *\n"),
-            "eddy: cannot load Python agent onlystar.py: no actions: decorate static methods of "
-            "an Agent subclass (or module-level functions) with @action(EventType); the @action "
-            "functions it imports (audit) are not its own: a file's actions are those it "
-            "defines or decorates itself\n")
-        self.assertEqual(
-            self.load_error("one.py", "from myagents import ReviewAgent\n"),
-            "eddy: cannot load Python agent one.py: no actions: it defines no Agent subclass "
-            "and no @action function, and imports the Agent subclass ReviewAgent (from "
-            "myagents): choose it with --agent ReviewAgent\n")
-        self.assertEqual(
-            self.load_error("two.py", "from myagents import *\n"),
-            "eddy: cannot load Python agent two.py: no actions: it defines no Agent subclass "
-            "and no @action function, and imports the Agent subclasses OtherAgent, "
-            "ReviewAgent: choose one with --agent NAME\n")
-        res = self.run_py([{"key": "k"}], "--agent", "ReviewAgent", agent=self.path("one.py"))
-        self.assertOk(res)
-        self.assertEqual(res.outputs(), ["review"])
-        res = self.run_py([{"key": "k"}], "--agent", "Nope", agent=self.path("two.py"))
-        self.assertEqual(res.rc, 2)
-        self.assertIn(b"two.py: no Agent subclass named 'Nope' (found: OtherAgent, ReviewAgent)",
-                      res.stderr)
-
     def test_agent_option_chooses_the_class(self):
         path = os.path.join(PY_AGENTS, "several.py")
         res = self.run_py([{"key": "k"}], "--agent", "Second", agent=path)
