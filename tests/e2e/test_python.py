@@ -887,6 +887,62 @@ class PythonTest(EddyTest):
         self.assertEqual(res.rc, 2)
         self.assertIn(b"cannot open shared object file: No such file or directory", res.stderr)
 
+    def test_imported_agent_classes_and_actions(self):
+        # A file that only imports an Agent subclass was refused with "no
+        # actions" and no word of --agent, which runs it: the message names
+        # the classes it imports. Imported @action functions are actions of
+        # the file (from shared import *), as documented.
+        files = {
+            "shared.py": "from eddy import action, InputEvent, OutputEvent\n"
+                         "@action(InputEvent)\n"
+                         "def audit(event, ctx):\n"
+                         "    ctx.send_event(OutputEvent(output='audit'))\n",
+            "myagents.py": "from eddy import Agent, action, InputEvent, OutputEvent\n"
+                           "class ReviewAgent(Agent):\n"
+                           "    @action(InputEvent)\n"
+                           "    @staticmethod\n"
+                           "    def review(event, ctx):\n"
+                           "        ctx.send_event(OutputEvent(output='review'))\n"
+                           "class OtherAgent(Agent):\n"
+                           "    pass\n",
+            "star.py": "from shared import *\n"
+                       "from eddy import action, InputEvent, OutputEvent\n"
+                       "@action(InputEvent)\n"
+                       "def mine(event, ctx):\n"
+                       "    ctx.send_event(OutputEvent(output='mine'))\n",
+        }
+        for name, source in files.items():
+            with open(self.path(name), "w") as f:
+                f.write(source)
+        res = self.run_py([{"key": "k"}], agent=self.path("star.py"))
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), ["audit", "mine"])
+        why = ("no actions: decorate static methods of an Agent subclass (or module-level "
+               "functions) with @action(EventType)")
+        self.assertEqual(
+            self.load_error("one.py", "from myagents import ReviewAgent\n"),
+            "eddy: cannot load Python agent one.py: %s; it imports the Agent subclass "
+            "ReviewAgent: choose it with --agent ReviewAgent\n" % why)
+        self.assertEqual(
+            self.load_error("two.py", "from myagents import *\n"),
+            "eddy: cannot load Python agent two.py: %s; it imports the Agent subclasses "
+            "OtherAgent, ReviewAgent: choose one with --agent NAME\n" % why)
+        res = self.run_py([{"key": "k"}], "--agent", "ReviewAgent", agent=self.path("one.py"))
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), ["review"])
+        self.assertIn("no Agent subclass named 'Nope' (found: OtherAgent, ReviewAgent)",
+                      self.load_error_agent("two.py", "Nope"))
+
+    def load_error_agent(self, agent, agent_class):
+        """eddy run's stderr for agent run with --agent agent_class (refused)."""
+        with open(self.path("in.jsonl"), "w") as f:
+            f.write('{"key": "k"}\n')
+        proc = subprocess.run([os.path.abspath(EDDY), "run", agent, "--agent", agent_class,
+                               "--input", "in.jsonl", "--output", "out.jsonl", "--no-progress"],
+                              cwd=self.dir, capture_output=True, timeout=120)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        return proc.stderr.decode()
+
     def load_error(self, agent, source=None):
         """eddy run's stderr for an agent that does not load, run from the
         test's folder with the agent's path as given (relative, say)."""
