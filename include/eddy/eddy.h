@@ -271,6 +271,30 @@ EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error
 EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
                                    eddy_error **err);
 
+/*
+ * A Python agent runs in the process's interpreter, and the signal handlers
+ * it installs are the process's. This hook lets a program that handles
+ * signals itself keep them (the eddy command sets it). It is process-wide;
+ * fn NULL removes it. Set it before loading a Python agent, on the thread
+ * that loads it. A no-op in an eddy built without Python; never called when
+ * the process ran Python before eddy (eddy then uses that interpreter as it
+ * is).
+ *
+ * fn(signo, arg) is called when the agent calls Python's
+ * signal.signal(signo, handler) (at its import or in an action; on that
+ * thread, which holds the GIL), before anything is installed. When fn
+ * returns nonzero the program keeps signo's handler: the agent's is not
+ * installed, and the call returns what signal.getsignal(signo) says (None
+ * for a handler not installed from Python); the program may say so. Zero
+ * lets the call go on. Only calls that Python would take are shown (on the
+ * main thread, with a valid handler), and none in a child process that the
+ * agent forked. Handlers installed in other ways (sigaction(2) from C, in
+ * a C agent or an extension module) are not seen: a program checks for them
+ * with sigaction(2) where it can (after the agent loaded, after a run).
+ */
+typedef int (*eddy_python_signal_fn)(int signo, void *arg);
+EDDY_API void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg);
+
 /* ---------------------------------------------------------------- contexts */
 
 /* The key of the running action execution, as JSON text ("\"u1\"", "42").

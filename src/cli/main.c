@@ -194,7 +194,9 @@ static void print_run_help(FILE *out)
           "           not). A signal counts from when the agent starts loading; one that\n"
           "           comes after the run ended (while the state closes) interrupts\n"
           "           nothing: the exit code is the run's, with a note. SIGQUIT dumps core\n"
-          "           at once, committing nothing; the state is safe, as after a crash.\n",
+          "           at once, committing nothing; the state is safe, as after a crash.\n"
+          "           eddy keeps these handlers: an agent's own is refused or replaced,\n"
+          "           with a warning.\n",
           out);
 }
 
@@ -653,40 +655,129 @@ static void detach_signal_runtime(void)
 }
 
 /*
- * SIGINT, SIGTERM and SIGHUP (the terminal closed: an ssh session that
- * ends) stop eddy cleanly. A SIGHUP that eddy was started ignoring (nohup)
- * stays ignored. SIGQUIT keeps its default action, a core dump at once: it
- * is the signal that asks for one, and the state is safe against it as
- * against any crash.
+ * The signals eddy handles itself, and what it does with each: SIGINT,
+ * SIGTERM and SIGHUP stop it cleanly (a SIGHUP that eddy was started
+ * ignoring, under nohup, stays ignored), and SIGPIPE is ignored (a reader of
+ * the output that goes away is an I/O error). An agent must not take them
+ * over: a handler of its own for SIGTERM made eddy run on to the end,
+ * deaf to the stop. A Python agent's signal.signal() for one of them is
+ * refused as it is made (on_python_signal); a handler installed otherwise
+ * (sigaction(2) in a C agent or an extension module) is found and replaced
+ * by eddy's own after the agent loads and after the run (reclaim_signals),
+ * and never by polling. Each gets one warning naming the agent.
  */
-static int install_signal_handlers(eddy_runtime *rt)
+struct owned_signal {
+    int signo;
+    const char *name;
+    int ignored; /* eddy ignores it rather than handling it */
+    int warned;  /* the warning for it was printed */
+};
+
+static struct owned_signal owned_signals[] = {
+    {SIGINT, "SIGINT", 0, 0},
+    {SIGTERM, "SIGTERM", 0, 0},
+    {SIGHUP, "SIGHUP", 0, 0},
+    {SIGPIPE, "SIGPIPE", 1, 0},
+};
+
+#define OWNED_SIGNAL_COUNT (sizeof(owned_signals) / sizeof(owned_signals[0]))
+
+static const char *agent_file; /* AGENT, as the warnings name it */
+
+static struct owned_signal *owned_signal(int signo)
 {
-    struct sigaction sa, hup;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaddset(&sa.sa_mask, SIGINT);
-    sigaddset(&sa.sa_mask, SIGTERM);
-    sigaddset(&sa.sa_mask, SIGHUP);
-    sa.sa_flags = SA_RESTART;
-    atomic_store(&signal_runtime, rt);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
-        sigaction(SIGHUP, NULL, &hup) != 0)
-        return -1;
-    if (hup.sa_handler != SIG_IGN && sigaction(SIGHUP, &sa, NULL) != 0)
-        return -1;
-    return 0;
+    for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++)
+        if (owned_signals[i].signo == signo)
+            return &owned_signals[i];
+    return NULL;
 }
 
-/* A closed reader of the output must not kill eddy: the sink sees EPIPE and
- * reports it as an I/O error, and the state stays consistent. */
-static void ignore_sigpipe(void)
+/* What eddy installs for o. */
+static struct sigaction owned_action(const struct owned_signal *o)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = SIG_IGN;
+    sa.sa_handler = o->ignored ? SIG_IGN : on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, NULL);
+    if (!o->ignored) {
+        sigaddset(&sa.sa_mask, SIGINT);
+        sigaddset(&sa.sa_mask, SIGTERM);
+        sigaddset(&sa.sa_mask, SIGHUP);
+        sa.sa_flags = SA_RESTART;
+    }
+    return sa;
+}
+
+/* The warning for an agent that installed a handler for o (once). late:
+ * found when the run had ended, which ran with the agent's handler. */
+static void warn_replaced(struct owned_signal *o, int late)
+{
+    if (o->warned)
+        return;
+    o->warned = 1;
+    const char *what = !o->ignored          ? "eddy's own handles it%s (stops cleanly)"
+                       : o->signo == SIGHUP ? "eddy ignores it%s, as it was started doing (nohup)"
+                                            : "eddy ignores it%s (a reader of the output that "
+                                              "goes away is an I/O error)";
+    fprintf(stderr, "eddy: warning: %s installed a handler for %s", agent_file, o->name);
+    if (late)
+        fprintf(stderr, " while it ran, in place of eddy's (until now a %s went to the agent's)",
+                o->name);
+    fputs("; ", stderr);
+    fprintf(stderr, what, late ? " again" : "");
+    fputc('\n', stderr);
+}
+
+/* Put eddy's handling back on every signal it owns whose handler the agent
+ * replaced, with a warning; late as for warn_replaced. */
+static void reclaim_signals(int late)
+{
+    for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++) {
+        struct owned_signal *o = &owned_signals[i];
+        struct sigaction cur, want = owned_action(o);
+        if (sigaction(o->signo, NULL, &cur) != 0 ||
+            ((cur.sa_flags & SA_SIGINFO) == 0 && cur.sa_handler == want.sa_handler))
+            continue;
+        if (sigaction(o->signo, &want, NULL) == 0)
+            warn_replaced(o, late);
+    }
+}
+
+/* A Python agent's signal.signal(signo, ...): refused for a signal eddy
+ * owns (its handler is never installed), with the warning. */
+static int on_python_signal(int signo, void *arg)
+{
+    (void)arg;
+    struct owned_signal *o = owned_signal(signo);
+    if (o == NULL)
+        return 0;
+    warn_replaced(o, 0);
+    return 1;
+}
+
+/*
+ * SIGINT, SIGTERM and SIGHUP (the terminal closed: an ssh session that
+ * ends) stop eddy cleanly. A SIGHUP that eddy was started ignoring (nohup)
+ * stays ignored. SIGPIPE is ignored: a closed reader of the output must not
+ * kill eddy; the sink sees EPIPE and reports it as an I/O error, and the
+ * state stays consistent. SIGQUIT keeps its default action, a core dump at
+ * once: it is the signal that asks for one, and the state is safe against
+ * it as against any crash. agent names the agent in the warnings.
+ */
+static int install_signal_handlers(const char *agent)
+{
+    struct sigaction hup;
+    agent_file = agent;
+    if (sigaction(SIGHUP, NULL, &hup) != 0)
+        return -1;
+    owned_signal(SIGHUP)->ignored = hup.sa_handler == SIG_IGN;
+    for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++) {
+        struct sigaction sa = owned_action(&owned_signals[i]);
+        if (sigaction(owned_signals[i].signo, &sa, NULL) != 0)
+            return -1;
+    }
+    eddy_python_set_signal_hook(on_python_signal, NULL);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- progress and summary */
@@ -862,6 +953,7 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
      * turn a run that completed into a failure (see cmd_run). */
     detach_signal_runtime();
     signal_at_run_end = signal_caught;
+    reclaim_signals(1); /* what the agent's actions did to them */
     clear_progress(&progress);
 
     fflush(stdout); /* what C agents printed comes before the summary */
@@ -900,12 +992,11 @@ static int cmd_run(int argc, char **argv)
         goto done;
     }
 
-    ignore_sigpipe();
     /* From here a SIGINT, SIGTERM or SIGHUP is a request to stop: loading
      * an agent (a Python agent's imports), opening and recovering a large
      * state take a while, and the default action would end eddy without
      * its "interrupted" line. */
-    if (install_signal_handlers(NULL) != 0) {
+    if (install_signal_handlers(a.agent_path) != 0) {
         perror("eddy: sigaction");
         code = EXIT_FAIL;
         goto done;
@@ -913,6 +1004,8 @@ static int cmd_run(int argc, char **argv)
     code = load_agent(plan, &a);
     if (code != CONTINUE)
         goto done; /* a failed load is reported as such, signal or not */
+    /* What the agent's import or its init did to the signals eddy handles. */
+    reclaim_signals(0);
     if (signal_caught != 0) {
         /* Asked to stop while the agent loaded: nothing has started. */
         code = interrupted(signal_caught, has_state(&a));

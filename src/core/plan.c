@@ -571,4 +571,11 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
                            "%s: this eddy was built without Python support",
                            path != NULL ? path : "Python agent");
 }
+
+/* No Python agent can load: nothing for the hook to see. */
+void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
+{
+    (void)fn;
+    (void)arg;
+}
 #endif

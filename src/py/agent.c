@@ -85,6 +85,7 @@ int eddy__py_acquire(eddy_error **err)
     }
     Py_DECREF(m);
     stdout_like_stderr();
+    eddy__py_guard_signals();
     /* From here on the GIL is taken only to run Python. */
     PyEval_SaveThread();
     return EDDY_OK;

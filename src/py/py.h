@@ -104,6 +104,9 @@ int eddy__py_acquire(eddy_error **err);
 /* Drop a reference; the last one finalises the interpreter. */
 void eddy__py_release(void);
 
+/* The interpreter eddy initialised is up (GIL held): put the guard that
+ * shows the program's signal hook an agent's signal.signal() (process.c). */
+void eddy__py_guard_signals(void);
 /* ---------------------------------------------------------------- the eddy module */
 
 /* Types and helpers of the module, valid while the interpreter lives. */

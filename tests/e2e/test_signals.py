@@ -402,5 +402,119 @@ class Signals(EddyTest):
                              (len(key_recs), sum(r["v"] for r in key_recs)))
 
 
+class AgentSignals(EddyTest):
+    """An agent that installs handlers of its own for the signals eddy
+    handles: eddy keeps its own, with a warning, and stops cleanly."""
+
+    PY = os.path.join(SOURCE, "tests", "agents", "own_signals.py")
+    SO = os.path.join(AGENTS, "own_signals.so")
+
+    def start(self, agent, records, preexec_fn=None):
+        self.inp, self.out = self.path("in.jsonl"), self.path("out.jsonl")
+        self.state, self.started = self.path("state"), self.path("started")
+        write_jsonl(self.inp, records)
+        self.cmd = [EDDY, "run", agent, "--input", self.inp, "--output", self.out, "--state",
+                    self.state, "--no-progress"]
+        env = dict(os.environ, EDDY_TEST_STARTED=self.started)
+        return subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, preexec_fn=preexec_fn)
+
+    def wait_started(self, p):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.started):
+            self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
+            self.assertLess(time.monotonic(), deadline, "the action never started")
+            time.sleep(0.005)
+
+    def warning(self, agent, name, tail=b"eddy's own handles it (stops cleanly)"):
+        return (b"eddy: warning: " + agent.encode() + b" installed a handler for " + name +
+                b"; " + tail + b"\n")
+
+    def stop(self, agent, signo, code, preexec_fn=None, before=()):
+        # The agent's handler replaced eddy's (Python's signal.signal()
+        # through sigaction(2)): SIGTERM and SIGINT went to the agent's,
+        # eddy ran on to the end and exited 0, and the agent's handler ran
+        # last. Now eddy keeps its own, says so, and stops as documented.
+        p = self.start(agent, [{"key": "a", "op": "wait"}], preexec_fn)
+        self.wait_started(p)
+        for other in before:
+            p.send_signal(other)
+        p.send_signal(signo)
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, code, err)
+        self.assertTrue(err.endswith(b"eddy: interrupted; run the same command again to "
+                                     b"resume\n"), err)
+        self.assertNotIn(b"agent handler", out + err)
+        self.assertEqual(read_jsonl(self.out) if os.path.exists(self.out) else [], [])
+        return err
+
+    def test_python_handler_for_sigterm(self):
+        err = self.stop(self.PY, signal.SIGTERM, 143)
+        for name in (b"SIGTERM", b"SIGHUP", b"SIGINT"):
+            self.assertIn(self.warning(self.PY, name), err)
+        self.assertIn(self.warning(self.PY, b"SIGPIPE", b"eddy ignores it (a reader of the "
+                                   b"output that goes away is an I/O error)"), err)
+        self.assertEqual(err.count(b"eddy: warning:"), 4, err)
+
+    def test_python_handler_for_sigint_made_in_an_action(self):
+        err = self.stop(self.PY, signal.SIGINT, 130)
+        self.assertIn(self.warning(self.PY, b"SIGINT"), err)
+
+    def test_python_handler_for_sighup_under_nohup(self):
+        # Started ignoring SIGHUP, eddy keeps ignoring it: the agent's
+        # handler is not installed, and the hangup does nothing.
+        err = self.stop(self.PY, signal.SIGTERM, 143,
+                              lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+                              before=(signal.SIGHUP,))
+        self.assertIn(self.warning(self.PY, b"SIGHUP", b"eddy ignores it, as it was started "
+                                   b"doing (nohup)"), err)
+
+    def test_python_handlers_second_signal_ends_at_once(self):
+        # The first signal asks for a stop, which waits for the call in
+        # flight (30 s); the second ends eddy at once, by its default action.
+        # (Both pending at once, the lower-numbered one, SIGINT, comes first.)
+        p = self.start(self.PY, [{"key": "a", "op": "block"}])
+        self.wait_started(p)
+        p.send_signal(signal.SIGTERM)
+        p.send_signal(signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            self.fail("the second signal did not end eddy")
+        self.assertIn(p.returncode, (-signal.SIGINT, -signal.SIGTERM), err)
+        self.assertNotIn(b"agent handler", out + err)
+
+    def test_python_sig_dfl_for_sigpipe(self):
+        # signal.signal(SIGPIPE, SIG_DFL) at the agent's import: a reader of
+        # stdout that goes away killed eddy (141) instead of the I/O error.
+        inp = self.path("in.jsonl")
+        write_jsonl(inp, [{"key": "k%d" % i, "op": "echo"} for i in range(5000)])
+        cmd = " ".join("'%s'" % a for a in (EDDY, "run", self.PY, "--input", inp, "--output",
+                                            "-", "--no-progress"))
+        p = subprocess.run(["bash", "-c", cmd + " | head -1; exit ${PIPESTATUS[0]}"],
+                           capture_output=True, timeout=120)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"eddy: cannot write to standard output: Broken pipe\n", p.stderr)
+
+    def test_c_handler_installed_by_init(self):
+        # eddy_agent_init() calling sigaction(2): found once the agent has
+        # loaded, and eddy's own put back.
+        err = self.stop(self.SO, signal.SIGTERM, 143)
+        self.assertIn(self.warning(self.SO, b"SIGTERM"), err)
+
+    def test_c_handler_installed_by_an_action(self):
+        # sigaction(2) in an action is found when the run ends (nothing
+        # polls for it), and said.
+        p = self.start(self.SO, [{"key": "a", "op": "install"}])
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn(b"eddy: warning: " + self.SO.encode() + b" installed a handler for "
+                      b"SIGINT while it ran, in place of eddy's (until now a SIGINT went to the "
+                      b"agent's); eddy's own handles it again (stops cleanly)\n", err)
+        self.assertEqual(read_jsonl(self.out), [{"key": "a", "op": "install"}])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

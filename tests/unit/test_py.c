@@ -11,6 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -450,6 +451,64 @@ static void test_worker_thread_states(void **state)
     free(in);
 }
 
+/* ---------------------------------------------------------------- the process's hooks */
+
+static int signals_shown[4];
+static int nsignals_shown;
+
+/* Keeps SIGUSR1 (the agent's handler for it is not installed), lets the
+ * others go. */
+static int keep_sigusr1(int signo, void *arg)
+{
+    assert_ptr_equal(arg, &nsignals_shown);
+    if (nsignals_shown < 4)
+        signals_shown[nsignals_shown++] = signo;
+    return signo == SIGUSR1;
+}
+
+static int is_default(int signo)
+{
+    struct sigaction cur;
+    assert_int_equal(sigaction(signo, NULL, &cur), 0);
+    return (cur.sa_flags & SA_SIGINFO) == 0 && cur.sa_handler == SIG_DFL;
+}
+
+/* The signal hook sees an agent's signal.signal() before anything is
+ * installed, and may refuse it. */
+static void test_signal_hook(void **state)
+{
+    (void)state;
+    char *agent = write_temp(".py", "import signal\n"
+                                    "from eddy import Agent, InputEvent, action\n"
+                                    "def h(signo, frame):\n"
+                                    "    pass\n"
+                                    "KEPT = signal.signal(signal.SIGUSR1, h)\n"
+                                    "signal.signal(signal.SIGUSR2, h)\n"
+                                    "assert KEPT == signal.SIG_DFL, KEPT\n"
+                                    "class A(Agent):\n"
+                                    "    @action(InputEvent)\n"
+                                    "    @staticmethod\n"
+                                    "    def first(event, ctx):\n"
+                                    "        pass\n");
+    assert_true(is_default(SIGUSR1) && is_default(SIGUSR2));
+    eddy_python_set_signal_hook(keep_sigusr1, &nsignals_shown);
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
+        fail_msg("load: %s", eddy_error_message(err));
+    assert_int_equal(nsignals_shown, 2);
+    assert_int_equal(signals_shown[0], SIGUSR1);
+    assert_int_equal(signals_shown[1], SIGUSR2);
+    assert_true(is_default(SIGUSR1));  /* kept: not installed */
+    assert_false(is_default(SIGUSR2)); /* Python's handler */
+    eddy_plan_free(plan);
+    assert_false(Py_IsInitialized());
+    assert_true(is_default(SIGUSR2)); /* Python put back the default as it ended */
+    eddy_python_set_signal_hook(NULL, NULL);
+    unlink(agent);
+    free(agent);
+}
+
 int main(void)
 {
     const struct CMUnitTest conversion[] = {
@@ -463,7 +522,11 @@ int main(void)
         cmocka_unit_test(test_run_python_agent),
         cmocka_unit_test(test_worker_thread_states),
     };
+    const struct CMUnitTest process[] = {
+        cmocka_unit_test(test_signal_hook),
+    };
     int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
     failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);
+    failed += cmocka_run_group_tests_name("process", process, NULL, NULL);
     return failed;
 }
