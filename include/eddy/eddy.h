@@ -272,15 +272,15 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
                                    eddy_error **err);
 
 /*
- * A Python agent runs in the process's interpreter, and the signal handlers
- * it installs are the process's. This hook lets a program that handles
- * signals itself keep them (the eddy command sets it). It is process-wide;
- * fn NULL removes it. Set it before loading a Python agent, on the thread
- * that loads it. A no-op in an eddy built without Python; never called when
- * the process ran Python before eddy (eddy then uses that interpreter as it
- * is).
+ * A Python agent runs in the process's interpreter, and its signal handlers
+ * and threads are the process's. These two hooks let a program that cares
+ * hear of them (the eddy command sets both). Each is process-wide; fn NULL
+ * removes it. Set them before loading a Python agent, on the thread that
+ * loads it. Both are no-ops in an eddy built without Python, and neither is
+ * called when the process ran Python before eddy (eddy then neither
+ * initialises nor finalises the interpreter).
  *
- * fn(signo, arg) is called when the agent calls Python's
+ * Signal hook: fn(signo, arg) is called when the agent calls Python's
  * signal.signal(signo, handler) (at its import or in an action; on that
  * thread, which holds the GIL), before anything is installed. When fn
  * returns nonzero the program keeps signo's handler: the agent's is not
@@ -291,9 +291,21 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
  * agent forked. Handlers installed in other ways (sigaction(2) from C, in
  * a C agent or an extension module) are not seen: a program checks for them
  * with sigaction(2) where it can (after the agent loaded, after a run).
+ *
+ * Thread-wait hook: freeing the last plan that uses the interpreter
+ * (eddy_runtime_free() frees its runtime's plan, after closing the state
+ * and the outputs) finalises it, and that waits, as Python does at exit,
+ * for the threads the agent started with `threading` that are not daemon
+ * threads, however long they run. When some are alive then, fn(n, names,
+ * arg) is called first, on the freeing thread (GIL held), with their number
+ * and their names (borrowed for the call), after sys.stdout and sys.stderr
+ * were flushed: the program may say why it waits, or end without waiting
+ * (_exit(2)). When fn returns, the wait begins.
  */
 typedef int (*eddy_python_signal_fn)(int signo, void *arg);
 EDDY_API void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg);
+typedef void (*eddy_python_thread_wait_fn)(size_t n, const char *const *names, void *arg);
+EDDY_API void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg);
 
 /* ---------------------------------------------------------------- contexts */
 

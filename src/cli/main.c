@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "eddy/eddy.h"
@@ -196,7 +198,9 @@ static void print_run_help(FILE *out)
           "           nothing: the exit code is the run's, with a note. SIGQUIT dumps core\n"
           "           at once, committing nothing; the state is safe, as after a crash.\n"
           "           eddy keeps these handlers: an agent's own is refused or replaced,\n"
-          "           with a warning.\n",
+          "           with a warning. Threads a Python agent left (not daemon threads)\n"
+          "           are waited for after the run (a note says so after a second); a\n"
+          "           signal ends the wait at once, and the exit code is the run's.\n",
           out);
 }
 
@@ -607,6 +611,11 @@ static volatile sig_atomic_t signal_caught;
 /* signal_caught when the run ended (-1 until then): a signal after that
  * stops nothing and changes nothing of the run's outcome. */
 static int signal_at_run_end = -1;
+/* Set while eddy waits for threads a Python agent left (the run has ended
+ * and the state is closed): a signal then ends eddy at once, with
+ * exit_code_at_end, the code it was to exit with. See on_thread_wait. */
+static atomic_int waiting_for_threads;
+static volatile sig_atomic_t exit_code_at_end;
 
 /* The name of a signal that stops eddy. */
 static const char *signal_name(int signo)
@@ -619,6 +628,35 @@ static const char *signal_name(int signo)
     default:
         return "SIGTERM";
     }
+}
+
+/* write(2) all of s, as a signal handler may. */
+static void write_all(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* A signal while eddy waited for the agent's threads: nothing is left to
+ * stop or commit (the state is closed), so eddy ends now, with the code it
+ * was to exit with. Async-signal-safe. */
+static void end_the_wait(int signo)
+{
+    int saved = errno;
+    write_all(STDERR_FILENO, "eddy: note: ");
+    write_all(STDERR_FILENO, signal_name(signo));
+    write_all(STDERR_FILENO, " ended the wait for the agent's threads (it interrupted nothing "
+                             "else: the exit code is the run's)\n");
+    errno = saved;
+    _exit(exit_code_at_end);
 }
 
 static void on_signal(int signo)
@@ -641,6 +679,12 @@ static void on_signal(int signo)
         return;
     }
     signal_caught = signo;
+    /* on_thread_wait sets waiting_for_threads, then reads signal_caught:
+     * with this fence between the store above and the load below, one of
+     * the two sees the other, and a signal is never lost to the wait. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&waiting_for_threads))
+        end_the_wait(signo);
     atomic_fetch_add(&signal_handling, 1);
     eddy_runtime_stop(atomic_load(&signal_runtime));
     atomic_fetch_sub(&signal_handling, 1);
@@ -755,6 +799,89 @@ static int on_python_signal(int signo, void *arg)
     return 1;
 }
 
+/* Flush and _exit(2) with code: what stays of the process is the agent's
+ * threads, which must not run on, nor Python's finalisation. */
+static void end_now(int code)
+{
+    fflush(stdout);
+    fflush(stderr);
+    _exit(code);
+}
+
+static void print_signal_after_run_note(void);
+
+/* A wait for the agent's threads shorter than this goes unsaid: the idle
+ * workers of a ThreadPoolExecutor, say, end as soon as Python's exit asks
+ * them to, and a note on every run would be noise. */
+#define THREAD_WAIT_QUIET_MS 1000
+
+static char thread_wait_note[512];
+
+/* The note, once the wait has lasted THREAD_WAIT_QUIET_MS (a thread of its
+ * own: the main thread is in Python's finalisation, waiting). */
+static void *say_thread_wait(void *arg)
+{
+    (void)arg;
+    struct timespec left = {THREAD_WAIT_QUIET_MS / 1000, (THREAD_WAIT_QUIET_MS % 1000) * 1000000L};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+    if (atomic_load(&waiting_for_threads))
+        write_all(STDERR_FILENO, thread_wait_note); /* one write: a line of its own */
+    return NULL;
+}
+
+/*
+ * The Python agent left threads that are not daemon threads, and Python's
+ * finalisation is about to wait for them, as Python does at exit: for as
+ * long as they run. The run has ended and the state is closed. A wait of
+ * more than THREAD_WAIT_QUIET_MS is said, and a SIGINT, SIGTERM or SIGHUP
+ * ends it, and eddy with it, at once (end_the_wait), with the code eddy was
+ * to exit with: the run's. One that came before (it interrupted the run, or
+ * came after it) means no wait.
+ */
+static void on_thread_wait(size_t n, const char *const *names, void *arg)
+{
+    (void)arg;
+    reclaim_signals(1); /* the wait must be one that a signal can end */
+    fflush(stdout);
+    char list[256];
+    size_t len = 0;
+    for (size_t i = 0; i < n && len < sizeof(list); i++) {
+        int w = i == 3
+                    ? snprintf(list + len, sizeof(list) - len, ", ...")
+                    : snprintf(list + len, sizeof(list) - len, "%s%s", i > 0 ? ", " : "", names[i]);
+        len += w > 0 ? (size_t)w : 0;
+        if (i == 3)
+            break;
+    }
+    if (len >= sizeof(list))
+        memcpy(list + sizeof(list) - 4, "...", 4);
+    atomic_store(&waiting_for_threads, 1);
+    int signo = signal_caught;
+    if (signo != 0) {
+        fprintf(stderr,
+                "eddy: note: not waiting for %zu thread%s the agent started (%s) to end: %s "
+                "came\n",
+                n, n == 1 ? "" : "s", list, signal_name(signo));
+        print_signal_after_run_note();
+        end_now(exit_code_at_end);
+    }
+    snprintf(thread_wait_note, sizeof(thread_wait_note),
+             "eddy: note: waiting for %zu thread%s the agent started (%s) to end; SIGINT or "
+             "SIGTERM stops waiting\n",
+             n, n == 1 ? "" : "s", list);
+    pthread_attr_t attr;
+    pthread_t th;
+    int started = pthread_attr_init(&attr) == 0;
+    if (started) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&th, &attr, say_thread_wait, NULL) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started)
+        write_all(STDERR_FILENO, thread_wait_note); /* said at once rather than never */
+}
+
 /*
  * SIGINT, SIGTERM and SIGHUP (the terminal closed: an ssh session that
  * ends) stop eddy cleanly. A SIGHUP that eddy was started ignoring (nohup)
@@ -777,6 +904,7 @@ static int install_signal_handlers(const char *agent)
             return -1;
     }
     eddy_python_set_signal_hook(on_python_signal, NULL);
+    eddy_python_set_thread_wait_hook(on_thread_wait, NULL);
     return 0;
 }
 
@@ -1045,19 +1173,28 @@ done:
     if (kept_stdout >= 0)
         close(kept_stdout);
     detach_signal_runtime();
+    /* Freeing the last plan of a Python agent waits for the threads it
+     * left, if any (on_thread_wait), which may end eddy with this code. */
+    exit_code_at_end = code;
     eddy_runtime_free(rt); /* closes the state: with --state, it may take a while */
     eddy_plan_free(plan);
+    atomic_store(&waiting_for_threads, 0);
     eddy_error_free(err);
     eddy_config_free(a.conf);
-    /* A signal after the run ended found nothing to stop: the run's outcome
-     * stands (a completed run exits 0), and this says why the signal did
-     * not interrupt anything. */
+    print_signal_after_run_note();
+    return code; /* the handlers stay: a signal from here on changes nothing */
+}
+
+/* A signal after the run ended found nothing to stop: the run's outcome
+ * stands (a completed run exits 0), and this says why the signal did not
+ * interrupt anything. */
+static void print_signal_after_run_note(void)
+{
     if (signal_at_run_end == 0 && signal_caught != 0)
         fprintf(stderr,
                 "eddy: note: %s came after the run had ended; it interrupted nothing, and the "
                 "exit code is the run's\n",
                 signal_name(signal_caught));
-    return code; /* the handlers stay: a signal from here on changes nothing */
 }
 
 /* ---------------------------------------------------------------- eddy inspect */

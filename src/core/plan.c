@@ -572,8 +572,14 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
                            path != NULL ? path : "Python agent");
 }
 
-/* No Python agent can load: nothing for the hook to see. */
+/* No Python agent can load: nothing for the hooks to see. */
 void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
+{
+    (void)fn;
+    (void)arg;
+}
+
+void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg)
 {
     (void)fn;
     (void)arg;

@@ -109,6 +109,7 @@ void eddy__py_release(void)
         PyGILState_Release(g);
         return;
     }
+    eddy__py_before_finalize(); /* finalising waits for the agent's threads */
     /* Finalise on the thread that holds the GIL; the thread state goes too. */
     Py_FinalizeEx();
     (void)g;

@@ -1,26 +1,41 @@
 /*
  * Python agents and the process: what an agent does to the process's signal
- * handlers, and the hook through which the program hears of it
- * (eddy_python_set_signal_hook in eddy.h).
+ * handlers and threads, and the hooks through which the program hears of
+ * it (eddy_python_set_signal_hook, eddy_python_set_thread_wait_hook in
+ * eddy.h).
  *
- * Python's signal.signal() calls _signal.signal(), looked up on the _signal
- * module at each call; that attribute is replaced by guarded_signal, which
- * asks the program's hook first. Nothing is checked or polled otherwise:
- * the cost is paid by the calls alone.
+ * Signals: Python's signal.signal() calls _signal.signal(), looked up on the
+ * _signal module at each call; that attribute is replaced by guarded_signal,
+ * which asks the program's hook first. Nothing is checked or polled
+ * otherwise: the cost is paid by the calls alone.
+ *
+ * Threads: Py_FinalizeEx() waits (threading._shutdown) for the non-daemon
+ * threads that `threading` started, without a word and for as long as they
+ * run. Before it, the threads alive are listed and the program is told.
  */
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "py/py.h"
 
 static eddy_python_signal_fn signal_hook;
 static void *signal_hook_arg;
+static eddy_python_thread_wait_fn thread_wait_hook;
+static void *thread_wait_hook_arg;
 
 void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
 {
     signal_hook = fn;
     signal_hook_arg = arg;
+}
+
+void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg)
+{
+    thread_wait_hook = fn;
+    thread_wait_hook_arg = arg;
 }
 
 /* ---------------------------------------------------------------- signal.signal */
@@ -94,4 +109,73 @@ void eddy__py_guard_signals(void)
     /* Without the guard, Python's own signal.signal works as ever: the
      * program can still see (and undo) what it did, with sigaction(2). */
     PyErr_Clear();
+}
+
+/* ---------------------------------------------------------------- threads left */
+
+/* The names of the non-daemon threads alive other than this one and the
+ * main thread: those threading._shutdown() waits for. A new list, or NULL
+ * (no exception set) when there are none or they cannot be listed. */
+static PyObject *threads_left(void)
+{
+    static const char code[] = "import sys\n"
+                               "t = sys.modules.get('threading')\n"
+                               "names = [] if t is None else [\n"
+                               "    th.name for th in t.enumerate()\n"
+                               "    if th is not t.main_thread() and th.ident != t.get_ident()\n"
+                               "    and not th.daemon and th.is_alive()]\n";
+    PyObject *globals = PyDict_New();
+    PyObject *names = NULL;
+    if (globals != NULL &&
+        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
+        PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
+        names = r != NULL ? PyDict_GetItemString(globals, "names") : NULL; /* borrowed */
+        Py_XDECREF(r);
+    }
+    if (names != NULL && PyList_Check(names) && PyList_GET_SIZE(names) > 0)
+        Py_INCREF(names);
+    else
+        names = NULL;
+    Py_XDECREF(globals);
+    PyErr_Clear();
+    return names;
+}
+
+/* Flush sys.stdout and sys.stderr (what the agent printed comes out before
+ * the program's note, and is not lost if the program ends at once). */
+static void flush_std_streams(void)
+{
+    static const char *const streams[] = {"stdout", "stderr"};
+    for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+        PyObject *f = PySys_GetObject(streams[i]); /* borrowed */
+        PyObject *r = f != NULL && f != Py_None ? PyObject_CallMethod(f, "flush", NULL) : NULL;
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
+}
+
+void eddy__py_before_finalize(void)
+{
+    eddy_python_thread_wait_fn hook = thread_wait_hook;
+    if (hook == NULL)
+        return;
+    PyObject *names = threads_left();
+    if (names == NULL)
+        return;
+    size_t n = (size_t)PyList_GET_SIZE(names);
+    const char **v = calloc(n, sizeof(*v));
+    if (v != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            PyObject *s = PyList_GET_ITEM(names, (Py_ssize_t)i);
+            v[i] = PyUnicode_Check(s) ? PyUnicode_AsUTF8(s) : NULL;
+            if (v[i] == NULL) {
+                PyErr_Clear();
+                v[i] = "?";
+            }
+        }
+        flush_std_streams();
+        hook(n, v, thread_wait_hook_arg);
+        free(v);
+    }
+    Py_DECREF(names);
 }

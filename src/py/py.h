@@ -107,6 +107,10 @@ void eddy__py_release(void);
 /* The interpreter eddy initialised is up (GIL held): put the guard that
  * shows the program's signal hook an agent's signal.signal() (process.c). */
 void eddy__py_guard_signals(void);
+/* It is about to be finalised (GIL held): tell the program's thread-wait
+ * hook of the agent's threads that finalising waits for (process.c). */
+void eddy__py_before_finalize(void);
+
 /* ---------------------------------------------------------------- the eddy module */
 
 /* Types and helpers of the module, valid while the interpreter lives. */

@@ -5,6 +5,7 @@ leaves the state consistent."""
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -514,6 +515,113 @@ class AgentSignals(EddyTest):
                       b"SIGINT while it ran, in place of eddy's (until now a SIGINT went to the "
                       b"agent's); eddy's own handles it again (stops cleanly)\n", err)
         self.assertEqual(read_jsonl(self.out), [{"key": "a", "op": "install"}])
+
+
+class AgentThreads(EddyTest):
+    """A Python agent that leaves threads that are not daemon threads: eddy
+    waits for them as Python does at exit, says so, and a signal ends the
+    wait at once with the run's exit code. Before, eddy hung after the
+    summary without a word, and the first SIGTERM did nothing."""
+
+    AGENT = os.path.join(SOURCE, "tests", "agents", "threads_left.py")
+
+    def start(self, records, env=None):
+        self.inp, self.out = self.path("in.jsonl"), self.path("out.jsonl")
+        self.state = self.path("state")
+        self.release, self.done = self.path("release"), self.path("done")
+        self.started = self.path("started")
+        write_jsonl(self.inp, records)
+        self.cmd = [EDDY, "run", self.AGENT, "--input", self.inp, "--output", self.out,
+                    "--state", self.state, "--no-progress"]
+        self.env = dict(os.environ, EDDY_TEST_RELEASE=self.release, EDDY_TEST_DONE=self.done,
+                        EDDY_TEST_STARTED=self.started, **(env or {}))
+        return subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=self.env)
+
+    def done_threads(self):
+        if not os.path.exists(self.done):
+            return []
+        with open(self.done) as f:
+            return sorted(f.read().split())
+
+    def test_waits_for_the_threads_and_says_so(self):
+        p = self.start([{"key": "nd", "op": "thread", "n": 2}])
+        summary = p.stderr.readline()
+        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        note = p.stderr.readline()  # the threads wait for the release: eddy, for them
+        self.assertEqual(note, b"eddy: note: waiting for 2 threads the agent started "
+                         b"(uploader-0, uploader-1) to end; SIGINT or SIGTERM stops waiting\n")
+        open(self.release, "w").close()
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(err, b"")
+        self.assertEqual(self.done_threads(), ["uploader-0", "uploader-1"])
+
+    def test_a_short_wait_goes_unsaid(self):
+        # The idle workers of an executor left running end as Python's exit
+        # asks them to: no note for them on every run.
+        p = self.start([{"key": "p", "op": "pool"}])
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertTrue(err.startswith(b"eddy: 1 inputs, 1 outputs"), err)
+        self.assertEqual(err.count(b"\n"), 1, err)
+
+    def test_a_signal_ends_the_wait_with_the_runs_exit_code(self):
+        for signo, name in ((signal.SIGTERM, b"SIGTERM"), (signal.SIGINT, b"SIGINT")):
+            for f in (self.path("out.jsonl"), self.path("done")):
+                if os.path.exists(f):
+                    os.remove(f)
+            shutil.rmtree(self.path("state"), ignore_errors=True)
+            p = self.start([{"key": "nd", "op": "thread"}])
+            summary = p.stderr.readline()
+            self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+            note = p.stderr.readline()
+            self.assertEqual(note, b"eddy: note: waiting for 1 thread the agent started "
+                             b"(uploader) to end; SIGINT or SIGTERM stops waiting\n")
+            p.send_signal(signo)
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, err)  # the run completed
+            self.assertEqual(err, b"eddy: note: " + name + b" ended the wait for the agent's "
+                             b"threads (it interrupted nothing else: the exit code is the "
+                             b"run's)\n")
+            self.assertEqual(self.done_threads(), [])
+            self.assertEqual(read_jsonl(self.out), [{"key": "nd", "op": "thread"}])
+            # The state was closed: the same command has nothing left to do.
+            again = subprocess.run(self.cmd, capture_output=True, timeout=60, env=self.env)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.assertTrue(again.stderr.startswith(b"eddy: 0 inputs, 0 outputs"), again.stderr)
+
+    def test_no_wait_after_an_interrupted_run(self):
+        # SIGTERM stopped the run: eddy does not then wait for the threads.
+        p = self.start([{"key": "nd", "op": "thread"}, {"key": "w", "op": "wait"}])
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.started):
+            self.assertIsNone(p.poll())
+            self.assertLess(time.monotonic(), deadline, "the action never started")
+            time.sleep(0.005)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        self.assertTrue(err.endswith(b"eddy: interrupted; run the same command again to resume\n"
+                                     b"eddy: note: not waiting for 1 thread the agent started "
+                                     b"(uploader) to end: SIGTERM came\n"), err)
+        self.assertEqual(self.done_threads(), [])
+
+    @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
+    def test_no_wait_after_a_signal_while_the_state_closes(self):
+        go = self.path("go")
+        p = self.start([{"key": "nd", "op": "thread"}], {"EDDY_TEST_CLOSE_WAIT_FOR": go})
+        summary = p.stderr.readline()  # printed once the run has ended
+        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        p.send_signal(signal.SIGTERM)
+        open(go, "w").close()
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(err, b"eddy: note: not waiting for 1 thread the agent started "
+                         b"(uploader) to end: SIGTERM came\n"
+                         b"eddy: note: SIGTERM came after the run had ended; it interrupted "
+                         b"nothing, and the exit code is the run's\n")
+        self.assertEqual(self.done_threads(), [])
 
 
 if __name__ == "__main__":

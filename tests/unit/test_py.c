@@ -509,6 +509,63 @@ static void test_signal_hook(void **state)
     free(agent);
 }
 
+static size_t threads_waited;
+static char thread_waited[32];
+static char thread_go[4096]; /* the file the hook creates: the threads end then */
+
+static void note_thread_wait(size_t n, const char *const *names, void *arg)
+{
+    assert_ptr_equal(arg, &threads_waited);
+    threads_waited = n;
+    snprintf(thread_waited, sizeof(thread_waited), "%s", names[0]);
+    FILE *f = fopen(thread_go, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+/* The thread-wait hook hears of the non-daemon threads that finalising the
+ * interpreter waits for, and of no daemon thread. Both wait for the file the
+ * hook creates ('late' ends the daemon thread and joins it before it ends,
+ * so that nothing runs on past the finalisation). */
+static void test_thread_wait_hook(void **state)
+{
+    (void)state;
+    char *agent = write_temp(".py", "import os, threading, time\n"
+                                    "from eddy import Agent, InputEvent, action\n"
+                                    "go = os.environ['EDDY_TEST_GO']\n"
+                                    "ev = threading.Event()\n"
+                                    "d = threading.Thread(target=ev.wait, daemon=True)\n"
+                                    "d.start()\n"
+                                    "def late():\n"
+                                    "    while not os.path.exists(go):\n"
+                                    "        time.sleep(0.005)\n"
+                                    "    ev.set()\n"
+                                    "    d.join()\n"
+                                    "threading.Thread(target=late, name='late').start()\n"
+                                    "class A(Agent):\n"
+                                    "    @action(InputEvent)\n"
+                                    "    @staticmethod\n"
+                                    "    def first(event, ctx):\n"
+                                    "        pass\n");
+    snprintf(thread_go, sizeof(thread_go), "%s.go", agent);
+    assert_int_equal(setenv("EDDY_TEST_GO", thread_go, 1), 0);
+    eddy_python_set_thread_wait_hook(note_thread_wait, &threads_waited);
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
+        fail_msg("load: %s", eddy_error_message(err));
+    assert_int_equal(threads_waited, 0);
+    eddy_plan_free(plan); /* finalises, waiting for 'late' */
+    assert_false(Py_IsInitialized());
+    assert_int_equal(threads_waited, 1);
+    assert_string_equal(thread_waited, "late");
+    eddy_python_set_thread_wait_hook(NULL, NULL);
+    unsetenv("EDDY_TEST_GO");
+    unlink(thread_go);
+    unlink(agent);
+    free(agent);
+}
+
 int main(void)
 {
     const struct CMUnitTest conversion[] = {
@@ -524,6 +581,7 @@ int main(void)
     };
     const struct CMUnitTest process[] = {
         cmocka_unit_test(test_signal_hook),
+        cmocka_unit_test(test_thread_wait_hook),
     };
     int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
     failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);

@@ -1,0 +1,49 @@
+"""The Python agent of tests/e2e/test_signals.py that leaves threads behind:
+threads that are not daemon threads, which Python waits for at its exit.
+Each input record names an "op":
+
+    thread  start n (default 1) threads named "uploader" (n = 1) or
+            "uploader-0", "uploader-1", ...: each waits until the file
+            $EDDY_TEST_RELEASE exists (30 s at most), then appends its name
+            to $EDDY_TEST_DONE; output the record
+    wait    create the file $EDDY_TEST_STARTED, then await ctx.sleep(30) and
+            output the record: a run that a signal must stop
+    pool    submit a function to a ThreadPoolExecutor that is never shut
+            down (its idle workers end when Python's exit asks them to);
+            output the record
+"""
+import concurrent.futures
+import os
+import threading
+import time
+
+from eddy import Agent, InputEvent, OutputEvent, action
+
+
+def wait_for_release(name):
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.environ["EDDY_TEST_RELEASE"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(os.environ["EDDY_TEST_DONE"], "a") as f:
+        f.write(name + "\n")
+
+
+POOL = concurrent.futures.ThreadPoolExecutor(2)
+
+
+class ThreadsLeft(Agent):
+    @action(InputEvent)
+    @staticmethod
+    async def run(event, ctx):
+        rec = event.input
+        if rec.get("op") == "thread":
+            n = rec.get("n", 1)
+            for i in range(n):
+                name = "uploader" if n == 1 else "uploader-%d" % i
+                threading.Thread(target=wait_for_release, args=(name,), name=name).start()
+        elif rec.get("op") == "pool":
+            POOL.submit(len, "x").result()
+        elif rec.get("op") == "wait":
+            open(os.environ["EDDY_TEST_STARTED"], "w").close()
+            await ctx.sleep(30)
+        ctx.send_event(OutputEvent(output=rec))
