@@ -245,6 +245,10 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         *throw = eddy__py_fetch_exception();
         return 0;
     }
+    if (!eddy__py_take_handed(y)) {
+        *throw = eddy__py_fetch_exception();
+        return 0;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         eddy__py_call *c = (eddy__py_call *)v[i];
         if (eddy__py_ctx_task(c->ctxobj) != t) {

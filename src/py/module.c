@@ -1151,6 +1151,7 @@ static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
     g->ctxobj = Py_NewRef(self);
     g->calls = Py_NewRef(args);
     g->return_exceptions = return_exceptions;
+    g->handed = NULL;
     PyObject_GC_Track(g);
     return (PyObject *)g;
 }
@@ -1207,6 +1208,31 @@ static int not_started(PyObject *aw)
     return 0;
 }
 
+/* Where aw keeps the awaiter whose last step yielded it (borrowed). */
+static PyObject **handed_slot(PyObject *aw)
+{
+    return is_call(aw) ? &((eddy__py_call *)aw)->handed : &((eddy__py_gather *)aw)->handed;
+}
+
+int eddy__py_take_handed(PyObject *aw)
+{
+    PyObject **handed = handed_slot(aw);
+    if (*handed != NULL) {
+        *handed = NULL;
+        return 1;
+    }
+    /* Yielded by something else than its awaiter (`yield self.call` in an
+     * __await__ method, say): run, its result would reach no one (the
+     * yield gives None), and a replay, whose call is done at once, would
+     * differ. Refused the same whether it is new, running or done. */
+    PyErr_Format(PyExc_TypeError,
+                 "%s was yielded to eddy directly, not by the iterator of its __await__(), "
+                 "which alone gives the action its result: eddy does not run it; write `%s` in "
+                 "an async def action, or `yield from aw.__await__()` in an __await__ method",
+                 awaitable_name(aw), awaitable_usage(aw));
+    return 0;
+}
+
 static PyObject *awaiter_new(PyObject *aw)
 {
     awaiter *w = PyObject_GC_New(awaiter, eddy__py.await_type);
@@ -1226,6 +1252,8 @@ static PySendResult awaiter_send(PyObject *self, PyObject *arg, PyObject **resul
         PyErr_SetString(PyExc_RuntimeError, "an eddy awaiter was stepped after it was cleared");
         return PYGEN_ERROR;
     }
+    if (*handed_slot(w->aw) == self)
+        *handed_slot(w->aw) = NULL; /* stepped again: what it yielded is no longer its */
     if (w->yielded && not_started(w->aw)) {
         /* What it yielded went elsewhere than to the driver, which never
          * started it: stepped on, it would yield it again, for ever
@@ -1241,6 +1269,11 @@ static PySendResult awaiter_send(PyObject *self, PyObject *arg, PyObject **resul
     PySendResult r =
         is_call(w->aw) ? call_send(w->aw, arg, result) : gather_send(w->aw, arg, result);
     w->yielded = r == PYGEN_NEXT;
+    PyObject **handed = handed_slot(w->aw);
+    if (r == PYGEN_NEXT)
+        *handed = self; /* for the driver: the result comes back through here */
+    else if (*handed == self)
+        *handed = NULL;
     return r;
 }
 
@@ -1290,7 +1323,10 @@ static int awaiter_traverse(PyObject *self, visitproc visit, void *arg)
 
 static int awaiter_clear(PyObject *self)
 {
-    Py_CLEAR(((awaiter *)self)->aw);
+    awaiter *w = (awaiter *)self;
+    if (w->aw != NULL && *handed_slot(w->aw) == self)
+        *handed_slot(w->aw) = NULL;
+    Py_CLEAR(w->aw);
     return 0;
 }
 

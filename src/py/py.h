@@ -164,6 +164,9 @@ typedef struct eddy__py_call {
      * first send (an await, its gather's await) or its end; else self-linked.
      * Touched with the GIL held only. */
     eddy__queue unawaited;
+    /* The awaiter (borrowed) whose last step yielded the call, until the
+     * driver takes it (eddy__py_take_handed). */
+    PyObject *handed;
 } eddy__py_call;
 
 typedef struct eddy__py_gather {
@@ -171,6 +174,7 @@ typedef struct eddy__py_gather {
     PyObject *ctxobj;
     PyObject *calls; /* tuple of eddy__py_call */
     int return_exceptions;
+    PyObject *handed; /* as a call's */
 } eddy__py_gather;
 
 /* What a Python action execution keeps in task->lang. */
@@ -199,6 +203,13 @@ void eddy__py_ctx_invalidate(PyObject *ctxobj, int dropped);
  * exception): with finished, warn on stderr when it made calls it never
  * awaited; either way forget them. GIL held. */
 void eddy__py_unawaited_end(eddy_ctx *t, int finished);
+
+/* Whether aw, a call or a gather that the coroutine yielded to the driver,
+ * comes from the iterator of its __await__() (whose last step yielded it,
+ * and which gives the action its result): 1, taking the mark; else 0 with a
+ * TypeError set (yielded directly, say by an __await__ that yields the call
+ * itself: its result would be lost). GIL held. */
+int eddy__py_take_handed(PyObject *aw);
 
 /* The job callbacks of a call (agent.c). */
 void eddy__py_call_work(eddy__job *job);

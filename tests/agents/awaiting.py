@@ -16,6 +16,11 @@ Each input record names an "op":
                for what it yields and yields again, for ever.
     recovers   awaits a coroutine that yields something eddy cannot await
                once, catches the TypeError, and goes on with a call.
+    yields_itself  awaits a durable call (counted in rec["counter"]) and a
+               gather through an __await__ that yields them itself, which
+               eddy refuses; with rec["proper"] (a file that exists) the
+               call is awaited properly instead, and with rec["hold"] the
+               action then waits as "wrapped" does.
     instant    outputs its record at once (another key, not starved).
 """
 import itertools
@@ -96,6 +101,17 @@ class YieldsCall:
 
     def __await__(self):
         return (yield from self.aw)
+
+
+class YieldsItself:
+    """Yields the call itself, not through its __await__(): refused."""
+
+    def __init__(self, aw):
+        self.aw = aw
+
+    def __await__(self):
+        r = yield self.aw
+        return r
 
 
 @types.coroutine
@@ -191,5 +207,27 @@ class AwaitingAgent(Agent):
             except TypeError as e:
                 first = str(e)
             out(ctx, rec, first=first, v=await ctx.execute_async(len, "abc"))
+        elif op == "yields_itself":
+            # Refused whether the call is new (a first run) or done (a
+            # replay): it ran, gave None and was warned about as never
+            # awaited, and its replay raised "already running". With
+            # rec["proper"] (a file that exists) it is awaited properly.
+            aw = ctx.durable_execute_async(count, rec["counter"], rec["x"])
+            got = {}
+            try:
+                if rec.get("proper") and os.path.exists(rec["proper"]):
+                    got["call"] = await aw
+                else:
+                    got["call"] = await YieldsItself(aw)
+            except (TypeError, RuntimeError) as e:
+                got["call"] = "%s: %s" % (type(e).__name__, e)
+            await ctx.sleep(0)  # refused twice in a step, for one reason, it fails
+            try:
+                got["gather"] = await YieldsItself(ctx.gather(ctx.execute_async(len, "a")))
+            except (TypeError, RuntimeError) as e:
+                got["gather"] = "%s: %s" % (type(e).__name__, e)
+            if rec.get("hold"):
+                await ctx.execute_async(hold, rec["hold"], rec["release"])
+            out(ctx, rec, got=got, v=await ctx.execute_async(len, "abc"))
         elif op == "instant":
             out(ctx, rec)

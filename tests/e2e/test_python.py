@@ -3,6 +3,7 @@ memory, durable calls across a crash, errors and the GIL, through the eddy
 binary and tests/agents/pyagent.py."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1305,6 +1306,80 @@ class PythonTest(EddyTest):
         want = dict(self.WRAPPED, held=["wrapped", "released"])
         self.assertEqual(read_jsonl(self.path("out.jsonl")),
                          [{"key": "w", "seq": 1, "got": want}])
+
+    def kill_while_held(self, rec, *args):
+        """Runs eddy on rec with --state until the action writes
+        rec["hold"], kills it there (SIGKILL) and returns the command."""
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write(json.dumps(rec) + "\n")
+        cmd = [EDDY, "run", AWAITING, "--input", inp, "--output", self.path("out.jsonl"),
+               "--state", self.path("state"), "--no-progress"] + list(args)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(rec["hold"]):
+                self.assertIsNone(p.poll(), "eddy ended before the action held")
+                self.assertLess(time.monotonic(), deadline, "the action never held")
+                time.sleep(0.005)
+            p.kill()
+            p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        self.assertEqual(p.returncode, -signal.SIGKILL)
+        return cmd
+
+    def test_call_yielded_by_an_await_of_its_own_is_refused(self):
+        # `def __await__(self): r = yield self.call; return r` gave the call
+        # to eddy, which ran it and gave the await None, and warned that the
+        # call never ran; on replay (the call done) the same code raised
+        # RuntimeError('an eddy call was awaited while already running').
+        # Now it is refused, nothing runs, on a first run and a replay alike.
+        counter = self.path("counter")
+        refused = ("TypeError: %s was yielded to eddy directly, not by the iterator of its "
+                   "__await__(), which alone gives the action its result: eddy does not run "
+                   "it; write `%s` in an async def action, or `yield from aw.__await__()` in "
+                   "an __await__ method")
+        want = {"call": refused % ("a call of the context", "await ctx.execute_async(fn, ...)"),
+                "gather": refused % ("ctx.gather()", "await ctx.gather(...)")}
+        warning = ("eddy: warning: action 'dispatch' for key \"y\" made 2 calls that it never "
+                   "awaited")
+        rec = {"key": "y", "op": "yields_itself", "x": 5, "counter": counter, "seq": 1}
+        res = self.run_awaiting([rec])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"key": "y", "seq": 1, "got": want, "v": 3}])
+        self.assertEqual(lines(counter), 0)
+        self.assertIn(warning.encode(), res.stderr)
+        # Killed in a later call and run again: the same.
+        reached, release = self.path("reached"), self.path("go")
+        rec = dict(rec, hold=reached, release=release)
+        cmd = self.kill_while_held(rec)
+        open(release, "w").close()
+        again = subprocess.run(cmd, capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(read_jsonl(self.path("out.jsonl")),
+                         [{"key": "y", "seq": 1, "got": want, "v": 3}])
+        self.assertEqual(lines(counter), 0)
+        self.assertIn(warning.encode(), again.stderr)
+        # The call journaled (awaited properly before the kill): its replay,
+        # done at once, is refused the same.
+        os.unlink(reached)
+        os.unlink(release)
+        shutil.rmtree(self.path("state"))
+        proper = self.path("proper")
+        open(proper, "w").close()
+        cmd = self.kill_while_held(dict(rec, proper=proper))
+        self.assertEqual(lines(counter), 1)
+        os.unlink(proper)
+        open(release, "w").close()
+        again = subprocess.run(cmd, capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn(b"1 durable calls replayed", again.stderr)
+        self.assertEqual(read_jsonl(self.path("out.jsonl")),
+                         [{"key": "y", "seq": 1, "got": want, "v": 3}])
+        self.assertEqual(lines(counter), 1, "the journaled call ran again")
 
     def test_iterating_an_awaitable_is_refused(self):
         # Iterating a call, a gather or a sleep, or what their __await__()
