@@ -302,6 +302,8 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         *throw = eddy__py_fetch_exception();
         return 0;
     }
+    for (Py_ssize_t i = 0; i < n; i++)
+        eddy__py_call_awaited((eddy__py_call *)v[i]);
     t->waiting += submitted;
     t->rt->stats.async_calls += jobs;
     Py_XSETREF(pt->waiting, Py_NewRef(y));

@@ -550,10 +550,17 @@ static void unawaited_add(eddy_ctx *t, eddy__py_call *c)
         eddy__queue_insert_tail(&pt->unawaited, &c->unawaited);
 }
 
-/* The call is sent for the first time (awaited, or its gather is). */
+/* The call is awaited: the driver starts it, or its result (a replay's)
+ * goes to the action. Not before: a call whose awaiter is only stepped
+ * (list(call.__await__())) never runs. */
 static void unawaited_done(eddy__py_call *c)
 {
     eddy__queue_remove(&c->unawaited); /* a no-op when not listed */
+}
+
+void eddy__py_call_awaited(eddy__py_call *c)
+{
+    unawaited_done(c);
 }
 
 /* The call goes away (or is cleared by the GC): if it was never awaited
@@ -655,11 +662,11 @@ static PySendResult call_send(PyObject *self, PyObject *arg, PyObject **result)
 {
     (void)arg;
     eddy__py_call *c = (eddy__py_call *)self;
-    unawaited_done(c);
     if (c->state != EDDY_PY_CALL_DONE) {
         *result = Py_NewRef(self); /* to the driver, which submits it */
         return PYGEN_NEXT;
     }
+    unawaited_done(c); /* a replay's result, never given to the driver */
     if (c->exc != NULL) {
         raise_exception(c->exc);
         *result = NULL;
@@ -1067,14 +1074,14 @@ static PySendResult gather_send(PyObject *self, PyObject *arg, PyObject **result
     (void)arg;
     eddy__py_gather *g = (eddy__py_gather *)self;
     Py_ssize_t n = PyTuple_GET_SIZE(g->calls);
-    for (Py_ssize_t i = 0; i < n; i++)
-        unawaited_done((eddy__py_call *)PyTuple_GET_ITEM(g->calls, i));
     for (Py_ssize_t i = 0; i < n; i++) {
         if (((eddy__py_call *)PyTuple_GET_ITEM(g->calls, i))->state != EDDY_PY_CALL_DONE) {
             *result = Py_NewRef(self);
             return PYGEN_NEXT;
         }
     }
+    for (Py_ssize_t i = 0; i < n; i++) /* replays, never given to the driver */
+        unawaited_done((eddy__py_call *)PyTuple_GET_ITEM(g->calls, i));
     PyObject *list = PyList_New(n);
     if (list == NULL)
         return PYGEN_ERROR;

@@ -160,8 +160,9 @@ typedef struct eddy__py_call {
     uint64_t sleep_ms;
     eddy__sleep sleep;
     /* In its task's list of calls not awaited yet (eddy__py_task.unawaited)
-     * from its making by execute_async or durable_execute_async until its
-     * first send (an await, its gather's await) or its end; else self-linked.
+     * from its making by execute_async or durable_execute_async until it is
+     * awaited (the driver starts it, or a replay's result is returned) or
+     * its end; else self-linked.
      * Touched with the GIL held only. */
     eddy__queue unawaited;
     /* The awaiter (borrowed) whose last step yielded the call, until the
@@ -210,6 +211,10 @@ void eddy__py_unawaited_end(eddy_ctx *t, int finished);
  * TypeError set (yielded directly, say by an __await__ that yields the call
  * itself: its result would be lost). GIL held. */
 int eddy__py_take_handed(PyObject *aw);
+
+/* Call c is awaited (the driver starts it): no longer one the action's end
+ * warns about as never awaited. GIL held. */
+void eddy__py_call_awaited(eddy__py_call *c);
 
 /* The job callbacks of a call (agent.c). */
 void eddy__py_call_work(eddy__job *job);

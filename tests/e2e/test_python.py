@@ -1404,6 +1404,11 @@ class PythonTest(EddyTest):
             "list_await_sleep": "ctx.sleep()" + went % "await ctx.sleep(seconds)",
             "yield_from_call": "a call of the context is awaited, not iterated: write `%s`%s"
                                % (call, hint)})
+        # Each of the six calls never ran: the warning counts them all
+        # (those whose awaiter was stepped, by list(), were taken for
+        # awaited: it said 3).
+        self.assertIn(b"made 6 calls that it never awaited (the first of builtins.len), so "
+                      b"they never ran", res.stderr)
 
     def test_refusal_caught_and_yielded_again_fails_the_action(self):
         # A coroutine that caught the TypeError eddy raised for what it
