@@ -1180,6 +1180,7 @@ typedef struct awaiter {
     PyObject ob_base;
     PyObject *aw; /* the call or the gather */
     int yielded;  /* its last step gave aw to whoever steps it */
+    int ended;    /* by throw() or close(): not to be stepped again */
 } awaiter;
 
 static int is_call(PyObject *aw)
@@ -1247,6 +1248,7 @@ static PyObject *awaiter_new(PyObject *aw)
         return NULL;
     w->aw = Py_NewRef(aw);
     w->yielded = 0;
+    w->ended = 0;
     PyObject_GC_Track(w);
     return (PyObject *)w;
 }
@@ -1257,6 +1259,14 @@ static PySendResult awaiter_send(PyObject *self, PyObject *arg, PyObject **resul
     *result = NULL;
     if (w->aw == NULL) { /* cleared by the garbage collector */
         PyErr_SetString(PyExc_RuntimeError, "an eddy awaiter was stepped after it was cleared");
+        return PYGEN_ERROR;
+    }
+    if (w->ended) {
+        /* As a coroutine's iterator once thrown into or closed. */
+        PyErr_Format(PyExc_RuntimeError,
+                     "the iterator of the __await__() of %s was stepped after its throw() or "
+                     "close() ended it; it cannot be reused",
+                     awaitable_name(w->aw));
         return PYGEN_ERROR;
     }
     if (*handed_slot(w->aw) == self)
@@ -1319,6 +1329,65 @@ static PyObject *awaiter_send_method(PyObject *self, PyObject *value)
     PyObject *r = NULL;
     PySendResult s = awaiter_send(self, value, &r);
     return step_result(s, r);
+}
+
+/*
+ * throw() and close() end the awaiter, as they end a coroutine's iterator,
+ * and leave its call as it is, as the runtime does for an action that stops
+ * awaiting: one not started never runs (and counts as never awaited), one
+ * started goes on, and its result (journaled when durable) is dropped.
+ */
+static void awaiter_end(awaiter *w)
+{
+    w->ended = 1;
+    w->yielded = 0;
+    if (w->aw != NULL && *handed_slot(w->aw) == (PyObject *)w)
+        *handed_slot(w->aw) = NULL; /* what it yielded is no longer its */
+}
+
+/* throw(exc), or throw(type[, value[, traceback]]): raises the exception,
+ * as a generator does that does not catch it (the driver throws eddy's
+ * refusals into the action through a delegator's throw()). */
+static PyObject *awaiter_throw(PyObject *self, PyObject *args)
+{
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
+        return NULL;
+    if (tb == Py_None) {
+        tb = NULL;
+    } else if (tb != NULL && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return NULL;
+    }
+    if (PyExceptionClass_Check(typ)) {
+        Py_INCREF(typ);
+        Py_XINCREF(val);
+        Py_XINCREF(tb);
+        PyErr_NormalizeException(&typ, &val, &tb); /* or what making it raised */
+    } else if (PyExceptionInstance_Check(typ)) {
+        if (val != NULL && val != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        val = Py_NewRef(typ);
+        typ = Py_NewRef(PyExceptionInstance_Class(val));
+        tb = tb != NULL ? Py_NewRef(tb) : PyException_GetTraceback(val);
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "exceptions must be classes or instances deriving from BaseException, not %s",
+                     Py_TYPE(typ)->tp_name);
+        return NULL;
+    }
+    awaiter_end((awaiter *)self);
+    PyErr_Restore(typ, val, tb);
+    return NULL;
+}
+
+static PyObject *awaiter_close(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    awaiter_end((awaiter *)self);
+    Py_RETURN_NONE;
 }
 
 static int awaiter_traverse(PyObject *self, visitproc visit, void *arg)
@@ -1758,6 +1827,11 @@ static PyType_Spec gather_spec = {
 static PyMethodDef awaiter_methods[] = {
     {"send", awaiter_send_method, METH_O,
      "send(value): step the awaiter (the value is not used), as a generator's send."},
+    {"throw", awaiter_throw, METH_VARARGS,
+     "throw(exc): raise exc here, as a generator's throw(); ends the awaiter (its call is left "
+     "as it is)."},
+    {"close", awaiter_close, METH_NOARGS,
+     "close(): end the awaiter, as a generator's close() (its call is left as it is)."},
     {NULL, NULL, 0, NULL},
 };
 

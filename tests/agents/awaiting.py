@@ -21,6 +21,11 @@ Each input record names an "op":
                eddy refuses; with rec["proper"] (a file that exists) the
                call is awaited properly instead, and with rec["hold"] the
                action then waits as "wrapped" does.
+    leave_call makes a call and leaves it in a global, for "forward".
+    forward    throws into and closes the iterators of calls' __await__(),
+               and awaits through a delegator that forwards throw(): the
+               call "leave_call" left, which eddy refuses, and one of its
+               own. The calls it throws into count in rec["counter"].
     instant    outputs its record at once (another key, not starved).
 """
 import itertools
@@ -91,6 +96,41 @@ class ByHand:
             except StopIteration as e:
                 return ["by hand", e.value]
             v = yield y
+
+
+class Forwarding:
+    """Delegates by hand as `yield from` does (PEP 380): send(), and throw()
+    and close() forwarded to the iterator."""
+
+    def __init__(self, aw):
+        self.aw = aw
+
+    def __await__(self):
+        it = self.aw.__await__()
+        try:
+            y = next(it)
+        except StopIteration as e:
+            return ["forwarded", e.value]
+        while True:
+            try:
+                v = yield y
+            except GeneratorExit:
+                it.close()
+                raise
+            except BaseException as e:  # noqa: BLE001
+                try:
+                    y = it.throw(e)
+                except StopIteration as s:
+                    return ["forwarded", s.value]
+            else:
+                try:
+                    y = it.send(v)
+                except StopIteration as s:
+                    return ["forwarded", s.value]
+
+
+# A call that another action execution made and left here, for "forward".
+LEFT = {}
 
 
 class YieldsCall:
@@ -229,5 +269,37 @@ class AwaitingAgent(Agent):
             if rec.get("hold"):
                 await ctx.execute_async(hold, rec["hold"], rec["release"])
             out(ctx, rec, got=got, v=await ctx.execute_async(len, "abc"))
+        elif op == "leave_call":
+            LEFT["call"] = ctx.execute_async(len, "left")
+        elif op == "forward":
+            got = {}
+            # throw() raises what it is given and ends the iterator; the
+            # call never runs (counted in rec["counter"]), nor after close().
+            it = ctx.execute_async(count, rec["counter"], "thrown").__await__()
+            try:
+                it.throw(ValueError("thrown in"))
+            except ValueError as e:
+                got["throw"] = "ValueError: %s" % e
+            try:
+                it.send(None)
+            except RuntimeError as e:
+                got["after_throw"] = str(e)
+            it = ctx.sleep(0).__await__()
+            try:
+                it.throw(KeyError, "k")
+            except KeyError as e:
+                got["throw_class"] = repr(e)
+            it = ctx.execute_async(count, rec["counter"], "closed").__await__()
+            next(it)  # yields the call, which goes nowhere
+            got["close"] = it.close()
+            # eddy's refusal, thrown into the action, forwarded by throw():
+            # it was an AttributeError ('eddy.Awaiter' object has no
+            # attribute 'throw').
+            try:
+                await Forwarding(LEFT["call"])
+            except RuntimeError as e:
+                got["forwarded"] = "RuntimeError: %s" % e
+            got["call"] = await Forwarding(ctx.execute_async(len, "abcd"))
+            out(ctx, rec, got=got)
         elif op == "instant":
             out(ctx, rec)

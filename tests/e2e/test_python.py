@@ -1410,6 +1410,26 @@ class PythonTest(EddyTest):
         self.assertIn(b"made 6 calls that it never awaited (the first of builtins.len), so "
                       b"they never ran", res.stderr)
 
+    def test_awaiter_throw_and_close(self):
+        # The iterator of __await__() had send() only: a delegator written
+        # by hand as PEP 380 says, forwarding throw(), got an AttributeError.
+        counter = self.path("counter")
+        res = self.run_awaiting([{"key": "f", "op": "leave_call", "seq": 1},
+                                 {"key": "f", "op": "forward", "counter": counter, "seq": 2}])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"key": "f", "seq": 2, "got": {
+            "throw": "ValueError: thrown in",
+            "after_throw": "the iterator of the __await__() of a call of the context was "
+                           "stepped after its throw() or close() ended it; it cannot be reused",
+            "throw_class": "KeyError('k')",
+            "close": None,
+            "forwarded": "RuntimeError: an awaitable of another action execution was awaited",
+            "call": ["forwarded", 4]}}])
+        # The calls thrown into and closed never ran, and are warned about.
+        self.assertEqual(lines(counter), 0)
+        self.assertIn(b"action 'dispatch' for key \"f\" made 3 calls that it never awaited",
+                      res.stderr)
+
     def test_refusal_caught_and_yielded_again_fails_the_action(self):
         # A coroutine that caught the TypeError eddy raised for what it
         # yielded, and yielded again, was thrown the error again and again
