@@ -221,9 +221,19 @@ static void task_state_free(eddy_ctx *t)
     t->lang = NULL;
 }
 
+/* Why eddy refuses what a coroutine yielded: one bit each. */
+enum {
+    REFUSED_NOT_EDDY = 1, /* not a call or a gather (asyncio's, say) */
+    REFUSED_DIRECT = 2,   /* a call or a gather not yielded by its awaiter */
+    REFUSED_FOREIGN = 4,  /* a call of another action execution */
+    REFUSED_STOPPING = 8, /* eddy is stopping: a durable call's start is not journaled */
+    REFUSED_RUNNING = 16, /* awaited while already running */
+};
+
 /* The coroutine yielded y: submit the calls it waits for and return 1, or
- * return 0 with *throw set to the exception to throw into the coroutine. */
-static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
+ * return 0 with *throw set to the exception to throw into the coroutine and
+ * *why to why (a REFUSED_ bit). */
+static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw, int *why)
 {
     PyObject *calls[1];
     PyObject *const *v = calls;
@@ -242,10 +252,12 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
                      "awaited something that yielded %R (asyncio and other event loops are not "
                      "supported: ctx.sleep() takes the place of asyncio.sleep())",
                      y);
+        *why = REFUSED_NOT_EDDY;
         *throw = eddy__py_fetch_exception();
         return 0;
     }
     if (!eddy__py_take_handed(y)) {
+        *why = REFUSED_DIRECT;
         *throw = eddy__py_fetch_exception();
         return 0;
     }
@@ -254,6 +266,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         if (eddy__py_ctx_task(c->ctxobj) != t) {
             PyErr_SetString(PyExc_RuntimeError,
                             "an awaitable of another action execution was awaited");
+            *why = REFUSED_FOREIGN;
             *throw = eddy__py_fetch_exception();
             return 0;
         }
@@ -271,6 +284,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
         if (eddy__durable_record(t, c->fn_id, &c->dc, EDDY_JCALL_PENDING, NULL, NULL, NULL) !=
             EDDY_OK) {
             PyErr_SetString(PyExc_RuntimeError, "eddy is stopping: durable call canceled");
+            *why = REFUSED_STOPPING;
             *throw = eddy__py_fetch_exception();
             return 0;
         }
@@ -299,6 +313,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw)
     }
     if (started == 0) {
         PyErr_SetString(PyExc_RuntimeError, "an eddy call was awaited while already running");
+        *why = REFUSED_RUNNING;
         *throw = eddy__py_fetch_exception();
         return 0;
     }
@@ -335,14 +350,13 @@ static PySendResult throw_into(PyObject *coro, PyObject *exc, PyObject **res)
 }
 
 /*
- * The coroutine caught the error eddy raised in it for what it yielded
- * (thrown) and yielded res, which eddy refuses too (with refusal): fail the
- * action. Raised in again, the error could be caught again, and so on for
- * ever, on the mailbox thread: every key starved, and a stop unseen (the
- * loop that takes it in does not run meanwhile).
+ * The coroutine caught the error eddy raised in it for what it yielded and
+ * yielded res, which eddy refuses for the same reason (with refusal): fail
+ * the action. Raised in again, the error could be caught again, and so on
+ * for ever, on the mailbox thread: every key starved, and a stop unseen
+ * (the loop that takes it in does not run meanwhile).
  */
-static void fail_swallowed(eddy_ctx *t, PyObject *coro, PyObject *res, PyObject *thrown,
-                           PyObject *refusal)
+static void fail_swallowed(eddy_ctx *t, PyObject *coro, PyObject *res, PyObject *refusal)
 {
     /* Where it yielded: the frames of the coroutine and of what it awaits
      * (its `yield from` chain), outermost first. */
@@ -364,24 +378,33 @@ static void fail_swallowed(eddy_ctx *t, PyObject *coro, PyObject *res, PyObject 
                  "action '%s' for key %s caught the %s that eddy raised in it for what it "
                  "awaited, and then yielded %R: eddy fails the action rather than raise an "
                  "error in it again, which it could catch again for ever (%S)",
-                 t->action->name, t->key->text, Py_TYPE(thrown)->tp_name, res, refusal);
+                 t->action->name, t->key->text, Py_TYPE(refusal)->tp_name, res, refusal);
     for (Py_ssize_t i = frames != NULL ? PyList_GET_SIZE(frames) : 0; i-- > 0;)
         PyTraceBack_Here((PyFrameObject *)PyList_GET_ITEM(frames, i)); /* innermost first */
     Py_XDECREF(frames);
     eddy__py_fail_task(t);
 }
 
-/* Run the coroutine until it finishes (1) or waits for calls (0). */
+/*
+ * Run the coroutine until it finishes (1) or waits for calls (0). What it
+ * yields that eddy refuses gets an error thrown into it, which it may catch
+ * and go on; but when, in the same step, it yields again something refused
+ * for a reason it has already been told (refused: the REFUSED_ bits thrown
+ * in this step), the action fails at once, instead of an error raised in
+ * it again that it could catch again for ever (fail_swallowed). Each reason
+ * is thrown once per step at most: an error of another reason is thrown
+ * as the first one was.
+ */
 static int drive(eddy_ctx *t, eddy__py_task *pt)
 {
     PyObject *exc = NULL;
+    int refused = 0;
     for (;;) {
-        PyObject *res = NULL, *thrown = NULL;
+        PyObject *res = NULL;
         PySendResult r;
         if (exc != NULL) {
             r = throw_into(pt->coro, exc, &res);
-            thrown = exc; /* kept until the coroutine's answer is known */
-            exc = NULL;
+            Py_CLEAR(exc);
         } else {
             r = PyIter_Send(pt->coro, Py_None, &res);
         }
@@ -394,14 +417,15 @@ static int drive(eddy_ctx *t, eddy__py_task *pt)
             Py_CLEAR(pt->coro); /* finished by its exception */
             eddy__py_fail_task(t);
         } else {
-            suspended = submit(t, pt, res, &exc);
-            if (!suspended && thrown != NULL) /* refused again: the task ends */
-                fail_swallowed(t, pt->coro, res, thrown, exc);
+            int why = 0;
+            suspended = submit(t, pt, res, &exc, &why);
+            if (!suspended && (refused & why) != 0) /* refused again: the task ends */
+                fail_swallowed(t, pt->coro, res, exc);
             else
                 finished = 0;
+            refused |= why;
             Py_DECREF(res);
         }
-        Py_XDECREF(thrown);
         if (finished) {
             Py_XDECREF(exc);
             return 1; /* an unfinished coroutine is closed as the task is freed */

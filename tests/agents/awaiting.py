@@ -26,8 +26,12 @@ Each input record names an "op":
                and awaits through a delegator that forwards throw(): the
                call "leave_call" left, which eddy refuses, and one of its
                own. The calls it throws into count in rec["counter"].
+    other_refusal  catches eddy's refusal of asyncio.sleep(0), then awaits
+               the call "leave_call" left, catching that refusal too.
+    refusals_alternate  does the same for ever.
     instant    outputs its record at once (another key, not starved).
 """
+import asyncio
 import itertools
 import os
 import time
@@ -301,5 +305,31 @@ class AwaitingAgent(Agent):
                 got["forwarded"] = "RuntimeError: %s" % e
             got["call"] = await Forwarding(ctx.execute_async(len, "abcd"))
             out(ctx, rec, got=got)
+        elif op == "other_refusal":
+            # Catches eddy's TypeError for what asyncio.sleep(0) yields, then
+            # awaits the call "leave_call" left: eddy's RuntimeError for that
+            # is thrown too (the action failed, said to have caught the
+            # TypeError and yielded the call).
+            got = {}
+            try:
+                await asyncio.sleep(0)
+            except TypeError:
+                got["first"] = "TypeError"
+            try:
+                await LEFT["call"]
+            except RuntimeError as e:
+                got["second"] = "RuntimeError: %s" % e
+            out(ctx, rec, got=got, v=await ctx.execute_async(len, "abc"))
+        elif op == "refusals_alternate":
+            # Each refusal caught, for ever: the second of one reason fails it.
+            while True:
+                try:
+                    await asyncio.sleep(0)
+                except TypeError:
+                    pass
+                try:
+                    await LEFT["call"]
+                except RuntimeError:
+                    pass
         elif op == "instant":
             out(ctx, rec)

@@ -1460,6 +1460,27 @@ class PythonTest(EddyTest):
         self.assertEqual(res.rc, 1, res.stderr)
         self.assertIn(msg.encode(), res.stderr)
 
+    def test_refusal_of_another_reason_is_thrown_as_before(self):
+        # A refusal caught, then another of a different reason: the action
+        # failed "caught the TypeError ... and then yielded <eddy call ...>"
+        # (a RuntimeError never raised); it is thrown, and caught.
+        left = {"key": "o", "op": "leave_call", "seq": 1}
+        res = self.run_awaiting([left, {"key": "o", "op": "other_refusal", "seq": 2}])
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"key": "o", "seq": 2, "v": 3, "got": {
+            "first": "TypeError",
+            "second": "RuntimeError: an awaitable of another action execution was awaited"}}])
+        # Each reason is raised once in a step: the second refusal of one
+        # reason (after one of another) fails the action.
+        res = self.run_awaiting([left, {"key": "o", "op": "refusals_alternate", "seq": 2}],
+                                "--on-error", "skip", timeout=60)
+        self.assertOk(res)
+        (dead,) = res.dead()
+        self.assertEqual(dead["error"]["type"], "TypeError")
+        self.assertTrue(dead["error"]["message"].startswith(
+            "action 'dispatch' for key \"o\" caught the TypeError that eddy raised in it for "
+            "what it awaited, and then yielded None: "), dead["error"])
+
     def test_calls_never_awaited_are_warned_about(self):
         # A call made and never awaited silently never ran.
         counter = self.path("counter")
