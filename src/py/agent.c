@@ -246,12 +246,15 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw,
         v = &PyTuple_GET_ITEM(tuple, 0);
         n = PyTuple_GET_SIZE(tuple);
     } else {
-        PyErr_Format(PyExc_TypeError,
-                     "eddy actions can await only ctx.execute_async(), "
-                     "ctx.durable_execute_async(), ctx.gather() and ctx.sleep(); the action "
-                     "awaited something that yielded %R (asyncio and other event loops are not "
-                     "supported: ctx.sleep() takes the place of asyncio.sleep())",
-                     y);
+        PyObject *r = eddy__py_repr(y);
+        if (r != NULL)
+            PyErr_Format(PyExc_TypeError,
+                         "eddy actions can await only ctx.execute_async(), "
+                         "ctx.durable_execute_async(), ctx.gather() and ctx.sleep(); the action "
+                         "awaited something that yielded %U (asyncio and other event loops are "
+                         "not supported: ctx.sleep() takes the place of asyncio.sleep())",
+                         r);
+        Py_XDECREF(r);
         *why = REFUSED_NOT_EDDY;
         *throw = eddy__py_fetch_exception();
         return 0;
@@ -374,11 +377,14 @@ static void fail_swallowed(eddy_ctx *t, PyObject *coro, PyObject *res, PyObject 
     }
     Py_XDECREF(o);
     PyErr_Clear(); /* the frames are a nicety */
-    PyErr_Format((PyObject *)Py_TYPE(refusal),
-                 "action '%s' for key %s caught the %s that eddy raised in it for what it "
-                 "awaited, and then yielded %R: eddy fails the action rather than raise an "
-                 "error in it again, which it could catch again for ever (%S)",
-                 t->action->name, t->key->text, Py_TYPE(refusal)->tp_name, res, refusal);
+    PyObject *r = eddy__py_repr(res);
+    if (r != NULL)
+        PyErr_Format((PyObject *)Py_TYPE(refusal),
+                     "action '%s' for key %s caught the %s that eddy raised in it for what it "
+                     "awaited, and then yielded %U: eddy fails the action rather than raise an "
+                     "error in it again, which it could catch again for ever (%S)",
+                     t->action->name, t->key->text, Py_TYPE(refusal)->tp_name, r, refusal);
+    Py_XDECREF(r);
     for (Py_ssize_t i = frames != NULL ? PyList_GET_SIZE(frames) : 0; i-- > 0;)
         PyTraceBack_Here((PyFrameObject *)PyList_GET_ITEM(frames, i)); /* innermost first */
     Py_XDECREF(frames);

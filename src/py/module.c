@@ -71,6 +71,17 @@ PyObject *eddy__py_fetch_exception(void)
     return val;
 }
 
+PyObject *eddy__py_repr(PyObject *o)
+{
+    PyObject *r = PyObject_Repr(o);
+    if (r != NULL)
+        return r;
+    if (PyErr_ExceptionMatches(PyExc_MemoryError))
+        return NULL;
+    PyErr_Clear();
+    return PyUnicode_FromFormat("<%s object (repr failed)>", Py_TYPE(o)->tp_name);
+}
+
 static void raise_exception(PyObject *exc)
 {
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -683,8 +694,13 @@ static PyObject *call_repr(PyObject *self)
     if (c->is_sleep)
         return PyUnicode_FromFormat("<eddy sleep of %llu ms, %s>", (unsigned long long)c->sleep_ms,
                                     states[c->state]);
-    return PyUnicode_FromFormat("<eddy %scall of %R, %s>", c->durable ? "durable " : "", c->fn,
-                                states[c->state]);
+    PyObject *fn = eddy__py_repr(c->fn);
+    PyObject *r = fn != NULL
+                      ? PyUnicode_FromFormat("<eddy %scall of %U, %s>",
+                                             c->durable ? "durable " : "", fn, states[c->state])
+                      : NULL;
+    Py_XDECREF(fn);
+    return r;
 }
 
 /*
@@ -1129,10 +1145,13 @@ static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *a = PyTuple_GET_ITEM(args, i);
         if (!Py_IS_TYPE(a, eddy__py.call_type)) {
-            PyErr_Format(PyExc_TypeError,
-                         "gather() takes awaitables from ctx.execute_async(), "
-                         "ctx.durable_execute_async() or ctx.sleep(), not %R",
-                         a);
+            PyObject *r = eddy__py_repr(a);
+            if (r != NULL)
+                PyErr_Format(PyExc_TypeError,
+                             "gather() takes awaitables from ctx.execute_async(), "
+                             "ctx.durable_execute_async() or ctx.sleep(), not %U",
+                             r);
+            Py_XDECREF(r);
             return NULL;
         }
         eddy__py_call *c = (eddy__py_call *)a;

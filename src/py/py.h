@@ -92,6 +92,11 @@ PyObject *eddy__py_text(PyObject *o);
  * goes through the module's _function_id, whose result this equals. */
 int eddy__py_function_id(PyObject *fn, char **out);
 
+/* repr(o) for a message, which a repr that raises (or returns no str) does
+ * not lose: then "<Foo object (repr failed)>", Foo the type's name. A new
+ * reference; NULL with an exception only when out of memory. GIL held. */
+PyObject *eddy__py_repr(PyObject *o);
+
 /* The exception being raised, normalised, with its traceback attached; the
  * error indicator is cleared. A new reference (NULL when none is set). GIL held. */
 PyObject *eddy__py_fetch_exception(void);

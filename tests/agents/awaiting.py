@@ -29,6 +29,10 @@ Each input record names an "op":
     other_refusal  catches eddy's refusal of asyncio.sleep(0), then awaits
                the call "leave_call" left, catching that refusal too.
     refusals_alternate  does the same for ever.
+    bad_repr   yields, gathers and calls an object whose repr() raises,
+               catching eddy's errors; outputs their messages.
+    bad_repr_twice  yields such an object, catches the refusal, and yields
+               another.
     instant    outputs its record at once (another key, not starved).
 """
 import asyncio
@@ -175,6 +179,25 @@ def swallowing():
 @types.coroutine
 def yields_once(v):
     yield v
+
+
+class BadRepr:
+    """An object whose repr() raises: eddy's messages name it all the same."""
+
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+    def __call__(self):
+        return "called"
+
+
+@types.coroutine
+def yields_bad_repr_twice():
+    try:
+        yield BadRepr()
+    except TypeError:
+        pass
+    yield BadRepr()
 
 
 def out(ctx, rec, **fields):
@@ -331,5 +354,23 @@ class AwaitingAgent(Agent):
                     await LEFT["call"]
                 except RuntimeError:
                     pass
+        elif op == "bad_repr":
+            # What repr() cannot show is named by its type: the messages
+            # were lost ("TypeError (no message)", or repr()'s own error).
+            got = {}
+            try:
+                await yields_once(BadRepr())
+            except TypeError as e:
+                got["yielded"] = str(e)
+            try:
+                ctx.gather(BadRepr())
+            except TypeError as e:
+                got["gather"] = str(e)
+            call = ctx.execute_async(BadRepr())
+            got["call"] = repr(call)
+            got["v"] = await call
+            out(ctx, rec, got=got)
+        elif op == "bad_repr_twice":
+            await yields_bad_repr_twice()
         elif op == "instant":
             out(ctx, rec)

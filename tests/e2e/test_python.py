@@ -1481,6 +1481,29 @@ class PythonTest(EddyTest):
             "action 'dispatch' for key \"o\" caught the TypeError that eddy raised in it for "
             "what it awaited, and then yielded None: "), dead["error"])
 
+    def test_messages_name_what_repr_cannot_show(self):
+        # repr() of what an action yields or gives eddy may raise: eddy's
+        # message gave way to repr()'s error, or the dead letter read
+        # "TypeError (no message)".
+        bad = "<BadRepr object (repr failed)>"
+        res = self.run_awaiting([{"key": "b", "op": "bad_repr", "seq": 1}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertIn("the action awaited something that yielded %s (asyncio" % bad,
+                      o["got"]["yielded"])
+        self.assertTrue(o["got"]["gather"].endswith(", not " + bad), o["got"]["gather"])
+        self.assertEqual(o["got"]["call"], "<eddy call of %s, not started>" % bad)
+        self.assertEqual(o["got"]["v"], "called")
+        res = self.run_awaiting([{"key": "b", "op": "bad_repr_twice", "seq": 1}],
+                                "--on-error", "skip", timeout=60)
+        self.assertOk(res)
+        (dead,) = res.dead()
+        self.assertEqual(dead["error"]["type"], "TypeError")
+        self.assertTrue(dead["error"]["message"].startswith(
+            "action 'dispatch' for key \"b\" caught the TypeError that eddy raised in it for "
+            "what it awaited, and then yielded %s: eddy fails the action" % bad), dead["error"])
+        self.assertIn("something that yielded %s (asyncio" % bad, dead["error"]["message"])
+
     def test_calls_never_awaited_are_warned_about(self):
         # A call made and never awaited silently never ran.
         counter = self.path("counter")
