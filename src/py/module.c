@@ -395,7 +395,33 @@ static void decode_replay(const eddy__dcall *dc, PyObject **result, PyObject **e
         *exc = eddy__py_fetch_exception();
 }
 
+static int function_id(PyObject *fn, char **out);
+
 int eddy__py_function_id(PyObject *fn, char **out)
+{
+    if (function_id(fn, out) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return -1;
+    /* A lone surrogate in the name (set through __qualname__, say): the id
+     * goes into the journal, which holds UTF-8. Said as for a value. */
+    PyErr_Clear();
+    PyObject *id = call_helper("_function_id", &fn, 1);
+    if (id != NULL && PyUnicode_Check(id)) {
+        char why[512];
+        eddy__py_surrogate_why(id, why, sizeof(why));
+        PyErr_Format(PyExc_ValueError,
+                     "durable call: the id of its function (fn.__module__ + '.' + "
+                     "fn.__qualname__) %s",
+                     why);
+    } else if (id != NULL) {
+        PyErr_SetString(PyExc_ValueError, "durable call: the id of its function is not a str");
+    }
+    Py_XDECREF(id);
+    return -1;
+}
+
+static int function_id(PyObject *fn, char **out)
 {
     PyObject *mod = PyFunction_Check(fn) ? PyFunction_GET_MODULE(fn) : NULL;
     PyObject *qual = mod != NULL ? ((PyFunctionObject *)fn)->func_qualname : NULL;

@@ -36,6 +36,32 @@ class CustomError(Exception):
         self.code = code
 
 
+class OddModule:
+    """A class's __module__ that can be neither compared nor formatted."""
+
+    def __eq__(self, other):
+        raise RuntimeError("no __eq__")
+
+    def __str__(self):
+        raise RuntimeError("no __str__")
+
+
+class Odd(Exception):
+    """Its qualified name cannot be made: it was journaled without its
+    message (the replay raised DurableCallError('Odd: '))."""
+
+
+Odd.__module__ = OddModule()
+
+
+def surrogate_named(x):
+    return x
+
+
+# A lone surrogate in a function's name: its durable call's id is no UTF-8.
+surrogate_named.__qualname__ = "caf" + os.fsdecode(b"\xe9")
+
+
 class TwoArg(Exception):
     """Pickles, but pickle cannot re-create it: its __init__ takes more than
     the args it passes on."""
@@ -130,6 +156,8 @@ def count_and_raise(path, kind):
         raise CustomError("custom failure", code=7)
     if kind == "two_arg":
         raise TwoArg("two", 5)
+    if kind == "odd_module":
+        raise Odd("odd failure")
     if kind == "local":
         class Local(Exception):
             """Found by no name: neither pickled nor looked up on replay."""
@@ -297,6 +325,17 @@ class TestAgent(Agent):
             v = await ctx.durable_execute_async(typed_value, rec["counter"], kind)
             crash_if(rec.get("crash"))
             out(ctx, rec, sync=describe_typed(kind, sync), v=describe_typed(kind, v))
+        elif op == "durable_surrogate_fn":
+            r = {}
+            try:
+                ctx.durable_execute(surrogate_named, 1)
+            except ValueError as e:
+                r["sync"] = str(e)
+            try:
+                await ctx.durable_execute_async(surrogate_named, 1)
+            except ValueError as e:
+                r["async"] = str(e)
+            out(ctx, rec, **r)
         elif op == "durable_unpicklable":
             # A result that can be journaled neither as JSON nor with pickle.
             r = {}

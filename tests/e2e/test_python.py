@@ -280,6 +280,30 @@ class PythonTest(EddyTest):
         self.assertEqual(outs[0]["type_name"], name)
         self.assertEqual(outs[0]["message"], name + ": from a local class")
 
+    def test_durable_exception_whose_type_cannot_be_named(self):
+        # A class whose __module__ can be neither compared nor formatted:
+        # its qualified name cannot be made, and the exception was
+        # journaled without its message (replayed as "Odd: ").
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "odd_module",
+                                      "seq": 1})
+        self.assertEqual(outs, [{"key": "e", "seq": 1, "error": "eddy.DurableCallError",
+                                 "message": "Odd: odd failure", "code": None,
+                                 "type_name": "Odd"}])
+
+    def test_durable_call_of_a_function_with_a_lone_surrogate_in_its_name(self):
+        # Its id goes to the journal, which holds UTF-8: a bare
+        # UnicodeEncodeError, now a ValueError that says where, as for values.
+        why = ("durable call: the id of its function (fn.__module__ + '.' + fn.__qualname__) "
+               "'pyagent.caf\\udce9' holds a lone surrogate ('\\udce9' at index 11), which "
+               "is not UTF-8 text (")
+        for extra in ([], ["--state", self.path("state")]):
+            res = self.run_py([{"key": "s", "op": "durable_surrogate_fn", "seq": 1}], *extra)
+            self.assertOk(res)
+            (o,) = res.outputs()
+            self.assertEqual(sorted(o), ["async", "key", "seq", "sync"])
+            for how in ("sync", "async"):
+                self.assertTrue(o[how].startswith(why), o[how])
+
     def test_durable_exception_with_a_lone_surrogate_replayed(self):
         # The journal holds UTF-8: a message with a lone surrogate (a file
         # name os.fsdecode made) lost the message and the pickle, and the
@@ -1037,7 +1061,12 @@ class PythonTest(EddyTest):
                   "and <instance.H object at "),
                  ("bound.py", "class H:\n    def m(self, event, ctx):\n        pass\n",
                   "H().m", "TypeError: @action cannot mark <bound method H.m of <bound.H object "
-                  "at "))
+                  "at "),
+                 # A __name__ that is not a str was said to be missing.
+                 ("nonstr.py", "class H:\n    __name__ = 5\n"
+                  "    def __call__(self, event, ctx):\n        pass\n",
+                  "H()", "TypeError: @action takes a callable whose __name__ names the action, "
+                  "and <nonstr.H object at "))
         for name, head, expr, words in cases:
             source = ("from eddy import action, InputEvent\n" + head +
                       "def helper(event, ctx):\n    pass\n"
@@ -1045,6 +1074,10 @@ class PythonTest(EddyTest):
             err = self.load_error(name, source)
             self.assertTrue(err.startswith("eddy: cannot load Python agent %s: %s"
                                            % (name, words)), err)
+            if name == "nonstr.py":
+                self.assertIn("> has a __name__ that is not a str (5, of type 'int'): ", err)
+            elif name != "bound.py":
+                self.assertIn(" has no __name__: ", err)
             self.assertIn("decorate a function (def or async def) that calls it\n"
                           "Traceback (most recent call last):\n"
                           '  File "%s", line %d, in <module>\n'
