@@ -264,12 +264,12 @@ static void test_key_let_go_keeps_waiting_for_its_sync(void **state)
     eddy_config_free(c);
 }
 
-/* Without a state key-cache changes nothing: memory lives only in memory. */
-static void test_without_state_every_key_with_memory_stays(void **state)
+/* Three rounds over NKEYS keys with this config: every key stays resident,
+ * none is let go or read back, and the counts are right. */
+static void check_every_key_kept(fixture *f, int with_state, const char *key_cache)
 {
-    fixture *f = *state;
     add_inputs(f, 0, 3, NKEYS);
-    eddy_config *c = config(f, 0, "2");
+    eddy_config *c = config(f, with_state, key_cache);
     eddy_runtime *rt = runtime(c);
     assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
     eddy_stats st;
@@ -282,22 +282,16 @@ static void test_without_state_every_key_with_memory_stays(void **state)
     check_counts(f, 3 * NKEYS, 0);
 }
 
+/* Without a state key-cache changes nothing: memory lives only in memory. */
+static void test_without_state_every_key_with_memory_stays(void **state)
+{
+    check_every_key_kept(*state, 0, "2");
+}
+
 /* key-cache 0: no bound, nothing is let go or read back. */
 static void test_key_cache_0_keeps_every_key(void **state)
 {
-    fixture *f = *state;
-    add_inputs(f, 0, 3, NKEYS);
-    eddy_config *c = config(f, 1, "0");
-    eddy_runtime *rt = runtime(c);
-    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
-    eddy_stats st;
-    eddy_runtime_stats(rt, &st);
-    assert_int_equal(st.keys_loaded, 0);
-    assert_int_equal(st.keys_evicted, 0);
-    assert_int_equal(st.keys_resident, NKEYS);
-    eddy_runtime_free(rt);
-    eddy_config_free(c);
-    check_counts(f, 3 * NKEYS, 0);
+    check_every_key_kept(*state, 1, "0");
 }
 
 /* Keys without memory are let go beyond the bound too, and new keys are
