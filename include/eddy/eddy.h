@@ -280,32 +280,49 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
  * called when the process ran Python before eddy (eddy then neither
  * initialises nor finalises the interpreter).
  *
- * Signal hook: fn(signo, arg) is called when the agent calls Python's
- * signal.signal(signo, handler) (at its import or in an action; on that
- * thread, which holds the GIL), before anything is installed. When fn
- * returns nonzero the program keeps signo's handler: the agent's is not
- * installed, and the call returns what signal.getsignal(signo) says (None
- * for a handler not installed from Python); the program may say so. Zero
- * lets the call go on. Only calls that Python would take are shown (on the
- * main thread, with a valid handler), and none in a child process that the
- * agent forked. Handlers installed in other ways (sigaction(2) from C, in
- * a C agent or an extension module) are not seen: a program checks for them
- * with sigaction(2) where it can (after the agent loaded, after a run).
+ * Signal hook: fn(signo, action, arg) is called when the agent calls
+ * Python's signal.signal(signo, handler) (at its import or in an action; on
+ * that thread, which holds the GIL), before anything is installed; action
+ * is what handler asks for: EDDY_PYTHON_SIG_DFL, EDDY_PYTHON_SIG_IGN or
+ * EDDY_PYTHON_SIG_HANDLER (a Python function). When fn returns nonzero the
+ * program keeps signo's handler: the agent's is not installed, and the call
+ * returns what signal.getsignal(signo) says (None for a handler not
+ * installed from Python); the program may say so. Zero lets the call go on.
+ * Only calls that Python would take are shown (on the main thread, a valid
+ * signal number and handler); any other is Python's, errors included, and
+ * so is any call in a child process that the agent forked. Without a hook
+ * when the agent loads, eddy does nothing to Python's signal handling (it
+ * does not even import _signal, whose import in CPython 3.11 installs
+ * Python's SIGINT handler where SIGINT has its default action). Handlers
+ * installed in other ways (sigaction(2) from C, in a C agent or an
+ * extension module) are not seen: a program checks for them with
+ * sigaction(2) where it can (after the agent loaded, after a run).
  *
- * Thread-wait hook: freeing the last plan that uses the interpreter
+ * Finalise hook: freeing the last plan that uses the interpreter
  * (eddy_runtime_free() frees its runtime's plan, after closing the state
- * and the outputs) finalises it, and that waits, as Python does at exit,
- * for the threads the agent started with `threading` that are not daemon
- * threads, however long they run. When some are alive then, fn(n, names,
- * arg) is called first, on the freeing thread (GIL held), with their number
- * and their names (borrowed for the call), after sys.stdout and sys.stderr
- * were flushed: the program may say why it waits, or end without waiting
- * (_exit(2)). When fn returns, the wait begins.
+ * and the outputs) finalises it, as Python does at exit: it waits for the
+ * threads the agent started with `threading` that are not daemon threads,
+ * however long they run, then runs the atexit handlers (multiprocessing's
+ * joins the non-daemon child processes). Just before, fn(n, names, ids,
+ * arg) is called on the freeing thread (GIL held), after sys.stdout and
+ * sys.stderr were flushed, with the number of such threads alive (0 if
+ * none), their names and their native thread ids (threading.get_native_id(),
+ * 0 where unknown; borrowed for the call). When fn returns nonzero the join
+ * of those threads is skipped (they run on, unwaited for, like daemon
+ * threads) and the rest of the finalisation runs; zero lets Python wait.
+ * The finalisation has ended when the free returns: a program may watch
+ * how long it takes, and end without waiting (_exit(2)).
  */
-typedef int (*eddy_python_signal_fn)(int signo, void *arg);
+enum {
+    EDDY_PYTHON_SIG_DFL = 0,    /* signal.SIG_DFL */
+    EDDY_PYTHON_SIG_IGN = 1,    /* signal.SIG_IGN */
+    EDDY_PYTHON_SIG_HANDLER = 2 /* a Python callable */
+};
+typedef int (*eddy_python_signal_fn)(int signo, int action, void *arg);
 EDDY_API void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg);
-typedef void (*eddy_python_thread_wait_fn)(size_t n, const char *const *names, void *arg);
-EDDY_API void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg);
+typedef int (*eddy_python_finalize_fn)(size_t n, const char *const *names, const long *ids,
+                                       void *arg);
+EDDY_API void eddy_python_set_finalize_hook(eddy_python_finalize_fn fn, void *arg);
 
 /* ---------------------------------------------------------------- contexts */
 

@@ -21,6 +21,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -198,9 +201,10 @@ static void print_run_help(FILE *out)
           "           nothing: the exit code is the run's, with a note. SIGQUIT dumps core\n"
           "           at once, committing nothing; the state is safe, as after a crash.\n"
           "           eddy keeps these handlers: an agent's own is refused or replaced,\n"
-          "           with a warning. Threads a Python agent left (not daemon threads)\n"
-          "           are waited for after the run (a note says so after a second); a\n"
-          "           signal ends the wait at once, and the exit code is the run's.\n",
+          "           with a warning. Once the run has ended and the state is closed,\n"
+          "           Python's exit (waiting for a Python agent's threads, its atexit\n"
+          "           handlers) that lasts over a second is said in a note, and a signal\n"
+          "           then ends eddy at once; the exit code is the run's.\n",
           out);
 }
 
@@ -607,15 +611,24 @@ static int stdout_keep(const struct run_args *a)
  * so that it is not freed under them. */
 static _Atomic(eddy_runtime *) signal_runtime;
 static atomic_int signal_handling;
-static volatile sig_atomic_t signal_caught;
+/* The flags a handler shares with other threads are atomic (lock-free
+ * ints: async-signal-safe), sequentially consistent: see on_signal. */
+static atomic_int signal_caught;
 /* signal_caught when the run ended (-1 until then): a signal after that
  * stops nothing and changes nothing of the run's outcome. */
 static int signal_at_run_end = -1;
-/* Set while eddy waits for threads a Python agent left (the run has ended
- * and the state is closed): a signal then ends eddy at once, with
- * exit_code_at_end, the code it was to exit with. See on_thread_wait. */
-static atomic_int waiting_for_threads;
-static volatile sig_atomic_t exit_code_at_end;
+/*
+ * The Python interpreter's finalisation, once the run has ended and the
+ * state is closed (see on_finalize): EXIT_QUIET for its first
+ * EXIT_QUIET_MS, a signal being kept for then (exit_signal); EXIT_SAID once
+ * a note said that it takes longer, a signal then ending eddy at once with
+ * exit_code_at_end, the code it was to exit with.
+ */
+enum { EXIT_NONE, EXIT_QUIET, EXIT_SAID };
+static atomic_int exit_phase;
+static atomic_int exit_signal;
+static atomic_int exit_code_at_end;
+static atomic_int exit_ending; /* one note only when two threads end eddy at once */
 
 /* The name of a signal that stops eddy. */
 static const char *signal_name(int signo)
@@ -645,28 +658,48 @@ static void write_all(int fd, const char *s)
     }
 }
 
-/* A signal while eddy waited for the agent's threads: nothing is left to
- * stop or commit (the state is closed), so eddy ends now, with the code it
- * was to exit with. Async-signal-safe. */
-static void end_the_wait(int signo)
+/* A signal while Python finished the agent's exit, after the note that it
+ * takes long: nothing is left to stop or commit (the state is closed), so
+ * eddy ends now, with the code it was to exit with. What had not run of the
+ * agent's exit (atexit handlers, the join of its threads or children) is
+ * lost. Async-signal-safe. */
+static void end_the_exit(int signo)
 {
-    int saved = errno;
+    if (atomic_exchange(&exit_ending, 1) != 0)
+        for (;;)
+            pause(); /* the other thread ends eddy */
     write_all(STDERR_FILENO, "eddy: note: ");
     write_all(STDERR_FILENO, signal_name(signo));
-    write_all(STDERR_FILENO, " ended the wait for the agent's threads (it interrupted nothing "
-                             "else: the exit code is the run's)\n");
-    errno = saved;
-    _exit(exit_code_at_end);
+    write_all(STDERR_FILENO, " ended eddy before Python finished the agent's exit (what had not "
+                             "run of it is lost; the exit code is the run's)\n");
+    _exit(atomic_load(&exit_code_at_end));
+}
+
+/* A signal during the finalisation: kept until the note, then ends eddy. */
+static void signal_in_exit(int signo)
+{
+    int none = 0;
+    /* For the note that it came after the run, if eddy ends normally. */
+    atomic_compare_exchange_strong(&signal_caught, &none, signo);
+    /* The watchdog sets EXIT_SAID, then reads exit_signal: one of the two
+     * sees the other (seq_cst), and the signal is not lost. */
+    atomic_store(&exit_signal, signo);
+    if (atomic_load(&exit_phase) == EXIT_SAID)
+        end_the_exit(signo);
 }
 
 static void on_signal(int signo)
 {
+    if (atomic_load(&exit_phase) != EXIT_NONE) {
+        signal_in_exit(signo);
+        return;
+    }
     /* A hangup comes twice, from the kernel to the terminal's foreground
      * process group and from the shell to its jobs as it exits: a second
      * SIGHUP is no user insisting, and must not kill the stop underway. */
-    if (signal_caught != 0 && signo == SIGHUP)
+    if (atomic_load(&signal_caught) != 0 && signo == SIGHUP)
         return;
-    if (signal_caught != 0) {
+    if (atomic_load(&signal_caught) != 0) {
         /* A second signal: the user insists. End now with the default action;
          * the state store is safe against a kill at any instant. The signal is
          * blocked while this handler runs, so it lands as soon as we return. */
@@ -678,13 +711,14 @@ static void on_signal(int signo)
         raise(signo);
         return;
     }
-    signal_caught = signo;
-    /* on_thread_wait sets waiting_for_threads, then reads signal_caught:
-     * with this fence between the store above and the load below, one of
-     * the two sees the other, and a signal is never lost to the wait. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load(&waiting_for_threads))
-        end_the_wait(signo);
+    atomic_store(&signal_caught, signo);
+    /* on_finalize sets exit_phase, then reads signal_caught: with both
+     * sequentially consistent, one of the two sees the other, and a signal
+     * is never lost between the end of the state and the finalisation. */
+    if (atomic_load(&exit_phase) != EXIT_NONE) {
+        signal_in_exit(signo);
+        return;
+    }
     atomic_fetch_add(&signal_handling, 1);
     eddy_runtime_stop(atomic_load(&signal_runtime));
     atomic_fetch_sub(&signal_handling, 1);
@@ -752,9 +786,14 @@ static struct sigaction owned_action(const struct owned_signal *o)
     return sa;
 }
 
-/* The warning for an agent that installed a handler for o (once). late:
- * found when the run had ended, which ran with the agent's handler. */
-static void warn_replaced(struct owned_signal *o, int late)
+/* When a replaced handler was found: as the agent loaded (or as it asked,
+ * from Python), after its run, or at the end of an eddy whose run never
+ * came (the agent failed to load, the state to open). */
+enum { FOUND_AT_LOAD, FOUND_AFTER_RUN, FOUND_AT_END };
+
+/* The warning for an agent that replaced eddy's handling of o, asking for
+ * action (EDDY_PYTHON_SIG_*), once. */
+static void warn_replaced(struct owned_signal *o, int when, int action)
 {
     if (o->warned)
         return;
@@ -763,18 +802,24 @@ static void warn_replaced(struct owned_signal *o, int late)
                        : o->signo == SIGHUP ? "eddy ignores it%s, as it was started doing (nohup)"
                                             : "eddy ignores it%s (a reader of the output that "
                                               "goes away is an I/O error)";
-    fprintf(stderr, "eddy: warning: %s installed a handler for %s", agent_file, o->name);
-    if (late)
+    const char *did = action == EDDY_PYTHON_SIG_DFL   ? "set %s to its default action"
+                      : action == EDDY_PYTHON_SIG_IGN ? "set %s to be ignored"
+                                                      : "installed a handler for %s";
+    fprintf(stderr, "eddy: warning: %s ", agent_file);
+    fprintf(stderr, did, o->name);
+    if (when == FOUND_AFTER_RUN)
         fprintf(stderr, " while it ran, in place of eddy's (until now a %s went to the agent's)",
                 o->name);
+    else if (when == FOUND_AT_END)
+        fputs(", in place of eddy's", stderr);
     fputs("; ", stderr);
-    fprintf(stderr, what, late ? " again" : "");
+    fprintf(stderr, what, when != FOUND_AT_LOAD ? " again" : "");
     fputc('\n', stderr);
 }
 
 /* Put eddy's handling back on every signal it owns whose handler the agent
- * replaced, with a warning; late as for warn_replaced. */
-static void reclaim_signals(int late)
+ * replaced, with a warning; when as for warn_replaced. */
+static void reclaim_signals(int when)
 {
     for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++) {
         struct owned_signal *o = &owned_signals[i];
@@ -782,104 +827,194 @@ static void reclaim_signals(int late)
         if (sigaction(o->signo, NULL, &cur) != 0 ||
             ((cur.sa_flags & SA_SIGINFO) == 0 && cur.sa_handler == want.sa_handler))
             continue;
+        int action = (cur.sa_flags & SA_SIGINFO) != 0 ? EDDY_PYTHON_SIG_HANDLER
+                     : cur.sa_handler == SIG_DFL      ? EDDY_PYTHON_SIG_DFL
+                     : cur.sa_handler == SIG_IGN      ? EDDY_PYTHON_SIG_IGN
+                                                      : EDDY_PYTHON_SIG_HANDLER;
         if (sigaction(o->signo, &want, NULL) == 0)
-            warn_replaced(o, late);
+            warn_replaced(o, when, action);
     }
 }
 
 /* A Python agent's signal.signal(signo, ...): refused for a signal eddy
- * owns (its handler is never installed), with the warning. */
-static int on_python_signal(int signo, void *arg)
+ * owns (its handler is never installed), with the warning, unless the
+ * agent asks for what eddy does already (SIG_IGN for SIGPIPE): that is
+ * kept without a word. */
+static int on_python_signal(int signo, int action, void *arg)
 {
     (void)arg;
     struct owned_signal *o = owned_signal(signo);
     if (o == NULL)
         return 0;
-    warn_replaced(o, 0);
+    if (!(o->ignored && action == EDDY_PYTHON_SIG_IGN))
+        warn_replaced(o, FOUND_AT_LOAD, action);
     return 1;
-}
-
-/* Flush and _exit(2) with code: what stays of the process is the agent's
- * threads, which must not run on, nor Python's finalisation. */
-static void end_now(int code)
-{
-    fflush(stdout);
-    fflush(stderr);
-    _exit(code);
 }
 
 static void print_signal_after_run_note(void);
 
-/* A wait for the agent's threads shorter than this goes unsaid: the idle
- * workers of a ThreadPoolExecutor, say, end as soon as Python's exit asks
- * them to, and a note on every run would be noise. */
-#define THREAD_WAIT_QUIET_MS 1000
+static int run_ran; /* the runtime ran (for the warnings at the end) */
 
-static char thread_wait_note[512];
+/* A finalisation shorter than this goes unsaid: the idle workers of a
+ * ThreadPoolExecutor, say, end as soon as Python's exit asks them to, and a
+ * note on every run would be noise. */
+#define EXIT_QUIET_MS 1000
 
-/* The note, once the wait has lasted THREAD_WAIT_QUIET_MS (a thread of its
- * own: the main thread is in Python's finalisation, waiting). */
-static void *say_thread_wait(void *arg)
+/* The watchdog of the finalisation (see on_finalize). */
+static pthread_mutex_t exit_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t exit_cond;
+static int exit_done;
+static pthread_t exit_watchdog;
+static int exit_watchdog_started;
+/* The threads Python waits for (none when their join is skipped). */
+#define EXIT_THREADS_MAX 8
+static size_t exit_nthreads;
+static char exit_thread_names[EXIT_THREADS_MAX][64];
+static long exit_thread_ids[EXIT_THREADS_MAX];
+
+/* Whether the thread of native id id is alive (0 when that cannot be told:
+ * the note names only threads known to be alive). On Linux, tgkill(2) with
+ * signal 0 asks; a thread id reused within the second is not guarded. */
+static int thread_alive(long id)
 {
-    (void)arg;
-    struct timespec left = {THREAD_WAIT_QUIET_MS / 1000, (THREAD_WAIT_QUIET_MS % 1000) * 1000000L};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
-    }
-    if (atomic_load(&waiting_for_threads))
-        write_all(STDERR_FILENO, thread_wait_note); /* one write: a line of its own */
-    return NULL;
+#if defined(__linux__) && defined(SYS_tgkill)
+    return id > 0 && syscall(SYS_tgkill, (long)getpid(), id, 0L) == 0;
+#else
+    (void)id;
+    return 0;
+#endif
 }
 
-/*
- * The Python agent left threads that are not daemon threads, and Python's
- * finalisation is about to wait for them, as Python does at exit: for as
- * long as they run. The run has ended and the state is closed. A wait of
- * more than THREAD_WAIT_QUIET_MS is said, and a SIGINT, SIGTERM or SIGHUP
- * ends it, and eddy with it, at once (end_the_wait), with the code eddy was
- * to exit with: the run's. One that came before (it interrupted the run, or
- * came after it) means no wait.
- */
-static void on_thread_wait(size_t n, const char *const *names, void *arg)
+/* The note, when the finalisation has taken EXIT_QUIET_MS, naming the
+ * threads waited for that are still alive then. */
+static void say_slow_exit(void)
 {
-    (void)arg;
-    reclaim_signals(1); /* the wait must be one that a signal can end */
-    fflush(stdout);
     char list[256];
-    size_t len = 0;
-    for (size_t i = 0; i < n && len < sizeof(list); i++) {
-        int w = i == 3
-                    ? snprintf(list + len, sizeof(list) - len, ", ...")
-                    : snprintf(list + len, sizeof(list) - len, "%s%s", i > 0 ? ", " : "", names[i]);
+    size_t len = 0, alive = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < exit_nthreads && len < sizeof(list); i++) {
+        if (!thread_alive(exit_thread_ids[i]))
+            continue;
+        int w = alive == 3 ? snprintf(list + len, sizeof(list) - len, ", ...")
+                           : snprintf(list + len, sizeof(list) - len, "%s%s", alive > 0 ? ", " : "",
+                                      exit_thread_names[i]);
         len += w > 0 ? (size_t)w : 0;
-        if (i == 3)
+        if (alive++ == 3)
             break;
     }
     if (len >= sizeof(list))
         memcpy(list + sizeof(list) - 4, "...", 4);
-    atomic_store(&waiting_for_threads, 1);
-    int signo = signal_caught;
-    if (signo != 0) {
+    char note[512];
+    if (alive > 0)
+        snprintf(note, sizeof(note),
+                 "eddy: note: Python has not finished the agent's exit after %d s: it waits for "
+                 "%zu thread%s the agent started (%s) to end; SIGINT or SIGTERM ends eddy now\n",
+                 EXIT_QUIET_MS / 1000, alive > 3 ? exit_nthreads : alive, alive == 1 ? "" : "s",
+                 list);
+    else
+        snprintf(note, sizeof(note),
+                 "eddy: note: Python has not finished the agent's exit after %d s (its atexit "
+                 "handlers, the child processes it waits for); SIGINT or SIGTERM ends eddy now\n",
+                 EXIT_QUIET_MS / 1000);
+    write_all(STDERR_FILENO, note); /* one write: a line of its own */
+}
+
+/* The watchdog: a timed wait for the end of the finalisation, then the
+ * note (a thread of its own: the main thread is in Python's finalisation). */
+static void *watch_exit(void *arg)
+{
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += EXIT_QUIET_MS / 1000;
+    until.tv_nsec += (EXIT_QUIET_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&exit_mutex);
+    while (!exit_done && pthread_cond_timedwait(&exit_cond, &exit_mutex, &until) != ETIMEDOUT) {
+    }
+    if (!exit_done) {
+        atomic_store(&exit_phase, EXIT_SAID);
+        int signo = atomic_load(&exit_signal);
+        if (signo != 0)
+            end_the_exit(signo); /* it came in the quiet second */
+        say_slow_exit();
+    }
+    pthread_mutex_unlock(&exit_mutex);
+    return NULL;
+}
+
+/* The finalisation has ended (or never began): the watchdog goes. */
+static void end_exit_watch(void)
+{
+    if (!exit_watchdog_started)
+        return;
+    pthread_mutex_lock(&exit_mutex);
+    exit_done = 1;
+    pthread_cond_signal(&exit_cond);
+    pthread_mutex_unlock(&exit_mutex);
+    pthread_join(exit_watchdog, NULL);
+    exit_watchdog_started = 0;
+}
+
+/*
+ * The interpreter of a Python agent is about to be finalised: the run has
+ * ended and the state is closed. Python waits for the n non-daemon threads
+ * the agent left, as it does at exit, then runs the atexit handlers (which
+ * may wait too: multiprocessing joins its children). eddy does not wait for
+ * the threads when a signal came (it stopped the run, or came after it):
+ * their join is skipped, and the rest of the finalisation runs. A
+ * finalisation that lasts more than EXIT_QUIET_MS is said, by the watchdog,
+ * and a SIGINT, SIGTERM or SIGHUP then ends eddy at once (end_the_exit), with
+ * the code eddy was to exit with; one in the quiet second does so at its end.
+ */
+static int on_finalize(size_t n, const char *const *names, const long *ids, void *arg)
+{
+    (void)arg;
+    reclaim_signals(run_ran ? FOUND_AFTER_RUN : FOUND_AT_END); /* a signal must end it */
+    fflush(stdout);
+    fflush(stderr);
+    atomic_store(&exit_phase, EXIT_QUIET);
+    int signo = atomic_load(&signal_caught);
+    if (signo != 0 && n > 0) {
+        char list[256];
+        size_t len = 0;
+        for (size_t i = 0; i < n && len < sizeof(list); i++) {
+            int w = i == 3 ? snprintf(list + len, sizeof(list) - len, ", ...")
+                           : snprintf(list + len, sizeof(list) - len, "%s%s", i > 0 ? ", " : "",
+                                      names[i]);
+            len += w > 0 ? (size_t)w : 0;
+            if (i == 3)
+                break;
+        }
+        if (len >= sizeof(list))
+            memcpy(list + sizeof(list) - 4, "...", 4);
         fprintf(stderr,
                 "eddy: note: not waiting for %zu thread%s the agent started (%s) to end: %s "
                 "came\n",
                 n, n == 1 ? "" : "s", list, signal_name(signo));
-        print_signal_after_run_note();
-        end_now(exit_code_at_end);
+        fflush(stderr);
     }
-    snprintf(thread_wait_note, sizeof(thread_wait_note),
-             "eddy: note: waiting for %zu thread%s the agent started (%s) to end; SIGINT or "
-             "SIGTERM stops waiting\n",
-             n, n == 1 ? "" : "s", list);
-    pthread_attr_t attr;
-    pthread_t th;
-    int started = pthread_attr_init(&attr) == 0;
-    if (started) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&th, &attr, say_thread_wait, NULL) == 0;
-        pthread_attr_destroy(&attr);
+    exit_nthreads = 0;
+    for (size_t i = 0; signo == 0 && i < n && i < EXIT_THREADS_MAX; i++) {
+        snprintf(exit_thread_names[i], sizeof(exit_thread_names[i]), "%s", names[i]);
+        exit_thread_ids[i] = ids[i];
+        exit_nthreads++;
     }
-    if (!started)
-        write_all(STDERR_FILENO, thread_wait_note); /* said at once rather than never */
+    pthread_condattr_t ca;
+    exit_done = 0;
+    if (pthread_condattr_init(&ca) == 0) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        if (pthread_cond_init(&exit_cond, &ca) == 0)
+            exit_watchdog_started = pthread_create(&exit_watchdog, NULL, watch_exit, NULL) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    /* Without a watchdog, no note: a signal ends eddy at once. */
+    if (!exit_watchdog_started)
+        atomic_store(&exit_phase, EXIT_SAID);
+    return signo != 0;
 }
 
 /*
@@ -904,7 +1039,7 @@ static int install_signal_handlers(const char *agent)
             return -1;
     }
     eddy_python_set_signal_hook(on_python_signal, NULL);
-    eddy_python_set_thread_wait_hook(on_thread_wait, NULL);
+    eddy_python_set_finalize_hook(on_finalize, NULL);
     return 0;
 }
 
@@ -1075,13 +1210,14 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
     atomic_store(&signal_runtime, rt); /* the handlers are in place since before the agent */
     /* A signal that came before the runtime ran (while it opened and
      * recovered its state, say) found nothing to stop: it stops it now. */
-    int rc = signal_caught != 0 ? EDDY_ESTOPPED : eddy_runtime_run(rt);
+    run_ran = 1;
+    int rc = atomic_load(&signal_caught) != 0 ? EDDY_ESTOPPED : eddy_runtime_run(rt);
     /* The run has ended. The handlers stay until eddy exits: a signal while
      * the summary is printed or the state is closed must not kill eddy and
      * turn a run that completed into a failure (see cmd_run). */
     detach_signal_runtime();
-    signal_at_run_end = signal_caught;
-    reclaim_signals(1); /* what the agent's actions did to them */
+    signal_at_run_end = atomic_load(&signal_caught);
+    reclaim_signals(FOUND_AFTER_RUN); /* what the agent's actions did to them */
     clear_progress(&progress);
 
     fflush(stdout); /* what C agents printed comes before the summary */
@@ -1133,10 +1269,10 @@ static int cmd_run(int argc, char **argv)
     if (code != CONTINUE)
         goto done; /* a failed load is reported as such, signal or not */
     /* What the agent's import or its init did to the signals eddy handles. */
-    reclaim_signals(0);
-    if (signal_caught != 0) {
+    reclaim_signals(FOUND_AT_LOAD);
+    if (atomic_load(&signal_caught) != 0) {
         /* Asked to stop while the agent loaded: nothing has started. */
-        code = interrupted(signal_caught, has_state(&a));
+        code = interrupted(atomic_load(&signal_caught), has_state(&a));
         goto done;
     }
     /* fd 1 is the real stdout for this call only (see stdout_keep). */
@@ -1173,12 +1309,12 @@ done:
     if (kept_stdout >= 0)
         close(kept_stdout);
     detach_signal_runtime();
-    /* Freeing the last plan of a Python agent waits for the threads it
-     * left, if any (on_thread_wait), which may end eddy with this code. */
-    exit_code_at_end = code;
+    /* Freeing the last plan of a Python agent finalises its interpreter
+     * (on_finalize), which may end eddy with this code. */
+    atomic_store(&exit_code_at_end, code);
     eddy_runtime_free(rt); /* closes the state: with --state, it may take a while */
     eddy_plan_free(plan);
-    atomic_store(&waiting_for_threads, 0);
+    end_exit_watch();
     eddy_error_free(err);
     eddy_config_free(a.conf);
     print_signal_after_run_note();
@@ -1190,11 +1326,12 @@ done:
  * interrupt anything. */
 static void print_signal_after_run_note(void)
 {
-    if (signal_at_run_end == 0 && signal_caught != 0)
+    int signo = atomic_load(&signal_caught);
+    if (signal_at_run_end == 0 && signo != 0)
         fprintf(stderr,
                 "eddy: note: %s came after the run had ended; it interrupted nothing, and the "
                 "exit code is the run's\n",
-                signal_name(signal_caught));
+                signal_name(signo));
 }
 
 /* ---------------------------------------------------------------- eddy inspect */

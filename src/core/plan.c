@@ -579,7 +579,7 @@ void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
     (void)arg;
 }
 
-void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg)
+void eddy_python_set_finalize_hook(eddy_python_finalize_fn fn, void *arg)
 {
     (void)fn;
     (void)arg;

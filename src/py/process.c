@@ -1,7 +1,7 @@
 /*
  * Python agents and the process: what an agent does to the process's signal
  * handlers and threads, and the hooks through which the program hears of
- * it (eddy_python_set_signal_hook, eddy_python_set_thread_wait_hook in
+ * it (eddy_python_set_signal_hook, eddy_python_set_finalize_hook in
  * eddy.h).
  *
  * Signals: Python's signal.signal() calls _signal.signal(), looked up on the
@@ -9,9 +9,11 @@
  * which asks the program's hook first. Nothing is checked or polled
  * otherwise: the cost is paid by the calls alone.
  *
- * Threads: Py_FinalizeEx() waits (threading._shutdown) for the non-daemon
- * threads that `threading` started, without a word and for as long as they
- * run. Before it, the threads alive are listed and the program is told.
+ * Finalisation: Py_FinalizeEx() waits (threading._shutdown) for the
+ * non-daemon threads that `threading` started, for as long as they run,
+ * then runs the atexit handlers (multiprocessing's joins its children).
+ * Before it, the program is told, with the threads alive, and may have
+ * the threads' join skipped.
  */
 #include <signal.h>
 #include <stdint.h>
@@ -23,8 +25,8 @@
 
 static eddy_python_signal_fn signal_hook;
 static void *signal_hook_arg;
-static eddy_python_thread_wait_fn thread_wait_hook;
-static void *thread_wait_hook_arg;
+static eddy_python_finalize_fn finalize_hook;
+static void *finalize_hook_arg;
 
 void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
 {
@@ -32,10 +34,10 @@ void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
     signal_hook_arg = arg;
 }
 
-void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg)
+void eddy_python_set_finalize_hook(eddy_python_finalize_fn fn, void *arg)
 {
-    thread_wait_hook = fn;
-    thread_wait_hook_arg = arg;
+    finalize_hook = fn;
+    finalize_hook_arg = arg;
 }
 
 /* ---------------------------------------------------------------- signal.signal */
@@ -43,66 +45,104 @@ void eddy_python_set_thread_wait_hook(eddy_python_thread_wait_fn fn, void *arg)
 static pid_t owner_pid;          /* the process that initialised the interpreter */
 static unsigned long main_ident; /* its thread that did: Python's main thread */
 
-/* Whether handler is one signal.signal() takes: a callable, SIG_DFL or SIG_IGN. */
-static int valid_handler(PyObject *handler)
+/* What handler asks for, as CPython 3.11's _signal.signal() reads it (a
+ * callable; else exactly the int SIG_IGN or SIG_DFL, no subclass), or -1
+ * for a handler it refuses with TypeError. */
+static int handler_action(PyObject *handler)
 {
     if (PyCallable_Check(handler))
-        return 1;
-    if (!PyLong_Check(handler))
-        return 0;
+        return EDDY_PYTHON_SIG_HANDLER;
+    if (!PyLong_CheckExact(handler))
+        return -1;
     long v = PyLong_AsLong(handler);
     if (v == -1 && PyErr_Occurred()) {
         PyErr_Clear();
-        return 0;
+        return -1;
     }
-    return v == (long)(intptr_t)SIG_DFL || v == (long)(intptr_t)SIG_IGN;
+    return v == (long)(intptr_t)SIG_IGN   ? EDDY_PYTHON_SIG_IGN
+           : v == (long)(intptr_t)SIG_DFL ? EDDY_PYTHON_SIG_DFL
+                                          : -1;
 }
 
 /*
  * _signal.signal(signalnum, handler). A call that Python would take (on the
- * main thread, a valid handler) in the process that loaded the agent is
- * first shown to the hook: when it keeps the signal, nothing is installed
- * and the call returns what _signal.getsignal() says is in place (None for
- * a handler not installed from Python). A child forked by the agent
- * (multiprocessing) is left alone: its handlers are its own. self is the
- * tuple (_signal.signal, _signal.getsignal) as Python made them.
+ * main thread, a valid signal number and handler, no keywords) in the
+ * process that loaded the agent is first shown to the hook: when it keeps
+ * the signal, nothing is installed and the call returns what
+ * _signal.getsignal() says is in place (None for a handler not installed
+ * from Python), after running the Python handlers of signals pending, as
+ * Python does before it changes a handler. Any other call is Python's own
+ * (its errors are Python's). A child forked by the agent (multiprocessing)
+ * is left alone: its handlers are its own. self is the _signal module, as
+ * for Python's; cls a class made for the guard whose attributes are
+ * Python's signal and getsignal.
  */
-static PyObject *guarded_signal(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *guarded_signal(PyObject *self, PyTypeObject *cls, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *orig_signal = PyTuple_GET_ITEM(self, 0), *orig_getsignal = PyTuple_GET_ITEM(self, 1);
-    eddy_python_signal_fn hook = signal_hook;
-    if (hook != NULL && nargs == 2 && PyLong_Check(args[0]) && getpid() == owner_pid &&
-        PyThread_get_thread_ident() == main_ident && valid_handler(args[1])) {
-        int overflow = 0;
-        long signo = PyLong_AsLongAndOverflow(args[0], &overflow);
-        if (signo == -1 && PyErr_Occurred())
-            PyErr_Clear();
-        else if (overflow == 0 && signo > 0 && signo < NSIG &&
-                 hook((int)signo, signal_hook_arg) != 0)
-            return PyObject_Vectorcall(orig_getsignal, args, 1, NULL);
+    (void)self;
+    PyObject *orig_signal = PyDict_GetItemString(cls->tp_dict, "signal"); /* borrowed */
+    PyObject *orig_getsignal = PyDict_GetItemString(cls->tp_dict, "getsignal");
+    if (orig_signal == NULL || orig_getsignal == NULL) {
+        PyErr_SetString(PyExc_SystemError, "eddy's guard of _signal.signal lost Python's");
+        return NULL;
     }
-    return PyObject_Vectorcall(orig_signal, args, (size_t)nargs, NULL);
+    eddy_python_signal_fn hook = signal_hook;
+    int action;
+    if (hook != NULL && kwnames == NULL && nargs == 2 && getpid() == owner_pid &&
+        PyThread_get_thread_ident() == main_ident && (action = handler_action(args[1])) >= 0) {
+        PyObject *num = PyNumber_Index(args[0]);
+        int overflow = 0;
+        long signo = num != NULL ? PyLong_AsLongAndOverflow(num, &overflow) : -1;
+        Py_XDECREF(num);
+        if (signo == -1 && PyErr_Occurred())
+            PyErr_Clear(); /* Python's own says what is wrong */
+        else if (overflow == 0 && signo > 0 && signo < NSIG &&
+                 hook((int)signo, action, signal_hook_arg) != 0) {
+            if (PyErr_CheckSignals() != 0)
+                return NULL;
+            PyObject *n = PyLong_FromLong(signo);
+            PyObject *r = n != NULL ? PyObject_CallOneArg(orig_getsignal, n) : NULL;
+            Py_XDECREF(n);
+            return r;
+        }
+    }
+    return PyObject_Vectorcall(orig_signal, args, (size_t)nargs, kwnames);
 }
 
 static PyMethodDef guarded_signal_def = {
-    "signal", (PyCFunction)(void (*)(void))guarded_signal, METH_FASTCALL,
+    "signal", (PyCFunction)(void (*)(void))guarded_signal,
+    METH_METHOD | METH_FASTCALL | METH_KEYWORDS,
     "signal($module, signalnum, handler, /)\n--\n\n"
     "Set the action for the given signal, as Python's _signal.signal does, unless the\n"
     "program running the agent keeps that signal's handler (see eddy's docs/python.md)."};
 
 void eddy__py_guard_signals(void)
 {
+    /* Without a hook, nothing is done: importing _signal while SIGINT has
+     * its default action would install Python's SIGINT handler (CPython
+     * 3.11 does so at the module's import, whatever Py_InitializeEx said). */
+    if (signal_hook == NULL)
+        return;
     owner_pid = getpid();
     main_ident = PyThread_get_thread_ident();
     PyObject *mod = PyImport_ImportModule("_signal");
     PyObject *sig = mod != NULL ? PyObject_GetAttrString(mod, "signal") : NULL;
     PyObject *get = mod != NULL ? PyObject_GetAttrString(mod, "getsignal") : NULL;
-    PyObject *orig = sig != NULL && get != NULL ? PyTuple_Pack(2, sig, get) : NULL;
-    PyObject *guard = orig != NULL ? PyCFunction_New(&guarded_signal_def, orig) : NULL;
+    PyObject *cls =
+        sig != NULL && get != NULL
+            ? PyObject_CallFunction((PyObject *)&PyType_Type, "s(){sOsO}", "eddy_signal_guard",
+                                    "signal", sig, "getsignal", get)
+            : NULL;
+    PyObject *name = PyUnicode_FromString("_signal");
+    PyObject *guard = cls != NULL && name != NULL && PyType_Check(cls)
+                          ? PyCMethod_New(&guarded_signal_def, mod, name, (PyTypeObject *)cls)
+                          : NULL;
     if (guard != NULL)
         (void)PyObject_SetAttrString(mod, "signal", guard);
     Py_XDECREF(guard);
-    Py_XDECREF(orig);
+    Py_XDECREF(name);
+    Py_XDECREF(cls);
     Py_XDECREF(get);
     Py_XDECREF(sig);
     Py_XDECREF(mod);
@@ -111,34 +151,62 @@ void eddy__py_guard_signals(void)
     PyErr_Clear();
 }
 
-/* ---------------------------------------------------------------- threads left */
+/* ---------------------------------------------------------------- finalisation */
 
-/* The names of the non-daemon threads alive other than this one and the
- * main thread: those threading._shutdown() waits for. A new list, or NULL
- * (no exception set) when there are none or they cannot be listed. */
+/* The non-daemon threads alive other than this one and the main thread:
+ * those threading._shutdown() waits for, as a list of (name, native id)
+ * pairs. A new list, or NULL (no exception set) when there are none or they
+ * cannot be listed. */
 static PyObject *threads_left(void)
 {
     static const char code[] = "import sys\n"
                                "t = sys.modules.get('threading')\n"
-                               "names = [] if t is None else [\n"
-                               "    th.name for th in t.enumerate()\n"
+                               "left = [] if t is None else [\n"
+                               "    (th.name, getattr(th, 'native_id', None) or 0)\n"
+                               "    for th in t.enumerate()\n"
                                "    if th is not t.main_thread() and th.ident != t.get_ident()\n"
                                "    and not th.daemon and th.is_alive()]\n";
     PyObject *globals = PyDict_New();
-    PyObject *names = NULL;
+    PyObject *left = NULL;
     if (globals != NULL &&
         PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
         PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
-        names = r != NULL ? PyDict_GetItemString(globals, "names") : NULL; /* borrowed */
+        left = r != NULL ? PyDict_GetItemString(globals, "left") : NULL; /* borrowed */
         Py_XDECREF(r);
     }
-    if (names != NULL && PyList_Check(names) && PyList_GET_SIZE(names) > 0)
-        Py_INCREF(names);
+    if (left != NULL && PyList_Check(left) && PyList_GET_SIZE(left) > 0)
+        Py_INCREF(left);
     else
-        names = NULL;
+        left = NULL;
     Py_XDECREF(globals);
     PyErr_Clear();
-    return names;
+    return left;
+}
+
+/*
+ * Have Python's finalisation not join the threads alive now. CPython 3.11's
+ * threading._shutdown() (called by Py_FinalizeEx) runs the threading
+ * atexit callbacks, then joins the locks in threading._shutdown_locks, one
+ * per non-daemon thread alive; clearing that set skips the join and nothing
+ * else (atexit handlers run, files are flushed). This is private API of the
+ * pinned Python 3.11: test_skip_thread_joins in tests/unit/test_py.c and the
+ * e2e test of an interrupted run with a thread left catch its change.
+ */
+static void skip_thread_joins(void)
+{
+    static const char code[] = "import sys\n"
+                               "t = sys.modules.get('threading')\n"
+                               "if t is not None:\n"
+                               "    with t._shutdown_locks_lock:\n"
+                               "        t._shutdown_locks.clear()\n";
+    PyObject *globals = PyDict_New();
+    if (globals != NULL &&
+        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
+        PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(globals);
+    PyErr_Clear(); /* then Python waits for them, as it would */
 }
 
 /* Flush sys.stdout and sys.stderr (what the agent printed comes out before
@@ -156,26 +224,33 @@ static void flush_std_streams(void)
 
 void eddy__py_before_finalize(void)
 {
-    eddy_python_thread_wait_fn hook = thread_wait_hook;
+    eddy_python_finalize_fn hook = finalize_hook;
     if (hook == NULL)
         return;
-    PyObject *names = threads_left();
-    if (names == NULL)
-        return;
-    size_t n = (size_t)PyList_GET_SIZE(names);
-    const char **v = calloc(n, sizeof(*v));
-    if (v != NULL) {
-        for (size_t i = 0; i < n; i++) {
-            PyObject *s = PyList_GET_ITEM(names, (Py_ssize_t)i);
-            v[i] = PyUnicode_Check(s) ? PyUnicode_AsUTF8(s) : NULL;
-            if (v[i] == NULL) {
-                PyErr_Clear();
-                v[i] = "?";
-            }
+    PyObject *left = threads_left();
+    size_t n = left != NULL ? (size_t)PyList_GET_SIZE(left) : 0;
+    const char **v = calloc(n + 1, sizeof(*v));
+    long *ids = calloc(n + 1, sizeof(*ids));
+    if (v == NULL || ids == NULL)
+        n = 0; /* the hook is still told that finalisation begins */
+    for (size_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(left, (Py_ssize_t)i);
+        PyObject *s = PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 2 ? PyTuple_GET_ITEM(t, 0) : NULL;
+        v[i] = s != NULL && PyUnicode_Check(s) ? PyUnicode_AsUTF8(s) : NULL;
+        if (v[i] == NULL) {
+            PyErr_Clear();
+            v[i] = "?";
         }
-        flush_std_streams();
-        hook(n, v, thread_wait_hook_arg);
-        free(v);
+        ids[i] = s != NULL ? PyLong_AsLong(PyTuple_GET_ITEM(t, 1)) : 0;
+        if (ids[i] == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            ids[i] = 0;
+        }
     }
-    Py_DECREF(names);
+    flush_std_streams();
+    if (hook(n, v, ids, finalize_hook_arg) != 0 && n > 0)
+        skip_thread_joins();
+    free(ids);
+    free(v);
+    Py_XDECREF(left);
 }

@@ -11,8 +11,17 @@ Each input record names an "op":
     pool    submit a function to a ThreadPoolExecutor that is never shut
             down (its idle workers end when Python's exit asks them to);
             output the record
+    child   start a multiprocessing.Process (fork, not a daemon: Python's
+            exit joins it) that waits for $EDDY_TEST_RELEASE as a thread
+            does, appending "child" to $EDDY_TEST_DONE; output the record
+
+With $EDDY_TEST_EXIT set, the agent registers an atexit handler that creates
+$EDDY_TEST_EXIT.started, waits until the file $EDDY_TEST_EXIT exists (at
+once if it does; 30 s at most), then creates $EDDY_TEST_EXIT.ran.
 """
+import atexit
 import concurrent.futures
+import multiprocessing
 import os
 import threading
 import time
@@ -30,6 +39,23 @@ def wait_for_release(name):
 
 POOL = concurrent.futures.ThreadPoolExecutor(2)
 
+EXIT = os.environ.get("EDDY_TEST_EXIT")
+
+
+def register_exit():
+    def at_exit():
+        open(EXIT + ".started", "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(EXIT) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        open(EXIT + ".ran", "w").close()
+
+    atexit.register(at_exit)
+
+
+if EXIT:
+    register_exit()
+
 
 class ThreadsLeft(Agent):
     @action(InputEvent)
@@ -41,6 +67,9 @@ class ThreadsLeft(Agent):
             for i in range(n):
                 name = "uploader" if n == 1 else "uploader-%d" % i
                 threading.Thread(target=wait_for_release, args=(name,), name=name).start()
+        elif rec.get("op") == "child":
+            multiprocessing.get_context("fork").Process(target=wait_for_release,
+                                                        args=("child",)).start()
         elif rec.get("op") == "pool":
             POOL.submit(len, "x").result()
         elif rec.get("op") == "wait":

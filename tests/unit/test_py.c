@@ -454,15 +454,18 @@ static void test_worker_thread_states(void **state)
 /* ---------------------------------------------------------------- the process's hooks */
 
 static int signals_shown[4];
+static int actions_shown[4];
 static int nsignals_shown;
 
 /* Keeps SIGUSR1 (the agent's handler for it is not installed), lets the
  * others go. */
-static int keep_sigusr1(int signo, void *arg)
+static int keep_sigusr1(int signo, int action, void *arg)
 {
     assert_ptr_equal(arg, &nsignals_shown);
-    if (nsignals_shown < 4)
+    if (nsignals_shown < 4) {
+        actions_shown[nsignals_shown] = action;
         signals_shown[nsignals_shown++] = signo;
+    }
     return signo == SIGUSR1;
 }
 
@@ -473,32 +476,91 @@ static int is_default(int signo)
     return (cur.sa_flags & SA_SIGINFO) == 0 && cur.sa_handler == SIG_DFL;
 }
 
-/* The signal hook sees an agent's signal.signal() before anything is
- * installed, and may refuse it. */
-static void test_signal_hook(void **state)
+/* Without a signal hook, loading an agent that never imports signal changes
+ * nothing of the process's signals: importing _signal (as the guard did)
+ * installed Python's SIGINT handler, and raise(SIGINT) no longer ended the
+ * program. */
+static void test_no_hook_no_change(void **state)
 {
     (void)state;
-    char *agent = write_temp(".py", "import signal\n"
+    char *agent = write_temp(".py", "import sys\n"
                                     "from eddy import Agent, InputEvent, action\n"
-                                    "def h(signo, frame):\n"
-                                    "    pass\n"
-                                    "KEPT = signal.signal(signal.SIGUSR1, h)\n"
-                                    "signal.signal(signal.SIGUSR2, h)\n"
-                                    "assert KEPT == signal.SIG_DFL, KEPT\n"
+                                    "SIGNAL_IMPORTED = '_signal' in sys.modules\n"
                                     "class A(Agent):\n"
                                     "    @action(InputEvent)\n"
                                     "    @staticmethod\n"
                                     "    def first(event, ctx):\n"
                                     "        pass\n");
+    signal(SIGINT, SIG_DFL);
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
+        fail_msg("load: %s", eddy_error_message(err));
+    assert_true(is_default(SIGINT));
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *mods = PySys_GetObject("modules"); /* borrowed */
+    assert_non_null(mods);
+    assert_null(PyDict_GetItemString(mods, "_signal"));
+    PyGILState_Release(g);
+    eddy_plan_free(plan);
+    assert_true(is_default(SIGINT));
+    unlink(agent);
+    free(agent);
+}
+
+/* The signal hook sees an agent's signal.signal() before anything is
+ * installed, and may refuse it. Calls that Python refuses never reach it
+ * and fail as Python's; the guard looks like Python's function. */
+static void test_signal_hook(void **state)
+{
+    (void)state;
+    char *agent = write_temp(
+        ".py", "import _signal, signal\n"
+               "from eddy import Agent, InputEvent, action\n"
+               "def h(signo, frame):\n"
+               "    pass\n"
+               "KEPT = signal.signal(signal.SIGUSR1, h)\n"
+               "signal.signal(signal.SIGUSR2, h)\n"
+               "signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n"
+               "assert KEPT == signal.SIG_DFL, KEPT\n"
+               "assert _signal.signal.__module__ == '_signal', _signal.signal.__module__\n"
+               "assert _signal.signal.__self__ is _signal, _signal.signal.__self__\n"
+               "assert _signal.signal.__name__ == 'signal'\n"
+               "def refused(*args, **kw):\n"
+               "    try:\n"
+               "        _signal.signal(*args, **kw)\n"
+               "    except (TypeError, ValueError) as e:\n"
+               "        return '%s: %s' % (type(e).__name__, e)\n"
+               "    raise AssertionError('taken: %r' % (args,))\n"
+               "HANDLERS = 'TypeError: signal handler must be signal.SIG_IGN, signal.SIG_DFL, "
+               "or a callable object'\n"
+               "assert refused(signal.SIGUSR1, True) == HANDLERS, refused(signal.SIGUSR1, True)\n"
+               "assert refused(signal.SIGUSR1, signal.Handlers.SIG_IGN) == HANDLERS\n"
+               "assert refused(signal.SIGUSR1, 7) == HANDLERS\n"
+               "r = refused(signalnum=signal.SIGUSR1, handler=h)\n"
+               "assert r == 'TypeError: _signal.signal() takes no keyword arguments', r\n"
+               "r = refused(signal.SIGUSR1)\n"
+               "assert r == 'TypeError: signal expected 2 arguments, got 1', r\n"
+               "r = refused(0, h)\n"
+               "assert r == 'ValueError: signal number out of range', r\n"
+               "class A(Agent):\n"
+               "    @action(InputEvent)\n"
+               "    @staticmethod\n"
+               "    def first(event, ctx):\n"
+               "        pass\n");
     assert_true(is_default(SIGUSR1) && is_default(SIGUSR2));
+    nsignals_shown = 0;
     eddy_python_set_signal_hook(keep_sigusr1, &nsignals_shown);
     eddy_plan *plan = eddy_plan_new();
     eddy_error *err = NULL;
     if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
         fail_msg("load: %s", eddy_error_message(err));
-    assert_int_equal(nsignals_shown, 2);
+    assert_int_equal(nsignals_shown, 3);
     assert_int_equal(signals_shown[0], SIGUSR1);
+    assert_int_equal(actions_shown[0], EDDY_PYTHON_SIG_HANDLER);
     assert_int_equal(signals_shown[1], SIGUSR2);
+    assert_int_equal(signals_shown[2], SIGUSR1);
+    assert_int_equal(actions_shown[2], EDDY_PYTHON_SIG_IGN);
     assert_true(is_default(SIGUSR1));  /* kept: not installed */
     assert_false(is_default(SIGUSR2)); /* Python's handler */
     eddy_plan_free(plan);
@@ -511,23 +573,31 @@ static void test_signal_hook(void **state)
 
 static size_t threads_waited;
 static char thread_waited[32];
+static long thread_waited_id;
+static int finalize_calls;
+static int skip_joins;
 static char thread_go[4096]; /* the file the hook creates: the threads end then */
 
-static void note_thread_wait(size_t n, const char *const *names, void *arg)
+static int note_finalize(size_t n, const char *const *names, const long *ids, void *arg)
 {
     assert_ptr_equal(arg, &threads_waited);
+    finalize_calls++;
     threads_waited = n;
-    snprintf(thread_waited, sizeof(thread_waited), "%s", names[0]);
+    if (n > 0) {
+        snprintf(thread_waited, sizeof(thread_waited), "%s", names[0]);
+        thread_waited_id = ids[0];
+    }
     FILE *f = fopen(thread_go, "w");
     assert_non_null(f);
     fclose(f);
+    return skip_joins;
 }
 
-/* The thread-wait hook hears of the non-daemon threads that finalising the
+/* The finalise hook hears of the non-daemon threads that finalising the
  * interpreter waits for, and of no daemon thread. Both wait for the file the
  * hook creates ('late' ends the daemon thread and joins it before it ends,
  * so that nothing runs on past the finalisation). */
-static void test_thread_wait_hook(void **state)
+static void test_finalize_hook(void **state)
 {
     (void)state;
     char *agent = write_temp(".py", "import os, threading, time\n"
@@ -541,7 +611,10 @@ static void test_thread_wait_hook(void **state)
                                     "        time.sleep(0.005)\n"
                                     "    ev.set()\n"
                                     "    d.join()\n"
-                                    "threading.Thread(target=late, name='late').start()\n"
+                                    "t = threading.Thread(target=late, name='late')\n"
+                                    "t.start()\n"
+                                    "with open(go + '.id', 'w') as f:\n"
+                                    "    f.write(str(t.native_id))\n"
                                     "class A(Agent):\n"
                                     "    @action(InputEvent)\n"
                                     "    @staticmethod\n"
@@ -549,17 +622,90 @@ static void test_thread_wait_hook(void **state)
                                     "        pass\n");
     snprintf(thread_go, sizeof(thread_go), "%s.go", agent);
     assert_int_equal(setenv("EDDY_TEST_GO", thread_go, 1), 0);
-    eddy_python_set_thread_wait_hook(note_thread_wait, &threads_waited);
+    finalize_calls = 0;
+    skip_joins = 0;
+    eddy_python_set_finalize_hook(note_finalize, &threads_waited);
     eddy_plan *plan = eddy_plan_new();
     eddy_error *err = NULL;
     if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
         fail_msg("load: %s", eddy_error_message(err));
-    assert_int_equal(threads_waited, 0);
+    assert_int_equal(finalize_calls, 0);
     eddy_plan_free(plan); /* finalises, waiting for 'late' */
     assert_false(Py_IsInitialized());
+    assert_int_equal(finalize_calls, 1);
     assert_int_equal(threads_waited, 1);
     assert_string_equal(thread_waited, "late");
-    eddy_python_set_thread_wait_hook(NULL, NULL);
+    char idfile[4200];
+    snprintf(idfile, sizeof(idfile), "%s.id", thread_go);
+    FILE *f = fopen(idfile, "r");
+    assert_non_null(f);
+    long id = 0;
+    assert_int_equal(fscanf(f, "%ld", &id), 1);
+    fclose(f);
+    assert_int_equal(thread_waited_id, id);
+    eddy_python_set_finalize_hook(NULL, NULL);
+    unsetenv("EDDY_TEST_GO");
+    unlink(idfile);
+    unlink(thread_go);
+    unlink(agent);
+    free(agent);
+}
+
+/* A hook that returns nonzero has the join of the threads left skipped,
+ * and the rest of the finalisation runs: the atexit handler writes its
+ * file. This relies on a private part of CPython 3.11's threading
+ * (_shutdown_locks): a Python whose threading changed fails here. The
+ * thread left blocks for good in a lock (no Python runs in it again), and
+ * this test is the last to run Python in this process. */
+static void test_skip_thread_joins(void **state)
+{
+    (void)state;
+    char *agent = write_temp(".py", "import atexit, os, threading\n"
+                                    "from eddy import Agent, InputEvent, action\n"
+                                    "out = os.environ['EDDY_TEST_GO'] + '.atexit'\n"
+                                    "F = open(out, 'w')\n"
+                                    "F.write('buffered')\n"
+                                    "def bye():\n"
+                                    "    with open(out + '2', 'w') as f:\n"
+                                    "        f.write('ran')\n"
+                                    "atexit.register(bye)\n"
+                                    "threading.Thread(target=threading.Event().wait,\n"
+                                    "                 name='forever').start()\n"
+                                    "class A(Agent):\n"
+                                    "    @action(InputEvent)\n"
+                                    "    @staticmethod\n"
+                                    "    def first(event, ctx):\n"
+                                    "        pass\n");
+    snprintf(thread_go, sizeof(thread_go), "%s.go", agent);
+    assert_int_equal(setenv("EDDY_TEST_GO", thread_go, 1), 0);
+    finalize_calls = 0;
+    skip_joins = 1;
+    eddy_python_set_finalize_hook(note_finalize, &threads_waited);
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
+        fail_msg("load: %s", eddy_error_message(err));
+    eddy_plan_free(plan); /* would wait for 'forever' for ever */
+    assert_false(Py_IsInitialized());
+    assert_int_equal(finalize_calls, 1);
+    assert_int_equal(threads_waited, 1);
+    assert_string_equal(thread_waited, "forever");
+    char path[4200], text[16] = "";
+    snprintf(path, sizeof(path), "%s.atexit2", thread_go);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f); /* the atexit handler ran */
+    assert_non_null(fgets(text, sizeof(text), f));
+    fclose(f);
+    assert_string_equal(text, "ran");
+    unlink(path);
+    snprintf(path, sizeof(path), "%s.atexit", thread_go);
+    f = fopen(path, "r");
+    assert_non_null(f); /* the agent's open file was flushed */
+    assert_non_null(fgets(text, sizeof(text), f));
+    fclose(f);
+    assert_string_equal(text, "buffered");
+    unlink(path);
+    eddy_python_set_finalize_hook(NULL, NULL);
     unsetenv("EDDY_TEST_GO");
     unlink(thread_go);
     unlink(agent);
@@ -580,8 +726,9 @@ int main(void)
         cmocka_unit_test(test_worker_thread_states),
     };
     const struct CMUnitTest process[] = {
-        cmocka_unit_test(test_signal_hook),
-        cmocka_unit_test(test_thread_wait_hook),
+        cmocka_unit_test(test_no_hook_no_change), cmocka_unit_test(test_signal_hook),
+        cmocka_unit_test(test_finalize_hook),
+        cmocka_unit_test(test_skip_thread_joins), /* the last: it leaves a thread */
     };
     int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
     failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);
