@@ -1017,6 +1017,48 @@ static int on_finalize(size_t n, const char *const *names, const long *ids, void
     return signo != 0;
 }
 
+/* What SIGPIPE was when eddy started, for the processes it forks. */
+static struct sigaction sigpipe_at_start;
+/* The forking thread's signal mask, while eddy's signals are blocked. */
+static _Thread_local sigset_t mask_before_fork;
+
+/* Before a fork: eddy's signals are blocked until the child has its own
+ * handlers (a Process.terminate() right after the fork would otherwise find
+ * eddy's handler in the child). */
+static void block_signals_for_fork(void)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &mask_before_fork);
+}
+
+static void unblock_signals_after_fork(void)
+{
+    pthread_sigmask(SIG_SETMASK, &mask_before_fork, NULL);
+}
+
+/* In a child that the agent forks (multiprocessing): eddy's handlers are
+ * not the child's. SIGINT and SIGTERM get their default action back (a
+ * Process.terminate() ends the child), SIGHUP too unless it was ignored at
+ * start (nohup), and SIGPIPE what it was at start; then a signal that came
+ * since the fork is delivered. Async-signal-safe. */
+static void reset_signals_in_child(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGINT, &dfl, NULL);
+    sigaction(SIGTERM, &dfl, NULL);
+    if (!owned_signal(SIGHUP)->ignored)
+        sigaction(SIGHUP, &dfl, NULL);
+    sigaction(SIGPIPE, &sigpipe_at_start, NULL);
+    unblock_signals_after_fork();
+}
+
 /*
  * SIGINT, SIGTERM and SIGHUP (the terminal closed: an ssh session that
  * ends) stop eddy cleanly. A SIGHUP that eddy was started ignoring (nohup)
@@ -1033,6 +1075,10 @@ static int install_signal_handlers(const char *agent)
     if (sigaction(SIGHUP, NULL, &hup) != 0)
         return -1;
     owned_signal(SIGHUP)->ignored = hup.sa_handler == SIG_IGN;
+    if (sigaction(SIGPIPE, NULL, &sigpipe_at_start) != 0 ||
+        pthread_atfork(block_signals_for_fork, unblock_signals_after_fork,
+                       reset_signals_in_child) != 0)
+        return -1;
     for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++) {
         struct sigaction sa = owned_action(&owned_signals[i]);
         if (sigaction(owned_signals[i].signo, &sa, NULL) != 0)

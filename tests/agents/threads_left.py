@@ -14,6 +14,9 @@ Each input record names an "op":
     child   start a multiprocessing.Process (fork, not a daemon: Python's
             exit joins it) that waits for $EDDY_TEST_RELEASE as a thread
             does, appending "child" to $EDDY_TEST_DONE; output the record
+    terminate  start a multiprocessing.Process (fork) that sleeps 30 s,
+            terminate() it, join it (5 s at most) and output the record
+            with "exitcode": the child's (-15 when SIGTERM ended it)
 
 With $EDDY_TEST_EXIT set, the agent registers an atexit handler that creates
 $EDDY_TEST_EXIT.started, waits until the file $EDDY_TEST_EXIT exists (at
@@ -70,6 +73,12 @@ class ThreadsLeft(Agent):
         elif rec.get("op") == "child":
             multiprocessing.get_context("fork").Process(target=wait_for_release,
                                                         args=("child",)).start()
+        elif rec.get("op") == "terminate":
+            p = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+            p.start()
+            p.terminate()
+            p.join(5)
+            rec = dict(rec, exitcode=p.exitcode)
         elif rec.get("op") == "pool":
             POOL.submit(len, "x").result()
         elif rec.get("op") == "wait":

@@ -721,6 +721,8 @@ class AgentThreads(EddyTest):
         try:
             self.assertEqual(self.read_until_note(p), SLOW_EXIT)
             p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+            open(self.release, "w").close()  # the child, which holds the pipes, ends
             _, err = p.communicate(timeout=60)
             self.assertEqual(p.returncode, 0, err)
             self.assertEqual(err, ended_by(b"SIGTERM"))
@@ -729,6 +731,15 @@ class AgentThreads(EddyTest):
             if p.poll() is None:
                 p.kill()
                 p.communicate()
+
+    def test_a_child_process_is_terminated_by_its_first_sigterm(self):
+        # A forked child had eddy's handler for SIGTERM: Process.terminate()
+        # only set a flag in it, and the child ran on.
+        p = self.start([{"key": "t", "op": "terminate"}])
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(read_jsonl(self.out),
+                         [{"key": "t", "op": "terminate", "exitcode": -signal.SIGTERM}])
 
     @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
     def test_no_wait_after_a_signal_while_the_state_closes(self):
