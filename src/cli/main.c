@@ -836,6 +836,28 @@ static void reclaim_signals(int when)
     }
 }
 
+/* The signals eddy handles that the agent blocked in this thread (Python's
+ * signal.pthread_sigmask() at its import, a C agent's init): the threads
+ * the run starts inherit the mask, and eddy would be deaf to a stop. They
+ * are unblocked, with a warning. Called on the thread that loaded the
+ * agent, once it has loaded. */
+static void unblock_signals(void)
+{
+    sigset_t cur, unblock;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &cur) != 0)
+        return;
+    sigemptyset(&unblock);
+    for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++) {
+        struct owned_signal *o = &owned_signals[i];
+        if (o->ignored || sigismember(&cur, o->signo) != 1)
+            continue;
+        sigaddset(&unblock, o->signo);
+        fprintf(stderr, "eddy: warning: %s blocked %s; eddy unblocks it (a stop must reach eddy)\n",
+                agent_file, o->name);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+}
+
 /* A Python agent's signal.signal(signo, ...): refused for a signal eddy
  * owns (its handler is never installed), with the warning, unless the
  * agent asks for what eddy does already (SIG_IGN for SIGPIPE): that is
@@ -1316,6 +1338,7 @@ static int cmd_run(int argc, char **argv)
         goto done; /* a failed load is reported as such, signal or not */
     /* What the agent's import or its init did to the signals eddy handles. */
     reclaim_signals(FOUND_AT_LOAD);
+    unblock_signals();
     if (atomic_load(&signal_caught) != 0) {
         /* Asked to stop while the agent loaded: nothing has started. */
         code = interrupted(atomic_load(&signal_caught), has_state(&a));

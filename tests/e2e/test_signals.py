@@ -535,6 +535,33 @@ class AgentSignals(EddyTest):
                       b"in place of eddy's; eddy's own handles it again (stops cleanly)\n",
                       p.stderr)
 
+    def test_python_blocks_sigterm(self):
+        # signal.pthread_sigmask(SIG_BLOCK, {SIGTERM}) at the agent's import:
+        # the threads of the run inherited the mask, and a SIGTERM stayed
+        # pending for ever. eddy unblocks it, says so, and stops.
+        p = subprocess.Popen(
+            [EDDY, "run", self.SAME, "--input", self.write_in([{"key": "a", "wait": 1}]),
+             "--output", self.path("out.jsonl"), "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, EDDY_TEST_BLOCK="1", EDDY_TEST_STARTED=self.path("started")))
+        self.started = self.path("started")
+        self.wait_started(p)
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            self.fail("SIGTERM did not stop eddy")
+        self.assertEqual(p.returncode, 143, err)
+        self.assertIn(b"eddy: warning: " + self.SAME.encode() + b" blocked SIGTERM; eddy "
+                      b"unblocks it (a stop must reach eddy)\n", err)
+
+    def write_in(self, records):
+        inp = self.path("in.jsonl")
+        write_jsonl(inp, records)
+        return inp
+
     def test_c_handler_installed_by_init(self):
         # eddy_agent_init() calling sigaction(2): found once the agent has
         # loaded, and eddy's own put back.
