@@ -8,7 +8,6 @@ import. Each input record is output as it is; one with "wait" first creates
 the file $EDDY_TEST_STARTED and awaits ctx.sleep(30): a run that a signal
 must stop.
 """
-import ctypes
 import os
 import signal
 
@@ -22,6 +21,8 @@ if os.environ.get("EDDY_TEST_BLOCK"):
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 if os.environ.get("EDDY_TEST_FAIL_LOAD"):
+    import ctypes
+
     libc = ctypes.CDLL(None)
     libc.signal.restype = ctypes.c_void_p
     libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
