@@ -839,9 +839,11 @@ static void reclaim_signals(int when)
 /* The signals eddy handles that the agent blocked in this thread (Python's
  * signal.pthread_sigmask() at its import, a C agent's init): the threads
  * the run starts inherit the mask, and eddy would be deaf to a stop. They
- * are unblocked, with a warning. Called on the thread that loaded the
- * agent, once it has loaded. */
-static void unblock_signals(void)
+ * are unblocked, with a warning. Those blocked before the agent loaded
+ * (by the program that started eddy: the mask is inherited) are its
+ * choice, and stay. Called on the thread that loaded the agent, once it has
+ * loaded, with the mask it had before (before_load). */
+static void unblock_signals(const sigset_t *before_load)
 {
     sigset_t cur, unblock;
     if (pthread_sigmask(SIG_BLOCK, NULL, &cur) != 0)
@@ -849,7 +851,8 @@ static void unblock_signals(void)
     sigemptyset(&unblock);
     for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++) {
         struct owned_signal *o = &owned_signals[i];
-        if (o->ignored || sigismember(&cur, o->signo) != 1)
+        if (o->ignored || sigismember(&cur, o->signo) != 1 ||
+            sigismember(before_load, o->signo) == 1)
             continue;
         sigaddset(&unblock, o->signo);
         fprintf(stderr, "eddy: warning: %s blocked %s; eddy unblocks it (a stop must reach eddy)\n",
@@ -890,7 +893,8 @@ static pthread_t exit_watchdog;
 static int exit_watchdog_started;
 /* The threads Python waits for (none when their join is skipped). */
 #define EXIT_THREADS_MAX 8
-static size_t exit_nthreads;
+static size_t exit_nthreads; /* of them, those named below (at most the max) */
+static size_t exit_nthreads_all;
 static char exit_thread_names[EXIT_THREADS_MAX][64];
 static long exit_thread_ids[EXIT_THREADS_MAX];
 
@@ -914,15 +918,27 @@ static void say_slow_exit(void)
     char list[256];
     size_t len = 0, alive = 0;
     list[0] = '\0';
-    for (size_t i = 0; i < exit_nthreads && len < sizeof(list); i++) {
+    for (size_t i = 0; i < exit_nthreads; i++) {
         if (!thread_alive(exit_thread_ids[i]))
             continue;
-        int w = alive == 3 ? snprintf(list + len, sizeof(list) - len, ", ...")
-                           : snprintf(list + len, sizeof(list) - len, "%s%s", alive > 0 ? ", " : "",
-                                      exit_thread_names[i]);
+        int w = 0;
+        if (alive < 3)
+            w = snprintf(list + len, sizeof(list) - len, "%s%s", alive > 0 ? ", " : "",
+                         exit_thread_names[i]);
+        else if (alive == 3)
+            w = snprintf(list + len, sizeof(list) - len, ", ...");
         len += w > 0 ? (size_t)w : 0;
-        if (alive++ == 3)
-            break;
+        if (len >= sizeof(list))
+            len = sizeof(list) - 1;
+        alive++;
+    }
+    /* Those past the ones named are counted as alive: not checked. */
+    if (exit_nthreads_all > exit_nthreads) {
+        alive += exit_nthreads_all - exit_nthreads;
+        if (len == 0)
+            snprintf(list, sizeof(list), "...");
+        else if (alive > 3 && strstr(list, "...") == NULL)
+            snprintf(list + len, sizeof(list) - len, ", ...");
     }
     if (len >= sizeof(list))
         memcpy(list + sizeof(list) - 4, "...", 4);
@@ -931,8 +947,7 @@ static void say_slow_exit(void)
         snprintf(note, sizeof(note),
                  "eddy: note: Python has not finished the agent's exit after %d s: it waits for "
                  "%zu thread%s the agent started (%s) to end; SIGINT or SIGTERM ends eddy now\n",
-                 EXIT_QUIET_MS / 1000, alive > 3 ? exit_nthreads : alive, alive == 1 ? "" : "s",
-                 list);
+                 EXIT_QUIET_MS / 1000, alive, alive == 1 ? "" : "s", list);
     else
         snprintf(note, sizeof(note),
                  "eddy: note: Python has not finished the agent's exit after %d s (its atexit "
@@ -1020,6 +1035,7 @@ static int on_finalize(size_t n, const char *const *names, const long *ids, void
         fflush(stderr);
     }
     exit_nthreads = 0;
+    exit_nthreads_all = signo == 0 ? n : 0;
     for (size_t i = 0; signo == 0 && i < n && i < EXIT_THREADS_MAX; i++) {
         snprintf(exit_thread_names[i], sizeof(exit_thread_names[i]), "%s", names[i]);
         exit_thread_ids[i] = ids[i];
@@ -1029,8 +1045,19 @@ static int on_finalize(size_t n, const char *const *names, const long *ids, void
     exit_done = 0;
     if (pthread_condattr_init(&ca) == 0) {
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        if (pthread_cond_init(&exit_cond, &ca) == 0)
+        if (pthread_cond_init(&exit_cond, &ca) == 0) {
+            /* The watchdog takes no signal of eddy's: a handler that finds
+             * the exit already being ended waits for the thread ending it,
+             * which must not be the watchdog itself (it would never reach
+             * _exit). It inherits the mask it is created with. */
+            sigset_t owned, old;
+            sigemptyset(&owned);
+            for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++)
+                sigaddset(&owned, owned_signals[i].signo);
+            pthread_sigmask(SIG_BLOCK, &owned, &old);
             exit_watchdog_started = pthread_create(&exit_watchdog, NULL, watch_exit, NULL) == 0;
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+        }
         pthread_condattr_destroy(&ca);
     }
     /* Without a watchdog, no note: a signal ends eddy at once. */
@@ -1333,12 +1360,15 @@ static int cmd_run(int argc, char **argv)
         code = EXIT_FAIL;
         goto done;
     }
+    sigset_t mask_before_load;
+    sigemptyset(&mask_before_load);
+    pthread_sigmask(SIG_BLOCK, NULL, &mask_before_load);
     code = load_agent(plan, &a);
     if (code != CONTINUE)
         goto done; /* a failed load is reported as such, signal or not */
     /* What the agent's import or its init did to the signals eddy handles. */
     reclaim_signals(FOUND_AT_LOAD);
-    unblock_signals();
+    unblock_signals(&mask_before_load);
     if (atomic_load(&signal_caught) != 0) {
         /* Asked to stop while the agent loaded: nothing has started. */
         code = interrupted(atomic_load(&signal_caught), has_state(&a));

@@ -557,6 +557,20 @@ class AgentSignals(EddyTest):
         self.assertIn(b"eddy: warning: " + self.SAME.encode() + b" blocked SIGTERM; eddy "
                       b"unblocks it (a stop must reach eddy)\n", err)
 
+    def test_signals_blocked_before_eddy_are_not_the_agents(self):
+        # A SIGTERM blocked by the program that started eddy (an inherited
+        # mask) was blamed on the agent ("testagent.so blocked SIGTERM")
+        # and unblocked. The mask is eddy's to keep: no warning, and the
+        # run goes on with it.
+        agent = os.path.join(AGENTS, "testagent.so")
+        p = subprocess.run(
+            [EDDY, "run", agent, "--input", self.write_in([{"key": "a", "op": "echo"}]),
+             "--output", self.path("out.jsonl"), "--no-progress"],
+            capture_output=True, timeout=60,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn(b"blocked SIGTERM", p.stderr)
+
     def write_in(self, records):
         inp = self.path("in.jsonl")
         write_jsonl(inp, records)
@@ -636,6 +650,21 @@ class AgentThreads(EddyTest):
         self.assertEqual(p.returncode, 0, err)
         self.assertEqual(err, b"")
         self.assertEqual(self.done_threads(), ["uploader-0", "uploader-1"])
+
+    def test_the_note_counts_every_thread(self):
+        # It named at most 8 (those it keeps the names of) and said "8
+        # threads" for 10: the count is every thread the exit waits for.
+        p = self.start([{"key": "nd", "op": "thread", "n": 10}])
+        summary = p.stderr.readline()
+        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        note = p.stderr.readline()
+        self.assertEqual(note, b"eddy: note: Python has not finished the agent's exit after 1 s: "
+                         b"it waits for 10 threads the agent started (uploader-0, uploader-1, "
+                         b"uploader-2, ...) to end; SIGINT or SIGTERM ends eddy now\n")
+        open(self.release, "w").close()
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(len(self.done_threads()), 10)
 
     def test_a_short_wait_goes_unsaid(self):
         # The idle workers of an executor left running end as Python's exit
