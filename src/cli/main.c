@@ -911,37 +911,37 @@ static int thread_alive(long id)
 #endif
 }
 
+/* "a, b, c, ..." into list: the first three of the n names given (named of
+ * them), "..." for the rest; cut short with "..." when it does not fit. */
+static void name_list(char *list, size_t size, const char *const *names, size_t named, size_t n)
+{
+    size_t len = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < named && i < 3 && len < size; i++) {
+        int w = snprintf(list + len, size - len, "%s%s", i > 0 ? ", " : "", names[i]);
+        len += w > 0 ? (size_t)w : 0;
+    }
+    if (n > 3 || named < n)
+        len += (size_t)snprintf(list + (len < size ? len : size - 1),
+                                size - (len < size ? len : size - 1), "%s...", len > 0 ? ", " : "");
+    if (len >= size)
+        memcpy(list + size - 4, "...", 4);
+}
+
 /* The note, when the finalisation has taken EXIT_QUIET_MS, naming the
  * threads waited for that are still alive then. */
 static void say_slow_exit(void)
 {
+    const char *names[EXIT_THREADS_MAX];
+    size_t alive = 0;
+    for (size_t i = 0; i < exit_nthreads; i++)
+        if (thread_alive(exit_thread_ids[i]))
+            names[alive++] = exit_thread_names[i];
+    size_t named = alive;
+    /* Those past the ones kept are counted as alive: not checked. */
+    alive += exit_nthreads_all - exit_nthreads;
     char list[256];
-    size_t len = 0, alive = 0;
-    list[0] = '\0';
-    for (size_t i = 0; i < exit_nthreads; i++) {
-        if (!thread_alive(exit_thread_ids[i]))
-            continue;
-        int w = 0;
-        if (alive < 3)
-            w = snprintf(list + len, sizeof(list) - len, "%s%s", alive > 0 ? ", " : "",
-                         exit_thread_names[i]);
-        else if (alive == 3)
-            w = snprintf(list + len, sizeof(list) - len, ", ...");
-        len += w > 0 ? (size_t)w : 0;
-        if (len >= sizeof(list))
-            len = sizeof(list) - 1;
-        alive++;
-    }
-    /* Those past the ones named are counted as alive: not checked. */
-    if (exit_nthreads_all > exit_nthreads) {
-        alive += exit_nthreads_all - exit_nthreads;
-        if (len == 0)
-            snprintf(list, sizeof(list), "...");
-        else if (alive > 3 && strstr(list, "...") == NULL)
-            snprintf(list + len, sizeof(list) - len, ", ...");
-    }
-    if (len >= sizeof(list))
-        memcpy(list + sizeof(list) - 4, "...", 4);
+    name_list(list, sizeof(list), names, named, alive);
     char note[512];
     if (alive > 0)
         snprintf(note, sizeof(note),
@@ -1017,17 +1017,7 @@ static int on_finalize(size_t n, const char *const *names, const long *ids, void
     int signo = atomic_load(&signal_caught);
     if (signo != 0 && n > 0) {
         char list[256];
-        size_t len = 0;
-        for (size_t i = 0; i < n && len < sizeof(list); i++) {
-            int w = i == 3 ? snprintf(list + len, sizeof(list) - len, ", ...")
-                           : snprintf(list + len, sizeof(list) - len, "%s%s", i > 0 ? ", " : "",
-                                      names[i]);
-            len += w > 0 ? (size_t)w : 0;
-            if (i == 3)
-                break;
-        }
-        if (len >= sizeof(list))
-            memcpy(list + sizeof(list) - 4, "...", 4);
+        name_list(list, sizeof(list), names, n, n);
         fprintf(stderr,
                 "eddy: note: not waiting for %zu thread%s the agent started (%s) to end: %s "
                 "came\n",
