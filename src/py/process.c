@@ -183,14 +183,27 @@ static PyObject *threads_left(void)
     return left;
 }
 
+/* The modules alive when the threads' join was skipped (see below). Only
+ * ever written: the list belongs to the interpreter finalised since. */
+static PyObject *kept_modules;
+
 /*
  * Have Python's finalisation not join the threads alive now. CPython 3.11's
  * threading._shutdown() (called by Py_FinalizeEx) runs the threading
  * atexit callbacks, then joins the locks in threading._shutdown_locks, one
  * per non-daemon thread alive; clearing that set skips the join and nothing
- * else (atexit handlers run, files are flushed). This is private API of the
+ * else (atexit handlers run). This is private API of the
  * pinned Python 3.11: test_skip_thread_joins in tests/unit/test_py.c and the
  * e2e test of an interrupted run with a thread left catch its change.
+ *
+ * A thread left so keeps its frames past the end, and with them the
+ * globals of its functions' modules: once sys.modules lets go of such a
+ * module, its dictionary outlives the module object and is never cleared,
+ * so a file object held there (a log the agent opened at import) was never
+ * flushed, as happens to a daemon thread's module in plain Python. Holding
+ * every module until the end makes finalisation clear them as it clears
+ * any module still alive (setting their globals to None), so the agent's
+ * files are flushed and closed.
  */
 static void skip_thread_joins(void)
 {
@@ -207,6 +220,8 @@ static void skip_thread_joins(void)
     }
     Py_XDECREF(globals);
     PyErr_Clear(); /* then Python waits for them, as it would */
+    kept_modules = PyDict_Values(PyImport_GetModuleDict()); /* never released */
+    PyErr_Clear();
 }
 
 /* Flush sys.stdout and sys.stderr (what the agent printed comes out before

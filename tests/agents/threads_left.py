@@ -18,6 +18,9 @@ Each input record names an "op":
             terminate() it, join it (5 s at most) and output the record
             with "exitcode": the child's (-15 when SIGTERM ended it)
 
+With $EDDY_TEST_LOG set, the agent opens that file at import and writes
+each record's op to it, a line each, never flushing it: Python's exit must.
+
 With $EDDY_TEST_EXIT set, the agent registers an atexit handler that creates
 $EDDY_TEST_EXIT.started, waits until the file $EDDY_TEST_EXIT exists (at
 once if it does; 30 s at most), then creates $EDDY_TEST_EXIT.ran.
@@ -44,6 +47,8 @@ POOL = concurrent.futures.ThreadPoolExecutor(2)
 
 EXIT = os.environ.get("EDDY_TEST_EXIT")
 
+LOG = open(os.environ["EDDY_TEST_LOG"], "w") if os.environ.get("EDDY_TEST_LOG") else None
+
 
 def register_exit():
     def at_exit():
@@ -65,6 +70,8 @@ class ThreadsLeft(Agent):
     @staticmethod
     async def run(event, ctx):
         rec = event.input
+        if LOG is not None:
+            LOG.write("%s\n" % rec.get("op"))
         if rec.get("op") == "thread":
             n = rec.get("n", 1)
             for i in range(n):

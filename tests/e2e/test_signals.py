@@ -713,10 +713,13 @@ class AgentThreads(EddyTest):
         # with the wait. (The join is skipped through a
         # private part of Python 3.11's threading: a Python whose threading
         # changed fails here, by a wait or by the atexit handler not run.)
-        exit_file = self.path("exit")
+        # What the agent wrote to a file it never flushed is written: the
+        # thread left holds its module's globals, which Python's exit then
+        # clears all the same.
+        exit_file, log = self.path("exit"), self.path("log")
         open(exit_file, "w").close()  # the atexit handler need not wait
         p = self.start([{"key": "nd", "op": "thread"}, {"key": "w", "op": "wait"}],
-                       {"EDDY_TEST_EXIT": exit_file}, leaves_thread=True)
+                       {"EDDY_TEST_EXIT": exit_file, "EDDY_TEST_LOG": log}, leaves_thread=True)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.started):
             self.assertIsNone(p.poll())
@@ -730,6 +733,8 @@ class AgentThreads(EddyTest):
                                      b"(uploader) to end: SIGTERM came\n"), err)
         self.assertEqual(self.done_threads(), [])
         self.assertTrue(os.path.exists(exit_file + ".ran"), "the atexit handler did not run")
+        with open(log) as f:
+            self.assertEqual(f.read(), "thread\nwait\n")
 
     def read_until_note(self, p):
         summary = p.stderr.readline()
