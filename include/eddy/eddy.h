@@ -644,7 +644,9 @@ EDDY_API const char *eddy_config_get(const eddy_config *conf, const char *name);
  * locked by another process, made by another plan or a newer eddy, damaged,
  * not writable), "io" (a file cannot be opened), "output" (writing the
  * output lines a previous run left unwritten failed), "config" (among
- * others: two of the input, output and dead-letter file are the same file),
+ * others: two of the input, output and dead-letter file are the same file,
+ * or the output or dead-letter file is a file an agent of plan was loaded
+ * from),
  * "plan", "memory". The state directory is created, and the outputs cut, only once
  * the input, output and dead-letter files are known to open.
  * The calling thread becomes the runtime's mailbox thread.

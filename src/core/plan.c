@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "core/plan.h"
@@ -52,7 +53,29 @@ void eddy_plan_free(eddy_plan *plan)
         plan->lang_free(plan->lang);
     if (plan->dl != NULL)
         dlclose(plan->dl);
+    for (size_t i = 0; i < plan->nfiles; i++)
+        free(plan->files[i].path);
+    free(plan->files);
     free(plan);
+}
+
+int eddy__plan_add_file(eddy_plan *plan, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return EDDY_OK;
+    for (size_t i = 0; i < plan->nfiles; i++)
+        if (plan->files[i].dev == st.st_dev && plan->files[i].ino == st.st_ino)
+            return EDDY_OK;
+    eddy__file_id *f = realloc(plan->files, (plan->nfiles + 1) * sizeof(*f));
+    if (f == NULL)
+        return EDDY_ENOMEM;
+    plan->files = f;
+    char *p = strdup(path);
+    if (p == NULL)
+        return EDDY_ENOMEM;
+    f[plan->nfiles++] = (eddy__file_id){.dev = st.st_dev, .ino = st.st_ino, .path = p};
+    return EDDY_OK;
 }
 
 eddy__action *eddy__plan_find(const eddy_plan *plan, const char *name)
@@ -552,6 +575,9 @@ int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)
                              path, eddy_strerror(rc));
     else if (plan->n == before)
         rc = eddy__error_set(err, EDDY_EPLAN, "plan", "%s: the agent registered no action", path);
+    if (rc == EDDY_OK && eddy__plan_add_file(plan, path) != EDDY_OK)
+        rc = eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot load agent %s: %s", path,
+                             eddy_strerror(EDDY_ENOMEM));
     if (rc != EDDY_OK) {
         /* Its actions go before its code: their args may point into it. */
         eddy__plan_truncate(plan, before);

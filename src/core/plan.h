@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "eddy/eddy.h"
+#include "io/paths.h"
 #include "util/map.h"
 
 typedef struct eddy__action eddy__action;
@@ -50,6 +51,10 @@ struct eddy_plan {
     size_t n, cap;
     eddy__map routes; /* event type -> eddy__route */
     void *dl;         /* dlopen handle of a C agent */
+    /* The files its agents were loaded from (a C agent's module, a Python
+     * agent's source): a run refuses to write over one. */
+    eddy__file_id *files;
+    size_t nfiles;
     /* Language runtime that owns impls (the embedded interpreter). */
     void *lang;
     void (*lang_free)(void *lang);
@@ -64,6 +69,11 @@ struct eddy_plan {
  * leaves the reason in plan->why. */
 int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, eddy_action_fn fn,
                    void *arg, const eddy__action_ops *ops, void *impl);
+
+/* Note that an agent was loaded from path (a file a run must not write):
+ * EDDY_OK, also when path cannot be stat'ed (nothing to protect then), or
+ * EDDY_ENOMEM. */
+int eddy__plan_add_file(eddy_plan *plan, const char *path);
 
 /* Remove the actions added after the first n, newest first, and their routes:
  * the plan is as it was when it had n actions. A failed load uses it. */

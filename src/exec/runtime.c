@@ -968,7 +968,9 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     if (eddy__paths_check(cv->input, cv->output, eddy__config_dead_letter(rt->conf), err) !=
             EDDY_OK ||
         eddy__paths_check_state(cv->output, eddy__config_dead_letter(rt->conf), cv->state, err) !=
-            EDDY_OK)
+            EDDY_OK ||
+        eddy__paths_check_files(cv->output, eddy__config_dead_letter(rt->conf), plan->files,
+                                plan->nfiles, err) != EDDY_OK)
         goto fail;
     if (eddy__durable_open(rt, plan, err) != EDDY_OK)
         goto fail;

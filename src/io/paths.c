@@ -287,6 +287,26 @@ int eddy__paths_check_state(const char *output, const char *dead, const char *st
     return EDDY_OK;
 }
 
+int eddy__paths_check_files(const char *output, const char *dead, const eddy__file_id *files,
+                            size_t n, eddy_error **err)
+{
+    const char *paths[] = {output, dead};
+    static const char *const what[] = {"output", "dead-letter file"};
+    static const char *const opt[] = {"--output", "--dead-letter"};
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        if (paths[i] == NULL || strcmp(paths[i], "-") == 0 || stat(paths[i], &st) != 0)
+            continue; /* a standard stream, or a file yet to be made */
+        for (size_t k = 0; k < n; k++)
+            if (st.st_dev == files[k].dev && st.st_ino == files[k].ino)
+                return eddy__error_set(err, EDDY_EINVAL, "config",
+                                       "the %s (%s) is the agent's file %s: writing it would "
+                                       "destroy the agent; give %s another path",
+                                       what[i], paths[i], files[k].path, opt[i]);
+    }
+    return EDDY_OK;
+}
+
 int eddy__paths_sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -12,6 +12,8 @@
 #ifndef EDDY_IO_PATHS_H
 #define EDDY_IO_PATHS_H
 
+#include <sys/types.h>
+
 #include "eddy/eddy.h"
 
 /*
@@ -49,6 +51,23 @@ int eddy__paths_std_stream(const char *path, int dash_fd);
  */
 int eddy__paths_check_state(const char *output, const char *dead, const char *state,
                             eddy_error **err);
+
+/* A file a run must not write: an agent's own file (plan.h). */
+typedef struct eddy__file_id {
+    dev_t dev;
+    ino_t ino;
+    char *path; /* as the caller named it */
+} eddy__file_id;
+
+/*
+ * EDDY_EINVAL ("config") when the output or the dead-letter file (not "-"
+ * nor NULL) is one of the n files (compared by st_dev and st_ino, so
+ * through any link): an agent's module or source, which writing would
+ * destroy (a C agent's module is mapped: cut, it kills eddy with SIGBUS).
+ * Run before anything is created.
+ */
+int eddy__paths_check_files(const char *output, const char *dead, const eddy__file_id *files,
+                            size_t n, eddy_error **err);
 
 /*
  * The absolute path, without symbolic links or "." and "..", that path has,

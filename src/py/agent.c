@@ -700,6 +700,9 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
         rc = load_error(err, path);
     else
         rc = add_actions(plan, path, list, err);
+    if (rc == EDDY_OK && eddy__plan_add_file(plan, path) != EDDY_OK)
+        rc = eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot load Python agent %s: %s", path,
+                             eddy_strerror(EDDY_ENOMEM));
     /* The interpreter stays: finalising it now could break a later load of a
      * module that does not survive re-initialisation. */
     if (rc != EDDY_OK)

@@ -767,6 +767,39 @@ class CoreTest(EddyTest):
         with open(log, "rb") as f:
             self.assertIn(b'"reason":"not JSON"', f.read())
 
+    def test_an_output_over_the_agent_is_refused(self):
+        # The agent's own file as the output or the dead-letter file: a C
+        # agent's module is mapped (cut, it killed eddy with SIGBUS), a Python
+        # agent's source would be overwritten. Refused, nothing touched.
+        inp = self.path("in.jsonl")
+        with open(inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n')
+        agents = [self.path("victim.so"), self.path("victim.py")]
+        shutil.copy(TEST_AGENT, agents[0])
+        shutil.copy(os.path.join(SOURCE, "tests", "agents", "pyagent.py"), agents[1])
+        for agent in agents:
+            with open(agent, "rb") as f:
+                data = f.read()
+            link = self.path("link" + os.path.splitext(agent)[1])
+            os.symlink(agent, link)
+            cases = [
+                (["--output", agent], b"the output (%s) is the agent's file %s: writing it would "
+                 b"destroy the agent; give --output another path" % (agent.encode(), agent.encode())),
+                (["--output", self.path("out.jsonl"), "--dead-letter", link],
+                 b"the dead-letter file (%s) is the agent's file" % link.encode()),
+            ]
+            for args, msg in cases:
+                for state in ([], ["--state", self.path("st")]):
+                    proc = subprocess.run([EDDY, "run", agent, "--quiet", "--input", inp] + args +
+                                          state, capture_output=True, timeout=60)
+                    self.assertEqual(proc.returncode, 2, (agent, args, proc.stderr))
+                    self.assertIn(msg, proc.stderr)
+                    with open(agent, "rb") as f:
+                        self.assertEqual(f.read(), data)
+                    self.assertFalse(os.path.exists(self.path("out.jsonl")))
+                    self.assertFalse(os.path.exists(self.path("st")))
+            os.remove(link)
+
     def test_standard_streams_are_written_where_they_stand(self):
         # `for f in a b; do eddy ...; done >all`: one description, no O_APPEND;
         # each run goes on where the one before stopped.
