@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -629,6 +630,12 @@ static atomic_int exit_phase;
 static atomic_int exit_signal;
 static atomic_int exit_code_at_end;
 static atomic_int exit_ending; /* one note only when two threads end eddy at once */
+/* With a state directory (for what the note of a second signal says). */
+static int stop_durable;
+/* Posted by the first signal that stops the run, for the watchdog of the
+ * stop (watch_stop); stop_sem_ready once it is initialised. */
+static sem_t stop_sem;
+static atomic_int stop_sem_ready;
 
 /* The name of a signal that stops eddy. */
 static const char *signal_name(int signo)
@@ -703,6 +710,13 @@ static void on_signal(int signo)
         /* A second signal: the user insists. End now with the default action;
          * the state store is safe against a kill at any instant. The signal is
          * blocked while this handler runs, so it lands as soon as we return. */
+        write_all(STDERR_FILENO, "eddy: ");
+        write_all(STDERR_FILENO, signal_name(signo));
+        write_all(STDERR_FILENO,
+                  stop_durable ? " again: ended before the stop finished (the state is safe: run "
+                                 "the same command again to resume)\n"
+                               : " again: ended before the stop finished (in-memory state was "
+                                 "lost)\n");
         struct sigaction dfl;
         memset(&dfl, 0, sizeof(dfl));
         dfl.sa_handler = SIG_DFL;
@@ -722,6 +736,8 @@ static void on_signal(int signo)
     atomic_fetch_add(&signal_handling, 1);
     eddy_runtime_stop(atomic_load(&signal_runtime));
     atomic_fetch_sub(&signal_handling, 1);
+    if (atomic_load(&stop_sem_ready))
+        sem_post(&stop_sem); /* the watchdog of the stop, while the run runs */
 }
 
 /* No signal stops the runtime from here on; it may be freed on return. */
@@ -956,19 +972,55 @@ static void say_slow_exit(void)
     write_all(STDERR_FILENO, note); /* one write: a line of its own */
 }
 
+/* until = ms from now, on CLOCK_MONOTONIC (the watchdogs' clock). */
+static void deadline_after(struct timespec *until, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, until);
+    until->tv_sec += ms / 1000;
+    until->tv_nsec += (ms % 1000) * 1000000L;
+    if (until->tv_nsec >= 1000000000L) {
+        until->tv_sec++;
+        until->tv_nsec -= 1000000000L;
+    }
+}
+
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC. */
+static int monotonic_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return -1;
+    int rc =
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(cond, &ca) == 0
+            ? 0
+            : -1;
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+/* Start a watchdog thread that takes no signal of eddy's: a handler that
+ * finds eddy already being ended waits for the thread ending it, which
+ * must not be a watchdog (it would never reach _exit). A thread inherits
+ * the mask it is created with. 1 when it started. */
+static int start_watchdog(pthread_t *t, void *(*fn)(void *))
+{
+    sigset_t owned, old;
+    sigemptyset(&owned);
+    for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++)
+        sigaddset(&owned, owned_signals[i].signo);
+    pthread_sigmask(SIG_BLOCK, &owned, &old);
+    int started = pthread_create(t, NULL, fn, NULL) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return started;
+}
+
 /* The watchdog: a timed wait for the end of the finalisation, then the
  * note (a thread of its own: the main thread is in Python's finalisation). */
 static void *watch_exit(void *arg)
 {
     (void)arg;
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += EXIT_QUIET_MS / 1000;
-    until.tv_nsec += (EXIT_QUIET_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    deadline_after(&until, EXIT_QUIET_MS);
     pthread_mutex_lock(&exit_mutex);
     while (!exit_done && pthread_cond_timedwait(&exit_cond, &exit_mutex, &until) != ETIMEDOUT) {
     }
@@ -994,6 +1046,76 @@ static void end_exit_watch(void)
     pthread_mutex_unlock(&exit_mutex);
     pthread_join(exit_watchdog, NULL);
     exit_watchdog_started = 0;
+}
+
+/* A stop that waits longer than this for what is in flight is said. */
+#define STOP_QUIET_MS 1000
+
+/* The watchdog of the run's stop (see on_signal), while the run runs. */
+static pthread_mutex_t stop_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond;
+static int stop_done;
+static pthread_t stop_watchdog;
+static int stop_watchdog_started;
+static atomic_int progress_on_tty; /* a note then begins on a line of its own */
+
+/* Woken by the signal that stops the run: when the run has not ended
+ * STOP_QUIET_MS later (it waits for the calls in flight to return, and for
+ * the action running, which may never return), a note says so and how to
+ * end eddy at once. Nothing is said of a stop that ends sooner. */
+static void *watch_stop(void *arg)
+{
+    (void)arg;
+    while (sem_wait(&stop_sem) != 0 && errno == EINTR) {
+    }
+    struct timespec until;
+    deadline_after(&until, STOP_QUIET_MS);
+    pthread_mutex_lock(&stop_mutex);
+    while (!stop_done && pthread_cond_timedwait(&stop_cond, &stop_mutex, &until) != ETIMEDOUT) {
+    }
+    if (!stop_done) {
+        char note[384];
+        snprintf(note, sizeof(note),
+                 "%seddy: note: %s: the stop has waited %d s for the actions running and the "
+                 "calls in flight to finish (an action that never returns holds it for good); a "
+                 "second SIGINT or SIGTERM ends eddy now\n",
+                 atomic_load(&progress_on_tty) ? "\n" : "",
+                 signal_name(atomic_load(&signal_caught)), STOP_QUIET_MS / 1000);
+        write_all(STDERR_FILENO, note); /* one write: a line of its own */
+    }
+    pthread_mutex_unlock(&stop_mutex);
+    return NULL;
+}
+
+static void start_stop_watch(void)
+{
+    if (sem_init(&stop_sem, 0, 0) != 0)
+        return;
+    stop_done = 0;
+    if (monotonic_cond_init(&stop_cond) == 0)
+        stop_watchdog_started = start_watchdog(&stop_watchdog, watch_stop);
+    if (stop_watchdog_started)
+        atomic_store(&stop_sem_ready, 1);
+    else
+        sem_destroy(&stop_sem);
+}
+
+/* The run has ended: its stop is no longer watched. */
+static void end_stop_watch(void)
+{
+    if (!stop_watchdog_started)
+        return;
+    atomic_store(&stop_sem_ready, 0);
+    pthread_mutex_lock(&stop_mutex);
+    stop_done = 1;
+    pthread_cond_signal(&stop_cond);
+    pthread_mutex_unlock(&stop_mutex);
+    sem_post(&stop_sem); /* when no signal came */
+    pthread_join(stop_watchdog, NULL);
+    stop_watchdog_started = 0;
+    pthread_cond_destroy(&stop_cond);
+    /* A handler that read stop_sem_ready before it was cleared may post
+     * still: the semaphore is not destroyed (eddy exits soon). */
 }
 
 /*
@@ -1031,25 +1153,9 @@ static int on_finalize(size_t n, const char *const *names, const long *ids, void
         exit_thread_ids[i] = ids[i];
         exit_nthreads++;
     }
-    pthread_condattr_t ca;
     exit_done = 0;
-    if (pthread_condattr_init(&ca) == 0) {
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        if (pthread_cond_init(&exit_cond, &ca) == 0) {
-            /* The watchdog takes no signal of eddy's: a handler that finds
-             * the exit already being ended waits for the thread ending it,
-             * which must not be the watchdog itself (it would never reach
-             * _exit). It inherits the mask it is created with. */
-            sigset_t owned, old;
-            sigemptyset(&owned);
-            for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++)
-                sigaddset(&owned, owned_signals[i].signo);
-            pthread_sigmask(SIG_BLOCK, &owned, &old);
-            exit_watchdog_started = pthread_create(&exit_watchdog, NULL, watch_exit, NULL) == 0;
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-        }
-        pthread_condattr_destroy(&ca);
-    }
+    if (monotonic_cond_init(&exit_cond) == 0)
+        exit_watchdog_started = start_watchdog(&exit_watchdog, watch_exit);
     /* Without a watchdog, no note: a signal ends eddy at once. */
     if (!exit_watchdog_started)
         atomic_store(&exit_phase, EXIT_SAID);
@@ -1292,11 +1398,14 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
         /* Progress is a nicety: a runtime that cannot report it still runs. */
         (void)eddy_runtime_set_progress(rt, on_progress, &progress, PROGRESS_INTERVAL_MS);
 
+    atomic_store(&progress_on_tty, progress_wanted(a));
+    start_stop_watch();
     atomic_store(&signal_runtime, rt); /* the handlers are in place since before the agent */
     /* A signal that came before the runtime ran (while it opened and
      * recovered its state, say) found nothing to stop: it stops it now. */
     run_ran = 1;
     int rc = atomic_load(&signal_caught) != 0 ? EDDY_ESTOPPED : eddy_runtime_run(rt);
+    end_stop_watch();
     /* The run has ended. The handlers stay until eddy exits: a signal while
      * the summary is printed or the state is closed must not kill eddy and
      * turn a run that completed into a failure (see cmd_run). */
@@ -1333,6 +1442,7 @@ static int cmd_run(int argc, char **argv)
         code = stdio_refused(&a);
     if (code != CONTINUE)
         goto done;
+    stop_durable = has_state(&a);
     kept_stdout = stdout_keep(&a);
 
     plan = eddy_plan_new();

@@ -403,6 +403,63 @@ class Signals(EddyTest):
                              (len(key_recs), sum(r["v"] for r in key_recs)))
 
 
+class SlowStop(EddyTest):
+    """A stop waits for the actions running and the calls in flight: when it
+    has waited a second, a note says so and that a second signal ends eddy
+    now; the second says what it did."""
+
+    AGENT = os.path.join(SOURCE, "tests", "agents", "stuck.py")
+    NOTE = (b"eddy: note: SIGTERM: the stop has waited 1 s for the actions running and the "
+            b"calls in flight to finish (an action that never returns holds it for good); a "
+            b"second SIGINT or SIGTERM ends eddy now\n")
+
+    def start(self, state):
+        self.inp, self.out = self.path("in.jsonl"), self.path("out.jsonl")
+        self.started, self.release = self.path("started"), self.path("release")
+        for f in (self.started, self.release):
+            if os.path.exists(f):
+                os.remove(f)
+        write_jsonl(self.inp, [{"key": "a", "stuck": True}, {"key": "b"}])
+        self.cmd = [EDDY, "run", self.AGENT, "--input", self.inp, "--output", self.out,
+                    "--no-progress"] + (["--state", self.path("state")] if state else [])
+        self.env = dict(os.environ, EDDY_TEST_STARTED=self.started,
+                        EDDY_TEST_RELEASE=self.release)
+        p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=self.env)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.started):
+            self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
+            self.assertLess(time.monotonic(), deadline, "the action never started")
+            time.sleep(0.005)
+        return p
+
+    def test_a_second_signal_ends_a_stuck_stop_and_says_so(self):
+        for state, lost in ((False, b"in-memory state was lost"),
+                            (True, b"the state is safe: run the same command again to resume")):
+            p = self.start(state)
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.stderr.readline(), self.NOTE)
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, -signal.SIGINT, err)
+            self.assertEqual(err, b"eddy: SIGINT again: ended before the stop finished (" + lost +
+                             b")\n")
+            shutil.rmtree(self.path("state"), ignore_errors=True)
+
+    def test_a_stop_that_ends_after_the_note_is_a_clean_stop(self):
+        p = self.start(True)
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.stderr.readline(), self.NOTE)
+        open(self.release, "w").close()
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 143, err)
+        self.assertTrue(err.endswith(b"eddy: interrupted; run the same command again to "
+                                     b"resume\n"), err)
+        again = subprocess.run(self.cmd, capture_output=True, timeout=60, env=self.env)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(sorted(r["key"] for r in read_jsonl(self.out)), ["a", "b"])
+
+
 class AgentSignals(EddyTest):
     """An agent that installs handlers of its own for the signals eddy
     handles: eddy keeps its own, with a warning, and stops cleanly."""
