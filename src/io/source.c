@@ -70,6 +70,10 @@ struct eddy__source {
     uint64_t start_offset;
     uint64_t want_len, want_hash; /* the head to find (opts head_len, head_hash) */
     int keep_tail;
+#ifdef EDDY_TEST_HOOKS
+    char *pause_paused, *pause_go; /* see test_pause */
+    int pause_at_end;
+#endif
     size_t max_line;
     unsigned max_depth;
     size_t capacity;
@@ -615,6 +619,26 @@ static int process(eddy__source *s)
     return push_batch(s);
 }
 
+#ifdef EDDY_TEST_HOOKS
+/* Tests change the input while the reader is in the middle of it, or at
+ * its end: with $EDDY_TEST_READER_PAUSE "first", after its first read
+ * (before the lines are parsed), with "end" when a read finds the end of
+ * the input, the reader makes the file $EDDY_TEST_READER_PAUSED and waits
+ * until $EDDY_TEST_READER_GO exists, 60 s at most; once. */
+static void test_pause(eddy__source *s, int at_end)
+{
+    if (s->pause_paused == NULL || s->pause_at_end != at_end)
+        return;
+    int fd = open(s->pause_paused, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+    for (int i = 0; access(s->pause_go, F_OK) != 0 && i < 6000; i++)
+        uv_sleep(10);
+    free(s->pause_paused);
+    s->pause_paused = NULL; /* once */
+}
+#endif
+
 /* Read into [p, p + n): > 0 bytes read, 0 at end of input, -1 on a read error
  * (errno set), -2 when close() asked to stop. */
 static ssize_t read_some(eddy__source *s, char *p, size_t n)
@@ -681,6 +705,9 @@ static void reader_main(void *arg)
             reader_fail_other(s, why);
             break;
         }
+#ifdef EDDY_TEST_HOOKS
+        test_pause(s, got == 0);
+#endif
         if (got == 0) {
             /* The last line may have no newline. */
             if (r->skipping)
@@ -769,6 +796,10 @@ static void release(eddy__source *s)
     free(s->rd.buf);
     free(s->name);
     free(s->key_field);
+#ifdef EDDY_TEST_HOOKS
+    free(s->pause_paused);
+    free(s->pause_go);
+#endif
     eddy_error_free(s->err);
 }
 
@@ -906,6 +937,19 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
             }
         }
     }
+#ifdef EDDY_TEST_HOOKS
+    const char *pause = getenv("EDDY_TEST_READER_PAUSE");
+    const char *paused = getenv("EDDY_TEST_READER_PAUSED"), *go = getenv("EDDY_TEST_READER_GO");
+    if (pause != NULL && paused != NULL && go != NULL) {
+        s->pause_at_end = strcmp(pause, "end") == 0;
+        s->pause_paused = strdup(paused);
+        s->pause_go = strdup(go);
+        if (s->pause_paused == NULL || s->pause_go == NULL) {
+            rc = eddy__error_set(err, EDDY_ENOMEM, "nomem", "out of memory");
+            goto fail;
+        }
+    }
+#endif
     if (pipe(s->wake) != 0 || set_cloexec(s->wake[0]) != 0 || set_cloexec(s->wake[1]) != 0) {
         rc = eddy__error_set(err, EDDY_EIO, "io", "source: cannot create a pipe: %s",
                              strerror(errno));
