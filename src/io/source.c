@@ -841,7 +841,9 @@ static int check_file(eddy__source *s, uint64_t size, eddy_error **err)
 {
     char why[160];
     if (size < s->start_offset) {
-        snprintf(why, sizeof(why), "it holds %" PRIu64 " bytes, and the state has read %" PRIu64,
+        snprintf(why, sizeof(why),
+                 "it holds %" PRIu64 " bytes, and the state has read %" PRIu64
+                 " (truncated, or rotated in place?)",
                  size, s->start_offset);
         return other_input(err, s->name, why);
     }

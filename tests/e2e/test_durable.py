@@ -1298,8 +1298,8 @@ class DurableTest(EddyTest):
         refused(self.run_cmd(), b"its first line is not the one read before")
         with open(self.inp, "wb") as f:
             f.write(original[:len(original) // 2])
-        refused(self.run_cmd(), b"it holds %d bytes, and the state has read %d" % (
-            len(original) // 2, len(original)))
+        refused(self.run_cmd(), b"it holds %d bytes, and the state has read %d (truncated, or "
+                b"rotated in place?); give the same input" % (len(original) // 2, len(original)))
         # The same from a pipe.
         for data, why in ((b'{"key": "z", "seq": 9, "v": 9}\n' * 5, b"its first line"),
                           (original[:10], b"it ended after 10 bytes")):
