@@ -54,6 +54,10 @@ typedef struct reader {
      * the bytes up to the next newline (a '\r' at most) end that line, which
      * was counted, and start no line of their own (next_line). */
     int mid_line;
+    /* A regular file (eddy__source.is_file): the file offset past the
+     * bytes read, and the largest length it was seen to have. */
+    uint64_t pos;
+    uint64_t held;
 } reader;
 
 struct eddy__source {
@@ -64,6 +68,7 @@ struct eddy__source {
     /* Fixed at open. */
     int fd;
     int own_fd;
+    int is_file; /* a regular file: its length is checked (check_length) */
     int wake[2]; /* self-pipe: close() writes, the reader polls */
     char *name;  /* the path, or "<stdin>", for messages */
     char *key_field;
@@ -619,12 +624,50 @@ static int process(eddy__source *s)
     return push_batch(s);
 }
 
+/*
+ * A regular file shorter than the bytes eddy read from it, or than it was
+ * seen to be, was truncated while eddy read it (`: > in.jsonl`, logrotate's
+ * copytruncate): what it holds at eddy's offset, if anything, is not what
+ * followed the lines read. One fstat per read and at the end of the input,
+ * never per line. A file truncated and written again past eddy's offset
+ * between two of them is not noticed: its bytes there are read as if they
+ * went on from the last ones. Returns 0 with *size (the length now, or pos
+ * when it cannot be known), or -1 with the error set.
+ */
+static int check_length(eddy__source *s, uint64_t *size)
+{
+    reader *r = &s->rd;
+    struct stat st;
+    *size = r->pos;
+    if (!s->is_file || fstat(s->fd, &st) != 0)
+        return 0;
+    *size = (uint64_t)st.st_size;
+    if (*size >= r->pos && *size >= r->held) {
+        r->held = *size;
+        return 0;
+    }
+    char held[64] = "";
+    if (r->held > r->pos)
+        snprintf(held, sizeof(held), " of the %" PRIu64 " it held", r->held);
+    uv_mutex_lock(&s->mu);
+    eddy__error_set(&s->err, EDDY_EIO, "io",
+                    "%s was truncated while eddy read it: it holds %" PRIu64 " bytes, eddy had "
+                    "read %" PRIu64 "%s (rotated in place, as logrotate's copytruncate does?), and "
+                    "what it holds from there does not go on from the lines read; do not truncate "
+                    "or rotate an input while eddy reads it: put back what it held (the copy "
+                    "rotated out) and run the same command again",
+                    s->name, *size, r->pos, held);
+    uv_mutex_unlock(&s->mu);
+    return -1;
+}
+
 #ifdef EDDY_TEST_HOOKS
 /* Tests change the input while the reader is in the middle of it, or at
  * its end: with $EDDY_TEST_READER_PAUSE "first", after its first read
- * (before the lines are parsed), with "end" when a read finds the end of
- * the input, the reader makes the file $EDDY_TEST_READER_PAUSED and waits
- * until $EDDY_TEST_READER_GO exists, 60 s at most; once. */
+ * (and the check of the file's length, before the lines are parsed), with
+ * "end" when a read finds the end of the input (before that check), the
+ * reader makes the file $EDDY_TEST_READER_PAUSED and waits until
+ * $EDDY_TEST_READER_GO exists, 60 s at most; once. */
 static void test_pause(eddy__source *s, int at_end)
 {
     if (s->pause_paused == NULL || s->pause_at_end != at_end)
@@ -705,8 +748,22 @@ static void reader_main(void *arg)
             reader_fail_other(s, why);
             break;
         }
+        uint64_t size;
+        if (got > 0)
+            r->pos += (uint64_t)got;
 #ifdef EDDY_TEST_HOOKS
-        test_pause(s, got == 0);
+        if (got == 0)
+            test_pause(s, 1);
+#endif
+        if (check_length(s, &size) != 0) {
+            rc = push_batch(s); /* the lines before the bytes just read */
+            break;
+        }
+        if (got == 0 && size > r->pos)
+            continue; /* it grew since the read: read on */
+#ifdef EDDY_TEST_HOOKS
+        if (got > 0)
+            test_pause(s, 0);
 #endif
         if (got == 0) {
             /* The last line may have no newline. */
@@ -938,6 +995,13 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
                 s->rd.check_len = (size_t)(want < s->start_offset ? want : s->start_offset);
             }
         }
+    }
+    if (S_ISREG(st.st_mode)) {
+        /* Where the reads start: start_offset, or where stdin stands. */
+        off_t at = lseek(s->fd, 0, SEEK_CUR);
+        s->is_file = at >= 0 && (uint64_t)at <= (uint64_t)st.st_size;
+        s->rd.pos = at >= 0 ? (uint64_t)at : 0;
+        s->rd.held = (uint64_t)st.st_size;
     }
 #ifdef EDDY_TEST_HOOKS
     const char *pause = getenv("EDDY_TEST_READER_PAUSE");

@@ -204,7 +204,12 @@ int eddy__source_done(eddy__source *s);
 
 /* The read error that ended the input, or NULL (borrowed, valid until close;
  * loop thread). Set before done() becomes 1. Type "io" (EDDY_EIO: the message
- * names the file and the cause) or "nomem". */
+ * names the file and the cause; also a regular file truncated while read,
+ * found shorter than the bytes read or than it was seen to be, by an fstat
+ * after each read and at the end of the input: the lines read before stay
+ * taken, the bytes of that read are not parsed), "nomem", or "state" (a
+ * resume on a pipe, see head_len). A file that grew when a read found its
+ * end is read on. */
 const eddy_error *eddy__source_error(const eddy__source *s);
 
 /* Stop the reader and free everything. NULL is a no-op. The loop must run once

@@ -1003,6 +1003,123 @@ class DurableTest(EddyTest):
             self.assertNotIn(b"\0", f.read())
         self.assertEqual([o["seq"] for o in read_jsonl(self.out)], list(range(5)))
 
+    def paused_reader(self, cmd, at, change):
+        """cmd run with its reader paused (EDDY_TEST_READER_PAUSE: after its
+        "first" read, or at the "end" of the input), the input changed by
+        change() then; its stderr, once it exited 1."""
+        paused, go = self.path("reader-paused"), self.path("reader-go")
+        for f in (paused, go):
+            if os.path.exists(f):
+                os.remove(f)
+        env = dict(os.environ, EDDY_TEST_EFFECTS=self.effects, EDDY_TEST_READER_PAUSE=at,
+                   EDDY_TEST_READER_PAUSED=paused, EDDY_TEST_READER_GO=go)
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(paused):
+                self.assertIsNone(p.poll(), "eddy ended before its reader paused")
+                self.assertLess(time.monotonic(), deadline, "the reader did not pause")
+                time.sleep(0.01)
+            change()
+            open(go, "w").close()
+            err = p.communicate(timeout=120)[1]
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, 1, err)
+        return err
+
+    @unittest.skipUnless(os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES"),
+                         "built without EDDY_TEST_HOOKS")
+    def test_input_truncated_while_read_is_an_error(self):
+        # `: > in` or logrotate's copytruncate while eddy read the input:
+        # the reader took the end of what was left for the end of the input
+        # and eddy exited 0, the lines past it never read (with --state the
+        # rerun was then refused). The reader now compares the file's length
+        # with what it read and with what it held, after each read and at
+        # the end, and eddy stops (exit 1).
+        recs = [{"key": "k%d" % (i % 50), "seq": i, "v": i} for i in range(10000)]
+        write_jsonl(self.inp, recs)
+        with open(self.inp, "rb") as f:
+            original = f.read()
+        chunk = 256 << 10  # the reader's first read
+        self.assertGreater(len(original), chunk)
+        in_chunk = original[:chunk].count(b"\n")  # lines the first read holds whole
+        plain = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out,
+                 "--no-progress", "--quiet"]
+
+        def message(holds, read, held=None):
+            return (b"eddy: %s was truncated while eddy read it: it holds %d bytes, eddy had "
+                    b"read %d%s (rotated in place, as logrotate's copytruncate does?), and what "
+                    b"it holds from there does not go on from the lines read; do not truncate or "
+                    b"rotate an input while eddy reads it: put back what it held (the copy "
+                    b"rotated out) and run the same command again\n"
+                    % (self.inp.encode(), holds, read,
+                       b" of the %d it held" % held if held is not None else b""))
+
+        def restore():
+            with open(self.inp, "wb") as f:
+                f.write(original)
+
+        # Cut below what the first read took: the next read finds the end.
+        err = self.paused_reader(plain, "first", lambda: os.truncate(self.inp, 1000))
+        self.assertIn(message(1000, chunk, len(original)), err)
+        self.assertLess(max([o["seq"] for o in read_jsonl(self.out)], default=-1), in_chunk)
+
+        # Cut, then written again past the reader's offset (but shorter than
+        # it was): the bytes read there are not taken for lines.
+        other = "".join(json.dumps({"key": "x%d" % i, "seq": -i, "v": 0}) + "\n"
+                        for i in range(9000))
+        self.assertTrue(chunk < len(other) < len(original))
+
+        def rewrite():
+            with open(self.inp, "w") as f:
+                f.write(other)
+        restore()
+        err = self.paused_reader(plain, "first", rewrite)
+        self.assertIn(message(len(other), len(other), len(original)), err)
+        self.assertEqual([o for o in read_jsonl(self.out) if o["seq"] < 0], [])
+        self.assertFalse(os.path.exists(self.out + ".dead.jsonl"))
+
+        # With --state, cut once the state has read the whole input: the run
+        # stops at the end, what it committed stays, and the rerun refuses
+        # the file until what it held is back.
+        restore()
+
+        def once_all_read():
+            deadline = time.monotonic() + 60
+            while True:
+                insp = subprocess.run([EDDY, "inspect", "--state", self.state, "--json"],
+                                      capture_output=True, timeout=60)
+                if insp.returncode == 0 and \
+                        json.loads(insp.stdout)["source"]["offset"] == len(original):
+                    break
+                self.assertLess(time.monotonic(), deadline, "the input was not read")
+                time.sleep(0.01)
+            os.truncate(self.inp, 1000)
+        err = self.paused_reader(self.cmd("--quiet"), "end", once_all_read)
+        self.assertIn(message(1000, len(original)), err)
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertIn(b"eddy: %s is not the input this state was reading: it holds 1000 bytes, "
+                      b"and the state has read %d (truncated, or rotated in place?); give the "
+                      b"same input" % (self.inp.encode(), len(original)), res.stderr)
+        restore()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(len(recs))))
+
+        # Cut in the middle with --state: what was committed stays, and the
+        # same command, the input put back, gives every output once.
+        shutil.rmtree(self.state)
+        err = self.paused_reader(self.cmd("--quiet"), "first", lambda: os.truncate(self.inp, 0))
+        self.assertIn(message(0, chunk, len(original)), err)
+        restore()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(len(recs))))
+
     def test_output_renamed_while_written_is_an_error(self):
         # `mv out out.moved` during a run: eddy wrote on to the moved file
         # and exited 0, and the next run was refused. Its sync now finds

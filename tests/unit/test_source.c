@@ -706,6 +706,59 @@ static void test_read_error(void **state)
     run_close(&r);
 }
 
+/* A file cut below what the reader read while it waits for room (its
+ * first read took the whole file) is an error at its end, after the lines
+ * read; one that grew is read on. */
+static void test_truncated_while_read(void **state)
+{
+    (void)state;
+    buf b = {0};
+    char line[64];
+    size_t nlines = 1000;
+    for (size_t i = 0; i < nlines; i++) {
+        snprintf(line, sizeof(line), "{\"k\":%zu}\n", i);
+        buf_str(&b, line);
+    }
+    for (int cut = 1; cut >= 0; cut--) {
+        char *path = write_tmp(b.p, b.len);
+        run r;
+        run_open(&r, &(eddy__source_opts){.path = path, .key_field = "k", .capacity = 4}, 0);
+        eddy__source_stats st;
+        double t0 = now();
+        do {
+            uv_run(&r.loop, UV_RUN_NOWAIT);
+            eddy__source_get_stats(r.s, &st);
+            assert_true(now() - t0 < 10);
+        } while (st.queued < 4);
+        FILE *f = fopen(path, "a");
+        assert_non_null(f);
+        if (cut)
+            assert_int_equal(ftruncate(fileno(f), 20), 0);
+        else
+            fputs("{\"k\":\"more\"}\n", f);
+        fclose(f);
+        run_drain(&r);
+        const eddy_error *e = eddy__source_error(r.s);
+        if (cut) {
+            assert_int_equal(r.n, nlines);
+            assert_non_null(e);
+            assert_string_equal(eddy_error_type(e), "io");
+            char want[512];
+            snprintf(want, sizeof(want),
+                     "%s was truncated while eddy read it: it holds 20 bytes, eddy had read %zu "
+                     "(rotated in place, as logrotate's copytruncate does?)",
+                     path, b.len);
+            assert_non_null(strstr(eddy_error_message(e), want));
+        } else {
+            assert_null(e);
+            assert_int_equal(r.n, nlines + 1);
+        }
+        run_close(&r);
+        drop_tmp(path);
+    }
+    free(b.p);
+}
+
 static void test_close_blocked_on_pipe(void **state)
 {
     (void)state;
@@ -807,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_head_checked_at_resume),
         cmocka_unit_test(test_deepest_max_depth),
         cmocka_unit_test(test_read_error),
+        cmocka_unit_test(test_truncated_while_read),
         cmocka_unit_test(test_close_blocked_on_pipe),
         cmocka_unit_test(test_close_blocked_on_full_queue),
         cmocka_unit_test(test_large_file),
