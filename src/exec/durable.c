@@ -1033,6 +1033,7 @@ int eddy__durable_key_load(eddy_runtime *rt, eddy__key *k)
     char *text = NULL;
     json_t *stm = NULL;
     int rc = eddy__store_key_get(rt->store, k->text, &next_seq, &text);
+    int row_bad = rc == EDDY_ESTATE; /* the store says what is wrong with the row */
     if (rc == EDDY_ENOTFOUND) {
         rc = (stm = json_object()) != NULL ? EDDY_OK : EDDY_ENOMEM;
     } else if (rc == EDDY_OK && (rc = eddy__durable_decode_memory(text, &stm)) == EDDY_OK) {
@@ -1048,6 +1049,8 @@ int eddy__durable_key_load(eddy_runtime *rt, eddy__key *k)
                            eddy_error_newf("memory",
                                            "out of memory reading the short-term memory of key %s",
                                            k->text));
+    else if (rc == EDDY_ESTATE && row_bad)
+        eddy__runtime_fail(rt, rc, eddy_error_newf("state", "%s", eddy__store_error(rt->store)));
     else if (rc == EDDY_ESTATE)
         eddy__runtime_fail(rt, rc,
                            eddy_error_newf("state",
@@ -2576,6 +2579,10 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
     return EDDY_OK;
 
 load_err:
+    /* The store's words when it found the damage (a value of the wrong
+     * type), the loader's when a record did not decode. */
+    if (rc == EDDY_ESTATE && ld.bad[0] == '\0' && eddy__store_error(rt->store)[0] != '\0')
+        return eddy__error_set(err, EDDY_ESTATE, "state", "%s", eddy__store_error(rt->store));
     if (rc == EDDY_ESTATE)
         return eddy__error_set(err, EDDY_ESTATE, "state",
                                "%s/eddy.db: %s does not decode; the state is damaged", cv->state,

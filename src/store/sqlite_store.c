@@ -357,6 +357,46 @@ static const char *col_text(sqlite3_stmt *st, int i)
     return t != NULL ? t : "";
 }
 
+/* Column i of st as a user may read it in a message: an integer or a real
+ * as a number, text quoted (unless quote is 0: a key, whose JSON text reads
+ * as such) with its bytes outside printable ASCII escaped, a blob as x'..',
+ * each cut after a few dozen bytes. */
+static const char *value_words_q(sqlite3_stmt *st, int i, char *buf, size_t cap, int quote)
+{
+    int type = sqlite3_column_type(st, i);
+    if (type == SQLITE_NULL)
+        return "NULL";
+    if (type == SQLITE_INTEGER) {
+        snprintf(buf, cap, "%lld", (long long)sqlite3_column_int64(st, i));
+        return buf;
+    }
+    if (type == SQLITE_FLOAT) {
+        snprintf(buf, cap, "%.17g (a real)", sqlite3_column_double(st, i));
+        return buf;
+    }
+    const unsigned char *p =
+        type == SQLITE_BLOB ? sqlite3_column_blob(st, i) : sqlite3_column_text(st, i);
+    size_t n = (size_t)sqlite3_column_bytes(st, i), max = 40, at = 0;
+    at += (size_t)snprintf(buf, cap, type == SQLITE_BLOB ? "x'" : quote ? "'" : "");
+    for (size_t j = 0; j < n && j < max && p != NULL && at + 8 < cap; j++) {
+        unsigned char c = p[j];
+        if (type == SQLITE_BLOB)
+            at += (size_t)snprintf(buf + at, cap - at, "%02x", c);
+        else if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+            buf[at++] = (char)c;
+        else
+            at += (size_t)snprintf(buf + at, cap - at, "\\x%02x", c);
+    }
+    snprintf(buf + at, cap - at, "%s%s%s", type == SQLITE_BLOB || quote ? "'" : "",
+             type == SQLITE_BLOB ? " (a blob)" : "", n > max ? " (cut)" : "");
+    return buf;
+}
+
+static const char *value_words(sqlite3_stmt *st, int i, char *buf, size_t cap)
+{
+    return value_words_q(st, i, buf, cap, 1);
+}
+
 /* Begin the implicit transaction unless one is open. */
 static int write_begin(sqlite_store *s)
 {
@@ -672,13 +712,45 @@ static int sq_commit(eddy__store *base)
 
 /* ---------------------------------------------------------------- keys */
 
+/*
+ * A row of the keys table as read by st: its key (column kcol; -1 when st
+ * does not read it: key, which was asked for), its run counter (column c)
+ * and its memory (c + 1). The key and the memory must be text, the counter
+ * an integer of 0 or more; anything else is damage, refused with
+ * EDDY_ESTATE (the memory's text is decoded by the runtime). SQLite keeps
+ * any value in any column: a NULL memory crashed, in strdup.
+ */
+static int key_row_damaged(sqlite_store *s, sqlite3_stmt *st, int kcol, int c, const char *key)
+{
+    const char *what = NULL;
+    int col = kcol;
+    if (kcol >= 0 && sqlite3_column_type(st, kcol) != SQLITE_TEXT)
+        what = "key, not text";
+    else if ((col = c),
+             sqlite3_column_type(st, c) != SQLITE_INTEGER || sqlite3_column_int64(st, c) < 0)
+        what = "run counter, not an integer of 0 or more";
+    else if ((col = c + 1), sqlite3_column_type(st, c + 1) != SQLITE_TEXT)
+        what = "short-term memory, not text";
+    if (what == NULL)
+        return EDDY_OK;
+    char v[256], k[256];
+    snprintf(s->errmsg, sizeof(s->errmsg),
+             "%s: the row of key %.200s in the keys table holds %s as its %s; the state is damaged",
+             s->db_path, kcol >= 0 ? value_words_q(st, kcol, k, sizeof(k), 0) : key,
+             value_words(st, col, v, sizeof(v)), what);
+    finish(st);
+    return EDDY_ESTATE;
+}
+
 static int sq_keys_load(eddy__store *base, eddy__store_key_fn fn, void *arg)
 {
     sqlite_store *s = (sqlite_store *)base;
     sqlite3_stmt *st = s->st[ST_KEYS_LOAD];
     int r = read_start(s, st, "loading keys");
     while (r == EDDY_OK && (r = read_step(s, st, "loading keys")) == 1) {
-        r = fn(arg, col_text(st, 0), col_u64(st, 1), col_text(st, 2));
+        r = key_row_damaged(s, st, 0, 1, NULL);
+        if (r == EDDY_OK)
+            r = fn(arg, col_text(st, 0), col_u64(st, 1), col_text(st, 2));
         if (r != EDDY_OK)
             finish(st);
     }
@@ -710,6 +782,8 @@ static int sq_key_get(eddy__store *base, const char *key, uint64_t *next_seq, ch
     int r = read_step(s, st, "reading a key");
     if (r <= 0)
         return r < 0 ? r : EDDY_ENOTFOUND;
+    if ((r = key_row_damaged(s, st, -1, 0, key)) != EDDY_OK)
+        return r;
     *next_seq = col_u64(st, 0);
     *stm_json = strdup(col_text(st, 1));
     finish(st);
@@ -785,6 +859,8 @@ static int pent_next(const unsigned char *p, size_t n, size_t *at, pview *v)
         return -1;
     v->seq = eddy__le64_get(p + i);
     v->line_no = eddy__le64_get(p + i + 8);
+    if (v->seq > (uint64_t)INT64_MAX || v->line_no > (uint64_t)INT64_MAX)
+        return -1; /* never written: run numbers and line numbers are SQLite integers */
     size_t kl = eddy__le32_get(p + i + 16);
     i += 20;
     if (n - i < kl + 5 || p[i + kl] != '\0' || memchr(p + i, '\0', kl) != NULL)
@@ -895,12 +971,33 @@ typedef int (*blob_row_fn)(void *arg, uint64_t id, const unsigned char *p, size_
 
 static int rows_settle(sqlite_store *s);
 
-static int blob_rows(sqlite_store *s, sqlite3_stmt *st, const char *what, blob_row_fn fn, void *arg)
+/* The data of a row (column 1 of st, the row's id in column 0) of table, at
+ * load: bytes (a blob, or text as an older eddy may have written), never
+ * NULL or a number, which SQLite would hand out as no bytes or as the
+ * number's text. EDDY_ESTATE (statement reset) when it is not. */
+static int blob_damaged(sqlite_store *s, sqlite3_stmt *st, const char *table)
+{
+    int type = sqlite3_column_type(st, 1);
+    if (type == SQLITE_BLOB || type == SQLITE_TEXT)
+        return EDDY_OK;
+    char v[256];
+    snprintf(s->errmsg, sizeof(s->errmsg),
+             "%s: the row %lld of the %s table holds %s, not bytes; the state is damaged",
+             s->db_path, (long long)sqlite3_column_int64(st, 0), table,
+             value_words(st, 1, v, sizeof(v)));
+    finish(st);
+    return EDDY_ESTATE;
+}
+
+static int blob_rows(sqlite_store *s, sqlite3_stmt *st, const char *what, const char *table,
+                     blob_row_fn fn, void *arg)
 {
     int r = rows_settle(s);
     if (r == EDDY_OK)
         r = read_start(s, st, what);
     while (r == EDDY_OK && (r = read_step(s, st, what)) == 1) {
+        if ((r = blob_damaged(s, st, table)) != EDDY_OK)
+            break;
         const unsigned char *p = sqlite3_column_blob(st, 1);
         size_t n = (size_t)sqlite3_column_bytes(st, 1);
         r = fn(arg, col_u64(st, 0), p != NULL ? p : (const unsigned char *)"", n);
@@ -913,7 +1010,7 @@ static int blob_rows(sqlite_store *s, sqlite3_stmt *st, const char *what, blob_r
 /* Every stored row of inputs, in id order. */
 static int inputs_rows(sqlite_store *s, blob_row_fn fn, void *arg)
 {
-    return blob_rows(s, s->st[ST_INPUTS_ALL], "loading pending inputs", fn, arg);
+    return blob_rows(s, s->st[ST_INPUTS_ALL], "loading pending inputs", "inputs", fn, arg);
 }
 
 /* Each input of every stored row to fn(arg, view), in FIFO order. */
@@ -1812,6 +1909,8 @@ static int jlog_replay_all(sqlite_store *s, eddy__jview *v)
     sqlite3_stmt *st = s->st[ST_JLOG_ALL];
     int r = read_start(s, st, "loading the journal");
     while (r == EDDY_OK && (r = read_step(s, st, "loading the journal")) == 1) {
+        if ((r = blob_damaged(s, st, "jlog")) != EDDY_OK)
+            return r;
         r = eddy__jlog_walk(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
                             eddy__jview_apply_fn, v);
         if (r == EDDY_ESTATE)
@@ -1923,6 +2022,8 @@ static int jlog_rebuild(sqlite_store *s, eddy_error **err)
     rebuild b = {.s = s, .live = &l};
     s->jlog_next = 1;
     while (r == EDDY_OK && (r = read_step(s, st, "loading the journal")) == 1) {
+        if ((r = blob_damaged(s, st, "jlog")) != EDDY_OK)
+            break;
         uint64_t id = col_u64(st, 0);
         if (id >= s->jlog_next)
             s->jlog_next = id + 1;
@@ -2020,7 +2121,7 @@ static int outbox_row(uint64_t id, const char *p, size_t n, eddy__store_outbox_f
 /* Every stored outbox row, in id order. */
 static int outbox_rows(sqlite_store *s, blob_row_fn fn, void *arg)
 {
-    return blob_rows(s, s->st[ST_OUTBOX_LOAD], "loading the outbox", fn, arg);
+    return blob_rows(s, s->st[ST_OUTBOX_LOAD], "loading the outbox", "outbox", fn, arg);
 }
 
 typedef struct outbox_lines {
@@ -2396,6 +2497,148 @@ static int not_a_state(sqlite_store *s, eddy_error **err)
                            "%s is not an eddy state database: it holds other tables", s->db_path);
 }
 
+/* ---------------------------------------------------------------- meta checked at open */
+
+/*
+ * Every meta value that eddy reads is checked once, when the state opens
+ * (for a run and for an inspection), so that a damaged one is refused rather
+ * than used: a sink_offset of -10 read as 2^64 - 10 cut nothing and lost the
+ * committed lines past the file's end the next sync wrote over, a NULL
+ * source_offset read as 0 read the whole input again. SQLite keeps any type
+ * in any column (meta.v has none declared), so the type is checked as well as
+ * the range. Names this eddy does not know are left alone: a later eddy may
+ * add some (store.h). The reads during the run then need no check.
+ */
+enum {
+    MV_REQUIRED = 1, /* every state since format 2 has it */
+    MV_INT = 2,      /* an integer... */
+    MV_MIN0 = 4,     /* ...0 or more */
+    MV_MIN1 = 8,     /* ...1 or more */
+    MV_TEXT = 16,    /* text */
+    MV_FP = 32       /* a plan fingerprint: text of printable ASCII, 1 to 64 bytes */
+};
+
+static const struct meta_rule {
+    const char *k;
+    int how;
+    const char *what; /* what the value should be, for the message */
+} meta_rules[] = {
+    {"source_offset", MV_REQUIRED | MV_INT | MV_MIN0, "a byte offset (an integer, 0 or more)"},
+    {"source_line", MV_REQUIRED | MV_INT | MV_MIN0, "a line count (an integer, 0 or more)"},
+    {"sink_offset", MV_REQUIRED | MV_INT | MV_MIN0, "a byte offset (an integer, 0 or more)"},
+    {"outbox_next", MV_REQUIRED | MV_INT | MV_MIN1, "an outbox id (an integer, 1 or more)"},
+    {"plan", MV_REQUIRED | MV_FP, "a plan fingerprint (1 to 64 printable characters)"},
+    {"dead_offset", MV_INT | MV_MIN0, "a byte offset (an integer, 0 or more)"},
+    {"next_run", MV_INT | MV_MIN0, "a run number (an integer, 0 or more)"},
+    {"input_head_len", MV_INT | MV_MIN0, "a length (an integer, 0 or more)"},
+    /* Hashes: any 64 bits, stored as SQLite's signed integers. */
+    {"input_head", MV_INT, "a hash (an integer)"},
+    {"key_field", MV_INT, "a hash (an integer)"},
+    {"output_id", MV_INT, "a hash (an integer)"},
+    {"dead_id", MV_INT, "a hash (an integer)"},
+    {"output_tail", MV_INT, "a hash (an integer)"},
+    {"dead_tail", MV_INT, "a hash (an integer)"},
+    {"key_field_name", MV_TEXT, "text"},
+    {"output_path", MV_TEXT, "text"},
+    {"dead_path", MV_TEXT, "text"},
+    {"plan_actions", MV_TEXT, "text"},
+};
+
+/* Whether column i of st is what rule r asks. */
+static int meta_value_ok(sqlite3_stmt *st, int i, const struct meta_rule *r)
+{
+    int type = sqlite3_column_type(st, i);
+    if (r->how & MV_INT) {
+        if (type != SQLITE_INTEGER)
+            return 0;
+        sqlite3_int64 v = sqlite3_column_int64(st, i);
+        return !((r->how & MV_MIN0) && v < 0) && !((r->how & MV_MIN1) && v < 1);
+    }
+    if (type != SQLITE_TEXT)
+        return 0;
+    if (r->how & MV_FP) {
+        const unsigned char *t = sqlite3_column_text(st, i);
+        int n = sqlite3_column_bytes(st, i);
+        if (t == NULL || n < 1 || n > 64)
+            return 0;
+        for (int j = 0; j < n; j++)
+            if (t[j] <= 0x20 || t[j] >= 0x7f)
+                return 0;
+    }
+    return 1;
+}
+
+static int meta_damaged(sqlite_store *s, sqlite3_stmt *st, const char *k, const char *what,
+                        eddy_error **err)
+{
+    char v[256];
+    return eddy__error_set(err, EDDY_ESTATE, "state",
+                           "%s: the meta entry %s holds %s, not %s; the state is damaged",
+                           s->db_path, k, value_words(st, 1, v, sizeof(v)), what);
+}
+
+/* The format version, first: a state of another format is refused for
+ * that (its other values may mean something else), and one that is not a
+ * version at all as damaged. */
+static int check_format_version(sqlite_store *s, sqlite3_int64 *version, eddy_error **err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT k, v FROM meta WHERE k = 'format_version'", -1, &st,
+                                NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int r = EDDY_OK;
+    if (rc == SQLITE_DONE)
+        r = eddy__error_set(err, EDDY_ESTORE, "store",
+                            "%s is not an eddy state database: it has no format version",
+                            s->db_path);
+    else if (rc != SQLITE_ROW)
+        r = open_fail(s, rc, "reading the format version", err);
+    else if (sqlite3_column_type(st, 1) != SQLITE_INTEGER || sqlite3_column_int64(st, 1) < 1)
+        r = meta_damaged(s, st, "format_version", "a format version (an integer, 1 or more)", err);
+    else
+        *version = sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* Every other value eddy reads (meta_rules), for a state of a format this
+ * eddy reads. */
+static int check_meta(sqlite_store *s, eddy_error **err)
+{
+    enum { NRULES = sizeof(meta_rules) / sizeof(meta_rules[0]) };
+    char seen[NRULES] = {0};
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT k, v FROM meta", -1, &st, NULL), r = EDDY_OK;
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+            break;
+        const char *k = (const char *)sqlite3_column_text(st, 0);
+        for (size_t i = 0; k != NULL && i < NRULES; i++) {
+            if (strcmp(k, meta_rules[i].k) != 0)
+                continue;
+            seen[i] = 1;
+            if (!meta_value_ok(st, 1, &meta_rules[i]))
+                r = meta_damaged(s, st, k, meta_rules[i].what, err);
+            break;
+        }
+        if (r != EDDY_OK)
+            break;
+    }
+    sqlite3_finalize(st);
+    if (r != EDDY_OK)
+        return r;
+    if (rc != SQLITE_DONE)
+        return open_fail(s, rc, "reading meta", err);
+    for (size_t i = 0; i < NRULES; i++)
+        if ((meta_rules[i].how & MV_REQUIRED) && !seen[i])
+            return eddy__error_set(err, EDDY_ESTATE, "state",
+                                   "%s: the meta entry %s is missing; the state is damaged",
+                                   s->db_path, meta_rules[i].k);
+    return EDDY_OK;
+}
+
 /* Run a one-row query compiled on the spot (open only). *text (new, NULL for
  * no row or SQL NULL) and *num receive the first column. */
 static int query_one(sqlite_store *s, const char *sql, char **text, sqlite3_int64 *num)
@@ -2652,14 +2895,9 @@ static int check_existing(sqlite_store *s, const char *fp, const char *actions, 
 {
     char *text = NULL;
     sqlite3_int64 version = 0;
-    int rc = query_one(s, "SELECT v FROM meta WHERE k = 'format_version'", &text, &version);
-    if (rc != SQLITE_OK)
-        return open_fail(s, rc, "reading the format version", err);
-    if (text == NULL)
-        return eddy__error_set(err, EDDY_ESTORE, "store",
-                               "%s is not an eddy state database: it has no format version",
-                               s->db_path);
-    free(text);
+    int r = check_format_version(s, &version, err);
+    if (r != EDDY_OK)
+        return r;
     if (version > EDDY_STORE_FORMAT_VERSION)
         return eddy__error_set(err, EDDY_ESTATE, "store",
                                "state directory %s was written by a newer eddy (format %lld, "
@@ -2671,6 +2909,10 @@ static int check_existing(sqlite_store *s, const char *fp, const char *actions, 
                                "this eddy reads format %d (let the older eddy finish its runs, "
                                "or start with a new state directory)",
                                s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
+    /* Before anything is written: a damaged state is left as it is. */
+    if ((r = check_meta(s, err)) != EDDY_OK)
+        return r;
+    int rc;
     if (version < EDDY_STORE_FORMAT_VERSION) {
         /* In this transaction (see store.h): the pending table becomes rows
          * of inputs, and the version changes, so that an older eddy no
@@ -2696,8 +2938,8 @@ static int check_existing(sqlite_store *s, const char *fp, const char *actions, 
     rc = query_one(s, "SELECT v FROM meta WHERE k = 'plan'", &text, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the plan fingerprint", err);
-    int r = text != NULL && strcmp(text, fp) == 0 ? keep_plan_actions(s, actions, err)
-                                                  : refuse_plan(s, text, fp, actions, err);
+    r = text != NULL && strcmp(text, fp) == 0 ? keep_plan_actions(s, actions, err)
+                                              : refuse_plan(s, text, fp, actions, err);
     free(text);
     return r;
 }
@@ -2937,7 +3179,6 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     if (immutable && (rc = reopen_immutable(s)) != SQLITE_OK)
         return open_fail(s, rc, "opening", err);
     sqlite3_busy_timeout(s->db, 1000);
-    char *text = NULL;
     sqlite3_int64 version = 0;
     sqlite3_int64 tables = 0;
     rc = query_one(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, &tables);
@@ -2975,15 +3216,11 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
         rc = query_one(s, HAS_META_SQL, NULL, &n_meta);
     if (rc == SQLITE_OK && n_meta == 0)
         return not_a_state(s, err);
-    if (rc == SQLITE_OK)
-        rc = query_one(s, "SELECT v FROM meta WHERE k = 'format_version'", &text, &version);
     if (rc != SQLITE_OK)
-        return open_fail(s, rc, "reading the format version", err);
-    if (text == NULL)
-        return eddy__error_set(err, EDDY_ESTORE, "store",
-                               "%s is not an eddy state database: it has no format version",
-                               s->db_path);
-    free(text);
+        return open_fail(s, rc, "reading the schema", err);
+    int r = check_format_version(s, &version, err);
+    if (r != EDDY_OK)
+        return r;
     if (version < EDDY_STORE_FORMAT_OLDEST || version > EDDY_STORE_FORMAT_VERSION)
         return eddy__error_set(err, EDDY_ESTATE, "store",
                                "state directory %s has format %lld, written by %s eddy; "
@@ -2997,6 +3234,8 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "starting a read", err);
+    if ((r = check_meta(s, err)) != EDDY_OK)
+        return r;
     /* An older format's pending inputs, as rows of a temporary table. */
     sqlite3_int64 legacy = 0;
     rc = query_one(s, LEGACY_PENDING_SQL, NULL, &legacy);
@@ -3008,7 +3247,7 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
         rc = legacy_convert(s);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the pending inputs", err);
-    int r = prepare_all(s, err);
+    r = prepare_all(s, err);
     return r != EDDY_OK ? r : load_outbox_next(s, err);
 }
 

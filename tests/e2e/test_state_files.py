@@ -544,6 +544,70 @@ class StateFiles(EddyTest):
                             "key %s: reading a key failed on %s: database corrupted"
                             % (last, self.db))
 
+    def test_damaged_meta_values(self):
+        """Every meta value eddy reads is checked when the state opens: one of
+        the wrong type or out of range is refused (exit 3), by a run and by
+        eddy inspect, naming the entry and the value found, rather than used
+        (a sink_offset of -10 lost committed lines; a NULL source_offset
+        read the whole input again)."""
+        self.finished_state(40)
+        with open(self.out, "rb") as f:
+            out_before = f.read()
+        cases = [
+            ("sink_offset", -10, "the meta entry sink_offset holds -10, not a byte offset (an "
+             "integer, 0 or more)"),
+            ("source_offset", None, "the meta entry source_offset holds NULL, not a byte offset"),
+            ("source_offset", -5, "the meta entry source_offset holds -5, not a byte offset"),
+            ("outbox_next", -5, "the meta entry outbox_next holds -5, not an outbox id (an "
+             "integer, 1 or more)"),
+            ("next_run", "7", "the meta entry next_run holds '7', not a run number"),
+            ("format_version", "abc", "the meta entry format_version holds 'abc', not a format "
+             "version (an integer, 1 or more)"),
+            ("format_version", -1, "the meta entry format_version holds -1, not a format version"),
+            ("plan", b"\x00\xff", "the meta entry plan holds x'00ff' (a blob), not a plan "
+             "fingerprint"),
+            ("key_field_name", 3, "the meta entry key_field_name holds 3, not text"),
+        ]
+        c = sqlite3.connect(self.db)
+        keep = c.execute("SELECT k, v FROM meta").fetchall()
+        c.close()
+        for k, v, want in cases:
+            with self.subTest(k=k, v=v):
+                self.sql("UPDATE meta SET v = ? WHERE k = ?", v, k)
+                try:
+                    err = self.assert_refused("eddy: %s: " % self.db, want,
+                                              "; the state is damaged\n")
+                    res = subprocess.run([EDDY, "inspect", "--state", self.state],
+                                         capture_output=True, timeout=60)
+                    self.assertEqual(res.returncode, 3, res.stderr)
+                    self.assertEqual(res.stderr.decode(), err)
+                    self.assertEqual(res.stdout, b"")
+                finally:
+                    self.sql("UPDATE meta SET v = ? WHERE k = ?", dict(keep)[k], k)
+        with open(self.out, "rb") as f:
+            self.assertEqual(f.read(), out_before, "a refused run changed the output")
+        res = self.run_cmd()  # put back, the state resumes
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(len(read_jsonl(self.out)), 40)
+
+    def test_damaged_row_values(self):
+        """Values of the other tables of the wrong type: a pending row that
+        is not bytes is refused at start; a key's run counter that is not a
+        number, when the key's memory is read."""
+        self.crashed_state()
+        self.sql("INSERT INTO inputs(id, data) VALUES (999, 12)")
+        self.assert_refused("eddy: %s: the row 999 of the inputs table holds 12, not bytes; the "
+                            "state is damaged\n" % self.db)
+        self.sql("DELETE FROM inputs WHERE id = 999")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.sql("UPDATE keys SET next_seq = -3 WHERE key = '\"k\"'")
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k", "seq": 3, "v": 1}) + "\n")
+        self.assert_refused("eddy: %s: the row of key \"k\" in the keys table holds -3 as its run "
+                            "counter, not an integer of 0 or more; the state is damaged\n"
+                            % self.db)
+
     def test_intact_state_still_resumes(self):
         """The control: the same crashed state, untouched, resumes."""
         self.crashed_state()

@@ -137,6 +137,8 @@ static decoded decode_inputs(const unsigned char *p, size_t n, input *out, size_
         if (n - i < 20 || d.count == max)
             return d;
         uint64_t seq = le(p + i, 8), line_no = le(p + i + 8, 8);
+        if (seq > (uint64_t)INT64_MAX || line_no > (uint64_t)INT64_MAX)
+            return d; /* never written: SQLite integers */
         size_t kl = (size_t)le(p + i + 16, 4);
         i += 20;
         if (n - i < kl + 5)

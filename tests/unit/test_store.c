@@ -1214,6 +1214,165 @@ static void test_format_version(void **state)
     free(msg);
 }
 
+/* Meta values of the wrong type or out of range: refused at open, for a run
+ * and for an inspection, as damaged (EDDY_ESTATE), naming the entry and the
+ * value as found, printed safely; the state is left as it is. */
+static void test_damaged_meta(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_set_meta_u64(s, "dead_offset", 5), EDDY_OK);
+    assert_int_equal(eddy__store_set_meta_text(s, "key_field_name", "key"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    static const struct {
+        const char *k, *v; /* the entry and its damaged value (SQL) */
+        const char *want;  /* part of the message */
+    } cases[] = {
+        {"sink_offset", "-10", "the meta entry sink_offset holds -10, not a byte offset"},
+        {"source_offset", "NULL", "the meta entry source_offset holds NULL, not a byte offset"},
+        {"source_offset", "-5", "the meta entry source_offset holds -5, not a byte offset"},
+        {"source_line", "'12'", "the meta entry source_line holds '12', not a line count"},
+        {"outbox_next", "-5", "the meta entry outbox_next holds -5, not an outbox id"},
+        {"outbox_next", "0", "the meta entry outbox_next holds 0, not an outbox id"},
+        {"dead_offset", "1.5", "the meta entry dead_offset holds 1.5 (a real), not a byte"},
+        {"next_run", "x'01'", "the meta entry next_run holds x'01' (a blob), not a run number"},
+        {"input_head", "'h'", "the meta entry input_head holds 'h', not a hash (an integer)"},
+        {"plan", "x'00ff'", "the meta entry plan holds x'00ff' (a blob), not a plan fingerprint"},
+        {"plan", "'a' || char(10) || 'b'", "the meta entry plan holds 'a\\x0ab', not a plan"},
+        {"plan", "''", "the meta entry plan holds '', not a plan fingerprint"},
+        {"key_field_name", "7", "the meta entry key_field_name holds 7, not text"},
+        {"format_version", "'abc'",
+         "the meta entry format_version holds 'abc', not a format "
+         "version (an integer, 1 or more)"},
+        {"format_version", "-1", "the meta entry format_version holds -1, not a format version"},
+        {"format_version", "0", "the meta entry format_version holds 0, not a format version"},
+    };
+    char path[256];
+    snprintf(path, sizeof(path), "%s/eddy.db", d->state);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE IF NOT EXISTS keep AS SELECT * FROM meta;"
+                 "INSERT OR REPLACE INTO meta(k, v) VALUES ('%s', %s)",
+                 cases[i].k, cases[i].v);
+        poke_db(d->state, sql);
+        struct stat before, after;
+        assert_int_equal(stat(path, &before), 0);
+        for (int ro = 0; ro < 2; ro++) {
+            char *msg = open_fails(d->state, ro ? NULL : FP, EDDY_ESTATE);
+            if (strstr(msg, cases[i].want) == NULL || strstr(msg, "the state is damaged") == NULL ||
+                strncmp(msg, path, strlen(path)) != 0)
+                fail_msg("case %zu (%s): %s", i, ro ? "read-only" : "run", msg);
+            free(msg);
+        }
+        assert_int_equal(stat(path, &after), 0);
+        assert_int_equal(before.st_size, after.st_size);
+        poke_db(d->state, "DELETE FROM meta; INSERT INTO meta SELECT * FROM keep; DROP TABLE keep");
+    }
+    /* A long text is cut, and a required entry missing is damage too. */
+    poke_db(d->state, "CREATE TABLE keep AS SELECT * FROM meta;"
+                      "UPDATE meta SET v = printf('%.100c', 'z') WHERE k = 'plan'");
+    char *msg = open_fails(d->state, FP, EDDY_ESTATE);
+    assert_non_null(
+        strstr(msg, "holds 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz' (cut), not a plan"));
+    free(msg);
+    poke_db(d->state, "DELETE FROM meta; INSERT INTO meta SELECT * FROM keep;"
+                      "DELETE FROM meta WHERE k = 'sink_offset'");
+    msg = open_fails(d->state, NULL, EDDY_ESTATE);
+    assert_non_null(strstr(msg, "the meta entry sink_offset is missing; the state is damaged"));
+    free(msg);
+    /* Put back, the state opens, and names it does not know are left alone. */
+    poke_db(d->state, "DELETE FROM meta; INSERT INTO meta SELECT * FROM keep; DROP TABLE keep;"
+                      "INSERT INTO meta(k, v) VALUES ('from_a_later_eddy', x'00')");
+    eddy__store_close(open_ok(d->state, FP));
+    eddy__store_close(open_ok(d->state, NULL));
+}
+
+static int skip_pending(void *arg, const char *key, uint64_t seq, uint64_t line_no,
+                        const char *record_json)
+{
+    (void)arg, (void)key, (void)seq, (void)line_no, (void)record_json;
+    return EDDY_OK;
+}
+
+/* Rows of the other tables whose values are of the wrong type (SQLite keeps
+ * any): refused where they are read, never used (a NULL memory crashed). */
+static void test_damaged_row_types(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_key_put(s, "\"a\"", 3, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_key_put(s, "\"b\"", 4, "{\"n\":1}"), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    static const struct {
+        const char *sql; /* the damage */
+        int at_open;     /* refused at open, else when key "b" is read */
+        const char *want;
+    } cases[] = {
+        {"UPDATE keys SET next_seq = -2 WHERE key = '\"b\"'", 0,
+         "the row of key \"b\" in the keys table holds -2 as its run counter"},
+        {"UPDATE keys SET stm = x'7b7d' WHERE key = '\"b\"'", 0,
+         "the row of key \"b\" in the keys table holds x'7b7d' (a blob) as its short-term memory, "
+         "not text"},
+        {"UPDATE keys SET next_seq = 'x' WHERE key = '\"b\"'", 0,
+         "holds 'x' as its run counter, not an integer of 0 or more"},
+        {"INSERT INTO inputs(id, data) VALUES (9, 12)", 1,
+         "the row 9 of the inputs table holds 12, not bytes"},
+        {"INSERT INTO outbox(id, line) VALUES (9, 2.5)", 1,
+         "the row 9 of the outbox table holds 2.5 (a real), not bytes"},
+        {"INSERT INTO jlog(id, data) VALUES (9, 7)", 1, "the row 9 of the jlog table holds 7"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql), "CREATE TABLE keep AS SELECT * FROM keys; %s", cases[i].sql);
+        poke_db(d->state, sql);
+        for (int ro = 0; ro < 2; ro++) {
+            const char *fp = ro ? NULL : FP;
+            char *msg = NULL;
+            if (cases[i].at_open && !ro) {
+                msg = open_fails(d->state, fp, EDDY_ESTATE);
+            } else if (cases[i].at_open) {
+                /* An inspection reads the rows as it shows them, or at open. */
+                eddy_error *err = NULL;
+                int rc = eddy__store_open(&s, d->state, NULL, NULL, &err);
+                if (rc == EDDY_OK) {
+                    int n = 0;
+                    rc = eddy__store_pending_load(s, skip_pending, NULL);
+                    if (rc == EDDY_OK)
+                        rc = eddy__store_journal_load_all(s, count_jrec, &n);
+                    msg = strdup(eddy__store_error(s));
+                    eddy__store_close(s);
+                } else {
+                    msg = strdup(eddy_error_message(err));
+                    eddy_error_free(err);
+                }
+                if (rc != EDDY_ESTATE)
+                    fail_msg("case %zu: %s: %s", i, eddy_err_name(rc), msg);
+            } else {
+                uint64_t seq = 0;
+                char *stm = NULL;
+                s = open_ok(d->state, fp);
+                assert_int_equal(eddy__store_key_get(s, "\"a\"", &seq, &stm), EDDY_OK);
+                free(stm);
+                stm = NULL;
+                assert_int_equal(eddy__store_key_get(s, "\"b\"", &seq, &stm), EDDY_ESTATE);
+                assert_null(stm);
+                msg = strdup(eddy__store_error(s));
+                eddy__store_close(s);
+            }
+            if (strstr(msg, cases[i].want) == NULL || strstr(msg, "the state is damaged") == NULL)
+                fail_msg("case %zu (%s): %s", i, ro ? "read-only" : "run", msg);
+            free(msg);
+        }
+        poke_db(d->state, "DELETE FROM keys; INSERT INTO keys SELECT * FROM keep; DROP TABLE keep;"
+                          "DELETE FROM inputs WHERE id = 9; DELETE FROM outbox WHERE id = 9;"
+                          "DELETE FROM jlog WHERE id = 9");
+    }
+    eddy__store_close(open_ok(d->state, FP));
+}
+
 /* A row of pending inputs cut short or with bytes changed: opening the
  * state either reads inputs that decode or refuses it as damaged (naming
  * the row), never reads past the row (ASan) and never crashes. */
@@ -1727,6 +1886,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_inputs_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_outbox_rows, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_damaged_meta, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_damaged_row_types, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_write_waits_for_a_reader_lock, setup_dir,
