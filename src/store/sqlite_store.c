@@ -2312,6 +2312,104 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
+/*
+ * A state whose database file is gone or empty is refused before SQLite
+ * opens it: SQLite would make an empty database and delete the WAL beside it
+ * (it does so for a database of no pages), and eddy would start afresh,
+ * reading every input and running every durable call again.
+ *
+ * Which files a crash can leave: the directory is made, then LOCK (empty),
+ * then SQLite makes eddy.db (empty), and setting WAL mode writes the
+ * database's header (one page, synced) before the WAL is made; the schema's
+ * commit is the WAL's first frames; then the WAL is given its size. So a
+ * crash leaves either no eddy.db or an empty one with no WAL (a brand-new
+ * state: it starts), or a database of a page or more. An empty or missing
+ * eddy.db beside a WAL that holds anything is damage. One beside no WAL is
+ * what a crash at creation leaves and also what removing or truncating the
+ * database of a state stopped cleanly (no WAL) leaves: LOCK tells them apart.
+ * Once the state holds its first commit, eddy writes lock_mark into LOCK
+ * (mark_lock); a missing or empty eddy.db in a directory whose LOCK holds it
+ * is refused. States made by an older eddy get the mark at their next open.
+ */
+static const char lock_mark[] = "eddy state: eddy.db holds it; do not remove eddy.db alone\n";
+
+static int lock_marked_fd(int fd)
+{
+    char b[sizeof(lock_mark)];
+    ssize_t n = pread(fd, b, sizeof(lock_mark) - 1, 0);
+    return n == (ssize_t)sizeof(lock_mark) - 1 && memcmp(b, lock_mark, (size_t)n) == 0;
+}
+
+/* Whether LOCK holds the mark: through the lock's descriptor when this
+ * store holds it, else (an inspection) by reading the file, when it may. */
+static int lock_marked(sqlite_store *s)
+{
+    if (s->lock_fd >= 0)
+        return lock_marked_fd(s->lock_fd);
+    char *path = path_join(s->dir, "LOCK");
+    int fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd < 0)
+        return 0;
+    int marked = lock_marked_fd(fd);
+    close(fd);
+    return marked;
+}
+
+/* Once open for writing (the state holds a commit, synced): mark LOCK,
+ * the directory synced first so that eddy.db's name is on disk before the
+ * mark is. Best effort: a state without the mark works as before, and the
+ * next open tries again. */
+static void mark_lock(sqlite_store *s)
+{
+    if (lock_marked_fd(s->lock_fd) || eddy__paths_sync_dir(s->dir) != 0)
+        return;
+    if (pwrite(s->lock_fd, lock_mark, sizeof(lock_mark) - 1, 0) == (ssize_t)sizeof(lock_mark) - 1)
+        (void)fdatasync(s->lock_fd);
+}
+
+/* The size of DIR/eddy.db<suffix>: -1 when it is not there, -2 when it is
+ * not a regular file or cannot be looked at. */
+static long long file_size(const sqlite_store *s, const char *suffix)
+{
+    size_t n = strlen(s->db_path), k = strlen(suffix);
+    char *path = malloc(n + k + 1);
+    if (path == NULL)
+        return -2;
+    memcpy(path, s->db_path, n);
+    memcpy(path + n, suffix, k + 1);
+    struct stat sb;
+    long long size = stat(path, &sb) != 0  ? (errno == ENOENT ? -1 : -2)
+                     : S_ISREG(sb.st_mode) ? (long long)sb.st_size
+                                           : -2;
+    free(path);
+    return size;
+}
+
+static int check_state_files(sqlite_store *s, eddy_error **err)
+{
+    long long db = file_size(s, ""), wal = file_size(s, "-wal");
+    if (db == -2)
+        return EDDY_OK; /* not a regular file, or unreadable: the open says why */
+    if (db > 0)
+        return EDDY_OK;
+    int marked = lock_marked(s);
+    if (!marked && wal <= 0)
+        return EDDY_OK; /* a new state, or one whose first eddy stopped before its first commit */
+    char why[512];
+    if (wal > 0)
+        snprintf(why, sizeof(why), "its write-ahead log %s-wal (%lld bytes) is there", s->db_path,
+                 wal);
+    else
+        snprintf(why, sizeof(why), "%s/LOCK says that the directory held a state", s->dir);
+    return eddy__error_set(err, EDDY_ESTATE, "state",
+                           "state database %s %s, but %s: the state is damaged, and starting "
+                           "afresh would read every input and run every durable call again; put "
+                           "eddy.db back (from a backup), or remove the directory %s (or give "
+                           "another --state directory) to start over",
+                           s->db_path, db < 0 ? "is missing" : "is empty (0 bytes)", why, s->dir);
+}
+
 /* A directory that holds files but no state (no eddy.db) is not adopted as
  * one: `--state .` or a mistyped path would spread eddy's files among the
  * user's. Hidden entries (".gitignore"), lost+found (a file system of its
@@ -3168,6 +3266,9 @@ static int reopen_immutable(sqlite_store *s)
 static int open_readonly(sqlite_store *s, eddy_error **err)
 {
     struct stat sb;
+    int r = check_state_files(s, err);
+    if (r != EDDY_OK)
+        return r;
     if (stat(s->db_path, &sb) != 0)
         return eddy__error_set(err, EDDY_ENOTFOUND, "store", "%s: no eddy state here (%s)", s->dir,
                                strerror(errno));
@@ -3218,7 +3319,7 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
         return not_a_state(s, err);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the schema", err);
-    int r = check_format_version(s, &version, err);
+    r = check_format_version(s, &version, err);
     if (r != EDDY_OK)
         return r;
     if (version < EDDY_STORE_FORMAT_OLDEST || version > EDDY_STORE_FORMAT_VERSION)
@@ -3303,7 +3404,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         return EDDY_OK;
     }
     if ((r = make_dir(dir, err)) != EDDY_OK || (r = take_lock(s, err)) != EDDY_OK ||
-        (r = check_writable_files(s, err)) != EDDY_OK)
+        (r = check_state_files(s, err)) != EDDY_OK || (r = check_writable_files(s, err)) != EDDY_OK)
         goto fail;
 
     int rc = sqlite3_open_v2(s->db_path, &s->db,
@@ -3327,6 +3428,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
                             strerror(e));
         goto fail;
     }
+    mark_lock(s);
     *out = &s->base;
     return EDDY_OK;
 fail:

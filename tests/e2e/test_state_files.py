@@ -11,6 +11,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -448,6 +449,116 @@ class StateFiles(EddyTest):
             f.write("added later\n")
         res = self.run_cmd()  # a state's own directory may hold more
         self.assertEqual(res.returncode, 0, res.stderr)
+
+    # ------------------------------------------------------------ files gone
+
+    def refused_files(self, *words):
+        """Refused by a run and by eddy inspect (exit 3, one line), with no
+        file of the state directory changed or made, nor the output."""
+        def snapshot():
+            files = {}
+            for name in sorted(os.listdir(self.state)):
+                files[name] = digest(os.path.join(self.state, name))
+            return files
+        before = snapshot()
+        with open(self.out, "rb") as f:
+            out_before = f.read()
+        effects_before = os.path.getsize(self.effects)
+        res = self.run_cmd()
+        err = res.stderr.decode(errors="replace")
+        self.assertEqual(res.returncode, 3, err)
+        self.assertTrue(err.startswith("eddy: "), err)
+        self.assertEqual(err.count("\n"), 1, "one line: " + err)
+        for w in words:
+            self.assertIn(w, err)
+        res = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertEqual(res.stderr.decode(), err)
+        self.assertEqual(snapshot(), before, "the refused start changed the state directory")
+        with open(self.out, "rb") as f:
+            self.assertEqual(f.read(), out_before)
+        self.assertEqual(os.path.getsize(self.effects), effects_before, "a durable call ran")
+        return err
+
+    def test_database_emptied_or_removed(self):
+        """A state stopped cleanly holds everything in eddy.db: emptied or
+        removed, the rerun would start afresh and run every input and every
+        durable call again. LOCK says that the directory held a state."""
+        self.finished_state(40)
+        with open(self.db, "r+b") as f:
+            f.truncate(0)
+        self.refused_files("eddy: state database %s is empty (0 bytes), but %s/LOCK says that "
+                           "the directory held a state: the state is damaged, and starting "
+                           "afresh would read every input and run every durable call again; "
+                           "put eddy.db back (from a backup), or remove the directory %s (or "
+                           "give another --state directory) to start over\n"
+                           % (self.db, self.state, self.state))
+        os.remove(self.db)
+        self.refused_files("eddy: state database %s is missing, but %s/LOCK says" %
+                           (self.db, self.state))
+
+    def test_database_removed_after_crash(self):
+        """After a crash the WAL holds the last commits: eddy.db removed or
+        emptied beside it is refused (SQLite would delete the WAL), also in
+        a state whose LOCK has no mark (an older eddy's)."""
+        self.crashed_state()
+        wal = self.db + "-wal"
+        self.assertGreater(os.path.getsize(wal), 0)
+        with open(os.path.join(self.state, "LOCK"), "w"):
+            pass  # as an older eddy left it
+        os.remove(self.db)
+        self.refused_files("eddy: state database %s is missing, but its write-ahead log %s "
+                           "(%d bytes) is there: the state is damaged" %
+                           (self.db, wal, os.path.getsize(wal)))
+        open(self.db, "w").close()
+        self.refused_files("eddy: state database %s is empty (0 bytes), but its write-ahead log"
+                           % self.db)
+
+    def test_crash_at_creation_starts_afresh(self):
+        """What a kill while the first eddy makes the state leaves (the
+        directory, LOCK, an empty eddy.db, a database of one page in WAL mode
+        with no tables, an empty WAL) holds no commit: the run starts
+        afresh, as for a new state; and so it does after a kill -9 at any
+        moment of the first run's first milliseconds."""
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 3), "seq": i, "v": i} for i in range(20)])
+
+        def make(step):
+            shutil.rmtree(self.state, ignore_errors=True)
+            os.makedirs(self.state)
+            if step >= 1:
+                open(os.path.join(self.state, "LOCK"), "w").close()
+            if step >= 2:
+                open(self.db, "w").close()
+            if step == 3:
+                c = sqlite3.connect(self.db)
+                c.execute("PRAGMA journal_mode=WAL")
+                c.close()
+            if step == 4:
+                open(self.db + "-wal", "w").close()
+
+        for step in range(5):
+            with self.subTest(step=step):
+                make(step)
+                if os.path.exists(self.out):
+                    os.remove(self.out)
+                res = self.run_cmd()
+                self.assertEqual(res.returncode, 0, res.stderr)
+                self.assertEqual(res.stderr, b"")
+                self.assertEqual(len(read_jsonl(self.out)), 20)
+        cmd = [EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out, "--state",
+               self.state, "--no-progress", "--quiet"]
+        for i in range(12):
+            shutil.rmtree(self.state, ignore_errors=True)
+            if os.path.exists(self.out):
+                os.remove(self.out)
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(i * 0.0015)
+            p.kill()
+            p.wait()
+            res = self.run_cmd()
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertEqual(len(read_jsonl(self.out)), 20)
 
     # ------------------------------------------------------------ records
 

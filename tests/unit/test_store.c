@@ -1214,6 +1214,135 @@ static void test_format_version(void **state)
     free(msg);
 }
 
+/* Copy file name of directory from into directory to (made when absent). */
+static void copy_state_file(const char *from, const char *to, const char *name)
+{
+    char a[256], b[256], chunk[65536];
+    snprintf(a, sizeof(a), "%s/%s", from, name);
+    snprintf(b, sizeof(b), "%s/%s", to, name);
+    (void)mkdir(to, 0700);
+    int in = open(a, O_RDONLY), out = open(b, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(in >= 0 && out >= 0);
+    ssize_t n;
+    while ((n = read(in, chunk, sizeof(chunk))) > 0)
+        assert_int_equal(write(out, chunk, (size_t)n), n);
+    assert_int_equal(n, 0);
+    close(in);
+    close(out);
+}
+
+static void set_file_size(const char *dir, const char *name, off_t size)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_int_equal(truncate(path, size), 0);
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_int_equal(unlink(path), 0);
+}
+
+/* Refused for a run and for an inspection alike, with want in the message. */
+static void refused_both(const char *dir, const char *want)
+{
+    for (int ro = 0; ro < 2; ro++) {
+        char *msg = open_fails(dir, ro ? NULL : FP, EDDY_ESTATE);
+        if (strstr(msg, want) == NULL || strstr(msg, "the state is damaged") == NULL)
+            fail_msg("%s: %s", ro ? "read-only" : "run", msg);
+        free(msg);
+    }
+}
+
+/*
+ * A state whose eddy.db is gone or empty is not started afresh (every input
+ * and durable call again) when it held a commit: LOCK holds a mark once it
+ * did, or a WAL with frames is there. A directory as a crash at creation
+ * leaves it (LOCK alone, an empty eddy.db, a database of one page with no
+ * tables) starts.
+ */
+static void test_missing_files(void **state)
+{
+    test_dir *d = *state;
+    char crash[128], copy[128];
+    snprintf(crash, sizeof(crash), "%s/crash", d->root);
+    snprintf(copy, sizeof(copy), "%s/copy", d->root);
+
+    /* As a crash at creation leaves it: each starts afresh. */
+    assert_int_equal(mkdir(d->state, 0700), 0);
+    for (int step = 0; step < 3; step++) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/LOCK", d->state);
+        close(open(path, O_WRONLY | O_CREAT, 0600));
+        snprintf(path, sizeof(path), "%s/eddy.db", d->state);
+        if (step >= 1)
+            close(open(path, O_WRONLY | O_CREAT, 0644));
+        if (step == 2) { /* WAL mode set: a one-page header, no tables */
+            sqlite3 *db = NULL;
+            assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+            assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL),
+                             SQLITE_OK);
+            sqlite3_close(db);
+        }
+        eddy__store_close(open_ok(d->state, FP));
+        assert_int_equal(tmptree_remove(d->state), 0);
+        assert_int_equal(mkdir(d->state, 0700), 0);
+    }
+    assert_int_equal(rmdir(d->state), 0);
+
+    /* A state with a commit, stopped cleanly: LOCK is marked. */
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_set_source_pos(s, 10, 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    /* The files as a kill -9 now would leave them. */
+    static const char *const files[] = {"LOCK", "eddy.db", "eddy.db-wal", "eddy.db-shm"};
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(d->state, crash, files[i]);
+    eddy__store_close(s);
+
+    set_file_size(d->state, "eddy.db", 0);
+    refused_both(d->state, "eddy.db is empty (0 bytes), but ");
+    refused_both(d->state, "/LOCK says that the directory held a state");
+    remove_file(d->state, "eddy.db");
+    refused_both(d->state, "eddy.db is missing, but ");
+    struct stat sb;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/eddy.db", d->state);
+    assert_int_equal(stat(path, &sb), -1); /* nothing made */
+
+    /* The crash's copy resumes as it is. */
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(crash, copy, files[i]);
+    s = open_ok(copy, FP);
+    uint64_t off = 0, line = 0;
+    assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+    assert_int_equal(off, 10);
+    eddy__store_close(s);
+    assert_int_equal(tmptree_remove(copy), 0);
+
+    /* Without the mark (an older eddy's state), the WAL tells. */
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(crash, copy, files[i]);
+    set_file_size(copy, "LOCK", 0);
+    set_file_size(copy, "eddy.db", 0);
+    refused_both(copy, "eddy.db is empty (0 bytes), but its write-ahead log");
+    remove_file(copy, "eddy.db");
+    refused_both(copy, "eddy.db is missing, but its write-ahead log");
+    assert_int_equal(tmptree_remove(copy), 0);
+
+    /* Without its mark nor a WAL, an emptied eddy.db cannot be told from a
+     * new state's: it starts afresh (docs/reliability.md), and is marked. */
+    for (size_t i = 0; i < 2; i++)
+        copy_state_file(crash, copy, files[i]);
+    set_file_size(copy, "LOCK", 0);
+    set_file_size(copy, "eddy.db", 0);
+    eddy__store_close(open_ok(copy, FP));
+    set_file_size(copy, "eddy.db", 0);
+    refused_both(copy, "/LOCK says that the directory held a state");
+}
+
 /* Meta values of the wrong type or out of range: refused at open, for a run
  * and for an inspection, as damaged (EDDY_ESTATE), naming the entry and the
  * value as found, printed safely; the state is left as it is. */
@@ -1887,6 +2016,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_inputs_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_meta, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_missing_files, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_row_types, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
