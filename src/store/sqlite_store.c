@@ -2313,10 +2313,12 @@ static char *path_join(const char *dir, const char *name)
 }
 
 /*
- * A state whose database file is gone or empty is refused before SQLite
- * opens it: SQLite would make an empty database and delete the WAL beside it
- * (it does so for a database of no pages), and eddy would start afresh,
- * reading every input and running every durable call again.
+ * A state whose database file is gone or empty, or whose write-ahead log is
+ * gone or cut short, is refused before SQLite opens it: SQLite would make an
+ * empty database and delete the WAL beside it (it does so for a database of
+ * no pages), and eddy would start afresh, reading every input and running
+ * every durable call again; it would read a database whose WAL is gone as it
+ * was at the last checkpoint.
  *
  * Which files a crash can leave: the directory is made, then LOCK (empty),
  * then SQLite makes eddy.db (empty), and setting WAL mode writes the
@@ -2330,6 +2332,14 @@ static char *path_join(const char *dir, const char *name)
  * Once the state holds its first commit, eddy writes lock_mark into LOCK
  * (mark_lock); a missing or empty eddy.db in a directory whose LOCK holds it
  * is refused. States made by an older eddy get the mark at their next open.
+ *
+ * SQLite deletes the WAL (and its index, eddy.db-shm) only at a clean close,
+ * after copying every frame into the database. After a crash both stay, and
+ * the index's header says how many frames the WAL holds (mxFrame) and how
+ * many are in the database already (nBackfill). When the WAL is gone or
+ * shorter than those frames while the index says some were not copied, the
+ * state lost commits: refused too (wal_index_frames). When both are gone, as
+ * after a clean stop, nothing tells: the database is read as it is.
  */
 static const char lock_mark[] = "eddy state: eddy.db holds it; do not remove eddy.db alone\n";
 
@@ -2386,13 +2396,67 @@ static long long file_size(const sqlite_store *s, const char *suffix)
     return size;
 }
 
+/* What the WAL's index says of it: 1 when its header is whole and says
+ * that frames past nBackfill were not copied into the database, with the
+ * WAL's size they need. SQLite's layout (wal.c): two copies of a 48-byte
+ * header (iVersion 3007000, isInit at 12, szPage at 14, mxFrame at 16), then
+ * nBackfill at 96, in the machine's byte order. */
+static int wal_index_frames(sqlite_store *s, uint32_t *frames, uint32_t *copied, long long *need)
+{
+    size_t n = strlen(s->db_path);
+    char *path = malloc(n + 5);
+    if (path == NULL)
+        return 0;
+    memcpy(path, s->db_path, n);
+    memcpy(path + n, "-shm", 5);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return 0;
+    unsigned char h[136];
+    ssize_t got = pread(fd, h, sizeof(h), 0);
+    close(fd);
+    uint32_t version, mx, backfill;
+    uint16_t sz;
+    if (got != (ssize_t)sizeof(h) || memcmp(h, h + 48, 48) != 0)
+        return 0;
+    memcpy(&version, h, 4);
+    memcpy(&sz, h + 14, 2);
+    memcpy(&mx, h + 16, 4);
+    memcpy(&backfill, h + 96, 4);
+    if (version != 3007000 || h[12] != 1 || mx <= backfill)
+        return 0;
+    long long page = sz == 1 ? 65536 : sz;
+    *frames = mx;
+    *copied = backfill;
+    *need = 32 + (long long)mx * (page + 24);
+    return 1;
+}
+
 static int check_state_files(sqlite_store *s, eddy_error **err)
 {
     long long db = file_size(s, ""), wal = file_size(s, "-wal");
     if (db == -2)
         return EDDY_OK; /* not a regular file, or unreadable: the open says why */
-    if (db > 0)
-        return EDDY_OK;
+    if (db > 0) {
+        uint32_t frames = 0, copied = 0;
+        long long need = 0;
+        if (!wal_index_frames(s, &frames, &copied, &need) || wal >= need || wal == -2)
+            return EDDY_OK;
+        char now[64];
+        if (wal < 0)
+            snprintf(now, sizeof(now), "is missing");
+        else
+            snprintf(now, sizeof(now), "is cut short (%lld bytes)", wal);
+        return eddy__error_set(err, EDDY_ESTATE, "state",
+                               "%s-wal %s, but %s-shm says that it holds %lu frames of committed "
+                               "transactions (%lld bytes), %lu of them not yet copied into %s: "
+                               "the state is damaged (was the write-ahead log removed or cut "
+                               "after eddy was killed?); put %s-wal back, or remove the directory "
+                               "%s (or give another --state directory) to start over",
+                               s->db_path, now, s->db_path, (unsigned long)frames, need,
+                               (unsigned long)(frames - copied), s->db_path, s->db_path, s->dir);
+    }
     int marked = lock_marked(s);
     if (!marked && wal <= 0)
         return EDDY_OK; /* a new state, or one whose first eddy stopped before its first commit */

@@ -515,6 +515,28 @@ class StateFiles(EddyTest):
         self.refused_files("eddy: state database %s is empty (0 bytes), but its write-ahead log"
                            % self.db)
 
+    def test_wal_removed_after_crash(self):
+        """After a crash, eddy.db-wal removed (or cut short) while its index
+        eddy.db-shm says that it held frames not yet in eddy.db: refused with
+        what is missing, rather than "database corrupted" or a state as it
+        was at the last checkpoint."""
+        self.crashed_state()
+        wal = self.db + "-wal"
+        shutil.copy(wal, self.path("wal"))
+        with open(wal, "r+b") as f:
+            f.truncate(1000)
+        self.refused_files("eddy: %s is cut short (1000 bytes), but %s-shm says that it holds "
+                           % (wal, self.db), "of them not yet copied into %s: the state is "
+                           "damaged (was the write-ahead log removed or cut after eddy was "
+                           "killed?); put %s back, or remove the directory %s" %
+                           (self.db, wal, self.state))
+        os.remove(wal)
+        self.refused_files("eddy: %s is missing, but %s-shm says that it holds " % (wal, self.db))
+        shutil.copy(self.path("wal"), wal)  # put back, the state resumes
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+
     def test_crash_at_creation_starts_afresh(self):
         """What a kill while the first eddy makes the state leaves (the
         directory, LOCK, an empty eddy.db, a database of one page in WAL mode

@@ -1261,7 +1261,8 @@ static void refused_both(const char *dir, const char *want)
  * and durable call again) when it held a commit: LOCK holds a mark once it
  * did, or a WAL with frames is there. A directory as a crash at creation
  * leaves it (LOCK alone, an empty eddy.db, a database of one page with no
- * tables) starts.
+ * tables) starts. A WAL gone or cut short while its index says it held
+ * frames not copied into the database is refused too.
  */
 static void test_missing_files(void **state)
 {
@@ -1330,6 +1331,16 @@ static void test_missing_files(void **state)
     refused_both(copy, "eddy.db is empty (0 bytes), but its write-ahead log");
     remove_file(copy, "eddy.db");
     refused_both(copy, "eddy.db is missing, but its write-ahead log");
+    assert_int_equal(tmptree_remove(copy), 0);
+
+    /* The WAL gone or cut short: its index says what it held. */
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(crash, copy, files[i]);
+    set_file_size(copy, "eddy.db-wal", 100);
+    refused_both(copy, "eddy.db-wal is cut short (100 bytes), but ");
+    remove_file(copy, "eddy.db-wal");
+    refused_both(copy, "eddy.db-wal is missing, but ");
+    refused_both(copy, "-shm says that it holds ");
     assert_int_equal(tmptree_remove(copy), 0);
 
     /* Without its mark nor a WAL, an emptied eddy.db cannot be told from a
