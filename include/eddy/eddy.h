@@ -662,6 +662,13 @@ EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf
  * was reading, a journal record does not decode; also a second
  * eddy_runtime_run() of one runtime), EDDY_ENOMEM, EDDY_ESTOPPED,
  * EDDY_EWRONGTHREAD, or EDDY_EINVAL (rt NULL).
+ *
+ * So that an action that overflows its coroutine stack is named before the
+ * process dies, the first run installs a SIGSEGV handler (SA_ONSTACK), once
+ * per process and only where SIGSEGV has its default action (a program's own
+ * handler stays), and gives the calling thread an alternate signal stack of
+ * 64 KiB (sigaltstack) if it has none; that stack is freed when the thread
+ * exits. The handler prints one line and restores the default action.
  */
 EDDY_API int eddy_runtime_run(eddy_runtime *rt);
 
@@ -752,7 +759,9 @@ EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, vo
 
 /* Free, on the mailbox thread; NULL is a no-op. Must not be called while
  * eddy_runtime_run() runs. Actions still suspended are resumed to unwind:
- * their calls return EDDY_ECANCELED. */
+ * their calls return EDDY_ECANCELED. Either misuse (a free on another thread,
+ * or from a callback or an action during the run) would use freed memory:
+ * it writes a line to stderr and aborts the process instead. */
 EDDY_API void eddy_runtime_free(eddy_runtime *rt);
 
 /* ---------------------------------------------------------------- inspection */

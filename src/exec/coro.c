@@ -20,6 +20,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -494,17 +495,43 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
 }
 #endif
 
+#if !defined(CORO_ASAN) && !defined(CORO_TSAN)
+/* The handler's stack of each thread that ran a runtime, given back when the
+ * thread exits (a program that runs runtimes on short-lived threads lost 64
+ * KiB with each). */
+static pthread_key_t altstack_key;
+static int altstack_key_made;
+
+static void altstack_free(void *p)
+{
+    stack_t ss = {.ss_flags = SS_DISABLE};
+    sigaltstack(&ss, NULL); /* this thread's, as it exits */
+    free(p);
+}
+
+static void altstack_key_make(void)
+{
+    altstack_key_made = pthread_key_create(&altstack_key, altstack_free) == 0;
+}
+#endif
+
 void eddy__coro_overflow_init(void (*note)(void *arg, void (*put)(const char *)))
 {
 #if !defined(CORO_ASAN) && !defined(CORO_TSAN)
     /* Per thread: a stack for the handler, kept for the thread's life. */
     static _Thread_local void *altstack;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     stack_t ss;
-    if (altstack == NULL && sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
+    pthread_once(&once, altstack_key_make);
+    if (altstack == NULL && altstack_key_made && sigaltstack(NULL, &ss) == 0 &&
+        (ss.ss_flags & SS_DISABLE)) {
         size_t size = 64 * 1024;
         altstack = malloc(size);
         ss = (stack_t){.ss_sp = altstack, .ss_size = size, .ss_flags = 0};
-        if (altstack != NULL && sigaltstack(&ss, NULL) != 0) {
+        if (altstack != NULL &&
+            (sigaltstack(&ss, NULL) != 0 || pthread_setspecific(altstack_key, altstack) != 0)) {
+            ss = (stack_t){.ss_flags = SS_DISABLE};
+            sigaltstack(&ss, NULL);
             free(altstack);
             altstack = NULL;
         }

@@ -1043,6 +1043,7 @@ int eddy_runtime_run(eddy_runtime *rt)
     if (rt->ran)
         return EDDY_ESTATE;
     rt->ran = 1;
+    rt->in_run = 1;
     eddy__coro_overflow_init(overflow_note);
     eddy__jalloc_budget(EDDY__JALLOC_MAILBOX);
     rt->t_start = uv_hrtime();
@@ -1068,6 +1069,7 @@ int eddy_runtime_run(eddy_runtime *rt)
     flush_sinks(rt);
     eddy__jalloc_budget(0);
     rt->stats.elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;
+    rt->in_run = 0;
     return rt->rc;
 }
 
@@ -1099,10 +1101,28 @@ static void on_close_noop(uv_handle_t *h)
     (void)h;
 }
 
+/* A misuse of the API that cannot be reported through a return value and
+ * would corrupt memory if it went on: said, then abort(). */
+static void misuse(const char *fn, const char *why)
+{
+    fprintf(stderr, "eddy: %s: %s: aborting\n", fn, why);
+    fflush(stderr);
+    abort();
+}
+
 void eddy_runtime_free(eddy_runtime *rt)
 {
     if (rt == NULL)
         return;
+    /* Its actions resume here to unwind, on the coroutines of this thread's
+     * loop: freed elsewhere, or under the run (from a callback of its own),
+     * the memory would be used after it was freed. */
+    if (rt->in_run)
+        misuse("eddy_runtime_free", "called while eddy_runtime_run() runs (from a callback or "
+                                    "an action of the same runtime?)");
+    if (!eddy__runtime_on_thread(rt))
+        misuse("eddy_runtime_free", "called on a thread other than the runtime's mailbox thread "
+                                    "(the one that created it)");
     /* Tasks still queued never ran or are being discarded: drop them. A task
      * suspended on a call is only reachable from that call; pool_close
      * delivers every completion, and a delivered completion makes it ready. */

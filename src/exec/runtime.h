@@ -321,6 +321,7 @@ struct eddy_runtime {
     size_t live_tasks;
     int ran;
     int in_loop; /* inside uv_run() */
+    int in_run;  /* inside eddy_runtime_run() */
     int stopping;
     int done;
     int rc;
