@@ -1311,22 +1311,32 @@ static void print_from_state(uint64_t n)
  * resumed (1 of them failed: ended with no action run again)". The rate is
  * said only of inputs that were read.
  */
+/* The plural ending of a count: "1 input", "2 inputs". */
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
 static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const char *state_dir)
 {
-    fprintf(stderr, "eddy: %" PRIu64 " inputs", st->inputs);
+    fprintf(stderr, "eddy: %" PRIu64 " input%s", st->inputs, plural(st->inputs));
     if (st->runs_resumed > 0) {
-        fprintf(stderr, ", %" PRIu64 " runs resumed", st->runs_in_flight_resumed);
+        fprintf(stderr, ", %" PRIu64 " run%s resumed", st->runs_in_flight_resumed,
+                plural(st->runs_in_flight_resumed));
         if (st->runs_failed_resumed > 0)
             fprintf(stderr, " (%" PRIu64 " of them failed: ended with no action run again)",
                     st->runs_failed_resumed);
-        fprintf(stderr, ", %" PRIu64 " pending inputs taken up from the state", st->runs_resumed);
+        fprintf(stderr, ", %" PRIu64 " pending input%s taken up from the state", st->runs_resumed,
+                plural(st->runs_resumed));
     }
-    fprintf(stderr, ", %" PRIu64 " outputs", st->outputs);
+    fprintf(stderr, ", %" PRIu64 " output%s", st->outputs, plural(st->outputs));
     print_from_state(st->outputs_from_state);
     fprintf(stderr, ", %" PRIu64 " dead-lettered", st->dead_lettered);
     print_from_state(st->dead_lettered_from_state);
-    fprintf(stderr, ", %" PRIu64 " actions, %" PRIu64 " async calls, %" PRIu64 " unhandled events",
-            st->actions_executed, st->async_calls, st->unhandled_events);
+    fprintf(stderr,
+            ", %" PRIu64 " action%s, %" PRIu64 " async call%s, %" PRIu64 " unhandled event%s",
+            st->actions_executed, plural(st->actions_executed), st->async_calls,
+            plural(st->async_calls), st->unhandled_events, plural(st->unhandled_events));
     const char *type;
     for (size_t i = 0; (type = eddy_runtime_unhandled_type(rt, i)) != NULL; i++) {
         if (i == SUMMARY_UNHANDLED_TYPES) {
@@ -1341,11 +1351,14 @@ static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const ch
     if (inputs_per_s(st) > 0)
         fprintf(stderr, ", %.0f inputs/s", inputs_per_s(st));
     if (st->durable_replayed > 0)
-        fprintf(stderr, ", %" PRIu64 " durable calls replayed", st->durable_replayed);
+        fprintf(stderr, ", %" PRIu64 " durable call%s replayed", st->durable_replayed,
+                plural(st->durable_replayed));
     if (st->actions_replayed > 0)
-        fprintf(stderr, ", %" PRIu64 " actions replayed", st->actions_replayed);
+        fprintf(stderr, ", %" PRIu64 " action%s replayed", st->actions_replayed,
+                plural(st->actions_replayed));
     if (st->keys_loaded > 0)
-        fprintf(stderr, ", memory of %" PRIu64 " keys read from the state", st->keys_loaded);
+        fprintf(stderr, ", memory of %" PRIu64 " key%s read from the state", st->keys_loaded,
+                plural(st->keys_loaded));
     fprintf(stderr, ", state: %s\n", st->durable ? state_dir : "in memory");
 }
 

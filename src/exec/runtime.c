@@ -382,9 +382,9 @@ static int run_limit_passed(eddy_runtime *rt, eddy_ctx *t)
         return 0;
     eddy_error_free(t->err);
     t->err = eddy_error_newf("limit",
-                             "the run reached --max-run-actions (%llu action executions); do "
+                             "the run reached --max-run-actions (%llu action execution%s); do "
                              "its actions send one another events in a cycle?",
-                             (unsigned long long)max);
+                             (unsigned long long)max, max == 1 ? "" : "s");
     t->rc = EDDY_ELIMIT;
     return 1;
 }

@@ -283,7 +283,7 @@ class Signals(EddyTest):
         self.assertEqual(ran(), {("batch", 1): 1})
         again = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
         self.assertEqual(again.returncode, 0, again.stderr)
-        self.assertIn(b"1 durable calls replayed", again.stderr)
+        self.assertIn(b"1 durable call replayed", again.stderr)
         self.assertEqual(ran(), {("batch", 0): 1, ("batch", 1): 1})
         (out,) = read_jsonl(self.out)
         self.assertEqual([c["rc"] for c in out["calls"]], [0, 0])
@@ -697,7 +697,7 @@ class AgentThreads(EddyTest):
     def test_waits_for_the_threads_and_says_so(self):
         p = self.start([{"key": "nd", "op": "thread", "n": 2}])
         summary = p.stderr.readline()
-        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        self.assertTrue(summary.startswith(b"eddy: 1 input, 1 output"), summary)
         note = p.stderr.readline()  # the threads wait for the release: eddy, for them
         self.assertEqual(note, b"eddy: note: Python has not finished the agent's exit after 1 s: "
                          b"it waits for 2 threads the agent started (uploader-0, uploader-1) to "
@@ -713,7 +713,7 @@ class AgentThreads(EddyTest):
         # threads" for 10: the count is every thread the exit waits for.
         p = self.start([{"key": "nd", "op": "thread", "n": 10}])
         summary = p.stderr.readline()
-        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        self.assertTrue(summary.startswith(b"eddy: 1 input, 1 output"), summary)
         note = p.stderr.readline()
         self.assertEqual(note, b"eddy: note: Python has not finished the agent's exit after 1 s: "
                          b"it waits for 10 threads the agent started (uploader-0, uploader-1, "
@@ -734,7 +734,7 @@ class AgentThreads(EddyTest):
             p = self.start([{"key": "p", "op": "pool"}])
             _, err = p.communicate(timeout=60)
             self.assertEqual(p.returncode, 0, err)
-            self.assertTrue(err.startswith(b"eddy: 1 inputs, 1 outputs"), err)
+            self.assertTrue(err.startswith(b"eddy: 1 input, 1 output"), err)
             if err.count(b"\n") == 1:
                 return
             errs.append(err)
@@ -748,7 +748,7 @@ class AgentThreads(EddyTest):
             shutil.rmtree(self.path("state"), ignore_errors=True)
             p = self.start([{"key": "nd", "op": "thread"}])
             summary = p.stderr.readline()
-            self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+            self.assertTrue(summary.startswith(b"eddy: 1 input, 1 output"), summary)
             note = p.stderr.readline()
             self.assertEqual(note, b"eddy: note: Python has not finished the agent's exit after "
                              b"1 s: it waits for 1 thread the agent started (uploader) to end; "
@@ -795,7 +795,7 @@ class AgentThreads(EddyTest):
 
     def read_until_note(self, p):
         summary = p.stderr.readline()
-        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        self.assertTrue(summary.startswith(b"eddy: 1 input, 1 output"), summary)
         return p.stderr.readline()
 
     def test_a_slow_atexit_handler_is_said_not_a_thread_ended(self):
@@ -806,7 +806,7 @@ class AgentThreads(EddyTest):
         exit_file = self.path("exit")
         p = self.start([{"key": "nd", "op": "thread"}], {"EDDY_TEST_EXIT": exit_file})
         summary = p.stderr.readline()
-        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        self.assertTrue(summary.startswith(b"eddy: 1 input, 1 output"), summary)
         open(self.release, "w").close()
         self.assertEqual(p.stderr.readline(), SLOW_EXIT)
         self.assertTrue(os.path.exists(exit_file + ".started"))
@@ -870,7 +870,7 @@ class AgentThreads(EddyTest):
         p = self.start([{"key": "nd", "op": "thread"}], {"EDDY_TEST_CLOSE_WAIT_FOR": go},
                        leaves_thread=True)
         summary = p.stderr.readline()  # printed once the run has ended
-        self.assertTrue(summary.startswith(b"eddy: 1 inputs, 1 outputs"), summary)
+        self.assertTrue(summary.startswith(b"eddy: 1 input, 1 output"), summary)
         p.send_signal(signal.SIGTERM)
         open(go, "w").close()
         _, err = p.communicate(timeout=60)

@@ -71,7 +71,7 @@ class SleepCases:
             self.assertLess(outs[i]["slept_ms"], 1500 * SLACK, outs[i])
         self.assertLess(outs[n]["call_ms"], 300 * SLACK, "the call waited for the sleepers")
         self.assertLess(took, 2.5 * SLACK, "the sleeps did not overlap")
-        self.assertIn(b" 9 actions, 1 async calls,", res.stderr)  # the sleeps took no worker
+        self.assertIn(b" 9 actions, 1 async call,", res.stderr)  # the sleeps took no worker
 
     def test_sigterm_during_a_long_sleep_stops_at_once_and_resumes(self):
         # One key sleeps an hour while five others finish; SIGTERM stops
@@ -105,7 +105,7 @@ class SleepCases:
         again = subprocess.run(self.cmd(), capture_output=True, timeout=60,
                                env=dict(os.environ, EDDY_TEST_MAX_SLEEP_MS="20"))
         self.assertEqual(again.returncode, 0, again.stderr)
-        self.assertIn(b"1 runs resumed, 1 pending inputs taken up from the state", again.stderr)
+        self.assertIn(b"1 run resumed, 1 pending input taken up from the state", again.stderr)
         outs = read_jsonl(self.path("out.jsonl"))
         self.assertEqual(sorted(o["seq"] for o in outs), list(range(6)))
         self.assertEqual([o["key"] for o in outs if o["seq"] == 0], ["long"])
@@ -170,7 +170,7 @@ class PythonSleepTest(SleepCases, EddyTest):
         self.assertIsNone(o["nap"])
         self.assertEqual(o["result"], "nothing")
         self.assertGreaterEqual(o["waited_ms"], 195)
-        self.assertIn(b" 1 async calls,", res.stderr)
+        self.assertIn(b" 1 async call,", res.stderr)
 
     def test_zero_and_negative_sleeps_yield(self):
         # asyncio.sleep's rule: 0 or less yields once and goes on.
