@@ -114,12 +114,16 @@ static void run_open(run *r, const eddy__source_opts *o, int auto_take)
     assert_null(err);
 }
 
-/* Run the loop until the source is done. */
+/* Run the loop until the source is done. What is queued is taken first:
+ * a reader blocked on a full queue, whose wake-up the loop has already
+ * seen, waits for room, and the loop would wait for it. */
 static void run_drain(run *r)
 {
-    while (!eddy__source_done(r->s)) {
-        uv_run(&r->loop, UV_RUN_ONCE);
+    for (;;) {
         r->n += eddy__source_take(r->s, &r->q, SIZE_MAX);
+        if (eddy__source_done(r->s))
+            break;
+        uv_run(&r->loop, UV_RUN_ONCE);
     }
 }
 
