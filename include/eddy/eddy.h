@@ -310,6 +310,10 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
  * 0 where unknown; borrowed for the call). When fn returns nonzero the join
  * of those threads is skipped (they run on, unwaited for, like daemon
  * threads) and the rest of the finalisation runs; zero lets Python wait.
+ * The freeing thread need not be the loading one: the thread where the
+ * agent first imported threading (its threading.main_thread()) then counts
+ * as ended, as Python's main thread does at exit, for the agent's threads
+ * that wait for it.
  * The finalisation has ended when the free returns: a program may watch
  * how long it takes, and end without waiting (_exit(2)).
  */

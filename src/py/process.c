@@ -13,7 +13,8 @@
  * non-daemon threads that `threading` started, for as long as they run,
  * then runs the atexit handlers (multiprocessing's joins its children).
  * Before it, the program is told, with the threads alive, and may have
- * the threads' join skipped.
+ * the threads' join skipped. Finalising on another thread than the one
+ * that imported threading first needs a hand (end_main_thread_here).
  */
 #include <signal.h>
 #include <stdint.h>
@@ -224,6 +225,49 @@ static void skip_thread_joins(void)
     PyErr_Clear();
 }
 
+/*
+ * Finalising on a thread other than threading's main thread (the thread
+ * that first imported threading: a plan loaded on one thread and freed on
+ * another) waited for ever. CPython 3.11's threading._shutdown() means to
+ * ignore the main thread then ("similar behavior than for threads spawned
+ * by C libraries"), but its join takes every lock in _shutdown_locks, the
+ * main thread's _tstate_lock among them, which is released only when that
+ * thread's state is deleted: by Py_FinalizeEx(), after _shutdown() returns
+ * (_PyThreadState_DeleteExcept). A threading atexit callback, which
+ * _shutdown() runs after its check that it did not run already and before
+ * its join, releases that lock as _shutdown() itself does on the main
+ * thread: the join passes it, the agent's threads that wait for the main
+ * thread (main_thread().join(), is_alive()) see it end, as when the plan is
+ * freed on the thread that loaded it, and the non-daemon threads are joined
+ * as ever. An exception in the callback would end _shutdown() before the
+ * join: none leaves it. This is private API of the pinned Python 3.11
+ * (_register_atexit, _tstate_lock): test_free_on_another_thread in
+ * tests/unit/test_py.c catches its change, in a child that it does not wait
+ * for for ever.
+ */
+static void end_main_thread_here(void)
+{
+    static const char code[] = "import sys\n"
+                               "t = sys.modules.get('threading')\n"
+                               "if t is not None and t.main_thread().ident != t.get_ident():\n"
+                               "    def end_main_thread(m=t.main_thread()):\n"
+                               "        try:\n"
+                               "            lock = m._tstate_lock\n"
+                               "            if lock is not None and lock.locked():\n"
+                               "                lock.release()\n"
+                               "        except Exception:\n"
+                               "            pass\n"
+                               "    t._register_atexit(end_main_thread)\n";
+    PyObject *globals = PyDict_New();
+    if (globals != NULL &&
+        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
+        PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(globals);
+    PyErr_Clear();
+}
+
 /* Flush sys.stdout and sys.stderr (what the agent printed comes out before
  * the program's note, and is not lost if the program ends at once). */
 static void flush_std_streams(void)
@@ -239,6 +283,7 @@ static void flush_std_streams(void)
 
 void eddy__py_before_finalize(void)
 {
+    end_main_thread_here();
     eddy_python_finalize_fn hook = finalize_hook;
     if (hook == NULL)
         return;

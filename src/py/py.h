@@ -112,8 +112,9 @@ void eddy__py_release(void);
 /* The interpreter eddy initialised is up (GIL held): put the guard that
  * shows the program's signal hook an agent's signal.signal() (process.c). */
 void eddy__py_guard_signals(void);
-/* It is about to be finalised (GIL held): tell the program's thread-wait
- * hook of the agent's threads that finalising waits for (process.c). */
+/* It is about to be finalised (GIL held): let it finalise on a thread that
+ * is not threading's main thread, and tell the program's thread-wait hook
+ * of the agent's threads that finalising waits for (process.c). */
 void eddy__py_before_finalize(void);
 
 /* ---------------------------------------------------------------- the eddy module */

@@ -11,9 +11,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -130,6 +132,32 @@ static char *write_temp(const char *suffix, const char *text)
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     return path;
+}
+
+/* Run child() in a forked child process, which ends with _exit(2) and what
+ * it returns; a child still running after timeout_s seconds is killed, and
+ * the test fails as hung rather than hang itself. */
+static void run_in_child(int (*child)(void), int timeout_s)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(child());
+    int status = 0;
+    for (int ms = 0; waitpid(pid, &status, WNOHANG) == 0; ms += 10) {
+        if (ms >= timeout_s * 1000) {
+            kill(pid, SIGKILL);
+            assert_int_equal(waitpid(pid, &status, 0), pid);
+            fail_msg("the child process hung for %d s", timeout_s);
+        }
+        struct timespec ten = {0, 10 * 1000 * 1000};
+        nanosleep(&ten, NULL);
+    }
+    if (WIFSIGNALED(status))
+        fail_msg("the child process died of signal %d", WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 /* ---------------------------------------------------------------- conversion */
@@ -720,6 +748,152 @@ static void test_skip_thread_joins(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---------------------------------------------------------------- threads */
+
+/* An agent that imports threading (as logging and concurrent.futures do),
+ * with a non-daemon thread that finalisation must still wait for, one that
+ * waits for threading's main thread to end, and an atexit handler: each
+ * writes a file named by EDDY_TEST_GO. */
+static const char threading_agent_py[] = "import atexit, os, threading, time\n"
+                                         "from eddy import Agent, InputEvent, action\n"
+                                         "go = os.environ['EDDY_TEST_GO']\n"
+                                         "def write(suffix):\n"
+                                         "    with open(go + suffix, 'w') as f:\n"
+                                         "        f.write('ran')\n"
+                                         "atexit.register(write, '.atexit')\n"
+                                         "def slow():\n"
+                                         "    time.sleep(0.2)\n"
+                                         "    write('.slow')\n"
+                                         "def after_main():\n"
+                                         "    threading.main_thread().join()\n"
+                                         "    write('.main')\n"
+                                         "threading.Thread(target=slow).start()\n"
+                                         "threading.Thread(target=after_main).start()\n"
+                                         "class A(Agent):\n"
+                                         "    @action(InputEvent)\n"
+                                         "    @staticmethod\n"
+                                         "    def first(event, ctx):\n"
+                                         "        pass\n";
+
+/* Whether the file go + suffix says "ran"; it is removed. */
+static int ran(const char *go, const char *suffix)
+{
+    char path[4200], text[16] = "";
+    snprintf(path, sizeof(path), "%s%s", go, suffix);
+    FILE *f = fopen(path, "r");
+    int ok = f != NULL && fgets(text, sizeof(text), f) != NULL && strcmp(text, "ran") == 0;
+    if (f != NULL)
+        fclose(f);
+    unlink(path);
+    return ok;
+}
+
+typedef struct handoff {
+    const char *agent, *in, *out;
+    eddy_plan *plan;
+    int rc;
+} handoff;
+
+/* Load handoff's agent into a new plan (NULL on failure). */
+static void *load_plan(void *arg)
+{
+    handoff *h = arg;
+    eddy_error *err = NULL;
+    h->plan = eddy_plan_new();
+    if (h->plan == NULL || eddy_plan_load_python(h->plan, h->agent, NULL, &err) != EDDY_OK) {
+        fprintf(stderr, "load: %s\n", err != NULL ? eddy_error_message(err) : "no memory");
+        eddy_error_free(err);
+        eddy_plan_free(h->plan);
+        h->plan = NULL;
+    }
+    return NULL;
+}
+
+/* Run handoff's plan over its input in a runtime, and free both. */
+static void *run_and_free(void *arg)
+{
+    handoff *h = arg;
+    eddy_config *conf = eddy_config_new();
+    h->rc = eddy_config_set(conf, "input", h->in, NULL);
+    if (h->rc == EDDY_OK)
+        h->rc = eddy_config_set(conf, "output", h->out, NULL);
+    eddy_error *err = NULL;
+    eddy_runtime *rt = h->rc == EDDY_OK ? eddy_runtime_new(h->plan, conf, &err) : NULL;
+    eddy_config_free(conf);
+    if (rt == NULL) {
+        fprintf(stderr, "runtime: %s\n", err != NULL ? eddy_error_message(err) : "config");
+        eddy_error_free(err);
+        eddy_plan_free(h->plan);
+        h->rc = -1;
+        return NULL;
+    }
+    h->rc = eddy_runtime_run(rt);
+    eddy_runtime_free(rt); /* frees the plan: the last one finalises */
+    return NULL;
+}
+
+/*
+ * A plan loaded on one thread and freed (with its runtime) on another, the
+ * agent having imported threading on the loading thread: the finalisation
+ * waited for ever for that thread's end (CPython 3.11's threading._shutdown
+ * joins the main thread's lock when it runs on another thread). Then the
+ * other way round, the loading thread gone by then; the interpreter is
+ * initialised again for it. Either way the agent's non-daemon thread is
+ * waited for, the main thread is seen to end, and the atexit handler runs.
+ * This relies on a private part of CPython 3.11's threading (see
+ * process.c); a Python whose threading changed hangs here, and the test
+ * fails when the child it runs in has hung for 30 s.
+ */
+static int free_on_another_thread_child(void)
+{
+    char *agent = write_temp(".py", threading_agent_py);
+    char *in = write_inputs(3, 2);
+    char *out = write_temp(".out", "");
+    char go[4096];
+    snprintf(go, sizeof(go), "%s.go", agent);
+    setenv("EDDY_TEST_GO", go, 1);
+    int rc = 0;
+    for (int round = 0; round < 2 && rc == 0; round++) {
+        handoff h = {agent, in, out, NULL, -1};
+        pthread_t t;
+        if (round == 0) {
+            load_plan(&h);
+            if (h.plan == NULL)
+                return 2;
+            if (pthread_create(&t, NULL, run_and_free, &h) != 0 || pthread_join(t, NULL) != 0)
+                return 3;
+        } else {
+            if (pthread_create(&t, NULL, load_plan, &h) != 0 || pthread_join(t, NULL) != 0)
+                return 3;
+            if (h.plan == NULL)
+                return 2;
+            run_and_free(&h);
+        }
+        if (h.rc != EDDY_OK || Py_IsInitialized())
+            rc = 4;
+        else if (!ran(go, ".slow"))
+            rc = 5; /* the non-daemon thread was not waited for */
+        else if (!ran(go, ".main"))
+            rc = 6; /* the main thread was not seen to end */
+        else if (!ran(go, ".atexit"))
+            rc = 7;
+    }
+    unsetenv("EDDY_TEST_GO");
+    unlink(agent);
+    unlink(in);
+    unlink_output(out);
+    free(out);
+    free(agent);
+    free(in);
+    return rc;
+}
+
+static void test_free_on_another_thread(void **state)
+{
+    (void)state;
+    run_in_child(free_on_another_thread_child, 30);
+}
+
 int main(void)
 {
     const struct CMUnitTest conversion[] = {
@@ -739,8 +913,12 @@ int main(void)
         cmocka_unit_test(test_finalize_hook),
         cmocka_unit_test(test_skip_thread_joins),
     };
+    const struct CMUnitTest threads[] = {
+        cmocka_unit_test(test_free_on_another_thread),
+    };
     int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
     failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);
     failed += cmocka_run_group_tests_name("process", process, NULL, NULL);
+    failed += cmocka_run_group_tests_name("threads", threads, NULL, NULL);
     return failed;
 }
