@@ -267,6 +267,13 @@ EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error
  * Python. A failed load removes the actions it added, but the Python
  * interpreter it started, and whatever the file's import did in it, stay
  * until the plan is freed.
+ * Threads: unlike other plan calls, loads of Python agents and frees of
+ * plans that hold one (eddy_plan_free(), eddy_runtime_free()) may run on
+ * any threads at once, each plan on one thread at a time: the process's one
+ * interpreter is started by the first load and finalised by the last free
+ * under a process-wide lock, which a load or free meanwhile waits for. Call
+ * them without holding the GIL (in a process that ran Python before eddy,
+ * say): they take that lock, then the GIL.
  */
 EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
                                    eddy_error **err);
@@ -310,6 +317,8 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
  * 0 where unknown; borrowed for the call). When fn returns nonzero the join
  * of those threads is skipped (they run on, unwaited for, like daemon
  * threads) and the rest of the finalisation runs; zero lets Python wait.
+ * fn is called under the lock that loads and frees wait for (see
+ * eddy_plan_load_python()): it must not load or free a Python plan.
  * The freeing thread need not be the loading one: the thread where the
  * agent first imported threading (its threading.main_thread()) then counts
  * as ended, as Python's main thread does at exit, for the agent's threads

@@ -3,6 +3,7 @@
  * plan, and the driver that steps Python action executions. See the design
  * notes in py.h.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,8 +15,18 @@
 
 /* ---------------------------------------------------------------- interpreter */
 
-static int py_users; /* plans (and tests) holding the interpreter */
-static int py_owned; /* eddy initialised it (and finalises it) */
+/*
+ * Plans load and free on any thread, at once: the count of the
+ * interpreter's users, and its initialisation and finalisation, are under
+ * py_lock, held until the interpreter is up (a second load waits for it) or
+ * gone (a load waits, and initialises it again). Lock order: py_lock, then
+ * the GIL. No eddy path waits for py_lock with the GIL held (the loader and
+ * the frees call in without it), so the program must not either: its
+ * finalise hook, called under py_lock, may not load or free a Python plan.
+ */
+static pthread_mutex_t py_lock = PTHREAD_MUTEX_INITIALIZER;
+static int py_users; /* plans (and tests) holding the interpreter; py_lock */
+static int py_owned; /* eddy initialised it (and finalises it); py_lock */
 
 static PyObject *init_module(void)
 {
@@ -48,39 +59,33 @@ static void stdout_like_stderr(void)
     PyErr_Clear(); /* a nicety: sys.stdout stays as it was */
 }
 
-int eddy__py_acquire(eddy_error **err)
+/* The first user: initialise the interpreter, or use the program's. */
+static int py_start(eddy_error **err)
 {
-    if (py_users++ > 0)
-        return EDDY_OK;
     if (Py_IsInitialized()) {
         /* Embedded in a process that runs Python already: use it as it is. */
         py_owned = 0;
         PyGILState_STATE g = PyGILState_Ensure();
         PyObject *m = PyImport_ImportModule("eddy");
         Py_XDECREF(m);
-        if (m == NULL) {
+        if (m == NULL)
             PyErr_Clear();
-            PyGILState_Release(g);
-            py_users--;
+        PyGILState_Release(g);
+        if (m == NULL)
             return eddy__error_set(err, EDDY_ENOTSUP, "plan",
                                    "Python is already running in this process without the "
                                    "eddy module");
-        }
-        PyGILState_Release(g);
         return EDDY_OK;
     }
     /* The inittab is reset by every finalisation: register each time. */
-    if (PyImport_AppendInittab("eddy", init_module) != 0) {
-        py_users--;
+    if (PyImport_AppendInittab("eddy", init_module) != 0)
         return eddy__error_set(err, EDDY_ENOMEM, "memory", "cannot register the eddy module");
-    }
     Py_InitializeEx(0); /* no signal handlers: the program installs its own */
     py_owned = 1;
     PyObject *m = PyImport_ImportModule("eddy");
     if (m == NULL) {
         PyErr_Print();
         Py_FinalizeEx();
-        py_users--;
         return eddy__error_set(err, EDDY_EPLAN, "plan", "cannot initialise the eddy module");
     }
     Py_DECREF(m);
@@ -91,10 +96,10 @@ int eddy__py_acquire(eddy_error **err)
     return EDDY_OK;
 }
 
-void eddy__py_release(void)
+/* The last user is gone: forget the module and, when eddy initialised the
+ * interpreter, finalise it. */
+static void py_stop(void)
 {
-    if (py_users <= 0 || --py_users > 0)
-        return;
     PyGILState_STATE g = PyGILState_Ensure();
     Py_CLEAR(eddy__py.module);
     Py_CLEAR(eddy__py.ctx_type);
@@ -113,6 +118,24 @@ void eddy__py_release(void)
     /* Finalise on the thread that holds the GIL; the thread state goes too. */
     Py_FinalizeEx();
     (void)g;
+}
+
+int eddy__py_acquire(eddy_error **err)
+{
+    pthread_mutex_lock(&py_lock);
+    int rc = py_users > 0 ? EDDY_OK : py_start(err);
+    if (rc == EDDY_OK)
+        py_users++;
+    pthread_mutex_unlock(&py_lock);
+    return rc;
+}
+
+void eddy__py_release(void)
+{
+    pthread_mutex_lock(&py_lock);
+    if (py_users > 0 && --py_users == 0)
+        py_stop();
+    pthread_mutex_unlock(&py_lock);
 }
 
 static void lang_free(void *lang)

@@ -6,7 +6,8 @@
  * ------------
  * One interpreter per process, initialised by the first
  * eddy_plan_load_python() (Py_InitializeEx(0): no signal handlers) and
- * finalised when the last plan that uses it is freed.
+ * finalised when the last plan that uses it is freed, on any thread: both
+ * under a process-wide lock taken before the GIL (agent.c).
  *
  * The GIL: the loading thread (the future mailbox thread) releases the GIL as
  * soon as the interpreter is up. From then on every entry into Python takes

@@ -894,6 +894,99 @@ static void test_free_on_another_thread(void **state)
     run_in_child(free_on_another_thread_child, 30);
 }
 
+/* Two threads, each with its own plan, meet at a barrier before they load
+ * and before they free. */
+typedef struct pair_thread {
+    handoff h;
+    pthread_barrier_t *meet;
+} pair_thread;
+
+static void *load_run_free(void *arg)
+{
+    pair_thread *p = arg;
+    pthread_barrier_wait(p->meet);
+    load_plan(&p->h);
+    if (p->h.plan == NULL) {
+        pthread_barrier_wait(p->meet);
+        return NULL;
+    }
+    eddy_config *conf = eddy_config_new();
+    eddy_config_set(conf, "input", p->h.in, NULL);
+    eddy_config_set(conf, "output", p->h.out, NULL);
+    eddy_error *err = NULL;
+    eddy_runtime *rt = eddy_runtime_new(p->h.plan, conf, &err);
+    eddy_config_free(conf);
+    if (rt == NULL) {
+        fprintf(stderr, "runtime: %s\n", err != NULL ? eddy_error_message(err) : "?");
+        eddy_error_free(err);
+        eddy_plan_free(p->h.plan);
+        pthread_barrier_wait(p->meet);
+        return NULL;
+    }
+    p->h.rc = eddy_runtime_run(rt);
+    pthread_barrier_wait(p->meet);
+    eddy_runtime_free(rt); /* and the plan: one of the two finalises */
+    return NULL;
+}
+
+/*
+ * Two threads load a Python agent each at once, run it and free their
+ * runtimes at once, a few times over: the second load went on before the
+ * first had initialised the interpreter (and crashed), and the two frees
+ * raced on the count of the interpreter's users (ThreadSanitizer saw it;
+ * one lost finalised never, two finalised twice). In a child process, with
+ * a timeout.
+ */
+static int concurrent_loads_child(void)
+{
+    const char *agent_text = "import logging, threading\n"
+                             "from eddy import Agent, InputEvent, action\n"
+                             "log = logging.getLogger(__name__)\n"
+                             "class A(Agent):\n"
+                             "    @action(InputEvent)\n"
+                             "    @staticmethod\n"
+                             "    def first(event, ctx):\n"
+                             "        log.debug('%s', event.input)\n";
+    char *agents[2] = {write_temp(".py", agent_text), write_temp(".py", agent_text)};
+    char *in = write_inputs(4, 2);
+    char *outs[2] = {write_temp(".out", ""), write_temp(".out", "")};
+    pthread_barrier_t meet;
+    pthread_barrier_init(&meet, NULL, 2);
+    int rc = 0;
+    for (int round = 0; round < 4 && rc == 0; round++) {
+        pair_thread p[2];
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) {
+            p[i] = (pair_thread){{agents[i], in, outs[i], NULL, -1}, &meet};
+            if (pthread_create(&t[i], NULL, load_run_free, &p[i]) != 0)
+                return 2;
+        }
+        for (int i = 0; i < 2; i++) {
+            pthread_join(t[i], NULL);
+            if (p[i].h.rc != EDDY_OK)
+                rc = 3;
+        }
+        if (rc == 0 && Py_IsInitialized())
+            rc = 4; /* a lost release */
+    }
+    pthread_barrier_destroy(&meet);
+    for (int i = 0; i < 2; i++) {
+        unlink(agents[i]);
+        free(agents[i]);
+        unlink_output(outs[i]);
+        free(outs[i]);
+    }
+    unlink(in);
+    free(in);
+    return rc;
+}
+
+static void test_concurrent_loads(void **state)
+{
+    (void)state;
+    run_in_child(concurrent_loads_child, 60);
+}
+
 int main(void)
 {
     const struct CMUnitTest conversion[] = {
@@ -915,6 +1008,7 @@ int main(void)
     };
     const struct CMUnitTest threads[] = {
         cmocka_unit_test(test_free_on_another_thread),
+        cmocka_unit_test(test_concurrent_loads),
     };
     int failed = cmocka_run_group_tests_name("conversion", conversion, setup_py, teardown_py);
     failed += cmocka_run_group_tests_name("runs", runs, NULL, NULL);
