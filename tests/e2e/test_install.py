@@ -1,5 +1,6 @@
 """make install gives a library, header, pkg-config file and binary that build
-and run the README's agent."""
+and run the README's agent, and programs that embed libeddy, shared or
+static, as the README says to build them."""
 import os
 import re
 import subprocess
@@ -10,18 +11,102 @@ sys.path.insert(0, os.path.dirname(__file__))
 from eddytest import EDDY, SOURCE, EddyTest  # noqa: E402
 
 BUILD_DIR = os.path.dirname(EDDY)
+# A program linked with a sanitized libeddy needs the sanitizer's runtime.
+SAN_FLAGS = {"address": ["-fsanitize=address,undefined"],
+             "thread": ["-fsanitize=thread"]}.get(os.environ.get("EDDY_SANITIZE", ""), [])
+
+# A program that embeds libeddy: it runs the agent named by its argument (a
+# .py file or a C shared object), or without one an action of its own, over
+# stdin, its outputs to stdout.
+EMBEDDER = r"""
+#include <eddy/eddy.h>
+#include <stdio.h>
+#include <string.h>
+
+static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)arg;
+    json_t *in = json_object_get(eddy_event_attrs(ev), "input");
+    return eddy_ctx_send_output(ctx, json_pack("{s:O}", "name", json_object_get(in, "name")));
+}
+
+int main(int argc, char **argv)
+{
+    static const char *const on[] = {EDDY_INPUT_EVENT, NULL};
+    eddy_error *err = NULL;
+    eddy_plan *plan = eddy_plan_new();
+    eddy_config *conf = eddy_config_new();
+    eddy_runtime *rt = NULL;
+    size_t n = argc > 1 ? strlen(argv[1]) : 0;
+    int rc;
+    if (plan == NULL || conf == NULL)
+        rc = EDDY_ENOMEM;
+    else if (argc < 2)
+        rc = eddy_plan_add_action(plan, "echo", on, echo, NULL);
+    else if (n > 3 && strcmp(argv[1] + n - 3, ".py") == 0)
+        rc = eddy_plan_load_python(plan, argv[1], NULL, &err);
+    else
+        rc = eddy_plan_load_shared(plan, argv[1], &err);
+    if (rc == EDDY_OK && (rt = eddy_runtime_new(plan, conf, &err)) == NULL)
+        rc = EDDY_EINVAL;
+    if (rt != NULL) {
+        plan = NULL; /* the runtime's */
+        rc = eddy_runtime_run(rt);
+        if (rc != EDDY_OK && eddy_runtime_error(rt) != NULL)
+            fprintf(stderr, "%s\n", eddy_error_message(eddy_runtime_error(rt)));
+    }
+    if (err != NULL)
+        fprintf(stderr, "%s\n", eddy_error_message(err));
+    else if (rc != EDDY_OK)
+        fprintf(stderr, "%s\n", eddy_strerror(rc));
+    eddy_error_free(err);
+    eddy_runtime_free(rt);
+    eddy_plan_free(plan);
+    eddy_config_free(conf);
+    return rc == EDDY_OK ? 0 : 1;
+}
+"""
+
+
+def readme_python_agent():
+    with open(os.path.join(SOURCE, "README.md")) as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), re.S)[0]
 
 
 class InstallTest(EddyTest):
-    def test_install_and_build_the_readme_agent(self):
+    def install(self):
+        """Install into a new prefix; the prefix and pkg-config's environment."""
         prefix = self.path("prefix")
         inst = subprocess.run(["cmake", "--install", BUILD_DIR, "--prefix", prefix],
                               capture_output=True, timeout=120)
         self.assertEqual(inst.returncode, 0, inst.stderr)
-        libdir = os.path.dirname(
+        pcdir = os.path.dirname(
             next(os.path.join(d, f) for d, _, fs in os.walk(prefix) for f in fs
                  if f == "eddy.pc"))
-        env = dict(os.environ, PKG_CONFIG_PATH=libdir)
+        return prefix, dict(os.environ, PKG_CONFIG_PATH=pcdir)
+
+    def pkg_config(self, env, *args):
+        res = subprocess.run(["pkg-config"] + list(args) + ["eddy"], env=env,
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        return res.stdout.split()
+
+    def cc(self, args):
+        res = subprocess.run(["cc"] + args, capture_output=True, text=True, timeout=120)
+        self.assertEqual(res.returncode, 0, " ".join(args) + "\n" + res.stderr)
+
+    def embedder(self, name):
+        src = self.path(name + ".c")
+        with open(src, "w") as f:
+            f.write(EMBEDDER)
+        return src, self.path(name)
+
+    def run_embedder(self, prog, *args, agent_input=b'{"key":"u1","name":"ada"}\n'):
+        return subprocess.run([prog] + list(args), input=agent_input, capture_output=True,
+                              timeout=60)
+
+    def test_install_and_build_the_readme_agent(self):
+        prefix, env = self.install()
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "eddy"], env=env,
                                capture_output=True, text=True, timeout=30)
         self.assertEqual(flags.returncode, 0, flags.stderr)
@@ -49,12 +134,37 @@ class InstallTest(EddyTest):
                           '{"name":"grace","length":5,"visits":2}'])
 
 
-    def test_readme_python_agent(self):
-        with open(os.path.join(SOURCE, "README.md")) as f:
-            code = re.findall(r"```python\n(.*?)```", f.read(), re.S)[0]
+    def test_static_embedder(self):
+        # As the README says: pkg-config --static gives what libeddy.a needs
+        # (Boost.Context, libpython when built with Python), and -l:libeddy.a
+        # takes the archive where -leddy would take the shared library.
+        _, env = self.install()
+        libs = ["-l:libeddy.a" if f == "-leddy" else f
+                for f in self.pkg_config(env, "--static", "--libs")]
+        src, prog = self.embedder("embed_static")
+        self.cc(["-Wall", "-Wextra", "-Werror", src, "-o", prog]
+                + self.pkg_config(env, "--cflags") + libs + SAN_FLAGS)
+        needed = subprocess.run(["readelf", "-d", prog], capture_output=True, text=True,
+                                timeout=30).stdout
+        self.assertNotIn("libeddy", needed)
+        run = self.run_embedder(prog)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.decode().splitlines(), ['{"name":"ada"}'])
+
+        if not any(f.startswith("-lpython") for f in libs):
+            return  # built without Python
         agent = self.path("readme_agent.py")
         with open(agent, "w") as f:
-            f.write(code)
+            f.write(readme_python_agent())
+        run = self.run_embedder(prog, agent,
+                                agent_input=b'{"key":"p1","id":"r1","review":"good"}\n')
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.decode().splitlines(), ['{"id":"r1","score":5}'])
+
+    def test_readme_python_agent(self):
+        agent = self.path("readme_agent.py")
+        with open(agent, "w") as f:
+            f.write(readme_python_agent())
         run = subprocess.run([EDDY, "run", agent, "--quiet"],
                              input=b'{"key":"p1","id":"r1","review":"good"}\n'
                                    b'{"key":"p1","id":"r2","review":"bad stuff"}\n',
