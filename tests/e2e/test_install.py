@@ -3,6 +3,7 @@ and run the README's agent, and programs that embed libeddy, shared or
 static, as the README says to build them."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import unittest
@@ -133,6 +134,44 @@ class InstallTest(EddyTest):
                          ['{"name":"ada","length":3,"visits":1}',
                           '{"name":"grace","length":5,"visits":2}'])
 
+
+    def test_multiarch_libdir(self):
+        # eddy.pc as a build configured for Debian's /usr gets it (libdir
+        # lib/x86_64-linux-gnu, three levels below the prefix), laid out
+        # with the installed files in a tree of that shape elsewhere: the
+        # paths it gives are that tree's, and a program builds with them.
+        _, installed = self.install()
+        inst_lib = os.path.dirname(installed["PKG_CONFIG_PATH"])
+        inst_inc = self.pkg_config(installed, "--variable=includedir")[0]
+        build = self.path("multiarch-build")
+        cfg = subprocess.run(["cmake", "-S", SOURCE, "-B", build, "-DEDDY_TESTS=OFF",
+                              "-DEDDY_WITH_PYTHON=OFF", "-DCMAKE_INSTALL_PREFIX=/usr",
+                              "-DCMAKE_INSTALL_LIBDIR=lib/x86_64-linux-gnu"],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(cfg.returncode, 0, cfg.stderr)
+        tree = self.path("multiarch")
+        libdir = os.path.join(tree, "lib", "x86_64-linux-gnu")
+        os.makedirs(os.path.join(libdir, "pkgconfig"))
+        for f in os.listdir(inst_lib):
+            if f.startswith("libeddy.so"):
+                shutil.copy2(os.path.join(inst_lib, f), libdir, follow_symlinks=False)
+        shutil.copytree(inst_inc, os.path.join(tree, "include"))
+        shutil.copy(os.path.join(build, "eddy.pc"), os.path.join(libdir, "pkgconfig"))
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(libdir, "pkgconfig"))
+
+        real = os.path.realpath
+        self.assertEqual(real(self.pkg_config(env, "--variable=prefix")[0]), real(tree))
+        flags = self.pkg_config(env, "--cflags", "--libs")
+        self.assertIn(real(os.path.join(tree, "include")),
+                      [real(f[2:]) for f in flags if f.startswith("-I")])
+        self.assertIn(real(libdir), [real(f[2:]) for f in flags if f.startswith("-L")])
+        libdir_var = self.pkg_config(env, "--variable=libdir")[0]
+        self.assertEqual(real(libdir_var), real(libdir))
+        src, prog = self.embedder("embed_multiarch")
+        self.cc([src, "-o", prog, "-Wl,-rpath," + libdir_var] + flags + SAN_FLAGS)
+        run = self.run_embedder(prog)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.decode().splitlines(), ['{"name":"ada"}'])
 
     def test_static_embedder(self):
         # As the README says: pkg-config --static gives what libeddy.a needs
