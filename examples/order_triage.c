@@ -15,8 +15,9 @@
  * Output: {"order_id": "o-17", "customer": "c042", "decision": "approve",
  *          "score": 0.12, "orders": 3, "total": 388.5}
  *
- * Build it like any agent (see the README):
- *   cc -shared -fPIC order_triage.c $(pkg-config --cflags --libs eddy) -o order_triage.so
+ * Build it like any agent (see the README), without -leddy, with libm for exp():
+ *   cc -shared -fPIC order_triage.c $(pkg-config --cflags eddy) $(pkg-config --libs jansson) \
+ *       -lm -o order_triage.so
  */
 #include <math.h>
 #include <string.h>

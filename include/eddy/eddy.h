@@ -255,6 +255,14 @@ EDDY_API const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i
  * OutputEvent, ...)"). A failed load leaves the plan as it was: the actions
  * the init added are removed and the file is closed, so the plan may load
  * another agent.
+ * The agent's eddy_* calls must reach this copy of libeddy: another copy
+ * (libeddy.so brought in by an agent linked with -leddy into a program
+ * linked with libeddy.a) runs no action, and refuses every context call
+ * with EDDY_EWRONGTHREAD. So an agent is linked without -leddy, its eddy_*
+ * symbols bound as it loads to those already in the process; a program
+ * linked with libeddy.a that loads C agents exports all of them (-rdynamic,
+ * and libeddy.a linked with --whole-archive), else the agent's load fails
+ * with EDDY_EPLAN ("undefined symbol"). README.md, "Embedding libeddy".
  */
 EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err);
 

@@ -106,6 +106,21 @@ class InstallTest(EddyTest):
         return subprocess.run([prog] + list(args), input=agent_input, capture_output=True,
                               timeout=60)
 
+    def readme_agent(self, env):
+        """The README's C agent, built as it says: without -leddy."""
+        with open(os.path.join(SOURCE, "README.md")) as f:
+            code = re.findall(r"```c\n(.*?)```", f.read(), re.S)[0]
+        src = self.path("greet.c")
+        with open(src, "w") as f:
+            f.write(code)
+        so = self.path("greet.so")
+        jansson = subprocess.run(["pkg-config", "--libs", "jansson"], capture_output=True,
+                                 text=True, timeout=30)
+        self.assertEqual(jansson.returncode, 0, jansson.stderr)
+        self.cc(["-shared", "-fPIC", src, "-o", so] + self.pkg_config(env, "--cflags")
+                + jansson.stdout.split())
+        return so
+
     def test_install_and_build_the_readme_agent(self):
         prefix, env = self.install()
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "eddy"], env=env,
@@ -114,16 +129,7 @@ class InstallTest(EddyTest):
         incs = [os.path.realpath(f[2:]) for f in flags.stdout.split() if f.startswith("-I")]
         self.assertIn(os.path.realpath(os.path.join(prefix, "include")), incs)
 
-        with open(os.path.join(SOURCE, "README.md")) as f:
-            code = re.findall(r"```c\n(.*?)```", f.read(), re.S)[0]
-        src = self.path("greet.c")
-        with open(src, "w") as f:
-            f.write(code)
-        so = self.path("greet.so")
-        cc = subprocess.run(["cc", "-shared", "-fPIC", src, "-o", so] + flags.stdout.split(),
-                            capture_output=True, timeout=120)
-        self.assertEqual(cc.returncode, 0, cc.stderr)
-
+        so = self.readme_agent(env)
         eddy = os.path.join(prefix, "bin", "eddy")
         # The installed binary finds its library relative to itself.
         run = subprocess.run([eddy, "run", so, "--quiet"],
@@ -134,6 +140,19 @@ class InstallTest(EddyTest):
                          ['{"name":"ada","length":3,"visits":1}',
                           '{"name":"grace","length":5,"visits":2}'])
 
+
+    def test_shared_embedder(self):
+        # Linked with libeddy.so (found through an rpath), it runs the
+        # README's agent, built without -leddy, on its own copy of libeddy.
+        _, env = self.install()
+        src, prog = self.embedder("embed_shared")
+        libdir = self.pkg_config(env, "--variable=libdir")[0]
+        self.cc(["-Wall", "-Wextra", "-Werror", src, "-o", prog, "-Wl,-rpath," + libdir]
+                + self.pkg_config(env, "--cflags", "--libs") + SAN_FLAGS)
+        run = self.run_embedder(prog, self.readme_agent(env))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.decode().splitlines(),
+                         ['{"name":"ada","length":3,"visits":1}'])
 
     def test_multiarch_libdir(self):
         # eddy.pc as a build configured for Debian's /usr gets it (libdir
@@ -189,6 +208,27 @@ class InstallTest(EddyTest):
         run = self.run_embedder(prog)
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertEqual(run.stdout.decode().splitlines(), ['{"name":"ada"}'])
+
+        # A C agent built without -leddy finds no eddy_* symbols in a
+        # static program that exports none: it is refused as it loads,
+        # rather than running on a second copy of libeddy.
+        so = self.readme_agent(env)
+        run = self.run_embedder(prog, so)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn(b"undefined symbol: eddy_", run.stderr)
+        # The README's program that loads C agents: all of libeddy.a,
+        # exported.
+        whole = []
+        for f in libs:
+            whole += ["-Wl,--whole-archive", f, "-Wl,--no-whole-archive"] \
+                if f == "-l:libeddy.a" else [f]
+        src, prog_rd = self.embedder("embed_static_rdynamic")
+        self.cc([src, "-o", prog_rd, "-rdynamic"] + self.pkg_config(env, "--cflags") + whole
+                + SAN_FLAGS)
+        run = self.run_embedder(prog_rd, so)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stdout.decode().splitlines(),
+                         ['{"name":"ada","length":3,"visits":1}'])
 
         if not any(f.startswith("-lpython") for f in libs):
             return  # built without Python
