@@ -142,8 +142,9 @@ class InstallTest(EddyTest):
 
 
     def test_shared_embedder(self):
-        # Linked with libeddy.so (found through an rpath), it runs the
-        # README's agent, built without -leddy, on its own copy of libeddy.
+        # Linked with libeddy.so, found through the rpath the README gives
+        # (the prefix is no system directory), it runs the README's agent,
+        # built without -leddy, on its own copy of libeddy.
         _, env = self.install()
         src, prog = self.embedder("embed_shared")
         libdir = self.pkg_config(env, "--variable=libdir")[0]
