@@ -243,7 +243,11 @@ EDDY_API const char *eddy_plan_action_event_type(const eddy_plan *plan, size_t i
 
 /*
  * Load a C agent: dlopen(path) and call its eddy_agent_init(plan), which must
- * add at least one action. A plan holds one C agent.
+ * add at least one action. A plan holds one C agent. An agent is a file, not
+ * a library to look for: a path without a slash names one in the current
+ * directory ("agent.so" is opened as "./agent.so"), never one that dlopen()
+ * would search for on the library path (LD_LIBRARY_PATH, the system's
+ * directories).
  * On failure returns an error code and, when err is not NULL, sets *err to a
  * new error naming the file and the cause (for the caller to free), of type
  * "plan" (EDDY_EINVAL: plan or path NULL, or the plan has a C agent already;

@@ -292,6 +292,10 @@ static void test_load_errors_are_set(void **state)
     int rc = eddy_plan_load_shared(p, "agent.so", &err);
     fail_alloc(0);
     expect_error(rc, EDDY_ENOMEM, &err, "memory", "agent.so");
+    /* So a library that dlopen() finds on its path (libm, loaded already)
+     * is looked for in the current directory only, where it is not. */
+    expect_error(eddy_plan_load_shared(p, "libm.so.6", &err), EDDY_EPLAN, &err, "plan",
+                 "./libm.so.6: cannot open shared object file");
     assert_int_equal(eddy_plan_action_count(p), 0);
     eddy_plan_free(p);
 }
