@@ -107,7 +107,8 @@ class InstallTest(EddyTest):
                               timeout=60)
 
     def readme_agent(self, env):
-        """The README's C agent, built as it says: without -leddy."""
+        """The README's C agent, built as it says: without -leddy (and
+        with the warnings a careful user turns on)."""
         with open(os.path.join(SOURCE, "README.md")) as f:
             code = re.findall(r"```c\n(.*?)```", f.read(), re.S)[0]
         src = self.path("greet.c")
@@ -117,8 +118,8 @@ class InstallTest(EddyTest):
         jansson = subprocess.run(["pkg-config", "--libs", "jansson"], capture_output=True,
                                  text=True, timeout=30)
         self.assertEqual(jansson.returncode, 0, jansson.stderr)
-        self.cc(["-shared", "-fPIC", src, "-o", so] + self.pkg_config(env, "--cflags")
-                + jansson.stdout.split())
+        self.cc(["-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", src, "-o", so]
+                + self.pkg_config(env, "--cflags") + jansson.stdout.split())
         return so
 
     def test_install_and_build_the_readme_agent(self):
