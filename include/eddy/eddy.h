@@ -280,12 +280,18 @@ EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error
  * interpreter it started, and whatever the file's import did in it, stay
  * until the plan is freed.
  * Threads: unlike other plan calls, loads of Python agents and frees of
- * plans that hold one (eddy_plan_free(), eddy_runtime_free()) may run on
- * any threads at once, each plan on one thread at a time: the process's one
+ * plans that hold one (eddy_plan_free(), and eddy_runtime_free() of each
+ * runtime on its own mailbox thread) may run on any threads at once, each
+ * plan on one thread at a time: the process's one
  * interpreter is started by the first load and finalised by the last free
  * under a process-wide lock, which a load or free meanwhile waits for. Call
  * them without holding the GIL (in a process that ran Python before eddy,
- * say): they take that lock, then the GIL.
+ * say): they take that lock, then the GIL. The thread of the first load
+ * (the one that initialises Python) is Python's main thread, threading's
+ * too: a thread that an agent starts from another thread (actions run on
+ * their runtime's mailbox thread) is a daemon thread unless it asks
+ * otherwise, as in any program that runs Python on threads it made itself,
+ * and daemon threads are not waited for when the interpreter ends.
  */
 EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
                                    eddy_error **err);

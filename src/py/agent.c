@@ -71,7 +71,9 @@ static int py_start(eddy_error **err)
         if (m == NULL)
             PyErr_Clear();
         PyGILState_Release(g);
-        if (m == NULL)
+        /* Only eddy's own module, made by its init here, will do: another
+         * module named eddy leaves eddy__py empty. */
+        if (m == NULL || eddy__py.helpers == NULL)
             return eddy__error_set(err, EDDY_ENOTSUP, "plan",
                                    "Python is already running in this process without the "
                                    "eddy module");
@@ -89,6 +91,15 @@ static int py_start(eddy_error **err)
         return eddy__error_set(err, EDDY_EPLAN, "plan", "cannot initialise the eddy module");
     }
     Py_DECREF(m);
+    /* threading's main thread is the thread that first imports it. Imported
+     * later by a thread other than this one (a plan loaded elsewhere), it
+     * would take a thread whose Python state goes after each call, which
+     * releases its lock: Python's exit then finds the main thread ended and
+     * no longer waits for the agent's threads. This thread's state lives
+     * until the finalisation. */
+    PyObject *th = PyImport_ImportModule("threading");
+    Py_XDECREF(th);
+    PyErr_Clear();
     stdout_like_stderr();
     eddy__py_guard_signals();
     /* From here on the GIL is taken only to run Python. */
@@ -100,6 +111,10 @@ static int py_start(eddy_error **err)
  * interpreter, finalise it. */
 static void py_stop(void)
 {
+    /* In the program's interpreter, the module stays in sys.modules and is
+     * not made again: what it holds stays for the next load. */
+    if (!py_owned)
+        return;
     PyGILState_STATE g = PyGILState_Ensure();
     Py_CLEAR(eddy__py.module);
     Py_CLEAR(eddy__py.ctx_type);
@@ -110,10 +125,6 @@ static void py_stop(void)
     Py_CLEAR(eddy__py.s_eddy_type);
     eddy__py.nfound = 0;
     eddy__py.helpers = NULL;
-    if (!py_owned) {
-        PyGILState_Release(g);
-        return;
-    }
     eddy__py_before_finalize(); /* finalising waits for the agent's threads */
     /* Finalise on the thread that holds the GIL; the thread state goes too. */
     Py_FinalizeEx();

@@ -239,9 +239,12 @@ static void skip_thread_joins(void)
  * thread: the join passes it, the agent's threads that wait for the main
  * thread (main_thread().join(), is_alive()) see it end, as when the plan is
  * freed on the thread that loaded it, and the non-daemon threads are joined
- * as ever. An exception in the callback would end _shutdown() before the
- * join: none leaves it. This is private API of the pinned Python 3.11
- * (_register_atexit, _tstate_lock): test_free_on_another_thread in
+ * as ever. It goes first in the list, which runs last to first: after the
+ * agent's own callbacks, as on the main thread. An exception in the callback
+ * would end _shutdown() before the join: none leaves it. (The main thread
+ * is the thread that initialised Python: eddy imports threading there.)
+ * This is private API of the pinned Python 3.11
+ * (_threading_atexits, _tstate_lock): test_free_on_another_thread in
  * tests/unit/test_py.c catches its change, in a child that it does not wait
  * for for ever.
  */
@@ -257,7 +260,7 @@ static void end_main_thread_here(void)
                                "                lock.release()\n"
                                "        except Exception:\n"
                                "            pass\n"
-                               "    t._register_atexit(end_main_thread)\n";
+                               "    t._threading_atexits.insert(0, end_main_thread)\n";
     PyObject *globals = PyDict_New();
     if (globals != NULL &&
         PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {

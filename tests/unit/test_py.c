@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <time.h>
@@ -142,8 +143,14 @@ static void run_in_child(int (*child)(void), int timeout_s)
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0)
+    if (pid == 0) {
+        /* cmocka's handlers would take a crash back into its runner, which
+         * would go on with the next tests in the child. */
+        static const int crashes[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+        for (size_t i = 0; i < sizeof(crashes) / sizeof(crashes[0]); i++)
+            signal(crashes[i], SIG_DFL);
         _exit(child());
+    }
     int status = 0;
     for (int ms = 0; waitpid(pid, &status, WNOHANG) == 0; ms += 10) {
         if (ms >= timeout_s * 1000) {
@@ -939,43 +946,88 @@ static void *load_run_free(void *arg)
  */
 static int concurrent_loads_child(void)
 {
-    const char *agent_text = "import logging, threading\n"
-                             "from eddy import Agent, InputEvent, action\n"
-                             "log = logging.getLogger(__name__)\n"
-                             "class A(Agent):\n"
-                             "    @action(InputEvent)\n"
-                             "    @staticmethod\n"
-                             "    def first(event, ctx):\n"
-                             "        log.debug('%s', event.input)\n";
-    char *agents[2] = {write_temp(".py", agent_text), write_temp(".py", agent_text)};
+    /* Each action starts a non-daemon thread that marks a file a little
+     * later: the finalisation must wait for them (it did not when threading
+     * took a thread other than the one that initialised Python for its main
+     * thread: that thread's state went after the load, which let
+     * threading._shutdown() find the main thread ended, or fail an assert,
+     * and join nothing). */
+    const char *agent_fmt = "import logging, threading, time\n"
+                            "from eddy import Agent, InputEvent, action\n"
+                            "log = logging.getLogger(__name__)\n"
+                            "def mark():\n"
+                            "    time.sleep(0.2)\n"
+                            "    with open(%s, 'a') as f:\n"
+                            "        f.write('x')\n"
+                            "class A(Agent):\n"
+                            "    @action(InputEvent)\n"
+                            "    @staticmethod\n"
+                            "    def first(event, ctx):\n"
+                            "        log.debug('%%s', event.input)\n"
+                            "        threading.Thread(target=mark, daemon=False).start()\n";
+    char *marks[2] = {write_temp(".mark", ""), write_temp(".mark", "")};
+    char *agents[2];
+    for (int i = 0; i < 2; i++) {
+        char quoted[128], text[1024];
+        snprintf(quoted, sizeof(quoted), "'%s'", marks[i]);
+        snprintf(text, sizeof(text), agent_fmt, quoted);
+        agents[i] = write_temp(".py", text);
+    }
     char *in = write_inputs(4, 2);
     char *outs[2] = {write_temp(".out", ""), write_temp(".out", "")};
+    /* In rounds 2 and 3, this thread first loads an agent that imports no
+     * threading, so that Python is initialised here and threading imported
+     * by a pair thread; it frees that plan after the pair's (round 2: the
+     * finalisation is here) or with them (round 3). */
+    char *plain = write_temp(".py", "from eddy import InputEvent, action\n"
+                                    "@action(InputEvent)\n"
+                                    "def first(event, ctx):\n"
+                                    "    pass\n");
     pthread_barrier_t meet;
-    pthread_barrier_init(&meet, NULL, 2);
+    pthread_barrier_init(&meet, NULL, 3);
     int rc = 0;
     for (int round = 0; round < 4 && rc == 0; round++) {
         pair_thread p[2];
         pthread_t t[2];
+        handoff here = {plain, in, NULL, NULL, -1};
+        if (round >= 2 && (load_plan(&here), here.plan == NULL))
+            return 6;
         for (int i = 0; i < 2; i++) {
             p[i] = (pair_thread){{agents[i], in, outs[i], NULL, -1}, &meet};
             if (pthread_create(&t[i], NULL, load_run_free, &p[i]) != 0)
                 return 2;
         }
+        pthread_barrier_wait(&meet); /* they load */
+        pthread_barrier_wait(&meet); /* they free */
+        if (round == 3)
+            eddy_plan_free(here.plan);
         for (int i = 0; i < 2; i++) {
             pthread_join(t[i], NULL);
             if (p[i].h.rc != EDDY_OK)
                 rc = 3;
         }
+        if (round == 2)
+            eddy_plan_free(here.plan);
         if (rc == 0 && Py_IsInitialized())
             rc = 4; /* a lost release */
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            struct stat st;
+            /* Each of the runs' actions (4 inputs) started one. */
+            if (stat(marks[i], &st) != 0 || st.st_size != 4 * (round + 1))
+                rc = 5; /* a thread the finalisation did not wait for */
+        }
     }
     pthread_barrier_destroy(&meet);
     for (int i = 0; i < 2; i++) {
         unlink(agents[i]);
         free(agents[i]);
+        unlink(marks[i]);
+        free(marks[i]);
         unlink_output(outs[i]);
         free(outs[i]);
     }
+    unlink(plain);
+    free(plain);
     unlink(in);
     free(in);
     return rc;
