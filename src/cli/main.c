@@ -1293,6 +1293,12 @@ static int progress_wanted(const struct run_args *a)
  * type is found at a glance. */
 #define SUMMARY_UNHANDLED_TYPES 3
 
+/* The plural ending of a count: "1 input", "2 inputs". */
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
 /* " (N written from the state)" when n > 0: lines the previous run left. */
 static void print_from_state(uint64_t n)
 {
@@ -1311,12 +1317,6 @@ static void print_from_state(uint64_t n)
  * resumed (1 of them failed: ended with no action run again)". The rate is
  * said only of inputs that were read.
  */
-/* The plural ending of a count: "1 input", "2 inputs". */
-static const char *plural(uint64_t n)
-{
-    return n == 1 ? "" : "s";
-}
-
 static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const char *state_dir)
 {
     fprintf(stderr, "eddy: %" PRIu64 " input%s", st->inputs, plural(st->inputs));

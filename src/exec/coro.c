@@ -504,8 +504,16 @@ static int altstack_key_made;
 
 static void altstack_free(void *p)
 {
-    stack_t ss = {.ss_flags = SS_DISABLE};
-    sigaltstack(&ss, NULL); /* this thread's, as it exits */
+    /* Only eddy's own, and not while a handler runs on it: a stack the
+     * program put in its place since is the program's, and stays. */
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) != 0 || (cur.ss_flags & SS_ONSTACK))
+        return; /* in use: left, as before */
+    if (cur.ss_sp == p && !(cur.ss_flags & SS_DISABLE)) {
+        stack_t off = {.ss_flags = SS_DISABLE};
+        if (sigaltstack(&off, NULL) != 0)
+            return;
+    }
     free(p);
 }
 

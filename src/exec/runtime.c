@@ -1186,7 +1186,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     eddy_error_free(rt->error);
     for (size_t i = 0; i < EDDY__UNHANDLED_TYPES; i++)
         free(rt->unhandled_types[i]);
-    if (eddy__runtime_on_thread(rt) && eddy__mailboxes > 0)
+    if (eddy__mailboxes > 0) /* on its thread: see the checks above */
         eddy__mailboxes--;
     free(rt);
 }

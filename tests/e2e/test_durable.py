@@ -547,7 +547,7 @@ class DurableTest(EddyTest):
         second = self.run_cmd("--on-error", "skip", agent=agent)
         self.assertEqual(second.returncode, 0, second.stderr)
         # (j's run may have been in flight too)
-        self.assertRegex(second.stderr, rb"eddy: 0 inputs, [12] runs resumed \(1 of them failed: "
+        self.assertRegex(second.stderr, rb"eddy: 0 inputs, [12] runs? resumed \(1 of them failed: "
                          rb"ended with no action run again\), [23] pending inputs taken up from "
                          rb"the state, ")
         self.assertEqual(read_jsonl(dead), [letter])  # once
