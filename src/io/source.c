@@ -58,6 +58,7 @@ typedef struct reader {
      * bytes read, and the largest length it was seen to have. */
     uint64_t pos;
     uint64_t held;
+    uint64_t eof_size; /* its length when a read last found the end */
 } reader;
 
 struct eddy__source {
@@ -646,6 +647,13 @@ static int check_length(eddy__source *s, uint64_t *size)
         r->held = *size;
         return 0;
     }
+    if (r->held == 0) {
+        /* Never seen to hold anything, yet read from: a file whose length
+         * says nothing (/proc), not a cut one. Not checked again. */
+        s->is_file = 0;
+        *size = r->pos;
+        return 0;
+    }
     char held[64] = "";
     if (r->held > r->pos)
         snprintf(held, sizeof(held), " of the %" PRIu64 " it held", r->held);
@@ -759,8 +767,12 @@ static void reader_main(void *arg)
             rc = push_batch(s); /* the lines before the bytes just read */
             break;
         }
-        if (got == 0 && size > r->pos)
-            continue; /* it grew since the read: read on */
+        if (got == 0 && size > r->pos && size != r->eof_size) {
+            /* It grew since the read: read on. Once only for one length: a
+             * file that says it holds more than it gives (sysfs) ends. */
+            r->eof_size = size;
+            continue;
+        }
 #ifdef EDDY_TEST_HOOKS
         if (got > 0)
             test_pause(s, 0);

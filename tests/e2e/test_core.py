@@ -767,6 +767,24 @@ class CoreTest(EddyTest):
         with open(log, "rb") as f:
             self.assertIn(b'"reason":"not JSON"', f.read())
 
+    def test_pseudo_files_are_read_to_their_end(self):
+        # Files whose length says nothing of what they hold: /proc says 0
+        # bytes (it was taken for a file cut while read: exit 1), sysfs says
+        # 4096 and gives a few (the reader went back for the rest for ever).
+        for path in ("/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled",
+                     "/sys/class/net/lo/mtu"):
+            if not os.path.exists(path):
+                continue
+            dead = self.path("dead.jsonl")
+            proc = subprocess.run([EDDY, "run", TEST_AGENT, "--quiet", "--input", path,
+                                   "--output", self.path("out.jsonl"), "--dead-letter", dead],
+                                  capture_output=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, (path, proc.stderr))
+            with open(path, "rb") as f:
+                lines = f.read().count(b"\n")
+            with open(dead, "rb") as f:
+                self.assertEqual(f.read().count(b"\n"), lines, path)  # none is JSON
+
     def test_an_output_over_the_agent_is_refused(self):
         # The agent's own file as the output or the dead-letter file: a C
         # agent's module is mapped (cut, it killed eddy with SIGBUS), a Python
