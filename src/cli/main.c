@@ -632,6 +632,8 @@ static atomic_int exit_code_at_end;
 static atomic_int exit_ending; /* one note only when two threads end eddy at once */
 /* With a state directory (for what the note of a second signal says). */
 static int stop_durable;
+/* A progress line on a terminal: a note then begins on a line of its own. */
+static atomic_int progress_on_tty;
 /* Posted by the first signal that stops the run, for the watchdog of the
  * stop (watch_stop); stop_sem_ready once it is initialised. */
 static sem_t stop_sem;
@@ -663,6 +665,26 @@ static void write_all(int fd, const char *s)
         s += w;
         n -= (size_t)w;
     }
+}
+
+/* The line of a second signal, which ends eddy at once: one write (a line
+ * of its own beside the watchdog's note), on a line of its own after a
+ * progress line. Async-signal-safe. */
+static void say_second_signal(int signo)
+{
+    static const char *const tail[] = {
+        " again: ended before the stop finished (in-memory state was lost)\n",
+        " again: ended before the stop finished (the state is safe: run the same command "
+        "again to resume)\n"};
+    char line[256];
+    size_t n = 0;
+    const char *parts[] = {atomic_load(&progress_on_tty) ? "\neddy: " : "eddy: ",
+                           signal_name(signo), tail[stop_durable != 0]};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *c = parts[i]; *c != '\0' && n < sizeof(line) - 1; c++)
+            line[n++] = *c;
+    line[n] = '\0';
+    write_all(STDERR_FILENO, line);
 }
 
 /* A signal while Python finished the agent's exit, after the note that it
@@ -710,13 +732,7 @@ static void on_signal(int signo)
         /* A second signal: the user insists. End now with the default action;
          * the state store is safe against a kill at any instant. The signal is
          * blocked while this handler runs, so it lands as soon as we return. */
-        write_all(STDERR_FILENO, "eddy: ");
-        write_all(STDERR_FILENO, signal_name(signo));
-        write_all(STDERR_FILENO,
-                  stop_durable ? " again: ended before the stop finished (the state is safe: run "
-                                 "the same command again to resume)\n"
-                               : " again: ended before the stop finished (in-memory state was "
-                                 "lost)\n");
+        say_second_signal(signo);
         struct sigaction dfl;
         memset(&dfl, 0, sizeof(dfl));
         dfl.sa_handler = SIG_DFL;
@@ -1057,7 +1073,6 @@ static pthread_cond_t stop_cond;
 static int stop_done;
 static pthread_t stop_watchdog;
 static int stop_watchdog_started;
-static atomic_int progress_on_tty; /* a note then begins on a line of its own */
 
 /* Woken by the signal that stops the run: when the run has not ended
  * STOP_QUIET_MS later (it waits for the calls in flight to return, and for
@@ -1073,7 +1088,9 @@ static void *watch_stop(void *arg)
     pthread_mutex_lock(&stop_mutex);
     while (!stop_done && pthread_cond_timedwait(&stop_cond, &stop_mutex, &until) != ETIMEDOUT) {
     }
-    if (!stop_done) {
+    int ended = stop_done;
+    pthread_mutex_unlock(&stop_mutex); /* a stalled stderr must not hold the run's end */
+    if (!ended) {
         char note[384];
         snprintf(note, sizeof(note),
                  "%seddy: note: %s: the stop has waited %d s for the actions running and the "
@@ -1083,7 +1100,6 @@ static void *watch_stop(void *arg)
                  signal_name(atomic_load(&signal_caught)), STOP_QUIET_MS / 1000);
         write_all(STDERR_FILENO, note); /* one write: a line of its own */
     }
-    pthread_mutex_unlock(&stop_mutex);
     return NULL;
 }
 
