@@ -2396,12 +2396,51 @@ static long long file_size(const sqlite_store *s, const char *suffix)
     return size;
 }
 
-/* What the WAL's index says of it: 1 when its header is whole and says
- * that frames past nBackfill were not copied into the database, with the
- * WAL's size they need. SQLite's layout (wal.c): two copies of a 48-byte
- * header (iVersion 3007000, isInit at 12, szPage at 14, mxFrame at 16), then
- * nBackfill at 96, in the machine's byte order. */
-static int wal_index_frames(sqlite_store *s, uint32_t *frames, uint32_t *copied, long long *need)
+#ifdef EDDY_TEST_HOOKS
+static void (*test_index_hook)(void *);
+static void *test_index_hook_arg;
+
+void eddy__store_sqlite_test_index_hook(void (*fn)(void *), void *arg)
+{
+    test_index_hook = fn;
+    test_index_hook_arg = arg;
+}
+#endif
+
+/* SQLite's unix VFS (os_unix.c) holds a shared POSIX lock on this byte of
+ * the index (UNIX_SHM_DMS: (22 + SQLITE_SHM_NLOCK) * 4 + SQLITE_SHM_NLOCK)
+ * while a connection has the database open, and the first connection to
+ * come takes it exclusively to rebuild the index from the WAL. */
+#define SHM_DMS_BYTE 128
+
+/* The index's header (two copies of 48 bytes, then the checkpoint's
+ * information: nBackfill at 96), when it is whole (both copies equal). */
+#define SHM_HEADER 136
+static int read_index_header(int fd, unsigned char h[SHM_HEADER])
+{
+    return pread(fd, h, SHM_HEADER, 0) == SHM_HEADER && memcmp(h, h + 48, 48) == 0;
+}
+
+/* What the WAL's index says of it: 1 when no connection has the index open,
+ * its header is whole and says that frames past nBackfill were not copied
+ * into the database, and it stayed the same while the WAL's size (*wal,
+ * file_size()) was taken; with the WAL's size those frames need. SQLite's
+ * layout (wal.c): iVersion 3007000, isInit at 12, szPage at 14, mxFrame at
+ * 16, in the machine's byte order.
+ *
+ * A live connection's index is never looked at: one in another process (a
+ * running eddy beside eddy inspect, or sqlite3) appends frames and then
+ * says so in the index, so a size taken before the header is read can be
+ * short of it; the other order meets a clean close, which copies the
+ * frames and then removes the index and the WAL. F_GETLK asks whether any
+ * process holds the byte above, without taking a lock or writing anything;
+ * it does not see this process's own locks, and the check runs before
+ * this store's connection opens. A connection that comes between that
+ * question and the WAL's size changes the header (it rebuilds it, appends,
+ * or copies frames at its close), so the header is read again: the size
+ * is compared with it only when it did not change. */
+static int wal_index_frames(sqlite_store *s, long long *wal, uint32_t *frames, uint32_t *copied,
+                            long long *need)
 {
     size_t n = strlen(s->db_path);
     char *path = malloc(n + 5);
@@ -2413,18 +2452,29 @@ static int wal_index_frames(sqlite_store *s, uint32_t *frames, uint32_t *copied,
     free(path);
     if (fd < 0)
         return 0;
-    unsigned char h[136];
-    ssize_t got = pread(fd, h, sizeof(h), 0);
+    struct flock lk = {
+        .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = SHM_DMS_BYTE, .l_len = 1};
+    unsigned char h[SHM_HEADER], again[SHM_HEADER];
+    uint32_t version = 0, mx = 0, backfill = 0;
+    uint16_t sz = 0;
+    int ok = fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type == F_UNLCK && read_index_header(fd, h);
+    if (ok) {
+        memcpy(&version, h, 4);
+        memcpy(&sz, h + 14, 2);
+        memcpy(&mx, h + 16, 4);
+        memcpy(&backfill, h + 96, 4);
+        ok = version == 3007000 && h[12] == 1 && mx > backfill;
+    }
+    if (ok) {
+#ifdef EDDY_TEST_HOOKS
+        if (test_index_hook != NULL)
+            test_index_hook(test_index_hook_arg);
+#endif
+        *wal = file_size(s, "-wal");
+        ok = read_index_header(fd, again) && memcmp(h, again, SHM_HEADER) == 0;
+    }
     close(fd);
-    uint32_t version, mx, backfill;
-    uint16_t sz;
-    if (got != (ssize_t)sizeof(h) || memcmp(h, h + 48, 48) != 0)
-        return 0;
-    memcpy(&version, h, 4);
-    memcpy(&sz, h + 14, 2);
-    memcpy(&mx, h + 16, 4);
-    memcpy(&backfill, h + 96, 4);
-    if (version != 3007000 || h[12] != 1 || mx <= backfill)
+    if (!ok)
         return 0;
     long long page = sz == 1 ? 65536 : sz;
     *frames = mx;
@@ -2435,13 +2485,13 @@ static int wal_index_frames(sqlite_store *s, uint32_t *frames, uint32_t *copied,
 
 static int check_state_files(sqlite_store *s, eddy_error **err)
 {
-    long long db = file_size(s, ""), wal = file_size(s, "-wal");
+    long long db = file_size(s, "");
     if (db == -2)
         return EDDY_OK; /* not a regular file, or unreadable: the open says why */
     if (db > 0) {
         uint32_t frames = 0, copied = 0;
-        long long need = 0;
-        if (!wal_index_frames(s, &frames, &copied, &need) || wal >= need || wal == -2)
+        long long need = 0, wal = 0;
+        if (!wal_index_frames(s, &wal, &frames, &copied, &need) || wal >= need || wal == -2)
             return EDDY_OK;
         char now[64];
         if (wal < 0)
@@ -2457,6 +2507,7 @@ static int check_state_files(sqlite_store *s, eddy_error **err)
                                s->db_path, now, s->db_path, (unsigned long)frames, need,
                                (unsigned long)(frames - copied), s->db_path, s->db_path, s->dir);
     }
+    long long wal = file_size(s, "-wal");
     int marked = lock_marked(s);
     if (!marked && wal <= 0)
         return EDDY_OK; /* a new state, or one whose first eddy stopped before its first commit */

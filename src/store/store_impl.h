@@ -81,6 +81,10 @@ int eddy__store_sqlite_test_exec(eddy__store *s, const char *sql);
 /* Tests only: sparse journal rows are compacted once they hold more than
  * bytes in all (default 4 MiB; 0: at once). */
 void eddy__store_sqlite_test_compact_slack(eddy__store *s, size_t bytes);
+/* Tests only: fn(arg) runs, in the check of the WAL's index before an open,
+ * between the index's header being read and the WAL's size being taken
+ * (NULL: none). */
+void eddy__store_sqlite_test_index_hook(void (*fn)(void *), void *arg);
 #endif
 
 #endif /* EDDY_STORE_STORE_IMPL_H */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -1354,6 +1355,148 @@ static void test_missing_files(void **state)
     refused_both(copy, "/LOCK says that the directory held a state");
 }
 
+/* A live connection in another process (sqlite3, another eddy) that
+ * commits while a check of the WAL's index looks at the files: the header
+ * says more frames than the WAL's size taken a moment before. */
+typedef struct live_conn {
+    pid_t pid;
+    int to, from; /* pipes to and from it */
+    int hooked;   /* calls of the index hook */
+} live_conn;
+
+static void live_conn_main(const char *db, int in, int out)
+{
+    sqlite3 *c = NULL;
+    char b = 'r';
+    /* A read attaches the WAL's index and holds it until the close. */
+    if (sqlite3_open(db, &c) != SQLITE_OK ||
+        sqlite3_exec(c, "SELECT count(*) FROM meta", NULL, NULL, NULL) != SQLITE_OK ||
+        write(out, &b, 1) != 1)
+        _exit(1);
+    for (int n = 1; read(in, &b, 1) == 1; n++) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", n);
+        if (sqlite3_exec(c, sql, NULL, NULL, NULL) != SQLITE_OK || write(out, &b, 1) != 1)
+            _exit(2);
+    }
+    _exit(sqlite3_close(c) == SQLITE_OK ? 0 : 3);
+}
+
+static void live_conn_start(live_conn *l, const char *dir)
+{
+    char db[256], b = 0;
+    snprintf(db, sizeof(db), "%s/eddy.db", dir);
+    int to[2], from[2];
+    assert_int_equal(pipe(to), 0);
+    assert_int_equal(pipe(from), 0);
+    l->pid = fork();
+    assert_true(l->pid >= 0);
+    if (l->pid == 0) {
+        close(to[1]);
+        close(from[0]);
+        live_conn_main(db, to[0], from[1]);
+    }
+    close(to[0]);
+    close(from[1]);
+    l->to = to[1];
+    l->from = from[0];
+    l->hooked = 0;
+    assert_int_equal(read(l->from, &b, 1), 1); /* attached */
+}
+
+/* The index hook: the live connection commits, and says when it did. */
+static void live_conn_commit(void *arg)
+{
+    live_conn *l = arg;
+    char b = 'c';
+    l->hooked++;
+    assert_int_equal(write(l->to, &b, 1), 1);
+    assert_int_equal(read(l->from, &b, 1), 1);
+}
+
+static void live_conn_stop(live_conn *l)
+{
+    int st = 0;
+    close(l->to);
+    assert_int_equal(waitpid(l->pid, &st, 0), l->pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(l->from);
+}
+
+/*
+ * The check of the WAL's index (test_missing_files) refuses nothing beside
+ * a live connection: a commit of another process between the looks at the
+ * WAL and at the index made `eddy inspect` beside a running eddy say that
+ * the WAL was cut short. An index a connection holds is not looked at: the
+ * hook between them does not even run.
+ */
+static void test_index_check_beside_a_live_connection(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_set_source_pos(s, 10, 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    for (int ro = 0; ro < 2; ro++) {
+        live_conn l;
+        live_conn_start(&l, d->state);
+        eddy__store_sqlite_test_index_hook(live_conn_commit, &l);
+        eddy_error *err = NULL;
+        s = NULL;
+        int rc = eddy__store_open(&s, d->state, ro ? NULL : FP, NULL, &err);
+        eddy__store_sqlite_test_index_hook(NULL, NULL);
+        if (rc != EDDY_OK)
+            fail_msg("%s: %s", ro ? "read-only" : "run", eddy_error_message(err));
+        uint64_t off = 0, line = 0;
+        assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+        assert_int_equal(off, 10);
+        eddy__store_close(s);
+        assert_int_equal(l.hooked, 0);
+        live_conn_stop(&l);
+    }
+}
+
+/* A connection that opens the state after a kill, commits and closes
+ * cleanly (copying every frame into eddy.db, then removing the index and
+ * the WAL) between the looks at the index and at the WAL: the header it
+ * left differs from the one read first, and nothing is refused. */
+static void open_commit_close(void *arg)
+{
+    sqlite3 *c = NULL;
+    assert_int_equal(sqlite3_open(arg, &c), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(c, "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(c), SQLITE_OK);
+}
+
+static void test_index_check_beside_a_clean_close(void **state)
+{
+    test_dir *d = *state;
+    char crash[128], db[160];
+    snprintf(crash, sizeof(crash), "%s/crash", d->root);
+    snprintf(db, sizeof(db), "%s/eddy.db", crash);
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_set_source_pos(s, 10, 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    static const char *const files[] = {"LOCK", "eddy.db", "eddy.db-wal", "eddy.db-shm"};
+    for (int ro = 0; ro < 2; ro++) {
+        for (size_t i = 0; i < 4; i++)
+            copy_state_file(d->state, crash, files[i]); /* as a kill -9 leaves them */
+        eddy__store_sqlite_test_index_hook(open_commit_close, db);
+        eddy_error *err = NULL;
+        eddy__store *c = NULL;
+        int rc = eddy__store_open(&c, crash, ro ? NULL : FP, NULL, &err);
+        eddy__store_sqlite_test_index_hook(NULL, NULL);
+        if (rc != EDDY_OK)
+            fail_msg("%s: %s", ro ? "read-only" : "run", eddy_error_message(err));
+        uint64_t off = 0, line = 0;
+        assert_int_equal(eddy__store_get_source_pos(c, &off, &line), EDDY_OK);
+        assert_int_equal(off, 10);
+        eddy__store_close(c);
+        assert_int_equal(tmptree_remove(crash), 0);
+    }
+    eddy__store_close(s);
+}
+
 /* Meta values of the wrong type or out of range: refused at open, for a run
  * and for an inspection, as damaged (EDDY_ESTATE), naming the entry and the
  * value as found, printed safely; the state is left as it is. */
@@ -2028,6 +2171,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_meta, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_files, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_index_check_beside_a_live_connection, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_index_check_beside_a_clean_close, setup_dir,
+                                        teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_row_types, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
