@@ -2413,6 +2413,29 @@ void eddy__store_sqlite_test_index_hook(void (*fn)(void *), void *arg)
  * come takes it exclusively to rebuild the index from the WAL. */
 #define SHM_DMS_BYTE 128
 
+/* When this boot began, in seconds since the epoch (btime in /proc/stat,
+ * rounded down), or -1 when unknown. */
+static long long boot_time(void)
+{
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == NULL)
+        return -1;
+    char line[256];
+    long long t = -1;
+    int at_start = 1; /* of a line: a long one ("intr") comes in pieces */
+    while (t < 0 && fgets(line, sizeof(line), f) != NULL) {
+        if (at_start && strncmp(line, "btime ", 6) == 0) {
+            char *end = NULL;
+            errno = 0;
+            long long v = strtoll(line + 6, &end, 10);
+            t = errno == 0 && end != line + 6 && v > 0 ? v : -2;
+        }
+        at_start = strchr(line, '\n') != NULL;
+    }
+    fclose(f);
+    return t > 0 ? t : -1;
+}
+
 /* The index's header (two copies of 48 bytes, then the checkpoint's
  * information: nBackfill at 96), when it is whole (both copies equal). */
 #define SHM_HEADER 136
@@ -2438,7 +2461,16 @@ static int read_index_header(int fd, unsigned char h[SHM_HEADER])
  * this store's connection opens. A connection that comes between that
  * question and the WAL's size changes the header (it rebuilds it, appends,
  * or copies frames at its close), so the header is read again: the size
- * is compared with it only when it did not change. */
+ * is compared with it only when it did not change.
+ *
+ * Nor is an index last written before this boot: SQLite writes it through a
+ * shared mapping and never syncs it, so after a power loss it may count
+ * frames that never reached the WAL on disk (commits that were never
+ * acknowledged: eddy's outputs wait for the WAL's sync), and SQLite, whose
+ * first connection rebuilds the index from the WAL, opens such a state
+ * correctly. Every connection of this boot made or truncated the file, so
+ * its mtime is this boot's; after a kill (the same boot) it is checked. With
+ * the boot time unknown, it is checked. */
 static int wal_index_frames(sqlite_store *s, long long *wal, uint32_t *frames, uint32_t *copied,
                             long long *need)
 {
@@ -2457,7 +2489,10 @@ static int wal_index_frames(sqlite_store *s, long long *wal, uint32_t *frames, u
     unsigned char h[SHM_HEADER], again[SHM_HEADER];
     uint32_t version = 0, mx = 0, backfill = 0;
     uint16_t sz = 0;
-    int ok = fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type == F_UNLCK && read_index_header(fd, h);
+    struct stat sb;
+    long long boot = boot_time();
+    int ok = fstat(fd, &sb) == 0 && (boot < 0 || (long long)sb.st_mtim.tv_sec >= boot) &&
+             fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type == F_UNLCK && read_index_header(fd, h);
     if (ok) {
         memcpy(&version, h, 4);
         memcpy(&sz, h + 14, 2);
