@@ -38,6 +38,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,7 @@ typedef struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     int lock_fd;
+    struct live_state *live; /* this state among those the process has open */
     /* The WAL, opened by us too: fdatasync of it makes every commit made so
      * far durable (the connection then runs synchronous=NORMAL, in which
      * COMMIT writes the WAL without syncing it). -1: synchronous=FULL, and
@@ -2263,6 +2265,8 @@ static int sq_counts_get(eddy__store *base, eddy__store_counts *out)
 
 /* ---------------------------------------------------------------- open and close */
 
+static void live_leave(sqlite_store *s);
+
 static void sq_close(eddy__store *base)
 {
     sqlite_store *s = (sqlite_store *)base;
@@ -2275,6 +2279,7 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->meta_set[i]);
         sqlite3_close(s->db);
     }
+    live_leave(s);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
     if (s->sync_lock_ok)
@@ -2457,8 +2462,9 @@ static int read_index_header(int fd, unsigned char h[SHM_HEADER])
  * short of it; the other order meets a clean close, which copies the
  * frames and then removes the index and the WAL. F_GETLK asks whether any
  * process holds the byte above, without taking a lock or writing anything;
- * it does not see this process's own locks, and the check runs before
- * this store's connection opens. A connection that comes between that
+ * it does not see this process's own locks: the check runs before this
+ * store's connection opens, and not at all while another store of this
+ * process has the state open (live_states). A connection that comes between that
  * question and the WAL's size changes the header (it rebuilds it, appends,
  * or copies frames at its close), so the header is read again: the size
  * is compared with it only when it did not change.
@@ -2518,7 +2524,68 @@ static int wal_index_frames(sqlite_store *s, long long *wal, uint32_t *frames, u
     return 1;
 }
 
-static int check_state_files(sqlite_store *s, eddy_error **err)
+/*
+ * The states this process has open, by their directory's device and inode.
+ * POSIX locks are the process's: F_GETLK does not see those of this
+ * process's connections, and closing any descriptor of the index drops
+ * them all, SQLite's lock on its DMS byte among them; a connection of
+ * another process that came then would take the index for a dead one's and
+ * rebuild it under the live connections (eddy_state_inspect() on another
+ * thread beside a run did so). So the check does not open the index of a
+ * state that another store of this process has open: each store is counted
+ * here, under the same mutex as its check, before its connection opens, and
+ * until that is closed (sq_close).
+ */
+typedef struct live_state {
+    dev_t dev;
+    ino_t ino;
+    int stores;
+    struct live_state *next;
+} live_state;
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static live_state *live_states;
+
+/* Counts s among the stores open on its state (the lock held): 1 when
+ * another store of this process has it open, or when s cannot be counted
+ * (then nothing tells). */
+static int live_enter(sqlite_store *s)
+{
+    struct stat sb;
+    if (stat(s->dir, &sb) != 0)
+        return 0; /* no directory: no state, and nothing to open */
+    live_state *l = live_states;
+    while (l != NULL && (l->dev != sb.st_dev || l->ino != sb.st_ino))
+        l = l->next;
+    if (l == NULL && (l = calloc(1, sizeof(*l))) == NULL)
+        return 1;
+    if (l->stores == 0) {
+        l->dev = sb.st_dev;
+        l->ino = sb.st_ino;
+        l->next = live_states;
+        live_states = l;
+    }
+    s->live = l;
+    return l->stores++ > 0;
+}
+
+static void live_leave(sqlite_store *s)
+{
+    if (s->live == NULL)
+        return;
+    pthread_mutex_lock(&live_lock);
+    if (--s->live->stores == 0) {
+        live_state **p = &live_states;
+        while (*p != s->live)
+            p = &(*p)->next;
+        *p = s->live->next;
+        free(s->live);
+    }
+    pthread_mutex_unlock(&live_lock);
+    s->live = NULL;
+}
+
+static int check_files(sqlite_store *s, int others, eddy_error **err)
 {
     long long db = file_size(s, "");
     if (db == -2)
@@ -2526,7 +2593,8 @@ static int check_state_files(sqlite_store *s, eddy_error **err)
     if (db > 0) {
         uint32_t frames = 0, copied = 0;
         long long need = 0, wal = 0;
-        if (!wal_index_frames(s, &wal, &frames, &copied, &need) || wal >= need || wal == -2)
+        if (others || !wal_index_frames(s, &wal, &frames, &copied, &need) || wal >= need ||
+            wal == -2)
             return EDDY_OK;
         char now[64];
         if (wal < 0)
@@ -2558,6 +2626,14 @@ static int check_state_files(sqlite_store *s, eddy_error **err)
                            "eddy.db back (from a backup), or remove the directory %s (or give "
                            "another --state directory) to start over",
                            s->db_path, db < 0 ? "is missing" : "is empty (0 bytes)", why, s->dir);
+}
+
+static int check_state_files(sqlite_store *s, eddy_error **err)
+{
+    pthread_mutex_lock(&live_lock);
+    int r = check_files(s, live_enter(s), err);
+    pthread_mutex_unlock(&live_lock);
+    return r;
 }
 
 /* A directory that holds files but no state (no eddy.db) is not adopted as

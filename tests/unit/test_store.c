@@ -1497,6 +1497,47 @@ static void test_index_check_beside_a_clean_close(void **state)
     eddy__store_close(s);
 }
 
+/* Whether another process holds a lock on the DMS byte of dir's WAL index,
+ * as SQLite does while a connection has the database open: asked from a
+ * child (F_GETLK does not see the asking process's own locks). */
+static int index_held_by_us(const char *dir)
+{
+    char shm[256];
+    snprintf(shm, sizeof(shm), "%s/eddy.db-shm", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(shm, O_RDONLY);
+        struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 128, .l_len = 1};
+        _exit(fd >= 0 && fcntl(fd, F_GETLK, &lk) == 0 && lk.l_type == F_RDLCK ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st) == 0;
+}
+
+/*
+ * An inspection (eddy_state_inspect() on another thread) beside a store of
+ * the same process on the same state: the check of the WAL's index opened
+ * and closed the index, which dropped this process's POSIX locks on it, the
+ * running store's SQLite lock among them. It leaves the index alone now.
+ */
+static void test_index_check_beside_a_store_of_this_process(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_set_source_pos(s, 10, 1), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_true(index_held_by_us(d->state));
+    for (int i = 0; i < 2; i++) {
+        eddy__store *r = open_ok(d->state, NULL);
+        eddy__store_close(r);
+        assert_true(index_held_by_us(d->state));
+    }
+    eddy__store_close(s);
+}
+
 /* This boot's start (btime in /proc/stat), or -1. */
 static long long boot_time(void)
 {
@@ -2236,6 +2277,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_index_check_beside_a_clean_close, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_index_from_an_earlier_boot, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_index_check_beside_a_store_of_this_process, setup_dir,
+                                        teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_row_types, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_not_a_database, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_waits_for_a_reader, setup_dir, teardown_dir),
