@@ -2372,12 +2372,12 @@ static int lock_marked(sqlite_store *s)
 }
 
 /* Once open for writing (the state holds a commit, synced): mark LOCK,
- * the directory synced first so that eddy.db's name is on disk before the
- * mark is. Best effort: a state without the mark works as before, and the
- * next open tries again. */
-static void mark_lock(sqlite_store *s)
+ * the directory synced first (unless dir_synced: the open just did) so that
+ * eddy.db's name is on disk before the mark is. Best effort: a state
+ * without the mark works as before, and the next open tries again. */
+static void mark_lock(sqlite_store *s, int dir_synced)
 {
-    if (lock_marked_fd(s->lock_fd) || eddy__paths_sync_dir(s->dir) != 0)
+    if (lock_marked_fd(s->lock_fd) || (!dir_synced && eddy__paths_sync_dir(s->dir) != 0))
         return;
     if (pwrite(s->lock_fd, lock_mark, sizeof(lock_mark) - 1, 0) == (ssize_t)sizeof(lock_mark) - 1)
         (void)fdatasync(s->lock_fd);
@@ -3654,7 +3654,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
                             strerror(e));
         goto fail;
     }
-    mark_lock(s);
+    mark_lock(s, created); /* a new state's directory was synced just above */
     *out = &s->base;
     return EDDY_OK;
 fail:
