@@ -1089,7 +1089,9 @@ static void *watch_stop(void *arg)
     while (!stop_done && pthread_cond_timedwait(&stop_cond, &stop_mutex, &until) != ETIMEDOUT) {
     }
     int ended = stop_done;
-    pthread_mutex_unlock(&stop_mutex); /* a stalled stderr must not hold the run's end */
+    /* The note is written unlocked (no I/O under a lock); the run's end
+     * joins this thread all the same, so it comes before what follows. */
+    pthread_mutex_unlock(&stop_mutex);
     if (!ended) {
         char note[384];
         snprintf(note, sizeof(note),
@@ -1442,6 +1444,7 @@ static int run_runtime(eddy_runtime *rt, const struct run_args *a)
     signal_at_run_end = atomic_load(&signal_caught);
     reclaim_signals(FOUND_AFTER_RUN); /* what the agent's actions did to them */
     clear_progress(&progress);
+    atomic_store(&progress_on_tty, 0); /* notes from here on: no line to end */
 
     fflush(stdout); /* what C agents printed comes before the summary */
     eddy_stats st;

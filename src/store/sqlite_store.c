@@ -2277,9 +2277,13 @@ static void sq_close(eddy__store *base)
             sqlite3_finalize(s->st[i]);
         for (int i = 0; i <= META_DUE_MAX; i++)
             sqlite3_finalize(s->meta_set[i]);
-        sqlite3_close(s->db);
+        /* A connection that failed to close still holds its locks on the
+         * index: it stays counted, so that no check opens (and closes) it. */
+        if (sqlite3_close(s->db) == SQLITE_OK)
+            live_leave(s);
+    } else {
+        live_leave(s);
     }
-    live_leave(s);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
     if (s->sync_lock_ok)
@@ -2569,11 +2573,11 @@ static int live_enter(sqlite_store *s)
     return l->stores++ > 0;
 }
 
-static void live_leave(sqlite_store *s)
+/* live_lock held. */
+static void live_leave_locked(sqlite_store *s)
 {
     if (s->live == NULL)
         return;
-    pthread_mutex_lock(&live_lock);
     if (--s->live->stores == 0) {
         live_state **p = &live_states;
         while (*p != s->live)
@@ -2581,8 +2585,16 @@ static void live_leave(sqlite_store *s)
         *p = s->live->next;
         free(s->live);
     }
-    pthread_mutex_unlock(&live_lock);
     s->live = NULL;
+}
+
+static void live_leave(sqlite_store *s)
+{
+    if (s->live == NULL)
+        return;
+    pthread_mutex_lock(&live_lock);
+    live_leave_locked(s);
+    pthread_mutex_unlock(&live_lock);
 }
 
 static int check_files(sqlite_store *s, int others, eddy_error **err)
@@ -2632,6 +2644,11 @@ static int check_state_files(sqlite_store *s, eddy_error **err)
 {
     pthread_mutex_lock(&live_lock);
     int r = check_files(s, live_enter(s), err);
+    /* Only a store that goes on to open counts: a refused one counted
+     * until its close would make another look skip the check, and its
+     * open rebuild the index that showed the damage. */
+    if (r != EDDY_OK)
+        live_leave_locked(s);
     pthread_mutex_unlock(&live_lock);
     return r;
 }
