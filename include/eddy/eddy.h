@@ -824,10 +824,10 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  * [{seq, line, record}], journal (that key's entries; the top-level journal
  * stays every run's)}.
  * Safe while an eddy process works on dir (it reads a committed snapshot,
- * taking only SQLite's shared locks, and writes nothing). Returns NULL and sets *err (new): of type "state" when the
- * key is unknown (its message says the key "is not in" the state), else of
- * type "store" (dir is NULL, holds no state, cannot be read, or holds a
- * damaged or foreign database; the message says which). Any thread.
+ * taking only SQLite's shared locks, and writes nothing). Returns NULL and sets *err (new): of type
+ * "state" when the key is unknown (its message says the key "is not in" the state), else of type
+ * "store" (dir is NULL, holds no state, cannot be read, or holds a damaged or foreign database; the
+ * message says which). Any thread.
  */
 EDDY_API json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err);
 
