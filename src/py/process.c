@@ -154,6 +154,24 @@ void eddy__py_guard_signals(void)
 
 /* ---------------------------------------------------------------- finalisation */
 
+/* Run code (statements) in a fresh namespace with the builtins; its
+ * exceptions are cleared. Returns the namespace (a new reference), or NULL
+ * when it could not run to its end. */
+static PyObject *run_snippet(const char *code)
+{
+    PyObject *globals = PyDict_New();
+    PyObject *r = NULL;
+    if (globals != NULL && PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0)
+        r = PyRun_String(code, Py_file_input, globals, globals);
+    PyErr_Clear();
+    if (r == NULL) {
+        Py_XDECREF(globals);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return globals;
+}
+
 /* The non-daemon threads alive other than this one and the main thread:
  * those threading._shutdown() waits for, as a list of (name, native id)
  * pairs. A new list, or NULL (no exception set) when there are none or they
@@ -167,14 +185,8 @@ static PyObject *threads_left(void)
                                "    for th in t.enumerate()\n"
                                "    if th is not t.main_thread() and th.ident != t.get_ident()\n"
                                "    and not th.daemon and th.is_alive()]\n";
-    PyObject *globals = PyDict_New();
-    PyObject *left = NULL;
-    if (globals != NULL &&
-        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
-        PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
-        left = r != NULL ? PyDict_GetItemString(globals, "left") : NULL; /* borrowed */
-        Py_XDECREF(r);
-    }
+    PyObject *globals = run_snippet(code);
+    PyObject *left = globals != NULL ? PyDict_GetItemString(globals, "left") : NULL; /* borrowed */
     if (left != NULL && PyList_Check(left) && PyList_GET_SIZE(left) > 0)
         Py_INCREF(left);
     else
@@ -213,14 +225,7 @@ static void skip_thread_joins(void)
                                "if t is not None:\n"
                                "    with t._shutdown_locks_lock:\n"
                                "        t._shutdown_locks.clear()\n";
-    PyObject *globals = PyDict_New();
-    if (globals != NULL &&
-        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
-        PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
-        Py_XDECREF(r);
-    }
-    Py_XDECREF(globals);
-    PyErr_Clear(); /* then Python waits for them, as it would */
+    Py_XDECREF(run_snippet(code)); /* when it fails, Python waits for them, as it would */
     kept_modules = PyDict_Values(PyImport_GetModuleDict()); /* never released */
     PyErr_Clear();
 }
@@ -261,14 +266,7 @@ static void end_main_thread_here(void)
                                "        except Exception:\n"
                                "            pass\n"
                                "    t._threading_atexits.insert(0, end_main_thread)\n";
-    PyObject *globals = PyDict_New();
-    if (globals != NULL &&
-        PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) == 0) {
-        PyObject *r = PyRun_String(code, Py_file_input, globals, globals);
-        Py_XDECREF(r);
-    }
-    Py_XDECREF(globals);
-    PyErr_Clear();
+    Py_XDECREF(run_snippet(code));
 }
 
 /* Flush sys.stdout and sys.stderr (what the agent printed comes out before
