@@ -210,8 +210,15 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                 free(mem);
                 json_decref(str);
             }
+            int never = json_is_object(v) || json_is_array(v);
             json_decref(v);
-            if (as_string != NULL)
+            if (never)
+                eddy__error_set(err, EDDY_ENOTFOUND, "state",
+                                "key %s is not in %s, nor can it be: an input whose key is an "
+                                "object or an array is dead-lettered, not run (give a string, "
+                                "number, true, false or null, as JSON: '\"u1\"' or 42)",
+                                key, dir);
+            else if (as_string != NULL)
                 eddy__error_set(err, EDDY_ENOTFOUND, "state",
                                 "key %s is not in %s, but the string %s is: give --key '%s'", key,
                                 dir, as_string, as_string);
