@@ -1024,9 +1024,17 @@ static int start_watchdog(pthread_t *t, void *(*fn)(void *))
     sigemptyset(&owned);
     for (size_t i = 0; i < OWNED_SIGNAL_COUNT; i++)
         sigaddset(&owned, owned_signals[i].signo);
+    /* It waits, formats a line and writes it: a small stack, not the
+     * default 8 MiB of address space (which counts against RLIMIT_AS). */
+    pthread_attr_t attr;
+    int have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr)
+        (void)pthread_attr_setstacksize(&attr, 128 * 1024);
     pthread_sigmask(SIG_BLOCK, &owned, &old);
-    int started = pthread_create(t, NULL, fn, NULL) == 0;
+    int started = pthread_create(t, have_attr ? &attr : NULL, fn, NULL) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (have_attr)
+        pthread_attr_destroy(&attr);
     return started;
 }
 
