@@ -2389,14 +2389,24 @@ static void mark_lock(sqlite_store *s, int dir_synced)
 
 /* The size of DIR/eddy.db<suffix>: -1 when it is not there, -2 when it is
  * not a regular file or cannot be looked at. */
-static long long file_size(const sqlite_store *s, const char *suffix)
+/* The path of the database file's sibling ("-wal", "-shm"): malloc'd, or
+ * NULL. */
+static char *db_sibling(const sqlite_store *s, const char *suffix)
 {
     size_t n = strlen(s->db_path), k = strlen(suffix);
     char *path = malloc(n + k + 1);
+    if (path != NULL) {
+        memcpy(path, s->db_path, n);
+        memcpy(path + n, suffix, k + 1);
+    }
+    return path;
+}
+
+static long long file_size(const sqlite_store *s, const char *suffix)
+{
+    char *path = db_sibling(s, suffix);
     if (path == NULL)
         return -2;
-    memcpy(path, s->db_path, n);
-    memcpy(path + n, suffix, k + 1);
     struct stat sb;
     long long size = stat(path, &sb) != 0  ? (errno == ENOENT ? -1 : -2)
                      : S_ISREG(sb.st_mode) ? (long long)sb.st_size
@@ -2484,12 +2494,9 @@ static int read_index_header(int fd, unsigned char h[SHM_HEADER])
 static int wal_index_frames(sqlite_store *s, long long *wal, uint32_t *frames, uint32_t *copied,
                             long long *need)
 {
-    size_t n = strlen(s->db_path);
-    char *path = malloc(n + 5);
+    char *path = db_sibling(s, "-shm");
     if (path == NULL)
         return 0;
-    memcpy(path, s->db_path, n);
-    memcpy(path + n, "-shm", 5);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
     if (fd < 0)
@@ -3120,12 +3127,9 @@ static int configure(sqlite_store *s, eddy_error **err)
  */
 static int wal_open(sqlite_store *s, eddy_error **err)
 {
-    size_t len = strlen(s->db_path);
-    char *path = malloc(len + 5);
+    char *path = db_sibling(s, "-wal");
     if (path == NULL)
         return eddy__error_set(err, EDDY_ENOMEM, "memory", "out of memory");
-    memcpy(path, s->db_path, len);
-    memcpy(path + len, "-wal", 5);
     int fd = open(path, O_RDWR | O_CLOEXEC);
     free(path);
     if (fd < 0)
@@ -3445,12 +3449,9 @@ static int load_outbox_next(sqlite_store *s, eddy_error **err)
  * database file holds every commit. */
 static int wal_unused(const sqlite_store *s, int empty_too)
 {
-    size_t n = strlen(s->db_path);
-    char *wal = malloc(n + 5);
+    char *wal = db_sibling(s, "-wal");
     if (wal == NULL)
         return 0;
-    memcpy(wal, s->db_path, n);
-    memcpy(wal + n, "-wal", 5);
     struct stat sb;
     int unused =
         stat(wal, &sb) != 0 ? errno == ENOENT : empty_too && S_ISREG(sb.st_mode) && sb.st_size == 0;
