@@ -210,14 +210,17 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
                 free(mem);
                 json_decref(str);
             }
-            int never = json_is_object(v) || json_is_array(v);
+            const char *never = json_is_object(v)  ? "an object"
+                                : json_is_array(v) ? "an array"
+                                : json_is_null(v)  ? "null"
+                                                   : NULL;
             json_decref(v);
-            if (never)
+            if (never != NULL)
                 eddy__error_set(err, EDDY_ENOTFOUND, "state",
-                                "key %s is not in %s, nor can it be: an input whose key is an "
-                                "object or an array is dead-lettered, not run (give a string, "
-                                "number, true, false or null, as JSON: '\"u1\"' or 42)",
-                                key, dir);
+                                "key %s is not in %s, nor can it be: an input whose key is %s is "
+                                "dead-lettered, not run (give a string, a number, true or false, "
+                                "as JSON: '\"u1\"' or 42)",
+                                key, dir, never);
             else if (as_string != NULL)
                 eddy__error_set(err, EDDY_ENOTFOUND, "state",
                                 "key %s is not in %s, but the string %s is: give --key '%s'", key,

@@ -2088,13 +2088,14 @@ class DurableTest(EddyTest):
                              capture_output=True, timeout=60)
         self.assertIn(b"key 43 is not in %s: no short-term memory" % self.state.encode(),
                       res.stderr)
-        # An object or array can never be a key (such an input is dead-lettered).
-        for never in ('{"a":1}', "[1]"):
+        # An object, an array or null can never be a key (such an input is
+        # dead-lettered).
+        for never, what in (('{"a":1}', b"an object"), ("[1]", b"an array"), ("null", b"null")):
             res = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", never],
                                  capture_output=True, timeout=60)
             self.assertNotEqual(res.returncode, 0)
-            self.assertIn(b"key %s is not in %s, nor can it be: an input whose key is an object "
-                          b"or an array is dead-lettered" % (never.encode(), self.state.encode()),
+            self.assertIn(b"key %s is not in %s, nor can it be: an input whose key is %s is "
+                          b"dead-lettered" % (never.encode(), self.state.encode(), what),
                           res.stderr)
         res = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", '"42"'],
                              capture_output=True, timeout=60)
