@@ -3246,14 +3246,16 @@ static int check_existing(sqlite_store *s, const char *fp, const char *actions, 
     if (version > EDDY_STORE_FORMAT_VERSION)
         return eddy__error_set(err, EDDY_ESTATE, "store",
                                "state directory %s was written by a newer eddy (format %lld, "
-                               "this eddy reads format %d)",
-                               s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
+                               "this eddy reads formats %d to %d)",
+                               s->dir, (long long)version, EDDY_STORE_FORMAT_OLDEST,
+                               EDDY_STORE_FORMAT_VERSION);
     if (version < EDDY_STORE_FORMAT_OLDEST)
         return eddy__error_set(err, EDDY_ESTATE, "store",
                                "state directory %s has format %lld, written by an older eddy; "
-                               "this eddy reads format %d (let the older eddy finish its runs, "
-                               "or start with a new state directory)",
-                               s->dir, (long long)version, EDDY_STORE_FORMAT_VERSION);
+                               "this eddy reads formats %d to %d (let the older eddy finish its "
+                               "runs, or start with a new state directory)",
+                               s->dir, (long long)version, EDDY_STORE_FORMAT_OLDEST,
+                               EDDY_STORE_FORMAT_VERSION);
     /* Before anything is written: a damaged state is left as it is. */
     if ((r = check_meta(s, err)) != EDDY_OK)
         return r;

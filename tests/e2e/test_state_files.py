@@ -269,7 +269,7 @@ class StateFiles(EddyTest):
         self.finished_state()
         self.sql("UPDATE meta SET v = 99 WHERE k = 'format_version'")
         self.assert_refused(self.state, "written by a newer eddy (format 99, this eddy reads "
-                            "format 7)")
+                            "formats 2 to 7)")
 
     def query(self, stmt):
         c = sqlite3.connect(self.db)

@@ -1192,9 +1192,10 @@ static void test_format_version(void **state)
     char *msg = open_fails(d->state, FP, EDDY_ESTATE);
     char want[256];
     snprintf(want, sizeof(want),
-             "state directory %s was written by a newer eddy (format %d, this eddy reads format "
-             "%d)",
-             d->state, EDDY_STORE_FORMAT_VERSION + 1, EDDY_STORE_FORMAT_VERSION);
+             "state directory %s was written by a newer eddy (format %d, this eddy reads formats "
+             "%d to %d)",
+             d->state, EDDY_STORE_FORMAT_VERSION + 1, EDDY_STORE_FORMAT_OLDEST,
+             EDDY_STORE_FORMAT_VERSION);
     assert_string_equal(msg, want);
     free(msg);
 
