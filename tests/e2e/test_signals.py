@@ -19,6 +19,15 @@ DURABLE = os.path.join(AGENTS, "durable_agent.so")
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
 
 
+def wait_for_file(test, p, path, what):
+    """Wait (60 s at most) until path exists, failing if eddy (p) ended first."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        test.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
+        test.assertLess(time.monotonic(), deadline, what)
+        time.sleep(0.005)
+
+
 class Signals(EddyTest):
     def setUp(self):
         super().setUp()
@@ -150,11 +159,8 @@ class Signals(EddyTest):
                 if os.path.exists(flag):
                     os.remove(flag)
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            deadline = time.monotonic() + 60
-            while not os.path.exists(loading):  # importing: the handlers are in place
-                self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
-                self.assertLess(time.monotonic(), deadline, "the agent never loaded")
-                time.sleep(0.005)
+            # importing: the handlers are in place
+            wait_for_file(self, p, loading, "the agent never loaded")
             p.send_signal(signo)
             open(go, "w").close()
             _, err = p.communicate(timeout=60)
@@ -426,11 +432,7 @@ class SlowStop(EddyTest):
                         EDDY_TEST_RELEASE=self.release)
         p = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env=self.env)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.started):
-            self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
-            self.assertLess(time.monotonic(), deadline, "the action never started")
-            time.sleep(0.005)
+        wait_for_file(self, p, self.started, "the action never started")
         return p
 
     def test_a_second_signal_ends_a_stuck_stop_and_says_so(self):
@@ -478,11 +480,7 @@ class AgentSignals(EddyTest):
                                 env=env, preexec_fn=preexec_fn)
 
     def wait_started(self, p):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.started):
-            self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
-            self.assertLess(time.monotonic(), deadline, "the action never started")
-            time.sleep(0.005)
+        wait_for_file(self, p, self.started, "the action never started")
 
     def warning(self, agent, name, tail=b"eddy's own handles it (stops cleanly)"):
         return (b"eddy: warning: " + agent.encode() + b" installed a handler for " + name +
@@ -777,11 +775,7 @@ class AgentThreads(EddyTest):
         open(exit_file, "w").close()  # the atexit handler need not wait
         p = self.start([{"key": "nd", "op": "thread"}, {"key": "w", "op": "wait"}],
                        {"EDDY_TEST_EXIT": exit_file, "EDDY_TEST_LOG": log}, leaves_thread=True)
-        deadline = time.monotonic() + 60
-        while not os.path.exists(self.started):
-            self.assertIsNone(p.poll())
-            self.assertLess(time.monotonic(), deadline, "the action never started")
-            time.sleep(0.005)
+        wait_for_file(self, p, self.started, "the action never started")
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
         self.assertEqual(p.returncode, 143, err)
@@ -823,11 +817,7 @@ class AgentThreads(EddyTest):
         # within the second.
         exit_file = self.path("exit")
         p = self.start([{"key": "nd", "op": "echo"}], {"EDDY_TEST_EXIT": exit_file})
-        deadline = time.monotonic() + 60
-        while not os.path.exists(exit_file + ".started"):
-            self.assertIsNone(p.poll())
-            self.assertLess(time.monotonic(), deadline, "the atexit handler never started")
-            time.sleep(0.005)
+        wait_for_file(self, p, exit_file + ".started", "the atexit handler never started")
         p.send_signal(signal.SIGTERM)
         open(exit_file, "w").close()
         _, err = p.communicate(timeout=60)
