@@ -372,6 +372,7 @@ static void call_done(eddy__job *job)
         cj->call->result = NULL;
         cj->call->err = NULL;
         cj->call->rc = EDDY_ECANCELED;
+        t->rt->stats.async_calls--; /* counted when handed over; it never ran */
         eddy__durable_job_canceled(t->rt);
     }
     if (--t->waiting == 0)

@@ -1712,6 +1712,7 @@ static void dall_done(eddy__job *job)
     dall *b = j->batch;
     if (job->canceled) { /* the stop, or its run's earlier results never reached the disk */
         j->rc = EDDY_ECANCELED;
+        t->rt->stats.async_calls--; /* counted when handed over; it never ran */
         eddy__durable_job_canceled(t->rt);
         if (j->c.what == EDDY_DCALL_RUN_PENDING)
             eddy__durable_unpend(t, &j->c);

@@ -800,6 +800,7 @@ void eddy__py_call_done(eddy__job *job)
     eddy__py_task *pt = t->lang;
     c->state = EDDY_PY_CALL_DONE;
     if (job->canceled) { /* the stop, or its run's earlier results never reached the disk */
+        t->rt->stats.async_calls--; /* counted when handed over; it never ran */
         eddy__durable_job_canceled(t->rt);
         /* It never ran: a start journaled PENDING goes (agent.c submit). */
         if (c->journal && c->dc.what == EDDY_DCALL_RUN_PENDING)

@@ -5,6 +5,7 @@ leaves the state consistent."""
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -221,6 +222,10 @@ class Signals(EddyTest):
         with open(effects) as f:
             ran = sum(1 for line in f if line.startswith("effect"))
         self.assertLessEqual(ran, 2, "calls queued behind the stop still ran")
+        # The summary counts the calls that ran, not those canceled.
+        m = re.search(rb"(\d+) async calls?\b", err)
+        self.assertIsNotNone(m, err)
+        self.assertEqual(int(m.group(1)), ran, err)
         again = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(10)))
