@@ -1714,7 +1714,8 @@ static void print_report(json_t *r)
                    json_object_get(r, "output_offset"), "; ");
     print_position("dead letters", "standard error", json_object_get(r, "dead_letter_stream"),
                    json_object_get(r, "dead_letter_offset"), "\n");
-    printf("keys: %lld, pending inputs: %lld, journal entries: %lld, unwritten outputs: %lld\n",
+    printf("keys with short-term memory stored: %lld, pending inputs: %lld, journal entries: "
+           "%lld, unwritten outputs: %lld\n",
            (long long)json_integer_value(json_object_get(counts, "keys")),
            (long long)json_integer_value(json_object_get(counts, "pending")),
            (long long)json_integer_value(json_object_get(counts, "journal")),

@@ -543,6 +543,9 @@ class DurableTest(EddyTest):
                       b"(its input dead-lettered): the next run ends it without running "
                       b"its actions\n" % run["seq"], text.stdout)
         self.assertIn(b"action fails failed (ValueError: run 1 fails)\n", text.stdout)
+        # The keys counted are those whose memory is stored, not those in flight.
+        self.assertIn(b"keys with short-term memory stored: %d, pending inputs: "
+                      % info["counts"]["keys"], text.stdout)
 
         second = self.run_cmd("--on-error", "skip", agent=agent)
         self.assertEqual(second.returncode, 0, second.stderr)
