@@ -62,9 +62,9 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-/* Meta values one transaction sets, kept until its commit: 11 names exist
- * (a twelfth and more would be written at once). */
-#define META_DUE_MAX 12
+/* Meta values one transaction sets, kept until its commit: 14 names exist,
+ * commits among them (more would be written at once). */
+#define META_DUE_MAX 16
 #define OPEN_BUSY_MS 5000 /* how long opening waits for an `eddy inspect` (configure) */
 #define BUSY_WAIT_MS 2000 /* how long a write waits for another connection's lock (on_busy) */
 
@@ -158,6 +158,16 @@ typedef struct sqlite_store {
      * other had returned 0 and let its caller go on. */
     uv_mutex_t sync_lock;
     int sync_lock_ok;
+    /* The state's commits (meta commits, see lock_mark): as of the last
+     * COMMIT, on the mailbox thread; and published for the syncing threads
+     * once that COMMIT is in the WAL. */
+    uint64_t commits;
+    atomic_uint_least64_t commits_written;
+    /* LOCK's synced line: whether this store writes it (it holds the lock
+     * and LOCK is marked; set at open), and the count it holds, as read at
+     * open, then as last written (under sync_lock). */
+    int lock_line;
+    uint64_t lock_synced;
     int in_tx; /* BEGIN done, COMMIT not yet */
     /* The journal log (jlog.h, and "journal" below): */
     eddy__buf jbuf;    /* entries written in the open transaction */
@@ -213,6 +223,7 @@ static int jlog_flush(sqlite_store *s);
 static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq);
 static void *map_get_run(const eddy__map *m, const char *key, uint64_t seq, int *oom);
 static int oom(sqlite_store *s, const char *what);
+static void lock_record(sqlite_store *s, uint64_t commits);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -648,6 +659,8 @@ static int sq_commit_nosync(eddy__store *base)
         r = jlog_flush(s);
     if (r == EDDY_OK && s->outbox_next != s->outbox_saved)
         r = meta_due(s, "outbox_next", s->outbox_next);
+    if (r == EDDY_OK) /* counted in the commit it counts (see lock_mark) */
+        r = meta_due(s, "commits", s->commits + 1);
     if (r == EDDY_OK)
         r = meta_flush(s);
     if (r != EDDY_OK)
@@ -666,6 +679,8 @@ static int sq_commit_nosync(eddy__store *base)
         return EDDY_ESTORE;
     }
     s->outbox_saved = s->outbox_next;
+    s->commits++;
+    atomic_store(&s->commits_written, s->commits);
     return EDDY_OK;
 }
 
@@ -674,6 +689,9 @@ static int sq_sync(eddy__store *base)
     sqlite_store *s = (sqlite_store *)base;
     if (s->sync_lock_ok)
         uv_mutex_lock(&s->sync_lock);
+    /* Every commit counted here is in the WAL before the sync begins: the
+     * sync makes them durable, and LOCK may say so. */
+    uint64_t commits = atomic_load(&s->commits_written);
     int e = atomic_load(&s->sync_err);
     if (e == 0 && (e = eddy__fault("store_sync")) == 0 && fdatasync(s->wal_fd) != 0)
         e = errno != 0 ? errno : EIO;
@@ -682,6 +700,8 @@ static int sq_sync(eddy__store *base)
         atomic_compare_exchange_strong(&s->sync_err, &none, e);
         e = atomic_load(&s->sync_err);
     }
+    if (e == 0)
+        lock_record(s, commits);
     if (s->sync_lock_ok)
         uv_mutex_unlock(&s->sync_lock);
     if (e == 0)
@@ -700,8 +720,16 @@ static int sq_commit(eddy__store *base)
     sqlite_store *s = (sqlite_store *)base;
     int dirty = s->in_tx;
     int r = sq_commit_nosync(base);
-    if (r != EDDY_OK || !dirty || s->wal_fd < 0)
+    if (r != EDDY_OK || !dirty)
         return r;
+    if (s->wal_fd < 0) { /* synchronous=FULL: the COMMIT synced the WAL */
+        if (s->sync_lock_ok)
+            uv_mutex_lock(&s->sync_lock);
+        lock_record(s, s->commits);
+        if (s->sync_lock_ok)
+            uv_mutex_unlock(&s->sync_lock);
+        return EDDY_OK;
+    }
     if (sq_sync(base) != EDDY_OK) {
         /* Committed but maybe not on disk: nothing may build on it. */
         snprintf(s->errmsg, sizeof(s->errmsg), "commit failed on %s: syncing %s-wal to disk: %s",
@@ -2347,10 +2375,29 @@ static char *path_join(const char *dir, const char *name)
  * the index's header says how many frames the WAL holds (mxFrame) and how
  * many are in the database already (nBackfill). When the WAL is gone or
  * shorter than those frames while the index says some were not copied, the
- * state lost commits: refused too (wal_index_frames). When both are gone, as
- * after a clean stop, nothing tells: the database is read as it is.
+ * state lost commits: refused too (wal_index_frames).
+ *
+ * When both are gone, the files are those of a clean stop, and a count
+ * tells them apart. Each commit sets meta commits to the number of commits
+ * the state holds (sq_commit_nosync), and once a sync of the WAL returns,
+ * LOCK's second line says how many were made durable: "synced " and 20
+ * digits, written with one pwrite at a fixed offset over the one before
+ * (lock_record), with no fsync: after a power loss it may hold an older
+ * count, never one above what the WAL made durable. A database whose count
+ * is below LOCK's lost commits that were on disk (its WAL and index removed
+ * after a kill, or an older copy put in its place): refused (lock_behind).
+ * LOCK is read before the database's snapshot (an inspection beside a run:
+ * what the run records meanwhile, the snapshot then holds too), twice (a
+ * read may meet the line being written), and believed only in its exact
+ * form; a LOCK without the line (an older eddy's) checks nothing. Removing
+ * LOCK accepts the loss: the next open makes it again, and the count goes
+ * on from the database's.
  */
 static const char lock_mark[] = "eddy state: eddy.db holds it; do not remove eddy.db alone\n";
+
+/* LOCK's second line ("synced " and 20 digits), right after lock_mark. */
+#define LOCK_LINE_AT  (sizeof(lock_mark) - 1)
+#define LOCK_LINE_LEN 28
 
 static int lock_marked_fd(int fd)
 {
@@ -2381,10 +2428,96 @@ static int lock_marked(sqlite_store *s)
  * without the mark works as before, and the next open tries again. */
 static void mark_lock(sqlite_store *s, int dir_synced)
 {
-    if (lock_marked_fd(s->lock_fd) || (!dir_synced && eddy__paths_sync_dir(s->dir) != 0))
+    if (lock_marked_fd(s->lock_fd)) {
+        s->lock_line = 1;
         return;
-    if (pwrite(s->lock_fd, lock_mark, sizeof(lock_mark) - 1, 0) == (ssize_t)sizeof(lock_mark) - 1)
+    }
+    if (!dir_synced && eddy__paths_sync_dir(s->dir) != 0)
+        return;
+    if (pwrite(s->lock_fd, lock_mark, sizeof(lock_mark) - 1, 0) == (ssize_t)sizeof(lock_mark) - 1) {
         (void)fdatasync(s->lock_fd);
+        s->lock_line = 1;
+    }
+}
+
+/* The count of LOCK's second line as read through fd, or 0 when LOCK does
+ * not hold the mark and the line in their exact form. Taken when two reads
+ * in a row agree: an inspection's read may meet a run's write. */
+static uint64_t lock_line_fd(int fd)
+{
+    enum { N = sizeof(lock_mark) - 1 + LOCK_LINE_LEN };
+    char a[N], b[N];
+    int same = 0;
+    if (pread(fd, a, N, 0) != N)
+        return 0;
+    for (int i = 0; i < 3 && !same; i++) {
+        if (pread(fd, b, N, 0) != N)
+            return 0;
+        same = memcmp(a, b, N) == 0;
+        memcpy(a, b, N);
+    }
+    const char *l = a + LOCK_LINE_AT;
+    if (!same || memcmp(a, lock_mark, LOCK_LINE_AT) != 0 || memcmp(l, "synced ", 7) != 0 ||
+        l[LOCK_LINE_LEN - 1] != '\n')
+        return 0;
+    uint64_t v = 0;
+    for (int i = 7; i < LOCK_LINE_LEN - 1; i++) {
+        if (l[i] < '0' || l[i] > '9' || v > ((uint64_t)INT64_MAX - (uint64_t)(l[i] - '0')) / 10)
+            return 0; /* not a digit, or above any count (an SQLite integer) */
+        v = v * 10 + (uint64_t)(l[i] - '0');
+    }
+    return v;
+}
+
+/* LOCK's count, into s->lock_synced: through the lock's descriptor when
+ * this store holds it, else (an inspection) by reading the file. Before
+ * the database's snapshot is read. */
+static void lock_line_read(sqlite_store *s)
+{
+    if (s->lock_fd >= 0) {
+        s->lock_synced = lock_line_fd(s->lock_fd);
+        return;
+    }
+    char *path = path_join(s->dir, "LOCK");
+    int fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    free(path);
+    if (fd >= 0) {
+        s->lock_synced = lock_line_fd(fd);
+        close(fd);
+    }
+}
+
+/* A sync (or a COMMIT at synchronous=FULL) made the first `commits` commits
+ * durable: LOCK says so, when it holds fewer. sync_lock held. One pwrite;
+ * one that fails leaves the count before, and the next sync tries again. */
+static void lock_record(sqlite_store *s, uint64_t commits)
+{
+    if (!s->lock_line || commits <= s->lock_synced)
+        return;
+    char line[LOCK_LINE_LEN + 1];
+    snprintf(line, sizeof(line), "synced %020llu\n", (unsigned long long)commits);
+    if (pwrite(s->lock_fd, line, LOCK_LINE_LEN, (off_t)LOCK_LINE_AT) == LOCK_LINE_LEN)
+        s->lock_synced = commits;
+}
+
+/* Refused when the database holds fewer commits than LOCK says were made
+ * durable (see above). */
+static int lock_behind(sqlite_store *s, uint64_t commits, eddy_error **err)
+{
+    if (commits >= s->lock_synced)
+        return EDDY_OK;
+    unsigned long long lost = (unsigned long long)(s->lock_synced - commits);
+    return eddy__error_set(err, EDDY_ESTATE, "state",
+                           "%s holds the state as of its commit %llu, but %s/LOCK says that "
+                           "commit %llu was made durable: %llu commit%s lost and the state is "
+                           "damaged (were eddy.db-wal and eddy.db-shm removed after eddy was "
+                           "killed, or eddy.db replaced by an older copy?); put them back, or "
+                           "remove %s/LOCK to go on from eddy.db as it is (the durable calls of "
+                           "the lost commits run again), or remove the directory %s (or give "
+                           "another --state directory) to start over",
+                           s->db_path, (unsigned long long)commits, s->dir,
+                           (unsigned long long)s->lock_synced, lost, lost == 1 ? " is" : "s are",
+                           s->dir, s->dir);
 }
 
 /* The size of DIR/eddy.db<suffix>: -1 when it is not there, -2 when it is
@@ -2642,9 +2775,11 @@ static int check_files(sqlite_store *s, int others, eddy_error **err)
     return eddy__error_set(err, EDDY_ESTATE, "state",
                            "state database %s %s, but %s: the state is damaged, and starting "
                            "afresh would read every input and run every durable call again; put "
-                           "eddy.db back (from a backup), or remove the directory %s (or give "
-                           "another --state directory) to start over",
-                           s->db_path, db < 0 ? "is missing" : "is empty (0 bytes)", why, s->dir);
+                           "eddy.db back (from a backup: one that lacks the last commits made "
+                           "durable is refused unless %s/LOCK is removed too), or remove the "
+                           "directory %s (or give another --state directory) to start over",
+                           s->db_path, db < 0 ? "is missing" : "is empty (0 bytes)", why, s->dir,
+                           s->dir);
 }
 
 static int check_state_files(sqlite_store *s, eddy_error **err)
@@ -2878,6 +3013,7 @@ static const struct meta_rule {
     {"plan", MV_REQUIRED | MV_FP, "a plan fingerprint (1 to 64 printable characters)"},
     {"dead_offset", MV_INT | MV_MIN0, "a byte offset (an integer, 0 or more)"},
     {"next_run", MV_INT | MV_MIN0, "a run number (an integer, 0 or more)"},
+    {"commits", MV_INT | MV_MIN0, "a commit count (an integer, 0 or more)"},
     {"input_head_len", MV_INT | MV_MIN0, "a length (an integer, 0 or more)"},
     /* Hashes: any 64 bits, stored as SQLite's signed integers. */
     {"input_head", MV_INT, "a hash (an integer)"},
@@ -3013,6 +3149,20 @@ static int query_one(sqlite_store *s, const char *sql, char **text, sqlite3_int6
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The state's commit count (meta commits; none in a state an older eddy
+ * made: 0), checked against LOCK's (lock_behind). After check_meta, in the
+ * snapshot the open reads. */
+static int load_commits(sqlite_store *s, eddy_error **err)
+{
+    sqlite3_int64 n = 0;
+    int rc = query_one(s, "SELECT v FROM meta WHERE k = 'commits'", NULL, &n);
+    if (rc != SQLITE_OK)
+        return open_fail(s, rc, "reading the commit count", err);
+    s->commits = (uint64_t)n;
+    atomic_store(&s->commits_written, s->commits);
+    return lock_behind(s, s->commits, err);
 }
 
 /* Set meta row k to the text v, at open, before the statements are prepared. */
@@ -3257,7 +3407,7 @@ static int check_existing(sqlite_store *s, const char *fp, const char *actions, 
                                s->dir, (long long)version, EDDY_STORE_FORMAT_OLDEST,
                                EDDY_STORE_FORMAT_VERSION);
     /* Before anything is written: a damaged state is left as it is. */
-    if ((r = check_meta(s, err)) != EDDY_OK)
+    if ((r = check_meta(s, err)) != EDDY_OK || (r = load_commits(s, err)) != EDDY_OK)
         return r;
     int rc;
     if (version < EDDY_STORE_FORMAT_VERSION) {
@@ -3318,6 +3468,8 @@ static int init_schema(sqlite_store *s, const char *fp, const char *actions, int
         r = eddy__error_set(err, EDDY_ESTORE, "store",
                             "%s is not an eddy state database: it holds other tables", s->db_path);
         goto fail;
+    } else if ((r = lock_behind(s, 0, err)) != EDDY_OK) {
+        goto fail; /* a database with no tables where LOCK counts commits */
     } else {
         sqlite3_stmt *st = NULL;
         rc = sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL);
@@ -3512,6 +3664,7 @@ static int reopen_immutable(sqlite_store *s)
 static int open_readonly(sqlite_store *s, eddy_error **err)
 {
     struct stat sb;
+    lock_line_read(s); /* before the snapshot: see lock_mark */
     int r = check_state_files(s, err);
     if (r != EDDY_OK)
         return r;
@@ -3551,6 +3704,8 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     }
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "reading the schema", err);
+    if (tables == 0 && (r = lock_behind(s, 0, err)) != EDDY_OK)
+        return r; /* not one being made: LOCK counts its commits */
     if (rc == SQLITE_OK && tables == 0)
         /* An eddy is creating it this moment, or something else made an
          * empty file: either way there is no eddy state in it yet. */
@@ -3581,7 +3736,7 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "starting a read", err);
-    if ((r = check_meta(s, err)) != EDDY_OK)
+    if ((r = check_meta(s, err)) != EDDY_OK || (r = load_commits(s, err)) != EDDY_OK)
         return r;
     /* An older format's pending inputs, as rows of a temporary table. */
     sqlite3_int64 legacy = 0;
@@ -3649,8 +3804,10 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         *out = &s->base;
         return EDDY_OK;
     }
-    if ((r = make_dir(dir, err)) != EDDY_OK || (r = take_lock(s, err)) != EDDY_OK ||
-        (r = check_state_files(s, err)) != EDDY_OK || (r = check_writable_files(s, err)) != EDDY_OK)
+    if ((r = make_dir(dir, err)) != EDDY_OK || (r = take_lock(s, err)) != EDDY_OK)
+        goto fail;
+    lock_line_read(s);
+    if ((r = check_state_files(s, err)) != EDDY_OK || (r = check_writable_files(s, err)) != EDDY_OK)
         goto fail;
 
     int rc = sqlite3_open_v2(s->db_path, &s->db,

@@ -28,7 +28,9 @@
  *            length of the output file), the outbox's next id, the run counter
  *            ("next_run": the next run's sequence number, for all keys), the key
  *            field (a hash, "key_field"; and its name, "key_field_name",
- *            which older states lack)
+ *            which older states lack), the number of commits ("commits",
+ *            which older states lack: 0; DIR/LOCK says how many were made
+ *            durable, see sqlite_store.c, lock_mark)
  *   keys     per key that has short-term memory: the memory as of the end of its
  *            last run that changed it, and the run counter at that time (states
  *            of format 2 kept each key's own counter here; the runtime now

@@ -452,9 +452,12 @@ class StateFiles(EddyTest):
 
     # ------------------------------------------------------------ files gone
 
-    def refused_files(self, *words):
+    def refused_files(self, *words, inspect_reads=False):
         """Refused by a run and by eddy inspect (exit 3, one line), with no
-        file of the state directory changed or made, nor the output."""
+        file of the state directory changed or made, nor the output.
+        inspect_reads: eddy inspect refuses once it read the database, which
+        leaves an empty WAL and its index beside it (as its read of a state
+        stopped cleanly does)."""
         def snapshot():
             files = {}
             for name in sorted(os.listdir(self.state)):
@@ -471,11 +474,16 @@ class StateFiles(EddyTest):
         self.assertEqual(err.count("\n"), 1, "one line: " + err)
         for w in words:
             self.assertIn(w, err)
+        self.assertEqual(snapshot(), before, "the refused start changed the state directory")
         res = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
                              timeout=60)
         self.assertEqual(res.returncode, 3, res.stderr)
         self.assertEqual(res.stderr.decode(), err)
-        self.assertEqual(snapshot(), before, "the refused start changed the state directory")
+        after = snapshot()
+        if inspect_reads:
+            self.assertEqual(after.pop("eddy.db-wal"), hashlib.sha256(b"").hexdigest())
+            after.pop("eddy.db-shm")
+        self.assertEqual(after, before, "the refused inspection changed the state directory")
         with open(self.out, "rb") as f:
             self.assertEqual(f.read(), out_before)
         self.assertEqual(os.path.getsize(self.effects), effects_before, "a durable call ran")
@@ -491,9 +499,10 @@ class StateFiles(EddyTest):
         self.refused_files("eddy: state database %s is empty (0 bytes), but %s/LOCK says that "
                            "the directory held a state: the state is damaged, and starting "
                            "afresh would read every input and run every durable call again; "
-                           "put eddy.db back (from a backup), or remove the directory %s (or "
-                           "give another --state directory) to start over\n"
-                           % (self.db, self.state, self.state))
+                           "put eddy.db back (from a backup: one that lacks the last commits "
+                           "made durable is refused unless %s/LOCK is removed too), or remove "
+                           "the directory %s (or give another --state directory) to start over\n"
+                           % (self.db, self.state, self.state, self.state))
         os.remove(self.db)
         self.refused_files("eddy: state database %s is missing, but %s/LOCK says" %
                            (self.db, self.state))
@@ -536,6 +545,126 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+
+    def lock_synced(self):
+        """The count of LOCK's second line: the commits made durable."""
+        with open(os.path.join(self.state, "LOCK"), "rb") as f:
+            data = f.read()
+        m = re.fullmatch(rb"eddy state: eddy\.db holds it; do not remove eddy\.db alone\n"
+                         rb"synced (\d{20})\n", data)
+        self.assertIsNotNone(m, data)
+        return int(m.group(1))
+
+    def db_commits(self):
+        """The count of commits eddy.db holds by itself (read from a copy)."""
+        copy = self.path("copy.db")
+        shutil.copy(self.db, copy)
+        c = sqlite3.connect(copy)
+        (v,) = c.execute("SELECT coalesce((SELECT v FROM meta WHERE k = 'commits'), 0)").fetchone()
+        c.close()
+        os.remove(copy)
+        return v
+
+    def lost_commits(self, has, synced):
+        lost = synced - has
+        return ("eddy: %s holds the state as of its commit %d, but %s/LOCK says that commit %d "
+                "was made durable: %d commit%s lost and the state is damaged (were eddy.db-wal "
+                "and eddy.db-shm removed after eddy was killed, or eddy.db replaced by an older "
+                "copy?); put them back, or remove %s/LOCK to go on from eddy.db as it is (the "
+                "durable calls of the lost commits run again), or remove the directory %s (or "
+                "give another --state directory) to start over\n"
+                % (self.db, has, self.state, synced, lost, " is" if lost == 1 else "s are",
+                   self.state, self.state))
+
+    def test_wal_and_index_removed_after_crash(self):
+        """After a crash, eddy.db-wal and eddy.db-shm both removed: eddy.db
+        alone looks like a clean stop's, as the last checkpoint left it.
+        LOCK counts the commits made durable and eddy.db those it holds:
+        refused, rather than running again the durable calls committed
+        since. With LOCK removed, the run goes on from eddy.db as it is (and
+        runs them again)."""
+        self.finished_state(40)  # stopped cleanly: eddy.db holds every commit
+        with open(self.out, "rb") as f:
+            out40 = f.read()
+        flag = self.path("crash")
+        open(flag, "w").close()
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k", "op": "finished_then_crash", "seq": 40,
+                                "crash_flag": flag}) + "\n")
+            f.write(json.dumps({"key": "k", "seq": 41, "v": 3}) + "\n")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 137, res.stderr)
+        synced = self.lock_synced()
+        os.remove(self.db + "-wal")
+        os.remove(self.db + "-shm")
+        has = self.db_commits()
+        self.assertGreater(has, 0)
+        self.assertGreater(synced, has)
+        self.refused_files(self.lost_commits(has, synced), inspect_reads=True)
+        os.remove(os.path.join(self.state, "LOCK"))
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(self.out, "rb") as f:
+            out = f.read()
+        self.assertTrue(out.startswith(out40))  # cut back to the checkpoint's length
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(42)))
+        with open(self.effects) as f:
+            self.assertEqual(f.read().count('"finished_then_crash"'), 2)  # run again, as said
+        # LOCK made again; the count went on from eddy.db's.
+        self.assertEqual(self.lock_synced(), self.query("SELECT v FROM meta WHERE k = 'commits'"))
+        self.assertGreater(self.lock_synced(), has)
+
+    def test_wal_merged_by_sqlite_after_crash(self):
+        """After a crash, another SQLite program (Python's sqlite3 here)
+        opened the state and closed it: every frame is in eddy.db, and the
+        WAL and its index are gone. Not refused: it resumes with no durable
+        call run again."""
+        self.crashed_state()
+        synced = self.lock_synced()
+        c = sqlite3.connect(self.db)
+        c.execute("SELECT count(*) FROM meta").fetchone()
+        c.close()
+        self.assertFalse(os.path.exists(self.db + "-wal"))
+        self.assertFalse(os.path.exists(self.db + "-shm"))
+        self.assertGreaterEqual(self.db_commits(), synced)
+        with open(self.effects) as f:
+            before = f.read()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+        with open(self.effects) as f:
+            after = f.read()
+        self.assertTrue(after.startswith(before))
+        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
+        self.assertNotIn('"later"', after[len(before):])
+
+    def test_commit_count_of_a_clean_stop(self):
+        """A clean stop leaves eddy.db with every commit, and LOCK says as
+        many were made durable: the rerun goes on. A state an older eddy
+        left (no count in eddy.db, LOCK with its first line alone) goes on
+        too, and gets both."""
+        self.finished_state(40)
+        commits = self.query("SELECT v FROM meta WHERE k = 'commits'")
+        self.assertGreater(commits, 0)
+        self.assertEqual(self.lock_synced(), commits)
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k1", "seq": 40, "v": 1}) + "\n")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(len(read_jsonl(self.out)), 41)
+        self.assertGreater(self.query("SELECT v FROM meta WHERE k = 'commits'"), commits)
+        # As an older eddy left it.
+        self.sql("DELETE FROM meta WHERE k = 'commits'")
+        with open(os.path.join(self.state, "LOCK"), "r+b") as f:
+            f.truncate(len(b"eddy state: eddy.db holds it; do not remove eddy.db alone\n"))
+        with open(self.inp, "a") as f:
+            f.write(json.dumps({"key": "k2", "seq": 41, "v": 1}) + "\n")
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(len(read_jsonl(self.out)), 42)
+        commits = self.query("SELECT v FROM meta WHERE k = 'commits'")
+        self.assertGreater(commits, 0)
+        self.assertEqual(self.lock_synced(), commits)
 
     def test_crash_at_creation_starts_afresh(self):
         """What a kill while the first eddy makes the state leaves (the

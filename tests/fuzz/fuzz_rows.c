@@ -37,6 +37,8 @@ static char dir[64];      /* the state directory */
 static char db_path[128]; /* dir/eddy.db */
 static unsigned char *tmpl;
 static size_t tmpl_len; /* eddy.db as made by setup */
+static char tmpl_lock[256];
+static size_t tmpl_lock_len; /* LOCK as setup left it: the commits eddy.db holds */
 
 static void cleanup(void)
 {
@@ -76,18 +78,31 @@ static void setup(void)
     CHECK(tmpl != NULL && fread(tmpl, 1, (size_t)n, f) == (size_t)n);
     tmpl_len = (size_t)n;
     fclose(f);
+    char lock[160];
+    snprintf(lock, sizeof(lock), "%s/LOCK", dir);
+    f = fopen(lock, "rb");
+    CHECK(f != NULL);
+    tmpl_lock_len = fread(tmpl_lock, 1, sizeof(tmpl_lock), f);
+    CHECK(tmpl_lock_len > 0 && tmpl_lock_len < sizeof(tmpl_lock));
+    fclose(f);
 }
 
 /* The template back in place, with the table's rows replaced by the row. */
 static void plant(int outbox, int64_t id, const unsigned char *p, size_t n)
 {
-    char wal[160];
-    snprintf(wal, sizeof(wal), "%s-wal", db_path);
-    unlink(wal);
-    snprintf(wal, sizeof(wal), "%s-shm", db_path);
-    unlink(wal);
+    char path[160];
+    snprintf(path, sizeof(path), "%s-wal", db_path);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s-shm", db_path);
+    unlink(path);
     FILE *f = fopen(db_path, "wb");
     CHECK(f != NULL && fwrite(tmpl, 1, tmpl_len, f) == tmpl_len);
+    CHECK(fclose(f) == 0);
+    /* LOCK too: it counts the commits made since (an older eddy.db with a
+     * newer LOCK is refused as lost commits). */
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    f = fopen(path, "wb");
+    CHECK(f != NULL && fwrite(tmpl_lock, 1, tmpl_lock_len, f) == tmpl_lock_len);
     CHECK(fclose(f) == 0);
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;

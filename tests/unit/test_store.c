@@ -1356,6 +1356,182 @@ static void test_missing_files(void **state)
     refused_both(copy, "/LOCK says that the directory held a state");
 }
 
+/* The state's commit count in dir's eddy.db, read beside an open store. */
+static long commits_of(const char *dir)
+{
+    return jlog_query(dir, "SELECT coalesce((SELECT v FROM meta WHERE k = 'commits'), -1)");
+}
+
+static const char lock_mark[] = "eddy state: eddy.db holds it; do not remove eddy.db alone\n";
+
+/* What dir/LOCK holds after its mark. */
+static void lock_line_is(const char *dir, const char *want)
+{
+    char path[256], b[256];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, b, sizeof(b) - 1);
+    close(fd);
+    assert_true(n >= (ssize_t)strlen(lock_mark));
+    b[n] = '\0';
+    assert_memory_equal(b, lock_mark, strlen(lock_mark));
+    assert_string_equal(b + strlen(lock_mark), want);
+}
+
+static void set_lock_line(const char *dir, const char *line)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, lock_mark, strlen(lock_mark)), (ssize_t)strlen(lock_mark));
+    assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+    close(fd);
+}
+
+/* Refused for a run and for an inspection alike, with the message of a
+ * database that holds `has` commits where LOCK says `synced` were durable. */
+static void refused_behind(const char *dir, unsigned has, unsigned synced)
+{
+    char want[2048];
+    unsigned lost = synced - has;
+    snprintf(want, sizeof(want),
+             "%s/eddy.db holds the state as of its commit %u, but %s/LOCK says that commit %u "
+             "was made durable: %u commit%s lost and the state is damaged (were eddy.db-wal and "
+             "eddy.db-shm removed after eddy was killed, or eddy.db replaced by an older "
+             "copy?); put them back, or remove %s/LOCK to go on from eddy.db as it is (the "
+             "durable calls of the lost commits run again), or remove the directory %s (or give "
+             "another --state directory) to start over",
+             dir, has, dir, synced, lost, lost == 1 ? " is" : "s are", dir, dir);
+    for (int ro = 0; ro < 2; ro++) {
+        char *msg = open_fails(dir, ro ? NULL : FP, EDDY_ESTATE);
+        if (strcmp(msg, want) != 0)
+            fail_msg("%s: %s", ro ? "read-only" : "run", msg);
+        free(msg);
+    }
+}
+
+/*
+ * Each commit counts itself in meta commits, and once a sync made commits
+ * durable, LOCK's second line says how many. A database that holds fewer
+ * lost commits that were on disk (its WAL and index removed after a kill,
+ * or an older copy put in its place): refused, for a run and for an
+ * inspection, until LOCK is removed; the count then goes on from the
+ * database's. A WAL merged and removed by another SQLite program, and a
+ * state without the count or the line (an older eddy's), are not refused.
+ */
+static void test_commit_count(void **state)
+{
+    test_dir *d = *state;
+    char crash[128], copy[128], old[128];
+    snprintf(crash, sizeof(crash), "%s/crash", d->root);
+    snprintf(copy, sizeof(copy), "%s/copy", d->root);
+    snprintf(old, sizeof(old), "%s/old", d->root);
+    static const char *const files[] = {"LOCK", "eddy.db", "eddy.db-wal", "eddy.db-shm"};
+
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(commits_of(d->state), -1); /* none yet */
+    lock_line_is(d->state, "");
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(eddy__store_set_source_pos(s, 10 * (uint64_t)i, (uint64_t)i), EDDY_OK);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_commit(s), EDDY_OK); /* nothing to commit: not counted */
+    assert_int_equal(commits_of(d->state), 3);
+    lock_line_is(d->state, "synced 00000000000000000003\n");
+    /* Written but not synced: counted in the database, not yet in LOCK. */
+    assert_int_equal(eddy__store_set_source_pos(s, 40, 4), EDDY_OK);
+    assert_true(eddy__store_split_commit(s));
+    assert_int_equal(eddy__store_commit_nosync(s), EDDY_OK);
+    assert_int_equal(commits_of(d->state), 4);
+    lock_line_is(d->state, "synced 00000000000000000003\n");
+    assert_int_equal(eddy__store_sync(s), EDDY_OK);
+    lock_line_is(d->state, "synced 00000000000000000004\n");
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(d->state, crash, files[i]); /* as a kill -9 now leaves them */
+    eddy__store_close(s);
+
+    /* Stopped cleanly: eddy.db holds every commit; the count goes on. */
+    copy_state_file(d->state, old, "eddy.db");
+    s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_set_source_pos(s, 50, 5), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    assert_int_equal(commits_of(d->state), 5);
+    lock_line_is(d->state, "synced 00000000000000000005\n");
+
+    /* An older copy of eddy.db put in its place. */
+    copy_state_file(old, d->state, "eddy.db");
+    refused_behind(d->state, 4, 5);
+    /* LOCK removed: the state goes on from eddy.db as it is. */
+    remove_file(d->state, "LOCK");
+    s = open_ok(d->state, FP);
+    lock_line_is(d->state, ""); /* made again, and marked */
+    uint64_t off = 0, line = 0;
+    assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+    assert_int_equal(off, 40);
+    assert_int_equal(eddy__store_set_source_pos(s, 60, 6), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    assert_int_equal(commits_of(d->state), 5);
+    lock_line_is(d->state, "synced 00000000000000000005\n");
+    eddy__store_close(open_ok(d->state, NULL));
+
+    /* After the kill, eddy.db-wal and eddy.db-shm removed: eddy.db is
+     * still the one-page database of a new state (no checkpoint yet). */
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(crash, copy, files[i]);
+    remove_file(copy, "eddy.db-wal");
+    remove_file(copy, "eddy.db-shm");
+    refused_behind(copy, 0, 4);
+    assert_int_equal(tmptree_remove(copy), 0);
+
+    /* After the kill, another SQLite program opened the state and closed
+     * it: every frame copied into eddy.db, the WAL and its index removed. */
+    for (size_t i = 0; i < 4; i++)
+        copy_state_file(crash, copy, files[i]);
+    poke_db(copy, "SELECT count(*) FROM meta");
+    char path[256];
+    struct stat sb;
+    snprintf(path, sizeof(path), "%s/eddy.db-wal", copy);
+    assert_int_equal(stat(path, &sb), -1);
+    eddy__store_close(open_ok(copy, NULL));
+    s = open_ok(copy, FP);
+    assert_int_equal(eddy__store_get_source_pos(s, &off, &line), EDDY_OK);
+    assert_int_equal(off, 40);
+    eddy__store_close(s);
+
+    /* A state of an older eddy (no count, LOCK with its mark alone) goes
+     * on, and gets both. */
+    set_lock_line(copy, "");
+    poke_db(copy, "DELETE FROM meta WHERE k = 'commits'");
+    s = open_ok(copy, FP);
+    assert_int_equal(eddy__store_set_source_pos(s, 70, 7), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    assert_int_equal(commits_of(copy), 1);
+    lock_line_is(copy, "synced 00000000000000000001\n");
+
+    /* A line not in its exact form is not believed (torn, or not eddy's). */
+    static const char *const bad[] = {
+        "synced 9\n",
+        "synced 0000000000000000009x\n",
+        "synced  0000000000000000009\n",
+        "synced 00000000000000000009",
+        "Synced 00000000000000000009\n",
+        "synced 99999999999999999999\n", /* above any SQLite integer */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set_lock_line(copy, bad[i]);
+        eddy__store_close(open_ok(copy, NULL));
+        eddy__store_close(open_ok(copy, FP));
+    }
+    set_lock_line(copy, "synced 00000000000000000009\n");
+    refused_behind(copy, 1, 9);
+    assert_int_equal(tmptree_remove(copy), 0);
+}
+
 /* A live connection in another process (sqlite3, another eddy) that
  * commits while a check of the WAL's index looks at the files: the header
  * says more frames than the WAL's size taken a moment before. */
@@ -1578,7 +1754,9 @@ static void test_index_from_an_earlier_boot(void **state)
     eddy__store_close(s); /* copied into eddy.db */
     s = open_ok(d->state, FP);
     assert_int_equal(eddy__store_set_source_pos(s, 20, 2), EDDY_OK);
-    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    /* Never synced: what a power loss takes back (LOCK does not count it). */
+    assert_true(eddy__store_split_commit(s));
+    assert_int_equal(eddy__store_commit_nosync(s), EDDY_OK);
     static const char *const files[] = {"LOCK", "eddy.db", "eddy.db-wal", "eddy.db-shm"};
     /* Each mode gets its own copy: an open rebuilds the index it checked. */
     char copies[2][128];
@@ -1634,6 +1812,7 @@ static void test_damaged_meta(void **state)
         {"outbox_next", "0", "the meta entry outbox_next holds 0, not an outbox id"},
         {"dead_offset", "1.5", "the meta entry dead_offset holds 1.5 (a real), not a byte"},
         {"next_run", "x'01'", "the meta entry next_run holds x'01' (a blob), not a run number"},
+        {"commits", "-1", "the meta entry commits holds -1, not a commit count (an integer"},
         {"input_head", "'h'", "the meta entry input_head holds 'h', not a hash (an integer)"},
         {"plan", "x'00ff'", "the meta entry plan holds x'00ff' (a blob), not a plan fingerprint"},
         {"plan", "'a' || char(10) || 'b'", "the meta entry plan holds 'a\\x0ab', not a plan"},
@@ -2285,6 +2464,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damaged_outbox_rows, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_damaged_meta, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_files, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_commit_count, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_index_check_beside_a_live_connection, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_index_check_beside_a_clean_close, setup_dir,
