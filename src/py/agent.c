@@ -227,6 +227,22 @@ void eddy__py_fail_task(eddy_ctx *t)
 
 /* ---------------------------------------------------------------- the driver */
 
+/* Enter the action execution's contextvars context (see py.h): 1, or 0 with
+ * an exception set. */
+static int context_enter(eddy__py_task *pt)
+{
+    return PyContext_Enter(pt->pyctx) == 0;
+}
+
+/* Leave it; no exception is pending (the step's failure went into the
+ * task's error). It fails only when what ran left another context current
+ * (a C extension that entered one and did not leave it): nothing to undo. */
+static void context_exit(eddy__py_task *pt)
+{
+    if (PyContext_Exit(pt->pyctx) != 0)
+        PyErr_Clear();
+}
+
 static void task_state_free(eddy_ctx *t)
 {
     eddy__py_task *pt = t->lang;
@@ -237,17 +253,23 @@ static void task_state_free(eddy_ctx *t)
     eddy__py_unawaited_end(t, pt->coro == NULL && t->rc == EDDY_OK);
     /* An unfinished coroutine (the runtime drops it) is closed: its finally
      * blocks run, and find the context refused, as after the end of an
-     * action: what they would send or write would be discarded with it. */
+     * action: what they would send or write would be discarded with it.
+     * They run in the action's contextvars context, as its steps did. */
     eddy__py_ctx_invalidate(pt->ctxobj, pt->coro != NULL);
     if (pt->coro != NULL) {
+        int entered = pt->pyctx != NULL && context_enter(pt);
         PyObject *r = PyObject_CallMethod(pt->coro, "close", NULL);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
+        if (entered)
+            context_exit(pt);
+        PyErr_Clear(); /* an entry refused */
     }
     Py_CLEAR(pt->coro);
     Py_CLEAR(pt->ctxobj);
     Py_CLEAR(pt->waiting);
+    Py_CLEAR(pt->pyctx);
     /* What closing the coroutine freed went away unwarned; what it left
      * still points at pt. */
     eddy__py_unawaited_end(t, 0);
@@ -488,19 +510,10 @@ static int is_iterable_coroutine(PyObject *r)
     return yes;
 }
 
-static int first_step(eddy_ctx *t, PyObject *fn)
+/* The first step of an action execution, in its contextvars context: call
+ * the action; a coroutine is driven on. */
+static int call_action(eddy_ctx *t, eddy__py_task *pt, PyObject *fn)
 {
-    eddy__py_task *pt = calloc(1, sizeof(*pt));
-    if (pt == NULL) {
-        t->rc = EDDY_ENOMEM;
-        return 1;
-    }
-    t->lang = pt;
-    eddy__queue_init(&pt->unawaited);
-    if ((pt->ctxobj = eddy__py_ctx_new(t)) == NULL) {
-        eddy__py_fail_task(t);
-        return 1;
-    }
     PyObject *attrs = eddy__py_from_json(eddy_event_attrs(t->event));
     PyObject *type = attrs != NULL ? PyUnicode_FromString(eddy_event_type(t->event)) : NULL;
     PyObject *args[2] = {type, attrs};
@@ -541,6 +554,25 @@ static int first_step(eddy_ctx *t, PyObject *fn)
     Py_DECREF(r); /* a def action's return value is ignored */
     t->rc = EDDY_OK;
     return 1;
+}
+
+static int first_step(eddy_ctx *t, PyObject *fn)
+{
+    eddy__py_task *pt = calloc(1, sizeof(*pt));
+    if (pt == NULL) {
+        t->rc = EDDY_ENOMEM;
+        return 1;
+    }
+    t->lang = pt;
+    eddy__queue_init(&pt->unawaited);
+    if ((pt->ctxobj = eddy__py_ctx_new(t)) == NULL ||
+        (pt->pyctx = PyContext_CopyCurrent()) == NULL || !context_enter(pt)) {
+        eddy__py_fail_task(t);
+        return 1;
+    }
+    int finished = call_action(t, pt, fn);
+    context_exit(pt);
+    return finished;
 }
 
 /*
@@ -587,9 +619,13 @@ static int py_step(eddy_ctx *t)
     } else if (t->rt->stopping) {
         t->rc = EDDY_ECANCELED; /* its effects are discarded anyway */
         finished = 1;
+    } else if (!context_enter(pt)) {
+        eddy__py_fail_task(t);
+        finished = 1;
     } else {
         Py_CLEAR(pt->waiting);
         finished = drive(t, pt);
+        context_exit(pt);
     }
     if (finished)
         task_state_free(t);

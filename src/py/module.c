@@ -662,6 +662,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(c->fn);
     Py_VISIT(c->args);
     Py_VISIT(c->kwargs);
+    Py_VISIT(c->pyctx);
     Py_VISIT(c->result);
     Py_VISIT(c->exc);
     return 0;
@@ -676,6 +677,7 @@ static int call_clear(PyObject *self)
     Py_CLEAR(c->fn);
     Py_CLEAR(c->args);
     Py_CLEAR(c->kwargs);
+    Py_CLEAR(c->pyctx);
     Py_CLEAR(c->result);
     Py_CLEAR(c->exc);
     return 0;
@@ -768,11 +770,16 @@ void eddy__py_call_work(eddy__job *job)
     eddy__py_call *c = (eddy__py_call *)((char *)job - offsetof(eddy__py_call, job));
     PyGILState_STATE g = PyGILState_Ensure();
     worker_keep_state();
-    PyObject *r = PyObject_Call(c->fn, c->args, c->kwargs);
+    /* In the copy of the action's context made at the call, as
+     * asyncio.to_thread runs a function (contextvars.copy_context().run). */
+    int entered = c->pyctx != NULL && PyContext_Enter(c->pyctx) == 0;
+    PyObject *r = c->pyctx == NULL || entered ? PyObject_Call(c->fn, c->args, c->kwargs) : NULL;
     if (r != NULL)
         c->result = r;
     else
         c->exc = eddy__py_fetch_exception();
+    if (entered && PyContext_Exit(c->pyctx) != 0)
+        PyErr_Clear(); /* the function left another context current: nothing to undo */
     if (c->journal)
         encode_outcome(c);
     PyGILState_Release(g);
@@ -916,6 +923,8 @@ static PyObject *ctx_execute_async(PyObject *self, PyObject *args, PyObject *kwa
         return NULL;
     eddy__py_call *c = call_new(self, fn, rest, kwargs);
     Py_DECREF(rest);
+    if (c != NULL && (c->pyctx = PyContext_CopyCurrent()) == NULL)
+        Py_CLEAR(c);
     if (c != NULL)
         unawaited_add(((ctx_obj *)self)->task, c);
     return (PyObject *)c;
@@ -954,6 +963,8 @@ static PyObject *ctx_durable_execute_async(PyObject *self, PyObject *args, PyObj
             if (c->args == NULL)
                 Py_CLEAR(c);
         }
+        if (c != NULL && (c->pyctx = PyContext_CopyCurrent()) == NULL)
+            Py_CLEAR(c);
     }
     if (c != NULL)
         unawaited_add(t, c);

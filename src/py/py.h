@@ -33,6 +33,15 @@
  * driver starts a loop timer for it (src/exec/timer.h) rather than a job, or,
  * for 0 seconds, puts the task back at the end of the ready queue.
  *
+ * contextvars: each action execution has a context of its own, copied from
+ * the mailbox thread's when it starts, and entered around each of its steps
+ * (and around the closing of an unfinished coroutine), as asyncio gives each
+ * Task one: a ContextVar set (or decimal.localcontext() entered) by one
+ * action is not seen by another stepped in between. A function run on a
+ * worker runs in a copy of the action's context made when the call was made
+ * (asyncio.to_thread's rule); one run by ctx.durable_execute() runs in the
+ * action's own, as any function it calls.
+ *
  * Durable calls follow the C rules (src/exec/durable.h): the journal
  * position is taken when ctx.durable_execute_async() is called, the outcome
  * is encoded on the worker (JSON, or pickle in a JSON wrapper) and journaled
@@ -153,6 +162,10 @@ typedef struct eddy__py_call {
     eddy__job job;
     PyObject *ctxobj; /* the owner RunnerContext */
     PyObject *fn, *args, *kwargs;
+    /* A call run on a worker (not a sleep, not a replay): a copy of the
+     * action's contextvars context at the call, which the function runs in
+     * (as asyncio.to_thread runs it). */
+    PyObject *pyctx;
     int state;
     int durable;
     int journal;    /* durable, with a store: the worker encodes the outcome */
@@ -187,8 +200,12 @@ typedef struct eddy__py_gather {
 
 /* What a Python action execution keeps in task->lang. */
 typedef struct eddy__py_task {
-    PyObject *ctxobj;  /* the RunnerContext handed to the action */
-    PyObject *coro;    /* an async action's coroutine while unfinished */
+    PyObject *ctxobj; /* the RunnerContext handed to the action */
+    PyObject *coro;   /* an async action's coroutine while unfinished */
+    /* Its contextvars context: a copy of the one current when it started,
+     * entered around its call (def) and each step of its coroutine, as
+     * asyncio runs each Task in a copy of its own. */
+    PyObject *pyctx;
     PyObject *waiting; /* the call or gather it waits for */
     int commit_wait;   /* a durable outcome was journaled: resume after the commit */
     /* Calls made and not awaited (yet): those alive, in a list, and those

@@ -141,6 +141,27 @@ class PythonTest(EddyTest):
         self.assertEqual([o["ctx_key"] for o in outs], [42, "s"])
         self.assertEqual({o["thread"] for o in outs}, {"MainThread"})
 
+    def test_contextvars_are_the_action_executions_own(self):
+        # Every action execution was stepped in the mailbox thread's one
+        # contextvars context: interleaved at their awaits, key a computed
+        # with key b's decimal.localcontext() (1.2345679, not 1.23) and b
+        # with none (1.23456789123), a ContextVar set before an await was
+        # another key's after it, one a def action set was the next one's,
+        # and a function on a worker saw none of the action's.
+        agent = os.path.join(PY_AGENTS, "contextvars_agent.py")
+        recs = [{"key": "a", "prec": 3, "ms": 20}, {"key": "b", "prec": 8, "ms": 100},
+                {"key": "d1", "def": True}, {"key": "d2", "def": True}]
+        res = self.run_py(recs, "--state", self.path("state"), agent=agent)
+        self.assertOk(res)
+        outs = {o["key"]: o for o in res.outputs()}
+        for key, prec, amount in (("a", 3, "1.23"), ("b", 8, "1.2345679")):
+            seen = {"var": key, "prec": prec}
+            self.assertEqual(outs[key], {"key": key, "before": "unset", "after_call": key,
+                                         "var": key, "prec": prec, "amount": amount,
+                                         "worker": seen, "durable": seen, "prec_after": 28})
+        self.assertEqual(outs["d1"], {"key": "d1", "before": "unset"})
+        self.assertEqual(outs["d2"], {"key": "d2", "before": "unset"})
+
     # ------------------------------------------------------------ durable calls
 
     def crash_and_resume(self, rec, expect_calls=1):
