@@ -71,6 +71,34 @@ class TwoArg(Exception):
         self.code = code
 
 
+class HTTPError(Exception):
+    """Given attributes after it is made, one of which does not pickle."""
+
+
+class ApiError(Exception):
+    """Its args hold one that does not pickle."""
+
+    def __init__(self, msg, code, conn):
+        super().__init__(msg, code, conn)
+        self.code = code
+
+
+def describe_error(e):
+    """What a replay keeps of an exception: its args, attributes and causes."""
+    d = {"args": [a if isinstance(a, (str, int)) else "repr: " + repr(a) for a in e.args],
+         "attributes": {k: v for k, v in vars(e).items() if k != "__notes__"
+                        and isinstance(v, (str, int))},
+         "dropped": sorted(k for k, v in vars(e).items() if k != "__notes__"
+                           and not isinstance(v, (str, int))),
+         "causes": []}
+    c = e.__cause__
+    while c is not None and len(d["causes"]) < 20:
+        d["causes"].append([type(c).__module__ + "." + type(c).__qualname__, str(c),
+                            getattr(c, "status", None)])
+        c = c.__cause__
+    return d
+
+
 class Level(enum.IntEnum):
     LOW = 1
     HIGH = 2
@@ -156,6 +184,25 @@ def count_and_raise(path, kind):
         raise CustomError("custom failure", code=7)
     if kind == "two_arg":
         raise TwoArg("two", 5)
+    if kind == "unpicklable_attribute":
+        e = HTTPError("404")
+        e.status = 404
+        e.response = threading.Lock()
+        raise e
+    if kind == "unpicklable_arg":
+        raise ApiError("bad gateway", 502, threading.Lock())
+    if kind == "cause":
+        # Fully picklable, but pickle keeps no __cause__.
+        try:
+            try:
+                raise KeyError("k")
+            except KeyError as k:
+                inner = HTTPError("503")
+                inner.status = 503
+                inner.response = threading.Lock()
+                raise inner from k
+        except HTTPError as h:
+            raise ValueError("outer") from h
     if kind == "odd_module":
         raise Odd("odd failure")
     if kind == "local":
@@ -371,7 +418,8 @@ class TestAgent(Agent):
                     **({"surrogates": sum(0xD800 <= ord(c) <= 0xDFFF for c in str(e))}
                        if rec["kind"].startswith("surrogate") else {}),
                     code=getattr(e, "code", None),
-                    type_name=getattr(e, "type_name", None))
+                    type_name=getattr(e, "type_name", None),
+                    **({"detail": describe_error(e)} if rec.get("detail") else {}))
         elif op == "nondet_caught":
             # Catches what its durable calls raise and goes on: under
             # --strict-determinism a divergence fails it all the same.

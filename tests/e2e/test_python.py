@@ -292,6 +292,39 @@ class PythonTest(EddyTest):
     def test_durable_sync_exception_rebuilt_without_its_init(self):
         self.two_arg_replayed(sync=True)
 
+    def replayed_error(self, kind):
+        outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": kind,
+                                      "detail": True, "seq": 1})
+        self.assertEqual(len(outs), 1)
+        return outs[0]
+
+    def test_durable_exception_keeps_its_picklable_attributes(self):
+        # One attribute that does not pickle lost them all: the replay's
+        # HTTPError had no status.
+        o = self.replayed_error("unpicklable_attribute")
+        self.assertEqual((o["error"], o["message"]), ("pyagent.HTTPError", "404"))
+        self.assertEqual(o["detail"], {"args": ["404"], "attributes": {"status": 404},
+                                       "dropped": [], "causes": []})
+
+    def test_durable_exception_keeps_its_args_in_place(self):
+        # An arg that does not pickle is replayed as its repr, in its place:
+        # the replay's args were the repr of the whole tuple, alone.
+        o = self.replayed_error("unpicklable_arg")
+        self.assertEqual((o["error"], o["code"]), ("pyagent.ApiError", 502))
+        args = o["detail"]["args"]
+        self.assertEqual(args[:2], ["bad gateway", 502])
+        self.assertEqual(len(args), 3)
+        self.assertTrue(args[2].startswith("<unlocked _thread.lock object at 0x"), args)
+        self.assertEqual(o["detail"]["attributes"], {"code": 502})
+
+    def test_durable_exception_keeps_its_cause(self):
+        # raise X from Y: __cause__ was lost on every replay, pickle keeping
+        # none. Each cause is rebuilt by the same rules.
+        o = self.replayed_error("cause")
+        self.assertEqual((o["error"], o["message"]), ("builtins.ValueError", "outer"))
+        self.assertEqual(o["detail"]["causes"], [["pyagent.HTTPError", "503", 503],
+                                                 ["builtins.KeyError", "'k'", None]])
+
     def test_durable_exception_fallback_type(self):
         # A class defined in a function: neither pickled nor found by name.
         outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "local",

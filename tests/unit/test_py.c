@@ -115,6 +115,81 @@ static void test_function_ids(void **state)
     PyGILState_Release(g);
 }
 
+/* A durable call's exception in the journal: its attributes and args one by
+ * one when they do not pickle together, its causes, and the records an older
+ * eddy wrote. */
+static void test_exception_journal(void **state)
+{
+    (void)state;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *main = PyModule_GetDict(PyImport_AddModule("__main__"));
+    PyObject *r = PyRun_String(
+        "import base64, pickle, threading, eddy\n"
+        "def replay(exc):\n"
+        "    return eddy._decode_error(*eddy._encode_error(exc))\n"
+        "class Attrs(Exception):\n"
+        "    pass\n"
+        "# Each attribute on its own: one that does not pickle (nor its name\n"
+        "# encode as UTF-8) is left out, the others kept.\n"
+        "e = Attrs('404')\n"
+        "e.status = 404\n"
+        "e.response = threading.Lock()\n"
+        "setattr(e, 'caf\\udce9', 1)\n"
+        "r = replay(e)\n"
+        "assert type(r) is Attrs and r.args == ('404',), r\n"
+        "assert vars(r) == {'status': 404}, vars(r)\n"
+        "# Each arg in its place; one that does not pickle as its repr.\n"
+        "lock = threading.Lock()\n"
+        "r = replay(Attrs('bad gateway', 502, lock))\n"
+        "assert r.args == ('bad gateway', 502, repr(lock)), r.args\n"
+        "# A chain of causes (and a cycle) is journaled 8 causes deep.\n"
+        "def chain(n):\n"
+        "    exc = None\n"
+        "    for i in range(n):\n"
+        "        nxt = KeyError(i)\n"
+        "        nxt.__cause__ = exc\n"
+        "        exc = nxt\n"
+        "    return exc\n"
+        "def causes(exc):\n"
+        "    got = []\n"
+        "    while exc.__cause__ is not None:\n"
+        "        exc = exc.__cause__\n"
+        "        got.append(exc.args[0])\n"
+        "    return got\n"
+        "assert causes(replay(chain(4))) == [2, 1, 0]\n"
+        "assert causes(replay(chain(12))) == [10, 9, 8, 7, 6, 5, 4, 3]\n"
+        "a, b = ValueError('a'), ValueError('b')\n"
+        "a.__cause__, b.__cause__ = b, a\n"
+        "assert causes(replay(a)) == ['b', 'a', 'b', 'a', 'b', 'a', 'b', 'a']\n"
+        "r = replay(a)\n"
+        "assert r.__suppress_context__ and r.__cause__.__suppress_context__\n"
+        "# A cause that does not pickle is rebuilt as the exception is.\n"
+        "outer = ValueError('outer')\n"
+        "outer.__cause__ = e\n"
+        "r = replay(outer)\n"
+        "assert type(r.__cause__) is Attrs and vars(r.__cause__) == {'status': 404}\n"
+        "# A record an older eddy wrote (pickle, and args and attributes together)\n"
+        "# replays as it did.\n"
+        "class Two(Exception):\n"
+        "    def __init__(self, msg, code):\n"
+        "        super().__init__(msg)\n"
+        "        self.code = code\n"
+        "t = Two('two', 5)\n"
+        "old = eddy._to_json_text({\n"
+        "    '__eddy_pickle__': base64.b64encode(pickle.dumps(t)).decode(),\n"
+        "    '__eddy_exc_state__': base64.b64encode(pickle.dumps((t.args, vars(t)))).decode()})\n"
+        "r = eddy._decode_error('__main__.Two', 'two', old)\n"
+        "assert type(r) is Two and r.args == ('two',) and r.code == 5 and r.__cause__ is None\n"
+        "r = eddy._decode_error('__main__.Attrs', 'no payload', None)\n"
+        "assert type(r) is Attrs and r.args == ('no payload',)\n",
+        Py_file_input, main, main);
+    if (r == NULL)
+        PyErr_Print();
+    assert_non_null(r);
+    Py_DECREF(r);
+    PyGILState_Release(g);
+}
+
 /* An output file and the dead-letter file the runtime makes beside it. */
 static void unlink_output(const char *out)
 {
@@ -1045,6 +1120,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_errors_name_the_place),
         cmocka_unit_test(test_function_ids),
+        cmocka_unit_test(test_exception_journal),
     };
     const struct CMUnitTest runs[] = {
         cmocka_unit_test(test_load_errors),
