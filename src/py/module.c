@@ -372,21 +372,24 @@ static void encode_outcome(eddy__py_call *c)
     Py_XDECREF(t);
 }
 
-/* Decode a journaled outcome into *result or *exc (one of them set). */
-static void decode_replay(const eddy__dcall *dc, PyObject **result, PyObject **exc)
+/* Decode a journaled outcome into *result or *exc (one of them set); fn_id
+ * is the call's, which an exception's note names (_decode_error). */
+static void decode_replay(const eddy__dcall *dc, const char *fn_id, PyObject **result,
+                          PyObject **exc)
 {
     if (dc->what == EDDY_DCALL_REPLAY_OK) {
         PyObject *text = PyUnicode_FromString(dc->payload);
         *result = text != NULL ? call_helper("_decode_value", &text, 1) : NULL;
         Py_XDECREF(text);
     } else {
-        PyObject *args[3] = {PyUnicode_FromString(dc->err_type != NULL ? dc->err_type : "error"),
+        PyObject *args[4] = {PyUnicode_FromString(dc->err_type != NULL ? dc->err_type : "error"),
                              PyUnicode_FromString(dc->err_msg != NULL ? dc->err_msg : ""),
                              dc->payload != NULL ? PyUnicode_FromString(dc->payload)
-                                                 : Py_NewRef(Py_None)};
-        if (args[0] != NULL && args[1] != NULL && args[2] != NULL)
-            *exc = call_helper("_decode_error", args, 3);
-        for (int i = 0; i < 3; i++)
+                                                 : Py_NewRef(Py_None),
+                             PyUnicode_FromString(fn_id)};
+        if (args[0] != NULL && args[1] != NULL && args[2] != NULL && args[3] != NULL)
+            *exc = call_helper("_decode_error", args, 4);
+        for (int i = 0; i < 4; i++)
             Py_XDECREF(args[i]);
         if (*exc != NULL)
             return;
@@ -551,7 +554,7 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
         goto fail;
     }
     if (dc->what == EDDY_DCALL_REPLAY_OK || dc->what == EDDY_DCALL_REPLAY_ERROR)
-        decode_replay(dc, result, exc);
+        decode_replay(dc, *fn_id, result, exc);
     return 0;
 fail:
     free(*fn_id);

@@ -413,6 +413,8 @@ class TestAgent(Agent):
                 if rec.get("raise"):
                     raise
                 crash_if(rec.get("crash"))
+                if rec.get("raise_after_crash"):
+                    raise  # the re-run's, replayed from the journal
                 out(ctx, rec, error=type(e).__module__ + "." + type(e).__qualname__,
                     message=str(e).encode("utf-8", "backslashreplace").decode("utf-8"),
                     **({"surrogates": sum(0xD800 <= ord(c) <= 0xDFFF for c in str(e))}

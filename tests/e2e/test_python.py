@@ -325,6 +325,37 @@ class PythonTest(EddyTest):
         self.assertEqual(o["detail"]["causes"], [["pyagent.HTTPError", "503", 503],
                                                  ["builtins.KeyError", "'k'", None]])
 
+    def test_replayed_exception_says_so(self):
+        # The action lets the replayed exception escape: eddy stopped with
+        # the message of the first run's failure, every time, and nothing
+        # told that the call had not been made again.
+        counter, crash, state = self.path("counter"), self.path("crash.flag"), self.path("state")
+        rec = {"key": "e", "op": "durable_error", "kind": "unpicklable_arg",
+               "raise_after_crash": True, "counter": counter, "crash": crash, "seq": 1}
+        open(crash, "w").close()
+        first = self.run_py([rec], "--state", state)
+        self.assertEqual(first.rc, 3, first.stderr)
+        os.unlink(crash)
+        note = ("eddy: replayed from the journal: pyagent.count_and_raise was not called "
+                "again. It raised this exception in a run of this action execution before "
+                "eddy restarted, and a durable call's exception is journaled as its result "
+                "is: it is final for this action execution, even once what made the call "
+                "fail is fixed. To try a failing call again, write the retry into the action "
+                "(catch the exception and make the call again). What differs from the "
+                "exception raised: args[2] could not be pickled and is its repr() text.\n")
+        stopped = self.run_py([rec], "--state", state)
+        self.assertEqual(stopped.rc, 1, stopped.stderr)
+        err = stopped.stderr.decode()
+        self.assertIn("action 'dispatch' failed for key \"e\"", err)
+        self.assertIn("\npyagent.ApiError: ('bad gateway', 502, '<unlocked _thread.lock", err)
+        self.assertIn(note, err)  # after the traceback, as Python prints notes
+        skipped = self.run_py([rec], "--state", state, "--on-error", "skip")
+        self.assertOk(skipped)
+        (dead,) = skipped.dead()
+        self.assertEqual(dead["error"]["type"], "pyagent.ApiError")
+        self.assertTrue(dead["error"]["message"].endswith(note), dead["error"]["message"])
+        self.assertEqual(lines(counter), 1)
+
     def test_durable_exception_fallback_type(self):
         # A class defined in a function: neither pickled nor found by name.
         outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "local",

@@ -116,8 +116,8 @@ static void test_function_ids(void **state)
 }
 
 /* A durable call's exception in the journal: its attributes and args one by
- * one when they do not pickle together, its causes, and the records an older
- * eddy wrote. */
+ * one when they do not pickle together, its causes, the note a replay adds,
+ * and the records an older eddy wrote. */
 static void test_exception_journal(void **state)
 {
     (void)state;
@@ -127,6 +127,8 @@ static void test_exception_journal(void **state)
         "import base64, pickle, threading, eddy\n"
         "def replay(exc):\n"
         "    return eddy._decode_error(*eddy._encode_error(exc))\n"
+        "def attributes(exc):\n"
+        "    return {k: v for k, v in vars(exc).items() if k != '__notes__'}\n"
         "class Attrs(Exception):\n"
         "    pass\n"
         "# Each attribute on its own: one that does not pickle (nor its name\n"
@@ -137,7 +139,7 @@ static void test_exception_journal(void **state)
         "setattr(e, 'caf\\udce9', 1)\n"
         "r = replay(e)\n"
         "assert type(r) is Attrs and r.args == ('404',), r\n"
-        "assert vars(r) == {'status': 404}, vars(r)\n"
+        "assert attributes(r) == {'status': 404}, vars(r)\n"
         "# Each arg in its place; one that does not pickle as its repr.\n"
         "lock = threading.Lock()\n"
         "r = replay(Attrs('bad gateway', 502, lock))\n"
@@ -167,9 +169,27 @@ static void test_exception_journal(void **state)
         "outer = ValueError('outer')\n"
         "outer.__cause__ = e\n"
         "r = replay(outer)\n"
-        "assert type(r.__cause__) is Attrs and vars(r.__cause__) == {'status': 404}\n"
+        "assert type(r.__cause__) is Attrs and attributes(r.__cause__) == {'status': 404}\n"
+        "# Each exception replayed says so, naming the call's function, and what\n"
+        "# differs from the one raised; a cause only what differs.\n"
+        "e = Attrs('bad gateway', 502, threading.Lock())\n"
+        "e.response = threading.Lock()\n"
+        "outer = ValueError('outer')\n"
+        "outer.__cause__ = e\n"
+        "lost = (\"args[2] could not be pickled and is its repr() text; its attribute \"\n"
+        "        \"'response' could not be pickled and is missing.\")\n"
+        "r = eddy._decode_error(*eddy._encode_error(e), 'mod.fetch')\n"
+        "assert len(r.__notes__) == 1, r.__notes__\n"
+        "assert r.__notes__[0].startswith(\n"
+        "    'eddy: replayed from the journal: mod.fetch was not called again. '), r.__notes__\n"
+        "assert r.__notes__[0].endswith(' What differs from the exception raised: ' + lost), "
+        "r.__notes__\n"
+        "r = eddy._decode_error(*eddy._encode_error(outer), 'mod.fetch')\n"
+        "assert len(r.__notes__) == 1 and 'What differs' not in r.__notes__[0], r.__notes__\n"
+        "assert r.__cause__.__notes__ == [\n"
+        "    'eddy: replayed from the journal, which differs from the exception raised: ' + lost]\n"
         "# A record an older eddy wrote (pickle, and args and attributes together)\n"
-        "# replays as it did.\n"
+        "# replays as it did, with the note.\n"
         "class Two(Exception):\n"
         "    def __init__(self, msg, code):\n"
         "        super().__init__(msg)\n"
@@ -180,6 +200,7 @@ static void test_exception_journal(void **state)
         "    '__eddy_exc_state__': base64.b64encode(pickle.dumps((t.args, vars(t)))).decode()})\n"
         "r = eddy._decode_error('__main__.Two', 'two', old)\n"
         "assert type(r) is Two and r.args == ('two',) and r.code == 5 and r.__cause__ is None\n"
+        "assert attributes(r) == {'code': 5} and len(r.__notes__) == 1\n"
         "r = eddy._decode_error('__main__.Attrs', 'no payload', None)\n"
         "assert type(r) is Attrs and r.args == ('no payload',)\n",
         Py_file_input, main, main);
