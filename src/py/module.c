@@ -1639,20 +1639,45 @@ static PyObject *mem_set(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *mem_new_object(PyObject *self, PyObject *path)
+/*
+ * new_object(path, overwrite=False), as Flink Agents' newObject: an object
+ * already at path is kept (its fields too, overwrite or not); a value there
+ * is refused, or with overwrite replaced by an empty object. A value on a
+ * parent is refused either way.
+ */
+static PyObject *mem_new_object(PyObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"path", "overwrite", NULL};
+    PyObject *path;
+    int overwrite = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:new_object", kwlist, &path, &overwrite))
+        return NULL;
     char *full;
     eddy_memory *mem = mem_at(self, path, "MemoryObject.new_object", &full);
     if (mem == NULL)
         return NULL;
-    int rc = eddy_memory_new_object(mem, full);
+    int rc = EDDY_OK;
+    if (overwrite) {
+        json_t *v = eddy_memory_get(mem, full);
+        if (v != NULL && !json_is_object(v)) {
+            json_t *empty = json_object();
+            rc = empty != NULL ? eddy_memory_set(mem, full, empty) : EDDY_ENOMEM;
+        }
+        json_decref(v);
+    }
+    if (rc == EDDY_OK)
+        rc = eddy_memory_new_object(mem, full);
     PyObject *r = NULL;
     if (rc == EDDY_OK)
         r = mem_new(((mem_obj *)self)->ctxobj, ((mem_obj *)self)->sensory, full);
+    else if (rc == EDDY_EPATH && overwrite)
+        PyErr_Format(PyExc_ValueError,
+                     "cannot make an object at memory path '%s': a value stands on a parent", full);
     else if (rc == EDDY_EPATH)
         PyErr_Format(PyExc_ValueError,
                      "cannot make an object at memory path '%s': a value stands there or on a "
-                     "parent",
+                     "parent (new_object(path, overwrite=True) replaces a value at the path "
+                     "itself)",
                      full);
     else
         PyErr_Format(PyExc_RuntimeError, "new_object('%s'): %s", full, eddy_strerror(rc));
@@ -1838,7 +1863,9 @@ static PyType_Spec ctx_spec = {"eddy.RunnerContext", sizeof(ctx_obj), 0,
 static PyMethodDef mem_methods[] = {
     {"get", mem_get, METH_O, "get(path): the value at path (objects as MemoryObject), or None."},
     {"set", mem_set, METH_VARARGS, "set(path, value): set a JSON value; parents are created."},
-    {"new_object", mem_new_object, METH_O, "new_object(path): an object at path."},
+    {"new_object", (PyCFunction)(void (*)(void))mem_new_object, METH_VARARGS | METH_KEYWORDS,
+     "new_object(path, overwrite=False): an object at path (one already there is kept; a value "
+     "there is replaced with overwrite, else refused)."},
     {"is_exist", mem_is_exist, METH_O, "is_exist(path): whether path exists."},
     {"get_field_names", mem_get_field_names, METH_NOARGS, "the field names of this object."},
     {"get_fields", mem_get_fields, METH_NOARGS, "the fields of this object, as a dict."},

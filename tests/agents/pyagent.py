@@ -780,6 +780,23 @@ def memory_ops(ctx, rec):
         r["set_value_over_object"] = str(e)
     stm.set("o", {"z": 1})  # a dict replaces the object
     r["dict_over_object"] = stm.get("o").get_field_names()
+    # new_object(path, overwrite=False), as Flink Agents': a value at the
+    # path is refused, or replaced with overwrite; an object there is kept.
+    stm.set("nv", {"v": 1})
+    try:
+        stm.new_object("nv.v")
+        r["new_object_over_value"] = None
+    except ValueError as e:
+        r["new_object_over_value"] = str(e)
+    stm.new_object("nv.v", overwrite=True).set("w", 2)
+    r["overwritten"] = stm.get("nv.v").get_fields()
+    stm.new_object("nv.v", True)  # positional: kept, with its field
+    r["kept"] = stm.get("nv").new_object("v", overwrite=True).get_fields()
+    try:
+        stm.new_object("nv.v.w.x", overwrite=True)
+        r["new_object_under_value"] = None
+    except ValueError as e:
+        r["new_object_under_value"] = str(e)
     try:
         stm.get("a..b")
         r["bad_path"] = None

@@ -916,6 +916,15 @@ class PythonTest(EddyTest):
                       "or an object stands at the path and the value is not a dict",
                       a["set_value_over_object"])
         self.assertEqual(a["dict_over_object"], ["z"])
+        self.assertEqual(a["new_object_over_value"],
+                         "cannot make an object at memory path 'nv.v': a value stands there or "
+                         "on a parent (new_object(path, overwrite=True) replaces a value at "
+                         "the path itself)")
+        self.assertEqual((a["overwritten"], a["kept"]), ({"w": 2}, {"w": 2}))
+        self.assertEqual(a["new_object_under_value"],
+                         "cannot make an object at memory path 'nv.v.w.x': a value stands on "
+                         "a parent")
+        self.assertEqual(b["overwritten"], {"w": 2})
         self.assertIn("bad memory path 'a..b'", a["bad_path"])
         self.assertEqual((a["runs"], b["runs"]), (1, 2))  # short-term memory persists
         self.assertIn("runs", b["root_names"])
