@@ -145,7 +145,8 @@ class PythonTest(EddyTest):
         # Every action execution was stepped in the mailbox thread's one
         # contextvars context: interleaved at their awaits, key a computed
         # with key b's decimal.localcontext() (1.2345679, not 1.23) and b
-        # with none (1.23456789123), a ContextVar set before an await was
+        # with none (1.23456789123; the agent's localprec stands for
+        # decimal's, which works alike), a ContextVar set before an await was
         # another key's after it, one a def action set was the next one's,
         # and a function on a worker saw none of the action's.
         agent = os.path.join(PY_AGENTS, "contextvars_agent.py")
