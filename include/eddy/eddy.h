@@ -49,8 +49,12 @@
  * it). libeddy is therefore never unloaded (linked with -z nodelete). Its blocks are malloc's, so
  * values made before or freed after are fine; an application that sets its
  * own with json_set_alloc_funcs() must do so before any value exists, as
- * jansson requires. EDDY_JSON_CACHE=0 in the environment leaves jansson's
- * allocator alone (for memory debuggers); sanitizer builds never install it.
+ * jansson requires. EDDY_JSON_CACHE=0 in the environment turns the cache
+ * off (for memory debuggers), as sanitizer builds have it: the allocator
+ * installed is then malloc itself, and only counts its failures, so that an
+ * input line that jansson failed to parse for want of memory stops the run
+ * (EDDY_ENOMEM) rather than being dead-lettered as not JSON. With an
+ * allocator of the application's, such a line is dead-lettered.
  *
  * Ownership words used below
  * --------------------------

@@ -24,6 +24,7 @@
 #include "util/fault.h"
 #include "util/hash.h"
 #include "util/hex.h"
+#include "util/jalloc.h"
 #include "util/jsonw.h"
 #include "util/map.h"
 #include "util/thread.h"
@@ -1177,7 +1178,18 @@ int eddy__durable_replay_finished(eddy_runtime *rt, eddy_ctx *t)
     if (e == NULL || e->kind != EDDY_JREC_DONE)
         return 0;
     json_t *rec = NULL;
-    if (eddy__durable_decode_done(e->payload, &rec) != EDDY_OK) {
+    int rc = eddy__durable_decode_done(e->payload, &rec);
+    if (rc == EDDY_ENOMEM) {
+        /* Stop, as for its events below: the open transaction is not
+         * committed, and the next run replays it. */
+        eddy__runtime_fail(rt, EDDY_ENOMEM,
+                           eddy_error_newf("memory",
+                                           "out of memory decoding the journal record of action "
+                                           "'%s' for key %s",
+                                           t->action->name, k->text));
+        return 1;
+    }
+    if (rc != EDDY_OK) {
         eddy__runtime_fail(rt, EDDY_ESTATE,
                            eddy_error_newf("state",
                                            "%s/eddy.db: the journal record of action '%s' for "
@@ -1510,7 +1522,9 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
         goto out;
     switch (c.what) {
     case EDDY_DCALL_REPLAY_OK:
-        if (eddy__durable_decode_result(c.payload, &res) != EDDY_OK) {
+        if ((rc = eddy__durable_decode_result(c.payload, &res)) == EDDY_ENOMEM) {
+            eddy__runtime_fail(rt, rc, eddy_error_new("memory", "out of memory"));
+        } else if (rc != EDDY_OK) {
             eddy__runtime_fail(rt, EDDY_ESTATE,
                                eddy_error_newf("state",
                                                "%s/eddy.db: the journaled result of call %lld (%s) "
@@ -1785,7 +1799,9 @@ static int dall_run(eddy_ctx *ctx, eddy_durable_call *calls, size_t n, dall_job 
             break;
         switch (d->c.what) {
         case EDDY_DCALL_REPLAY_OK:
-            if (eddy__durable_decode_result(d->c.payload, &d->result) != EDDY_OK) {
+            if ((rc = eddy__durable_decode_result(d->c.payload, &d->result)) == EDDY_ENOMEM) {
+                eddy__runtime_fail(rt, rc, eddy_error_new("memory", "out of memory"));
+            } else if (rc != EDDY_OK) {
                 eddy__runtime_fail(
                     rt, EDDY_ESTATE,
                     eddy_error_newf("state",
@@ -1891,10 +1907,30 @@ static int is_event_id(const char *s)
     return n == 16;
 }
 
+/* jansson's parser says a text does not parse when it ran out of memory,
+ * or drops a character of a string and goes on (2.14: its lexer does not
+ * check that its buffer grew): a record is damaged only when no allocation
+ * failed while it was parsed (util/jalloc.h). */
+static json_t *decode_json(const char *text, size_t flags, int *rc)
+{
+    unsigned failed = eddy__jalloc_failures;
+    json_t *v = text != NULL ? json_loads(text, flags, NULL) : NULL;
+    if (eddy__jalloc_failures != failed) {
+        json_decref(v);
+        *rc = EDDY_ENOMEM;
+        return NULL;
+    }
+    *rc = v != NULL ? EDDY_OK : EDDY_ESTATE;
+    return v;
+}
+
 static int decode_object(const char *text, json_t **out)
 {
     *out = NULL;
-    json_t *v = text != NULL ? json_loads(text, JSON_ALLOW_NUL, NULL) : NULL;
+    int rc;
+    json_t *v = decode_json(text, JSON_ALLOW_NUL, &rc);
+    if (rc != EDDY_OK)
+        return rc;
     if (!json_is_object(v)) {
         json_decref(v);
         return EDDY_ESTATE;
@@ -1906,8 +1942,9 @@ static int decode_object(const char *text, json_t **out)
 int eddy__durable_decode_done(const char *payload, json_t **rec)
 {
     json_t *r;
-    if (decode_object(payload, &r) != EDDY_OK)
-        return EDDY_ESTATE;
+    int rc = decode_object(payload, &r);
+    if (rc != EDDY_OK)
+        return rc;
     const json_t *order = json_object_get(r, "order");
     const json_t *events = json_object_get(r, "events");
     const json_t *stm = json_object_get(r, "stm");
@@ -1948,8 +1985,9 @@ int eddy__durable_decode_result(const char *payload, json_t **result)
      * for a replay, jansson's parser recurses, ~88 bytes a level (measured):
      * a result of EDDY__VALUE_MAX_DEPTH levels (deeper ones are journaled as
      * failures) takes ~86 KiB of the default 256 KiB. */
-    *result = payload != NULL ? json_loads(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
-    return *result != NULL ? EDDY_OK : EDDY_ESTATE;
+    int rc;
+    *result = decode_json(payload, JSON_DECODE_ANY | JSON_ALLOW_NUL, &rc);
+    return rc;
 }
 
 int eddy__durable_decode_pending(const char *record_json, json_t **record)
@@ -2011,8 +2049,9 @@ static int load_pending(void *arg, const char *key, uint64_t seq, uint64_t line_
     in->key = strdup(key);
     in->key_len = k->len;
     in->key_hash = eddy__map_hash(key, k->len);
-    if (eddy__durable_decode_pending(record_json, &in->record) != EDDY_OK || in->key == NULL) {
-        int nomem = in->key == NULL;
+    int rc = eddy__durable_decode_pending(record_json, &in->record);
+    if (rc != EDDY_OK || in->key == NULL) {
+        int nomem = in->key == NULL || rc == EDDY_ENOMEM;
         eddy__input_free(in);
         if (nomem)
             return EDDY_ENOMEM;
@@ -2086,10 +2125,8 @@ static int recover_run(eddy_runtime *rt, eddy__key *k, uint64_t seq)
         if (j->v[i].kind != EDDY_JREC_DONE)
             continue;
         json_t *rec = NULL;
-        if (eddy__durable_decode_done(j->v[i].payload, &rec) != EDDY_OK) {
-            rc = EDDY_ESTATE;
-            break;
-        }
+        if ((rc = eddy__durable_decode_done(j->v[i].payload, &rec)) != EDDY_OK)
+            break; /* EDDY_ESTATE, or EDDY_ENOMEM */
         if (json_object_get(rec, "stm") == NULL && json_object_get(rec, "sensory") == NULL) {
             json_decref(rec);
             continue;

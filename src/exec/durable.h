@@ -217,7 +217,9 @@ void eddy__durable_pool_ready(eddy_runtime *rt);
 /*
  * Decoding of what the store hands back (untrusted: the file may be damaged).
  * Each returns EDDY_OK with *out new, or EDDY_ESTATE (nothing to free) when
- * the text does not decode as that kind of record. Pure; the fuzz target
+ * the text does not decode as that kind of record, or EDDY_ENOMEM (nothing
+ * to free) when jansson's parser ran out of memory (util/jalloc.h): the
+ * record may well be good. Pure; the fuzz target
  * tests/fuzz/fuzz_store.c calls them directly.
  *   done     a completion record: {"order": int >= 0, "events": [{"type":
  *            non-empty string, "id": 16 hex digits, "attrs": object}...],

@@ -168,8 +168,9 @@ static inline void eddy__ctx_called(struct eddy_ctx *t)
 /* Static TLS (initial-exec): one load from the thread pointer, where the
  * default model in a shared library is a call per access. A library loaded
  * by dlopen() gets static TLS only from glibc's small surplus reserve (a few
- * hundred bytes); the 12 bytes below fit it (libeddy is marked STATIC_TLS).
- * Anything larger stays out of it (src/util/jalloc.c). */
+ * hundred bytes); the 12 bytes below, and the 4 of eddy__jalloc_failures
+ * (util/jalloc.h), fit it (libeddy is marked STATIC_TLS). Anything larger
+ * stays out of it (src/util/jalloc.c). */
 #if defined(__GNUC__)
 #define EDDY__TLS_FAST __attribute__((tls_model("initial-exec")))
 #else

@@ -14,6 +14,7 @@
 #include "io/source.h"
 #include "util/fault.h"
 #include "util/hash.h"
+#include "util/jalloc.h"
 #include "util/map.h"
 #include "util/thread.h"
 
@@ -264,10 +265,17 @@ int eddy__source_decode_line(const char *line, size_t len, const char *key_field
     }
 
     json_error_t jerr;
+    unsigned failed = eddy__jalloc_failures;
     json_t *rec = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+    if (eddy__jalloc_failures != failed) {
+        /* jansson reports an allocation failure as a parse error ("invalid
+         * token near ...", say), or drops a character of a string and goes
+         * on (2.14: its lexer does not check that its buffer grew): the
+         * line is neither dead-lettered nor read past for it. */
+        json_decref(rec);
+        return EDDY_ENOMEM;
+    }
     if (rec == NULL) {
-        /* jansson reports allocation failure as a parse error too; it is not
-         * told apart here (the detail then says "out of memory"). */
         char *d = format("%s (column %d)", jerr.text, jerr.column);
         if (d == NULL)
             return EDDY_ENOMEM;

@@ -128,7 +128,9 @@ void eddy__input_free(eddy__input *in);
  * does not check the line length. Pure: no threads, no I/O (the fuzz target
  * calls it directly). max_depth 0 means EDDY__SOURCE_DEFAULT_MAX_DEPTH.
  * Returns EDDY__LINE_OK, EDDY__LINE_BAD, EDDY__LINE_BLANK, or EDDY_ENOMEM
- * (out then holds nothing to free). Any thread.
+ * (out then holds nothing to free), also when jansson's parser failed for
+ * want of memory (util/jalloc.h): a line is bad for its text only. Any
+ * thread.
  */
 int eddy__source_decode_line(const char *line, size_t len, const char *key_field,
                              unsigned max_depth, eddy__input *out);

@@ -35,6 +35,9 @@
  *   alloc.journal       durable.c, each string of a journal record copied from the
  *                       store (a resumed run's journal; the records a dropped PENDING
  *                       start puts back)
+ *   alloc.json          jalloc.c, every allocation of jansson's that the cache of
+ *                       freed blocks does not serve (any thread: the reader's
+ *                       parses, the decoding of stored records, agents' values)
  * Not every malloc has a hook: these are the allocations whose failure
  * paths differ (reader thread, admission, fan-out, agent code).
  *

@@ -32,13 +32,38 @@
  * keeps it). It is left out of sanitizer builds, where it would hide a use
  * after free from AddressSanitizer, and off when EDDY_JSON_CACHE=0 is in
  * the environment (for memory debuggers).
+ *
+ * Either way, where jansson's allocator was malloc and free, an allocation
+ * of jansson's that fails is counted in eddy__jalloc_failures: jansson's
+ * parser says "invalid token" or the like when it ran out of memory, or
+ * drops a character and goes on, and only this count tells its caller (see
+ * jalloc.h). Without the cache the allocator is malloc and this count.
  */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/fault.h"
 #include "util/jalloc.h"
+
+_Thread_local unsigned eddy__jalloc_failures EDDY__JALLOC_TLS;
+static int counting;
+
+/* malloc, counting its failures (and failing at the fault site
+ * alloc.json). Only the failure path touches the thread's count. */
+static void *counted_malloc(size_t size)
+{
+    void *p = eddy__fault("alloc.json") ? NULL : malloc(size);
+    if (p == NULL)
+        eddy__jalloc_failures++;
+    return p;
+}
+
+int eddy__jalloc_counting(void)
+{
+    return counting;
+}
 
 #if EDDY__JALLOC_BUILT
 #include <malloc.h>
@@ -94,7 +119,7 @@ static void drain(void)
 static void *jalloc(size_t size)
 {
     if (size > MAX_SIZE || !mine())
-        return malloc(size);
+        return counted_malloc(size);
     /* The class whose blocks hold size bytes: 16c + 8 >= size. */
     size_t k = size <= 24 ? 1 : (size + 7) >> 4;
     block *b = cache.head[k];
@@ -103,7 +128,7 @@ static void *jalloc(size_t size)
         cache.bytes -= (k << 4) + 8;
         return b;
     }
-    return malloc((k << 4) + 8);
+    return counted_malloc((k << 4) + 8);
 }
 
 static void jfree(void *p)
@@ -148,14 +173,17 @@ void eddy__jalloc_budget(size_t bytes)
 
 __attribute__((constructor)) static void jalloc_install(void)
 {
-    const char *off = getenv("EDDY_JSON_CACHE");
-    if (off != NULL && strcmp(off, "0") == 0)
-        return;
     json_malloc_t m;
     json_free_t f;
     json_get_alloc_funcs(&m, &f);
     if (m != malloc || f != free)
         return;
+    counting = 1;
+    const char *off = getenv("EDDY_JSON_CACHE");
+    if (off != NULL && strcmp(off, "0") == 0) {
+        json_set_alloc_funcs(counted_malloc, free);
+        return;
+    }
     json_set_alloc_funcs(jalloc, jfree);
     installed = 1;
 }
@@ -171,6 +199,17 @@ size_t eddy__jalloc_cached(void)
 }
 
 #else
+
+__attribute__((constructor)) static void jalloc_install(void)
+{
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    if (m != malloc || f != free)
+        return;
+    json_set_alloc_funcs(counted_malloc, free);
+    counting = 1;
+}
 
 int eddy__jalloc_installed(void)
 {

@@ -28,6 +28,32 @@
 /* 1 if the cache serves jansson's allocations in this process. */
 int eddy__jalloc_installed(void);
 
+/* Static TLS, as exec/runtime.h's EDDY__TLS_FAST (4 bytes): one load from
+ * the thread pointer. */
+#if defined(__GNUC__)
+#define EDDY__JALLOC_TLS __attribute__((tls_model("initial-exec")))
+#else
+#define EDDY__JALLOC_TLS
+#endif
+
+/*
+ * Allocations of jansson's that failed on this thread (it wraps around).
+ * jansson's parser reports running out of memory as a parse error ("invalid
+ * token near ...", say), so that its caller cannot tell a text that is not
+ * JSON from a valid one that was not parsed; worse, where its lexer's
+ * buffer fails to grow it drops the character and goes on (2.14), and
+ * hands back a value that is not the text's. So a parser's caller reads
+ * this count before the parse and after it: if the count moved, whatever
+ * the parse returned is dropped and memory ran out (EDDY_ENOMEM).
+ * Incremented on the failure path only. Counted where jansson's allocator
+ * was malloc and free when libeddy loaded (eddy__jalloc_counting()); else
+ * it stays 0, and an allocation failure looks like bad text, as it did.
+ */
+extern _Thread_local unsigned eddy__jalloc_failures EDDY__JALLOC_TLS;
+
+/* 1 if jansson's allocation failures are counted in this process. */
+int eddy__jalloc_counting(void);
+
 /* What the mailbox thread keeps while it runs. */
 #define EDDY__JALLOC_MAILBOX (1024 * 1024)
 

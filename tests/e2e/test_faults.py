@@ -326,6 +326,33 @@ class FaultSweep(EddyTest):
         self.sweep("alloc", ["alloc.input", "alloc.key", "alloc.task", "alloc.event",
                              "alloc.scratch", "alloc.emit"])
 
+    def test_json_alloc_while_parsing_an_input_line(self):
+        # jansson reports running out of memory as a parse error ("invalid
+        # token near ...") or drops a character of a string and goes on: a
+        # valid line parsed so was dead-lettered "not JSON", exit 0, and the
+        # state read past it, the input lost. It stops eddy (the first
+        # allocations of jansson's are the reader's, parsing the line), and
+        # the next run takes the line.
+        self.inp = self.path("one.jsonl")
+        rec = {"key": "a", "seq": 0, "v": 5, "ms": 0, "text": "a string longer than 16 bytes"}
+        write_jsonl(self.inp, [rec])
+        for n in range(1, 8):
+            what = "EDDY_FAULT=alloc.json:%d" % n
+            for p in (self.out, self.out + ".dead.jsonl"):
+                if os.path.exists(p):
+                    os.remove(p)
+            subprocess.run(["rm", "-rf", self.state], check=True)
+            first = self.run_eddy_fault("alloc.json:%d" % n)
+            self.assertEqual(first.returncode, 1, what + ": " + first.stderr.decode())
+            self.assertIn(b"cannot read " + self.inp.encode() + b": out of memory", first.stderr,
+                          what)
+            self.assertFalse(os.path.exists(self.out + ".dead.jsonl"), what)
+            again = self.run_eddy_fault(None)
+            self.assertEqual(again.returncode, 0, what + ": rerun: " + again.stderr.decode())
+            self.assertEqual([(o["seq"], o["count"], o["sum"]) for o in read_jsonl(self.out)],
+                             [(0, 1, 5)], what)
+            self.assertFalse(os.path.exists(self.out + ".dead.jsonl"), what)
+
     def test_disk_full_on_output_is_an_error(self):
         """ENOSPC while writing the output: exit 1 naming the file and the
         cause, never a silently short file; the rerun completes it."""

@@ -13,13 +13,17 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "exec/durable.h"
+#include "util/fault.h"
 #include "util/jalloc.h"
 
 /*
  * The cache of freed blocks under jansson's allocator (src/util/jalloc.c):
  * installed at load in builds that have it, held to the thread's budget,
  * reusing a freed block for the next value of its size, interchangeable
- * with malloc and free, and emptied when its thread exits.
+ * with malloc and free, and emptied when its thread exits; and the count
+ * of jansson's allocation failures, which tells the parsers' callers a
+ * parse that ran out of memory from a text that does not parse.
  */
 
 static char self_path[4096];
@@ -31,17 +35,17 @@ static void test_installed_where_built(void **state)
     json_free_t f;
     json_get_alloc_funcs(&m, &f);
     assert_int_equal(eddy__jalloc_installed(), EDDY__JALLOC_BUILT);
-    if (EDDY__JALLOC_BUILT) {
-        assert_true(m != malloc);
+    assert_int_equal(eddy__jalloc_counting(), 1);
+    /* Without the cache, malloc that counts its failures. */
+    assert_true(m != malloc);
+    if (EDDY__JALLOC_BUILT)
         assert_true(f != free);
-    } else {
-        assert_true(m == malloc);
+    else
         assert_true(f == free);
-    }
 }
 
-/* EDDY_JSON_CACHE=0 leaves jansson's allocator alone: this program run
- * again with it says what it found. */
+/* EDDY_JSON_CACHE=0 turns the cache off, not the count of failures: this
+ * program run again with it says what it found. */
 static void test_off_by_environment(void **state)
 {
     (void)state;
@@ -49,11 +53,101 @@ static void test_off_by_environment(void **state)
     snprintf(cmd, sizeof cmd, "EDDY_JSON_CACHE=0 '%s' --report-installed", self_path);
     int st = system(cmd);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 10); /* not installed */
+    assert_int_equal(WEXITSTATUS(st), 12); /* not installed, counting */
     snprintf(cmd, sizeof cmd, "EDDY_JSON_CACHE=1 '%s' --report-installed", self_path);
     st = system(cmd);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 10 + EDDY__JALLOC_BUILT);
+    assert_int_equal(WEXITSTATUS(st), 12 + EDDY__JALLOC_BUILT);
+}
+
+/* A failed allocation of jansson's is counted on its thread, with the cache
+ * and without it. */
+static void test_failures_counted(void **state)
+{
+    (void)state;
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    unsigned before = eddy__jalloc_failures;
+    void *p = m(100);
+    assert_non_null(p);
+    f(p);
+    assert_int_equal(eddy__jalloc_failures, before);
+    if (EDDY__JALLOC_BUILT) { /* (sanitizers abort on such a request) */
+        assert_null(m(SIZE_MAX));
+        assert_int_equal(eddy__jalloc_failures, before + 1);
+    }
+#ifdef EDDY_TEST_HOOKS
+    before = eddy__jalloc_failures;
+    eddy__fault_set("alloc.json:1");
+    assert_null(json_string("not made"));
+    eddy__fault_set(NULL);
+    assert_int_equal(eddy__jalloc_failures, before + 1);
+    /* From the cache, too, when a block is not in it. */
+    eddy__jalloc_budget(64 * 1024);
+    before = eddy__jalloc_failures;
+    eddy__fault_set("alloc.json:1");
+    assert_null(json_string("not made"));
+    eddy__fault_set(NULL);
+    assert_int_equal(eddy__jalloc_failures, before + 1);
+    eddy__jalloc_budget(0);
+#endif
+}
+
+/* Every n-th allocation of decode's parse failing: EDDY_ENOMEM while the
+ * count says so, then EDDY_OK past the last one; never EDDY_ESTATE. */
+static void check_decoder(int (*decode)(const char *, json_t **), const char *text)
+{
+#ifdef EDDY_TEST_HOOKS
+    int nomem = 0;
+    for (int n = 1;; n++) {
+        char rule[32];
+        snprintf(rule, sizeof rule, "alloc.json:%d", n);
+        eddy__fault_set(rule);
+        unsigned failed = eddy__jalloc_failures;
+        json_t *v = NULL;
+        int rc = decode(text, &v);
+        int fired = eddy__jalloc_failures != failed;
+        eddy__fault_set(NULL);
+        if (!fired) {
+            assert_int_equal(rc, EDDY_OK);
+            assert_non_null(v);
+            json_decref(v);
+            break;
+        }
+        assert_int_equal(rc, EDDY_ENOMEM);
+        assert_null(v);
+        nomem++;
+        assert_true(n < 1000);
+    }
+    assert_true(nomem >= 2);
+#else
+    (void)decode;
+    (void)text;
+#endif
+}
+
+/* The decoders of what a state holds tell a record that does not decode
+ * (damaged: EDDY_ESTATE) from one that could not for want of memory. */
+static void test_state_decoders_out_of_memory(void **state)
+{
+    (void)state;
+#ifndef EDDY_TEST_HOOKS
+    skip();
+#endif
+    check_decoder(eddy__durable_decode_memory, "{\"a\":{\"b\":[1,2,\"three\"]},\"c\":\"d\"}");
+    check_decoder(eddy__durable_decode_pending, "{\"key\":\"k\",\"list\":[1,{\"x\":2}]}");
+    check_decoder(eddy__durable_decode_result,
+                  "{\"answer\":[42,\"forty-two, in more than 16 bytes\"]}");
+    check_decoder(eddy__durable_decode_done,
+                  "{\"order\":3,\"events\":[{\"type\":\"Next\",\"id\":\"0123456789abcdef\","
+                  "\"attrs\":{\"n\":1}}],\"stm\":[]}");
+    /* Damaged still is damaged. */
+    json_t *v = NULL;
+    assert_int_equal(eddy__durable_decode_memory("{\"a\":", &v), EDDY_ESTATE);
+    assert_int_equal(eddy__durable_decode_result("[1,", &v), EDDY_ESTATE);
+    assert_int_equal(eddy__durable_decode_done("{\"order\":-1,\"events\":[]}", &v), EDDY_ESTATE);
+    assert_null(v);
 }
 
 static void test_budget_holds(void **state)
@@ -229,10 +323,12 @@ int main(int argc, char **argv)
         return 2;
     self_path[n] = '\0';
     if (argc > 1 && strcmp(argv[1], "--report-installed") == 0)
-        return 10 + eddy__jalloc_installed();
+        return 10 + eddy__jalloc_installed() + 2 * eddy__jalloc_counting();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_installed_where_built),
         cmocka_unit_test(test_off_by_environment),
+        cmocka_unit_test(test_failures_counted),
+        cmocka_unit_test(test_state_decoders_out_of_memory),
         cmocka_unit_test(test_budget_holds),
         cmocka_unit_test(test_freed_block_is_reused),
         cmocka_unit_test(test_interchangeable_with_malloc),

@@ -11,7 +11,9 @@
 
 #include "core/config.h"
 #include "io/source.h"
+#include "util/fault.h"
 #include "util/hash.h"
+#include "util/jalloc.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -314,6 +316,57 @@ static void test_nul_byte_and_decode(void **state)
     free(in.detail);
     free(in.raw);
     free(b.p);
+}
+
+/* jansson reports running out of memory as a parse error ("invalid token
+ * near ..."): a valid line whose parse failed so is not dead-lettered as
+ * not JSON, but stops the reader (EDDY_ENOMEM), at every allocation of
+ * the parse. */
+static void test_parse_out_of_memory(void **state)
+{
+    (void)state;
+#ifdef EDDY_TEST_HOOKS
+    if (!eddy__jalloc_counting())
+        skip();
+    const char *line =
+        "{\"k\":\"a\",\"list\":[1,2,{\"x\":\"a text of more than 16 bytes\"}],\"n\":1.5}";
+    int nomem = 0;
+    for (int n = 1;; n++) {
+        char rule[32];
+        snprintf(rule, sizeof rule, "alloc.json:%d", n);
+        eddy__fault_set(rule);
+        unsigned failed = eddy__jalloc_failures;
+        eddy__input *in = calloc(1, sizeof(*in));
+        assert_non_null(in);
+        int rc = eddy__source_decode_line(line, strlen(line), "k", 0, in);
+        int fired = eddy__jalloc_failures != failed;
+        eddy__fault_set(NULL);
+        if (!fired) { /* past the parse's last allocation */
+            assert_int_equal(rc, EDDY__LINE_OK);
+            assert_string_equal(in->key, "\"a\"");
+            eddy__input_free(in);
+            break;
+        }
+        assert_int_equal(rc, EDDY_ENOMEM);
+        assert_null(in->record);
+        assert_null(in->reason);
+        assert_null(in->detail);
+        assert_null(in->raw);
+        eddy__input_free(in);
+        nomem++;
+        assert_true(n < 1000);
+    }
+    assert_true(nomem >= 3);
+    /* A line that is not JSON still is one with memory to spare. */
+    eddy__input in;
+    memset(&in, 0, sizeof(in));
+    assert_int_equal(eddy__source_decode_line("{\"k\":", 5, "k", 0, &in), EDDY__LINE_BAD);
+    assert_string_equal(in.reason, "not JSON");
+    free(in.detail);
+    free(in.raw);
+#else
+    skip();
+#endif
 }
 
 static void test_long_lines(void **state)
@@ -856,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_good_lines),
         cmocka_unit_test(test_bad_lines),
         cmocka_unit_test(test_nul_byte_and_decode),
+        cmocka_unit_test(test_parse_out_of_memory),
         cmocka_unit_test(test_long_lines),
         cmocka_unit_test(test_chunk_boundaries),
         cmocka_unit_test(test_back_pressure),
