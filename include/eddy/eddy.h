@@ -642,7 +642,8 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *                    one another events fails there (error type "limit"), as an
  *                    action failure of the action that sent the event
  *   on-error         "stop" (default) or "skip"
- *   max-line-bytes   longest accepted input line, at least 1024 (default 16777216)
+ *   max-line-bytes   longest accepted input line, 1024..1099511627776 (1 TiB;
+ *                    default 16777216)
  *   max-depth        deepest nesting of arrays and objects in an input line, the
  *                    record itself counting as 1, 1..2047 (default 64); a deeper
  *                    line goes to the dead-letter file ("nesting too deep")

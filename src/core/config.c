@@ -54,7 +54,7 @@ static const struct config_def {
     [OPT_MAX_RUN_ACTIONS] = {"max-run-actions", KIND_NUMBER, 0, UINT64_MAX, NULL},
     [OPT_ON_ERROR] = {"on-error", KIND_ON_ERROR, 0, 0, NULL},
     [OPT_MAX_LINE_BYTES] = {"max-line-bytes", KIND_NUMBER, EDDY__CONFIG_MAX_LINE_BYTES_MIN,
-                            UINT64_MAX, NULL},
+                            EDDY__CONFIG_MAX_LINE_BYTES_MAX, NULL},
     [OPT_MAX_DEPTH] = {"max-depth", KIND_NUMBER, 1, EDDY__CONFIG_MAX_DEPTH_MAX, NULL},
     [OPT_STATE] = {"state", KIND_TEXT_OPT, 0, 0, NULL},
     [OPT_KEY_CACHE] = {"key-cache", KIND_NUMBER, 0, UINT64_MAX, NULL},

@@ -21,6 +21,11 @@
 /* Limits enforced by eddy_config_set(). */
 #define EDDY__CONFIG_ASYNC_THREADS_MAX  1024u
 #define EDDY__CONFIG_MAX_LINE_BYTES_MIN 1024u
+/* 1 TiB: the reader holds a line whole, and adds to its length (a line of
+ * UINT64_MAX bytes and its '\r' wrapped to 0: every line that spanned two
+ * reads was "too long"); half the address space where size_t is narrower. */
+#define EDDY__CONFIG_MAX_LINE_BYTES_MAX \
+    (SIZE_MAX / 2 < 1099511627776u ? (uint64_t)(SIZE_MAX / 2) : (uint64_t)1099511627776u)
 /* jansson parses 2048 levels, counting the value innermost too: 2047
  * arrays/objects around it. */
 #define EDDY__CONFIG_MAX_DEPTH_MAX          2047u

@@ -602,9 +602,10 @@ static int process(eddy__source *s)
                 return rc;
         }
         /* An unfinished line longer than the limit (plus room for a '\r') can
-         * no longer become valid: stop buffering it. */
+         * no longer become valid: stop buffering it. (Not max_line + 1, which
+         * wraps to 0 at SIZE_MAX.) */
         size_t left = r->end - r->start;
-        if (left > s->max_line + 1) {
+        if (left > s->max_line && left - s->max_line > 1) {
             r->skipping = 1;
             r->skip_len = 0;
             r->prefix_len = 0;

@@ -2,11 +2,13 @@
 docs/reliability.md ("Untrusted input"), asserted exactly: the dead-letter
 reason and detail, or the output. Processing always goes on."""
 import os
+import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import EddyTest  # noqa: E402
+from eddytest import EDDY, TEST_AGENT, EddyTest, read_jsonl  # noqa: E402
 
 
 class Hostile(EddyTest):
@@ -53,6 +55,38 @@ class Hostile(EddyTest):
         line = b'{"key":"a","pad":"' + b"y" * (40 << 20) + b'"}'
         self.one_bad(line, "line too long", "line of %d bytes, over --max-line-bytes 16777216; "
                      "raw keeps the first 4096 of %d bytes" % (len(line), len(line)))
+
+    def test_max_line_bytes_range(self):
+        # 18446744073709551615 was accepted, and the reader's limit plus one
+        # byte for a '\r' wrapped to 0: every line that spanned two reads
+        # (a 256 KiB chunk, a pipe's partial write) was "line too long".
+        # The range now ends at 1 TiB.
+        for bad in ("18446744073709551615", "1099511627777"):
+            res = self.run_eddy([{"key": "a", "seq": 1}], "--max-line-bytes", bad)
+            self.assertEqual(res.rc, 2, res.stderr)
+            self.assertIn(b"invalid value '%s' for option 'max-line-bytes': expected a whole "
+                          b"number from 1024 to 1099511627776" % bad.encode(), res.stderr)
+        # At the largest value, a line over a chunk's end and one that a
+        # pipe delivers in two reads are lines as any other.
+        pad = "x" * (300 << 10)
+        recs = [{"key": "a", "seq": 1, "pad": pad}, {"key": "b", "seq": 2, "pad": pad}]
+        res = self.run_eddy(recs, "--quiet", "--max-line-bytes", "1099511627776")
+        self.assertOk(res)
+        self.assertEqual((res.outputs(), res.dead()),
+                         ([{"seq": 1, "key": "a"}, {"seq": 2, "key": "b"}], []))
+        out = self.path("pipe.jsonl")
+        p = subprocess.Popen([EDDY, "run", TEST_AGENT, "--output", out, "--quiet",
+                              "--max-line-bytes", "1099511627776"],
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdin.write(b'{"key":"a",')
+        p.stdin.flush()
+        time.sleep(0.3)
+        p.stdin.write(b'"op":"echo","seq":1}\n')
+        p.stdin.close()
+        self.assertEqual(p.wait(timeout=30), 0, p.stderr.read())
+        p.stderr.close()
+        self.assertEqual(read_jsonl(out), [{"seq": 1, "key": "a"}])
+        self.assertFalse(os.path.exists(out + ".dead.jsonl"))
 
     def test_nesting_too_deep(self):
         line = b'{"key":"b","d":' + b"[" * 64 + b"]" * 64 + b"}"  # 65 levels

@@ -184,6 +184,8 @@ static void test_numbers(void **state)
 
     assert_string_equal(set_ok(conf, "max-line-bytes", "1024"), "1024");
     assert_int_equal(v->max_line_bytes, 1024);
+    assert_string_equal(set_ok(conf, "max-line-bytes", "1099511627776"), "1099511627776");
+    assert_int_equal(v->max_line_bytes, 1099511627776u);
 
     assert_string_equal(set_ok(conf, "max-depth", "1"), "1");
     assert_int_equal(v->max_depth, 1);
@@ -247,6 +249,8 @@ static void test_invalid(void **state)
     set_bad(conf, "max-pending", "18446744073709551616", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "1023", EDDY_ECONFIG);
     set_bad(conf, "max-line-bytes", "0", EDDY_ECONFIG);
+    set_bad(conf, "max-line-bytes", "1099511627777", EDDY_ECONFIG);
+    set_bad(conf, "max-line-bytes", "18446744073709551615", EDDY_ECONFIG);
     set_bad(conf, "max-depth", "0", EDDY_ECONFIG);
     set_bad(conf, "max-depth", "2048", EDDY_ECONFIG);
     set_bad(conf, "stack-size", "16383", EDDY_ECONFIG);
