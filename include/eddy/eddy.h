@@ -705,6 +705,13 @@ EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf
  * handler stays), and gives the calling thread an alternate signal stack of
  * 64 KiB (sigaltstack) if it has none; that stack is freed when the thread
  * exits. The handler prints one line and restores the default action.
+ *
+ * Runs nest: a C action may create, run and free a runtime of its own (on
+ * its coroutine's stack: mind --stack-size), and goes on as before when that
+ * run returns, its calls included. Meanwhile its own runtime waits: none of
+ * its other actions, timers or completions advance until the inner run
+ * returns (its workers finish the calls they have). Each runtime's handles
+ * are refused (EDDY_ESTATE) in the other's action executions.
  */
 EDDY_API int eddy_runtime_run(eddy_runtime *rt);
 

@@ -367,7 +367,10 @@ eddy__coro *eddy__coro_new(eddy__coro_pool *pool, eddy__coro_fn fn, void *arg)
 
 int eddy__coro_resume(eddy__coro *c)
 {
-    assert(current == NULL && "eddy__coro_resume from inside a coroutine");
+    /* From inside a coroutine too: an action may run a runtime of its own
+     * (eddy_runtime_run steps that runtime's actions here), and goes on as
+     * the current coroutine when they yield back. */
+    eddy__coro *prev = current;
     assert(c->state == CORO_NEW || c->state == CORO_SUSPENDED);
     void *fake_stack = NULL;
     current = c;
@@ -376,7 +379,7 @@ int eddy__coro_resume(eddy__coro *c)
     transfer_t t = jump_fcontext(c->ctx, c);
     back_from_coro(fake_stack);
     c->ctx = t.fctx;
-    current = NULL;
+    current = prev;
     if (!c->guarded && !canary_ok(stack_lo(c, c->pool))) {
         fprintf(stderr,
                 "eddy: a coroutine overflowed its stack of %zu bytes (an action needs more: "

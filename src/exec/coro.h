@@ -17,8 +17,9 @@
  *
  * A pool and its coroutines belong to one thread (the mailbox thread). A
  * coroutine is resumed only by that thread and yields back to the point that
- * resumed it. Coroutines do not nest: resume is never called from inside a
- * coroutine.
+ * resumed it. Coroutines nest: a coroutine may resume another (an action
+ * that runs a runtime of its own resumes that runtime's actions), and is
+ * the current one again when that one yields or returns.
  */
 #ifndef EDDY_EXEC_CORO_H
 #define EDDY_EXEC_CORO_H
@@ -40,7 +41,8 @@ eddy__coro *eddy__coro_new(eddy__coro_pool *pool, eddy__coro_fn fn, void *arg);
 
 /* Run c until it yields or fn returns. Returns 1 when fn has returned (the
  * coroutine is finished), 0 when it yielded. Must not be called on a finished
- * coroutine, or from inside a coroutine. */
+ * or running coroutine (the caller's own, or one that resumed it). From
+ * inside a coroutine, that one is current again on return. */
 int eddy__coro_resume(eddy__coro *c);
 
 /* From inside a coroutine: switch back to the thread that resumed it. */

@@ -1045,6 +1045,9 @@ int eddy_runtime_run(eddy_runtime *rt)
     rt->ran = 1;
     rt->in_run = 1;
     eddy__coro_overflow_init(overflow_note);
+    /* A run inside an action of another runtime's run gives the cache back
+     * to that run as it had it. */
+    size_t outer_budget = eddy__jalloc_budget_held();
     eddy__jalloc_budget(EDDY__JALLOC_MAILBOX);
     rt->t_start = uv_hrtime();
     uv_prepare_start(&rt->prepare, on_prepare);
@@ -1067,7 +1070,7 @@ int eddy_runtime_run(eddy_runtime *rt)
     uv_idle_stop(&rt->idle);
     eddy__durable_turn(rt, 1);
     flush_sinks(rt);
-    eddy__jalloc_budget(0);
+    eddy__jalloc_budget(outer_budget);
     rt->stats.elapsed_s = (double)(uv_hrtime() - rt->t_start) / 1e9;
     rt->in_run = 0;
     return rt->rc;

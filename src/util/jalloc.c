@@ -193,6 +193,11 @@ int eddy__jalloc_installed(void)
     return installed;
 }
 
+size_t eddy__jalloc_budget_held(void)
+{
+    return mine() ? cache.budget : 0;
+}
+
 size_t eddy__jalloc_cached(void)
 {
     return mine() ? cache.bytes : 0;
@@ -224,6 +229,11 @@ size_t eddy__jalloc_cached(void)
 void eddy__jalloc_budget(size_t bytes)
 {
     (void)bytes;
+}
+
+size_t eddy__jalloc_budget_held(void)
+{
+    return 0;
 }
 
 #endif

@@ -61,6 +61,11 @@ int eddy__jalloc_counting(void);
  * at most bytes of freed blocks in it; 0 empties the cache and lets it go. */
 void eddy__jalloc_budget(size_t bytes);
 
+/* The budget of the cache if the calling thread has it, else 0: what to
+ * give eddy__jalloc_budget() back after a run inside a run (a runtime run
+ * from an action) took it. */
+size_t eddy__jalloc_budget_held(void);
+
 /* Bytes held in the cache if the calling thread has it, else 0 (tests). */
 size_t eddy__jalloc_cached(void);
 

@@ -123,6 +123,51 @@ static void test_current(void **state)
     eddy__coro_pool_free(pool);
 }
 
+/* A coroutine that resumes another (an action running a runtime of its
+ * own) is current again when that one yields and when it returns. */
+typedef struct outer_run {
+    eddy__coro_pool *pool;
+    eddy__coro *self, *inner;
+    eddy__coro *seen[4];
+} outer_run;
+
+static void inner_fn(void *arg)
+{
+    outer_run *o = arg;
+    o->seen[0] = eddy__coro_current();
+    eddy__coro_yield();
+    o->seen[2] = eddy__coro_current();
+}
+
+static void outer_fn(void *arg)
+{
+    outer_run *o = arg;
+    o->inner = eddy__coro_new(o->pool, inner_fn, o);
+    assert_int_equal(eddy__coro_resume(o->inner), 0);
+    o->seen[1] = eddy__coro_current();
+    eddy__coro_yield(); /* back to the thread, not into the inner one */
+    assert_int_equal(eddy__coro_resume(o->inner), 1);
+    o->seen[3] = eddy__coro_current();
+    eddy__coro_free(o->inner);
+}
+
+static void test_nested(void **state)
+{
+    (void)state;
+    outer_run o = {.pool = eddy__coro_pool_new(STACK, 2)};
+    o.self = eddy__coro_new(o.pool, outer_fn, &o);
+    assert_int_equal(eddy__coro_resume(o.self), 0);
+    assert_null(eddy__coro_current());
+    assert_int_equal(eddy__coro_resume(o.self), 1);
+    assert_null(eddy__coro_current());
+    assert_ptr_equal(o.seen[0], o.inner);
+    assert_ptr_equal(o.seen[1], o.self);
+    assert_ptr_equal(o.seen[2], o.inner);
+    assert_ptr_equal(o.seen[3], o.self);
+    eddy__coro_free(o.self);
+    eddy__coro_pool_free(o.pool);
+}
+
 static void never_run(void *arg)
 {
     *(int *)arg = 1;
@@ -356,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_current),     cmocka_unit_test(test_free_unstarted),
         cmocka_unit_test(test_stack_reuse), cmocka_unit_test(test_deep_recursion),
         cmocka_unit_test(test_guard_page),  cmocka_unit_test(test_past_the_map_limit),
+        cmocka_unit_test(test_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

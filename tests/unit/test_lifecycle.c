@@ -1,8 +1,9 @@
 /*
  * Unit tests of a runtime's life in an embedding program: a thread that ran
- * runtimes gives back what it took when it exits, and a misuse that would
- * corrupt memory (eddy_runtime_free under the run, or on another thread)
- * stops the program with a message instead.
+ * runtimes gives back what it took when it exits, a runtime runs inside an
+ * action of another, and a misuse that would corrupt memory
+ * (eddy_runtime_free under the run, or on another thread) stops the program
+ * with a message instead.
  */
 #include <malloc.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 
 #include "eddy/eddy.h"
 #include "tmptree.h"
+#include "util/jalloc.h"
 
 static int echo(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
@@ -138,6 +140,89 @@ static void expect_abort(void (*fn)(const fixture *), const char *want)
     assert_int_equal(tmptree_remove(f.root), 0);
 }
 
+/* ---------------------------------------------------------------- nested runs */
+
+typedef struct nested {
+    fixture inner;  /* the inner runtime's files */
+    int inner_rc;   /* what its run returned */
+    int call_rc;    /* the outer action's async call after it */
+    size_t cached;  /* the JSON cache's bytes after the inner run */
+    json_t *result; /* the call's result */
+} nested;
+
+static int add_one(const json_t *args, void *arg, json_t **result, eddy_error **err)
+{
+    (void)arg;
+    (void)err;
+    *result = json_integer(json_integer_value(json_object_get(args, "n")) + 1);
+    return EDDY_OK;
+}
+
+/* Runs a runtime of its own, frees it, then makes an async call. */
+static int run_inner(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ev;
+    nested *n = arg;
+    eddy_runtime *rt = runtime(&n->inner);
+    n->inner_rc = rt != NULL ? eddy_runtime_run(rt) : EDDY_EINVAL;
+    eddy_runtime_free(rt);
+    json_decref(json_string("freed after the inner run")); /* into the outer run's cache */
+    n->cached = eddy__jalloc_cached();
+    json_t *args = json_pack("{s:i}", "n", 41);
+    n->call_rc = eddy_ctx_execute_async(ctx, add_one, args, NULL, &n->result, NULL);
+    json_decref(args);
+    return n->call_rc == EDDY_OK ? eddy_ctx_send_output(ctx, json_incref(n->result)) : n->call_rc;
+}
+
+/* An action that runs a runtime goes on in its own coroutine afterwards:
+ * its async call used to be refused (EDDY_ESTATE, "outside the action's own
+ * coroutine"; an assertion in debug builds), and the inner run let go of the
+ * outer run's JSON cache. */
+static void test_runtime_run_inside_an_action(void **state)
+{
+    (void)state;
+    fixture outer;
+    fixture_make(&outer, 1);
+    nested n = {.inner_rc = -100, .call_rc = -100};
+    fixture_make(&n.inner, 20);
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "run_inner", types, run_inner, &n), EDDY_OK);
+    eddy_config *c = eddy_config_new();
+    eddy_config_set(c, "input", outer.in, NULL);
+    eddy_config_set(c, "output", outer.out, NULL);
+    eddy_config_set(c, "async-threads", "1", NULL);
+    eddy_config_set(c, "stack-size", "1048576", NULL);
+    eddy_runtime *rt = eddy_runtime_new(p, c, NULL);
+    eddy_config_free(c);
+    assert_non_null(rt);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    assert_int_equal(n.inner_rc, EDDY_OK);
+    assert_int_equal(n.call_rc, EDDY_OK);
+    assert_int_equal(json_integer_value(n.result), 42);
+    if (eddy__jalloc_installed())
+        assert_true(n.cached > 0);
+    json_decref(n.result);
+    eddy_runtime_free(rt);
+    /* Both runs wrote their outputs: 1 line and 20. */
+    char line[256];
+    FILE *fp = fopen(outer.out, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_string_equal(line, "42\n");
+    assert_null(fgets(line, sizeof line, fp));
+    fclose(fp);
+    fp = fopen(n.inner.out, "r");
+    assert_non_null(fp);
+    int lines = 0;
+    while (fgets(line, sizeof line, fp) != NULL)
+        lines++;
+    fclose(fp);
+    assert_int_equal(lines, 20);
+    assert_int_equal(tmptree_remove(outer.root), 0);
+    assert_int_equal(tmptree_remove(n.inner.root), 0);
+}
+
 static eddy_runtime *to_free;
 
 /* An action that frees its own runtime. */
@@ -201,6 +286,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_thread_gives_back_its_handler_stack),
         cmocka_unit_test(test_free_under_the_run_aborts),
+        cmocka_unit_test(test_runtime_run_inside_an_action),
         cmocka_unit_test(test_free_on_another_thread_aborts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
