@@ -20,6 +20,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -150,6 +152,29 @@ static int canary_ok(const char *lo)
 
 static _Thread_local eddy__coro *current;
 
+long eddy__coro_map_cap(const char *path)
+{
+    long cap = 65530; /* the kernel's default */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cap;
+    char buf[32];
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof(buf) - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0 || buf[0] < '0' || buf[0] > '9')
+        return cap;
+    buf[n] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(buf, &end, 10);
+    if (errno != 0 || (*end != '\n' && *end != '\0') || v > LONG_MAX)
+        return cap;
+    return (long)v;
+}
+
 static char *stack_lo(const eddy__coro *c, const eddy__coro_pool *pool)
 {
     return c->map + pool->page;
@@ -177,13 +202,7 @@ eddy__coro_pool *eddy__coro_pool_new(size_t stack_size, size_t max_cached)
     pool->stack_size = stack_size;
     pool->map_size = pool->page + (need + pool->page - 1) / pool->page * pool->page;
     pool->max_cached = max_cached;
-    long cap = 65530;
-    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-    if (f != NULL) {
-        if (fscanf(f, "%ld", &cap) != 1 || cap < 0)
-            cap = 65530;
-        fclose(f);
-    }
+    long cap = eddy__coro_map_cap("/proc/sys/vm/max_map_count");
     pool->guard_limit = cap / 2 > 8192 ? (size_t)(cap / 2 - 4096) : (size_t)cap / 4;
     return pool;
 }

@@ -48,6 +48,13 @@ int eddy__coro_resume(eddy__coro *c);
 /* From inside a coroutine: switch back to the thread that resumed it. */
 void eddy__coro_yield(void);
 
+/* The number in the file at path (vm.max_map_count: /proc/sys/vm/max_map_count),
+ * or 65530, the kernel's default, when it holds none. One read(2) into a
+ * buffer on the stack: stdio, when it could not allocate its buffer, read
+ * the file a byte at a time, and a file of /proc/sys answers a read at an
+ * offset past 0 with end of file (65530 read as 6). */
+long eddy__coro_map_cap(const char *path);
+
 /* The coroutine running on this thread, or NULL outside of any. */
 eddy__coro *eddy__coro_current(void);
 

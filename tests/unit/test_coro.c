@@ -168,6 +168,42 @@ static void test_nested(void **state)
     eddy__coro_pool_free(o.pool);
 }
 
+/* vm.max_map_count, read whole in one read(2): a read of /proc/sys past
+ * offset 0 is end of file, so stdio reading it a byte at a time (unbuffered,
+ * when it could not allocate its buffer) saw 65530 as 6. */
+static void test_map_cap(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        long want;
+    } cases[] = {{"262144\n", 262144}, {"1", 1},        {"", 65530},
+                 {"abc\n", 65530},     {"-5\n", 65530}, {" 7\n", 65530},
+                 {"12x\n", 65530},     {"0\n", 0},      {"99999999999999999999999\n", 65530}};
+    char path[] = "/tmp/eddy-coro-cap-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(cases[i].text, f);
+        fclose(f);
+        if (eddy__coro_map_cap(path) != cases[i].want)
+            fail_msg("'%s' read as %ld", cases[i].text, eddy__coro_map_cap(path));
+    }
+    unlink(path);
+    assert_int_equal(eddy__coro_map_cap(path), 65530); /* no such file */
+    /* The kernel's, as a buffered read of the whole file gives it. */
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f != NULL) {
+        long want = -1;
+        assert_int_equal(fscanf(f, "%ld", &want), 1);
+        fclose(f);
+        assert_int_equal(eddy__coro_map_cap("/proc/sys/vm/max_map_count"), want);
+    }
+}
+
 static void never_run(void *arg)
 {
     *(int *)arg = 1;
@@ -401,7 +437,7 @@ int main(void)
         cmocka_unit_test(test_current),     cmocka_unit_test(test_free_unstarted),
         cmocka_unit_test(test_stack_reuse), cmocka_unit_test(test_deep_recursion),
         cmocka_unit_test(test_guard_page),  cmocka_unit_test(test_past_the_map_limit),
-        cmocka_unit_test(test_nested),
+        cmocka_unit_test(test_nested),      cmocka_unit_test(test_map_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
