@@ -718,7 +718,7 @@ static void signal_in_exit(int signo)
         end_the_exit(signo);
 }
 
-static void on_signal(int signo)
+static void handle_signal(int signo)
 {
     if (atomic_load(&exit_phase) != EXIT_NONE) {
         signal_in_exit(signo);
@@ -755,6 +755,16 @@ static void on_signal(int signo)
     atomic_fetch_sub(&signal_handling, 1);
     if (atomic_load(&stop_sem_ready))
         sem_post(&stop_sem); /* the watchdog of the stop, while the run runs */
+}
+
+/* The interrupted code finds errno as it left it: the handler's write(2),
+ * sigaction(2), write to the runtime's async handle and sem_post may set
+ * it. */
+static void on_signal(int signo)
+{
+    int saved = errno;
+    handle_signal(signo);
+    errno = saved;
 }
 
 /* No signal stops the runtime from here on; it may be freed on return. */

@@ -406,7 +406,9 @@ int eddy__ctx_can_suspend(eddy_ctx *ctx) /* for eddy_ctx_sleep (timer.c) */
 static int run_calls(eddy_ctx *ctx, eddy_async_call *calls, size_t n)
 {
     call_job local[8];
-    call_job *jobs = n <= 8 ? local : malloc(n * sizeof(*jobs));
+    call_job *jobs = n <= 8                          ? local
+                     : n <= SIZE_MAX / sizeof(*jobs) ? malloc(n * sizeof(*jobs))
+                                                     : NULL;
     if (jobs == NULL)
         return EDDY_ENOMEM;
     /* Calls run only once the results their run went on with are on disk:

@@ -886,11 +886,28 @@ static void on_close(uv_handle_t *h)
     free(h); /* the async handle is the first member */
 }
 
+/* The reader's wake-up pipe, close-on-exec from the start: between pipe()
+ * and fcntl(), a fork and exec on another thread (an agent's subprocess)
+ * would inherit it. macOS has no pipe2. */
+#if defined(__APPLE__)
 static int set_cloexec(int fd)
 {
     int fl = fcntl(fd, F_GETFD);
     return fl < 0 ? -1 : fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
 }
+
+static int wake_pipe(int fds[2])
+{
+    if (pipe(fds) != 0)
+        return -1;
+    return set_cloexec(fds[0]) == 0 && set_cloexec(fds[1]) == 0 ? 0 : -1;
+}
+#else
+static int wake_pipe(int fds[2])
+{
+    return pipe2(fds, O_CLOEXEC);
+}
+#endif
 
 /* Read up to want bytes of s's file at offset into buf; how many, or -1
  * with the error set. */
@@ -1037,7 +1054,7 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
         }
     }
 #endif
-    if (pipe(s->wake) != 0 || set_cloexec(s->wake[0]) != 0 || set_cloexec(s->wake[1]) != 0) {
+    if (wake_pipe(s->wake) != 0) {
         rc = eddy__error_set(err, EDDY_EIO, "io", "source: cannot create a pipe: %s",
                              strerror(errno));
         goto fail;
