@@ -359,6 +359,34 @@ typedef int (*eddy_python_finalize_fn)(size_t n, const char *const *names, const
                                        void *arg);
 EDDY_API void eddy_python_set_finalize_hook(eddy_python_finalize_fn fn, void *arg);
 
+/* ---------------------------------------------------------------- waits */
+
+/*
+ * Some waits of a run last as long as another process chooses, and no stop
+ * ends them: opening a FIFO (--input waits for a writer, --output and
+ * --dead-letter for a reader) and writing to a pipe, FIFO or terminal whose
+ * reader does not read. The wait hook hears of them: fn(what, name, arg) is
+ * called on the waiting thread just before one, what being
+ * EDDY_WAIT_OPEN_READ or EDDY_WAIT_OPEN_WRITE (name: the FIFO's path), or
+ * EDDY_WAIT_WRITE_OUTPUT or EDDY_WAIT_WRITE_DEAD_LETTER (name: the file, or
+ * "standard output", "standard error"; only for a file that is not a regular
+ * file), and with EDDY_WAIT_NONE and name NULL just after it. name is
+ * borrowed: valid until the runtime that waits is freed. An open waits
+ * in eddy_runtime_new(), before anything of the run has run: a program may
+ * end the process then (_exit(2); a state directory is safe). fn must keep errno, and not call into
+ * eddy. The hook is process-wide, for every runtime; set it before any runs, fn NULL removes it
+ * (the eddy command sets one).
+ */
+enum {
+    EDDY_WAIT_NONE = 0,
+    EDDY_WAIT_OPEN_READ = 1,
+    EDDY_WAIT_OPEN_WRITE = 2,
+    EDDY_WAIT_WRITE_OUTPUT = 3,
+    EDDY_WAIT_WRITE_DEAD_LETTER = 4
+};
+typedef void (*eddy_wait_fn)(int what, const char *name, void *arg);
+EDDY_API void eddy_set_wait_hook(eddy_wait_fn fn, void *arg);
+
 /* ---------------------------------------------------------------- contexts */
 
 /* The key of the running action execution, as JSON text ("\"u1\"", "42").

@@ -688,6 +688,81 @@ static void say_second_signal(int signo)
     write_all(STDERR_FILENO, line);
 }
 
+/*
+ * The waits that last as long as another process chooses (see
+ * eddy_set_wait_hook, on_wait). An open of a FIFO waits for its other end
+ * before anything has run, and no stop reaches it: a signal then ends eddy
+ * at once (end_open_wait), with wait_open_line. WAIT_OPEN while one waits,
+ * WAIT_OPEN_ENDING once a signal ends eddy. A write to an output whose
+ * reader does not read holds the stop: the watchdog's note names it
+ * (wait_write, EDDY_WAIT_WRITE_* or 0; its name, and when it began).
+ */
+enum { WAIT_OPEN_NONE, WAIT_OPEN, WAIT_OPEN_ENDING };
+static atomic_int wait_open;
+static char wait_open_line[1536];
+static atomic_int wait_write;
+static _Atomic(const char *) wait_write_name;
+static atomic_llong wait_write_ms;
+
+/* ms on CLOCK_MONOTONIC (the watchdogs' clock). */
+static long long monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* A stop asked for by signo while an open of a FIFO waits: nothing has run
+ * (the runtime is being made), so nothing is left to stop or commit, and
+ * eddy ends now, with the code of a stop. Returns when no open waits. Async-
+ * signal-safe. */
+static void end_open_wait(int signo)
+{
+    int waiting = WAIT_OPEN;
+    if (atomic_compare_exchange_strong(&wait_open, &waiting, WAIT_OPEN_ENDING)) {
+        write_all(STDERR_FILENO, wait_open_line); /* one write: a line of its own */
+        _exit(128 + signo);
+    }
+    if (waiting == WAIT_OPEN_ENDING)
+        for (;;)
+            pause(); /* the other thread ends eddy */
+}
+
+/* The wait hook: marks the waits (on the waiting thread). Keeps errno. */
+static void on_wait(int what, const char *name, void *arg)
+{
+    (void)arg;
+    int saved = errno;
+    if (what == EDDY_WAIT_OPEN_READ || what == EDDY_WAIT_OPEN_WRITE) {
+        int reading = what == EDDY_WAIT_OPEN_READ;
+        snprintf(wait_open_line, sizeof(wait_open_line),
+                 "eddy: interrupted while waiting to open the FIFO %s for %s (no process had "
+                 "opened it for %s); nothing had run%s\n",
+                 name, reading ? "reading" : "writing", reading ? "writing" : "reading",
+                 stop_durable ? ", the state is safe: run the same command again to resume" : "");
+        /* on_signal sets signal_caught, then reads wait_open: with both
+         * sequentially consistent, one of the two sees the other, and a
+         * stop asked for before the open (as the state opened) ends it too. */
+        atomic_store(&wait_open, WAIT_OPEN);
+        int signo = atomic_load(&signal_caught);
+        if (signo != 0)
+            end_open_wait(signo);
+    } else if (what == EDDY_WAIT_WRITE_OUTPUT || what == EDDY_WAIT_WRITE_DEAD_LETTER) {
+        atomic_store(&wait_write, 0);
+        atomic_store(&wait_write_name, name);
+        atomic_store(&wait_write_ms, monotonic_ms());
+        atomic_store(&wait_write, what);
+    } else {
+        int waiting = WAIT_OPEN;
+        if (!atomic_compare_exchange_strong(&wait_open, &waiting, WAIT_OPEN_NONE) &&
+            waiting == WAIT_OPEN_ENDING)
+            for (;;)
+                pause(); /* a signal handler ends eddy */
+        atomic_store(&wait_write, 0);
+    }
+    errno = saved;
+}
+
 /* A signal while Python finished the agent's exit, after the note that it
  * takes long: nothing is left to stop or commit (the state is closed), so
  * eddy ends now, with the code it was to exit with. What had not run of the
@@ -750,6 +825,9 @@ static void handle_signal(int signo)
         signal_in_exit(signo);
         return;
     }
+    /* Waiting to open a FIFO, before anything ran: nothing to stop. */
+    if (atomic_load(&wait_open) != WAIT_OPEN_NONE)
+        end_open_wait(signo);
     atomic_fetch_add(&signal_handling, 1);
     eddy_runtime_stop(atomic_load(&signal_runtime));
     atomic_fetch_sub(&signal_handling, 1);
@@ -1095,8 +1173,9 @@ static int stop_watchdog_started;
 
 /* Woken by the signal that stops the run: when the run has not ended
  * STOP_QUIET_MS later (it waits for the calls in flight to return, and for
- * the action running, which may never return), a note says so and how to
- * end eddy at once. Nothing is said of a stop that ends sooner. */
+ * the action running, which may never return; or for a write to an output
+ * whose reader does not read), a note says so and how to end eddy at once.
+ * Nothing is said of a stop that ends sooner. */
 static void *watch_stop(void *arg)
 {
     (void)arg;
@@ -1112,13 +1191,26 @@ static void *watch_stop(void *arg)
      * joins this thread all the same, so it comes before what follows. */
     pthread_mutex_unlock(&stop_mutex);
     if (!ended) {
-        char note[384];
+        char note[1536], waits[1024];
+        /* A write under way for half the wait or more waits on its reader
+         * (one that goes on takes a pipe's 64 KiB in far less). */
+        int what = atomic_load(&wait_write);
+        const char *name = atomic_load(&wait_write_name);
+        if (what != 0 && name != NULL &&
+            monotonic_ms() - atomic_load(&wait_write_ms) >= STOP_QUIET_MS / 2)
+            snprintf(waits, sizeof(waits),
+                     "for a write to the %s %s, blocked: a reader that does not read (a pipe, "
+                     "FIFO or terminal whose reader never reads holds it for good)",
+                     what == EDDY_WAIT_WRITE_DEAD_LETTER ? "dead-letter file" : "output", name);
+        else
+            snprintf(waits, sizeof(waits),
+                     "for the actions running and the calls in flight to finish (an action "
+                     "that never returns holds it for good)");
         snprintf(note, sizeof(note),
-                 "%seddy: note: %s: the stop has waited %d s for the actions running and the "
-                 "calls in flight to finish (an action that never returns holds it for good); a "
-                 "second SIGINT or SIGTERM ends eddy now\n",
+                 "%seddy: note: %s: the stop has waited %d s %s; a second SIGINT or SIGTERM ends "
+                 "eddy now\n",
                  atomic_load(&progress_on_tty) ? "\n" : "",
-                 signal_name(atomic_load(&signal_caught)), STOP_QUIET_MS / 1000);
+                 signal_name(atomic_load(&signal_caught)), STOP_QUIET_MS / 1000, waits);
         write_all(STDERR_FILENO, note); /* one write: a line of its own */
     }
     return NULL;
@@ -1268,6 +1360,7 @@ static int install_signal_handlers(const char *agent)
     }
     eddy_python_set_signal_hook(on_python_signal, NULL);
     eddy_python_set_finalize_hook(on_finalize, NULL);
+    eddy_set_wait_hook(on_wait, NULL);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/paths.h"
 #include "io/sink.h"
+#include "io/wait.h"
 #include "util/jsonw.h"
 #include "util/fault.h"
 #include "util/hash.h"
@@ -152,7 +153,8 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
          * that is refused below, and must leave nothing behind. */
         /* Never O_TRUNC: the file is cut only once it is locked (below). */
         int flags = O_WRONLY | O_CLOEXEC | (how & EDDY_SINK_LAZY || truncate_to > 0 ? 0 : O_CREAT);
-        s->fd = open(path, flags, 0644);
+        /* A FIFO's open waits for its reader: a wait a stop must be able to end. */
+        s->fd = eddy__wait_open(path, flags, 0644, EDDY_WAIT_OPEN_WRITE);
         if (s->fd < 0 && errno == ENOENT && (how & EDDY_SINK_LAZY || truncate_to > 0)) {
             if (truncate_to > 0) {
                 eddy__sink_close(s);
@@ -287,6 +289,13 @@ int eddy__sink_flush(eddy__sink *s)
         cut_message(s, (uint64_t)st.st_size, written);
         return EDDY_EIO;
     }
+    /* A pipe, FIFO or terminal takes the lines as fast as its reader reads:
+     * a write may wait for as long as that reader chooses. */
+    int marked = !s->is_file && s->len > 0;
+    if (marked)
+        eddy__wait_begin(s->how & EDDY_SINK_STDERR ? EDDY_WAIT_WRITE_DEAD_LETTER
+                                                   : EDDY_WAIT_WRITE_OUTPUT,
+                         s->name);
     while (done < s->len) {
         int fault = eddy__fault("sink_write.write"); /* test hook: errno to simulate */
         ssize_t n = fault ? (errno = fault, -1) : write(s->fd, s->buf + done, s->len - done);
@@ -305,10 +314,14 @@ int eddy__sink_flush(eddy__sink *s)
             }
             memmove(s->buf, s->buf + done, s->len - done);
             s->len -= done;
+            if (marked)
+                eddy__wait_end();
             return EDDY_EIO;
         }
         done += (size_t)n;
     }
+    if (marked)
+        eddy__wait_end();
     s->len = 0;
     s->lines += s->queued;
     s->queued = 0;

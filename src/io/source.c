@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/source.h"
+#include "io/wait.h"
 #include "util/fault.h"
 #include "util/hash.h"
 #include "util/jalloc.h"
@@ -996,7 +997,8 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
     if (is_stdin) {
         s->fd = STDIN_FILENO;
     } else {
-        s->fd = open(opts->path, O_RDONLY | O_CLOEXEC);
+        /* A FIFO's open waits for its writer: a wait a stop must be able to end. */
+        s->fd = eddy__wait_open(opts->path, O_RDONLY | O_CLOEXEC, 0, EDDY_WAIT_OPEN_READ);
         if (s->fd < 0) {
             rc = eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", s->name,
                                  strerror(errno));

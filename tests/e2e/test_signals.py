@@ -14,7 +14,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, read_jsonl,  # noqa: E402
+                      write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
@@ -465,6 +466,89 @@ class SlowStop(EddyTest):
         again = subprocess.run(self.cmd, capture_output=True, timeout=60, env=self.env)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(r["key"] for r in read_jsonl(self.out)), ["a", "b"])
+
+
+class FifoWaits(EddyTest):
+    """Waits that last as long as another process chooses. Opening a FIFO
+    waits for its other end before anything has run: one signal ends eddy at
+    once, with a line that says what it waited for (it was ignored, and only
+    a second one ended eddy). A write to an output whose reader does not read
+    holds a stop: the note says so."""
+
+    def setUp(self):
+        super().setUp()
+        self.inp = self.path("in.jsonl")
+        write_jsonl(self.inp, [{"key": "k%d" % (i % 50), "v": i, "pad": "x" * 100}
+                               for i in range(20000)])
+        self.fifo = self.path("fifo")
+        os.mkfifo(self.fifo)
+
+    def popen(self, *args):
+        p = subprocess.Popen([EDDY, "run", TEST_AGENT, "--no-progress"] + list(args),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.communicate()))
+        return p
+
+    def stop_while_opening(self, p, signo):
+        time.sleep(0.5)  # the handlers are in place, the open waits
+        self.assertIsNone(p.poll(), p.stderr.read() if p.poll() is not None else "")
+        p.send_signal(signo)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.fail("one %s did not end eddy waiting to open the FIFO" % signo.name)
+        return err
+
+    def test_sigterm_while_the_output_fifo_has_no_reader(self):
+        for option in ("--output", "--dead-letter"):
+            p = self.popen("--input", self.inp, option, self.fifo)
+            err = self.stop_while_opening(p, signal.SIGTERM)
+            self.assertEqual(p.returncode, 143, err)
+            self.assertEqual(err, ("eddy: interrupted while waiting to open the FIFO %s for "
+                                   "writing (no process had opened it for reading); nothing "
+                                   "had run\n" % self.fifo).encode())
+
+    def test_sigint_while_the_input_fifo_has_no_writer(self):
+        state = self.path("state")
+        p = self.popen("--input", self.fifo, "--output", self.path("out.jsonl"), "--state", state)
+        err = self.stop_while_opening(p, signal.SIGINT)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertEqual(err, ("eddy: interrupted while waiting to open the FIFO %s for reading "
+                               "(no process had opened it for writing); nothing had run, the "
+                               "state is safe: run the same command again to resume\n"
+                               % self.fifo).encode())
+        # The same command, with a writer this time, reads it all.
+        p = self.popen("--input", self.fifo, "--output", self.path("out.jsonl"), "--state", state)
+        with open(self.fifo, "w") as f:
+            f.write('{"key": "a"}\n{"key": "b"}\n')
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(len(read_jsonl(self.path("out.jsonl"))), 2)
+
+    def test_sighup_while_the_output_fifo_has_no_reader(self):
+        p = self.popen("--input", self.inp, "--output", self.fifo)
+        err = self.stop_while_opening(p, signal.SIGHUP)
+        self.assertEqual(p.returncode, 129, err)
+
+    def test_the_note_of_a_stop_held_by_an_output_nobody_reads(self):
+        # A reader that opens the FIFO and never reads: the pipe fills, and
+        # the write of the outputs waits, holding the stop.
+        reader = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        p = self.popen("--input", self.inp, "--output", self.fifo)
+        time.sleep(0.5)
+        self.assertIsNone(p.poll(), "finished before the signal: make the output longer")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.stderr.readline(), (
+            "eddy: note: SIGTERM: the stop has waited 1 s for a write to the output %s, "
+            "blocked: a reader that does not read (a pipe, FIFO or terminal whose reader never "
+            "reads holds it for good); a second SIGINT or SIGTERM ends eddy now\n"
+            % self.fifo).encode())
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, -signal.SIGTERM, err)
+        self.assertEqual(err, b"eddy: SIGTERM again: ended before the stop finished (in-memory "
+                              b"state was lost)\n")
 
 
 class AgentSignals(EddyTest):
