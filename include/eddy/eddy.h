@@ -839,7 +839,8 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
 
 /*
  * A read-only report of the state directory dir, as a new JSON object:
- *   state, source {offset, line} (how much of the input was read: bytes,
+ *   state (dir, as valid UTF-8 text: a byte of its name that is not written
+ *   \xNN), source {offset, line} (how much of the input was read: bytes,
  *   and lines, so reading resumes at line line + 1; `eddy inspect` shows
  *   the same two numbers), key_field
  *   (the --key field the state was filled with; null in states written

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "store/store.h"
+#include "util/utf8.h"
 
 typedef struct inspect_ctx {
     json_t *in_flight; /* array, arrival order */
@@ -115,10 +116,16 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
     json_t *out = NULL;
     uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0, sink_id = 0, dead_id = 0;
     char *key_field = NULL, *plan_actions = NULL;
+    /* The directory as the report names it: valid UTF-8 (JSON is), its
+     * other bytes escaped (a name is bytes to the system). */
+    char *dir_text = eddy__utf8_escaped(dir);
+    /* Why the report could not be made, when not for want of memory. */
+    const char *why = NULL;
+    json_error_t jerr;
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
-    if (c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL || c.journal == NULL ||
-        c.detail_journal == NULL)
+    if (dir_text == NULL || c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL ||
+        c.journal == NULL || c.detail_journal == NULL)
         goto done;
     if ((rc = eddy__store_get_source_pos(s, &off, &line)) != EDDY_OK ||
         (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
@@ -132,12 +139,12 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         (rc = eddy__store_pending_load(s, on_pending, &c)) != EDDY_OK ||
         (rc = eddy__store_journal_load_all(s, on_jrec, &c)) != EDDY_OK)
         goto done;
-    out = json_pack("{s:s, s:{s:I, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:O, s:O}", "state", dir,
-                    "source", "offset", (json_int_t)off, "line", (json_int_t)line, "output_offset",
-                    (json_int_t)sink, "dead_letter_offset", (json_int_t)dead, "counts", "keys",
-                    (json_int_t)n.keys, "pending", (json_int_t)n.pending, "journal",
-                    (json_int_t)n.journal, "outbox", (json_int_t)n.outbox, "in_flight", c.in_flight,
-                    "journal", c.journal);
+    out = json_pack_ex(&jerr, 0, "{s:s, s:{s:I, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:O, s:O}",
+                       "state", dir_text, "source", "offset", (json_int_t)off, "line",
+                       (json_int_t)line, "output_offset", (json_int_t)sink, "dead_letter_offset",
+                       (json_int_t)dead, "counts", "keys", (json_int_t)n.keys, "pending",
+                       (json_int_t)n.pending, "journal", (json_int_t)n.journal, "outbox",
+                       (json_int_t)n.outbox, "in_flight", c.in_flight, "journal", c.journal);
     /* The run counter is one for all keys; the key field's name is known
      * to states written since it was stored (null before), and so are the
      * plan's actions and what they listen to (shown, not trusted: null if
@@ -152,6 +159,13 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         json_decref(kf);
         json_decref(pa);
         rc = EDDY_ENOMEM;
+        /* jansson says "NULL object value" of a value it could not make
+         * (a string, for want of memory) as of a NULL argument. */
+        if (json_error_code(&jerr) != json_error_out_of_memory &&
+            json_error_code(&jerr) != json_error_null_value) {
+            rc = EDDY_ESTORE;
+            why = jerr.text;
+        }
         goto done;
     }
     /* Each set takes its value, also when it fails: all are made. */
@@ -237,8 +251,11 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
 done:
     if (rc != EDDY_OK) {
         if (rc != EDDY_ENOTFOUND)
-            eddy__error_set(err, rc, "store", "%s: %s", dir,
-                            rc == EDDY_ENOMEM ? "out of memory" : eddy__store_error(s));
+            eddy__error_set(err, rc, "store", "%s: %s%s", dir,
+                            why != NULL ? "cannot make the report: " : "",
+                            why != NULL         ? why
+                            : rc == EDDY_ENOMEM ? "out of memory"
+                                                : eddy__store_error(s));
         json_decref(out);
         out = NULL;
     }
@@ -249,6 +266,7 @@ done:
     json_decref(c.detail_journal);
     free(key_field);
     free(plan_actions);
+    free(dir_text);
     eddy__store_close(s);
     return out;
 }

@@ -50,4 +50,13 @@ static inline int eddy__utf8_valid(const char *s)
     return 1;
 }
 
+/*
+ * s as valid UTF-8 text, for JSON (jansson refuses anything else): each
+ * byte that does not start a valid UTF-8 character written as \xNN, as
+ * Python's errors="backslashreplace" writes an undecodable byte, and as
+ * eddy's messages quote bytes (a path or a key, which the system takes as
+ * bytes, in a report). New (free()); NULL when out of memory.
+ */
+char *eddy__utf8_escaped(const char *s);
+
 #endif /* EDDY_UTIL_UTF8_H */

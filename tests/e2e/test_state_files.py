@@ -426,6 +426,25 @@ class StateFiles(EddyTest):
         self.assertEqual(res.stderr.decode(), "eddy: %s is not an eddy state database: it holds "
                          "other tables\n" % self.db)
 
+    def test_inspect_a_state_whose_name_is_not_utf8(self):
+        # A run takes the directory's name as bytes; the report, JSON, took
+        # it as text, and jansson's refusal of it was said "out of memory".
+        state = os.fsencode(self.path("s")) + b"\xff\xc3("
+        write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 2}])
+        res = subprocess.run([EDDY, "run", DURABLE, "--input", self.inp, "--output", self.out,
+                              "--state", state, "--quiet"], capture_output=True, timeout=120,
+                             env=dict(os.environ, EDDY_TEST_EFFECTS=self.effects))
+        self.assertEqual(res.returncode, 0, res.stderr)
+        shown = self.path("s") + "\\xff\\xc3("
+        res = subprocess.run([EDDY, "inspect", "--state", state], capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(res.stdout.decode().splitlines()[0], "state " + shown)
+        res = subprocess.run([EDDY, "inspect", "--state", state, "--json"], capture_output=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(json.loads(res.stdout)["state"], shown)
+        self.assertEqual(json.loads(res.stdout)["source"]["line"], 1)
+
     def test_directory_of_other_files_is_not_adopted(self):
         # `--state .` or a mistyped path: a directory holding files but no
         # eddy.db is refused, and nothing is written into it.
