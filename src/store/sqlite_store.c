@@ -3668,9 +3668,18 @@ static int open_readonly(sqlite_store *s, eddy_error **err)
     int r = check_state_files(s, err);
     if (r != EDDY_OK)
         return r;
-    if (stat(s->db_path, &sb) != 0)
+    if (stat(s->db_path, &sb) != 0) {
+        int e = errno;
+        /* A directory, but not a state's: "No such file or directory" named
+         * eddy.db, which the message did not. */
+        if (e == ENOENT && stat(s->dir, &sb) == 0 && S_ISDIR(sb.st_mode))
+            return eddy__error_set(err, EDDY_ENOTFOUND, "store",
+                                   "%s: no eddy state here: the directory holds no eddy.db (give "
+                                   "the --state directory of a run)",
+                                   s->dir);
         return eddy__error_set(err, EDDY_ENOTFOUND, "store", "%s: no eddy state here (%s)", s->dir,
-                               strerror(errno));
+                               strerror(e));
+    }
     int rc = sqlite3_open_v2(s->db_path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
         return open_fail(s, rc, "opening", err);

@@ -426,6 +426,29 @@ class StateFiles(EddyTest):
         self.assertEqual(res.stderr.decode(), "eddy: %s is not an eddy state database: it holds "
                          "other tables\n" % self.db)
 
+    def test_inspect_a_directory_that_holds_no_state(self):
+        # An existing directory without eddy.db (`--state /tmp`) was said to
+        # be "(No such file or directory)", which named no file.
+        os.makedirs(self.state)
+        for files in ((), ("notes.txt",)):
+            for f in files:
+                open(os.path.join(self.state, f), "w").close()
+            before = sorted(os.listdir(self.state))
+            res = subprocess.run([EDDY, "inspect", "--state", self.state], capture_output=True,
+                                 timeout=60)
+            self.assertEqual(res.returncode, 3, res.stderr)
+            self.assertEqual(res.stderr.decode(), "eddy: %s: no eddy state here: the directory "
+                             "holds no eddy.db (give the --state directory of a run)\n"
+                             % self.state)
+            self.assertEqual(sorted(os.listdir(self.state)), before)
+        # One that is not there at all says so.
+        missing = self.path("missing")
+        res = subprocess.run([EDDY, "inspect", "--state", missing], capture_output=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 3, res.stderr)
+        self.assertEqual(res.stderr.decode(), "eddy: %s: no eddy state here (No such file or "
+                         "directory)\n" % missing)
+
     def test_inspect_a_state_whose_name_is_not_utf8(self):
         # A run takes the directory's name as bytes; the report, JSON, took
         # it as text, and jansson's refusal of it was said "out of memory".
