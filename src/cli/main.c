@@ -1972,7 +1972,21 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    int is_help = strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0;
+    /* These take nothing after them: what follows was meant for something
+     * else (`eddy help run` for `eddy run --help`), and must not be dropped
+     * unsaid with a success. */
+    if ((is_help || strcmp(cmd, "--version") == 0) && argc > 2) {
+        int is_command = strcmp(argv[2], "run") == 0 || strcmp(argv[2], "inspect") == 0;
+        fprintf(stderr, "eddy: unexpected argument '%s' after '%s' (it takes none)\n", argv[2],
+                cmd);
+        if (is_help && is_command)
+            fprintf(stderr, "try 'eddy %s --help'\n", argv[2]);
+        else
+            fputs("try 'eddy --help'\n", stderr);
+        return EXIT_USAGE;
+    }
+    if (is_help) {
         print_usage(stdout);
         return EXIT_OK;
     }

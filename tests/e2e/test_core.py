@@ -654,6 +654,16 @@ class CoreTest(EddyTest):
             proc = subprocess.run([EDDY, word], capture_output=True, timeout=30)
             self.assertEqual(proc.returncode, 0, word)
             self.assertTrue(proc.stdout.startswith(b"usage: eddy COMMAND"), word)
+        # Nothing may follow them: it was ignored, with a success.
+        for args, hint in ((["--version", "extra"], "eddy --help"),
+                           (["help", "run"], "eddy run --help"),
+                           (["--help", "inspect"], "eddy inspect --help"),
+                           (["-h", "x"], "eddy --help")):
+            proc = subprocess.run([EDDY] + args, capture_output=True, timeout=30, text=True)
+            self.assertEqual(proc.returncode, 2, args)
+            self.assertEqual(proc.stdout, "", args)
+            self.assertEqual(proc.stderr, "eddy: unexpected argument '%s' after '%s' (it takes "
+                             "none)\ntry '%s'\n" % (args[1], args[0], hint))
         proc = subprocess.run([EDDY, "run", "--help"], capture_output=True, timeout=30)
         self.assertEqual(proc.returncode, 0)
         for opt in (b"--input", b"--output", b"--key", b"--async-threads", b"--max-in-flight",
