@@ -966,7 +966,7 @@ void eddy__durable_turn(eddy_runtime *rt, int final)
      * it is written with them, once per commit. */
     int moved = rt->source_offset != rt->source_saved;
     int due = final || owed || rt->commit_now || !eddy__queue_empty(&rt->commit_wait) ||
-              eddy__queue_empty(&rt->ready) ||
+              (eddy__queue_empty(&rt->ready) && !rt->admit_more) ||
               (uv_hrtime() - rt->txn_start) / 1000000 >= rt->cv->commit_interval_ms;
     if (!eddy__store_dirty(rt->store) && !moved) {
         /* Their writes went out with an earlier commit (a Python task waits

@@ -27,6 +27,13 @@
 #define STEP_BUDGET 4096
 /* Inputs taken from the source at once. */
 #define ADMIT_BATCH 256
+/* Bad lines dead-lettered per loop turn at most. Inputs that start runs are
+ * bounded by max-in-flight and max-pending; bad lines start nothing, and a
+ * stream of them that the mailbox handles slower than the reader reads them
+ * would otherwise keep admit() from returning to the loop until the input
+ * ends: no signal, no commit, and (with a state) dead letters piling up
+ * uncommitted. */
+#define ADMIT_BAD_MAX 1024
 
 static void task_step(eddy_runtime *rt, eddy_ctx *t);
 static void run_end(eddy_runtime *rt, eddy__key *k);
@@ -655,6 +662,7 @@ static void run_end(eddy_runtime *rt, eddy__key *k)
 
 static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
 {
+    static const char digits[] = "0123456789abcdef";
     json_t *o = json_pack("{s:I, s:s}", "line", (json_int_t)in->line_no, "reason", in->reason);
     if (o != NULL && in->detail != NULL)
         json_object_set_new(o, "detail", json_string(in->detail));
@@ -663,13 +671,18 @@ static void dead_letter_line(eddy_runtime *rt, eddy__input *in)
         if (raw != NULL) {
             json_object_set_new(o, "raw", raw);
         } else {
-            /* Not valid UTF-8 (or holds NUL): keep the bytes, escaped. */
+            /* Not valid UTF-8 (or holds NUL): keep the bytes, escaped (by
+             * table: a sprintf per byte made such a line ~10 times the
+             * work of a line that is not JSON). */
             size_t n = in->raw_len;
             char *hex = malloc(n * 2 + 1);
             if (hex != NULL) {
-                for (size_t i = 0; i < n; i++)
-                    sprintf(hex + i * 2, "%02x", (unsigned char)in->raw[i]);
-                json_object_set_new(o, "raw_hex", json_string(hex));
+                for (size_t i = 0; i < n; i++) {
+                    unsigned char c = (unsigned char)in->raw[i];
+                    hex[i * 2] = digits[c >> 4];
+                    hex[i * 2 + 1] = digits[c & 15];
+                }
+                json_object_set_new(o, "raw_hex", json_stringn_nocheck(hex, n * 2));
                 free(hex);
             }
         }
@@ -688,6 +701,7 @@ static void admit(eddy_runtime *rt)
     if (rt->source == NULL || rt->admitting)
         return; /* (a run that ends as it starts calls us from within) */
     rt->admitting = 1;
+    rt->admit_more = 0;
     /* Inputs come from the reader in batches (one lock each) into
      * rt->admit_buf, and are admitted from there one by one, also when a
      * run's end frees one slot. The source position, after the last input
@@ -699,10 +713,19 @@ static void admit(eddy_runtime *rt)
             eddy__source_take(rt->source, &rt->admit_buf, ADMIT_BATCH) == 0)
             break;
         eddy__queue *q = eddy__queue_head(&rt->admit_buf);
-        eddy__queue_remove(q);
         eddy__input *in = eddy__queue_data(q, eddy__input, node);
+        if (in->record == NULL && rt->admit_bad_left == 0) {
+            /* The turn's bad lines are done: the loop takes its turn (the
+             * poll, not blocking, then the next turn's admit). */
+            rt->admit_more = 1;
+            if (!uv_is_active((uv_handle_t *)&rt->idle))
+                uv_idle_start(&rt->idle, on_idle);
+            break;
+        }
+        eddy__queue_remove(q);
         uint64_t end_offset = in->end_offset, line_no = in->line_no;
         if (in->record == NULL) {
+            rt->admit_bad_left--;
             dead_letter_line(rt, in);
             input_done(rt, in);
             if (!rt->stopping)
@@ -792,6 +815,7 @@ static void flush_sinks(eddy_runtime *rt)
 static void on_prepare(uv_prepare_t *h)
 {
     eddy_runtime *rt = h->data;
+    rt->admit_bad_left = ADMIT_BAD_MAX; /* a new turn */
     admit(rt);
     eddy__pool_flush(rt->pool);
     if (eddy__queue_empty(&rt->ready))
@@ -1058,6 +1082,7 @@ int eddy_runtime_run(eddy_runtime *rt)
         uv_unref((uv_handle_t *)&rt->progress_timer);
     }
     eddy__durable_resume(rt);
+    rt->admit_bad_left = ADMIT_BAD_MAX;
     admit(rt);
     check_done(rt);
     if (!rt->done) {

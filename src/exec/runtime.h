@@ -303,7 +303,11 @@ struct eddy_runtime {
      * records it with its first source position. */
     uint64_t head_len, head_hash;
     int head_saved;
-    int admitting;         /* in admit() */
+    int admitting; /* in admit() */
+    /* Bad lines admit() may still dead-letter in this loop turn, and
+     * whether it stopped at that bound with lines left (ADMIT_BAD_MAX). */
+    unsigned admit_bad_left;
+    int admit_more;
     eddy__queue admit_buf; /* inputs taken from the source, not admitted yet */
     /* Run sequence numbers are drawn from one counter for all keys: a key's
      * runs are numbered in order and no number is used twice, and the state

@@ -1063,6 +1063,28 @@ class CoreTest(EddyTest):
         self.assertLess(max_rss_kb * 1024, size / 2, "resident memory grew with the input")
 
     @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
+    def test_bad_lines_do_not_grow_memory_with_state(self):
+        # A file in Latin-1: every line invalid UTF-8, each dead-lettered
+        # slower than the reader reads it. admit() went on with them without
+        # returning to the loop while the reader stayed ahead: nothing was
+        # committed until the input's end, and the dead letters waiting for
+        # that commit grew with the input (288 MB of input, 2.29 GB resident).
+        rss = []
+        for n in (50000, 200000):
+            inp = self.path("latin%d.jsonl" % n)
+            with open(inp, "wb") as f:
+                for i in range(n):
+                    f.write(('{"key":"k%d","n":"Ren\u00e9 %s"}\n' % (i, "x" * 150))
+                            .encode("latin-1"))
+            out = self.path("o%d" % n)
+            rss.append(self.max_rss_kb("--input", inp, "--output", out,
+                                       "--state", self.path("st%d" % n)))
+            with open(out + ".dead.jsonl", "rb") as f:
+                self.assertEqual(sum(1 for _ in f), n)
+        # 150,000 more lines are ~28 MB of input, which grew it by ~200 MB.
+        self.assertLess(rss[1] - rss[0], 20 * 1024, "resident memory grew with the input: %s" % rss)
+
+    @unittest.skipIf(SANITIZED, "sanitizer builds inflate memory and time")
     def test_distinct_keys_do_not_grow_memory_with_state(self):
         # Every input a new key (ids, say), with --state: keys without
         # memory are let go as without state (they were all kept, ~750

@@ -77,6 +77,44 @@ class Signals(EddyTest):
     def test_sigint_stops_cleanly_and_resumes(self):
         self.interrupt(signal.SIGINT, 130)
 
+    def test_sigterm_in_a_stream_of_bad_lines(self):
+        # Invalid UTF-8 lines (a file in Latin-1), dead-lettered slower than
+        # the reader reads them, kept the mailbox from its loop as long as
+        # the reader stayed ahead: no commit (no dead letter written), and a
+        # SIGTERM acted on only at the input's end. Bad lines are now
+        # dead-lettered a bounded number per loop turn, like other work. The
+        # input is a pipe the test keeps ahead of eddy, and does not close.
+        line = ('{"key":"k","n":"Ren\u00e9 %s"}\n' % ("x" * 150)).encode("latin-1")
+        block = line * 1000
+        dead = self.path("dead.jsonl")
+        cmd = [EDDY, "run", TEST_AGENT, "--input", "-", "--output", self.out,
+               "--dead-letter", dead, "--state", self.state, "--no-progress"]
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+
+        def end():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdin.close()
+            p.stderr.close()
+        self.addCleanup(end)
+        blocks = 0
+        while not os.path.exists(dead) or os.path.getsize(dead) == 0:
+            self.assertLess(blocks, 500, "no dead letter written while the input streamed in")
+            p.stdin.write(block)
+            p.stdin.flush()
+            blocks += 1
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        err = p.stderr.read()
+        self.assertEqual(p.returncode, 143, err)
+        self.assertIn(b"eddy: interrupted; run the same command again to resume\n", err)
+        n = (blocks + 2) * 1000
+        again = subprocess.run(cmd, input=block * (blocks + 2), capture_output=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual([d["line"] for d in read_jsonl(dead)], list(range(1, n + 1)))
+
     def test_sighup_stops_cleanly_and_resumes(self):
         # Closing the terminal (an ssh session) sent SIGHUP, whose default
         # action ended eddy with no message and nothing committed.
