@@ -101,6 +101,7 @@ struct eddy__source {
     int head_known; /* the reader read the first line from the input's start */
     uint64_t head_len, head_hash;
     uint64_t tail_line, tail_bytes; /* a last line left unread (keep_tail) */
+    int tail_long;                  /* ... for it is over max_line */
     int stop;                       /* close() asked the reader to stop */
     eddy_error *err;
     eddy__queue recycle; /* inputs handed back by the loop, for the reader to free */
@@ -729,11 +730,11 @@ static ssize_t read_some(eddy__source *s, char *p, size_t n)
     }
 }
 
-/* 1 when a last line without a newline is not JSON yet: most likely a
- * line still being appended. */
-static int tail_incomplete(const eddy__source *s, const char *p, size_t len)
+/* 1 when a last line without a newline (not over the limit) is not JSON
+ * yet: most likely a line still being appended. */
+static int tail_incomplete(const char *p, size_t len)
 {
-    if (len > s->max_line || is_blank(p, len))
+    if (is_blank(p, len))
         return 0;
     json_t *v = json_loadb(p, len, JSON_DECODE_ANY, NULL);
     json_decref(v);
@@ -788,16 +789,23 @@ static void reader_main(void *arg)
             test_pause(s, 0);
 #endif
         if (got == 0) {
-            /* The last line may have no newline. */
-            if (r->skipping)
-                rc = finish_skipped(s, r->base + r->end);
-            else if (r->end > r->start && s->keep_tail &&
-                     tail_incomplete(s, r->buf + r->start, r->end - r->start)) {
+            /* The last line may have no newline. With keep_tail, one that is
+             * not complete JSON, or over the limit (a '\r' aside: whether
+             * it is complete is not known), is left unread: the position
+             * stays at its start, and a resume reads it whole once its
+             * newline is there (and dead-letters it then if it is too long). */
+            size_t len = r->end - r->start;
+            int too_long = r->skipping || (len > s->max_line &&
+                                           (len - s->max_line > 1 || r->buf[r->end - 1] != '\r'));
+            if (s->keep_tail && (too_long || tail_incomplete(r->buf + r->start, len))) {
                 uv_mutex_lock(&s->mu);
                 s->tail_line = r->line_no + !r->mid_line;
-                s->tail_bytes = r->end - r->start;
+                s->tail_bytes = r->skipping ? r->skip_len : len;
+                s->tail_long = too_long;
                 uv_mutex_unlock(&s->mu);
-            } else if (r->end > r->start)
+            } else if (r->skipping)
+                rc = finish_skipped(s, r->base + r->end);
+            else if (r->end > r->start)
                 rc = emit_line(s, r->buf + r->start, r->end - r->start, r->base + r->end);
             if (rc == 0)
                 rc = push_batch(s);
@@ -1134,7 +1142,7 @@ int eddy__source_head(eddy__source *s, uint64_t *len, uint64_t *hash)
 int eddy__source_tail(eddy__source *s, uint64_t *line, uint64_t *bytes)
 {
     uv_mutex_lock(&s->mu);
-    int left = s->eof && s->tail_line != 0;
+    int left = s->eof && s->tail_line != 0 ? 1 + s->tail_long : 0;
     *line = s->tail_line;
     *bytes = s->tail_bytes;
     uv_mutex_unlock(&s->mu);

@@ -159,10 +159,10 @@ typedef struct eddy__source_opts {
      * the end); a pipe as its first bytes are dropped (the source's error,
      * type "state"). */
     uint64_t head_len, head_hash;
-    /* A last line without a newline that is not complete JSON is left
-     * unread (see eddy__source_tail) rather than dead-lettered: with a state
-     * directory the next run resumes before it, and a writer may be in the
-     * middle of appending it. */
+    /* A last line without a newline that is not complete JSON, or is over
+     * max_line_bytes, is left unread (see eddy__source_tail) rather than
+     * dead-lettered: with a state directory the next run resumes before it,
+     * and a writer may be in the middle of appending it. */
     int keep_tail;
     size_t max_line_bytes; /* longer lines are dead-lettered, never buffered whole;
                             * 0: EDDY__SOURCE_DEFAULT_MAX_LINE */
@@ -230,8 +230,9 @@ void eddy__source_close(eddy__source *s);
  * else 0. */
 int eddy__source_head(eddy__source *s, uint64_t *len, uint64_t *hash);
 
-/* Loop thread, once done: 1 and the line number and length of a last line
- * left unread (opts keep_tail), else 0. */
+/* Loop thread, once done: the line number and length of a last line left
+ * unread (opts keep_tail) and 1 (it is not complete JSON) or 2 (it is over
+ * max_line_bytes, a '\r' aside: its end was not read), else 0. */
 int eddy__source_tail(eddy__source *s, uint64_t *line, uint64_t *bytes);
 
 typedef struct eddy__source_stats {

@@ -1561,6 +1561,57 @@ class DurableTest(EddyTest):
         self.assertFalse(os.path.exists(self.out + ".dead.jsonl") and
                          os.path.getsize(self.out + ".dead.jsonl") > 0)
 
+    def test_long_line_being_appended_is_left_for_the_next_run(self):
+        # A last line without a newline that is over --max-line-bytes was
+        # dead-lettered at once, the position moved to its end: once the
+        # line was finished, the state resumed in its middle (exit 3, "does
+        # not start a line"). It is left unread like any line not complete
+        # yet, and dead-lettered once, when its newline is there. The limit
+        # is passed by the bytes the reader skipped (2016 and 16 MiB + 16),
+        # or by one byte in the buffer (1025), which is not a '\r'.
+        mib16 = 16 << 20
+        for limit, pad in ((1024, 2000), (1024, 1009), (mib16, mib16)):
+            state = self.path("state-%d-%d" % (limit, pad))
+            for f in (self.out, self.out + ".dead.jsonl"):
+                if os.path.exists(f):
+                    os.unlink(f)
+            head = '{"key":"b","p":"' + "x" * pad
+            with open(self.inp, "w") as f:
+                f.write('{"key": "a", "op": "echo", "seq": 1}\n' + head)
+            extra = ["--max-line-bytes", str(limit)] if limit != mib16 else []
+            cmd = self.cmd(*extra, agent=TEST_AGENT, state=state)
+            res = subprocess.run(cmd, capture_output=True, timeout=60)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            self.assertIn(b"note: line 2 of %s (%d bytes) has no newline and is over "
+                          b"--max-line-bytes: it is left unread, and the next run with this "
+                          b"state dead-letters it once it is complete"
+                          % (self.inp.encode(), len(head)), res.stderr)
+            self.assertFalse(os.path.exists(self.out + ".dead.jsonl") and
+                             os.path.getsize(self.out + ".dead.jsonl") > 0)
+            with open(self.inp, "a") as f:
+                f.write('"}\n{"key": "a", "op": "echo", "seq": 3}\n')
+            for _ in range(2):  # the second run finds nothing new
+                res = subprocess.run(cmd, capture_output=True, timeout=60)
+                self.assertEqual(res.returncode, 0, res.stderr)
+                self.assertNotIn(b"note:", res.stderr)
+            self.assertEqual([o["seq"] for o in read_jsonl(self.out)], [1, 3])
+            self.assertEqual([(d["line"], d["reason"], d["detail"].split(";")[0])
+                              for d in read_jsonl(self.out + ".dead.jsonl")],
+                             [(2, "line too long", "line of %d bytes, over --max-line-bytes %d"
+                               % (len(head) + 2, limit))])
+        # Without a state such a line is dead-lettered at the input's end,
+        # as before: no later run would take it.
+        with open(self.inp, "w") as f:
+            f.write('{"key": "a", "op": "echo", "seq": 1}\n{"key":"b","p":"' + "x" * 2000)
+        os.unlink(self.out + ".dead.jsonl")
+        res = subprocess.run([EDDY, "run", TEST_AGENT, "--input", self.inp, "--output", self.out,
+                              "--no-progress", "--max-line-bytes", "1024"],
+                             capture_output=True, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertNotIn(b"note:", res.stderr)
+        self.assertEqual([(d["line"], d["reason"]) for d in read_jsonl(self.out + ".dead.jsonl")],
+                         [(2, "line too long")])
+
     def test_lines_numbered_as_from_the_start_after_a_last_line_without_newline(self):
         # A resume right after a complete last line that had no newline read
         # the newline that ends it as an empty line, and counted it: every
