@@ -14,6 +14,7 @@
 #include "py/py.h"
 
 #include "py/module_py.h"
+#include "util/jalloc.h"
 
 eddy__py_mod eddy__py;
 
@@ -234,6 +235,8 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
         has_output |= strcmp(ks, "output") == 0;
         json_t *jv = eddy__py_to_json_named(v, "%s attribute '%s'", type, ks);
         if (jv == NULL || json_object_set_new(jattrs, ks, jv) != 0) {
+            if (jv != NULL)
+                PyErr_NoMemory(); /* json_object_set_new sets no exception */
             ok = 0;
             break;
         }
@@ -498,6 +501,12 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
         if (j != NULL) {
             eddy__durable_digest_json(t->rt, j, digest);
             json_decref(j);
+        } else if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            /* Not "not JSON": the pickle's digest would differ from the
+             * journal's, and a committed call would run again. */
+            Py_DECREF(pair);
+            Py_XDECREF(bound);
+            goto fail;
         } else {
             PyErr_Clear(); /* not JSON: digest the pickle (or repr) */
             PyObject *hargs[2] = {args, kwargs != NULL ? kwargs : PyTuple_GET_ITEM(pair, 1)};
@@ -1808,7 +1817,14 @@ static PyObject *mod_from_json_text(PyObject *mod, PyObject *v)
     if (s == NULL)
         return NULL;
     json_error_t e;
+    unsigned failed = eddy__jalloc_failures;
     json_t *j = json_loads(s, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+    if (eddy__jalloc_failures != failed) {
+        /* Not a parse error, and maybe not the journal's value (jansson
+         * 2.14 drops a character it cannot store): see jalloc.h. */
+        json_decref(j);
+        return PyErr_NoMemory();
+    }
     if (j == NULL) {
         PyErr_Format(PyExc_ValueError, "not JSON: %s", e.text);
         return NULL;

@@ -13,6 +13,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 from eddytest import EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl  # noqa: E402
 
+HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
+
 PY_AGENTS = os.path.join(SOURCE, "tests", "agents")
 AGENT = os.path.join(PY_AGENTS, "pyagent.py")
 AWAITING = os.path.join(PY_AGENTS, "awaiting.py")
@@ -185,6 +187,42 @@ class PythonTest(EddyTest):
     def test_durable_call_replayed_after_restart(self):
         outs = self.crash_and_resume({"key": "d", "op": "durable", "x": 5, "seq": 1})
         self.assertEqual(outs, [{"key": "d", "seq": 1, "v": {"v": 5}}])
+
+    @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
+    def test_replay_under_allocation_failures(self):
+        """Resumed with each of jansson's allocations failing in turn, a
+        replay either goes on with the journaled result or stops with out of
+        memory: a MemoryError while digesting the arguments digested their
+        pickle instead (the journal then differed and the committed call ran
+        again), and one while parsing the journaled result gave the action a
+        string a character short (jansson 2.14 drops one it cannot store)."""
+        counter, crash = self.path("counter"), self.path("crash.flag")
+        state, pristine = self.path("state"), self.path("pristine")
+        rec = {"key": "d", "op": "durable", "x": "abcdefghij" * 300, "seq": 1,
+               "counter": counter, "crash": crash}
+        open(crash, "w").close()
+        first = self.run_py([rec], "--state", pristine)
+        self.assertEqual(first.rc, 3, first.stderr)
+        os.unlink(crash)
+        want = [{"key": "d", "seq": 1, "v": {"v": rec["x"]}}]
+        stopped = 0
+        for n in range(1, 61, 4 if SANITIZED else 1):
+            shutil.rmtree(state, ignore_errors=True)
+            shutil.copytree(pristine, state)
+            if os.path.exists(self.path("out.jsonl")):
+                os.unlink(self.path("out.jsonl"))
+            res = self.run_py([rec], "--state", state, "--on-error", "skip",
+                              extra_env={"EDDY_FAULT": "alloc.json:%d" % n})
+            what = "EDDY_FAULT=alloc.json:%d: %s" % (n, res.stderr.decode(errors="replace"))
+            self.assertEqual(lines(counter), 1, "a journaled call ran again, " + what)
+            self.assertNotIn(b"non-deterministic", res.stderr, what)
+            if res.rc == 0:
+                self.assertEqual(res.outputs(), want, what)
+            else:
+                self.assertIn(b"out of memory", res.stderr, what)
+                self.assertEqual(res.outputs() if os.path.exists(res.out_path) else [], [], what)
+                stopped += 1
+        self.assertGreater(stopped, 0, "no allocation failed")
 
     def test_durable_pickled_result_replayed(self):
         outs = self.crash_and_resume({"key": "d", "op": "durable_object", "seq": 1})
@@ -561,7 +599,8 @@ class PythonTest(EddyTest):
 
     def test_exception_without_a_message(self):
         """An exception with an empty message still reads as a sentence;
-        CPython's own out-of-memory error says so."""
+        CPython's own out-of-memory error says so (and stops eddy rather
+        than fail the run: not the input's fault, see test_memory_error_stops)."""
         for op, want in (("raise_bare", "ValueError: (no message)"),
                          ("raise_memory", "MemoryError: out of memory")):
             res = self.run_py([{"key": "k", "op": op, "seq": 0}])
@@ -570,6 +609,21 @@ class PythonTest(EddyTest):
             self.assertIn("action 'dispatch' failed for key \"k\"", err)
             self.assertIn(want + "\n", err)
             self.assertIn("Traceback (most recent call last)", err)
+
+    def test_memory_error_stops(self):
+        """A MemoryError out of an action (the machine's, or one eddy's own
+        code raised converting a value) is not the input's fault: eddy
+        stops, the run not failed, and with --on-error skip nothing is
+        dead-lettered; with --state the same command resumes it."""
+        dead = self.path("dead.jsonl")
+        res = self.run_py([{"key": "k", "op": "raise_memory", "seq": 0}], "--on-error", "skip",
+                          "--dead-letter", dead)
+        self.assertEqual(res.rc, 1, res.stderr)
+        err = res.stderr.decode()
+        self.assertIn("action 'dispatch' failed for key \"k\" on InputEvent (input line 1), out "
+                      "of memory: eddy stops rather than fail the run (the same command resumes "
+                      "it): MemoryError: out of memory\n", err)
+        self.assertFalse(os.path.exists(dead) and os.path.getsize(dead) > 0, err)
 
     def test_exception_text_that_is_not_utf8_or_not_formattable(self):
         """A lone surrogate in the message (os.fsdecode of a name that is not
