@@ -247,6 +247,21 @@ class AsyncCallable:
         return x
 
 
+class SingletonError(Exception):
+    """Pickled by reference: unpickling gives back the module's object."""
+
+    def __reduce__(self):
+        return "SINGLETON_ERROR"
+
+
+SINGLETON_ERROR = SingletonError("the one")
+
+
+def count_then_raise_singleton(path):
+    count(path, None)
+    raise SINGLETON_ERROR
+
+
 def crash_if(flag):
     if flag and os.path.exists(flag):
         os._exit(3)
@@ -332,6 +347,18 @@ class TestAgent(Agent):
             v = await ctx.durable_execute_async(fn, "x")
             crash_if(rec.get("crash"))
             out(ctx, rec, v=v)
+        elif op == "durable_singleton":
+            # A replayed exception that is a module's object is not changed
+            # (the replay's note went onto the shared object, once more on
+            # every replay).
+            same = []
+            for _ in range(2):
+                try:
+                    await ctx.durable_execute_async(count_then_raise_singleton, rec["counter"])
+                except SingletonError as e:
+                    same.append(e is SINGLETON_ERROR)
+            crash_if(rec.get("crash"))
+            out(ctx, rec, same=same, notes=len(getattr(SINGLETON_ERROR, "__notes__", ())))
         elif op == "durable_object":
             # A result that is not JSON goes through pickle.
             v = await ctx.durable_execute_async(count, rec["counter"], {1, 2, 3})

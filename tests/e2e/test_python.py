@@ -224,6 +224,14 @@ class PythonTest(EddyTest):
                 stopped += 1
         self.assertGreater(stopped, 0, "no allocation failed")
 
+    def test_replayed_shared_exception_left_as_it_is(self):
+        """An exception pickled by reference comes back from the journal as
+        the module's own object: the replay's note (and a cause) went onto
+        it, one more on each replay, and onto every later raise of it."""
+        outs = self.crash_and_resume({"key": "s", "op": "durable_singleton", "seq": 1},
+                                     expect_calls=2)
+        self.assertEqual(outs, [{"key": "s", "seq": 1, "same": [True, True], "notes": 0}])
+
     def test_durable_pickled_result_replayed(self):
         outs = self.crash_and_resume({"key": "d", "op": "durable_object", "seq": 1})
         self.assertEqual(outs, [{"key": "d", "seq": 1, "v": [1, 2, 3], "t": "set"}])
