@@ -1233,17 +1233,33 @@ void eddy__durable_digest(const void *bytes, size_t len, char out[17])
     eddy__hex64(eddy__hash_bytes(bytes, len), out);
 }
 
-void eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17])
+int eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17])
 {
     /* The canonical text: compact, keys sorted, reals exact; written to the
      * runtime's scratch buffer (no allocation per call once it has grown). */
+    if (args == NULL) {
+        eddy__durable_digest("null", 4, out);
+        return EDDY_OK;
+    }
     eddy__buf *b = &rt->scratch;
     b->len = 0;
-    if (args != NULL &&
-        eddy__json_write_ex(b, args, EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT) == EDDY_OK)
-        eddy__durable_digest(b->p, b->len, out);
-    else
+    int rc = eddy__fault("alloc.digest")
+                 ? EDDY_ENOMEM
+                 : eddy__json_write_ex(b, args, EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT);
+    if (rc != EDDY_OK && eddy__json_deeper_than(args, EDDY__JSONW_MAX_DEPTH) == 1) {
+        /* Too deep to write (not so for jansson's parser either): the digest
+         * of "null", the same on every run. */
         eddy__durable_digest("null", 4, out);
+        return EDDY_OK;
+    }
+    if (rc != EDDY_OK) {
+        /* Out of memory. Not the digest of "null": it would differ from the
+         * journal's on a resume, and a committed call would run again. */
+        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
+        return EDDY_ENOMEM;
+    }
+    eddy__durable_digest(b->p, b->len, out);
+    return EDDY_OK;
 }
 
 void eddy__durable_wait_commit(eddy_ctx *t, int written)
@@ -1515,8 +1531,8 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     eddy_error *e = NULL;
     eddy__dcall c;
     char digest[17] = "";
-    if (rt->store != NULL)
-        eddy__durable_digest_json(rt, args, digest);
+    if (rt->store != NULL && (rc = eddy__durable_digest_json(rt, args, digest)) != EDDY_OK)
+        goto out;
     rc = eddy__durable_plan(t, fn_id, digest, reconcile != NULL, &c);
     if (rc != EDDY_OK)
         goto out;
@@ -1792,8 +1808,9 @@ static int dall_run(eddy_ctx *ctx, eddy_durable_call *calls, size_t n, dall_job 
     for (size_t i = 0; i < n && rc == EDDY_OK; i++) {
         dall_job *d = &j[i];
         char digest[17] = "";
-        if (rt->store != NULL)
-            eddy__durable_digest_json(rt, calls[i].args, digest);
+        if (rt->store != NULL &&
+            (rc = eddy__durable_digest_json(rt, calls[i].args, digest)) != EDDY_OK)
+            break;
         rc = eddy__durable_plan(ctx, calls[i].fn_id, digest, calls[i].reconcile != NULL, &d->c);
         if (rc != EDDY_OK)
             break;

@@ -142,9 +142,11 @@ typedef struct eddy__dcall {
 } eddy__dcall;
 
 /* 16 hex digits of a digest of bytes / of the canonical JSON of args (sorted
- * keys, compact; NULL is JSON null), written in rt's scratch buffer. */
+ * keys, compact; NULL is JSON null), written in rt's scratch buffer. The
+ * latter returns EDDY_ENOMEM when that buffer cannot grow, with the runtime
+ * failed (a digest of anything else would not be the journal's). */
 void eddy__durable_digest(const void *bytes, size_t len, char out[17]);
-void eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17]);
+int eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17]);
 
 /* Plan the task's next durable call (mailbox thread). Returns EDDY_OK with *c
  * filled; EDDY_ENONDET when the journal holds another call at this position

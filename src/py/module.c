@@ -499,8 +499,14 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
         }
         json_t *j = eddy__py_to_json(pair, "args");
         if (j != NULL) {
-            eddy__durable_digest_json(t->rt, j, digest);
+            int drc = eddy__durable_digest_json(t->rt, j, digest);
             json_decref(j);
+            if (drc != EDDY_OK) {
+                PyErr_NoMemory();
+                Py_DECREF(pair);
+                Py_XDECREF(bound);
+                goto fail;
+            }
         } else if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
             /* Not "not JSON": the pickle's digest would differ from the
              * journal's, and a committed call would run again. */

@@ -32,6 +32,8 @@
  *   alloc.event         event.c, every event (input events and those agents send)
  *   alloc.scratch       durable.c, encoding a pending input or a key's memory
  *   alloc.emit          durable.c, an output line for the outbox
+ *   alloc.digest        durable.c, the canonical text of a C durable call's arguments
+ *                       (its digest)
  *   alloc.journal       durable.c, each string of a journal record copied from the
  *                       store (a resumed run's journal; the records a dropped PENDING
  *                       start puts back)

@@ -276,7 +276,7 @@ static inline int write_scalar(eddy__buf *b, const json_t *v, int flags)
 
 /* The deepest level a value may stand at below the top (the top is 0):
  * jansson refuses such values too. */
-#define WRITE_MAX_DEPTH 2048
+#define WRITE_MAX_DEPTH EDDY__JSONW_MAX_DEPTH
 
 /*
  * An open container of the writer: an array (i its next index, n its size),

@@ -38,6 +38,9 @@ int eddy__json_write(eddy__buf *b, const json_t *v);
 /* Reals always with 17 digits. Canonical texts use it, and digests of them
  * are stored in journals: its output must never change. */
 #define EDDY__JSONW_EXACT 2
+/* The deepest level a value may stand at below the top (the top is 0): the
+ * writers refuse a deeper one (EDDY_ENOMEM), as jansson's parser does. */
+#define EDDY__JSONW_MAX_DEPTH 2048
 
 /* As eddy__json_write, with flags; the text is NUL-terminated (the NUL is not
  * counted in b->len). */

@@ -326,6 +326,19 @@ class FaultSweep(EddyTest):
         self.sweep("alloc", ["alloc.input", "alloc.key", "alloc.task", "alloc.event",
                              "alloc.scratch", "alloc.emit"])
 
+    def test_digest_alloc_stops(self):
+        # The canonical text of a durable call's arguments could not be
+        # written (its buffer could not grow): the digest of "null" was
+        # taken instead, which the journal's then differed from on a resume,
+        # and the committed call ran again. It stops eddy now.
+        first = self.run_eddy_fault("alloc.digest:3")
+        self.assertEqual(first.returncode, 1, first.stderr)
+        self.assertIn(b"eddy: out of memory", first.stderr)
+        again = self.run_eddy_fault(None)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertNotIn(b"non-deterministic", again.stderr)
+        self.check_output("alloc.digest:3 then rerun")
+
     def test_json_alloc_while_parsing_an_input_line(self):
         # jansson reports running out of memory as a parse error ("invalid
         # token near ...") or drops a character of a string and goes on: a
