@@ -219,25 +219,10 @@ static eddy_error *error_from_exception(const char *format)
 
 void eddy__py_fail_task(eddy_ctx *t)
 {
-    int oom = PyErr_ExceptionMatches(PyExc_MemoryError);
     eddy_error *e = error_from_exception("_format_exception");
     eddy_error_free(t->err);
     t->err = e != NULL ? e : eddy_error_new("memory", "out of memory");
     t->rc = EDDY_EACTION;
-    if (oom || e == NULL) {
-        /* Not the input's fault: eddy stops (the same command resumes),
-         * rather than fail the run and, with --on-error skip, dead-letter a
-         * good input; as for a C action's coroutine that cannot be mapped. */
-        eddy__runtime_fail(t->rt, EDDY_ENOMEM,
-                           eddy_error_newf("memory",
-                                           "action '%s' failed for key %s on %s (input line "
-                                           "%llu), out of memory: eddy stops rather than fail "
-                                           "the run (the same command resumes it): %s: %s",
-                                           t->action->name, t->key->text, t->event->type,
-                                           (unsigned long long)t->key->line_no,
-                                           eddy_error_type(t->err), eddy_error_message(t->err)));
-        t->rc = EDDY_ENOMEM;
-    }
 }
 
 /* ---------------------------------------------------------------- the driver */

@@ -192,7 +192,7 @@ class PythonTest(EddyTest):
     def test_replay_under_allocation_failures(self):
         """Resumed with each of jansson's allocations failing in turn, a
         replay either goes on with the journaled result or stops with out of
-        memory: a MemoryError while digesting the arguments digested their
+        memory (a MemoryError fails the action): a MemoryError while digesting the arguments digested their
         pickle instead (the journal then differed and the committed call ran
         again), and one while parsing the journaled result gave the action a
         string a character short (jansson 2.14 drops one it cannot store)."""
@@ -211,7 +211,7 @@ class PythonTest(EddyTest):
             shutil.copytree(pristine, state)
             if os.path.exists(self.path("out.jsonl")):
                 os.unlink(self.path("out.jsonl"))
-            res = self.run_py([rec], "--state", state, "--on-error", "skip",
+            res = self.run_py([rec], "--state", state,
                               extra_env={"EDDY_FAULT": "alloc.json:%d" % n})
             what = "EDDY_FAULT=alloc.json:%d: %s" % (n, res.stderr.decode(errors="replace"))
             self.assertEqual(lines(counter), 1, "a journaled call ran again, " + what)
@@ -607,8 +607,7 @@ class PythonTest(EddyTest):
 
     def test_exception_without_a_message(self):
         """An exception with an empty message still reads as a sentence;
-        CPython's own out-of-memory error says so (and stops eddy rather
-        than fail the run: not the input's fault, see test_memory_error_stops)."""
+        CPython's own out-of-memory error says so."""
         for op, want in (("raise_bare", "ValueError: (no message)"),
                          ("raise_memory", "MemoryError: out of memory")):
             res = self.run_py([{"key": "k", "op": op, "seq": 0}])
@@ -617,21 +616,6 @@ class PythonTest(EddyTest):
             self.assertIn("action 'dispatch' failed for key \"k\"", err)
             self.assertIn(want + "\n", err)
             self.assertIn("Traceback (most recent call last)", err)
-
-    def test_memory_error_stops(self):
-        """A MemoryError out of an action (the machine's, or one eddy's own
-        code raised converting a value) is not the input's fault: eddy
-        stops, the run not failed, and with --on-error skip nothing is
-        dead-lettered; with --state the same command resumes it."""
-        dead = self.path("dead.jsonl")
-        res = self.run_py([{"key": "k", "op": "raise_memory", "seq": 0}], "--on-error", "skip",
-                          "--dead-letter", dead)
-        self.assertEqual(res.rc, 1, res.stderr)
-        err = res.stderr.decode()
-        self.assertIn("action 'dispatch' failed for key \"k\" on InputEvent (input line 1), out "
-                      "of memory: eddy stops rather than fail the run (the same command resumes "
-                      "it): MemoryError: out of memory\n", err)
-        self.assertFalse(os.path.exists(dead) and os.path.getsize(dead) > 0, err)
 
     def test_exception_text_that_is_not_utf8_or_not_formattable(self):
         """A lone surrogate in the message (os.fsdecode of a name that is not
