@@ -61,6 +61,20 @@ class StateFiles(EddyTest):
         res = self.run_cmd()
         self.assertEqual(res.returncode, 137, res.stderr)
 
+    def assert_resumes_replaying(self):
+        """The crashed state (crashed_state) resumes to the end with its
+        finished action and durable call replayed, not run again."""
+        with open(self.effects) as f:
+            before = f.read()
+        res = self.run_cmd()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
+        with open(self.effects) as f:
+            after = f.read()
+        self.assertTrue(after.startswith(before))
+        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
+        self.assertNotIn('"later"', after[len(before):])
+
     def assert_refused(self, *words, plan=None):
         before = digest(self.db)
         res = self.run_cmd(plan)
@@ -669,16 +683,7 @@ class StateFiles(EddyTest):
         self.assertFalse(os.path.exists(self.db + "-wal"))
         self.assertFalse(os.path.exists(self.db + "-shm"))
         self.assertGreaterEqual(self.db_commits(), synced)
-        with open(self.effects) as f:
-            before = f.read()
-        res = self.run_cmd()
-        self.assertEqual(res.returncode, 0, res.stderr)
-        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
-        with open(self.effects) as f:
-            after = f.read()
-        self.assertTrue(after.startswith(before))
-        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
-        self.assertNotIn('"later"', after[len(before):])
+        self.assert_resumes_replaying()
 
     def test_commit_count_of_a_clean_stop(self):
         """A clean stop leaves eddy.db with every commit, and LOCK says as
@@ -937,16 +942,7 @@ class StateFiles(EddyTest):
         c.commit()
         c.close()
         self.assertGreaterEqual(n, 3)  # two calls and a finished action
-        with open(self.effects) as f:
-            before = f.read()
-        res = self.run_cmd()
-        self.assertEqual(res.returncode, 0, res.stderr)
-        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
-        with open(self.effects) as f:
-            after = f.read()
-        self.assertTrue(after.startswith(before))
-        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
-        self.assertNotIn('"later"', after[len(before):])
+        self.assert_resumes_replaying()
         self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 7)
 
     def test_format_6_state_resumes(self):
@@ -956,16 +952,7 @@ class StateFiles(EddyTest):
         again, and becomes format 7 (an older eddy then refuses it)."""
         self.crashed_state()
         self.sql("UPDATE meta SET v = 6 WHERE k = 'format_version'")
-        with open(self.effects) as f:
-            before = f.read()
-        res = self.run_cmd()
-        self.assertEqual(res.returncode, 0, res.stderr)
-        self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), [1, 2])
-        with open(self.effects) as f:
-            after = f.read()
-        self.assertTrue(after.startswith(before))
-        self.assertNotIn("finished_then_crash", after[len(before):])  # replayed, not run
-        self.assertNotIn('"later"', after[len(before):])
+        self.assert_resumes_replaying()
         self.assertEqual(self.query("SELECT v FROM meta WHERE k = 'format_version'"), 7)
 
 
