@@ -440,6 +440,8 @@ static void syncer_main(void *arg)
         else if (pool != NULL)
             eddy__pool_synced(pool, target); /* its waiting jobs go on */
         uv_async_send(&s->async);
+        if (e == 0)
+            eddy__store_sync_note(s->store); /* after the waiters were told */
         uv_mutex_lock(&s->lock);
     }
     uv_mutex_unlock(&s->lock);
@@ -545,6 +547,7 @@ static int sync_here(eddy_runtime *rt)
         return EDDY_ESTORE;
     }
     all_synced(rt);
+    eddy__store_sync_note(rt->store); /* after the waiters were told */
     return EDDY_OK;
 }
 

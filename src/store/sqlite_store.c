@@ -164,10 +164,12 @@ typedef struct sqlite_store {
     uint64_t commits;
     atomic_uint_least64_t commits_written;
     /* LOCK's synced line: whether this store writes it (it holds the lock
-     * and LOCK is marked; set at open), and the count it holds, as read at
-     * open, then as last written (under sync_lock). */
+     * and LOCK is marked; set at open), the count it holds, as read at
+     * open, then as last written, and the count the syncs made durable,
+     * to be written (sq_sync_note; both under sync_lock). */
     int lock_line;
     uint64_t lock_synced;
+    uint64_t lock_due;
     int in_tx; /* BEGIN done, COMMIT not yet */
     /* The journal log (jlog.h, and "journal" below): */
     eddy__buf jbuf;    /* entries written in the open transaction */
@@ -224,6 +226,7 @@ static size_t run_key(char *o, size_t cap, const char *key, uint64_t seq);
 static void *map_get_run(const eddy__map *m, const char *key, uint64_t seq, int *oom);
 static int oom(sqlite_store *s, const char *what);
 static void lock_record(sqlite_store *s, uint64_t commits);
+static void sq_sync_note(eddy__store *base);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -700,8 +703,8 @@ static int sq_sync(eddy__store *base)
         atomic_compare_exchange_strong(&s->sync_err, &none, e);
         e = atomic_load(&s->sync_err);
     }
-    if (e == 0)
-        lock_record(s, commits);
+    if (e == 0 && commits > s->lock_due)
+        s->lock_due = commits; /* LOCK says so in sq_sync_note */
     if (s->sync_lock_ok)
         uv_mutex_unlock(&s->sync_lock);
     if (e == 0)
@@ -730,7 +733,10 @@ static int sq_commit(eddy__store *base)
             uv_mutex_unlock(&s->sync_lock);
         return EDDY_OK;
     }
-    if (sq_sync(base) != EDDY_OK) {
+    int synced = sq_sync(base);
+    if (synced == EDDY_OK)
+        sq_sync_note(base);
+    if (synced != EDDY_OK) {
         /* Committed but maybe not on disk: nothing may build on it. */
         snprintf(s->errmsg, sizeof(s->errmsg), "commit failed on %s: syncing %s-wal to disk: %s",
                  s->db_path, s->db_path, strerror(errno));
@@ -2500,6 +2506,19 @@ static void lock_record(sqlite_store *s, uint64_t commits)
         s->lock_synced = commits;
 }
 
+/* The count the syncs made durable goes into LOCK (lock_record), after the
+ * sync's waiters were told: its pwrite (and the inode's mtime) is not in
+ * their way. */
+static void sq_sync_note(eddy__store *base)
+{
+    sqlite_store *s = (sqlite_store *)base;
+    if (s->sync_lock_ok)
+        uv_mutex_lock(&s->sync_lock);
+    lock_record(s, s->lock_due);
+    if (s->sync_lock_ok)
+        uv_mutex_unlock(&s->sync_lock);
+}
+
 /* Refused when the database holds fewer commits than LOCK says were made
  * durable (see above). */
 static int lock_behind(sqlite_store *s, uint64_t commits, eddy_error **err)
@@ -3871,6 +3890,7 @@ static const struct eddy__store_ops sqlite_ops = {
     .split_commit = sq_split_commit,
     .commit_nosync = sq_commit_nosync,
     .sync = sq_sync,
+    .sync_note = sq_sync_note,
     .get_source_pos = sq_get_source_pos,
     .set_source_pos = sq_set_source_pos,
     .get_sink_pos = sq_get_sink_pos,

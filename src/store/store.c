@@ -63,6 +63,12 @@ int eddy__store_sync(eddy__store *s)
     return eddy__store_split_commit(s) ? s->ops->sync(s) : EDDY_OK;
 }
 
+void eddy__store_sync_note(eddy__store *s)
+{
+    if (s != NULL && s->ops->sync_note != NULL)
+        s->ops->sync_note(s);
+}
+
 int eddy__store_get_source_pos(eddy__store *s, uint64_t *offset, uint64_t *line)
 {
     if (s == NULL || offset == NULL || line == NULL)

@@ -185,6 +185,13 @@ int eddy__store_split_commit(const eddy__store *s);
  * not touched: the caller reports it, on the mailbox thread). */
 int eddy__store_sync(eddy__store *s);
 
+/* After a successful eddy__store_sync(), once its waiters were told: what
+ * the store records of the sync for later opens (the SQLite store: the
+ * count of commits made durable, in DIR/LOCK) goes out here, off the
+ * sync's latency. Any thread, as eddy__store_sync(); skipping it only
+ * weakens what a later open can check. */
+void eddy__store_sync_note(eddy__store *s);
+
 /* meta */
 int eddy__store_get_source_pos(eddy__store *s, uint64_t *offset, uint64_t *line);
 int eddy__store_set_source_pos(eddy__store *s, uint64_t offset, uint64_t line);

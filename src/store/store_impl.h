@@ -29,6 +29,9 @@ struct eddy__store_ops {
     int (*split_commit)(const eddy__store *s);
     int (*commit_nosync)(eddy__store *s);
     int (*sync)(eddy__store *s);
+    /* Optional: what the store keeps of its syncs outside the sync's own
+     * latency (see eddy__store_sync_note); any thread, as sync. */
+    void (*sync_note)(eddy__store *s);
 
     int (*get_source_pos)(eddy__store *s, uint64_t *offset, uint64_t *line);
     int (*set_source_pos)(eddy__store *s, uint64_t offset, uint64_t line);

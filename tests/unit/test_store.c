@@ -1447,6 +1447,8 @@ static void test_commit_count(void **state)
     assert_int_equal(commits_of(d->state), 4);
     lock_line_is(d->state, "synced 00000000000000000003\n");
     assert_int_equal(eddy__store_sync(s), EDDY_OK);
+    lock_line_is(d->state, "synced 00000000000000000003\n"); /* the note writes it */
+    eddy__store_sync_note(s);
     lock_line_is(d->state, "synced 00000000000000000004\n");
     for (size_t i = 0; i < 4; i++)
         copy_state_file(d->state, crash, files[i]); /* as a kill -9 now leaves them */
