@@ -1249,18 +1249,14 @@ int eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17]
     int rc = eddy__fault("alloc.digest")
                  ? EDDY_ENOMEM
                  : eddy__json_write_ex(b, args, EDDY__JSONW_SORT_KEYS | EDDY__JSONW_EXACT);
-    if (rc != EDDY_OK && eddy__json_deeper_than(args, EDDY__JSONW_MAX_DEPTH) == 1) {
-        /* Too deep to write (not so for jansson's parser either): the digest
-         * of "null", the same on every run. */
+    if (rc == EDDY_ELIMIT) {
+        /* Too deep to write (so for jansson's parser too): the digest of
+         * "null", the same on every run. */
         eddy__durable_digest("null", 4, out);
         return EDDY_OK;
     }
-    if (rc != EDDY_OK) {
-        /* Out of memory. Not the digest of "null": it would differ from the
-         * journal's on a resume, and a committed call would run again. */
-        eddy__runtime_fail(rt, EDDY_ENOMEM, eddy_error_new("memory", "out of memory"));
-        return EDDY_ENOMEM;
-    }
+    if (rc != EDDY_OK)
+        return EDDY_ENOMEM; /* not the digest of "null": see durable.h */
     eddy__durable_digest(b->p, b->len, out);
     return EDDY_OK;
 }
@@ -1534,8 +1530,10 @@ static int durable_call(eddy_ctx *t, int async, const char *fn_id, const json_t 
     eddy_error *e = NULL;
     eddy__dcall c;
     char digest[17] = "";
-    if (rt->store != NULL && (rc = eddy__durable_digest_json(rt, args, digest)) != EDDY_OK)
+    if (rt->store != NULL && (rc = eddy__durable_digest_json(rt, args, digest)) != EDDY_OK) {
+        eddy__runtime_fail(rt, rc, eddy_error_new("memory", "out of memory"));
         goto out;
+    }
     rc = eddy__durable_plan(t, fn_id, digest, reconcile != NULL, &c);
     if (rc != EDDY_OK)
         goto out;
@@ -1812,8 +1810,10 @@ static int dall_run(eddy_ctx *ctx, eddy_durable_call *calls, size_t n, dall_job 
         dall_job *d = &j[i];
         char digest[17] = "";
         if (rt->store != NULL &&
-            (rc = eddy__durable_digest_json(rt, calls[i].args, digest)) != EDDY_OK)
+            (rc = eddy__durable_digest_json(rt, calls[i].args, digest)) != EDDY_OK) {
+            eddy__runtime_fail(rt, rc, eddy_error_new("memory", "out of memory"));
             break;
+        }
         rc = eddy__durable_plan(ctx, calls[i].fn_id, digest, calls[i].reconcile != NULL, &d->c);
         if (rc != EDDY_OK)
             break;

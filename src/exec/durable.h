@@ -143,8 +143,10 @@ typedef struct eddy__dcall {
 
 /* 16 hex digits of a digest of bytes / of the canonical JSON of args (sorted
  * keys, compact; NULL is JSON null), written in rt's scratch buffer. The
- * latter returns EDDY_ENOMEM when that buffer cannot grow, with the runtime
- * failed (a digest of anything else would not be the journal's). */
+ * latter returns EDDY_ENOMEM when that buffer cannot grow: the caller must
+ * not go on with another digest (it would not be the journal's on a
+ * resume, and a committed call would run again). Arguments too deep to
+ * write have the digest of "null", as on every run. */
 void eddy__durable_digest(const void *bytes, size_t len, char out[17]);
 int eddy__durable_digest_json(eddy_runtime *rt, const json_t *args, char out[17]);
 

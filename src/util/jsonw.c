@@ -412,7 +412,7 @@ static int write_value(eddy__buf *b, const json_t *v, int flags)
             const json_t *c = f->c;
             for (size_t n = f->n; i < n;) {
                 if (deep || (i != 0 && put(b, ",", 1) != 0)) {
-                    rc = -1;
+                    rc = deep ? -2 : -1;
                     break;
                 }
                 child = json_array_get(c, i++);
@@ -430,7 +430,7 @@ static int write_value(eddy__buf *b, const json_t *v, int flags)
                 if (deep || (i++ != 0 && put(b, ",", 1) != 0) ||
                     put_string(b, json_object_iter_key(cur), json_object_iter_key_len(cur)) != 0 ||
                     put(b, ":", 1) != 0) {
-                    rc = -1;
+                    rc = deep ? -2 : -1;
                     break;
                 }
                 child = json_object_iter_value(cur);
@@ -447,7 +447,7 @@ static int write_value(eddy__buf *b, const json_t *v, int flags)
                 const field *fd = &fs[i];
                 if (deep || (i++ != 0 && put(b, ",", 1) != 0) ||
                     put_string(b, fd->k, fd->len) != 0 || put(b, ":", 1) != 0) {
-                    rc = -1;
+                    rc = deep ? -2 : -1;
                     break;
                 }
                 child = fd->v;
@@ -490,9 +490,10 @@ int eddy__json_write(eddy__buf *b, const json_t *v)
 int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags)
 {
     size_t start = b->len;
-    if (v == NULL || write_value(b, v, flags) != 0 || eddy__buf_reserve(b, 1) != EDDY_OK) {
+    int rc = v == NULL ? -1 : write_value(b, v, flags);
+    if (rc != 0 || eddy__buf_reserve(b, 1) != EDDY_OK) {
         b->len = start;
-        return EDDY_ENOMEM;
+        return rc == -2 ? EDDY_ELIMIT : EDDY_ENOMEM;
     }
     b->p[b->len] = '\0';
     return EDDY_OK;

@@ -39,11 +39,12 @@ int eddy__json_write(eddy__buf *b, const json_t *v);
  * are stored in journals: its output must never change. */
 #define EDDY__JSONW_EXACT 2
 /* The deepest level a value may stand at below the top (the top is 0): the
- * writers refuse a deeper one (EDDY_ENOMEM), as jansson's parser does. */
+ * writers refuse a deeper one, as jansson's parser does. */
 #define EDDY__JSONW_MAX_DEPTH 2048
 
 /* As eddy__json_write, with flags; the text is NUL-terminated (the NUL is not
- * counted in b->len). */
+ * counted in b->len). EDDY_ELIMIT (nothing written) for a value with members
+ * deeper than EDDY__JSONW_MAX_DEPTH, EDDY_ENOMEM when b cannot grow. */
 int eddy__json_write_ex(eddy__buf *b, const json_t *v, int flags);
 
 /* Pieces, for texts written without building them as jansson values first

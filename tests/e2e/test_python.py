@@ -191,11 +191,12 @@ class PythonTest(EddyTest):
     @unittest.skipUnless(HOOKS, "built without EDDY_TEST_HOOKS")
     def test_replay_under_allocation_failures(self):
         """Resumed with each of jansson's allocations failing in turn, a
-        replay either goes on with the journaled result or stops with out of
-        memory (a MemoryError fails the action): a MemoryError while digesting the arguments digested their
-        pickle instead (the journal then differed and the committed call ran
-        again), and one while parsing the journaled result gave the action a
-        string a character short (jansson 2.14 drops one it cannot store)."""
+        replay either goes on with the journaled result or fails the action
+        with a MemoryError (eddy stops, the state as it was): a MemoryError
+        while digesting the arguments digested their pickle instead (the
+        journal then differed and the committed call ran again), and one
+        while parsing the journaled result gave the action a string a
+        character short (jansson 2.14 drops one it cannot store)."""
         counter, crash = self.path("counter"), self.path("crash.flag")
         state, pristine = self.path("state"), self.path("pristine")
         rec = {"key": "d", "op": "durable", "x": "abcdefghij" * 300, "seq": 1,
