@@ -171,23 +171,6 @@ void eddy__jalloc_budget(size_t bytes)
     }
 }
 
-__attribute__((constructor)) static void jalloc_install(void)
-{
-    json_malloc_t m;
-    json_free_t f;
-    json_get_alloc_funcs(&m, &f);
-    if (m != malloc || f != free)
-        return;
-    counting = 1;
-    const char *off = getenv("EDDY_JSON_CACHE");
-    if (off != NULL && strcmp(off, "0") == 0) {
-        json_set_alloc_funcs(counted_malloc, free);
-        return;
-    }
-    json_set_alloc_funcs(jalloc, jfree);
-    installed = 1;
-}
-
 int eddy__jalloc_installed(void)
 {
     return installed;
@@ -204,17 +187,6 @@ size_t eddy__jalloc_cached(void)
 }
 
 #else
-
-__attribute__((constructor)) static void jalloc_install(void)
-{
-    json_malloc_t m;
-    json_free_t f;
-    json_get_alloc_funcs(&m, &f);
-    if (m != malloc || f != free)
-        return;
-    json_set_alloc_funcs(counted_malloc, free);
-    counting = 1;
-}
 
 int eddy__jalloc_installed(void)
 {
@@ -237,3 +209,24 @@ size_t eddy__jalloc_budget_held(void)
 }
 
 #endif
+
+/* Installed while jansson's allocator is malloc's: the cache (unless
+ * EDDY_JSON_CACHE=0, or not built), else malloc with the failure count. */
+__attribute__((constructor)) static void jalloc_install(void)
+{
+    json_malloc_t m;
+    json_free_t f;
+    json_get_alloc_funcs(&m, &f);
+    if (m != malloc || f != free)
+        return;
+    counting = 1;
+#if EDDY__JALLOC_BUILT
+    const char *off = getenv("EDDY_JSON_CACHE");
+    if (off == NULL || strcmp(off, "0") != 0) {
+        json_set_alloc_funcs(jalloc, jfree);
+        installed = 1;
+        return;
+    }
+#endif
+    json_set_alloc_funcs(counted_malloc, free);
+}
