@@ -4,8 +4,14 @@
 
 #include "py/py.h"
 
-/* Deeper than this is refused: it is either a cycle or not data. */
-#define MAX_DEPTH 512
+/* Deeper than this is refused, as eddy refuses it from C: a value nesting
+ * more than EDDY_VALUE_MAX_DEPTH levels of lists and dicts (or a cycle). The
+ * conversion recurses, on the mailbox thread's stack (coroutines are
+ * stepped there) or a worker's: ~200 bytes a level. Where eddy wraps the
+ * value (an attribute in its event, memory under its path), the whole is
+ * checked again, so a value at the limit may still be refused there. */
+#define MAX_DEPTH EDDY_VALUE_MAX_DEPTH
+_Static_assert(EDDY_VALUE_MAX_DEPTH == 1000, "the message below names it");
 
 PyObject *eddy__py_from_json(const json_t *j)
 {
@@ -180,7 +186,10 @@ static void fail_surrogate(where *w, int depth, const char *kind, PyObject *s)
 static json_t *to_json(PyObject *o, where *w, int depth)
 {
     if (depth > MAX_DEPTH) {
-        fail(w, depth, PyExc_ValueError, "nested too deeply (a cycle?) for a JSON value ('%s')", o);
+        fail(w, depth, PyExc_ValueError,
+             "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts, the "
+             "most a value may have (or a cycle) ('%s')",
+             o);
         return NULL;
     }
     if (o == Py_None)

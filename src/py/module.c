@@ -267,7 +267,13 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
     int rc = eddy_ctx_send_event(t, cev);
     if (rc != EDDY_OK) {
         eddy_event_free(cev);
-        PyErr_Format(PyExc_RuntimeError, "send_event: %s", eddy_strerror(rc));
+        if (rc == EDDY_ELIMIT) /* each attribute passed, the event around them did not */
+            PyErr_Format(PyExc_ValueError,
+                         "send_event: %s's attributes, in the event's dict of them, are nested "
+                         "deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts",
+                         type);
+        else
+            PyErr_Format(PyExc_RuntimeError, "send_event: %s", eddy_strerror(rc));
         return NULL;
     }
     Py_RETURN_NONE;
@@ -517,6 +523,16 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
             PyErr_Clear(); /* not JSON: digest the pickle (or repr) */
             PyObject *hargs[2] = {args, kwargs != NULL ? kwargs : PyTuple_GET_ITEM(pair, 1)};
             PyObject *b = call_helper("_args_bytes", hargs, 2);
+            if (b == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
+                /* Not eddy's own frames in a RecursionError: what failed. */
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError,
+                             "durable call %s: its arguments cannot be digested: with the list and "
+                             "dict that hold them, nested deeper than EDDY_VALUE_MAX_DEPTH "
+                             "(1000) levels of lists and dicts for JSON, and past Python's "
+                             "recursion limit for pickle and repr",
+                             *fn_id);
+            }
             if (b == NULL || !PyBytes_Check(b)) {
                 Py_XDECREF(b);
                 Py_DECREF(pair);
@@ -1644,6 +1660,11 @@ static PyObject *mem_set(PyObject *self, PyObject *args)
                      "cannot set memory path '%s': a value stands where an object is needed, "
                      "or an object stands at the path and the value is not a dict (a dict "
                      "replaces it)",
+                     full);
+    else if (rc == EDDY_ELIMIT)
+        PyErr_Format(PyExc_ValueError,
+                     "cannot set memory path '%s': the value, in the dicts of the path, would be "
+                     "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts",
                      full);
     else if (rc != EDDY_OK)
         PyErr_Format(PyExc_RuntimeError, "cannot set memory path '%s': %s", full,

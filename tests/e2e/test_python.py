@@ -821,6 +821,83 @@ class PythonTest(EddyTest):
         self.assertIn("Step attribute 'when'", o["error"])
         self.assertIn("'module' is not JSON", o["error"])
 
+    def test_depth_limit_is_eddys_everywhere(self):
+        # Python refused values past 512 levels where eddy (and a C agent)
+        # takes 1000 (EDDY_VALUE_MAX_DEPTH); past 1000 the refusal said "a
+        # limit was reached (for example max-run-actions)", and arguments
+        # too deep to digest raised a RecursionError from eddy's own code.
+        path = self.path("deep.py")
+        with open(path, "w") as f:
+            f.write("from eddy import action, Event, InputEvent, OutputEvent\n"
+                    "class Step(Event):\n"
+                    "    pass\n"
+                    "def nested(n):\n"
+                    "    v = 1\n"
+                    "    for _ in range(n):\n"
+                    "        v = [v]\n"
+                    "    return v\n"
+                    "def depth(v):\n"
+                    "    d = 0\n"
+                    "    while isinstance(v, list):\n"
+                    "        v, d = v[0], d + 1\n"
+                    "    return d\n"
+                    "def keep(x):\n"
+                    "    return 1\n"
+                    "@action(InputEvent)\n"
+                    "async def go(event, ctx):\n"
+                    "    n = event.input['n']\n"
+                    "    r = {'n': n}\n"
+                    "    for name, f in (\n"
+                    "            ('set', lambda: ctx.short_term_memory.set('v', nested(n - 1))),\n"
+                    "            ('output', lambda: ctx.send_event(OutputEvent(output=nested(n - 1)))),\n"
+                    "            ('event', lambda: ctx.send_event(Step(v=nested(n - 1))))):\n"
+                    "        try:\n"
+                    "            f()\n"
+                    "            r[name] = 'ok'\n"
+                    "        except Exception as e:\n"
+                    "            r[name] = '%s: %s' % (type(e).__name__, e)\n"
+                    "    try:\n"
+                    "        r['durable'] = depth(await ctx.durable_execute_async(nested, n))\n"
+                    "    except TypeError as e:\n"
+                    "        r['durable'] = str(e)\n"
+                    "    try:\n"
+                    "        await ctx.durable_execute_async(keep, nested(n + 500))\n"
+                    "    except Exception as e:\n"
+                    "        r['args'] = '%s: %s' % (type(e).__name__, e)\n"
+                    "    ctx.send_event(OutputEvent(output=r))\n"
+                    "@action(Step)\n"
+                    "def step(event, ctx):\n"
+                    "    pass\n")
+        res = self.run_py([{"key": "a", "n": 1000}, {"key": "b", "n": 1001}], "--state",
+                          self.path("st"), agent=path)
+        self.assertOk(res)
+        with open(res.out_path, "rb") as f:
+            lines = f.read().splitlines()
+        # The one output 1000 levels deep (json.loads would recurse too far).
+        self.assertEqual([ln for ln in lines if ln.startswith(b"[")],
+                         [b"[" * 999 + b"1" + b"]" * 999])
+        outs = {o["n"]: o for o in map(json.loads, [ln for ln in lines if ln.startswith(b"{")])}
+        self.assertEqual(len(outs), 2)
+        self.assertEqual(outs[1000]["set"], "ok")
+        self.assertEqual(outs[1000]["output"], "ok")
+        self.assertEqual(outs[1000]["event"], "ok")
+        self.assertEqual(outs[1000]["durable"], 1000)
+        too_deep = "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts"
+        self.assertEqual(outs[1001]["set"], "ValueError: cannot set memory path 'v': the value, "
+                         "in the dicts of the path, would be " + too_deep)
+        self.assertEqual(outs[1001]["output"], "ValueError: send_event: OutputEvent's "
+                         "attributes, in the event's dict of them, are " + too_deep)
+        self.assertEqual(outs[1001]["event"], "ValueError: send_event: Step's attributes, in "
+                         "the event's dict of them, are " + too_deep)
+        self.assertEqual(outs[1001]["durable"], "the result of durable call deep.nested (a "
+                         "'list') can be journaled neither as JSON nor with pickle: maximum "
+                         "recursion depth exceeded while pickling an object")
+        for o in outs.values():
+            self.assertEqual(o["args"], "ValueError: durable call deep.keep: its arguments "
+                             "cannot be digested: with the list and dict that hold them, "
+                             + too_deep + " for JSON, and past Python's recursion limit for "
+                             "pickle and repr")
+
     def test_lone_surrogate_refused_with_its_place(self):
         # A str with a lone surrogate (os.fsdecode of a name that is not
         # UTF-8) raised a bare UnicodeEncodeError naming neither the
