@@ -1779,6 +1779,42 @@ static void print_position(const char *what, const char *stream_name, json_t *st
         printf("%s: %lld bytes committed%s", what, (long long)json_integer_value(offset), end);
 }
 
+/* A journal's entries under a label ("journal", "  journal of this key"),
+ * each on its own line indented by indent. */
+static void print_journal(json_t *journal, const char *label, const char *indent)
+{
+    size_t i;
+    json_t *e;
+    printf("%s: %zu entr%s\n", label, json_array_size(journal),
+           json_array_size(journal) == 1 ? "y" : "ies");
+    json_array_foreach(journal, i, e)
+    {
+        char *k = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
+        const char *st = json_string_value(json_object_get(e, "status"));
+        printf("%s  %s run %lld event %s action %s ", indent, k != NULL ? k : "?",
+               (long long)json_integer_value(json_object_get(e, "seq")),
+               json_string_value(json_object_get(e, "event_id")),
+               json_string_value(json_object_get(e, "action")));
+        free(k);
+        if (strcmp(st, "finished") == 0) {
+            printf("finished\n");
+            continue;
+        }
+        json_t *er = json_object_get(e, "error");
+        if (strcmp(st, "failed") == 0) {
+            printf("failed (%s: %s)\n", json_string_value(json_object_get(er, "type")),
+                   json_string_value(json_object_get(er, "message")));
+            continue;
+        }
+        printf("call %lld %s: %s", (long long)json_integer_value(json_object_get(e, "idx")),
+               json_string_value(json_object_get(e, "fn_id")), st);
+        if (er != NULL)
+            printf(" (%s: %s)", json_string_value(json_object_get(er, "type")),
+                   json_string_value(json_object_get(er, "message")));
+        printf("\n");
+    }
+}
+
 static void print_report(json_t *r)
 {
     json_t *src = json_object_get(r, "source"), *counts = json_object_get(r, "counts");
@@ -1841,8 +1877,9 @@ static void print_report(json_t *r)
                    : "");
         free(k);
     }
+    /* Every run's journal, as without --key; the key's own in its section. */
+    print_journal(json_object_get(r, "journal"), "journal", "");
     json_t *key = json_object_get(r, "key");
-    json_t *journal = key != NULL ? json_object_get(key, "journal") : json_object_get(r, "journal");
     if (key != NULL) {
         print_json_field("key ", json_object_get(key, "key"));
         print_json_field("  short-term memory: ", json_object_get(key, "short_term_memory"));
@@ -1853,34 +1890,7 @@ static void print_report(json_t *r)
                    (long long)json_integer_value(json_object_get(e, "line")));
             print_json_field("", json_object_get(e, "record"));
         }
-    }
-    printf("journal: %zu entr%s\n", json_array_size(journal),
-           json_array_size(journal) == 1 ? "y" : "ies");
-    json_array_foreach(journal, i, e)
-    {
-        char *k = json_dumps(json_object_get(e, "key"), JSON_ENCODE_ANY);
-        const char *st = json_string_value(json_object_get(e, "status"));
-        printf("  %s run %lld event %s action %s ", k != NULL ? k : "?",
-               (long long)json_integer_value(json_object_get(e, "seq")),
-               json_string_value(json_object_get(e, "event_id")),
-               json_string_value(json_object_get(e, "action")));
-        free(k);
-        if (strcmp(st, "finished") == 0) {
-            printf("finished\n");
-            continue;
-        }
-        json_t *er = json_object_get(e, "error");
-        if (strcmp(st, "failed") == 0) {
-            printf("failed (%s: %s)\n", json_string_value(json_object_get(er, "type")),
-                   json_string_value(json_object_get(er, "message")));
-            continue;
-        }
-        printf("call %lld %s: %s", (long long)json_integer_value(json_object_get(e, "idx")),
-               json_string_value(json_object_get(e, "fn_id")), st);
-        if (er != NULL)
-            printf(" (%s: %s)", json_string_value(json_object_get(er, "type")),
-                   json_string_value(json_object_get(er, "message")));
-        printf("\n");
+        print_journal(json_object_get(key, "journal"), "  journal of this key", "  ");
     }
 }
 

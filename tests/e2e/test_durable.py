@@ -2072,6 +2072,20 @@ class DurableTest(EddyTest):
         self.assertIn(b"plan: step1 (InputEvent)", text.stdout)
         self.assertIn(b"next run number: %d (one counter for all keys)" % info["next_run"],
                       text.stdout)
+        # The text with --key kept only the key's journal, under the label of
+        # the state's ("journal: 0 entries" beside "journal entries: 1").
+        n = len(info["journal"])
+        self.assertGreater(n, 0)
+        one = subprocess.run([EDDY, "inspect", "--state", self.state, "--key", '"k1"'],
+                             capture_output=True, timeout=60)
+        self.assertEqual(one.returncode, 0, one.stderr)
+        lines = one.stdout.decode().splitlines()
+        self.assertIn("journal: %d entr%s" % (n, "y" if n == 1 else "ies"), lines)
+        self.assertTrue(any(ln.startswith('  "k2" run ') for ln in lines), one.stdout)
+        mine = lines.index('key "k1"')
+        self.assertIn("  journal of this key: %d entr%s" % (
+            len(other["key"]["journal"]), "y" if len(other["key"]["journal"]) == 1 else "ies"),
+            lines[mine:])
 
 
     def test_inspect_text_and_json_count_the_same_lines(self):
