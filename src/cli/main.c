@@ -1913,6 +1913,12 @@ static int cmd_inspect(int argc, char **argv)
             dst = &state;
         } else if (nlen == 5 && strncmp(a, "--key", 5) == 0) {
             dst = &key;
+        } else if (a[0] != '-' || strcmp(a, "--") == 0) {
+            fprintf(stderr,
+                    "eddy: inspect takes only options (--state DIR, --key KEY, --json), not "
+                    "'%s'\ntry 'eddy inspect --help'\n",
+                    a);
+            return EXIT_USAGE;
         } else {
             fprintf(stderr, "eddy: unknown inspect option '%s'\ntry 'eddy inspect --help'\n", a);
             return EXIT_USAGE;

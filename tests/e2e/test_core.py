@@ -1025,6 +1025,14 @@ class CoreTest(EddyTest):
             self.assertIn(b"eddy: option '--%s' given twice, as '%s' and as '%s'; it takes one "
                           b"value\ntry 'eddy inspect --help'\n"
                           % (name.encode(), first.encode(), second.encode()), proc.stderr)
+        # A word that is no option was called an unknown option.
+        for word in ("extra", "--"):
+            proc = subprocess.run([EDDY, "inspect", "--state", a, word], capture_output=True,
+                                  timeout=30)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertEqual(proc.stderr, b"eddy: inspect takes only options (--state DIR, "
+                             b"--key KEY, --json), not '%s'\ntry 'eddy inspect --help'\n"
+                             % word.encode())
         # And --help says so.
         for cmd in (["run", "--help"], ["inspect", "--help"]):
             proc = subprocess.run([EDDY] + cmd, capture_output=True, timeout=30)
