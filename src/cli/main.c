@@ -90,7 +90,8 @@ static const struct run_option run_options[] = {
      "with --state: idle keys whose memory stays resident, at most; the others' is read "
      "from the state when their next run starts; 0: no bound"},
     {"commit-interval-ms", "N", OPT_CONFIG, NULL,
-     "longest wait before a group commit of the state, 0..10000"},
+     "longest wait before a group commit of the state, and longest a loop turn runs "
+     "actions (1 ms at least), 0..10000"},
     {"strict-determinism", NULL, OPT_CONFIG_FLAG, "off",
      "fail an action whose durable calls differ from its journal"},
     {"stack-size", "BYTES", OPT_CONFIG, NULL,

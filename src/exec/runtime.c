@@ -25,6 +25,15 @@
 #define FREE_TASKS_MAX 4096
 /* Steps run per idle callback before the loop gets a turn for I/O. */
 #define STEP_BUDGET 4096
+/* ... and for at most --commit-interval-ms (TURN_MIN_NS at least): 4,096
+ * steps of an action that computes for 3 ms took 12 s, with no commit, no
+ * output and no signal seen meanwhile (a stop then ran every step queued).
+ * The clock is read every TURN_CHECK steps while they are quick (a read
+ * costs ~25 ns, a few per cent of W1's step), after each step once a few
+ * were slow. */
+#define TURN_MIN_NS  1000000
+#define TURN_CHECK   8
+#define TURN_SLOW_NS 100000 /* TURN_CHECK steps as slow as this: check every step */
 /* Inputs taken from the source at once. */
 #define ADMIT_BATCH 256
 /* Bad lines dead-lettered per loop turn at most. Inputs that start runs are
@@ -524,6 +533,11 @@ static void pause_steps(eddy_runtime *rt)
 static void on_idle(uv_idle_t *h)
 {
     eddy_runtime *rt = h->data;
+    uint64_t start = uv_hrtime(), last = start;
+    uint64_t limit = (uint64_t)rt->cv->commit_interval_ms * 1000000;
+    if (limit < TURN_MIN_NS)
+        limit = TURN_MIN_NS;
+    int check = TURN_CHECK, stride = TURN_CHECK;
     for (int budget = STEP_BUDGET; budget > 0 && !eddy__queue_empty(&rt->ready); budget--) {
         /* Finished calls wait for the loop's poll: let it take them rather
          * than start thousands of new tasks first (their tasks then go on,
@@ -533,6 +547,15 @@ static void on_idle(uv_idle_t *h)
             eddy__pool_completions_waiting(rt->pool))
             break;
         task_step(rt, ready_pop(rt));
+        if (--check == 0) {
+            uint64_t now = uv_hrtime();
+            if (now - start >= limit)
+                break;
+            if (now - last >= TURN_SLOW_NS)
+                stride = 1;
+            last = now;
+            check = stride;
+        }
     }
     pause_steps(rt);
     if (eddy__queue_empty(&rt->ready))

@@ -244,6 +244,12 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
                           json_pack("{s:I, s:I}", "x", iget(in, "x", 0) + 1, "seq", seq));
     if (strcmp(op, "sleep") == 0)
         return op_sleep(ctx, in, seq);
+    if (strcmp(op, "spin") == 0) { /* "ms" of work on the mailbox thread itself */
+        int64_t until = now_us() + iget(in, "ms", 0) * 1000;
+        while (now_us() < until)
+            ;
+        return output(ctx, json_pack("{s:I}", "seq", seq));
+    }
     if (strcmp(op, "chain_async") == 0) {
         json_int_t x = iget(in, "x", 0);
         for (int i = 0; i < 3; i++) {

@@ -115,6 +115,30 @@ class Signals(EddyTest):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual([d["line"] for d in read_jsonl(dead)], list(range(1, n + 1)))
 
+    def test_actions_that_compute_do_not_hold_the_loop(self):
+        # A loop turn ran up to 4,096 steps whatever they took: with actions
+        # computing 3 ms each, 12 s passed with nothing committed, no output
+        # and a SIGTERM seen only at the end (having run every queued step).
+        # A turn now stops at --commit-interval-ms. Here 1,000 inputs of
+        # 5 ms each: the first output came after the 5 s of the whole batch.
+        write_jsonl(self.inp, [{"key": "k%d" % i, "op": "spin", "ms": 5, "seq": i}
+                               for i in range(1000)])
+        cmd = [EDDY, "run", TEST_AGENT, "--input", self.inp, "--output", self.out,
+               "--state", self.state, "--no-progress"]
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait(), p.stderr.close()))
+        while not os.path.exists(self.out) or os.path.getsize(self.out) == 0:
+            self.assertIsNone(p.poll(), "eddy ended before its first output")
+            self.assertLess(time.monotonic() - t0, 2.5, "no output yet: one turn holds them")
+            time.sleep(0.01)
+        t1 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        self.assertLess(time.monotonic() - t1, 2.0, "the stop waited for the turn's steps")
+        self.assertEqual(p.returncode, 143, p.stderr.read())
+        self.assertLess(len(read_jsonl(self.out)), 1000)
+
     def test_sighup_stops_cleanly_and_resumes(self):
         # Closing the terminal (an ssh session) sent SIGHUP, whose default
         # action ended eddy with no message and nothing committed.
