@@ -89,6 +89,9 @@ static const struct run_option run_options[] = {
     {"key-cache", "N", OPT_CONFIG, NULL,
      "with --state: idle keys whose memory stays resident, at most; the others' is read "
      "from the state when their next run starts; 0: no bound"},
+    {"key-cache-bytes", "N", OPT_CONFIG, NULL,
+     "with --state: bytes of those keys' memory, as stored (its JSON), at most; resident "
+     "takes about 1-3 times that; 0: no bound"},
     {"commit-interval-ms", "N", OPT_CONFIG, NULL,
      "longest wait before a group commit of the state, and longest a loop turn runs "
      "actions (1 ms at least), 0..10000"},

@@ -24,6 +24,7 @@ enum config_id {
     OPT_MAX_DEPTH,
     OPT_STATE,
     OPT_KEY_CACHE,
+    OPT_KEY_CACHE_BYTES,
     OPT_COMMIT_INTERVAL_MS,
     OPT_STRICT_DETERMINISM,
     OPT_STACK_SIZE,
@@ -58,6 +59,7 @@ static const struct config_def {
     [OPT_MAX_DEPTH] = {"max-depth", KIND_NUMBER, 1, EDDY__CONFIG_MAX_DEPTH_MAX, NULL},
     [OPT_STATE] = {"state", KIND_TEXT_OPT, 0, 0, NULL},
     [OPT_KEY_CACHE] = {"key-cache", KIND_NUMBER, 0, UINT64_MAX, NULL},
+    [OPT_KEY_CACHE_BYTES] = {"key-cache-bytes", KIND_NUMBER, 0, UINT64_MAX, NULL},
     [OPT_COMMIT_INTERVAL_MS] = {"commit-interval-ms", KIND_NUMBER, 0,
                                 EDDY__CONFIG_COMMIT_INTERVAL_MS_MAX, NULL},
     [OPT_STRICT_DETERMINISM] = {"strict-determinism", KIND_BOOL, 0, 0, NULL},
@@ -252,6 +254,9 @@ static int set_option(eddy_config *conf, int id, const char *value, eddy_error *
     case OPT_KEY_CACHE:
         v->key_cache = n;
         break;
+    case OPT_KEY_CACHE_BYTES:
+        v->key_cache_bytes = n;
+        break;
     case OPT_COMMIT_INTERVAL_MS:
         v->commit_interval_ms = (unsigned)n;
         break;
@@ -304,6 +309,7 @@ eddy_config *eddy_config_new(void)
         [OPT_MAX_DEPTH] = "64",
         [OPT_STATE] = "",
         [OPT_KEY_CACHE] = "100000",
+        [OPT_KEY_CACHE_BYTES] = "268435456",
         [OPT_COMMIT_INTERVAL_MS] = "2",
         [OPT_STRICT_DETERMINISM] = "false",
         [OPT_STACK_SIZE] = "262144",

@@ -48,6 +48,9 @@ typedef struct eddy__config_values {
     /* With a state: idle keys whose memory stays resident, at most; 0: no
      * bound (src/exec/runtime.c, key_park). */
     uint64_t key_cache;
+    /* ... and their memory's bytes (as stored: its JSON text), at most; 0: no
+     * bound. */
+    uint64_t key_cache_bytes;
     unsigned async_threads;
     uint64_t max_in_flight;   /* runs in flight (keys with a run going) */
     uint64_t max_pending;     /* admitted inputs waiting behind their key's run */

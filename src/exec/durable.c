@@ -1042,6 +1042,7 @@ int eddy__durable_key_load(eddy_runtime *rt, eddy__key *k)
         rc = (stm = json_object()) != NULL ? EDDY_OK : EDDY_ENOMEM;
     } else if (rc == EDDY_OK && (rc = eddy__durable_decode_memory(text, &stm)) == EDDY_OK) {
         rt->stats.keys_loaded++;
+        k->stm_bytes = strlen(text);
     }
     free(text);
     if (rc == EDDY_OK) {
@@ -1084,8 +1085,10 @@ void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
     if (!k->stm_dirty)
         return; /* the store has it as it is */
     const char *stm = scratch_json(rt, k->stm);
-    if (stm != NULL)
+    if (stm != NULL) {
         STORE_DO(rt, eddy__store_key_put(rt->store, k->text, rt->next_seq, stm), "saving memory");
+        k->stm_bytes = strlen(stm);
+    }
     k->stm_dirty = 0;
 }
 

@@ -89,6 +89,7 @@ eddy__key *eddy__runtime_key_h(eddy_runtime *rt, const char *text, size_t len, u
         if (!eddy__queue_empty(&k->idle_node)) {
             eddy__queue_remove(&k->idle_node);
             rt->nidle_keys--;
+            rt->idle_bytes -= k->stm_bytes;
         }
         return k;
     }
@@ -135,11 +136,14 @@ static void key_park(eddy_runtime *rt, eddy__key *k)
         return;
     eddy__queue_insert_tail(&rt->idle_keys, &k->idle_node);
     rt->nidle_keys++;
-    while (rt->nidle_keys > rt->idle_max) {
+    rt->idle_bytes += k->stm_bytes;
+    while (rt->nidle_keys > rt->idle_max ||
+           (rt->idle_bytes_max != 0 && rt->idle_bytes > rt->idle_bytes_max)) {
         eddy__queue *q = eddy__queue_head(&rt->idle_keys);
         eddy__key *old = eddy__queue_data(q, eddy__key, idle_node);
         eddy__queue_remove(q);
         rt->nidle_keys--;
+        rt->idle_bytes -= old->stm_bytes;
         if (json_object_size(old->stm) != 0)
             rt->memory_offloaded = 1; /* new keys are read from the state from now on */
         rt->stats.keys_evicted++;
@@ -1024,10 +1028,14 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         goto fail;
     if (eddy__durable_open(rt, plan, err) != EDDY_OK)
         goto fail;
-    rt->idle_with_memory = rt->store != NULL && cv->key_cache != 0;
+    rt->idle_with_memory = rt->store != NULL && (cv->key_cache != 0 || cv->key_cache_bytes != 0);
     rt->idle_max = IDLE_KEYS_MAX;
-    if (rt->idle_with_memory)
-        rt->idle_max = cv->key_cache < SIZE_MAX ? (size_t)cv->key_cache : SIZE_MAX;
+    if (rt->idle_with_memory) {
+        rt->idle_max = cv->key_cache == 0         ? SIZE_MAX
+                       : cv->key_cache < SIZE_MAX ? (size_t)cv->key_cache
+                                                  : SIZE_MAX;
+        rt->idle_bytes_max = cv->key_cache_bytes;
+    }
 
     eddy__source_opts so = {
         .path = cv->input,

@@ -86,6 +86,7 @@ struct eddy__key {
                                with before it was synced: calls wait for it */
     void *store_run;        /* the store's handle of the run (eddy__jrec.run) */
     int stm_dirty;          /* short-term memory written since it was last stored */
+    size_t stm_bytes;       /* its JSON text's length as last stored or read */
 };
 
 enum { EDDY_TASK_READY = 1, EDDY_TASK_RUNNING, EDDY_TASK_SUSPENDED };
@@ -263,7 +264,9 @@ struct eddy_runtime {
     eddy__queue idle_keys;
     size_t nidle_keys;
     size_t idle_max;
-    int idle_with_memory; /* keys holding memory may be idle (state, key-cache > 0) */
+    uint64_t idle_bytes;     /* the idle keys' stm_bytes */
+    uint64_t idle_bytes_max; /* key-cache-bytes with idle_with_memory; 0: no bound */
+    int idle_with_memory;    /* keys holding memory may be idle (state, key-cache > 0) */
     /* The state may hold memory of keys not in memory (it held keys when it
      * opened, or a key with memory was let go): a key made then is read
      * from the state. Until then a new key has empty memory without a read.

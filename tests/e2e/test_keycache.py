@@ -5,6 +5,7 @@ memory each output reports must be as if every key had stayed in memory:
 after eviction and reload, across SIGKILL and rerun, in a new process."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,24 @@ class KeyCache(EddyTest):
 
     def test_memory_right_after_eviction_and_reload(self):
         self.evict_and_reload(DURABLE)
+
+    def test_the_cache_bounded_by_bytes(self):
+        # The count alone let 20,000 keys of 50 KB each stay resident (1.19
+        # GB). Here no bound on the count, and the bytes of about two keys'
+        # memory ({"count":N,"sum":M}, ~20 bytes as stored).
+        recs = records(30, 4)
+        write_jsonl(self.inp, recs)
+        summary = self.run_ok("--key-cache", "0", "--key-cache-bytes", "50",
+                              "--max-in-flight", "3")
+        self.check_memory(recs)
+        self.assertGreaterEqual(self.keys_read(summary), 3 * 30 - 5, summary)
+        # Neither bound: every key stays.
+        os.remove(self.out)
+        shutil.rmtree(self.state)
+        summary = self.run_ok("--key-cache", "0", "--key-cache-bytes", "0",
+                              "--max-in-flight", "3")
+        self.check_memory(recs)
+        self.assertEqual(self.keys_read(summary), 0, summary)
 
     def test_memory_right_after_eviction_and_reload_python(self):
         self.evict_and_reload(DURABLE_PY)

@@ -74,6 +74,7 @@ static void test_defaults(void **state)
     assert_string_equal(eddy_config_get(conf, "max-depth"), "64");
     assert_string_equal(eddy_config_get(conf, "state"), "");
     assert_string_equal(eddy_config_get(conf, "key-cache"), "100000");
+    assert_string_equal(eddy_config_get(conf, "key-cache-bytes"), "268435456");
     assert_string_equal(eddy_config_get(conf, "commit-interval-ms"), "2");
     assert_string_equal(eddy_config_get(conf, "strict-determinism"), "false");
     assert_string_equal(eddy_config_get(conf, "stack-size"), "262144");
@@ -234,9 +235,9 @@ static void test_invalid(void **state)
 
     static const char *const not_numbers[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.5", "1e3", "99999999999999999999"};
-    static const char *const numeric[] = {"async-threads",  "max-in-flight",      "max-pending",
-                                          "max-line-bytes", "commit-interval-ms", "stack-size",
-                                          "max-depth",      "max-run-actions",    "key-cache"};
+    static const char *const numeric[] = {
+        "async-threads", "max-in-flight", "max-pending",     "max-line-bytes", "commit-interval-ms",
+        "stack-size",    "max-depth",     "max-run-actions", "key-cache",      "key-cache-bytes"};
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         for (size_t j = 0; j < sizeof(not_numbers) / sizeof(not_numbers[0]); j++)
             set_bad(conf, numeric[i], not_numbers[j], EDDY_ECONFIG);
@@ -324,28 +325,19 @@ static void test_dup(void **state)
     set_ok(conf, "max-depth", "9");
     set_ok(conf, "state", "st");
     set_ok(conf, "key-cache", "7");
+    set_ok(conf, "key-cache-bytes", "8");
     set_ok(conf, "commit-interval-ms", "0");
     set_ok(conf, "strict-determinism", "yes");
     set_ok(conf, "stack-size", "65536");
 
     eddy_config *copy = eddy__config_dup(conf);
     assert_non_null(copy);
-    static const char *const names[] = {"input",
-                                        "output",
-                                        "dead-letter",
-                                        "key",
-                                        "async-threads",
-                                        "max-in-flight",
-                                        "max-pending",
-                                        "max-run-actions",
-                                        "on-error",
-                                        "max-line-bytes",
-                                        "max-depth",
-                                        "state",
-                                        "key-cache",
-                                        "commit-interval-ms",
-                                        "strict-determinism",
-                                        "stack-size"};
+    static const char *const names[] = {
+        "input",         "output",          "dead-letter",        "key",
+        "async-threads", "max-in-flight",   "max-pending",        "max-run-actions",
+        "on-error",      "max-line-bytes",  "max-depth",          "state",
+        "key-cache",     "key-cache-bytes", "commit-interval-ms", "strict-determinism",
+        "stack-size"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         assert_string_equal(eddy_config_get(copy, names[i]), eddy_config_get(conf, names[i]));
 
@@ -357,6 +349,7 @@ static void test_dup(void **state)
     assert_int_equal(b->max_in_flight, 5);
     assert_int_equal(b->max_pending, 6);
     assert_int_equal(b->key_cache, 7);
+    assert_int_equal(b->key_cache_bytes, 8);
     assert_int_equal(b->on_error_skip, 1);
     assert_int_equal(b->max_line_bytes, 2048);
     assert_int_equal(b->max_depth, 9);
