@@ -28,12 +28,14 @@
 /* ... and for at most --commit-interval-ms (TURN_MIN_NS at least): 4,096
  * steps of an action that computes for 3 ms took 12 s, with no commit, no
  * output and no signal seen meanwhile (a stop then ran every step queued).
- * The clock is read every TURN_CHECK steps while they are quick (a read
- * costs ~25 ns, a few per cent of W1's step), after each step once a few
- * were slow. */
-#define TURN_MIN_NS  1000000
-#define TURN_CHECK   8
-#define TURN_SLOW_NS 100000 /* TURN_CHECK steps as slow as this: check every step */
+ * The clock is read after every step while steps are slow, every TURN_CHECK
+ * steps while they are quick (a read costs ~25 ns, a few per cent of W1's
+ * step); the pace carries over from turn to turn (rt->turn_stride), so a
+ * turn overruns by one step, or by up to TURN_CHECK when quick steps turn
+ * slow. */
+#define TURN_MIN_NS       1000000
+#define TURN_CHECK        8
+#define TURN_SLOW_STEP_NS 10000 /* steps this slow on average: the clock after each */
 /* Inputs taken from the source at once. */
 #define ADMIT_BATCH 256
 /* Bad lines dead-lettered per loop turn at most. Inputs that start runs are
@@ -541,7 +543,7 @@ static void on_idle(uv_idle_t *h)
     uint64_t limit = (uint64_t)rt->cv->commit_interval_ms * 1000000;
     if (limit < TURN_MIN_NS)
         limit = TURN_MIN_NS;
-    int check = TURN_CHECK, stride = TURN_CHECK;
+    int stride = rt->turn_stride > 0 ? rt->turn_stride : 1, check = stride;
     for (int budget = STEP_BUDGET; budget > 0 && !eddy__queue_empty(&rt->ready); budget--) {
         /* Finished calls wait for the loop's poll: let it take them rather
          * than start thousands of new tasks first (their tasks then go on,
@@ -553,14 +555,14 @@ static void on_idle(uv_idle_t *h)
         task_step(rt, ready_pop(rt));
         if (--check == 0) {
             uint64_t now = uv_hrtime();
-            if (now - start >= limit)
-                break;
-            if (now - last >= TURN_SLOW_NS)
-                stride = 1;
+            stride = now - last >= (uint64_t)stride * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
             last = now;
             check = stride;
+            if (now - start >= limit)
+                break;
         }
     }
+    rt->turn_stride = stride;
     pause_steps(rt);
     if (eddy__queue_empty(&rt->ready))
         uv_idle_stop(&rt->idle);
