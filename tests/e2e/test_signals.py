@@ -2,7 +2,9 @@
 143, 130 and 129, a line saying how to resume, the rerun completes exactly); a
 reader of stdout that goes away (SIGPIPE/EPIPE) is an I/O error (exit 1) and
 leaves the state consistent."""
+import array
 import collections
+import fcntl
 import json
 import os
 import re
@@ -10,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 import unittest
 
@@ -614,8 +617,18 @@ class FifoWaits(EddyTest):
         reader = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
         self.addCleanup(os.close, reader)
         p = self.popen("--input", self.inp, "--output", self.fifo)
-        time.sleep(0.5)
-        self.assertIsNone(p.poll(), "finished before the signal: make the output longer")
+        # Until the pipe holds what it takes (a fixed pause was too short
+        # under load: the stop came before the write blocked, and was clean):
+        # the bytes queued in it, unchanged for 0.2 s.
+        deadline = time.monotonic() + 60
+        queued, seen, same = array.array("i", [0]), -1, 0
+        while same < 4:
+            time.sleep(0.05)
+            fcntl.ioctl(reader, termios.FIONREAD, queued)
+            same = same + 1 if queued[0] == seen and seen > 0 else 0
+            seen = queued[0]
+            self.assertIsNone(p.poll(), "finished before the signal: make the output longer")
+            self.assertLess(time.monotonic(), deadline, "the pipe never filled")
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.stderr.readline(), (
             "eddy: note: SIGTERM: the stop has waited 1 s for a write to the output %s, "
