@@ -5,13 +5,13 @@
 #include "py/py.h"
 
 /* Deeper than this is refused, as eddy refuses it from C: a value nesting
- * more than EDDY_VALUE_MAX_DEPTH levels of lists and dicts (or a cycle). The
+ * more than EDDY_VALUE_MAX_DEPTH levels of lists and dicts (or a cycle), a
+ * list or dict inside MAX_DEPTH others, whatever it holds. The
  * conversion recurses, on the mailbox thread's stack (coroutines are
  * stepped there) or a worker's: ~200 bytes a level. Where eddy wraps the
  * value (an attribute in its event, memory under its path), the whole is
  * checked again, so a value at the limit may still be refused there. */
 #define MAX_DEPTH EDDY_VALUE_MAX_DEPTH
-_Static_assert(EDDY_VALUE_MAX_DEPTH == 1000, "the message below names it");
 
 PyObject *eddy__py_from_json(const json_t *j)
 {
@@ -183,15 +183,19 @@ static void fail_surrogate(where *w, int depth, const char *kind, PyObject *s)
     fail_msg(w, depth, PyExc_ValueError, msg);
 }
 
+/* A list or dict (o) at depth (the containers around it) is a level more:
+ * past MAX_DEPTH levels it is refused (1 with the exception set). */
+static int too_deep(where *w, int depth, PyObject *o)
+{
+    if (depth < MAX_DEPTH)
+        return 0;
+    fail(w, depth, PyExc_ValueError,
+         EDDY__PY_TOO_DEEP ", the most a value may have (or a cycle) ('%s')", o);
+    return 1;
+}
+
 static json_t *to_json(PyObject *o, where *w, int depth)
 {
-    if (depth > MAX_DEPTH) {
-        fail(w, depth, PyExc_ValueError,
-             "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts, the "
-             "most a value may have (or a cycle) ('%s')",
-             o);
-        return NULL;
-    }
     if (o == Py_None)
         return json_null();
     if (PyBool_Check(o))
@@ -225,6 +229,9 @@ static json_t *to_json(PyObject *o, where *w, int depth)
         }
         return json_stringn(s, (size_t)n);
     }
+    if ((exact ? PyList_CheckExact(o) : (PyList_Check(o) || PyTuple_Check(o))) &&
+        too_deep(w, depth, o))
+        return NULL;
     if (exact ? PyList_CheckExact(o) : (PyList_Check(o) || PyTuple_Check(o))) {
         PyObject *seq = PySequence_Fast(o, "not a sequence");
         if (seq == NULL)
@@ -244,6 +251,8 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             PyErr_NoMemory();
         return a;
     }
+    if ((exact ? PyDict_CheckExact(o) : PyDict_Check(o)) && too_deep(w, depth, o))
+        return NULL;
     if (exact ? PyDict_CheckExact(o) : PyDict_Check(o)) {
         json_t *obj = json_object();
         PyObject *k, *v;

@@ -268,10 +268,10 @@ static PyObject *ctx_send_event(PyObject *self, PyObject *ev)
     if (rc != EDDY_OK) {
         eddy_event_free(cev);
         if (rc == EDDY_ELIMIT) /* each attribute passed, the event around them did not */
-            PyErr_Format(PyExc_ValueError,
-                         "send_event: %s's attributes, in the event's dict of them, are nested "
-                         "deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts",
-                         type);
+            PyErr_Format(
+                PyExc_ValueError,
+                "send_event: %s's attributes, in the event's dict of them, are " EDDY__PY_TOO_DEEP,
+                type);
         else
             PyErr_Format(PyExc_RuntimeError, "send_event: %s", eddy_strerror(rc));
         return NULL;
@@ -520,19 +520,24 @@ static int durable_prepare(eddy_ctx *t, PyObject *fn, PyObject *args, PyObject *
             Py_XDECREF(bound);
             goto fail;
         } else {
-            PyErr_Clear(); /* not JSON: digest the pickle (or repr) */
+            /* Not JSON: digest the pickle (or repr). Why not JSON is kept for
+             * a RecursionError of both (not eddy's own frames: what failed). */
+            PyObject *not_json = eddy__py_fetch_exception();
             PyObject *hargs[2] = {args, kwargs != NULL ? kwargs : PyTuple_GET_ITEM(pair, 1)};
             PyObject *b = call_helper("_args_bytes", hargs, 2);
             if (b == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
-                /* Not eddy's own frames in a RecursionError: what failed. */
                 PyErr_Clear();
+                PyObject *why = not_json != NULL ? PyObject_Str(not_json) : NULL;
+                if (why == NULL)
+                    PyErr_Clear();
                 PyErr_Format(PyExc_ValueError,
-                             "durable call %s: its arguments cannot be digested: with the list and "
-                             "dict that hold them, nested deeper than EDDY_VALUE_MAX_DEPTH "
-                             "(1000) levels of lists and dicts for JSON, and past Python's "
-                             "recursion limit for pickle and repr",
-                             *fn_id);
+                             "durable call %s: its arguments cannot be digested: they are not "
+                             "JSON (%S), and their pickle and repr reached Python's recursion "
+                             "limit (arguments nested too deep, or the action's own calls)",
+                             *fn_id, why != NULL ? why : Py_None);
+                Py_XDECREF(why);
             }
+            Py_XDECREF(not_json);
             if (b == NULL || !PyBytes_Check(b)) {
                 Py_XDECREF(b);
                 Py_DECREF(pair);
@@ -1663,8 +1668,8 @@ static PyObject *mem_set(PyObject *self, PyObject *args)
                      full);
     else if (rc == EDDY_ELIMIT)
         PyErr_Format(PyExc_ValueError,
-                     "cannot set memory path '%s': the value, in the dicts of the path, would be "
-                     "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts",
+                     "cannot set memory path '%s': the value, in the dicts of the path, would "
+                     "be " EDDY__PY_TOO_DEEP,
                      full);
     else if (rc != EDDY_OK)
         PyErr_Format(PyExc_RuntimeError, "cannot set memory path '%s': %s", full,

@@ -58,6 +58,10 @@
 #include "exec/runtime.h"
 #include "exec/timer.h"
 
+/* What the messages say of a value past EDDY_VALUE_MAX_DEPTH. */
+#define EDDY__PY_TOO_DEEP "nested deeper than EDDY_VALUE_MAX_DEPTH (1000) levels of lists and dicts"
+_Static_assert(EDDY_VALUE_MAX_DEPTH == 1000, "EDDY__PY_TOO_DEEP names it");
+
 /* ---------------------------------------------------------------- conversion (GIL held) */
 
 /* New Python value for j (NULL is None); NULL with an exception set. */

@@ -839,10 +839,15 @@ class PythonTest(EddyTest):
                     "def depth(v):\n"
                     "    d = 0\n"
                     "    while isinstance(v, list):\n"
-                    "        v, d = v[0], d + 1\n"
+                    "        v, d = (v[0] if v else None), d + 1\n"
                     "    return d\n"
                     "def keep(x):\n"
                     "    return 1\n"
+                    "def empty(n):\n"
+                    "    v = []\n"
+                    "    for _ in range(n - 1):\n"
+                    "        v = [v]\n"
+                    "    return v\n"
                     "@action(InputEvent)\n"
                     "async def go(event, ctx):\n"
                     "    n = event.input['n']\n"
@@ -860,6 +865,10 @@ class PythonTest(EddyTest):
                     "        r['durable'] = depth(await ctx.durable_execute_async(nested, n))\n"
                     "    except TypeError as e:\n"
                     "        r['durable'] = str(e)\n"
+                    "    try:\n"
+                    "        r['empty'] = depth(await ctx.durable_execute_async(empty, n))\n"
+                    "    except TypeError as e:\n"
+                    "        r['empty'] = str(e)\n"
                     "    try:\n"
                     "        await ctx.durable_execute_async(keep, nested(n + 500))\n"
                     "    except Exception as e:\n"
@@ -892,11 +901,20 @@ class PythonTest(EddyTest):
         self.assertEqual(outs[1001]["durable"], "the result of durable call deep.nested (a "
                          "'list') can be journaled neither as JSON nor with pickle: maximum "
                          "recursion depth exceeded while pickling an object")
+        # An empty list as deep as that is a level too (it was journaled as
+        # JSON 1001 levels deep).
+        self.assertEqual(outs[1000]["empty"], 1000)
+        self.assertEqual(outs[1001]["empty"], "the result of durable call deep.empty (a "
+                         "'list') can be journaled neither as JSON nor with pickle: maximum "
+                         "recursion depth exceeded while pickling an object")
         for o in outs.values():
-            self.assertEqual(o["args"], "ValueError: durable call deep.keep: its arguments "
-                             "cannot be digested: with the list and dict that hold them, "
-                             + too_deep + " for JSON, and past Python's recursion limit for "
-                             "pickle and repr")
+            self.assertTrue(o["args"].startswith(
+                "ValueError: durable call deep.keep: its arguments cannot be digested: they are "
+                "not JSON (args at [0][0][0]"), o["args"])
+            self.assertTrue(o["args"].endswith(
+                too_deep + ", the most a value may have (or a cycle) ('list')), and their "
+                "pickle and repr reached Python's recursion limit (arguments nested too deep, "
+                "or the action's own calls)"), o["args"])
 
     def test_lone_surrogate_refused_with_its_place(self):
         # A str with a lone surrogate (os.fsdecode of a name that is not
