@@ -16,6 +16,7 @@
  * virtual disk's host side, the vCPU woken from its idle halt). Adds
  * paused_us_p50, the median of those syncs alone.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,16 @@ int main(int argc, char **argv)
         return 2;
     }
     int n = atoi(argv[2]);
-    long pause_ms = argc > 3 ? atol(argv[3]) : -1;
+    long pause_ms = -1;
+    if (argc > 3) {
+        char *end;
+        errno = 0;
+        pause_ms = strtol(argv[3], &end, 10);
+        if (errno != 0 || end == argv[3] || *end != '\0' || pause_ms < 0 || pause_ms > 60000) {
+            fprintf(stderr, "bench_fsync: PAUSE_MS must be 0..60000, not '%s'\n", argv[3]);
+            return 2;
+        }
+    }
     if (n <= 0) {
         fprintf(stderr, "bench_fsync: N must be positive\n");
         return 2;
