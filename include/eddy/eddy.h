@@ -682,10 +682,11 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *                    key's memory is read back from the state when its next run
  *                    starts; 0 for no bound (default 100000). Without a state
  *                    every key's memory stays in memory, and this is not used
- *   key-cache-bytes  with a state: the idle keys' memory kept in memory, in bytes
- *                    as stored (its JSON text), at most; the least recently used
- *                    beyond it are let go as for key-cache; 0 for no bound
- *                    (default 268435456)
+ *   key-cache-bytes  with a state: the idle keys kept in memory, in bytes, at
+ *                    most, each counted as its memory as stored (its JSON text)
+ *                    and 768 bytes for the key; the least recently used beyond
+ *                    it are let go as for key-cache (also with key-cache 0); 0
+ *                    for no bound (default 268435456)
  *   commit-interval-ms  longest wait before a group commit, 0..10000 (default 2)
  *   strict-determinism  "true", "false", "yes", "no", "1" or "0" (default
  *                    "false"; eddy_config_get() gives "true" or "false")

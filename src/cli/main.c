@@ -90,8 +90,8 @@ static const struct run_option run_options[] = {
      "with --state: idle keys whose memory stays resident, at most; the others' is read "
      "from the state when their next run starts; 0: no bound"},
     {"key-cache-bytes", "N", OPT_CONFIG, NULL,
-     "with --state: bytes of those keys' memory, as stored (its JSON), at most; resident "
-     "takes about 1-3 times that; 0: no bound"},
+     "with --state: bytes those keys weigh, at most, each its memory as stored (its JSON) "
+     "and 768 for the key; 0: no bound"},
     {"commit-interval-ms", "N", OPT_CONFIG, NULL,
      "longest wait before a group commit of the state, and longest a loop turn runs "
      "actions (1 ms at least), 0..10000"},

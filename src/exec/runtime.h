@@ -265,7 +265,7 @@ struct eddy_runtime {
     size_t nidle_keys;
     size_t idle_max;
     int turn_stride;         /* on_idle reads the clock every turn_stride steps (0: 1) */
-    uint64_t idle_bytes;     /* the idle keys' stm_bytes */
+    uint64_t idle_bytes;     /* the idle keys' stm_bytes, and KEY_COST each */
     uint64_t idle_bytes_max; /* key-cache-bytes with idle_with_memory; 0: no bound */
     int idle_with_memory;    /* keys holding memory may be idle (state, key-cache > 0) */
     /* The state may hold memory of keys not in memory (it held keys when it

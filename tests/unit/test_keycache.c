@@ -337,6 +337,50 @@ static void test_keys_without_memory_need_no_read(void **state)
     eddy_config_free(c);
 }
 
+/* The idle list's weight is what its keys weigh (key_park). */
+static void check_idle_bytes(eddy_runtime *rt)
+{
+    uint64_t sum = 0;
+    size_t n = 0;
+    for (eddy__queue *q = rt->idle_keys.next; q != &rt->idle_keys; q = q->next, n++)
+        sum += 768 + eddy__queue_data(q, eddy__key, idle_node)->stm_bytes;
+    assert_int_equal(n, rt->nidle_keys);
+    assert_int_equal(sum, rt->idle_bytes);
+    assert_true(rt->idle_bytes_max == 0 || rt->idle_bytes <= rt->idle_bytes_max);
+}
+
+/* key-cache-bytes bounds the idle keys by weight, with key-cache 0 too:
+ * keys of empty memory weigh their bookkeeping (with no count bound they
+ * were never let go), keys with memory that and its bytes as stored. */
+static void test_the_cache_bounded_by_bytes(void **state)
+{
+    fixture *f = *state;
+    add_inputs_ex(f, 0, 1, NKEYS, "e", ",\"nomem\":1");
+    eddy_config *c = config(f, 1, "0");
+    assert_int_equal(eddy_config_set(c, "key-cache-bytes", "2400", NULL), EDDY_OK);
+    eddy_runtime *rt = runtime(c);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_stats st;
+    eddy_runtime_stats(rt, &st);
+    assert_int_equal(st.keys_evicted, NKEYS - 3); /* 3 x 768 <= 2400 < 4 x 768 */
+    check_idle_bytes(rt);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+
+    /* With memory ({"count":N}, 11 bytes stored), resuming the state: two
+     * runs of each key, the second reading back what the first stored. */
+    add_inputs(f, NKEYS, 2, NKEYS);
+    c = config(f, 1, "0");
+    assert_int_equal(eddy_config_set(c, "key-cache-bytes", "2400", NULL), EDDY_OK);
+    rt = runtime(c);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_runtime_stats(rt, &st);
+    assert_true(st.keys_loaded >= NKEYS - 3);
+    check_idle_bytes(rt);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+}
+
 /* A resume reads the memory of the keys whose runs it resumes, before it
  * re-applies their finished actions' writes, and no other key's. */
 static void test_resume_reads_only_the_keys_it_resumes(void **state)
@@ -440,6 +484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_new_keys_are_read_once_memory_was_let_go, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keys_without_memory_need_no_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_cache_bounded_by_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_reads_only_the_keys_it_resumes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_damaged_memory_stops_naming_the_key, setup, teardown),
