@@ -36,9 +36,9 @@
  * output and no signal seen meanwhile (a stop then ran every step queued).
  * The clock is read after every step while steps are slow, every TURN_CHECK
  * steps while they are quick (a read costs ~25 ns, a few per cent of W1's
- * step); the pace carries over from turn to turn (rt->turn_stride), so a
- * turn overruns by one step, or by up to TURN_CHECK when quick steps turn
- * slow. */
+ * step); the pace of each turn's steps sets the next turn's stride
+ * (rt->turn_stride), so a turn overruns by one step, or by up to TURN_CHECK
+ * when quick steps turn slow. */
 #define TURN_MIN_NS       1000000
 #define TURN_CHECK        8
 #define TURN_SLOW_STEP_NS 10000 /* steps this slow on average: the clock after each */
@@ -549,7 +549,7 @@ static void on_idle(uv_idle_t *h)
     uint64_t limit = (uint64_t)rt->cv->commit_interval_ms * 1000000;
     if (limit < TURN_MIN_NS)
         limit = TURN_MIN_NS;
-    int stride = rt->turn_stride > 0 ? rt->turn_stride : 1, check = stride;
+    int stride = rt->turn_stride > 0 ? rt->turn_stride : 1, check = stride, since = 0;
     for (int budget = STEP_BUDGET; budget > 0 && !eddy__queue_empty(&rt->ready); budget--) {
         /* Finished calls wait for the loop's poll: let it take them rather
          * than start thousands of new tasks first (their tasks then go on,
@@ -559,14 +559,20 @@ static void on_idle(uv_idle_t *h)
             eddy__pool_completions_waiting(rt->pool))
             break;
         task_step(rt, ready_pop(rt));
+        since++;
         if (--check == 0) {
             uint64_t now = uv_hrtime();
-            stride = now - last >= (uint64_t)stride * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
+            stride = now - last >= (uint64_t)since * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
             last = now;
+            since = 0;
             check = stride;
             if (now - start >= limit)
                 break;
         }
+    }
+    if (since > 0) { /* steps the clock did not see (a turn shorter than the stride): */
+        uint64_t now = uv_hrtime(); /* their pace sets the next turn's */
+        stride = now - last >= (uint64_t)since * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
     }
     rt->turn_stride = stride;
     pause_steps(rt);
