@@ -43,20 +43,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_fsync DIR N [PAUSE_MS]\n");
         return 2;
     }
-    int n = atoi(argv[2]);
+    char *end;
+    errno = 0;
+    long nl = strtol(argv[2], &end, 10);
+    if (errno != 0 || end == argv[2] || *end != '\0' || nl <= 0 || nl > 10000000) {
+        fprintf(stderr, "bench_fsync: N must be 1..10000000, not '%s'\n", argv[2]);
+        return 2;
+    }
+    int n = (int)nl;
     long pause_ms = -1;
     if (argc > 3) {
-        char *end;
         errno = 0;
         pause_ms = strtol(argv[3], &end, 10);
         if (errno != 0 || end == argv[3] || *end != '\0' || pause_ms < 0 || pause_ms > 60000) {
             fprintf(stderr, "bench_fsync: PAUSE_MS must be 0..60000, not '%s'\n", argv[3]);
             return 2;
         }
-    }
-    if (n <= 0) {
-        fprintf(stderr, "bench_fsync: N must be positive\n");
-        return 2;
     }
     char path[4096];
     snprintf(path, sizeof(path), "%s/bench_fsync.dat", argv[1]);
