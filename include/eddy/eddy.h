@@ -680,7 +680,8 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *                    memory saved) whose short-term memory stays in memory, at
  *                    most; the least recently used beyond it are let go, and a
  *                    key's memory is read back from the state when its next run
- *                    starts; 0 for no bound (default 100000). Without a state
+ *                    starts; 0 for no bound on the count (default 100000;
+ *                    key-cache-bytes bounds their bytes). Without a state
  *                    every key's memory stays in memory, and this is not used
  *   key-cache-bytes  with a state: the idle keys kept in memory, in bytes, at
  *                    most, each counted as its memory as stored (its JSON text)

@@ -88,7 +88,7 @@ static const struct run_option run_options[] = {
      "state directory; the same command resumes after a stop or crash"},
     {"key-cache", "N", OPT_CONFIG, NULL,
      "with --state: idle keys whose memory stays resident, at most; the others' is read "
-     "from the state when their next run starts; 0: no bound"},
+     "from the state when their next run starts; 0: no bound on the count"},
     {"key-cache-bytes", "N", OPT_CONFIG, NULL,
      "with --state: bytes those keys weigh, at most, each its memory as stored (its JSON) "
      "and 768 for the key; 0: no bound"},
