@@ -85,8 +85,9 @@ class KeyCache(EddyTest):
 
     def test_the_cache_bounded_by_bytes(self):
         # The count alone let 20,000 keys of 50 KB each stay resident (1.19
-        # GB). Here no bound on the count, and the bytes of about two keys'
-        # memory ({"count":N,"sum":M}, ~20 bytes as stored).
+        # GB). Here no bound on the count, and 50 bytes: less than one idle
+        # key weighs (768 and its memory, {"count":N,"sum":M}), so each is
+        # let go and read back at its next input.
         recs = records(30, 4)
         write_jsonl(self.inp, recs)
         summary = self.run_ok("--key-cache", "0", "--key-cache-bytes", "50",
