@@ -36,6 +36,16 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def lines_written(path):
+    """Whole lines in path so far (0 when it does not exist): for polling a
+    file eddy is writing, whose last line may be half written."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def write_jsonl(path, records):
     with open(path, "w") as f:
         for r in records:

@@ -15,7 +15,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, lines_written,  # noqa: E402
+                      read_jsonl, write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 
@@ -849,7 +850,7 @@ class DurableTest(EddyTest):
                 p.stdin.write((json.dumps({"key": "k", "seq": i, "v": i}) + "\n").encode())
             p.stdin.flush()
             deadline = time.monotonic() + 60
-            while not (os.path.exists(self.out) and len(read_jsonl(self.out)) == 3):
+            while lines_written(self.out) != 3:
                 self.assertLess(time.monotonic(), deadline, "no outputs")
                 time.sleep(0.01)
             os.remove(self.out)
@@ -895,7 +896,7 @@ class DurableTest(EddyTest):
         there has committed a length of the output)."""
         deadline = time.monotonic() + 60
         while True:
-            done = os.path.exists(path) and len(read_jsonl(path)) >= n
+            done = lines_written(path) >= n
             if done and committed_in is not None:
                 insp = subprocess.run([EDDY, "inspect", "--state", committed_in, "--json"],
                                       capture_output=True, timeout=60)

@@ -13,7 +13,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, write_jsonl  # noqa
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, lines_written, read_jsonl,  # noqa
+                      write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 DURABLE_PY = os.path.join(SOURCE, "tests", "agents", "durable_agent.py")
@@ -134,7 +135,7 @@ class KeyCache(EddyTest):
             p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
             deadline = time.time() + 60
             while time.time() < deadline and p.poll() is None:
-                done = len(read_jsonl(self.out)) if os.path.exists(self.out) else 0
+                done = lines_written(self.out)
                 if done >= stage * len(recs):
                     break
                 time.sleep(0.005)

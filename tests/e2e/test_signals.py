@@ -17,8 +17,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, read_jsonl,  # noqa: E402
-                      write_jsonl)
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, lines_written,  # noqa: E402
+                      read_jsonl, write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
@@ -134,8 +134,7 @@ class Signals(EddyTest):
             self.assertLess(time.monotonic() - t0, 60, "no output")
             time.sleep(0.01)
         first = time.monotonic() - t0
-        with open(self.out, "rb") as f:  # lines, not JSON: eddy may be writing one
-            at_signal = f.read().count(b"\n")
+        at_signal = lines_written(self.out)  # eddy may be writing one
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
         self.assertEqual(p.returncode, 143, p.stderr.read())
