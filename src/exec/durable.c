@@ -1087,7 +1087,7 @@ void eddy__durable_run_end(eddy_runtime *rt, eddy__key *k)
     const char *stm = scratch_json(rt, k->stm);
     if (stm != NULL) {
         STORE_DO(rt, eddy__store_key_put(rt->store, k->text, rt->next_seq, stm), "saving memory");
-        k->stm_bytes = strlen(stm);
+        k->stm_bytes = rt->scratch.len;
     }
     k->stm_dirty = 0;
 }

@@ -27,6 +27,11 @@
  * Without it, keys with empty memory weighed nothing: with --key-cache 0
  * they were never let go. */
 #define KEY_COST 768
+
+static inline uint64_t key_weight(const eddy__key *k)
+{
+    return KEY_COST + k->stm_bytes;
+}
 /* Tasks kept on the free list. */
 #define FREE_TASKS_MAX 4096
 /* Steps run per idle callback before the loop gets a turn for I/O. */
@@ -97,7 +102,7 @@ eddy__key *eddy__runtime_key_h(eddy_runtime *rt, const char *text, size_t len, u
         if (!eddy__queue_empty(&k->idle_node)) {
             eddy__queue_remove(&k->idle_node);
             rt->nidle_keys--;
-            rt->idle_bytes -= KEY_COST + k->stm_bytes;
+            rt->idle_bytes -= key_weight(k);
         }
         return k;
     }
@@ -144,14 +149,14 @@ static void key_park(eddy_runtime *rt, eddy__key *k)
         return;
     eddy__queue_insert_tail(&rt->idle_keys, &k->idle_node);
     rt->nidle_keys++;
-    rt->idle_bytes += KEY_COST + k->stm_bytes;
+    rt->idle_bytes += key_weight(k);
     while (rt->nidle_keys > rt->idle_max ||
            (rt->idle_bytes_max != 0 && rt->idle_bytes > rt->idle_bytes_max)) {
         eddy__queue *q = eddy__queue_head(&rt->idle_keys);
         eddy__key *old = eddy__queue_data(q, eddy__key, idle_node);
         eddy__queue_remove(q);
         rt->nidle_keys--;
-        rt->idle_bytes -= KEY_COST + old->stm_bytes;
+        rt->idle_bytes -= key_weight(old);
         if (json_object_size(old->stm) != 0)
             rt->memory_offloaded = 1; /* new keys are read from the state from now on */
         rt->stats.keys_evicted++;
@@ -542,6 +547,12 @@ static void pause_steps(eddy_runtime *rt)
     }
 }
 
+/* The clock's stride after n steps that took elapsed ns. */
+static inline int turn_stride(uint64_t elapsed, int n)
+{
+    return elapsed >= (uint64_t)n * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
+}
+
 static void on_idle(uv_idle_t *h)
 {
     eddy_runtime *rt = h->data;
@@ -562,7 +573,7 @@ static void on_idle(uv_idle_t *h)
         since++;
         if (--check == 0) {
             uint64_t now = uv_hrtime();
-            stride = now - last >= (uint64_t)since * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
+            stride = turn_stride(now - last, since);
             last = now;
             since = 0;
             check = stride;
@@ -570,10 +581,8 @@ static void on_idle(uv_idle_t *h)
                 break;
         }
     }
-    if (since > 0) { /* steps the clock did not see (a turn shorter than the stride): */
-        uint64_t now = uv_hrtime(); /* their pace sets the next turn's */
-        stride = now - last >= (uint64_t)since * TURN_SLOW_STEP_NS ? 1 : TURN_CHECK;
-    }
+    if (since > 0) /* steps the clock did not see (a turn shorter than the stride) */
+        stride = turn_stride(uv_hrtime() - last, since);
     rt->turn_stride = stride;
     pause_steps(rt);
     if (eddy__queue_empty(&rt->ready))
@@ -1045,9 +1054,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
     rt->idle_with_memory = rt->store != NULL && (cv->key_cache != 0 || cv->key_cache_bytes != 0);
     rt->idle_max = IDLE_KEYS_MAX;
     if (rt->idle_with_memory) {
-        rt->idle_max = cv->key_cache == 0         ? SIZE_MAX
-                       : cv->key_cache < SIZE_MAX ? (size_t)cv->key_cache
-                                                  : SIZE_MAX;
+        rt->idle_max =
+            cv->key_cache != 0 && cv->key_cache < SIZE_MAX ? (size_t)cv->key_cache : SIZE_MAX;
         rt->idle_bytes_max = cv->key_cache_bytes;
     }
 

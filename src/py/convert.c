@@ -229,10 +229,9 @@ static json_t *to_json(PyObject *o, where *w, int depth)
         }
         return json_stringn(s, (size_t)n);
     }
-    if ((exact ? PyList_CheckExact(o) : (PyList_Check(o) || PyTuple_Check(o))) &&
-        too_deep(w, depth, o))
-        return NULL;
     if (exact ? PyList_CheckExact(o) : (PyList_Check(o) || PyTuple_Check(o))) {
+        if (too_deep(w, depth, o))
+            return NULL;
         PyObject *seq = PySequence_Fast(o, "not a sequence");
         if (seq == NULL)
             return NULL;
@@ -251,9 +250,9 @@ static json_t *to_json(PyObject *o, where *w, int depth)
             PyErr_NoMemory();
         return a;
     }
-    if ((exact ? PyDict_CheckExact(o) : PyDict_Check(o)) && too_deep(w, depth, o))
-        return NULL;
     if (exact ? PyDict_CheckExact(o) : PyDict_Check(o)) {
+        if (too_deep(w, depth, o))
+            return NULL;
         json_t *obj = json_object();
         PyObject *k, *v;
         Py_ssize_t pos = 0;
