@@ -37,29 +37,30 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* s as a decimal in min..max, or -1 after saying what is wrong. */
+static long arg(const char *s, const char *name, long min, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
+        fprintf(stderr, "bench_fsync: %s must be %ld..%ld, not '%s'\n", name, min, max, s);
+        return -1;
+    }
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: bench_fsync DIR N [PAUSE_MS]\n");
         return 2;
     }
-    char *end;
-    errno = 0;
-    long nl = strtol(argv[2], &end, 10);
-    if (errno != 0 || end == argv[2] || *end != '\0' || nl <= 0 || nl > 10000000) {
-        fprintf(stderr, "bench_fsync: N must be 1..10000000, not '%s'\n", argv[2]);
+    long nl = arg(argv[2], "N", 1, 10000000);
+    long pause_ms = argc > 3 ? arg(argv[3], "PAUSE_MS", 0, 60000) : -1;
+    if (nl < 0 || (argc > 3 && pause_ms < 0))
         return 2;
-    }
     int n = (int)nl;
-    long pause_ms = -1;
-    if (argc > 3) {
-        errno = 0;
-        pause_ms = strtol(argv[3], &end, 10);
-        if (errno != 0 || end == argv[3] || *end != '\0' || pause_ms < 0 || pause_ms > 60000) {
-            fprintf(stderr, "bench_fsync: PAUSE_MS must be 0..60000, not '%s'\n", argv[3]);
-            return 2;
-        }
-    }
     char path[4096];
     snprintf(path, sizeof(path), "%s/bench_fsync.dat", argv[1]);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
