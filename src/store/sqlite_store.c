@@ -2530,7 +2530,8 @@ static int lock_behind(sqlite_store *s, uint64_t commits, eddy_error **err)
                            "%s holds the state as of its commit %llu, but %s/LOCK says that "
                            "commit %llu was made durable: %llu commit%s lost and the state is "
                            "damaged (were eddy.db-wal and eddy.db-shm removed after eddy was "
-                           "killed, or eddy.db replaced by an older copy?); put them back, or "
+                           "killed, eddy.db-wal damaged, or eddy.db replaced by an older copy?); "
+                           "put back what was removed or replaced, or "
                            "remove %s/LOCK to go on from eddy.db as it is (the durable calls of "
                            "the lost commits run again), or remove the directory %s (or give "
                            "another --state directory) to start over",
@@ -3838,6 +3839,13 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
     if ((r = check_state_files(s, err)) != EDDY_OK || (r = check_writable_files(s, err)) != EDDY_OK)
         goto fail;
 
+    /* A WAL left by a crash stays as it is until the open has checked the
+     * state: the last connection's close would copy its valid frames into
+     * eddy.db and delete it and its index (SQLite's checkpoint on close),
+     * with the frames past a damaged one, which a refusal asks the user to
+     * look at or put back. Checkpoints on close again once open. (A state
+     * stopped cleanly has no WAL: the empty one SQLite makes goes at close.) */
+    int keep_wal = file_size(s, "-wal") > 0;
     int rc = sqlite3_open_v2(s->db_path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              eddy__walvfs_name());
@@ -3845,6 +3853,8 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         r = open_fail(s, rc, "opening", err);
         goto fail;
     }
+    if (keep_wal)
+        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     if ((r = check_db_writable(s, err)) != EDDY_OK || (r = configure(s, err)) != EDDY_OK ||
         (r = init_schema(s, plan_fingerprint, plan_actions, &created, err)) != EDDY_OK ||
         (r = prepare_all(s, err)) != EDDY_OK || (r = load_outbox_next(s, err)) != EDDY_OK ||
@@ -3860,6 +3870,8 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         goto fail;
     }
     mark_lock(s, created); /* a new state's directory was synced just above */
+    if (keep_wal)
+        sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, (int *)NULL);
     *out = &s->base;
     return EDDY_OK;
 fail:

@@ -76,7 +76,11 @@ class StateFiles(EddyTest):
         self.assertNotIn('"later"', after[len(before):])
 
     def assert_refused(self, *words, plan=None):
+        """Refused (exit 3, one line) with eddy.db and its WAL, when there
+        is one, as they were: a refused start checkpoints nothing."""
+        wal = self.db + "-wal"
         before = digest(self.db)
+        wal_before = digest(wal) if os.path.exists(wal) else None
         res = self.run_cmd(plan)
         err = res.stderr.decode(errors="replace")
         self.assertEqual(res.returncode, 3, err)
@@ -85,6 +89,8 @@ class StateFiles(EddyTest):
         for w in words:
             self.assertIn(w, err)
         self.assertEqual(digest(self.db), before, "the failed start changed " + self.db)
+        self.assertEqual(digest(wal) if os.path.exists(wal) else None, wal_before,
+                         "the failed start changed " + wal)
         return err
 
     # The journal log's rows (src/store/jlog.h): entries 'p' (put), 'C'
@@ -625,8 +631,9 @@ class StateFiles(EddyTest):
         lost = synced - has
         return ("eddy: %s holds the state as of its commit %d, but %s/LOCK says that commit %d "
                 "was made durable: %d commit%s lost and the state is damaged (were eddy.db-wal "
-                "and eddy.db-shm removed after eddy was killed, or eddy.db replaced by an older "
-                "copy?); put them back, or remove %s/LOCK to go on from eddy.db as it is (the "
+                "and eddy.db-shm removed after eddy was killed, eddy.db-wal damaged, or eddy.db "
+                "replaced by an older copy?); put back what was removed or replaced, or remove "
+                "%s/LOCK to go on from eddy.db as it is (the "
                 "durable calls of the lost commits run again), or remove the directory %s (or "
                 "give another --state directory) to start over\n"
                 % (self.db, has, self.state, synced, lost, " is" if lost == 1 else "s are",
@@ -669,6 +676,36 @@ class StateFiles(EddyTest):
         # LOCK made again; the count went on from eddy.db's.
         self.assertEqual(self.lock_synced(), self.query("SELECT v FROM meta WHERE k = 'commits'"))
         self.assertGreater(self.lock_synced(), has)
+
+    def test_damaged_wal_left_as_it_was(self):
+        """After a crash, a frame of the WAL damaged: SQLite reads the WAL up
+        to it, and the commits from it on are lost. Refused, with eddy.db,
+        the WAL and LOCK as they were (closing the refused database used to
+        copy the frames before the damage into eddy.db and delete the WAL,
+        the frames past it too), so that the WAL put back resumes; a refused
+        plan change on a crashed state keeps its WAL as well."""
+        self.crashed_state()
+        self.assert_refused(plan="changed")
+        with open(self.db + "-wal", "rb") as f:
+            wal = f.read()
+        with open(self.db + "-shm", "rb") as f:
+            frames = struct.unpack("=I", f.read(20)[16:20])[0]  # mxFrame of WalIndexHdr
+        page = struct.unpack(">I", wal[8:12])[0]
+        self.assertGreater(frames, 2)
+        at = 32 + 1 * (24 + page) + 24 + 100  # the data of the second frame
+        with open(self.db + "-wal", "r+b") as f:
+            f.seek(at)
+            f.write(bytes(b ^ 0xFF for b in wal[at:at + 16]))
+        self.assertGreater(self.lock_synced(), 0)
+        lock = digest(os.path.join(self.state, "LOCK"))
+        err = self.assert_refused("eddy.db-wal damaged")
+        self.assertIn("but %s/LOCK says that commit %d was made durable" %
+                      (self.state, self.lock_synced()), err)
+        self.assertEqual(digest(os.path.join(self.state, "LOCK")), lock)
+        with open(self.db + "-wal", "r+b") as f:
+            f.seek(at)
+            f.write(wal[at:at + 16])
+        self.assert_resumes_replaying()
 
     def test_wal_merged_by_sqlite_after_crash(self):
         """After a crash, another SQLite program (Python's sqlite3 here)

@@ -1399,10 +1399,10 @@ static void refused_behind(const char *dir, unsigned has, unsigned synced)
     snprintf(want, sizeof(want),
              "%s/eddy.db holds the state as of its commit %u, but %s/LOCK says that commit %u "
              "was made durable: %u commit%s lost and the state is damaged (were eddy.db-wal and "
-             "eddy.db-shm removed after eddy was killed, or eddy.db replaced by an older "
-             "copy?); put them back, or remove %s/LOCK to go on from eddy.db as it is (the "
-             "durable calls of the lost commits run again), or remove the directory %s (or give "
-             "another --state directory) to start over",
+             "eddy.db-shm removed after eddy was killed, eddy.db-wal damaged, or eddy.db replaced "
+             "by an older copy?); put back what was removed or replaced, or remove %s/LOCK to "
+             "go on from eddy.db as it is (the durable calls of the lost commits run again), "
+             "or remove the directory %s (or give another --state directory) to start over",
              dir, has, dir, synced, lost, lost == 1 ? " is" : "s are", dir, dir);
     for (int ro = 0; ro < 2; ro++) {
         char *msg = open_fails(dir, ro ? NULL : FP, EDDY_ESTATE);
