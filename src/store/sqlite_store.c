@@ -140,6 +140,7 @@ typedef struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     int lock_fd;
+    int dir_fd;              /* the directory, flock'ed too: LOCK may be removed under a run */
     struct live_state *live; /* this state among those the process has open */
     /* The WAL, opened by us too: fdatasync of it makes every commit made so
      * far durable (the connection then runs synchronous=NORMAL, in which
@@ -2341,6 +2342,8 @@ static void sq_close(eddy__store *base)
     pend_free_all(s);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
+    if (s->dir_fd >= 0)
+        close(s->dir_fd); /* and this one */
     free(s->dir);
     free(s->db_path);
     free(s);
@@ -2883,28 +2886,56 @@ static int make_dir(const char *dir, eddy_error **err)
                            strerror(e));
 }
 
+static int refuse_unwritable(const char *what, const char *path, int e, eddy_error **err);
+
+/* A lock without waiting on fd: 0, or errno (never EINTR). */
+static int flock_now(int fd)
+{
+    int r;
+    while ((r = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+        ;
+    return r == 0 ? 0 : errno;
+}
+
+/*
+ * One eddy at a time works on a state: it holds an flock on the directory
+ * itself and one on DIR/LOCK. LOCK's alone let a second eddy in once LOCK
+ * was removed under a running one (the refusals that name LOCK say to
+ * remove it): the second made a new LOCK, locked it, and both ran the same
+ * runs, their outputs and durable calls twice. The directory cannot be
+ * swapped under a run that way. A file system whose directories take no
+ * flock (ENOLCK, EOPNOTSUPP, EBADF: NFS emulates flock with fcntl locks,
+ * which need a file open for writing) keeps LOCK's alone.
+ */
 static int take_lock(sqlite_store *s, eddy_error **err)
 {
+    s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int e = s->dir_fd >= 0 ? flock_now(s->dir_fd) : 0;
+    if (e == EWOULDBLOCK)
+        return eddy__error_set(err, EDDY_EBUSY, "store",
+                               "another eddy process uses state directory %s (it holds the lock "
+                               "on the directory)",
+                               s->dir);
     char *path = path_join(s->dir, "LOCK");
     if (path == NULL)
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
     int rc = EDDY_OK;
     s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (s->lock_fd < 0) {
+    if (s->lock_fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) {
+        /* Not there: the directory is what may not be written. */
+        e = errno;
+        rc = access(path, F_OK) == 0 ? refuse_unwritable("the state's lock file", path, e, err)
+                                     : refuse_unwritable("state directory", s->dir, e, err);
+    } else if (s->lock_fd < 0) {
         rc = eddy__error_set(err, EDDY_ESTORE, "store", "cannot open lock file %s: %s", path,
                              strerror(errno));
-    } else {
-        int r;
-        while ((r = flock(s->lock_fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
-            ;
-        if (r != 0 && errno == EWOULDBLOCK)
-            rc = eddy__error_set(err, EDDY_EBUSY, "store",
-                                 "another eddy process uses state directory %s (it holds the "
-                                 "lock on %s)",
-                                 s->dir, path);
-        else if (r != 0)
-            rc = eddy__error_set(err, EDDY_ESTORE, "store", "cannot lock %s: %s", path,
-                                 strerror(errno));
+    } else if ((e = flock_now(s->lock_fd)) == EWOULDBLOCK) {
+        rc = eddy__error_set(err, EDDY_EBUSY, "store",
+                             "another eddy process uses state directory %s (it holds the lock on "
+                             "%s)",
+                             s->dir, path);
+    } else if (e != 0) {
+        rc = eddy__error_set(err, EDDY_ESTORE, "store", "cannot lock %s: %s", path, strerror(e));
     }
     free(path);
     return rc;
@@ -3813,6 +3844,7 @@ int eddy__store_sqlite_open(eddy__store **out, const char *dir, const char *plan
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
     s->base.ops = &sqlite_ops;
     s->lock_fd = -1;
+    s->dir_fd = -1;
     s->compact_slack = COMPACT_SLACK;
     s->wal_fd = -1;
     s->sync_lock_ok = uv_mutex_init(&s->sync_lock) == 0;

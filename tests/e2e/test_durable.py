@@ -1701,9 +1701,23 @@ class DurableTest(EddyTest):
             second = self.run_cmd()
             self.assertEqual(second.returncode, 3)
             self.assertIn(b"another eddy process", second.stderr)
+            # LOCK removed under the holder (the refusals that name LOCK say
+            # to remove it): the directory's own lock still keeps a second
+            # eddy out, which would run the holder's runs a second time.
+            os.remove(os.path.join(self.state, "LOCK"))
+            cmd = self.cmd()
+            cmd[cmd.index(self.out)] = self.path("out2.jsonl")  # not kept out by the output's lock
+            second = subprocess.run(cmd, capture_output=True, timeout=300)
+            self.assertEqual(second.returncode, 3, second.stderr)
+            self.assertIn(b"another eddy process uses state directory %s (it holds the lock on "
+                          b"the directory)" % self.state.encode(), second.stderr)
+            self.assertFalse(os.path.exists(os.path.join(self.state, "LOCK")))
             os.close(w)
             holder.wait(timeout=60)
             self.assertEqual(holder.returncode, 0)
+            again = self.run_cmd()  # its lock gone with it: LOCK is made again
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.assertTrue(os.path.exists(os.path.join(self.state, "LOCK")))
         finally:
             if holder.poll() is None:
                 holder.kill()
