@@ -407,6 +407,23 @@ int eddy__memview_exists(eddy__memview *v, const char *path)
     return !mpos_absent(resolve(v, path));
 }
 
+size_t eddy__memview_conflict(eddy__memview *v, const char *path)
+{
+    if (!eddy__mem_path_valid(path, 0))
+        return 0;
+    mpos m = mpos_root(v);
+    path_it it;
+    it_init(&it, path);
+    while (it_step(&it) && it.next != NULL) {
+        m = mpos_child(m, it.key, it.len);
+        if (mpos_absent(m))
+            return 0;
+        if (!mpos_object(m))
+            return (size_t)(it.key + it.len - path);
+    }
+    return 0;
+}
+
 typedef struct keyref {
     const char *s;
     size_t n;

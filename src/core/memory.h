@@ -101,6 +101,12 @@ int eddy__memview_new_object(eddy__memview *v, const char *path);
 /* 1 exists, 0 not, EDDY_EINVAL bad path ("" is valid and exists). */
 int eddy__memview_exists(eddy__memview *v, const char *path);
 
+/* Where a set or new object at path met a conflict (EDDY_EPATH), for its
+ * message: the length of the path's first prefix ("a.b" of "a.b.c") at which
+ * a value that is not an object stands, or 0 when no parent holds one (what
+ * stands at path itself is then the conflict). */
+size_t eddy__memview_conflict(eddy__memview *v, const char *path);
+
 /* New array of the merged field names of the object at path ("" = root),
  * sorted by name (bytewise, a prefix first); NULL when absent, not an object,
  * bad path, or ENOMEM. */

@@ -256,12 +256,29 @@ static __attribute__((noinline)) int memory_refused(eddy_memory *m, int rc, cons
     case EDDY_EINVAL:
         return eddy__ctx_refusef(
             m->task, rc, "%s: the path %s is not names (UTF-8, not empty) joined by dots", fn, q);
-    case EDDY_EPATH:
+    case EDDY_EPATH: {
+        /* Which of the two: a value on a parent, or what stands at path. */
+        size_t at = eddy__memview_conflict(&m->view, path);
+        char *parent = at > 0 ? strndup(path, at) : NULL;
+        if (parent != NULL) {
+            char pq[EDDY__QUOTED_MAX];
+            eddy__quote(pq, sizeof(pq), parent);
+            free(parent);
+            return eddy__ctx_refusef(m->task, rc,
+                                     "%s: on the path %s, %s holds a value that is not an object, "
+                                     "so nothing stands below it (set an object there first)",
+                                     fn, q, pq);
+        }
+        if (strcmp(fn, "eddy_memory_new_object") == 0)
+            return eddy__ctx_refusef(m->task, rc,
+                                     "%s: a value that is not an object stands at the path %s "
+                                     "(set an object there to replace it)",
+                                     fn, q);
         return eddy__ctx_refusef(m->task, rc,
-                                 "%s: on the path %s a value that is not an object stands where "
-                                 "an object is needed, or an object stands at it and the value "
-                                 "is not one",
+                                 "%s: an object stands at the path %s and the value is not one "
+                                 "(only an object replaces an object)",
                                  fn, q);
+    }
     case EDDY_ELIMIT:
         return eddy__ctx_refusef(m->task, rc, "%s: the value at the path %s would be " TOO_DEEP, fn,
                                  q);

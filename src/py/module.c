@@ -1649,6 +1649,19 @@ static PyObject *mem_get(PyObject *self, PyObject *path)
     return r;
 }
 
+/* ValueError: path's first at bytes name a value on which path would need
+ * an object (eddy__memview_conflict). */
+static void below_value(const char *path, size_t at, const char *what)
+{
+    PyObject *parent = PyUnicode_FromStringAndSize(path, (Py_ssize_t)at);
+    if (parent != NULL)
+        PyErr_Format(PyExc_ValueError,
+                     "cannot %s '%s': '%U' holds a value, not a dict, so nothing stands below it "
+                     "(set a dict there first)",
+                     what, path, parent);
+    Py_XDECREF(parent);
+}
+
 static PyObject *mem_set(PyObject *self, PyObject *args)
 {
     PyObject *path, *value;
@@ -1660,12 +1673,18 @@ static PyObject *mem_set(PyObject *self, PyObject *args)
         return NULL;
     json_t *j = eddy__py_to_json_named(value, "memory path '%s'", full, NULL);
     int rc = j != NULL ? eddy_memory_set(mem, full, j) : EDDY_OK;
-    if (rc == EDDY_EPATH)
+    size_t at = rc == EDDY_EPATH ? eddy__memview_conflict(&mem->view, full) : 0;
+    if (rc == EDDY_EPATH && at > 0)
+        below_value(full, at, "set memory path");
+    else if (rc == EDDY_EPATH)
+        /* Flink Agents keeps a dict as one value, which any value then
+         * replaces; eddy keeps it as nested objects. */
         PyErr_Format(PyExc_ValueError,
-                     "cannot set memory path '%s': a value stands where an object is needed, "
-                     "or an object stands at the path and the value is not a dict (a dict "
-                     "replaces it)",
-                     full);
+                     "cannot set memory path '%s' to a value that is not a dict: an object "
+                     "stands there (a dict set there is kept as nested objects, and only a "
+                     "dict replaces them: {} empties it; or keep the value under a field of its "
+                     "own, '%s.value')",
+                     full, full);
     else if (rc == EDDY_ELIMIT)
         PyErr_Format(PyExc_ValueError,
                      "cannot set memory path '%s': the value, in the dicts of the path, would "
@@ -1698,6 +1717,7 @@ static PyObject *mem_new_object(PyObject *self, PyObject *args, PyObject *kwargs
     if (mem == NULL)
         return NULL;
     int rc = EDDY_OK;
+    size_t at = 0;
     if (overwrite) {
         json_t *v = eddy_memory_get(mem, full);
         if (v != NULL && !json_is_object(v)) {
@@ -1711,14 +1731,12 @@ static PyObject *mem_new_object(PyObject *self, PyObject *args, PyObject *kwargs
     PyObject *r = NULL;
     if (rc == EDDY_OK)
         r = mem_new(((mem_obj *)self)->ctxobj, ((mem_obj *)self)->sensory, full);
-    else if (rc == EDDY_EPATH && overwrite)
-        PyErr_Format(PyExc_ValueError,
-                     "cannot make an object at memory path '%s': a value stands on a parent", full);
+    else if (rc == EDDY_EPATH && (at = eddy__memview_conflict(&mem->view, full)) > 0)
+        below_value(full, at, "make an object at memory path");
     else if (rc == EDDY_EPATH)
         PyErr_Format(PyExc_ValueError,
-                     "cannot make an object at memory path '%s': a value stands there or on a "
-                     "parent (new_object(path, overwrite=True) replaces a value at the path "
-                     "itself)",
+                     "cannot make an object at memory path '%s': a value stands there "
+                     "(new_object(path, overwrite=True) replaces it)",
                      full);
     else
         PyErr_Format(PyExc_RuntimeError, "new_object('%s'): %s", full, eddy_strerror(rc));

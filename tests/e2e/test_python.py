@@ -1054,19 +1054,22 @@ class PythonTest(EddyTest):
         self.assertIsNone(a["absent"])
         self.assertIn("memory path 'bad' at ['k']", a["set_bad"])
         self.assertIn("'set' is not JSON", a["set_bad"])
-        self.assertIn("a.b.c.d", a["set_below_value"])
-        self.assertIn("cannot set memory path 'a.b.e': a value stands where an object is needed, "
-                      "or an object stands at the path and the value is not a dict",
-                      a["set_value_over_object"])
+        self.assertEqual("cannot set memory path 'a.b.c.d': 'a.b.c' holds a value, not a "
+                         "dict, so nothing stands below it (set a dict there first)",
+                         a["set_below_value"])
+        self.assertEqual("cannot set memory path 'a.b.e' to a value that is not a dict: an "
+                         "object stands there (a dict set there is kept as nested objects, and "
+                         "only a dict replaces them: {} empties it; or keep the value under a "
+                         "field of its own, 'a.b.e.value')", a["set_value_over_object"])
         self.assertEqual(a["dict_over_object"], ["z"])
         self.assertEqual(a["new_object_over_value"],
-                         "cannot make an object at memory path 'nv.v': a value stands there or "
-                         "on a parent (new_object(path, overwrite=True) replaces a value at "
-                         "the path itself)")
+                         "cannot make an object at memory path 'nv.v': a value stands there "
+                         "(new_object(path, overwrite=True) replaces it)")
         self.assertEqual((a["overwritten"], a["kept"]), ({"w": 2}, {"w": 2}))
         self.assertEqual(a["new_object_under_value"],
-                         "cannot make an object at memory path 'nv.v.w.x': a value stands on "
-                         "a parent")
+                         "cannot make an object at memory path 'nv.v.w.x': 'nv.v.w' holds a "
+                         "value, not a dict, so nothing stands below it (set a dict there "
+                         "first)")
         self.assertEqual(b["overwritten"], {"w": 2})
         self.assertIn("bad memory path 'a..b'", a["bad_path"])
         self.assertEqual((a["runs"], b["runs"]), (1, 2))  # short-term memory persists

@@ -1096,6 +1096,18 @@ static int refused_then(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         assert_int_equal(rc, EDDY_EPATH);
         return rc;
     }
+    if (strcmp(mode, "epath_object") == 0) {
+        assert_int_equal(eddy_memory_new_object(stm, "o"), EDDY_OK);
+        rc = eddy_memory_set(stm, "o", json_integer(2));
+        assert_int_equal(rc, EDDY_EPATH);
+        return rc;
+    }
+    if (strcmp(mode, "epath_new") == 0) {
+        assert_int_equal(eddy_memory_set(stm, "v", json_integer(1)), EDDY_OK);
+        rc = eddy_memory_new_object(stm, "v");
+        assert_int_equal(rc, EDDY_EPATH);
+        return rc;
+    }
     rc = eddy_memory_set(stm, "a..b\xff", json_integer(1));
     assert_int_equal(rc, EDDY_EINVAL);
     if (strcmp(mode, "then_ok") == 0) {
@@ -1150,8 +1162,17 @@ static void test_refusal_is_named_when_it_was_the_last_call(void **state)
     free(msg);
     msg = failure_of(f, "epath");
     assert_non_null(strstr(msg, "EDDY_EPATH: memory path conflict"));
-    assert_non_null(strstr(msg, "(eddy_memory_set: on the path 'x.y' a value that is not "
-                                "an object stands where an object is needed"));
+    assert_non_null(strstr(msg, "(eddy_memory_set: on the path 'x.y', 'x' holds a value that "
+                                "is not an object, so nothing stands below it (set an object "
+                                "there first)"));
+    free(msg);
+    msg = failure_of(f, "epath_object");
+    assert_non_null(strstr(msg, "(eddy_memory_set: an object stands at the path 'o' and the "
+                                "value is not one (only an object replaces an object)"));
+    free(msg);
+    msg = failure_of(f, "epath_new");
+    assert_non_null(strstr(msg, "(eddy_memory_new_object: a value that is not an object stands "
+                                "at the path 'v' (set an object there to replace it)"));
     free(msg);
 }
 
