@@ -1810,6 +1810,39 @@ class PythonTest(EddyTest):
         self.assertEqual(res.outputs(), [{"key": "a", "seq": 1, "rs": [1, 3, 2, 4]}])
         self.assertNotIn(b"warning", res.stderr)
 
+    def test_two_event_classes_of_one_name_are_warned_of(self):
+        # Events go by type name: two classes named Step are one type, made
+        # as the class defined last. A class made again under its own
+        # qualified name (a function called twice) is not warned of.
+        with open(self.path("shadow.py"), "w") as f:
+            f.write("from eddy import Agent, Event, InputEvent, OutputEvent, action\n"
+                    "class Step(Event):\n"
+                    "    pass\n"
+                    "def make():\n"
+                    "    class Step(Event):\n"
+                    "        pass\n"
+                    "    return Step\n"
+                    "make()\n"
+                    "make()\n"
+                    "class A(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    def go(event, ctx):\n"
+                    "        ctx.send_event(Step(n=1))\n"
+                    "    @action(Step)\n"
+                    "    @staticmethod\n"
+                    "    def step(event, ctx):\n"
+                    "        ctx.send_event(OutputEvent(output=type(event).__qualname__))\n")
+        res = self.run_py([{"key": "k"}], agent=self.path("shadow.py"))
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), ["make.<locals>.Step"])
+        err = res.stderr.decode()
+        self.assertEqual(err.count("warning"), 1, err)
+        self.assertIn("eddy: warning: two event classes are named Step (shadow.Step and "
+                      "shadow.make.<locals>.Step): eddy routes events by type name, so they are "
+                      "one event type, and the actions of either receive the events of both, as "
+                      "instances of the class defined last; give them names of their own\n", err)
+
     def test_dict_in_memory_set_again_in_a_later_run(self):
         # Flink Agents stores a dict as one value; eddy as nested objects,
         # which a later set of a dict replaces (it was refused: "an object
