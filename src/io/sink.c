@@ -101,6 +101,20 @@ static void lock_message(char *buf, size_t size, const char *path, int how, int 
         snprintf(buf, size, "cannot lock %s: %s", path, strerror(e));
 }
 
+/* Whether the last byte of the file at path (size bytes) is a newline, or
+ * it cannot be read (the sink's descriptor may not read): not refused for
+ * what cannot be looked at. */
+static int ends_a_line(const char *path, off_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    char last = '\n';
+    if (fd >= 0 && pread(fd, &last, 1, size - 1) != 1)
+        last = '\n';
+    if (fd >= 0)
+        close(fd);
+    return last == '\n';
+}
+
 int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err)
 {
@@ -213,6 +227,19 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
             }
             s->offset = (uint64_t)truncate_to;
         } else if (truncate_to == -2) {
+            /* Appended to as it is: after a last line that has no newline
+             * (a copy taken while a writer was at it), this run's first
+             * line would join it, one line that is neither. */
+            if (st.st_size > 0 && !ends_a_line(path, st.st_size)) {
+                eddy__sink_close(s);
+                return eddy__error_set(
+                    err, EDDY_EIO, "io",
+                    "%s ends in a partial line (its last byte, at %lld, is not a newline): "
+                    "eddy appends its lines to it and its first would join that one; end the "
+                    "file with a newline (echo >> %s) or cut the partial line off, or give "
+                    "another %s",
+                    path, (long long)st.st_size - 1, path, sink_option(how));
+            }
             s->offset = (uint64_t)st.st_size;
         } else if (ftruncate(s->fd, 0) != 0) { /* -1: emptied, now that it is locked */
             int e = errno;

@@ -35,7 +35,9 @@ enum {
  * eddy's back (so is a file that is gone when truncate_to > 0, which is
  * then not made). With
  * truncate_to == -1 an existing file is truncated to empty. With
- * truncate_to == -2 the file is appended to as it is.
+ * truncate_to == -2 the file is appended to as it is, unless its last byte
+ * is not a newline (a partial line, which the first line would join):
+ * refused (EDDY_EIO, naming the file and what to do).
  * A regular file is locked (flock, exclusive, without waiting) before it
  * is cut, and stays locked until the sink is closed: one another process
  * holds is refused (EDDY_EIO, "another process holds a lock on it"), and

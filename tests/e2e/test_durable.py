@@ -695,6 +695,18 @@ class DurableTest(EddyTest):
         # Another file in the copy, as long but with other bytes: appended to.
         out3 = os.path.join(w3, "out.jsonl")
         other = b"".join(b'{"other": %d}\n' % i for i in range(len(killed) // 10))
+        # Its last line cut short (a copy taken while a writer was at it):
+        # refused, or the first line appended would join it.
+        with open(out3, "wb") as f:
+            f.write(other + b'{"other": "cu')
+        res = subprocess.run(cmd, cwd=w3, env=env, capture_output=True, timeout=300)
+        self.assertEqual(res.returncode, 2, res.stderr)
+        self.assertIn(b"eddy: out.jsonl ends in a partial line (its last byte, at %d, is not a "
+                      b"newline): eddy appends its lines to it and its first would join that one; "
+                      b"end the file with a newline (echo >> out.jsonl) or cut the partial line "
+                      b"off, or give another --output\n" % (len(other) + 12), res.stderr)
+        with open(out3, "rb") as f:
+            self.assertEqual(f.read(), other + b'{"other": "cu')
         with open(out3, "wb") as f:
             f.write(other)
         res = subprocess.run(cmd, cwd=w3, env=env, capture_output=True, timeout=300)
