@@ -2415,20 +2415,23 @@ static int lock_marked_fd(int fd)
     return n == (ssize_t)sizeof(lock_mark) - 1 && memcmp(b, lock_mark, (size_t)n) == 0;
 }
 
+/* Whether DIR/LOCK holds the mark of a state that held a commit. */
+static int dir_lock_marked(const char *dir)
+{
+    char *path = path_join(dir, "LOCK");
+    int fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) : -1;
+    free(path);
+    int marked = fd >= 0 && lock_marked_fd(fd);
+    if (fd >= 0)
+        close(fd);
+    return marked;
+}
+
 /* Whether LOCK holds the mark: through the lock's descriptor when this
  * store holds it, else (an inspection) by reading the file, when it may. */
 static int lock_marked(sqlite_store *s)
 {
-    if (s->lock_fd >= 0)
-        return lock_marked_fd(s->lock_fd);
-    char *path = path_join(s->dir, "LOCK");
-    int fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
-    free(path);
-    if (fd < 0)
-        return 0;
-    int marked = lock_marked_fd(fd);
-    close(fd);
-    return marked;
+    return s->lock_fd >= 0 ? lock_marked_fd(s->lock_fd) : dir_lock_marked(s->dir);
 }
 
 /* Once open for writing (the state holds a commit, synced): mark LOCK,
@@ -2819,10 +2822,10 @@ static int check_state_files(sqlite_store *s, eddy_error **err)
 }
 
 /* A directory that holds files but no state (no eddy.db) is not adopted as
- * one: `--state .` or a mistyped path would spread eddy's files among the
- * user's. Hidden entries (".gitignore"), lost+found (a file system of its
- * own for the state) and the files of a state whose database is not made
- * yet (LOCK, SQLite's) are fine. */
+ * one (a LOCK that says it held one is a state whose eddy.db is gone: the
+ * checks of the state's files say so, not this): `--state .` or a mistyped path would spread eddy's
+ * files among the user's. Hidden entries (".gitignore"), lost+found (a file system of its own for
+ * the state) and the files of a state whose database is not made yet (LOCK, SQLite's) are fine. */
 static int check_foreign_dir(const char *dir, eddy_error **err)
 {
     DIR *d = opendir(dir);
@@ -2842,7 +2845,7 @@ static int check_foreign_dir(const char *dir, eddy_error **err)
             break;
     }
     int rc = EDDY_OK;
-    if (!has_db && other != NULL)
+    if (!has_db && other != NULL && !dir_lock_marked(dir))
         rc = eddy__error_set(err, EDDY_ESTORE, "store",
                              "state directory %s holds other files (%s) and no eddy state: give "
                              "a new or empty directory, or the one an earlier run filled",

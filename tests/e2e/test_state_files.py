@@ -568,6 +568,13 @@ class StateFiles(EddyTest):
         os.remove(self.db)
         self.refused_files("eddy: state database %s is missing, but %s/LOCK says" %
                            (self.db, self.state))
+        # A file of the user's beside it (the output kept in the state
+        # directory) does not make it "a directory of other files": LOCK
+        # says it held a state.
+        with open(os.path.join(self.state, "notes.txt"), "w") as f:
+            f.write("mine\n")
+        self.refused_files("eddy: state database %s is missing, but %s/LOCK says" %
+                           (self.db, self.state))
 
     def test_database_removed_after_crash(self):
         """After a crash the WAL holds the last commits: eddy.db removed or
