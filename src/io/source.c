@@ -500,6 +500,13 @@ static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_of
 {
     reader *r = &s->rd;
     next_line(r);
+    /* A UTF-8 byte-order mark before the input's first line (what editors
+     * on Windows save) is no part of its JSON, where it would make the
+     * line "not JSON" at an invisible character. The head keeps it. */
+    if (r->line_no == 1 && s->start_offset == 0 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
+        p += 3;
+        len -= 3;
+    }
     if (!r->head_done && s->start_offset == 0 && !is_blank(p, len)) {
         /* The head runs from the input's first byte through its first line
          * that is not blank (blank lines tell inputs apart by nothing): when

@@ -121,7 +121,13 @@ class Hostile(EddyTest):
                      "(column 25)")
 
     def test_byte_order_mark(self):
-        self.one_bad(b'\xef\xbb\xbf{"key":"f"}', "not JSON")
+        # Before the input's first line (editors on Windows save one): not
+        # part of the JSON, skipped. Anywhere else: a character that makes
+        # the line not JSON.
+        self.assertEqual(self.one_good(b'\xef\xbb\xbf{"key":"f","seq":1}'), {"seq": 1, "key": "f"})
+        outs, dead = self.run_lines([b'{"key":"e","seq":1}', b'\xef\xbb\xbf{"key":"f"}'])
+        self.assertEqual(outs, [{"seq": 1, "key": "e"}])
+        self.assertEqual([(d["line"], d["reason"]) for d in dead], [(2, "not JSON")])
 
     def test_trailing_garbage(self):
         self.one_bad(b'{"key":"f"} x', "not JSON")
