@@ -494,19 +494,25 @@ static uint64_t next_line(reader *r)
     return ++r->line_no;
 }
 
+/* The length of a UTF-8 byte-order mark at the start of line line_no at p
+ * (len bytes): 3 before the input's first line (what editors on Windows
+ * save), which is no part of its JSON, where it would make the line "not
+ * JSON" at an invisible character; 0 anywhere else. The head keeps it. */
+static size_t bom_at(const eddy__source *s, uint64_t line_no, const char *p, size_t len)
+{
+    return line_no == 1 && s->start_offset == 0 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0
+               ? 3
+               : 0;
+}
+
 /* Emit one complete line [p, p + len) (without '\n') ending at end_offset.
  * Returns 0, STOPPED or EDDY_ENOMEM. */
 static int emit_line(eddy__source *s, const char *p, size_t len, uint64_t end_offset)
 {
     reader *r = &s->rd;
-    next_line(r);
-    /* A UTF-8 byte-order mark before the input's first line (what editors
-     * on Windows save) is no part of its JSON, where it would make the
-     * line "not JSON" at an invisible character. The head keeps it. */
-    if (r->line_no == 1 && s->start_offset == 0 && len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
-        p += 3;
-        len -= 3;
-    }
+    size_t bom = bom_at(s, next_line(r), p, len);
+    p += bom;
+    len -= bom;
     if (!r->head_done && s->start_offset == 0 && !is_blank(p, len)) {
         /* The head runs from the input's first byte through its first line
          * that is not blank (blank lines tell inputs apart by nothing): when
@@ -804,7 +810,8 @@ static void reader_main(void *arg)
             size_t len = r->end - r->start;
             int too_long = r->skipping || (len > s->max_line &&
                                            (len - s->max_line > 1 || r->buf[r->end - 1] != '\r'));
-            if (s->keep_tail && (too_long || tail_incomplete(r->buf + r->start, len))) {
+            size_t bom = bom_at(s, r->line_no + !r->mid_line, r->buf + r->start, len);
+            if (s->keep_tail && (too_long || tail_incomplete(r->buf + r->start + bom, len - bom))) {
                 uv_mutex_lock(&s->mu);
                 s->tail_line = r->line_no + !r->mid_line;
                 s->tail_bytes = r->skipping ? r->skip_len : len;

@@ -128,6 +128,12 @@ class Hostile(EddyTest):
         outs, dead = self.run_lines([b'{"key":"e","seq":1}', b'\xef\xbb\xbf{"key":"f"}'])
         self.assertEqual(outs, [{"seq": 1, "key": "e"}])
         self.assertEqual([(d["line"], d["reason"]) for d in dead], [(2, "not JSON")])
+        # The file such an editor saves: one line, no newline. With --state
+        # a last line is read only once it is complete JSON (the mark aside).
+        res = self.run_eddy(None, "--state", self.path("st"),
+                            input_text=b'\xef\xbb\xbf{"key":"g","seq":2}')
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [{"seq": 2, "key": "g"}])
 
     def test_trailing_garbage(self):
         self.one_bad(b'{"key":"f"} x', "not JSON")
