@@ -2906,9 +2906,11 @@ static int flock_now(int fd)
  * was removed under a running one (the refusals that name LOCK say to
  * remove it): the second made a new LOCK, locked it, and both ran the same
  * runs, their outputs and durable calls twice. The directory cannot be
- * swapped under a run that way. A file system whose directories take no
- * flock (ENOLCK, EOPNOTSUPP, EBADF: NFS emulates flock with fcntl locks,
- * which need a file open for writing) keeps LOCK's alone.
+ * swapped under a run that way. A directory that cannot be opened, or
+ * whose file system refuses the lock (any error but EWOULDBLOCK), keeps
+ * LOCK's alone; NFS takes it as a lock of this host only (LOCK's lock is
+ * NFS's own, across hosts). A program that locks the directory (flock(1)
+ * around eddy) keeps eddy out as another eddy would: the message says so.
  */
 static int take_lock(sqlite_store *s, eddy_error **err)
 {
@@ -2917,7 +2919,8 @@ static int take_lock(sqlite_store *s, eddy_error **err)
     if (e == EWOULDBLOCK)
         return eddy__error_set(err, EDDY_EBUSY, "store",
                                "another eddy process uses state directory %s (it holds the lock "
-                               "on the directory)",
+                               "on the directory; or another program locked it: flock(1) on the "
+                               "directory, say, which eddy's own lock cannot share)",
                                s->dir);
     char *path = path_join(s->dir, "LOCK");
     if (path == NULL)

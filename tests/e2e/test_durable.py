@@ -1722,7 +1722,7 @@ class DurableTest(EddyTest):
             second = subprocess.run(cmd, capture_output=True, timeout=300)
             self.assertEqual(second.returncode, 3, second.stderr)
             self.assertIn(b"another eddy process uses state directory %s (it holds the lock on "
-                          b"the directory)" % self.state.encode(), second.stderr)
+                          b"the directory; " % self.state.encode(), second.stderr)
             self.assertFalse(os.path.exists(os.path.join(self.state, "LOCK")))
             os.close(w)
             holder.wait(timeout=60)
