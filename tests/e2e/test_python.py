@@ -1842,6 +1842,16 @@ class PythonTest(EddyTest):
                       "shadow.make.<locals>.Step): eddy routes events by type name, so they are "
                       "one event type, and the actions of either receive the events of both, as "
                       "instances of the class defined last; give them names of their own\n", err)
+        # A warning that cannot be written (stderr on a full disk) stops nothing.
+        if os.path.exists("/dev/full"):
+            with open(self.path("in.jsonl"), "w") as f:
+                f.write('{"key": "k"}\n')
+            with open("/dev/full", "w") as full:
+                res = subprocess.run([EDDY, "run", self.path("shadow.py"), "--input",
+                                      self.path("in.jsonl"), "--output", self.path("o.jsonl"),
+                                      "--quiet"], stderr=full, timeout=120)
+            self.assertEqual(res.returncode, 0)
+            self.assertEqual(read_jsonl(self.path("o.jsonl")), ["make.<locals>.Step"])
 
     def test_dict_in_memory_set_again_in_a_later_run(self):
         # Flink Agents stores a dict as one value; eddy as nested objects,
