@@ -77,7 +77,8 @@ class StateFiles(EddyTest):
 
     def assert_refused(self, *words, plan=None):
         """Refused (exit 3, one line) with eddy.db and its WAL, when there
-        is one, as they were: a refused start checkpoints nothing."""
+        is one, as they were: a refusal of the state's own checks (those
+        that run here) checkpoints nothing."""
         wal = self.db + "-wal"
         before = digest(self.db)
         wal_before = digest(wal) if os.path.exists(wal) else None
