@@ -14,6 +14,7 @@
 #include "io/wait.h"
 #include "util/jsonw.h"
 #include "util/fault.h"
+#include "util/forkfd.h"
 #include "util/hash.h"
 
 #define SINK_BUF (256 * 1024)
@@ -84,6 +85,8 @@ static int sink_lock(eddy__sink *s)
     int r;
     while ((r = flock(s->fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
         ;
+    if (r == 0)
+        eddy__forkfd_add(s->fd); /* a child the agent forks must not keep it */
     if (r == 0 || errno == ENOLCK || errno == EOPNOTSUPP)
         return 0;
     return errno;
@@ -289,6 +292,7 @@ static int sink_create(eddy__sink *s)
                  strerror(errno));
     else
         return EDDY_OK;
+    eddy__forkfd_remove(s->fd);
     close(s->fd); /* not written: the next flush tries again */
     s->fd = -1;
     return EDDY_EIO;
@@ -553,6 +557,7 @@ int eddy__sink_close(eddy__sink *s)
     int rc = EDDY_OK;
     if (s->buf != NULL && s->len > 0)
         rc = eddy__sink_flush(s);
+    eddy__forkfd_remove(s->fd);
     if (s->fd >= 0 && close(s->fd) != 0 && rc == EDDY_OK)
         rc = EDDY_EIO;
     if (s->rfd_open && s->rfd >= 0)

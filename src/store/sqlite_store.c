@@ -58,6 +58,7 @@
 #include "store/store_impl.h"
 #include "store/walvfs.h"
 #include "util/fault.h"
+#include "util/forkfd.h"
 #include "util/le.h"
 #include "util/map.h"
 #include "util/vec.h"
@@ -2340,6 +2341,8 @@ static void sq_close(eddy__store *base)
             free(s->rows.slots[i].value);
     eddy__map_free(&s->rows);
     pend_free_all(s);
+    eddy__forkfd_remove(s->lock_fd);
+    eddy__forkfd_remove(s->dir_fd);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     if (s->dir_fd >= 0)
@@ -2915,6 +2918,7 @@ static int flock_now(int fd)
 static int take_lock(sqlite_store *s, eddy_error **err)
 {
     s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    eddy__forkfd_add(s->dir_fd);
     int e = s->dir_fd >= 0 ? flock_now(s->dir_fd) : 0;
     if (e == EWOULDBLOCK)
         return eddy__error_set(err, EDDY_EBUSY, "store",
@@ -2927,6 +2931,7 @@ static int take_lock(sqlite_store *s, eddy_error **err)
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
     int rc = EDDY_OK;
     s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    eddy__forkfd_add(s->lock_fd);
     if (s->lock_fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) {
         /* Not there: the directory is what may not be written. */
         e = errno;

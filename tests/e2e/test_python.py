@@ -1810,6 +1810,34 @@ class PythonTest(EddyTest):
         self.assertEqual(res.outputs(), [{"key": "a", "seq": 1, "rs": [1, 3, 2, 4]}])
         self.assertNotIn(b"warning", res.stderr)
 
+    def test_a_forked_child_keeps_no_lock_of_eddy(self):
+        # A child the agent forks without an exec (os.fork, multiprocessing)
+        # shares eddy's open files: it held the locks on the state and the
+        # output while it lived, past eddy's exit, and kept the next eddy
+        # out ("another eddy process uses state directory ...").
+        with open(self.path("forker.py"), "w") as f:
+            f.write("import os, time\n"
+                    "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                    "class F(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    def go(event, ctx):\n"
+                    "        if os.fork() == 0:\n"
+                    "            null = os.open(os.devnull, os.O_WRONLY)\n"
+                    "            os.dup2(null, 1)\n"
+                    "            os.dup2(null, 2)  # the test waits for the pipes' end\n"
+                    "            time.sleep(%d)\n"
+                    "            os._exit(0)\n"
+                    "        ctx.send_event(OutputEvent(output=event.input['n']))\n"
+                    % (30 if SANITIZED else 5))
+        state = self.path("st")
+        res = self.run_py([{"key": "k", "n": 1}], "--state", state, agent=self.path("forker.py"))
+        self.assertOk(res)
+        res = self.run_py([{"key": "k", "n": 1}, {"key": "k", "n": 2}], "--state", state,
+                          agent=self.path("forker.py"))
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [1, 2])
+
     def test_two_event_classes_of_one_name_are_warned_of(self):
         # Events go by type name: two classes named Step are one type, made
         # as the class defined last. A class made again under its own

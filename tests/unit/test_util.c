@@ -13,9 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "eddy/eddy.h"
 #include "exec/coro.h"
+#include "util/forkfd.h"
 #include "util/hash.h"
 #include "util/hex.h"
 #include "util/jsonw.h"
@@ -978,6 +982,39 @@ static void test_json_decref_deep(void **state)
     eddy__coro_pool_free(pool);
 }
 
+/* ------------------------------------------------------------ forkfd */
+
+/* A forked child finds the descriptors added closed, the one removed and
+ * the ones never added open; the parent keeps them all. */
+static void test_forkfd_closed_in_child(void **state)
+{
+    (void)state;
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        assert_true(fds[i] >= 0);
+    }
+    eddy__forkfd_add(fds[0]);
+    eddy__forkfd_add(fds[1]);
+    eddy__forkfd_remove(fds[1]);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int closed = fcntl(fds[0], F_GETFD) < 0, open1 = fcntl(fds[1], F_GETFD) >= 0,
+            open2 = fcntl(fds[2], F_GETFD) >= 0;
+        _exit(closed && open1 && open2 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(fcntl(fds[i], F_GETFD) >= 0);
+    eddy__forkfd_remove(fds[0]);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -999,6 +1036,7 @@ int main(void)
         cmocka_unit_test(test_jsonw_same_text_as_recursive_writer),
         cmocka_unit_test(test_jsonw_deep_on_a_small_stack),
         cmocka_unit_test(test_json_decref_deep),
+        cmocka_unit_test(test_forkfd_closed_in_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
