@@ -2454,6 +2454,10 @@ static int sink_mode(eddy_runtime *rt, const char *path, char channel, const cha
                 "taking it for that file, cut back to them\n",
                 path, pos);
         *mode = (int64_t)pos;
+    } else if (other && eddy__sink_partial_line(path)) {
+        /* Refused by the sink's open: before a note that says it is
+         * appended to, and before the previous file is cut. */
+        *mode = -2;
     } else if (other) {
         /* Nothing committed before and nothing here: nothing to say (the
          * dead-letter file of a job directory moved, mostly). */

@@ -109,6 +109,8 @@ static void lock_message(char *buf, size_t size, const char *path, int how, int 
  * what cannot be looked at. */
 static int ends_a_line(const char *path, off_t size)
 {
+    if (size <= 0)
+        return 1;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     char last = '\n';
     if (fd >= 0 && pread(fd, &last, 1, size - 1) != 1)
@@ -116,6 +118,12 @@ static int ends_a_line(const char *path, off_t size)
     if (fd >= 0)
         close(fd);
     return last == '\n';
+}
+
+int eddy__sink_partial_line(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_a_line(path, st.st_size);
 }
 
 int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
@@ -233,7 +241,7 @@ int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncat
             /* Appended to as it is: after a last line that has no newline
              * (a copy taken while a writer was at it), this run's first
              * line would join it, one line that is neither. */
-            if (st.st_size > 0 && !ends_a_line(path, st.st_size)) {
+            if (!ends_a_line(path, st.st_size)) {
                 eddy__sink_close(s);
                 return eddy__error_set(
                     err, EDDY_EIO, "io",

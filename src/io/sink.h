@@ -51,6 +51,9 @@ enum {
  */
 int eddy__sink_open(eddy__sink **out, const char *path, int how, int64_t truncate_to,
                     eddy_error **err);
+/* 1 when path is a regular file whose last byte is not a newline (one
+ * that eddy__sink_open() with truncate_to -2 refuses), else 0. */
+int eddy__sink_partial_line(const char *path);
 /* Append a line (a newline is added). Buffered. EDDY_OK or EDDY_EIO/EDDY_ENOMEM. */
 int eddy__sink_write(eddy__sink *s, const char *line, size_t len);
 /* Append the compact JSON encoding of v as a line. */

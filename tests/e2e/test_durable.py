@@ -707,6 +707,11 @@ class DurableTest(EddyTest):
                       b"off, or give another --output\n" % (len(other) + 12), res.stderr)
         with open(out3, "rb") as f:
             self.assertEqual(f.read(), other + b'{"other": "cu')
+        # Refused before anything: no note that it appends, and the file
+        # the state's lines went to is not cut back either.
+        self.assertNotIn(b"note:", res.stderr)
+        with open(out1, "rb") as f:
+            self.assertEqual(f.read(), killed)
         with open(out3, "wb") as f:
             f.write(other)
         res = subprocess.run(cmd, cwd=w3, env=env, capture_output=True, timeout=300)
