@@ -656,7 +656,8 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *   dead-letter      path of the dead-letter JSONL file (default "<output>.dead.jsonl",
  *                    or "-" meaning stderr when output is stdout or not a regular
  *                    file, such as /dev/null)
- *   key              top-level field of each input record holding its key (default "key")
+ *   key              top-level field of each input record holding its key (default "key";
+ *                    UTF-8, as a JSON field name is)
  *   async-threads    worker threads, 1..1024 (default 2 x online cores)
  *   max-in-flight    runs in flight (keys with a run going), at most; at least 1
  *                    (default 10000)

@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "util/utf8.h"
 #include "io/paths.h"
 
 /* One entry per option, in the order eddy.h lists them. */
@@ -190,6 +191,15 @@ static int set_option(eddy_config *conf, int id, const char *value, eddy_error *
     case KIND_TEXT:
         if (*value == '\0')
             return bad_value(err, id, value);
+        if (id == OPT_KEY && !eddy__utf8_valid(value)) {
+            char *shown = eddy__utf8_escaped(value);
+            int rc = eddy__error_set(err, EDDY_ECONFIG, "config",
+                                     "invalid value '%s' for option 'key': not UTF-8, and a JSON "
+                                     "field name is UTF-8 text: no input's field could match it",
+                                     shown != NULL ? shown : "?");
+            free(shown);
+            return rc;
+        }
         break;
     case KIND_TEXT_OPT:
         break;

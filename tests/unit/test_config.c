@@ -232,6 +232,17 @@ static void test_invalid(void **state)
     set_bad(conf, "input", "", EDDY_ECONFIG);
     set_bad(conf, "output", "", EDDY_ECONFIG);
     set_bad(conf, "key", "", EDDY_ECONFIG);
+    /* A field name that is not UTF-8 could match no input's field. */
+    assert_int_equal(eddy_config_set(conf, "key", "caf\xe9", NULL), EDDY_ECONFIG);
+    assert_string_equal(eddy_config_get(conf, "key"), "key"); /* kept */
+    eddy_error *kerr = NULL;
+    assert_int_equal(eddy_config_set(conf, "key", "k\xff", &kerr), EDDY_ECONFIG);
+    assert_string_equal(eddy_error_message(kerr),
+                        "invalid value 'k\\xff' for option 'key': not UTF-8, and a JSON field "
+                        "name is UTF-8 text: no input's field could match it");
+    eddy_error_free(kerr);
+    assert_int_equal(eddy_config_set(conf, "key", "caf\xc3\xa9", NULL), EDDY_OK);
+    assert_string_equal(eddy_config_get(conf, "key"), "caf\xc3\xa9");
 
     static const char *const not_numbers[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1k", "0x10", "1.5", "1e3", "99999999999999999999"};
