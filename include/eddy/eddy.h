@@ -829,8 +829,9 @@ EDDY_API const char *eddy_runtime_unhandled_type(const eddy_runtime *rt, size_t 
 
 /* Called on the mailbox thread about every interval_ms (0 means 500) while
  * eddy_runtime_run() runs; fn NULL: none. Set before eddy_runtime_run(),
- * which starts the timer. Returns EDDY_OK, EDDY_EINVAL (rt NULL) or
- * EDDY_EWRONGTHREAD. */
+ * which starts the timer. Returns EDDY_OK, EDDY_EINVAL (rt NULL),
+ * EDDY_EWRONGTHREAD, or EDDY_ESTATE once eddy_runtime_run() was called
+ * (from a progress callback or an action, say: it would change nothing). */
 typedef void (*eddy_progress_fn)(const eddy_stats *stats, void *arg);
 EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
                                        unsigned interval_ms);

@@ -357,7 +357,14 @@ static void action_failed(eddy_runtime *rt, eddy_ctx *t)
     const char *etype = t->err != NULL ? eddy_error_type(t->err) : eddy_err_name(t->rc);
     const char *emsg = t->err != NULL ? eddy_error_message(t->err) : eddy_strerror(t->rc);
     char why[512];
-    if (t->err == NULL && t->why != NULL && t->rc == t->why_rc) {
+    if (t->err == NULL && strcmp(etype, "EDDY_UNKNOWN") == 0) {
+        /* A C action returned what is no eddy code (a positive count, say). */
+        snprintf(why, sizeof(why),
+                 "the action returned %d, which is no eddy error code (an action returns EDDY_OK, "
+                 "a negative EDDY_E* code, or the code eddy_ctx_fail() returns)",
+                 t->rc);
+        emsg = why;
+    } else if (t->err == NULL && t->why != NULL && t->rc == t->why_rc) {
         /* The code of the action's last context call, which refused its
          * arguments: most likely the failure's cause. Say which call and
          * why ("invalid argument" alone names nothing). */
@@ -1098,6 +1105,8 @@ int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
 {
     if (rt == NULL || !eddy__runtime_on_thread(rt))
         return rt == NULL ? EDDY_EINVAL : EDDY_EWRONGTHREAD;
+    if (rt->ran)
+        return EDDY_ESTATE; /* the run started its timer, or none, already */
     rt->progress_fn = fn;
     rt->progress_arg = arg;
     rt->progress_ms = interval_ms != 0 ? interval_ms : 500;

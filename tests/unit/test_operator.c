@@ -1096,6 +1096,8 @@ static int refused_then(eddy_ctx *ctx, const eddy_event *ev, void *arg)
         assert_int_equal(rc, EDDY_EPATH);
         return rc;
     }
+    if (strcmp(mode, "positive") == 0)
+        return 5; /* no eddy code */
     if (strcmp(mode, "epath_object") == 0) {
         assert_int_equal(eddy_memory_new_object(stm, "o"), EDDY_OK);
         rc = eddy_memory_set(stm, "o", json_integer(2));
@@ -1140,6 +1142,38 @@ static char *failure_of(fixture *f, const char *mode)
     return msg;
 }
 
+/* eddy_runtime_set_progress() during the run (from an action) would change
+ * nothing: EDDY_ESTATE, as after it. */
+struct progress_probe {
+    eddy_runtime *rt;
+    int rc;
+};
+
+static int set_progress_inside(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ctx;
+    (void)ev;
+    struct progress_probe *p = arg;
+    p->rc = eddy_runtime_set_progress(p->rt, NULL, NULL, 0);
+    return EDDY_OK;
+}
+
+static void test_progress_is_set_before_the_run(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":\"k\"}\n");
+    struct progress_probe probe = {NULL, 1};
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "probe", types, set_progress_inside, &probe), EDDY_OK);
+    probe.rt = make_runtime(f, p, "1");
+    assert_int_equal(eddy_runtime_set_progress(probe.rt, NULL, NULL, 0), EDDY_OK);
+    assert_int_equal(eddy_runtime_run(probe.rt), EDDY_OK);
+    assert_int_equal(probe.rc, EDDY_ESTATE);
+    assert_int_equal(eddy_runtime_set_progress(probe.rt, NULL, NULL, 0), EDDY_ESTATE);
+    eddy_runtime_free(probe.rt);
+}
+
 /* A refusal explains an action's failure only when it was the action's last
  * call that returns a code, and its text names the path. */
 static void test_refusal_is_named_when_it_was_the_last_call(void **state)
@@ -1165,6 +1199,11 @@ static void test_refusal_is_named_when_it_was_the_last_call(void **state)
     assert_non_null(strstr(msg, "(eddy_memory_set: on the path 'x.y', 'x' holds a value that "
                                 "is not an object, so nothing stands below it (set an object "
                                 "there first)"));
+    free(msg);
+    msg = failure_of(f, "positive");
+    assert_non_null(strstr(msg, "EDDY_UNKNOWN: the action returned 5, which is no eddy error code "
+                                "(an action returns EDDY_OK, a negative EDDY_E* code, or the code "
+                                "eddy_ctx_fail() returns)"));
     free(msg);
     msg = failure_of(f, "epath_object");
     assert_non_null(strstr(msg, "(eddy_memory_set: an object stands at the path 'o' and the "
@@ -1594,6 +1633,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freed_handles_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_progress_is_set_before_the_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_is_named_when_it_was_the_last_call, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durable_batch_calls, setup, teardown),
