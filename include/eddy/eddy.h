@@ -156,6 +156,27 @@ EDDY_API const char *eddy_error_message(const eddy_error *e);
 /* Free; NULL is a no-op. */
 EDDY_API void eddy_error_free(eddy_error *e);
 
+/* ---------------------------------------------------------------- notes and warnings */
+
+/*
+ * What a run says that is no error: a durable call that no longer matches
+ * its journal and runs again, a last line left unread, Python calls never
+ * awaited, two event classes of one name, a note on an output file. By
+ * default each goes to stderr as one line, "eddy: note: MESSAGE" or "eddy:
+ * warning: MESSAGE"; with a hook set, to fn instead (message: the text
+ * alone, no prefix and no newline, borrowed for the call), so that a
+ * program can put them in its own log. fn is called on the thread that
+ * says it (the mailbox thread mostly; a worker's or the loading thread
+ * too) and may be called from several at once; it must not call back into
+ * the runtime. fn NULL gives stderr back. Process-wide: set it before any
+ * runtime runs (a change while one runs may reach a message with the old
+ * fn or the old arg). A message that comes before an abort() (a misuse of
+ * the API, a stack overflow) goes to stderr regardless.
+ */
+enum { EDDY_LOG_NOTE = 1, EDDY_LOG_WARNING = 2 };
+typedef void (*eddy_log_fn)(int level, const char *message, void *arg);
+EDDY_API void eddy_set_log_hook(eddy_log_fn fn, void *arg);
+
 /* ---------------------------------------------------------------- version */
 
 /* "MAJOR.MINOR.PATCH". Thread-safe. */

@@ -16,6 +16,7 @@
  * for `current` (libeddy.so uses the general-dynamic model; executables that
  * link the static library get local-exec anyway).
  */
+#include "core/log.h"
 #include "exec/coro.h"
 
 #include <assert.h>
@@ -212,11 +213,10 @@ static void warn_unguarded(eddy__coro_pool *pool)
     if (pool->warned)
         return;
     pool->warned = 1;
-    fprintf(stderr,
-            "eddy: warning: %zu coroutine stacks have guard pages, as many as the kernel's "
-            "mapping cap allows (raise vm.max_map_count for more); further stacks have "
-            "overflow canaries instead\n",
-            pool->guarded);
+    eddy__log(EDDY_LOG_WARNING,
+              "%zu coroutine stacks have guard pages, as many as the kernel's mapping cap allows "
+              "(raise vm.max_map_count for more); further stacks have overflow canaries instead",
+              pool->guarded);
 }
 
 static eddy__coro *stack_map(eddy__coro_pool *pool)

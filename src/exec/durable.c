@@ -15,6 +15,7 @@
 #endif
 
 #include "core/error.h"
+#include "core/log.h"
 #include "exec/durable.h"
 #include "io/paths.h"
 #include "store/store.h"
@@ -1331,11 +1332,10 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         }
         return EDDY_ENONDET;
     }
-    fprintf(stderr,
-            "eddy: warning: non-deterministic durable call %lld of action '%s' for key "
-            "%s: the journal has %s(args %s), the action now calls %s(args %s); "
-            "re-executing from there\n",
-            (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
+    eddy__log(EDDY_LOG_WARNING,
+              "non-deterministic durable call %lld of action '%s' for key %s: the journal has "
+              "%s(args %s), the action now calls %s(args %s); re-executing from there",
+              (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
     journal_cut(k->journal, eddy_event_id(t->event), t->action->name, idx);
     STORE_DO(rt,
              eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event),
@@ -2336,12 +2336,12 @@ static void cut_old_output(eddy_runtime *rt, char channel, const char *old, uint
     if (outbox_bytes(rt, channel) == 0)
         return; /* no line waits: none can be past pos */
     if (old == NULL || old[0] == '\0' || path_identity(old) != stored) {
-        fprintf(stderr,
-                "eddy: note: the file the previous run wrote to may hold, past the %" PRIu64
-                " bytes committed to it, lines that this run writes to %s (the state does not "
-                "say which file that was: an older eddy wrote it); cut that file back to %" PRIu64
-                " bytes (truncate -s %" PRIu64 " FILE) to have each line once\n",
-                pos, now, pos, pos);
+        eddy__log(EDDY_LOG_NOTE,
+                  "the file the previous run wrote to may hold, past the %" PRIu64
+                  " bytes committed to it, lines that this run writes to %s (the state does not "
+                  "say which file that was: an older eddy wrote it); cut that file back to %" PRIu64
+                  " bytes (truncate -s %" PRIu64 " FILE) to have each line once",
+                  pos, now, pos, pos);
         return;
     }
     struct stat st;
@@ -2375,18 +2375,18 @@ static void cut_old_output(eddy_runtime *rt, char channel, const char *old, uint
         }
     }
     if (why == NULL)
-        fprintf(stderr,
-                "eddy: note: cut %s back to %" PRIu64
-                " bytes: the lines past it were not committed and go to %s\n",
-                old, pos, now);
+        eddy__log(EDDY_LOG_NOTE,
+                  "cut %s back to %" PRIu64
+                  " bytes: the lines past it were not committed and go to %s",
+                  old, pos, now);
     else
-        fprintf(stderr,
-                "eddy: note: %s, the file the previous run wrote to, holds %" PRIu64
-                " bytes past the %" PRIu64
-                " committed to it, which may be lines that this run writes to %s too; it is "
-                "left as it is, since %s: remove from it the lines that %s holds too (truncate "
-                "-s %" PRIu64 " %s, when all its bytes past them are lines of this state)\n",
-                old, (uint64_t)st.st_size - pos, pos, now, why, now, pos, old);
+        eddy__log(EDDY_LOG_NOTE,
+                  "%s, the file the previous run wrote to, holds %" PRIu64
+                  " bytes past the %" PRIu64
+                  " committed to it, which may be lines that this run writes to %s too; it is "
+                  "left as it is, since %s: remove from it the lines that %s holds too (truncate "
+                  "-s %" PRIu64 " %s, when all its bytes past them are lines of this state)",
+                  old, (uint64_t)st.st_size - pos, pos, now, why, now, pos, old);
     if (fd >= 0)
         close(fd); /* and its lock */
 }
@@ -2448,11 +2448,12 @@ static int sink_mode(eddy_runtime *rt, const char *path, char channel, const cha
         *mode = -2;
     } else if (other && stored != 1 && pos > 0 && tail != 0 &&
                holds_output(rt, path, channel, pos, tail)) {
-        fprintf(stderr,
-                "eddy: note: %s is not the file the previous run wrote to, but its first %" PRIu64
-                " bytes end as that file's committed lines did (moved or copied with the state?): "
-                "taking it for that file, cut back to them\n",
-                path, pos);
+        eddy__log(
+            EDDY_LOG_NOTE,
+            "%s is not the file the previous run wrote to, but its first %" PRIu64
+            " bytes end as that file's committed lines did (moved or copied with the state?): "
+            "taking it for that file, cut back to them",
+            path, pos);
         *mode = (int64_t)pos;
     } else if (other && eddy__sink_partial_line(path)) {
         /* Refused by the sink's open: before a note that says it is
@@ -2463,10 +2464,10 @@ static int sink_mode(eddy_runtime *rt, const char *path, char channel, const cha
          * dead-letter file of a job directory moved, mostly). */
         struct stat st;
         if (pos > 0 || (stat(path, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_size > 0)))
-            fprintf(stderr,
-                    "eddy: note: %s is not the file the previous run wrote to; earlier lines stay "
-                    "where they were written and this run appends to %s\n",
-                    path, path);
+            eddy__log(EDDY_LOG_NOTE,
+                      "%s is not the file the previous run wrote to; earlier lines stay where "
+                      "they were written and this run appends to %s",
+                      path, path);
         if (stored != 1)
             cut_old_output(rt, channel, old, stored, pos, tail, now);
         *mode = -2;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "exec/durable.h"
 #include "exec/runtime.h"
 #include "exec/timer.h"
@@ -842,15 +843,15 @@ static void check_done(eddy_runtime *rt)
         int tail =
             !rt->stopping && rt->source != NULL ? eddy__source_tail(rt->source, &line, &bytes) : 0;
         if (tail != 0)
-            fprintf(stderr,
-                    "eddy: note: line %llu of %s (%llu bytes) has no newline and %s: it is left "
-                    "unread, and the next run with this state %s it once it is complete\n",
-                    (unsigned long long)line,
-                    rt->cv->input == NULL || strcmp(rt->cv->input, "-") == 0 ? "standard input"
-                                                                             : rt->cv->input,
-                    (unsigned long long)bytes,
-                    tail == 2 ? "is over --max-line-bytes" : "is not complete JSON",
-                    tail == 2 ? "dead-letters" : "takes");
+            eddy__log(EDDY_LOG_NOTE,
+                      "line %llu of %s (%llu bytes) has no newline and %s: it is left unread, "
+                      "and the next run with this state %s it once it is complete",
+                      (unsigned long long)line,
+                      rt->cv->input == NULL || strcmp(rt->cv->input, "-") == 0 ? "standard input"
+                                                                               : rt->cv->input,
+                      (unsigned long long)bytes,
+                      tail == 2 ? "is over --max-line-bytes" : "is not complete JSON",
+                      tail == 2 ? "dead-letters" : "takes");
         rt->done = 1;
         /* uv_stop() outside uv_run() would stay pending and make the next
          * uv_run() (the one that closes the handles) return at once. */

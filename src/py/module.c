@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/event.h"
+#include "core/log.h"
 #include "core/memory.h"
 #include "py/py.h"
 
@@ -676,17 +677,16 @@ void eddy__py_unawaited_end(eddy_ctx *t, int finished)
         /* A call without a function is a ctx.sleep(). */
         const char *name = id != NULL ? id : fn == NULL ? "ctx.sleep" : "?";
         if (n == 1)
-            fprintf(stderr,
-                    "eddy: warning: action '%s' for key %s made a call of %s that it never "
-                    "awaited, so it never ran (await it, or give it to ctx.gather and await "
-                    "that)\n",
-                    t->action->name, t->key->text, name);
+            eddy__log(EDDY_LOG_WARNING,
+                      "action '%s' for key %s made a call of %s that it never awaited, so it "
+                      "never ran (await it, or give it to ctx.gather and await that)",
+                      t->action->name, t->key->text, name);
         else
-            fprintf(stderr,
-                    "eddy: warning: action '%s' for key %s made %zu calls that it never "
-                    "awaited (the first of %s), so they never ran (await them, or give them "
-                    "to ctx.gather and await that)\n",
-                    t->action->name, t->key->text, n, name);
+            eddy__log(EDDY_LOG_WARNING,
+                      "action '%s' for key %s made %zu calls that it never awaited (the first "
+                      "of %s), so they never ran (await them, or give them to ctx.gather and "
+                      "await that)",
+                      t->action->name, t->key->text, n, name);
         free(id);
         PyErr_Restore(type, val, tb);
     }
@@ -2006,7 +2006,23 @@ static PyType_Spec awaiter_spec = {
     "eddy.Awaiter", sizeof(awaiter), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, awaiter_slots};
 
+/* eddy._warn(text): a warning of the module's Python half, said as eddy's
+ * own are (eddy_set_log_hook). */
+static PyObject *mod_warn(PyObject *self, PyObject *text)
+{
+    (void)self;
+    const char *t = PyUnicode_Check(text) ? PyUnicode_AsUTF8(text) : NULL;
+    if (t == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "eddy._warn takes a str");
+        return NULL;
+    }
+    eddy__log(EDDY_LOG_WARNING, "%s", t);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mod_methods[] = {
+    {"_warn", mod_warn, METH_O, NULL},
     {"_to_json_text", mod_to_json_text, METH_O, NULL},
     {"_from_json_text", mod_from_json_text, METH_O, NULL},
     {NULL, NULL, 0, NULL},

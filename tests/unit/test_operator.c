@@ -1174,6 +1174,62 @@ static void test_progress_is_set_before_the_run(void **state)
     eddy_runtime_free(probe.rt);
 }
 
+/* Notes and warnings go to the hook a program set (as one message each,
+ * without the "eddy: note: " prefix and newline), and to stderr again once
+ * it is taken away. */
+struct logged {
+    int level;
+    int count;
+    char text[512];
+};
+
+static void on_log(int level, const char *message, void *arg)
+{
+    struct logged *l = arg;
+    l->level = level;
+    l->count++;
+    snprintf(l->text, sizeof(l->text), "%s", message);
+}
+
+static int do_nothing(eddy_ctx *ctx, const eddy_event *ev, void *arg)
+{
+    (void)ctx;
+    (void)ev;
+    (void)arg;
+    return EDDY_OK;
+}
+
+static void test_notes_go_to_the_log_hook(void **state)
+{
+    fixture *f = *state;
+    write_input(f, "{\"key\":\"k\"}\n{\"key\":"); /* a last line not complete yet */
+    char st[128];
+    snprintf(st, sizeof(st), "%s/st", f->dir);
+    struct logged l = {0};
+    eddy_set_log_hook(on_log, &l);
+    eddy_plan *p = eddy_plan_new();
+    const char *const types[] = {EDDY_INPUT_EVENT, NULL};
+    assert_int_equal(eddy_plan_add_action(p, "a", types, do_nothing, NULL), EDDY_OK);
+    eddy_config *c = eddy_config_new();
+    assert_int_equal(eddy_config_set(c, "input", f->in, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "output", f->out, NULL), EDDY_OK);
+    assert_int_equal(eddy_config_set(c, "state", st, NULL), EDDY_OK);
+    eddy_runtime *rt = eddy_runtime_new(p, c, NULL);
+    assert_non_null(rt);
+    assert_int_equal(eddy_runtime_run(rt), EDDY_OK);
+    eddy_runtime_free(rt);
+    eddy_config_free(c);
+    eddy_set_log_hook(NULL, NULL);
+    assert_int_equal(l.count, 1);
+    assert_int_equal(l.level, EDDY_LOG_NOTE);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "line 2 of %s (7 bytes) has no newline and is not complete JSON: it is left unread, "
+             "and the next run with this state takes it once it is complete",
+             f->in);
+    assert_string_equal(l.text, want);
+}
+
 /* A refusal explains an action's failure only when it was the action's last
  * call that returns a code, and its text names the path. */
 static void test_refusal_is_named_when_it_was_the_last_call(void **state)
@@ -1634,6 +1690,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freed_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_progress_is_set_before_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_notes_go_to_the_log_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_is_named_when_it_was_the_last_call, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durable_batch_calls, setup, teardown),
