@@ -322,6 +322,25 @@ EDDY_API int eddy_plan_load_python(eddy_plan *plan, const char *path, const char
                                    eddy_error **err);
 
 /*
+ * Keep the process's Python interpreter between plans. eddy_python_hold()
+ * starts it when it is not running (on this thread, as a first load would:
+ * see eddy_plan_load_python()) and keeps it until the matching
+ * eddy_python_release(), whatever plans are loaded and freed meanwhile: a
+ * program that runs Python agents one after another then starts and
+ * finalises it once, not once per plan (a finalisation runs the agents'
+ * atexit work and waits for their threads, and some extension modules do
+ * not start again cleanly in a new interpreter). Holds count: as many
+ * releases as holds; a release without a hold does nothing. The release
+ * that ends the last hold, when no plan holds Python either, finalises it
+ * (the finalise hook below runs). Returns EDDY_OK, the error of the start
+ * as a first load would give it, or EDDY_ENOTSUP when eddy was built
+ * without Python. Lock and
+ * GIL as for a load and a free (eddy_plan_load_python()).
+ */
+EDDY_API int eddy_python_hold(eddy_error **err);
+EDDY_API void eddy_python_release(void);
+
+/*
  * A Python agent runs in the process's interpreter, and its signal handlers
  * and threads are the process's. These two hooks let a program that cares
  * hear of them (the eddy command sets both). Each is process-wide; fn NULL

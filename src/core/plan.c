@@ -598,6 +598,15 @@ int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_c
                            path != NULL ? path : "Python agent");
 }
 
+int eddy_python_hold(eddy_error **err)
+{
+    return eddy__error_set(err, EDDY_ENOTSUP, "plan", "this eddy was built without Python support");
+}
+
+void eddy_python_release(void)
+{
+}
+
 /* No Python agent can load: nothing for the hooks to see. */
 void eddy_python_set_signal_hook(eddy_python_signal_fn fn, void *arg)
 {

@@ -131,12 +131,29 @@ static void py_stop(void)
     (void)g;
 }
 
-int eddy__py_acquire(eddy_error **err)
+/* Holds taken with eddy_python_hold(), each one of py_users; py_lock. */
+static int py_holds;
+
+/* One more user of the interpreter (started when it had none); py_lock. */
+static int use_locked(eddy_error **err)
 {
-    pthread_mutex_lock(&py_lock);
     int rc = py_users > 0 ? EDDY_OK : py_start(err);
     if (rc == EDDY_OK)
         py_users++;
+    return rc;
+}
+
+/* One fewer (finalised when none is left); py_lock. */
+static void unuse_locked(void)
+{
+    if (--py_users == 0)
+        py_stop();
+}
+
+int eddy__py_acquire(eddy_error **err)
+{
+    pthread_mutex_lock(&py_lock);
+    int rc = use_locked(err);
     pthread_mutex_unlock(&py_lock);
     return rc;
 }
@@ -144,8 +161,28 @@ int eddy__py_acquire(eddy_error **err)
 void eddy__py_release(void)
 {
     pthread_mutex_lock(&py_lock);
-    if (py_users > 0 && --py_users == 0)
-        py_stop();
+    if (py_users > py_holds) /* a plan's use, not a hold */
+        unuse_locked();
+    pthread_mutex_unlock(&py_lock);
+}
+
+int eddy_python_hold(eddy_error **err)
+{
+    pthread_mutex_lock(&py_lock);
+    int rc = use_locked(err);
+    if (rc == EDDY_OK)
+        py_holds++;
+    pthread_mutex_unlock(&py_lock);
+    return rc;
+}
+
+void eddy_python_release(void)
+{
+    pthread_mutex_lock(&py_lock);
+    if (py_holds > 0) { /* a release of no hold must not end a plan's use */
+        py_holds--;
+        unuse_locked();
+    }
     pthread_mutex_unlock(&py_lock);
 }
 

@@ -784,6 +784,55 @@ static void test_finalize_hook(void **state)
     free(agent);
 }
 
+/* eddy_python_hold() keeps the interpreter across plans loaded and freed
+ * one after another (no finalisation between them), and the release of the
+ * last hold finalises it; a release of no hold ends no plan's use. */
+static void test_hold_keeps_the_interpreter(void **state)
+{
+    (void)state;
+    char *agent = write_temp(".py", "from eddy import Agent, InputEvent, action\n"
+                                    "class A(Agent):\n"
+                                    "    @action(InputEvent)\n"
+                                    "    @staticmethod\n"
+                                    "    def first(event, ctx):\n"
+                                    "        pass\n");
+    finalize_calls = 0;
+    skip_joins = 0;
+    eddy_python_set_finalize_hook(note_finalize, &threads_waited);
+    eddy_python_release(); /* no hold: nothing */
+    assert_int_equal(eddy_python_hold(NULL), EDDY_OK);
+    assert_int_equal(eddy_python_hold(NULL), EDDY_OK); /* holds count */
+    assert_true(Py_IsInitialized());
+    for (int i = 0; i < 2; i++) {
+        eddy_plan *plan = eddy_plan_new();
+        eddy_error *err = NULL;
+        if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
+            fail_msg("load: %s", eddy_error_message(err));
+        if (i == 1)
+            eddy_python_release(); /* one hold left, and the plan */
+        eddy_plan_free(plan);
+        assert_true(Py_IsInitialized());
+        assert_int_equal(finalize_calls, 0);
+    }
+    eddy_plan *plan = eddy_plan_new();
+    assert_int_equal(eddy_plan_load_python(plan, agent, NULL, NULL), EDDY_OK);
+    eddy_python_release(); /* the last hold: the plan still holds Python */
+    eddy_python_release(); /* no hold left: the plan's use stays */
+    assert_true(Py_IsInitialized());
+    assert_int_equal(finalize_calls, 0);
+    eddy_plan_free(plan); /* finalises */
+    assert_false(Py_IsInitialized());
+    assert_int_equal(finalize_calls, 1);
+    assert_int_equal(eddy_python_hold(NULL), EDDY_OK); /* starts it again */
+    assert_true(Py_IsInitialized());
+    eddy_python_release();
+    assert_false(Py_IsInitialized());
+    assert_int_equal(finalize_calls, 2);
+    eddy_python_set_finalize_hook(NULL, NULL);
+    unlink(agent);
+    free(agent);
+}
+
 /* A hook that returns nonzero has the join of the threads left skipped,
  * and the rest of the finalisation runs: the atexit handler writes its
  * file. This relies on a private part of CPython 3.11's threading
@@ -1151,9 +1200,8 @@ int main(void)
         cmocka_unit_test(test_worker_thread_states),
     };
     const struct CMUnitTest process[] = {
-        cmocka_unit_test(test_no_hook_no_change),
-        cmocka_unit_test(test_signal_hook),
-        cmocka_unit_test(test_finalize_hook),
+        cmocka_unit_test(test_no_hook_no_change), cmocka_unit_test(test_signal_hook),
+        cmocka_unit_test(test_finalize_hook),     cmocka_unit_test(test_hold_keeps_the_interpreter),
         cmocka_unit_test(test_skip_thread_joins),
     };
     const struct CMUnitTest threads[] = {
