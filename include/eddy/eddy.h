@@ -142,7 +142,8 @@ EDDY_API const char *eddy_err_name(int code);
  */
 typedef struct eddy_error eddy_error;
 
-/* New error; copies both strings. type NULL means "error". Returns NULL on ENOMEM. */
+/* New error; copies both strings. type NULL or "" means "error", message NULL "".
+ * Returns NULL on ENOMEM. */
 EDDY_API eddy_error *eddy_error_new(const char *type, const char *message);
 /* printf-style message. Returns NULL on ENOMEM. */
 EDDY_API eddy_error *eddy_error_newf(const char *type, const char *fmt, ...)
@@ -468,10 +469,13 @@ EDDY_API eddy_memory *eddy_ctx_short_term_memory(eddy_ctx *ctx);
 EDDY_API eddy_memory *eddy_ctx_sensory_memory(eddy_ctx *ctx);
 
 /*
- * Give the action's failure a type and message (copied). The action then
- * returns an error code. A later call replaces the text (the last one is the
- * failure's). Returns EDDY_OK or EDDY_EWRONGTHREAD/EDDY_ESTATE/EDDY_ENOMEM,
- * EDDY_EINVAL with ctx NULL. err is stolen when not NULL (eddy_ctx_fail_error).
+ * Give the action's failure a type and message (copied; NULL as for
+ * eddy_error_new()). The action then returns an error code. A later call
+ * replaces the text (the last one is the failure's). Returns EDDY_OK or
+ * EDDY_EWRONGTHREAD/EDDY_ESTATE/EDDY_ENOMEM, EDDY_EINVAL with ctx NULL. err
+ * is stolen when not NULL (eddy_ctx_fail_error); err NULL, what
+ * eddy_error_new() gives for want of memory, is EDDY_ENOMEM, and the text
+ * stays as it was.
  */
 EDDY_API int eddy_ctx_fail(eddy_ctx *ctx, const char *type, const char *message);
 EDDY_API int eddy_ctx_fail_error(eddy_ctx *ctx, eddy_error *err);
@@ -695,7 +699,7 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *   output           path of the JSONL output, "-" for stdout (default "-")
  *   dead-letter      path of the dead-letter JSONL file (default "<output>.dead.jsonl",
  *                    or "-" meaning stderr when output is stdout or not a regular
- *                    file, such as /dev/null)
+ *                    file, such as /dev/null); "" gives the default back
  *   key              top-level field of each input record holding its key (default "key";
  *                    UTF-8, as a JSON field name is)
  *   async-threads    worker threads, 1..1024 (default 2 x online cores)
@@ -739,7 +743,8 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
 EDDY_API eddy_config *eddy_config_new(void);
 EDDY_API void eddy_config_free(eddy_config *conf);
 /* Set name to value (copied). EDDY_ECONFIG with a message in *err (new, when
- * err is not NULL) for an unknown name or a bad value. */
+ * err is not NULL) for an unknown name or a bad value; EDDY_EINVAL when conf,
+ * name or value is NULL. */
 EDDY_API int eddy_config_set(eddy_config *conf, const char *name, const char *value,
                              eddy_error **err);
 /* Current value, borrowed; NULL for an unknown name. */
