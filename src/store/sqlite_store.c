@@ -2922,8 +2922,9 @@ static int take_lock(sqlite_store *s, eddy_error **err)
     int e = s->dir_fd >= 0 ? flock_now(s->dir_fd) : 0;
     if (e == EWOULDBLOCK)
         return eddy__error_set(err, EDDY_EBUSY, "store",
-                               "another eddy process uses state directory %s (it holds the lock "
-                               "on the directory; or another program locked it: flock(1) on the "
+                               "another eddy uses state directory %s (an eddy process, or "
+                               "another runtime in this process, holds the lock on the "
+                               "directory; or another program locked it: flock(1) on the "
                                "directory, say, which eddy's own lock cannot share)",
                                s->dir);
     char *path = path_join(s->dir, "LOCK");
@@ -2931,19 +2932,19 @@ static int take_lock(sqlite_store *s, eddy_error **err)
         return eddy__error_set(err, EDDY_ENOMEM, "store", "out of memory");
     int rc = EDDY_OK;
     s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    e = s->lock_fd < 0 ? errno : 0;
     eddy__forkfd_add(s->lock_fd);
-    if (s->lock_fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM)) {
+    if (s->lock_fd < 0 && (e == EROFS || e == EACCES || e == EPERM)) {
         /* Not there: the directory is what may not be written. */
-        e = errno;
         rc = access(path, F_OK) == 0 ? refuse_unwritable("the state's lock file", path, e, err)
                                      : refuse_unwritable("state directory", s->dir, e, err);
     } else if (s->lock_fd < 0) {
         rc = eddy__error_set(err, EDDY_ESTORE, "store", "cannot open lock file %s: %s", path,
-                             strerror(errno));
+                             strerror(e));
     } else if ((e = flock_now(s->lock_fd)) == EWOULDBLOCK) {
         rc = eddy__error_set(err, EDDY_EBUSY, "store",
-                             "another eddy process uses state directory %s (it holds the lock on "
-                             "%s)",
+                             "another eddy uses state directory %s (an eddy process, or another "
+                             "runtime in this process, holds the lock on %s)",
                              s->dir, path);
     } else if (e != 0) {
         rc = eddy__error_set(err, EDDY_ESTORE, "store", "cannot lock %s: %s", path, strerror(e));

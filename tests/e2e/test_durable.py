@@ -1717,7 +1717,7 @@ class DurableTest(EddyTest):
             write_jsonl(self.inp, [{"key": "k", "seq": 1, "v": 1}])
             second = self.run_cmd()
             self.assertEqual(second.returncode, 3)
-            self.assertIn(b"another eddy process", second.stderr)
+            self.assertIn(b"another eddy uses state directory", second.stderr)
             # LOCK removed under the holder (the refusals that name LOCK say
             # to remove it): the directory's own lock still keeps a second
             # eddy out, which would run the holder's runs a second time.
@@ -1726,8 +1726,9 @@ class DurableTest(EddyTest):
             cmd[cmd.index(self.out)] = self.path("out2.jsonl")  # not kept out by the output's lock
             second = subprocess.run(cmd, capture_output=True, timeout=300)
             self.assertEqual(second.returncode, 3, second.stderr)
-            self.assertIn(b"another eddy process uses state directory %s (it holds the lock on "
-                          b"the directory; " % self.state.encode(), second.stderr)
+            self.assertIn(b"another eddy uses state directory %s (an eddy process, or another "
+                          b"runtime in this process, holds the lock on the directory; "
+                          % self.state.encode(), second.stderr)
             self.assertFalse(os.path.exists(os.path.join(self.state, "LOCK")))
             os.close(w)
             holder.wait(timeout=60)

@@ -1814,7 +1814,7 @@ class PythonTest(EddyTest):
         # A child the agent forks without an exec (os.fork, multiprocessing)
         # shares eddy's open files: it held the locks on the state and the
         # output while it lived, past eddy's exit, and kept the next eddy
-        # out ("another eddy process uses state directory ...").
+        # out ("another eddy uses state directory ...").
         with open(self.path("forker.py"), "w") as f:
             f.write("import os, time\n"
                     "from eddy import Agent, InputEvent, OutputEvent, action\n"

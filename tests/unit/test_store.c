@@ -1104,7 +1104,7 @@ static void test_busy(void **state)
     /* flock locks belong to the open file description, so a second open in
      * the same process conflicts just like another process would. */
     char *msg = open_fails(d->state, FP, EDDY_EBUSY);
-    assert_non_null(strstr(msg, "another eddy process"));
+    assert_non_null(strstr(msg, "another eddy uses state directory"));
     assert_non_null(strstr(msg, d->state));
     free(msg);
     eddy__store_close(s);
