@@ -167,12 +167,14 @@ EDDY_API void eddy_error_free(eddy_error *e);
  * warning: MESSAGE"; with a hook set, to fn instead (message: the text
  * alone, no prefix and no newline, borrowed for the call), so that a
  * program can put them in its own log. fn is called on the thread that
- * says it (the mailbox thread mostly; a worker's or the loading thread
- * too) and may be called from several at once; it must not call back into
- * the runtime. fn NULL gives stderr back. Process-wide: set it before any
- * runtime runs (a change while one runs may reach a message with the old
- * fn or the old arg). A message that comes before an abort() (a misuse of
- * the API, a stack overflow) goes to stderr regardless.
+ * says it (the mailbox thread mostly, on an action's stack; a worker's, the
+ * loading thread, or a thread an agent started too), maybe with Python's
+ * GIL held, and may be called from several at once; it must not call back
+ * into the runtime, nor eddy_set_log_hook(). fn NULL gives stderr back.
+ * Process-wide; a change may come at any time: each message reaches one
+ * hook with its own arg, and once the call returns, the hook replaced runs
+ * no more (its arg may be freed). A message that comes before an abort() (a
+ * misuse of the API, a stack overflow) goes to stderr regardless.
  */
 enum { EDDY_LOG_NOTE = 1, EDDY_LOG_WARNING = 2 };
 typedef void (*eddy_log_fn)(int level, const char *message, void *arg);
@@ -310,6 +312,7 @@ EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error
  * runtime on its own mailbox thread) may run on any threads at once, each
  * plan on one thread at a time: the process's one
  * interpreter is started by the first load and finalised by the last free
+ * (or by the release of the last hold: eddy_python_hold())
  * under a process-wide lock, which a load or free meanwhile waits for. Call
  * them without holding the GIL (in a process that ran Python before eddy,
  * say): they take that lock, then the GIL. The thread of the first load
@@ -370,7 +373,8 @@ EDDY_API void eddy_python_release(void);
  *
  * Finalise hook: freeing the last plan that uses the interpreter
  * (eddy_runtime_free() frees its runtime's plan, after closing the state
- * and the outputs) finalises it, as Python does at exit: it waits for the
+ * and the outputs), or releasing the last hold when no plan uses it,
+ * finalises it, as Python does at exit: it waits for the
  * threads the agent started with `threading` that are not daemon threads,
  * however long they run, then runs the atexit handlers (multiprocessing's
  * joins the non-daemon child processes). Just before, fn(n, names, ids,
@@ -381,7 +385,8 @@ EDDY_API void eddy_python_release(void);
  * of those threads is skipped (they run on, unwaited for, like daemon
  * threads) and the rest of the finalisation runs; zero lets Python wait.
  * fn is called under the lock that loads and frees wait for (see
- * eddy_plan_load_python()): it must not load or free a Python plan.
+ * eddy_plan_load_python()): it must not load or free a Python plan, nor
+ * call eddy_python_hold() or eddy_python_release().
  * The freeing thread need not be the loading one: the thread where the
  * agent first imported threading (its threading.main_thread()) then counts
  * as ended, as Python's main thread does at exit, for the agent's threads
@@ -874,9 +879,10 @@ EDDY_API const char *eddy_runtime_unhandled_type(const eddy_runtime *rt, size_t 
 
 /* Called on the mailbox thread about every interval_ms (0 means 500) while
  * eddy_runtime_run() runs; fn NULL: none. Set before eddy_runtime_run(),
- * which starts the timer. Returns EDDY_OK, EDDY_EINVAL (rt NULL),
- * EDDY_EWRONGTHREAD, or EDDY_ESTATE once eddy_runtime_run() was called
- * (from a progress callback or an action, say: it would change nothing). */
+ * which starts the timer, or during the run (from an action or from the
+ * callback itself: the new fn, arg and interval from then on; fn NULL stops
+ * the calls). Returns EDDY_OK, EDDY_EINVAL (rt NULL), EDDY_EWRONGTHREAD, or
+ * EDDY_ESTATE once eddy_runtime_run() has returned. */
 typedef void (*eddy_progress_fn)(const eddy_stats *stats, void *arg);
 EDDY_API int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
                                        unsigned interval_ms);

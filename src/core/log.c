@@ -1,22 +1,30 @@
+#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/log.h"
 
-static _Atomic(eddy_log_fn) hook;
-static _Atomic(void *) hook_arg;
+/* The hook and its argument, changed and read as a pair: a message never
+ * reaches one hook with another's argument, and once eddy_set_log_hook()
+ * returns, the hook it replaced runs no more. */
+static pthread_rwlock_t hook_lock = PTHREAD_RWLOCK_INITIALIZER;
+static eddy_log_fn hook;
+static void *hook_arg;
 
 void eddy_set_log_hook(eddy_log_fn fn, void *arg)
 {
-    atomic_store(&hook_arg, arg);
-    atomic_store(&hook, fn);
+    pthread_rwlock_wrlock(&hook_lock);
+    hook = fn;
+    hook_arg = arg;
+    pthread_rwlock_unlock(&hook_lock);
 }
 
 void eddy__log(int level, const char *fmt, ...)
 {
-    char small[1024], *text = small;
+    /* Small: this runs on coroutine stacks too (a durable call's warning),
+     * which may be as small as 16 KiB; a longer message is allocated. */
+    char small[256], *text = small;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(small, sizeof(small), fmt, ap);
@@ -30,11 +38,12 @@ void eddy__log(int level, const char *fmt, ...)
     } else if (text == NULL) {
         text = small; /* for want of memory: cut short rather than lost */
     }
-    eddy_log_fn fn = atomic_load(&hook);
-    if (fn != NULL)
-        fn(level, text, atomic_load(&hook_arg));
+    pthread_rwlock_rdlock(&hook_lock);
+    if (hook != NULL)
+        hook(level, text, hook_arg);
     else
         fprintf(stderr, "eddy: %s: %s\n", level == EDDY_LOG_WARNING ? "warning" : "note", text);
+    pthread_rwlock_unlock(&hook_lock);
     if (text != small)
         free(text);
 }

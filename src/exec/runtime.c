@@ -1106,11 +1106,19 @@ int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
 {
     if (rt == NULL || !eddy__runtime_on_thread(rt))
         return rt == NULL ? EDDY_EINVAL : EDDY_EWRONGTHREAD;
-    if (rt->ran)
-        return EDDY_ESTATE; /* the run started its timer, or none, already */
+    if (rt->ran && !rt->in_run)
+        return EDDY_ESTATE; /* the run is over: there is nothing to report on */
     rt->progress_fn = fn;
     rt->progress_arg = arg;
     rt->progress_ms = interval_ms != 0 ? interval_ms : 500;
+    if (rt->in_run && fn != NULL) {
+        /* During the run (from an action or from the callback itself): the
+         * new callback, at the new interval, from now on. */
+        uv_timer_start(&rt->progress_timer, on_progress, rt->progress_ms, rt->progress_ms);
+        uv_unref((uv_handle_t *)&rt->progress_timer);
+    } else if (rt->in_run) {
+        uv_timer_stop(&rt->progress_timer);
+    }
     return EDDY_OK;
 }
 

@@ -2011,13 +2011,17 @@ static PyType_Spec awaiter_spec = {
 static PyObject *mod_warn(PyObject *self, PyObject *text)
 {
     (void)self;
-    const char *t = PyUnicode_Check(text) ? PyUnicode_AsUTF8(text) : NULL;
-    if (t == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "eddy._warn takes a str");
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "eddy._warn takes a str");
         return NULL;
     }
-    eddy__log(EDDY_LOG_WARNING, "%s", t);
+    /* UTF-8 text wherever it goes: a lone surrogate (a name made of a
+     * file name's bytes) as a backslash escape. */
+    PyObject *b = PyUnicode_AsEncodedString(text, "utf-8", "backslashreplace");
+    if (b == NULL)
+        return NULL;
+    eddy__log(EDDY_LOG_WARNING, "%s", PyBytes_AS_STRING(b));
+    Py_DECREF(b);
     Py_RETURN_NONE;
 }
 

@@ -57,7 +57,7 @@ static const char eddy_module_py[] =
     "            # instances of the one defined last (a class made again under its\n"
     "            # own name, by a function called twice, is the same class).\n"
     "            _named_twice.add(name)\n"
-    "            try:  # a name that cannot be said (a lone surrogate) stops nothing\n"
+    "            try:  # a warning that cannot be said stops nothing\n"
     "                _warn(\"two event classes are named %s (%s.%s and %s.%s): eddy routes \"\n"
     "                      \"events by type name, so they are one event type, and the actions \"\n"
     "                      \"of either receive the events of both, as instances of the class \"\n"

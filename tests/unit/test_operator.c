@@ -1142,34 +1142,44 @@ static char *failure_of(fixture *f, const char *mode)
     return msg;
 }
 
-/* eddy_runtime_set_progress() during the run (from an action) would change
- * nothing: EDDY_ESTATE, as after it. */
+/* eddy_runtime_set_progress() during the run: a callback set by an action
+ * is called from then on, and one that sets none stops the calls; once the
+ * run has returned, EDDY_ESTATE. */
 struct progress_probe {
     eddy_runtime *rt;
-    int rc;
+    int rc, calls;
 };
+
+static void count_and_stop(const eddy_stats *st, void *arg)
+{
+    (void)st;
+    struct progress_probe *p = arg;
+    p->calls++;
+    p->rc = eddy_runtime_set_progress(p->rt, NULL, NULL, 0);
+}
 
 static int set_progress_inside(eddy_ctx *ctx, const eddy_event *ev, void *arg)
 {
-    (void)ctx;
     (void)ev;
     struct progress_probe *p = arg;
-    p->rc = eddy_runtime_set_progress(p->rt, NULL, NULL, 0);
-    return EDDY_OK;
+    p->rc = eddy_runtime_set_progress(p->rt, count_and_stop, p, 1);
+    if (p->rc != EDDY_OK)
+        return p->rc;
+    return eddy_ctx_sleep(ctx, 50); /* the run lasts: the 1 ms timer fires */
 }
 
-static void test_progress_is_set_before_the_run(void **state)
+static void test_progress_set_during_the_run(void **state)
 {
     fixture *f = *state;
     write_input(f, "{\"key\":\"k\"}\n");
-    struct progress_probe probe = {NULL, 1};
+    struct progress_probe probe = {NULL, 1, 0};
     eddy_plan *p = eddy_plan_new();
     const char *const types[] = {EDDY_INPUT_EVENT, NULL};
     assert_int_equal(eddy_plan_add_action(p, "probe", types, set_progress_inside, &probe), EDDY_OK);
     probe.rt = make_runtime(f, p, "1");
-    assert_int_equal(eddy_runtime_set_progress(probe.rt, NULL, NULL, 0), EDDY_OK);
     assert_int_equal(eddy_runtime_run(probe.rt), EDDY_OK);
-    assert_int_equal(probe.rc, EDDY_ESTATE);
+    assert_int_equal(probe.calls, 1); /* called, then stopped by itself */
+    assert_int_equal(probe.rc, EDDY_OK);
     assert_int_equal(eddy_runtime_set_progress(probe.rt, NULL, NULL, 0), EDDY_ESTATE);
     eddy_runtime_free(probe.rt);
 }
@@ -1205,7 +1215,8 @@ static void test_notes_go_to_the_log_hook(void **state)
     write_input(f, "{\"key\":\"k\"}\n{\"key\":"); /* a last line not complete yet */
     char st[128];
     snprintf(st, sizeof(st), "%s/st", f->dir);
-    struct logged l = {0};
+    static struct logged l; /* static: the hook must not outlive what it points to */
+    memset(&l, 0, sizeof(l));
     eddy_set_log_hook(on_log, &l);
     eddy_plan *p = eddy_plan_new();
     const char *const types[] = {EDDY_INPUT_EVENT, NULL};
@@ -1689,7 +1700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_handles_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strings_must_be_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_freed_handles_are_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_progress_is_set_before_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_progress_set_during_the_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_notes_go_to_the_log_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_is_named_when_it_was_the_last_call, setup,
                                         teardown),

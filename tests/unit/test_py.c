@@ -833,6 +833,46 @@ static void test_hold_keeps_the_interpreter(void **state)
     free(agent);
 }
 
+/* The Python half's warnings go through eddy's log (eddy_set_log_hook), a
+ * name that is not UTF-8 (a lone surrogate) escaped rather than lost. */
+static char py_logged[1024];
+static int py_log_calls;
+
+static void on_py_log(int level, const char *message, void *arg)
+{
+    (void)arg;
+    assert_int_equal(level, EDDY_LOG_WARNING);
+    py_log_calls++;
+    snprintf(py_logged, sizeof(py_logged), "%s", message);
+}
+
+static void test_python_warnings_reach_the_log_hook(void **state)
+{
+    (void)state;
+    char *agent = write_temp(".py", "from eddy import Agent, Event, InputEvent, action\n"
+                                    "class S(Event):\n"
+                                    "    pass\n"
+                                    "T = type('S', (Event,), {'__module__': 'm\\udc80'})\n"
+                                    "class A(Agent):\n"
+                                    "    @action(InputEvent)\n"
+                                    "    @staticmethod\n"
+                                    "    def first(event, ctx):\n"
+                                    "        pass\n");
+    py_log_calls = 0;
+    eddy_set_log_hook(on_py_log, NULL);
+    eddy_plan *plan = eddy_plan_new();
+    eddy_error *err = NULL;
+    if (eddy_plan_load_python(plan, agent, NULL, &err) != EDDY_OK)
+        fail_msg("load: %s", eddy_error_message(err));
+    eddy_plan_free(plan);
+    eddy_set_log_hook(NULL, NULL);
+    assert_int_equal(py_log_calls, 1);
+    assert_non_null(strstr(py_logged, "two event classes are named S ("));
+    assert_non_null(strstr(py_logged, " and m\\udc80.S): eddy routes events by type name"));
+    unlink(agent);
+    free(agent);
+}
+
 /* A hook that returns nonzero has the join of the threads left skipped,
  * and the rest of the finalisation runs: the atexit handler writes its
  * file. This relies on a private part of CPython 3.11's threading
@@ -1200,8 +1240,11 @@ int main(void)
         cmocka_unit_test(test_worker_thread_states),
     };
     const struct CMUnitTest process[] = {
-        cmocka_unit_test(test_no_hook_no_change), cmocka_unit_test(test_signal_hook),
-        cmocka_unit_test(test_finalize_hook),     cmocka_unit_test(test_hold_keeps_the_interpreter),
+        cmocka_unit_test(test_no_hook_no_change),
+        cmocka_unit_test(test_signal_hook),
+        cmocka_unit_test(test_finalize_hook),
+        cmocka_unit_test(test_hold_keeps_the_interpreter),
+        cmocka_unit_test(test_python_warnings_reach_the_log_hook),
         cmocka_unit_test(test_skip_thread_joins),
     };
     const struct CMUnitTest threads[] = {
