@@ -194,9 +194,11 @@ static int set_option(eddy_config *conf, int id, const char *value, eddy_error *
         if (id == OPT_KEY && !eddy__utf8_valid(value)) {
             char *shown = eddy__utf8_escaped(value);
             int rc = eddy__error_set(err, EDDY_ECONFIG, "config",
-                                     "invalid value '%s' for option 'key': not UTF-8, and a JSON "
-                                     "field name is UTF-8 text: no input's field could match it",
-                                     shown != NULL ? shown : "?");
+                                     "invalid value '%.*s%s' for option 'key': not UTF-8, and a "
+                                     "JSON field name is UTF-8 text: no input's field could match "
+                                     "it",
+                                     VALUE_SHOWN_MAX, shown != NULL ? shown : "?",
+                                     shown != NULL && strlen(shown) > VALUE_SHOWN_MAX ? "..." : "");
             free(shown);
             return rc;
         }
