@@ -1392,8 +1392,9 @@ typedef struct jrun {
      * pointer, as the prune of every run visits each of its rows. */
     struct jrow **rows;
     size_t n, cap;
-    int in_txn; /* in s->txn */
-    int ended;  /* pruned while in s->txn: freed at the flush */
+    int in_txn;  /* in s->txn */
+    int ended;   /* pruned while in s->txn: freed at the flush */
+    size_t slot; /* its place + 1 in the runs a compaction rewrites, else 0 */
     /* Its records in the rows that were there at open (read once, then, for
      * every run in flight), or NULL. */
     eddy__jview *opened;
@@ -1616,7 +1617,8 @@ static int row_drop(sqlite_store *s, jrow *w, const char *what)
     return EDDY_OK;
 }
 
-static int jlog_replay_row(sqlite_store *s, uint64_t id, eddy__jview *v);
+static int jlog_walk_row(sqlite_store *s, uint64_t id, eddy__jlog_fn fn, void *arg,
+                         const char *what);
 static int apply_put(void *arg, const eddy__jrec *rec);
 
 typedef struct one_run {
@@ -1638,19 +1640,28 @@ static int row_release(sqlite_store *s, jrow *w)
     return row_drop(s, w, "compacting the journal");
 }
 
-typedef struct run_filter {
-    const jrun *run;
-    eddy__jview *v;
-} run_filter;
-
-/* Apply the entries of one run (f->run) to f->v. */
-static int entry_of_run(void *arg, const eddy__jlog_entry *e)
+static int cmp_u64(const void *a, const void *b)
 {
-    run_filter *f = arg;
-    const char *key = run_key_key(f->run->rk);
-    if (e->rec.seq != run_key_seq(f->run->rk) || strcmp(e->rec.key, key) != 0)
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The runs one compaction rewrites, and a view of each one's journal. */
+typedef struct rewrite {
+    sqlite_store *s;
+    jrun **runs;
+    eddy__jview **views;
+    size_t n, cap;
+} rewrite;
+
+/* Apply an entry to the view of its run, when that run is rewritten. */
+static int entry_to_its_run(void *arg, const eddy__jlog_entry *e)
+{
+    rewrite *w = arg;
+    jrun *r = run_get(w->s, e->rec.key, e->rec.seq, 0);
+    if (r == NULL || r->slot == 0)
         return EDDY_OK;
-    return eddy__jview_apply(f->v, e);
+    return eddy__jview_apply(w->views[r->slot - 1], e);
 }
 
 static int put_into_jbuf(void *arg, const eddy__jrec *rec)
@@ -1658,56 +1669,84 @@ static int put_into_jbuf(void *arg, const eddy__jrec *rec)
     return eddy__jlog_put(arg, rec);
 }
 
-/* Rewrite one run's journal into the open transaction. */
-static int run_rewrite(sqlite_store *s, jrun *run)
+/*
+ * Rewrite the journals of w's runs into the open transaction and release
+ * their old rows. All at once: each row any of them holds is read once, and
+ * the transaction's own entries walked once, whatever the number of runs
+ * (one run at a time read each of its rows whole for each run, and rows
+ * hold the entries of every run of their commit: with thousands of runs of
+ * a hundred records each in flight, a compaction took minutes).
+ */
+static int runs_rewrite(rewrite *w)
 {
-    eddy__jview *v = eddy__jview_new();
-    if (v == NULL)
-        return EDDY_ENOMEM;
-    int r = run->opened != NULL ? eddy__jview_emit(run->opened, NULL, NULL, apply_put, v) : 0;
-    for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
-        if (run->rows[i]->id > s->jlog_opened)
-            r = jlog_replay_row(s, run->rows[i]->id, v);
-    run_filter f = {run, v};
+    sqlite_store *s = w->s;
+    uint64_t *ids = NULL;
+    size_t nids = 0, capids = 0;
+    int r =
+        (w->views = calloc(w->n > 0 ? w->n : 1, sizeof(*w->views))) != NULL ? EDDY_OK : EDDY_ENOMEM;
+    for (size_t i = 0; i < w->n && r == EDDY_OK; i++) {
+        jrun *run = w->runs[i];
+        if ((w->views[i] = eddy__jview_new()) == NULL) {
+            r = EDDY_ENOMEM;
+            break;
+        }
+        if (run->opened != NULL)
+            r = eddy__jview_emit(run->opened, NULL, NULL, apply_put, w->views[i]);
+        for (size_t k = 0; k < run->n && r == EDDY_OK; k++) {
+            if (run->rows[k]->id <= s->jlog_opened)
+                continue; /* in run->opened */
+            r = eddy__vec_grow(&ids, &capids, nids + 1, sizeof(*ids), 64);
+            if (r == EDDY_OK)
+                ids[nids++] = run->rows[k]->id;
+        }
+    }
+    /* In the order they were written, each once. */
+    if (r == EDDY_OK && nids > 1)
+        qsort(ids, nids, sizeof(*ids), cmp_u64);
+    for (size_t k = 0; k < nids && r == EDDY_OK; k++)
+        if (k == 0 || ids[k] != ids[k - 1])
+            r = jlog_walk_row(s, ids[k], entry_to_its_run, w, "compacting the journal");
     if (r == EDDY_OK)
-        r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, entry_of_run, &f);
-    /* The rows hold other runs' entries too: only this run's go back. */
-    one_run o = {run_key_key(run->rk), run_key_seq(run->rk)};
-    if (r == EDDY_OK)
-        r = txn_touch(s, o.key, o.seq);
-    if (r == EDDY_OK)
-        r = eddy__jview_emit(v, keep_one, &o, put_into_jbuf, &s->jbuf);
-    eddy__jview_free(v);
-    if (r != EDDY_OK)
-        return r;
-    for (size_t i = 0; i < run->n && r == EDDY_OK; i++)
-        r = row_release(s, run->rows[i]);
-    /* Also when a release failed (the store has then failed): rows before
-     * it may be freed, and the run must not hold them. */
-    run->n = 0;
-    eddy__jview_free(run->opened);
-    run->opened = NULL;
+        r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, entry_to_its_run, w);
+    /* Now each run's journal goes into the transaction, as puts. */
+    for (size_t i = 0; i < w->n && r == EDDY_OK; i++) {
+        one_run o = {run_key_key(w->runs[i]->rk), run_key_seq(w->runs[i]->rk)};
+        r = txn_note(s, w->runs[i]);
+        if (r == EDDY_OK)
+            r = eddy__jview_emit(w->views[i], keep_one, &o, put_into_jbuf, &s->jbuf);
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        jrun *run = w->runs[i];
+        run->slot = 0;
+        if (w->views != NULL)
+            eddy__jview_free(w->views[i]);
+        if (r != EDDY_OK)
+            continue; /* the transaction fails: the run keeps its rows */
+        for (size_t k = 0; k < run->n && r == EDDY_OK; k++)
+            r = row_release(s, run->rows[k]);
+        /* Also when a release failed (the store has then failed): rows
+         * before it may be freed, and the run must not hold them. */
+        run->n = 0;
+        eddy__jview_free(run->opened);
+        run->opened = NULL;
+    }
+    free(w->views);
+    w->views = NULL;
+    free(ids);
     return r;
 }
 
-typedef struct sparse_scan {
-    sqlite_store *s;
-    jrun **runs;
-    size_t n, cap;
-} sparse_scan;
-
+/* A run in flight with an entry in a sparse row: one to rewrite. */
 static int note_live_run(void *arg, const eddy__jlog_entry *e)
 {
-    sparse_scan *c = arg;
-    jrun *r = run_get(c->s, e->rec.key, e->rec.seq, 0);
-    if (r == NULL || r->ended)
+    rewrite *w = arg;
+    jrun *r = run_get(w->s, e->rec.key, e->rec.seq, 0);
+    if (r == NULL || r->ended || r->slot != 0)
         return EDDY_OK;
-    for (size_t i = 0; i < c->n; i++)
-        if (c->runs[i] == r)
-            return EDDY_OK;
-    if (eddy__vec_grow(&c->runs, &c->cap, c->n + 1, sizeof(*c->runs), 8) != EDDY_OK)
+    if (eddy__vec_grow(&w->runs, &w->cap, w->n + 1, sizeof(*w->runs), 8) != EDDY_OK)
         return EDDY_ENOMEM;
-    c->runs[c->n++] = r;
+    w->runs[w->n++] = r;
+    r->slot = w->n;
     return EDDY_OK;
 }
 
@@ -1721,12 +1760,6 @@ static void sparse_sweep(sqlite_store *s)
     s->nsparse = kept;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int jlog_compact(sqlite_store *s)
 {
     if (s->sparse_bytes <= s->compact_slack) {
@@ -1736,29 +1769,26 @@ static int jlog_compact(sqlite_store *s)
             sparse_sweep(s);
         return EDDY_OK;
     }
-    /* Oldest first (row ids ascend with time), down to half the slack. */
+    /* Oldest first (row ids ascend with time), down to half the slack:
+     * the runs in flight in those rows, rewritten together, release them
+     * (a row goes with the last of its runs). */
     qsort(s->sparse, s->nsparse, sizeof(*s->sparse), cmp_u64);
+    rewrite w = {.s = s};
+    size_t going = 0;
     int r = EDDY_OK;
-    for (size_t k = 0; k < s->nsparse && r == EDDY_OK && s->sparse_bytes > s->compact_slack / 2;
-         k++) {
-        uint64_t id = s->sparse[k];
-        jrow *w = eddy__map_get(&s->rows, (const char *)&id, sizeof(id));
-        if (w == NULL)
+    for (size_t k = 0;
+         k < s->nsparse && r == EDDY_OK && s->sparse_bytes - going > s->compact_slack / 2; k++) {
+        jrow *row = eddy__map_get(&s->rows, (const char *)&s->sparse[k], sizeof(uint64_t));
+        if (row == NULL)
             continue; /* gone meanwhile */
-        sparse_scan c = {.s = s};
-        sqlite3_stmt *st = s->st[ST_JLOG_GET];
-        int rc = bind_u64(st, 1, id);
-        r = rc == SQLITE_OK ? read_step(s, st, "compacting the journal")
-                            : fail(s, st, rc, "compacting the journal");
-        if (r == 1) {
-            r = eddy__jlog_walk(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
-                                note_live_run, &c);
-            finish(st);
-        }
-        for (size_t i = 0; i < c.n && r == EDDY_OK; i++)
-            r = run_rewrite(s, c.runs[i]); /* the row goes with the last of them */
-        free(c.runs);
+        going += row->bytes < s->sparse_bytes - going ? row->bytes : s->sparse_bytes - going;
+        r = jlog_walk_row(s, row->id, note_live_run, &w, "compacting the journal");
     }
+    if (r == EDDY_OK)
+        r = runs_rewrite(&w);
+    for (size_t i = 0; i < w.n; i++)
+        w.runs[i]->slot = 0; /* (when the walk failed) */
+    free(w.runs);
     sparse_sweep(s);
     if (r == EDDY_ESTATE)
         snprintf(s->errmsg, sizeof(s->errmsg),
@@ -1840,18 +1870,18 @@ static int sq_journal_cut(eddy__store *base, const char *key, uint64_t seq, cons
     return EDDY_OK;
 }
 
-/* Apply the entries of one stored row to a view. */
-static int jlog_replay_row(sqlite_store *s, uint64_t id, eddy__jview *v)
+/* Walk the entries of one stored row (what: for messages). */
+static int jlog_walk_row(sqlite_store *s, uint64_t id, eddy__jlog_fn fn, void *arg,
+                         const char *what)
 {
     sqlite3_stmt *st = s->st[ST_JLOG_GET];
     int rc = bind_u64(st, 1, id);
     if (rc != SQLITE_OK)
-        return fail(s, st, rc, "loading the journal");
-    int r = read_step(s, st, "loading the journal");
+        return fail(s, st, rc, what);
+    int r = read_step(s, st, what);
     if (r != 1)
         return r < 0 ? r : EDDY_OK; /* a row deleted in this transaction */
-    r = eddy__jlog_walk(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0),
-                        eddy__jview_apply_fn, v);
+    r = eddy__jlog_walk(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), fn, arg);
     finish(st);
     if (r == EDDY_ESTATE)
         snprintf(s->errmsg, sizeof(s->errmsg),
@@ -1880,7 +1910,7 @@ static int sq_journal_load_run(eddy__store *base, const char *key, uint64_t seq,
         r = eddy__jview_emit(run->opened, NULL, NULL, apply_put, v);
     for (size_t i = 0; run != NULL && i < run->n && r == EDDY_OK; i++)
         if (run->rows[i]->id > s->jlog_opened)
-            r = jlog_replay_row(s, run->rows[i]->id, v);
+            r = jlog_walk_row(s, run->rows[i]->id, eddy__jview_apply_fn, v, "loading the journal");
     if (r == EDDY_OK)
         r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, eddy__jview_apply_fn, v);
     one_run o = {key, seq};

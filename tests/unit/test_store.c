@@ -934,6 +934,88 @@ static void test_journal_log_compaction(void **state)
 }
 #endif
 
+#ifdef EDDY_TEST_HOOKS
+/* The journals of the long runs L0..L4, as loaded, one after another. */
+static void long_journals(eddy__store *s, buf *out)
+{
+    char key[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "\"L%d\"", i);
+        assert_int_equal(eddy__store_journal_load_run(s, key, 1, print_jrec, out), EDDY_OK);
+    }
+}
+
+/* Five long runs sharing their rows with short ones, over several commits:
+ * once the short runs end, one compaction rewrites the five together (their
+ * records in the open transaction too: a put, and a cut), and each journal
+ * reads as before, also after a reopen and a second compaction over the
+ * journals read at open. */
+static void test_journal_log_compaction_of_many_runs(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    eddy__store_sqlite_test_compact_slack(s, 0);
+    char key[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "\"L%d\"", i);
+        assert_int_equal(eddy__store_pending_add(s, key, 1, (uint64_t)i + 1, "{}"), EDDY_OK);
+    }
+    for (int c = 0; c < 4; c++) {
+        for (int i = 0; i < 5; i++) {
+            snprintf(key, sizeof(key), "\"L%d\"", i);
+            eddy__jrec r = call_rec(key, 1, "e", "act", c);
+            assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        }
+        put_short_runs(s, 40 * c, 40 * c + 39); /* 5 of 45 to stay */
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    }
+    assert_int_equal(jlog_rows(d->state), 4);
+    long full = jlog_bytes(d->state);
+    /* In the transaction that compacts: L2 goes on, L3 is cut back. */
+    eddy__jrec more = call_rec("\"L2\"", 1, "e", "act", 4);
+    assert_int_equal(eddy__store_journal_put(s, &more), EDDY_OK);
+    assert_int_equal(eddy__store_journal_cut(s, "\"L3\"", 1, "e", "act", 2), EDDY_OK);
+    prune_short_runs(s, 0, 159);
+    buf before = {0};
+    long_journals(s, &before);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1); /* the five, in one new row */
+    assert_true(jlog_bytes(d->state) < full / 2);
+    buf after = {0};
+    long_journals(s, &after);
+    assert_string_equal(buf_str(&after), buf_str(&before));
+    assert_int_equal(run_records(s, "\"L2\"", 1), 5);
+    assert_int_equal(run_records(s, "\"L3\"", 1), 2);
+    eddy__store_close(s);
+
+    /* Reopened: read at open; then rows since, and a second compaction. */
+    s = open_ok(d->state, FP);
+    eddy__store_sqlite_test_compact_slack(s, 0);
+    buf_reset(&after);
+    long_journals(s, &after);
+    assert_string_equal(buf_str(&after), buf_str(&before));
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "\"L%d\"", i);
+        eddy__jrec r = call_rec(key, 1, "e", "act", 9);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    }
+    put_short_runs(s, 200, 239);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    buf_reset(&before);
+    long_journals(s, &before);
+    prune_short_runs(s, 200, 239);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(jlog_rows(d->state), 1);
+    buf_reset(&after);
+    long_journals(s, &after);
+    assert_string_equal(buf_str(&after), buf_str(&before));
+    assert_int_equal(run_records(s, "\"L0\"", 1), 5);
+    buf_reset(&before);
+    buf_reset(&after);
+    eddy__store_close(s);
+}
+#endif
+
 /* Under the compaction slack a sparse row is left as it is: its last run
  * ends soon enough in most workloads, and the row goes then. */
 static void test_journal_log_compaction_waits(void **state)
@@ -2452,6 +2534,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_log_rows, setup_dir, teardown_dir),
 #ifdef EDDY_TEST_HOOKS
         cmocka_unit_test_setup_teardown(test_journal_log_compaction, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_journal_log_compaction_of_many_runs, setup_dir,
+                                        teardown_dir),
 #endif
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_waits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_run_handle, setup_dir, teardown_dir),
