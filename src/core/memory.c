@@ -581,11 +581,56 @@ fail:
 }
 
 /* Log and apply a checked update; value is borrowed, NULL for a new object. */
+/*
+ * The entry of an earlier set of path among the log's last few, when none
+ * after it touched path, above or below it: a new set of path may take its
+ * place (the entries between are of other subtrees, whose order with it
+ * does not matter), so that an action setting one field over and over (a
+ * counter in a loop) keeps one entry, not one per set (~500 bytes each,
+ * journaled with the action). NULL when there is none.
+ */
+#define SAME_PATH_LOOKBACK 8
+
+static json_t *earlier_set(json_t *updates, const char *path)
+{
+    size_t n = json_array_size(updates), plen = strlen(path);
+    for (size_t k = 0; k < SAME_PATH_LOOKBACK && k < n; k++) {
+        json_t *e = json_array_get(updates, n - 1 - k);
+        const char *q = json_string_value(json_object_get(e, "p"));
+        if (q == NULL)
+            return NULL;
+        size_t qlen = strlen(q), m = qlen < plen ? qlen : plen;
+        if (memcmp(q, path, m) != 0)
+            continue; /* another subtree */
+        if (qlen == plen)
+            return json_object_get(e, "v") != NULL ? e : NULL; /* a new object: keep it */
+        if ((qlen < plen ? path[qlen] : q[plen]) == '.')
+            return NULL; /* above or below path: the order matters */
+    }
+    return NULL;
+}
+
 static int view_record(eddy__memview *v, const char *path, json_t *value)
 {
     int made_overlay = 0, made_updates = 0;
     int rc = EDDY_ENOMEM;
     json_t *entry = NULL, *copy = NULL;
+
+    json_t *earlier = value != NULL && v->updates != NULL ? earlier_set(v->updates, path) : NULL;
+    if (earlier != NULL) {
+        json_t *was = json_incref(json_object_get(earlier, "v"));
+        if ((copy = own(value)) == NULL ||
+            json_object_set_new(earlier, "v", json_incref(value)) != 0) {
+            json_decref(copy);
+            json_decref(was);
+            return EDDY_ENOMEM;
+        }
+        rc = view_write(v, path, copy); /* copy stolen */
+        if (rc != EDDY_OK)
+            json_object_set(earlier, "v", was); /* as it was */
+        json_decref(was);
+        return rc;
+    }
 
     if (v->overlay == NULL) {
         if ((v->overlay = json_object()) == NULL)

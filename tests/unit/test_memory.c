@@ -450,13 +450,12 @@ static void test_update_log(void **state)
     assert_int_equal(eddy__memview_new_object(&v, "n.m"), EDDY_OK);
     assert_int_equal(eddy__memview_set(&v, "v", J("[1, {\"k\": null}]")), EDDY_OK);
     assert_int_equal(eddy__memview_set(&v, "s", json_string("t")), EDDY_OK);
-    assert_int_equal(eddy__memview_set(&v, "a.b", json_null()), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "a.b", json_null()), EDDY_OK); /* in 1's place */
     CHECK_BORROWED(eddy__memview_updates(&v), "["
-                                              "{\"p\": \"a.b\", \"v\": 1},"
+                                              "{\"p\": \"a.b\", \"v\": null},"
                                               "{\"p\": \"n.m\", \"o\": true},"
                                               "{\"p\": \"v\", \"v\": [1, {\"k\": null}]},"
-                                              "{\"p\": \"s\", \"v\": \"t\"},"
-                                              "{\"p\": \"a.b\", \"v\": null}"
+                                              "{\"p\": \"s\", \"v\": \"t\"}"
                                               "]");
     eddy__memview_reset(&v);
     assert_null(eddy__memview_updates(&v));
@@ -464,6 +463,63 @@ static void test_update_log(void **state)
     /* The view stays usable after reset. */
     assert_int_equal(eddy__memview_set(&v, "z", json_integer(1)), EDDY_OK);
     CHECK_BORROWED(eddy__memview_updates(&v), "[{\"p\": \"z\", \"v\": 1}]");
+    eddy__memview_reset(&v);
+    json_decref(committed);
+}
+
+/* A set of a path set among the log's last eight entries, with nothing
+ * above or below it set since, takes that entry's place: a counter set in
+ * a loop keeps one entry. Anything in between that touches the path (its
+ * parent, a field below it, a new object there) keeps the order, and so
+ * the entries; and the log always gives the view's tree. */
+static void test_update_log_keeps_one_set_per_path(void **state)
+{
+    (void)state;
+    json_t *committed = json_object();
+    eddy__memview v;
+    eddy__memview_init(&v, committed);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(eddy__memview_set(&v, "c", json_integer(i)), EDDY_OK);
+    CHECK_BORROWED(eddy__memview_updates(&v), "[{\"p\": \"c\", \"v\": 999}]");
+    for (int i = 0; i < 100; i++) { /* two fields in turn */
+        assert_int_equal(eddy__memview_set(&v, "x.a", json_integer(i)), EDDY_OK);
+        assert_int_equal(eddy__memview_set(&v, "x.ab", json_integer(-i)), EDDY_OK);
+    }
+    CHECK_BORROWED(eddy__memview_updates(&v), "[{\"p\": \"c\", \"v\": 999},"
+                                              "{\"p\": \"x.a\", \"v\": 99},"
+                                              "{\"p\": \"x.ab\", \"v\": -99}]");
+    eddy__memview_reset(&v);
+    /* In between: the parent, a field below, a new object at the path. */
+    assert_int_equal(eddy__memview_set(&v, "p.q", json_integer(1)), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "p", J("{\"r\": 2}")), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "p.q", json_integer(3)), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "m", J("{}")), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "m.n", json_integer(4)), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "m", J("{\"z\": 5}")), EDDY_OK);
+    assert_int_equal(eddy__memview_new_object(&v, "o"), EDDY_OK);
+    assert_int_equal(eddy__memview_set(&v, "o", J("{\"y\": 6}")), EDDY_OK);
+    CHECK_BORROWED(eddy__memview_updates(&v), "[{\"p\": \"p.q\", \"v\": 1},"
+                                              "{\"p\": \"p\", \"v\": {\"r\": 2}},"
+                                              "{\"p\": \"p.q\", \"v\": 3},"
+                                              "{\"p\": \"m\", \"v\": {}},"
+                                              "{\"p\": \"m.n\", \"v\": 4},"
+                                              "{\"p\": \"m\", \"v\": {\"z\": 5}},"
+                                              "{\"p\": \"o\", \"o\": true},"
+                                              "{\"p\": \"o\", \"v\": {\"y\": 6}}]");
+    /* Nine other paths since: past the look-back, appended. */
+    for (int i = 0; i < 9; i++) {
+        char path[8];
+        snprintf(path, sizeof(path), "f%d", i);
+        assert_int_equal(eddy__memview_set(&v, path, json_integer(i)), EDDY_OK);
+    }
+    assert_int_equal(eddy__memview_set(&v, "o", J("{\"w\": 7}")), EDDY_OK);
+    assert_int_equal(json_array_size(eddy__memview_updates(&v)), 18);
+    json_t *applied = json_object();
+    assert_int_equal(eddy__mem_tree_apply(applied, eddy__memview_updates(&v), 1), EDDY_OK);
+    json_t *seen = eddy__memview_get(&v, "");
+    assert_true(json_equal(applied, seen));
+    json_decref(applied);
+    json_decref(seen);
     eddy__memview_reset(&v);
     json_decref(committed);
 }
@@ -575,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_overlay_isolation),
         cmocka_unit_test(test_replaced_subtree),
         cmocka_unit_test(test_update_log),
+        cmocka_unit_test(test_update_log_keeps_one_set_per_path),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_copies),
         cmocka_unit_test(test_bad_arguments),
