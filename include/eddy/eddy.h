@@ -931,6 +931,17 @@ EDDY_API void eddy_runtime_free(eddy_runtime *rt);
  */
 EDDY_API json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err);
 
+/*
+ * As eddy_state_inspect(), with flags. EDDY_INSPECT_KEY_ONLY (with a key):
+ * the top-level journal is left out (counts.journal still counts every
+ * entry), so that a report of one key in a state of millions of journal
+ * entries holds that key's alone: every entry is still read, but only the
+ * key's are kept (a full report takes ~2 KB per entry).
+ */
+enum { EDDY_INSPECT_KEY_ONLY = 1 };
+EDDY_API json_t *eddy_state_inspect_ex(const char *dir, const char *key, unsigned flags,
+                                       eddy_error **err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1693,9 +1693,10 @@ static void print_inspect_help(FILE *out)
           "lengths committed to the output and dead-letter files (a standard stream\n"
           "has none), the keys with runs in flight and their pending inputs (by input\n"
           "line number), and the journal of those runs. With --key, also that key's\n"
-          "short-term memory, pending inputs and journal. (Reading may leave SQLite's\n"
-          "empty eddy.db-wal and its index eddy.db-shm beside the state: they hold\n"
-          "nothing.)\n"
+          "short-term memory, pending inputs and journal, and of the other runs'\n"
+          "journals their count alone (--json gives them all). (Reading may leave\n"
+          "SQLite's empty eddy.db-wal and its index eddy.db-shm beside the state:\n"
+          "they hold nothing.)\n"
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
           "-- must be given as --opt=VALUE; --state and --key are refused when given\n"
@@ -1881,8 +1882,16 @@ static void print_report(json_t *r)
                    : "");
         free(k);
     }
-    /* Every run's journal, as without --key; the key's own in its section. */
-    print_journal(json_object_get(r, "journal"), "journal", "");
+    /* Every run's journal without --key; with it, the key's own in its
+     * section (a state may hold millions of entries: not kept then). */
+    json_t *journal = json_object_get(r, "journal");
+    if (journal != NULL) {
+        print_journal(journal, "journal", "");
+    } else {
+        long long n = (long long)json_integer_value(json_object_get(counts, "journal"));
+        printf("journal: %lld entr%s (this key's below; without --key, every run's)\n", n,
+               n == 1 ? "y" : "ies");
+    }
     json_t *key = json_object_get(r, "key");
     if (key != NULL) {
         print_json_field("key ", json_object_get(key, "key"));
@@ -1958,7 +1967,9 @@ static int cmd_inspect(int argc, char **argv)
     }
     char *k = key != NULL ? key_arg(key) : NULL;
     eddy_error *err = NULL;
-    json_t *r = eddy_state_inspect(state, k, &err);
+    /* The text with --key lists that key's journal alone (--json keeps
+     * every run's, as eddy_state_inspect() gives it). */
+    json_t *r = eddy_state_inspect_ex(state, k, as_json ? 0 : EDDY_INSPECT_KEY_ONLY, &err);
     free(k);
     if (r == NULL) {
         fprintf(stderr, "eddy: %s\n", err != NULL ? eddy_error_message(err) : "out of memory");

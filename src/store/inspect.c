@@ -11,7 +11,7 @@ typedef struct inspect_ctx {
     json_t *by_key;    /* key text -> entry in in_flight */
     const char *key;   /* detail this key, or NULL */
     json_t *detail_pending;
-    json_t *journal;        /* every run in flight's */
+    json_t *journal;        /* every run in flight's (NULL: not kept, KEY_ONLY) */
     json_t *detail_journal; /* the detailed key's */
 } inspect_ctx;
 
@@ -66,6 +66,9 @@ static const char *status_name(int kind, int status)
 static int on_jrec(void *arg, const eddy__jrec *r)
 {
     inspect_ctx *c = arg;
+    int failed_run = r->kind == EDDY_JREC_FAILED;
+    if (c->journal == NULL && !failed_run && strcmp(c->key, r->key) != 0)
+        return EDDY_OK; /* neither kept nor marking its run */
     json_t *e = json_pack("{s:o, s:I, s:s, s:s, s:I, s:s}", "key", key_value(r->key), "seq",
                           (json_int_t)r->seq, "event_id", r->event_id, "action", r->action, "idx",
                           (json_int_t)r->idx, "status", status_name(r->kind, r->status));
@@ -97,21 +100,31 @@ static int on_jrec(void *arg, const eddy__jrec *r)
         json_decref(e);
         return EDDY_ENOMEM;
     }
+    if (c->journal == NULL) {
+        json_decref(e); /* the key's alone are kept */
+        return EDDY_OK;
+    }
     return json_array_append_new(c->journal, e) == 0 ? EDDY_OK : EDDY_ENOMEM;
 }
 
 json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
 {
+    return eddy_state_inspect_ex(dir, key, 0, err);
+}
+
+json_t *eddy_state_inspect_ex(const char *dir, const char *key, unsigned flags, eddy_error **err)
+{
     eddy__store *s = NULL;
     if (dir == NULL)
         return eddy__error_set(err, EDDY_EINVAL, "store", "no state directory given"), NULL;
+    int key_only = key != NULL && (flags & EDDY_INSPECT_KEY_ONLY) != 0;
     if (eddy__store_open(&s, dir, NULL, NULL, err) != EDDY_OK)
         return NULL;
     inspect_ctx c = {.in_flight = json_array(),
                      .by_key = json_object(),
                      .key = key,
                      .detail_pending = json_array(),
-                     .journal = json_array(),
+                     .journal = key_only ? NULL : json_array(),
                      .detail_journal = json_array()};
     json_t *out = NULL;
     uint64_t off = 0, line = 0, sink = 0, dead = 0, next_run = 0, sink_id = 0, dead_id = 0;
@@ -125,7 +138,7 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
     eddy__store_counts n;
     int rc = EDDY_ENOMEM;
     if (dir_text == NULL || c.in_flight == NULL || c.by_key == NULL || c.detail_pending == NULL ||
-        c.journal == NULL || c.detail_journal == NULL)
+        (c.journal == NULL && !key_only) || c.detail_journal == NULL)
         goto done;
     if ((rc = eddy__store_get_source_pos(s, &off, &line)) != EDDY_OK ||
         (rc = eddy__store_get_sink_pos(s, &sink)) != EDDY_OK ||
@@ -139,12 +152,16 @@ json_t *eddy_state_inspect(const char *dir, const char *key, eddy_error **err)
         (rc = eddy__store_pending_load(s, on_pending, &c)) != EDDY_OK ||
         (rc = eddy__store_journal_load_all(s, on_jrec, &c)) != EDDY_OK)
         goto done;
-    out = json_pack_ex(&jerr, 0, "{s:s, s:{s:I, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:O, s:O}",
+    out = json_pack_ex(&jerr, 0, "{s:s, s:{s:I, s:I}, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:O}",
                        "state", dir_text, "source", "offset", (json_int_t)off, "line",
                        (json_int_t)line, "output_offset", (json_int_t)sink, "dead_letter_offset",
                        (json_int_t)dead, "counts", "keys", (json_int_t)n.keys, "pending",
                        (json_int_t)n.pending, "journal", (json_int_t)n.journal, "outbox",
-                       (json_int_t)n.outbox, "in_flight", c.in_flight, "journal", c.journal);
+                       (json_int_t)n.outbox, "in_flight", c.in_flight);
+    if (out != NULL && c.journal != NULL && json_object_set(out, "journal", c.journal) != 0) {
+        rc = EDDY_ENOMEM; /* out is freed at done */
+        goto done;
+    }
     /* The run counter is one for all keys; the key field's name is known
      * to states written since it was stored (null before), and so are the
      * plan's actions and what they listen to (shown, not trusted: null if

@@ -868,6 +868,39 @@ static void test_journal_run_handle(void **state)
     eddy__store_close(s);
 }
 
+/* eddy_state_inspect_ex() with EDDY_INSPECT_KEY_ONLY keeps the key's
+ * journal alone: no top-level journal, every entry still counted. */
+static void test_inspect_key_only(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    assert_int_equal(eddy__store_pending_add(s, "\"a\"", 1, 1, "{}"), EDDY_OK);
+    assert_int_equal(eddy__store_pending_add(s, "\"b\"", 2, 2, "{}"), EDDY_OK);
+    for (int i = 0; i < 6; i++) {
+        eddy__jrec r = call_rec(i % 3 ? "\"b\"" : "\"a\"", i % 3 ? 2 : 1, "e", "act", i);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    }
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    eddy__store_close(s);
+    eddy_error *err = NULL;
+    json_t *all = eddy_state_inspect_ex(d->state, "\"a\"", 0, &err);
+    json_t *one = eddy_state_inspect_ex(d->state, "\"a\"", EDDY_INSPECT_KEY_ONLY, &err);
+    if (all == NULL || one == NULL)
+        fail_msg("inspect: %s", eddy_error_message(err));
+    assert_int_equal(json_array_size(json_object_get(all, "journal")), 6);
+    assert_null(json_object_get(one, "journal"));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(one, "counts"), "journal")),
+                     6);
+    assert_true(json_equal(json_object_get(one, "key"), json_object_get(all, "key")));
+    assert_int_equal(json_array_size(json_object_get(json_object_get(one, "key"), "journal")), 2);
+    assert_true(json_equal(json_object_get(one, "in_flight"), json_object_get(all, "in_flight")));
+    json_t *plain = eddy_state_inspect(d->state, "\"a\"", NULL); /* the flags' 0 */
+    assert_true(json_equal(plain, all));
+    json_decref(plain);
+    json_decref(all);
+    json_decref(one);
+}
+
 /* Runs 1 of keys "S<from>" .. "S<to>": one call record each, or pruned. */
 static void put_short_runs(eddy__store *s, int from, int to)
 {
@@ -2539,6 +2572,7 @@ int main(void)
 #endif
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_waits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_run_handle, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_inspect_key_only, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_failed_record, setup_dir, teardown_dir),
         cmocka_unit_test(test_jlog_codec),
         cmocka_unit_test(test_jlog_legacy_and_varints),
