@@ -273,17 +273,31 @@ typedef struct jv_rec {
     char text[]; /* the map key, then the strings */
 } jv_rec;
 
+/* The records of one action execution (key, seq, event_id, action), so
+ * that a cut visits those alone, not every record of the view: a view of
+ * all runs in flight (an inspection) may hold millions, and a compaction
+ * writes a cut for each execution of each run it rewrites. */
+typedef struct jv_exec {
+    jv_rec **recs; /* live or dead */
+    size_t n, cap;
+    size_t klen;
+    char key[]; /* the records' map key without its idx */
+} jv_exec;
+
 struct eddy__jview {
     jv_rec **v;
     size_t n, cap;
-    eddy__map map; /* map key -> its live record */
+    eddy__map map;   /* map key -> its live record */
+    eddy__map execs; /* map key without idx -> its jv_exec */
 };
 
 eddy__jview *eddy__jview_new(void)
 {
     eddy__jview *v = calloc(1, sizeof(*v));
-    if (v != NULL)
+    if (v != NULL) {
         eddy__map_init(&v->map);
+        eddy__map_init(&v->execs);
+    }
     return v;
 }
 
@@ -295,7 +309,35 @@ void eddy__jview_free(eddy__jview *v)
         free(v->v[i]);
     free(v->v);
     eddy__map_free(&v->map);
+    for (size_t i = 0; i < v->execs.cap; i++) {
+        jv_exec *x = v->execs.slots[i].key != NULL ? v->execs.slots[i].value : NULL;
+        if (x != NULL) {
+            free(x->recs);
+            free(x);
+        }
+    }
+    eddy__map_free(&v->execs);
     free(v);
+}
+
+/* The execution whose map key (without idx) is k (klen bytes); made when
+ * make is set. NULL when absent, or out of memory. */
+static jv_exec *exec_of(eddy__jview *v, const char *k, size_t klen, int make)
+{
+    jv_exec *x = eddy__map_get(&v->execs, k, klen);
+    if (x != NULL || !make)
+        return x;
+    if ((x = malloc(sizeof(*x) + klen)) == NULL)
+        return NULL;
+    x->recs = NULL;
+    x->n = x->cap = 0;
+    x->klen = klen;
+    memcpy(x->key, k, klen);
+    if (eddy__map_put(&v->execs, x->key, klen, x) != EDDY_OK) {
+        free(x);
+        return NULL;
+    }
+    return x;
 }
 
 /* The identity of a record: key, seq, event_id, action, idx, with NULs
@@ -344,14 +386,21 @@ int eddy__jview_apply(eddy__jview *v, const eddy__jlog_entry *e)
 {
     const eddy__jrec *r = &e->rec;
     if (e->cut) {
-        for (size_t i = 0; i < v->n; i++) {
-            jv_rec *x = v->v[i];
+        size_t n = strlen(r->key) + strlen(r->event_id) + strlen(r->action) + 3 + 16;
+        char small[256], *k = n <= sizeof(small) ? small : malloc(n);
+        if (k == NULL)
+            return EDDY_ENOMEM;
+        jv_exec *ex = exec_of(v, k, map_key(k, r) - 8, 0);
+        for (size_t i = 0; ex != NULL && i < ex->n; i++) {
+            jv_rec *x = ex->recs[i];
             if (!x->dead && x->rec.kind == EDDY_JREC_CALL && x->rec.idx >= r->idx &&
                 same_exec(&x->rec, r)) {
                 x->dead = 1;
                 eddy__map_remove(&v->map, x->text, x->mklen);
             }
         }
+        if (k != small)
+            free(k);
         return EDDY_OK;
     }
     size_t ids = strlen(r->key) + strlen(r->event_id) + strlen(r->action) + 3 + 16;
@@ -375,13 +424,22 @@ int eddy__jview_apply(eddy__jview *v, const eddy__jlog_entry *e)
     x->rec.payload = copy(&o, r->payload);
     x->rec.err_type = copy(&o, r->err_type);
     x->rec.err_msg = copy(&o, r->err_msg);
-    jv_rec *old = eddy__map_remove(&v->map, x->text, x->mklen);
-    if (old != NULL)
-        old->dead = 1; /* replaced */
-    if (eddy__map_put(&v->map, x->text, x->mklen, x) != EDDY_OK) {
+    jv_exec *ex = exec_of(v, x->text, x->mklen - 8, 1);
+    if (ex == NULL ||
+        eddy__vec_grow(&ex->recs, &ex->cap, ex->n + 1, sizeof(*ex->recs), 4) != EDDY_OK) {
         free(x);
         return EDDY_ENOMEM;
     }
+    jv_rec *old = eddy__map_remove(&v->map, x->text, x->mklen);
+    if (eddy__map_put(&v->map, x->text, x->mklen, x) != EDDY_OK) {
+        if (old != NULL) /* as it was */
+            (void)eddy__map_put(&v->map, old->text, old->mklen, old);
+        free(x);
+        return EDDY_ENOMEM;
+    }
+    if (old != NULL)
+        old->dead = 1; /* replaced */
+    ex->recs[ex->n++] = x;
     v->v[v->n++] = x;
     return EDDY_OK;
 }

@@ -1392,9 +1392,14 @@ typedef struct jrun {
      * pointer, as the prune of every run visits each of its rows. */
     struct jrow **rows;
     size_t n, cap;
-    int in_txn;  /* in s->txn */
-    int ended;   /* pruned while in s->txn: freed at the flush */
-    size_t slot; /* its place + 1 in the runs a compaction rewrites, else 0 */
+    int in_txn;       /* in s->txn */
+    int ended;        /* pruned while in s->txn: freed at the flush */
+    size_t slot;      /* its place + 1 in the runs a compaction rewrites, else 0 */
+    uint64_t walking; /* the row being walked, when the run holds it */
+    /* Cuts of whole action executions (from INT64_MIN) for those its
+     * journal has cut, seen at open and in the rows a compaction walks: the
+     * next rewrite writes them before its puts (see runs_rewrite). */
+    eddy__buf resets;
     /* Its records in the rows that were there at open (read once, then, for
      * every run in flight), or NULL. */
     eddy__jview *opened;
@@ -1481,6 +1486,7 @@ static jrun *run_get(sqlite_store *s, const char *key, uint64_t seq, int create)
 static void run_free(jrun *r)
 {
     if (r != NULL) {
+        free(r->resets.p);
         eddy__jview_free(r->opened);
         if (r->rows != r->few)
             free(r->rows);
@@ -1652,15 +1658,22 @@ typedef struct rewrite {
     jrun **runs;
     eddy__jview **views;
     size_t n, cap;
+    uint64_t walking;
 } rewrite;
 
 /* Apply an entry to the view of its run, when that run is rewritten. */
 static int entry_to_its_run(void *arg, const eddy__jlog_entry *e)
 {
     rewrite *w = arg;
-    jrun *r = run_get(w->s, e->rec.key, e->rec.seq, 0);
-    if (r == NULL || r->slot == 0)
+    int oom;
+    jrun *r = map_get_run(&w->s->runs, e->rec.key, e->rec.seq, &oom);
+    if (oom)
+        return EDDY_ENOMEM;
+    if (r == NULL || r->slot == 0 || r->walking != w->walking)
         return EDDY_OK;
+    if (e->cut && eddy__jlog_cut(&r->resets, e->rec.key, e->rec.seq, e->rec.event_id, e->rec.action,
+                                 INT64_MIN) != EDDY_OK)
+        return EDDY_ENOMEM;
     return eddy__jview_apply(w->views[r->slot - 1], e);
 }
 
@@ -1695,25 +1708,47 @@ static int runs_rewrite(rewrite *w)
         for (size_t k = 0; k < run->n && r == EDDY_OK; k++) {
             if (run->rows[k]->id <= s->jlog_opened)
                 continue; /* in run->opened */
-            r = eddy__vec_grow(&ids, &capids, nids + 1, sizeof(*ids), 64);
-            if (r == EDDY_OK)
+            r = eddy__vec_grow(&ids, &capids, nids + 2, sizeof(*ids), 64);
+            if (r == EDDY_OK) {
                 ids[nids++] = run->rows[k]->id;
+                ids[nids++] = i;
+            }
         }
     }
     /* In the order they were written, each once. */
-    if (r == EDDY_OK && nids > 1)
-        qsort(ids, nids, sizeof(*ids), cmp_u64);
-    for (size_t k = 0; k < nids && r == EDDY_OK; k++)
-        if (k == 0 || ids[k] != ids[k - 1])
-            r = jlog_walk_row(s, ids[k], entry_to_its_run, w, "compacting the journal");
+    if (r == EDDY_OK && nids > 2)
+        qsort(ids, nids / 2, 2 * sizeof(*ids), cmp_u64);
+    for (size_t k = 0; k < nids && r == EDDY_OK; k += 2) {
+        w->runs[ids[k + 1]]->walking = ids[k];
+        if (k + 2 < nids && ids[k + 2] == ids[k])
+            continue;
+        w->walking = ids[k];
+        r = jlog_walk_row(s, ids[k], entry_to_its_run, w, "compacting the journal");
+    }
+    w->walking = UINT64_MAX;
+    for (size_t i = 0; i < w->n; i++)
+        w->runs[i]->walking = UINT64_MAX;
     if (r == EDDY_OK)
         r = eddy__jlog_walk(s->jbuf.p, s->jbuf.len, entry_to_its_run, w);
-    /* Now each run's journal goes into the transaction, as puts. */
+    /*
+     * Now each run's journal goes into the transaction: first the cuts it
+     * has seen (each of a whole action execution), then its records as
+     * puts. The rows it leaves may live on (other runs hold them), and a
+     * reopen replays every row that holds a run's entries, in order: without
+     * the cuts, records of it there that a cut had removed came back (the
+     * cut went with a row the run left), since puts cannot say what is gone.
+     * The cuts are walked again from the new row, and kept so on.
+     */
     for (size_t i = 0; i < w->n && r == EDDY_OK; i++) {
-        one_run o = {run_key_key(w->runs[i]->rk), run_key_seq(w->runs[i]->rk)};
-        r = txn_note(s, w->runs[i]);
+        jrun *run = w->runs[i];
+        one_run o = {run_key_key(run->rk), run_key_seq(run->rk)};
+        r = txn_note(s, run);
+        if (r == EDDY_OK && run->resets.len > 0)
+            r = eddy__buf_put(&s->jbuf, run->resets.p, run->resets.len);
         if (r == EDDY_OK)
             r = eddy__jview_emit(w->views[i], keep_one, &o, put_into_jbuf, &s->jbuf);
+        if (r == EDDY_OK)
+            run->resets.len = 0; /* in the transaction now, walked again from there */
     }
     for (size_t i = 0; i < w->n; i++) {
         jrun *run = w->runs[i];
@@ -2072,6 +2107,10 @@ static int rebuild_entry(void *arg, const eddy__jlog_entry *e)
     jrun *r = run_get(b->s, e->rec.key, e->rec.seq, 1);
     if (r == NULL || (r->opened == NULL && (r->opened = eddy__jview_new()) == NULL) ||
         eddy__jview_apply(r->opened, e) != EDDY_OK)
+        return EDDY_ENOMEM;
+    /* A cut is in no record of the view: kept for the run's next rewrite. */
+    if (e->cut && eddy__jlog_cut(&r->resets, e->rec.key, e->rec.seq, e->rec.event_id, e->rec.action,
+                                 INT64_MIN) != EDDY_OK)
         return EDDY_ENOMEM;
     if (r->n > 0 && r->rows[r->n - 1] == b->row)
         return EDDY_OK;

@@ -1049,6 +1049,66 @@ static void test_journal_log_compaction_of_many_runs(void **state)
 }
 #endif
 
+#ifdef EDDY_TEST_HOOKS
+/* A run rewritten by a compaction leaves its records in the rows it held,
+ * which other runs may keep. Its records there that a cut had removed stay
+ * removed: when another run's rows are read in the same compaction (they
+ * went to it), and when the rows are read again at a reopen (the rewrite
+ * writes a cut of each execution before its puts). Found in review. */
+static void test_compaction_keeps_cut_records_out(void **state)
+{
+    test_dir *d = *state;
+    for (int reopen_between = 0; reopen_between < 2; reopen_between++) {
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s%d", d->state, reopen_between); /* beside it */
+        eddy__store *s = open_ok(dir, FP);
+        eddy__store_sqlite_test_compact_slack(s, 0);
+        assert_int_equal(eddy__store_pending_add(s, "\"A\"", 1, 1, "{}"), EDDY_OK);
+        assert_int_equal(eddy__store_pending_add(s, "\"B\"", 1, 2, "{}"), EDDY_OK);
+        /* Row 1, which A keeps: A 0 and B 0..5. */
+        eddy__jrec r = call_rec("\"A\"", 1, "e", "act", 0);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        for (int i = 0; i < 6; i++) {
+            r = call_rec("\"B\"", 1, "e", "act", i);
+            assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        }
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        /* B cut from 3, a new 3, beside 39 short runs; they end, and B is
+         * rewritten alone. */
+        assert_int_equal(eddy__store_journal_cut(s, "\"B\"", 1, "e", "act", 3), EDDY_OK);
+        r = call_rec("\"B\"", 1, "e", "act", 3);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        put_short_runs(s, 0, 38);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        prune_short_runs(s, 0, 38);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        assert_int_equal(run_records(s, "\"B\"", 1), 4);
+        if (reopen_between) {
+            eddy__store_close(s);
+            s = open_ok(dir, FP);
+            eddy__store_sqlite_test_compact_slack(s, 0);
+            assert_int_equal(run_records(s, "\"B\"", 1), 4);
+        }
+        /* A and B go on beside 39 more; they end: A and B rewritten together. */
+        r = call_rec("\"A\"", 1, "e", "act", 1);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        r = call_rec("\"B\"", 1, "e", "act", 4);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        put_short_runs(s, 100, 138);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        prune_short_runs(s, 100, 138);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        assert_int_equal(run_records(s, "\"B\"", 1), 5); /* 0..4, not the old 5 */
+        assert_int_equal(run_records(s, "\"A\"", 1), 2);
+        eddy__store_close(s);
+        s = open_ok(dir, FP);
+        assert_int_equal(run_records(s, "\"B\"", 1), 5);
+        assert_int_equal(run_records(s, "\"A\"", 1), 2);
+        eddy__store_close(s);
+    }
+}
+#endif
+
 /* Under the compaction slack a sparse row is left as it is: its last run
  * ends soon enough in most workloads, and the row goes then. */
 static void test_journal_log_compaction_waits(void **state)
@@ -2568,6 +2628,8 @@ int main(void)
 #ifdef EDDY_TEST_HOOKS
         cmocka_unit_test_setup_teardown(test_journal_log_compaction, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_of_many_runs, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_cut_records_out, setup_dir,
                                         teardown_dir),
 #endif
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_waits, setup_dir, teardown_dir),
