@@ -1652,6 +1652,32 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Whether resets (cuts) already cut the execution of rec (its event_id and
+ * action). */
+typedef struct reset_find {
+    const eddy__jrec *rec;
+    int found;
+} reset_find;
+
+static int same_reset(void *arg, const eddy__jlog_entry *e)
+{
+    reset_find *f = arg;
+    f->found |= strcmp(e->rec.event_id, f->rec->event_id) == 0 &&
+                strcmp(e->rec.action, f->rec->action) == 0;
+    return EDDY_OK;
+}
+
+/* Keep a cut of rec's whole action execution in r->resets, once: the rows
+ * a run left keep copies of what a rewrite wrote, and a reopen reads them
+ * all (one copy per execution, or they doubled with each reopen). */
+static int reset_add(jrun *r, const eddy__jrec *rec)
+{
+    reset_find f = {rec, 0};
+    if (eddy__jlog_walk(r->resets.p, r->resets.len, same_reset, &f) == EDDY_OK && f.found)
+        return EDDY_OK;
+    return eddy__jlog_cut(&r->resets, rec->key, rec->seq, rec->event_id, rec->action, INT64_MIN);
+}
+
 /* The runs one compaction rewrites, and a view of each one's journal. */
 typedef struct rewrite {
     sqlite_store *s;
@@ -1671,8 +1697,7 @@ static int entry_to_its_run(void *arg, const eddy__jlog_entry *e)
         return EDDY_ENOMEM;
     if (r == NULL || r->slot == 0 || r->walking != w->walking)
         return EDDY_OK;
-    if (e->cut && eddy__jlog_cut(&r->resets, e->rec.key, e->rec.seq, e->rec.event_id, e->rec.action,
-                                 INT64_MIN) != EDDY_OK)
+    if (e->cut && reset_add(r, &e->rec) != EDDY_OK)
         return EDDY_ENOMEM;
     return eddy__jview_apply(w->views[r->slot - 1], e);
 }
@@ -2109,8 +2134,7 @@ static int rebuild_entry(void *arg, const eddy__jlog_entry *e)
         eddy__jview_apply(r->opened, e) != EDDY_OK)
         return EDDY_ENOMEM;
     /* A cut is in no record of the view: kept for the run's next rewrite. */
-    if (e->cut && eddy__jlog_cut(&r->resets, e->rec.key, e->rec.seq, e->rec.event_id, e->rec.action,
-                                 INT64_MIN) != EDDY_OK)
+    if (e->cut && reset_add(r, &e->rec) != EDDY_OK)
         return EDDY_ENOMEM;
     if (r->n > 0 && r->rows[r->n - 1] == b->row)
         return EDDY_OK;

@@ -1109,6 +1109,73 @@ static void test_compaction_keeps_cut_records_out(void **state)
 }
 #endif
 
+#ifdef EDDY_TEST_HOOKS
+static int count_cut(void *arg, const eddy__jlog_entry *e)
+{
+    *(long *)arg += e->cut;
+    return EDDY_OK;
+}
+
+/* The cut entries of every journal row of the state in dir. */
+static long jlog_cuts(const char *dir)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/eddy.db", dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long n = 0;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT data FROM jlog", -1, &st, NULL), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        assert_int_equal(eddy__jlog_walk(sqlite3_column_blob(st, 0),
+                                         (size_t)sqlite3_column_bytes(st, 0), count_cut, &n),
+                         EDDY_OK);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A run cut once and then rewritten after every reopen, its old rows kept
+ * by runs that live on: each rewrite writes its cut once, whatever copies
+ * the rows read at the reopen held (they doubled with each cycle: 2,048
+ * after 12). Found in review. */
+static void test_rewrite_cuts_do_not_multiply(void **state)
+{
+    test_dir *d = *state;
+    eddy__store *s = open_ok(d->state, FP);
+    eddy__store_sqlite_test_compact_slack(s, 0);
+    uint64_t line = 1;
+    assert_int_equal(eddy__store_pending_add(s, "\"A\"", 1, line++, "{}"), EDDY_OK);
+    eddy__jrec r = call_rec("\"A\"", 1, "e", "x", 0);
+    assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    assert_int_equal(eddy__store_journal_cut(s, "\"A\"", 1, "e", "x", 0), EDDY_OK);
+    assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+    assert_int_equal(eddy__store_commit(s), EDDY_OK);
+    char key[32];
+    for (int c = 0; c < 10; c++) {
+        /* A and eight short runs in a row that turns sparse when they end,
+         * in the commit of a run B<c> that lives on and keeps the new row. */
+        r = call_rec("\"A\"", 1, "e", "y", c % 4);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        put_short_runs(s, 10 * c, 10 * c + 7);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        prune_short_runs(s, 10 * c, 10 * c + 7);
+        snprintf(key, sizeof(key), "\"B%d\"", c);
+        assert_int_equal(eddy__store_pending_add(s, key, 1, line++, "{}"), EDDY_OK);
+        r = call_rec(key, 1, "e", "x", 0);
+        assert_int_equal(eddy__store_journal_put(s, &r), EDDY_OK);
+        assert_int_equal(eddy__store_commit(s), EDDY_OK);
+        eddy__store_close(s);
+        s = open_ok(d->state, FP);
+        eddy__store_sqlite_test_compact_slack(s, 0);
+        assert_true(jlog_cuts(d->state) <= c + 3); /* one per row kept, at most */
+        assert_int_equal(run_records(s, "\"A\"", 1), 1 + (c < 3 ? c + 1 : 4));
+    }
+    eddy__store_close(s);
+}
+#endif
+
 /* Under the compaction slack a sparse row is left as it is: its last run
  * ends soon enough in most workloads, and the row goes then. */
 static void test_journal_log_compaction_waits(void **state)
@@ -2631,6 +2698,7 @@ int main(void)
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_cut_records_out, setup_dir,
                                         teardown_dir),
+        cmocka_unit_test_setup_teardown(test_rewrite_cuts_do_not_multiply, setup_dir, teardown_dir),
 #endif
         cmocka_unit_test_setup_teardown(test_journal_log_compaction_waits, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_journal_run_handle, setup_dir, teardown_dir),
