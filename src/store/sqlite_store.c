@@ -2918,10 +2918,11 @@ static int check_state_files(sqlite_store *s, eddy_error **err)
 }
 
 /* A directory that holds files but no state (no eddy.db) is not adopted as
- * one (a LOCK that says it held one is a state whose eddy.db is gone: the
- * checks of the state's files say so, not this): `--state .` or a mistyped path would spread eddy's
- * files among the user's. Hidden entries (".gitignore"), lost+found (a file system of its own for
- * the state) and the files of a state whose database is not made yet (LOCK, SQLite's) are fine. */
+ * one: `--state .` or a mistyped path would spread eddy's files among the
+ * user's. Hidden entries (".gitignore"), lost+found (a file system of its
+ * own for the state) and the files of a state whose database is not made
+ * yet (LOCK, SQLite's) are fine; so is a LOCK that says the directory held
+ * a state (its eddy.db is gone: the checks of the state's files say so). */
 static int check_foreign_dir(const char *dir, eddy_error **err)
 {
     DIR *d = opendir(dir);
