@@ -306,7 +306,8 @@ EDDY_API int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error
  * an action's name is taken); EDDY_ENOTSUP when eddy was built without
  * Python. A failed load removes the actions it added, but the Python
  * interpreter it started, and whatever the file's import did in it, stay
- * until the plan is freed.
+ * until the plan is freed. agent_class is the command line's --agent, as
+ * the messages call it ("choose one with --agent NAME").
  * Threads: unlike other plan calls, loads of Python agents and frees of
  * plans that hold one (eddy_plan_free(), and eddy_runtime_free() of each
  * runtime on its own mailbox thread) may run on any threads at once, each
@@ -699,7 +700,8 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
 
 /*
  * Runtime configuration: string names and values, as on the command line
- * (without the leading "--"):
+ * (without the leading "--"). eddy's messages name a setting as the command
+ * line does: "raise --stack-size" means the name "stack-size" here.
  *   input            path of the JSONL input, "-" for stdin (default "-")
  *   output           path of the JSONL output, "-" for stdout (default "-")
  *   dead-letter      path of the dead-letter JSONL file (default "<output>.dead.jsonl",
