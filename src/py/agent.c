@@ -340,15 +340,7 @@ static int submit(eddy_ctx *t, eddy__py_task *pt, PyObject *y, PyObject **throw,
         v = &PyTuple_GET_ITEM(tuple, 0);
         n = PyTuple_GET_SIZE(tuple);
     } else {
-        PyObject *r = eddy__py_repr(y);
-        if (r != NULL)
-            PyErr_Format(PyExc_TypeError,
-                         "eddy actions can await only ctx.execute_async(), "
-                         "ctx.durable_execute_async(), ctx.gather() and ctx.sleep(); the action "
-                         "awaited something that yielded %U (asyncio and other event loops are "
-                         "not supported: ctx.sleep() takes the place of asyncio.sleep())",
-                         r);
-        Py_XDECREF(r);
+        eddy__py_not_eddy(y);
         *why = REFUSED_NOT_EDDY;
         *throw = eddy__py_fetch_exception();
         return 0;

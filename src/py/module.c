@@ -93,8 +93,9 @@ static void raise_exception(PyObject *exc)
 
 typedef struct ctx_obj {
     PyObject ob_base;
-    eddy_ctx *task; /* NULL once the action execution ended */
-    int dropped;    /* it ended unfinished */
+    eddy_ctx *task;   /* NULL once the action execution ended */
+    int dropped;      /* it ended unfinished */
+    int branch_depth; /* > 0 while ctx.gather() steps one of its coroutines */
 } ctx_obj;
 
 PyObject *eddy__py_ctx_new(eddy_ctx *t)
@@ -103,6 +104,7 @@ PyObject *eddy__py_ctx_new(eddy_ctx *t)
     if (c != NULL) {
         c->task = t;
         c->dropped = 0;
+        c->branch_depth = 0;
     }
     return (PyObject *)c;
 }
@@ -1221,16 +1223,32 @@ static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *a = PyTuple_GET_ITEM(args, i);
-        if (!Py_IS_TYPE(a, eddy__py.call_type)) {
+        if (Py_IS_TYPE(a, eddy__py.call_type))
+            continue;
+        PyAsyncMethods *am = Py_TYPE(a)->tp_as_async;
+        if (am == NULL || am->am_await == NULL) {
             PyObject *r = eddy__py_repr(a);
             if (r != NULL)
                 PyErr_Format(PyExc_TypeError,
-                             "gather() takes awaitables from ctx.execute_async(), "
-                             "ctx.durable_execute_async() or ctx.sleep(), not %U",
+                             "gather() takes awaitables (coroutines of async def functions "
+                             "that await eddy's calls, and what ctx.execute_async(), "
+                             "ctx.durable_execute_async(), ctx.gather() and ctx.sleep() "
+                             "return), not %U",
                              r);
             Py_XDECREF(r);
             return NULL;
         }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!Py_IS_TYPE(PyTuple_GET_ITEM(args, i), eddy__py.call_type)) {
+            /* Coroutines (or gathers, or other awaitables) among them: each
+             * is stepped as one branch, in rounds (module_py.h). */
+            PyObject *hargs[3] = {self, args, return_exceptions ? Py_True : Py_False};
+            return call_helper("_gather_branches", hargs, 3);
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
         eddy__py_call *c = (eddy__py_call *)a;
         if (c->ctxobj != self) {
             PyErr_SetString(PyExc_RuntimeError,
@@ -1312,10 +1330,44 @@ static int not_started(PyObject *aw)
     return 0;
 }
 
+/* Whether aw is done: its call, or every call of the gather, has its result
+ * (a replay's, from the journal, or one the driver got). */
+static int all_done(PyObject *aw)
+{
+    if (is_call(aw))
+        return ((eddy__py_call *)aw)->state == EDDY_PY_CALL_DONE;
+    PyObject *calls = ((eddy__py_gather *)aw)->calls;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(calls); i++)
+        if (((eddy__py_call *)PyTuple_GET_ITEM(calls, i))->state != EDDY_PY_CALL_DONE)
+            return 0;
+    return 1;
+}
+
+/* Whether aw is awaited by a coroutine that ctx.gather() is stepping. */
+static int in_branch(PyObject *aw)
+{
+    PyObject *ctxobj =
+        is_call(aw) ? ((eddy__py_call *)aw)->ctxobj : ((eddy__py_gather *)aw)->ctxobj;
+    return ctxobj != NULL && ((ctx_obj *)ctxobj)->branch_depth > 0;
+}
+
 /* Where aw keeps the awaiter whose last step yielded it (borrowed). */
 static PyObject **handed_slot(PyObject *aw)
 {
     return is_call(aw) ? &((eddy__py_call *)aw)->handed : &((eddy__py_gather *)aw)->handed;
+}
+
+void eddy__py_not_eddy(PyObject *y)
+{
+    PyObject *r = eddy__py_repr(y);
+    if (r != NULL)
+        PyErr_Format(PyExc_TypeError,
+                     "eddy actions can await only ctx.execute_async(), "
+                     "ctx.durable_execute_async(), ctx.gather() and ctx.sleep(); the action "
+                     "awaited something that yielded %U (asyncio and other event loops are "
+                     "not supported: ctx.sleep() takes the place of asyncio.sleep())",
+                     r);
+    Py_XDECREF(r);
 }
 
 int eddy__py_take_handed(PyObject *aw)
@@ -1379,10 +1431,21 @@ static PySendResult awaiter_send(PyObject *self, PyObject *arg, PyObject **resul
                      awaitable_name(w->aw), awaitable_usage(w->aw));
         return PYGEN_ERROR;
     }
+    PyObject **handed = handed_slot(w->aw);
+    if (!w->yielded && in_branch(w->aw) && all_done(w->aw)) {
+        /* A coroutine of ctx.gather() awaits what is done already (a
+         * replay's result): it gives it to the gather all the same, as in
+         * the run that made the call, so that the gather steps its
+         * coroutines in the same rounds and their calls take the same
+         * journal positions (see _Branches in module_py.h). */
+        *result = Py_NewRef(w->aw);
+        w->yielded = 1;
+        *handed = self;
+        return PYGEN_NEXT;
+    }
     PySendResult r =
         is_call(w->aw) ? call_send(w->aw, arg, result) : gather_send(w->aw, arg, result);
     w->yielded = r == PYGEN_NEXT;
-    PyObject **handed = handed_slot(w->aw);
     if (r == PYGEN_NEXT)
         *handed = self; /* for the driver: the result comes back through here */
     else if (*handed == self)
@@ -1545,6 +1608,78 @@ static PyObject *awaitable_iter(PyObject *self)
                  "from aw.__await__()` in an __await__ method",
                  awaitable_name(self), awaitable_usage(self));
     return NULL;
+}
+
+/*
+ * What ctx.gather() of coroutines (_Branches in module_py.h) steps them with.
+ *
+ * ctx._branch(fn, arg, context): context.run(fn, arg), fn being a step of
+ * one of its coroutines (the send or throw of the iterator of its
+ * __await__()), with the context's branch depth raised meanwhile: what the
+ * coroutine then awaits gives itself to the gather even when it is done (see
+ * awaiter_send).
+ */
+static PyObject *ctx_branch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_branch() takes fn, arg and context");
+        return NULL;
+    }
+    if (ctx_task(self, "RunnerContext.gather") == NULL)
+        return NULL;
+    ctx_obj *c = (ctx_obj *)self;
+    PyObject *run = PyObject_GetAttrString(args[2], "run");
+    if (run == NULL)
+        return NULL;
+    c->branch_depth++;
+    PyObject *r = PyObject_CallFunctionObjArgs(run, args[0], args[1], NULL);
+    c->branch_depth--;
+    Py_DECREF(run);
+    return r;
+}
+
+/* ctx._in_branch(): whether a gather is stepping one of its coroutines now
+ * (a gather inside it then gives its rounds to that one). */
+static PyObject *ctx_in_branch(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(((ctx_obj *)self)->branch_depth > 0);
+}
+
+/* ctx._round_calls(y): y, what one of a gather's coroutines yielded, checked
+ * as the driver checks what an action yields (agent.c submit), and the calls
+ * of it that have not started, as a list (empty when y is done: a replay's
+ * result). */
+static PyObject *ctx_round_calls(PyObject *self, PyObject *y)
+{
+    if (!is_call(y) && !Py_IS_TYPE(y, eddy__py.gather_type)) {
+        eddy__py_not_eddy(y);
+        return NULL;
+    }
+    if (!eddy__py_take_handed(y))
+        return NULL;
+    PyObject *const *v = &y;
+    Py_ssize_t n = 1;
+    if (!is_call(y)) {
+        PyObject *calls = ((eddy__py_gather *)y)->calls;
+        v = &PyTuple_GET_ITEM(calls, 0);
+        n = PyTuple_GET_SIZE(calls);
+    }
+    PyObject *list = PyList_New(0);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        eddy__py_call *c = (eddy__py_call *)v[i];
+        if (c->ctxobj != self) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "an awaitable of another action execution was awaited");
+            Py_CLEAR(list);
+        } else if (c->state == EDDY_PY_CALL_RUNNING) {
+            PyErr_SetString(PyExc_RuntimeError, "an eddy call was awaited while already running");
+            Py_CLEAR(list);
+        } else if (c->state == EDDY_PY_CALL_NEW && PyList_Append(list, v[i]) != 0) {
+            Py_CLEAR(list);
+        }
+    }
+    return list;
 }
 
 /* ---------------------------------------------------------------- MemoryObject */
@@ -1902,8 +2037,11 @@ static PyMethodDef ctx_methods[] = {
     {"sleep", ctx_sleep, METH_O,
      "await sleep(seconds): suspend the action on a loop timer (no worker); not journaled."},
     {"gather", (PyCFunction)(void (*)(void))ctx_gather, METH_VARARGS | METH_KEYWORDS,
-     "await gather(aw1, aw2, ..., return_exceptions=False): run calls at once; results in "
-     "order."},
+     "await gather(aw1, aw2, ..., return_exceptions=False): run calls and coroutines at once; "
+     "results in order."},
+    {"_branch", (PyCFunction)(void (*)(void))ctx_branch, METH_FASTCALL, NULL},
+    {"_in_branch", ctx_in_branch, METH_NOARGS, NULL},
+    {"_round_calls", ctx_round_calls, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -29,7 +29,10 @@
  * make the task ready (or queue it for the group commit) when the last one
  * completed; the next step sends None and the awaitable returns its result
  * or raises. Anything else yielded is refused with a TypeError thrown into
- * the coroutine. ctx.sleep() returns a call too, without a function: the
+ * the coroutine. ctx.gather() of coroutines (any awaitable but a call
+ * among its arguments) returns a _Branches (module_py.h) instead, which steps
+ * them itself, in rounds, and yields each round's calls to the driver as one
+ * gather. ctx.sleep() returns a call too, without a function: the
  * driver starts a loop timer for it (src/exec/timer.h) rather than a job, or,
  * for 0 seconds, puts the task back at the end of the ready queue.
  *
@@ -239,6 +242,11 @@ void eddy__py_unawaited_end(eddy_ctx *t, int finished);
  * TypeError set (yielded directly, say by an __await__ that yields the call
  * itself: its result would be lost). GIL held. */
 int eddy__py_take_handed(PyObject *aw);
+
+/* y, which a coroutine yielded to eddy, is not a call or a gather (asyncio's
+ * future, say): set the TypeError that eddy throws into the coroutine. GIL
+ * held. */
+void eddy__py_not_eddy(PyObject *y);
 
 /* Call c is awaited (the driver starts it): no longer one the action's end
  * warns about as never awaited. GIL held. */

@@ -2,6 +2,7 @@
 "op"; the "dispatch" action does what the op says."""
 import asyncio
 import collections
+import contextvars
 import enum
 import functools
 import itertools
@@ -290,6 +291,45 @@ def wait_holding():
     time.sleep(0.05)
 
 
+# Which branch of a gather of coroutines runs: each has its own copy of the
+# action's context, as asyncio gives each Task one.
+branch_tag = contextvars.ContextVar("branch_tag", default="action")
+
+
+async def counted_branch(ctx, counter, tag, n):
+    """One branch of gather_coros: n durable calls one after the other."""
+    branch_tag.set(tag)
+    got = []
+    for i in range(n):
+        got.append(await ctx.durable_execute_async(count, counter, "%s%d" % (tag, i)))
+    return got + [branch_tag.get()]
+
+
+async def nested_branches(ctx, counter):
+    return await ctx.gather(counted_branch(ctx, counter, "x", 2),
+                            counted_branch(ctx, counter, "y", 1))
+
+
+async def sleeping_branch(ctx, ms):
+    t0 = time.monotonic()
+    for i in range(2):
+        await ctx.execute_async(sleep_call, i, ms)
+    return time.monotonic() - t0
+
+
+async def failing_branch(ctx, ms):
+    await ctx.execute_async(sleep_call, 0, ms)
+    raise ValueError("branch failed")
+
+
+async def refused_branch(ctx):
+    try:
+        await asyncio.sleep(0)
+    except TypeError as e:
+        return "refused: " + str(e).split(";")[0]
+    return "not refused"
+
+
 def out(ctx, rec, **fields):
     o = {"key": rec["key"], "seq": rec.get("seq")}
     o.update(fields)
@@ -324,6 +364,32 @@ class TestAgent(Agent):
                                   ctx.durable_execute_async(count, rec["counter"], 3))
             crash_if(rec.get("crash"))
             out(ctx, rec, rs=[rs[0], rs[1]["x"], rs[2]])
+        elif op == "gather_coros":
+            c = rec["counter"]
+            rs = await ctx.gather(counted_branch(ctx, c, "a", 3), counted_branch(ctx, c, "b", 1),
+                                  ctx.durable_execute_async(count, c, "c"),
+                                  nested_branches(ctx, c))
+            crash_if(rec.get("crash"))
+            out(ctx, rec, rs=rs, tag=branch_tag.get())
+        elif op == "gather_coros_timed":
+            t0 = time.monotonic()
+            rs = await ctx.gather(*[sleeping_branch(ctx, rec["ms"]) for _ in range(rec["n"])])
+            out(ctx, rec, n=len(rs), elapsed=time.monotonic() - t0)
+        elif op == "gather_coros_errors":
+            rs = await ctx.gather(failing_branch(ctx, 50), sleeping_branch(ctx, 1),
+                                  refused_branch(ctx), return_exceptions=True)
+            got = [repr(rs[0]), type(rs[1]).__name__, rs[2]]
+            try:
+                await ctx.gather(sleeping_branch(ctx, 1), failing_branch(ctx, 1))
+                raised = None
+            except ValueError as e:
+                raised = str(e)
+            try:
+                ctx.gather(sleeping_branch(ctx, 1), 42)
+                bad = None
+            except TypeError as e:
+                bad = str(e)
+            out(ctx, rec, got=got, raised=raised, bad=bad)
         elif op == "durable":
             v = await ctx.durable_execute_async(count, rec["counter"], {"v": rec["x"]})
             crash_if(rec.get("crash"))

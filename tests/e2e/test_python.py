@@ -312,6 +312,39 @@ class PythonTest(EddyTest):
                                      expect_calls=2)
         self.assertEqual(outs, [{"key": "d", "seq": 1, "rs": [1, 2, 3]}])
 
+    def test_gather_of_coroutines_replayed_in_its_rounds(self):
+        # ctx.gather took calls only. Coroutines (one nested gather among
+        # them) now run as branches in rounds, so that the replay finds each
+        # durable call at the position the first run gave it: 8 calls, none
+        # run again, none cut as non-deterministic.
+        outs = self.crash_and_resume({"key": "d", "op": "gather_coros", "seq": 1},
+                                     expect_calls=8)
+        self.assertEqual(outs, [{"key": "d", "seq": 1, "tag": "action",
+                                 "rs": [["a0", "a1", "a2", "a"], ["b0", "b"], "c",
+                                        [["x0", "x1", "x"], ["y0", "y"]]]}])
+
+    def test_gather_of_coroutines_overlaps_them(self):
+        n, ms = 4, 150
+        res = self.run_py([{"key": "g", "op": "gather_coros_timed", "n": n, "ms": ms, "seq": 0}],
+                          "--async-threads", str(n))
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(o["n"], n)
+        # Two calls each, the branches' calls at once: two rounds, not 2 n.
+        self.assertLess(o["elapsed"], n * 2 * ms / 1000 / 2,
+                        "gather did not overlap its coroutines: %.3f s" % o["elapsed"])
+        self.assertGreaterEqual(o["elapsed"], 2 * ms / 1000 * 0.9)
+
+    def test_gather_of_coroutines_exceptions(self):
+        res = self.run_py([{"key": "g", "op": "gather_coros_errors", "seq": 0}])
+        self.assertOk(res)
+        (o,) = res.outputs()
+        self.assertEqual(o["got"], ["ValueError('branch failed')", "float",
+                                    "refused: eddy actions can await only ctx.execute_async(), "
+                                    "ctx.durable_execute_async(), ctx.gather() and ctx.sleep()"])
+        self.assertEqual(o["raised"], "branch failed")
+        self.assertRegex(o["bad"], r"^gather\(\) takes awaitables \(coroutines .*\), not 42$")
+
     def test_durable_exception_replayed_with_its_type(self):
         outs = self.crash_and_resume({"key": "e", "op": "durable_error", "kind": "custom",
                                       "seq": 1})
