@@ -1231,6 +1231,39 @@ class PythonTest(EddyTest):
         self.assertIn("no Agent subclass named 'Nope' (found: OtherAgent, ReviewAgent)",
                       self.load_error_agent("two.py", "Nope"))
 
+    def test_agent_in_a_package_imports_relatively(self):
+        # An agent file in a package failed at `from . import x` (no known
+        # parent package): it now resolves in the package, which is imported
+        # as Python imports it, while the module keeps its name (durable
+        # calls' function ids hold it).
+        files = {
+            "proj/agents/__init__.py": "",
+            "proj/agents/shared.py": "def shout(s):\n    return s.upper()\n",
+            "proj/agents/triage/__init__.py": "PREFIX = 'pkg'\n",
+            "proj/agents/triage/tools.py": "from ..shared import shout\n"
+                                           "def label(x):\n    return shout('label-%s' % x)\n",
+            "proj/agents/triage/agent.py":
+                "from . import PREFIX\n"
+                "from .tools import label\n"
+                "import agents.shared\n"
+                "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                "class T(Agent):\n"
+                "    @action(InputEvent)\n"
+                "    @staticmethod\n"
+                "    async def go(event, ctx):\n"
+                "        v = await ctx.durable_execute_async(label, event.input['x'])\n"
+                "        ctx.send_event(OutputEvent(output=[v, PREFIX, __name__, __package__,\n"
+                "                                           agents.shared.shout('abs')]))\n",
+        }
+        for name, source in files.items():
+            os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
+            with open(self.path(name), "w") as f:
+                f.write(source)
+        res = self.run_py([{"key": "k", "x": 1}], "--state", self.path("st"),
+                          agent=self.path("proj/agents/triage/agent.py"))
+        self.assertOk(res)
+        self.assertEqual(res.outputs(), [["LABEL-1", "pkg", "agent", "agents.triage", "ABS"]])
+
     def load_error_agent(self, agent, agent_class):
         """eddy run's stderr for agent run with --agent agent_class (refused)."""
         with open(self.path("in.jsonl"), "w") as f:
