@@ -15,8 +15,10 @@
 eddy_plan *eddy_plan_new(void)
 {
     eddy_plan *p = calloc(1, sizeof(*p));
-    if (p != NULL)
+    if (p != NULL) {
         eddy__map_init(&p->routes);
+        eddy__map_init(&p->names);
+    }
     return p;
 }
 
@@ -49,6 +51,7 @@ void eddy_plan_free(eddy_plan *plan)
         free(r);
     }
     eddy__map_free(&plan->routes);
+    eddy__map_free(&plan->names);
     if (plan->lang_free != NULL)
         plan->lang_free(plan->lang);
     if (plan->dl != NULL)
@@ -80,11 +83,7 @@ int eddy__plan_add_file(eddy_plan *plan, const char *path)
 
 eddy__action *eddy__plan_find(const eddy_plan *plan, const char *name)
 {
-    for (size_t i = 0; i < plan->n; i++) {
-        if (strcmp(plan->actions[i]->name, name) == 0)
-            return plan->actions[i];
-    }
-    return NULL;
+    return eddy__map_get(&plan->names, name, strlen(name));
 }
 
 static int route_add(eddy_plan *plan, const char *type, eddy__action *a)
@@ -210,6 +209,8 @@ int eddy__plan_add(eddy_plan *plan, const char *name, const char *const *types, 
             goto fail;
         }
     }
+    if (eddy__map_put(&plan->names, a->name, strlen(a->name), a) != EDDY_OK)
+        goto fail;
     a->ops = ops;
     a->impl = impl;
     plan->actions[plan->n++] = a;
@@ -522,6 +523,7 @@ void eddy__plan_truncate(eddy_plan *plan, size_t n)
 {
     while (plan->n > n) {
         eddy__action *a = plan->actions[--plan->n];
+        eddy__map_remove(&plan->names, a->name, strlen(a->name));
         routes_drop(plan, (const char *const *)a->types, a->ntypes, a);
         action_free(a);
     }

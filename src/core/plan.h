@@ -50,6 +50,7 @@ struct eddy_plan {
     eddy__action **actions;
     size_t n, cap;
     eddy__map routes; /* event type -> eddy__route */
+    eddy__map names;  /* action name -> eddy__action (names are unique) */
     void *dl;         /* dlopen handle of a C agent */
     /* The files its agents were loaded from (a C agent's module, a Python
      * agent's source): a run refuses to write over one. */
