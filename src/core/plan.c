@@ -102,14 +102,18 @@ static int route_add(eddy_plan *plan, const char *type, eddy__action *a)
             return EDDY_ENOMEM;
         }
     }
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->actions[i] == a)
-            return EDDY_OK; /* the same type listed twice */
+    /* a is the newest action of the plan: when it is in the route already
+     * (the same type listed twice), it is last there. */
+    if (r->n > 0 && r->actions[r->n - 1] == a)
+        return EDDY_OK;
+    if (r->n == r->cap) {
+        size_t ncap = r->cap != 0 ? r->cap * 2 : 1;
+        eddy__action **na = realloc(r->actions, ncap * sizeof(*na));
+        if (na == NULL)
+            return EDDY_ENOMEM;
+        r->actions = na;
+        r->cap = ncap;
     }
-    eddy__action **na = realloc(r->actions, (r->n + 1) * sizeof(*na));
-    if (na == NULL)
-        return EDDY_ENOMEM;
-    r->actions = na;
     r->actions[r->n++] = a;
     return EDDY_OK;
 }

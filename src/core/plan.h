@@ -42,7 +42,7 @@ struct eddy__action {
 
 typedef struct eddy__route {
     char *type;
-    size_t n;
+    size_t n, cap;
     eddy__action **actions; /* in registration order */
 } eddy__route;
 
