@@ -424,13 +424,23 @@ static int check_input_listener(const eddy_plan *plan, const char *path)
             "eddy: %s: no action listens to " EDDY_INPUT_EVENT
             ", so every input would be dropped; its actions listen to",
             path);
+    /* Each type once: said holds the types named (an agent may list 100,000,
+     * which a look through the earlier ones took minutes to tell apart); out
+     * of memory, said is NULL and the earlier ones are looked through. */
     const char *sep = " ";
+    json_t *said = json_object();
     for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; (t = eddy_plan_action_event_type(plan, i, j)) != NULL; j++)
-            if (!type_seen_before(plan, i, j, t)) {
-                fprintf(stderr, "%s'%s'", sep, t);
-                sep = ", ";
+        for (size_t j = 0; (t = eddy_plan_action_event_type(plan, i, j)) != NULL; j++) {
+            if (said != NULL ? json_object_get(said, t) != NULL : type_seen_before(plan, i, j, t))
+                continue;
+            fprintf(stderr, "%s'%s'", sep, t);
+            sep = ", ";
+            if (said != NULL && json_object_set_new(said, t, json_true()) != 0) {
+                json_decref(said);
+                said = NULL;
             }
+        }
+    json_decref(said);
     fputs(" (is an event type misspelt?)\n", stderr);
     return EXIT_USAGE;
 }
