@@ -123,6 +123,131 @@ static void test_add_action_fails_cleanly(void **state)
     eddy_plan_free(p);
 }
 
+/* ---------------------------------------------------------------- many actions */
+
+/*
+ * An agent may register 100,000 actions: a name is told apart from the others,
+ * and an action joins its routes, without a look through the plan so far. Here
+ * action i is "a<i>": it listens to S<i % 7>, to T<i> too when i % 3 == 0, to
+ * S<i % 7> a second time when i % 5 == 0, and to InputEvent when i % 100 == 0.
+ */
+#define MANY 20000
+
+static int add_many(eddy_plan *p, size_t i)
+{
+    char name[32], own[32], shared[32];
+    const char *types[5];
+    size_t n = 0;
+    snprintf(name, sizeof(name), "a%zu", i);
+    snprintf(own, sizeof(own), "T%zu", i);
+    snprintf(shared, sizeof(shared), "S%zu", i % 7);
+    types[n++] = shared;
+    if (i % 3 == 0)
+        types[n++] = own;
+    if (i % 5 == 0)
+        types[n++] = shared;
+    if (i % 100 == 0)
+        types[n++] = EDDY_INPUT_EVENT;
+    types[n] = NULL;
+    return eddy_plan_add_action(p, name, types, nop, NULL);
+}
+
+/* p holds actions a0 to a<n - 1> of add_many(), in order, and each route the
+ * actions that listen to its type, once each, in registration order. */
+static void expect_many(const eddy_plan *p, size_t n)
+{
+    char name[32], type[32];
+    assert_int_equal(eddy_plan_action_count(p), n);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "a%zu", i);
+        assert_string_equal(eddy_plan_action_name(p, i), name);
+        const eddy__action *a = eddy__plan_find(p, name);
+        assert_non_null(a);
+        assert_int_equal(a->index, i);
+        assert_ptr_equal(a, p->actions[i]);
+    }
+    snprintf(name, sizeof(name), "a%zu", n);
+    assert_null(eddy__plan_find(p, name));
+    for (size_t k = 0; k < 7; k++) {
+        snprintf(type, sizeof(type), "S%zu", k);
+        const eddy__route *r = eddy__plan_route(p, type);
+        assert_non_null(r);
+        assert_int_equal(r->n, (n - k + 6) / 7);
+        for (size_t j = 0; j < r->n; j++)
+            assert_int_equal(r->actions[j]->index, k + 7 * j);
+    }
+    for (size_t i = 0; i < MANY; i++) {
+        snprintf(type, sizeof(type), "T%zu", i);
+        const eddy__route *r = eddy__plan_route(p, type);
+        if (i >= n || i % 3 != 0) {
+            assert_null(r);
+            continue;
+        }
+        assert_non_null(r);
+        assert_int_equal(r->n, 1);
+        assert_int_equal(r->actions[0]->index, i);
+    }
+    const eddy__route *r = eddy__plan_route(p, EDDY_INPUT_EVENT);
+    assert_non_null(r);
+    assert_int_equal(r->n, (n + 99) / 100);
+    for (size_t j = 0; j < r->n; j++)
+        assert_int_equal(r->actions[j]->index, 100 * j);
+}
+
+/* A name taken already is refused, whether it is the first, last or middle
+ * one, and the refusal changes nothing. */
+static void expect_taken(eddy_plan *p, const char *name)
+{
+    static const char *const on_x[] = {"X", NULL};
+    size_t n = eddy_plan_action_count(p);
+    char why[128];
+    snprintf(why, sizeof(why), "action '%s' is in the plan already: names are unique", name);
+    assert_int_equal(eddy_plan_add_action(p, name, on_x, nop, NULL), EDDY_EINVAL);
+    assert_string_equal(p->why, why);
+    assert_int_equal(eddy_plan_action_count(p), n);
+    assert_null(eddy__plan_route(p, "X"));
+}
+
+static void test_many_actions(void **state)
+{
+    (void)state;
+    eddy_plan *p = eddy_plan_new();
+    assert_non_null(p);
+    for (size_t i = 0; i < MANY; i++) {
+        assert_int_equal(add_many(p, i), EDDY_OK);
+        if (i == MANY / 2) {
+            expect_taken(p, "a0");
+            expect_taken(p, "a5000");
+            expect_taken(p, "a10000");
+        }
+    }
+    expect_taken(p, "a0");
+    expect_taken(p, "a10000");
+    expect_taken(p, "a19999");
+    expect_many(p, MANY);
+    /* The fingerprint an eddy that looked through the names gave this plan:
+     * a state keeps it, and resumes only with the same. */
+    char fp[17], again[17];
+    eddy__plan_fingerprint(p, fp);
+    assert_string_equal(fp, "ec2fe1e599ef0b1d");
+    /* Truncated, the plan is as it was with that many actions: the names
+     * taken out can be added again, which makes the same plan. */
+    eddy__plan_truncate(p, MANY / 2);
+    expect_many(p, MANY / 2);
+    for (size_t i = MANY / 2; i < MANY; i++)
+        assert_int_equal(add_many(p, i), EDDY_OK);
+    expect_many(p, MANY);
+    eddy__plan_fingerprint(p, again);
+    assert_string_equal(again, fp);
+    eddy__plan_truncate(p, 0);
+    assert_int_equal(eddy_plan_action_count(p), 0);
+    assert_null(eddy__plan_find(p, "a0"));
+    assert_null(eddy__plan_route(p, "S0"));
+    assert_null(eddy__plan_route(p, EDDY_INPUT_EVENT));
+    assert_int_equal(add_many(p, 0), EDDY_OK);
+    eddy_plan_free(p);
+}
+
 /* ---------------------------------------------------------------- descriptions */
 
 /* A plan of lines "name type type ...", its description and fingerprint. */
@@ -400,6 +525,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_action_fails_cleanly),
+        cmocka_unit_test(test_many_actions),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_differences),
         cmocka_unit_test(test_load_errors_are_set),
