@@ -771,7 +771,9 @@ EDDY_API const char *eddy_config_get(const eddy_config *conf, const char *name);
  * or the output or dead-letter file is a file an agent of plan was loaded
  * from),
  * "plan", "memory". The state directory is created, and the outputs cut, only once
- * the input, output and dead-letter files are known to open.
+ * the input, output and dead-letter files are known to open, and once the
+ * input is open (an input FIFO's open waits for a writer first; an output or
+ * dead-letter FIFO's open waits for a reader after them).
  * The calling thread becomes the runtime's mailbox thread.
  */
 EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_error **err);

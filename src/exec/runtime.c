@@ -1,6 +1,7 @@
 /* The operator's lifecycle and scheduling; see the design notes in runtime.h. */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "exec/runtime.h"
 #include "exec/timer.h"
 #include "io/paths.h"
+#include "io/wait.h"
 #include "util/fault.h"
 #include "util/hash.h"
 #include "util/jalloc.h"
@@ -1057,8 +1059,22 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         eddy__paths_check_files(cv->output, eddy__config_dead_letter(rt->conf), plan->files,
                                 plan->nfiles, err) != EDDY_OK)
         goto fail;
-    if (eddy__durable_open(rt, plan, err) != EDDY_OK)
+    /* The input is opened before them too: a FIFO's open waits for its
+     * writer, and a stop during that wait must find the outputs as they
+     * were (they were cut first) and no new state. The source takes it. */
+    int in_fd = -1;
+    if (cv->input != NULL && strcmp(cv->input, "-") != 0) {
+        in_fd = eddy__wait_open(cv->input, O_RDONLY | O_CLOEXEC, 0, EDDY_WAIT_OPEN_READ);
+        if (in_fd < 0) {
+            eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", cv->input, strerror(errno));
+            goto fail;
+        }
+    }
+    if (eddy__durable_open(rt, plan, err) != EDDY_OK) {
+        if (in_fd >= 0)
+            close(in_fd);
         goto fail;
+    }
     rt->idle_with_memory = rt->store != NULL && (cv->key_cache != 0 || cv->key_cache_bytes != 0);
     rt->idle_max = IDLE_KEYS_MAX;
     if (rt->idle_with_memory) {
@@ -1069,6 +1085,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
 
     eddy__source_opts so = {
         .path = cv->input,
+        .has_fd = in_fd >= 0,
+        .fd = in_fd,
         .key_field = cv->key,
         .max_line_bytes = cv->max_line_bytes,
         .max_depth = cv->max_depth,

@@ -988,12 +988,22 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
 {
     int rc;
     *out = NULL;
-    if (opts == NULL || opts->key_field == NULL || ready == NULL)
-        return eddy__error_set(err, EDDY_EINVAL, "io", "source: missing key field or callback");
-    eddy__source *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return eddy__error_set(err, EDDY_ENOMEM, "nomem", "out of memory");
+    int given = opts != NULL && opts->has_fd ? opts->fd : -1; /* ours from here */
+    eddy__source *s = NULL;
+    if (opts == NULL || opts->key_field == NULL || ready == NULL ||
+        (s = calloc(1, sizeof(*s))) == NULL) {
+        if (given >= 0)
+            close(given);
+        return s == NULL && opts != NULL && opts->key_field != NULL && ready != NULL
+                   ? eddy__error_set(err, EDDY_ENOMEM, "nomem", "out of memory")
+                   : eddy__error_set(err, EDDY_EINVAL, "io",
+                                     "source: missing key field or callback");
+    }
     s->fd = s->wake[0] = s->wake[1] = -1;
+    if (given >= 0) {
+        s->fd = given;
+        s->own_fd = 1;
+    }
     eddy__queue_init(&s->queue);
     eddy__queue_init(&s->recycle);
     eddy__queue_init(&s->recycle_local);
@@ -1016,7 +1026,9 @@ int eddy__source_open(eddy__source **out, uv_loop_t *loop, const eddy__source_op
         goto fail;
     }
 
-    if (is_stdin) {
+    if (given >= 0) {
+        /* opened by the caller (s->fd) */
+    } else if (is_stdin) {
         s->fd = STDIN_FILENO;
     } else {
         /* A FIFO's open waits for its writer: a wait a stop must be able to end. */

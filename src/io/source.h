@@ -142,7 +142,12 @@ typedef struct eddy__source eddy__source;
 typedef void (*eddy__source_ready_fn)(void *arg);
 
 typedef struct eddy__source_opts {
-    const char *path;      /* NULL or "-" means stdin (not closed by close()) */
+    const char *path; /* NULL or "-" means stdin (not closed by close()) */
+    /* With has_fd: path opened already (read-only), fd taken by the source
+     * (closed by close(), and by a failed open). A FIFO's open waits for a
+     * writer: the runtime opens the input so, before it creates the state
+     * or cuts the outputs. */
+    int has_fd, fd;
     const char *key_field; /* top-level field holding the key; required */
     uint64_t start_offset; /* byte offset to start at (resume); 0 from the start.
                             * A regular file seeks; a pipe or terminal reads and

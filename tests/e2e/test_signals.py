@@ -591,6 +591,8 @@ class FifoWaits(EddyTest):
 
     def test_sigint_while_the_input_fifo_has_no_writer(self):
         state = self.path("state")
+        with open(self.path("out.jsonl"), "w") as f:
+            f.write("kept\n")
         p = self.popen("--input", self.fifo, "--output", self.path("out.jsonl"), "--state", state)
         err = self.stop_while_opening(p, signal.SIGINT)
         self.assertEqual(p.returncode, 130, err)
@@ -598,6 +600,11 @@ class FifoWaits(EddyTest):
                                "(no process had opened it for writing); nothing had run, the "
                                "state is safe: run the same command again to resume\n"
                                % self.fifo).encode())
+        # Nothing had run: the output was cut and the state made before the
+        # wait; the input is now opened before both.
+        with open(self.path("out.jsonl")) as f:
+            self.assertEqual(f.read(), "kept\n")
+        self.assertFalse(os.path.exists(state))
         # The same command, with a writer this time, reads it all.
         p = self.popen("--input", self.fifo, "--output", self.path("out.jsonl"), "--state", state)
         with open(self.fifo, "w") as f:
