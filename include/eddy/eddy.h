@@ -743,6 +743,10 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *   commit-interval-ms  longest wait before a group commit, 0..10000 (default 2)
  *   strict-determinism  "true", "false", "yes", "no", "1" or "0" (default
  *                    "false"; eddy_config_get() gives "true" or "false")
+ *   retry-failed-calls  the same values (default "false"): with a state, a
+ *                    durable call whose journaled outcome is an error runs
+ *                    again when its run resumes (and its action execution
+ *                    re-executes from there) instead of returning the error
  *   stack-size       coroutine stack size in bytes, 16384..67108864 (default
  *                    262144); rounded up to whole pages, so a stack holds a
  *                    little more, but an overflow's message names this size

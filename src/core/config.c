@@ -28,6 +28,7 @@ enum config_id {
     OPT_KEY_CACHE_BYTES,
     OPT_COMMIT_INTERVAL_MS,
     OPT_STRICT_DETERMINISM,
+    OPT_RETRY_FAILED_CALLS,
     OPT_STACK_SIZE,
     OPT_COUNT
 };
@@ -64,6 +65,7 @@ static const struct config_def {
     [OPT_COMMIT_INTERVAL_MS] = {"commit-interval-ms", KIND_NUMBER, 0,
                                 EDDY__CONFIG_COMMIT_INTERVAL_MS_MAX, NULL},
     [OPT_STRICT_DETERMINISM] = {"strict-determinism", KIND_BOOL, 0, 0, NULL},
+    [OPT_RETRY_FAILED_CALLS] = {"retry-failed-calls", KIND_BOOL, 0, 0, NULL},
     [OPT_STACK_SIZE] = {"stack-size", KIND_NUMBER, EDDY__CONFIG_STACK_SIZE_MIN,
                         EDDY__CONFIG_STACK_SIZE_MAX, NULL},
 };
@@ -275,6 +277,9 @@ static int set_option(eddy_config *conf, int id, const char *value, eddy_error *
     case OPT_STRICT_DETERMINISM:
         v->strict_determinism = b;
         break;
+    case OPT_RETRY_FAILED_CALLS:
+        v->retry_failed_calls = b;
+        break;
     case OPT_STACK_SIZE:
         v->stack_size = (size_t)n;
         break;
@@ -324,6 +329,7 @@ eddy_config *eddy_config_new(void)
         [OPT_KEY_CACHE_BYTES] = "268435456",
         [OPT_COMMIT_INTERVAL_MS] = "2",
         [OPT_STRICT_DETERMINISM] = "false",
+        [OPT_RETRY_FAILED_CALLS] = "false",
         [OPT_STACK_SIZE] = "262144",
     };
     /* The defaults go through the same validation as any value, so that the

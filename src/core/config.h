@@ -60,6 +60,7 @@ typedef struct eddy__config_values {
     unsigned max_depth; /* deepest JSON nesting of an input line (the record is depth 1) */
     unsigned commit_interval_ms;
     int strict_determinism; /* 0 or 1 */
+    int retry_failed_calls; /* 0 or 1: journaled exceptions of durable calls are not replayed */
     /* Requested size; the runtime rounds it up to whole pages. */
     size_t stack_size;
 } eddy__config_values;

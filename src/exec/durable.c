@@ -1297,6 +1297,7 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
         return EDDY_OK;
     }
+    int retried = 0;
     if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
         switch (j->status) {
         case EDDY_JCALL_OK:
@@ -1305,6 +1306,19 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             c->payload = j->payload != NULL ? j->payload : "null";
             return EDDY_OK;
         case EDDY_JCALL_ERROR:
+            if (rt->cv->retry_failed_calls) {
+                /* A failure journaled by an earlier process (an action
+                 * execution never re-runs in the one that journaled it):
+                 * asked to, this run calls it again, and whatever the
+                 * action did after it, from the position on. */
+                eddy__log(EDDY_LOG_NOTE,
+                          "durable call %lld of action '%s' for key %s raised %s before; "
+                          "calling %s again (--retry-failed-calls)",
+                          (long long)idx, t->action->name, k->text,
+                          j->err_type != NULL ? j->err_type : "an exception", fn_id);
+                retried = 1;
+                break;
+            }
             rt->stats.durable_replayed++;
             c->what = EDDY_DCALL_REPLAY_ERROR;
             c->payload = j->payload;
@@ -1318,7 +1332,7 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             return EDDY_OK;
         }
     }
-    if (rt->cv->strict_determinism) {
+    if (!retried && rt->cv->strict_determinism) {
         /* The action execution fails with this, whatever it does with the
          * code (task_finish), and makes no more durable calls. */
         t->nondet = eddy_error_newf("NonDeterminism",
@@ -1331,11 +1345,12 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             return EDDY_ENOMEM;
         }
         return EDDY_ENONDET;
+    } else if (!retried) {
+        eddy__log(EDDY_LOG_WARNING,
+                  "non-deterministic durable call %lld of action '%s' for key %s: the journal "
+                  "has %s(args %s), the action now calls %s(args %s); re-executing from there",
+                  (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
     }
-    eddy__log(EDDY_LOG_WARNING,
-              "non-deterministic durable call %lld of action '%s' for key %s: the journal has "
-              "%s(args %s), the action now calls %s(args %s); re-executing from there",
-              (long long)idx, t->action->name, k->text, j->fn_id, j->digest, fn_id, digest);
     journal_cut(k->journal, eddy_event_id(t->event), t->action->name, idx);
     STORE_DO(rt,
              eddy__store_journal_cut(rt->store, k->text, k->seq, eddy_event_id(t->event),

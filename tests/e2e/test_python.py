@@ -422,7 +422,8 @@ class PythonTest(EddyTest):
                 "eddy restarted, and a durable call's exception is journaled as its result "
                 "is: it is final for this action execution, even once what made the call "
                 "fail is fixed. To try a failing call again, write the retry into the action "
-                "(catch the exception and make the call again). What differs from the "
+                "(catch the exception and make the call again), or, once the cause is "
+                "fixed, run eddy again with --retry-failed-calls. What differs from the "
                 "exception raised: args[2] could not be pickled and is its repr() text.\n")
         stopped = self.run_py([rec], "--state", state)
         self.assertEqual(stopped.rc, 1, stopped.stderr)
@@ -1230,6 +1231,54 @@ class PythonTest(EddyTest):
         self.assertEqual(res.outputs(), ["review"])
         self.assertIn("no Agent subclass named 'Nope' (found: OtherAgent, ReviewAgent)",
                       self.load_error_agent("two.py", "Nope"))
+
+    def test_retry_failed_calls_calls_a_journaled_failure_again(self):
+        # A failure inside a durable call was journaled and replayed on every
+        # rerun, even once its cause was fixed: --retry-failed-calls calls
+        # it again (and what the action did after it), the calls before it
+        # still replayed.
+        log, up = self.path("calls.log"), self.path("up.flag")
+        agent = self.path("svc.py")
+        with open(agent, "w") as f:
+            f.write("import os\n"
+                    "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                    "def note(what):\n"
+                    "    with open(%r, 'a') as f:\n"
+                    "        f.write(what + '\\n')\n"
+                    "def before(x):\n"
+                    "    note('before')\n"
+                    "    return x\n"
+                    "def call(x):\n"
+                    "    note('call')\n"
+                    "    if not os.path.exists(%r):\n"
+                    "        raise ConnectionError('service down')\n"
+                    "    return x * 2\n"
+                    "class A(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    async def go(event, ctx):\n"
+                    "        a = await ctx.durable_execute_async(before, event.input['x'])\n"
+                    "        v = await ctx.durable_execute_async(call, a)\n"
+                    "        ctx.send_event(OutputEvent(output={'v': v}))\n" % (log, up))
+        state = self.path("st")
+        first = self.run_py([{"key": "a", "x": 1}], "--state", state, agent=agent)
+        self.assertEqual(first.rc, 1, first.stderr)
+        self.assertIn(b"ConnectionError: service down", first.stderr)
+        open(up, "w").close()
+        again = self.run_py([{"key": "a", "x": 1}], "--state", state, agent=agent)
+        self.assertEqual(again.rc, 1, again.stderr)  # replayed, not called
+        self.assertIn(b"replayed from the journal: svc.call was not called again", again.stderr)
+        self.assertEqual(lines(log), 2)
+        retried = self.run_py([{"key": "a", "x": 1}], "--state", state,
+                              "--retry-failed-calls", "--strict-determinism", agent=agent)
+        self.assertOk(retried)
+        self.assertEqual(retried.outputs(), [{"v": 2}])
+        self.assertIn(b"eddy: note: durable call 1 of action 'go' for key \"a\" raised "
+                      b"ConnectionError before; calling svc.call again (--retry-failed-calls)",
+                      retried.stderr)
+        self.assertNotIn(b"non-deterministic", retried.stderr)
+        with open(log) as f:
+            self.assertEqual(f.read().split(), ["before", "call", "call"])
 
     def test_agent_in_a_package_imports_relatively(self):
         # An agent file in a package failed at `from . import x` (no known
