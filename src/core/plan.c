@@ -594,14 +594,18 @@ int eddy_plan_load_shared(eddy_plan *plan, const char *path, eddy_error **err)
 }
 
 #ifndef EDDY_WITH_PYTHON
+/* The arguments are checked as with Python (src/py/agent.c): a NULL plan or
+ * path is the caller's mistake in any build. */
 int eddy_plan_load_python(eddy_plan *plan, const char *path, const char *agent_class,
                           eddy_error **err)
 {
-    (void)plan;
     (void)agent_class;
-    return eddy__error_set(err, EDDY_ENOTSUP, "plan",
-                           "%s: this eddy was built without Python support",
-                           path != NULL ? path : "Python agent");
+    if (plan == NULL || path == NULL)
+        return eddy__error_set(err, EDDY_EINVAL, "plan", "eddy_plan_load_python: %s is NULL",
+                               plan == NULL ? "plan" : "path");
+    return eddy__error_set(
+        err, EDDY_ENOTSUP, "plan",
+        "cannot load Python agent %s: this eddy was built without Python support", path);
 }
 
 int eddy_python_hold(eddy_error **err)

@@ -425,6 +425,27 @@ static void test_load_errors_are_set(void **state)
     eddy_plan_free(p);
 }
 
+#ifndef EDDY_WITH_PYTHON
+/* Built without Python: a Python agent is refused, naming its file and why,
+ * and the plan keeps what it had; a hold of the interpreter is refused too,
+ * and its release does nothing. */
+static void test_python_agent_refused_without_python(void **state)
+{
+    (void)state;
+    static const char *const on_input[] = {EDDY_INPUT_EVENT, NULL};
+    eddy_plan *p = eddy_plan_new();
+    eddy_error *err = NULL;
+    assert_int_equal(eddy_plan_add_action(p, "mine", on_input, nop, NULL), EDDY_OK);
+    expect_error(eddy_plan_load_python(p, "agent.py", "Agent", &err), EDDY_ENOTSUP, &err, "plan",
+                 "cannot load Python agent agent.py: this eddy was built without Python support");
+    assert_int_equal(eddy_plan_action_count(p), 1);
+    expect_error(eddy_python_hold(&err), EDDY_ENOTSUP, &err, "plan",
+                 "this eddy was built without Python support");
+    eddy_python_release();
+    eddy_plan_free(p);
+}
+#endif
+
 /* A load whose agent fails leaves the plan as it was: the actions its init
  * added are gone and the file is closed, so that another agent loads. */
 static void test_failed_load_leaves_the_plan(void **state)
@@ -529,6 +550,9 @@ int main(void)
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_differences),
         cmocka_unit_test(test_load_errors_are_set),
+#ifndef EDDY_WITH_PYTHON
+        cmocka_unit_test(test_python_agent_refused_without_python),
+#endif
         cmocka_unit_test(test_failed_load_leaves_the_plan),
         cmocka_unit_test(test_failed_init_names_the_refused_action),
         cmocka_unit_test(test_runtime_new_out_of_memory),
