@@ -22,7 +22,11 @@ echo "-- run it again: the state says everything is done, nothing is repeated:"
 echo "-- what the state holds for customer c007:"
 "$EDDY" inspect --state "$OUT/state" --key c007 | sed -n '1,12p'
 
-if "$EDDY" run --help | grep -q "Python file" && [ -f examples/review_agent.py ] &&
+# An eddy built without Python says so on the second line of --version.
+if ! "$EDDY" --version | grep -qx "Python agents: yes"; then
+    echo
+    echo "== review_agent (Python) left out: this eddy was built without Python"
+elif [ -f examples/review_agent.py ] &&
     "$EDDY" run examples/review_agent.py --input examples/data/reviews.jsonl \
         --output "$OUT/reviews.jsonl" --quiet 2>/dev/null; then
     echo

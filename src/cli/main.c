@@ -30,6 +30,22 @@
 
 #include "eddy/eddy.h"
 
+/*
+ * Whether this eddy runs Python agents: EDDY_WITH_PYTHON is defined for all
+ * that links libeddy when the library embeds CPython (CMake's option of that
+ * name). Without it, a .py AGENT is refused as it loads, and the texts below
+ * say so rather than offer Python agents. `eddy --version` says which.
+ */
+#ifdef EDDY_WITH_PYTHON
+#define WITH_PYTHON   1
+#define AGENT_KINDS   "a C .so or a Python .py file"
+#define PYTHON_AGENTS "Python agents: yes"
+#else
+#define WITH_PYTHON   0
+#define AGENT_KINDS   "a C .so file"
+#define PYTHON_AGENTS "Python agents: no (this eddy was built without Python)"
+#endif
+
 /* Exit codes, as `eddy run --help` documents them. Interrupted: 128 + signal. */
 #define EXIT_OK    0
 #define EXIT_FAIL  1 /* an action failed, or input/output failed */
@@ -102,8 +118,9 @@ static const struct run_option run_options[] = {
      "its run resumes (with the rest of its action), instead of raising it again"},
     {"stack-size", "BYTES", OPT_CONFIG, NULL,
      "stack of each C action's coroutine, 16384..67108864"},
-    {"agent", "NAME", OPT_AGENT, "the file's one Agent subclass",
-     "Python agents only: the Agent subclass to run"},
+    {"agent", "NAME", OPT_AGENT, WITH_PYTHON ? "the file's one Agent subclass" : NULL,
+     WITH_PYTHON ? "Python agents only: the Agent subclass to run"
+                 : "Python agents only (unavailable: this eddy was built without Python)"},
     {"progress", NULL, OPT_PROGRESS,
      "on when stderr is a terminal, unless dead letters go there too, as with --output -",
      "rewrite one progress line on stderr every 0.5 s"},
@@ -136,13 +153,19 @@ static void print_usage(FILE *out)
           "Runs event-driven agents over keyed JSONL event streams.\n"
           "\n"
           "commands:\n"
-          "  run AGENT [options]    run an agent (a C .so or a Python .py file) over an input\n"
+          "  run AGENT [options]    run an agent (" AGENT_KINDS ") over an input\n"
           "  inspect --state DIR [--key K] [--json]\n"
           "                         show what a state directory holds\n"
           "  --version              print the version\n"
           "  help, --help, -h       show this help\n"
           "\n"
-          "'eddy run --help' lists the options of run.\n",
+          "'eddy run --help' lists the options of run.\n"
+#ifndef EDDY_WITH_PYTHON
+          "\n"
+          "This eddy was built without Python: it runs C agents only, and refuses a\n"
+          "Python agent (.py).\n"
+#endif
+          ,
           out);
 }
 
@@ -168,8 +191,14 @@ static void print_run_help(FILE *out)
     fputs("usage: eddy run AGENT [options]\n"
           "\n"
           "Runs AGENT over a keyed JSONL event stream until the input ends. AGENT is a C\n"
+#ifdef EDDY_WITH_PYTHON
           "agent shared object (exporting eddy_agent_init) or a Python file (its name\n"
           "ending in .py, in any case) defining an Agent subclass.\n"
+#else
+          "agent shared object (exporting eddy_agent_init). This eddy was built without\n"
+          "Python: a Python agent (a file whose name ends in .py, in any case) is\n"
+          "refused (exit 2).\n"
+#endif
           "\n"
           "options (--opt VALUE and --opt=VALUE are the same; a VALUE that starts with\n"
           "-- must be given as --opt=VALUE; an option that takes a value takes it once,\n"
@@ -210,10 +239,14 @@ static void print_run_help(FILE *out)
           "           nothing: the exit code is the run's, with a note. SIGQUIT dumps core\n"
           "           at once, committing nothing; the state is safe, as after a crash.\n"
           "           eddy keeps these handlers: an agent's own is refused or replaced,\n"
-          "           with a warning. Once the run has ended and the state is closed,\n"
+          "           with a warning."
+#ifdef EDDY_WITH_PYTHON
+          " Once the run has ended and the state is closed,\n"
           "           Python's exit (waiting for a Python agent's threads, its atexit\n"
           "           handlers) that lasts over a second is said in a note, and a signal\n"
-          "           then ends eddy at once; the exit code is the run's.\n",
+          "           then ends eddy at once; the exit code is the run's."
+#endif
+          "\n",
           out);
 }
 
@@ -385,7 +418,8 @@ static int parse_run_args(struct run_args *a, int argc, char **argv)
             return code;
     }
     if (a->agent_path == NULL)
-        return usage_error("missing AGENT: a C agent (.so) or a Python agent (.py)");
+        return usage_error(WITH_PYTHON ? "missing AGENT: a C agent (.so) or a Python agent (.py)"
+                                       : "missing AGENT: a C agent (.so)");
     if (a->agent_class != NULL && !is_python_path(a->agent_path))
         return usage_error("option '--agent' applies to Python agents (.py) only");
     return CONTINUE;
@@ -481,9 +515,10 @@ static int load_agent(eddy_plan *plan, const struct run_args *a)
     if (rc == EDDY_EPLAN && !is_python_path(a->agent_path) && not_elf(a->agent_path)) {
         fprintf(stderr,
                 "eddy: cannot load agent %s: it is not a shared object (no ELF header); "
-                "AGENT must be a C agent's shared object or a Python agent's file, whose name "
-                "ends in .py\n",
-                a->agent_path);
+                "AGENT must be a C agent's shared object%s\n",
+                a->agent_path,
+                WITH_PYTHON ? " or a Python agent's file, whose name ends in .py"
+                            : " (this eddy was built without Python: it runs no Python agent)");
         eddy_error_free(err);
         return EXIT_USAGE;
     }
@@ -2035,7 +2070,7 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(cmd, "--version") == 0) {
-        printf("eddy %s\n", eddy_version());
+        printf("eddy %s\n" PYTHON_AGENTS "\n", eddy_version());
         return EXIT_OK;
     }
     if (strcmp(cmd, "run") == 0)
