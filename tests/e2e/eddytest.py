@@ -14,6 +14,27 @@ SANITIZED = bool(os.environ.get("EDDY_SANITIZE"))
 TEST_AGENT = os.path.join(AGENTS, "testagent.so")
 
 
+def runs_python_agents():
+    """Whether EDDY runs Python agents, as the binary itself says: the second
+    line of `eddy --version` is "Python agents: yes", or "Python agents: no
+    (...)" in an eddy built without Python. Only a "no" counts as no: a binary
+    that cannot be run, or that says neither, leaves the Python tests to run
+    (and fail), never skipped for nothing."""
+    try:
+        proc = subprocess.run([EDDY, "--version"], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return not any(line.startswith(b"Python agents: no") for line in proc.stdout.splitlines())
+
+
+PYTHON = runs_python_agents()
+# For a test (or a class of them) that runs a Python agent.
+needs_python = unittest.skipUnless(PYTHON, "this eddy was built without Python (eddy --version "
+                                   "says so): it cannot run Python agents")
+# For a test of what an eddy built without Python does.
+without_python = unittest.skipIf(PYTHON, "this eddy runs Python agents")
+
+
 class Result:
     def __init__(self, proc, out_path, dead_path):
         self.rc = proc.returncode

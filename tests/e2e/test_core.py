@@ -10,7 +10,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, write_jsonl  # noqa: E402
+from eddytest import (EDDY, PYTHON, SANITIZED, SOURCE, TEST_AGENT, EddyTest,  # noqa: E402
+                      needs_python, write_jsonl)
 
 
 def by_key(outputs):
@@ -795,38 +796,86 @@ class CoreTest(EddyTest):
             with open(dead, "rb") as f:
                 self.assertEqual(f.read().count(b"\n"), lines, path)  # none is JSON
 
-    def test_an_output_over_the_agent_is_refused(self):
-        # The agent's own file as the output or the dead-letter file: a C
-        # agent's module is mapped (cut, it killed eddy with SIGBUS), a Python
-        # agent's source would be overwritten. Refused, nothing touched.
+    # The agent's own file as the output or the dead-letter file: a C agent's
+    # module is mapped (cut, it killed eddy with SIGBUS), a Python agent's
+    # source would be overwritten. Refused, nothing touched.
+    def test_an_output_over_a_c_agent_is_refused(self):
+        self.output_over_the_agent_refused(TEST_AGENT, "victim.so")
+
+    @needs_python
+    def test_an_output_over_a_python_agent_is_refused(self):
+        self.output_over_the_agent_refused(
+            os.path.join(SOURCE, "tests", "agents", "pyagent.py"), "victim.py")
+
+    def output_over_the_agent_refused(self, source, name):
         inp = self.path("in.jsonl")
         with open(inp, "w") as f:
             f.write('{"key": "a", "op": "echo", "seq": 1}\n')
-        agents = [self.path("victim.so"), self.path("victim.py")]
-        shutil.copy(TEST_AGENT, agents[0])
-        shutil.copy(os.path.join(SOURCE, "tests", "agents", "pyagent.py"), agents[1])
-        for agent in agents:
-            with open(agent, "rb") as f:
-                data = f.read()
-            link = self.path("link" + os.path.splitext(agent)[1])
-            os.symlink(agent, link)
-            cases = [
-                (["--output", agent], b"the output (%s) is the agent's file %s: writing it would "
-                 b"destroy the agent; give --output another path" % (agent.encode(), agent.encode())),
-                (["--output", self.path("out.jsonl"), "--dead-letter", link],
-                 b"the dead-letter file (%s) is the agent's file" % link.encode()),
-            ]
-            for args, msg in cases:
-                for state in ([], ["--state", self.path("st")]):
-                    proc = subprocess.run([EDDY, "run", agent, "--quiet", "--input", inp] + args +
-                                          state, capture_output=True, timeout=60)
-                    self.assertEqual(proc.returncode, 2, (agent, args, proc.stderr))
-                    self.assertIn(msg, proc.stderr)
-                    with open(agent, "rb") as f:
-                        self.assertEqual(f.read(), data)
-                    self.assertFalse(os.path.exists(self.path("out.jsonl")))
-                    self.assertFalse(os.path.exists(self.path("st")))
-            os.remove(link)
+        agent = self.path(name)
+        shutil.copy(source, agent)
+        with open(agent, "rb") as f:
+            data = f.read()
+        link = self.path("link" + os.path.splitext(agent)[1])
+        os.symlink(agent, link)
+        cases = [
+            (["--output", agent], b"the output (%s) is the agent's file %s: writing it would "
+             b"destroy the agent; give --output another path" % (agent.encode(), agent.encode())),
+            (["--output", self.path("out.jsonl"), "--dead-letter", link],
+             b"the dead-letter file (%s) is the agent's file" % link.encode()),
+        ]
+        for args, msg in cases:
+            for state in ([], ["--state", self.path("st")]):
+                proc = subprocess.run([EDDY, "run", agent, "--quiet", "--input", inp] + args +
+                                      state, capture_output=True, timeout=60)
+                self.assertEqual(proc.returncode, 2, (agent, args, proc.stderr))
+                self.assertIn(msg, proc.stderr)
+                with open(agent, "rb") as f:
+                    self.assertEqual(f.read(), data)
+                self.assertFalse(os.path.exists(self.path("out.jsonl")))
+                self.assertFalse(os.path.exists(self.path("st")))
+
+    def test_agent_that_is_no_shared_object(self):
+        # A Python agent named "agent" was dlopen'ed as a C agent, which said
+        # only "invalid ELF header". A file that is no shared object is said
+        # to be one, with what AGENT must be (a name ending in .py is Python,
+        # but for an eddy built without Python).
+        with open(os.path.join(SOURCE, "tests", "agents", "pyagent.py"), "rb") as f:
+            source = f.read()
+        must = ("or a Python agent's file, whose name ends in .py" if PYTHON else
+                "(this eddy was built without Python: it runs no Python agent)")
+        for name in ("agent", "agent.txt"):
+            with open(self.path(name), "wb") as f:
+                f.write(source)
+            proc = subprocess.run([os.path.abspath(EDDY), "run", name, "--no-progress"],
+                                  input=b'{"key": "k", "op": "key", "seq": 1}\n', cwd=self.dir,
+                                  capture_output=True, timeout=120)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertEqual(proc.stderr.decode(),
+                             "eddy: cannot load agent %s: it is not a shared object (no ELF "
+                             "header); AGENT must be a C agent's shared object %s\n"
+                             % (name, must))
+            self.assertEqual(proc.stdout, b"")
+        # A file that is not there keeps dlopen's words.
+        res = self.run_eddy([{"key": "k"}], agent=self.path("missing.so"))
+        self.assertEqual(res.rc, 2)
+        self.assertIn(b"cannot open shared object file: No such file or directory", res.stderr)
+
+    def test_version_says_whether_python_agents_run(self):
+        # The second line of --version is what the e2e tests skip Python
+        # agents' tests by (eddytest.PYTHON): it must agree with the build's
+        # EDDY_WITH_PYTHON, which CMake gives ctest's tests, so that a wrong
+        # answer cannot skip them unseen.
+        proc = subprocess.run([EDDY, "--version"], capture_output=True, timeout=30, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        lines = proc.stdout.splitlines()
+        self.assertEqual(len(lines), 2, proc.stdout)
+        self.assertRegex(lines[0], r"^eddy \d+\.\d+\.\d+$")
+        self.assertIn(lines[1], ("Python agents: yes",
+                                 "Python agents: no (this eddy was built without Python)"))
+        self.assertEqual(lines[1] == "Python agents: yes", PYTHON)
+        built = os.environ.get("EDDY_WITH_PYTHON")  # "1" or "0"; unset outside ctest
+        if built is not None:
+            self.assertEqual(PYTHON, built == "1", "EDDY_WITH_PYTHON=%s" % built)
 
     def test_standard_streams_are_written_where_they_stand(self):
         # `for f in a b; do eddy ...; done >all`: one description, no O_APPEND;

@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, lines_written,  # noqa: E402
-                      read_jsonl, write_jsonl)
+                      needs_python, read_jsonl, write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 
@@ -2215,6 +2215,7 @@ class CrashHarness(EddyTest):
         chunk, n_keys = (1500, 300) if not SANITIZED else (800, 150)
         self.random_kills(DURABLE, chunk, n_keys)
 
+    @needs_python
     def test_random_kills_python(self):
         # The same harness on the Python twin of the agent (tests/agents/durable_agent.py).
         chunk, n_keys = (600, 150) if not SANITIZED else (300, 100)

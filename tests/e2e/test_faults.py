@@ -13,7 +13,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, needs_python, read_jsonl,  # noqa: E402
+                      write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 DURABLE_PY = os.path.join(SOURCE, "tests", "agents", "durable_agent.py")
@@ -137,11 +138,13 @@ class FaultSweep(EddyTest):
         written, and the second call still waits for its sync."""
         self.failed_sync_sweep(DURABLE, "chain_inline")
 
+    @needs_python
     def test_no_call_after_a_failed_sync_python(self):
         """The same for a Python action: the second durable_execute_async waits
         on its worker for the first result's sync."""
         self.failed_sync_sweep(DURABLE_PY, "chain")
 
+    @needs_python
     def test_no_local_call_after_a_failed_sync_python(self):
         """The same with the second call a durable_execute, on the mailbox
         thread: it syncs the first result before it runs."""

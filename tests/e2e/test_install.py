@@ -9,7 +9,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import EDDY, SOURCE, EddyTest  # noqa: E402
+from eddytest import EDDY, PYTHON, SOURCE, EddyTest, needs_python  # noqa: E402
 
 BUILD_DIR = os.path.dirname(EDDY)
 # A program linked with a sanitized libeddy needs the sanitizer's runtime.
@@ -232,16 +232,24 @@ class InstallTest(EddyTest):
         self.assertEqual(run.stdout.decode().splitlines(),
                          ['{"name":"ada","length":3,"visits":1}'])
 
-        if not any(f.startswith("-lpython") for f in libs):
-            return  # built without Python
+        # libpython is in eddy.pc's static libraries as eddy was built
+        # with Python, and runs the README's Python agent; a libeddy.a
+        # built without refuses it, naming the file.
+        self.assertEqual(any(f.startswith("-lpython") for f in libs), PYTHON, libs)
         agent = self.path("readme_agent.py")
         with open(agent, "w") as f:
             f.write(readme_python_agent())
         run = self.run_embedder(prog, agent,
                                 agent_input=b'{"key":"p1","id":"r1","review":"good"}\n')
+        if not PYTHON:
+            self.assertEqual(run.returncode, 1, run.stderr)
+            self.assertEqual(run.stderr.decode(), "cannot load Python agent %s: this eddy was "
+                             "built without Python support\n" % agent)
+            return
         self.assertEqual(run.returncode, 0, run.stderr)
         self.assertEqual(run.stdout.decode().splitlines(), ['{"id":"r1","score":5}'])
 
+    @needs_python
     def test_readme_python_agent(self):
         agent = self.path("readme_agent.py")
         with open(agent, "w") as f:

@@ -13,8 +13,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, lines_written, read_jsonl,  # noqa
-                      write_jsonl)
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, lines_written, needs_python,  # noqa
+                      read_jsonl, write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 DURABLE_PY = os.path.join(SOURCE, "tests", "agents", "durable_agent.py")
@@ -103,6 +103,7 @@ class KeyCache(EddyTest):
         self.check_memory(recs)
         self.assertEqual(self.keys_read(summary), 0, summary)
 
+    @needs_python
     def test_memory_right_after_eviction_and_reload_python(self):
         self.evict_and_reload(DURABLE_PY)
 

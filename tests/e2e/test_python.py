@@ -11,7 +11,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl  # noqa: E402
+from eddytest import (EDDY, SANITIZED, SOURCE, EddyTest, needs_python, read_jsonl,  # noqa: E402
+                      without_python)
 
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
 
@@ -27,6 +28,7 @@ def lines(path):
         return sum(1 for _ in f)
 
 
+@needs_python
 class PythonTest(EddyTest):
     def run_py(self, records, *args, agent=AGENT, **kw):
         return self.run_eddy(records, *args, agent=agent, **kw)
@@ -1156,24 +1158,11 @@ class PythonTest(EddyTest):
             self.assertIn(name, err)
             self.assertIn(words, err)
 
-    def test_agent_file_named_without_py(self):
-        # A Python agent named "agent" was dlopen'ed as a C agent, which said
-        # only "invalid ELF header". A file that is no shared object is said
-        # to be one, with what AGENT must be; a name ending in .PY is Python.
+    def test_agent_file_named_py_in_any_case(self):
+        # A name ending in .PY is Python too (one named without .py is said
+        # to be no shared object: test_core's test_agent_that_is_no_shared_object).
         with open(AGENT, "rb") as f:
             source = f.read()
-        for name in ("agent", "agent.txt"):
-            with open(self.path(name), "wb") as f:
-                f.write(source)
-            proc = subprocess.run([os.path.abspath(EDDY), "run", name, "--no-progress"],
-                                  input=b'{"key": "k", "op": "key", "seq": 1}\n', cwd=self.dir,
-                                  capture_output=True, timeout=120)
-            self.assertEqual(proc.returncode, 2, proc.stderr)
-            self.assertEqual(proc.stderr.decode(),
-                             "eddy: cannot load agent %s: it is not a shared object (no ELF "
-                             "header); AGENT must be a C agent's shared object or a Python "
-                             "agent's file, whose name ends in .py\n" % name)
-            self.assertEqual(proc.stdout, b"")
         for name in ("agent.PY", "Agent.Py"):
             with open(self.path(name), "wb") as f:
                 f.write(source)
@@ -1181,10 +1170,6 @@ class PythonTest(EddyTest):
                               agent=self.path(name))
             self.assertOk(res)
             self.assertEqual([o["ctx_key"] for o in res.outputs()], ["k"])
-        # A file that is not there keeps dlopen's words.
-        res = self.run_py([{"key": "k"}], agent=self.path("missing.so"))
-        self.assertEqual(res.rc, 2)
-        self.assertIn(b"cannot open shared object file: No such file or directory", res.stderr)
 
     def test_imported_agent_classes_and_actions(self):
         # A file that only imports an Agent subclass was refused with "no
@@ -2065,6 +2050,78 @@ class PythonTest(EddyTest):
         for o in outs:
             last[o["product_id"]] = o
         self.assertEqual(sum(o["reviews_seen"] for o in last.values()), n)
+
+
+@without_python
+class WithoutPython(EddyTest):
+    """An eddy built without Python (-DEDDY_WITH_PYTHON=OFF) runs C agents
+    only: a Python agent is refused as it loads, with a message that names
+    the file and why, exit 2, nothing touched; its texts do not offer
+    Python agents."""
+
+    REFUSED = "eddy: cannot load Python agent %s: this eddy was built without Python support\n"
+
+    def test_a_python_agent_is_refused_and_nothing_is_touched(self):
+        inp, out, state = self.path("in.jsonl"), self.path("out.jsonl"), self.path("state")
+        with open(inp, "w") as f:
+            f.write('{"key": "k", "op": "key", "seq": 1}\n')
+        upper = self.path("agent.PY")
+        shutil.copy(AGENT, upper)
+        for agent in (AGENT, upper, self.path("missing.py")):
+            before = None
+            if os.path.exists(agent):
+                with open(agent, "rb") as f:
+                    before = f.read()
+            for args in (["--output", out], ["--output", out, "--state", state],
+                         ["--output", out, "--agent", "TestAgent"], ["--output", agent],
+                         ["--output", "-"]):
+                proc = subprocess.run([EDDY, "run", agent, "--input", inp, "--no-progress"] +
+                                      args, capture_output=True, timeout=60)
+                self.assertEqual(proc.returncode, 2, (agent, args, proc.stderr))
+                self.assertEqual(proc.stderr.decode(), self.REFUSED % agent, args)
+                self.assertEqual(proc.stdout, b"", args)
+                self.assertFalse(os.path.exists(out), args)
+                self.assertFalse(os.path.exists(state), args)
+                if before is None:
+                    self.assertFalse(os.path.exists(agent), args)
+                else:
+                    with open(agent, "rb") as f:
+                        self.assertEqual(f.read(), before, args)
+
+    def test_help_and_version_say_python_agents_cannot_run(self):
+        def eddy(*args):
+            proc = subprocess.run([EDDY] + list(args), capture_output=True, timeout=30,
+                                  text=True)
+            return proc.returncode, proc.stdout, proc.stderr
+        rc, out, _ = eddy("--version")
+        self.assertEqual(rc, 0)
+        self.assertEqual(out.splitlines()[1],
+                         "Python agents: no (this eddy was built without Python)")
+        rc, out, _ = eddy("--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("  run AGENT [options]    run an agent (a C .so file) over an input\n",
+                      out)
+        self.assertNotIn(".py file", out)
+        self.assertIn("This eddy was built without Python: it runs C agents only, and refuses a\n"
+                      "Python agent (.py).\n", out)
+        rc, out, _ = eddy("run", "--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("AGENT is a C\nagent shared object (exporting eddy_agent_init). This eddy "
+                      "was built without\nPython: a Python agent (a file whose name ends in .py, "
+                      "in any case) is\nrefused (exit 2).\n", out)
+        self.assertNotIn("Agent subclass", out)
+        self.assertNotIn("Python's exit", out)
+        self.assertRegex(out, r"\n  --agent NAME +Python agents only \(unavailable: this eddy "
+                              r"was built without Python\)\n")
+        rc, out, err = eddy("run")
+        self.assertEqual(rc, 2)
+        self.assertEqual(err, "eddy: missing AGENT: a C agent (.so)\ntry 'eddy run --help'\n")
+
+    def test_libpython_is_not_linked(self):
+        ldd = subprocess.run(["ldd", EDDY], capture_output=True, text=True, timeout=30)
+        self.assertEqual(ldd.returncode, 0, ldd.stderr)
+        self.assertIn("libeddy.so", ldd.stdout)
+        self.assertNotIn("libpython", ldd.stdout)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from eddytest import AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, read_jsonl, write_jsonl  # noqa: E402
+from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, EddyTest, needs_python, read_jsonl,  # noqa: E402
+                      write_jsonl)
 
 C_AGENT = os.path.join(AGENTS, "sleep_agent.so")
 PY_AGENT = os.path.join(SOURCE, "tests", "agents", "sleep_agent.py")
@@ -149,6 +150,7 @@ class CSleepTest(SleepCases, EddyTest):
     dropped_line = b'eddy-test: the sleep of key "long" returned EDDY_ECANCELED\n'
 
 
+@needs_python
 class PythonSleepTest(SleepCases, EddyTest):
     agent = PY_AGENT
     dropped_line = b"eddy-test: the sleep of key long was dropped\n"
