@@ -204,6 +204,20 @@ static int reenter_body(const json_t *args, void *arg, json_t **result, eddy_err
     return EDDY_OK;
 }
 
+/* Creates the file $started names (when set), then waits until the file
+ * $release names exists, 60 s at most: a test holds the agent there. */
+static void hold(const char *started, const char *release)
+{
+    if (started != NULL) {
+        FILE *f = fopen(started, "w");
+        if (f != NULL)
+            fclose(f);
+    }
+    int64_t deadline = now_us() + 60 * 1000000;
+    while (release != NULL && access(release, F_OK) != 0 && now_us() < deadline)
+        usleep(10000);
+}
+
 /* A call that fails with a code and no error object, leaving a result. */
 static int sloppy_fail(const json_t *args, void *arg, json_t **result, eddy_error **err)
 {
@@ -222,6 +236,10 @@ static int dispatch(eddy_ctx *ctx, const eddy_event *ev, void *arg)
     json_int_t seq = iget(in, "seq", 0);
     if (op == NULL || strcmp(op, "echo") == 0)
         return output(ctx, json_pack("{s:I}", "seq", seq));
+    if (strcmp(op, "stuck") == 0) { /* an action that does not return while a test holds it */
+        hold(getenv("EDDY_TEST_STARTED"), getenv("EDDY_TEST_RELEASE"));
+        return output(ctx, json_pack("{s:I}", "seq", seq));
+    }
     if (strcmp(op, "print") == 0) {
         /* What agents print, through each way a C action has: eddy keeps it
          * out of an output on stdout. */
@@ -426,6 +444,9 @@ int eddy_agent_init(eddy_plan *plan)
 {
     if (getenv("EDDY_TEST_PRINT_AT_INIT") != NULL)
         printf("printed by eddy_agent_init\n");
+    /* A slow load: a test signals eddy while the agent loads. */
+    if (getenv("EDDY_TEST_LOADING") != NULL)
+        hold(getenv("EDDY_TEST_LOADING"), getenv("EDDY_TEST_GO"));
     static const char *const input[] = {EDDY_INPUT_EVENT, NULL};
     static const char *const step[] = {"Step", NULL};
     static const char *const fanev[] = {"Fan", NULL};

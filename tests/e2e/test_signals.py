@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from eddytest import (AGENTS, EDDY, SANITIZED, SOURCE, TEST_AGENT, EddyTest, lines_written,  # noqa: E402
-                      read_jsonl, write_jsonl)
+                      needs_python, read_jsonl, write_jsonl)
 
 DURABLE = os.path.join(AGENTS, "durable_agent.so")
 HOOKS = os.environ.get("EDDY_HOOKS", "ON").upper() in ("ON", "1", "TRUE", "YES")
@@ -213,11 +213,16 @@ class Signals(EddyTest):
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(o["seq"] for o in read_jsonl(self.out)), list(range(601)))
 
-    def test_signal_while_the_agent_loads(self):
-        # The handlers were installed once the agent had loaded: a signal
-        # during a Python agent's imports ended eddy silently (-15). Now it
-        # is a stop like any other, taken once loading returns: the usual
-        # line and exit code, and nothing started (no state, no output).
+    # The handlers were installed once the agent had loaded: a signal during
+    # a Python agent's imports ended eddy silently (-15). Now it is a stop
+    # like any other, taken once loading returns: the usual line and exit
+    # code, and nothing started (no state, no output). The same for a C
+    # agent's eddy_agent_init().
+    def test_signal_while_a_c_agent_loads(self):
+        self.signal_while_loading(TEST_AGENT)
+
+    @needs_python
+    def test_signal_while_a_python_agent_loads(self):
         agent = self.path("slow_import.py")
         with open(agent, "w") as f:
             f.write("import os\n"
@@ -233,6 +238,11 @@ class Signals(EddyTest):
                     "    @staticmethod\n"
                     "    def echo(event, ctx):\n"
                     "        ctx.send_event(OutputEvent(output=event.input))\n")
+        self.signal_while_loading(agent)
+
+    def signal_while_loading(self, agent):
+        # The agent creates $EDDY_TEST_LOADING as it loads, then waits for
+        # $EDDY_TEST_GO; it echoes each input.
         loading, go = self.path("loading"), self.path("go")
         env = dict(os.environ, EDDY_TEST_LOADING=loading, EDDY_TEST_GO=go)
         cmd = self.cmd()
@@ -242,7 +252,7 @@ class Signals(EddyTest):
                 if os.path.exists(flag):
                     os.remove(flag)
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            # importing: the handlers are in place
+            # loading: the handlers are in place
             wait_for_file(self, p, loading, "the agent never loaded")
             p.send_signal(signo)
             open(go, "w").close()
@@ -349,6 +359,7 @@ class Signals(EddyTest):
     def test_stop_drops_pending_starts_of_calls_never_started(self):
         self.stop_before_reconciled_calls_start(DURABLE)
 
+    @needs_python
     def test_stop_drops_pending_starts_of_calls_never_started_python(self):
         self.stop_before_reconciled_calls_start(
             os.path.join(SOURCE, "tests", "agents", "durable_agent.py"))
@@ -413,6 +424,7 @@ class Signals(EddyTest):
     def test_stop_keeps_results_of_running_calls(self):
         self.stop_during_calls(DURABLE)
 
+    @needs_python
     def test_stop_keeps_results_of_running_calls_python(self):
         self.stop_during_calls(os.path.join(SOURCE, "tests", "agents", "durable_agent.py"))
 
@@ -496,12 +508,14 @@ class Signals(EddyTest):
                              (len(key_recs), sum(r["v"] for r in key_recs)))
 
 
-class SlowStop(EddyTest):
+class SlowStop:
     """A stop waits for the actions running and the calls in flight: when it
     has waited a second, a note says so and that a second signal ends eddy
-    now; the second says what it did."""
+    now; the second says what it did. A subclass sets AGENT, whose action
+    does not return while the test holds it (a record with "stuck": true for
+    the Python agent, with the op "stuck" for the C one)."""
 
-    AGENT = os.path.join(SOURCE, "tests", "agents", "stuck.py")
+    AGENT = None
     NOTE = (b"eddy: note: SIGTERM: the stop has waited 1 s for the actions running and the "
             b"calls in flight to finish (an action that never returns holds it for good); a "
             b"second SIGINT or SIGTERM ends eddy now\n")
@@ -512,7 +526,7 @@ class SlowStop(EddyTest):
         for f in (self.started, self.release):
             if os.path.exists(f):
                 os.remove(f)
-        write_jsonl(self.inp, [{"key": "a", "stuck": True}, {"key": "b"}])
+        write_jsonl(self.inp, [{"key": "a", "stuck": True, "op": "stuck"}, {"key": "b"}])
         self.cmd = [EDDY, "run", self.AGENT, "--input", self.inp, "--output", self.out,
                     "--no-progress"] + (["--state", self.path("state")] if state else [])
         self.env = dict(os.environ, EDDY_TEST_STARTED=self.started,
@@ -547,6 +561,15 @@ class SlowStop(EddyTest):
         again = subprocess.run(self.cmd, capture_output=True, timeout=60, env=self.env)
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertEqual(sorted(r["key"] for r in read_jsonl(self.out)), ["a", "b"])
+
+
+class CSlowStop(SlowStop, EddyTest):
+    AGENT = TEST_AGENT
+
+
+@needs_python
+class PythonSlowStop(SlowStop, EddyTest):
+    AGENT = os.path.join(SOURCE, "tests", "agents", "stuck.py")
 
 
 class FifoWaits(EddyTest):
@@ -692,6 +715,7 @@ class AgentSignals(EddyTest):
         self.assertEqual(read_jsonl(self.out) if os.path.exists(self.out) else [], [])
         return err
 
+    @needs_python
     def test_python_handler_for_sigterm(self):
         err = self.stop(self.PY, signal.SIGTERM, 143)
         for name in (b"SIGTERM", b"SIGHUP", b"SIGINT"):
@@ -701,10 +725,12 @@ class AgentSignals(EddyTest):
                       b"I/O error)\n", err)
         self.assertEqual(err.count(b"eddy: warning:"), 4, err)
 
+    @needs_python
     def test_python_handler_for_sigint_made_in_an_action(self):
         err = self.stop(self.PY, signal.SIGINT, 130)
         self.assertIn(self.warning(self.PY, b"SIGINT"), err)
 
+    @needs_python
     def test_python_handler_for_sighup_under_nohup(self):
         # Started ignoring SIGHUP, eddy keeps ignoring it: the agent's
         # handler is not installed, and the hangup does nothing.
@@ -714,6 +740,7 @@ class AgentSignals(EddyTest):
         self.assertIn(self.warning(self.PY, b"SIGHUP", b"eddy ignores it, as it was started "
                                    b"doing (nohup)"), err)
 
+    @needs_python
     def test_python_handlers_second_signal_ends_at_once(self):
         # The first signal asks for a stop, which waits for the call in
         # flight (30 s); the second ends eddy at once, by its default action.
@@ -731,6 +758,7 @@ class AgentSignals(EddyTest):
         self.assertIn(p.returncode, (-signal.SIGINT, -signal.SIGTERM), err)
         self.assertNotIn(b"agent handler", out + err)
 
+    @needs_python
     def test_python_sig_dfl_for_sigpipe(self):
         # signal.signal(SIGPIPE, SIG_DFL) at the agent's import: a reader of
         # stdout that goes away killed eddy (141) instead of the I/O error.
@@ -745,6 +773,7 @@ class AgentSignals(EddyTest):
 
     SAME = os.path.join(SOURCE, "tests", "agents", "same_signals.py")
 
+    @needs_python
     def test_python_asks_for_what_eddy_does(self):
         # signal.signal(SIGPIPE, SIG_IGN) (and SIGHUP's under nohup) is what
         # eddy does already: no word about it. SIG_DFL for SIGINT is said as
@@ -763,6 +792,7 @@ class AgentSignals(EddyTest):
                               b"ignored; eddy's own handles it (stops cleanly)")
             self.assertEqual(warnings, expect, err)
 
+    @needs_python
     def test_handler_found_after_a_failed_load(self):
         # The agent set SIGTERM to be ignored, then failed to load: found as
         # Python ended, the run never came ("while it ran" was said).
@@ -778,6 +808,7 @@ class AgentSignals(EddyTest):
                       b"in place of eddy's; eddy's own handles it again (stops cleanly)\n",
                       p.stderr)
 
+    @needs_python
     def test_python_blocks_sigterm(self):
         # signal.pthread_sigmask(SIG_BLOCK, {SIGTERM}) at the agent's import:
         # the threads of the run inherited the mask, and a SIGTERM stayed
@@ -846,6 +877,7 @@ def ended_by(name):
             b"(what had not run of it is lost; the exit code is the run's)\n")
 
 
+@needs_python
 class AgentThreads(EddyTest):
     """A Python agent that leaves threads that are not daemon threads (or
     child processes, or a slow atexit handler): eddy waits for them as
