@@ -8,7 +8,7 @@ CMAKE   ?= cmake
 PREFIX  ?= /usr/local
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 
-.PHONY: all deps build demo check test check-format format asan tsan fuzz soak install bench clean
+.PHONY: all deps build demo check test check-format format asan tsan nopy fuzz soak install bench clean
 
 all: build
 
@@ -43,6 +43,17 @@ tsan: deps
 	@$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DEDDY_WERROR=ON -DEDDY_SANITIZE=thread >/dev/null
 	@$(CMAKE) --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest $(CTEST_FLAGS) -L tsan
+
+# eddy built without Python (-DEDDY_WITH_PYTHON=OFF: C agents only), in
+# build-nopy: its unit and end-to-end tests; those of Python agents are
+# skipped (the binary says it has no Python), and those of the refusal of a
+# Python agent run. The soak, valgrind and fuzz replays are left to the
+# normal build: they run C agents the same in both.
+nopy: deps
+	@$(CMAKE) -S . -B build-nopy -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDDY_WERROR=ON \
+	  -DEDDY_WITH_PYTHON=OFF >/dev/null
+	@$(CMAKE) --build build-nopy -j $(JOBS)
+	cd build-nopy && ctest $(CTEST_FLAGS) -L "unit|e2e"
 
 # libFuzzer: build the fuzz targets with clang in build-fuzz and run each for
 # SECONDS seconds on its corpus in tests/fuzz/corpus/TARGET. New inputs are
@@ -89,4 +100,4 @@ bench: build
 	@sh scripts/bench.sh $(BUILD) $(if $(QUICK),quick,full)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-nopy build-fuzz
