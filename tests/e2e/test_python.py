@@ -1217,6 +1217,27 @@ class PythonTest(EddyTest):
         self.assertIn("no Agent subclass named 'Nope' (found: OtherAgent, ReviewAgent)",
                       self.load_error_agent("two.py", "Nope"))
 
+    def test_agent_named_like_a_standard_module_is_warned_about(self):
+        # python.md said json.py was imported as eddy_agent_json: it is json,
+        # and hides the standard module from later imports. Now a warning;
+        # none for a name whose module is loaded already (os.py is
+        # eddy_agent_os, and `import os` still gives os).
+        source = ("from eddy import Agent, InputEvent, OutputEvent, action\n"
+                  "class A(Agent):\n"
+                  "    @action(InputEvent)\n"
+                  "    @staticmethod\n"
+                  "    def go(event, ctx):\n"
+                  "        ctx.send_event(OutputEvent(output=__name__))\n")
+        for name, module, warned in (("csv", "csv", True), ("os", "eddy_agent_os", False)):
+            with open(self.path(name + ".py"), "w") as f:
+                f.write(source)
+            res = self.run_py([{"key": "k"}], agent=self.path(name + ".py"))
+            self.assertOk(res)
+            self.assertEqual(res.outputs(), [module])
+            self.assertEqual(b"eddy: warning: %s.py has the name of Python's standard module %s: "
+                             b"its folder goes first on sys.path" % (name.encode(), name.encode())
+                             in res.stderr, warned, res.stderr)
+
     def test_retry_failed_calls_calls_a_journaled_failure_again(self):
         # A failure inside a durable call was journaled and replayed on every
         # rerun, even once its cause was fixed: --retry-failed-calls calls
