@@ -384,6 +384,8 @@ eddy__coro *eddy__coro_new(eddy__coro_pool *pool, eddy__coro_fn fn, void *arg)
     return c;
 }
 
+static void canary_died(const eddy__coro *c);
+
 int eddy__coro_resume(eddy__coro *c)
 {
     /* From inside a coroutine too: an action may run a runtime of its own
@@ -399,13 +401,8 @@ int eddy__coro_resume(eddy__coro *c)
     back_from_coro(fake_stack);
     c->ctx = t.fctx;
     current = prev;
-    if (!c->guarded && !canary_ok(stack_lo(c, c->pool))) {
-        fprintf(stderr,
-                "eddy: a coroutine overflowed its stack of %zu bytes (an action needs more: "
-                "raise --stack-size)\n",
-                c->pool->stack_size);
-        abort();
-    }
+    if (!c->guarded && !canary_ok(stack_lo(c, c->pool)))
+        canary_died(c);
     return c->state == CORO_DONE;
 }
 
@@ -490,23 +487,43 @@ static int overflowed(const eddy__coro *c, const char *addr, const char *sp)
     return sp != NULL && sp < lo && (size_t)(lo - sp) <= ((size_t)1 << 30);
 }
 
+static void overflow_say(const eddy__coro *c)
+{
+    put_str("eddy: ");
+    if (overflow_note != NULL) {
+        overflow_note(c->arg, put_str);
+        put_str(" ");
+    }
+    /* The size asked for: the stack has a little more, rounded up to
+     * pages, but that is not the number to raise. */
+    put_str("overflowed its coroutine stack of ");
+    put_size(c->pool->stack_size);
+    put_str(" bytes (deep recursion or large locals): raise --stack-size\n");
+}
+
+/* A stack without a guard page (past the mapping cap: see coro_new) was
+ * written below its end, found by its canary when the coroutine switched
+ * out: what was below (another coroutine's stack) is damaged. Said as an
+ * overflow into a guard page is, and the process dies the same way. */
+static void canary_died(const eddy__coro *c)
+{
+    overflow_say(c);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGSEGV, &dfl, NULL);
+    raise(SIGSEGV);
+    abort();
+}
+
 static void on_segv(int sig, siginfo_t *si, void *uctx)
 {
     (void)sig;
     eddy__coro *c = current;
     const char *a = si != NULL ? (const char *)si->si_addr : NULL;
-    if (c != NULL && si != NULL && si->si_code > 0 && overflowed(c, a, fault_sp(uctx))) {
-        put_str("eddy: ");
-        if (overflow_note != NULL) {
-            overflow_note(c->arg, put_str);
-            put_str(" ");
-        }
-        /* The size asked for: the stack has a little more, rounded up to
-         * pages, but that is not the number to raise. */
-        put_str("overflowed its coroutine stack of ");
-        put_size(c->pool->stack_size);
-        put_str(" bytes (deep recursion or large locals): raise --stack-size\n");
-    }
+    if (c != NULL && si != NULL && si->si_code > 0 && overflowed(c, a, fault_sp(uctx)))
+        overflow_say(c);
     struct sigaction dfl;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
@@ -514,6 +531,15 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
     sigaction(SIGSEGV, &dfl, NULL); /* the fault comes again, and kills */
     if (si == NULL || si->si_code <= 0)
         raise(sig); /* sent, not a fault: nothing comes again */
+}
+#else
+static void canary_died(const eddy__coro *c)
+{
+    fprintf(stderr,
+            "eddy: a coroutine overflowed its stack of %zu bytes (deep recursion or large "
+            "locals): raise --stack-size\n",
+            c->pool->stack_size);
+    abort();
 }
 #endif
 
