@@ -868,10 +868,11 @@ typedef struct eddy_stats {
     /* Keys in memory now: those with runs in flight or inputs waiting, and
      * idle ones (see key-cache). keys_evicted counts the idle keys let go:
      * with a state, beyond key-cache (memory or not); without one, keys
-     * with empty memory beyond 65,536. keys_loaded counts the keys whose
-     * short-term memory was read back from the state when a run of theirs
-     * started or resumed (one read each; a key the state holds no memory
-     * of is not counted). */
+     * with empty memory beyond 65,536. keys_loaded counts the reads of a
+     * key's short-term memory back from the state, one when a run of a key
+     * not resident starts or resumes: a key let go and read back several
+     * times counts each time (a key the state holds no memory of is not
+     * counted). */
     uint64_t keys_resident;
     uint64_t keys_evicted;
     uint64_t keys_loaded;

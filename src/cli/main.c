@@ -1539,7 +1539,7 @@ static void print_summary(const eddy_runtime *rt, const eddy_stats *st, const ch
         fprintf(stderr, ", %" PRIu64 " action%s replayed", st->actions_replayed,
                 plural(st->actions_replayed));
     if (st->keys_loaded > 0)
-        fprintf(stderr, ", memory of %" PRIu64 " key%s read from the state", st->keys_loaded,
+        fprintf(stderr, ", %" PRIu64 " read%s of keys' memory from the state", st->keys_loaded,
                 plural(st->keys_loaded));
     fprintf(stderr, ", state: %s\n", st->durable ? state_dir : "in memory");
 }

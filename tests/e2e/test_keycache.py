@@ -5,6 +5,7 @@ memory each output reports must be as if every key had stayed in memory:
 after eviction and reload, across SIGKILL and rerun, in a new process."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,11 +46,9 @@ class KeyCache(EddyTest):
         return res.stderr.decode()
 
     def keys_read(self, summary):
-        """The summary's "memory of N keys read from the state" (0 when absent)."""
-        words = " keys read from the state"
-        if words not in summary:
-            return 0
-        return int(summary.split(words)[0].split("memory of ")[-1])
+        """The summary's "N reads of keys' memory from the state" (0 when absent)."""
+        m = re.search(r", ([0-9]+) reads? of keys' memory from the state", summary)
+        return int(m.group(1)) if m else 0
 
     def check_memory(self, recs):
         """Each output's count and sum follow from all earlier inputs of its
