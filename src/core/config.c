@@ -122,7 +122,11 @@ static int bad_value(eddy_error **err, int id, const char *value)
     char accepts[96];
     switch (d->kind) {
     case KIND_NUMBER:
-        if (d->max == UINT64_MAX)
+        /* A limit of 2^64 - 1 goes unsaid, unless the value is over it (all
+         * digits, too many): it was refused as if it were under min. */
+        uint64_t n;
+        if (d->max == UINT64_MAX && (parse_decimal(value, &n) == 0 || value[0] == '\0' ||
+                                     value[strspn(value, "0123456789")] != '\0'))
             snprintf(accepts, sizeof(accepts), "a whole number of at least %" PRIu64, d->min);
         else
             snprintf(accepts, sizeof(accepts), "a whole number from %" PRIu64 " to %" PRIu64,

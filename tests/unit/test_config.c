@@ -167,6 +167,19 @@ static void test_numbers(void **state)
     assert_string_equal(set_ok(conf, "max-in-flight", "18446744073709551615"),
                         "18446744073709551615");
     assert_true(v->max_in_flight == UINT64_MAX);
+    /* Over 2^64 - 1, the limit is named (it said "at least 1", which it is). */
+    eddy_error *err = NULL;
+    assert_int_equal(eddy_config_set(conf, "max-in-flight", "18446744073709551616", &err),
+                     EDDY_ECONFIG);
+    assert_string_equal(eddy_error_message(err),
+                        "invalid value '18446744073709551616' for option 'max-in-flight': "
+                        "expected a whole number from 1 to 18446744073709551615");
+    eddy_error_free(err);
+    err = NULL;
+    assert_int_equal(eddy_config_set(conf, "max-in-flight", "0", &err), EDDY_ECONFIG);
+    assert_string_equal(eddy_error_message(err), "invalid value '0' for option 'max-in-flight': "
+                                                 "expected a whole number of at least 1");
+    eddy_error_free(err);
     assert_string_equal(set_ok(conf, "max-pending", "1"), "1");
     assert_int_equal(v->max_pending, 1);
     assert_string_equal(set_ok(conf, "max-pending", "0042"), "42");
