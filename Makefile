@@ -93,11 +93,16 @@ check-format: deps
 format:
 	clang-format -i $(FORMAT_FILES)
 
-install: build
-	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+# From a tree of its own, built without the tests: the test hooks
+# (EDDY_TEST_HOOKS, which follows EDDY_TESTS) are not in what is installed.
+install: deps
+	@$(CMAKE) -S . -B build-release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDDY_TESTS=OFF \
+	  -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@$(CMAKE) --build build-release -j $(JOBS)
+	$(CMAKE) --install build-release --prefix $(PREFIX)
 
 bench: build
 	@sh scripts/bench.sh $(BUILD) $(if $(QUICK),quick,full)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-nopy build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-nopy build-fuzz build-release
