@@ -505,14 +505,19 @@ static void overflow_say(const eddy__coro *c)
  * written below its end, found by its canary when the coroutine switched
  * out: what was below (another coroutine's stack) is damaged. Said as an
  * overflow into a guard page is, and the process dies the same way. */
-static void canary_died(const eddy__coro *c)
+static void segv_default(void)
 {
-    overflow_say(c);
     struct sigaction dfl;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     sigaction(SIGSEGV, &dfl, NULL);
+}
+
+static void canary_died(const eddy__coro *c)
+{
+    overflow_say(c);
+    segv_default();
     raise(SIGSEGV);
     abort();
 }
@@ -524,11 +529,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
     const char *a = si != NULL ? (const char *)si->si_addr : NULL;
     if (c != NULL && si != NULL && si->si_code > 0 && overflowed(c, a, fault_sp(uctx)))
         overflow_say(c);
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(SIGSEGV, &dfl, NULL); /* the fault comes again, and kills */
+    segv_default(); /* the fault comes again, and kills */
     if (si == NULL || si->si_code <= 0)
         raise(sig); /* sent, not a fault: nothing comes again */
 }
