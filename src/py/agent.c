@@ -529,7 +529,7 @@ static int drive(eddy_ctx *t, eddy__py_task *pt)
 
 /* Whether generator r is a generator-based coroutine (@types.coroutine),
  * which is stepped like a coroutine; a plain generator is not awaitable. */
-static int is_iterable_coroutine(PyObject *r)
+int eddy__py_is_iterable_coroutine(PyObject *r)
 {
     PyObject *code = PyObject_GetAttrString(r, "gi_code");
     int yes = code != NULL && PyCode_Check(code) &&
@@ -564,7 +564,7 @@ static int call_action(eddy_ctx *t, eddy__py_task *pt, PyObject *fn)
         eddy__py_fail_task(t);
         return 1;
     }
-    if (PyCoro_CheckExact(r) || (PyGen_CheckExact(r) && is_iterable_coroutine(r))) {
+    if (PyCoro_CheckExact(r) || (PyGen_CheckExact(r) && eddy__py_is_iterable_coroutine(r))) {
         pt->coro = r;
         return drive(t, pt);
     }

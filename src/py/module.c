@@ -1226,7 +1226,8 @@ static PyObject *ctx_gather(PyObject *self, PyObject *args, PyObject *kwargs)
         if (Py_IS_TYPE(a, eddy__py.call_type))
             continue;
         PyAsyncMethods *am = Py_TYPE(a)->tp_as_async;
-        if (am == NULL || am->am_await == NULL) {
+        if ((am == NULL || am->am_await == NULL) &&
+            !(PyGen_Check(a) && eddy__py_is_iterable_coroutine(a))) {
             PyObject *r = eddy__py_repr(a);
             if (r != NULL)
                 PyErr_Format(PyExc_TypeError,

@@ -243,6 +243,10 @@ void eddy__py_unawaited_end(eddy_ctx *t, int finished);
  * itself: its result would be lost). GIL held. */
 int eddy__py_take_handed(PyObject *aw);
 
+/* Whether generator r is a generator-based coroutine (@types.coroutine),
+ * which is stepped like a coroutine; a plain generator is not awaitable. */
+int eddy__py_is_iterable_coroutine(PyObject *r);
+
 /* y, which a coroutine yielded to eddy, is not a call or a gather (asyncio's
  * future, say): set the TypeError that eddy throws into the coroutine. GIL
  * held. */

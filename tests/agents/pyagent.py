@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import types
 
 from eddy import Agent, Event, InputEvent, NonDeterminismError, OutputEvent, RunnerContext, action
 
@@ -322,6 +323,25 @@ async def failing_branch(ctx, ms):
     raise ValueError("branch failed")
 
 
+async def stubborn_branch(ctx):
+    """Catches eddy's refusal and awaits something refused again, for ever."""
+    while True:
+        try:
+            await asyncio.sleep(0)
+        except TypeError:
+            pass
+
+
+@types.coroutine
+def generator_branch(ctx):
+    r = yield from ctx.execute_async(sleep_call, 10, 0).__await__()
+    return r["x"]
+
+
+async def tag_branch():
+    return branch_tag.get()
+
+
 async def refused_branch(ctx):
     try:
         await asyncio.sleep(0)
@@ -384,12 +404,29 @@ class TestAgent(Agent):
                 raised = None
             except ValueError as e:
                 raised = str(e)
+            unused = sleeping_branch(ctx, 1)
             try:
-                ctx.gather(sleeping_branch(ctx, 1), 42)
+                ctx.gather(unused, 42)
                 bad = None
             except TypeError as e:
                 bad = str(e)
-            out(ctx, rec, got=got, raised=raised, bad=bad)
+            unused.close()
+            # A branch that swallows eddy's refusal ends with it (it spun for
+            # ever); one coroutine given twice runs once; a generator-based
+            # coroutine is a branch; the branches' contexts are copied when
+            # gather() is called, as asyncio's Tasks are.
+            (stubborn,) = await ctx.gather(stubborn_branch(ctx), return_exceptions=True)
+            same = sleeping_branch(ctx, 1)
+            twice = await ctx.gather(same, same)
+            gen = await ctx.gather(generator_branch(ctx))
+            branch_tag.set("at gather()")
+            g = ctx.gather(tag_branch(), tag_branch())
+            branch_tag.set("at await")
+            tags = await g
+            branch_tag.set("action")
+            ctx.gather(tag_branch())  # never awaited: warned about
+            out(ctx, rec, got=got, raised=raised, bad=bad, stubborn=type(stubborn).__name__,
+                twice=twice[0] == twice[1], gen=gen, tags=tags)
         elif op == "durable":
             v = await ctx.durable_execute_async(count, rec["counter"], {"v": rec["x"]})
             crash_if(rec.get("crash"))

@@ -345,6 +345,11 @@ class PythonTest(EddyTest):
                                     "refused: eddy actions can await only ctx.execute_async(), "
                                     "ctx.durable_execute_async(), ctx.gather() and ctx.sleep()"])
         self.assertEqual(o["raised"], "branch failed")
+        self.assertEqual((o["stubborn"], o["twice"], o["gen"], o["tags"]),
+                         ("TypeError", True, [11], ["at gather()", "at gather()"]))
+        self.assertIn(b"eddy: warning: a ctx.gather() of coroutines made for key 'g' was never "
+                      b"awaited, so its coroutines never ran (await it)", res.stderr)
+        self.assertNotIn(b"RuntimeWarning", res.stderr)
         self.assertRegex(o["bad"], r"^gather\(\) takes awaitables \(coroutines .*\), not 42$")
 
     def test_durable_exception_replayed_with_its_type(self):
@@ -1318,6 +1323,43 @@ class PythonTest(EddyTest):
                           agent=self.path("proj/agents/triage/agent.py"))
         self.assertOk(res)
         self.assertEqual(res.outputs(), [["LABEL-1", "pkg", "agent", "agents.triage", "ABS"]])
+
+    def test_agents_in_packages_load_as_before_and_once(self):
+        # Review of the relative imports: a package's folder went on sys.path
+        # before the agent's, so `import config` got the package's parent's
+        # config.py, not the sibling; an agent named like its package
+        # (mybot/mybot.py) could not import relatively; and a package whose
+        # __init__ imports the agent ran the file twice.
+        agent_src = ("from eddy import Agent, InputEvent, OutputEvent, action\n"
+                     "class A(Agent):\n"
+                     "    @action(InputEvent)\n"
+                     "    @staticmethod\n"
+                     "    def go(event, ctx):\n"
+                     "        ctx.send_event(OutputEvent(output=[WHAT, __name__]))\n")
+        files = {
+            "shadow/config.py": "WHERE = 'parent'\n",
+            "shadow/agents/__init__.py": "",
+            "shadow/agents/config.py": "WHERE = 'sibling'\n",
+            "shadow/agents/agent.py": "import config\nWHAT = config.WHERE\n" + agent_src,
+            "samestem/mybot/__init__.py": "",
+            "samestem/mybot/tools.py": "T = 'tools'\n",
+            "samestem/mybot/mybot.py": "from . import tools\nWHAT = tools.T\n" + agent_src,
+            "once/pkg/__init__.py": "from . import agent\n",
+            "once/pkg/runs.py": "N = []\n",
+            "once/pkg/agent.py": "from . import runs\nruns.N.append(1)\nWHAT = len(runs.N)\n"
+                                 + agent_src,
+        }
+        for name, source in files.items():
+            os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
+            with open(self.path(name), "w") as f:
+                f.write(source)
+        for agent, want in (("shadow/agents/agent.py", ["sibling", "agent"]),
+                            ("samestem/mybot/mybot.py", ["tools", "eddy_agent_mybot"]),
+                            ("once/pkg/agent.py", [1, "pkg.agent"])):
+            res = self.run_py([{"key": "k"}], agent=self.path(agent))
+            self.assertOk(res)
+            self.assertEqual(res.outputs(), [want], agent)
+            self.assertNotIn(b"warning", res.stderr)
 
     def load_error_agent(self, agent, agent_class):
         """eddy run's stderr for agent run with --agent agent_class (refused)."""
