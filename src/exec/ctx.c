@@ -287,10 +287,18 @@ static __attribute__((noinline)) int memory_refused(eddy_memory *m, int rc, cons
     }
 }
 
+/* A read beside another action execution of the run is noted (runtime.h). */
+#define MEM_READ(m, path)                                                       \
+    do {                                                                        \
+        if ((m)->task->key->live > 1)                                           \
+            eddy__mem_read_note((m)->task, (m) == &(m)->task->sensory, (path)); \
+    } while (0)
+
 json_t *eddy_memory_get(eddy_memory *m, const char *path)
 {
     if (m == NULL || MEM_USABLE(m, "eddy_memory_get") != EDDY_OK || path == NULL)
         return NULL;
+    MEM_READ(m, path);
     return eddy__memview_get(&m->view, path);
 }
 
@@ -343,6 +351,7 @@ int eddy_memory_exists(eddy_memory *m, const char *path)
     int rc = MEM_USABLE_CALL(m, "eddy_memory_exists");
     if (rc != EDDY_OK)
         return rc;
+    MEM_READ(m, path);
     rc = eddy__memview_exists(&m->view, path);
     return rc >= 0 ? rc : memory_refused(m, rc, "eddy_memory_exists", path);
 }
@@ -351,6 +360,7 @@ json_t *eddy_memory_field_names(eddy_memory *m, const char *path)
 {
     if (m == NULL || MEM_USABLE(m, "eddy_memory_field_names") != EDDY_OK || path == NULL)
         return NULL;
+    MEM_READ(m, path);
     return eddy__memview_field_names(&m->view, path);
 }
 

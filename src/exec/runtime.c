@@ -85,11 +85,111 @@ static void key_free(eddy__key *k)
     eddy__event_unref(k->input);
     eddy__input_free(k->input_rec);
     eddy__journal_free(k->journal);
+    for (uint32_t i = 0; i < k->nreads; i++)
+        free(k->reads[i].path);
+    free(k->reads);
     json_decref(k->stm);
     json_decref(k->sensory);
     free(k->text);
     EDDY__POISON(k, sizeof(*k));
     free(k);
+}
+
+/* ---------------------------------------------------------------- memory read beside another */
+
+#define EDDY__MREADS_MAX 256 /* reads noted per run in flight: a warning's aid, not a log */
+#define MREAD_WARNINGS   16  /* distinct warnings of this kind per runtime */
+
+void eddy__mem_read_note(eddy_ctx *t, int sensory, const char *path)
+{
+    eddy__key *k = t->key;
+    if (k->live < 2 || t->replayed || k->nreads >= EDDY__MREADS_MAX)
+        return;
+    for (uint32_t i = 0; i < k->nreads; i++)
+        if (k->reads[i].task == t && k->reads[i].sensory == sensory &&
+            strcmp(k->reads[i].path, path) == 0)
+            return;
+    if (k->nreads == k->reads_cap) {
+        uint32_t ncap = k->reads_cap != 0 ? k->reads_cap * 2 : 8;
+        eddy__mread *nr = realloc(k->reads, ncap * sizeof(*nr));
+        if (nr == NULL)
+            return; /* a warning missed, nothing else */
+        k->reads = nr;
+        k->reads_cap = ncap;
+    }
+    char *p = strdup(path);
+    if (p != NULL)
+        k->reads[k->nreads++] = (eddy__mread){t, p, sensory};
+}
+
+/* t ends: its reads no longer matter. */
+static void mem_reads_drop(eddy__key *k, const eddy_ctx *t)
+{
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < k->nreads; i++) {
+        if (k->reads[i].task == t)
+            free(k->reads[i].path);
+        else
+            k->reads[j++] = k->reads[i];
+    }
+    k->nreads = j;
+}
+
+/* Whether a write at w and a read at r touch the same memory: equal, or one
+ * above the other ("" is the root, above all). */
+static int paths_meet(const char *w, const char *r)
+{
+    size_t wl = strlen(w), rl = strlen(r), m = wl < rl ? wl : rl;
+    if (m > 0 && memcmp(w, r, m) != 0)
+        return 0;
+    return wl == rl || m == 0 || (wl < rl ? r[wl] : w[rl]) == '.';
+}
+
+static __attribute__((noinline)) void mem_read_warn(eddy_runtime *rt, const eddy_ctx *w,
+                                                    const eddy__mread *r, const char *path)
+{
+    if (rt->mread_warnings >= MREAD_WARNINGS)
+        return;
+    /* Once per writer, reader and path. */
+    char seen[512];
+    snprintf(seen, sizeof(seen), "%s\x1f%s\x1f%d\x1f%s", w->action->name, r->task->action->name,
+             r->sensory, r->path);
+    if (rt->mread_seen == NULL && (rt->mread_seen = json_object()) == NULL)
+        return;
+    if (json_object_get(rt->mread_seen, seen) != NULL ||
+        json_object_set_new(rt->mread_seen, seen, json_true()) != 0)
+        return;
+    rt->mread_warnings++;
+    eddy__log(
+        EDDY_LOG_WARNING,
+        "action '%s' for key %s wrote %s memory at '%s', which action '%s', running beside "
+        "it, had read (at '%s'): after a crash (with a state) '%s' runs again with this write "
+        "applied, "
+        "reads it, and may then make other durable calls or outputs than it did; read it in "
+        "'%s', or in an action that an event '%s' sends triggers (docs/durability.md, "
+        "\"Writing deterministic actions\")%s",
+        w->action->name, w->key->text, r->sensory ? "sensory" : "short-term", path,
+        r->task->action->name, r->path, r->task->action->name, w->action->name, w->action->name,
+        rt->mread_warnings == MREAD_WARNINGS ? "; further warnings of this kind are not shown"
+                                             : "");
+}
+
+/* w finishes: warn of its writes that an action beside it read before. */
+static void mem_reads_check(eddy_runtime *rt, const eddy_ctx *w)
+{
+    eddy__key *k = w->key;
+    for (int sensory = 0; sensory <= 1; sensory++) {
+        const json_t *log = eddy__memview_updates(sensory ? &w->sensory.view : &w->stm.view);
+        size_t n = json_array_size(log);
+        for (size_t u = 0; u < n; u++) {
+            const char *path = json_string_value(json_object_get(json_array_get(log, u), "p"));
+            for (uint32_t i = 0; path != NULL && i < k->nreads; i++) {
+                const eddy__mread *r = &k->reads[i];
+                if (r->task != w && r->sensory == sensory && paths_meet(path, r->path))
+                    mem_read_warn(rt, w, r, path);
+            }
+        }
+    }
 }
 
 eddy__key *eddy__runtime_key(eddy_runtime *rt, const char *text)
@@ -252,6 +352,8 @@ static void task_free(eddy_runtime *rt, eddy_ctx *t)
     }
     eddy__memview_reset(&t->stm.view);
     eddy__memview_reset(&t->sensory.view);
+    if (t->key->nreads > 0)
+        mem_reads_drop(t->key, t);
     eddy__event_unref(t->event);
     eddy_error_free(t->err);
     eddy_error_free(t->nondet);
@@ -463,6 +565,8 @@ static void task_finish(eddy_runtime *rt, eddy_ctx *t)
                 rt->stats.actions_executed++;
             eddy__durable_task_done(rt, t);
             k->completions++;
+            if (k->nreads > 0 && !t->replayed)
+                mem_reads_check(rt, t);
             if (eddy__memview_updates(&t->stm.view) != NULL)
                 k->stm_dirty = 1;
             if (eddy__memview_commit(&t->stm.view) != EDDY_OK ||
@@ -1306,6 +1410,7 @@ void eddy_runtime_free(eddy_runtime *rt)
     eddy_error_free(rt->error);
     for (size_t i = 0; i < EDDY__UNHANDLED_TYPES; i++)
         free(rt->unhandled_types[i]);
+    json_decref(rt->mread_seen);
     if (eddy__mailboxes > 0) /* on its thread: see the checks above */
         eddy__mailboxes--;
     free(rt);

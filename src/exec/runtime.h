@@ -57,6 +57,14 @@
 typedef struct eddy__key eddy__key;
 typedef struct eddy__journal eddy__journal;
 
+/* A read of memory by an action execution while another of its run was in
+ * flight beside it (eddy__mem_read_note). */
+typedef struct eddy__mread {
+    struct eddy_ctx *task;
+    char *path;
+    int sensory;
+} eddy__mread;
+
 /* Per key: its FIFO of inputs, its run in flight, its memory. */
 struct eddy__key {
     char *text; /* the key as JSON text; the map's key */
@@ -87,6 +95,11 @@ struct eddy__key {
     void *store_run;        /* the store's handle of the run (eddy__jrec.run) */
     int stm_dirty;          /* short-term memory written since it was last stored */
     size_t stm_bytes;       /* its JSON text's length as last stored or read */
+    /* The reads of memory its run's action executions made beside another
+     * (at most EDDY__MREADS_MAX), until each ends: what a finishing one's
+     * writes are checked against. */
+    eddy__mread *reads;
+    uint32_t nreads, reads_cap;
 };
 
 enum { EDDY_TASK_READY = 1, EDDY_TASK_RUNNING, EDDY_TASK_SUSPENDED };
@@ -341,6 +354,10 @@ struct eddy_runtime {
      * strdup'd once (see eddy_runtime_unhandled_type). */
 #define EDDY__UNHANDLED_TYPES 4
     char *unhandled_types[EDDY__UNHANDLED_TYPES];
+    /* Warnings of memory written beside a read (eddy__mem_read_note): how
+     * many, and which (writer, reader, path) were said. */
+    unsigned mread_warnings;
+    json_t *mread_seen;
     uint64_t t_start;
 };
 
@@ -366,5 +383,16 @@ void eddy__runtime_run_start(struct eddy_runtime *rt, eddy__key *k, eddy__input 
 
 /* Record a fatal error (first one wins) and begin stopping. */
 void eddy__runtime_fail(struct eddy_runtime *rt, int rc, eddy_error *err);
+
+/*
+ * Memory read by t at path (of its sensory memory, or short-term), noted
+ * when another action execution of its run is in flight (key->live > 1):
+ * when that other one finishes having written at or above or below path, a
+ * crash would make t's re-run read its write, which t did not read (a
+ * re-run reads memory as it stands, the finished actions' writes applied),
+ * and eddy warns (docs/durability.md, "Writing deterministic actions"). An
+ * action alone in its run needs no note: no other can finish before it.
+ */
+void eddy__mem_read_note(struct eddy_ctx *t, int sensory, const char *path);
 
 #endif /* EDDY_EXEC_RUNTIME_H */

@@ -1222,6 +1222,44 @@ class PythonTest(EddyTest):
         self.assertIn("no Agent subclass named 'Nope' (found: OtherAgent, ReviewAgent)",
                       self.load_error_agent("two.py", "Nope"))
 
+    def test_memory_written_beside_a_read_is_warned_about(self):
+        # Python QA: an action that read a field and awaited, while another
+        # of the run wrote it and finished, re-ran after a crash reading the
+        # write, and its durable call differed. eddy cannot replay that read;
+        # it now says so when the write lands. Not for a reader triggered by
+        # the writer's event, nor for other fields; once per writer, reader
+        # and path.
+        agent = self.path("rw.py")
+        with open(agent, "w") as f:
+            f.write("from eddy import Agent, Event, InputEvent, OutputEvent, action\n"
+                    "class Next(Event):\n"
+                    "    pass\n"
+                    "class A(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    async def prompt(event, ctx):\n"
+                    "        h = ctx.short_term_memory.get('history')\n"
+                    "        ctx.short_term_memory.is_exist('unrelated')\n"
+                    "        await ctx.sleep(0.01)\n"
+                    "        ctx.send_event(OutputEvent(output=h is not None))\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    def remember(event, ctx):\n"
+                    "        ctx.short_term_memory.set('history.last', event.input['v'])\n"
+                    "        ctx.short_term_memory.set('other', 1)\n"
+                    "        ctx.send_event(Next())\n"
+                    "    @action(Next)\n"
+                    "    @staticmethod\n"
+                    "    def after(event, ctx):\n"
+                    "        ctx.short_term_memory.set('seen', ctx.short_term_memory.get('history.last'))\n")
+        res = self.run_py([{"key": "a", "v": 1}, {"key": "b", "v": 2}, {"key": "a", "v": 3}],
+                          agent=agent)
+        self.assertOk(res)
+        self.assertEqual(res.stderr.count(b"warning"), 1, res.stderr)
+        self.assertIn(b"eddy: warning: action 'remember' for key \"a\" wrote short-term memory at "
+                      b"'history.last', which action 'prompt', running beside it, had read (at "
+                      b"'history'): after a crash (with a state) 'prompt' runs again", res.stderr)
+
     def test_agent_named_like_a_standard_module_is_warned_about(self):
         # python.md said json.py was imported as eddy_agent_json: it is json,
         # and hides the standard module from later imports. Now a warning;
