@@ -121,7 +121,7 @@ static int bad_value(eddy_error **err, int id, const char *value)
     const struct config_def *d = &defs[id];
     char accepts[96];
     switch (d->kind) {
-    case KIND_NUMBER:
+    case KIND_NUMBER: {
         /* A limit of 2^64 - 1 goes unsaid, unless the value is over it (all
          * digits, too many): it was refused as if it were under min. */
         uint64_t n;
@@ -132,6 +132,7 @@ static int bad_value(eddy_error **err, int id, const char *value)
             snprintf(accepts, sizeof(accepts), "a whole number from %" PRIu64 " to %" PRIu64,
                      d->min, d->max);
         break;
+    }
     case KIND_ON_ERROR:
         snprintf(accepts, sizeof(accepts), "stop or skip");
         break;
