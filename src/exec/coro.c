@@ -505,6 +505,8 @@ static void overflow_say(const eddy__coro *c)
  * written below its end, found by its canary when the coroutine switched
  * out: what was below (another coroutine's stack) is damaged. Said as an
  * overflow into a guard page is, and the process dies the same way. */
+static void on_segv(int sig, siginfo_t *si, void *uctx);
+
 static void segv_default(void)
 {
     struct sigaction dfl;
@@ -517,8 +519,14 @@ static void segv_default(void)
 static void canary_died(const eddy__coro *c)
 {
     overflow_say(c);
-    segv_default();
-    raise(SIGSEGV);
+    /* A program's own SIGSEGV handler stays (see eddy.h): it is for faults,
+     * and this is none; abort() then. */
+    struct sigaction now;
+    if (sigaction(SIGSEGV, NULL, &now) == 0 &&
+        ((now.sa_flags & SA_SIGINFO) ? now.sa_sigaction == on_segv : now.sa_handler == SIG_DFL)) {
+        segv_default();
+        raise(SIGSEGV);
+    }
     abort();
 }
 
