@@ -744,9 +744,10 @@ EDDY_API int eddy_ctx_durable_execute_async_all(eddy_ctx *ctx, eddy_durable_call
  *   strict-determinism  "true", "false", "yes", "no", "1" or "0" (default
  *                    "false"; eddy_config_get() gives "true" or "false")
  *   retry-failed-calls  the same values (default "false"): with a state, a
- *                    durable call whose journaled outcome is an error runs
- *                    again when its run resumes (and its action execution
- *                    re-executes from there) instead of returning the error
+ *                    durable call of an unfinished action execution whose
+ *                    journaled outcome is an error runs again when its run
+ *                    resumes instead of returning the error (the calls after
+ *                    it replay while the action makes the same ones)
  *   stack-size       coroutine stack size in bytes, 16384..67108864 (default
  *                    262144); rounded up to whole pages, so a stack holds a
  *                    little more, but an overflow's message names this size
@@ -775,9 +776,10 @@ EDDY_API const char *eddy_config_get(const eddy_config *conf, const char *name);
  * or the output or dead-letter file is a file an agent of plan was loaded
  * from),
  * "plan", "memory". The state directory is created, and the outputs cut, only once
- * the input, output and dead-letter files are known to open, and once the
- * input is open (an input FIFO's open waits for a writer first; an output or
- * dead-letter FIFO's open waits for a reader after them).
+ * the input, output and dead-letter files are known to open; the outputs are
+ * cut once the state is open and checked and the input is open (an input
+ * FIFO's open waits for a writer there; an output or dead-letter FIFO's open
+ * waits for a reader after it).
  * The calling thread becomes the runtime's mailbox thread.
  */
 EDDY_API eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_error **err);

@@ -115,7 +115,7 @@ static const struct run_option run_options[] = {
      "fail an action whose durable calls differ from its journal"},
     {"retry-failed-calls", NULL, OPT_CONFIG_FLAG, "off",
      "with --state: a durable call whose journaled outcome is an exception runs again when "
-     "its run resumes (with the rest of its action), instead of raising it again"},
+     "its unfinished action resumes, instead of raising it again"},
     {"stack-size", "BYTES", OPT_CONFIG, NULL,
      "stack of each C action's coroutine, 16384..67108864"},
     {"agent", "NAME", OPT_AGENT, WITH_PYTHON ? "the file's one Agent subclass" : NULL,

@@ -167,15 +167,18 @@ static jent *journal_find(eddy__journal *j, const char *event_id, const char *ac
     return NULL;
 }
 
-static void journal_cut(eddy__journal *j, const char *event_id, const char *action, int64_t from)
+/* Drop the call records of an action execution from position from on, or
+ * (only) at that position alone. */
+static void journal_cut_ex(eddy__journal *j, const char *event_id, const char *action, int64_t from,
+                           int only)
 {
     if (j == NULL)
         return;
     size_t w = 0;
     for (size_t i = 0; i < j->n; i++) {
         jent *e = &j->v[i];
-        if (e->kind == EDDY_JREC_CALL && e->idx >= from && strcmp(e->event_id, event_id) == 0 &&
-            strcmp(e->action, action) == 0) {
+        if (e->kind == EDDY_JREC_CALL && (only ? e->idx == from : e->idx >= from) &&
+            strcmp(e->event_id, event_id) == 0 && strcmp(e->action, action) == 0) {
             jent_clear(e);
             continue;
         }
@@ -183,6 +186,11 @@ static void journal_cut(eddy__journal *j, const char *event_id, const char *acti
     }
     j->n = w;
     journal_index(j);
+}
+
+static void journal_cut(eddy__journal *j, const char *event_id, const char *action, int64_t from)
+{
+    journal_cut_ex(j, event_id, action, from, 0);
 }
 
 /* ---------------------------------------------------------------- store errors */
@@ -1297,7 +1305,6 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
         return EDDY_OK;
     }
-    int retried = 0;
     if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
         switch (j->status) {
         case EDDY_JCALL_OK:
@@ -1309,15 +1316,22 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             if (rt->cv->retry_failed_calls) {
                 /* A failure journaled by an earlier process (an action
                  * execution never re-runs in the one that journaled it):
-                 * asked to, this run calls it again, and whatever the
-                 * action did after it, from the position on. */
+                 * asked to, this run calls it again. Only its record is
+                 * forgotten (its new outcome takes its place in the
+                 * store): the records after it still replay while the
+                 * action makes the same calls (a reconciled call's PENDING
+                 * goes to its reconciler), and where it makes others after
+                 * the new outcome, the journal is cut without a warning
+                 * (below). */
                 eddy__log(EDDY_LOG_NOTE,
                           "durable call %lld of action '%s' for key %s raised %s before; "
                           "calling %s again (--retry-failed-calls)",
                           (long long)idx, t->action->name, k->text,
                           j->err_type != NULL ? j->err_type : "an exception", fn_id);
-                retried = 1;
-                break;
+                journal_cut_ex(k->journal, eddy_event_id(t->event), t->action->name, idx, 1);
+                t->retried = 1;
+                c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
+                return EDDY_OK;
             }
             rt->stats.durable_replayed++;
             c->what = EDDY_DCALL_REPLAY_ERROR;
@@ -1332,7 +1346,13 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             return EDDY_OK;
         }
     }
-    if (!retried && rt->cv->strict_determinism) {
+    if (t->retried) {
+        /* Another path after a call retried: what the retry is for. */
+        eddy__log(EDDY_LOG_NOTE,
+                  "durable call %lld of action '%s' for key %s differs from the journal after a "
+                  "retried call (--retry-failed-calls); re-executing from there",
+                  (long long)idx, t->action->name, k->text);
+    } else if (rt->cv->strict_determinism) {
         /* The action execution fails with this, whatever it does with the
          * code (task_finish), and makes no more durable calls. */
         t->nondet = eddy_error_newf("NonDeterminism",
@@ -1345,7 +1365,7 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             return EDDY_ENOMEM;
         }
         return EDDY_ENONDET;
-    } else if (!retried) {
+    } else {
         eddy__log(EDDY_LOG_WARNING,
                   "non-deterministic durable call %lld of action '%s' for key %s: the journal "
                   "has %s(args %s), the action now calls %s(args %s); re-executing from there",
@@ -2562,6 +2582,8 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
     const eddy__config_values *cv = rt->cv;
     const char *dead = eddy__config_dead_letter(rt->conf);
     if (cv->state == NULL || cv->state[0] == '\0') {
+        if (eddy__runtime_open_input(rt, err) != EDDY_OK)
+            return EDDY_EIO;
         if (eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, -1, err) != EDDY_OK ||
             eddy__sink_open(&rt->dead, dead, DEAD_SINK, -1, err) != EDDY_OK)
             return EDDY_EIO;
@@ -2598,6 +2620,8 @@ int eddy__durable_open(eddy_runtime *rt, const eddy_plan *plan, eddy_error **err
         (rc = sink_mode(rt, dead, 'd', "dead_id", "dead_tail", "dead_path", dead_pos, &dead_how,
                         &dead_moved)) != EDDY_OK)
         goto store_err;
+    if ((rc = eddy__runtime_open_input(rt, err)) != EDDY_OK)
+        return rc;
     if ((rc = eddy__sink_open(&rt->sink, cv->output, EDDY_SINK_STDOUT, sink_how, err)) != EDDY_OK ||
         (rc = eddy__sink_open(&rt->dead, dead, DEAD_SINK, dead_how, err)) != EDDY_OK)
         return rc;

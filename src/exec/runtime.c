@@ -1125,6 +1125,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         return NULL;
     }
     rt->owner = uv_thread_self();
+    rt->input_fd = -1;
     eddy__mailboxes++; /* until eddy_runtime_free */
     eddy__queue_init(&rt->ready);
     rt->ready_fresh = &rt->ready;
@@ -1163,22 +1164,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         eddy__paths_check_files(cv->output, eddy__config_dead_letter(rt->conf), plan->files,
                                 plan->nfiles, err) != EDDY_OK)
         goto fail;
-    /* The input is opened before them too: a FIFO's open waits for its
-     * writer, and a stop during that wait must find the outputs as they
-     * were (they were cut first) and no new state. The source takes it. */
-    int in_fd = -1;
-    if (cv->input != NULL && strcmp(cv->input, "-") != 0) {
-        in_fd = eddy__wait_open(cv->input, O_RDONLY | O_CLOEXEC, 0, EDDY_WAIT_OPEN_READ);
-        if (in_fd < 0) {
-            eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", cv->input, strerror(errno));
-            goto fail;
-        }
-    }
-    if (eddy__durable_open(rt, plan, err) != EDDY_OK) {
-        if (in_fd >= 0)
-            close(in_fd);
+    if (eddy__durable_open(rt, plan, err) != EDDY_OK) /* opens the input too */
         goto fail;
-    }
     rt->idle_with_memory = rt->store != NULL && (cv->key_cache != 0 || cv->key_cache_bytes != 0);
     rt->idle_max = IDLE_KEYS_MAX;
     if (rt->idle_with_memory) {
@@ -1189,8 +1176,8 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
 
     eddy__source_opts so = {
         .path = cv->input,
-        .has_fd = in_fd >= 0,
-        .fd = in_fd,
+        .has_fd = rt->input_fd >= 0,
+        .fd = rt->input_fd,
         .key_field = cv->key,
         .max_line_bytes = cv->max_line_bytes,
         .max_depth = cv->max_depth,
@@ -1201,6 +1188,7 @@ eddy_runtime *eddy_runtime_new(eddy_plan *plan, const eddy_config *conf, eddy_er
         .keep_tail = rt->store != NULL,
         .capacity = source_capacity(cv),
     };
+    rt->input_fd = -1; /* the source's now, also when its open fails */
     if (eddy__source_open(&rt->source, &rt->loop, &so, on_source_ready, rt, err) != EDDY_OK)
         goto fail;
     rt->pool = eddy__pool_new(&rt->loop, cv->async_threads);
@@ -1221,6 +1209,17 @@ fail_nomem:
 fail:
     eddy_runtime_free(rt);
     return NULL;
+}
+
+int eddy__runtime_open_input(eddy_runtime *rt, eddy_error **err)
+{
+    const char *in = rt->cv->input;
+    if (in == NULL || strcmp(in, "-") == 0)
+        return EDDY_OK;
+    rt->input_fd = eddy__wait_open(in, O_RDONLY | O_CLOEXEC, 0, EDDY_WAIT_OPEN_READ);
+    if (rt->input_fd < 0)
+        return eddy__error_set(err, EDDY_EIO, "io", "cannot open %s: %s", in, strerror(errno));
+    return EDDY_OK;
 }
 
 int eddy_runtime_set_progress(eddy_runtime *rt, eddy_progress_fn fn, void *arg,
@@ -1411,6 +1410,8 @@ void eddy_runtime_free(eddy_runtime *rt)
     for (size_t i = 0; i < EDDY__UNHANDLED_TYPES; i++)
         free(rt->unhandled_types[i]);
     json_decref(rt->mread_seen);
+    if (rt->input_fd >= 0)
+        close(rt->input_fd);
     if (eddy__mailboxes > 0) /* on its thread: see the checks above */
         eddy__mailboxes--;
     free(rt);

@@ -129,6 +129,7 @@ struct eddy_ctx {
     int state;
     int started;
     int replayed;    /* finished before a crash: its recorded events were re-released */
+    int retried;     /* called a journaled failure again (retry-failed-calls) */
     int in_body;     /* running a durable call's body inline, on the mailbox thread:
                       * the body may only use its arguments, so every context call
                       * fails as it would on a worker */
@@ -358,6 +359,7 @@ struct eddy_runtime {
      * many, and which (writer, reader, path) were said. */
     unsigned mread_warnings;
     json_t *mread_seen;
+    int input_fd; /* eddy__runtime_open_input's, until the source takes it; -1 */
     uint64_t t_start;
 };
 
@@ -383,6 +385,13 @@ void eddy__runtime_run_start(struct eddy_runtime *rt, eddy__key *k, eddy__input 
 
 /* Record a fatal error (first one wins) and begin stopping. */
 void eddy__runtime_fail(struct eddy_runtime *rt, int rc, eddy_error *err);
+
+/* Open the input file (rt->input_fd; nothing for stdin), waiting for a
+ * FIFO's writer (eddy__wait_open): eddy__durable_open calls it once the
+ * state is open and checked, before the outputs are cut, so that a stop
+ * during that wait finds the outputs as they were, and a state that cannot
+ * be used is refused at once. */
+int eddy__runtime_open_input(struct eddy_runtime *rt, eddy_error **err);
 
 /*
  * Memory read by t at path (of its sensory memory, or short-term), noted

@@ -1329,6 +1329,53 @@ class PythonTest(EddyTest):
         with open(log) as f:
             self.assertEqual(f.read().split(), ["before", "call", "call"])
 
+    def test_retry_failed_calls_keeps_a_later_pending_for_its_reconciler(self):
+        # Review: the retry cut the journal from the failed call on, so a
+        # reconciled call after it whose outcome was unknown (PENDING, the
+        # process killed in it) ran again instead of its reconciler. Only the
+        # failed call's record goes now; the rest replays while the action
+        # makes the same calls.
+        log, crash = self.path("calls.log"), self.path("crash.flag")
+        agent = self.path("recon.py")
+        with open(agent, "w") as f:
+            f.write("import os\n"
+                    "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                    "def note(what):\n"
+                    "    with open(%r, 'a') as f:\n"
+                    "        f.write(what + '\\n')\n"
+                    "def flaky():\n"
+                    "    note('flaky')\n"
+                    "    raise ConnectionError('still down')\n"
+                    "def charge(x):\n"
+                    "    note('charge')\n"
+                    "    if os.path.exists(%r):\n"
+                    "        os._exit(3)\n"
+                    "    return x\n"
+                    "def reconcile():\n"
+                    "    note('reconcile')\n"
+                    "    return 7\n"
+                    "class A(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    async def go(event, ctx):\n"
+                    "        try:\n"
+                    "            await ctx.durable_execute_async(flaky)\n"
+                    "        except ConnectionError:\n"
+                    "            pass\n"
+                    "        v = await ctx.durable_execute_async(charge, 7, reconciler=reconcile)\n"
+                    "        ctx.send_event(OutputEvent(output=v))\n" % (log, crash))
+        state = self.path("st")
+        open(crash, "w").close()
+        first = self.run_py([{"key": "a"}], "--state", state, agent=agent)
+        self.assertEqual(first.rc, 3, first.stderr)
+        os.unlink(crash)
+        again = self.run_py([{"key": "a"}], "--state", state, "--retry-failed-calls",
+                            "--strict-determinism", agent=agent)
+        self.assertOk(again)
+        self.assertEqual(again.outputs(), [7])
+        with open(log) as f:
+            self.assertEqual(f.read().split(), ["flaky", "charge", "flaky", "reconcile"])
+
     def test_agent_in_a_package_imports_relatively(self):
         # An agent file in a package failed at `from . import x` (no known
         # parent package): it now resolves in the package, which is imported

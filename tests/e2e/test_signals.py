@@ -623,11 +623,23 @@ class FifoWaits(EddyTest):
                                "(no process had opened it for writing); nothing had run, the "
                                "state is safe: run the same command again to resume\n"
                                % self.fifo).encode())
-        # Nothing had run: the output was cut and the state made before the
-        # wait; the input is now opened before both.
+        # Nothing had run: the output was cut before the wait; the input is
+        # now opened before that (after the state is opened and checked).
         with open(self.path("out.jsonl")) as f:
             self.assertEqual(f.read(), "kept\n")
-        self.assertFalse(os.path.exists(state))
+        # A second eddy on the state, while the first waits for its input's
+        # writer (holding the state), is refused at once, not after a wait
+        # of its own for a writer, whose lines it would have dropped.
+        first = self.popen("--input", self.fifo, "--output", self.path("out.jsonl"), "--state",
+                           state)
+        time.sleep(0.5)
+        second = subprocess.run([EDDY, "run", TEST_AGENT, "--no-progress", "--input", self.fifo,
+                                 "--output", self.path("out2.jsonl"), "--state", state],
+                                capture_output=True, timeout=30)
+        self.assertEqual(second.returncode, 3, second.stderr)
+        self.assertIn(b"another eddy uses state directory", second.stderr)
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=10)
         # The same command, with a writer this time, reads it all.
         p = self.popen("--input", self.fifo, "--output", self.path("out.jsonl"), "--state", state)
         with open(self.fifo, "w") as f:
