@@ -1280,6 +1280,28 @@ void eddy__durable_wait_commit(eddy_ctx *t, int written)
     t->resume_written = written;
 }
 
+/* A record of the recovered journal replayed after a retry took it out of
+ * the store (eddy__durable_plan): it goes back, so that a crash later in
+ * this run replays it again. */
+static void reput(eddy_ctx *t, const jent *e)
+{
+    eddy_runtime *rt = t->rt;
+    eddy__jrec r = {.key = t->key->text,
+                    .seq = t->key->seq,
+                    .event_id = e->event_id,
+                    .action = e->action,
+                    .idx = e->idx,
+                    .kind = e->kind,
+                    .status = e->status,
+                    .fn_id = e->fn_id,
+                    .digest = e->digest,
+                    .payload = e->payload,
+                    .err_type = e->err_type,
+                    .err_msg = e->err_msg,
+                    .run = &t->key->store_run};
+    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "putting back a replayed record");
+}
+
 int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
                        eddy__dcall *c)
 {
@@ -1306,6 +1328,8 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         return EDDY_OK;
     }
     if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
+        if (t->retried && !(j->status == EDDY_JCALL_ERROR && rt->cv->retry_failed_calls))
+            reput(t, j); /* the retry took it out of the store: see below */
         switch (j->status) {
         case EDDY_JCALL_OK:
             rt->stats.durable_replayed++;
@@ -1316,12 +1340,16 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             if (rt->cv->retry_failed_calls) {
                 /* A failure journaled by an earlier process (an action
                  * execution never re-runs in the one that journaled it):
-                 * asked to, this run calls it again. Only its record is
-                 * forgotten (its new outcome takes its place in the
-                 * store): the records after it still replay while the
+                 * asked to, this run calls it again. In the store its
+                 * record and those after it are cut now (in this turn's
+                 * transaction, before the new outcome's): a crash after
+                 * the retry then finds no record of the old path to take
+                 * the new one for non-determinism. In memory only its
+                 * record goes: the ones after it still replay while the
                  * action makes the same calls (a reconciled call's PENDING
-                 * goes to its reconciler), and where it makes others after
-                 * the new outcome, the journal is cut without a warning
+                 * goes to its reconciler), each put back in the store as
+                 * it does (reput); where the action makes others, the
+                 * journal is cut there with a note, not the warning
                  * (below). */
                 eddy__log(EDDY_LOG_NOTE,
                           "durable call %lld of action '%s' for key %s raised %s before; "
@@ -1329,9 +1357,14 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
                           (long long)idx, t->action->name, k->text,
                           j->err_type != NULL ? j->err_type : "an exception", fn_id);
                 journal_cut_ex(k->journal, eddy_event_id(t->event), t->action->name, idx, 1);
+                if (!t->retried)
+                    STORE_DO(rt,
+                             eddy__store_journal_cut(rt->store, k->text, k->seq,
+                                                     eddy_event_id(t->event), t->action->name, idx),
+                             "cutting the journal for a retry");
                 t->retried = 1;
                 c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
-                return EDDY_OK;
+                return rt->store_failed ? EDDY_ESTORE : EDDY_OK;
             }
             rt->stats.durable_replayed++;
             c->what = EDDY_DCALL_REPLAY_ERROR;

@@ -97,8 +97,16 @@ static void key_free(eddy__key *k)
 
 /* ---------------------------------------------------------------- memory read beside another */
 
-#define EDDY__MREADS_MAX 256 /* reads noted per run in flight: a warning's aid, not a log */
-#define MREAD_WARNINGS   16  /* distinct warnings of this kind per runtime */
+#define EDDY__MREADS_MAX 64 /* reads noted per run in flight: a warning's aid, not a log */
+#define MREAD_WARNINGS   16 /* distinct warnings of this kind per runtime */
+#define MREAD_OWN_LOOK   16 /* the reader's latest writes looked at for one over the read */
+
+/* Whether w is path or above it ("" is the root, above all). */
+static int path_at_or_above(const char *w, const char *path)
+{
+    size_t wl = strlen(w);
+    return wl == 0 || (strncmp(w, path, wl) == 0 && (path[wl] == '\0' || path[wl] == '.'));
+}
 
 void eddy__mem_read_note(eddy_ctx *t, int sensory, const char *path)
 {
@@ -109,6 +117,18 @@ void eddy__mem_read_note(eddy_ctx *t, int sensory, const char *path)
         if (k->reads[i].task == t && k->reads[i].sensory == sensory &&
             strcmp(k->reads[i].path, path) == 0)
             return;
+    /* A read of what the reader itself wrote (at or above the path) reads
+     * its own write on any run: nothing to note. Its latest writes only. */
+    const json_t *log = eddy__memview_updates(sensory ? &t->sensory.view : &t->stm.view);
+    size_t n = json_array_size(log);
+    for (size_t i = 0; i < n && i < MREAD_OWN_LOOK; i++) {
+        const json_t *e = json_array_get(log, n - 1 - i);
+        const char *w = json_string_value(json_object_get(e, "p"));
+        /* A set ("v") hides what is committed there; a new object ("o")
+         * lets it show through. */
+        if (w != NULL && json_object_get(e, "v") != NULL && path_at_or_above(w, path))
+            return;
+    }
     if (k->nreads == k->reads_cap) {
         uint32_t ncap = k->reads_cap != 0 ? k->reads_cap * 2 : 8;
         eddy__mread *nr = realloc(k->reads, ncap * sizeof(*nr));
@@ -122,7 +142,7 @@ void eddy__mem_read_note(eddy_ctx *t, int sensory, const char *path)
         k->reads[k->nreads++] = (eddy__mread){t, p, sensory};
 }
 
-/* t ends: its reads no longer matter. */
+/* t ends: its reads no longer matter; the array goes with the last. */
 static void mem_reads_drop(eddy__key *k, const eddy_ctx *t)
 {
     uint32_t j = 0;
@@ -133,6 +153,11 @@ static void mem_reads_drop(eddy__key *k, const eddy_ctx *t)
             k->reads[j++] = k->reads[i];
     }
     k->nreads = j;
+    if (j == 0) {
+        free(k->reads);
+        k->reads = NULL;
+        k->reads_cap = 0;
+    }
 }
 
 /* Whether a write at w and a read at r touch the same memory: equal, or one

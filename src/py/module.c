@@ -1639,6 +1639,15 @@ static PyObject *ctx_branch(PyObject *self, PyObject *const *args, Py_ssize_t na
     return r;
 }
 
+/* ctx._dropped(): whether the action execution ended unfinished (eddy
+ * dropped it: stopping, or its run failed), so that what it made and never
+ * awaited is not warned about. */
+static PyObject *ctx_dropped(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(((ctx_obj *)self)->dropped);
+}
+
 /* ctx._in_branch(): whether a gather is stepping one of its coroutines now
  * (a gather inside it then gives its rounds to that one). */
 static PyObject *ctx_in_branch(PyObject *self, PyObject *unused)
@@ -2042,6 +2051,7 @@ static PyMethodDef ctx_methods[] = {
      "results in order."},
     {"_branch", (PyCFunction)(void (*)(void))ctx_branch, METH_FASTCALL, NULL},
     {"_in_branch", ctx_in_branch, METH_NOARGS, NULL},
+    {"_dropped", ctx_dropped, METH_NOARGS, NULL},
     {"_round_calls", ctx_round_calls, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

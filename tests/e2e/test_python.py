@@ -1240,6 +1240,8 @@ class PythonTest(EddyTest):
                     "    async def prompt(event, ctx):\n"
                     "        h = ctx.short_term_memory.get('history')\n"
                     "        ctx.short_term_memory.is_exist('unrelated')\n"
+                    "        ctx.short_term_memory.set('own', 1)\n"
+                    "        ctx.short_term_memory.get('own')  # its own write: no warning\n"
                     "        await ctx.sleep(0.01)\n"
                     "        ctx.send_event(OutputEvent(output=h is not None))\n"
                     "    @action(InputEvent)\n"
@@ -1247,6 +1249,7 @@ class PythonTest(EddyTest):
                     "    def remember(event, ctx):\n"
                     "        ctx.short_term_memory.set('history.last', event.input['v'])\n"
                     "        ctx.short_term_memory.set('other', 1)\n"
+                    "        ctx.short_term_memory.set('own', 2)\n"
                     "        ctx.send_event(Next())\n"
                     "    @action(Next)\n"
                     "    @staticmethod\n"
@@ -1375,6 +1378,58 @@ class PythonTest(EddyTest):
         self.assertEqual(again.outputs(), [7])
         with open(log) as f:
             self.assertEqual(f.read().split(), ["flaky", "charge", "flaky", "reconcile"])
+
+    def test_retry_then_crash_replays_the_new_path(self):
+        # Review: the retried call's new outcome and the cut of the old
+        # path's records after it were committed apart, so a crash between
+        # them left both, and the next run took the new path for
+        # non-determinism (under --strict-determinism: a failure on every
+        # rerun). The retry now cuts the old records at once.
+        log, up, crash = self.path("calls.log"), self.path("up.flag"), self.path("crash.flag")
+        agent = self.path("path.py")
+        with open(agent, "w") as f:
+            f.write("import os\n"
+                    "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                    "def note(what):\n"
+                    "    with open(%r, 'a') as f:\n"
+                    "        f.write(what + '\\n')\n"
+                    "    return what\n"
+                    "def flaky():\n"
+                    "    note('flaky')\n"
+                    "    if not os.path.exists(%r):\n"
+                    "        raise ConnectionError('down')\n"
+                    "    return 'up'\n"
+                    "class A(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    async def go(event, ctx):\n"
+                    "        try:\n"
+                    "            got = await ctx.durable_execute_async(flaky)\n"
+                    "        except ConnectionError:\n"
+                    "            got = 'down'\n"
+                    "        if got == 'up' and os.path.exists(%r):\n"
+                    "            os._exit(3)  # the retry's outcome committed, nothing after\n"
+                    "        other = await ctx.durable_execute_async(note, 'B' if got == 'down' else 'C')\n"
+                    "        if os.path.exists(%r):\n"
+                    "            os._exit(3)\n"
+                    "        ctx.send_event(OutputEvent(output=[got, other]))\n"
+                    % (log, up, crash, crash))
+        state = self.path("st")
+        open(crash, "w").close()
+        first = self.run_py([{"key": "a"}], "--state", state, agent=agent)
+        self.assertEqual(first.rc, 3, first.stderr)
+        open(up, "w").close()
+        second = self.run_py([{"key": "a"}], "--state", state, "--retry-failed-calls",
+                             agent=agent)
+        self.assertEqual(second.rc, 3, second.stderr)
+        os.unlink(crash)
+        third = self.run_py([{"key": "a"}], "--state", state, "--strict-determinism",
+                            agent=agent)
+        self.assertOk(third)
+        self.assertEqual(third.outputs(), [["up", "C"]])
+        self.assertNotIn(b"non-deterministic", third.stderr)
+        with open(log) as f:
+            self.assertEqual(f.read().split(), ["flaky", "B", "flaky", "C"])
 
     def test_agent_in_a_package_imports_relatively(self):
         # An agent file in a package failed at `from . import x` (no known
