@@ -1280,14 +1280,11 @@ void eddy__durable_wait_commit(eddy_ctx *t, int written)
     t->resume_written = written;
 }
 
-/* A record of the recovered journal replayed after a retry took it out of
- * the store (eddy__durable_plan): it goes back, so that a crash later in
- * this run replays it again. */
-static void reput(eddy_ctx *t, const jent *e)
+/* Store again a record of k's run read back from the journal. */
+static void put_back(eddy_runtime *rt, eddy__key *k, const jent *e, const char *what)
 {
-    eddy_runtime *rt = t->rt;
-    eddy__jrec r = {.key = t->key->text,
-                    .seq = t->key->seq,
+    eddy__jrec r = {.key = k->text,
+                    .seq = k->seq,
                     .event_id = e->event_id,
                     .action = e->action,
                     .idx = e->idx,
@@ -1298,8 +1295,16 @@ static void reput(eddy_ctx *t, const jent *e)
                     .payload = e->payload,
                     .err_type = e->err_type,
                     .err_msg = e->err_msg,
-                    .run = &t->key->store_run};
-    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), "putting back a replayed record");
+                    .run = &k->store_run};
+    STORE_DO(rt, eddy__store_journal_put(rt->store, &r), what);
+}
+
+/* A record of the recovered journal replayed after a retry took it out of
+ * the store (eddy__durable_plan): it goes back, so that a crash later in
+ * this run replays it again. */
+static void reput(eddy_ctx *t, const jent *e)
+{
+    put_back(t->rt, t->key, e, "putting back a replayed record");
 }
 
 int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
@@ -1469,24 +1474,8 @@ void eddy__durable_unpend(eddy_ctx *t, const eddy__dcall *c)
         STORE_DO(rt,
                  eddy__store_journal_cut(rt->store, k->text, k->seq, u.event_id, u.action, c->idx),
                  "dropping the start of a call that never ran");
-        for (size_t i = 0; i < later.n && !rt->store_failed; i++) {
-            jent *e = &later.v[i];
-            eddy__jrec r = {.key = k->text,
-                            .seq = k->seq,
-                            .event_id = e->event_id,
-                            .action = e->action,
-                            .idx = e->idx,
-                            .kind = e->kind,
-                            .status = e->status,
-                            .fn_id = e->fn_id,
-                            .digest = e->digest,
-                            .payload = e->payload,
-                            .err_type = e->err_type,
-                            .err_msg = e->err_msg,
-                            .run = &k->store_run};
-            STORE_DO(rt, eddy__store_journal_put(rt->store, &r),
-                     "dropping the start of a call that never ran");
-        }
+        for (size_t i = 0; i < later.n && !rt->store_failed; i++)
+            put_back(rt, k, &later.v[i], "dropping the start of a call that never ran");
     }
     for (size_t i = 0; i < later.n; i++)
         jent_clear(&later.v[i]);
