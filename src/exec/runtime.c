@@ -189,10 +189,9 @@ static __attribute__((noinline)) void mem_read_warn(eddy_runtime *rt, const eddy
         EDDY_LOG_WARNING,
         "action '%s' for key %s wrote %s memory at '%s', which action '%s', running beside "
         "it, had read (at '%s'): after a crash (with a state) '%s' runs again with this write "
-        "applied, "
-        "reads it, and may then make other durable calls or outputs than it did; read it in "
-        "'%s', or in an action that an event '%s' sends triggers (docs/durability.md, "
-        "\"Writing deterministic actions\")%s",
+        "applied, reads it, and may then make other durable calls or outputs than it did; "
+        "read it in '%s', or in an action that an event '%s' sends triggers "
+        "(docs/durability.md, \"Writing deterministic actions\")%s",
         w->action->name, w->key->text, r->sensory ? "sensory" : "short-term", path,
         r->task->action->name, r->path, r->task->action->name, w->action->name, w->action->name,
         rt->mread_warnings == MREAD_WARNINGS ? "; further warnings of this kind are not shown"
