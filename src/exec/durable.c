@@ -37,6 +37,7 @@ typedef struct jent {
     char *event_id, *action;
     int64_t idx;
     int kind, status;
+    int out; /* cut from the store by a retry, not put back yet (reput) */
     char *fn_id, *digest, *payload, *err_type, *err_msg;
 } jent;
 
@@ -191,6 +192,19 @@ static void journal_cut_ex(eddy__journal *j, const char *event_id, const char *a
 static void journal_cut(eddy__journal *j, const char *event_id, const char *action, int64_t from)
 {
     journal_cut_ex(j, event_id, action, from, 0);
+}
+
+/* The call records of an action execution after position from were cut
+ * from the store by a retry: mark them so (jent.out). */
+static void journal_mark_out(eddy__journal *j, const char *event_id, const char *action,
+                             int64_t from)
+{
+    for (size_t i = 0; j != NULL && i < j->n; i++) {
+        jent *e = &j->v[i];
+        if (e->kind == EDDY_JREC_CALL && e->idx > from && strcmp(e->event_id, event_id) == 0 &&
+            strcmp(e->action, action) == 0)
+            e->out = 1;
+    }
 }
 
 /* ---------------------------------------------------------------- store errors */
@@ -1302,9 +1316,21 @@ static void put_back(eddy_runtime *rt, eddy__key *k, const jent *e, const char *
 /* A record of the recovered journal replayed after a retry took it out of
  * the store (eddy__durable_plan): it goes back, so that a crash later in
  * this run replays it again. */
-static void reput(eddy_ctx *t, const jent *e)
+static void reput(eddy_ctx *t, jent *e)
 {
-    put_back(t->rt, t->key, e, "putting back a replayed record");
+    if (e->out)
+        put_back(t->rt, t->key, e, "putting back a replayed record");
+    e->out = 0;
+}
+
+void eddy__durable_retry_restore(eddy_runtime *rt, eddy__key *k)
+{
+    eddy__journal *j = k->journal;
+    for (size_t i = 0; j != NULL && i < j->n && rt->store != NULL && !rt->store_failed; i++) {
+        if (j->v[i].out)
+            put_back(rt, k, &j->v[i], "putting back the records of a stopped retry");
+        j->v[i].out = 0;
+    }
 }
 
 int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
@@ -1333,7 +1359,7 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         return EDDY_OK;
     }
     if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
-        if (t->retried && !(j->status == EDDY_JCALL_ERROR && rt->cv->retry_failed_calls))
+        if (j->out && !(j->status == EDDY_JCALL_ERROR && rt->cv->retry_failed_calls))
             reput(t, j); /* the retry took it out of the store: see below */
         switch (j->status) {
         case EDDY_JCALL_OK:
@@ -1362,11 +1388,13 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
                           (long long)idx, t->action->name, k->text,
                           j->err_type != NULL ? j->err_type : "an exception", fn_id);
                 journal_cut_ex(k->journal, eddy_event_id(t->event), t->action->name, idx, 1);
-                if (!t->retried)
+                if (!t->retried) {
                     STORE_DO(rt,
                              eddy__store_journal_cut(rt->store, k->text, k->seq,
                                                      eddy_event_id(t->event), t->action->name, idx),
                              "cutting the journal for a retry");
+                    journal_mark_out(k->journal, eddy_event_id(t->event), t->action->name, idx);
+                }
                 t->retried = 1;
                 c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
                 return rt->store_failed ? EDDY_ESTORE : EDDY_OK;

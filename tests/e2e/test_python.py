@@ -1431,6 +1431,70 @@ class PythonTest(EddyTest):
         with open(log) as f:
             self.assertEqual(f.read().split(), ["flaky", "B", "flaky", "C"])
 
+    def test_a_stopped_retry_puts_back_what_it_had_not_replayed(self):
+        # Chaos QA: a retry run ended by a clean stop (another key failing
+        # under --on-error stop) before key a replayed the PENDING record of
+        # its reconciled call had dropped it: the next run called the
+        # function again instead of its reconciler. The stop now puts back
+        # the records the retry took out of the store and had not replayed.
+        log, down, bfail = self.path("calls.log"), self.path("down"), self.path("bfail")
+        crash = self.path("crash")
+        agent = self.path("stopretry.py")
+        with open(agent, "w") as f:
+            f.write("import os, time\n"
+                    "from eddy import Agent, InputEvent, OutputEvent, action\n"
+                    "def note(what):\n"
+                    "    with open(%r, 'a') as f:\n"
+                    "        f.write(what + '\\n')\n"
+                    "def flaky():\n"
+                    "    note('flaky')\n"
+                    "    if os.path.exists(%r):\n"
+                    "        raise ConnectionError('down')\n"
+                    "    time.sleep(0.5)\n"
+                    "    return 'up'\n"
+                    "def charge():\n"
+                    "    note('charge')\n"
+                    "    if os.path.exists(%r):\n"
+                    "        os._exit(3)\n"
+                    "    return 'charged'\n"
+                    "def reconcile():\n"
+                    "    note('reconcile')\n"
+                    "    return 'reconciled'\n"
+                    "def gate():\n"
+                    "    if os.path.exists(%r):\n"
+                    "        raise RuntimeError('b fails')\n"
+                    "    return 'b'\n"
+                    "class A(Agent):\n"
+                    "    @action(InputEvent)\n"
+                    "    @staticmethod\n"
+                    "    async def go(event, ctx):\n"
+                    "        if ctx.key == 'b':\n"
+                    "            ctx.send_event(OutputEvent(output=await ctx.durable_execute_async(gate)))\n"
+                    "            return\n"
+                    "        try:\n"
+                    "            got = await ctx.durable_execute_async(flaky)\n"
+                    "        except ConnectionError:\n"
+                    "            got = 'down'\n"
+                    "        paid = await ctx.durable_execute_async(charge, reconciler=reconcile)\n"
+                    "        ctx.send_event(OutputEvent(output=[got, paid]))\n"
+                    % (log, down, crash, bfail))
+        state, recs = self.path("st"), [{"key": "a"}, {"key": "b"}]
+        for flag in (down, crash):
+            open(flag, "w").close()
+        first = self.run_py(recs[:1], "--state", state, agent=agent)
+        self.assertEqual(first.rc, 3, first.stderr)  # killed in charge, its PENDING committed
+        for flag in (down, crash):
+            os.unlink(flag)
+        open(bfail, "w").close()
+        second = self.run_py(recs, "--state", state, "--retry-failed-calls", agent=agent)
+        self.assertEqual(second.rc, 1, second.stderr)  # b failed: a stop, flaky still running
+        os.unlink(bfail)
+        third = self.run_py(recs, "--state", state, "--on-error", "skip", agent=agent)
+        self.assertOk(third)  # b's journaled failure skips its input
+        self.assertEqual(third.outputs(), [["up", "reconciled"]])
+        with open(log) as f:
+            self.assertEqual(f.read().split(), ["flaky", "charge", "flaky", "reconcile"])
+
     def test_agent_in_a_package_imports_relatively(self):
         # An agent file in a package failed at `from . import x` (no known
         # parent package): it now resolves in the package, which is imported
