@@ -37,7 +37,6 @@ typedef struct jent {
     char *event_id, *action;
     int64_t idx;
     int kind, status;
-    int out; /* cut from the store by a retry, not put back yet (reput) */
     char *fn_id, *digest, *payload, *err_type, *err_msg;
 } jent;
 
@@ -192,19 +191,6 @@ static void journal_cut_ex(eddy__journal *j, const char *event_id, const char *a
 static void journal_cut(eddy__journal *j, const char *event_id, const char *action, int64_t from)
 {
     journal_cut_ex(j, event_id, action, from, 0);
-}
-
-/* The call records of an action execution after position from were cut
- * from the store by a retry: mark them so (jent.out). */
-static void journal_mark_out(eddy__journal *j, const char *event_id, const char *action,
-                             int64_t from)
-{
-    for (size_t i = 0; j != NULL && i < j->n; i++) {
-        jent *e = &j->v[i];
-        if (e->kind == EDDY_JREC_CALL && e->idx > from && strcmp(e->event_id, event_id) == 0 &&
-            strcmp(e->action, action) == 0)
-            e->out = 1;
-    }
 }
 
 /* ---------------------------------------------------------------- store errors */
@@ -1313,25 +1299,11 @@ static void put_back(eddy_runtime *rt, eddy__key *k, const jent *e, const char *
     STORE_DO(rt, eddy__store_journal_put(rt->store, &r), what);
 }
 
-/* A record of the recovered journal replayed after a retry took it out of
- * the store (eddy__durable_plan): it goes back, so that a crash later in
- * this run replays it again. */
-static void reput(eddy_ctx *t, jent *e)
-{
-    if (e->out)
-        put_back(t->rt, t->key, e, "putting back a replayed record");
-    e->out = 0;
-}
-
-void eddy__durable_retry_restore(eddy_runtime *rt, eddy__key *k)
-{
-    eddy__journal *j = k->journal;
-    for (size_t i = 0; j != NULL && i < j->n && rt->store != NULL && !rt->store_failed; i++) {
-        if (j->v[i].out)
-            put_back(rt, k, &j->v[i], "putting back the records of a stopped retry");
-        j->v[i].out = 0;
-    }
-}
+/* The journal position of an action execution's retry mark (see the retry
+ * in eddy__durable_plan): past any call's, so that no call finds it and a
+ * cut from any position takes it too. */
+#define RETRY_MARK_IDX INT64_MAX
+#define RETRY_MARK_FN  "eddy.retried"
 
 int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int reconcilable,
                        eddy__dcall *c)
@@ -1359,8 +1331,6 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
         return EDDY_OK;
     }
     if (strcmp(j->fn_id, fn_id) == 0 && strcmp(j->digest, digest) == 0) {
-        if (j->out && !(j->status == EDDY_JCALL_ERROR && rt->cv->retry_failed_calls))
-            reput(t, j); /* the retry took it out of the store: see below */
         switch (j->status) {
         case EDDY_JCALL_OK:
             rt->stats.durable_replayed++;
@@ -1371,29 +1341,37 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             if (rt->cv->retry_failed_calls) {
                 /* A failure journaled by an earlier process (an action
                  * execution never re-runs in the one that journaled it):
-                 * asked to, this run calls it again. In the store its
-                 * record and those after it are cut now (in this turn's
-                 * transaction, before the new outcome's): a crash after
-                 * the retry then finds no record of the old path to take
-                 * the new one for non-determinism. In memory only its
-                 * record goes: the ones after it still replay while the
-                 * action makes the same calls (a reconciled call's PENDING
-                 * goes to its reconciler), each put back in the store as
-                 * it does (reput); where the action makes others, the
-                 * journal is cut there with a note, not the warning
-                 * (below). */
+                 * asked to, this run calls it again, and its new outcome
+                 * replaces the record in the store. The records after it
+                 * stay: they replay while the action makes the same calls
+                 * (a reconciled call's PENDING goes to its reconciler).
+                 * Where it makes others (the new outcome took it another
+                 * way), the journal is cut there with a note, not the
+                 * non-determinism warning (below): this run knows
+                 * (t->retried), and so does any later one until then,
+                 * from the retry mark journaled now, beyond every call
+                 * position (a crash or stop may come between the new
+                 * outcome and that cut). */
                 eddy__log(EDDY_LOG_NOTE,
                           "durable call %lld of action '%s' for key %s raised %s before; "
                           "calling %s again (--retry-failed-calls)",
                           (long long)idx, t->action->name, k->text,
                           j->err_type != NULL ? j->err_type : "an exception", fn_id);
                 journal_cut_ex(k->journal, eddy_event_id(t->event), t->action->name, idx, 1);
-                if (!t->retried) {
-                    STORE_DO(rt,
-                             eddy__store_journal_cut(rt->store, k->text, k->seq,
-                                                     eddy_event_id(t->event), t->action->name, idx),
-                             "cutting the journal for a retry");
-                    journal_mark_out(k->journal, eddy_event_id(t->event), t->action->name, idx);
+                if (!t->retried && journal_find(k->journal, eddy_event_id(t->event),
+                                                t->action->name, RETRY_MARK_IDX) == NULL) {
+                    eddy__jrec mark = {.key = k->text,
+                                       .seq = k->seq,
+                                       .event_id = eddy_event_id(t->event),
+                                       .action = t->action->name,
+                                       .idx = RETRY_MARK_IDX,
+                                       .kind = EDDY_JREC_CALL,
+                                       .status = EDDY_JCALL_OK,
+                                       .fn_id = RETRY_MARK_FN,
+                                       .digest = "",
+                                       .payload = "null",
+                                       .run = &k->store_run};
+                    STORE_DO(rt, eddy__store_journal_put(rt->store, &mark), "journaling a retry");
                 }
                 t->retried = 1;
                 c->what = reconcilable ? EDDY_DCALL_RUN_PENDING : EDDY_DCALL_RUN;
@@ -1412,8 +1390,10 @@ int eddy__durable_plan(eddy_ctx *t, const char *fn_id, const char *digest, int r
             return EDDY_OK;
         }
     }
-    if (t->retried) {
-        /* Another path after a call retried: what the retry is for. */
+    if (t->retried || journal_find(k->journal, eddy_event_id(t->event), t->action->name,
+                                   RETRY_MARK_IDX) != NULL) {
+        /* Another path after a call retried (in this run, or in one before
+         * it that stopped before the cut): what the retry is for. */
         eddy__log(EDDY_LOG_NOTE,
                   "durable call %lld of action '%s' for key %s differs from the journal after a "
                   "retried call (--retry-failed-calls); re-executing from there",

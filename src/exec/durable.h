@@ -244,10 +244,4 @@ int eddy__durable_apply_done(const json_t *rec, json_t *stm, json_t *sensory);
 /* Free a recovered journal. */
 void eddy__journal_free(eddy__journal *j);
 
-/* A stop: the records that a retry (retry-failed-calls) took out of the
- * store and that k's run has not replayed yet go back (in the open
- * transaction, which the stop commits), so that the next run replays them,
- * as after any stop. */
-void eddy__durable_retry_restore(eddy_runtime *rt, eddy__key *k);
-
 #endif /* EDDY_EXEC_DURABLE_H */

@@ -1070,8 +1070,6 @@ static void begin_stop(eddy_runtime *rt)
             eddy__input_free(eddy__queue_data(q, eddy__input, node));
             rt->pending--;
         }
-        if (k->journal != NULL)
-            eddy__durable_retry_restore(rt, k);
     }
     check_done(rt);
 }

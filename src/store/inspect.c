@@ -1,4 +1,5 @@
 /* eddy_state_inspect(): a read-only report of a state directory. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +67,10 @@ static const char *status_name(int kind, int status)
 static int on_jrec(void *arg, const eddy__jrec *r)
 {
     inspect_ctx *c = arg;
+    /* A retry's mark (src/exec/durable.c, RETRY_MARK_IDX): no call. */
+    if (r->kind == EDDY_JREC_CALL && r->idx == INT64_MAX && r->fn_id != NULL &&
+        strcmp(r->fn_id, "eddy.retried") == 0)
+        return EDDY_OK;
     int failed_run = r->kind == EDDY_JREC_FAILED;
     if (c->journal == NULL && !failed_run && strcmp(c->key, r->key) != 0)
         return EDDY_OK; /* neither kept nor marking its run */
